@@ -1,0 +1,247 @@
+"""The ``antiphon`` command: train, evaluate, sample and serve.
+
+Exit codes: 0 success, 1 a runtime failure (missing checkpoint, unreadable
+corpus), 2 a bad argument (named in the message), 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from server.errors import AntiphonError, InvalidArgument
+
+log = logging.getLogger("antiphon")
+
+REPO_MODELS = Path(__file__).resolve().parent.parent / "models"
+DEFAULT_TEXT_CHECKPOINT = REPO_MODELS / "text" / "char_lstm.safetensors"
+
+
+def default_text_checkpoint() -> Path:
+    return Path(os.environ.get("ANTIPHON_TEXT_CHECKPOINT", DEFAULT_TEXT_CHECKPOINT))
+
+
+# -- train -------------------------------------------------------------------
+def _add_train_text(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "text",
+        help="train the character LSTM",
+        description="Train the character-level LSTM on Shakespeare (or --corpus) with stateful truncated "
+        "backpropagation. Progress shows training bits/char, held-out estimate, characters/s and learning rate. "
+        "Run under `torchrun --nproc-per-node N` for data-parallel training.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--corpus", type=Path, help="a UTF-8 text file instead of Shakespeare (last 5%% held out)")
+    budget = p.add_argument_group("budget (the first reached ends the run; the learning rate decays over it)")
+    budget.add_argument("--steps", type=int, help="optimizer steps")
+    budget.add_argument("--minutes", type=float, help="wall-clock minutes of training")
+    p.add_argument("--out", type=Path, default=Path("runs/text/model.safetensors"), help="checkpoint to write")
+    p.add_argument("--resume", action="store_true", help="continue from the training state saved beside --out")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument(
+        "--precision",
+        choices=("auto", "fp32", "bf16"),
+        default="auto",
+        help="auto: bf16 autocast where the hardware runs it natively",
+    )
+    p.add_argument("--seed", type=int, default=1234)
+    p.add_argument("--batch-size", type=int, default=64, help="parallel text streams per process")
+    p.add_argument("--seq-len", type=int, default=128, help="characters per truncated-BPTT chunk")
+    p.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (AdamW, cosine decay)")
+    p.add_argument("--eval-every", type=int, default=500, help="steps between held-out estimates")
+    p.add_argument("--checkpoint-minutes", type=float, default=5.0, help="minutes between resumable saves")
+    model = p.add_argument_group("model")
+    model.add_argument("--hidden-size", type=int, default=512)
+    model.add_argument("--layers", type=int, default=2)
+    model.add_argument("--embed-dim", type=int, default=64)
+    model.add_argument("--dropout", type=float, default=0.1)
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (logs only)")
+    p.set_defaults(func=_train_text)
+
+
+def _train_text(args: argparse.Namespace) -> int:
+    from server.text.train import TextTrainer, TextTrainOptions
+
+    opts = TextTrainOptions(
+        corpus=args.corpus,
+        out=args.out,
+        steps=args.steps,
+        minutes=args.minutes,
+        device=args.device,
+        precision=args.precision,
+        resume=args.resume,
+        seed=args.seed,
+        batch_size=args.batch_size,
+        seq_len=args.seq_len,
+        lr=args.lr,
+        eval_every=args.eval_every,
+        checkpoint_minutes=args.checkpoint_minutes,
+        progress=not args.no_progress,
+        model={
+            "hidden_size": args.hidden_size,
+            "num_layers": args.layers,
+            "embed_dim": args.embed_dim,
+            "dropout": args.dropout,
+        },
+    )
+    for name in ("hidden_size", "layers", "embed_dim"):
+        if getattr(args, name) < 1:
+            raise InvalidArgument(name, f"must be at least 1, got {getattr(args, name)}")
+    if not 0 <= args.dropout < 1:
+        raise InvalidArgument("dropout", f"must be in [0, 1), got {args.dropout}")
+    info = TextTrainer(opts).train()
+    if info:
+        print(f"held-out {info['metrics']['held_out_bits_per_char']:.4f} bits/char -> {opts.out}")
+    return 0
+
+
+# -- eval --------------------------------------------------------------------
+def _add_eval_text(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "text",
+        help="bits per character of text files",
+        description="Score every character of each FILE as read (newlines included), carrying the LSTM state "
+        "through the whole file. With no FILE, the corpus's held-out plays are scored.",
+    )
+    p.add_argument("files", nargs="*", type=Path, metavar="FILE")
+    p.add_argument(
+        "--checkpoint",
+        type=Path,
+        default=None,
+        help=f"default: {DEFAULT_TEXT_CHECKPOINT.name} in models/text (or $ANTIPHON_TEXT_CHECKPOINT)",
+    )
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument("--json", action="store_true", help='last line: {"bits_per_char": ..., "chars": ...}')
+    p.set_defaults(func=_eval_text)
+
+
+def _read_utf8(path: Path, field: str) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise InvalidArgument(field, f"{path} does not exist") from None
+    except UnicodeDecodeError as exc:
+        raise InvalidArgument(field, f"{path} is not UTF-8 (byte {exc.start})") from None
+    except OSError as exc:
+        raise InvalidArgument(field, f"cannot read {path}: {exc.strerror}") from None
+
+
+def _eval_text(args: argparse.Namespace) -> int:
+    from server.data.shakespeare import load_shakespeare
+    from server.device import resolve_device
+    from server.text.checkpoint import load_text_model
+    from server.text.evaluate import total_bits
+
+    texts = {str(p): _read_utf8(p, "FILE") for p in args.files}
+    if not texts:
+        texts = load_shakespeare().valid
+    if not all(texts.values()):
+        raise InvalidArgument("FILE", "an empty file has no characters to score")
+    model, vocab, _ = load_text_model(args.checkpoint or default_text_checkpoint(), resolve_device(args.device))
+    bits, chars = 0.0, 0
+    for name, text in texts.items():
+        file_bits = total_bits(model, vocab, text)
+        bits, chars = bits + file_bits, chars + len(text)
+        print(f"{name}: {file_bits / len(text):.4f} bits/char over {len(text):,} characters")
+    if len(texts) > 1:
+        print(f"total: {bits / chars:.4f} bits/char over {chars:,} characters")
+    if args.json:
+        print(json.dumps({"bits_per_char": bits / chars, "chars": chars}))
+    return 0
+
+
+# -- sample ------------------------------------------------------------------
+def _add_sample_text(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "text",
+        help="stream a continuation of a prompt to stdout",
+        description="Continue --prompt token by token, printing each character as it is sampled.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--prompt", default="", help="text to continue (dialogue form: 'Kent.\\nI thought ...')")
+    p.add_argument("--checkpoint", type=Path, default=None, help="default: models/text/char_lstm.safetensors")
+    p.add_argument("--temperature", type=float, default=0.8, help="0 is greedy")
+    p.add_argument("--top-k", type=int, default=0, help="keep the k likeliest characters (0: off)")
+    p.add_argument("--top-p", type=float, default=1.0, help="nucleus mass to keep (1: off)")
+    p.add_argument("--seed", type=int, default=None, help="same seed, same text")
+    p.add_argument("--max-tokens", type=int, default=500)
+    p.add_argument("--stop", action="append", default=[], help="stop before this text (repeatable)")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.set_defaults(func=_sample_text)
+
+
+def _sample_text(args: argparse.Namespace) -> int:
+    from server.device import resolve_device
+    from server.sampling import SamplingParams
+    from server.text.checkpoint import load_text_model
+    from server.text.generate import TextGeneration
+
+    params = SamplingParams(
+        temperature=args.temperature,
+        top_k=args.top_k,
+        top_p=args.top_p,
+        seed=args.seed,
+        max_tokens=args.max_tokens,
+        stop=tuple(args.stop),
+    )
+    model, vocab, _ = load_text_model(args.checkpoint or default_text_checkpoint(), resolve_device(args.device))
+    params.validated(max_tokens_limit=100_000, vocab_size=len(vocab))
+    out = sys.stdout
+    out.write(args.prompt)
+    for piece in TextGeneration(model, vocab, args.prompt, params):
+        out.write(piece)
+        out.flush()
+    out.write("\n")
+    return 0
+
+
+# -- parser ------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="antiphon",
+        description="Streaming generation server: train, evaluate and sample models, and serve them over "
+        "gRPC and WebSocket.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, help_text, adders in (
+        ("train", "train a model", [_add_train_text]),
+        ("eval", "evaluate a model", [_add_eval_text]),
+        ("sample", "generate from a model", [_add_sample_text]),
+    ):
+        group = commands.add_parser(name, help=help_text, description=help_text.capitalize() + ".")
+        kinds = group.add_subparsers(dest="kind", required=True, metavar="MODEL")
+        for add in adders:
+            add(kinds)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    func: Callable[[argparse.Namespace], int] = args.func
+    try:
+        return func(args)
+    except InvalidArgument as exc:
+        log.debug("invalid argument", exc_info=True)
+        parser.exit(2, f"antiphon: error: {exc}\n")
+    except AntiphonError as exc:
+        log.debug("failed", exc_info=True)
+        print(f"antiphon: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("antiphon: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

