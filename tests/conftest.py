@@ -1,0 +1,61 @@
+"""Shared fixtures: a tiny real corpus and a tiny real model trained in seconds."""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+
+import pytest
+
+# One unit for every timeout in the tests; raise it on a slow machine.
+TIMEOUT_UNIT = float(os.environ.get("ANTIPHON_TEST_TIMEOUT_UNIT", "1"))
+
+
+def timeout(seconds: float) -> float:
+    return seconds * TIMEOUT_UNIT
+
+
+SPEAKERS = ("Kent", "Lear", "Fool", "Edgar")
+WORDS = "the king is come and we shall see what love may do for thee my lord good night sir".split()
+
+
+def make_dialogue(n_turns: int, seed: int = 0) -> str:
+    """Text in the corpus's dialogue form: "Speaker.\\nline\\n\\n" turns."""
+    rng = random.Random(seed)
+    turns = []
+    for _ in range(n_turns):
+        words = [rng.choice(WORDS) for _ in range(rng.randint(3, 9))]
+        turns.append(f"{rng.choice(SPEAKERS)}.\n{' '.join(words).capitalize()}.\n")
+    return "\n".join(turns)
+
+
+@pytest.fixture(scope="session")
+def tiny_corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("corpus") / "dialogue.txt"
+    path.write_text(make_dialogue(600), encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_text_checkpoint(tmp_path_factory: pytest.TempPathFactory, tiny_corpus: Path) -> Path:
+    """A real 2-layer LSTM, trained for a few seconds on the tiny corpus."""
+    from server.text.train import TextTrainer, TextTrainOptions
+
+    out = tmp_path_factory.mktemp("text_model") / "tiny.safetensors"
+    opts = TextTrainOptions(
+        corpus=tiny_corpus,
+        out=out,
+        steps=60,
+        device="cpu",
+        precision="fp32",
+        batch_size=8,
+        seq_len=32,
+        lr=1e-2,
+        warmup_steps=5,
+        eval_every=1000,
+        progress=False,
+        model={"hidden_size": 32, "num_layers": 2, "embed_dim": 16},
+    )
+    TextTrainer(opts).train()
+    return out
