@@ -53,6 +53,7 @@ def _add_train_text(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=64, help="parallel text streams per process")
     p.add_argument("--seq-len", type=int, default=128, help="characters per truncated-BPTT chunk")
     p.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (AdamW, cosine decay)")
+    p.add_argument("--warmup-steps", type=int, default=100, help="linear learning-rate warm-up")
     p.add_argument("--eval-every", type=int, default=500, help="steps between held-out estimates")
     p.add_argument("--checkpoint-minutes", type=float, default=5.0, help="minutes between resumable saves")
     model = p.add_argument_group("model")
@@ -79,6 +80,7 @@ def _train_text(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         seq_len=args.seq_len,
         lr=args.lr,
+        warmup_steps=args.warmup_steps,
         eval_every=args.eval_every,
         checkpoint_minutes=args.checkpoint_minutes,
         progress=not args.no_progress,

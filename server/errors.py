@@ -7,6 +7,9 @@ frames); the command line maps them to exit codes. Tracebacks stay in the log.
     ├── InvalidArgument      a request or option field is out of range (names the field)
     ├── NotFound             an unknown model, persona or file
     ├── ResourceExhausted    a capacity limit was hit (streams, sessions, queue)
+    ├── FailedPrecondition   the request conflicts with state (a chat session already has a turn running)
+    ├── Unavailable          the server is shutting down; retry elsewhere or later
+    ├── Unimplemented        the server has no model of the kind asked for (yet)
     ├── CorpusError          training text could not be fetched or read
     └── CheckpointError      a checkpoint is missing, corrupt or of the wrong kind
 """
@@ -41,6 +44,28 @@ class ResourceExhausted(AntiphonError):
     """A capacity limit was reached; the client may retry later."""
 
     code = "resource_exhausted"
+
+    def __init__(self, message: str, reason: str = "overloaded") -> None:
+        super().__init__(message)
+        self.reason = reason  # a short machine-readable cause: "overloaded", "sessions"
+
+
+class FailedPrecondition(AntiphonError):
+    """The request conflicts with the current state (a chat session already has a turn running)."""
+
+    code = "failed_precondition"
+
+
+class Unavailable(AntiphonError):
+    """The server is shutting down and takes no new work."""
+
+    code = "unavailable"
+
+
+class Unimplemented(AntiphonError):
+    """No model of the kind asked for is served (yet)."""
+
+    code = "unimplemented"
 
 
 class CorpusError(AntiphonError):

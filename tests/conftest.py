@@ -17,7 +17,7 @@ def timeout(seconds: float) -> float:
 
 
 SPEAKERS = ("Kent", "Lear", "Fool", "Edgar")
-WORDS = "the king is come and we shall see what love may do for thee my lord good night sir".split()
+WORDS = tuple("the king is come and we shall see what love may do for thee my lord good night sir come hither".split())
 
 
 def make_dialogue(n_turns: int, seed: int = 0) -> str:

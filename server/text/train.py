@@ -13,7 +13,12 @@ import logging
 import math
 import os
 import random
+import signal
+import sys
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -31,7 +36,7 @@ from server.device import autocast_dtype, resolve_device
 from server.errors import CheckpointError, InvalidArgument
 from server.text.checkpoint import save_text_model
 from server.text.evaluate import LN2, bits_per_char, streamed_bits_per_char
-from server.text.model import CharLSTM, CharLSTMConfig
+from server.text.model import CharLSTM, CharLSTMConfig, State
 from server.text.vocab import Vocabulary
 
 log = logging.getLogger(__name__)
@@ -66,7 +71,7 @@ class TextTrainOptions:
             raise InvalidArgument("steps", f"must be at least 1, got {self.steps}")
         if self.minutes is not None and self.minutes <= 0:
             raise InvalidArgument("minutes", f"must be positive, got {self.minutes}")
-        for name in ("batch_size", "seq_len", "eval_every"):
+        for name in ("batch_size", "seq_len", "eval_every", "warmup_steps"):
             if getattr(self, name) < 1:
                 raise InvalidArgument(name, f"must be at least 1, got {getattr(self, name)}")
         if not 0 < self.lr < 1:
@@ -94,6 +99,21 @@ def _init_distributed(device_name: str) -> _Dist:
     return _Dist(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
 
 
+@contextmanager
+def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
+    """While training, SIGINT and SIGTERM ask for a clean stop instead of killing mid-step."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    signals = (signal.SIGINT, signal.SIGTERM)
+    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in signals}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
 def state_path(out: Path) -> Path:
     """Where the resumable training state of ``out`` lives."""
     return out.with_name(out.stem + ".state.pt")
@@ -117,6 +137,8 @@ class TextTrainer:
         self.step = 0
         self.elapsed = 0.0  # training wall time, summed over resumed runs
         self.chars_seen = 0
+        self.state: State | None = None  # LSTM state carried between chunks (None: zero)
+        self._stop = threading.Event()
         resume = self._load_resume_state() if opts.resume else None
         if resume is not None:
             self.vocab = Vocabulary(resume["vocab"])
@@ -138,6 +160,8 @@ class TextTrainer:
             self.model.load_state_dict(resume["model"])
             self.optimizer.load_state_dict(resume["optimizer"])
             self.step, self.elapsed, self.chars_seen = resume["step"], resume["elapsed"], resume["chars_seen"]
+            self.state = (resume["h"].to(self.device), resume["c"].to(self.device))
+            torch.set_rng_state(resume["rng"])
         self.ddp: torch.nn.Module = self.model
         if self.dist.world > 1:
             self.ddp = DistributedDataParallel(
@@ -194,6 +218,9 @@ class TextTrainer:
             "config": self.model.config.to_dict(),
             "vocab": self.vocab.chars,
             "corpus_sha256": self.corpus.sha256,
+            "h": self._state()[0].cpu(),
+            "c": self._state()[1].cpu(),
+            "rng": torch.get_rng_state(),
         }
         path = state_path(self.opts.out)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -202,6 +229,11 @@ class TextTrainer:
         tmp.replace(path)
 
     # -- loop ---------------------------------------------------------------
+    def _state(self) -> State:
+        if self.state is None:
+            self.state = self.model.init_state(self.opts.batch_size)
+        return self.state
+
     def _progress(self) -> float:
         fractions = []
         if self.opts.steps is not None:
@@ -210,73 +242,88 @@ class TextTrainer:
             fractions.append(self.elapsed / (self.opts.minutes * 60))
         return max(fractions)
 
-    def _sync_clock(self) -> None:
-        """Every rank follows rank 0's clock, so all agree on the learning rate and on stopping."""
+    def _sync(self) -> None:
+        """Every rank follows rank 0's clock and stop request, so all agree on the learning rate
+        and stop at the same step (a rank that stopped alone would hang the others' all-reduce)."""
         if self.dist.world > 1:
-            clock = torch.tensor([self.elapsed], dtype=torch.float64)
-            dist.broadcast(clock, src=0)
-            self.elapsed = float(clock.item())
+            shared = torch.tensor([self.elapsed, float(self._stop.is_set())], dtype=torch.float64)
+            dist.broadcast(shared, src=0)
+            self.elapsed = float(shared[0])
+            if shared[1]:
+                self._stop.set()
+
+    def _step(self) -> float:
+        """One optimizer step on the next chunk of every stream; returns the loss in bits/char."""
+        opts = self.opts
+        t0 = time.monotonic()
+        x, y, fresh = self._batch(self.step)
+        if fresh:
+            self.state = None
+        h, c = self._state()
+        state = (h.detach(), c.detach())  # truncate backpropagation at the chunk boundary
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr_at(opts, self.step, self._progress())
+        with torch.autocast(self.device.type, dtype=self.amp or torch.float32, enabled=self.amp is not None):
+            logits, self.state = self.ddp(x, state)  # (B, T, V)
+        loss = F.cross_entropy(logits.flatten(0, 1).float(), y.flatten())
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), opts.grad_clip)
+        self.optimizer.step()
+        self.step += 1
+        self.chars_seen += x.numel() * self.dist.world
+        self.elapsed += time.monotonic() - t0
+        return loss.item() / LN2
 
     def train(self) -> dict[str, Any]:
+        """Train until the budget is spent; SIGINT or SIGTERM stop after the current step and
+        save the state (then KeyboardInterrupt is raised; ``--resume`` continues exactly)."""
         opts = self.opts
         self.ddp.train()
-        state = self.model.init_state(opts.batch_size)
         bar = tqdm(
             total=opts.steps,
             initial=self.step,
             disable=not (opts.progress and self.dist.main),
             unit="step",
             dynamic_ncols=True,
+            mininterval=0.5 if sys.stderr.isatty() else 30,
         )
         last_save = time.monotonic()
         valid_estimate = float("nan")
-        window_loss, window_chars, window_time = 0.0, 0, 0.0
-        while self._progress() < 1.0:
-            t0 = time.monotonic()
-            x, y, fresh = self._batch(self.step)
-            if fresh:
-                state = self.model.init_state(opts.batch_size)
-            state = (state[0].detach(), state[1].detach())
-            for group in self.optimizer.param_groups:
-                group["lr"] = lr_at(opts, self.step, self._progress())
-            with torch.autocast(self.device.type, dtype=self.amp or torch.float32, enabled=self.amp is not None):
-                logits, state = self.ddp(x, state)  # (B, T, V)
-            loss = F.cross_entropy(logits.flatten(0, 1).float(), y.flatten())
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), opts.grad_clip)
-            self.optimizer.step()
-            self.step += 1
-            chars = x.numel() * self.dist.world
-            self.chars_seen += chars
-            dt = time.monotonic() - t0
-            self.elapsed += dt
-            self._sync_clock()
-            window_loss += loss.item() / LN2
-            window_chars += chars
-            window_time += dt
-            if self.dist.main:
+        window: list[float] = []
+        window_start = (time.monotonic(), self.chars_seen)
+        with _stop_on_signals(self._stop):
+            while self._progress() < 1.0 and not self._stop.is_set():
+                window.append(self._step())
+                self._sync()
+                if not self.dist.main:
+                    continue
                 if self.step % opts.eval_every == 0:
                     valid_estimate = self._estimate_valid()
                     bar.write(f"step {self.step}: held-out ~{valid_estimate:.3f} bits/char")
-                if self.step % 10 == 0:
+                if len(window) == 10:
+                    if opts.steps is None:  # a time budget: estimate the total for the bar's ETA
+                        bar.total = max(self.step, round(self.step / max(self._progress(), 1e-9)))
+                    now = time.monotonic()
                     bar.set_postfix(
-                        bpc=f"{window_loss / 10:.3f}",
+                        bpc=f"{sum(window) / len(window):.3f}",
                         valid=f"{valid_estimate:.3f}",
-                        chars_s=f"{window_chars / window_time:.0f}",
+                        chars_s=f"{(self.chars_seen - window_start[1]) / (now - window_start[0]):.0f}",
                         lr=f"{self.optimizer.param_groups[0]['lr']:.1e}",
                         refresh=False,
                     )
-                    window_loss, window_chars, window_time = 0.0, 0, 0.0
+                    window, window_start = [], (now, self.chars_seen)
                 bar.update(1)
                 if time.monotonic() - last_save > opts.checkpoint_minutes * 60:
                     self._save_resume_state()
                     last_save = time.monotonic()
         bar.close()
-        result: dict[str, Any] = {}
         if self.dist.main:
             self._save_resume_state()
-            result = self._finish()
+        if self._stop.is_set():
+            log.warning("stopped at step %d; the state is saved: run again with --resume", self.step)
+            raise KeyboardInterrupt
+        result = self._finish() if self.dist.main else {}
         if self.dist.world > 1:
             dist.barrier()
         return result

@@ -1,0 +1,56 @@
+"""The `antiphon` command line: help, usage errors and exit codes."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from .. import conftest
+
+
+def antiphon(*args: str) -> subprocess.CompletedProcess[str]:
+    cmd = [sys.executable, "-m", "server.cli", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=conftest.timeout(60), check=False)
+
+
+def test_help_lists_the_commands() -> None:
+    """`antiphon --help` names every command."""
+    result = antiphon("--help")
+    assert result.returncode == 0
+    for command in ("train", "eval", "sample"):
+        assert command in result.stdout
+
+
+def test_train_help_explains_the_budget() -> None:
+    """`antiphon train text --help` documents the options with their defaults."""
+    result = antiphon("train", "text", "--help")
+    assert result.returncode == 0
+    assert "--minutes" in result.stdout
+    assert "torchrun" in result.stdout
+    assert "(default: 64)" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ([], "steps: give --steps or --minutes"),
+        (["--steps", "0"], "steps: must be at least 1, got 0"),
+        (["--steps", "5", "--dropout", "1.5"], "dropout: must be in [0, 1), got 1.5"),
+        (["--steps", "5", "--hidden-size", "0"], "hidden_size: must be at least 1, got 0"),
+    ],
+)
+def test_train_rejects_bad_options_before_any_work(tiny_corpus: Path, args: list[str], message: str) -> None:
+    """Bad training options exit 2 with a message naming the option."""
+    result = antiphon("train", "text", "--corpus", str(tiny_corpus), "--device", "cpu", *args)
+    assert result.returncode == 2
+    assert message in result.stderr
+
+
+def test_unreadable_corpus_exits_1(tmp_path: Path) -> None:
+    """A corpus file that does not exist is a clear runtime error."""
+    result = antiphon("train", "text", "--corpus", str(tmp_path / "none.txt"), "--steps", "1")
+    assert result.returncode == 1
+    assert "does not exist" in result.stderr

@@ -1,0 +1,84 @@
+"""Bits per character, by the library and by the `antiphon eval text` command."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+from server.text.checkpoint import load_text_model
+from server.text.evaluate import bits_per_char, streamed_bits_per_char
+from server.text.vocab import START_TEXT
+
+from ...conftest import timeout
+
+
+def by_hand(checkpoint: Path, text: str) -> float:
+    """-log2 p(char | everything before it), averaged, from one forward over START_TEXT + text."""
+    model, vocab, _ = load_text_model(checkpoint)
+    ids = vocab.encode(START_TEXT + text)
+    with torch.no_grad():
+        logits, _ = model(torch.tensor([ids[:-1]]), model.init_state(1))
+    logp = torch.log_softmax(logits[0].double(), dim=-1)
+    return -sum(logp[i, ids[i + 1]].item() for i in range(len(text))) / math.log(2) / len(text)
+
+
+def test_eval_command_matches_the_value_computed_by_hand(tiny_text_checkpoint: Path, tmp_path: Path) -> None:
+    """`antiphon eval text FILE --json` reports the hand-computed bits/char, newlines and unknowns included."""
+    text = "Kent.\nThe king is come, Zounds!\n\nLear.\nGood night.\n"  # 'Z' and '!' are outside the vocabulary
+    path = tmp_path / "known.txt"
+    path.write_text(text, encoding="utf-8")
+    result = subprocess.run(
+        [sys.executable, "-m", "server.cli", "eval", "text", str(path), "--checkpoint", str(tiny_text_checkpoint),
+         "--device", "cpu", "--json"],
+        capture_output=True, text=True, timeout=timeout(60), check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["chars"] == len(text)
+    assert math.isclose(report["bits_per_char"], by_hand(tiny_text_checkpoint, text), rel_tol=1e-5)
+
+
+def test_chunked_evaluation_carries_state(tiny_text_checkpoint: Path) -> None:
+    """Scoring in chunks of any size gives the same total as one pass."""
+    model, vocab, _ = load_text_model(tiny_text_checkpoint)
+    text = "Fool.\nMy lord, the king is come.\n\n" * 40
+    assert math.isclose(bits_per_char(model, vocab, text), by_hand(tiny_text_checkpoint, text), rel_tol=1e-5)
+
+
+def test_streamed_estimate_is_close_to_the_exact_value(tiny_text_checkpoint: Path) -> None:
+    """The parallel-stream estimate used for progress reports stays near the exact figure."""
+    model, vocab, _ = load_text_model(tiny_text_checkpoint)
+    text = "Edgar.\nWhat love may do for thee, my lord.\n\n" * 200
+    exact = bits_per_char(model, vocab, text)
+    estimate = streamed_bits_per_char(model, vocab.encode_tensor(text), streams=4, chunk=64)
+    assert abs(estimate - exact) < 0.05
+
+
+def test_eval_of_a_missing_file_exits_2_naming_it(tiny_text_checkpoint: Path, tmp_path: Path) -> None:
+    """A missing FILE is a usage error that names the file."""
+    missing = tmp_path / "nope.txt"
+    result = subprocess.run(
+        [sys.executable, "-m", "server.cli", "eval", "text", str(missing), "--checkpoint", str(tiny_text_checkpoint)],
+        capture_output=True, text=True, timeout=timeout(60), check=False,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert f"FILE: {missing} does not exist" in result.stderr
+
+
+def test_eval_with_a_missing_checkpoint_exits_1(tmp_path: Path) -> None:
+    """A missing checkpoint is a runtime failure with a clear message, not a traceback."""
+    path = tmp_path / "t.txt"
+    path.write_text("hello", encoding="utf-8")
+    missing = tmp_path / "no.safetensors"
+    result = subprocess.run(
+        [sys.executable, "-m", "server.cli", "eval", "text", str(path), "--checkpoint", str(missing)],
+        capture_output=True, text=True, timeout=timeout(60), check=False,
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert "does not exist" in result.stderr
+    assert "Traceback" not in result.stderr
