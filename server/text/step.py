@@ -23,20 +23,18 @@ from server.text.model import CharLSTM, State
 
 class FusedStep:
     def __init__(self, model: CharLSTM) -> None:
-        lstm = model.lstm
+        weight = model.lstm.get_parameter  # "weight_ih_l0", "bias_hh_l1", ...
         self.layers = model.config.num_layers
         self.hidden = model.config.hidden_size
         with torch.no_grad():
-            bias0 = lstm.bias_ih_l0 + lstm.bias_hh_l0  # (4H,)
-            self.table0 = (model.embed.weight @ lstm.weight_ih_l0.T + bias0).contiguous()  # (V, 4H)
-            self.recurrent0 = lstm.weight_hh_l0.T.contiguous()  # (H, 4H)
+            bias0 = weight("bias_ih_l0") + weight("bias_hh_l0")  # (4H,)
+            self.table0 = (model.embed.weight @ weight("weight_ih_l0").T + bias0).contiguous()  # (V, 4H)
+            self.recurrent0 = weight("weight_hh_l0").T.contiguous()  # (H, 4H)
             self.stacked = [
-                torch.cat([getattr(lstm, f"weight_ih_l{k}"), getattr(lstm, f"weight_hh_l{k}")], dim=1).T.contiguous()
+                torch.cat([weight(f"weight_ih_l{k}"), weight(f"weight_hh_l{k}")], dim=1).T.contiguous()
                 for k in range(1, self.layers)
             ]  # (2H, 4H) each
-            self.biases = [
-                getattr(lstm, f"bias_ih_l{k}") + getattr(lstm, f"bias_hh_l{k}") for k in range(1, self.layers)
-            ]
+            self.biases = [weight(f"bias_ih_l{k}") + weight(f"bias_hh_l{k}") for k in range(1, self.layers)]
             self.head_weight = model.head.weight.T.contiguous()  # (H, V)
             self.head_bias = model.head.bias.detach().clone()  # (V,)
 
