@@ -35,6 +35,7 @@ from server.data.shakespeare import Corpus, load_corpus
 from server.device import autocast_dtype, resolve_device
 from server.errors import CheckpointError, InvalidArgument
 from server.text.checkpoint import save_text_model
+from server.text.dialogue import speakers
 from server.text.evaluate import LN2, bits_per_char, streamed_bits_per_char
 from server.text.model import CharLSTM, CharLSTMConfig, State
 from server.text.vocab import Vocabulary
@@ -160,8 +161,9 @@ class TextTrainer:
             self.model.load_state_dict(resume["model"])
             self.optimizer.load_state_dict(resume["optimizer"])
             self.step, self.elapsed, self.chars_seen = resume["step"], resume["elapsed"], resume["chars_seen"]
-            self.state = (resume["h"].to(self.device), resume["c"].to(self.device))
-            torch.set_rng_state(resume["rng"])
+            if "h" in resume:  # older states lack the recurrent state and RNG: start those afresh
+                self.state = (resume["h"].to(self.device), resume["c"].to(self.device))
+                torch.set_rng_state(resume["rng"])
         self.ddp: torch.nn.Module = self.model
         if self.dist.world > 1:
             self.ddp = DistributedDataParallel(
@@ -361,6 +363,7 @@ class TextTrainer:
                 "held_out_bits_per_char": round(overall, 4),
                 "held_out_bits_per_char_by_document": {n: round(v, 4) for n, v in per_doc.items()},
             },
+            "speakers": speakers(self.corpus.train),
             "parameters": self.model.num_parameters(),
             "created": datetime.now(UTC).isoformat(timespec="seconds"),
             "antiphon_version": server.__version__,
