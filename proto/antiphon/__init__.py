@@ -1,0 +1,1 @@
+"""The wire contract's Python package (stubs generated from proto/antiphon)."""
