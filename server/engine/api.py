@@ -1,0 +1,177 @@
+"""What the transports see of the engines: requests, streams and the model registry. No torch here.
+
+A transport turns a wire request into a :class:`TextRequest` or :class:`ChatTurn`, asks the
+:class:`ModelRegistry` for the model's :class:`TextService`, submits, and iterates the returned
+:class:`TextStream`. Leaving the iteration early (the client went away) must end in ``stream.cancel()``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from server.errors import NotFound
+
+FINISH_STOP = "stop"  # a stop sequence, or the end of the persona's turn in a chat
+FINISH_LENGTH = "length"  # max_tokens reached
+FINISH_CANCELLED = "cancelled"  # cancelled by the client or by the server's shutdown
+
+
+@dataclass(frozen=True)
+class SamplingOptions:
+    """Sampling knobs as a client sent them; None takes the server's default."""
+
+    temperature: float | None = None
+    top_k: int | None = None
+    top_p: float | None = None
+    seed: int | None = None
+    max_tokens: int | None = None
+    stop: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class TextRequest:
+    prompt: str
+    sampling: SamplingOptions = SamplingOptions()
+    request_id: str = ""  # for the log line
+
+
+@dataclass(frozen=True)
+class ChatTurn:
+    session_id: str
+    message: str
+    persona: str = ""  # empty: the model's default persona
+    speaker: str = ""  # empty: the server's default name for the user
+    sampling: SamplingOptions = SamplingOptions()
+    request_id: str = ""
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    id: str
+    kind: str  # "text"
+    description: str
+    personas: tuple[str, ...]
+    default_persona: str
+    max_prompt_chars: int
+    max_tokens: int
+
+
+class TextStream:
+    """One request's output. ``async for text in stream`` yields every piece in order; afterwards
+    ``finish_reason`` and the token counts are set.
+
+    The buffer is bounded: the engine stops stepping a stream that has ``capacity`` unread pieces and resumes
+    it once the consumer reads, so a slow consumer costs a paused slot, not memory. One read returns every
+    piece waiting, joined.
+    """
+
+    def __init__(self, capacity: int, wake: Callable[[], None], request_id: str = "") -> None:
+        self.capacity = capacity
+        self.request_id = request_id
+        self.finish_reason: str | None = None
+        self.prompt_tokens = 0
+        self.completion_tokens = 0
+        self.turns = 0  # chat: the session's turn count after this turn
+        self.created = time.monotonic()
+        self.first_token_at: float | None = None
+        self._pieces: deque[str] = deque()
+        self._error: BaseException | None = None
+        self._readable = asyncio.Event()
+        self._wake = wake
+        self._cancel_requested = False
+
+    # -- engine side -------------------------------------------------------
+    @property
+    def cancel_requested(self) -> bool:
+        return self._cancel_requested
+
+    @property
+    def done(self) -> bool:
+        return self.finish_reason is not None or self._error is not None
+
+    def has_room(self) -> bool:
+        return len(self._pieces) < self.capacity
+
+    def buffered(self) -> int:
+        return len(self._pieces)
+
+    def push(self, piece: str) -> None:
+        if piece:
+            self._pieces.append(piece)
+            self._readable.set()
+
+    def finish(self, reason: str) -> None:
+        if not self.done:
+            self.finish_reason = reason
+            self._readable.set()
+
+    def fail(self, error: BaseException) -> None:
+        if not self.done:
+            self._error = error
+            self._readable.set()
+
+    # -- consumer side -----------------------------------------------------
+    def cancel(self) -> None:
+        """Ask the engine to drop this stream at its next step. Idempotent; a no-op once done."""
+        if not self.done and not self._cancel_requested:
+            self._cancel_requested = True
+            self._wake()
+
+    def __aiter__(self) -> TextStream:
+        return self
+
+    async def __anext__(self) -> str:
+        while not self._pieces:
+            if self._error is not None:
+                raise self._error
+            if self.finish_reason is not None:
+                raise StopAsyncIteration
+            # Clearing and waiting happen with no await between the check and the clear, so a push cannot be lost.
+            self._readable.clear()
+            await self._readable.wait()
+        was_full = len(self._pieces) >= self.capacity
+        text = "".join(self._pieces)
+        self._pieces.clear()
+        if was_full:
+            self._wake()  # the engine paused this stream; it may step it again
+        return text
+
+
+class TextService(Protocol):
+    """A loaded text model, as the transports use it (implemented by the engine)."""
+
+    @property
+    def info(self) -> ModelInfo: ...
+
+    def generate(self, request: TextRequest) -> TextStream: ...
+
+    def chat(self, turn: ChatTurn) -> TextStream: ...
+
+
+@dataclass
+class ModelRegistry:
+    """The models this process serves, by id; the first text model is the default."""
+
+    text: dict[str, TextService] = field(default_factory=dict)
+    default_text: str = ""
+
+    def add_text(self, service: TextService) -> None:
+        self.text[service.info.id] = service
+        self.default_text = self.default_text or service.info.id
+
+    def text_model(self, name: str) -> TextService:
+        """The model ``name`` (empty: the default text model)."""
+        key = name or self.default_text
+        service = self.text.get(key)
+        if service is None:
+            served = ", ".join(sorted(self.text)) or "none"
+            raise NotFound(f"model: {name!r} is not served here (text models: {served})")
+        return service
+
+    def infos(self) -> list[ModelInfo]:
+        return [s.info for s in self.text.values()]

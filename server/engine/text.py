@@ -1,0 +1,411 @@
+"""The text engine: one asyncio-driven loop per loaded model that runs every live stream in one batched step.
+
+Each iteration of the loop, between two steps:
+
+1. streams that ended or were cancelled leave the batch (their rows are dropped; a chat turn's row is kept as
+   its session's state);
+2. waiting streams join, up to ``max_streams``, and their prompts are read in one batched sequence pass;
+3. every stream with room in its output buffer samples one token from its own generator, and all of them are
+   stepped together. A stream whose consumer stops reading has no room: it keeps its row but is not stepped.
+
+The torch work of an iteration runs in one call on the engine's own worker thread, so the event loop stays free
+to serve the transports; the loop only routes tokens. The output is the one :class:`TextGeneration` produces for
+the same seed (it is tested against it), whether a stream runs alone or beside others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from server.engine.api import (
+    FINISH_CANCELLED,
+    FINISH_LENGTH,
+    FINISH_STOP,
+    ChatTurn,
+    ModelInfo,
+    SamplingOptions,
+    TextRequest,
+    TextStream,
+)
+from server.engine.backend import TextBackend
+from server.engine.sessions import Session, SessionStore
+from server.errors import AntiphonError, InvalidArgument, NotFound, ResourceExhausted, Unavailable
+from server.sampling import SamplingParams, make_generator, sample_token
+from server.text.generate import StopMatcher
+from server.text.vocab import START_TEXT, Vocabulary
+
+log = logging.getLogger(__name__)
+
+TURN_END = "\n\n"  # a blank line ends a speaker's turn in the corpus's dialogue form
+MAX_SESSION_ID = 128
+MAX_SPEAKER_NAME = 64
+
+
+@dataclass(frozen=True)
+class EngineLimits:
+    max_streams: int = 64  # streams stepped together
+    max_waiting: int = 64  # streams queued beyond max_streams before answering "overloaded"
+    max_prompt_chars: int = 4000  # a prompt, or one chat message
+    max_tokens: int = 2048  # the largest max_tokens a request may ask for
+    stream_buffer: int = 16  # unread pieces per stream before the stream pauses
+    max_sessions: int = 1024
+    session_ttl_s: float = 1800.0
+
+
+@dataclass(frozen=True)
+class ChatStyle:
+    """How chat turns are written: the personas a model may speak as, and the user's name."""
+
+    personas: tuple[str, ...]
+    default_persona: str
+    user_speaker: str
+
+    def turn_text(self, speaker: str, message: str, persona: str) -> str:
+        return f"{speaker}.\n{message}{TURN_END}{persona}.\n"
+
+
+@dataclass(eq=False)
+class _Job:
+    stream: TextStream
+    params: SamplingParams
+    generator: torch.Generator
+    ids: list[int]  # read when joining the batch
+    stops: StopMatcher
+    session: Session | None = None
+    sampled: list[str] = field(default_factory=list)
+    tokens: int = 0
+    end_reason: str | None = None  # set once the stream has produced its last token
+    finalized: bool = False
+
+
+@dataclass
+class _Plan:
+    """The torch work of one iteration, decided on the event loop and run on the worker thread."""
+
+    keep: list[int] | None  # rows that stay (None: all)
+    extract: list[int]  # rows whose state a chat session keeps (before ``keep`` applies)
+    joining: list[_Job]
+    ready: list[int]  # rows (after keep and join) to sample and step
+    ready_jobs: list[_Job]
+
+
+class TextEngine:
+    """Serves one text model: submit with :meth:`generate` or :meth:`chat`, read the returned stream."""
+
+    def __init__(
+        self,
+        model_id: str,
+        backend: TextBackend,
+        vocab: Vocabulary,
+        limits: EngineLimits,
+        chat: ChatStyle,
+        description: str = "",
+    ) -> None:
+        self.model_id = model_id
+        self.backend = backend
+        self.vocab = vocab
+        self.limits = limits
+        self.chat_style = chat
+        self.description = description
+        self.sessions = SessionStore(limits.max_sessions, limits.session_ttl_s)
+        self._waiting: deque[_Job] = deque()
+        self._jobs: list[_Job] = []  # row i of the batch state belongs to _jobs[i]
+        self._joining: list[_Job] = []  # taken from _waiting, being read into the batch by the current step
+        self._state: Any = None
+        self._logits: torch.Tensor | None = None  # (B, V) the next token's logits per row
+        self._wake = asyncio.Event()
+        self._progress = asyncio.Event()
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"engine-{model_id}")
+        self._task: asyncio.Task[None] | None = None
+        self._closing = False
+        self._closed = False
+        self.steps = 0
+
+    # -- public --------------------------------------------------------------
+    @property
+    def info(self) -> ModelInfo:
+        return ModelInfo(
+            id=self.model_id,
+            kind="text",
+            description=self.description,
+            personas=self.chat_style.personas,
+            default_persona=self.chat_style.default_persona,
+            max_prompt_chars=self.limits.max_prompt_chars,
+            max_tokens=self.limits.max_tokens,
+        )
+
+    @property
+    def live_streams(self) -> int:
+        """Streams in the batch or waiting to join (ended ones leave at the next step)."""
+        return len(self._jobs) + len(self._joining) + len(self._waiting)
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name=f"engine-{self.model_id}")
+
+    def generate(self, request: TextRequest) -> TextStream:
+        """Continue ``request.prompt``; raises InvalidArgument, ResourceExhausted or Unavailable at once."""
+        if len(request.prompt) > self.limits.max_prompt_chars:
+            raise InvalidArgument(
+                "prompt", f"at most {self.limits.max_prompt_chars} characters, got {len(request.prompt)}"
+            )
+        params = self._params(request.sampling)
+        self._check_capacity()
+        return self._submit(START_TEXT + request.prompt, params, request.request_id)
+
+    def chat(self, turn: ChatTurn) -> TextStream:
+        """One turn of a chat session: the persona's reply to ``turn.message``, until its turn ends."""
+        style = self.chat_style
+        if not 1 <= len(turn.session_id) <= MAX_SESSION_ID:
+            raise InvalidArgument("session_id", f"must have 1..{MAX_SESSION_ID} characters, got {len(turn.session_id)}")
+        persona = turn.persona or style.default_persona
+        if persona not in style.personas:
+            raise NotFound(
+                f"persona: {persona!r} is not a speaker of model {self.model_id!r} "
+                f"(personas: {', '.join(style.personas)})"
+            )
+        speaker = turn.speaker or style.user_speaker
+        if len(speaker) > MAX_SPEAKER_NAME or "\n" in speaker:
+            raise InvalidArgument("speaker", f"must be one line of at most {MAX_SPEAKER_NAME} characters")
+        if not turn.message.strip():
+            raise InvalidArgument("message", "must not be empty")
+        if len(turn.message) > self.limits.max_prompt_chars:
+            raise InvalidArgument(
+                "message", f"at most {self.limits.max_prompt_chars} characters, got {len(turn.message)}"
+            )
+        if TURN_END in turn.message:
+            raise InvalidArgument("message", "must not contain a blank line (a blank line ends a turn)")
+        params = self._params(turn.sampling)
+        params = params.with_defaults(stop=(TURN_END, *params.stop))
+        self._check_capacity()
+        session = self.sessions.begin_turn(turn.session_id)
+        text = style.turn_text(speaker, turn.message, persona)
+        text = session.pending + text if session.state is not None else START_TEXT + text
+        return self._submit(text, params, turn.request_id, session)
+
+    async def wait_until(self, predicate: Callable[[], bool]) -> None:
+        """Return once ``predicate()`` holds, checked after every iteration of the loop."""
+        while not predicate():
+            await self._progress.wait()
+
+    async def close(self, grace_s: float = 0.0) -> None:
+        """Take no new streams, let live ones finish within ``grace_s``, then cancel the rest. Idempotent."""
+        if self._closed:
+            return
+        self._closing = True
+        self._wake.set()
+        try:
+            await asyncio.wait_for(self.wait_until(lambda: self.live_streams == 0), timeout=grace_s)
+        except TimeoutError:
+            log.info(
+                "model %s: cancelling %d streams after the %.1f s grace period",
+                self.model_id,
+                self.live_streams,
+                grace_s,
+            )
+        self._closed = True
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        for job in [*self._jobs, *self._joining, *self._waiting]:
+            self._finalize(job, FINISH_CANCELLED)
+        self._jobs, self._joining, self._state, self._logits = [], [], None, None
+        self._waiting.clear()
+        self._executor.shutdown(wait=False, cancel_futures=True)
+        self._notify_progress()
+
+    # -- submission ------------------------------------------------------------
+    def _params(self, options: SamplingOptions) -> SamplingParams:
+        base = SamplingParams()
+        params = SamplingParams(
+            temperature=base.temperature if options.temperature is None else options.temperature,
+            top_k=base.top_k if options.top_k is None else options.top_k,
+            top_p=base.top_p if options.top_p is None else options.top_p,
+            seed=options.seed,
+            max_tokens=min(base.max_tokens, self.limits.max_tokens)
+            if options.max_tokens is None
+            else options.max_tokens,
+            stop=tuple(options.stop),
+        )
+        try:
+            return params.validated(max_tokens_limit=self.limits.max_tokens, vocab_size=len(self.vocab))
+        except InvalidArgument as exc:
+            raise InvalidArgument(f"sampling.{exc.field}", exc.reason) from None
+
+    def _check_capacity(self) -> None:
+        if self._closing:
+            raise Unavailable("the server is shutting down; retry on another instance")
+        limit = self.limits.max_streams + self.limits.max_waiting
+        if self.live_streams >= limit:
+            raise ResourceExhausted(
+                f"overloaded: {self.limits.max_streams} streams are running and {self.limits.max_waiting} waiting; "
+                "retry later"
+            )
+
+    def _submit(self, text: str, params: SamplingParams, request_id: str, session: Session | None = None) -> TextStream:
+        stream = TextStream(self.limits.stream_buffer, self._wake.set, request_id)
+        ids = self.vocab.encode(text)
+        stream.prompt_tokens = len(ids)
+        job = _Job(stream, params, make_generator(params.seed), ids, StopMatcher(params.stop), session)
+        self._waiting.append(job)
+        self._wake.set()
+        return stream
+
+    # -- the loop --------------------------------------------------------------
+    def _notify_progress(self) -> None:
+        self._progress.set()
+        self._progress = asyncio.Event()
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            # Cleared before the stream states are read: a cancel, a read or a submission after this point sets it
+            # again, so the wait below cannot miss it.
+            self._wake.clear()
+            plan, leaving, staying = self._plan()
+            if plan is None:
+                self._notify_progress()
+                await self._wake.wait()
+                continue
+            self._joining = plan.joining
+            try:
+                tokens, kept_states = await loop.run_in_executor(self._executor, self._compute, plan)
+            except Exception:  # a bug or a device failure: end these streams, keep serving
+                log.exception("model %s: step failed", self.model_id)
+                error = AntiphonError(f"internal error in model {self.model_id}")
+                for job in [*self._jobs, *plan.joining]:
+                    job.stream.fail(error)
+                    self._end_session(job, None)
+                    job.finalized = True
+                self._jobs, self._joining, self._state, self._logits = [], [], None, None
+                continue
+            self.steps += 1
+            for job, state in zip(
+                [j for j in leaving if j.session is not None and j.end_reason], kept_states, strict=True
+            ):
+                self._end_session(job, state)
+            for job in leaving:
+                self._finalize(job, job.end_reason or FINISH_CANCELLED)
+            self._jobs, self._joining = staying + plan.joining, []
+            self._route(plan.ready_jobs, tokens)
+            self._notify_progress()
+
+    def _plan(self) -> tuple[_Plan | None, list[_Job], list[_Job]]:
+        leaving = [j for j in self._jobs if j.end_reason is not None or j.stream.cancel_requested]
+        staying = [j for j in self._jobs if j.end_reason is None and not j.stream.cancel_requested]
+        joining: list[_Job] = []
+        while self._waiting and len(staying) + len(joining) < self.limits.max_streams:
+            job = self._waiting.popleft()
+            if job.stream.cancel_requested:
+                self._end_session(job, None)
+                self._finalize(job, FINISH_CANCELLED)
+            else:
+                joining.append(job)
+        rows = staying + joining
+        ready = [i for i, j in enumerate(rows) if j.stream.has_room()]
+        if not leaving and not joining and not ready:
+            return None, [], staying
+        row_of = {id(j): i for i, j in enumerate(self._jobs)}
+        plan = _Plan(
+            keep=[row_of[id(j)] for j in staying] if leaving else None,
+            extract=[row_of[id(j)] for j in leaving if j.session is not None and j.end_reason],
+            joining=joining,
+            ready=ready,
+            ready_jobs=[rows[i] for i in ready],
+        )
+        return plan, leaving, staying
+
+    def _compute(self, plan: _Plan) -> tuple[list[int], list[Any]]:
+        """The torch work of one iteration, on the worker thread (the loop awaits it, so nothing races)."""
+        backend = self.backend
+        state, logits = self._state, self._logits
+        kept = [backend.select(state, [row]) for row in plan.extract]
+        if plan.keep is not None:
+            if plan.keep:
+                state = backend.select(state, plan.keep)
+                logits = logits[plan.keep] if logits is not None else None
+            else:
+                state, logits = None, None
+        if plan.joining:
+            starts = [j.session.state if j.session and j.session.state is not None else None for j in plan.joining]
+            init = backend.concat([s if s is not None else backend.zero_state(1) for s in starts])
+            new_logits, new_state = backend.prefill([j.ids for j in plan.joining], init)
+            state = new_state if state is None else backend.concat([state, new_state])
+            logits = new_logits if logits is None else torch.cat([logits, new_logits])
+        tokens: list[int] = []
+        if plan.ready and logits is not None:
+            whole = len(plan.ready) == logits.shape[0]
+            scores = logits if whole else logits[plan.ready]  # (R, V)
+            scores[:, 0] = -math.inf  # never emit the unknown symbol
+            tokens = [sample_token(scores[i], j.params, j.generator) for i, j in enumerate(plan.ready_jobs)]
+            if whole:
+                logits, state = backend.step(tokens, state)
+            else:
+                part_logits, part_state = backend.step(tokens, backend.select(state, plan.ready))
+                state = backend.assign(state, plan.ready, part_state)
+                logits[plan.ready] = part_logits
+        self._state, self._logits = state, logits
+        return tokens, kept
+
+    def _route(self, jobs: Sequence[_Job], tokens: Sequence[int]) -> None:
+        now = time.monotonic()
+        chars = self.vocab.chars
+        for job, token in zip(jobs, tokens, strict=True):
+            stream = job.stream
+            if stream.first_token_at is None:
+                stream.first_token_at = now
+            job.tokens += 1
+            stream.completion_tokens = job.tokens
+            char = chars[token]
+            job.sampled.append(char)
+            out, stopped = job.stops.feed(char)
+            stream.push(out)
+            if stopped:
+                job.end_reason = FINISH_STOP
+            elif job.tokens >= job.params.max_tokens:
+                stream.push(job.stops.flush())
+                job.end_reason = FINISH_LENGTH
+            if job.end_reason is not None and job.session is None:
+                self._finalize(job, job.end_reason)  # the client hears at once; the row leaves at the next step
+
+    def _end_session(self, job: _Job, state: Any) -> None:
+        """Close a chat turn: with ``state`` (the row after the reply) the session moves on."""
+        if job.session is None or not job.session.busy:
+            return
+        if state is None:
+            self.sessions.end_turn(job.session)
+            return
+        said = "".join(job.sampled)
+        pending = "" if said.endswith(TURN_END) else TURN_END[len(said) - len(said.rstrip("\n")) :]
+        self.sessions.end_turn(job.session, state, pending, read_chars=len(job.ids) + len(said))
+        job.stream.turns = job.session.turns
+
+    def _finalize(self, job: _Job, reason: str) -> None:
+        if job.finalized:
+            return
+        job.finalized = True
+        stream = job.stream
+        stream.finish(reason)
+        now = time.monotonic()
+        ttft = f"{(stream.first_token_at - stream.created) * 1000:.1f}" if stream.first_token_at else "-"
+        log.info(
+            "request %s model=%s kind=%s prompt_tokens=%d tokens=%d ttft_ms=%s duration_ms=%.1f finish=%s",
+            stream.request_id or "-",
+            self.model_id,
+            "chat" if job.session is not None else "text",
+            stream.prompt_tokens,
+            job.tokens,
+            ttft,
+            (now - stream.created) * 1000,
+            reason,
+        )

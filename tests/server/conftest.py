@@ -1,0 +1,40 @@
+"""Server fixtures: the tiny model loaded once, and text engines over it that close after each test."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from server.engine.backend import EagerLSTMBackend
+from server.engine.text import ChatStyle, EngineLimits, TextEngine
+from server.text.checkpoint import load_text_model
+
+PERSONAS = ("Lear", "Kent", "Fool", "Edgar")  # the speakers of the tiny corpus
+CHAT_STYLE = ChatStyle(PERSONAS, default_persona="Lear", user_speaker="Kent")
+
+
+@pytest.fixture(scope="session")
+def tiny_text_model(tiny_text_checkpoint: Path) -> Any:
+    """(model, vocab) of the tiny checkpoint, on the CPU."""
+    model, vocab, _ = load_text_model(tiny_text_checkpoint, "cpu")
+    return model, vocab
+
+
+@pytest.fixture
+async def make_text_engine(tiny_text_model: Any) -> AsyncIterator[Callable[..., TextEngine]]:
+    """Build a started engine over the tiny model with the given limits; closed after the test."""
+    engines: list[TextEngine] = []
+
+    def make(**limits: Any) -> TextEngine:
+        model, vocab = tiny_text_model
+        engine = TextEngine("tiny", EagerLSTMBackend(model), vocab, EngineLimits(**limits), CHAT_STYLE)
+        engine.start()
+        engines.append(engine)
+        return engine
+
+    yield make
+    for engine in engines:
+        await engine.close()
