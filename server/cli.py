@@ -202,6 +202,37 @@ def _sample_text(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- serve -------------------------------------------------------------------
+def _add_serve(commands: argparse._SubParsersAction) -> None:
+    from server.settings import add_arguments
+
+    p = commands.add_parser(
+        "serve",
+        help="serve the text model over gRPC and WebSocket",
+        description="Serve the text model over gRPC and WebSocket from one process. Every option is also an "
+        "ANTIPHON_* environment variable (a flag wins). Once both servers listen, one log line says "
+        "`listening grpc=HOST:PORT ws=HOST:PORT`. SIGTERM stops accepting, lets live streams finish within "
+        "--grace-s, cancels the rest and exits 0.",
+    )
+    add_arguments(p)
+    p.set_defaults(func=_serve)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from server.app import serve
+    from server.settings import ServeSettings
+
+    settings = ServeSettings.from_sources(args, os.environ)
+    if settings.torch_threads is not None:
+        import torch
+
+        torch.set_num_threads(settings.torch_threads)
+    asyncio.run(serve(settings, settings.text_checkpoint or default_text_checkpoint()))
+    return 0
+
+
 # -- parser ------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -220,6 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
         kinds = group.add_subparsers(dest="kind", required=True, metavar="MODEL")
         for add in adders:
             add(kinds)
+    _add_serve(commands)
     return parser
 
 

@@ -1,0 +1,178 @@
+"""One asyncio process serving the engines over gRPC and WebSocket at once.
+
+:class:`Server` owns the engines and both listeners; :func:`serve` is what ``antiphon serve`` runs: start, log one
+``listening grpc=HOST:PORT ws=HOST:PORT`` line, wait for SIGTERM or SIGINT, drain, exit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import grpc
+from websockets.asyncio.server import Server as WebSocketServer
+from websockets.asyncio.server import serve as websocket_serve
+
+from server.engine.api import ModelRegistry
+from server.engine.text import ChatStyle, EngineLimits, TextEngine
+from server.errors import CheckpointError, InvalidArgument
+from server.settings import ServeSettings
+from server.transport.grpc_service import add_services, mark_serving
+from server.transport.websocket import WebSocketTransport
+
+log = logging.getLogger("antiphon.server")
+
+GRPC_MAX_MESSAGE_BYTES = 4 << 20
+MAX_PERSONAS = 32
+FALLBACK_PERSONAS = ("LEAR", "KENT", "FOOL", "EDGAR")  # the corpus writes speaker names in capitals
+
+
+def engine_limits(settings: ServeSettings) -> EngineLimits:
+    return EngineLimits(
+        max_streams=settings.max_streams,
+        max_waiting=settings.max_waiting,
+        max_prompt_chars=settings.max_prompt_chars,
+        max_tokens=settings.max_tokens,
+        stream_buffer=settings.stream_buffer,
+        max_sessions=settings.max_sessions,
+        session_ttl_s=settings.session_ttl_s,
+    )
+
+
+def load_text_engine(settings: ServeSettings, checkpoint: Path) -> TextEngine:
+    """The text engine for ``checkpoint``, run by eager PyTorch on the chosen device."""
+    from server.device import resolve_device
+    from server.engine.backend import EagerLSTMBackend
+    from server.text.checkpoint import load_text_model
+
+    if not checkpoint.is_file():
+        raise CheckpointError(
+            f"text checkpoint {checkpoint} does not exist: train one with `antiphon train text --out {checkpoint}`, "
+            "or name another with --text-checkpoint (or ANTIPHON_TEXT_CHECKPOINT)"
+        )
+    model, vocab, meta = load_text_model(checkpoint, resolve_device(settings.device))
+    config = model.config
+    description = f"character LSTM {config.num_layers}x{config.hidden_size}, {len(vocab)} symbols"
+    if "metrics" in meta and "held_out_bits_per_char" in meta["metrics"]:
+        description += f", {meta['metrics']['held_out_bits_per_char']:.3f} bits/char held out"
+    chat = chat_style(settings, meta.get("speakers"))
+    return TextEngine(
+        settings.text_model_id, EagerLSTMBackend(model), vocab, engine_limits(settings), chat, description
+    )
+
+
+def chat_style(settings: ServeSettings, speakers: list[str] | None) -> ChatStyle:
+    """Personas from --personas, else from the checkpoint's recorded speakers, else King Lear's."""
+    personas = settings.personas or tuple(speakers or ())[:MAX_PERSONAS]
+    if not personas:
+        personas = FALLBACK_PERSONAS
+        log.warning("the checkpoint records no speakers; chat personas: %s (set --personas)", ", ".join(personas))
+    default = settings.default_persona or personas[0]
+    if default not in personas:
+        raise InvalidArgument("--default-persona", f"{default!r} is not one of {', '.join(personas)}")
+    user = settings.user_speaker or next((p for p in personas if p != default), default)
+    return ChatStyle(tuple(personas), default, user)
+
+
+def _address(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+class Server:
+    """The engines behind a gRPC and a WebSocket listener. ``start`` then ``stop``; ``stop`` is idempotent."""
+
+    def __init__(self, settings: ServeSettings, engines: Sequence[TextEngine]) -> None:
+        self.settings = settings
+        self.engines = list(engines)
+        self.models = ModelRegistry()
+        for engine in self.engines:
+            self.models.add_text(engine)
+        self.grpc_port = 0
+        self.ws_port = 0
+        self._serving = False
+        self._grpc: grpc.aio.Server | None = None
+        self._health: Any = None
+        self._ws: WebSocketServer | None = None
+        self._transport = WebSocketTransport(self.models, lambda: self._serving)
+        self._stopping: asyncio.Task[None] | None = None
+
+    @property
+    def grpc_address(self) -> str:
+        return _address(self.settings.host, self.grpc_port)
+
+    @property
+    def ws_address(self) -> str:
+        return _address(self.settings.host, self.ws_port)
+
+    async def start(self) -> None:
+        settings = self.settings
+        for engine in self.engines:
+            engine.start()
+        self._grpc = grpc.aio.server(
+            options=[
+                ("grpc.max_receive_message_length", GRPC_MAX_MESSAGE_BYTES),
+                ("grpc.so_reuseport", 0),  # port 0 must mean a port no other server holds
+            ]
+        )
+        self._health = add_services(self._grpc, self.models)
+        self.grpc_port = self._grpc.add_insecure_port(_address(settings.host, settings.grpc_port))
+        await self._grpc.start()
+        self._ws = await websocket_serve(
+            self._transport.handler,
+            settings.host,
+            settings.ws_port,
+            process_request=self._transport.process_request,
+            max_size=settings.ws_max_message_bytes,
+        )
+        self.ws_port = self._ws.sockets[0].getsockname()[1]
+        await mark_serving(self._health)
+        self._serving = True
+
+    async def stop(self, grace_s: float | None = None) -> None:
+        """Stop accepting, let live streams finish within the grace period, cancel the rest, close."""
+        if self._stopping is None:
+            grace = self.settings.grace_s if grace_s is None else grace_s
+            self._stopping = asyncio.create_task(self._stop(grace))
+        await asyncio.shield(self._stopping)
+
+    async def _stop(self, grace_s: float) -> None:
+        self._serving = False
+        # Order matters. First new work is refused: health says NOT_SERVING, the WebSocket listener closes, and the
+        # engines answer UNAVAILABLE to new streams. Then live streams drain (or are cancelled at the deadline).
+        # The listeners close last, so every stream can still deliver its final message; gRPC's own grace period
+        # is only for handlers still writing that message.
+        if self._health is not None:
+            await self._health.enter_graceful_shutdown()
+        if self._ws is not None:
+            self._ws.close(close_connections=False)
+        await asyncio.gather(*(engine.close(grace_s) for engine in self.engines))
+        await self._transport.drain(timeout_s=1.0)
+        if self._grpc is not None:
+            await self._grpc.stop(1.0)
+        if self._ws is not None:
+            self._ws.close()  # close code 1001, going away
+            await self._ws.wait_closed()
+
+
+async def serve(settings: ServeSettings, checkpoint: Path) -> None:
+    """Run until SIGTERM or SIGINT, then shut down gracefully."""
+    engine = await asyncio.to_thread(load_text_engine, settings, checkpoint)
+    server = Server(settings, [engine])
+    await server.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    log.info("listening grpc=%s ws=%s", server.grpc_address, server.ws_address)
+    try:
+        await stop.wait()
+        log.info("shutting down: live streams have %.1f s to finish", settings.grace_s)
+    finally:
+        await server.stop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(signum)
+    log.info("stopped")

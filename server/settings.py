@@ -1,0 +1,161 @@
+"""The server's settings: one typed object, built in one place from flags and ``ANTIPHON_*`` environment variables.
+
+Every field of :class:`ServeSettings` is a flag (``max_streams`` -> ``--max-streams``) and an environment variable
+(``ANTIPHON_MAX_STREAMS``); a flag wins over the environment, the environment over the default. ``antiphon serve
+--help`` lists them all, grouped, with their defaults.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from server.errors import InvalidArgument
+
+ENV_PREFIX = "ANTIPHON_"
+
+
+def _names(raw: str) -> tuple[str, ...]:
+    return tuple(n.strip() for n in raw.split(",") if n.strip())
+
+
+def _option(default: Any, help: str, group: str, parse: Callable[[str], Any] = str, **kw: Any) -> Any:
+    meta = {"help": help, "group": group, "parse": parse}
+    if "default_factory" in kw:
+        return field(default_factory=kw["default_factory"], metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+def _path(raw: str) -> Path:
+    return Path(raw)
+
+
+def _device(raw: str) -> str:
+    if raw not in ("auto", "cpu", "cuda"):
+        raise ValueError("must be auto, cpu or cuda")
+    return raw
+
+
+@dataclass(frozen=True)
+class ServeSettings:
+    # listening
+    host: str = _option("127.0.0.1", "address both servers bind (0.0.0.0 or :: for every interface)", "listening")
+    grpc_port: int = _option(50051, "gRPC port (0 picks a free one)", "listening", int)
+    ws_port: int = _option(8765, "WebSocket port (0 picks a free one)", "listening", int)
+    grace_s: float = _option(10.0, "seconds live streams may take to finish after SIGTERM", "listening", float)
+    # the model
+    text_checkpoint: Path | None = _option(  # noqa: RUF009 (_option returns a dataclasses.field)
+        None, "text model checkpoint (default: models/text/char_lstm.safetensors)", "model", _path
+    )
+    text_model_id: str = _option("char-lstm", "the id clients name the text model by", "model")
+    device: str = _option("auto", "auto (CUDA when present), cpu or cuda", "model", _device)
+    torch_threads: int | None = _option(None, "CPU threads for the model (default: torch's choice)", "model", int)
+    personas: tuple[str, ...] | None = _option(
+        None,
+        "comma-separated speaker names chat may answer as (default: the speakers the checkpoint records)",
+        "model",
+        _names,
+    )
+    default_persona: str | None = _option(None, "persona of a chat that names none (default: the first)", "model")
+    user_speaker: str | None = _option(
+        None, "name the user's chat lines are written under (default: the first other persona)", "model"
+    )
+    # limits
+    max_streams: int = _option(64, "streams generated together in one batch", "limits", int)
+    max_waiting: int = _option(64, "streams queued beyond --max-streams before answering overloaded", "limits", int)
+    max_prompt_chars: int = _option(4000, "characters in a prompt or in one chat message", "limits", int)
+    max_tokens: int = _option(2048, "largest max_tokens a request may ask for", "limits", int)
+    stream_buffer: int = _option(16, "unread pieces per stream before the stream pauses", "limits", int)
+    ws_max_message_bytes: int = _option(65536, "largest WebSocket message a client may send", "limits", int)
+    max_sessions: int = _option(1024, "chat sessions kept (the least recently used idle one goes)", "limits", int)
+    session_ttl_s: float = _option(1800.0, "seconds an unused chat session is kept", "limits", float)
+
+    @classmethod
+    def from_sources(
+        cls, args: argparse.Namespace | None = None, environ: Mapping[str, str] | None = None
+    ) -> ServeSettings:
+        """Flags (``args``, None where not given) over ``ANTIPHON_*`` variables over defaults; validated."""
+        environ = environ if environ is not None else {}
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            raw = getattr(args, f.name, None) if args is not None else None
+            source = flag_name(f.name)
+            if raw is None:
+                raw = environ.get(env_name(f.name))
+                source = env_name(f.name)
+            if raw is None:
+                continue
+            try:
+                values[f.name] = f.metadata["parse"](raw) if isinstance(raw, str) else raw
+            except ValueError as exc:
+                raise InvalidArgument(source, f"cannot read {raw!r}: {exc}") from None
+        return cls(**values).validated()
+
+    def validated(self) -> ServeSettings:
+        for name in ("grpc_port", "ws_port"):
+            port = getattr(self, name)
+            if not 0 <= port <= 65535:
+                raise InvalidArgument(flag_name(name), f"must be in 0..65535, got {port}")
+        if self.torch_threads is not None and self.torch_threads < 1:
+            raise InvalidArgument(flag_name("torch_threads"), f"must be at least 1, got {self.torch_threads}")
+        for name in ("max_streams", "max_prompt_chars", "max_tokens", "stream_buffer", "max_sessions"):
+            if getattr(self, name) < 1:
+                raise InvalidArgument(flag_name(name), f"must be at least 1, got {getattr(self, name)}")
+        if self.max_waiting < 0:
+            raise InvalidArgument(flag_name("max_waiting"), f"must be 0 or more, got {self.max_waiting}")
+        if self.ws_max_message_bytes < 1024:
+            raise InvalidArgument(
+                flag_name("ws_max_message_bytes"), f"must be at least 1024, got {self.ws_max_message_bytes}"
+            )
+        for name in ("grace_s", "session_ttl_s"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value >= 0):
+                raise InvalidArgument(flag_name(name), f"must be a finite number of seconds >= 0, got {value}")
+        if self.personas is not None and not self.personas:
+            raise InvalidArgument(flag_name("personas"), "name at least one speaker")
+        if self.personas and self.default_persona is not None and self.default_persona not in self.personas:
+            raise InvalidArgument(
+                flag_name("default_persona"), f"{self.default_persona!r} is not one of {', '.join(self.personas)}"
+            )
+        if not self.text_model_id:
+            raise InvalidArgument(flag_name("text_model_id"), "must not be empty")
+        return self
+
+
+def flag_name(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def env_name(name: str) -> str:
+    return ENV_PREFIX + name.upper()
+
+
+METAVARS: dict[Callable[[str], Any], str] = {
+    int: "N",
+    float: "SECONDS",
+    _path: "PATH",
+    _names: "NAMES",
+    _device: "DEVICE",
+}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """One flag per setting, grouped, each defaulting to None so the environment and defaults can fill in."""
+    groups: dict[str, argparse._ArgumentGroup] = {}
+    for f in fields(ServeSettings):
+        group_name = f.metadata["group"]
+        if group_name not in groups:
+            groups[group_name] = parser.add_argument_group(group_name)
+        default = f.default
+        shown = ",".join(default) if isinstance(default, tuple) else default
+        groups[group_name].add_argument(
+            flag_name(f.name),
+            dest=f.name,
+            default=None,
+            metavar=METAVARS.get(f.metadata["parse"], "TEXT"),
+            help=f"{f.metadata['help']} ({'' if default is None else f'default: {shown}; '}env {env_name(f.name)})",
+        )

@@ -1,0 +1,97 @@
+"""``antiphon serve`` as a real process: the listening line, serving, SIGTERM drains and exits 0."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import sys
+from pathlib import Path
+
+import grpc
+from antiphon.v1 import generation_pb2_grpc, sampling_pb2, text_pb2
+
+from server.app import chat_style
+from server.settings import ServeSettings
+from tests.conftest import timeout
+
+LISTENING = re.compile(r"listening grpc=(\S+) ws=(\S+)$")
+
+
+async def _start(*args: str) -> asyncio.subprocess.Process:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "server.cli", "serve", *args, env=env, stderr=asyncio.subprocess.PIPE
+    )
+
+
+async def _listening(process: asyncio.subprocess.Process) -> tuple[str, str, list[str]]:
+    assert process.stderr is not None
+    lines: list[str] = []
+    while True:
+        line = (await asyncio.wait_for(process.stderr.readline(), timeout(60))).decode()
+        if not line:
+            raise AssertionError("server exited before listening:\n" + "".join(lines))
+        lines.append(line)
+        if match := LISTENING.search(line.rstrip("\n")):
+            return match.group(1), match.group(2), lines
+
+
+async def test_serve_drains_on_sigterm_and_exits_0(tiny_text_checkpoint: Path) -> None:
+    """SIGTERM lets a live stream finish within the grace period, and the process exits 0."""
+    process = await _start(
+        "--text-checkpoint",
+        str(tiny_text_checkpoint),
+        "--grpc-port",
+        "0",
+        "--ws-port",
+        "0",
+        "--grace-s",
+        "60",
+    )
+    try:
+        grpc_address, _, _ = await _listening(process)
+        async with grpc.aio.insecure_channel(grpc_address) as channel:
+            stub = generation_pb2_grpc.GenerationStub(channel)
+            request = text_pb2.GenerateTextRequest(prompt="Lear.\n", sampling=sampling_pb2.Sampling(max_tokens=2000))
+            call = stub.GenerateText(request)
+            first = await asyncio.wait_for(call.read(), timeout(10))
+            process.send_signal(signal.SIGTERM)
+            chunks = [first]
+            while (chunk := await call.read()) is not grpc.aio.EOF:
+                chunks.append(chunk)
+        assert chunks[-1].finish_reason == sampling_pb2.FINISH_REASON_LENGTH
+        assert len("".join(c.text for c in chunks)) == 2000
+        assert await asyncio.wait_for(process.wait(), timeout(30)) == 0
+        assert process.stderr is not None
+        rest = (await process.stderr.read()).decode()
+        done = re.search(
+            r"request grpc-1 model=char-lstm kind=text prompt_tokens=7 tokens=2000 ttft_ms=\S+ "
+            r"duration_ms=\S+ finish=length",
+            rest,
+        )
+        assert done is not None, rest
+        assert rest.index("shutting down") < done.start(), rest  # drained after SIGTERM, not finished before
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+
+
+async def test_serve_without_checkpoint_fails_clearly(tmp_path: Path) -> None:
+    """A missing checkpoint is a one-line error and exit code 1."""
+    missing = tmp_path / "none.safetensors"
+    process = await _start("--text-checkpoint", str(missing), "--grpc-port", "0", "--ws-port", "0")
+    _, stderr = await asyncio.wait_for(process.communicate(), timeout(60))
+    assert process.returncode == 1
+    assert f"antiphon: error: text checkpoint {missing} does not exist" in stderr.decode()
+
+
+def test_chat_personas_come_from_the_checkpoint_unless_named() -> None:
+    """--personas wins; else the checkpoint's recorded speakers; the user speaks as the first other persona."""
+    recorded = ["KENT", "LEAR", "FOOL"]
+    style = chat_style(ServeSettings(), recorded)
+    assert (style.personas, style.default_persona, style.user_speaker) == (("KENT", "LEAR", "FOOL"), "KENT", "LEAR")
+    style = chat_style(ServeSettings(personas=("Edgar", "Fool"), user_speaker="Gloucester"), recorded)
+    assert (style.personas, style.default_persona, style.user_speaker) == (("Edgar", "Fool"), "Edgar", "Gloucester")

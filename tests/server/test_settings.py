@@ -1,0 +1,55 @@
+"""Server settings: flags over ANTIPHON_* variables over defaults, each bad value named."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import pytest
+
+from server.errors import InvalidArgument
+from server.settings import ServeSettings, add_arguments
+
+
+def _parse(*argv: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    return parser.parse_args(argv)
+
+
+def test_defaults() -> None:
+    """With no flags and no environment every field has its documented default."""
+    settings = ServeSettings.from_sources(_parse(), {})
+    assert (settings.host, settings.grpc_port, settings.ws_port) == ("127.0.0.1", 50051, 8765)
+    assert settings.text_checkpoint is None and settings.personas is None
+
+
+def test_flag_beats_environment_beats_default() -> None:
+    """A flag wins over its ANTIPHON_* variable, which wins over the default."""
+    env = {"ANTIPHON_GRPC_PORT": "7000", "ANTIPHON_WS_PORT": "7001", "ANTIPHON_PERSONAS": "KENT, LEAR"}
+    settings = ServeSettings.from_sources(_parse("--grpc-port", "0", "--text-checkpoint", "m.safetensors"), env)
+    assert (settings.grpc_port, settings.ws_port) == (0, 7001)
+    assert settings.personas == ("KENT", "LEAR")
+    assert settings.text_checkpoint == Path("m.safetensors")
+
+
+@pytest.mark.parametrize(
+    ("argv", "env", "message"),
+    [
+        (["--grpc-port", "70000"], {}, "--grpc-port: must be in 0..65535, got 70000"),
+        (
+            [],
+            {"ANTIPHON_MAX_STREAMS": "many"},
+            "ANTIPHON_MAX_STREAMS: cannot read 'many': invalid literal for int() with base 10: 'many'",
+        ),
+        (["--max-streams", "0"], {}, "--max-streams: must be at least 1, got 0"),
+        (["--device", "tpu"], {}, "--device: cannot read 'tpu': must be auto, cpu or cuda"),
+        (["--grace-s", "nan"], {}, "--grace-s: must be a finite number of seconds >= 0, got nan"),
+        (["--personas", "A,B", "--default-persona", "C"], {}, "--default-persona: 'C' is not one of A, B"),
+    ],
+)
+def test_bad_values_name_their_source(argv: list[str], env: dict[str, str], message: str) -> None:
+    """Each bad value is InvalidArgument naming the flag or variable it came from."""
+    with pytest.raises(InvalidArgument) as info:
+        ServeSettings.from_sources(_parse(*argv), env)
+    assert str(info.value) == message

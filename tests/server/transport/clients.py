@@ -1,0 +1,177 @@
+"""One small client per transport with the same interface, so transport tests run over both."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+from antiphon.v1 import chat_pb2, generation_pb2_grpc, models_pb2, sampling_pb2, text_pb2
+from websockets.asyncio.client import ClientConnection, connect
+
+FINISH = {
+    sampling_pb2.FINISH_REASON_STOP: "stop",
+    sampling_pb2.FINISH_REASON_LENGTH: "length",
+    sampling_pb2.FINISH_REASON_CANCELLED: "cancelled",
+}
+
+
+class Failure(Exception):
+    """A request's error, as (gRPC status name, message) on either transport."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+
+
+@dataclass
+class Result:
+    pieces: list[str] = field(default_factory=list)
+    finish_reason: str | None = None
+    usage: dict[str, int] = field(default_factory=dict)
+    turns: int = 0
+
+    @property
+    def text(self) -> str:
+        return "".join(self.pieces)
+
+
+class Stream:
+    """A request in flight: iterate for text pieces; ``result`` fills as it goes; ``cancel`` asks the server to stop."""
+
+    def __init__(self, pieces: AsyncIterator[str], result: Result, cancel: Any) -> None:
+        self._pieces = pieces
+        self.result = result
+        self._cancel = cancel
+
+    def __aiter__(self) -> AsyncIterator[str]:
+        return self._pieces
+
+    async def cancel(self) -> None:
+        await self._cancel()
+
+    async def finish(self) -> Result:
+        async for _ in self._pieces:
+            pass
+        return self.result
+
+
+class GrpcClient:
+    name = "grpc"
+
+    def __init__(self, address: str) -> None:
+        self.channel = grpc.aio.insecure_channel(address)
+        self.stub = generation_pb2_grpc.GenerationStub(self.channel)
+
+    async def close(self) -> None:
+        await self.channel.close()
+
+    def generate(self, prompt: str, model: str = "", **sampling: Any) -> Stream:
+        request = text_pb2.GenerateTextRequest(model=model, prompt=prompt, sampling=sampling_pb2.Sampling(**sampling))
+        return self._stream(self.stub.GenerateText(request))
+
+    def chat(self, session_id: str, message: str, **fields: Any) -> Stream:
+        sampling = sampling_pb2.Sampling(**fields.pop("sampling", {}))
+        return self._stream(
+            self.stub.Chat(chat_pb2.ChatRequest(session_id=session_id, message=message, sampling=sampling, **fields))
+        )
+
+    async def list_models(self) -> list[dict[str, Any]]:
+        response = await self.stub.ListModels(models_pb2.ListModelsRequest())
+        return [{"id": m.id, "is_default": m.is_default, "personas": list(m.personas)} for m in response.models]
+
+    def _stream(self, call: Any) -> Stream:
+        result = Result()
+
+        async def pieces() -> AsyncIterator[str]:
+            try:
+                async for message in call:
+                    done = message.done if isinstance(message, chat_pb2.ChatEvent) else message
+                    text = message.text
+                    if text:
+                        result.pieces.append(text)
+                        yield text
+                    elif done.finish_reason:
+                        result.finish_reason = FINISH[done.finish_reason]
+                        usage = done.usage
+                        result.usage = {
+                            "prompt_tokens": usage.prompt_tokens,
+                            "completion_tokens": usage.completion_tokens,
+                        }
+                        result.turns = getattr(done, "turns", 0)
+            except grpc.aio.AioRpcError as exc:
+                raise Failure(exc.code().name, exc.details() or "") from None
+
+        async def cancel() -> None:
+            call.cancel()
+
+        return Stream(pieces(), result, cancel)
+
+
+class WebSocketClient:
+    name = "ws"
+
+    def __init__(self, connection: ClientConnection) -> None:
+        self.connection = connection
+        self.ids = itertools.count(1)
+        self.queues: dict[str, asyncio.Queue[dict[str, Any]]] = {}
+        self.reader = asyncio.create_task(self._read())
+
+    @classmethod
+    async def open(cls, address: str) -> WebSocketClient:
+        return cls(await connect(f"ws://{address}/"))
+
+    async def close(self) -> None:
+        await self.connection.close()
+        self.reader.cancel()
+        await asyncio.gather(self.reader, return_exceptions=True)
+
+    async def _read(self) -> None:
+        async for raw in self.connection:
+            frame = json.loads(raw)
+            self.queues.setdefault(frame["id"], asyncio.Queue()).put_nowait(frame)
+
+    async def request(self, message: dict[str, Any]) -> asyncio.Queue[dict[str, Any]]:
+        queue = self.queues.setdefault(message["id"], asyncio.Queue())
+        await self.connection.send(json.dumps(message))
+        return queue
+
+    def generate(self, prompt: str, model: str = "", **sampling: Any) -> Stream:
+        return self._stream({"type": "generate", "model": model, "prompt": prompt, "sampling": sampling})
+
+    def chat(self, session_id: str, message: str, **fields: Any) -> Stream:
+        return self._stream({"type": "chat", "session_id": session_id, "message": message, **fields})
+
+    async def list_models(self) -> list[dict[str, Any]]:
+        queue = await self.request({"type": "list_models", "id": f"m{next(self.ids)}"})
+        frame = await queue.get()
+        return [{k: m[k] for k in ("id", "is_default", "personas")} for m in frame["models"]]
+
+    def _stream(self, message: dict[str, Any]) -> Stream:
+        request_id = f"r{next(self.ids)}"
+        result = Result()
+
+        async def pieces() -> AsyncIterator[str]:
+            queue = await self.request({**message, "id": request_id})
+            while True:
+                frame = await queue.get()
+                if frame["type"] == "token":
+                    result.pieces.append(frame["text"])
+                    yield frame["text"]
+                elif frame["type"] == "done":
+                    result.finish_reason = frame["finish_reason"]
+                    result.usage = frame["usage"]
+                    result.turns = frame.get("turns", 0)
+                    return
+                else:
+                    raise Failure(frame["code"], frame["message"])
+
+        async def cancel() -> None:
+            await self.connection.send(json.dumps({"type": "cancel", "id": request_id}))
+
+        return Stream(pieces(), result, cancel)

@@ -1,0 +1,71 @@
+"""gRPC-only behaviour: health checking, reflection, and the RPCs not served yet."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import grpc
+import pytest
+from antiphon.v1 import audio_pb2, classify_pb2, generation_pb2_grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+from tests.conftest import timeout
+
+StartServer = Callable[..., Any]
+
+
+@pytest.mark.parametrize("service", ["", "antiphon.v1.Generation"])
+async def test_health_is_serving(start_server: StartServer, service: str) -> None:
+    """The standard Health service answers SERVING for the server and for Generation."""
+    server = await start_server()
+    async with grpc.aio.insecure_channel(server.grpc_address) as channel:
+        response = await health_pb2_grpc.HealthStub(channel).Check(
+            health_pb2.HealthCheckRequest(service=service), timeout=timeout(5)
+        )
+    assert response.status == health_pb2.HealthCheckResponse.SERVING
+
+
+async def test_reflection_lists_the_services(start_server: StartServer) -> None:
+    """Server reflection names Generation, Health and itself."""
+    server = await start_server()
+    async with grpc.aio.insecure_channel(server.grpc_address) as channel:
+        call = reflection_pb2_grpc.ServerReflectionStub(channel).ServerReflectionInfo(timeout=timeout(5))
+        await call.write(reflection_pb2.ServerReflectionRequest(list_services=""))
+        response = await call.read()
+        await call.done_writing()
+    names = sorted(s.name for s in response.list_services_response.service)
+    assert names == ["antiphon.v1.Generation", "grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection"]
+
+
+async def test_generate_audio_is_unimplemented(start_server: StartServer) -> None:
+    """GenerateAudio answers UNIMPLEMENTED with a message until an audio model is served."""
+    server = await start_server()
+    async with grpc.aio.insecure_channel(server.grpc_address) as channel:
+        call = generation_pb2_grpc.GenerationStub(channel).GenerateAudio(audio_pb2.GenerateAudioRequest())
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await call.read()
+    assert info.value.code() == grpc.StatusCode.UNIMPLEMENTED
+    assert info.value.details() == "GenerateAudio: no audio model is loaded on this server yet"
+
+
+async def test_classify_is_unimplemented(start_server: StartServer) -> None:
+    """Classify answers UNIMPLEMENTED with a message until a classifier is served."""
+    server = await start_server()
+    async with grpc.aio.insecure_channel(server.grpc_address) as channel:
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await generation_pb2_grpc.GenerationStub(channel).Classify(classify_pb2.ClassifyRequest(text="x"))
+    assert info.value.code() == grpc.StatusCode.UNIMPLEMENTED
+    assert info.value.details() == "Classify: no classifier is loaded on this server yet"
+
+
+async def test_health_not_serving_while_stopping(start_server: StartServer) -> None:
+    """After stop() new RPCs are refused."""
+    server = await start_server()
+    address = server.grpc_address
+    await server.stop()
+    async with grpc.aio.insecure_channel(address) as channel:
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=timeout(2))
+    assert info.value.code() == grpc.StatusCode.UNAVAILABLE

@@ -1,0 +1,171 @@
+"""WebSocket-only behaviour: /healthz, frame errors, close codes, id handling, cancel frames."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import urllib.request
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
+
+from tests.conftest import timeout
+
+StartServer = Callable[..., Any]
+
+
+async def _roundtrip(address: str, frame: str) -> dict[str, Any]:
+    async with connect(f"ws://{address}/") as ws:
+        await ws.send(frame)
+        return json.loads(await asyncio.wait_for(ws.recv(), timeout(5)))
+
+
+async def test_healthz(start_server: StartServer) -> None:
+    """GET /healthz on the WebSocket port answers 200 ok."""
+    server = await start_server()
+
+    def get() -> tuple[int, bytes]:
+        with urllib.request.urlopen(f"http://{server.ws_address}/healthz", timeout=timeout(5)) as response:
+            return response.status, response.read()
+
+    assert await asyncio.to_thread(get) == (200, b"ok\n")
+
+
+@pytest.mark.parametrize(
+    ("frame", "expected"),
+    [
+        ("not json", {"id": None, "field": "frame", "message": "frame: is not valid JSON"}),
+        ("[1]", {"id": None, "field": "frame", "message": "frame: must be a JSON object"}),
+        ('{"type": "generate"}', {"id": None, "field": "id", "message": "id: must be a string of 1..128 characters"}),
+        (
+            '{"type": "sing", "id": "a"}',
+            {
+                "id": "a",
+                "field": "type",
+                "message": "type: must be one of generate, chat, cancel, list_models, generate_audio, classify, "
+                'got "sing"',
+            },
+        ),
+        (
+            '{"type": "generate", "id": "a", "promt": "x"}',
+            {"id": "a", "field": "promt", "message": "promt: unknown field of a generate request"},
+        ),
+        (
+            '{"type": "generate", "id": "a", "prompt": 3}',
+            {"id": "a", "field": "prompt", "message": "prompt: must be a string, got int"},
+        ),
+        (
+            '{"type": "generate", "id": "a", "sampling": {"temperature": "hot"}}',
+            {
+                "id": "a",
+                "field": "sampling.temperature",
+                "message": 'sampling.temperature: must be a number, got "hot"',
+            },
+        ),
+        (
+            '{"type": "generate", "id": "a", "sampling": {"top_k": 1.5}}',
+            {"id": "a", "field": "sampling.top_k", "message": "sampling.top_k: must be an integer, got 1.5"},
+        ),
+        (
+            '{"type": "generate", "id": "a", "sampling": {"topk": 1}}',
+            {"id": "a", "field": "sampling.topk", "message": "sampling.topk: unknown field"},
+        ),
+    ],
+)
+async def test_bad_frame_gets_an_error_frame(start_server: StartServer, frame: str, expected: dict[str, Any]) -> None:
+    """A malformed request gets an INVALID_ARGUMENT error frame naming the field; the connection stays open."""
+    server = await start_server()
+    assert await _roundtrip(server.ws_address, frame) == {"type": "error", "code": "INVALID_ARGUMENT", **expected}
+
+
+async def test_overloaded_error_frame_has_a_reason(start_server: StartServer) -> None:
+    """The overload error frame is RESOURCE_EXHAUSTED with reason "overloaded"."""
+    server = await start_server(max_streams=1, max_waiting=0)
+    async with connect(f"ws://{server.ws_address}/") as ws:
+        await ws.send(json.dumps({"type": "generate", "id": "a", "sampling": {"max_tokens": 2000}}))
+        assert json.loads(await ws.recv())["type"] == "token"
+        await ws.send(json.dumps({"type": "generate", "id": "b"}))
+        while (frame := json.loads(await asyncio.wait_for(ws.recv(), timeout(5))))["type"] == "token":
+            pass
+    assert [frame] == [
+        {
+            "type": "error",
+            "id": "b",
+            "code": "RESOURCE_EXHAUSTED",
+            "reason": "overloaded",
+            "message": "overloaded: 1 streams are running and 0 waiting; retry later",
+        }
+    ]
+
+
+async def test_requests_are_multiplexed_and_cancel_sends_done(start_server: StartServer) -> None:
+    """Two requests share a connection by id; a cancel frame ends one with finish_reason cancelled."""
+    server = await start_server()
+    async with connect(f"ws://{server.ws_address}/") as ws:
+        await ws.send(json.dumps({"type": "generate", "id": "long", "sampling": {"max_tokens": 2000}}))
+        await ws.send(json.dumps({"type": "generate", "id": "short", "sampling": {"max_tokens": 10}}))
+        frames: dict[str, list[dict[str, Any]]] = {"long": [], "short": []}
+        cancelled = False
+        while not frames["long"] or frames["long"][-1]["type"] != "done":
+            frame = json.loads(await asyncio.wait_for(ws.recv(), timeout(10)))
+            frames[frame["id"]].append(frame)
+            if frame["id"] == "short" and frame["type"] == "done" and not cancelled:
+                await ws.send(json.dumps({"type": "cancel", "id": "long"}))
+                cancelled = True
+    short_text = "".join(f["text"] for f in frames["short"] if f["type"] == "token")
+    assert len(short_text) == 10
+    assert frames["short"][-1]["finish_reason"] == "length"
+    assert frames["long"][-1]["finish_reason"] == "cancelled"
+    assert frames["long"][-1]["usage"]["completion_tokens"] < 2000
+
+
+async def test_duplicate_running_id_is_rejected(start_server: StartServer) -> None:
+    """An id still running on the connection cannot be reused."""
+    server = await start_server()
+    async with connect(f"ws://{server.ws_address}/") as ws:
+        await ws.send(json.dumps({"type": "generate", "id": "a", "sampling": {"max_tokens": 2000}}))
+        await ws.send(json.dumps({"type": "generate", "id": "a"}))
+        while (frame := json.loads(await asyncio.wait_for(ws.recv(), timeout(5))))["type"] == "token":
+            pass
+    assert frame == {
+        "type": "error",
+        "id": "a",
+        "code": "INVALID_ARGUMENT",
+        "field": "id",
+        "message": "id: 'a' names a request still running on this connection",
+    }
+
+
+async def test_binary_frame_closes_with_1003(start_server: StartServer) -> None:
+    """Binary frames are not part of the text protocol: close code 1003."""
+    server = await start_server()
+    async with connect(f"ws://{server.ws_address}/") as ws:
+        await ws.send(b"\x00")
+        with pytest.raises(ConnectionClosed):
+            await asyncio.wait_for(ws.recv(), timeout(5))
+    assert ws.close_code == 1003
+    assert ws.close_reason == "binary frames are not accepted"
+
+
+async def test_message_over_the_size_limit_closes_with_1009(start_server: StartServer) -> None:
+    """A message over --ws-max-message-bytes closes the connection with 1009 (message too big)."""
+    server = await start_server(settings={"ws_max_message_bytes": 2048})
+    async with connect(f"ws://{server.ws_address}/") as ws:
+        await ws.send(json.dumps({"type": "generate", "id": "a", "prompt": "x" * 4096}))
+        with pytest.raises(ConnectionClosed):
+            await asyncio.wait_for(ws.recv(), timeout(5))
+    assert ws.close_code == 1009
+
+
+async def test_disconnect_frees_the_slots(start_server: StartServer) -> None:
+    """A client that disconnects mid-stream leaves the batch."""
+    server = await start_server()
+    engine = server.engines[0]
+    async with connect(f"ws://{server.ws_address}/") as ws:
+        await ws.send(json.dumps({"type": "generate", "id": "a", "sampling": {"max_tokens": 2000}}))
+        await ws.recv()
+        assert engine.live_streams == 1
+    await asyncio.wait_for(engine.wait_until(lambda: engine.live_streams == 0), timeout(5))
