@@ -1,0 +1,1 @@
+"""Transports: thin gRPC and WebSocket front ends over the engines (no torch here)."""
