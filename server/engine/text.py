@@ -246,7 +246,9 @@ class TextEngine:
         if self._closing:
             raise Unavailable("the server is shutting down; retry on another instance")
         limit = self.limits.max_streams + self.limits.max_waiting
-        if self.live_streams >= limit:
+        # Streams that ended (or were cancelled) still hold their row until the next step, but not their slot.
+        ending = sum(1 for j in self._jobs if j.end_reason is not None or j.stream.cancel_requested)
+        if self.live_streams - ending >= limit:
             raise ResourceExhausted(
                 f"overloaded: {self.limits.max_streams} streams are running and {self.limits.max_waiting} waiting; "
                 "retry later"
