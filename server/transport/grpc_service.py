@@ -70,7 +70,8 @@ def usage(stream: TextStream) -> sampling_pb2.Usage:
     return sampling_pb2.Usage(prompt_tokens=stream.prompt_tokens, completion_tokens=stream.completion_tokens)
 
 
-async def abort(context: grpc.aio.ServicerContext, error: AntiphonError) -> NoReturn:
+async def abort(context: grpc.aio.ServicerContext, error: AntiphonError, request_id: str = "-") -> NoReturn:
+    log.info("request %s failed: %s %s", request_id, error.code.upper(), error)
     await context.abort(status_code(error), str(error))
     raise RuntimeError("context.abort returned")  # pragma: no cover (abort always raises)
 
@@ -99,18 +100,17 @@ class GenerationService(generation_pb2_grpc.GenerationServicer):
     async def GenerateText(
         self, request: text_pb2.GenerateTextRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[text_pb2.TextChunk]:
+        request_id = f"grpc-{next(self._ids)}"
         try:
             service = self.models.text_model(request.model)
-            stream = service.generate(
-                TextRequest(request.prompt, sampling_options(request.sampling), f"grpc-{next(self._ids)}")
-            )
+            stream = service.generate(TextRequest(request.prompt, sampling_options(request.sampling), request_id))
         except AntiphonError as exc:
-            await abort(context, exc)
+            await abort(context, exc, request_id)
         try:
             async for text in stream:
                 yield text_pb2.TextChunk(text=text)
         except AntiphonError as exc:
-            await abort(context, exc)
+            await abort(context, exc, request_id)
         finally:
             stream.cancel()
         yield text_pb2.TextChunk(
@@ -120,6 +120,7 @@ class GenerationService(generation_pb2_grpc.GenerationServicer):
     async def Chat(
         self, request: chat_pb2.ChatRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[chat_pb2.ChatEvent]:
+        request_id = f"grpc-{next(self._ids)}"
         try:
             if request.speak:
                 raise Unimplemented(f"speak: {NO_AUDIO}")
@@ -130,16 +131,16 @@ class GenerationService(generation_pb2_grpc.GenerationServicer):
                 persona=request.persona,
                 speaker=request.speaker,
                 sampling=sampling_options(request.sampling),
-                request_id=f"grpc-{next(self._ids)}",
+                request_id=request_id,
             )
             stream = service.chat(turn)
         except AntiphonError as exc:
-            await abort(context, exc)
+            await abort(context, exc, request_id)
         try:
             async for text in stream:
                 yield chat_pb2.ChatEvent(text=text)
         except AntiphonError as exc:
-            await abort(context, exc)
+            await abort(context, exc, request_id)
         finally:
             stream.cancel()
         done = chat_pb2.ChatDone(

@@ -156,6 +156,7 @@ class _Connection:
                     raise InvalidArgument(key, f"unknown field of a {kind} request")
             await self.handle(kind, request_id, message)
         except AntiphonError as exc:
+            log.info("request %s-%s failed: %s %s", self.name, request_id or "-", exc.code.upper(), exc)
             await self.send(error_frame(request_id, exc))
 
     async def handle(self, kind: str, request_id: str, message: dict[str, Any]) -> None:
@@ -228,6 +229,7 @@ class _Connection:
             del self.streams[request_id]
             await self.send(done)
         except AntiphonError as exc:
+            log.info("request %s-%s failed: %s %s", self.name, request_id, exc.code.upper(), exc)
             self.streams.pop(request_id, None)
             await self.send(error_frame(request_id, exc))
         except ConnectionClosed:
