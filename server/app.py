@@ -19,7 +19,7 @@ from websockets.asyncio.server import serve as websocket_serve
 
 from server.engine.api import ModelRegistry
 from server.engine.text import ChatStyle, EngineLimits, TextEngine
-from server.errors import CheckpointError, InvalidArgument
+from server.errors import CheckpointError, InvalidArgument, ListenError
 from server.settings import ServeSettings
 from server.transport.grpc_service import add_services, mark_serving
 from server.transport.websocket import WebSocketTransport
@@ -119,15 +119,26 @@ class Server:
             ]
         )
         self._health = add_services(self._grpc, self.models)
-        self.grpc_port = self._grpc.add_insecure_port(_address(settings.host, settings.grpc_port))
+        address = _address(settings.host, settings.grpc_port)
+        try:
+            self.grpc_port = self._grpc.add_insecure_port(address)
+        except RuntimeError as exc:
+            await self.stop(0)
+            raise ListenError(f"--grpc-port: cannot listen on {address}: {exc}") from None
         await self._grpc.start()
-        self._ws = await websocket_serve(
-            self._transport.handler,
-            settings.host,
-            settings.ws_port,
-            process_request=self._transport.process_request,
-            max_size=settings.ws_max_message_bytes,
-        )
+        try:
+            self._ws = await websocket_serve(
+                self._transport.handler,
+                settings.host,
+                settings.ws_port,
+                process_request=self._transport.process_request,
+                max_size=settings.ws_max_message_bytes,
+            )
+        except OSError as exc:
+            await self.stop(0)
+            raise ListenError(
+                f"--ws-port: cannot listen on {_address(settings.host, settings.ws_port)}: {exc}"
+            ) from None
         self.ws_port = self._ws.sockets[0].getsockname()[1]
         await mark_serving(self._health)
         self._serving = True

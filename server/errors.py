@@ -10,6 +10,7 @@ frames); the command line maps them to exit codes. Tracebacks stay in the log.
     ├── FailedPrecondition   the request conflicts with state (a chat session already has a turn running)
     ├── Unavailable          the server is shutting down; retry elsewhere or later
     ├── Unimplemented        the server has no model of the kind asked for (yet)
+    ├── ListenError          a server could not bind its address
     ├── CorpusError          training text could not be fetched or read
     └── CheckpointError      a checkpoint is missing, corrupt or of the wrong kind
 """
@@ -66,6 +67,12 @@ class Unimplemented(AntiphonError):
     """No model of the kind asked for is served (yet)."""
 
     code = "unimplemented"
+
+
+class ListenError(AntiphonError):
+    """A server could not bind its host and port (in use, or not an address of this machine)."""
+
+    code = "unavailable"
 
 
 class CorpusError(AntiphonError):

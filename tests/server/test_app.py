@@ -7,12 +7,16 @@ import os
 import re
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import grpc
+import pytest
 from antiphon.v1 import generation_pb2_grpc, sampling_pb2, text_pb2
 
-from server.app import chat_style
+from server.app import Server, chat_style
+from server.engine.text import TextEngine
+from server.errors import ListenError
 from server.settings import ServeSettings
 from tests.conftest import timeout
 
@@ -49,6 +53,8 @@ async def test_serve_drains_on_sigterm_and_exits_0(tiny_text_checkpoint: Path) -
         "0",
         "--grace-s",
         "60",
+        "--torch-threads",
+        "1",  # two threads on a busy two-core machine make each tiny step slower, not faster
     )
     try:
         grpc_address, _, _ = await _listening(process)
@@ -95,3 +101,18 @@ def test_chat_personas_come_from_the_checkpoint_unless_named() -> None:
     assert (style.personas, style.default_persona, style.user_speaker) == (("KENT", "LEAR", "FOOL"), "KENT", "LEAR")
     style = chat_style(ServeSettings(personas=("Edgar", "Fool"), user_speaker="Gloucester"), recorded)
     assert (style.personas, style.default_persona, style.user_speaker) == (("Edgar", "Fool"), "Edgar", "Gloucester")
+
+
+@pytest.mark.parametrize("port", ["grpc_port", "ws_port"])
+async def test_port_in_use_is_a_clear_error(make_text_engine: Callable[..., TextEngine], port: str) -> None:
+    """A port another server holds is a ListenError naming the flag; nothing is left listening."""
+    first = Server(ServeSettings(grpc_port=0, ws_port=0), [make_text_engine()])
+    await first.start()
+    try:
+        taken = {"grpc_port": first.grpc_port, "ws_port": first.ws_port}[port]
+        settings = ServeSettings(**{"grpc_port": 0, "ws_port": 0, port: taken})
+        second = Server(settings, [make_text_engine()])
+        with pytest.raises(ListenError, match=rf"^--{port.replace('_', '-')}: cannot listen on 127.0.0.1:{taken}: "):
+            await second.start()
+    finally:
+        await first.stop()
