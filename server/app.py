@@ -44,9 +44,9 @@ def engine_limits(settings: ServeSettings) -> EngineLimits:
 
 
 def load_text_engine(settings: ServeSettings, checkpoint: Path) -> TextEngine:
-    """The text engine for ``checkpoint``, run by eager PyTorch on the chosen device."""
+    """The text engine for ``checkpoint``, run by the chosen backend on the chosen device."""
     from server.device import resolve_device
-    from server.engine.backend import EagerLSTMBackend
+    from server.engine.backend import BACKENDS
     from server.text.checkpoint import load_text_model
 
     if not checkpoint.is_file():
@@ -61,7 +61,12 @@ def load_text_engine(settings: ServeSettings, checkpoint: Path) -> TextEngine:
         description += f", {meta['metrics']['held_out_bits_per_char']:.3f} bits/char held out"
     chat = chat_style(settings, meta.get("speakers"))
     return TextEngine(
-        settings.text_model_id, EagerLSTMBackend(model), vocab, engine_limits(settings), chat, description
+        settings.text_model_id,
+        BACKENDS[settings.text_backend](model),
+        vocab,
+        engine_limits(settings),
+        chat,
+        description,
     )
 
 

@@ -9,6 +9,7 @@ tokens whether it runs alone or batched beside other streams.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 import torch
@@ -63,21 +64,47 @@ def make_generator(seed: int | None) -> torch.Generator:
     return generator
 
 
-def sample_token(logits: torch.Tensor, params: SamplingParams, generator: torch.Generator) -> int:
-    """One token id from ``logits`` (V,) under ``params``."""
-    if params.temperature == 0:
-        return int(torch.argmax(logits).item())
-    scores = logits.double() / params.temperature  # (V,)
-    if params.top_k:
-        kth = torch.topk(scores, params.top_k).values[-1]
+def sample_tokens(
+    logits: torch.Tensor, params: Sequence[SamplingParams], generators: Sequence[torch.Generator]
+) -> list[int]:
+    """One token id per row of ``logits`` (B, V), row ``r`` under ``params[r]`` with ``generators[r]``.
+
+    Vectorized over the batch (the per-row work is one uniform draw), so sampling costs about the same for one
+    stream or sixty-four. The inverse CDF runs over the vocabulary in its own order: a rounding-level change in
+    the logits can move a token only when the uniform falls within that distance of a boundary.
+    """
+    greedy = [p.temperature == 0 for p in params]
+    tokens = torch.argmax(logits, dim=-1)  # (B,)
+    if all(greedy):
+        return tokens.tolist()
+    temperature = torch.tensor([p.temperature or 1.0 for p in params], dtype=torch.float64)
+    scores = logits.double() / temperature[:, None]  # (B, V)
+    top_k = [p.top_k for p in params]
+    if any(top_k):
+        k = torch.tensor([k or scores.shape[1] for k in top_k])
+        ranked = torch.sort(scores, dim=-1, descending=True).values  # (B, V)
+        kth = ranked.gather(1, (k - 1)[:, None])  # (B, 1)
         scores = scores.masked_fill(scores < kth, -math.inf)
-    probs = torch.softmax(scores, dim=-1)  # (V,)
-    if params.top_p < 1:
-        sorted_probs, order = torch.sort(probs, descending=True)
-        before = torch.cumsum(sorted_probs, dim=-1) - sorted_probs  # mass ranked above each token
-        sorted_probs = sorted_probs.masked_fill(before >= params.top_p, 0.0)
-        probs = torch.zeros_like(probs).scatter_(0, order, sorted_probs)
-    cdf = torch.cumsum(probs, dim=-1)  # (V,)
-    u = torch.rand((), generator=generator, dtype=torch.float64) * cdf[-1]
-    index = int(torch.searchsorted(cdf, u, right=True).item())
-    return min(index, len(cdf) - 1)
+    probs = torch.softmax(scores, dim=-1)  # (B, V)
+    top_p = [p.top_p for p in params]
+    if any(p < 1 for p in top_p):
+        ranked_probs, order = torch.sort(probs, dim=-1, descending=True, stable=True)
+        before = torch.cumsum(ranked_probs, dim=-1) - ranked_probs  # mass ranked above each token
+        keep_mass = torch.tensor(top_p, dtype=torch.float64)[:, None]
+        ranked_probs = ranked_probs.masked_fill(before >= keep_mass, 0.0)
+        probs = torch.zeros_like(probs).scatter_(1, order, ranked_probs)
+    cdf = torch.cumsum(probs, dim=-1)  # (B, V)
+    # Exactly one draw per sampled (non-greedy) token from the stream's own generator.
+    u = torch.stack(
+        [
+            torch.rand((), generator=g, dtype=torch.float64) if not gr else torch.zeros((), dtype=torch.float64)
+            for g, gr in zip(generators, greedy, strict=True)
+        ]
+    )  # (B,)
+    drawn = torch.searchsorted(cdf, (u * cdf[:, -1])[:, None], right=True)[:, 0].clamp_(max=cdf.shape[1] - 1)
+    return torch.where(torch.tensor(greedy), tokens, drawn).tolist()
+
+
+def sample_token(logits: torch.Tensor, params: SamplingParams, generator: torch.Generator) -> int:
+    """One token id from ``logits`` (V,) under ``params`` (the batch function on one row)."""
+    return sample_tokens(logits[None], [params], [generator])[0]

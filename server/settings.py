@@ -40,6 +40,12 @@ def _device(raw: str) -> str:
     return raw
 
 
+def _backend(raw: str) -> str:
+    if raw not in ("fused", "eager"):
+        raise ValueError("must be fused or eager")
+    return raw
+
+
 @dataclass(frozen=True)
 class ServeSettings:
     # listening
@@ -53,6 +59,7 @@ class ServeSettings:
     )
     text_model_id: str = _option("char-lstm", "the id clients name the text model by", "model")
     device: str = _option("auto", "auto (CUDA when present), cpu or cuda", "model", _device)
+    text_backend: str = _option("fused", "what runs a text step: fused (default) or eager (nn.LSTM)", "model", _backend)
     torch_threads: int | None = _option(None, "CPU threads for the model (default: torch's choice)", "model", int)
     personas: tuple[str, ...] | None = _option(
         None,
@@ -140,6 +147,7 @@ METAVARS: dict[Callable[[str], Any], str] = {
     _path: "PATH",
     _names: "NAMES",
     _device: "DEVICE",
+    _backend: "BACKEND",
 }
 
 

@@ -8,6 +8,10 @@ from pathlib import Path
 
 import pytest
 
+# Tiny models gain nothing from threads, and the tests start servers and commands side by side: one thread per
+# process (inherited by every subprocess) keeps OpenMP threads from spinning against each other on a small machine.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 # One unit for every timeout in the tests; raise it on a slow machine.
 TIMEOUT_UNIT = float(os.environ.get("ANTIPHON_TEST_TIMEOUT_UNIT", "1"))
 

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from server.text.model import CharLSTM, State
+from server.text.step import FusedStep
 
 
 class TextBackend(Protocol):
@@ -86,3 +87,21 @@ class EagerLSTMBackend:
         state[0].index_copy_(1, index, part[0])
         state[1].index_copy_(1, index, part[1])
         return state
+
+
+class FusedLSTMBackend(EagerLSTMBackend):
+    """Prefill as the eager backend (one packed ``nn.LSTM`` pass); each token through :class:`FusedStep`,
+    which derives its weights from the same model and cuts the per-call overhead of ``nn.LSTM``."""
+
+    def __init__(self, model: CharLSTM) -> None:
+        super().__init__(model)
+        self.fused = FusedStep(self.model)
+
+    @torch.no_grad()
+    def step(self, tokens: Sequence[int], state: State) -> tuple[torch.Tensor, State]:
+        x = torch.tensor(list(tokens), dtype=torch.long, device=self.device)  # (B,)
+        logits, state = self.fused(x, state)  # (B, V)
+        return logits.float().cpu(), state
+
+
+BACKENDS: dict[str, type[EagerLSTMBackend]] = {"fused": FusedLSTMBackend, "eager": EagerLSTMBackend}

@@ -40,7 +40,7 @@ from server.engine.api import (
 from server.engine.backend import TextBackend
 from server.engine.sessions import Session, SessionStore
 from server.errors import AntiphonError, InvalidArgument, NotFound, ResourceExhausted, Unavailable
-from server.sampling import SamplingParams, make_generator, sample_token
+from server.sampling import SamplingParams, make_generator, sample_tokens
 from server.text.generate import StopMatcher
 from server.text.vocab import START_TEXT, Vocabulary
 
@@ -349,7 +349,8 @@ class TextEngine:
             whole = len(plan.ready) == logits.shape[0]
             scores = logits if whole else logits[plan.ready]  # (R, V)
             scores[:, 0] = -math.inf  # never emit the unknown symbol
-            tokens = [sample_token(scores[i], j.params, j.generator) for i, j in enumerate(plan.ready_jobs)]
+            jobs = plan.ready_jobs
+            tokens = sample_tokens(scores, [j.params for j in jobs], [j.generator for j in jobs])
             if whole:
                 logits, state = backend.step(tokens, state)
             else:

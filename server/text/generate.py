@@ -1,6 +1,7 @@
 """Token-by-token generation for one stream (the command line's ``sample``).
 
-The serving engine batches many streams; this is the plain loop it must agree with.
+The serving engine batches many streams; this is the plain loop it must agree with. Both read the prompt with
+one ``nn.LSTM`` pass and take each further token through :class:`FusedStep`.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import torch
 
 from server.sampling import SamplingParams, make_generator, sample_token
 from server.text.model import CharLSTM, State
+from server.text.step import FusedStep
 from server.text.vocab import START_TEXT, Vocabulary
 
 
@@ -62,6 +64,7 @@ class TextGeneration:
     @torch.no_grad()
     def __iter__(self) -> Iterator[str]:
         device = self.model.head.weight.device
+        step = FusedStep(self.model)
         generator = make_generator(self.params.seed)
         logits, state = prefill(self.model, self.vocab, self.prompt)
         stops = StopMatcher(self.params.stop)
@@ -75,8 +78,8 @@ class TextGeneration:
             if stopped:
                 self.finish_reason = "stop"
                 return
-            step, state = self.model(torch.tensor([[token]], device=device), state)  # (1, 1, V)
-            logits = step[0, -1]
+            next_logits, state = step(torch.tensor([token], device=device), state)  # (1, V)
+            logits = next_logits[0]
         tail = stops.flush()
         if tail:
             yield tail

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from server.engine.backend import EagerLSTMBackend
+from server.engine.backend import BACKENDS
 from server.engine.text import ChatStyle, EngineLimits, TextEngine
 from server.text.checkpoint import load_text_model
 
@@ -23,14 +23,17 @@ def tiny_text_model(tiny_text_checkpoint: Path) -> Any:
     return model, vocab
 
 
-@pytest.fixture
-async def make_text_engine(tiny_text_model: Any) -> AsyncIterator[Callable[..., TextEngine]]:
-    """Build a started engine over the tiny model with the given limits; closed after the test."""
+@pytest.fixture(params=sorted(BACKENDS))
+async def make_text_engine(
+    request: pytest.FixtureRequest, tiny_text_model: Any
+) -> AsyncIterator[Callable[..., TextEngine]]:
+    """Build a started engine over the tiny model with the given limits, once per backend; closed after the test."""
     engines: list[TextEngine] = []
 
     def make(**limits: Any) -> TextEngine:
         model, vocab = tiny_text_model
-        engine = TextEngine("tiny", EagerLSTMBackend(model), vocab, EngineLimits(**limits), CHAT_STYLE)
+        backend = BACKENDS[request.param](model)
+        engine = TextEngine("tiny", backend, vocab, EngineLimits(**limits), CHAT_STYLE)
         engine.start()
         engines.append(engine)
         return engine

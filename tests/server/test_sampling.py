@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from server.errors import InvalidArgument
-from server.sampling import SamplingParams, make_generator, sample_token
+from server.sampling import SamplingParams, make_generator, sample_token, sample_tokens
 
 
 @pytest.mark.parametrize(
@@ -81,3 +81,21 @@ def test_same_seed_same_tokens() -> None:
     params = SamplingParams(temperature=1.0, seed=7)
     a, b = make_generator(7), make_generator(7)
     assert [sample_token(logits, params, a) for _ in range(30)] == [sample_token(logits, params, b) for _ in range(30)]
+
+
+def test_batched_sampling_equals_row_by_row() -> None:
+    """A batch of rows with mixed knobs draws what each row would draw alone."""
+    logits = torch.randn(6, 40, generator=torch.Generator().manual_seed(4))
+    params = [
+        SamplingParams(temperature=0),
+        SamplingParams(temperature=1.0),
+        SamplingParams(temperature=0.7, top_k=5),
+        SamplingParams(temperature=1.3, top_p=0.8),
+        SamplingParams(temperature=0.9, top_k=10, top_p=0.9),
+        SamplingParams(temperature=2.0, top_k=1),
+    ]
+    batched = [make_generator(s) for s in range(6)]
+    alone = [make_generator(s) for s in range(6)]
+    for _ in range(50):
+        rows = sample_tokens(logits, params, batched)
+        assert rows == [sample_token(logits[r], params[r], alone[r]) for r in range(6)]
