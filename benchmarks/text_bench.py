@@ -150,14 +150,43 @@ class WebSocketMux:
                 await self.ws.send(json.dumps({"type": "cancel", "id": request_id}))
 
 
-async def bench(args: argparse.Namespace) -> dict[str, Any]:
+def step_bench(checkpoint: Path, device: str, batches: list[int], repeats: int = 200) -> list[dict[str, Any]]:
+    """The bare model step per backend (no engine, no sampling): what bounds the serving figures."""
+    from server.device import resolve_device
+    from server.engine.backend import BACKENDS
+    from server.text.checkpoint import load_text_model
+
+    model, _, _ = load_text_model(checkpoint, resolve_device(device))
+    rows = []
+    for name, backend_type in BACKENDS.items():
+        backend = backend_type(model)
+        for batch in batches:
+            tokens, state = [1] * batch, backend.zero_state(batch)
+            for _ in range(10):
+                backend.step(tokens, state)
+            start = time.perf_counter()
+            for _ in range(repeats):
+                backend.step(tokens, state)
+            ms = (time.perf_counter() - start) / repeats * 1000
+            rows.append({"backend": name, "batch": batch, "step_ms": ms, "tokens_per_s": batch / ms * 1000})
+            logging.info("step %s batch %d: %.3f ms (%.0f tokens/s)", name, batch, ms, batch / ms * 1000)
+    return rows
+
+
+async def bench(args: argparse.Namespace, backend: str) -> dict[str, Any]:
     settings = ServeSettings(
-        host="127.0.0.1", grpc_port=0, ws_port=0, device=args.device, max_streams=max(args.streams), max_waiting=0
+        host="127.0.0.1",
+        grpc_port=0,
+        ws_port=0,
+        device=args.device,
+        text_backend=backend,
+        max_streams=max(args.streams),
+        max_waiting=0,
     ).validated()
     engine = load_text_engine(settings, args.checkpoint)
     server = Server(settings, [engine])
     await server.start()
-    results: dict[str, Any] = {"checkpoint": str(args.checkpoint), "model": engine.description, "runs": []}
+    results: dict[str, Any] = {"backend": backend, "model": engine.description, "runs": []}
     long_prompt = (LONG_PROMPT * (args.prompt_chars // len(LONG_PROMPT) + 1))[: args.prompt_chars]
     channel = grpc.aio.insecure_channel(server.grpc_address)
     ws = await connect(f"ws://{server.ws_address}/", max_size=None)
@@ -177,10 +206,10 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
             for streams in args.streams:
                 run = await run_streams(open_stream, streams, args.tokens)
                 results["runs"].append({"transport": transport, **run})
-                logging.info("%s %s", transport, run)
+                logging.info("%s %s %s", backend, transport, run)
             ttft = await time_to_first_token(open_prompt, long_prompt, args.repeats)
             results["runs"].append({"transport": transport, "ttft_ms": ttft, "prompt_chars": args.prompt_chars})
-            logging.info("%s ttft %.2f ms for %d characters", transport, ttft, args.prompt_chars)
+            logging.info("%s %s ttft %.2f ms for %d characters", backend, transport, ttft, args.prompt_chars)
     finally:
         await ws.close()
         mux.reader.cancel()
@@ -196,6 +225,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--streams", default="1,64", help="comma-separated stream counts")
     parser.add_argument("--tokens", type=int, default=256, help="tokens per stream")
     parser.add_argument("--transports", default="inproc,grpc,ws")
+    parser.add_argument("--backends", default="fused,eager", help="text backends to compare, in one run")
     parser.add_argument("--prompt-chars", type=int, default=500, help="prompt length for time to first token")
     parser.add_argument("--repeats", type=int, default=5, help="time-to-first-token samples (median)")
     parser.add_argument("--json", type=Path, help="also write the results here")
@@ -203,10 +233,18 @@ def main(argv: list[str] | None = None) -> int:
     args.checkpoint = args.checkpoint or default_text_checkpoint()
     args.streams = [int(s) for s in args.streams.split(",")]
     args.transports = args.transports.split(",")
+    args.backends = args.backends.split(",")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     for noisy in ("server.engine.text", "websockets.server"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    results = asyncio.run(bench(args))
+    import torch
+
+    results: dict[str, Any] = {
+        "checkpoint": str(args.checkpoint),
+        "torch_threads": torch.get_num_threads(),
+        "steps": step_bench(args.checkpoint, args.device, args.streams),
+        "serving": [asyncio.run(bench(args, backend)) for backend in args.backends],
+    }
     text = json.dumps(results, indent=2)
     sys.stdout.write(text + "\n")
     if args.json:

@@ -1,18 +1,21 @@
 """Sampling knobs and the one function that turns logits into a token.
 
 Knobs are validated at the boundary (``SamplingParams.validated``) with a
-message that names the knob. ``sample_token`` draws exactly one uniform number
-from the stream's own generator per token, so a seeded stream produces the same
-tokens whether it runs alone or batched beside other streams.
+message that names the knob. Sampling draws exactly one uniform number per
+token from the stream's own counter-based source, so a seeded stream produces
+the same tokens whether it runs alone or batched beside other streams. NumPy
+only: the edge client samples with the same code.
 """
 
 from __future__ import annotations
 
 import math
+import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
-import torch
+import numpy as np
+from numpy.typing import ArrayLike
 
 from server.errors import InvalidArgument
 
@@ -54,57 +57,75 @@ class SamplingParams:
         return replace(self, **overrides)  # type: ignore[arg-type]
 
 
-def make_generator(seed: int | None) -> torch.Generator:
-    """The stream's private random source: seeded, or seeded from the OS."""
-    generator = torch.Generator()
-    if seed is None:
-        generator.seed()
-    else:
-        generator.manual_seed(seed)
-    return generator
+class StreamRandom:
+    """A stream's own random source: draw ``n`` is ``splitmix64(seed + n * GAMMA)``.
 
-
-def sample_tokens(
-    logits: torch.Tensor, params: Sequence[SamplingParams], generators: Sequence[torch.Generator]
-) -> list[int]:
-    """One token id per row of ``logits`` (B, V), row ``r`` under ``params[r]`` with ``generators[r]``.
-
-    Vectorized over the batch (the per-row work is one uniform draw), so sampling costs about the same for one
-    stream or sixty-four. The inverse CDF runs over the vocabulary in its own order: a rounding-level change in
-    the logits can move a token only when the uniform falls within that distance of a boundary.
+    Counter-based, so a batch of streams draws all its uniforms in one vectorized pass, and a stream's draws do
+    not depend on which other streams share its batch or on how many there are.
     """
-    greedy = [p.temperature == 0 for p in params]
-    tokens = torch.argmax(logits, dim=-1)  # (B,)
-    if all(greedy):
-        return tokens.tolist()
-    temperature = torch.tensor([p.temperature or 1.0 for p in params], dtype=torch.float64)
-    scores = logits.double() / temperature[:, None]  # (B, V)
-    top_k = [p.top_k for p in params]
-    if any(top_k):
-        k = torch.tensor([k or scores.shape[1] for k in top_k])
-        ranked = torch.sort(scores, dim=-1, descending=True).values  # (B, V)
-        kth = ranked.gather(1, (k - 1)[:, None])  # (B, 1)
-        scores = scores.masked_fill(scores < kth, -math.inf)
-    probs = torch.softmax(scores, dim=-1)  # (B, V)
-    top_p = [p.top_p for p in params]
-    if any(p < 1 for p in top_p):
-        ranked_probs, order = torch.sort(probs, dim=-1, descending=True, stable=True)
-        before = torch.cumsum(ranked_probs, dim=-1) - ranked_probs  # mass ranked above each token
-        keep_mass = torch.tensor(top_p, dtype=torch.float64)[:, None]
-        ranked_probs = ranked_probs.masked_fill(before >= keep_mass, 0.0)
-        probs = torch.zeros_like(probs).scatter_(1, order, ranked_probs)
-    cdf = torch.cumsum(probs, dim=-1)  # (B, V)
-    # Exactly one draw per sampled (non-greedy) token from the stream's own generator.
-    u = torch.stack(
-        [
-            torch.rand((), generator=g, dtype=torch.float64) if not gr else torch.zeros((), dtype=torch.float64)
-            for g, gr in zip(generators, greedy, strict=True)
-        ]
-    )  # (B,)
-    drawn = torch.searchsorted(cdf, (u * cdf[:, -1])[:, None], right=True)[:, 0].clamp_(max=cdf.shape[1] - 1)
-    return torch.where(torch.tensor(greedy), tokens, drawn).tolist()
+
+    __slots__ = ("count", "seed")
+
+    def __init__(self, seed: int | None = None) -> None:
+        self.seed = secrets.randbits(64) if seed is None else seed
+        self.count = 0
 
 
-def sample_token(logits: torch.Tensor, params: SamplingParams, generator: torch.Generator) -> int:
+_GAMMA = np.uint64(0x9E3779B97F4A7C15)
+_MIX1 = np.uint64(0xBF58476D1CE4E5B9)
+_MIX2 = np.uint64(0x94D049BB133111EB)
+
+
+def draw_uniforms(sources: Sequence[StreamRandom]) -> np.ndarray:
+    """The next uniform in [0, 1) of each source (B,), advancing each by one."""
+    seeds = np.array([s.seed for s in sources], dtype=np.uint64)
+    counts = np.array([s.count + 1 for s in sources], dtype=np.uint64)
+    for source in sources:
+        source.count += 1
+    z = seeds + counts * _GAMMA  # wraps modulo 2**64 (array arithmetic does not warn)
+    z = (z ^ (z >> np.uint64(30))) * _MIX1
+    z = (z ^ (z >> np.uint64(27))) * _MIX2
+    z = z ^ (z >> np.uint64(31))
+    return (z >> np.uint64(11)).astype(np.float64) * 2.0**-53
+
+
+def sample_tokens(logits: ArrayLike, params: Sequence[SamplingParams], sources: Sequence[StreamRandom]) -> list[int]:
+    """One token id per row of ``logits`` (B, V), row ``r`` under ``params[r]`` drawing from ``sources[r]``.
+
+    Vectorized over the batch in NumPy, so sampling costs about the same for one stream or sixty-four. Each
+    sampled (non-greedy) token takes exactly one draw from its stream's source. The inverse CDF runs over the
+    vocabulary in its own order: a rounding-level change in the logits can move a token only when the uniform
+    falls within that distance of a boundary.
+    """
+    x = np.asarray(logits, dtype=np.float64)  # (B, V)
+    rows = np.arange(len(x))
+    best = x.argmax(axis=1)  # (B,)
+    greedy = np.array([p.temperature == 0 for p in params])
+    if greedy.all():
+        return best.tolist()
+    temperature = np.array([p.temperature or 1.0 for p in params])
+    scores = x / temperature[:, None]  # (B, V)
+    top_k = np.array([p.top_k or x.shape[1] for p in params])
+    if (top_k < x.shape[1]).any():
+        kth = -np.sort(-scores, axis=1)[rows, top_k - 1]  # (B,) the k-th largest score
+        scores = np.where(scores < kth[:, None], -np.inf, scores)
+    probs = np.exp(scores - scores.max(axis=1, keepdims=True))
+    probs /= probs.sum(axis=1, keepdims=True)  # (B, V)
+    top_p = np.array([p.top_p for p in params])
+    if (top_p < 1).any():
+        order = np.argsort(-probs, axis=1, kind="stable")  # (B, V) likeliest first
+        ranked = np.take_along_axis(probs, order, axis=1)
+        before = np.cumsum(ranked, axis=1) - ranked  # mass ranked above each token
+        ranked[before >= top_p[:, None]] = 0.0
+        np.put_along_axis(probs, order, ranked, axis=1)
+    cdf = np.cumsum(probs, axis=1)  # (B, V)
+    sampled = [source for source, g in zip(sources, greedy, strict=True) if not g]
+    u = np.zeros(len(x))
+    u[~greedy] = draw_uniforms(sampled)
+    drawn = np.minimum((cdf <= (u * cdf[:, -1])[:, None]).sum(axis=1), x.shape[1] - 1)
+    return np.where(greedy, best, drawn).tolist()
+
+
+def sample_token(logits: ArrayLike, params: SamplingParams, source: StreamRandom) -> int:
     """One token id from ``logits`` (V,) under ``params`` (the batch function on one row)."""
-    return sample_tokens(logits[None], [params], [generator])[0]
+    return sample_tokens(np.asarray(logits)[None], [params], [source])[0]

@@ -5,7 +5,7 @@ Each iteration of the loop, between two steps:
 1. streams that ended or were cancelled leave the batch (their rows are dropped; a chat turn's row is kept as
    its session's state);
 2. waiting streams join, up to ``max_streams``, and their prompts are read in one batched sequence pass;
-3. every stream with room in its output buffer samples one token from its own generator, and all of them are
+3. every stream with room in its output buffer samples one token from its own random source, and all of them are
    stepped together. A stream whose consumer stops reading has no room: it keeps its row but is not stepped.
 
 The torch work of an iteration runs in one call on the engine's own worker thread, so the event loop stays free
@@ -40,7 +40,7 @@ from server.engine.api import (
 from server.engine.backend import TextBackend
 from server.engine.sessions import Session, SessionStore
 from server.errors import AntiphonError, InvalidArgument, NotFound, ResourceExhausted, Unavailable
-from server.sampling import SamplingParams, make_generator, sample_tokens
+from server.sampling import SamplingParams, StreamRandom, sample_tokens
 from server.text.generate import StopMatcher
 from server.text.vocab import START_TEXT, Vocabulary
 
@@ -78,7 +78,7 @@ class ChatStyle:
 class _Job:
     stream: TextStream
     params: SamplingParams
-    generator: torch.Generator
+    random: StreamRandom
     ids: list[int]  # read when joining the batch
     stops: StopMatcher
     session: Session | None = None
@@ -258,7 +258,7 @@ class TextEngine:
         stream = TextStream(self.limits.stream_buffer, self._wake.set, request_id)
         ids = self.vocab.encode(text)
         stream.prompt_tokens = len(ids)
-        job = _Job(stream, params, make_generator(params.seed), ids, StopMatcher(params.stop), session)
+        job = _Job(stream, params, StreamRandom(params.seed), ids, StopMatcher(params.stop), session)
         self._waiting.append(job)
         self._wake.set()
         return stream
@@ -350,7 +350,7 @@ class TextEngine:
             scores = logits if whole else logits[plan.ready]  # (R, V)
             scores[:, 0] = -math.inf  # never emit the unknown symbol
             jobs = plan.ready_jobs
-            tokens = sample_tokens(scores, [j.params for j in jobs], [j.generator for j in jobs])
+            tokens = sample_tokens(scores, [j.params for j in jobs], [j.random for j in jobs])
             if whole:
                 logits, state = backend.step(tokens, state)
             else:

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import torch
 
-from server.sampling import SamplingParams, make_generator, sample_token
+from server.sampling import SamplingParams, StreamRandom, sample_token
 from server.text.model import CharLSTM, State
 from server.text.step import FusedStep
 from server.text.vocab import START_TEXT, Vocabulary
@@ -65,12 +65,12 @@ class TextGeneration:
     def __iter__(self) -> Iterator[str]:
         device = self.model.head.weight.device
         step = FusedStep(self.model)
-        generator = make_generator(self.params.seed)
+        source = StreamRandom(self.params.seed)
         logits, state = prefill(self.model, self.vocab, self.prompt)
         stops = StopMatcher(self.params.stop)
         for _ in range(self.params.max_tokens):
             logits[0] = -torch.inf  # never emit the unknown symbol
-            token = sample_token(logits, self.params, generator)
+            token = sample_token(logits.numpy(), self.params, source)
             self.tokens += 1
             out, stopped = stops.feed(self.vocab.chars[token])
             if out:
