@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from typing import Any
 
 import grpc
 import pytest
-from antiphon.v1 import audio_pb2, classify_pb2, generation_pb2_grpc
+from antiphon.v1 import audio_pb2, classify_pb2, generation_pb2_grpc, sampling_pb2, text_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
@@ -69,3 +70,40 @@ async def test_health_not_serving_while_stopping(start_server: StartServer) -> N
         with pytest.raises(grpc.aio.AioRpcError) as info:
             await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=timeout(2))
     assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+async def test_a_client_that_stops_reading_is_paused_not_buffered(start_server: StartServer) -> None:
+    """A stream whose client stops reading stops being generated once HTTP/2 flow control pushes back (bounded
+    memory), and a second stream on another connection runs to completion meanwhile."""
+    server = await start_server(settings={"max_tokens": 100_000}, max_tokens=100_000, stream_buffer=4)
+    engine = server.engines[0]
+    # No bandwidth-delay probing: the flow-control window stays at its 64 KiB default.
+    slow_channel = grpc.aio.insecure_channel(server.grpc_address, options=[("grpc.http2.bdp_probe", 0)])
+    slow = generation_pb2_grpc.GenerationStub(slow_channel).GenerateText(
+        text_pb2.GenerateTextRequest(prompt="Lear.\n", sampling=sampling_pb2.Sampling(seed=1, max_tokens=100_000))
+    )
+    await slow.read()  # the stream runs; from here on nobody reads it
+
+    async def paused() -> int:
+        while True:
+            before = engine.steps
+            await asyncio.sleep(0.3)
+            if engine.steps == before:
+                return before
+
+    steps = await asyncio.wait_for(paused(), timeout(60))
+    assert steps < 50_000  # generation stopped far short of max_tokens: the server is not buffering it all
+
+    async with grpc.aio.insecure_channel(server.grpc_address) as channel:
+        request = text_pb2.GenerateTextRequest(prompt="Kent.\n", sampling=sampling_pb2.Sampling(seed=2, max_tokens=300))
+        chunks = [
+            c async for c in generation_pb2_grpc.GenerationStub(channel).GenerateText(request, timeout=timeout(30))
+        ]
+    assert sum(len(c.text) for c in chunks) == 300
+    assert chunks[-1].finish_reason == sampling_pb2.FINISH_REASON_LENGTH
+    # The finished stream leaves the batch at the next iteration; the slow one still holds its (paused) slot.
+    await asyncio.wait_for(engine.wait_until(lambda: engine.live_streams == 1), timeout(10))
+    assert engine.steps < 50_000
+    slow.cancel()
+    await slow_channel.close()
+    await asyncio.wait_for(engine.wait_until(lambda: engine.live_streams == 0), timeout(10))
