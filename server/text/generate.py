@@ -25,6 +25,8 @@ class StopMatcher:
 
     def feed(self, piece: str) -> tuple[str, bool]:
         """Text safe to emit now, and whether a stop sequence was completed (it is not emitted)."""
+        if not self.stops:
+            return piece, False
         self.pending += piece
         cut = min((i for i in (self.pending.find(s) for s in self.stops) if i >= 0), default=-1)
         if cut >= 0:
