@@ -20,6 +20,7 @@ log = logging.getLogger("antiphon")
 
 REPO_MODELS = Path(__file__).resolve().parent.parent / "models"
 DEFAULT_TEXT_CHECKPOINT = REPO_MODELS / "text" / "char_lstm.safetensors"
+DEFAULT_DIGITS_CHECKPOINT = REPO_MODELS / "digits" / "digits_cnn.safetensors"
 
 
 def default_text_checkpoint() -> Path:
@@ -102,6 +103,38 @@ def _train_text(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_train_digits(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "digits",
+        help="train the digits CNN",
+        description="Train the small CNN on scikit-learn's bundled 8x8 digits (a fixed stratified 80/20 split, "
+        "recorded in the checkpoint) and write a model card beside the checkpoint. Seconds on one CPU core.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    budget = p.add_mutually_exclusive_group()
+    budget.add_argument("--epochs", type=int, default=60, help="passes over the training images")
+    budget.add_argument("--steps", type=int, help="optimizer steps instead of --epochs")
+    p.add_argument("--out", type=Path, default=Path("runs/digits/digits_cnn.safetensors"), help="checkpoint to write")
+    p.add_argument("--seed", type=int, default=0, help="initialization, batch order and augmentation")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="cpu")
+    p.set_defaults(func=_train_digits)
+
+
+def _train_digits(args: argparse.Namespace) -> int:
+    from server.vision.train import DigitsTrainOptions, train_digits
+
+    opts = DigitsTrainOptions(
+        out=args.out,
+        epochs=None if args.steps is not None else args.epochs,
+        steps=args.steps,
+        seed=args.seed,
+        device=args.device,
+    )
+    info = train_digits(opts)
+    print(f"test accuracy {info['metrics']['test_accuracy']:.2%} -> {opts.out}")
+    return 0
+
+
 # -- eval --------------------------------------------------------------------
 def _add_eval_text(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -154,6 +187,41 @@ def _eval_text(args: argparse.Namespace) -> int:
         print(f"total: {bits / chars:.4f} bits/char over {chars:,} characters")
     if args.json:
         print(json.dumps({"bits_per_char": bits / chars, "chars": chars}))
+    return 0
+
+
+def _add_eval_digits(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "digits",
+        help="accuracy and confusion matrix of the digits CNN",
+        description="Classify the test split recorded in the checkpoint and print the accuracy and the "
+        "confusion matrix (rows: true digit, columns: predicted).",
+    )
+    p.add_argument(
+        "--checkpoint",
+        type=Path,
+        default=None,
+        help=f"default: {DEFAULT_DIGITS_CHECKPOINT.name} in models/digits (or $ANTIPHON_DIGITS_CHECKPOINT)",
+    )
+    p.add_argument("--json", action="store_true", help='last line: {"accuracy": ..., "count": ..., "confusion": ...}')
+    p.set_defaults(func=_eval_digits)
+
+
+def default_digits_checkpoint() -> Path:
+    return Path(os.environ.get("ANTIPHON_DIGITS_CHECKPOINT", DEFAULT_DIGITS_CHECKPOINT))
+
+
+def _eval_digits(args: argparse.Namespace) -> int:
+    from server.vision.checkpoint import load_digits_model
+    from server.vision.data import recorded_split
+    from server.vision.evaluate import evaluate, format_confusion
+
+    model, meta = load_digits_model(args.checkpoint or default_digits_checkpoint())
+    result = evaluate(model, *recorded_split(meta["data"]["test_indices"]).test)
+    print(f"accuracy {result.accuracy:.2%} on {result.count} test images")
+    print(format_confusion(result.confusion, meta["labels"]))
+    if args.json:
+        print(json.dumps(result.to_dict()))
     return 0
 
 
@@ -243,8 +311,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, help_text, adders in (
-        ("train", "train a model", [_add_train_text]),
-        ("eval", "evaluate a model", [_add_eval_text]),
+        ("train", "train a model", [_add_train_text, _add_train_digits]),
+        ("eval", "evaluate a model", [_add_eval_text, _add_eval_digits]),
         ("sample", "generate from a model", [_add_sample_text]),
     ):
         group = commands.add_parser(name, help=help_text, description=help_text.capitalize() + ".")

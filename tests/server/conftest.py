@@ -1,4 +1,5 @@
-"""Server fixtures: the tiny model loaded once, and text engines over it that close after each test."""
+"""Server fixtures: the tiny text model loaded once, text engines over it that close after each test, and a digits
+CNN trained in seconds."""
 
 from __future__ import annotations
 
@@ -41,3 +42,13 @@ async def make_text_engine(
     yield make
     for engine in engines:
         await engine.close()
+
+
+@pytest.fixture(scope="session")
+def tiny_digits_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real digits CNN trained for 200 steps (about two seconds on one core)."""
+    from server.vision.train import DigitsTrainOptions, train_digits
+
+    out = tmp_path_factory.mktemp("digits") / "digits.safetensors"
+    train_digits(DigitsTrainOptions(out=out, steps=200, seed=0))
+    return out

@@ -54,3 +54,40 @@ def test_unreadable_corpus_exits_1(tmp_path: Path) -> None:
     result = antiphon("train", "text", "--corpus", str(tmp_path / "none.txt"), "--steps", "1")
     assert result.returncode == 1
     assert "does not exist" in result.stderr
+
+
+def test_eval_digits_reports_accuracy_and_confusion(tiny_digits_checkpoint: Path) -> None:
+    """`antiphon eval digits --json` ends with the accuracy and the confusion matrix of the recorded split."""
+    import json
+
+    from server.checkpoint import read_meta
+
+    result = antiphon("eval", "digits", "--checkpoint", str(tiny_digits_checkpoint), "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout.splitlines()[-1])
+    metrics = read_meta(tiny_digits_checkpoint)["metrics"]
+    assert report["count"] == 359
+    assert report["accuracy"] == pytest.approx(metrics["test_accuracy"], abs=1e-4)
+    assert report["confusion"] == metrics["test_confusion"]
+    assert "<- predicted" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--steps", "0"], "steps: must be at least 1, got 0"),
+        (["--epochs", "-1"], "epochs: must be at least 1, got -1"),
+    ],
+)
+def test_train_digits_rejects_bad_budgets(tmp_path: Path, args: list[str], message: str) -> None:
+    """Bad digits budgets exit 2 with a message naming the option."""
+    result = antiphon("train", "digits", "--out", str(tmp_path / "d.safetensors"), *args)
+    assert result.returncode == 2
+    assert message in result.stderr
+
+
+def test_eval_digits_refuses_a_text_checkpoint(tiny_text_checkpoint: Path) -> None:
+    """A checkpoint of another kind is a runtime error naming both kinds."""
+    result = antiphon("eval", "digits", "--checkpoint", str(tiny_text_checkpoint))
+    assert result.returncode == 1
+    assert "holds a 'char_lstm' model, not 'digits_cnn'" in result.stderr
