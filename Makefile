@@ -30,7 +30,7 @@ system-deps:
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --disable-pip-version-check $(TORCH)
-	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[server,dev]'
+	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[server,export,dev]'
 	touch $@
 
 lint: $(STAMP)

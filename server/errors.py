@@ -12,7 +12,8 @@ frames); the command line maps them to exit codes. Tracebacks stay in the log.
     ├── Unimplemented        the server has no model of the kind asked for (yet)
     ├── ListenError          a server could not bind its address
     ├── CorpusError          training text could not be fetched or read
-    └── CheckpointError      a checkpoint is missing, corrupt or of the wrong kind
+    ├── CheckpointError      a checkpoint is missing, corrupt or of the wrong kind
+    └── ExportError          a conversion failed, or an exported file disagrees with torch
 """
 
 from __future__ import annotations
@@ -85,3 +86,9 @@ class CheckpointError(AntiphonError):
     """A checkpoint is missing, corrupt or holds a different kind of model."""
 
     code = "failed_precondition"
+
+
+class ExportError(AntiphonError):
+    """A model could not be converted, or an exported file failed its parity check."""
+
+    code = "internal"

@@ -91,3 +91,35 @@ def test_eval_digits_refuses_a_text_checkpoint(tiny_text_checkpoint: Path) -> No
     result = antiphon("eval", "digits", "--checkpoint", str(tiny_text_checkpoint))
     assert result.returncode == 1
     assert "holds a 'char_lstm' model, not 'digits_cnn'" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--models", "digits,nope"], "models: unknown model 'nope'; known: digits, text_step"),
+        (["--models", ","], "models: give at least one model"),
+        (["--formats", "onnx,coreml"], "formats: unknown format 'coreml'; known: onnx, tflite"),
+    ],
+)
+def test_export_rejects_bad_arguments(tmp_path: Path, args: list[str], message: str) -> None:
+    """Bad export arguments exit 2 with a message naming the argument, and write nothing."""
+    result = antiphon("export", "--out", str(tmp_path / "out"), *args)
+    assert result.returncode == 2
+    assert f"antiphon: error: {message}" in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_export_writes_files_and_manifest(tmp_path: Path, tiny_digits_checkpoint: Path) -> None:
+    """`antiphon export --models digits --formats onnx` writes the file and a manifest that lists it."""
+    import json
+
+    out = tmp_path / "out"
+    result = antiphon(
+        "export", "--models", "digits", "--formats", "onnx", "--digits-checkpoint", str(tiny_digits_checkpoint),
+        "--out", str(out),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
+    assert list(manifest["models"]) == ["digits"]
+    assert manifest["models"]["digits"]["files"]["onnx"]["float32"]["file"] == "digits.onnx"
+    assert f"digits onnx float32: {out / 'digits.onnx'}" in result.stdout

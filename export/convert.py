@@ -1,0 +1,157 @@
+"""torch -> ONNX and TFLite, float and int8.
+
+- ONNX: ``torch.onnx.export(..., dynamo=True)``; int8 through onnxruntime's
+  quantizer: static QDQ with per-channel weights when the spec brings
+  calibration inputs (classifiers), dynamic (int8 weights, float activations)
+  otherwise.
+- TFLite: ``litert_torch.convert``; int8 through the LiteRT quantizer
+  (``ai-edge-quantizer``): ``static_wi8_ai8`` with calibration (int8 inputs and
+  outputs, their scales in the file), ``dynamic_wi8_afp32`` without.
+
+The converters print progress and raise deprecation warnings of their own;
+both are kept out of the caller's output and warning filters.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from export.specs import ExportSpec
+from server.errors import ExportError
+
+log = logging.getLogger(__name__)
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """Silence the converters' progress output and their third-party deprecation warnings."""
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.simplefilter("ignore", FutureWarning)
+        warnings.simplefilter("ignore", UserWarning)
+        for name in ("torch.onnx", "torch._dynamo", "torch.export", "onnxscript", "absl"):
+            logging.getLogger(name).setLevel(logging.ERROR)
+        yield
+
+
+def to_onnx(spec: ExportSpec, path: Path) -> None:
+    import torch
+
+    try:
+        with _quiet():
+            program = torch.onnx.export(
+                spec.module,
+                spec.sample_inputs,
+                dynamo=True,
+                input_names=list(spec.input_names),
+                output_names=list(spec.output_names),
+                verbose=False,
+            )
+            if program is None:  # only the legacy exporter returns nothing
+                raise ExportError("the exporter returned no program")
+            program.save(str(path))
+    except Exception as exc:  # the exporter raises many unrelated types
+        raise ExportError(f"{spec.name}: ONNX export failed: {exc}") from exc
+
+
+def to_tflite(spec: ExportSpec, path: Path) -> None:
+    try:
+        with _quiet():
+            import litert_torch
+
+            kwargs = dict(zip(spec.input_names, spec.sample_inputs, strict=True))
+            litert_torch.convert(_named_outputs(spec), sample_kwargs=kwargs).export(str(path))
+    except Exception as exc:
+        raise ExportError(f"{spec.name}: TFLite conversion failed: {exc}") from exc
+
+
+def _named_outputs(spec: ExportSpec) -> Any:
+    """The module with keyword inputs and a dict of named outputs, so the TFLite signature carries the names."""
+    from torch import nn
+
+    class Named(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.inner = spec.module
+
+        def forward(self, **inputs: Any) -> dict[str, Any]:
+            out = self.inner(*(inputs[name] for name in spec.input_names))
+            out = out if isinstance(out, tuple) else (out,)
+            return dict(zip(spec.output_names, out, strict=True))
+
+    return Named().eval()
+
+
+def onnx_int8(spec: ExportSpec, float_path: Path, path: Path) -> str:
+    """Quantize an ONNX file; returns the method used."""
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        QuantFormat,
+        QuantType,
+        quantize_dynamic,
+        quantize_static,
+    )
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    names = spec.input_names
+    try:
+        with _quiet():
+            pre = path.with_name(path.stem + ".pre.onnx")
+            quant_pre_process(str(float_path), str(pre))
+            if spec.calibration:
+
+                class Reader(CalibrationDataReader):
+                    def __init__(self, batches: list[tuple[np.ndarray, ...]]) -> None:
+                        self.batches = iter(batches)
+
+                    def get_next(self) -> dict[str, np.ndarray] | None:
+                        batch = next(self.batches, None)
+                        return None if batch is None else dict(zip(names, batch, strict=True))
+
+                quantize_static(
+                    str(pre),
+                    str(path),
+                    Reader(spec.calibration),
+                    quant_format=QuantFormat.QDQ,
+                    per_channel=True,
+                    activation_type=QuantType.QInt8,
+                    weight_type=QuantType.QInt8,
+                )
+                method = "onnxruntime static QDQ, int8 weights (per channel) and activations"
+            else:
+                quantize_dynamic(str(pre), str(path), weight_type=QuantType.QInt8)
+                method = "onnxruntime dynamic, int8 weights, float activations"
+            pre.unlink(missing_ok=True)
+    except Exception as exc:
+        raise ExportError(f"{spec.name}: ONNX int8 quantization failed: {exc}") from exc
+    return method
+
+
+def tflite_int8(spec: ExportSpec, float_path: Path, path: Path) -> str:
+    """Quantize a TFLite file with the LiteRT quantizer; returns the method used."""
+    try:
+        with _quiet():
+            from ai_edge_quantizer import quantizer, recipe
+
+            qt = quantizer.Quantizer(str(float_path))
+            if spec.calibration:
+                qt.load_quantization_recipe(recipe.static_wi8_ai8())
+                data = [dict(zip(spec.input_names, batch, strict=True)) for batch in spec.calibration]
+                result = qt.quantize(qt.calibrate({"serving_default": data}))
+                method = "ai-edge-quantizer static_wi8_ai8, int8 weights and activations"
+            else:
+                qt.load_quantization_recipe(recipe.dynamic_wi8_afp32())
+                result = qt.quantize()
+                method = "ai-edge-quantizer dynamic_wi8_afp32, int8 weights, float activations"
+            result.export_model(str(path), overwrite=True)
+    except Exception as exc:
+        raise ExportError(f"{spec.name}: TFLite int8 quantization failed: {exc}") from exc
+    return method

@@ -1,0 +1,73 @@
+"""Compare an exported file with torch: max abs difference (float files), top-label agreement and accuracy (int8
+files), and greedy text for the step generator."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from export.runtime import Runner
+from export.specs import ExportSpec, Inputs
+
+FLOAT_TOLERANCE = 1e-4  # max abs difference of a float file from torch, on every output
+INT8_AGREEMENT = 0.99  # share of the evaluation set on which an int8 file's top label is torch's
+GREEDY_TOKENS = 200
+
+Step = Callable[..., Sequence[np.ndarray]]  # (token, h, c) -> (logits, h, c)
+
+
+def max_abs_difference(spec: ExportSpec, runner: Runner, inputs: list[Inputs]) -> float:
+    worst = 0.0
+    for args in inputs:
+        for got, want in zip(runner(*args), spec.reference(args), strict=True):
+            worst = max(worst, float(np.max(np.abs(got.astype(np.float32) - want))))
+    return worst
+
+
+def top_labels(outputs: list[list[np.ndarray]]) -> np.ndarray:
+    """The top label of the first output (logits) of each input."""
+    return np.asarray([int(np.argmax(out[0])) for out in outputs])
+
+
+def label_figures(spec: ExportSpec, runner: Runner) -> dict[str, float]:
+    """Top-label agreement with torch on the real inputs and, where they are known, accuracy against the truth."""
+    got = top_labels([runner(*args) for args in spec.real_inputs])
+    want = top_labels([spec.reference(args) for args in spec.real_inputs])
+    figures = {"top_label_agreement": float(np.mean(got == want)), "evaluated": len(got)}
+    if spec.targets is not None:
+        figures["accuracy"] = float(np.mean(got == spec.targets))
+    return figures
+
+
+def greedy_ids(step: Step, start: list[int], layers: int, hidden: int, tokens: int = GREEDY_TOKENS) -> list[int]:
+    """Read ``start``, then pick the likeliest id ``tokens`` times (never id 0, the unknown symbol)."""
+    h = np.zeros((layers, 1, hidden), dtype=np.float32)
+    c = np.zeros_like(h)
+    logits = np.zeros(0, dtype=np.float32)
+    for token in start:
+        logits, h, c = step(np.asarray([token], dtype=np.int32), h, c)
+    out: list[int] = []
+    for _ in range(tokens):
+        token = 1 + int(np.argmax(np.asarray(logits).reshape(-1)[1:]))
+        out.append(token)
+        logits, h, c = step(np.asarray([token], dtype=np.int32), h, c)
+    return out
+
+
+def greedy_text_figures(spec: ExportSpec, runner: Runner, prompt_tokens: int = 40) -> dict[str, object]:
+    """Greedy text of the exported step against torch's, after the start text and the real text's first
+    ``prompt_tokens`` characters (a prompt, so that the continuation is more than the likeliest character)."""
+    vocab: list[str] = spec.info["vocabulary"]
+    start = [int(args[0][0]) for args in spec.real_inputs[: prompt_tokens + 1]]
+    layers, hidden = spec.info["layers"], spec.info["hidden_size"]
+    want = greedy_ids(lambda *args: spec.reference(args), start, layers, hidden)
+    got = greedy_ids(runner, start, layers, hidden)
+    same = next((i for i, (a, b) in enumerate(zip(got, want, strict=True)) if a != b), len(want))
+    return {
+        "greedy_prompt": "".join(vocab[i] for i in start),
+        "greedy_tokens": len(want),
+        "greedy_same_tokens": same,  # how many tokens agree before the first difference
+        "greedy_matches": same == len(want),
+        "greedy_text": "".join(vocab[i] for i in want),
+    }

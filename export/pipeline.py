@@ -1,0 +1,165 @@
+"""``antiphon export``: convert each model to each format (float32 and, with ``int8``, int8), check every file
+against torch, and write ``manifest.json`` beside the files.
+
+A file that fails its parity check stops the export with an ExportError: the
+manifest only ever describes files that passed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import server
+from export.convert import onnx_int8, tflite_int8, to_onnx, to_tflite
+from export.parity import (
+    FLOAT_TOLERANCE,
+    INT8_AGREEMENT,
+    greedy_text_figures,
+    label_figures,
+    max_abs_difference,
+    top_labels,
+)
+from export.runtime import open_runner
+from export.specs import MODELS, ExportSpec, check_model_names, digits_spec, text_step_spec
+from server.checkpoint import file_sha256
+from server.errors import ExportError, InvalidArgument
+
+log = logging.getLogger(__name__)
+
+FORMATS: dict[str, str] = {"onnx": ".onnx", "tflite": ".tflite"}
+MANIFEST = "manifest.json"
+
+Converter = Callable[[ExportSpec, Path], None]
+Quantizer = Callable[[ExportSpec, Path, Path], str]
+CONVERTERS: dict[str, tuple[Converter, Quantizer]] = {"onnx": (to_onnx, onnx_int8), "tflite": (to_tflite, tflite_int8)}
+
+
+@dataclass
+class ExportOptions:
+    out: Path = Path("runs/export")
+    models: tuple[str, ...] = tuple(MODELS)
+    formats: tuple[str, ...] = tuple(FORMATS)
+    int8: bool = False
+    digits_checkpoint: Path | None = None
+    text_checkpoint: Path | None = None
+    text: str | None = None  # real text for the text step's checks (its first 1,000 characters are read)
+    seed: int = 0
+
+    def validate(self) -> None:
+        if not self.models:
+            raise InvalidArgument("models", "give at least one model")
+        check_model_names(list(self.models))
+        if not self.formats:
+            raise InvalidArgument("formats", "give at least one format")
+        unknown = [f for f in self.formats if f not in FORMATS]
+        if unknown:
+            raise InvalidArgument("formats", f"unknown format {unknown[0]!r}; known: {', '.join(FORMATS)}")
+        if "digits" in self.models and self.digits_checkpoint is None:
+            raise InvalidArgument("digits_checkpoint", "the digits model needs a checkpoint")
+        if "text_step" in self.models and self.text_checkpoint is None:
+            raise InvalidArgument("text_checkpoint", "the text step needs a checkpoint")
+
+
+def build_spec(name: str, opts: ExportOptions) -> ExportSpec:
+    if name == "digits":
+        assert opts.digits_checkpoint is not None  # validate() checked
+        return digits_spec(opts.digits_checkpoint, opts.seed)
+    assert opts.text_checkpoint is not None
+    if not opts.text:
+        raise InvalidArgument("text", "the text step's checks need real text")
+    return text_step_spec(opts.text_checkpoint, opts.text, opts.seed)
+
+
+def export_models(opts: ExportOptions) -> dict[str, Any]:
+    """Write every file and the manifest under ``opts.out``; returns the manifest."""
+    opts.validate()
+    opts.out.mkdir(parents=True, exist_ok=True)
+    manifest: dict[str, Any] = {
+        "antiphon_version": server.__version__,
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "tolerances": {"float_max_abs": FLOAT_TOLERANCE, "int8_top_label_agreement": INT8_AGREEMENT},
+        "models": {},
+    }
+    for name in opts.models:
+        spec = build_spec(name, opts)
+        manifest["models"][name] = _export_one(spec, opts)
+    path = opts.out / MANIFEST
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    tmp.replace(path)
+    log.info("wrote %s", path)
+    return manifest
+
+
+def _export_one(spec: ExportSpec, opts: ExportOptions) -> dict[str, Any]:
+    torch_figures: dict[str, Any] = {"evaluated": len(spec.real_inputs)}
+    if spec.targets is not None:
+        labels = top_labels([spec.reference(args) for args in spec.real_inputs])
+        torch_figures["accuracy"] = float((labels == spec.targets).mean())
+    entry: dict[str, Any] = {
+        "kind": spec.kind,
+        "checkpoint": {"file": spec.checkpoint.name, "sha256": file_sha256(spec.checkpoint)},
+        **spec.info,
+        "torch": torch_figures,
+        "files": {},
+    }
+    for fmt in opts.formats:
+        convert, quantize = CONVERTERS[fmt]
+        float_path = opts.out / f"{spec.name}{FORMATS[fmt]}"
+        started = time.monotonic()
+        convert(spec, float_path)
+        files = {"float32": _describe(spec, fmt, float_path, "float32", f"{fmt} float32", started)}
+        if opts.int8:
+            int8_path = opts.out / f"{spec.name}.int8{FORMATS[fmt]}"
+            started = time.monotonic()
+            method = quantize(spec, float_path, int8_path)
+            files["int8"] = _describe(spec, fmt, int8_path, "int8", method, started)
+        entry["files"][fmt] = files
+    return entry
+
+
+def _describe(spec: ExportSpec, fmt: str, path: Path, precision: str, method: str, started: float) -> dict[str, Any]:
+    """Check one file against torch and describe it for the manifest; an ExportError if it fails."""
+    runner = open_runner(fmt, path, (spec.input_names, spec.output_names))
+    parity: dict[str, Any] = label_figures(spec, runner)
+    if precision == "float32":
+        parity["max_abs_real"] = max_abs_difference(spec, runner, spec.real_inputs)
+        parity["max_abs_random"] = max_abs_difference(spec, runner, spec.random_inputs)
+        worst = max(parity["max_abs_real"], parity["max_abs_random"])
+        if worst > FLOAT_TOLERANCE:
+            raise ExportError(f"{path.name}: differs from torch by {worst:.2e} (tolerance {FLOAT_TOLERANCE:.0e})")
+    elif parity["top_label_agreement"] < INT8_AGREEMENT:
+        raise ExportError(
+            f"{path.name}: top label agrees with torch on {parity['top_label_agreement']:.2%} of "
+            f"{parity['evaluated']} inputs (at least {INT8_AGREEMENT:.0%} needed)"
+        )
+    if "vocabulary" in spec.info:
+        parity.update(greedy_text_figures(spec, runner))
+        if precision == "float32" and not parity["greedy_matches"]:
+            raise ExportError(
+                f"{path.name}: greedy text differs from torch after {parity['greedy_same_tokens']} tokens"
+            )
+    log.info("%s: %s, %d bytes, %s", path.name, method, path.stat().st_size, _summary(parity))
+    return {
+        "file": path.name,
+        "bytes": path.stat().st_size,
+        "sha256": file_sha256(path),
+        "method": method,
+        "inputs": [t.to_dict() for t in runner.inputs],
+        "outputs": [t.to_dict() for t in runner.outputs],
+        "parity": parity,
+        "seconds": round(time.monotonic() - started, 2),
+    }
+
+
+def _summary(parity: dict[str, Any]) -> str:
+    return ", ".join(
+        f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in parity.items() if k != "greedy_text"
+    )

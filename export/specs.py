@@ -1,0 +1,142 @@
+"""What to export for each model: the torch module, its example, calibration and evaluation inputs, and the labels
+or vocabulary the edge needs to read its outputs.
+
+Every input set is a list of tuples of NumPy arrays in the module's input order, batch 1 (the exported graphs have
+static shapes: one image, or one token of one stream).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from server.errors import InvalidArgument
+
+Inputs = tuple[np.ndarray, ...]
+
+
+@dataclass
+class ExportSpec:
+    name: str
+    kind: str
+    checkpoint: Path
+    module: nn.Module  # eval mode
+    input_names: tuple[str, ...]
+    output_names: tuple[str, ...]
+    real_inputs: list[Inputs]  # from the data: float parity, top-label agreement and accuracy
+    random_inputs: list[Inputs]  # fresh random inputs of the right range: float parity
+    targets: np.ndarray | None = None  # the true label of each real input (accuracy)
+    calibration: list[Inputs] | None = None  # static int8 where given, dynamic otherwise
+    info: dict[str, Any] = field(default_factory=dict)  # labels, vocabulary, ... for the manifest
+
+    @property
+    def sample_inputs(self) -> tuple[torch.Tensor, ...]:
+        return tuple(torch.from_numpy(a) for a in self.real_inputs[0])
+
+    @torch.no_grad()
+    def reference(self, inputs: Inputs) -> list[np.ndarray]:
+        out = self.module(*(torch.from_numpy(a) for a in inputs))
+        return [t.numpy() for t in (out if isinstance(out, tuple) else (out,))]
+
+
+def digits_spec(checkpoint: Path, seed: int = 0, n_random: int = 32) -> ExportSpec:
+    """The digits CNN: its recorded test split is the evaluation set, training images calibrate."""
+    from server.vision.checkpoint import load_digits_model
+    from server.vision.data import recorded_split
+    from server.vision.model import MAX_INTENSITY
+
+    model, meta = load_digits_model(checkpoint)
+    split = recorded_split(meta["data"]["test_indices"])
+    test_x, test_y = split.test
+    train_x, _ = split.train
+    rng = np.random.default_rng(seed)
+    random_images = rng.uniform(0, MAX_INTENSITY, size=(n_random, 1, 8, 8)).astype(np.float32)
+    calibration = train_x[rng.permutation(len(train_x))[:200]]
+    return ExportSpec(
+        name="digits",
+        kind=meta["kind"],
+        checkpoint=checkpoint,
+        module=model,
+        input_names=("images",),
+        output_names=("logits",),
+        real_inputs=[(x[None],) for x in test_x],
+        random_inputs=[(x,) for x in random_images],
+        targets=test_y,
+        calibration=[(x[None],) for x in calibration],
+        info={
+            "labels": meta["labels"],
+            "input": "raw pixel intensities of an 8x8 image in [0, 16] (sklearn load_digits)",
+            "output": "logits over labels; the top one is the digit",
+            "checkpoint_test_accuracy": meta["metrics"]["test_accuracy"],
+        },
+    )
+
+
+def text_step_spec(checkpoint: Path, text: str, seed: int = 0, n_random: int = 32) -> ExportSpec:
+    """The character LSTM as a one-token step; ``text`` (the first 1,000 characters are read) gives real inputs:
+    each character with the state torch reached before it."""
+    from export.text_step import TextStep
+    from server.text.checkpoint import load_text_model
+    from server.text.vocab import START_TEXT
+
+    model, vocab, meta = load_text_model(checkpoint)
+    step = TextStep(model).eval()
+    ids = vocab.encode(START_TEXT + text[:1000])
+    h, c = step.zero_state()
+    real: list[Inputs] = []
+    with torch.no_grad():
+        for token in ids[:-1]:
+            tok = torch.tensor([token], dtype=torch.int32)
+            real.append((tok.numpy(), h.numpy(), c.numpy()))
+            _, h, c = step(tok, h, c)
+    rng = np.random.default_rng(seed)
+    shape = (step.layers, 1, step.hidden)
+    random_inputs: list[Inputs] = [
+        (
+            rng.integers(0, len(vocab), size=1).astype(np.int32),
+            rng.uniform(-1, 1, size=shape).astype(np.float32),  # h = o * tanh(c) lies in (-1, 1)
+            rng.normal(0, 2, size=shape).astype(np.float32),
+        )
+        for _ in range(n_random)
+    ]
+    return ExportSpec(
+        name="text_step",
+        kind="char_lstm_step",
+        checkpoint=checkpoint,
+        module=step,
+        input_names=("token", "h", "c"),
+        output_names=("logits", "h_out", "c_out"),
+        real_inputs=real,
+        random_inputs=random_inputs,
+        targets=np.asarray(ids[1:], dtype=np.int64),
+        calibration=None,
+        info={
+            "vocabulary": vocab.chars,
+            "start_text": START_TEXT,
+            "layers": step.layers,
+            "hidden_size": step.hidden,
+            "input": "token: id of the last character (int32); h, c: the state the previous step returned "
+            "(zeros to start); read START_TEXT first",
+            "output": "logits over the vocabulary for the next character, and the next state",
+            "source_kind": meta["kind"],
+        },
+    )
+
+
+SpecBuilder = Callable[..., ExportSpec]
+MODELS: dict[str, str] = {
+    "digits": "the digits CNN (image classifier)",
+    "text_step": "the character LSTM as a one-token step with explicit state (offline generation)",
+}
+
+
+def check_model_names(names: list[str]) -> None:
+    unknown = [n for n in names if n not in MODELS]
+    if unknown:
+        raise InvalidArgument("models", f"unknown model {unknown[0]!r}; known: {', '.join(MODELS)}")

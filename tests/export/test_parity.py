@@ -1,0 +1,72 @@
+"""Exported files against torch: float to 1e-4 on fresh inputs, int8 top labels, greedy text of the step."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from export.parity import greedy_ids, max_abs_difference, top_labels
+from export.runtime import open_runner
+from export.specs import digits_spec, text_step_spec
+
+from .conftest import Exported
+
+FORMATS = ["onnx", "tflite"]
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_float_digits_match_torch_on_fresh_inputs(exported: Exported, fmt: str) -> None:
+    """Float digits files match torch to 1e-4 on random images of another seed and on the real test images."""
+    assert exported.options.digits_checkpoint is not None
+    spec = digits_spec(exported.options.digits_checkpoint, seed=7)
+    runner = open_runner(fmt, exported.out / f"digits.{fmt}", (spec.input_names, spec.output_names))
+    assert max_abs_difference(spec, runner, spec.random_inputs) <= 1e-4
+    assert max_abs_difference(spec, runner, spec.real_inputs) <= 1e-4
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_float_text_step_matches_torch_on_fresh_inputs(exported: Exported, fmt: str) -> None:
+    """Float step files match torch to 1e-4 on random states of another seed and along real text."""
+    assert exported.options.text_checkpoint is not None and exported.options.text is not None
+    spec = text_step_spec(exported.options.text_checkpoint, exported.options.text[500:], seed=7)
+    runner = open_runner(fmt, exported.out / f"text_step.{fmt}", (spec.input_names, spec.output_names))
+    assert max_abs_difference(spec, runner, spec.random_inputs) <= 1e-4
+    assert max_abs_difference(spec, runner, spec.real_inputs[:300]) <= 1e-4
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_int8_digits_agree_with_torch_on_the_top_label(exported: Exported, fmt: str) -> None:
+    """Int8 digits files give torch's top label on at least 99% of the test split, and keep its accuracy."""
+    assert exported.options.digits_checkpoint is not None
+    spec = digits_spec(exported.options.digits_checkpoint)
+    runner = open_runner(fmt, exported.out / f"digits.int8.{fmt}", (spec.input_names, spec.output_names))
+    got = top_labels([runner(*args) for args in spec.real_inputs])
+    want = top_labels([spec.reference(args) for args in spec.real_inputs])
+    assert np.mean(got == want) >= 0.99
+    assert np.mean(got == spec.targets) >= np.mean(want == spec.targets) - 0.01
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_exported_step_generates_torchs_greedy_text(exported: Exported, fmt: str) -> None:
+    """The float step file, fed its own state, produces the same 200 greedy tokens as torch after a real prompt."""
+    assert exported.options.text_checkpoint is not None and exported.options.text is not None
+    spec = text_step_spec(exported.options.text_checkpoint, exported.options.text)
+    runner = open_runner(fmt, exported.out / f"text_step.{fmt}", (spec.input_names, spec.output_names))
+    prompt = [int(args[0][0]) for args in spec.real_inputs[:41]]
+    layers, hidden = spec.info["layers"], spec.info["hidden_size"]
+    want = greedy_ids(lambda *args: spec.reference(args), prompt, layers, hidden, tokens=200)
+    got = greedy_ids(runner, prompt, layers, hidden, tokens=200)
+    assert got == want
+    assert len(set(want)) > 1  # a real continuation, not one repeated character
+
+
+@pytest.mark.parametrize(("model", "fmt"), [(m, f) for m in ("digits", "text_step") for f in FORMATS])
+def test_manifest_records_the_parity_measured_at_export(exported: Exported, model: str, fmt: str) -> None:
+    """The manifest holds the figures the export measured, and they pass the tolerances."""
+    files = exported.manifest["models"][model]["files"][fmt]
+    assert max(files["float32"]["parity"]["max_abs_real"], files["float32"]["parity"]["max_abs_random"]) <= 1e-4
+    assert files["float32"]["parity"]["top_label_agreement"] == 1.0
+    assert files["int8"]["parity"]["top_label_agreement"] >= 0.99
+    if model == "text_step":
+        assert files["float32"]["parity"]["greedy_matches"] is True
+        assert files["float32"]["parity"]["greedy_tokens"] == 200

@@ -1,0 +1,115 @@
+"""The export pipeline: files, manifest, hashes, option checks."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from export.pipeline import ExportOptions, export_models
+from server.checkpoint import file_sha256
+from server.errors import InvalidArgument
+
+from .conftest import DIGITS_CHECKPOINT, Exported
+
+FILES = [
+    ("digits", "onnx", "float32", "digits.onnx"),
+    ("digits", "onnx", "int8", "digits.int8.onnx"),
+    ("digits", "tflite", "float32", "digits.tflite"),
+    ("digits", "tflite", "int8", "digits.int8.tflite"),
+    ("text_step", "onnx", "float32", "text_step.onnx"),
+    ("text_step", "onnx", "int8", "text_step.int8.onnx"),
+    ("text_step", "tflite", "float32", "text_step.tflite"),
+    ("text_step", "tflite", "int8", "text_step.int8.tflite"),
+]
+
+
+def test_manifest_is_written_beside_the_files(exported: Exported) -> None:
+    """manifest.json on disk is the manifest returned, and lists exactly the files written."""
+    on_disk = json.loads((exported.out / "manifest.json").read_text(encoding="utf-8"))
+    assert on_disk == exported.manifest
+    listed = {f["file"] for m in on_disk["models"].values() for files in m["files"].values() for f in files.values()}
+    assert listed == {name for *_, name in FILES}
+    assert {p.name for p in exported.out.iterdir()} == listed | {"manifest.json"}
+
+
+@pytest.mark.parametrize(("model", "fmt", "precision", "name"), FILES)
+def test_every_file_has_its_sha256_and_size(
+    exported: Exported, model: str, fmt: str, precision: str, name: str
+) -> None:
+    """Each file's entry names it and gives its real size and sha256."""
+    entry = exported.manifest["models"][model]["files"][fmt][precision]
+    path = exported.out / name
+    assert entry["file"] == name
+    assert entry["bytes"] == path.stat().st_size
+    assert entry["sha256"] == file_sha256(path)
+
+
+def test_source_checkpoints_are_hashed(exported: Exported) -> None:
+    """Each model records the sha256 of the checkpoint it came from."""
+    models = exported.manifest["models"]
+    assert models["digits"]["checkpoint"] == {"file": DIGITS_CHECKPOINT.name, "sha256": file_sha256(DIGITS_CHECKPOINT)}
+    text_checkpoint = exported.options.text_checkpoint
+    assert text_checkpoint is not None
+    assert models["text_step"]["checkpoint"]["sha256"] == file_sha256(text_checkpoint)
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "tflite"])
+def test_digits_tensors_are_described(exported: Exported, fmt: str) -> None:
+    """The float digits file takes one (1, 8, 8) float32 image and returns (1, 10) logits over the labels."""
+    digits = exported.manifest["models"]["digits"]
+    entry = digits["files"][fmt]["float32"]
+    assert entry["inputs"] == [{"name": "images", "dtype": "float32", "shape": [1, 8, 8]}]
+    assert entry["outputs"] == [{"name": "logits", "dtype": "float32", "shape": [1, 10]}]
+    assert digits["kind"] == "digits_cnn"
+    assert digits["labels"] == [str(d) for d in range(10)]
+
+
+def test_static_int8_tflite_records_its_input_scale(exported: Exported) -> None:
+    """A fully int8 TFLite file takes int8 pixels; the manifest gives the scale and zero point to quantize them."""
+    (image,) = exported.manifest["models"]["digits"]["files"]["tflite"]["int8"]["inputs"]
+    assert image["dtype"] == "int8"
+    assert image["shape"] == [1, 8, 8]
+    assert image["scale"] > 0
+    assert -128 <= image["zero_point"] <= 127
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "tflite"])
+def test_text_step_tensors_are_described(exported: Exported, fmt: str) -> None:
+    """The step takes (token, h, c) and returns (logits, h_out, c_out) with the state's shape."""
+    step = exported.manifest["models"]["text_step"]
+    entry = step["files"][fmt]["float32"]
+    layers, hidden, vocab = step["layers"], step["hidden_size"], len(step["vocabulary"])
+    state = [layers, 1, hidden]
+    assert [(t["name"], t["dtype"], t["shape"]) for t in entry["inputs"]] == [
+        ("token", "int32", [1]),
+        ("h", "float32", state),
+        ("c", "float32", state),
+    ]
+    assert [(t["name"], t["shape"]) for t in entry["outputs"]] == [
+        ("logits", [1, vocab]),
+        ("h_out", state),
+        ("c_out", state),
+    ]
+    assert step["kind"] == "char_lstm_step"
+    assert step["start_text"] == "\n"
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"models": ("digits", "nope")}, "models: unknown model 'nope'; known: digits, text_step"),
+        ({"models": ()}, "models: give at least one model"),
+        ({"formats": ("onnx", "coreml")}, "formats: unknown format 'coreml'; known: onnx, tflite"),
+        ({"formats": ()}, "formats: give at least one format"),
+        ({"models": ("digits",), "digits_checkpoint": None}, "digits_checkpoint: the digits model needs a checkpoint"),
+    ],
+)
+def test_bad_options_are_named(tmp_path: Path, options: dict[str, object], message: str) -> None:
+    """Bad options raise InvalidArgument naming the option, before any file is written."""
+    defaults: dict[str, object] = {"out": tmp_path / "out", "digits_checkpoint": DIGITS_CHECKPOINT}
+    with pytest.raises(InvalidArgument) as info:
+        export_models(ExportOptions(**{**defaults, **options}))  # type: ignore[arg-type]
+    assert str(info.value) == message
+    assert not (tmp_path / "out").exists()
