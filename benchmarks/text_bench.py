@@ -162,7 +162,7 @@ def step_bench(checkpoint: Path, device: str, batches: list[int], repeats: int =
         backend = backend_type(model)
         for batch in batches:
             tokens, state = [1] * batch, backend.zero_state(batch)
-            for _ in range(10):
+            for _ in range(50):  # warm caches and the allocator
                 backend.step(tokens, state)
             start = time.perf_counter()
             for _ in range(repeats):
