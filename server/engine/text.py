@@ -70,6 +70,13 @@ class ChatStyle:
     default_persona: str
     user_speaker: str
 
+    def resolve(self, name: str) -> str | None:
+        """The persona ``name`` names, in the spelling the model read ("Falstaff" -> "FALSTAFF"), or None."""
+        if name in self.personas:
+            return name
+        folded = {p.casefold(): p for p in self.personas}
+        return folded.get(name.strip().casefold())
+
     def turn_text(self, speaker: str, message: str, persona: str) -> str:
         return f"{speaker}.\n{message}{TURN_END}{persona}.\n"
 
@@ -168,10 +175,10 @@ class TextEngine:
         style = self.chat_style
         if not 1 <= len(turn.session_id) <= MAX_SESSION_ID:
             raise InvalidArgument("session_id", f"must have 1..{MAX_SESSION_ID} characters, got {len(turn.session_id)}")
-        persona = turn.persona or style.default_persona
-        if persona not in style.personas:
+        persona = style.resolve(turn.persona) if turn.persona else style.default_persona
+        if persona is None:
             raise NotFound(
-                f"persona: {persona!r} is not a speaker of model {self.model_id!r} "
+                f"persona: {turn.persona!r} is not a speaker of model {self.model_id!r} "
                 f"(personas: {', '.join(style.personas)})"
             )
         speaker = turn.speaker or style.user_speaker

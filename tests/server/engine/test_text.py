@@ -159,6 +159,16 @@ async def test_chat_follow_up_reads_only_new_text_and_equals_recompute(
     assert (first.turns, second.turns) == (1, 2)
 
 
+async def test_chat_persona_matches_whatever_its_case(make_text_engine: MakeEngine, tiny_text_model: Any) -> None:
+    """A persona named in any case (" fool") is the speaker the model read ("Fool"), spelled as read."""
+    engine = make_text_engine()
+    reply = await collect(engine.chat(ChatTurn("s1", "Good night.", persona=" fool", sampling=SamplingOptions(seed=5))))
+    expected, _ = reference_text(
+        tiny_text_model, CHAT_STYLE.turn_text("Kent", "Good night.", "Fool"), seed=5, stop=("\n\n",)
+    )
+    assert reply == expected
+
+
 async def test_chat_unknown_persona_is_not_found(make_text_engine: MakeEngine) -> None:
     """A persona the corpus has no speaker for is NotFound, listing the personas."""
     engine = make_text_engine()
