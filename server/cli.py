@@ -311,17 +311,26 @@ def _add_export(commands: argparse._SubParsersAction) -> None:
         "export",
         help="export models to ONNX and TFLite files with a manifest",
         description="Convert models to ONNX and TFLite (float32 and, with --int8, int8), check every file against "
-        "torch (float: 1e-4 max abs on real and random inputs; int8: the same top label on at least 99%% of the "
+        "torch (float: 1e-4 max abs on real and random inputs; int8: the same top label on at least 99% of the "
         "evaluation set; the text step: the same greedy text for 200 tokens) and write manifest.json beside them. "
         "A file that fails its check stops the export (exit 1).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument(
-        "--models", type=_comma_list, default=("digits", "text_step"), help="comma-separated: digits, text_step"
+        "--models",
+        type=_comma_list,
+        default="digits,text_step",
+        help="comma-separated: digits, text_step (default: both)",
     )
-    p.add_argument("--formats", type=_comma_list, default=("onnx", "tflite"), help="comma-separated: onnx, tflite")
+    p.add_argument(
+        "--formats", type=_comma_list, default="onnx,tflite", help="comma-separated: onnx, tflite (default: both)"
+    )
     p.add_argument("--int8", action="store_true", help="also write int8 files")
-    p.add_argument("--out", type=Path, default=Path("runs/export"), help="folder for the files and manifest.json")
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=Path("runs/export"),
+        help="folder for the files and manifest.json (default: runs/export)",
+    )
     p.add_argument("--digits-checkpoint", type=Path, default=None, help="default: models/digits/digits_cnn.safetensors")
     p.add_argument("--text-checkpoint", type=Path, default=None, help="default: models/text/char_lstm.safetensors")
     p.add_argument(
@@ -330,7 +339,7 @@ def _add_export(commands: argparse._SubParsersAction) -> None:
         default=None,
         help="text whose held-out part checks the text step (default: Shakespeare's held-out plays)",
     )
-    p.add_argument("--seed", type=int, default=0, help="random inputs and calibration sample")
+    p.add_argument("--seed", type=int, default=0, help="random inputs and calibration sample (default: 0)")
     p.set_defaults(func=_export)
 
 
@@ -386,10 +395,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    # Our own loggers at INFO (DEBUG with -v); libraries (converters, grpc, onnx) only from WARNING up.
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for name in ("antiphon", "server", "export", "websockets.server"):
+        logging.getLogger(name).setLevel(logging.DEBUG if args.verbose else logging.INFO)
     func: Callable[[argparse.Namespace], int] = args.func
     try:
         return func(args)
