@@ -51,6 +51,9 @@ MAX_SESSION_ID = 128
 MAX_SPEAKER_NAME = 64
 
 
+INLINE_ROWS = 2  # steps of at most this many streams run on the event loop itself
+
+
 @dataclass(frozen=True)
 class EngineLimits:
     max_streams: int = 64  # streams stepped together
@@ -288,7 +291,13 @@ class TextEngine:
                 continue
             self._joining = plan.joining
             try:
-                tokens, kept_states = await loop.run_in_executor(self._executor, self._compute, plan)
+                if len(plan.ready) <= INLINE_ROWS and not plan.joining and plan.keep is None and not plan.extract:
+                    # A step of one or two streams costs less than the hand-off to the worker thread and back;
+                    # run it here, then let the transports run before the next one.
+                    tokens, kept_states = self._compute(plan)
+                    await asyncio.sleep(0)
+                else:
+                    tokens, kept_states = await loop.run_in_executor(self._executor, self._compute, plan)
             except Exception:  # a bug or a device failure: end these streams, keep serving
                 log.exception("model %s: step failed", self.model_id)
                 error = AntiphonError(f"internal error in model {self.model_id}")
