@@ -127,8 +127,14 @@ def onnx_int8(spec: ExportSpec, float_path: Path, path: Path) -> str:
                 )
                 method = "onnxruntime static QDQ, int8 weights (per channel) and activations"
             else:
-                quantize_dynamic(str(pre), str(path), weight_type=QuantType.QInt8)
-                method = "onnxruntime dynamic, int8 weights, float activations"
+                quantize_dynamic(
+                    str(pre),
+                    str(path),
+                    weight_type=QuantType.QInt8,
+                    per_channel=True,
+                    op_types_to_quantize=["MatMul", "Gemm"],
+                )
+                method = "onnxruntime dynamic, int8 weights (per channel), float activations"
             pre.unlink(missing_ok=True)
     except Exception as exc:
         raise ExportError(f"{spec.name}: ONNX int8 quantization failed: {exc}") from exc
