@@ -107,6 +107,7 @@ class _Plan:
     joining: list[_Job]
     ready: list[int]  # rows (after keep and join) to sample and step
     ready_jobs: list[_Job]
+    routed: bool = False  # the sampled tokens already went to their streams (while the step ran)
 
 
 class TextEngine:
@@ -297,7 +298,7 @@ class TextEngine:
                     tokens, kept_states = self._compute(plan)
                     await asyncio.sleep(0)
                 else:
-                    tokens, kept_states = await loop.run_in_executor(self._executor, self._compute, plan)
+                    tokens, kept_states = await self._compute_overlapped(loop, plan)
             except Exception:  # a bug or a device failure: end these streams, keep serving
                 log.exception("model %s: step failed", self.model_id)
                 error = AntiphonError(f"internal error in model {self.model_id}")
@@ -315,8 +316,34 @@ class TextEngine:
             for job in leaving:
                 self._finalize(job, job.end_reason or FINISH_CANCELLED)
             self._jobs, self._joining = staying + plan.joining, []
-            self._route(plan.ready_jobs, tokens)
+            if not plan.routed:
+                self._route(plan.ready_jobs, tokens)
             self._notify_progress()
+
+    async def _compute_overlapped(self, loop: asyncio.AbstractEventLoop, plan: _Plan) -> tuple[list[int], list[Any]]:
+        """Run ``_compute`` on the worker thread, routing the sampled tokens while the worker steps the model.
+
+        Sampled tokens are final, so the clients get them one step earlier and the event loop's routing overlaps
+        the matrix products (torch releases the GIL in them). The next iteration still waits for the step.
+        """
+        sampled: asyncio.Future[list[int]] = loop.create_future()
+
+        def settle(tokens: list[int]) -> None:  # on the event loop
+            if not sampled.done():
+                sampled.set_result(tokens)
+
+        def deliver(tokens: list[int]) -> None:  # on the worker thread
+            loop.call_soon_threadsafe(settle, tokens)
+
+        work: asyncio.Future[tuple[list[int], list[Any]]] = loop.run_in_executor(
+            self._executor, self._compute, plan, deliver
+        )
+        either: list[asyncio.Future[Any]] = [sampled, work]
+        await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
+        if sampled.done():
+            self._route(plan.ready_jobs, sampled.result())
+            plan.routed = True
+        return await work
 
     def _plan(self) -> tuple[_Plan | None, list[_Job], list[_Job]]:
         leaving = [j for j in self._jobs if j.end_reason is not None or j.stream.cancel_requested]
@@ -343,7 +370,9 @@ class TextEngine:
         )
         return plan, leaving, staying
 
-    def _compute(self, plan: _Plan) -> tuple[list[int], list[Any]]:
+    def _compute(
+        self, plan: _Plan, on_sampled: Callable[[list[int]], None] | None = None
+    ) -> tuple[list[int], list[Any]]:
         """The torch work of one iteration, on the worker thread (the loop awaits it, so nothing races)."""
         backend = self.backend
         state, logits = self._state, self._logits
@@ -367,6 +396,8 @@ class TextEngine:
             scores[:, 0] = -math.inf  # never emit the unknown symbol
             jobs = plan.ready_jobs
             tokens = sample_tokens(scores, [j.params for j in jobs], [j.random for j in jobs])
+            if on_sampled is not None:
+                on_sampled(tokens)
             if whole:
                 logits, state = backend.step(tokens, state)
             else:
