@@ -107,7 +107,6 @@ class _Plan:
     joining: list[_Job]
     ready: list[int]  # rows (after keep and join) to sample and step
     ready_jobs: list[_Job]
-    routed: bool = False  # the sampled tokens already went to their streams (while the step ran)
 
 
 class TextEngine:
@@ -296,9 +295,10 @@ class TextEngine:
                     # A step of one or two streams costs less than the hand-off to the worker thread and back;
                     # run it here, then let the transports run before the next one.
                     tokens, kept_states = self._compute(plan)
+                    self._route(plan.ready_jobs, tokens)
                     await asyncio.sleep(0)
                 else:
-                    tokens, kept_states = await self._compute_overlapped(loop, plan)
+                    kept_states = await self._compute_overlapped(loop, plan)
             except Exception:  # a bug or a device failure: end these streams, keep serving
                 log.exception("model %s: step failed", self.model_id)
                 error = AntiphonError(f"internal error in model {self.model_id}")
@@ -316,12 +316,11 @@ class TextEngine:
             for job in leaving:
                 self._finalize(job, job.end_reason or FINISH_CANCELLED)
             self._jobs, self._joining = staying + plan.joining, []
-            if not plan.routed:
-                self._route(plan.ready_jobs, tokens)
             self._notify_progress()
 
-    async def _compute_overlapped(self, loop: asyncio.AbstractEventLoop, plan: _Plan) -> tuple[list[int], list[Any]]:
-        """Run ``_compute`` on the worker thread, routing the sampled tokens while the worker steps the model.
+    async def _compute_overlapped(self, loop: asyncio.AbstractEventLoop, plan: _Plan) -> list[Any]:
+        """Run ``_compute`` on the worker thread, routing the sampled tokens while the worker steps the model;
+        returns the states kept for chat sessions.
 
         Sampled tokens are final, so the clients get them one step earlier and the event loop's routing overlaps
         the matrix products (torch releases the GIL in them). The next iteration still waits for the step.
@@ -342,8 +341,10 @@ class TextEngine:
         await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
         if sampled.done():
             self._route(plan.ready_jobs, sampled.result())
-            plan.routed = True
-        return await work
+        tokens, kept_states = await work
+        if not sampled.done():  # nothing was sampled this iteration (only joins or leaves)
+            self._route(plan.ready_jobs, tokens)
+        return kept_states
 
     def _plan(self) -> tuple[_Plan | None, list[_Job], list[_Job]]:
         leaving = [j for j in self._jobs if j.end_reason is not None or j.stream.cancel_requested]
