@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import itertools
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
+from contextlib import aclosing
 from typing import Any, NoReturn
 
 import grpc
@@ -76,6 +77,17 @@ async def abort(context: grpc.aio.ServicerContext, error: AntiphonError, request
     raise RuntimeError("context.abort returned")  # pragma: no cover (abort always raises)
 
 
+async def pieces(stream: TextStream, context: grpc.aio.ServicerContext, request_id: str) -> AsyncGenerator[str, None]:
+    """The stream's text; an engine error aborts the call, and leaving early (the client went away) cancels."""
+    try:
+        async for text in stream:
+            yield text
+    except AntiphonError as exc:
+        await abort(context, exc, request_id)
+    finally:
+        stream.cancel()
+
+
 class GenerationService(generation_pb2_grpc.GenerationServicer):
     def __init__(self, models: ModelRegistry) -> None:
         self.models = models
@@ -106,13 +118,9 @@ class GenerationService(generation_pb2_grpc.GenerationServicer):
             stream = service.generate(TextRequest(request.prompt, sampling_options(request.sampling), request_id))
         except AntiphonError as exc:
             await abort(context, exc, request_id)
-        try:
-            async for text in stream:
+        async with aclosing(pieces(stream, context, request_id)) as texts:  # closed at once if the client leaves
+            async for text in texts:
                 yield text_pb2.TextChunk(text=text)
-        except AntiphonError as exc:
-            await abort(context, exc, request_id)
-        finally:
-            stream.cancel()
         yield text_pb2.TextChunk(
             finish_reason=FINISH_REASONS[stream.finish_reason or FINISH_CANCELLED], usage=usage(stream)
         )
@@ -136,13 +144,9 @@ class GenerationService(generation_pb2_grpc.GenerationServicer):
             stream = service.chat(turn)
         except AntiphonError as exc:
             await abort(context, exc, request_id)
-        try:
-            async for text in stream:
+        async with aclosing(pieces(stream, context, request_id)) as texts:  # closed at once if the client leaves
+            async for text in texts:
                 yield chat_pb2.ChatEvent(text=text)
-        except AntiphonError as exc:
-            await abort(context, exc, request_id)
-        finally:
-            stream.cancel()
         done = chat_pb2.ChatDone(
             finish_reason=FINISH_REASONS[stream.finish_reason or FINISH_CANCELLED],
             usage=usage(stream),
