@@ -296,8 +296,22 @@ class Microphone:
 def encode_wav(samples: np.ndarray, rate: int) -> bytes:
     """Float mono in [-1, 1] -> a 16-bit PCM WAV file's bytes."""
     pcm = (np.clip(samples, -1.0, 1.0) * 32767.0).round().astype("<i2").tobytes()
-    header = struct.pack("<4sI4s4sIHHIIHH4sI", b"RIFF", 36 + len(pcm), b"WAVE", b"fmt ", 16, 1, 1, rate, rate * 2, 2,
-                         16, b"data", len(pcm))  # fmt: skip
+    header = struct.pack(
+        "<4sI4s4sIHHIIHH4sI",
+        b"RIFF",
+        36 + len(pcm),
+        b"WAVE",
+        b"fmt ",
+        16,
+        1,
+        1,
+        rate,
+        rate * 2,
+        2,
+        16,
+        b"data",
+        len(pcm),
+    )
     return header + pcm
 
 

@@ -62,8 +62,7 @@ def example_inputs(runner: Runner, entry: dict[str, Any], rng: np.random.Generat
     return out
 
 
-def bench_file(manifest: Manifest, name: str, backend: str, precision: str, seconds: float,
-               tokens: int) -> BenchRow:  # fmt: skip
+def bench_file(manifest: Manifest, name: str, backend: str, precision: str, seconds: float, tokens: int) -> BenchRow:
     gc.collect()
     before = rss_bytes()
     started = time.perf_counter()
@@ -103,8 +102,9 @@ def bench_file(manifest: Manifest, name: str, backend: str, precision: str, seco
     return row
 
 
-def run_bench(manifest: Manifest, models: list[str] | None, backends: list[str] | None, seconds: float,
-              tokens: int) -> list[BenchRow]:  # fmt: skip
+def run_bench(
+    manifest: Manifest, models: list[str] | None, backends: list[str] | None, seconds: float, tokens: int
+) -> list[BenchRow]:
     rows = []
     for backend in backends or available_backends():
         fmt = BACKENDS[backend][0]

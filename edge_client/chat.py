@@ -104,18 +104,30 @@ def parse_server(url: str) -> tuple[str, str]:
 
 
 class GrpcTransport:
+    """One channel, made anew after a failure: a fresh channel connects at once, where an old one would wait out
+    gRPC's own reconnection backoff (up to two minutes) while our retries run."""
+
     def __init__(self, target: str, connect_timeout: float) -> None:
         import grpc
-        from antiphon.v1 import generation_pb2_grpc
 
         self.grpc = grpc
         self.target = target
         self.connect_timeout = connect_timeout
-        self.channel = grpc.insecure_channel(target)
-        self.stub = generation_pb2_grpc.GenerationStub(self.channel)
+        self.channel: Any = None
 
     def close(self) -> None:
-        self.channel.close()
+        if self.channel is not None:
+            self.channel.close()
+            self.channel = None
+
+    def _stub(self) -> Any:
+        from antiphon.v1 import generation_pb2_grpc
+
+        if self.channel is None:
+            # a connection attempt gives up after the connect timeout (gRPC's default is 20 s)
+            options = [("grpc.min_reconnect_backoff_ms", max(100, int(self.connect_timeout * 1000)))]
+            self.channel = self.grpc.insecure_channel(self.target, options=options)
+        return generation_pb2_grpc.GenerationStub(self.channel)
 
     def turn(self, request: ChatRequest, on_text: OnText) -> TurnResult:
         from antiphon.v1 import audio_pb2, chat_pb2, sampling_pb2
@@ -136,13 +148,12 @@ class GrpcTransport:
             speak=request.speak,
             sampling=sampling,
         )
-        try:
-            grpc.channel_ready_future(self.channel).result(timeout=self.connect_timeout)
-        except grpc.FutureTimeoutError:
-            raise Unavailable(f"grpc://{self.target}: no answer within {self.connect_timeout:g} s") from None
         result = TurnResult("server")
+        stub = self._stub()
         try:
-            for event in self.stub.Chat(message):
+            # fail fast: a server that cannot be reached is UNAVAILABLE at once (refused) or after the connect
+            # timeout (no answer), never queued until it comes back
+            for event in stub.Chat(message, timeout=None, wait_for_ready=False):
                 which = event.WhichOneof("event")
                 if which == "text":
                     result.text += event.text
@@ -151,15 +162,17 @@ class GrpcTransport:
                     if event.audio.HasField("format"):
                         fmt = event.audio.format
                         mulaw = fmt.encoding == audio_pb2.AUDIO_ENCODING_MULAW8
-                        result.audio_format = AudioFormat(fmt.sample_rate, "mulaw" if mulaw else "pcm16",
-                                                          fmt.channels or 1)  # fmt: skip
+                        result.audio_format = AudioFormat(
+                            fmt.sample_rate, "mulaw" if mulaw else "pcm16", fmt.channels or 1
+                        )
                     result.audio += event.audio.data
                 elif which == "done":
                     result.finish_reason = sampling_pb2.FinishReason.Name(event.done.finish_reason)
                     result.finish_reason = result.finish_reason.removeprefix("FINISH_REASON_").lower()
         except grpc.RpcError as exc:
             code = exc.code()
-            if code == grpc.StatusCode.UNAVAILABLE:
+            if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+                self.close()
                 if result.text:
                     raise ConnectionLost(f"grpc://{self.target}: connection lost ({exc.details()})") from None
                 raise Unavailable(f"grpc://{self.target}: {exc.details()}") from None
@@ -197,15 +210,26 @@ class WebSocketTransport:
         connection = self._connect()
         self.counter += 1
         request_id = f"turn-{self.counter}"
-        frame: dict[str, Any] = {"type": "chat", "id": request_id, "session_id": request.session_id,
-                                 "message": request.message}  # fmt: skip
+        frame: dict[str, Any] = {
+            "type": "chat",
+            "id": request_id,
+            "session_id": request.session_id,
+            "message": request.message,
+        }
         for name in ("persona", "speaker"):
             if getattr(request, name):
                 frame[name] = getattr(request, name)
         if request.speak:
             frame["speak"] = True
-        sampling = {k: v for k, v in (("temperature", request.temperature), ("max_tokens", request.max_tokens),
-                                      ("seed", request.seed)) if v is not None}  # fmt: skip
+        sampling = {
+            k: v
+            for k, v in (
+                ("temperature", request.temperature),
+                ("max_tokens", request.max_tokens),
+                ("seed", request.seed),
+            )
+            if v is not None
+        }
         if sampling:
             frame["sampling"] = sampling
         result = TurnResult("server")
@@ -226,9 +250,11 @@ class WebSocketTransport:
                 elif isinstance(message.get("format"), dict):
                     fmt = message["format"]
                     encoding = str(fmt.get("encoding", "pcm16")).lower()
-                    result.audio_format = AudioFormat(int(fmt.get("sample_rate", 16000)),
-                                                      "mulaw" if "mulaw" in encoding else "pcm16",
-                                                      int(fmt.get("channels", 1)))  # fmt: skip
+                    result.audio_format = AudioFormat(
+                        int(fmt.get("sample_rate", 16000)),
+                        "mulaw" if "mulaw" in encoding else "pcm16",
+                        int(fmt.get("channels", 1)),
+                    )
                 elif kind == "done":
                     result.finish_reason = str(message.get("finish_reason", ""))
                     return result

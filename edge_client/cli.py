@@ -138,8 +138,13 @@ def _chat(args: argparse.Namespace) -> int:
         persona = request.persona or entry.get("default_persona") or (personas[0] if personas else "Lear")
         speaker = request.speaker or entry.get("user_speaker") or "Kent"
         result = TurnResult("device")
-        turn = generator[0].chat_turn(request.message, persona, speaker, request.max_tokens or 256,
-                                      0.8 if request.temperature is None else request.temperature)  # fmt: skip
+        turn = generator[0].chat_turn(
+            request.message,
+            persona,
+            speaker,
+            request.max_tokens or 256,
+            0.8 if request.temperature is None else request.temperature,
+        )
         for piece in turn:
             result.text += piece
             on_text(piece)
@@ -158,8 +163,16 @@ def _chat(args: argparse.Namespace) -> int:
         for message in messages:
             if not message.strip():
                 continue
-            request = ChatRequest("", message, args.persona, args.speaker, args.speak or bool(args.speak_to),
-                                  args.temperature, args.max_tokens, args.seed)  # fmt: skip
+            request = ChatRequest(
+                "",
+                message,
+                args.persona,
+                args.speaker,
+                args.speak or bool(args.speak_to),
+                args.temperature,
+                args.max_tokens,
+                args.seed,
+            )
             result = client.turn(request, on_text)
             if args.json:
                 record = {"source": result.source, "text": result.text, "finish_reason": result.finish_reason}
@@ -168,7 +181,7 @@ def _chat(args: argparse.Namespace) -> int:
                 print(json.dumps(record), flush=True)
             else:
                 print(flush=True)
-            if request.speak:
+            if args.speak or args.speak_to:
                 _speak(result, args.speak_to, notify)
     finally:
         client.close()
@@ -348,8 +361,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--retries", type=int, default=3, help="tries again before answering offline (default: 3)")
     p.add_argument("--backoff", type=float, default=0.5, help="first wait between tries, doubling (default: 0.5)")
     p.add_argument("--connect-timeout", type=float, default=2.0, help="seconds to connect (default: 2)")
-    p.add_argument("--local-model", default=None, help="step model for offline turns (default: text_small_step, "
-                   "else text_step)")  # fmt: skip
+    p.add_argument(
+        "--local-model", default=None, help="step model for offline turns (default: text_small_step, else text_step)"
+    )
     p.add_argument("--json", action="store_true", help='one JSON object per turn: {"source", "text", ...}')
     p.set_defaults(func=_chat)
 

@@ -1,7 +1,9 @@
 """Keyword spotting on the device: one-second windows of float PCM -> posteriors over the manifest's labels.
 
 ``Listener`` slides the window by a hop (250 ms) over a stream, averages the posteriors of the last few windows,
-and reports a word when its smoothed posterior passes a threshold, at most one word per refractory time. The
+and reports a word when its smoothed posterior passes a threshold, at most one word per refractory time; the same
+word again only once its posterior has fallen below half the threshold in between (a word stays in view for
+about a second of windows, longer than the refractory time). The
 labels ``unknown`` and ``silence`` (and any label starting with ``_``) are background: never reported.
 """
 
@@ -101,6 +103,8 @@ class Listener:
         self.recent: deque[np.ndarray] = deque(maxlen=options.smooth)
         self.samples = 0  # stream samples consumed into windows
         self.last_fired = -np.inf
+        self.last_word = -1
+        self.rearmed = True  # the last word's posterior fell below half the threshold since it fired
         self.windows = 0
 
     def push(self, chunk: np.ndarray) -> Iterator[Detection]:
@@ -127,9 +131,13 @@ class Listener:
             return None
         best = words[int(np.argmax(smoothed[words]))]
         now = self.samples / self.kws.sample_rate
+        if self.last_word >= 0 and smoothed[self.last_word] < self.options.threshold / 2:
+            self.rearmed = True
         if smoothed[best] < self.options.threshold or now - self.last_fired < self.options.refractory_s:
             return None
-        self.last_fired = now
+        if best == self.last_word and not self.rearmed:
+            return None
+        self.last_fired, self.last_word, self.rearmed = now, best, False
         return Detection(self.kws.labels[best], now, float(smoothed[best]))
 
     def run(self, chunks: Iterable[np.ndarray]) -> Iterator[Detection]:

@@ -126,8 +126,9 @@ class Generator:
         self._step(token)
         return self.vocab[token]
 
-    def generate(self, max_tokens: int, temperature: float = 0.8, top_k: int = 0, stop: str | None = None
-                 ) -> Iterator[str]:  # fmt: skip
+    def generate(
+        self, max_tokens: int, temperature: float = 0.8, top_k: int = 0, stop: str | None = None
+    ) -> Iterator[str]:
         """Up to ``max_tokens`` characters; stops before ``stop`` (which is read but not yielded)."""
         held = ""
         for _ in range(max_tokens):
@@ -144,8 +145,9 @@ class Generator:
         if held:
             yield held
 
-    def chat_turn(self, message: str, persona: str, speaker: str, max_tokens: int = 256,
-                  temperature: float = 0.8, top_k: int = 0) -> Iterator[str]:  # fmt: skip
+    def chat_turn(
+        self, message: str, persona: str, speaker: str, max_tokens: int = 256, temperature: float = 0.8, top_k: int = 0
+    ) -> Iterator[str]:
         """The persona's reply to ``message``; the state keeps the conversation for the next turn."""
         if not message.strip() or TURN_END in message:
             raise InvalidArgument("message", "must be non-empty and contain no blank line")

@@ -21,9 +21,9 @@ from __future__ import annotations
 import json
 import random
 import shutil
+import sys
 import time
 from dataclasses import replace
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -38,9 +38,31 @@ REPO = Path(__file__).resolve().parents[2]
 DIGITS_CHECKPOINT = REPO / "models" / "digits" / "digits_cnn.safetensors"
 KWS_LABELS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "unknown", "silence")
 OTHER_WORDS = (
-    "king", "night", "good", "lord", "hither", "shall", "love", "come", "sir", "father", "daughter", "storm",
-    "crown", "heaven", "mercy", "peace", "speak", "nothing", "honest", "fool", "castle", "sword", "letter", "blind",
-)  # fmt: skip
+    "king",
+    "night",
+    "good",
+    "lord",
+    "hither",
+    "shall",
+    "love",
+    "come",
+    "sir",
+    "father",
+    "daughter",
+    "storm",
+    "crown",
+    "heaven",
+    "mercy",
+    "peace",
+    "speak",
+    "nothing",
+    "honest",
+    "fool",
+    "castle",
+    "sword",
+    "letter",
+    "blind",
+)
 WINDOW = 16000
 
 
@@ -84,28 +106,43 @@ def _place(word: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     word = word[:WINDOW]
     start = int(rng.integers(0, WINDOW - len(word) + 1))
     clip[start : start + len(word)] = word
-    return clip + rng.normal(0, 0.003, WINDOW).astype(np.float32)
+    level = float(rng.choice([0.0, rng.uniform(0.0, 0.005)]))  # digital silence or a little noise around it
+    return clip + rng.normal(0, level, WINDOW).astype(np.float32)
+
+
+def _cut(word: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """The word with 45-80% of it outside the window, at the start or the end."""
+    keep = int(len(word) * rng.uniform(0.2, 0.55))
+    clip = np.zeros(WINDOW, dtype=np.float32)
+    if rng.random() < 0.5:
+        clip[:keep] = word[len(word) - keep :]
+    else:
+        clip[WINDOW - keep :] = word[:keep]
+    return clip
 
 
 def kws_data(seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Clips (N, 16000) and labels: each number word in 12 training voices, other words, quiet noise."""
+    """Clips (N, 16000) and labels: each number word in 20 training voices, other words, quiet noise."""
     from server.data.speech import random_rendering, render, trim_silence
 
     rng = np.random.default_rng(seed)
     clips, labels = [], []
     for label, word in enumerate(KWS_LABELS[:10]):
-        for _ in range(12):
+        for _ in range(20):
+            audio = trim_silence(render(word, random_rendering(rng, "train")))
+            for _ in range(3):
+                clips.append(_place(audio, rng))
+                labels.append(label)
+            clips.append(_cut(audio, rng))  # a word half out of the window is no word yet (listen slides over it)
+            labels.append(KWS_LABELS.index("unknown"))
+    for word in OTHER_WORDS:
+        for _ in range(6):
             audio = trim_silence(render(word, random_rendering(rng, "train")))
             for _ in range(2):
                 clips.append(_place(audio, rng))
-                labels.append(label)
-    for word in OTHER_WORDS:
-        for _ in range(4):
-            audio = trim_silence(render(word, random_rendering(rng, "train")))
-            clips.append(_place(audio, rng))
-            labels.append(KWS_LABELS.index("unknown"))
-    for _ in range(60):
-        clips.append(rng.normal(0, float(rng.uniform(0.0005, 0.01)), WINDOW).astype(np.float32))
+                labels.append(KWS_LABELS.index("unknown"))
+    for _ in range(120):
+        clips.append(rng.normal(0, float(rng.choice([0.0, rng.uniform(0.0, 0.01)])), WINDOW).astype(np.float32))
         labels.append(KWS_LABELS.index("silence"))
     return np.stack(clips), np.asarray(labels)
 
@@ -224,6 +261,20 @@ def textdisc_spec(corpus: str, seed: int = 0) -> ExportSpec:
     )
 
 
+def write_digit_samples(folder: Path, count: int = 10) -> None:
+    """Held-out images of the committed digits model's test split as ``{index}_{label}.npy`` (intensities in
+    [0, 16])."""
+    from sklearn.datasets import load_digits
+
+    from server.vision.checkpoint import load_digits_model
+
+    _, meta = load_digits_model(DIGITS_CHECKPOINT)
+    folder.mkdir(parents=True, exist_ok=True)
+    digits = load_digits()
+    for index in list(meta["data"]["test_indices"])[:count]:
+        np.save(folder / f"{index}_{digits.target[index]}.npy", digits.images[index].astype(np.float32))
+
+
 # -- everything --------------------------------------------------------------
 def build(out: Path, text_checkpoint: Path, corpus: str, seed: int = 0) -> Path:
     """Write OUT/export (manifest and files) and OUT/text.safetensors; returns OUT."""
@@ -259,6 +310,7 @@ def build(out: Path, text_checkpoint: Path, corpus: str, seed: int = 0) -> Path:
     print(f"textdisc: {time.monotonic() - started:.1f} s", file=sys.stderr)
     (export_dir / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
     shutil.copy(text_checkpoint, out / "text.safetensors")
+    write_digit_samples(out / "digits")
     return out
 
 
@@ -273,10 +325,19 @@ def main(argv: list[str]) -> int:
     checkpoint = out / "tiny.safetensors"
     TextTrainer(
         TextTrainOptions(
-            corpus=corpus_path, out=checkpoint, steps=60, device="cpu", precision="fp32", batch_size=8, seq_len=32,
-            lr=1e-2, warmup_steps=5, eval_every=1000, progress=False,
+            corpus=corpus_path,
+            out=checkpoint,
+            steps=60,
+            device="cpu",
+            precision="fp32",
+            batch_size=8,
+            seq_len=32,
+            lr=1e-2,
+            warmup_steps=5,
+            eval_every=1000,
+            progress=False,
             model={"hidden_size": 32, "num_layers": 2, "embed_dim": 16},
-        )  # fmt: skip
+        )
     ).train()
     build(out, checkpoint, corpus_path.read_text(encoding="utf-8"))
     print(out / "export")
