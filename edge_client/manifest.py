@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import platform
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,8 +19,23 @@ from typing import Any
 from edge_client.runtime import BACKENDS, Runner, backend_format, open_runner, resolve_backend
 from server.errors import InvalidArgument, ModelFileError, NotFound
 
+log = logging.getLogger(__name__)
+
 MANIFEST = "manifest.json"
 PRECISIONS = ("auto", "int8", "float32")
+
+
+X86_64 = ("x86_64", "AMD64")
+
+
+def _miscomputed(backend: str, file: dict[str, Any]) -> bool:
+    """Whether ``backend`` on this machine computes this file wrongly, as measured (docs/edge.md): dynamic-range
+    int8 files (int8 weights, float activations) agree with their float files only on LiteRT (ai_edge_litert) and
+    on onnxruntime on x86-64. On tflite-runtime 2.14 (x86-64 and aarch64) and on onnxruntime on aarch64 their
+    outputs differ from the float file's by about their own size. Static int8 and float files agree everywhere."""
+    if "dynamic" not in str(file.get("method", "")):
+        return False
+    return not (backend == "ai_edge_litert" or (backend == "onnxruntime" and platform.machine() in X86_64))
 
 
 def file_sha256(path: Path) -> str:
@@ -85,7 +102,8 @@ class Manifest:
 
     def choose_file(self, name: str, backend: str, precision: str = "auto") -> tuple[str, dict[str, Any]]:
         """(precision, file entry) of ``name`` in ``backend``'s format. Auto: int8 for a classifier (smaller and
-        faster, its labels checked against torch at export), float32 for a generator (the same text as torch)."""
+        faster, its labels checked against torch at export), float32 for a generator (the same text as torch); never
+        a file the backend is known to miscompute."""
         if precision not in PRECISIONS:
             raise InvalidArgument("precision", f"unknown precision {precision!r}; known: {', '.join(PRECISIONS)}")
         entry = self.entry(name)
@@ -99,7 +117,16 @@ class Manifest:
             )
         if precision == "auto":
             order = ("int8", "float32") if "labels" in entry else ("float32", "int8")
-            precision = next(p for p in order if p in files) if any(p in files for p in order) else ""
+            usable = [p for p in order if p in files and not _miscomputed(backend, files[p])]
+            precision = usable[0] if usable else ""
+        elif precision in files and _miscomputed(backend, files[precision]):
+            log.warning(
+                "%s: %s on %s computes dynamic-range int8 files wrongly (outputs off by about their own size); "
+                "use --precision float32",
+                files[precision].get("file"),
+                backend,
+                platform.machine(),
+            )
         if precision not in files:
             raise NotFound(f"model {name!r} has no {precision or 'usable'} {fmt} file (it has: {', '.join(files)})")
         return precision, files[precision]

@@ -230,7 +230,7 @@ def textdisc_spec(corpus: str, seed: int = 0) -> ExportSpec:
     torch.manual_seed(seed)
     model = TinyTextDisc(len(chars))
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
-    for _ in range(150):
+    for _ in range(400):
         batch = torch.randint(0, len(x), (64,))
         loss = nn.functional.cross_entropy(model(x[batch]), y[batch])
         optimizer.zero_grad()
