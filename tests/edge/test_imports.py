@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
-from tests.edge.conftest import REPO, edge_env, edge_python
+from tests.edge.conftest import REPO, edge_env, edge_python, emulated, run_edge
 
 IMPORT_ALL = """
 import importlib, pkgutil, sys
@@ -41,3 +43,24 @@ def test_torch_is_not_installed_in_the_edge_environment() -> None:
     )
     assert done.returncode == 1
     assert "ModuleNotFoundError: No module named 'torch'" in done.stderr
+
+
+@pytest.mark.parametrize(
+    "command",
+    [["classify", "audio"], ["classify", "text"], ["classify", "image"], ["listen"], ["chat"], ["bench"]],
+)
+def test_every_command_explains_itself(command: list[str]) -> None:
+    """`--help` of each command exits 0 and names the shared options."""
+    done = run_edge(*command, "--help")
+    assert done.returncode == 0, done.stderr
+    assert "--models DIR" in done.stdout and "--backend" in done.stdout
+
+
+def test_console_script_is_installed_where_the_edge_extra_is() -> None:
+    """The `antiphon-edge` script beside the edge Python runs the same command."""
+    script = Path(sys.executable).with_name("antiphon-edge")
+    if emulated() or not script.exists():
+        pytest.skip("no antiphon-edge script beside this Python (the project is not installed here)")
+    done = subprocess.run([str(script), "--help"], capture_output=True, text=True, env=edge_env(), check=False)
+    assert done.returncode == 0
+    assert "classify" in done.stdout and "listen" in done.stdout and "chat" in done.stdout and "bench" in done.stdout
