@@ -67,8 +67,18 @@ def install_size() -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         venv = Path(tmp) / "venv"
         subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-        subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "-q", "--disable-pip-version-check",
-                        f"{REPO}[edge]"], check=True)  # fmt: skip
+        subprocess.run(
+            [
+                str(venv / "bin" / "python"),
+                "-m",
+                "pip",
+                "install",
+                "-q",
+                "--disable-pip-version-check",
+                f"{REPO}[edge]",
+            ],
+            check=True,
+        )
         site = next((venv / "lib").glob("python*/site-packages"))
         packages = sorted(((du_mb(p), p.name) for p in site.iterdir() if p.is_dir()), reverse=True)[:6]
         return {
@@ -92,8 +102,19 @@ def speech_wav(seconds: float, path: Path) -> Path:
 def listen_run(models: Path, wav: Path, backend: str) -> tuple[float, float]:
     """(CPU seconds, peak resident MB) of one `listen --device -` over ``wav``."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    cmd = [*one_core(), sys.executable, "-m", "edge_client", "listen", "--device", "-", "--models", str(models),
-           "--backend", backend]  # fmt: skip
+    cmd = [
+        *one_core(),
+        sys.executable,
+        "-m",
+        "edge_client",
+        "listen",
+        "--device",
+        "-",
+        "--models",
+        str(models),
+        "--backend",
+        backend,
+    ]
     env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{REPO / 'proto'}"}
     with wav.open("rb") as f:
         subprocess.run(cmd, stdin=f, capture_output=True, check=True, env=env)
@@ -130,8 +151,12 @@ def kws_figures(folders: list[Path], backend: str, precision: str, runs: int) ->
         kws.posteriors(window)
         times.append(time.perf_counter() - t0)
     ms = np.asarray(times) * 1000
-    return {"backend": backend, "file": kws.model.file["file"], "median_ms": round(float(np.median(ms)), 3),
-            "p90_ms": round(float(np.percentile(ms, 90)), 3)}  # fmt: skip
+    return {
+        "backend": backend,
+        "file": kws.model.file["file"],
+        "median_ms": round(float(np.median(ms)), 3),
+        "p90_ms": round(float(np.percentile(ms, 90)), 3),
+    }
 
 
 def generation_figures(folders: list[Path], backend: str, tokens: int) -> dict[str, Any]:
@@ -144,8 +169,14 @@ def generation_figures(folders: list[Path], backend: str, tokens: int) -> dict[s
         pass
     rate = tokens / (time.perf_counter() - t0)
     entry = manifest.entry(name)
-    return {"backend": backend, "model": name, "file": generator.model.file["file"],
-            "layers": entry.get("layers"), "hidden_size": entry.get("hidden_size"), "tokens_per_s": round(rate, 1)}  # fmt: skip
+    return {
+        "backend": backend,
+        "model": name,
+        "file": generator.model.file["file"],
+        "layers": entry.get("layers"),
+        "hidden_size": entry.get("hidden_size"),
+        "tokens_per_s": round(rate, 1),
+    }
 
 
 def main() -> int:
