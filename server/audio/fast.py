@@ -20,8 +20,9 @@ Every stream's arithmetic is the same whatever else is in its batch: rows never 
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import cast
 
 import numba
@@ -146,8 +147,9 @@ def _project_frame(feats, frame, w_cond, b_cond, out):
 
 @numba.njit(cache=True, fastmath=True, nogil=True)
 def _generate(
-    r0,
-    r1,
+    rows,  # (A,) int64: the state rows to advance
+    p0,
+    p1,  # this call advances rows[p0:p1]
     n,
     # weights
     embed,  # (256, R)
@@ -163,7 +165,7 @@ def _generate(
     dilations,  # (L,) int64
     offsets,  # (L,) int64: where each layer's ring buffer starts in a stream's queue
     hop,
-    # per-stream state, rows r0..r1-1 are advanced
+    # per-stream state (B rows)
     queues,  # (B, sum(dilations), R) float32
     last,  # (B,) int64: the code before the next sample
     pos,  # (B,) int64: the index of the next sample
@@ -176,10 +178,10 @@ def _generate(
     temperature,  # (B,) float64, 0 = greedy
     seeds,  # (B,) uint64
     counts,  # (B,) uint64: draws taken so far
-    forced,  # (B, n) int64 codes to feed instead of sampling (teacher forcing) when use_forced
+    forced,  # (A, n) int64 codes to feed instead of sampling (teacher forcing) when use_forced
     use_forced,
-    out_codes,  # (B, n) uint8
-    out_logits,  # (B, n, 256) float32 when keep_logits, else (1, 1, 256)
+    out_codes,  # (A, n) uint8: row p of the outputs belongs to state row rows[p]
+    out_logits,  # (A, n, 256) float32 when keep_logits, else (1, 1, 256)
     keep_logits,
 ):
     layers = w_dil.shape[0]
@@ -188,7 +190,7 @@ def _generate(
     gates = gates2 // 2
     skip_ch = w_rs.shape[1] - res
     hidden = w_out1.shape[0]
-    # scratch for a group of up to two streams stepped together (row k of each is stream r + k)
+    # scratch for a group of up to two streams stepped together (row k of each is stream rows[p + k])
     inp = np.empty((2, 2 * res), np.float32)  # [x[t - d], x[t]]
     cond = np.empty((2, gates2), np.float32)
     z = np.empty((2, gates2), np.float32)
@@ -199,11 +201,11 @@ def _generate(
     logits = np.empty((2, CLASSES), np.float32)
     probs = np.empty(CLASSES, np.float64)
     frac = np.empty(2, np.float32)
-    for r in range(r0, r1, 2):
-        group = min(2, r1 - r)
+    for p in range(p0, p1, 2):
+        group = min(2, p1 - p)
         for s in range(n):
             for k in range(group):
-                b = r + k
+                b = rows[p + k]
                 t = pos[b]
                 # conditioning: interpolate between the projections of frames t // hop and t // hop + 1
                 last_frame = feat_len[b] - 1
@@ -226,7 +228,7 @@ def _generate(
             for layer in range(layers):
                 base = layer * gates2
                 for k in range(group):
-                    b = r + k
+                    b = rows[p + k]
                     a = frac[k]
                     for j in range(gates2):
                         cond[k, j] = cond_a[b, base + j] + a * (cond_b[b, base + j] - cond_a[b, base + j])
@@ -269,12 +271,12 @@ def _generate(
                 _matvec(w_out2, h[0], b_out2, logits[0])
             # -- the next sample of each stream
             for k in range(group):
-                b = r + k
+                b = rows[p + k]
                 row = logits[k]
                 if keep_logits:
-                    out_logits[b, s, :] = row
+                    out_logits[p + k, s, :] = row
                 if use_forced:
-                    code = forced[b, s]
+                    code = forced[p + k, s]
                 else:
                     best = 0
                     for j in range(1, CLASSES):
@@ -297,30 +299,39 @@ def _generate(
                         code = 0
                         while code < CLASSES - 1 and probs[code] <= u:
                             code += 1
-                out_codes[b, s] = code
+                out_codes[p + k, s] = code
                 last[b] = code
                 pos[b] += 1
 
 
 @dataclass
 class StreamState:
-    """Rows of incremental state: one row per stream (select, concatenate and append rows between calls)."""
+    """Rows of incremental state, one per stream. Rows are selected and concatenated between calls (streams join
+    and leave); the frame features of every row are kept concatenated for the compiled loop."""
 
-    queues: np.ndarray  # (B, sum(dilations), R) float32
-    last: np.ndarray  # (B,) int64
-    pos: np.ndarray  # (B,) int64
-    cond_a: np.ndarray  # (B, L * 2G) float32
-    cond_b: np.ndarray  # (B, L * 2G) float32
+    queues: np.ndarray  # (B, sum(dilations), R) float32: every layer's ring buffer of past inputs
+    last: np.ndarray  # (B,) int64: the code before the next sample
+    pos: np.ndarray  # (B,) int64: the index of the next sample
+    cond_a: np.ndarray  # (B, L * 2G) float32: the conditioning of frame cond_frame
+    cond_b: np.ndarray  # (B, L * 2G) float32: the conditioning of the frame after it
     cond_frame: np.ndarray  # (B,) int64
     seeds: np.ndarray  # (B,) uint64
-    counts: np.ndarray  # (B,) uint64
+    counts: np.ndarray  # (B,) uint64: random draws taken
     temperature: np.ndarray  # (B,) float64
     feats: list[np.ndarray]  # per stream (F, C) float32 frame features
+    flat: np.ndarray = field(init=False, repr=False)  # (sum F, C)
+    starts: np.ndarray = field(init=False, repr=False)  # (B,) int64: each row's first frame in ``flat``
+    lengths: np.ndarray = field(init=False, repr=False)  # (B,) int64
+
+    def __post_init__(self) -> None:
+        self.lengths = np.array([len(f) for f in self.feats], np.int64)
+        self.starts = np.concatenate([[0], np.cumsum(self.lengths)[:-1]]).astype(np.int64)
+        self.flat = np.concatenate(self.feats) if len(self.feats) != 1 else self.feats[0]
 
     def __len__(self) -> int:
         return len(self.last)
 
-    def select(self, rows: list[int]) -> StreamState:
+    def select(self, rows: Sequence[int]) -> StreamState:
         idx = np.asarray(rows, dtype=np.int64)
         return StreamState(
             self.queues[idx],
@@ -336,7 +347,7 @@ class StreamState:
         )
 
     @staticmethod
-    def concat(states: list[StreamState]) -> StreamState:
+    def concat(states: Sequence[StreamState]) -> StreamState:
         return StreamState(
             np.concatenate([s.queues for s in states]),
             np.concatenate([s.last for s in states]),
@@ -354,9 +365,9 @@ class StreamState:
 class FastWaveNet:
     """The checkpoint's :class:`WaveNet` as a compiled, batched, chunked sample generator (float32, CPU).
 
-    ``start`` makes a stream's state from its frame features; ``generate`` advances every stream by ``n``
-    samples and returns their codes (B, n). ``threads`` > 1 splits the batch into contiguous row ranges run in
-    parallel (numba releases the GIL), which changes no stream's samples.
+    ``start`` makes a stream's state from its frame features; ``generate`` advances streams by ``n`` samples and
+    returns their codes. ``threads`` > 1 splits the rows into contiguous ranges run in parallel (numba releases
+    the GIL), which changes no stream's samples.
     """
 
     def __init__(self, model: WaveNet, threads: int = 1) -> None:
@@ -408,36 +419,38 @@ class FastWaveNet:
         self,
         state: StreamState,
         n: int,
+        rows: Sequence[int] | None = None,
         forced: np.ndarray | None = None,
         keep_logits: bool = False,
     ) -> tuple[np.ndarray, np.ndarray | None]:
-        """Advance every row of ``state`` by ``n`` samples: codes (B, n) uint8 and, with ``keep_logits``, the
-        logits (B, n, 256) that produced them. ``forced`` (B, n) feeds those codes instead of sampling."""
-        rows = len(state)
-        feats = np.concatenate(state.feats) if rows > 1 else state.feats[0]
-        lengths = np.array([len(f) for f in state.feats], np.int64)
-        starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
-        codes = np.empty((rows, n), np.uint8)
-        logits = np.empty((rows, n, CLASSES) if keep_logits else (1, 1, CLASSES), np.float32)
+        """Advance ``rows`` of ``state`` (default: all) by ``n`` samples, in place: their codes (A, n) uint8 and,
+        with ``keep_logits``, the logits (A, n, 256) that produced them. ``forced`` (A, n) feeds those codes
+        instead of sampling (teacher forcing)."""
+        index = np.arange(len(state), dtype=np.int64) if rows is None else np.asarray(rows, dtype=np.int64)
+        count = len(index)
+        codes = np.empty((count, n), np.uint8)
+        logits = np.empty((count, n, CLASSES) if keep_logits else (1, 1, CLASSES), np.float32)
         use_forced = forced is not None
         forced_arr = np.ascontiguousarray(forced, dtype=np.int64) if forced is not None else np.zeros((1, 1), np.int64)
 
-        def run(r0: int, r1: int) -> None:
+        def run(p0: int, p1: int) -> None:
             _generate(
-                r0, r1, n,
+                index, p0, p1, n,
                 self.embed, self.w_dil, self.w_rs, self.b_rs, self.w_cond, self.b_cond,
                 self.w_out1, self.b_out1, self.w_out2, self.b_out2,
                 self.dilations, self.offsets, self.config.hop,
                 state.queues, state.last, state.pos, state.cond_a, state.cond_b, state.cond_frame,
-                feats, starts, lengths, state.temperature, state.seeds, state.counts,
+                state.flat, state.starts, state.lengths, state.temperature, state.seeds, state.counts,
                 forced_arr, use_forced, codes, logits, keep_logits,
             )  # fmt: skip
 
-        parts = min(self.threads, rows)
+        # Split into at most ``threads`` parts of whole pairs (a pair shares its weight loads).
+        parts = min(self.threads, (count + 1) // 2)
         if parts <= 1:
-            run(0, rows)
+            run(0, count)
         else:
-            bounds = [round(i * rows / parts) for i in range(parts + 1)]
+            pairs = (count + 1) // 2
+            bounds = [min(count, 2 * round(i * pairs / parts)) for i in range(parts + 1)]
             pool = self._executor()
             futures = [pool.submit(run, bounds[i], bounds[i + 1]) for i in range(1, parts)]
             run(bounds[0], bounds[1])

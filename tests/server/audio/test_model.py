@@ -94,3 +94,15 @@ def test_temperature_zero_is_greedy(model: WaveNet) -> None:
     assert logits is not None
     assert np.array_equal(codes[0], logits[0].argmax(axis=1))
     assert np.array_equal(codes, other)
+
+
+def test_stepping_some_rows_leaves_the_others(model: WaveNet) -> None:
+    """Rows not named in ``rows`` keep their state; the named ones advance as they would alone."""
+    feats = [features(model, 300, seed=20 + i)[0].numpy() for i in range(3)]
+    fast = FastWaveNet(model)
+    alone, _ = fast.generate(fast.start(feats[2], seed=9, temperature=1.0), 200)
+    state = StreamState.concat([fast.start(f, seed=9, temperature=1.0) for f in feats])
+    first, _ = fast.generate(state, 100, rows=[0, 2])
+    second, _ = fast.generate(state, 100, rows=[2])
+    assert state.pos.tolist() == [100, 0, 200]
+    assert np.array_equal(np.concatenate([first[1], second[0]]), alone[0])
