@@ -349,7 +349,17 @@ def _add_eval_audio(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--limit", type=int, default=None, help="score only the first N held-out utterances")
-    p.add_argument("--json", action="store_true", help='last line: {"bits_per_sample": ..., "samples": ...}')
+    render = p.add_argument_group("rendering (--render)")
+    render.add_argument("--render", type=Path, default=None, metavar="DIR", help="write WAVs and a spectrogram here")
+    render.add_argument("--count", type=int, default=4, help="held-out utterances to generate (default: 4)")
+    render.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (default: 1.0)")
+    render.add_argument("--seed", type=int, default=0, help="same seed, same audio (default: 0)")
+    render.add_argument("--threads", type=int, default=1, help="cores for generation (default: 1)")
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help='last line: {"bits_per_sample": ..., "samples": ..., "log_mel_distance_db": ... (with --render)}',
+    )
     p.set_defaults(func=_eval_audio)
 
 
@@ -361,6 +371,14 @@ def _eval_audio(args: argparse.Namespace) -> int:
 
     if args.limit is not None and args.limit < 1:
         raise InvalidArgument("limit", f"must be at least 1, got {args.limit}")
+    if not 1 <= args.count <= 64:
+        raise InvalidArgument("count", f"must be in 1..64, got {args.count}")
+    if not 0 <= args.temperature <= 100:
+        raise InvalidArgument("temperature", f"must be between 0 and 100, got {args.temperature}")
+    if not 1 <= args.threads <= 64:
+        raise InvalidArgument("threads", f"must be in 1..64, got {args.threads}")
+    if not 0 <= args.seed < 2**63:
+        raise InvalidArgument("seed", f"must be in 0..2**63-1, got {args.seed}")
     model, _, meta = load_audio_model(args.checkpoint or default_audio_checkpoint(), resolve_device(args.device))
     opts = meta["training"]["options"]
     heldout = build_utterances(
@@ -376,6 +394,16 @@ def _eval_audio(args: argparse.Namespace) -> int:
     samples = sum(u.samples for u in heldout)
     print(f"held-out {bits:.4f} bits/sample over {len(heldout)} utterances ({samples / 16_000:.1f} s)")
     result: dict[str, object] = {"bits_per_sample": bits, "samples": samples, "utterances": len(heldout)}
+    if args.render is not None:
+        from server.audio.quality import render_report
+
+        report = render_report(model.cpu(), args.render, args.count, args.seed, args.temperature, args.threads)
+        for item in report["utterances"]:  # type: ignore[attr-defined]
+            print(f"{item['voice']}: {item['log_mel_distance_db']:.2f} dB  {item['text']!r}")
+        print(f"mean log-mel distance {report['log_mel_distance_db']:.2f} dB; files in {args.render}")
+        if "spectrogram.png" not in report["files"]:  # type: ignore[operator]
+            print("(no spectrogram: install matplotlib, the `plots` extra)")
+        result["log_mel_distance_db"] = report["log_mel_distance_db"]
     if args.json:
         print(json.dumps(result))
     return 0
