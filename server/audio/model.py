@@ -35,7 +35,7 @@ class WaveNetConfig:
     cycle: int = 10  # dilations 1..2**(cycle-1) (512), repeated layers // cycle times
     residual_channels: int = 64
     gate_channels: int = 64  # the dilated convolution makes 2 * gate_channels (tanh half, sigmoid half)
-    skip_channels: int = 64
+    skip_channels: int = 32
     out_channels: int = 128  # the hidden width of the output head
     n_mels: int = 40
     hop: int = 160  # samples per log-mel frame
