@@ -13,10 +13,14 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from server.errors import AntiphonError, InvalidArgument
 
 log = logging.getLogger("antiphon")
+
+if TYPE_CHECKING:
+    from server.settings import ServeSettings
 
 REPO_MODELS = Path(__file__).resolve().parent.parent / "models"
 DEFAULT_TEXT_CHECKPOINT = REPO_MODELS / "text" / "char_lstm.safetensors"
@@ -481,7 +485,73 @@ def _serve(args: argparse.Namespace) -> int:
         import torch
 
         torch.set_num_threads(settings.torch_threads)
-    asyncio.run(serve(settings, settings.text_checkpoint or default_text_checkpoint()))
+    asyncio.run(serve(settings, settings.text_checkpoint or default_text_checkpoint(), _serve_audio(settings)))
+    return 0
+
+
+def _serve_audio(settings: ServeSettings) -> Path | None:
+    """The audio checkpoint to serve: the one named (``none``: no audio), else the default when it exists."""
+    if settings.audio_checkpoint is not None:
+        return None if str(settings.audio_checkpoint).lower() == "none" else Path(settings.audio_checkpoint)
+    default = DEFAULT_AUDIO_CHECKPOINT
+    if default.is_file():
+        return default
+    logging.getLogger("antiphon.server").warning(
+        "no audio model at %s: serving text only (train one with `antiphon train audio`)", default
+    )
+    return None
+
+
+# -- say ---------------------------------------------------------------------
+def _add_say(commands: argparse._SubParsersAction) -> None:
+    p = commands.add_parser(
+        "say",
+        help="speak a text with the WaveNet (play it, or write a WAV file)",
+        description="Speak TEXT with the WaveNet in this process: espeak-ng renders the text, the WaveNet makes "
+        "every sample, and the audio streams to `aplay` (speech starts before the rest is made) or into a WAV "
+        "file as it is generated. Progress (seconds made, speed against real time) goes to stderr.",
+    )
+    p.add_argument("text", help="the text to speak; - reads it from stdin")
+    p.add_argument("-o", "--out", type=Path, default=None, help="write a 16 kHz 16-bit WAV file (- for stdout)")
+    p.add_argument("--voice", default="", help="an espeak-ng voice, accent+variant (default: the model's)")
+    p.add_argument("--temperature", type=float, default=None, help="sampling temperature; 0 is greedy (default 1)")
+    p.add_argument("--seed", type=int, default=None, help="same seed, same samples (default: random)")
+    p.add_argument("--max-seconds", type=float, default=None, help="stop after this much audio (default 30)")
+    p.add_argument("--threads", type=int, default=1, help="cores for the WaveNet step (default 1)")
+    p.add_argument("--checkpoint", type=Path, default=None, help="default: models/audio/wavenet.safetensors")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_say)
+
+
+def _say(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from server.audio.say import SayOptions, say
+
+    text = sys.stdin.read() if args.text == "-" else args.text
+    if not 1 <= args.threads <= 64:
+        raise InvalidArgument("threads", f"must be in 1..64, got {args.threads}")
+    checkpoint = args.checkpoint or default_audio_checkpoint()
+    if not checkpoint.is_file():
+        raise InvalidArgument("checkpoint", f"{checkpoint} does not exist (train one with `antiphon train audio`)")
+    options = SayOptions(
+        text=text,
+        checkpoint=checkpoint,
+        out=args.out,
+        voice=args.voice,
+        temperature=args.temperature,
+        seed=args.seed,
+        max_seconds=args.max_seconds,
+        threads=args.threads,
+        progress=not args.quiet,
+    )
+    result = asyncio.run(say(options))
+    where = "played" if args.out is None else f"wrote {args.out}"
+    print(
+        f"{where}: {result.samples / 16_000:.2f} s of audio in {result.seconds:.2f} s "
+        f"(first chunk after {result.first_chunk_s * 1000:.0f} ms, {result.finish_reason})",
+        file=sys.stderr,
+    )
     return 0
 
 
@@ -572,6 +642,7 @@ def build_parser() -> argparse.ArgumentParser:
         for add in adders:
             add(kinds)
     _add_serve(commands)
+    _add_say(commands)
     _add_export(commands)
     return parser
 
