@@ -105,7 +105,10 @@ def onnx_int8(spec: ExportSpec, float_path: Path, path: Path) -> str:
     try:
         with _quiet():
             pre = path.with_name(path.stem + ".pre.onnx")
-            quant_pre_process(str(float_path), str(pre))
+            try:
+                quant_pre_process(str(float_path), str(pre))
+            except Exception:  # symbolic shape inference gives up on some reductions; ONNX's own inference suffices
+                quant_pre_process(str(float_path), str(pre), skip_symbolic_shape=True)
             if spec.calibration:
 
                 class Reader(CalibrationDataReader):
