@@ -12,9 +12,13 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Generic, Protocol, Self, TypeVar
+
+import numpy as np
 
 from server.errors import NotFound
+
+Piece = TypeVar("Piece", str, np.ndarray)
 
 FINISH_STOP = "stop"  # a stop sequence, or the end of the persona's turn in a chat
 FINISH_LENGTH = "length"  # max_tokens reached
@@ -51,6 +55,28 @@ class ChatTurn:
 
 
 @dataclass(frozen=True)
+class AudioRequest:
+    text: str  # spoken through espeak-ng's rendering, which conditions the WaveNet
+    voice: str = ""  # empty: the model's default voice
+    max_seconds: float | None = None  # None: the server's limit
+    temperature: float | None = None  # None: the model's default; 0 picks the most likely sample
+    seed: int | None = None  # same seed, same samples, alone or batched
+    request_id: str = ""
+
+
+@dataclass(frozen=True)
+class AudioModelInfo:
+    id: str
+    description: str
+    sample_rate: int
+    voices: tuple[str, ...]
+    default_voice: str
+    max_text_chars: int
+    max_seconds: float
+    kind: str = "audio"
+
+
+@dataclass(frozen=True)
 class ModelInfo:
     id: str
     kind: str  # "text"
@@ -61,11 +87,10 @@ class ModelInfo:
     max_tokens: int
 
 
-class TextStream:
-    """One request's output. ``async for text in stream`` yields every piece in order; afterwards
-    ``finish_reason`` and the token counts are set.
+class _BoundedStream(Generic[Piece]):
+    """One request's output, read by ``async for``; afterwards ``finish_reason`` is set.
 
-    The buffer is bounded: the engine stops stepping a stream that has ``capacity`` unread pieces and resumes
+    The buffer is bounded: the engine stops stepping a stream that holds ``capacity`` unread units and resumes
     it once the consumer reads, so a slow consumer costs a paused slot, not memory. One read returns every
     piece waiting, joined.
     """
@@ -74,16 +99,20 @@ class TextStream:
         self.capacity = capacity
         self.request_id = request_id
         self.finish_reason: str | None = None
-        self.prompt_tokens = 0
-        self.completion_tokens = 0
-        self.turns = 0  # chat: the session's turn count after this turn
         self.created = time.monotonic()
         self.first_token_at: float | None = None
-        self._pieces: deque[str] = deque()
+        self._pieces: deque[Piece] = deque()
+        self._buffered = 0
         self._error: BaseException | None = None
         self._readable = asyncio.Event()
         self._wake = wake
         self._cancel_requested = False
+
+    def _units(self, piece: Piece) -> int:
+        raise NotImplementedError
+
+    def _join(self, pieces: deque[Piece]) -> Piece:
+        raise NotImplementedError
 
     # -- engine side -------------------------------------------------------
     @property
@@ -95,14 +124,16 @@ class TextStream:
         return self.finish_reason is not None or self._error is not None
 
     def has_room(self) -> bool:
-        return len(self._pieces) < self.capacity
+        return self._buffered < self.capacity
 
     def buffered(self) -> int:
-        return len(self._pieces)
+        return self._buffered
 
-    def push(self, piece: str) -> None:
-        if piece:
+    def push(self, piece: Piece) -> None:
+        units = self._units(piece)
+        if units:
             self._pieces.append(piece)
+            self._buffered += units
             self._readable.set()
 
     def finish(self, reason: str) -> None:
@@ -122,10 +153,10 @@ class TextStream:
             self._cancel_requested = True
             self._wake()
 
-    def __aiter__(self) -> TextStream:
+    def __aiter__(self) -> Self:
         return self
 
-    async def __anext__(self) -> str:
+    async def __anext__(self) -> Piece:
         while not self._pieces:
             if self._error is not None:
                 raise self._error
@@ -134,12 +165,51 @@ class TextStream:
             # Clearing and waiting happen with no await between the check and the clear, so a push cannot be lost.
             self._readable.clear()
             await self._readable.wait()
-        was_full = len(self._pieces) >= self.capacity
-        text = "".join(self._pieces)
+        was_full = self._buffered >= self.capacity
+        piece = self._join(self._pieces)
         self._pieces.clear()
+        self._buffered = 0
         if was_full:
             self._wake()  # the engine paused this stream; it may step it again
-        return text
+        return piece
+
+
+class TextStream(_BoundedStream[str]):
+    """A text request's output: ``async for text in stream`` yields every piece in order; afterwards
+    ``finish_reason`` and the token counts are set. ``capacity`` counts unread pieces."""
+
+    def __init__(self, capacity: int, wake: Callable[[], None], request_id: str = "") -> None:
+        super().__init__(capacity, wake, request_id)
+        self.prompt_tokens = 0
+        self.completion_tokens = 0
+        self.turns = 0  # chat: the session's turn count after this turn
+
+    def _units(self, piece: str) -> int:
+        return 1 if piece else 0
+
+    def _join(self, pieces: deque[str]) -> str:
+        return "".join(pieces)
+
+
+class AudioStream(_BoundedStream[np.ndarray]):
+    """An audio request's output: ``async for codes in stream`` yields uint8 arrays of 8-bit mu-law codes (mu=255,
+    the WaveNet's own output) in order. ``capacity`` counts unread samples;
+    ``samples`` counts every sample pushed."""
+
+    def __init__(self, capacity: int, wake: Callable[[], None], request_id: str = "", sample_rate: int = 16_000):
+        super().__init__(capacity, wake, request_id)
+        self.sample_rate = sample_rate
+        self.samples = 0
+
+    def _units(self, piece: np.ndarray) -> int:
+        return int(piece.size)
+
+    def push(self, piece: np.ndarray) -> None:
+        self.samples += int(piece.size)
+        super().push(piece)
+
+    def _join(self, pieces: deque[np.ndarray]) -> np.ndarray:
+        return pieces[0] if len(pieces) == 1 else np.concatenate(list(pieces))
 
 
 class TextService(Protocol):
@@ -153,12 +223,36 @@ class TextService(Protocol):
     def chat(self, turn: ChatTurn) -> TextStream: ...
 
 
+class AudioService(Protocol):
+    """A loaded audio model, as the transports use it (implemented by the audio engine)."""
+
+    @property
+    def info(self) -> AudioModelInfo: ...
+
+    def generate(self, request: AudioRequest) -> AudioStream: ...
+
+
 @dataclass
 class ModelRegistry:
-    """The models this process serves, by id; the first text model is the default."""
+    """The models this process serves, by id; the first of each kind is its default."""
 
     text: dict[str, TextService] = field(default_factory=dict)
     default_text: str = ""
+    audio: dict[str, AudioService] = field(default_factory=dict)
+    default_audio: str = ""
+
+    def add_audio(self, service: AudioService) -> None:
+        self.audio[service.info.id] = service
+        self.default_audio = self.default_audio or service.info.id
+
+    def audio_model(self, name: str) -> AudioService:
+        """The audio model ``name`` (empty: the default audio model)."""
+        key = name or self.default_audio
+        service = self.audio.get(key)
+        if service is None:
+            served = ", ".join(sorted(self.audio)) or "none"
+            raise NotFound(f"model: {name!r} is not served here (audio models: {served})")
+        return service
 
     def add_text(self, service: TextService) -> None:
         self.text[service.info.id] = service
@@ -175,3 +269,6 @@ class ModelRegistry:
 
     def infos(self) -> list[ModelInfo]:
         return [s.info for s in self.text.values()]
+
+    def audio_infos(self) -> list[AudioModelInfo]:
+        return [s.info for s in self.audio.values()]

@@ -25,19 +25,21 @@ _sym_db = _symbol_database.Default()
 from antiphon.v1 import sampling_pb2 as antiphon_dot_v1_dot_sampling__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x61ntiphon/v1/audio.proto\x12\x0b\x61ntiphon.v1\x1a\x1a\x61ntiphon/v1/sampling.proto\"\xb6\x01\n\x14GenerateAudioRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x13\n\x0bmax_seconds\x18\x03 \x01(\x02\x12\'\n\x08sampling\x18\x04 \x01(\x0b\x32\x15.antiphon.v1.Sampling\x12,\n\x08\x65ncoding\x18\x05 \x01(\x0e\x32\x1a.antiphon.v1.AudioEncoding\x12\x15\n\rchunk_samples\x18\x06 \x01(\x05\"v\n\nAudioChunk\x12(\n\x06\x66ormat\x18\x01 \x01(\x0b\x32\x18.antiphon.v1.AudioFormat\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\x12\x30\n\rfinish_reason\x18\x03 \x01(\x0e\x32\x19.antiphon.v1.FinishReason\"b\n\x0b\x41udioFormat\x12\x13\n\x0bsample_rate\x18\x01 \x01(\x05\x12,\n\x08\x65ncoding\x18\x02 \x01(\x0e\x32\x1a.antiphon.v1.AudioEncoding\x12\x10\n\x08\x63hannels\x18\x03 \x01(\x05*g\n\rAudioEncoding\x12\x1e\n\x1a\x41UDIO_ENCODING_UNSPECIFIED\x10\x00\x12\x1b\n\x17\x41UDIO_ENCODING_PCM16_LE\x10\x01\x12\x19\n\x15\x41UDIO_ENCODING_MULAW8\x10\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x61ntiphon/v1/audio.proto\x12\x0b\x61ntiphon.v1\x1a\x1a\x61ntiphon/v1/sampling.proto\"\xc5\x01\n\x14GenerateAudioRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x13\n\x0bmax_seconds\x18\x03 \x01(\x02\x12\'\n\x08sampling\x18\x04 \x01(\x0b\x32\x15.antiphon.v1.Sampling\x12,\n\x08\x65ncoding\x18\x05 \x01(\x0e\x32\x1a.antiphon.v1.AudioEncoding\x12\x15\n\rchunk_samples\x18\x06 \x01(\x05\x12\r\n\x05voice\x18\x07 \x01(\t\"\x9e\x01\n\nAudioChunk\x12(\n\x06\x66ormat\x18\x01 \x01(\x0b\x32\x18.antiphon.v1.AudioFormat\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\x12\x30\n\rfinish_reason\x18\x03 \x01(\x0e\x32\x19.antiphon.v1.FinishReason\x12&\n\x05usage\x18\x04 \x01(\x0b\x32\x17.antiphon.v1.AudioUsage\"1\n\nAudioUsage\x12\x12\n\ntext_chars\x18\x01 \x01(\x05\x12\x0f\n\x07samples\x18\x02 \x01(\x03\"b\n\x0b\x41udioFormat\x12\x13\n\x0bsample_rate\x18\x01 \x01(\x05\x12,\n\x08\x65ncoding\x18\x02 \x01(\x0e\x32\x1a.antiphon.v1.AudioEncoding\x12\x10\n\x08\x63hannels\x18\x03 \x01(\x05*g\n\rAudioEncoding\x12\x1e\n\x1a\x41UDIO_ENCODING_UNSPECIFIED\x10\x00\x12\x1b\n\x17\x41UDIO_ENCODING_PCM16_LE\x10\x01\x12\x19\n\x15\x41UDIO_ENCODING_MULAW8\x10\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'antiphon.v1.audio_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_AUDIOENCODING']._serialized_start=473
-  _globals['_AUDIOENCODING']._serialized_end=576
+  _globals['_AUDIOENCODING']._serialized_start=580
+  _globals['_AUDIOENCODING']._serialized_end=683
   _globals['_GENERATEAUDIOREQUEST']._serialized_start=69
-  _globals['_GENERATEAUDIOREQUEST']._serialized_end=251
-  _globals['_AUDIOCHUNK']._serialized_start=253
-  _globals['_AUDIOCHUNK']._serialized_end=371
-  _globals['_AUDIOFORMAT']._serialized_start=373
-  _globals['_AUDIOFORMAT']._serialized_end=471
+  _globals['_GENERATEAUDIOREQUEST']._serialized_end=266
+  _globals['_AUDIOCHUNK']._serialized_start=269
+  _globals['_AUDIOCHUNK']._serialized_end=427
+  _globals['_AUDIOUSAGE']._serialized_start=429
+  _globals['_AUDIOUSAGE']._serialized_end=478
+  _globals['_AUDIOFORMAT']._serialized_start=480
+  _globals['_AUDIOFORMAT']._serialized_end=578
 # @@protoc_insertion_point(module_scope)

@@ -26,7 +26,7 @@ from antiphon.v1 import audio_pb2 as antiphon_dot_v1_dot_audio__pb2
 from antiphon.v1 import sampling_pb2 as antiphon_dot_v1_dot_sampling__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16\x61ntiphon/v1/chat.proto\x12\x0b\x61ntiphon.v1\x1a\x17\x61ntiphon/v1/audio.proto\x1a\x1a\x61ntiphon/v1/sampling.proto\"\x9b\x01\n\x0b\x43hatRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x12\n\nsession_id\x18\x02 \x01(\t\x12\x0f\n\x07persona\x18\x03 \x01(\t\x12\x0f\n\x07message\x18\x04 \x01(\t\x12\x0f\n\x07speaker\x18\x05 \x01(\t\x12\'\n\x08sampling\x18\x06 \x01(\x0b\x32\x15.antiphon.v1.Sampling\x12\r\n\x05speak\x18\x07 \x01(\x08\"u\n\tChatEvent\x12\x0e\n\x04text\x18\x01 \x01(\tH\x00\x12(\n\x05\x61udio\x18\x02 \x01(\x0b\x32\x17.antiphon.v1.AudioChunkH\x00\x12%\n\x04\x64one\x18\x03 \x01(\x0b\x32\x15.antiphon.v1.ChatDoneH\x00\x42\x07\n\x05\x65vent\"n\n\x08\x43hatDone\x12\x30\n\rfinish_reason\x18\x01 \x01(\x0e\x32\x19.antiphon.v1.FinishReason\x12!\n\x05usage\x18\x02 \x01(\x0b\x32\x12.antiphon.v1.Usage\x12\r\n\x05turns\x18\x03 \x01(\x05\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16\x61ntiphon/v1/chat.proto\x12\x0b\x61ntiphon.v1\x1a\x17\x61ntiphon/v1/audio.proto\x1a\x1a\x61ntiphon/v1/sampling.proto\"\xd8\x01\n\x0b\x43hatRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x12\n\nsession_id\x18\x02 \x01(\t\x12\x0f\n\x07persona\x18\x03 \x01(\t\x12\x0f\n\x07message\x18\x04 \x01(\t\x12\x0f\n\x07speaker\x18\x05 \x01(\t\x12\'\n\x08sampling\x18\x06 \x01(\x0b\x32\x15.antiphon.v1.Sampling\x12\r\n\x05speak\x18\x07 \x01(\x08\x12\r\n\x05voice\x18\x08 \x01(\t\x12,\n\x08\x65ncoding\x18\t \x01(\x0e\x32\x1a.antiphon.v1.AudioEncoding\"u\n\tChatEvent\x12\x0e\n\x04text\x18\x01 \x01(\tH\x00\x12(\n\x05\x61udio\x18\x02 \x01(\x0b\x32\x17.antiphon.v1.AudioChunkH\x00\x12%\n\x04\x64one\x18\x03 \x01(\x0b\x32\x15.antiphon.v1.ChatDoneH\x00\x42\x07\n\x05\x65vent\"n\n\x08\x43hatDone\x12\x30\n\rfinish_reason\x18\x01 \x01(\x0e\x32\x19.antiphon.v1.FinishReason\x12!\n\x05usage\x18\x02 \x01(\x0b\x32\x12.antiphon.v1.Usage\x12\r\n\x05turns\x18\x03 \x01(\x05\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,9 +34,9 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'antiphon.v1.chat_pb2', _glo
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_CHATREQUEST']._serialized_start=93
-  _globals['_CHATREQUEST']._serialized_end=248
-  _globals['_CHATEVENT']._serialized_start=250
-  _globals['_CHATEVENT']._serialized_end=367
-  _globals['_CHATDONE']._serialized_start=369
-  _globals['_CHATDONE']._serialized_end=479
+  _globals['_CHATREQUEST']._serialized_end=309
+  _globals['_CHATEVENT']._serialized_start=311
+  _globals['_CHATEVENT']._serialized_end=428
+  _globals['_CHATDONE']._serialized_start=430
+  _globals['_CHATDONE']._serialized_end=540
 # @@protoc_insertion_point(module_scope)

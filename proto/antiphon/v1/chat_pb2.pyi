@@ -8,7 +8,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class ChatRequest(_message.Message):
-    __slots__ = ("model", "session_id", "persona", "message", "speaker", "sampling", "speak")
+    __slots__ = ("model", "session_id", "persona", "message", "speaker", "sampling", "speak", "voice", "encoding")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     PERSONA_FIELD_NUMBER: _ClassVar[int]
@@ -16,6 +16,8 @@ class ChatRequest(_message.Message):
     SPEAKER_FIELD_NUMBER: _ClassVar[int]
     SAMPLING_FIELD_NUMBER: _ClassVar[int]
     SPEAK_FIELD_NUMBER: _ClassVar[int]
+    VOICE_FIELD_NUMBER: _ClassVar[int]
+    ENCODING_FIELD_NUMBER: _ClassVar[int]
     model: str
     session_id: str
     persona: str
@@ -23,7 +25,9 @@ class ChatRequest(_message.Message):
     speaker: str
     sampling: _sampling_pb2.Sampling
     speak: bool
-    def __init__(self, model: _Optional[str] = ..., session_id: _Optional[str] = ..., persona: _Optional[str] = ..., message: _Optional[str] = ..., speaker: _Optional[str] = ..., sampling: _Optional[_Union[_sampling_pb2.Sampling, _Mapping]] = ..., speak: _Optional[bool] = ...) -> None: ...
+    voice: str
+    encoding: _audio_pb2.AudioEncoding
+    def __init__(self, model: _Optional[str] = ..., session_id: _Optional[str] = ..., persona: _Optional[str] = ..., message: _Optional[str] = ..., speaker: _Optional[str] = ..., sampling: _Optional[_Union[_sampling_pb2.Sampling, _Mapping]] = ..., speak: _Optional[bool] = ..., voice: _Optional[str] = ..., encoding: _Optional[_Union[_audio_pb2.AudioEncoding, str]] = ...) -> None: ...
 
 class ChatEvent(_message.Message):
     __slots__ = ("text", "audio", "done")

@@ -1,0 +1,134 @@
+"""Log-mel features, in torch for training and exported graphs and in NumPy for code without torch.
+
+The STFT is a strided 1-D convolution with a fixed windowed DFT basis and the mel projection a matrix product, so
+the module exports to ONNX and TFLite as plain conv, mul, matmul and log: an exported classifier takes raw PCM.
+There is no centre padding: ``frames = 1 + (samples - n_fft) // hop_length``; callers pad as they need.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from server.errors import InvalidArgument
+
+
+@dataclass(frozen=True)
+class LogMelConfig:
+    sample_rate: int = 16_000
+    n_fft: int = 512
+    win_length: int = 400  # a Hann window of this length, centred in the n_fft frame
+    hop_length: int = 160
+    n_mels: int = 40
+    f_min: float = 20.0
+    f_max: float | None = None  # None: half the sample rate
+    log_floor: float = 1e-6  # log(mel power + floor): silence stays finite
+
+    def __post_init__(self) -> None:
+        if self.win_length > self.n_fft:
+            raise InvalidArgument("win_length", f"must be at most n_fft ({self.n_fft}), got {self.win_length}")
+        top = self.f_max if self.f_max is not None else self.sample_rate / 2
+        if not 0 <= self.f_min < top <= self.sample_rate / 2:
+            raise InvalidArgument("f_max", f"need 0 <= f_min < f_max <= {self.sample_rate / 2}")
+
+    @property
+    def n_freqs(self) -> int:
+        return self.n_fft // 2 + 1
+
+    def frames(self, samples: int) -> int:
+        return max(0, 1 + (samples - self.n_fft) // self.hop_length)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> LogMelConfig:
+        return cls(**data)
+
+
+def _hz_to_mel(f: np.ndarray) -> np.ndarray:
+    """Slaney's mel scale: linear below 1 kHz, logarithmic above."""
+    f = np.asarray(f, dtype=np.float64)
+    linear = f / (200.0 / 3)
+    log = 15.0 + np.log(np.maximum(f, 1e-9) / 1000.0) / (np.log(6.4) / 27.0)
+    return np.where(f < 1000.0, linear, log)
+
+
+def _mel_to_hz(m: np.ndarray) -> np.ndarray:
+    m = np.asarray(m, dtype=np.float64)
+    linear = m * (200.0 / 3)
+    log = 1000.0 * np.exp((np.log(6.4) / 27.0) * (m - 15.0))
+    return np.where(m < 15.0, linear, log)
+
+
+def mel_filterbank(n_freqs: int, n_mels: int, sample_rate: int, f_min: float, f_max: float) -> np.ndarray:
+    """(n_mels, n_freqs) triangular filters, equal area (Slaney normalisation)."""
+    freqs = np.linspace(0, sample_rate / 2, n_freqs)
+    edges = _mel_to_hz(np.linspace(_hz_to_mel(np.array(f_min)), _hz_to_mel(np.array(f_max)), n_mels + 2))
+    lower, centre, upper = edges[:-2, None], edges[1:-1, None], edges[2:, None]
+    rising = (freqs[None] - lower) / (centre - lower)
+    falling = (upper - freqs[None]) / (upper - centre)
+    bank = np.maximum(0.0, np.minimum(rising, falling))
+    bank *= 2.0 / (upper - lower)  # equal area
+    return bank.astype(np.float32)
+
+
+def _window(config: LogMelConfig) -> np.ndarray:
+    n = np.arange(config.win_length)
+    hann = 0.5 - 0.5 * np.cos(2 * np.pi * n / config.win_length)  # periodic
+    left = (config.n_fft - config.win_length) // 2
+    window = np.zeros(config.n_fft)
+    window[left : left + config.win_length] = hann
+    return window
+
+
+def dft_basis(config: LogMelConfig) -> np.ndarray:
+    """(2 * n_freqs, n_fft): windowed cosines then sines; frame @ basis.T gives the real and imaginary parts."""
+    k = np.arange(config.n_freqs)[:, None]
+    n = np.arange(config.n_fft)[None]
+    angle = 2 * np.pi * k * n / config.n_fft
+    window = _window(config)[None]
+    return np.concatenate([np.cos(angle) * window, -np.sin(angle) * window]).astype(np.float32)
+
+
+def _filterbank(config: LogMelConfig) -> np.ndarray:
+    top = config.f_max if config.f_max is not None else config.sample_rate / 2
+    return mel_filterbank(config.n_freqs, config.n_mels, config.sample_rate, config.f_min, top)
+
+
+class LogMel(nn.Module):
+    """(batch, samples) waveform in [-1, 1] -> (batch, n_mels, frames) natural-log mel power."""
+
+    basis: torch.Tensor
+    mel: torch.Tensor
+
+    def __init__(self, config: LogMelConfig | None = None) -> None:
+        super().__init__()
+        self.config = config or LogMelConfig()
+        self.register_buffer("basis", torch.from_numpy(dft_basis(self.config))[:, None, :], persistent=False)
+        self.register_buffer("mel", torch.from_numpy(_filterbank(self.config)), persistent=False)
+
+    def forward(self, wave: torch.Tensor) -> torch.Tensor:
+        spec = nn.functional.conv1d(wave[:, None, :], self.basis, stride=self.config.hop_length)
+        real, imag = spec.split(self.config.n_freqs, dim=1)
+        power = real * real + imag * imag  # (batch, n_freqs, frames)
+        mel = torch.matmul(self.mel, power)
+        return torch.log(mel + self.config.log_floor)
+
+
+def log_mel_numpy(wave: np.ndarray, config: LogMelConfig | None = None) -> np.ndarray:
+    """The same features as :class:`LogMel` for one 1-D waveform, without torch: (n_mels, frames)."""
+    config = config or LogMelConfig()
+    wave = np.asarray(wave, dtype=np.float32)
+    frames = config.frames(wave.shape[-1])
+    if frames == 0:
+        return np.zeros((config.n_mels, 0), dtype=np.float32)
+    index = np.arange(config.n_fft)[None] + config.hop_length * np.arange(frames)[:, None]
+    spec = wave[index] @ dft_basis(config).T  # (frames, 2 * n_freqs)
+    real, imag = spec[:, : config.n_freqs], spec[:, config.n_freqs :]
+    mel = _filterbank(config) @ (real * real + imag * imag).T
+    return np.log(mel + config.log_floor).astype(np.float32)
