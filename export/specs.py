@@ -33,6 +33,9 @@ class ExportSpec:
     random_inputs: list[Inputs]  # fresh random inputs of the right range: float parity
     targets: np.ndarray | None = None  # the true label of each real input (accuracy)
     calibration: list[Inputs] | None = None  # static int8 where given, dynamic otherwise
+    # A submodule (attribute name) that static int8 leaves in float: its inputs stay float32 and its weights are
+    # stored as int8 (TFLite) or float (ONNX). For a front end whose activations span too wide a range for int8.
+    float_scope: str | None = None
     info: dict[str, Any] = field(default_factory=dict)  # labels, vocabulary, ... for the manifest
 
     @property
@@ -179,6 +182,52 @@ def textdisc_spec(
             "character), left-padded with the id of a newline when the text is shorter",
             "output": "logits over labels (real, generated)",
             "checkpoint_test_accuracy": meta["metrics"]["test_accuracy"],
+        },
+    )
+
+
+def kws_spec(
+    checkpoint: Path,
+    seed: int = 0,
+    n_random: int = 32,
+    n_calibration: int = 200,
+    data: Any = None,
+) -> ExportSpec:
+    """The keyword spotter, raw PCM in: the held-out voices (clean) are the evaluation set, augmented training
+    clips calibrate; ``data`` (a KWSDataConfig) replaces the checkpoint's data sizes (tests: a smaller set)."""
+    from server.kws.checkpoint import load_kws_model
+    from server.kws.data import ClipSampler, KWSDataConfig, heldout_clips, heldout_set, training_clips
+
+    model, meta = load_kws_model(checkpoint)
+    recorded = meta["data"]
+    config = data or KWSDataConfig(
+        recorded["per_number"], recorded["unknown_words"], recorded["heldout_per_label"], recorded["seed"]
+    )
+    waves, labels = heldout_set(heldout_clips(config), noisy=False, seed=config.seed)
+    calibration, _ = ClipSampler(training_clips(config), seed).batch(n_calibration)
+    rng = np.random.default_rng(seed)
+    levels = 10 ** rng.uniform(-3, 0, size=(n_random, 1, 1))  # quiet to full scale
+    random_waves = (rng.uniform(-1, 1, size=(n_random, 1, 16_000)) * levels).astype(np.float32)
+    return ExportSpec(
+        name="kws",
+        kind=meta["kind"],
+        checkpoint=checkpoint,
+        module=model,
+        input_names=("audio",),
+        output_names=("logits",),
+        real_inputs=[(x[None],) for x in waves],
+        random_inputs=[(x,) for x in random_waves],
+        targets=labels,
+        calibration=[(x[None],) for x in calibration],
+        float_scope="front_end",
+        info={
+            "labels": meta["labels"],
+            "sample_rate": meta["sample_rate"],
+            "clip_samples": meta["clip_samples"],
+            "front_end": model.config.front_end,
+            "input": "audio: one second of mono PCM at 16 kHz, float32 in [-1, 1] (resample other rates first)",
+            "output": "logits over labels; the top one is the word (unknown: another word; silence: no speech)",
+            "checkpoint_heldout_accuracy": meta["metrics"]["heldout_clean_accuracy"],
         },
     )
 

@@ -186,6 +186,56 @@ def _train_textdisc(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_train_kws(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "kws",
+        help="train the keyword spotter (zero..nine, unknown, silence)",
+        description="Train the DS-CNN keyword spotter on one-second clips: espeak-ng renderings of the number words "
+        "and of other words by the training voices (rendered once, cached), augmented afresh every batch (speed, "
+        "shift, reverberation, EQ, telephone band, noise, gain), and noise for silence. The log-mel front end is "
+        "part of the model. Scores the held-out voices and writes a model card beside the checkpoint.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--steps", type=int, default=4000, help="optimizer steps")
+    p.add_argument("--batch-size", type=int, default=64, help="fresh augmented clips per step")
+    p.add_argument("--lr", type=float, default=4e-3, help="peak learning rate (AdamW, one-cycle)")
+    p.add_argument("--seed", type=int, default=0, help="initialization, clip draws and augmentation")
+    p.add_argument("--per-number", type=int, default=250, help="training renderings of each number word")
+    p.add_argument("--unknown-words", type=int, default=1500, help="training renderings of other words")
+    p.add_argument("--heldout-per-label", type=int, default=40, help="held-out clips of each label")
+    p.add_argument("--eval-every", type=int, default=500, help="steps between held-out scores")
+    p.add_argument("--render-workers", type=int, default=2, help="espeak-ng processes while rendering")
+    p.add_argument("--out", type=Path, default=Path("runs/kws/kws_dscnn.safetensors"), help="checkpoint to write")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (logs only)")
+    p.set_defaults(func=_train_kws)
+
+
+def _train_kws(args: argparse.Namespace) -> int:
+    from server.kws.data import KWSDataConfig
+    from server.kws.train import KWSTrainOptions, train_kws
+
+    opts = KWSTrainOptions(
+        out=args.out,
+        steps=args.steps,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        seed=args.seed,
+        eval_every=args.eval_every,
+        render_workers=args.render_workers,
+        data=KWSDataConfig(
+            per_number=args.per_number, unknown_words=args.unknown_words, heldout_per_label=args.heldout_per_label
+        ),
+        progress=not args.no_progress,
+    )
+    info = train_kws(opts)
+    m = info["metrics"]
+    print(
+        f"held-out voices: {m['heldout_clean_accuracy']:.2%} clean, {m['heldout_noisy_accuracy']:.2%} augmented "
+        f"-> {opts.out}"
+    )
+    return 0
+
+
 # -- eval --------------------------------------------------------------------
 def _add_eval_text(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -348,6 +398,62 @@ def _eval_textdisc(args: argparse.Namespace) -> int:
     print(format_confusion(result.confusion, meta["labels"]))
     if args.json:
         print(json.dumps({**result.to_dict(), "by_source": by_group}))
+    return 0
+
+
+def _add_eval_kws(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "kws",
+        help="accuracy and confusion matrix of the keyword spotter",
+        description="Classify WAV files (any rate, channels and sample format; resampled to 16 kHz mono, the "
+        "loudest second kept, shorter clips centred) and print the accuracy and the confusion matrix (rows: "
+        "true label, columns: predicted). A file's label is its folder's name (Speech Commands layout: "
+        "DIR/seven/a.wav) or its name's prefix (seven_a.wav); other words count as unknown, and folders named "
+        "silence or _background_noise_ as silence. With no FILE, the held-out espeak-ng voices are scored.",
+    )
+    p.add_argument("files", nargs="*", type=Path, metavar="DIR|FILE")
+    p.add_argument(
+        "--checkpoint",
+        type=Path,
+        default=None,
+        help=f"default: {DEFAULT_KWS_CHECKPOINT.name} in models/kws (or $ANTIPHON_KWS_CHECKPOINT)",
+    )
+    p.add_argument("--noisy", action="store_true", help="held-out set only: through the training augmentation")
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help='last line: {"accuracy": ..., "count": ..., "confusion": ..., "labels": ...}',
+    )
+    p.set_defaults(func=_eval_kws)
+
+
+def _eval_kws(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from server.kws.checkpoint import load_kws_model
+    from server.kws.evaluate import evaluate
+    from server.vision.evaluate import format_confusion
+
+    model, meta = load_kws_model(args.checkpoint or default_kws_checkpoint())
+    if args.files:
+        from server.kws.audio_files import collect, label_of, one_second, read_wav
+
+        files = collect(args.files)
+        labels = np.asarray([label_of(f) for f in files], dtype=np.int64)
+        waves = np.stack([one_second(read_wav(f)) for f in files])
+        what = f"{len(files)} files"
+    else:
+        from server.kws.data import KWSDataConfig, heldout_clips, heldout_set
+
+        data = meta["data"]
+        config = KWSDataConfig(data["per_number"], data["unknown_words"], data["heldout_per_label"], data["seed"])
+        waves, labels = heldout_set(heldout_clips(config), noisy=args.noisy, seed=config.seed)
+        what = f"{len(labels)} held-out espeak-ng clips" + (" (augmented)" if args.noisy else "")
+    result = evaluate(model, waves, labels)
+    print(f"accuracy {result.accuracy:.2%} on {what}")
+    print(format_confusion(result.confusion, meta["labels"]))
+    if args.json:
+        print(json.dumps({**result.to_dict(), "labels": meta["labels"]}))
     return 0
 
 
@@ -520,8 +626,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, help_text, adders in (
-        ("train", "train a model", [_add_train_text, _add_train_digits, _add_train_textdisc]),
-        ("eval", "evaluate a model", [_add_eval_text, _add_eval_digits, _add_eval_textdisc]),
+        ("train", "train a model", [_add_train_text, _add_train_digits, _add_train_textdisc, _add_train_kws]),
+        ("eval", "evaluate a model", [_add_eval_text, _add_eval_digits, _add_eval_textdisc, _add_eval_kws]),
         ("sample", "generate from a model", [_add_sample_text]),
     ):
         group = commands.add_parser(name, help=help_text, description=help_text.capitalize() + ".")

@@ -100,3 +100,25 @@ def tiny_textdisc_checkpoint(
             )
         )
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_kws_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real keyword spotter: 40 steps on 3 renderings of each number word (about 15 s with espeak-ng)."""
+    from server.kws.data import KWSDataConfig
+    from server.kws.train import KWSTrainOptions, train_kws
+
+    out = tmp_path_factory.mktemp("kws") / "tiny_kws.safetensors"
+    train_kws(
+        KWSTrainOptions(
+            out=out,
+            steps=40,
+            batch_size=16,
+            eval_every=20,
+            render_workers=1,
+            data=KWSDataConfig(per_number=3, unknown_words=8, heldout_per_label=2),
+            model={"channels": 16, "blocks": 2},
+            progress=False,
+        )
+    )
+    return out
