@@ -52,6 +52,7 @@ class ExportOptions:
     small_text_checkpoint: Path | None = None
     textdisc_checkpoint: Path | None = None
     kws_checkpoint: Path | None = None
+    kws_data: Any = None  # a KWSDataConfig for kws's evaluation and calibration clips (None: the checkpoint's)
     text: str | None = None  # held-out text: the text steps' checks (first 1,000 characters), textdisc's real windows
     seed: int = 0
 
@@ -90,7 +91,7 @@ def build_spec(name: str, opts: ExportOptions) -> ExportSpec:
         from export.specs import kws_spec
 
         assert opts.kws_checkpoint is not None
-        return kws_spec(opts.kws_checkpoint, opts.seed)
+        return kws_spec(opts.kws_checkpoint, opts.seed, data=opts.kws_data)
     if not opts.text:
         raise InvalidArgument("text", f"{name}'s checks need real text")
     if name == "text_small_step":
