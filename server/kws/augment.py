@@ -191,7 +191,9 @@ def _colour(rng: np.random.Generator, x: np.ndarray, config: AugmentConfig) -> n
 
 
 _T = np.arange(2 * CLIP) / SAMPLE_RATE
-_HUM = {f0: sum(np.sin(2 * np.pi * f0 * k * _T) / k for k in (1, 2, 3)).astype(np.float32) for f0 in (50, 60)}
+_HUM = {
+    f0: np.sum([np.sin(2 * np.pi * f0 * k * _T) / k for k in (1, 2, 3)], axis=0).astype(np.float32) for f0 in (50, 60)
+}
 
 
 def add_hum(rng: np.random.Generator, x: np.ndarray) -> np.ndarray:

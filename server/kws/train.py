@@ -94,7 +94,7 @@ def train_kws(opts: KWSTrainOptions) -> dict[str, Any]:
     torch.manual_seed(opts.seed)
     generator = torch.Generator().manual_seed(opts.seed)
     model = KWSNet(KWSConfig(num_classes=len(LABELS), **(opts.model or {})))
-    model = model.to(memory_format=torch.channels_last)  # depthwise convolutions train about twice as fast
+    model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # depthwise convolutions: 2x faster
     optimizer = torch.optim.AdamW(model.parameters(), lr=opts.lr, weight_decay=opts.weight_decay)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=opts.lr, total_steps=opts.steps, pct_start=0.1)
     t0 = time.monotonic()
@@ -118,7 +118,8 @@ def train_kws(opts: KWSTrainOptions) -> dict[str, Any]:
             log.info("step %d: train %.3f, held-out clean %.4f", step + 1, running, held_acc)
         bar.set_postfix(loss=f"{loss.item():.3f}", train=f"{running:.3f}", heldout=f"{held_acc:.3f}")
     elapsed = time.monotonic() - t0
-    model = model.to(memory_format=torch.contiguous_format).eval()
+    model.to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]
+    model.eval()
     clean = evaluate(model, clean_x, clean_y)
     noisy = evaluate(model, noisy_x, noisy_y)
     info = {

@@ -63,3 +63,42 @@ def test_bad_options_are_named(tmp_path: Path, options: dict[str, object], messa
     with pytest.raises(InvalidArgument) as info:
         train_textdisc(opts)
     assert str(info.value) == message
+
+
+def test_eval_rebuilds_the_test_windows(
+    tiny_textdisc_checkpoint: Path,
+    tiny_text_checkpoint: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`antiphon eval textdisc --json` scores the recorded test set and gives the card's accuracy."""
+    import json
+
+    from server.cli import main
+
+    monkeypatch.setenv("ANTIPHON_CACHE", str(tiny_textdisc_checkpoint.parent / "cache"))
+    args = ["eval", "textdisc", "--checkpoint", str(tiny_textdisc_checkpoint)]
+    assert main([*args, "--text-checkpoint", str(tiny_text_checkpoint), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["count"] == 16
+    assert result["accuracy"] == read_meta(tiny_textdisc_checkpoint)["metrics"]["test_accuracy"]
+    assert set(result["by_source"]) == {"real", "T=0.8", "T=1.1"}
+
+
+def test_eval_judges_files(
+    tiny_textdisc_checkpoint: Path, tiny_corpus: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """With files, each file's windows are judged; a file shorter than a window is a named bad argument."""
+    import json
+
+    from server.cli import main
+
+    assert main(["eval", "textdisc", str(tiny_corpus), "--checkpoint", str(tiny_textdisc_checkpoint), "--json"]) == 0
+    verdict = json.loads(capsys.readouterr().out.strip().splitlines()[-1])[str(tiny_corpus)]
+    assert verdict["windows"] > 10 and verdict["generated_share"] < 0.2
+    short = tmp_path / "short.txt"
+    short.write_text("Kent.\nHo!\n", encoding="utf-8")
+    with pytest.raises(SystemExit) as info:
+        main(["eval", "textdisc", str(short), "--checkpoint", str(tiny_textdisc_checkpoint)])
+    assert info.value.code == 2
+    assert "FILE: " in capsys.readouterr().err
