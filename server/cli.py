@@ -717,7 +717,13 @@ def _serve(args: argparse.Namespace) -> int:
         import torch
 
         torch.set_num_threads(settings.torch_threads)
-    asyncio.run(serve(settings, settings.text_checkpoint or default_text_checkpoint(), _serve_audio(settings)))
+    classifiers = {
+        "kws": default_kws_checkpoint(),
+        "textdisc": default_textdisc_checkpoint(),
+        "digits": default_digits_checkpoint(),
+    }
+    text = settings.text_checkpoint or default_text_checkpoint()
+    asyncio.run(serve(settings, text, _serve_audio(settings), classifiers))
     return 0
 
 

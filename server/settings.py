@@ -79,6 +79,22 @@ class ServeSettings:
         _path,
     )
     audio_model_id: str = _option("wavenet", "the id clients name the audio model by", "model")
+    classifiers: tuple[str, ...] | None = _option(
+        None,
+        "comma-separated classifiers Classify serves: kws, textdisc, digits (default: each whose checkpoint is in "
+        "models/; none: no classifier)",
+        "model",
+        _names,
+    )
+    kws_checkpoint: Path | None = _option(  # noqa: RUF009
+        None, "keyword-spotting checkpoint (default: models/kws/kws_dscnn.safetensors)", "model", _path
+    )
+    textdisc_checkpoint: Path | None = _option(  # noqa: RUF009
+        None, "text discriminator checkpoint (default: models/textdisc/text_disc.safetensors)", "model", _path
+    )
+    digits_checkpoint: Path | None = _option(  # noqa: RUF009
+        None, "digits CNN checkpoint (default: models/digits/digits_cnn.safetensors)", "model", _path
+    )
     # limits
     max_streams: int = _option(64, "streams generated together in one batch", "limits", int)
     max_waiting: int = _option(64, "streams queued beyond --max-streams before answering overloaded", "limits", int)
@@ -146,6 +162,12 @@ class ServeSettings:
             )
         if not (math.isfinite(self.max_audio_seconds) and self.max_audio_seconds > 0):
             raise InvalidArgument(flag_name("max_audio_seconds"), f"must be positive, got {self.max_audio_seconds}")
+        known = ("kws", "textdisc", "digits", "none")
+        for name in self.classifiers or ():
+            if name not in known:
+                raise InvalidArgument(
+                    flag_name("classifiers"), f"unknown classifier {name!r}; known: {', '.join(known)}"
+                )
         for name in ("text_model_id", "audio_model_id"):
             if not getattr(self, name):
                 raise InvalidArgument(flag_name(name), "must not be empty")

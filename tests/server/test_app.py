@@ -42,14 +42,20 @@ async def _listening(process: asyncio.subprocess.Process) -> tuple[str, str, lis
             return match.group(1), match.group(2), lines
 
 
-async def test_serve_drains_on_sigterm_and_exits_0(tiny_text_checkpoint: Path, tiny_audio_checkpoint: Path) -> None:
-    """SIGTERM lets a live stream finish within the grace period, and the process exits 0. The audio model named
-    by --audio-checkpoint is served beside the text model."""
+async def test_serve_drains_on_sigterm_and_exits_0(
+    tiny_text_checkpoint: Path, tiny_audio_checkpoint: Path, tiny_digits_checkpoint: Path
+) -> None:
+    """SIGTERM lets a live stream finish within the grace period, and the process exits 0. The audio model and the
+    classifier named by flags are served beside the text model."""
     process = await _start(
         "--text-checkpoint",
         str(tiny_text_checkpoint),
         "--audio-checkpoint",
         str(tiny_audio_checkpoint),
+        "--classifiers",
+        "digits",
+        "--digits-checkpoint",
+        str(tiny_digits_checkpoint),
         "--grpc-port",
         "0",
         "--ws-port",
@@ -67,6 +73,7 @@ async def test_serve_drains_on_sigterm_and_exits_0(tiny_text_checkpoint: Path, t
             assert [(m.id, m.kind) for m in listed.models] == [
                 ("char-lstm", models_pb2.MODEL_KIND_TEXT),
                 ("wavenet", models_pb2.MODEL_KIND_AUDIO),
+                ("digits", models_pb2.MODEL_KIND_CLASSIFIER),
             ]
             request = text_pb2.GenerateTextRequest(prompt="Lear.\n", sampling=sampling_pb2.Sampling(max_tokens=2000))
             call = stub.GenerateText(request)
