@@ -16,6 +16,7 @@ from typing import Any
 import grpc
 from websockets.asyncio.server import Server as WebSocketServer
 from websockets.asyncio.server import serve as websocket_serve
+from websockets.frames import CloseCode
 
 from server.engine.api import ModelRegistry
 from server.engine.audio import AudioEngine, AudioLimits
@@ -226,7 +227,11 @@ class Server:
         if self._grpc is not None:
             await self._grpc.stop(1.0)
         if self._ws is not None:
-            self._ws.close()  # close code 1001, going away
+            # Server.close() is idempotent: the first call (close_connections=False) owns the close task, so calling
+            # it again would not close the connections, and an idle client would hold the process open. Close each
+            # connection here with 1001 (going away); the close task then sees every handler return.
+            connections = list(self._ws.connections)
+            await asyncio.gather(*(c.close(CloseCode.GOING_AWAY) for c in connections), return_exceptions=True)
             await self._ws.wait_closed()
 
 

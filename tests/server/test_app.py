@@ -12,6 +12,7 @@ from pathlib import Path
 
 import grpc
 import pytest
+import websockets
 from antiphon.v1 import generation_pb2_grpc, models_pb2, sampling_pb2, text_pb2
 
 from server.app import Server, chat_style
@@ -94,6 +95,24 @@ async def test_serve_drains_on_sigterm_and_exits_0(
         )
         assert done is not None, rest
         assert rest.index("shutting down") < done.start(), rest  # drained after SIGTERM, not finished before
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+
+
+async def test_sigterm_closes_idle_websocket_clients_and_exits_0(tiny_text_checkpoint: Path) -> None:
+    """An idle WebSocket client gets close code 1001 at SIGTERM and does not hold the process open."""
+    process = await _start("--text-checkpoint", str(tiny_text_checkpoint), "--grpc-port", "0", "--ws-port", "0",
+                           "--grace-s", "1", "--torch-threads", "1")  # fmt: skip
+    try:
+        _, ws_address, _ = await _listening(process)
+        async with websockets.connect(f"ws://{ws_address}/") as websocket:
+            process.send_signal(signal.SIGTERM)
+            with pytest.raises(websockets.ConnectionClosed) as closed:
+                await asyncio.wait_for(websocket.recv(), timeout(30))
+            assert closed.value.rcvd is not None and closed.value.rcvd.code == 1001
+        assert await asyncio.wait_for(process.wait(), timeout(30)) == 0
     finally:
         if process.returncode is None:
             process.kill()
