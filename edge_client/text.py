@@ -42,31 +42,25 @@ class Verdict:
 
 
 class TextClassifier:
-    """A text discriminator: characters -> ids by the manifest's vocabulary, padded or cut to the input length.
-
-    Unknown characters read as ``unknown_id`` (default: the index of U+FFFD, else 0); padding is ``pad_id``
-    (default 0) after the text.
-    """
+    """A text discriminator: the text's last ``window`` characters as ids by the manifest's vocabulary (0, or
+    ``unknown_id``, for any other character), left-padded with the id of a newline (or ``pad_id``) when shorter,
+    as ``server.textdisc.data.encode_window`` does."""
 
     def __init__(self, model: Model) -> None:
         self.model = model
         self.vocab = _vocabulary(model)
         self.index = {c: i for i, c in enumerate(self.vocab)}
         entry = model.entry
-        self.unknown_id = int(entry.get("unknown_id", self.index.get(UNKNOWN, 0)))
-        self.pad_id = int(entry.get("pad_id", 0))
-        shape = model.runner.inputs[0].shape
-        self.length = int(entry.get("max_length", shape[-1]))
-        self.lowercase = bool(entry.get("lowercase", False))
+        self.unknown_id = int(entry.get("unknown_id", 0))
+        self.pad_id = int(entry.get("pad_id", self.index.get("\n", 0)))
+        self.length = int(entry.get("window", model.runner.inputs[0].shape[-1]))
         if not model.labels:
             raise ModelFileError(f"model {model.name!r}: the manifest has no labels")
 
     def encode(self, text: str) -> np.ndarray:
-        if self.lowercase:
-            text = text.lower()
-        ids = [self.index.get(c, self.unknown_id) for c in text[: self.length]]
-        ids += [self.pad_id] * (self.length - len(ids))
-        return np.asarray(ids, dtype=np.int32)[None, :]  # (1, length)
+        ids = [self.index.get(c, self.unknown_id) for c in text[-self.length :]]
+        ids = [self.pad_id] * (self.length - len(ids)) + ids
+        return np.asarray(ids, dtype=np.int32)[None, :]  # (1, window)
 
     def classify(self, text: str) -> Verdict:
         if not text.strip():
