@@ -1,8 +1,8 @@
 """Build the files the edge tests run against (needs torch: the main virtualenv).
 
-``python -m tests.edge.build OUT`` writes OUT/export/ (manifest.json and every file), OUT/text.safetensors (the
-text checkpoint the tests' server loads), OUT/digits/ (held-out digit images) and OUT/textdisc.json (texts with
-torch's label):
+``python -m tests.edge.build OUT`` writes OUT/export/ (manifest.json and every file), OUT/text.safetensors and
+OUT/audio.safetensors (the tiny text LSTM and WaveNet the tests' server loads), OUT/digits/ (held-out digit
+images) and OUT/textdisc.json (texts with torch's label):
 
 - ``digits``: the committed digits CNN; ``text_step`` and ``text_small_step``: the tiny text LSTM of the test
   suite (trained in seconds on the tiny dialogue corpus); ``textdisc``: the project's text discriminator trained
@@ -243,6 +243,20 @@ def write_digit_samples(folder: Path, count: int = 10) -> None:
         np.save(folder / f"{index}_{digits.target[index]}.npy", digits.images[index].astype(np.float32))
 
 
+def train_tiny_audio(out: Path) -> Path:
+    """The server tests' tiny WaveNet (30 steps on a few espeak-ng renderings): the tests' server speaks with it."""
+    from server.audio.train import AudioTrainer, AudioTrainOptions
+    from tests.server.conftest import TINY_AUDIO_MODEL
+
+    opts = AudioTrainOptions(
+        out=out, steps=30, device="cpu", precision="fp32", batch_size=4, segment=800, lr=1e-2, warmup_steps=5,
+        eval_every=1000, progress=False, lines=6, number_renderings=1, heldout_lines=2, heldout_number_renderings=0,
+        model=TINY_AUDIO_MODEL,
+    )  # fmt: skip
+    AudioTrainer(opts).train()
+    return out
+
+
 # -- everything --------------------------------------------------------------
 def build(out: Path, text_checkpoint: Path, corpus: Path, seed: int = 0) -> Path:
     """Write OUT/export (manifest and files), OUT/text.safetensors, OUT/digits/*.npy and OUT/textdisc.json;
@@ -297,6 +311,8 @@ def build(out: Path, text_checkpoint: Path, corpus: Path, seed: int = 0) -> Path
     print(f"kws: {time.monotonic() - started:.1f} s", file=sys.stderr)
     (export_dir / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
     shutil.copy(text_checkpoint, out / "text.safetensors")
+    train_tiny_audio(out / "audio.safetensors")
+    print(f"audio: {time.monotonic() - started:.1f} s", file=sys.stderr)
     write_digit_samples(out / "digits")
     return out
 
