@@ -217,8 +217,9 @@ def _drain(process: subprocess.Popen[bytes], lines: list[str]) -> None:
         pass
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def server(edge_files: EdgeFiles) -> Iterator[RunningServer]:
+    """A text-only server shared by a module's tests (each chat has its own session)."""
     running = start_server(edge_files.text_checkpoint)
     yield running
     running.stop()
