@@ -84,6 +84,9 @@ class Generator:
         self.state_shape = tuple(shapes.get("h", [entry.get("layers", 1), 1, entry.get("hidden_size", 1)]))
         self.start_text = str(entry.get("start_text", "\n"))
         self.rng = np.random.default_rng(seed)
+        self.turn_open = False  # a chat reply ended by max_tokens, not by its blank line
+        self.tail = ""  # the last characters the model read
+        self.stopped = False
         self.mask = np.zeros(len(self.vocab), dtype=np.float64)
         if self.vocab[0] == UNKNOWN:
             self.mask[0] = -np.inf
@@ -97,6 +100,7 @@ class Generator:
 
     def _step(self, token: int) -> None:
         logits, self.h, self.c = self.model.runner(np.asarray([token], dtype=np.int32), self.h, self.c)
+        self.tail = (self.tail + self.vocab[token])[-len(TURN_END) :]
         self.logits = logits.reshape(-1).astype(np.float64)
 
     def read(self, text: str) -> int:
@@ -124,11 +128,13 @@ class Generator:
         self, max_tokens: int, temperature: float = 0.8, top_k: int = 0, stop: str | None = None
     ) -> Iterator[str]:
         """Up to ``max_tokens`` characters; stops before ``stop`` (which is read but not yielded)."""
+        self.stopped = False
         held = ""
         for _ in range(max_tokens):
             held += self.sample(temperature, top_k)
             if stop and stop in held:
                 before = held[: held.index(stop)]
+                self.stopped = True
                 if before:
                     yield before
                 return
@@ -145,5 +151,9 @@ class Generator:
         """The persona's reply to ``message``; the state keeps the conversation for the next turn."""
         if not message.strip() or TURN_END in message:
             raise InvalidArgument("message", "must be non-empty and contain no blank line")
+        if self.turn_open:  # the last reply stopped at max_tokens: close it with the newlines still missing
+            self.read(TURN_END[len(self.tail) - len(self.tail.rstrip("\n")) :])
         self.read(f"{speaker}.\n{message}{TURN_END}{persona}.\n")
+        self.turn_open = True
         yield from self.generate(max_tokens, temperature, top_k, stop=TURN_END)
+        self.turn_open = not self.stopped
