@@ -261,37 +261,20 @@ def train_tiny_audio(out: Path) -> Path:
 def build(out: Path, text_checkpoint: Path, corpus: Path, seed: int = 0) -> Path:
     """Write OUT/export (manifest and files), OUT/text.safetensors, OUT/digits/*.npy and OUT/textdisc.json;
     returns OUT."""
-    from export.specs import textdisc_spec
-    from server.data.shakespeare import load_corpus
-
     export_dir = out / "export"
     if export_dir.exists():
         shutil.rmtree(export_dir)
-    os.environ["ANTIPHON_CACHE"] = str(out / "cache")  # the discriminator's samples of the tiny LSTM
     started = time.monotonic()
-    disc = train_tiny_textdisc(out / "textdisc.safetensors", text_checkpoint, corpus)
-    print(f"textdisc trained: {time.monotonic() - started:.1f} s", file=sys.stderr)
-    held_out = load_corpus(corpus).valid_text
-    opts = ExportOptions(
-        out=export_dir,
-        models=("digits", "text_step", "textdisc"),
-        formats=("onnx", "tflite"),
-        int8=True,
-        digits_checkpoint=DIGITS_CHECKPOINT,
-        text_checkpoint=text_checkpoint,
-        small_text_checkpoint=text_checkpoint,
-        textdisc_checkpoint=disc,
-        text=held_out,
-        seed=seed,
-    )
-    manifest: dict[str, Any] = export_models(opts)
-    # the tiny LSTM again as the small step, float only (the fallback test needs it by name; int8 is text_step's)
-    small = replace(opts, out=out / "small", models=("text_small_step",), int8=False)
-    manifest["models"]["text_small_step"] = export_models(small)["models"]["text_small_step"]
-    for file in (out / "small").glob("text_small_step*"):
-        shutil.move(file, export_dir / file.name)
-    print(f"digits, text steps, textdisc: {time.monotonic() - started:.1f} s", file=sys.stderr)
-    write_textdisc_samples(textdisc_spec(disc, text_checkpoint, held_out, seed), out / "textdisc.json")
+    cache = os.environ.get("ANTIPHON_CACHE")
+    os.environ["ANTIPHON_CACHE"] = str(out / "cache")  # the discriminator's samples of the tiny LSTM, kept apart
+    try:
+        disc = train_tiny_textdisc(out / "textdisc.safetensors", text_checkpoint, corpus)
+        manifest, opts = _export_all(out, export_dir, text_checkpoint, corpus, disc, seed, started)
+    finally:
+        if cache is None:
+            del os.environ["ANTIPHON_CACHE"]
+        else:
+            os.environ["ANTIPHON_CACHE"] = cache
     if REAL_KWS.is_file():  # the committed keyword spotter, checked on a few held-out clips of each label
         from server.kws.data import KWSDataConfig
 
@@ -315,6 +298,37 @@ def build(out: Path, text_checkpoint: Path, corpus: Path, seed: int = 0) -> Path
     print(f"audio: {time.monotonic() - started:.1f} s", file=sys.stderr)
     write_digit_samples(out / "digits")
     return out
+
+
+def _export_all(
+    out: Path, export_dir: Path, text_checkpoint: Path, corpus: Path, disc: Path, seed: int, started: float
+) -> tuple[dict[str, Any], ExportOptions]:
+    from export.specs import textdisc_spec
+    from server.data.shakespeare import load_corpus
+
+    print(f"textdisc trained: {time.monotonic() - started:.1f} s", file=sys.stderr)
+    held_out = load_corpus(corpus).valid_text
+    opts = ExportOptions(
+        out=export_dir,
+        models=("digits", "text_step", "textdisc"),
+        formats=("onnx", "tflite"),
+        int8=True,
+        digits_checkpoint=DIGITS_CHECKPOINT,
+        text_checkpoint=text_checkpoint,
+        small_text_checkpoint=text_checkpoint,
+        textdisc_checkpoint=disc,
+        text=held_out,
+        seed=seed,
+    )
+    manifest: dict[str, Any] = export_models(opts)
+    # the tiny LSTM again as the small step, float only (the fallback test needs it by name; int8 is text_step's)
+    small = replace(opts, out=out / "small", models=("text_small_step",), int8=False)
+    manifest["models"]["text_small_step"] = export_models(small)["models"]["text_small_step"]
+    for file in (out / "small").glob("text_small_step*"):
+        shutil.move(file, export_dir / file.name)
+    print(f"digits, text steps, textdisc: {time.monotonic() - started:.1f} s", file=sys.stderr)
+    write_textdisc_samples(textdisc_spec(disc, text_checkpoint, held_out, seed), out / "textdisc.json")
+    return manifest, opts
 
 
 def main(argv: list[str]) -> int:

@@ -79,7 +79,7 @@ def edge_files(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPath
     from tests.edge.build import build
 
     checkpoint = request.getfixturevalue("tiny_text_checkpoint")
-    corpus = request.getfixturevalue("tiny_corpus").read_text(encoding="utf-8")
+    corpus = request.getfixturevalue("tiny_corpus")
     return EdgeFiles(build(tmp_path_factory.mktemp("edge"), checkpoint, corpus))
 
 
