@@ -170,24 +170,14 @@ def _onnx_scope_nodes(path: Path, scope: str) -> list[str]:
 
 
 def _tflite_static_recipe(scope: str | None) -> list[dict[str, Any]]:
-    """``static_wi8_ai8``; with ``scope``, that submodule's ops compute in float from int8 weights (weight-only)
-    and the graph inputs stay float32."""
+    """``static_wi8_ai8``; with ``scope``, that submodule's ops stay float (weights and activations) and the graph
+    inputs stay float32."""
     from ai_edge_quantizer import recipe
 
     entries: list[dict[str, Any]] = list(recipe.static_wi8_ai8())
-    if scope is None:
-        return entries
-    weight_only = {
-        "weight_tensor_config": {"num_bits": 8, "symmetric": True, "granularity": "CHANNELWISE", "dtype": "INT"},
-        "compute_precision": "FLOAT",
-        "explicit_dequantize": True,
-    }
-    entries.append({"regex": scope, "operation": "*", "algorithm_key": "no_quantize"})
-    for op in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "BATCH_MATMUL"):
-        entries.append(
-            {"regex": scope, "operation": op, "algorithm_key": "min_max_uniform_quantize", "op_config": weight_only}
-        )
-    entries.append({"regex": ".*", "operation": "INPUT", "algorithm_key": "no_quantize"})
+    if scope is not None:
+        entries.append({"regex": scope, "operation": "*", "algorithm_key": "no_quantize"})
+        entries.append({"regex": ".*", "operation": "INPUT", "algorithm_key": "no_quantize"})
     return entries
 
 
@@ -204,7 +194,7 @@ def tflite_int8(spec: ExportSpec, float_path: Path, path: Path) -> str:
                 result = qt.quantize(qt.calibrate({"serving_default": data}))
                 method = "ai-edge-quantizer static_wi8_ai8, int8 weights and activations"
                 if spec.float_scope:
-                    method += f"; {spec.float_scope} float from int8 weights, float32 input"
+                    method += f"; {spec.float_scope} float, float32 input"
             else:
                 qt.load_quantization_recipe(recipe.dynamic_wi8_afp32())
                 result = qt.quantize()

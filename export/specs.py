@@ -190,13 +190,14 @@ def kws_spec(
     checkpoint: Path,
     seed: int = 0,
     n_random: int = 32,
-    n_calibration: int = 200,
+    n_calibration: int = 400,
     data: Any = None,
 ) -> ExportSpec:
-    """The keyword spotter, raw PCM in: the held-out voices (clean) are the evaluation set, augmented training
-    clips calibrate; ``data`` (a KWSDataConfig) replaces the checkpoint's data sizes (tests: a smaller set)."""
+    """The keyword spotter, raw PCM in: the held-out voices (clean) are the evaluation set, training clips (half
+    augmented, half clean) calibrate; ``data`` (a KWSDataConfig) replaces the checkpoint's data sizes (tests: a
+    smaller set)."""
     from server.kws.checkpoint import load_kws_model
-    from server.kws.data import ClipSampler, KWSDataConfig, heldout_clips, heldout_set, training_clips
+    from server.kws.data import BaseClips, ClipSampler, KWSDataConfig, heldout_clips, heldout_set, training_clips
 
     model, meta = load_kws_model(checkpoint)
     recorded = meta["data"]
@@ -204,7 +205,13 @@ def kws_spec(
         recorded["per_number"], recorded["unknown_words"], recorded["heldout_per_label"], recorded["seed"]
     )
     waves, labels = heldout_set(heldout_clips(config), noisy=False, seed=config.seed)
-    calibration, _ = ClipSampler(training_clips(config), seed).batch(n_calibration)
+    train = training_clips(config)
+    augmented, _ = ClipSampler(train, seed).batch(n_calibration - n_calibration // 2)
+    # Clean clips too: a word in digital silence reaches the log floor, which augmented clips seldom do, and an int8
+    # range calibrated without it would clip every silent frame of a clean recording.
+    pick = np.random.default_rng(seed).permutation(len(train.clips))[: n_calibration // 2]
+    clean, _ = heldout_set(BaseClips([train.clips[i] for i in pick], [train.audio[i] for i in pick]), False, seed)
+    calibration = np.concatenate([augmented, clean])
     rng = np.random.default_rng(seed)
     levels = 10 ** rng.uniform(-3, 0, size=(n_random, 1, 1))  # quiet to full scale
     random_waves = (rng.uniform(-1, 1, size=(n_random, 1, 16_000)) * levels).astype(np.float32)
