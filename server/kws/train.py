@@ -139,7 +139,7 @@ def train_kws(opts: KWSTrainOptions) -> dict[str, Any]:
         "sample_rate": 16_000,
         "clip_samples": 16_000,
         "data": {
-            "source": f"espeak-ng ({espeak_version()})",
+            "source": f"espeak-ng ({espeak_version().split('Data at')[0].strip().rstrip(':').strip()})",
             **opts.data.to_dict(),
             "train_clips": len(base.clips),
             "heldout_clips": len(held.clips),
