@@ -316,6 +316,7 @@ def _add_train_kws(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--heldout-per-label", type=int, default=40, help="held-out clips of each label")
     p.add_argument("--eval-every", type=int, default=500, help="steps between held-out scores")
     p.add_argument("--render-workers", type=int, default=2, help="espeak-ng processes while rendering")
+    p.add_argument("--init", type=Path, default=None, help="start from this kws checkpoint's weights (fine-tuning)")
     p.add_argument("--out", type=Path, default=Path("runs/kws/kws_dscnn.safetensors"), help="checkpoint to write")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (logs only)")
     p.set_defaults(func=_train_kws)
@@ -333,6 +334,7 @@ def _train_kws(args: argparse.Namespace) -> int:
         seed=args.seed,
         eval_every=args.eval_every,
         render_workers=args.render_workers,
+        init=args.init,
         data=KWSDataConfig(
             per_number=args.per_number, unknown_words=args.unknown_words, heldout_per_label=args.heldout_per_label
         ),
