@@ -1,0 +1,158 @@
+"""WaveNet generation speed: the eager PyTorch step against the compiled loop, and the audio engine in process.
+
+    python benchmarks/audio_bench.py [--checkpoint PATH] [--seconds 2] [--json]
+
+In one run: samples/s of the eager batched PyTorch step (one stream, then 16) on one core; the compiled loop for
+one stream on one core, four streams on two cores and 16 streams on two cores (real-time factor = samples/s per
+stream / 16,000); then, through the AudioEngine, the time from a request to its first audio chunk at idle (espeak-ng
+rendering, log-mel, conditioning and the first 20 ms chunk; median of 7) and four concurrent engine streams on two
+cores. Without a checkpoint the default configuration is timed with random weights (speed does not depend on them).
+The load average at the start is printed: other processes on the machine slow every figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from server.audio.checkpoint import load_audio_model
+from server.audio.data import voice_table
+from server.audio.fast import FastWaveNet, StreamState
+from server.audio.model import WaveNet, WaveNetConfig
+from server.audio.torch_step import TorchWaveNetStep
+from server.engine.api import AudioRequest
+from server.engine.audio import AudioEngine, AudioLimits
+
+RATE = 16_000
+TEXT = "Now is the winter of our discontent made glorious summer by this sun of York."
+
+
+def load_model(path: Path | None) -> tuple[WaveNet, list[str], str]:
+    if path is not None and path.is_file():
+        model, voices, _ = load_audio_model(path)
+        return model, voices, str(path)
+    torch.manual_seed(0)
+    voices = voice_table()
+    return WaveNet(WaveNetConfig(voices=len(voices))).eval(), voices, "default config, random weights"
+
+
+def random_feats(model: WaveNet, frames: int, seed: int) -> np.ndarray:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(frames, model.config.cond_channels, generator=g).numpy()
+
+
+def time_compiled(model: WaveNet, streams: int, threads: int, samples: int) -> float:
+    """Samples/s per stream of the compiled loop (best of three calls after a warm-up)."""
+    fast = FastWaveNet(model, threads=threads)
+    frames = samples * 4 // model.config.hop + 2
+    state = StreamState.concat([fast.start(random_feats(model, frames, i), i, 1.0) for i in range(streams)])
+    fast.generate(state, 320)
+    best = float("inf")
+    for _ in range(3):
+        t0 = time.perf_counter()
+        fast.generate(state, samples)
+        best = min(best, time.perf_counter() - t0)
+    fast.close()
+    return samples / best
+
+
+def time_eager(model: WaveNet, streams: int, samples: int) -> float:
+    """Samples/s per stream of the batched PyTorch step on one thread."""
+    step = TorchWaveNetStep(model)
+    frames = samples // model.config.hop + 2
+    feats = [torch.from_numpy(random_feats(model, frames, i)) for i in range(streams)]
+    s = step.start(feats, list(range(streams)), [1.0] * streams)
+    step.generate(s, 20)
+    t0 = time.perf_counter()
+    step.generate(s, samples)
+    return samples / (time.perf_counter() - t0)
+
+
+async def engine_figures(model: WaveNet, voices: list[str]) -> dict[str, Any]:
+    engine = AudioEngine("bench", model, voices, AudioLimits(threads=2, max_streams=16))
+    engine.start()
+    try:
+        warm = engine.generate(AudioRequest("warm up", seed=0, max_seconds=0.1))
+        async for _ in warm:
+            pass
+        firsts = []
+        for i in range(7):
+            t0 = time.perf_counter()
+            stream = engine.generate(AudioRequest(TEXT, seed=i, max_seconds=0.5))
+            async for _ in stream:
+                if not firsts or len(firsts) <= i:
+                    firsts.append(time.perf_counter() - t0)
+            await asyncio.sleep(0.05)
+
+        async def one(seed: int) -> tuple[int, float]:
+            t0 = time.perf_counter()
+            stream = engine.generate(AudioRequest(TEXT, seed=seed, max_seconds=3.0))
+            got = 0
+            first = None
+            async for codes in stream:
+                got += len(codes)
+                first = first or time.perf_counter()
+            return got, time.perf_counter() - (first or t0)
+
+        results = await asyncio.gather(*(one(100 + i) for i in range(4)))
+    finally:
+        await engine.close()
+    return {
+        "first_chunk_ms_median": 1000 * statistics.median(firsts),
+        "first_chunk_ms_max": 1000 * max(firsts),
+        "four_streams_rtf_min": min(got / RATE / wall for got, wall in results),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoint", type=Path, default=Path("models/audio/wavenet.safetensors"))
+    parser.add_argument("--seconds", type=float, default=2.0, help="audio per timed call of the compiled loop")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    model, voices, source = load_model(args.checkpoint)
+    c = model.config
+    load = os.getloadavg()
+    print(f"model: {source}; {c.layers} layers, {c.residual_channels} residual, {c.skip_channels} skip channels")
+    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, load {load[0]:.2f}")
+    samples = int(args.seconds * RATE)
+    figures: dict[str, Any] = {"load_average_1m": load[0], "model": source}
+    figures["eager_1_stream"] = time_eager(model, 1, 400)
+    figures["eager_16_streams_total"] = 16 * time_eager(model, 16, 200)
+    figures["compiled_1_stream_1_core"] = time_compiled(model, 1, 1, samples)
+    figures["compiled_4_streams_2_cores_each"] = time_compiled(model, 4, 2, samples // 2)
+    figures["compiled_16_streams_2_cores_total"] = 16 * time_compiled(model, 16, 2, samples // 8)
+    figures.update(asyncio.run(engine_figures(model, voices)))
+    rows = [
+        ("eager PyTorch step, 1 stream, 1 core", figures["eager_1_stream"], 1),
+        ("eager PyTorch step, 16 streams, 1 core (total)", figures["eager_16_streams_total"], 16),
+        ("compiled loop, 1 stream, 1 core", figures["compiled_1_stream_1_core"], 1),
+        ("compiled loop, 4 streams, 2 cores (each)", figures["compiled_4_streams_2_cores_each"], 1),
+        ("compiled loop, 16 streams, 2 cores (total)", figures["compiled_16_streams_2_cores_total"], 16),
+    ]
+    for name, rate, streams in rows:
+        print(f"{name:48s} {rate:10,.0f} samples/s  {rate / RATE / streams:6.2f}x real time per stream")
+    print(
+        f"engine: first audio chunk {figures['first_chunk_ms_median']:.1f} ms median "
+        f"({figures['first_chunk_ms_max']:.1f} max) at idle; 4 concurrent streams on 2 cores: slowest "
+        f"{figures['four_streams_rtf_min']:.2f}x real time"
+    )
+    if args.json:
+        print(json.dumps(figures))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
