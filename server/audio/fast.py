@@ -140,13 +140,13 @@ def _matvec2(wt, x0, x1, init0, init1, out0, out1):
         j += 1
 
 
-@numba.njit(cache=True, fastmath=True, nogil=True)
+@numba.njit(cache=True, fastmath=True, nogil=True, error_model="numpy")
 def _project_frame(feats, frame, w_cond, b_cond, out):
     """out (L * 2G,) = b_cond + w_cond @ feats[frame]."""
     _matvec(w_cond, feats[frame], b_cond, out)
 
 
-@numba.njit(cache=True, fastmath=True, nogil=True)
+@numba.njit(cache=True, fastmath=True, nogil=True, error_model="numpy")
 def _generate(
     rows,  # (A,) int64: the state rows to advance
     p0,
