@@ -16,7 +16,7 @@ from typing import Generic, Protocol, Self, TypeVar
 
 import numpy as np
 
-from server.errors import NotFound
+from server.errors import NotFound, Unimplemented
 
 Piece = TypeVar("Piece", str, np.ndarray)
 
@@ -247,6 +247,8 @@ class ModelRegistry:
 
     def audio_model(self, name: str) -> AudioService:
         """The audio model ``name`` (empty: the default audio model)."""
+        if not self.audio:
+            raise Unimplemented("no audio model is served here (serve one with --audio-checkpoint)")
         key = name or self.default_audio
         service = self.audio.get(key)
         if service is None:

@@ -48,7 +48,7 @@ async def test_generate_audio_is_unimplemented(start_server: StartServer) -> Non
         with pytest.raises(grpc.aio.AioRpcError) as info:
             await call.read()
     assert info.value.code() == grpc.StatusCode.UNIMPLEMENTED
-    assert info.value.details() == "GenerateAudio: no audio model is loaded on this server yet"
+    assert info.value.details() == "no audio model is served here (serve one with --audio-checkpoint)"
 
 
 async def test_classify_is_unimplemented(start_server: StartServer) -> None:
