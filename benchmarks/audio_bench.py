@@ -1,4 +1,4 @@
-"""WaveNet generation speed: the eager PyTorch step against the compiled loop, and the audio engine in process.
+"""WaveNet generation speed: the eager PyTorch step against the compiled loop, and the audio engine (in process, gRPC).
 
     python benchmarks/audio_bench.py [--checkpoint PATH] [--seconds 2] [--json]
 
@@ -6,7 +6,8 @@ In one run: samples/s of the eager batched PyTorch step (one stream, then 16) on
 one stream on one core, four streams on two cores and 16 streams on two cores (real-time factor = samples/s per
 stream / 16,000); then, through the AudioEngine, the time from a request to its first audio chunk at idle (espeak-ng
 rendering, log-mel, conditioning and the first 20 ms chunk; median of 7) and four concurrent engine streams on two
-cores. Without a checkpoint the default configuration is timed with random weights (speed does not depend on them).
+cores, both in process and over gRPC (a real server on a free port, the client in this process). Without a
+checkpoint the default configuration is timed with random weights (speed does not depend on them).
 The load average at the start is printed: other processes on the machine slow every figure.
 """
 
@@ -20,19 +21,23 @@ import platform
 import statistics
 import sys
 import time
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
+import grpc
 import numpy as np
 import torch
+from antiphon.v1 import audio_pb2, generation_pb2_grpc, sampling_pb2
 
 from server.audio.checkpoint import load_audio_model
 from server.audio.data import voice_table
 from server.audio.fast import FastWaveNet, StreamState
 from server.audio.model import WaveNet, WaveNetConfig
 from server.audio.torch_step import TorchWaveNetStep
-from server.engine.api import AudioRequest
+from server.engine.api import AudioRequest, ModelRegistry
 from server.engine.audio import AudioEngine, AudioLimits
+from server.transport.grpc_service import add_services
 
 RATE = 16_000
 TEXT = "Now is the winter of our discontent made glorious summer by this sun of York."
@@ -79,40 +84,78 @@ def time_eager(model: WaveNet, streams: int, samples: int) -> float:
     return samples / (time.perf_counter() - t0)
 
 
-async def engine_figures(model: WaveNet, voices: list[str]) -> dict[str, Any]:
-    engine = AudioEngine("bench", model, voices, AudioLimits(threads=2, max_streams=16))
-    engine.start()
-    try:
-        warm = engine.generate(AudioRequest("warm up", seed=0, max_seconds=0.1))
-        async for _ in warm:
-            pass
-        firsts = []
-        for i in range(7):
-            t0 = time.perf_counter()
-            stream = engine.generate(AudioRequest(TEXT, seed=i, max_seconds=0.5))
-            async for _ in stream:
-                if not firsts or len(firsts) <= i:
-                    firsts.append(time.perf_counter() - t0)
-            await asyncio.sleep(0.05)
+Opener = Callable[[str, int, float], AsyncIterator[int]]  # (text, seed, max_seconds) -> samples per message
 
-        async def one(seed: int) -> tuple[int, float]:
-            t0 = time.perf_counter()
-            stream = engine.generate(AudioRequest(TEXT, seed=seed, max_seconds=3.0))
-            got = 0
-            first = None
-            async for codes in stream:
-                got += len(codes)
-                first = first or time.perf_counter()
-            return got, time.perf_counter() - (first or t0)
 
-        results = await asyncio.gather(*(one(100 + i) for i in range(4)))
-    finally:
-        await engine.close()
+def inproc_opener(engine: AudioEngine) -> Opener:
+    async def open_stream(text: str, seed: int, seconds: float) -> AsyncIterator[int]:
+        async for codes in engine.generate(AudioRequest(text, seed=seed, max_seconds=seconds)):
+            yield len(codes)
+
+    return open_stream
+
+
+def grpc_opener(stub: generation_pb2_grpc.GenerationStub) -> Opener:
+    async def open_stream(text: str, seed: int, seconds: float) -> AsyncIterator[int]:
+        request = audio_pb2.GenerateAudioRequest(
+            text=text,
+            max_seconds=seconds,
+            sampling=sampling_pb2.Sampling(seed=seed),
+            encoding=audio_pb2.AUDIO_ENCODING_PCM16_LE,
+        )
+        async for chunk in stub.GenerateAudio(request):
+            yield len(chunk.data) // 2
+
+    return open_stream
+
+
+async def stream_figures(open_stream: Opener) -> dict[str, float]:
+    """First audio at idle (median and max of 7), then four concurrent streams' real-time factor."""
+    firsts = []
+    for i in range(7):
+        t0 = time.perf_counter()
+        async for samples in open_stream(TEXT, i, 0.5):
+            if samples and len(firsts) <= i:
+                firsts.append(time.perf_counter() - t0)
+        await asyncio.sleep(0.05)
+
+    async def one(seed: int) -> float:
+        got, first = 0, None
+        async for samples in open_stream(TEXT, seed, 3.0):
+            got += samples
+            first = first or time.perf_counter()
+        return got / RATE / (time.perf_counter() - (first or 0.0))
+
+    rtfs = await asyncio.gather(*(one(100 + i) for i in range(4)))
     return {
         "first_chunk_ms_median": 1000 * statistics.median(firsts),
         "first_chunk_ms_max": 1000 * max(firsts),
-        "four_streams_rtf_min": min(got / RATE / wall for got, wall in results),
+        "four_streams_rtf_min": min(rtfs),
     }
+
+
+async def engine_figures(model: WaveNet, voices: list[str]) -> dict[str, dict[str, float]]:
+    """The audio engine (two compute threads) in process, then behind a real gRPC server on a free port."""
+    engine = AudioEngine("bench", model, voices, AudioLimits(threads=2, max_streams=16))
+    engine.start()
+    models = ModelRegistry()
+    models.add_audio(engine)
+    server = grpc.aio.server()
+    add_services(server, models)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+    try:
+        async for _ in inproc_opener(engine)("warm up", 0, 0.1):
+            pass
+        return {
+            "inproc": await stream_figures(inproc_opener(engine)),
+            "grpc": await stream_figures(grpc_opener(generation_pb2_grpc.GenerationStub(channel))),
+        }
+    finally:
+        await channel.close()
+        await server.stop(0)
+        await engine.close()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -144,11 +187,12 @@ def main(argv: list[str] | None = None) -> int:
     ]
     for name, rate, streams in rows:
         print(f"{name:48s} {rate:10,.0f} samples/s  {rate / RATE / streams:6.2f}x real time per stream")
-    print(
-        f"engine: first audio chunk {figures['first_chunk_ms_median']:.1f} ms median "
-        f"({figures['first_chunk_ms_max']:.1f} max) at idle; 4 concurrent streams on 2 cores: slowest "
-        f"{figures['four_streams_rtf_min']:.2f}x real time"
-    )
+    for where in ("inproc", "grpc"):
+        f = figures[where]
+        print(
+            f"engine {where:6s}: first audio {f['first_chunk_ms_median']:.1f} ms median ({f['first_chunk_ms_max']:.1f} "
+            f"max) at idle; 4 concurrent streams on 2 cores: slowest {f['four_streams_rtf_min']:.2f}x real time"
+        )
     if args.json:
         print(json.dumps(figures))
     return 0
