@@ -341,6 +341,8 @@ def write_model_card(out: Path, info: dict[str, Any], config: dict[str, Any]) ->
     train, data, metrics = info["training"], info["data"], info["metrics"]
     opts = train["options"]
     run = f"--steps {opts['steps']}" if opts["steps"] is not None else f"--minutes {opts['minutes']}"
+    if opts.get("input_noise"):
+        run += f" --input-noise {opts['input_noise']:g}"
     stacks = config["layers"] // config["cycle"]
     arch = (
         f"{config['layers']} layers ({stacks} x dilations 1..{2 ** (config['cycle'] - 1)}), kernel 2, "
