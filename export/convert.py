@@ -105,7 +105,10 @@ def onnx_int8(spec: ExportSpec, float_path: Path, path: Path) -> str:
     try:
         with _quiet():
             pre = path.with_name(path.stem + ".pre.onnx")
-            quant_pre_process(str(float_path), str(pre))
+            try:
+                quant_pre_process(str(float_path), str(pre))
+            except Exception:  # symbolic shape inference gives up on some reductions; ONNX's own inference suffices
+                quant_pre_process(str(float_path), str(pre), skip_symbolic_shape=True)
             if spec.calibration:
 
                 class Reader(CalibrationDataReader):
@@ -116,6 +119,7 @@ def onnx_int8(spec: ExportSpec, float_path: Path, path: Path) -> str:
                         batch = next(self.batches, None)
                         return None if batch is None else dict(zip(names, batch, strict=True))
 
+                excluded = _onnx_scope_nodes(pre, spec.float_scope) if spec.float_scope else []
                 quantize_static(
                     str(pre),
                     str(path),
@@ -124,8 +128,11 @@ def onnx_int8(spec: ExportSpec, float_path: Path, path: Path) -> str:
                     per_channel=True,
                     activation_type=QuantType.QInt8,
                     weight_type=QuantType.QInt8,
+                    nodes_to_exclude=excluded,
                 )
                 method = "onnxruntime static QDQ, int8 weights (per channel) and activations"
+                if excluded:
+                    method += f"; {spec.float_scope} ({len(excluded)} nodes) float"
             else:
                 quantize_dynamic(
                     str(pre),
@@ -141,6 +148,49 @@ def onnx_int8(spec: ExportSpec, float_path: Path, path: Path) -> str:
     return method
 
 
+def _onnx_scope_nodes(path: Path, scope: str) -> list[str]:
+    """Names of the nodes exported from submodule ``scope`` (their ``namespace`` metadata names it) and of every
+    node they depend on (helpers the exporter added without metadata)."""
+    import onnx
+
+    graph = onnx.load(str(path)).graph
+    producer = {out: node for node in graph.node for out in node.output}
+    marker = f"/{scope}: "
+    todo = [n for n in graph.node if any(p.key == "namespace" and marker in p.value for p in n.metadata_props)]
+    if not todo:
+        raise ExportError(f"no ONNX node comes from the submodule {scope!r}")
+    seen: dict[str, None] = {}
+    while todo:
+        node = todo.pop()
+        if node.name in seen:
+            continue
+        seen[node.name] = None
+        todo += [producer[i] for i in node.input if i in producer]
+    return list(seen)
+
+
+def _tflite_static_recipe(scope: str | None) -> list[dict[str, Any]]:
+    """``static_wi8_ai8``; with ``scope``, that submodule's ops compute in float from int8 weights (weight-only)
+    and the graph inputs stay float32."""
+    from ai_edge_quantizer import recipe
+
+    entries: list[dict[str, Any]] = list(recipe.static_wi8_ai8())
+    if scope is None:
+        return entries
+    weight_only = {
+        "weight_tensor_config": {"num_bits": 8, "symmetric": True, "granularity": "CHANNELWISE", "dtype": "INT"},
+        "compute_precision": "FLOAT",
+        "explicit_dequantize": True,
+    }
+    entries.append({"regex": scope, "operation": "*", "algorithm_key": "no_quantize"})
+    for op in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "BATCH_MATMUL"):
+        entries.append(
+            {"regex": scope, "operation": op, "algorithm_key": "min_max_uniform_quantize", "op_config": weight_only}
+        )
+    entries.append({"regex": ".*", "operation": "INPUT", "algorithm_key": "no_quantize"})
+    return entries
+
+
 def tflite_int8(spec: ExportSpec, float_path: Path, path: Path) -> str:
     """Quantize a TFLite file with the LiteRT quantizer; returns the method used."""
     try:
@@ -149,10 +199,12 @@ def tflite_int8(spec: ExportSpec, float_path: Path, path: Path) -> str:
 
             qt = quantizer.Quantizer(str(float_path))
             if spec.calibration:
-                qt.load_quantization_recipe(recipe.static_wi8_ai8())
+                qt.load_quantization_recipe(_tflite_static_recipe(spec.float_scope))
                 data = [dict(zip(spec.input_names, batch, strict=True)) for batch in spec.calibration]
                 result = qt.quantize(qt.calibrate({"serving_default": data}))
                 method = "ai-edge-quantizer static_wi8_ai8, int8 weights and activations"
+                if spec.float_scope:
+                    method += f"; {spec.float_scope} float from int8 weights, float32 input"
             else:
                 qt.load_quantization_recipe(recipe.dynamic_wi8_afp32())
                 result = qt.quantize()

@@ -27,7 +27,7 @@ from export.parity import (
     top_labels,
 )
 from export.runtime import open_runner
-from export.specs import MODELS, ExportSpec, check_model_names, digits_spec, text_step_spec
+from export.specs import MODELS, ExportSpec, check_model_names, digits_spec, text_step_spec, textdisc_spec
 from server.checkpoint import file_sha256
 from server.errors import ExportError, InvalidArgument
 
@@ -48,8 +48,12 @@ class ExportOptions:
     formats: tuple[str, ...] = tuple(FORMATS)
     int8: bool = False
     digits_checkpoint: Path | None = None
-    text_checkpoint: Path | None = None
-    text: str | None = None  # real text for the text step's checks (its first 1,000 characters are read)
+    text_checkpoint: Path | None = None  # the default text model: text_step, and textdisc's generator
+    small_text_checkpoint: Path | None = None
+    textdisc_checkpoint: Path | None = None
+    kws_checkpoint: Path | None = None
+    kws_data: Any = None  # a KWSDataConfig for kws's evaluation and calibration clips (None: the checkpoint's)
+    text: str | None = None  # held-out text: the text steps' checks (first 1,000 characters), textdisc's real windows
     seed: int = 0
 
     def validate(self) -> None:
@@ -63,17 +67,40 @@ class ExportOptions:
             raise InvalidArgument("formats", f"unknown format {unknown[0]!r}; known: {', '.join(FORMATS)}")
         if "digits" in self.models and self.digits_checkpoint is None:
             raise InvalidArgument("digits_checkpoint", "the digits model needs a checkpoint")
-        if "text_step" in self.models and self.text_checkpoint is None:
-            raise InvalidArgument("text_checkpoint", "the text step needs a checkpoint")
+        needs = {
+            "text_step": ("text_checkpoint",),
+            "text_small_step": ("small_text_checkpoint",),
+            "textdisc": ("textdisc_checkpoint", "text_checkpoint"),
+            "kws": ("kws_checkpoint",),
+        }
+        for model in self.models:
+            for name in needs.get(model, ()):
+                if getattr(self, name) is None:
+                    raise InvalidArgument(name, f"{model} needs a checkpoint ({name})")
+
+    @property
+    def needs_text(self) -> bool:
+        return any(m in self.models for m in ("text_step", "text_small_step", "textdisc"))
 
 
 def build_spec(name: str, opts: ExportOptions) -> ExportSpec:
     if name == "digits":
         assert opts.digits_checkpoint is not None  # validate() checked
         return digits_spec(opts.digits_checkpoint, opts.seed)
-    assert opts.text_checkpoint is not None
+    if name == "kws":
+        from export.specs import kws_spec
+
+        assert opts.kws_checkpoint is not None
+        return kws_spec(opts.kws_checkpoint, opts.seed, data=opts.kws_data)
     if not opts.text:
-        raise InvalidArgument("text", "the text step's checks need real text")
+        raise InvalidArgument("text", f"{name}'s checks need real text")
+    if name == "text_small_step":
+        assert opts.small_text_checkpoint is not None
+        return text_step_spec(opts.small_text_checkpoint, opts.text, opts.seed, name=name)
+    assert opts.text_checkpoint is not None
+    if name == "textdisc":
+        assert opts.textdisc_checkpoint is not None
+        return textdisc_spec(opts.textdisc_checkpoint, opts.text_checkpoint, opts.text, opts.seed)
     return text_step_spec(opts.text_checkpoint, opts.text, opts.seed)
 
 
@@ -140,7 +167,7 @@ def _describe(spec: ExportSpec, fmt: str, path: Path, precision: str, method: st
             f"{path.name}: top label agrees with torch on {parity['top_label_agreement']:.2%} of "
             f"{parity['evaluated']} inputs (at least {INT8_AGREEMENT:.0%} needed)"
         )
-    if "vocabulary" in spec.info:
+    if spec.kind == "char_lstm_step":
         parity.update(greedy_text_figures(spec, runner))
         if precision == "float32" and not parity["greedy_matches"]:
             raise ExportError(

@@ -33,6 +33,9 @@ class ExportSpec:
     random_inputs: list[Inputs]  # fresh random inputs of the right range: float parity
     targets: np.ndarray | None = None  # the true label of each real input (accuracy)
     calibration: list[Inputs] | None = None  # static int8 where given, dynamic otherwise
+    # A submodule (attribute name) that static int8 leaves in float: its inputs stay float32 and its weights are
+    # stored as int8 (TFLite) or float (ONNX). For a front end whose activations span too wide a range for int8.
+    float_scope: str | None = None
     info: dict[str, Any] = field(default_factory=dict)  # labels, vocabulary, ... for the manifest
 
     @property
@@ -78,7 +81,9 @@ def digits_spec(checkpoint: Path, seed: int = 0, n_random: int = 32) -> ExportSp
     )
 
 
-def text_step_spec(checkpoint: Path, text: str, seed: int = 0, n_random: int = 32) -> ExportSpec:
+def text_step_spec(
+    checkpoint: Path, text: str, seed: int = 0, n_random: int = 32, name: str = "text_step"
+) -> ExportSpec:
     """The character LSTM as a one-token step; ``text`` (the first 1,000 characters are read) gives real inputs:
     each character with the state torch reached before it."""
     from export.text_step import TextStep
@@ -106,7 +111,7 @@ def text_step_spec(checkpoint: Path, text: str, seed: int = 0, n_random: int = 3
         for _ in range(n_random)
     ]
     return ExportSpec(
-        name="text_step",
+        name=name,
         kind="char_lstm_step",
         checkpoint=checkpoint,
         module=step,
@@ -129,10 +134,111 @@ def text_step_spec(checkpoint: Path, text: str, seed: int = 0, n_random: int = 3
     )
 
 
+def textdisc_spec(
+    checkpoint: Path, generator: Path, text: str, seed: int = 0, n_random: int = 32, n_calibration: int = 200
+) -> ExportSpec:
+    """The text discriminator: the checkpoint's test windows (``text``, the held-out text, for the real ones; fresh
+    samples of ``generator`` for the generated ones) are the evaluation set, training-text windows calibrate."""
+    from server.checkpoint import file_sha256
+    from server.errors import ExportError
+    from server.textdisc.checkpoint import load_textdisc_model
+    from server.textdisc.data import WINDOW, test_windows, windows
+    from server.textdisc.samples import SampleSet, load_samples
+
+    model, vocab, meta = load_textdisc_model(checkpoint)
+    if file_sha256(generator) != meta["generator"]["sha256"]:
+        raise ExportError(f"{checkpoint.name} was trained against another generator than {generator.name}")
+    recorded = meta["data"]["test_samples"]
+    test_set = SampleSet(**{**recorded, "temperatures": tuple(recorded["temperatures"])})
+    data = test_windows(vocab, text, load_samples(generator, test_set))
+    train_set = SampleSet(
+        **{**meta["data"]["train_samples"], "temperatures": tuple(meta["data"]["train_samples"]["temperatures"])}
+    )
+    rng = np.random.default_rng(seed)
+    calibration_text = "".join(s.text for s in load_samples(generator, train_set)[: n_calibration // 2])
+    calibration = np.concatenate(
+        [
+            windows(vocab, calibration_text, n_calibration // 2),
+            data.ids[rng.permutation(len(data.ids))[: n_calibration // 2]],
+        ]
+    )
+    random_ids = rng.integers(0, len(vocab), size=(n_random, 1, WINDOW)).astype(np.int32)
+    return ExportSpec(
+        name="textdisc",
+        kind=meta["kind"],
+        checkpoint=checkpoint,
+        module=model,
+        input_names=("ids",),
+        output_names=("logits",),
+        real_inputs=[(x[None],) for x in data.ids],
+        random_inputs=[(x,) for x in random_ids],
+        targets=data.labels,
+        calibration=[(x[None],) for x in calibration],
+        info={
+            "labels": meta["labels"],
+            "vocabulary": vocab.chars,
+            "window": WINDOW,
+            "input": f"ids: the last {WINDOW} characters as int32 ids in the vocabulary (0 for any other "
+            "character), left-padded with the id of a newline when the text is shorter",
+            "output": "logits over labels (real, generated)",
+            "checkpoint_test_accuracy": meta["metrics"]["test_accuracy"],
+        },
+    )
+
+
+def kws_spec(
+    checkpoint: Path,
+    seed: int = 0,
+    n_random: int = 32,
+    n_calibration: int = 200,
+    data: Any = None,
+) -> ExportSpec:
+    """The keyword spotter, raw PCM in: the held-out voices (clean) are the evaluation set, augmented training
+    clips calibrate; ``data`` (a KWSDataConfig) replaces the checkpoint's data sizes (tests: a smaller set)."""
+    from server.kws.checkpoint import load_kws_model
+    from server.kws.data import ClipSampler, KWSDataConfig, heldout_clips, heldout_set, training_clips
+
+    model, meta = load_kws_model(checkpoint)
+    recorded = meta["data"]
+    config = data or KWSDataConfig(
+        recorded["per_number"], recorded["unknown_words"], recorded["heldout_per_label"], recorded["seed"]
+    )
+    waves, labels = heldout_set(heldout_clips(config), noisy=False, seed=config.seed)
+    calibration, _ = ClipSampler(training_clips(config), seed).batch(n_calibration)
+    rng = np.random.default_rng(seed)
+    levels = 10 ** rng.uniform(-3, 0, size=(n_random, 1, 1))  # quiet to full scale
+    random_waves = (rng.uniform(-1, 1, size=(n_random, 1, 16_000)) * levels).astype(np.float32)
+    return ExportSpec(
+        name="kws",
+        kind=meta["kind"],
+        checkpoint=checkpoint,
+        module=model,
+        input_names=("audio",),
+        output_names=("logits",),
+        real_inputs=[(x[None],) for x in waves],
+        random_inputs=[(x,) for x in random_waves],
+        targets=labels,
+        calibration=[(x[None],) for x in calibration],
+        float_scope="front_end",
+        info={
+            "labels": meta["labels"],
+            "sample_rate": meta["sample_rate"],
+            "clip_samples": meta["clip_samples"],
+            "front_end": model.config.front_end,
+            "input": "audio: one second of mono PCM at 16 kHz, float32 in [-1, 1] (resample other rates first)",
+            "output": "logits over labels; the top one is the word (unknown: another word; silence: no speech)",
+            "checkpoint_heldout_accuracy": meta["metrics"]["heldout_clean_accuracy"],
+        },
+    )
+
+
 SpecBuilder = Callable[..., ExportSpec]
 MODELS: dict[str, str] = {
     "digits": "the digits CNN (image classifier)",
     "text_step": "the character LSTM as a one-token step with explicit state (offline generation)",
+    "text_small_step": "the small character LSTM as a one-token step (fast offline generation on the edge)",
+    "textdisc": "the text discriminator (real text or sampled from the character LSTM)",
+    "kws": "keyword spotting on one second of 16 kHz audio, log-mel front end inside",
 }
 
 

@@ -13,15 +13,26 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from server.errors import AntiphonError, InvalidArgument
 
 log = logging.getLogger("antiphon")
 
+if TYPE_CHECKING:
+    from server.settings import ServeSettings
+
 REPO_MODELS = Path(__file__).resolve().parent.parent / "models"
 DEFAULT_TEXT_CHECKPOINT = REPO_MODELS / "text" / "char_lstm.safetensors"
 DEFAULT_DIGITS_CHECKPOINT = REPO_MODELS / "digits" / "digits_cnn.safetensors"
 DEFAULT_AUDIO_CHECKPOINT = REPO_MODELS / "audio" / "wavenet.safetensors"
+DEFAULT_TEXTDISC_CHECKPOINT = REPO_MODELS / "textdisc" / "text_disc.safetensors"
+DEFAULT_SMALL_TEXT_CHECKPOINT = REPO_MODELS / "text" / "char_lstm_small.safetensors"
+DEFAULT_KWS_CHECKPOINT = REPO_MODELS / "kws" / "kws_dscnn.safetensors"
+
+
+def default_kws_checkpoint() -> Path:
+    return Path(os.environ.get("ANTIPHON_KWS_CHECKPOINT", DEFAULT_KWS_CHECKPOINT))
 
 
 def default_text_checkpoint() -> Path:
@@ -249,6 +260,100 @@ def _train_audio(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_train_textdisc(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "textdisc",
+        help="train the text discriminator (real text or sampled from the LSTM)",
+        description="Train the text discriminator on windows of 256 characters: the training plays (real) against "
+        "streams sampled from the text model at temperatures 0.6, 0.8, 1.0 and 1.2 (generated once and cached "
+        "under the antiphon cache). Tested on the held-out plays and fresh streams at temperatures 0.7, 0.9 and "
+        "1.1 with other seeds. Writes a model card beside the checkpoint.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument(
+        "--text-checkpoint",
+        type=Path,
+        default=None,
+        help="the generator (default: models/text/char_lstm.safetensors or $ANTIPHON_TEXT_CHECKPOINT)",
+    )
+    p.add_argument("--corpus", type=Path, help="a UTF-8 text file instead of Shakespeare (last 5%% tests)")
+    p.add_argument("--steps", type=int, default=3000, help="optimizer steps")
+    p.add_argument("--batch-size", type=int, default=64, help="windows per step, half real")
+    p.add_argument("--lr", type=float, default=3e-3, help="peak learning rate (AdamW, one-cycle)")
+    p.add_argument("--seed", type=int, default=0, help="initialization and window draws")
+    p.add_argument("--out", type=Path, default=Path("runs/textdisc/text_disc.safetensors"), help="checkpoint to write")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (logs only)")
+    p.set_defaults(func=_train_textdisc)
+
+
+def _train_textdisc(args: argparse.Namespace) -> int:
+    from server.textdisc.train import TextDiscTrainOptions, train_textdisc
+
+    opts = TextDiscTrainOptions(
+        text_checkpoint=args.text_checkpoint or default_text_checkpoint(),
+        out=args.out,
+        corpus=args.corpus,
+        steps=args.steps,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        seed=args.seed,
+        progress=not args.no_progress,
+    )
+    info = train_textdisc(opts)
+    print(f"test accuracy {info['metrics']['test_accuracy']:.2%} -> {opts.out}")
+    return 0
+
+
+def _add_train_kws(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "kws",
+        help="train the keyword spotter (zero..nine, unknown, silence)",
+        description="Train the DS-CNN keyword spotter on one-second clips: espeak-ng renderings of the number words "
+        "and of other words by the training voices (rendered once, cached), augmented afresh every batch (speed, "
+        "shift, reverberation, EQ, telephone band, noise, gain), and noise for silence. The log-mel front end is "
+        "part of the model. Scores the held-out voices and writes a model card beside the checkpoint.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--steps", type=int, default=4000, help="optimizer steps")
+    p.add_argument("--batch-size", type=int, default=64, help="fresh augmented clips per step")
+    p.add_argument("--lr", type=float, default=4e-3, help="peak learning rate (AdamW, one-cycle)")
+    p.add_argument("--seed", type=int, default=0, help="initialization, clip draws and augmentation")
+    p.add_argument("--per-number", type=int, default=250, help="training renderings of each number word")
+    p.add_argument("--unknown-words", type=int, default=1500, help="training renderings of other words")
+    p.add_argument("--heldout-per-label", type=int, default=40, help="held-out clips of each label")
+    p.add_argument("--eval-every", type=int, default=500, help="steps between held-out scores")
+    p.add_argument("--render-workers", type=int, default=2, help="espeak-ng processes while rendering")
+    p.add_argument("--out", type=Path, default=Path("runs/kws/kws_dscnn.safetensors"), help="checkpoint to write")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (logs only)")
+    p.set_defaults(func=_train_kws)
+
+
+def _train_kws(args: argparse.Namespace) -> int:
+    from server.kws.data import KWSDataConfig
+    from server.kws.train import KWSTrainOptions, train_kws
+
+    opts = KWSTrainOptions(
+        out=args.out,
+        steps=args.steps,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        seed=args.seed,
+        eval_every=args.eval_every,
+        render_workers=args.render_workers,
+        data=KWSDataConfig(
+            per_number=args.per_number, unknown_words=args.unknown_words, heldout_per_label=args.heldout_per_label
+        ),
+        progress=not args.no_progress,
+    )
+    info = train_kws(opts)
+    m = info["metrics"]
+    print(
+        f"held-out voices: {m['heldout_clean_accuracy']:.2%} clean, {m['heldout_noisy_accuracy']:.2%} augmented "
+        f"-> {opts.out}"
+    )
+    return 0
+
+
 # -- eval --------------------------------------------------------------------
 def _add_eval_text(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -416,6 +521,137 @@ def _eval_audio(args: argparse.Namespace) -> int:
     return 0
 
 
+def default_textdisc_checkpoint() -> Path:
+    return Path(os.environ.get("ANTIPHON_TEXTDISC_CHECKPOINT", DEFAULT_TEXTDISC_CHECKPOINT))
+
+
+def _add_eval_textdisc(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "textdisc",
+        help="accuracy of the text discriminator, or its verdict on text files",
+        description="With no FILE: rebuild the test windows the checkpoint names (held-out plays and fresh "
+        "samples of its generator, from the cache or sampled again) and print the accuracy, by source, and the "
+        "confusion matrix. With FILEs: the share of each file's 256-character windows judged generated.",
+    )
+    p.add_argument("files", nargs="*", type=Path, metavar="FILE")
+    p.add_argument(
+        "--checkpoint",
+        type=Path,
+        default=None,
+        help=f"default: {DEFAULT_TEXTDISC_CHECKPOINT.name} in models/textdisc (or $ANTIPHON_TEXTDISC_CHECKPOINT)",
+    )
+    p.add_argument(
+        "--text-checkpoint",
+        type=Path,
+        default=None,
+        help="the generator of the test samples (default: the text model the checkpoint names, if it is the "
+        "default one)",
+    )
+    p.add_argument("--json", action="store_true", help="last line: the figures as JSON")
+    p.set_defaults(func=_eval_textdisc)
+
+
+def _eval_textdisc(args: argparse.Namespace) -> int:
+    from server.textdisc.checkpoint import load_textdisc_model
+    from server.textdisc.data import WINDOW, windows
+    from server.textdisc.evaluate import predict_logits
+
+    model, vocab, meta = load_textdisc_model(args.checkpoint or default_textdisc_checkpoint())
+    if args.files:
+        verdicts: dict[str, dict[str, float | int]] = {}
+        for path in args.files:
+            text = _read_utf8(path, "FILE")
+            if len(text) < WINDOW:
+                raise InvalidArgument("FILE", f"{path} has {len(text)} characters; at least {WINDOW} are needed")
+            ids = windows(vocab, text, max(1, len(text) // WINDOW))
+            share = float(predict_logits(model, ids).argmax(axis=1).mean())
+            verdicts[str(path)] = {"windows": len(ids), "generated_share": share}
+            print(f"{path}: {share:.1%} of {len(ids)} windows judged generated")
+        if args.json:
+            print(json.dumps(verdicts))
+        return 0
+    from server.checkpoint import file_sha256
+    from server.data.shakespeare import load_corpus
+    from server.textdisc.data import test_windows
+    from server.textdisc.evaluate import evaluate
+    from server.textdisc.samples import SampleSet, load_samples
+    from server.vision.evaluate import format_confusion
+
+    generator = args.text_checkpoint or default_text_checkpoint()
+    if file_sha256(generator) != meta["generator"]["sha256"]:
+        raise InvalidArgument("text_checkpoint", f"{generator} is not the generator the checkpoint was trained on")
+    corpus_opt = meta["training"]["options"].get("corpus")
+    corpus = load_corpus(Path(corpus_opt) if corpus_opt else None)
+    test_set = SampleSet(
+        **{**meta["data"]["test_samples"], "temperatures": tuple(meta["data"]["test_samples"]["temperatures"])}
+    )
+    data = test_windows(vocab, corpus.valid_text, load_samples(generator, test_set))
+    result, by_group = evaluate(model, data)
+    print(f"accuracy {result.accuracy:.2%} on {result.count} windows")
+    for group, accuracy in by_group.items():
+        print(f"  {group}: {accuracy:.2%}")
+    print(format_confusion(result.confusion, meta["labels"]))
+    if args.json:
+        print(json.dumps({**result.to_dict(), "by_source": by_group}))
+    return 0
+
+
+def _add_eval_kws(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "kws",
+        help="accuracy and confusion matrix of the keyword spotter",
+        description="Classify WAV files (any rate, channels and sample format; resampled to 16 kHz mono, the "
+        "loudest second kept, shorter clips centred) and print the accuracy and the confusion matrix (rows: "
+        "true label, columns: predicted). A file's label is its folder's name (Speech Commands layout: "
+        "DIR/seven/a.wav) or its name's prefix (seven_a.wav); other words count as unknown, and folders named "
+        "silence or _background_noise_ as silence. With no FILE, the held-out espeak-ng voices are scored.",
+    )
+    p.add_argument("files", nargs="*", type=Path, metavar="DIR|FILE")
+    p.add_argument(
+        "--checkpoint",
+        type=Path,
+        default=None,
+        help=f"default: {DEFAULT_KWS_CHECKPOINT.name} in models/kws (or $ANTIPHON_KWS_CHECKPOINT)",
+    )
+    p.add_argument("--noisy", action="store_true", help="held-out set only: through the training augmentation")
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help='last line: {"accuracy": ..., "count": ..., "confusion": ..., "labels": ...}',
+    )
+    p.set_defaults(func=_eval_kws)
+
+
+def _eval_kws(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from server.kws.checkpoint import load_kws_model
+    from server.kws.evaluate import evaluate
+    from server.vision.evaluate import format_confusion
+
+    model, meta = load_kws_model(args.checkpoint or default_kws_checkpoint())
+    if args.files:
+        from server.kws.audio_files import collect, label_of, one_second, read_wav
+
+        files = collect(args.files)
+        labels = np.asarray([label_of(f) for f in files], dtype=np.int64)
+        waves = np.stack([one_second(read_wav(f)) for f in files])
+        what = f"{len(files)} files"
+    else:
+        from server.kws.data import KWSDataConfig, heldout_clips, heldout_set
+
+        data = meta["data"]
+        config = KWSDataConfig(data["per_number"], data["unknown_words"], data["heldout_per_label"], data["seed"])
+        waves, labels = heldout_set(heldout_clips(config), noisy=args.noisy, seed=config.seed)
+        what = f"{len(labels)} held-out espeak-ng clips" + (" (augmented)" if args.noisy else "")
+    result = evaluate(model, waves, labels)
+    print(f"accuracy {result.accuracy:.2%} on {what}")
+    print(format_confusion(result.confusion, meta["labels"]))
+    if args.json:
+        print(json.dumps({**result.to_dict(), "labels": meta["labels"]}))
+    return 0
+
+
 # -- sample ------------------------------------------------------------------
 def _add_sample_text(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -488,7 +724,79 @@ def _serve(args: argparse.Namespace) -> int:
         import torch
 
         torch.set_num_threads(settings.torch_threads)
-    asyncio.run(serve(settings, settings.text_checkpoint or default_text_checkpoint()))
+    classifiers = {
+        "kws": default_kws_checkpoint(),
+        "textdisc": default_textdisc_checkpoint(),
+        "digits": default_digits_checkpoint(),
+    }
+    text = settings.text_checkpoint or default_text_checkpoint()
+    asyncio.run(serve(settings, text, _serve_audio(settings), classifiers))
+    return 0
+
+
+def _serve_audio(settings: ServeSettings) -> Path | None:
+    """The audio checkpoint to serve: the one named (``none``: no audio), else the default when it exists."""
+    if settings.audio_checkpoint is not None:
+        return None if str(settings.audio_checkpoint).lower() == "none" else Path(settings.audio_checkpoint)
+    default = DEFAULT_AUDIO_CHECKPOINT
+    if default.is_file():
+        return default
+    logging.getLogger("antiphon.server").warning(
+        "no audio model at %s: serving text only (train one with `antiphon train audio`)", default
+    )
+    return None
+
+
+# -- say ---------------------------------------------------------------------
+def _add_say(commands: argparse._SubParsersAction) -> None:
+    p = commands.add_parser(
+        "say",
+        help="speak a text with the WaveNet (play it, or write a WAV file)",
+        description="Speak TEXT with the WaveNet in this process: espeak-ng renders the text, the WaveNet makes "
+        "every sample, and the audio streams to `aplay` (speech starts before the rest is made) or into a WAV "
+        "file as it is generated. Progress (seconds made, speed against real time) goes to stderr.",
+    )
+    p.add_argument("text", help="the text to speak; - reads it from stdin")
+    p.add_argument("-o", "--out", type=Path, default=None, help="write a 16 kHz 16-bit WAV file (- for stdout)")
+    p.add_argument("--voice", default="", help="an espeak-ng voice, accent+variant (default: the model's)")
+    p.add_argument("--temperature", type=float, default=None, help="sampling temperature; 0 is greedy (default 1)")
+    p.add_argument("--seed", type=int, default=None, help="same seed, same samples (default: random)")
+    p.add_argument("--max-seconds", type=float, default=None, help="stop after this much audio (default 30)")
+    p.add_argument("--threads", type=int, default=1, help="cores for the WaveNet step (default 1)")
+    p.add_argument("--checkpoint", type=Path, default=None, help="default: models/audio/wavenet.safetensors")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_say)
+
+
+def _say(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from server.audio.say import SayOptions, say
+
+    text = sys.stdin.read() if args.text == "-" else args.text
+    if not 1 <= args.threads <= 64:
+        raise InvalidArgument("threads", f"must be in 1..64, got {args.threads}")
+    checkpoint = args.checkpoint or default_audio_checkpoint()
+    if not checkpoint.is_file():
+        raise InvalidArgument("checkpoint", f"{checkpoint} does not exist (train one with `antiphon train audio`)")
+    options = SayOptions(
+        text=text,
+        checkpoint=checkpoint,
+        out=args.out,
+        voice=args.voice,
+        temperature=args.temperature,
+        seed=args.seed,
+        max_seconds=args.max_seconds,
+        threads=args.threads,
+        progress=not args.quiet,
+    )
+    result = asyncio.run(say(options))
+    where = "played" if args.out is None else f"wrote {args.out}"
+    print(
+        f"{where}: {result.samples / 16_000:.2f} s of audio in {result.seconds:.2f} s "
+        f"(first chunk after {result.first_chunk_s * 1000:.0f} ms, {result.finish_reason})",
+        file=sys.stderr,
+    )
     return 0
 
 
@@ -509,8 +817,8 @@ def _add_export(commands: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--models",
         type=_comma_list,
-        default="digits,text_step",
-        help="comma-separated: digits, text_step (default: both)",
+        default="digits,text_step,text_small_step,textdisc,kws",
+        help="comma-separated: digits, text_step, text_small_step, textdisc, kws (default: all)",
     )
     p.add_argument(
         "--formats", type=_comma_list, default="onnx,tflite", help="comma-separated: onnx, tflite (default: both)"
@@ -523,7 +831,19 @@ def _add_export(commands: argparse._SubParsersAction) -> None:
         help="folder for the files and manifest.json (default: runs/export)",
     )
     p.add_argument("--digits-checkpoint", type=Path, default=None, help="default: models/digits/digits_cnn.safetensors")
-    p.add_argument("--text-checkpoint", type=Path, default=None, help="default: models/text/char_lstm.safetensors")
+    p.add_argument(
+        "--text-checkpoint",
+        type=Path,
+        default=None,
+        help="text_step, and the generator textdisc was trained against (default: models/text/char_lstm.safetensors)",
+    )
+    p.add_argument(
+        "--small-text-checkpoint", type=Path, default=None, help="default: models/text/char_lstm_small.safetensors"
+    )
+    p.add_argument(
+        "--textdisc-checkpoint", type=Path, default=None, help="default: models/textdisc/text_disc.safetensors"
+    )
+    p.add_argument("--kws-checkpoint", type=Path, default=None, help="default: models/kws/kws_dscnn.safetensors")
     p.add_argument(
         "--text-corpus",
         type=Path,
@@ -544,10 +864,13 @@ def _export(args: argparse.Namespace) -> int:
         int8=args.int8,
         digits_checkpoint=args.digits_checkpoint or default_digits_checkpoint(),
         text_checkpoint=args.text_checkpoint or default_text_checkpoint(),
+        small_text_checkpoint=args.small_text_checkpoint or DEFAULT_SMALL_TEXT_CHECKPOINT,
+        textdisc_checkpoint=args.textdisc_checkpoint or default_textdisc_checkpoint(),
+        kws_checkpoint=args.kws_checkpoint or default_kws_checkpoint(),
         seed=args.seed,
     )
     opts.validate()
-    if "text_step" in opts.models:
+    if opts.needs_text:
         from server.data.shakespeare import load_corpus
 
         opts.text = load_corpus(args.text_corpus).valid_text
@@ -570,8 +893,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, help_text, adders in (
-        ("train", "train a model", [_add_train_text, _add_train_digits, _add_train_audio]),
-        ("eval", "evaluate a model", [_add_eval_text, _add_eval_digits, _add_eval_audio]),
+        (
+            "train",
+            "train a model",
+            [_add_train_text, _add_train_digits, _add_train_audio, _add_train_textdisc, _add_train_kws],
+        ),
+        (
+            "eval",
+            "evaluate a model",
+            [_add_eval_text, _add_eval_digits, _add_eval_audio, _add_eval_textdisc, _add_eval_kws],
+        ),
         ("sample", "generate from a model", [_add_sample_text]),
     ):
         group = commands.add_parser(name, help=help_text, description=help_text.capitalize() + ".")
@@ -579,6 +910,7 @@ def build_parser() -> argparse.ArgumentParser:
         for add in adders:
             add(kinds)
     _add_serve(commands)
+    _add_say(commands)
     _add_export(commands)
     return parser
 

@@ -63,3 +63,62 @@ def tiny_text_checkpoint(tmp_path_factory: pytest.TempPathFactory, tiny_corpus: 
     )
     TextTrainer(opts).train()
     return out
+
+
+# Sample sets of the tiny text model for the tiny text discriminator: other temperatures and seeds for the test.
+TINY_TEXTDISC_SAMPLES = {
+    "train_samples": {"temperatures": (0.7, 1.0), "streams": 4, "length": 800, "seed": 11},
+    "test_samples": {"temperatures": (0.8, 1.1), "streams": 2, "length": 64 + 2 * 256, "seed": 12},
+}
+
+
+@pytest.fixture(scope="session")
+def tiny_textdisc_checkpoint(
+    tmp_path_factory: pytest.TempPathFactory, tiny_text_checkpoint: Path, tiny_corpus: Path
+) -> Path:
+    """A real text discriminator of the tiny corpus against the tiny LSTM's samples, 150 steps (seconds).
+
+    Samples are cached in ``<checkpoint folder>/cache`` (ANTIPHON_CACHE while the fixture trains)."""
+    from server.textdisc.samples import SampleSet
+    from server.textdisc.train import TextDiscTrainOptions, train_textdisc
+
+    folder = tmp_path_factory.mktemp("textdisc")
+    out = folder / "tiny_disc.safetensors"
+    sets = {k: SampleSet(**v) for k, v in TINY_TEXTDISC_SAMPLES.items()}  # type: ignore[arg-type]
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("ANTIPHON_CACHE", str(folder / "cache"))
+        train_textdisc(
+            TextDiscTrainOptions(
+                text_checkpoint=tiny_text_checkpoint,
+                out=out,
+                corpus=tiny_corpus,
+                steps=150,
+                batch_size=32,
+                progress=False,
+                model={"embed_dim": 16, "channels": 32, "dilations": (1, 2, 4)},
+                **sets,
+            )
+        )
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_kws_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real keyword spotter: 40 steps on 3 renderings of each number word (about 15 s with espeak-ng)."""
+    from server.kws.data import KWSDataConfig
+    from server.kws.train import KWSTrainOptions, train_kws
+
+    out = tmp_path_factory.mktemp("kws") / "tiny_kws.safetensors"
+    train_kws(
+        KWSTrainOptions(
+            out=out,
+            steps=40,
+            batch_size=16,
+            eval_every=20,
+            render_workers=1,
+            data=KWSDataConfig(per_number=3, unknown_words=8, heldout_per_label=2),
+            model={"channels": 16, "blocks": 2},
+            progress=False,
+        )
+    )
+    return out

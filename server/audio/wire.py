@@ -1,8 +1,8 @@
 """Audio on the wire: the WaveNet's mu-law codes to PCM16 or G.711 mu-law bytes, chunking, WAV files. No torch.
 
-The WaveNet predicts 8-bit mu-law codes (mu = 255, continuous companding quantised to 256 levels); clients get
-signed 16-bit little-endian PCM, or 8-bit G.711 mu-law (the telephony standard, what ``aplay -f MU_LAW`` and
-every telephony stack read) on request.
+The WaveNet predicts 8-bit mu-law codes (``server.audio.mulaw``: mu = 255, continuous companding quantised to 256
+levels); clients get signed 16-bit little-endian PCM, or 8-bit G.711 mu-law (the telephony standard, what
+``aplay -f MU_LAW`` and every telephony stack read) on request.
 """
 
 from __future__ import annotations
@@ -13,26 +13,13 @@ from functools import cache
 
 import numpy as np
 
+from server.audio import mulaw
 from server.errors import InvalidArgument
 
-MU = 255
 PCM16 = "pcm16"
 MULAW = "mulaw"
 ENCODINGS = (PCM16, MULAW)
 BYTES_PER_SAMPLE = {PCM16: 2, MULAW: 1}
-
-
-def mulaw_expand(codes: np.ndarray) -> np.ndarray:
-    """The WaveNet's 8-bit codes (0..255) as float32 samples in [-1, 1]."""
-    y = codes.astype(np.float32) * (2.0 / MU) - 1.0
-    return (np.sign(y) * np.expm1(np.abs(y) * np.log1p(MU)) / MU).astype(np.float32)
-
-
-def mulaw_compress(audio: np.ndarray) -> np.ndarray:
-    """Float samples in [-1, 1] as the WaveNet's 8-bit codes (the inverse of :func:`mulaw_expand`, rounded)."""
-    x = np.clip(audio, -1.0, 1.0)
-    y = np.sign(x) * np.log1p(MU * np.abs(x)) / np.log1p(MU)
-    return np.rint((y + 1.0) * (MU / 2.0)).astype(np.uint8)
 
 
 def to_pcm16(audio: np.ndarray) -> np.ndarray:
@@ -69,7 +56,7 @@ def g711_decode(codes: np.ndarray) -> np.ndarray:
 
 def encode_codes(codes: np.ndarray, encoding: str) -> bytes:
     """WaveNet codes as wire bytes in ``encoding``."""
-    pcm = to_pcm16(mulaw_expand(codes))
+    pcm = to_pcm16(mulaw.decode(codes))
     if encoding == PCM16:
         return pcm.tobytes()
     if encoding == MULAW:

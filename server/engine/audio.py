@@ -175,6 +175,13 @@ class AudioEngine:
         """Streams being prepared, waiting or in the batch (ended ones leave at the next call)."""
         return self._preparing + len(self._ready) + len(self._jobs)
 
+    @torch.no_grad()
+    def warm_up(self) -> None:
+        """Compile the step (or load it from numba's cache) and run espeak-ng once, so the first request is fast."""
+        wave = trim_silence(synthesize("ready", Rendering(voice=self.default_voice)), pad=160)
+        feats = utterance_features(self.model, self.frames(wave), self.voice_ids.get(self.default_voice, 0))[0]
+        self.fast.generate(self.fast.start(feats.numpy(), 0, 1.0), self.limits.chunk)
+
     def start(self) -> None:
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name=f"audio-engine-{self.model_id}")

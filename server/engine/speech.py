@@ -51,7 +51,7 @@ def speakable(sentence: str) -> bool:
 @dataclass(frozen=True)
 class SpeechOptions:
     voice: str = ""
-    temperature: float | None = None
+    temperature: float | None = None  # None: the audio model's default
     seed: int | None = None  # sentence n is generated with seed + n
 
 
@@ -72,7 +72,7 @@ def speech_options(voice: str, sampling: SamplingOptions, audio: AudioService) -
     """Check the voice before any text is written, so a bad one fails the turn at once."""
     if voice and voice not in audio.info.voices:
         raise InvalidArgument("voice", f"{voice!r} is not a voice of {audio.info.id} ({len(audio.info.voices)} voices)")
-    return SpeechOptions(voice=voice, temperature=sampling.temperature, seed=sampling.seed)
+    return SpeechOptions(voice=voice, seed=sampling.seed)  # the audio model's own default temperature
 
 
 async def speak_turn(

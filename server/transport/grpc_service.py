@@ -14,6 +14,7 @@ from contextlib import aclosing
 from typing import Any, NoReturn, TypeVar
 
 import grpc
+import numpy as np
 from antiphon.v1 import (
     audio_pb2,
     chat_pb2,
@@ -37,13 +38,14 @@ from server.engine.api import (
     AudioRequest,
     AudioStream,
     ChatTurn,
+    ClassifyInput,
     ModelRegistry,
     SamplingOptions,
     TextRequest,
     TextStream,
 )
 from server.engine.speech import SpokenTurn, speak_turn, speech_options
-from server.errors import AntiphonError, InvalidArgument, Unimplemented
+from server.errors import AntiphonError, InvalidArgument
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +62,6 @@ ENCODINGS = {
 }
 WIRE_ENCODINGS = {PCM16: audio_pb2.AUDIO_ENCODING_PCM16_LE, MULAW: audio_pb2.AUDIO_ENCODING_MULAW8}
 CHUNK_MS = 20
-NO_CLASSIFIER = "no classifier is loaded on this server yet"
 
 
 def status_code(error: AntiphonError) -> grpc.StatusCode:
@@ -178,6 +179,18 @@ class GenerationService(generation_pb2_grpc.GenerationServicer):
             )
             for info in self.models.audio_infos()
         ]
+        infos += [
+            models_pb2.ModelInfo(
+                id=info.id,
+                kind=models_pb2.MODEL_KIND_CLASSIFIER,
+                description=info.description,
+                labels=info.labels,
+                input=info.input,
+                input_shape=info.input_shape,
+                sample_rate=info.sample_rate,
+            )
+            for info in (c.info for c in self.models.classifiers.values())
+        ]
         return models_pb2.ListModelsResponse(models=infos)
 
     async def GenerateText(
@@ -284,7 +297,23 @@ class GenerationService(generation_pb2_grpc.GenerationServicer):
     async def Classify(
         self, request: classify_pb2.ClassifyRequest, context: grpc.aio.ServicerContext
     ) -> classify_pb2.ClassifyResponse:
-        await abort(context, Unimplemented(f"Classify: {NO_CLASSIFIER}"))
+        request_id = f"grpc-{next(self._ids)}"
+        try:
+            service = self.models.classifier(request.model)
+            which = request.WhichOneof("input")
+            values = np.asarray(request.tensor.values, dtype=np.float32) if which == "tensor" else None
+            item = ClassifyInput(
+                text=request.text if which == "text" else None,
+                audio=request.audio if which == "audio" else None,
+                audio_sample_rate=request.audio_sample_rate,
+                tensor_shape=tuple(request.tensor.shape),
+                tensor_values=values,
+            )
+            ranked = await service.classify(item, request.top_k)
+        except AntiphonError as exc:
+            await abort(context, exc, request_id)
+        labels = [classify_pb2.LabelScore(label=label, probability=p) for label, p in ranked]
+        return classify_pb2.ClassifyResponse(labels=labels)
 
 
 def add_services(server: grpc.aio.Server, models: ModelRegistry) -> health_aio.HealthServicer:

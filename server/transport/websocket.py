@@ -7,6 +7,8 @@ failure (``INVALID_ARGUMENT``, ``NOT_FOUND``, ...); ``GET /healthz`` on the same
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import itertools
 import json
 import logging
@@ -27,13 +29,14 @@ from server.engine.api import (
     AudioRequest,
     AudioStream,
     ChatTurn,
+    ClassifyInput,
     ModelRegistry,
     SamplingOptions,
     TextRequest,
     TextStream,
 )
 from server.engine.speech import SpokenTurn, speak_turn, speech_options
-from server.errors import AntiphonError, InvalidArgument, ResourceExhausted, Unimplemented
+from server.errors import AntiphonError, InvalidArgument, ResourceExhausted
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +51,7 @@ REQUEST_FIELDS = {
     "cancel": {"type", "id"},
     "list_models": {"type", "id"},
     "generate_audio": {"type", "id", "model", "text", "voice", "max_seconds", "sampling", "encoding", "chunk_samples"},
-    "classify": None,  # not served yet: any fields
+    "classify": {"type", "id", "model", "text", "audio", "audio_sample_rate", "tensor", "top_k"},
 }
 CHUNK_MS = 20
 TEXT_ONLY_SAMPLING = ("top_k", "top_p", "max_tokens", "stop")
@@ -99,6 +102,27 @@ def _chunk_samples(message: dict[str, Any], info: AudioModelInfo) -> int:
     if not 1 <= value <= info.sample_rate:
         raise InvalidArgument("chunk_samples", f"must be 0 (20 ms) or 1..{info.sample_rate} (one second), got {value}")
     return int(value)
+
+
+def _base64(value: Any) -> bytes:
+    if not isinstance(value, str):
+        raise InvalidArgument("audio", "must be a base64 string of PCM16 LE mono samples")
+    try:
+        return base64.b64decode(value, validate=True)
+    except binascii.Error:
+        raise InvalidArgument("audio", "is not valid base64") from None
+
+
+def _tensor(value: Any) -> dict[str, Any]:
+    if not isinstance(value, dict) or set(value) - {"shape", "values"}:
+        raise InvalidArgument("tensor", 'must be an object {"shape": [...], "values": [...]}')
+    shape = value.get("shape") or []
+    values = value.get("values")
+    if not isinstance(shape, list) or not all(isinstance(n, int) and not isinstance(n, bool) for n in shape):
+        raise InvalidArgument("tensor.shape", "must be a list of integers")
+    if not isinstance(values, list) or not all(isinstance(v, int | float) and not isinstance(v, bool) for v in values):
+        raise InvalidArgument("tensor.values", "must be a list of numbers")
+    return {"tensor_shape": tuple(shape), "tensor_values": np.asarray(values, dtype=np.float32)}
 
 
 def audio_sampling(value: Any) -> SamplingOptions:
@@ -245,10 +269,23 @@ class _Connection:
                 }
                 for info in self.models.audio_infos()
             ]
+            models += [
+                {
+                    "id": info.id,
+                    "kind": "classifier",
+                    "description": info.description,
+                    "labels": list(info.labels),
+                    "input": info.input,
+                    "input_shape": list(info.input_shape),
+                    "sample_rate": info.sample_rate,
+                }
+                for info in (c.info for c in self.models.classifiers.values())
+            ]
             await self.send({"type": "models", "id": request_id, "models": models})
             return
         if kind == "classify":
-            raise Unimplemented("classify: no classifier is loaded on this server yet")
+            self.start(request_id, self.classify(request_id, message))
+            return
         if request_id in self.streams:
             raise InvalidArgument("id", f"{request_id!r} names a request still running on this connection")
         tag = f"{self.name}-{request_id}"
@@ -287,6 +324,30 @@ class _Connection:
         spoken = SpokenTurn()
         events = speak_turn(stream, audio, speech, spoken, tag)
         self.start(request_id, self.pump(request_id, stream, events, chat=True, spoken=spoken, encoding=encoding))
+
+    async def classify(self, request_id: str, message: dict[str, Any]) -> None:
+        """One ``labels`` frame (or an error frame); classification runs beside the connection's other requests."""
+        try:
+            service = self.models.classifier(_string(message, "model"))
+            given = [key for key in ("text", "audio", "tensor") if message.get(key) is not None]
+            if len(given) != 1:
+                raise InvalidArgument("input", f"give exactly one of text, audio, tensor (got {len(given)})")
+            rate = message.get("audio_sample_rate")
+            top_k = message.get("top_k")
+            item = ClassifyInput(
+                text=_string(message, "text") if given == ["text"] else None,
+                audio=_base64(message["audio"]) if given == ["audio"] else None,
+                audio_sample_rate=0 if rate is None else _number(rate, "audio_sample_rate", True),
+                **(_tensor(message["tensor"]) if given == ["tensor"] else {}),
+            )
+            ranked = await service.classify(item, 0 if top_k is None else _number(top_k, "top_k", True))
+            labels = [{"label": label, "probability": p} for label, p in ranked]
+            await self.send({"type": "labels", "id": request_id, "labels": labels})
+        except AntiphonError as exc:
+            log.info("request %s-%s failed: %s %s", self.name, request_id, exc.code.upper(), exc)
+            await self.send(error_frame(request_id, exc))
+        except ConnectionClosed:
+            pass
 
     def audio_request(self, request_id: str, tag: str, message: dict[str, Any]) -> Any:
         service = self.models.audio_model(_string(message, "model"))

@@ -1,7 +1,8 @@
 """Export fixtures: one export of every model to every format, float and int8, shared by the session.
 
-The digits CNN is the committed default checkpoint (the int8 checks need a well-trained classifier); the text step
-comes from the tiny text checkpoint, checked on the tiny corpus.
+The digits CNN and the keyword spotter are the committed default checkpoints (the int8 checks need well-trained
+classifiers); the text steps come from the tiny text checkpoint and the text discriminator is the tiny one, checked
+on the tiny corpus's held-out part.
 """
 
 from __future__ import annotations
@@ -13,8 +14,11 @@ from typing import Any
 import pytest
 
 from export.pipeline import ExportOptions, export_models
+from server.data.shakespeare import load_corpus
 
-DIGITS_CHECKPOINT = Path(__file__).resolve().parents[2] / "models" / "digits" / "digits_cnn.safetensors"
+MODELS = Path(__file__).resolve().parents[2] / "models"
+DIGITS_CHECKPOINT = MODELS / "digits" / "digits_cnn.safetensors"
+KWS_CHECKPOINT = MODELS / "kws" / "kws_dscnn.safetensors"
 
 
 @dataclass
@@ -25,15 +29,42 @@ class Exported:
 
 
 @pytest.fixture(scope="session")
-def exported(tmp_path_factory: pytest.TempPathFactory, tiny_text_checkpoint: Path, tiny_corpus: Path) -> Exported:
-    """digits and text_step as ONNX and TFLite, float32 and int8 (about 15 seconds)."""
+def exported(
+    tmp_path_factory: pytest.TempPathFactory,
+    tiny_text_checkpoint: Path,
+    tiny_corpus: Path,
+    tiny_textdisc_checkpoint: Path,
+) -> Exported:
+    """digits, text_step, text_small_step (the tiny LSTM again) and textdisc as ONNX and TFLite, float32 and int8
+    (about 40 seconds). textdisc's samples come from the cache its fixture filled."""
     opts = ExportOptions(
         out=tmp_path_factory.mktemp("export"),
-        models=("digits", "text_step"),
+        models=("digits", "text_step", "text_small_step", "textdisc"),
         formats=("onnx", "tflite"),
         int8=True,
         digits_checkpoint=DIGITS_CHECKPOINT,
         text_checkpoint=tiny_text_checkpoint,
-        text=tiny_corpus.read_text(encoding="utf-8"),
+        small_text_checkpoint=tiny_text_checkpoint,
+        textdisc_checkpoint=tiny_textdisc_checkpoint,
+        text=load_corpus(tiny_corpus).valid_text,
+    )
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("ANTIPHON_CACHE", str(tiny_textdisc_checkpoint.parent / "cache"))
+        return Exported(opts.out, export_models(opts), opts)
+
+
+@pytest.fixture(scope="session")
+def exported_kws(tmp_path_factory: pytest.TempPathFactory) -> Exported:
+    """The committed keyword spotter as ONNX and TFLite, float32 and int8, checked on 10 held-out clips of each
+    label (the int8 checks need a well-trained classifier)."""
+    from server.kws.data import KWSDataConfig
+
+    opts = ExportOptions(
+        out=tmp_path_factory.mktemp("export_kws"),
+        models=("kws",),
+        formats=("onnx", "tflite"),
+        int8=True,
+        kws_checkpoint=KWS_CHECKPOINT,
+        kws_data=KWSDataConfig(per_number=10, unknown_words=40, heldout_per_label=10),
     )
     return Exported(opts.out, export_models(opts), opts)

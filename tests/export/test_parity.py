@@ -7,7 +7,7 @@ import pytest
 
 from export.parity import greedy_ids, max_abs_difference, top_labels
 from export.runtime import open_runner
-from export.specs import digits_spec, text_step_spec
+from export.specs import digits_spec, text_step_spec, textdisc_spec
 
 from .conftest import Exported
 
@@ -60,13 +60,32 @@ def test_exported_step_generates_torchs_greedy_text(exported: Exported, fmt: str
     assert len(set(want)) > 1  # a real continuation, not one repeated character
 
 
-@pytest.mark.parametrize(("model", "fmt"), [(m, f) for m in ("digits", "text_step") for f in FORMATS])
+@pytest.mark.parametrize(
+    ("model", "fmt"), [(m, f) for m in ("digits", "text_step", "text_small_step", "textdisc") for f in FORMATS]
+)
 def test_manifest_records_the_parity_measured_at_export(exported: Exported, model: str, fmt: str) -> None:
     """The manifest holds the figures the export measured, and they pass the tolerances."""
     files = exported.manifest["models"][model]["files"][fmt]
     assert max(files["float32"]["parity"]["max_abs_real"], files["float32"]["parity"]["max_abs_random"]) <= 1e-4
     assert files["float32"]["parity"]["top_label_agreement"] == 1.0
     assert files["int8"]["parity"]["top_label_agreement"] >= 0.99
-    if model == "text_step":
+    if model.startswith("text_") and model.endswith("_step"):
         assert files["float32"]["parity"]["greedy_matches"] is True
         assert files["float32"]["parity"]["greedy_tokens"] == 200
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_textdisc_matches_torch_on_fresh_windows(exported: Exported, fmt: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Float textdisc files match torch to 1e-4 on random ids of another seed and on the real windows; int8 files
+    give torch's label on every test window."""
+    opts = exported.options
+    assert opts.textdisc_checkpoint is not None and opts.text_checkpoint is not None and opts.text is not None
+    monkeypatch.setenv("ANTIPHON_CACHE", str(opts.textdisc_checkpoint.parent / "cache"))
+    spec = textdisc_spec(opts.textdisc_checkpoint, opts.text_checkpoint, opts.text, seed=7)
+    runner = open_runner(fmt, exported.out / f"textdisc.{fmt}", (spec.input_names, spec.output_names))
+    assert max_abs_difference(spec, runner, spec.random_inputs) <= 1e-4
+    assert max_abs_difference(spec, runner, spec.real_inputs) <= 1e-4
+    int8 = open_runner(fmt, exported.out / f"textdisc.int8.{fmt}", (spec.input_names, spec.output_names))
+    got = top_labels([int8(*args) for args in spec.real_inputs])
+    want = top_labels([spec.reference(args) for args in spec.real_inputs])
+    assert np.mean(got == want) >= 0.99

@@ -22,6 +22,12 @@ FILES = [
     ("text_step", "onnx", "int8", "text_step.int8.onnx"),
     ("text_step", "tflite", "float32", "text_step.tflite"),
     ("text_step", "tflite", "int8", "text_step.int8.tflite"),
+    *[
+        (model, fmt, precision, f"{model}{'.int8' if precision == 'int8' else ''}.{fmt}")
+        for model in ("text_small_step", "textdisc")
+        for fmt in ("onnx", "tflite")
+        for precision in ("float32", "int8")
+    ],
 ]
 
 
@@ -99,11 +105,16 @@ def test_text_step_tensors_are_described(exported: Exported, fmt: str) -> None:
 @pytest.mark.parametrize(
     ("options", "message"),
     [
-        ({"models": ("digits", "nope")}, "models: unknown model 'nope'; known: digits, text_step"),
+        (
+            {"models": ("digits", "nope")},
+            "models: unknown model 'nope'; known: digits, text_step, text_small_step, textdisc, kws",
+        ),
         ({"models": ()}, "models: give at least one model"),
         ({"formats": ("onnx", "coreml")}, "formats: unknown format 'coreml'; known: onnx, tflite"),
         ({"formats": ()}, "formats: give at least one format"),
         ({"models": ("digits",), "digits_checkpoint": None}, "digits_checkpoint: the digits model needs a checkpoint"),
+        ({"models": ("kws",)}, "kws_checkpoint: kws needs a checkpoint (kws_checkpoint)"),
+        ({"models": ("textdisc",)}, "textdisc_checkpoint: textdisc needs a checkpoint (textdisc_checkpoint)"),
     ],
 )
 def test_bad_options_are_named(tmp_path: Path, options: dict[str, object], message: str) -> None:
@@ -113,3 +124,26 @@ def test_bad_options_are_named(tmp_path: Path, options: dict[str, object], messa
         export_models(ExportOptions(**{**defaults, **options}))  # type: ignore[arg-type]
     assert str(info.value) == message
     assert not (tmp_path / "out").exists()
+
+
+def test_textdisc_is_described(exported: Exported) -> None:
+    """textdisc takes (1, 256) int32 ids and returns (1, 2) logits; labels, vocabulary and the generator's files."""
+    disc = exported.manifest["models"]["textdisc"]
+    for fmt in ("onnx", "tflite"):
+        for precision in ("float32", "int8"):
+            entry = disc["files"][fmt][precision]
+            assert entry["inputs"] == [{"name": "ids", "dtype": "int32", "shape": [1, 256]}]
+            assert [(t["name"], t["shape"]) for t in entry["outputs"]] == [("logits", [1, 2])]
+    assert disc["kind"] == "text_discriminator"
+    assert disc["labels"] == ["real", "generated"]
+    assert disc["window"] == 256
+    assert disc["vocabulary"][0] == "\ufffd"
+    assert disc["torch"]["accuracy"] >= 0.9
+
+
+def test_small_step_is_its_own_model(exported: Exported) -> None:
+    """text_small_step is listed beside text_step, with its own files and greedy-text check."""
+    small = exported.manifest["models"]["text_small_step"]
+    assert small["kind"] == "char_lstm_step"
+    assert small["files"]["tflite"]["float32"]["file"] == "text_small_step.tflite"
+    assert small["files"]["onnx"]["float32"]["parity"]["greedy_matches"] is True

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import itertools
 import json
 import struct
@@ -11,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
-from antiphon.v1 import audio_pb2, chat_pb2, generation_pb2_grpc, models_pb2, sampling_pb2, text_pb2
+from antiphon.v1 import audio_pb2, chat_pb2, classify_pb2, generation_pb2_grpc, models_pb2, sampling_pb2, text_pb2
 from websockets.asyncio.client import ClientConnection, connect
 
 ENCODINGS = {"pcm16": audio_pb2.AUDIO_ENCODING_PCM16_LE, "mulaw": audio_pb2.AUDIO_ENCODING_MULAW8}
@@ -134,6 +135,25 @@ class GrpcClient:
         response = await self.stub.ListModels(models_pb2.ListModelsRequest())
         return [{"id": m.id, "is_default": m.is_default, "personas": list(m.personas)} for m in response.models]
 
+    async def classify(self, model: str, **fields: Any) -> list[tuple[str, float]]:
+        """``fields``: text=, audio= (bytes), audio_sample_rate=, tensor=(shape, values), top_k=."""
+        if "tensor" in fields:
+            shape, values = fields.pop("tensor")
+            fields["tensor"] = classify_pb2.FloatTensor(shape=shape, values=values)
+        try:
+            response = await self.stub.Classify(classify_pb2.ClassifyRequest(model=model, **fields))
+        except grpc.aio.AioRpcError as exc:
+            raise Failure(exc.code().name, exc.details() or "") from None
+        return [(item.label, item.probability) for item in response.labels]
+
+    async def list_classifiers(self) -> list[dict[str, Any]]:
+        response = await self.stub.ListModels(models_pb2.ListModelsRequest())
+        return [
+            {"id": m.id, "labels": list(m.labels), "input": m.input, "input_shape": list(m.input_shape)}
+            for m in response.models
+            if m.kind == models_pb2.MODEL_KIND_CLASSIFIER
+        ]
+
     async def list_audio_models(self) -> list[dict[str, Any]]:
         response = await self.stub.ListModels(models_pb2.ListModelsRequest())
         return [
@@ -222,6 +242,24 @@ class WebSocketClient:
         queue = await self.request({"type": "list_models", "id": f"m{next(self.ids)}"})
         frame = await queue.get()
         return [{k: m[k] for k in ("id", "is_default", "personas")} for m in frame["models"] if m["kind"] == "text"]
+
+    async def classify(self, model: str, **fields: Any) -> list[tuple[str, float]]:
+        if "audio" in fields:
+            fields["audio"] = base64.b64encode(fields["audio"]).decode("ascii")
+        if "tensor" in fields:
+            shape, values = fields.pop("tensor")
+            fields["tensor"] = {"shape": list(shape), "values": [float(v) for v in values]}
+        queue = await self.request({"type": "classify", "id": f"k{next(self.ids)}", "model": model, **fields})
+        frame = await queue.get()
+        if frame["type"] == "error":
+            raise Failure(frame["code"], frame["message"])
+        return [(item["label"], item["probability"]) for item in frame["labels"]]
+
+    async def list_classifiers(self) -> list[dict[str, Any]]:
+        queue = await self.request({"type": "list_models", "id": f"m{next(self.ids)}"})
+        frame = await queue.get()
+        keys = ("id", "labels", "input", "input_shape")
+        return [{k: m[k] for k in keys} for m in frame["models"] if m["kind"] == "classifier"]
 
     async def list_audio_models(self) -> list[dict[str, Any]]:
         queue = await self.request({"type": "list_models", "id": f"m{next(self.ids)}"})

@@ -1,0 +1,64 @@
+"""The keyword spotter exported: raw PCM in, float files at torch's numbers, int8 files small and in agreement."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from export.parity import max_abs_difference, top_labels
+from export.runtime import open_runner
+from export.specs import kws_spec
+from server.kws.data import LABELS, KWSDataConfig
+
+from .conftest import KWS_CHECKPOINT, Exported
+
+FORMATS = ["onnx", "tflite"]
+TFLITE_INT8_LIMIT = 100_000  # bytes
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("precision", ["float32", "int8"])
+def test_graph_takes_raw_pcm(exported_kws: Exported, fmt: str, precision: str) -> None:
+    """Every file takes (1, 16000) float32 audio (the front end is inside) and returns (1, 12) logits."""
+    entry = exported_kws.manifest["models"]["kws"]
+    files = entry["files"][fmt][precision]
+    assert files["inputs"] == [{"name": "audio", "dtype": "float32", "shape": [1, 16000]}]
+    assert [(t["name"], t["shape"]) for t in files["outputs"]] == [("logits", [1, 12])]
+    assert entry["labels"] == list(LABELS)
+    assert entry["sample_rate"] == 16_000
+
+
+def test_int8_tflite_is_at_most_100_kb(exported_kws: Exported) -> None:
+    """The int8 TFLite file (int8 weights everywhere, float front end) fits the edge budget."""
+    assert (exported_kws.out / "kws.int8.tflite").stat().st_size <= TFLITE_INT8_LIMIT
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_float_files_match_torch_on_fresh_audio(exported_kws: Exported, fmt: str) -> None:
+    """Float files match torch to 1e-4 on random audio of another seed (quiet to full scale) and on held-out clips."""
+    spec = kws_spec(KWS_CHECKPOINT, seed=7, data=KWSDataConfig(per_number=10, unknown_words=40, heldout_per_label=3))
+    runner = open_runner(fmt, exported_kws.out / f"kws.{fmt}", (spec.input_names, spec.output_names))
+    assert max_abs_difference(spec, runner, spec.random_inputs) <= 1e-4
+    assert max_abs_difference(spec, runner, spec.real_inputs) <= 1e-4
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_int8_files_agree_with_torch(exported_kws: Exported, fmt: str) -> None:
+    """Int8 files give torch's label on at least 99% of the held-out clips checked at export, at its accuracy."""
+    parity = exported_kws.manifest["models"]["kws"]["files"][fmt]["int8"]["parity"]
+    assert parity["evaluated"] == 120
+    assert parity["top_label_agreement"] >= 0.99
+    torch_accuracy = exported_kws.manifest["models"]["kws"]["torch"]["accuracy"]
+    assert parity["accuracy"] >= torch_accuracy - 0.01
+
+
+def test_int8_tflite_agrees_on_noisy_audio(exported_kws: Exported) -> None:
+    """On the same clips through the training augmentation the int8 TFLite file still gives torch's label."""
+    from server.kws.data import heldout_clips, heldout_set
+
+    spec = kws_spec(KWS_CHECKPOINT, data=KWSDataConfig(per_number=10, unknown_words=40, heldout_per_label=3))
+    waves, _ = heldout_set(heldout_clips(KWSDataConfig(per_number=10, unknown_words=40, heldout_per_label=10)), True)
+    runner = open_runner("tflite", exported_kws.out / "kws.int8.tflite", (spec.input_names, spec.output_names))
+    got = top_labels([runner(x[None]) for x in waves])
+    want = top_labels([spec.reference((x[None],)) for x in waves])
+    assert np.mean(got == want) >= 0.95

@@ -1,0 +1,94 @@
+"""Keyword-spotter training: the checkpoint rebuilds, records its data and figures, and writes its card."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from scipy.io import wavfile
+
+from server.checkpoint import read_meta
+from server.cli import main
+from server.data.speech import Rendering, render
+from server.errors import InvalidArgument
+from server.kws.checkpoint import load_kws_model
+from server.kws.data import LABELS, KWSDataConfig
+from server.kws.train import KWSTrainOptions, spec_augment, train_kws
+
+
+def test_checkpoint_rebuilds_and_records_its_figures(tiny_kws_checkpoint: Path) -> None:
+    """The model comes back from the file; the held-out figures and the data sizes are recorded."""
+    model, meta = load_kws_model(tiny_kws_checkpoint)
+    assert meta["labels"] == list(LABELS)
+    assert meta["data"]["per_number"] == 3 and meta["data"]["heldout_clips"] == 24
+    metrics = meta["metrics"]
+    assert 0 <= metrics["heldout_clean_accuracy"] <= 1
+    assert np.asarray(metrics["heldout_clean_confusion"]).sum(axis=1).tolist() == [2] * 12
+    assert [c["step"] for c in meta["training"]["curve"]] == [20, 40]
+    assert model(torch.zeros(1, 16_000)).shape == (1, 12)
+
+
+def test_model_card_is_written_beside_the_checkpoint(tiny_kws_checkpoint: Path) -> None:
+    """The card names the command, the labels and both held-out figures."""
+    card = tiny_kws_checkpoint.with_suffix(".md").read_text(encoding="utf-8")
+    metrics = read_meta(tiny_kws_checkpoint)["metrics"]
+    assert "antiphon train kws --steps 40 --seed 0" in card
+    assert "zero, one, two, three, four, five, six, seven, eight, nine, unknown, silence" in card
+    assert f"**{metrics['heldout_clean_accuracy']:.2%}**" in card
+    assert f"**{metrics['heldout_noisy_accuracy']:.2%}**" in card
+
+
+def test_eval_reads_wav_files_of_any_rate(
+    tiny_kws_checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`antiphon eval kws DIR --json` labels files by folder, reads 8 kHz int16 and 16 kHz float, and counts all."""
+    for word, rate in (("seven", 8000), ("two", 16_000), ("hello", 16_000)):
+        audio = render(word, Rendering("en-us+m1", 160, 50, 100), rate)
+        folder = tmp_path / word
+        folder.mkdir()
+        data = (audio * 32767).astype(np.int16) if rate == 8000 else audio
+        wavfile.write(folder / "a.wav", rate, data)
+    code = main(["eval", "kws", str(tmp_path), "--checkpoint", str(tiny_kws_checkpoint), "--json"])
+    assert code == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["count"] == 3 and result["labels"] == list(LABELS)
+    confusion = np.asarray(result["confusion"])
+    assert confusion.sum() == 3
+    assert [confusion[LABELS.index(w)].sum() for w in ("seven", "two", "unknown")] == [1, 1, 1]
+
+
+def test_spec_augment_zeroes_bands_and_frames() -> None:
+    """Masks zero whole mel bands and whole frames, at most the configured widths."""
+    features = torch.ones(8, 40, 99)
+    masked = spec_augment(
+        features,
+        KWSTrainOptions(freq_masks=1, freq_mask=5, time_masks=1, time_mask=10),
+        torch.Generator().manual_seed(0),
+    )
+    for row in masked:
+        bands = int((row.sum(dim=1) == 0).sum())
+        frames = int((row.sum(dim=0) == 0).sum())
+        assert bands <= 5 and frames <= 10
+        assert int((row == 0).sum()) <= bands * 99 + frames * 40
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"steps": 0}, "steps: must be at least 1, got 0"),
+        ({"batch_size": 1}, "batch_size: must be at least 2, got 1"),
+        ({"lr": 0.0}, "lr: must be in (0, 1), got 0.0"),
+        ({"data": KWSDataConfig(per_number=0)}, "per_number: must be at least 1, got 0"),
+    ],
+)
+def test_bad_options_are_named(tmp_path: Path, options: dict[str, object], message: str) -> None:
+    """Bad options raise InvalidArgument naming the option before anything is rendered."""
+    opts = KWSTrainOptions(out=tmp_path / "k.safetensors")
+    for key, value in options.items():
+        setattr(opts, key, value)
+    with pytest.raises(InvalidArgument) as info:
+        train_kws(opts)
+    assert str(info.value) == message

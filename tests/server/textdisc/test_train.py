@@ -1,0 +1,104 @@
+"""Text discriminator training: accuracy of a tiny real model, the recorded data, the card, option checks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from server.checkpoint import read_meta
+from server.errors import InvalidArgument
+from server.textdisc.samples import SampleSet
+from server.textdisc.train import TextDiscTrainOptions, train_textdisc
+
+
+def test_tiny_discriminator_separates_real_and_generated(tiny_textdisc_checkpoint: Path) -> None:
+    """150 steps tell the tiny corpus from the tiny LSTM's samples at unseen temperatures and seeds."""
+    metrics = read_meta(tiny_textdisc_checkpoint)["metrics"]
+    assert metrics["test_accuracy"] >= 0.9
+    assert set(metrics["test_by_source"]) == {"real", "T=0.8", "T=1.1"}
+    assert np.asarray(metrics["test_confusion"]).sum(axis=1).tolist() == [8, 8]  # 2 x 2 streams x 2 windows
+
+
+def test_checkpoint_names_generator_and_sample_sets(tiny_textdisc_checkpoint: Path, tiny_text_checkpoint: Path) -> None:
+    """The checkpoint records the generator's hash and both sample sets."""
+    from server.checkpoint import file_sha256
+
+    meta = read_meta(tiny_textdisc_checkpoint)
+    assert meta["generator"]["sha256"] == file_sha256(tiny_text_checkpoint)
+    assert meta["data"]["test_samples"]["temperatures"] == [0.8, 1.1]
+    assert meta["labels"] == ["real", "generated"]
+    assert meta["window"] == 256
+
+
+def test_model_card_is_written_beside_the_checkpoint(tiny_textdisc_checkpoint: Path) -> None:
+    """The card names the command, the temperatures and the accuracy."""
+    card = tiny_textdisc_checkpoint.with_suffix(".md").read_text(encoding="utf-8")
+    accuracy = read_meta(tiny_textdisc_checkpoint)["metrics"]["test_accuracy"]
+    assert "antiphon train textdisc --steps 150 --seed 0" in card
+    assert "temperature 0.8, 1.1" in card
+    assert f"**{accuracy:.2%}**" in card
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"steps": 0}, "steps: must be at least 1, got 0"),
+        ({"batch_size": 1}, "batch_size: must be at least 2, got 1"),
+        ({"lr": 2.0}, "lr: must be in (0, 1), got 2.0"),
+        (
+            {"test_samples": SampleSet((1.0,), 2, 600, 5)},
+            "test_samples: test temperatures must differ from the training ones",
+        ),
+        ({"test_samples": SampleSet((0.7,), 2, 600, 1)}, "test_samples: test seeds must differ from the training ones"),
+        ({"test_samples": SampleSet((), 2, 600, 5)}, "temperatures: give temperatures in (0, 10], got ()"),
+    ],
+)
+def test_bad_options_are_named(tmp_path: Path, options: dict[str, object], message: str) -> None:
+    """Bad options raise InvalidArgument naming the option before any work."""
+    opts = TextDiscTrainOptions(text_checkpoint=tmp_path / "none.safetensors", out=tmp_path / "d.safetensors")
+    for key, value in options.items():
+        setattr(opts, key, value)
+    with pytest.raises(InvalidArgument) as info:
+        train_textdisc(opts)
+    assert str(info.value) == message
+
+
+def test_eval_rebuilds_the_test_windows(
+    tiny_textdisc_checkpoint: Path,
+    tiny_text_checkpoint: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`antiphon eval textdisc --json` scores the recorded test set and gives the card's accuracy."""
+    import json
+
+    from server.cli import main
+
+    monkeypatch.setenv("ANTIPHON_CACHE", str(tiny_textdisc_checkpoint.parent / "cache"))
+    args = ["eval", "textdisc", "--checkpoint", str(tiny_textdisc_checkpoint)]
+    assert main([*args, "--text-checkpoint", str(tiny_text_checkpoint), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["count"] == 16
+    assert result["accuracy"] == read_meta(tiny_textdisc_checkpoint)["metrics"]["test_accuracy"]
+    assert set(result["by_source"]) == {"real", "T=0.8", "T=1.1"}
+
+
+def test_eval_judges_files(
+    tiny_textdisc_checkpoint: Path, tiny_corpus: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """With files, each file's windows are judged; a file shorter than a window is a named bad argument."""
+    import json
+
+    from server.cli import main
+
+    assert main(["eval", "textdisc", str(tiny_corpus), "--checkpoint", str(tiny_textdisc_checkpoint), "--json"]) == 0
+    verdict = json.loads(capsys.readouterr().out.strip().splitlines()[-1])[str(tiny_corpus)]
+    assert verdict["windows"] > 10 and verdict["generated_share"] < 0.2
+    short = tmp_path / "short.txt"
+    short.write_text("Kent.\nHo!\n", encoding="utf-8")
+    with pytest.raises(SystemExit) as info:
+        main(["eval", "textdisc", str(short), "--checkpoint", str(tiny_textdisc_checkpoint)])
+    assert info.value.code == 2
+    assert "FILE: " in capsys.readouterr().err
