@@ -179,6 +179,12 @@ def _add_train_audio(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--segment", type=int, default=2000, help="samples per segment")
     p.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (Adam, cosine decay)")
     p.add_argument("--warmup-steps", type=int, default=50, help="linear learning-rate warm-up")
+    p.add_argument(
+        "--input-noise",
+        type=float,
+        default=0.0,
+        help="std of Gaussian noise (in mu-law code steps) added to the codes the model reads while training",
+    )
     p.add_argument("--eval-every", type=int, default=250, help="steps between held-out estimates")
     p.add_argument("--checkpoint-minutes", type=float, default=5.0, help="minutes between resumable saves")
     data = p.add_argument_group("data")
@@ -237,6 +243,7 @@ def _train_audio(args: argparse.Namespace) -> int:
         segment=args.segment,
         lr=args.lr,
         warmup_steps=args.warmup_steps,
+        input_noise=args.input_noise,
         eval_every=args.eval_every,
         checkpoint_minutes=args.checkpoint_minutes,
         progress=not args.no_progress,

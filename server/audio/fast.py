@@ -35,6 +35,7 @@ from server.audio.model import CLASSES, SILENCE, WaveNet
 _GAMMA = np.uint64(0x9E3779B97F4A7C15)
 _MIX1 = np.uint64(0xBF58476D1CE4E5B9)
 _MIX2 = np.uint64(0x94D049BB133111EB)
+_NEGLIGIBLE = -30.0
 
 
 @numba.njit(cache=True, fastmath=True, inline="always")
@@ -139,13 +140,13 @@ def _matvec2(wt, x0, x1, init0, init1, out0, out1):
         j += 1
 
 
-@numba.njit(cache=True, fastmath=True, nogil=True)
+@numba.njit(cache=True, fastmath=True, nogil=True, error_model="numpy")
 def _project_frame(feats, frame, w_cond, b_cond, out):
     """out (L * 2G,) = b_cond + w_cond @ feats[frame]."""
     _matvec(w_cond, feats[frame], b_cond, out)
 
 
-@numba.njit(cache=True, fastmath=True, nogil=True)
+@numba.njit(cache=True, fastmath=True, nogil=True, error_model="numpy")
 def _generate(
     rows,  # (A,) int64: the state rows to advance
     p0,
@@ -288,7 +289,9 @@ def _generate(
                         top = row[best]
                         total = 0.0
                         for j in range(CLASSES):
-                            total += np.exp((row[j] - top) * inv)
+                            d = (row[j] - top) * inv
+                            if d > _NEGLIGIBLE:  # a class e**30 times less likely than the best is never drawn
+                                total += np.exp(d)
                             probs[j] = total
                         counts[b] += np.uint64(1)
                         zz = seeds[b] + counts[b] * _GAMMA

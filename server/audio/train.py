@@ -2,10 +2,11 @@
 
 Each step draws ``batch_size`` random segments of ``segment`` samples from the training utterances (training voices
 only), with the log-mel frames that condition them and their voice ids, and minimizes the cross-entropy of every
-sample's mu-law code given the codes before it. A random 10% of segments are given the "unseen" voice id 0, which
-is what a voice outside the training set (every held-out voice) uses. Under ``torchrun`` every process draws its
-own segments and gradients are averaged; only rank 0 evaluates, writes and reports. The loop, the budget, the
-signals and the resume mirror ``server/text/train.py``.
+sample's mu-law code given the codes before it. With ``input_noise`` the model reads those codes with Gaussian
+noise added, so that it learns to recover from the errors its own sampling makes when it generates. A random 10%
+of segments are given the "unseen" voice id 0, which is what a voice outside the training set (every held-out
+voice) uses. Under ``torchrun`` every process draws its own segments and gradients are averaged; only rank 0
+evaluates, writes and reports. The loop, the budget, the signals and the resume mirror ``server/text/train.py``.
 """
 
 from __future__ import annotations
@@ -64,6 +65,7 @@ class AudioTrainOptions:
     min_lr_ratio: float = 0.05
     warmup_steps: int = 50
     grad_clip: float = 1.0
+    input_noise: float = 0.0  # std of Gaussian noise added to the input codes (in code steps) while training
     eval_every: int = 250
     checkpoint_minutes: float = 5.0
     progress: bool = True
@@ -91,6 +93,8 @@ class AudioTrainOptions:
             raise InvalidArgument("segment", f"must be at least 200 samples, got {self.segment}")
         if not 0 < self.lr < 1:
             raise InvalidArgument("lr", f"must be in (0, 1), got {self.lr}")
+        if not 0 <= self.input_noise <= 64:
+            raise InvalidArgument("input_noise", f"must be in [0, 64] code steps, got {self.input_noise}")
 
 
 def lr_at(opts: AudioTrainOptions, step: int, progress: float) -> float:
@@ -226,6 +230,9 @@ class AudioTrainer:
         inputs, targets, mel, voice = self.sampler.batch(self.rng, opts.batch_size)
         unseen = torch.from_numpy(self.rng.random(opts.batch_size) < UNSEEN_VOICE_RATE)
         voice = torch.where(unseen, torch.zeros_like(voice), voice)
+        if opts.input_noise > 0:  # the past the model reads is noisy, as its own samples are when it generates
+            noise = torch.from_numpy(self.rng.normal(0.0, opts.input_noise, inputs.shape)).round().long()
+            inputs = (inputs + noise).clamp(0, 255)
         inputs, targets, mel, voice = (t.to(self.device) for t in (inputs, targets, mel, voice))
         for group in self.optimizer.param_groups:
             group["lr"] = lr_at(opts, self.step, self._progress())
@@ -334,6 +341,8 @@ def write_model_card(out: Path, info: dict[str, Any], config: dict[str, Any]) ->
     train, data, metrics = info["training"], info["data"], info["metrics"]
     opts = train["options"]
     run = f"--steps {opts['steps']}" if opts["steps"] is not None else f"--minutes {opts['minutes']}"
+    if opts.get("input_noise"):
+        run += f" --input-noise {opts['input_noise']:g}"
     stacks = config["layers"] // config["cycle"]
     arch = (
         f"{config['layers']} layers ({stacks} x dilations 1..{2 ** (config['cycle'] - 1)}), kernel 2, "

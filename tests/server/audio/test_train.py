@@ -1,10 +1,13 @@
 from pathlib import Path
 
+import pytest
 import torch
 
 from server.audio.checkpoint import load_audio_model
 from server.audio.train import AudioTrainer, AudioTrainOptions
 from server.checkpoint import read_meta
+from server.cli import main
+from server.errors import InvalidArgument
 from tests.server.conftest import TINY_AUDIO_MODEL
 
 
@@ -53,3 +56,30 @@ def test_resume_continues_exactly(tmp_path: Path) -> None:
     for (name, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items(), strict=True):
         assert torch.equal(x, y), name
     assert read_meta(split)["training"]["steps"] == 4
+
+
+@pytest.mark.parametrize(
+    ("overrides", "field"),
+    [
+        ({"steps": None}, "steps"),
+        ({"segment": 100}, "segment"),
+        ({"input_noise": -1.0}, "input_noise"),
+        ({"lr": 2.0}, "lr"),
+    ],
+)
+def test_bad_options_name_the_field(tmp_path: Path, overrides: dict[str, object], field: str) -> None:
+    """Out-of-range options raise InvalidArgument naming the option, before any data is rendered."""
+    opts = options(tmp_path / "w.safetensors", 4)
+    for name, value in overrides.items():
+        setattr(opts, name, value)
+    with pytest.raises(InvalidArgument) as info:
+        opts.validate()
+    assert info.value.field == field
+
+
+def test_cli_without_a_budget_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
+    """`antiphon train audio` with neither --steps nor --minutes is a usage error (exit 2) naming steps."""
+    with pytest.raises(SystemExit) as info:
+        main(["train", "audio", "--out", "unused.safetensors"])
+    assert info.value.code == 2
+    assert "steps" in capsys.readouterr().err
