@@ -1,21 +1,37 @@
 # make run   set everything up on a fresh machine and start the server with the default models
-# make test  set everything up and run the linters, the type checker and the tests
+# make test  set everything up and run the linters, the type checker and the tests, then the edge tests in a
+#            torch-free virtualenv (.venv-edge) and on arm64 code (an emulated Debian bookworm arm64 userland)
 
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 TORCH  := torch==2.13.0
-# Debian packages the project needs (espeak-ng renders speech for the audio models).
-DEBS   := espeak-ng
+# Debian packages the project needs: espeak-ng renders speech for the audio models; alsa-utils is the edge client's
+# microphone and player (arecord, aplay); mmdebstrap and qemu-user-static run the edge tests on arm64 code.
+DEBS   := espeak-ng alsa-utils mmdebstrap qemu-user-static
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test setup system-deps lint typecheck pytest clean
+# The edge client's own environment: Python 3.11 with the edge extra only (NumPy 1, tflite-runtime 2.14,
+# onnxruntime, grpcio, websockets; no torch), plus the test runner.
+EDGE_VENV  := .venv-edge
+EDGE_BIN   := $(EDGE_VENV)/bin
+EDGE_STAMP := $(EDGE_VENV)/.installed
+# The files the edge tests run against, exported by the main virtualenv at every test run.
+EDGE_FILES := runs/edge-files
+# arm64: the same tests with every edge command on an emulated aarch64 Python (tests/edge/arm64.sh; root cached
+# under runs/arm64). Emulated, a command takes 3-8 s (importing onnxruntime alone takes 5 s), so this runs one test
+# of each command, the backends taking turns (bench runs both), not every case.
+ARM64_TESTS := no_edge_module or torch_is_not or (classify_image and tflite_runtime) or \
+	(classify_audio and onnxruntime) or (classify_text and tflite_runtime) or (piped and onnxruntime) or bench or \
+	(corrupt and tflite_runtime) or device_when or seeded
+
+.PHONY: run test setup system-deps lint typecheck pytest clean edge-files edge-test edge-arm64
 
 run: setup
 	$(BIN)/antiphon serve
 
-test: setup lint typecheck pytest
+test: setup lint typecheck pytest edge-test edge-arm64
 
 setup: system-deps $(STAMP)
 
@@ -40,8 +56,25 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-pytest: $(STAMP)
-	$(BIN)/pytest
+# The main virtualenv runs the edge tests with LiteRT (ai_edge_litert, NumPy 2) only; .venv-edge runs them all.
+pytest: $(STAMP) edge-files
+	$(BIN)/pytest --ignore=tests/edge
+	ANTIPHON_EDGE_FILES=$(EDGE_FILES) $(BIN)/pytest tests/edge -k "ai_edge_litert or test_imports"
+
+edge-files: $(STAMP)
+	$(BIN)/python -m tests.edge.build $(EDGE_FILES)
+
+$(EDGE_STAMP): pyproject.toml
+	$(PYTHON) -m venv $(EDGE_VENV)
+	$(EDGE_BIN)/python -m pip install -q --disable-pip-version-check -e '.[edge]' pytest pytest-asyncio
+	touch $@
+
+edge-test: $(EDGE_STAMP) edge-files
+	ANTIPHON_EDGE_FILES=$(EDGE_FILES) ANTIPHON_EDGE_VENV=1 ANTIPHON_SERVER_PYTHON=$(CURDIR)/$(BIN)/python \
+		$(EDGE_BIN)/pytest tests/edge
+
+edge-arm64: $(EDGE_STAMP) edge-files
+	tests/edge/arm64.sh $(EDGE_BIN)/python $(CURDIR)/$(BIN)/python $(EDGE_FILES) "$(ARM64_TESTS)"
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) $(EDGE_VENV) runs/arm64 .mypy_cache .ruff_cache .pytest_cache

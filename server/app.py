@@ -16,8 +16,11 @@ from typing import Any
 import grpc
 from websockets.asyncio.server import Server as WebSocketServer
 from websockets.asyncio.server import serve as websocket_serve
+from websockets.frames import CloseCode
 
 from server.engine.api import ModelRegistry
+from server.engine.audio import AudioEngine, AudioLimits
+from server.engine.classify import LOADERS, Classifier
 from server.engine.text import ChatStyle, EngineLimits, TextEngine
 from server.errors import CheckpointError, InvalidArgument, ListenError
 from server.settings import ServeSettings
@@ -70,6 +73,47 @@ def load_text_engine(settings: ServeSettings, checkpoint: Path) -> TextEngine:
     )
 
 
+def audio_limits(settings: ServeSettings) -> AudioLimits:
+    return AudioLimits(
+        max_streams=settings.max_audio_streams,
+        max_waiting=settings.max_waiting,
+        max_text_chars=settings.max_audio_text_chars,
+        max_seconds=settings.max_audio_seconds,
+        stream_buffer=max(1, settings.audio_buffer_ms * 16),  # 16 samples per millisecond at 16 kHz
+        threads=settings.audio_threads,
+    )
+
+
+def load_audio_engine(settings: ServeSettings, checkpoint: Path) -> AudioEngine:
+    """The audio engine for ``checkpoint`` (the compiled CPU step; its first call compiles or loads the cache)."""
+    if not checkpoint.is_file():
+        raise CheckpointError(
+            f"audio checkpoint {checkpoint} does not exist: train one with `antiphon train audio --out {checkpoint}`, "
+            "or name another with --audio-checkpoint (or ANTIPHON_AUDIO_CHECKPOINT; 'none' serves no audio)"
+        )
+    engine = AudioEngine.from_checkpoint(checkpoint, settings.audio_model_id, audio_limits(settings))
+    engine.warm_up()
+    return engine
+
+
+def load_classifiers(settings: ServeSettings, defaults: dict[str, Path]) -> list[Classifier]:
+    """The classifiers named by --classifiers (each from its --NAME-checkpoint or its default), or by default every
+    one whose default checkpoint exists."""
+    named = settings.classifiers
+    if named is not None and "none" in named:
+        return []
+    loaded = []
+    for name in named or LOADERS:
+        given = getattr(settings, f"{name}_checkpoint")
+        path = given or defaults[name]
+        if not path.is_file():
+            if named is None and given is None:
+                continue  # not asked for by name: serve the others
+            raise CheckpointError(f"{name} checkpoint {path} does not exist (train one with `antiphon train {name}`)")
+        loaded.append(LOADERS[name](path, name))
+    return loaded
+
+
 def chat_style(settings: ServeSettings, speakers: list[str] | None) -> ChatStyle:
     """Personas from --personas, else from the checkpoint's recorded speakers, else King Lear's."""
     personas = settings.personas or tuple(speakers or ())[:MAX_PERSONAS]
@@ -90,12 +134,23 @@ def _address(host: str, port: int) -> str:
 class Server:
     """The engines behind a gRPC and a WebSocket listener. ``start`` then ``stop``; ``stop`` is idempotent."""
 
-    def __init__(self, settings: ServeSettings, engines: Sequence[TextEngine]) -> None:
+    def __init__(
+        self,
+        settings: ServeSettings,
+        engines: Sequence[TextEngine],
+        audio_engines: Sequence[AudioEngine] = (),
+        classifiers: Sequence[Classifier] = (),
+    ) -> None:
         self.settings = settings
-        self.engines = list(engines)
+        self.engines: list[TextEngine | AudioEngine] = [*engines, *audio_engines]
+        self.classifiers = list(classifiers)
         self.models = ModelRegistry()
-        for engine in self.engines:
+        for classifier in self.classifiers:
+            self.models.add_classifier(classifier)
+        for engine in engines:
             self.models.add_text(engine)
+        for audio in audio_engines:
+            self.models.add_audio(audio)
         self.grpc_port = 0
         self.ws_port = 0
         self._serving = False
@@ -166,18 +221,36 @@ class Server:
         if self._ws is not None:
             self._ws.close(close_connections=False)
         await asyncio.gather(*(engine.close(grace_s) for engine in self.engines))
+        for classifier in self.classifiers:
+            classifier.close()
         await self._transport.drain(timeout_s=1.0)
         if self._grpc is not None:
             await self._grpc.stop(1.0)
         if self._ws is not None:
-            self._ws.close()  # close code 1001, going away
+            # Server.close() is idempotent: the first call (close_connections=False) owns the close task, so calling
+            # it again would not close the connections, and an idle client would hold the process open. Close each
+            # connection here with 1001 (going away); the close task then sees every handler return.
+            connections = list(self._ws.connections)
+            await asyncio.gather(*(c.close(CloseCode.GOING_AWAY) for c in connections), return_exceptions=True)
             await self._ws.wait_closed()
 
 
-async def serve(settings: ServeSettings, checkpoint: Path) -> None:
-    """Run until SIGTERM or SIGINT, then shut down gracefully."""
+async def serve(
+    settings: ServeSettings,
+    checkpoint: Path,
+    audio_checkpoint: Path | None = None,
+    classifier_checkpoints: dict[str, Path] | None = None,
+) -> None:
+    """Run until SIGTERM or SIGINT, then shut down gracefully. No ``audio_checkpoint``: no audio model;
+    ``classifier_checkpoints``: the default checkpoint of each classifier."""
     engine = await asyncio.to_thread(load_text_engine, settings, checkpoint)
-    server = Server(settings, [engine])
+    audio = []
+    if audio_checkpoint is not None:
+        audio.append(await asyncio.to_thread(load_audio_engine, settings, audio_checkpoint))
+    classifiers = await asyncio.to_thread(load_classifiers, settings, classifier_checkpoints or {})
+    if classifiers:
+        log.info("classifiers: %s", ", ".join(c.info.id for c in classifiers))
+    server = Server(settings, [engine], audio, classifiers)
     await server.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -13,14 +13,19 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from server.errors import AntiphonError, InvalidArgument
 
 log = logging.getLogger("antiphon")
 
+if TYPE_CHECKING:
+    from server.settings import ServeSettings
+
 REPO_MODELS = Path(__file__).resolve().parent.parent / "models"
 DEFAULT_TEXT_CHECKPOINT = REPO_MODELS / "text" / "char_lstm.safetensors"
 DEFAULT_DIGITS_CHECKPOINT = REPO_MODELS / "digits" / "digits_cnn.safetensors"
+DEFAULT_AUDIO_CHECKPOINT = REPO_MODELS / "audio" / "wavenet.safetensors"
 DEFAULT_TEXTDISC_CHECKPOINT = REPO_MODELS / "textdisc" / "text_disc.safetensors"
 DEFAULT_SMALL_TEXT_CHECKPOINT = REPO_MODELS / "text" / "char_lstm_small.safetensors"
 DEFAULT_KWS_CHECKPOINT = REPO_MODELS / "kws" / "kws_dscnn.safetensors"
@@ -32,6 +37,10 @@ def default_kws_checkpoint() -> Path:
 
 def default_text_checkpoint() -> Path:
     return Path(os.environ.get("ANTIPHON_TEXT_CHECKPOINT", DEFAULT_TEXT_CHECKPOINT))
+
+
+def default_audio_checkpoint() -> Path:
+    return Path(os.environ.get("ANTIPHON_AUDIO_CHECKPOINT", DEFAULT_AUDIO_CHECKPOINT))
 
 
 # -- train -------------------------------------------------------------------
@@ -139,6 +148,108 @@ def _train_digits(args: argparse.Namespace) -> int:
     )
     info = train_digits(opts)
     print(f"test accuracy {info['metrics']['test_accuracy']:.2%} -> {opts.out}")
+    return 0
+
+
+def _add_train_audio(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "audio",
+        help="train the WaveNet on espeak-ng speech",
+        description="Train the WaveNet on random segments of espeak-ng renderings (lines of the training plays and "
+        "the number words, in training voices, speeds, pitches and loudness; rendered once and cached), conditioned "
+        "on each rendering's log-mel frames and voice. Progress shows training bits/sample, a held-out estimate "
+        "(voices never trained on), samples/s and learning rate; the checkpoint records the exact held-out NLL over "
+        "whole utterances. Run under `torchrun --nproc-per-node N` for data-parallel training.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    budget = p.add_argument_group("budget (the first reached ends the run; the learning rate decays over it)")
+    budget.add_argument("--steps", type=int, help="optimizer steps")
+    budget.add_argument("--minutes", type=float, help="wall-clock minutes of training")
+    p.add_argument("--out", type=Path, default=Path("runs/audio/wavenet.safetensors"), help="checkpoint to write")
+    p.add_argument("--resume", action="store_true", help="continue from the training state saved beside --out")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument(
+        "--precision",
+        choices=("auto", "fp32", "bf16"),
+        default="auto",
+        help="auto: bf16 autocast where the hardware runs it natively",
+    )
+    p.add_argument("--seed", type=int, default=1234)
+    p.add_argument("--batch-size", type=int, default=4, help="segments per process and step")
+    p.add_argument("--segment", type=int, default=2000, help="samples per segment")
+    p.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (Adam, cosine decay)")
+    p.add_argument("--warmup-steps", type=int, default=50, help="linear learning-rate warm-up")
+    p.add_argument("--eval-every", type=int, default=250, help="steps between held-out estimates")
+    p.add_argument("--checkpoint-minutes", type=float, default=5.0, help="minutes between resumable saves")
+    data = p.add_argument_group("data")
+    data.add_argument("--lines", type=int, default=2000, help="lines of the plays rendered for training")
+    data.add_argument("--number-renderings", type=int, default=60, help="training renderings of each number word")
+    data.add_argument("--heldout-lines", type=int, default=24, help="held-out lines (held-out voices)")
+    data.add_argument("--heldout-number-renderings", type=int, default=2, help="held-out renderings of each number")
+    data.add_argument("--workers", type=int, default=2, help="espeak-ng processes while rendering")
+    model = p.add_argument_group("model")
+    model.add_argument("--layers", type=int, default=20)
+    model.add_argument("--cycle", type=int, default=10, help="dilations 1..2**(cycle-1), repeated")
+    model.add_argument("--residual-channels", type=int, default=64)
+    model.add_argument("--gate-channels", type=int, default=64)
+    model.add_argument("--skip-channels", type=int, default=32)
+    model.add_argument("--out-channels", type=int, default=128)
+    model.add_argument("--n-mels", type=int, default=40)
+    model.add_argument("--hop", type=int, default=160, help="samples per log-mel frame")
+    model.add_argument("--cond-channels", type=int, default=64)
+    model.add_argument("--cond-layers", type=int, default=2)
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (logs only)")
+    p.set_defaults(func=_train_audio)
+
+
+def _train_audio(args: argparse.Namespace) -> int:
+    from server.audio.train import AudioTrainer, AudioTrainOptions
+
+    model = {
+        name: getattr(args, name)
+        for name in (
+            "layers",
+            "cycle",
+            "residual_channels",
+            "gate_channels",
+            "skip_channels",
+            "out_channels",
+            "n_mels",
+            "hop",
+            "cond_channels",
+            "cond_layers",
+        )
+    }
+    for name, value in model.items():
+        if value < 1:
+            raise InvalidArgument(name, f"must be at least 1, got {value}")
+    if args.cycle > 14:
+        raise InvalidArgument("cycle", f"must be at most 14 (dilation 8192), got {args.cycle}")
+    opts = AudioTrainOptions(
+        out=args.out,
+        steps=args.steps,
+        minutes=args.minutes,
+        device=args.device,
+        precision=args.precision,
+        resume=args.resume,
+        seed=args.seed,
+        batch_size=args.batch_size,
+        segment=args.segment,
+        lr=args.lr,
+        warmup_steps=args.warmup_steps,
+        eval_every=args.eval_every,
+        checkpoint_minutes=args.checkpoint_minutes,
+        progress=not args.no_progress,
+        lines=args.lines,
+        number_renderings=args.number_renderings,
+        heldout_lines=args.heldout_lines,
+        heldout_number_renderings=args.heldout_number_renderings,
+        workers=args.workers,
+        model=model,
+    )
+    info = AudioTrainer(opts).train()
+    if info:
+        print(f"held-out {info['metrics']['heldout_bits_per_sample']:.4f} bits/sample -> {opts.out}")
     return 0
 
 
@@ -338,6 +449,83 @@ def _eval_digits(args: argparse.Namespace) -> int:
     print(format_confusion(result.confusion, meta["labels"]))
     if args.json:
         print(json.dumps(result.to_dict()))
+    return 0
+
+
+def _add_eval_audio(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "audio",
+        help="held-out NLL (bits/sample) of the WaveNet; --render writes WAVs, a spectrogram and the log-mel distance",
+        description="Score the held-out utterances the checkpoint's trainer held out (espeak-ng renderings in voices "
+        "never trained on) with teacher forcing, in bits per sample over whole utterances (8 is chance). With "
+        "--render DIR, also generate a few held-out utterances sample by sample, write them (generated and espeak "
+        "reference) as WAV files with a spectrogram PNG into DIR, and report the mean absolute log-mel distance (dB).",
+    )
+    p.add_argument(
+        "--checkpoint",
+        type=Path,
+        default=None,
+        help=f"default: {DEFAULT_AUDIO_CHECKPOINT.name} in models/audio (or $ANTIPHON_AUDIO_CHECKPOINT)",
+    )
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument("--limit", type=int, default=None, help="score only the first N held-out utterances")
+    render = p.add_argument_group("rendering (--render)")
+    render.add_argument("--render", type=Path, default=None, metavar="DIR", help="write WAVs and a spectrogram here")
+    render.add_argument("--count", type=int, default=4, help="held-out utterances to generate (default: 4)")
+    render.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (default: 1.0)")
+    render.add_argument("--seed", type=int, default=0, help="same seed, same audio (default: 0)")
+    render.add_argument("--threads", type=int, default=1, help="cores for generation (default: 1)")
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help='last line: {"bits_per_sample": ..., "samples": ..., "log_mel_distance_db": ... (with --render)}',
+    )
+    p.set_defaults(func=_eval_audio)
+
+
+def _eval_audio(args: argparse.Namespace) -> int:
+    from server.audio.checkpoint import load_audio_model
+    from server.audio.data import build_utterances
+    from server.audio.evaluate import bits_per_sample
+    from server.device import resolve_device
+
+    if args.limit is not None and args.limit < 1:
+        raise InvalidArgument("limit", f"must be at least 1, got {args.limit}")
+    if not 1 <= args.count <= 64:
+        raise InvalidArgument("count", f"must be in 1..64, got {args.count}")
+    if not 0 <= args.temperature <= 100:
+        raise InvalidArgument("temperature", f"must be between 0 and 100, got {args.temperature}")
+    if not 1 <= args.threads <= 64:
+        raise InvalidArgument("threads", f"must be in 1..64, got {args.threads}")
+    if not 0 <= args.seed < 2**63:
+        raise InvalidArgument("seed", f"must be in 0..2**63-1, got {args.seed}")
+    model, _, meta = load_audio_model(args.checkpoint or default_audio_checkpoint(), resolve_device(args.device))
+    opts = meta["training"]["options"]
+    heldout = build_utterances(
+        "heldout",
+        opts["heldout_lines"],
+        opts["heldout_number_renderings"],
+        model.config.n_mels,
+        model.config.hop,
+        opts["seed"],
+        min_samples=opts["segment"],
+    )[: args.limit]
+    bits = bits_per_sample(model, heldout)
+    samples = sum(u.samples for u in heldout)
+    print(f"held-out {bits:.4f} bits/sample over {len(heldout)} utterances ({samples / 16_000:.1f} s)")
+    result: dict[str, object] = {"bits_per_sample": bits, "samples": samples, "utterances": len(heldout)}
+    if args.render is not None:
+        from server.audio.quality import render_report
+
+        report = render_report(model.cpu(), args.render, args.count, args.seed, args.temperature, args.threads)
+        for item in report["utterances"]:  # type: ignore[attr-defined]
+            print(f"{item['voice']}: {item['log_mel_distance_db']:.2f} dB  {item['text']!r}")
+        print(f"mean log-mel distance {report['log_mel_distance_db']:.2f} dB; files in {args.render}")
+        if "spectrogram.png" not in report["files"]:  # type: ignore[operator]
+            print("(no spectrogram: install matplotlib, the `plots` extra)")
+        result["log_mel_distance_db"] = report["log_mel_distance_db"]
+    if args.json:
+        print(json.dumps(result))
     return 0
 
 
@@ -544,7 +732,79 @@ def _serve(args: argparse.Namespace) -> int:
         import torch
 
         torch.set_num_threads(settings.torch_threads)
-    asyncio.run(serve(settings, settings.text_checkpoint or default_text_checkpoint()))
+    classifiers = {
+        "kws": default_kws_checkpoint(),
+        "textdisc": default_textdisc_checkpoint(),
+        "digits": default_digits_checkpoint(),
+    }
+    text = settings.text_checkpoint or default_text_checkpoint()
+    asyncio.run(serve(settings, text, _serve_audio(settings), classifiers))
+    return 0
+
+
+def _serve_audio(settings: ServeSettings) -> Path | None:
+    """The audio checkpoint to serve: the one named (``none``: no audio), else the default when it exists."""
+    if settings.audio_checkpoint is not None:
+        return None if str(settings.audio_checkpoint).lower() == "none" else Path(settings.audio_checkpoint)
+    default = DEFAULT_AUDIO_CHECKPOINT
+    if default.is_file():
+        return default
+    logging.getLogger("antiphon.server").warning(
+        "no audio model at %s: serving text only (train one with `antiphon train audio`)", default
+    )
+    return None
+
+
+# -- say ---------------------------------------------------------------------
+def _add_say(commands: argparse._SubParsersAction) -> None:
+    p = commands.add_parser(
+        "say",
+        help="speak a text with the WaveNet (play it, or write a WAV file)",
+        description="Speak TEXT with the WaveNet in this process: espeak-ng renders the text, the WaveNet makes "
+        "every sample, and the audio streams to `aplay` (speech starts before the rest is made) or into a WAV "
+        "file as it is generated. Progress (seconds made, speed against real time) goes to stderr.",
+    )
+    p.add_argument("text", help="the text to speak; - reads it from stdin")
+    p.add_argument("-o", "--out", type=Path, default=None, help="write a 16 kHz 16-bit WAV file (- for stdout)")
+    p.add_argument("--voice", default="", help="an espeak-ng voice, accent+variant (default: the model's)")
+    p.add_argument("--temperature", type=float, default=None, help="sampling temperature; 0 is greedy (default 1)")
+    p.add_argument("--seed", type=int, default=None, help="same seed, same samples (default: random)")
+    p.add_argument("--max-seconds", type=float, default=None, help="stop after this much audio (default 30)")
+    p.add_argument("--threads", type=int, default=1, help="cores for the WaveNet step (default 1)")
+    p.add_argument("--checkpoint", type=Path, default=None, help="default: models/audio/wavenet.safetensors")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_say)
+
+
+def _say(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from server.audio.say import SayOptions, say
+
+    text = sys.stdin.read() if args.text == "-" else args.text
+    if not 1 <= args.threads <= 64:
+        raise InvalidArgument("threads", f"must be in 1..64, got {args.threads}")
+    checkpoint = args.checkpoint or default_audio_checkpoint()
+    if not checkpoint.is_file():
+        raise InvalidArgument("checkpoint", f"{checkpoint} does not exist (train one with `antiphon train audio`)")
+    options = SayOptions(
+        text=text,
+        checkpoint=checkpoint,
+        out=args.out,
+        voice=args.voice,
+        temperature=args.temperature,
+        seed=args.seed,
+        max_seconds=args.max_seconds,
+        threads=args.threads,
+        progress=not args.quiet,
+    )
+    result = asyncio.run(say(options))
+    where = "played" if args.out is None else f"wrote {args.out}"
+    print(
+        f"{where}: {result.samples / 16_000:.2f} s of audio in {result.seconds:.2f} s "
+        f"(first chunk after {result.first_chunk_s * 1000:.0f} ms, {result.finish_reason})",
+        file=sys.stderr,
+    )
     return 0
 
 
@@ -641,8 +901,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, help_text, adders in (
-        ("train", "train a model", [_add_train_text, _add_train_digits, _add_train_textdisc, _add_train_kws]),
-        ("eval", "evaluate a model", [_add_eval_text, _add_eval_digits, _add_eval_textdisc, _add_eval_kws]),
+        (
+            "train",
+            "train a model",
+            [_add_train_text, _add_train_digits, _add_train_audio, _add_train_textdisc, _add_train_kws],
+        ),
+        (
+            "eval",
+            "evaluate a model",
+            [_add_eval_text, _add_eval_digits, _add_eval_audio, _add_eval_textdisc, _add_eval_kws],
+        ),
         ("sample", "generate from a model", [_add_sample_text]),
     ):
         group = commands.add_parser(name, help=help_text, description=help_text.capitalize() + ".")
@@ -650,6 +918,7 @@ def build_parser() -> argparse.ArgumentParser:
         for add in adders:
             add(kinds)
     _add_serve(commands)
+    _add_say(commands)
     _add_export(commands)
     return parser
 

@@ -13,7 +13,9 @@ frames); the command line maps them to exit codes. Tracebacks stay in the log.
     ├── ListenError          a server could not bind its address
     ├── CorpusError          training text could not be fetched or read
     ├── CheckpointError      a checkpoint is missing, corrupt or of the wrong kind
-    └── ExportError          a conversion failed, or an exported file disagrees with torch
+    ├── ExportError          a conversion failed, or an exported file disagrees with torch
+    ├── ModelFileError       an exported file or its manifest is missing, altered (sha256) or unreadable (edge)
+    └── DeviceError          an audio device or player is missing, busy or failed (edge)
 """
 
 from __future__ import annotations
@@ -92,3 +94,15 @@ class ExportError(AntiphonError):
     """A model could not be converted, or an exported file failed its parity check."""
 
     code = "internal"
+
+
+class ModelFileError(AntiphonError):
+    """An exported model file or its manifest is missing, does not match its sha256, or cannot be loaded."""
+
+    code = "failed_precondition"
+
+
+class DeviceError(AntiphonError):
+    """An audio device (``arecord``) or player (``aplay``) is missing, busy or failed."""
+
+    code = "unavailable"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -71,6 +72,29 @@ class ServeSettings:
     user_speaker: str | None = _option(
         None, "name the user's chat lines are written under (default: the first other persona)", "model"
     )
+    audio_checkpoint: Path | None = _option(  # noqa: RUF009
+        None,
+        "audio model (WaveNet) checkpoint (default: models/audio/wavenet.safetensors when present; none: no audio)",
+        "model",
+        _path,
+    )
+    audio_model_id: str = _option("wavenet", "the id clients name the audio model by", "model")
+    classifiers: tuple[str, ...] | None = _option(
+        None,
+        "comma-separated classifiers Classify serves: kws, textdisc, digits (default: each whose checkpoint is in "
+        "models/; none: no classifier)",
+        "model",
+        _names,
+    )
+    kws_checkpoint: Path | None = _option(  # noqa: RUF009
+        None, "keyword-spotting checkpoint (default: models/kws/kws_dscnn.safetensors)", "model", _path
+    )
+    textdisc_checkpoint: Path | None = _option(  # noqa: RUF009
+        None, "text discriminator checkpoint (default: models/textdisc/text_disc.safetensors)", "model", _path
+    )
+    digits_checkpoint: Path | None = _option(  # noqa: RUF009
+        None, "digits CNN checkpoint (default: models/digits/digits_cnn.safetensors)", "model", _path
+    )
     # limits
     max_streams: int = _option(64, "streams generated together in one batch", "limits", int)
     max_waiting: int = _option(64, "streams queued beyond --max-streams before answering overloaded", "limits", int)
@@ -80,6 +104,13 @@ class ServeSettings:
     ws_max_message_bytes: int = _option(65536, "largest WebSocket message a client may send", "limits", int)
     max_sessions: int = _option(1024, "chat sessions kept (the least recently used idle one goes)", "limits", int)
     session_ttl_s: float = _option(1800.0, "seconds an unused chat session is kept", "limits", float)
+    max_audio_streams: int = _option(16, "audio streams generated together in one batch", "limits", int)
+    max_audio_seconds: float = _option(30.0, "longest audio one request may ask for, in seconds", "limits", float)
+    max_audio_text_chars: int = _option(400, "characters of text one audio request may speak", "limits", int)
+    audio_buffer_ms: int = _option(1000, "unread audio per stream, in milliseconds, before it pauses", "limits", int)
+    audio_threads: int = _option(
+        min(2, os.cpu_count() or 1), "cores the audio step splits its batch across (default: up to 2)", "model", int
+    )
 
     @classmethod
     def from_sources(
@@ -109,7 +140,8 @@ class ServeSettings:
                 raise InvalidArgument(flag_name(name), f"must be in 0..65535, got {port}")
         if self.torch_threads is not None and self.torch_threads < 1:
             raise InvalidArgument(flag_name("torch_threads"), f"must be at least 1, got {self.torch_threads}")
-        for name in ("max_streams", "max_prompt_chars", "max_tokens", "stream_buffer", "max_sessions"):
+        positive = ("max_streams", "max_prompt_chars", "max_tokens", "stream_buffer", "max_sessions")
+        for name in (*positive, "max_audio_streams", "max_audio_text_chars", "audio_buffer_ms", "audio_threads"):
             if getattr(self, name) < 1:
                 raise InvalidArgument(flag_name(name), f"must be at least 1, got {getattr(self, name)}")
         if self.max_waiting < 0:
@@ -128,8 +160,17 @@ class ServeSettings:
             raise InvalidArgument(
                 flag_name("default_persona"), f"{self.default_persona!r} is not one of {', '.join(self.personas)}"
             )
-        if not self.text_model_id:
-            raise InvalidArgument(flag_name("text_model_id"), "must not be empty")
+        if not (math.isfinite(self.max_audio_seconds) and self.max_audio_seconds > 0):
+            raise InvalidArgument(flag_name("max_audio_seconds"), f"must be positive, got {self.max_audio_seconds}")
+        known = ("kws", "textdisc", "digits", "none")
+        for name in self.classifiers or ():
+            if name not in known:
+                raise InvalidArgument(
+                    flag_name("classifiers"), f"unknown classifier {name!r}; known: {', '.join(known)}"
+                )
+        for name in ("text_model_id", "audio_model_id"):
+            if not getattr(self, name):
+                raise InvalidArgument(flag_name(name), "must not be empty")
         return self
 
 

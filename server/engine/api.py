@@ -16,7 +16,7 @@ from typing import Generic, Protocol, Self, TypeVar
 
 import numpy as np
 
-from server.errors import NotFound
+from server.errors import NotFound, Unimplemented
 
 Piece = TypeVar("Piece", str, np.ndarray)
 
@@ -74,6 +74,38 @@ class AudioModelInfo:
     max_text_chars: int
     max_seconds: float
     kind: str = "audio"
+
+
+AUDIO, TEXT, TENSOR = "audio", "text", "tensor"  # what a classifier takes
+
+
+@dataclass(frozen=True)
+class ClassifierInfo:
+    id: str
+    input: str  # AUDIO, TEXT or TENSOR
+    labels: tuple[str, ...]
+    description: str
+    input_shape: tuple[int, ...] = ()  # TENSOR inputs
+    sample_rate: int = 0  # AUDIO inputs
+
+
+@dataclass(frozen=True)
+class ClassifyInput:
+    text: str | None = None
+    audio: bytes | None = None
+    audio_sample_rate: int = 0
+    tensor_shape: tuple[int, ...] = ()
+    tensor_values: np.ndarray | None = None  # float32, row-major
+
+    @property
+    def kind(self) -> str | None:
+        if self.text is not None:
+            return TEXT
+        if self.audio is not None:
+            return AUDIO
+        if self.tensor_values is not None:
+            return TENSOR
+        return None
 
 
 @dataclass(frozen=True)
@@ -232,6 +264,15 @@ class AudioService(Protocol):
     def generate(self, request: AudioRequest) -> AudioStream: ...
 
 
+class ClassifierService(Protocol):
+    """A loaded classifier (server/engine/classify.py): (label, probability) pairs, most probable first."""
+
+    @property
+    def info(self) -> ClassifierInfo: ...
+
+    async def classify(self, request: ClassifyInput, top_k: int = 0) -> list[tuple[str, float]]: ...
+
+
 @dataclass
 class ModelRegistry:
     """The models this process serves, by id; the first of each kind is its default."""
@@ -240,6 +281,19 @@ class ModelRegistry:
     default_text: str = ""
     audio: dict[str, AudioService] = field(default_factory=dict)
     default_audio: str = ""
+    classifiers: dict[str, ClassifierService] = field(default_factory=dict)
+
+    def add_classifier(self, service: ClassifierService) -> None:
+        self.classifiers[service.info.id] = service
+
+    def classifier(self, name: str) -> ClassifierService:
+        if not self.classifiers:
+            raise Unimplemented("no classifier is served here (serve them with --classifiers)")
+        found = self.classifiers.get(name)
+        if found is None:
+            served = ", ".join(sorted(self.classifiers))
+            raise NotFound(f"model: {name!r} is not a classifier served here (classifiers: {served})")
+        return found
 
     def add_audio(self, service: AudioService) -> None:
         self.audio[service.info.id] = service
@@ -247,6 +301,8 @@ class ModelRegistry:
 
     def audio_model(self, name: str) -> AudioService:
         """The audio model ``name`` (empty: the default audio model)."""
+        if not self.audio:
+            raise Unimplemented("no audio model is served here (serve one with --audio-checkpoint)")
         key = name or self.default_audio
         service = self.audio.get(key)
         if service is None:

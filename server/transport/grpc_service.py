@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import itertools
 import logging
+import math
 from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import aclosing
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 
 import grpc
+import numpy as np
 from antiphon.v1 import (
     audio_pb2,
     chat_pb2,
@@ -27,17 +29,23 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 
+from server.audio.wire import MULAW, PCM16, Chunker, encode_codes
 from server.engine.api import (
     FINISH_CANCELLED,
     FINISH_LENGTH,
     FINISH_STOP,
+    AudioModelInfo,
+    AudioRequest,
+    AudioStream,
     ChatTurn,
+    ClassifyInput,
     ModelRegistry,
     SamplingOptions,
     TextRequest,
     TextStream,
 )
-from server.errors import AntiphonError, Unimplemented
+from server.engine.speech import SpokenTurn, speak_turn, speech_options
+from server.errors import AntiphonError, InvalidArgument
 
 log = logging.getLogger(__name__)
 
@@ -47,8 +55,13 @@ FINISH_REASONS = {
     FINISH_LENGTH: sampling_pb2.FINISH_REASON_LENGTH,
     FINISH_CANCELLED: sampling_pb2.FINISH_REASON_CANCELLED,
 }
-NO_AUDIO = "no audio model is loaded on this server yet"
-NO_CLASSIFIER = "no classifier is loaded on this server yet"
+ENCODINGS = {
+    audio_pb2.AUDIO_ENCODING_UNSPECIFIED: PCM16,
+    audio_pb2.AUDIO_ENCODING_PCM16_LE: PCM16,
+    audio_pb2.AUDIO_ENCODING_MULAW8: MULAW,
+}
+WIRE_ENCODINGS = {PCM16: audio_pb2.AUDIO_ENCODING_PCM16_LE, MULAW: audio_pb2.AUDIO_ENCODING_MULAW8}
+CHUNK_MS = 20
 
 
 def status_code(error: AntiphonError) -> grpc.StatusCode:
@@ -67,6 +80,42 @@ def sampling_options(sampling: sampling_pb2.Sampling) -> SamplingOptions:
     )
 
 
+def audio_encoding(value: int, name: str = "encoding") -> str:
+    if value not in ENCODINGS:
+        raise InvalidArgument(name, f"unknown AudioEncoding {value}")
+    return ENCODINGS[value]
+
+
+def chunk_samples(value: int, info: AudioModelInfo) -> int:
+    """Samples per chunk: 0 is the default (20 ms); at most one second."""
+    if value == 0:
+        return info.sample_rate * CHUNK_MS // 1000
+    if not 1 <= value <= info.sample_rate:
+        raise InvalidArgument("chunk_samples", f"must be 0 (20 ms) or 1..{info.sample_rate} (one second), got {value}")
+    return value
+
+
+def audio_sampling(sampling: sampling_pb2.Sampling) -> SamplingOptions:
+    """Audio reads temperature and seed only; a text-only knob that is set is an error, not silently ignored."""
+    text_only = {
+        "top_k": sampling.top_k != 0,
+        "top_p": sampling.HasField("top_p"),
+        "max_tokens": sampling.HasField("max_tokens"),
+        "stop": bool(sampling.stop),
+    }
+    for name, is_set in text_only.items():
+        if is_set:
+            raise InvalidArgument(f"sampling.{name}", "is not used by audio models (only temperature and seed are)")
+    return SamplingOptions(
+        temperature=sampling.temperature if sampling.HasField("temperature") else None,
+        seed=sampling.seed if sampling.HasField("seed") else None,
+    )
+
+
+def audio_format(info: AudioModelInfo, encoding: str) -> audio_pb2.AudioFormat:
+    return audio_pb2.AudioFormat(sample_rate=info.sample_rate, encoding=WIRE_ENCODINGS[encoding], channels=1)
+
+
 def usage(stream: TextStream) -> sampling_pb2.Usage:
     return sampling_pb2.Usage(prompt_tokens=stream.prompt_tokens, completion_tokens=stream.completion_tokens)
 
@@ -77,15 +126,24 @@ async def abort(context: grpc.aio.ServicerContext, error: AntiphonError, request
     raise RuntimeError("context.abort returned")  # pragma: no cover (abort always raises)
 
 
-async def pieces(stream: TextStream, context: grpc.aio.ServicerContext, request_id: str) -> AsyncGenerator[str, None]:
-    """The stream's text; an engine error aborts the call, and leaving early (the client went away) cancels."""
+Piece = TypeVar("Piece")
+
+
+async def pieces(
+    stream: AsyncIterator[Piece], context: grpc.aio.ServicerContext, request_id: str
+) -> AsyncGenerator[Piece, None]:
+    """The stream's pieces; an engine error aborts the call, and leaving early (the client went away) cancels."""
     try:
-        async for text in stream:
-            yield text
+        async for piece in stream:
+            yield piece
     except AntiphonError as exc:
         await abort(context, exc, request_id)
     finally:
-        stream.cancel()
+        cancel = getattr(stream, "cancel", None)
+        if cancel is not None:
+            cancel()
+        else:
+            await stream.aclose()  # type: ignore[attr-defined]
 
 
 class GenerationService(generation_pb2_grpc.GenerationServicer):
@@ -106,6 +164,32 @@ class GenerationService(generation_pb2_grpc.GenerationServicer):
                 max_tokens=info.max_tokens,
             )
             for info in self.models.infos()
+        ]
+        infos += [
+            models_pb2.ModelInfo(
+                id=info.id,
+                kind=models_pb2.MODEL_KIND_AUDIO,
+                is_default=info.id == self.models.default_audio,
+                description=info.description,
+                sample_rate=info.sample_rate,
+                voices=info.voices,
+                default_voice=info.default_voice,
+                max_text_chars=info.max_text_chars,
+                max_seconds=info.max_seconds,
+            )
+            for info in self.models.audio_infos()
+        ]
+        infos += [
+            models_pb2.ModelInfo(
+                id=info.id,
+                kind=models_pb2.MODEL_KIND_CLASSIFIER,
+                description=info.description,
+                labels=info.labels,
+                input=info.input,
+                input_shape=info.input_shape,
+                sample_rate=info.sample_rate,
+            )
+            for info in (c.info for c in self.models.classifiers.values())
         ]
         return models_pb2.ListModelsResponse(models=infos)
 
@@ -130,23 +214,42 @@ class GenerationService(generation_pb2_grpc.GenerationServicer):
     ) -> AsyncIterator[chat_pb2.ChatEvent]:
         request_id = f"grpc-{next(self._ids)}"
         try:
-            if request.speak:
-                raise Unimplemented(f"speak: {NO_AUDIO}")
             service = self.models.text_model(request.model)
+            sampling = sampling_options(request.sampling)
+            if request.speak:
+                audio = self.models.audio_model("")
+                speech = speech_options(request.voice, sampling, audio)
+                encoding = audio_encoding(request.encoding)
+            elif request.voice or request.encoding:
+                raise InvalidArgument("voice" if request.voice else "encoding", "is only read with speak set")
             turn = ChatTurn(
                 session_id=request.session_id,
                 message=request.message,
                 persona=request.persona,
                 speaker=request.speaker,
-                sampling=sampling_options(request.sampling),
+                sampling=sampling,
                 request_id=request_id,
             )
             stream = service.chat(turn)
         except AntiphonError as exc:
             await abort(context, exc, request_id)
-        async with aclosing(pieces(stream, context, request_id)) as texts:  # closed at once if the client leaves
-            async for text in texts:
-                yield chat_pb2.ChatEvent(text=text)
+        if request.speak:
+            spoken = SpokenTurn()
+            first = True
+            events = speak_turn(stream, audio, speech, spoken, request_id)
+            async with aclosing(pieces(events, context, request_id)) as items:
+                async for item in items:
+                    if isinstance(item, str):
+                        yield chat_pb2.ChatEvent(text=item)
+                    else:
+                        fmt = audio_format(audio.info, encoding) if first else None
+                        first = False
+                        chunk = audio_pb2.AudioChunk(format=fmt, data=encode_codes(item, encoding))
+                        yield chat_pb2.ChatEvent(audio=chunk)
+        else:
+            async with aclosing(pieces(stream, context, request_id)) as texts:  # closed at once if the client leaves
+                async for text in texts:
+                    yield chat_pb2.ChatEvent(text=text)
         done = chat_pb2.ChatDone(
             finish_reason=FINISH_REASONS[stream.finish_reason or FINISH_CANCELLED],
             usage=usage(stream),
@@ -157,13 +260,60 @@ class GenerationService(generation_pb2_grpc.GenerationServicer):
     async def GenerateAudio(
         self, request: audio_pb2.GenerateAudioRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[audio_pb2.AudioChunk]:
-        await abort(context, Unimplemented(f"GenerateAudio: {NO_AUDIO}"))
-        yield audio_pb2.AudioChunk()  # pragma: no cover (makes this an async generator)
+        request_id = f"grpc-{next(self._ids)}"
+        try:
+            service = self.models.audio_model(request.model)
+            encoding = audio_encoding(request.encoding)
+            chunker = Chunker(chunk_samples(request.chunk_samples, service.info))
+            sampling = audio_sampling(request.sampling)
+            if not (math.isfinite(request.max_seconds) and request.max_seconds >= 0):
+                limit = "must be 0 (the model's limit) or positive"
+                raise InvalidArgument("max_seconds", f"{limit}, got {request.max_seconds}")
+            stream: AudioStream = service.generate(
+                AudioRequest(
+                    text=request.text,
+                    voice=request.voice,
+                    max_seconds=request.max_seconds or None,
+                    temperature=sampling.temperature,
+                    seed=sampling.seed,
+                    request_id=request_id,
+                )
+            )
+        except AntiphonError as exc:
+            await abort(context, exc, request_id)
+        fmt: audio_pb2.AudioFormat | None = audio_format(service.info, encoding)
+        async with aclosing(pieces(stream, context, request_id)) as codes:  # closed at once if the client leaves
+            async for piece in codes:
+                for chunk in chunker.feed(piece):
+                    yield audio_pb2.AudioChunk(format=fmt, data=encode_codes(chunk, encoding))
+                    fmt = None
+        yield audio_pb2.AudioChunk(
+            format=fmt,
+            data=encode_codes(chunker.flush(), encoding),
+            finish_reason=FINISH_REASONS[stream.finish_reason or FINISH_CANCELLED],
+            usage=audio_pb2.AudioUsage(text_chars=len(request.text), samples=stream.samples),
+        )
 
     async def Classify(
         self, request: classify_pb2.ClassifyRequest, context: grpc.aio.ServicerContext
     ) -> classify_pb2.ClassifyResponse:
-        await abort(context, Unimplemented(f"Classify: {NO_CLASSIFIER}"))
+        request_id = f"grpc-{next(self._ids)}"
+        try:
+            service = self.models.classifier(request.model)
+            which = request.WhichOneof("input")
+            values = np.asarray(request.tensor.values, dtype=np.float32) if which == "tensor" else None
+            item = ClassifyInput(
+                text=request.text if which == "text" else None,
+                audio=request.audio if which == "audio" else None,
+                audio_sample_rate=request.audio_sample_rate,
+                tensor_shape=tuple(request.tensor.shape),
+                tensor_values=values,
+            )
+            ranked = await service.classify(item, request.top_k)
+        except AntiphonError as exc:
+            await abort(context, exc, request_id)
+        labels = [classify_pb2.LabelScore(label=label, probability=p) for label, p in ranked]
+        return classify_pb2.ClassifyResponse(labels=labels)
 
 
 def add_services(server: grpc.aio.Server, models: ModelRegistry) -> health_aio.HealthServicer:

@@ -7,19 +7,36 @@ failure (``INVALID_ARGUMENT``, ``NOT_FOUND``, ...); ``GET /healthz`` on the same
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import itertools
 import json
 import logging
-from collections.abc import Callable
+import math
+import struct
+from collections.abc import AsyncIterator, Callable
 from http import HTTPStatus
 from typing import Any
 
+import numpy as np
 from websockets.asyncio.server import Request, Response, ServerConnection
 from websockets.exceptions import ConnectionClosed
 from websockets.frames import CloseCode
 
-from server.engine.api import ChatTurn, ModelRegistry, SamplingOptions, TextRequest, TextStream
-from server.errors import AntiphonError, InvalidArgument, ResourceExhausted, Unimplemented
+from server.audio.wire import ENCODINGS, PCM16, Chunker, encode_codes
+from server.engine.api import (
+    AudioModelInfo,
+    AudioRequest,
+    AudioStream,
+    ChatTurn,
+    ClassifyInput,
+    ModelRegistry,
+    SamplingOptions,
+    TextRequest,
+    TextStream,
+)
+from server.engine.speech import SpokenTurn, speak_turn, speech_options
+from server.errors import AntiphonError, InvalidArgument, ResourceExhausted
 
 log = logging.getLogger(__name__)
 
@@ -27,12 +44,23 @@ MAX_ID_CHARS = 128
 SAMPLING_FIELDS = ("temperature", "top_k", "top_p", "seed", "max_tokens", "stop")
 REQUEST_FIELDS = {
     "generate": {"type", "id", "model", "prompt", "sampling"},
-    "chat": {"type", "id", "model", "session_id", "persona", "speaker", "message", "sampling", "speak"},
+    "chat": {
+        *("type", "id", "model", "session_id", "persona", "speaker", "message", "sampling"),
+        *("speak", "voice", "encoding"),
+    },
     "cancel": {"type", "id"},
     "list_models": {"type", "id"},
-    "generate_audio": None,  # not served yet: any fields
-    "classify": None,
+    "generate_audio": {"type", "id", "model", "text", "voice", "max_seconds", "sampling", "encoding", "chunk_samples"},
+    "classify": {"type", "id", "model", "text", "audio", "audio_sample_rate", "tensor", "top_k"},
 }
+CHUNK_MS = 20
+TEXT_ONLY_SAMPLING = ("top_k", "top_p", "max_tokens", "stop")
+
+
+def audio_frame(request_id: str, payload: bytes) -> bytes:
+    """A binary frame: the request id's UTF-8 length (2 bytes, big-endian), the id, then the audio bytes."""
+    tag = request_id.encode("utf-8")
+    return struct.pack(">H", len(tag)) + tag + payload
 
 
 def error_frame(request_id: str | None, error: AntiphonError) -> dict[str, Any]:
@@ -57,6 +85,54 @@ def _number(value: Any, name: str, integer: bool) -> Any:
     if isinstance(value, bool) or not isinstance(value, kinds):
         raise InvalidArgument(name, f"must be {'an integer' if integer else 'a number'}, got {json.dumps(value)}")
     return value if integer else float(value)  # type: ignore[arg-type]
+
+
+def _encoding(message: dict[str, Any]) -> str:
+    encoding = message.get("encoding") or PCM16
+    if encoding not in ENCODINGS:
+        raise InvalidArgument("encoding", f"must be one of {', '.join(ENCODINGS)}, got {json.dumps(encoding)}")
+    return str(encoding)
+
+
+def _chunk_samples(message: dict[str, Any], info: AudioModelInfo) -> int:
+    value = message.get("chunk_samples")
+    if value is None or value == 0:
+        return info.sample_rate * CHUNK_MS // 1000
+    value = _number(value, "chunk_samples", True)
+    if not 1 <= value <= info.sample_rate:
+        raise InvalidArgument("chunk_samples", f"must be 0 (20 ms) or 1..{info.sample_rate} (one second), got {value}")
+    return int(value)
+
+
+def _base64(value: Any) -> bytes:
+    if not isinstance(value, str):
+        raise InvalidArgument("audio", "must be a base64 string of PCM16 LE mono samples")
+    try:
+        return base64.b64decode(value, validate=True)
+    except binascii.Error:
+        raise InvalidArgument("audio", "is not valid base64") from None
+
+
+def _tensor(value: Any) -> dict[str, Any]:
+    if not isinstance(value, dict) or set(value) - {"shape", "values"}:
+        raise InvalidArgument("tensor", 'must be an object {"shape": [...], "values": [...]}')
+    shape = value.get("shape") or []
+    values = value.get("values")
+    if not isinstance(shape, list) or not all(isinstance(n, int) and not isinstance(n, bool) for n in shape):
+        raise InvalidArgument("tensor.shape", "must be a list of integers")
+    if not isinstance(values, list) or not all(isinstance(v, int | float) and not isinstance(v, bool) for v in values):
+        raise InvalidArgument("tensor.values", "must be a list of numbers")
+    return {"tensor_shape": tuple(shape), "tensor_values": np.asarray(values, dtype=np.float32)}
+
+
+def audio_sampling(value: Any) -> SamplingOptions:
+    """Audio reads temperature and seed only; a text-only knob is an error, not silently ignored."""
+    if isinstance(value, dict):
+        for key in TEXT_ONLY_SAMPLING:
+            if value.get(key) not in (None, []):
+                raise InvalidArgument(f"sampling.{key}", "is not used by audio models (only temperature and seed are)")
+    options = sampling_options(value)
+    return SamplingOptions(temperature=options.temperature, seed=options.seed)
 
 
 def sampling_options(value: Any) -> SamplingOptions:
@@ -114,7 +190,7 @@ class _Connection:
         self.models = models
         self.websocket = websocket
         self.name = name
-        self.streams: dict[str, TextStream] = {}
+        self.streams: dict[str, TextStream | AudioStream] = {}
         self.tasks: set[asyncio.Task[None]] = set()
         self.all_tasks = all_tasks
 
@@ -179,44 +255,183 @@ class _Connection:
                 }
                 for info in self.models.infos()
             ]
+            models += [
+                {
+                    "id": info.id,
+                    "kind": info.kind,
+                    "is_default": info.id == self.models.default_audio,
+                    "description": info.description,
+                    "sample_rate": info.sample_rate,
+                    "voices": list(info.voices),
+                    "default_voice": info.default_voice,
+                    "max_text_chars": info.max_text_chars,
+                    "max_seconds": info.max_seconds,
+                }
+                for info in self.models.audio_infos()
+            ]
+            models += [
+                {
+                    "id": info.id,
+                    "kind": "classifier",
+                    "description": info.description,
+                    "labels": list(info.labels),
+                    "input": info.input,
+                    "input_shape": list(info.input_shape),
+                    "sample_rate": info.sample_rate,
+                }
+                for info in (c.info for c in self.models.classifiers.values())
+            ]
             await self.send({"type": "models", "id": request_id, "models": models})
             return
-        if kind == "generate_audio":
-            raise Unimplemented("generate_audio: no audio model is loaded on this server yet")
         if kind == "classify":
-            raise Unimplemented("classify: no classifier is loaded on this server yet")
+            self.start(request_id, self.classify(request_id, message))
+            return
         if request_id in self.streams:
             raise InvalidArgument("id", f"{request_id!r} names a request still running on this connection")
+        tag = f"{self.name}-{request_id}"
+        if kind == "generate_audio":
+            self.start(request_id, self.audio_request(request_id, tag, message))
+            return
         service = self.models.text_model(_string(message, "model"))
         sampling = sampling_options(message.get("sampling"))
-        tag = f"{self.name}-{request_id}"
         if kind == "generate":
             stream = service.generate(TextRequest(_string(message, "prompt"), sampling, tag))
-        else:
-            speak = message.get("speak", False)
-            if not isinstance(speak, bool):
-                raise InvalidArgument("speak", "must be true or false")
-            if speak:
-                raise Unimplemented("speak: no audio model is loaded on this server yet")
-            turn = ChatTurn(
-                session_id=_string(message, "session_id"),
-                message=_string(message, "message"),
-                persona=_string(message, "persona"),
-                speaker=_string(message, "speaker"),
-                sampling=sampling,
+            self.streams[request_id] = stream
+            self.start(request_id, self.pump(request_id, stream, stream, chat=False))
+            return
+        speak = message.get("speak", False)
+        if not isinstance(speak, bool):
+            raise InvalidArgument("speak", "must be true or false")
+        if speak:
+            audio = self.models.audio_model("")
+            speech = speech_options(_string(message, "voice"), sampling, audio)
+            encoding = _encoding(message)
+        elif "voice" in message or "encoding" in message:
+            raise InvalidArgument("voice" if "voice" in message else "encoding", "is only read with speak: true")
+        turn = ChatTurn(
+            session_id=_string(message, "session_id"),
+            message=_string(message, "message"),
+            persona=_string(message, "persona"),
+            speaker=_string(message, "speaker"),
+            sampling=sampling,
+            request_id=tag,
+        )
+        stream = service.chat(turn)
+        self.streams[request_id] = stream
+        if not speak:
+            self.start(request_id, self.pump(request_id, stream, stream, chat=True))
+            return
+        spoken = SpokenTurn()
+        events = speak_turn(stream, audio, speech, spoken, tag)
+        self.start(request_id, self.pump(request_id, stream, events, chat=True, spoken=spoken, encoding=encoding))
+
+    async def classify(self, request_id: str, message: dict[str, Any]) -> None:
+        """One ``labels`` frame (or an error frame); classification runs beside the connection's other requests."""
+        try:
+            service = self.models.classifier(_string(message, "model"))
+            given = [key for key in ("text", "audio", "tensor") if message.get(key) is not None]
+            if len(given) != 1:
+                raise InvalidArgument("input", f"give exactly one of text, audio, tensor (got {len(given)})")
+            rate = message.get("audio_sample_rate")
+            top_k = message.get("top_k")
+            item = ClassifyInput(
+                text=_string(message, "text") if given == ["text"] else None,
+                audio=_base64(message["audio"]) if given == ["audio"] else None,
+                audio_sample_rate=0 if rate is None else _number(rate, "audio_sample_rate", True),
+                **(_tensor(message["tensor"]) if given == ["tensor"] else {}),
+            )
+            ranked = await service.classify(item, 0 if top_k is None else _number(top_k, "top_k", True))
+            labels = [{"label": label, "probability": p} for label, p in ranked]
+            await self.send({"type": "labels", "id": request_id, "labels": labels})
+        except AntiphonError as exc:
+            log.info("request %s-%s failed: %s %s", self.name, request_id, exc.code.upper(), exc)
+            await self.send(error_frame(request_id, exc))
+        except ConnectionClosed:
+            pass
+
+    def audio_request(self, request_id: str, tag: str, message: dict[str, Any]) -> Any:
+        service = self.models.audio_model(_string(message, "model"))
+        info = service.info
+        encoding = _encoding(message)
+        chunker = Chunker(_chunk_samples(message, info))
+        sampling = audio_sampling(message.get("sampling"))
+        max_seconds = message.get("max_seconds")
+        if max_seconds is not None:
+            max_seconds = _number(max_seconds, "max_seconds", False)
+            if not (math.isfinite(max_seconds) and max_seconds > 0):
+                raise InvalidArgument("max_seconds", f"must be positive, got {max_seconds}")
+        text = _string(message, "text")
+        stream = service.generate(
+            AudioRequest(
+                text=text,
+                voice=_string(message, "voice"),
+                max_seconds=max_seconds,
+                temperature=sampling.temperature,
+                seed=sampling.seed,
                 request_id=tag,
             )
-            stream = service.chat(turn)
+        )
         self.streams[request_id] = stream
-        task = asyncio.create_task(self.pump(request_id, stream, chat=kind == "chat"))
+        return self.pump_audio(request_id, stream, info, encoding, chunker, len(text))
+
+    def start(self, request_id: str, job: Any) -> None:
+        task = asyncio.create_task(job)
         for tasks in (self.tasks, self.all_tasks):
             tasks.add(task)
             task.add_done_callback(tasks.discard)
 
-    async def pump(self, request_id: str, stream: TextStream, chat: bool) -> None:
+    async def send_format(self, request_id: str, sample_rate: int, encoding: str) -> None:
+        fmt = {"type": "audio", "id": request_id, "sample_rate": sample_rate, "encoding": encoding, "channels": 1}
+        await self.send(fmt)
+
+    async def pump_audio(
+        self, request_id: str, stream: AudioStream, info: AudioModelInfo, encoding: str, chunker: Chunker, chars: int
+    ) -> None:
         try:
-            async for text in stream:
-                await self.send({"type": "token", "id": request_id, "text": text})
+            await self.send_format(request_id, info.sample_rate, encoding)
+            async for codes in stream:
+                for chunk in chunker.feed(codes):
+                    await self.websocket.send(audio_frame(request_id, encode_codes(chunk, encoding)))
+            rest = chunker.flush()
+            if rest.size:
+                await self.websocket.send(audio_frame(request_id, encode_codes(rest, encoding)))
+            done = {
+                "type": "done",
+                "id": request_id,
+                "finish_reason": stream.finish_reason,
+                "usage": {"text_chars": chars, "samples": stream.samples},
+            }
+            del self.streams[request_id]
+            await self.send(done)
+        except AntiphonError as exc:
+            log.info("request %s-%s failed: %s %s", self.name, request_id, exc.code.upper(), exc)
+            self.streams.pop(request_id, None)
+            await self.send(error_frame(request_id, exc))
+        except ConnectionClosed:
+            pass
+        finally:
+            self.streams.pop(request_id, None)
+            stream.cancel()
+
+    async def pump(
+        self,
+        request_id: str,
+        stream: TextStream,
+        events: AsyncIterator[str | np.ndarray],
+        chat: bool,
+        spoken: SpokenTurn | None = None,
+        encoding: str = PCM16,
+    ) -> None:
+        first_audio = True
+        try:
+            async for event in events:
+                if isinstance(event, str):
+                    await self.send({"type": "token", "id": request_id, "text": event})
+                    continue
+                if first_audio and spoken is not None:
+                    await self.send_format(request_id, spoken.sample_rate, encoding)
+                    first_audio = False
+                await self.websocket.send(audio_frame(request_id, encode_codes(event, encoding)))
             done: dict[str, Any] = {
                 "type": "done",
                 "id": request_id,
@@ -225,6 +440,8 @@ class _Connection:
             }
             if chat:
                 done["turns"] = stream.turns
+            if spoken is not None:
+                done["audio"] = {"sentences": spoken.sentences, "samples": spoken.samples}
             # Forgotten before the last frame goes out, so a client may reuse the id as soon as it reads "done".
             del self.streams[request_id]
             await self.send(done)
@@ -237,3 +454,5 @@ class _Connection:
         finally:
             self.streams.pop(request_id, None)
             stream.cancel()
+            if events is not stream:
+                await events.aclose()  # type: ignore[attr-defined]

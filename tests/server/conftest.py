@@ -52,3 +52,41 @@ def tiny_digits_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("digits") / "digits.safetensors"
     train_digits(DigitsTrainOptions(out=out, steps=200, seed=0))
     return out
+
+
+TINY_AUDIO_MODEL = {
+    "layers": 4,
+    "cycle": 2,
+    "residual_channels": 8,
+    "gate_channels": 8,
+    "skip_channels": 8,
+    "out_channels": 16,
+    "cond_channels": 8,
+}
+
+
+@pytest.fixture(scope="session")
+def tiny_audio_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real WaveNet (4 small layers) trained for 30 steps on a few espeak-ng renderings (seconds on one core)."""
+    from server.audio.train import AudioTrainer, AudioTrainOptions
+
+    out = tmp_path_factory.mktemp("audio_model") / "tiny_wavenet.safetensors"
+    opts = AudioTrainOptions(
+        out=out,
+        steps=30,
+        device="cpu",
+        precision="fp32",
+        batch_size=4,
+        segment=800,
+        lr=1e-2,
+        warmup_steps=5,
+        eval_every=1000,
+        progress=False,
+        lines=6,
+        number_renderings=1,
+        heldout_lines=2,
+        heldout_number_renderings=0,
+        model=TINY_AUDIO_MODEL,
+    )
+    AudioTrainer(opts).train()
+    return out

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import grpc
 import pytest
-from antiphon.v1 import generation_pb2_grpc, sampling_pb2, text_pb2
+import websockets
+from antiphon.v1 import generation_pb2_grpc, models_pb2, sampling_pb2, text_pb2
 
 from server.app import Server, chat_style
 from server.engine.text import TextEngine
@@ -42,11 +43,20 @@ async def _listening(process: asyncio.subprocess.Process) -> tuple[str, str, lis
             return match.group(1), match.group(2), lines
 
 
-async def test_serve_drains_on_sigterm_and_exits_0(tiny_text_checkpoint: Path) -> None:
-    """SIGTERM lets a live stream finish within the grace period, and the process exits 0."""
+async def test_serve_drains_on_sigterm_and_exits_0(
+    tiny_text_checkpoint: Path, tiny_audio_checkpoint: Path, tiny_digits_checkpoint: Path
+) -> None:
+    """SIGTERM lets a live stream finish within the grace period, and the process exits 0. The audio model and the
+    classifier named by flags are served beside the text model."""
     process = await _start(
         "--text-checkpoint",
         str(tiny_text_checkpoint),
+        "--audio-checkpoint",
+        str(tiny_audio_checkpoint),
+        "--classifiers",
+        "digits",
+        "--digits-checkpoint",
+        str(tiny_digits_checkpoint),
         "--grpc-port",
         "0",
         "--ws-port",
@@ -60,6 +70,12 @@ async def test_serve_drains_on_sigterm_and_exits_0(tiny_text_checkpoint: Path) -
         grpc_address, _, _ = await _listening(process)
         async with grpc.aio.insecure_channel(grpc_address) as channel:
             stub = generation_pb2_grpc.GenerationStub(channel)
+            listed = await stub.ListModels(models_pb2.ListModelsRequest())
+            assert [(m.id, m.kind) for m in listed.models] == [
+                ("char-lstm", models_pb2.MODEL_KIND_TEXT),
+                ("wavenet", models_pb2.MODEL_KIND_AUDIO),
+                ("digits", models_pb2.MODEL_KIND_CLASSIFIER),
+            ]
             request = text_pb2.GenerateTextRequest(prompt="Lear.\n", sampling=sampling_pb2.Sampling(max_tokens=2000))
             call = stub.GenerateText(request)
             first = await asyncio.wait_for(call.read(), timeout(10))
@@ -85,6 +101,24 @@ async def test_serve_drains_on_sigterm_and_exits_0(tiny_text_checkpoint: Path) -
             await process.wait()
 
 
+async def test_sigterm_closes_idle_websocket_clients_and_exits_0(tiny_text_checkpoint: Path) -> None:
+    """An idle WebSocket client gets close code 1001 at SIGTERM and does not hold the process open."""
+    process = await _start("--text-checkpoint", str(tiny_text_checkpoint), "--grpc-port", "0", "--ws-port", "0",
+                           "--grace-s", "1", "--torch-threads", "1")  # fmt: skip
+    try:
+        _, ws_address, _ = await _listening(process)
+        async with websockets.connect(f"ws://{ws_address}/") as websocket:
+            process.send_signal(signal.SIGTERM)
+            with pytest.raises(websockets.ConnectionClosed) as closed:
+                await asyncio.wait_for(websocket.recv(), timeout(30))
+            assert closed.value.rcvd is not None and closed.value.rcvd.code == 1001
+        assert await asyncio.wait_for(process.wait(), timeout(30)) == 0
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+
+
 async def test_serve_without_checkpoint_fails_clearly(tmp_path: Path) -> None:
     """A missing checkpoint is a one-line error and exit code 1."""
     missing = tmp_path / "none.safetensors"
@@ -92,6 +126,15 @@ async def test_serve_without_checkpoint_fails_clearly(tmp_path: Path) -> None:
     _, stderr = await asyncio.wait_for(process.communicate(), timeout(60))
     assert process.returncode == 1
     assert f"antiphon: error: text checkpoint {missing} does not exist" in stderr.decode()
+
+
+async def test_serve_with_a_missing_audio_checkpoint_fails_clearly(tiny_text_checkpoint: Path, tmp_path: Path) -> None:
+    missing = tmp_path / "wavenet.safetensors"
+    args = ("--text-checkpoint", str(tiny_text_checkpoint), "--audio-checkpoint", str(missing))
+    process = await _start(*args, "--grpc-port", "0", "--ws-port", "0")
+    _, stderr = await asyncio.wait_for(process.communicate(), timeout(60))
+    assert process.returncode == 1
+    assert f"antiphon: error: audio checkpoint {missing} does not exist" in stderr.decode()
 
 
 def test_chat_personas_come_from_the_checkpoint_unless_named() -> None:

@@ -46,6 +46,13 @@ def test_flag_beats_environment_beats_default() -> None:
         (["--device", "tpu"], {}, "--device: cannot read 'tpu': must be auto, cpu or cuda"),
         (["--grace-s", "nan"], {}, "--grace-s: must be a finite number of seconds >= 0, got nan"),
         (["--personas", "A,B", "--default-persona", "C"], {}, "--default-persona: 'C' is not one of A, B"),
+        (
+            ["--classifiers", "kws,faces"],
+            {},
+            "--classifiers: unknown classifier 'faces'; known: kws, textdisc, digits, none",
+        ),
+        (["--max-audio-seconds", "0"], {}, "--max-audio-seconds: must be positive, got 0.0"),
+        ([], {"ANTIPHON_AUDIO_THREADS": "0"}, "--audio-threads: must be at least 1, got 0"),
     ],
 )
 def test_bad_values_name_their_source(argv: list[str], env: dict[str, str], message: str) -> None:

@@ -29,7 +29,7 @@ class ListModelsResponse(_message.Message):
     def __init__(self, models: _Optional[_Iterable[_Union[ModelInfo, _Mapping]]] = ...) -> None: ...
 
 class ModelInfo(_message.Message):
-    __slots__ = ("id", "kind", "is_default", "description", "personas", "default_persona", "max_prompt_chars", "max_tokens", "sample_rate", "voices", "default_voice", "max_text_chars", "max_seconds")
+    __slots__ = ("id", "kind", "is_default", "description", "personas", "default_persona", "max_prompt_chars", "max_tokens", "sample_rate", "voices", "default_voice", "max_text_chars", "max_seconds", "labels", "input", "input_shape")
     ID_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     IS_DEFAULT_FIELD_NUMBER: _ClassVar[int]
@@ -43,6 +43,9 @@ class ModelInfo(_message.Message):
     DEFAULT_VOICE_FIELD_NUMBER: _ClassVar[int]
     MAX_TEXT_CHARS_FIELD_NUMBER: _ClassVar[int]
     MAX_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
+    INPUT_FIELD_NUMBER: _ClassVar[int]
+    INPUT_SHAPE_FIELD_NUMBER: _ClassVar[int]
     id: str
     kind: ModelKind
     is_default: bool
@@ -56,4 +59,7 @@ class ModelInfo(_message.Message):
     default_voice: str
     max_text_chars: int
     max_seconds: float
-    def __init__(self, id: _Optional[str] = ..., kind: _Optional[_Union[ModelKind, str]] = ..., is_default: _Optional[bool] = ..., description: _Optional[str] = ..., personas: _Optional[_Iterable[str]] = ..., default_persona: _Optional[str] = ..., max_prompt_chars: _Optional[int] = ..., max_tokens: _Optional[int] = ..., sample_rate: _Optional[int] = ..., voices: _Optional[_Iterable[str]] = ..., default_voice: _Optional[str] = ..., max_text_chars: _Optional[int] = ..., max_seconds: _Optional[float] = ...) -> None: ...
+    labels: _containers.RepeatedScalarFieldContainer[str]
+    input: str
+    input_shape: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, id: _Optional[str] = ..., kind: _Optional[_Union[ModelKind, str]] = ..., is_default: _Optional[bool] = ..., description: _Optional[str] = ..., personas: _Optional[_Iterable[str]] = ..., default_persona: _Optional[str] = ..., max_prompt_chars: _Optional[int] = ..., max_tokens: _Optional[int] = ..., sample_rate: _Optional[int] = ..., voices: _Optional[_Iterable[str]] = ..., default_voice: _Optional[str] = ..., max_text_chars: _Optional[int] = ..., max_seconds: _Optional[float] = ..., labels: _Optional[_Iterable[str]] = ..., input: _Optional[str] = ..., input_shape: _Optional[_Iterable[int]] = ...) -> None: ...

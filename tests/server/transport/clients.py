@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import itertools
 import json
+import struct
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
-from antiphon.v1 import chat_pb2, generation_pb2_grpc, models_pb2, sampling_pb2, text_pb2
+from antiphon.v1 import audio_pb2, chat_pb2, classify_pb2, generation_pb2_grpc, models_pb2, sampling_pb2, text_pb2
 from websockets.asyncio.client import ClientConnection, connect
 
+ENCODINGS = {"pcm16": audio_pb2.AUDIO_ENCODING_PCM16_LE, "mulaw": audio_pb2.AUDIO_ENCODING_MULAW8}
+ENCODING_NAMES = {v: k for k, v in ENCODINGS.items()}
 FINISH = {
     sampling_pb2.FINISH_REASON_STOP: "stop",
     sampling_pb2.FINISH_REASON_LENGTH: "length",
@@ -35,6 +39,10 @@ class Result:
     finish_reason: str | None = None
     usage: dict[str, int] = field(default_factory=dict)
     turns: int = 0
+    audio_format: dict[str, Any] | None = None
+    audio: bytearray = field(default_factory=bytearray)
+    audio_chunks: list[int] = field(default_factory=list)  # bytes per chunk, in order
+    events: list[str] = field(default_factory=list)  # "text" / "audio", in arrival order
 
     @property
     def text(self) -> str:
@@ -44,12 +52,12 @@ class Result:
 class Stream:
     """A request in flight: iterate for text pieces; ``result`` fills as it goes; ``cancel`` asks the server to stop."""
 
-    def __init__(self, pieces: AsyncIterator[str], result: Result, cancel: Any) -> None:
+    def __init__(self, pieces: AsyncIterator[Any], result: Result, cancel: Any) -> None:
         self._pieces = pieces
         self.result = result
         self._cancel = cancel
 
-    def __aiter__(self) -> AsyncIterator[str]:
+    def __aiter__(self) -> AsyncIterator[Any]:
         return self._pieces
 
     async def cancel(self) -> None:
@@ -81,9 +89,78 @@ class GrpcClient:
             self.stub.Chat(chat_pb2.ChatRequest(session_id=session_id, message=message, sampling=sampling, **fields))
         )
 
+    def chat_speak(self, session_id: str, message: str, encoding: str = "pcm16", **fields: Any) -> Stream:
+        return self.chat(session_id, message, speak=True, encoding=ENCODINGS[encoding], **fields)
+
+    def generate_audio(self, text: str, encoding: str = "pcm16", **fields: Any) -> Stream:
+        sampling = sampling_pb2.Sampling(**fields.pop("sampling", {}))
+        request = audio_pb2.GenerateAudioRequest(text=text, encoding=ENCODINGS[encoding], sampling=sampling, **fields)
+        result = Result()
+        call = self.stub.GenerateAudio(request)
+
+        async def pieces() -> AsyncIterator[bytes]:
+            try:
+                async for chunk in call:
+                    self._audio(chunk, result)
+                    if chunk.finish_reason:
+                        result.finish_reason = FINISH[chunk.finish_reason]
+                        result.usage = {"text_chars": chunk.usage.text_chars, "samples": chunk.usage.samples}
+                    if chunk.data:
+                        yield chunk.data
+            except grpc.aio.AioRpcError as exc:
+                raise Failure(exc.code().name, exc.details() or "") from None
+
+        async def cancel() -> None:
+            call.cancel()
+
+        return Stream(pieces(), result, cancel)
+
+    @staticmethod
+    def _audio(chunk: audio_pb2.AudioChunk, result: Result) -> None:
+        if chunk.HasField("format"):
+            assert result.audio_format is None, "the format comes once, first"
+            fmt = chunk.format
+            result.audio_format = {
+                "sample_rate": fmt.sample_rate,
+                "encoding": ENCODING_NAMES[fmt.encoding],
+                "channels": fmt.channels,
+            }
+        if chunk.data:
+            assert result.audio_format is not None, "audio before its format"
+            result.audio += chunk.data
+            result.audio_chunks.append(len(chunk.data))
+            result.events.append("audio")
+
     async def list_models(self) -> list[dict[str, Any]]:
         response = await self.stub.ListModels(models_pb2.ListModelsRequest())
         return [{"id": m.id, "is_default": m.is_default, "personas": list(m.personas)} for m in response.models]
+
+    async def classify(self, model: str, **fields: Any) -> list[tuple[str, float]]:
+        """``fields``: text=, audio= (bytes), audio_sample_rate=, tensor=(shape, values), top_k=."""
+        if "tensor" in fields:
+            shape, values = fields.pop("tensor")
+            fields["tensor"] = classify_pb2.FloatTensor(shape=shape, values=values)
+        try:
+            response = await self.stub.Classify(classify_pb2.ClassifyRequest(model=model, **fields))
+        except grpc.aio.AioRpcError as exc:
+            raise Failure(exc.code().name, exc.details() or "") from None
+        return [(item.label, item.probability) for item in response.labels]
+
+    async def list_classifiers(self) -> list[dict[str, Any]]:
+        response = await self.stub.ListModels(models_pb2.ListModelsRequest())
+        return [
+            {"id": m.id, "labels": list(m.labels), "input": m.input, "input_shape": list(m.input_shape)}
+            for m in response.models
+            if m.kind == models_pb2.MODEL_KIND_CLASSIFIER
+        ]
+
+    async def list_audio_models(self) -> list[dict[str, Any]]:
+        response = await self.stub.ListModels(models_pb2.ListModelsRequest())
+        return [
+            {"id": m.id, "is_default": m.is_default, "voices": list(m.voices), "sample_rate": m.sample_rate}
+            for m in response.models
+            if m.kind == models_pb2.MODEL_KIND_AUDIO
+        ]
 
     def _stream(self, call: Any) -> Stream:
         result = Result()
@@ -91,10 +168,14 @@ class GrpcClient:
         async def pieces() -> AsyncIterator[str]:
             try:
                 async for message in call:
+                    if isinstance(message, chat_pb2.ChatEvent) and message.HasField("audio"):
+                        self._audio(message.audio, result)
+                        continue
                     done = message.done if isinstance(message, chat_pb2.ChatEvent) else message
                     text = message.text
                     if text:
                         result.pieces.append(text)
+                        result.events.append("text")
                         yield text
                     elif done.finish_reason:
                         result.finish_reason = FINISH[done.finish_reason]
@@ -133,7 +214,11 @@ class WebSocketClient:
 
     async def _read(self) -> None:
         async for raw in self.connection:
-            frame = json.loads(raw)
+            if isinstance(raw, bytes):
+                (n,) = struct.unpack(">H", raw[:2])
+                frame = {"type": "binary", "id": raw[2 : 2 + n].decode("utf-8"), "data": raw[2 + n :]}
+            else:
+                frame = json.loads(raw)
             self.queues.setdefault(frame["id"], asyncio.Queue()).put_nowait(frame)
 
     async def request(self, message: dict[str, Any]) -> asyncio.Queue[dict[str, Any]]:
@@ -147,22 +232,63 @@ class WebSocketClient:
     def chat(self, session_id: str, message: str, **fields: Any) -> Stream:
         return self._stream({"type": "chat", "session_id": session_id, "message": message, **fields})
 
+    def chat_speak(self, session_id: str, message: str, encoding: str = "pcm16", **fields: Any) -> Stream:
+        return self.chat(session_id, message, speak=True, encoding=encoding, **fields)
+
+    def generate_audio(self, text: str, encoding: str = "pcm16", **fields: Any) -> Stream:
+        return self._stream({"type": "generate_audio", "text": text, "encoding": encoding, **fields})
+
     async def list_models(self) -> list[dict[str, Any]]:
         queue = await self.request({"type": "list_models", "id": f"m{next(self.ids)}"})
         frame = await queue.get()
-        return [{k: m[k] for k in ("id", "is_default", "personas")} for m in frame["models"]]
+        return [{k: m[k] for k in ("id", "is_default", "personas")} for m in frame["models"] if m["kind"] == "text"]
+
+    async def classify(self, model: str, **fields: Any) -> list[tuple[str, float]]:
+        if "audio" in fields:
+            fields["audio"] = base64.b64encode(fields["audio"]).decode("ascii")
+        if "tensor" in fields:
+            shape, values = fields.pop("tensor")
+            fields["tensor"] = {"shape": list(shape), "values": [float(v) for v in values]}
+        queue = await self.request({"type": "classify", "id": f"k{next(self.ids)}", "model": model, **fields})
+        frame = await queue.get()
+        if frame["type"] == "error":
+            raise Failure(frame["code"], frame["message"])
+        return [(item["label"], item["probability"]) for item in frame["labels"]]
+
+    async def list_classifiers(self) -> list[dict[str, Any]]:
+        queue = await self.request({"type": "list_models", "id": f"m{next(self.ids)}"})
+        frame = await queue.get()
+        keys = ("id", "labels", "input", "input_shape")
+        return [{k: m[k] for k in keys} for m in frame["models"] if m["kind"] == "classifier"]
+
+    async def list_audio_models(self) -> list[dict[str, Any]]:
+        queue = await self.request({"type": "list_models", "id": f"m{next(self.ids)}"})
+        frame = await queue.get()
+        keys = ("id", "is_default", "voices", "sample_rate")
+        return [{k: m[k] for k in keys} for m in frame["models"] if m["kind"] == "audio"]
 
     def _stream(self, message: dict[str, Any]) -> Stream:
         request_id = f"r{next(self.ids)}"
         result = Result()
 
-        async def pieces() -> AsyncIterator[str]:
+        async def pieces() -> AsyncIterator[Any]:
             queue = await self.request({**message, "id": request_id})
             while True:
                 frame = await queue.get()
                 if frame["type"] == "token":
                     result.pieces.append(frame["text"])
+                    result.events.append("text")
                     yield frame["text"]
+                elif frame["type"] == "audio":
+                    assert result.audio_format is None, "the format comes once, first"
+                    result.audio_format = {k: frame[k] for k in ("sample_rate", "encoding", "channels")}
+                elif frame["type"] == "binary":
+                    assert result.audio_format is not None, "audio before its format"
+                    result.audio += frame["data"]
+                    result.audio_chunks.append(len(frame["data"]))
+                    result.events.append("audio")
+                    if message["type"] == "generate_audio":
+                        yield frame["data"]
                 elif frame["type"] == "done":
                     result.finish_reason = frame["finish_reason"]
                     result.usage = frame["usage"]

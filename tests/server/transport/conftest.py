@@ -8,6 +8,8 @@ from typing import Any
 import pytest
 
 from server.app import Server
+from server.engine.audio import AudioEngine, AudioLimits
+from server.engine.classify import LOADERS
 from server.engine.text import TextEngine
 from server.settings import ServeSettings
 from tests.server.transport.clients import GrpcClient, WebSocketClient
@@ -16,13 +18,27 @@ TRANSPORTS = ("grpc", "ws")
 
 
 @pytest.fixture
-async def start_server(make_text_engine: Callable[..., TextEngine]) -> AsyncIterator[Callable[..., Any]]:
-    """``await start_server(**engine_limits, settings=...)``: a started server on free ports, stopped after the test."""
+async def start_server(
+    make_text_engine: Callable[..., TextEngine], request: pytest.FixtureRequest
+) -> AsyncIterator[Callable[..., Any]]:
+    """``await start_server(**engine_limits, settings=..., audio=None | {audio limits})``: a started server on free
+    ports, stopped after the test; with ``audio``, it also serves the tiny WaveNet, and the tiny ``classifiers``
+    (kws, textdisc, digits) named."""
     servers: list[Server] = []
 
-    async def start(settings: dict[str, Any] | None = None, **limits: Any) -> Server:
+    async def start(
+        settings: dict[str, Any] | None = None,
+        audio: dict[str, Any] | None = None,
+        classifiers: tuple[str, ...] = (),
+        **limits: Any,
+    ) -> Server:
         options = {"host": "127.0.0.1", "grpc_port": 0, "ws_port": 0, "grace_s": 1.0, **(settings or {})}
-        server = Server(ServeSettings(**options).validated(), [make_text_engine(**limits)])
+        audio_engines = []
+        if audio is not None:
+            checkpoint = request.getfixturevalue("tiny_audio_checkpoint")
+            audio_engines.append(AudioEngine.from_checkpoint(checkpoint, "tiny-wavenet", AudioLimits(**audio)))
+        loaded = [LOADERS[name](request.getfixturevalue(f"tiny_{name}_checkpoint"), name) for name in classifiers]
+        server = Server(ServeSettings(**options).validated(), [make_text_engine(**limits)], audio_engines, loaded)
         await server.start()
         servers.append(server)
         return server

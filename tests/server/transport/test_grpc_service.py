@@ -48,7 +48,7 @@ async def test_generate_audio_is_unimplemented(start_server: StartServer) -> Non
         with pytest.raises(grpc.aio.AioRpcError) as info:
             await call.read()
     assert info.value.code() == grpc.StatusCode.UNIMPLEMENTED
-    assert info.value.details() == "GenerateAudio: no audio model is loaded on this server yet"
+    assert info.value.details() == "no audio model is served here (serve one with --audio-checkpoint)"
 
 
 async def test_classify_is_unimplemented(start_server: StartServer) -> None:
@@ -58,7 +58,7 @@ async def test_classify_is_unimplemented(start_server: StartServer) -> None:
         with pytest.raises(grpc.aio.AioRpcError) as info:
             await generation_pb2_grpc.GenerationStub(channel).Classify(classify_pb2.ClassifyRequest(text="x"))
     assert info.value.code() == grpc.StatusCode.UNIMPLEMENTED
-    assert info.value.details() == "Classify: no classifier is loaded on this server yet"
+    assert info.value.details() == "no classifier is served here (serve them with --classifiers)"
 
 
 async def test_health_not_serving_while_stopping(start_server: StartServer) -> None:

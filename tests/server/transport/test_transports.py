@@ -187,5 +187,5 @@ async def test_speak_is_unimplemented(transport: str, start_server: StartServer,
         await client.chat("s", "Hello.", speak=True).finish()
     assert (info.value.code, info.value.message) == (
         "UNIMPLEMENTED",
-        "speak: no audio model is loaded on this server yet",
+        "no audio model is served here (serve one with --audio-checkpoint)",
     )

@@ -1,0 +1,1 @@
+"""antiphon's edge client: exported models (TFLite or ONNX) run with NumPy and no torch (``antiphon-edge``)."""

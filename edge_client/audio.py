@@ -1,0 +1,319 @@
+"""Audio in, with NumPy only: WAV files of any rate and channel count, raw PCM16 from a pipe, and a microphone
+through ALSA's ``arecord``; everything comes out as float32 mono in [-1, 1] at the model's rate.
+
+Resampling is polyphase windowed-sinc (a Kaiser-windowed low-pass at the lower of the two Nyquist rates, 16 zero
+crossings each side), streaming: the listen loop resamples a pipe chunk by chunk with the same numbers as a
+whole-file resample.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import math
+import struct
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import numpy as np
+
+from server.errors import DeviceError, InvalidArgument
+
+WAVE_FORMAT_PCM = 1
+WAVE_FORMAT_IEEE_FLOAT = 3
+WAVE_FORMAT_EXTENSIBLE = 0xFFFE
+STREAMED_SIZES = (0, 0xFFFFFFFF)  # a data chunk of unknown length (arecord to a pipe writes one of these)
+
+
+@dataclass(frozen=True)
+class WavFormat:
+    encoding: int  # WAVE_FORMAT_PCM or WAVE_FORMAT_IEEE_FLOAT
+    channels: int
+    sample_rate: int
+    bits: int
+    data_bytes: int | None  # None: until the end of the stream
+
+    @property
+    def frame_bytes(self) -> int:
+        return self.channels * self.bits // 8
+
+
+def read_wav_header(f: BinaryIO, name: str) -> WavFormat:
+    """Read up to the start of the data chunk; raises InvalidArgument naming ``name`` for anything unreadable."""
+
+    def need(n: int, what: str) -> bytes:
+        data = f.read(n)
+        if len(data) != n:
+            raise InvalidArgument(name, f"not a readable WAV file (it ends inside the {what})")
+        return data
+
+    head = f.read(12)
+    if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+        raise InvalidArgument(name, "not a WAV file (no RIFF/WAVE header); give a .wav file")
+    fmt: tuple[int, int, int, int] | None = None
+    while True:
+        chunk_id, size = struct.unpack("<4sI", need(8, "chunk list"))
+        if chunk_id == b"fmt ":
+            body = need(size + (size & 1), "fmt chunk")
+            if size < 16:
+                raise InvalidArgument(name, "not a readable WAV file (short fmt chunk)")
+            encoding, channels, rate, _, _, bits = struct.unpack("<HHIIHH", body[:16])
+            if encoding == WAVE_FORMAT_EXTENSIBLE and size >= 26:
+                encoding = struct.unpack("<H", body[24:26])[0]  # the sub-format GUID starts with the format code
+            fmt = (encoding, channels, rate, bits)
+        elif chunk_id == b"data":
+            if fmt is None:
+                raise InvalidArgument(name, "not a readable WAV file (data before the fmt chunk)")
+            encoding, channels, rate, bits = fmt
+            supported = (encoding == WAVE_FORMAT_PCM and bits in (8, 16, 24, 32)) or (
+                encoding == WAVE_FORMAT_IEEE_FLOAT and bits in (32, 64)
+            )
+            if not supported:
+                raise InvalidArgument(
+                    name, f"unsupported WAV encoding (format {encoding}, {bits} bits); use PCM 8/16/24/32 or float"
+                )
+            if channels < 1 or rate < 1:
+                raise InvalidArgument(name, f"not a readable WAV file ({channels} channels at {rate} Hz)")
+            return WavFormat(encoding, channels, rate, bits, None if size in STREAMED_SIZES else size)
+        else:
+            skipped = f.read(size + (size & 1))
+            if len(skipped) != size + (size & 1):
+                raise InvalidArgument(name, "not a readable WAV file (no data chunk)")
+
+
+def decode_frames(data: bytes, fmt: WavFormat) -> np.ndarray:
+    """Whole frames of ``data`` -> float32 mono (channels averaged) in [-1, 1]."""
+    usable = len(data) - len(data) % fmt.frame_bytes
+    raw = np.frombuffer(data[:usable], dtype=np.uint8)
+    if fmt.encoding == WAVE_FORMAT_IEEE_FLOAT:
+        x = raw.view("<f4" if fmt.bits == 32 else "<f8").astype(np.float32)
+    elif fmt.bits == 8:
+        x = (raw.astype(np.float32) - 128.0) / 128.0
+    elif fmt.bits == 16:
+        x = raw.view("<i2").astype(np.float32) / 32768.0
+    elif fmt.bits == 24:
+        b = raw.reshape(-1, 3).astype(np.int32)
+        v = b[:, 0] | (b[:, 1] << 8) | (b[:, 2] << 16)
+        x = (np.where(v >= 1 << 23, v - (1 << 24), v)).astype(np.float32) / float(1 << 23)
+    else:
+        x = raw.view("<i4").astype(np.float32) / float(1 << 31)
+    return x.reshape(-1, fmt.channels).mean(axis=1, dtype=np.float32)
+
+
+class Resampler:
+    """Polyphase windowed-sinc resampling from ``rate_in`` to ``rate_out``; ``push`` chunks, then ``flush``.
+
+    Output sample m sits at input time m * rate_in / rate_out; it is the sum of the input samples k within
+    ``zeros`` periods of the lower Nyquist rate, weighted by a Kaiser-windowed sinc.
+    """
+
+    def __init__(self, rate_in: int, rate_out: int, zeros: int = 16, beta: float = 8.0, rolloff: float = 0.945):
+        g = math.gcd(rate_in, rate_out)
+        self.up, self.down = rate_out // g, rate_in // g
+        self.identity = self.up == self.down
+        step = max(self.up, self.down)
+        self.center = zeros * step  # half-length of the filter on the upsampled grid
+        n = np.arange(-self.center, self.center + 1, dtype=np.float64)
+        cutoff = rolloff / (2.0 * step)  # cycles per upsampled sample
+        self.filter = (2 * cutoff * np.sinc(2 * cutoff * n) * np.kaiser(len(n), beta) * self.up).astype(np.float32)
+        self.taps = 2 * self.center // self.up + 2
+        self.buffer = np.zeros(0, dtype=np.float32)
+        self.offset = 0  # input index of buffer[0]
+        self.received = 0  # input samples pushed
+        self.produced = 0  # output samples returned
+
+    def _outputs(self, stop: int) -> np.ndarray:
+        """Output samples produced..stop-1 from the buffer (missing input reads as zero)."""
+        m = np.arange(self.produced, stop, dtype=np.int64)
+        if len(m) == 0:
+            return np.zeros(0, dtype=np.float32)
+        pos = m * self.down + self.center  # filter index of input k is pos - k * up
+        k0 = -((self.center - m * self.down) // self.up)  # ceil((m*down - center) / up): first input in reach
+        t = np.arange(self.taps, dtype=np.int64)
+        k = k0[:, None] + t[None, :]  # (M, taps) input indices
+        hidx = pos[:, None] - k * self.up  # (M, taps)
+        valid = (hidx >= 0) & (hidx < len(self.filter)) & (k >= self.offset) & (k < self.offset + len(self.buffer))
+        weights = np.where(valid, self.filter[np.clip(hidx, 0, len(self.filter) - 1)], 0.0)
+        samples = self.buffer[np.clip(k - self.offset, 0, max(len(self.buffer) - 1, 0))] if len(self.buffer) else 0
+        y = (weights * samples).sum(axis=1, dtype=np.float32)  # (M,)
+        self.produced = stop
+        return y.astype(np.float32)
+
+    def _run(self, final: bool) -> np.ndarray:
+        if final:
+            stop = -(-self.received * self.up // self.down)  # ceil: every output within the input's span
+        else:
+            # outputs whose last input (k <= (m*down + center) / up) has arrived
+            stop = max(self.produced, (self.received * self.up - self.center - 1) // self.down + 1)
+        parts = []
+        while self.produced < stop:  # bounded blocks keep the (M, taps) arrays small
+            parts.append(self._outputs(min(stop, self.produced + 8192)))
+        keep_from = max(0, (self.produced * self.down - self.center) // self.up - 1)  # first input still needed
+        if keep_from > self.offset:
+            self.buffer = self.buffer[keep_from - self.offset :]
+            self.offset = keep_from
+        return np.concatenate(parts) if parts else np.zeros(0, dtype=np.float32)
+
+    def push(self, x: np.ndarray) -> np.ndarray:
+        x = np.asarray(x, dtype=np.float32)
+        if self.identity:
+            return x
+        self.buffer = np.concatenate([self.buffer, x])
+        self.received += len(x)
+        return self._run(final=False)
+
+    def flush(self) -> np.ndarray:
+        if self.identity:
+            return np.zeros(0, dtype=np.float32)
+        return self._run(final=True)
+
+
+def resample(x: np.ndarray, rate_in: int, rate_out: int) -> np.ndarray:
+    r = Resampler(rate_in, rate_out)
+    return np.concatenate([r.push(x), r.flush()])
+
+
+def read_wav(path: Path, rate: int) -> np.ndarray:
+    """A whole WAV file as float32 mono at ``rate``."""
+    name = str(path)
+    try:
+        with path.open("rb") as f:
+            fmt = read_wav_header(f, name)
+            data = f.read() if fmt.data_bytes is None else f.read(fmt.data_bytes)
+    except FileNotFoundError:
+        raise InvalidArgument(name, "no such file") from None
+    except IsADirectoryError:
+        raise InvalidArgument(name, "is a folder, not a WAV file") from None
+    except PermissionError:
+        raise InvalidArgument(name, "not readable (permission denied)") from None
+    return resample(decode_frames(data, fmt), fmt.sample_rate, rate)
+
+
+def stream_chunks(
+    f: BinaryIO, name: str, rate: int, raw_rate: int = 16000, raw_channels: int = 1, chunk_frames: int = 4000
+) -> Iterator[np.ndarray]:
+    """Float32 mono chunks at ``rate`` from a byte stream: a WAV (detected by its RIFF header) or raw PCM16 LE of
+    ``raw_rate`` Hz and ``raw_channels`` channels (what ``arecord -t raw -f S16_LE`` writes)."""
+    head = f.read(4)
+    source: Any = _Prefixed(head, f)
+    if head == b"RIFF":
+        fmt = read_wav_header(source, name)
+    else:
+        fmt = WavFormat(WAVE_FORMAT_PCM, raw_channels, raw_rate, 16, None)
+    resampler = Resampler(fmt.sample_rate, rate)
+    left = fmt.data_bytes
+    pending = b""
+    while left is None or left > 0:
+        want = chunk_frames * fmt.frame_bytes if left is None else min(left, chunk_frames * fmt.frame_bytes)
+        data = source.read(want)
+        if not data:
+            break
+        if left is not None:
+            left -= len(data)
+        data = pending + data
+        usable = len(data) - len(data) % fmt.frame_bytes
+        pending = data[usable:]
+        out = resampler.push(decode_frames(data[:usable], fmt))
+        if len(out):
+            yield out
+    tail = resampler.flush()
+    if len(tail):
+        yield tail
+
+
+class _Prefixed(io.RawIOBase):
+    """A byte stream with some bytes already read put back in front; ``read(n)`` returns up to n bytes, fewer
+    only at the end of the stream."""
+
+    def __init__(self, prefix: bytes, rest: BinaryIO) -> None:
+        self.prefix, self.rest = prefix, rest
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, n: int | None = -1) -> bytes:
+        n = -1 if n is None else n
+        out = bytearray()
+        if self.prefix:
+            take = self.prefix if n < 0 else self.prefix[:n]
+            self.prefix = self.prefix[len(take) :]
+            out += take
+        while n < 0 or len(out) < n:
+            data = self.rest.read(-1 if n < 0 else n - len(out))
+            if not data:
+                break
+            out += data
+        return bytes(out)
+
+
+class Microphone:
+    """PCM16 mono from ALSA's ``arecord``; a missing program, a missing or busy device is a DeviceError."""
+
+    def __init__(self, device: str | None, rate: int) -> None:
+        cmd = ["arecord", "-q", "-t", "raw", "-f", "S16_LE", "-c", "1", "-r", str(rate)]
+        if device:
+            cmd[1:1] = ["-D", device]
+        self.device = device or "default"
+        self.rate = rate
+        try:
+            self.process = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        except FileNotFoundError:
+            raise DeviceError("arecord not found: install ALSA's tools (apt install alsa-utils)") from None
+        self._stderr: list[bytes] = []
+        self._reader = threading.Thread(target=self._drain_stderr, daemon=True)
+        self._reader.start()
+
+    def _drain_stderr(self) -> None:
+        assert self.process.stderr is not None
+        for line in self.process.stderr:
+            self._stderr.append(line)
+
+    def chunks(self, chunk_frames: int = 4000) -> Iterator[np.ndarray]:
+        assert self.process.stdout is not None
+        while True:
+            data = self.process.stdout.read(chunk_frames * 2)
+            if not data:
+                break
+            yield np.frombuffer(data[: len(data) // 2 * 2], dtype="<i2").astype(np.float32) / 32768.0
+        code = self.process.wait()
+        self._reader.join(timeout=1)
+        message = b"".join(self._stderr).decode(errors="replace").strip().splitlines()
+        detail = message[-1] if message else f"arecord exited with status {code}"
+        raise DeviceError(f"microphone {self.device!r}: {detail}")
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.process.wait(timeout=2)
+
+
+def encode_wav(samples: np.ndarray, rate: int) -> bytes:
+    """Float mono in [-1, 1] -> a 16-bit PCM WAV file's bytes."""
+    pcm = (np.clip(samples, -1.0, 1.0) * 32767.0).round().astype("<i2").tobytes()
+    header = struct.pack(
+        "<4sI4s4sIHHIIHH4sI",
+        b"RIFF",
+        36 + len(pcm),
+        b"WAVE",
+        b"fmt ",
+        16,
+        1,
+        1,
+        rate,
+        rate * 2,
+        2,
+        16,
+        b"data",
+        len(pcm),
+    )
+    return header + pcm
+
+
+def stdin_bytes() -> BinaryIO:
+    return sys.stdin.buffer

@@ -1,0 +1,336 @@
+"""Chat with the server over gRPC or WebSocket, token by token, with the device's own generator as a fallback.
+
+Each turn tries the server; a server that cannot be reached (or that drops the connection before the reply
+starts) is tried again after 0.5 s, 1 s, 2 s, ... (``retries`` times); then the device answers with its small step
+generator and says so, and the next turn tries the server again. An error the server answers (a bad persona, an
+oversized message) is reported, not retried.
+
+Audio (``speak``): gRPC ``ChatEvent.audio`` chunks, the first carrying ``AudioFormat``; over WebSocket
+(docs/websocket-protocol.md) an ``audio`` frame with the format, then binary frames of a big-endian uint16 n, the
+request id (n bytes of UTF-8) and whole samples. PCM16 LE and 8-bit mu-law are decoded to float.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlparse
+
+import numpy as np
+
+from server.errors import AntiphonError, InvalidArgument, Unavailable
+
+log = logging.getLogger(__name__)
+
+OnText = Callable[[str], None]
+
+
+@dataclass
+class AudioFormat:
+    sample_rate: int = 16000
+    encoding: str = "pcm16"  # "pcm16" or "mulaw"
+    channels: int = 1
+
+
+@dataclass
+class TurnResult:
+    source: str  # "server" or "device"
+    text: str = ""
+    finish_reason: str = ""
+    audio_format: AudioFormat | None = None
+    audio: bytearray = field(default_factory=bytearray)
+    note: str = ""
+
+    def samples(self) -> np.ndarray:
+        """The reply's audio as float mono in [-1, 1] (channels averaged)."""
+        fmt = self.audio_format or AudioFormat()
+        if fmt.encoding == "mulaw":
+            x = mulaw_decode(np.frombuffer(bytes(self.audio), dtype=np.uint8))
+        else:
+            raw = bytes(self.audio[: len(self.audio) // 2 * 2])
+            x = np.frombuffer(raw, dtype="<i2").astype(np.float32) / 32768.0
+        channels = max(1, fmt.channels)
+        return x[: len(x) // channels * channels].reshape(-1, channels).mean(axis=1, dtype=np.float32)
+
+
+def mulaw_decode(q: np.ndarray) -> np.ndarray:
+    """G.711 mu-law bytes -> float in [-1, 1]."""
+    u = ~q.astype(np.int32) & 0xFF
+    sign = u & 0x80
+    exponent = (u >> 4) & 0x07
+    mantissa = u & 0x0F
+    magnitude = (((mantissa << 3) + 0x84) << exponent) - 0x84
+    return (np.where(sign, -magnitude, magnitude) / 32768.0).astype(np.float32)
+
+
+class ServerError(AntiphonError):
+    """The server answered the turn with an error status (not a connection failure)."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"server: {code}: {message}")
+        self.status = code
+
+
+class ConnectionLost(Unavailable):
+    """The connection failed after the reply had started."""
+
+
+@dataclass
+class ChatRequest:
+    session_id: str
+    message: str
+    persona: str = ""
+    speaker: str = ""
+    speak: bool = False
+    temperature: float | None = None
+    max_tokens: int | None = None
+    seed: int | None = None
+
+
+def parse_server(url: str) -> tuple[str, str]:
+    """``grpc://host:port`` -> ("grpc", "host:port"); ``ws://host:port/path`` -> ("ws", the URL)."""
+    parsed = urlparse(url)
+    if parsed.scheme not in ("grpc", "ws", "wss") or not parsed.hostname or parsed.port is None:
+        raise InvalidArgument("server", f"give grpc://HOST:PORT or ws://HOST:PORT/PATH, got {url!r}")
+    if parsed.scheme == "grpc":
+        host = f"[{parsed.hostname}]" if ":" in parsed.hostname else parsed.hostname
+        return "grpc", f"{host}:{parsed.port}"
+    return "ws", url
+
+
+class GrpcTransport:
+    """One channel, made anew after a failure: a fresh channel connects at once, where an old one would wait out
+    gRPC's own reconnection backoff (up to two minutes) while our retries run."""
+
+    def __init__(self, target: str, connect_timeout: float) -> None:
+        import grpc
+
+        self.grpc = grpc
+        self.target = target
+        self.connect_timeout = connect_timeout
+        self.channel: Any = None
+
+    def close(self) -> None:
+        if self.channel is not None:
+            self.channel.close()
+            self.channel = None
+
+    def _stub(self) -> Any:
+        from antiphon.v1 import generation_pb2_grpc
+
+        if self.channel is None:
+            # a connection attempt gives up after the connect timeout (gRPC's default is 20 s)
+            options = [("grpc.min_reconnect_backoff_ms", max(100, int(self.connect_timeout * 1000)))]
+            self.channel = self.grpc.insecure_channel(self.target, options=options)
+        return generation_pb2_grpc.GenerationStub(self.channel)
+
+    def turn(self, request: ChatRequest, on_text: OnText) -> TurnResult:
+        from antiphon.v1 import audio_pb2, chat_pb2, sampling_pb2
+
+        grpc = self.grpc
+        sampling = sampling_pb2.Sampling()
+        if request.temperature is not None:
+            sampling.temperature = request.temperature
+        if request.max_tokens is not None:
+            sampling.max_tokens = request.max_tokens
+        if request.seed is not None:
+            sampling.seed = request.seed
+        message = chat_pb2.ChatRequest(
+            session_id=request.session_id,
+            message=request.message,
+            persona=request.persona,
+            speaker=request.speaker,
+            speak=request.speak,
+            sampling=sampling,
+        )
+        result = TurnResult("server")
+        stub = self._stub()
+        try:
+            # fail fast: a server that cannot be reached is UNAVAILABLE at once (refused) or after the connect
+            # timeout (no answer), never queued until it comes back
+            for event in stub.Chat(message, timeout=None, wait_for_ready=False):
+                which = event.WhichOneof("event")
+                if which == "text":
+                    result.text += event.text
+                    on_text(event.text)
+                elif which == "audio":
+                    if event.audio.HasField("format"):
+                        fmt = event.audio.format
+                        mulaw = fmt.encoding == audio_pb2.AUDIO_ENCODING_MULAW8
+                        result.audio_format = AudioFormat(
+                            fmt.sample_rate, "mulaw" if mulaw else "pcm16", fmt.channels or 1
+                        )
+                    result.audio += event.audio.data
+                elif which == "done":
+                    result.finish_reason = sampling_pb2.FinishReason.Name(event.done.finish_reason)
+                    result.finish_reason = result.finish_reason.removeprefix("FINISH_REASON_").lower()
+        except grpc.RpcError as exc:
+            code = exc.code()
+            if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+                self.close()
+                if result.text:
+                    raise ConnectionLost(f"grpc://{self.target}: connection lost ({exc.details()})") from None
+                raise Unavailable(f"grpc://{self.target}: {exc.details()}") from None
+            raise ServerError(code.name, exc.details() or "") from None
+        return result
+
+
+class WebSocketTransport:
+    def __init__(self, url: str, connect_timeout: float) -> None:
+        self.url = url
+        self.connect_timeout = connect_timeout
+        self.connection: Any = None
+        self.counter = 0
+
+    def close(self) -> None:
+        if self.connection is not None:
+            self.connection.close()
+            self.connection = None
+
+    def _connect(self) -> Any:
+        from websockets.sync.client import connect
+
+        if self.connection is None:
+            try:
+                self.connection = connect(self.url, open_timeout=self.connect_timeout, max_size=2**24)
+            except (OSError, TimeoutError) as exc:
+                raise Unavailable(f"{self.url}: {exc}") from None
+            except Exception as exc:  # websockets' handshake errors (InvalidStatus, InvalidURI, ...)
+                raise Unavailable(f"{self.url}: {exc}") from None
+        return self.connection
+
+    def turn(self, request: ChatRequest, on_text: OnText) -> TurnResult:
+        from websockets.exceptions import ConnectionClosed
+
+        connection = self._connect()
+        self.counter += 1
+        request_id = f"turn-{self.counter}"
+        frame: dict[str, Any] = {
+            "type": "chat",
+            "id": request_id,
+            "session_id": request.session_id,
+            "message": request.message,
+        }
+        for name in ("persona", "speaker"):
+            if getattr(request, name):
+                frame[name] = getattr(request, name)
+        if request.speak:
+            frame["speak"] = True
+        sampling = {
+            k: v
+            for k, v in (
+                ("temperature", request.temperature),
+                ("max_tokens", request.max_tokens),
+                ("seed", request.seed),
+            )
+            if v is not None
+        }
+        if sampling:
+            frame["sampling"] = sampling
+        result = TurnResult("server")
+        try:
+            connection.send(json.dumps(frame))
+            while True:
+                raw = connection.recv()
+                if isinstance(raw, bytes):
+                    n = int.from_bytes(raw[:2], "big")
+                    if raw[2 : 2 + n].decode("utf-8", errors="replace") == request_id:
+                        result.audio += raw[2 + n :]
+                    continue
+                message = json.loads(raw)
+                if message.get("id") != request_id:
+                    continue
+                kind = message.get("type")
+                if kind == "token":
+                    result.text += message["text"]
+                    on_text(message["text"])
+                elif kind == "audio":
+                    encoding = str(message.get("encoding", "pcm16")).lower()
+                    result.audio_format = AudioFormat(
+                        int(message.get("sample_rate", 16000)),
+                        "mulaw" if "mulaw" in encoding else "pcm16",
+                        int(message.get("channels", 1)),
+                    )
+                elif kind == "done":
+                    result.finish_reason = str(message.get("finish_reason", ""))
+                    return result
+                elif kind == "error":
+                    if message.get("code") == "UNAVAILABLE":
+                        self.close()
+                        raise Unavailable(f"{self.url}: {message.get('message', '')}")
+                    raise ServerError(str(message.get("code")), str(message.get("message", "")))
+        except (ConnectionClosed, OSError) as exc:
+            self.close()
+            if result.text:
+                raise ConnectionLost(f"{self.url}: connection lost ({exc})") from None
+            raise Unavailable(f"{self.url}: connection closed ({exc})") from None
+
+
+class ChatClient:
+    """Turns of one chat session: the server first, with retries and backoff, else the device's generator."""
+
+    def __init__(
+        self,
+        url: str,
+        local: Callable[[ChatRequest, OnText], TurnResult] | None,
+        retries: int = 3,
+        backoff_s: float = 0.5,
+        connect_timeout: float = 2.0,
+        session_id: str | None = None,
+        notify: Callable[[str], None] = lambda _: None,
+    ) -> None:
+        self.kind, target = parse_server(url)
+        self.url = url
+        self.transport = (
+            GrpcTransport(target, connect_timeout)
+            if self.kind == "grpc"
+            else WebSocketTransport(target, connect_timeout)
+        )
+        self.local = local
+        self.retries = retries
+        self.backoff_s = backoff_s
+        self.session_id = session_id or uuid.uuid4().hex
+        self.notify = notify
+        self.offline = False
+
+    def close(self) -> None:
+        self.transport.close()
+
+    def turn(self, request: ChatRequest, on_text: OnText) -> TurnResult:
+        request.session_id = self.session_id
+        delay = self.backoff_s
+        last: Exception | None = None
+        for attempt in range(self.retries + 1):
+            try:
+                result = self.transport.turn(request, on_text)
+                if self.offline:
+                    self.notify(f"{self.url} answers again; back on the server")
+                self.offline = False
+                return result
+            except ConnectionLost as exc:
+                self.notify(f"{exc}; the reply is cut short")
+                return TurnResult("server", note=str(exc), finish_reason="cancelled")
+            except ServerError as exc:
+                if exc.status == "UNIMPLEMENTED" and request.speak:
+                    self.notify(f"{exc}; asking again without audio")
+                    request.speak = False
+                    continue
+                raise
+            except Unavailable as exc:
+                last = exc
+                if attempt < self.retries:
+                    log.debug("server unreachable (%s); retrying in %.2f s", exc, delay)
+                    time.sleep(delay)
+                    delay *= 2
+        if self.local is None:
+            raise Unavailable(f"{last}; and no text step model on this device to answer offline")
+        self.offline = True
+        self.notify(f"server unreachable ({last}); answering on this device")
+        result = self.local(request, on_text)
+        result.note = f"server unreachable: {last}"
+        return result

@@ -1,0 +1,422 @@
+"""The ``antiphon-edge`` command: run exported models on a small device, with no torch.
+
+Exit codes: 0 success, 1 a runtime failure (a missing, altered or unreadable model file, a missing or busy audio
+device, an unreachable server with nothing to fall back on), 2 a bad argument or input file (named in the
+message), 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from edge_client.runtime import BACKENDS
+from server.errors import AntiphonError, DeviceError, InvalidArgument, ModelFileError
+
+if TYPE_CHECKING:
+    from edge_client.chat import TurnResult
+    from edge_client.manifest import Manifest, Model
+
+log = logging.getLogger("antiphon.edge")
+
+DEFAULT_MODELS = Path("runs/export")
+STEP_MODELS = ("text_small_step", "text_step")  # offline chat: the small one where the export has it
+
+
+def _models_dir(args: argparse.Namespace) -> Path:
+    return Path(args.models)
+
+
+def _manifest(args: argparse.Namespace) -> Manifest:
+    from edge_client.manifest import Manifest
+
+    return Manifest(_models_dir(args))
+
+
+def _open(args: argparse.Namespace, name: str) -> Model:
+    return _manifest(args).open(name, args.backend, args.precision, args.threads)
+
+
+def _emit(args: argparse.Namespace, record: dict[str, object], text: str) -> None:
+    print(json.dumps(record) if args.json else text, flush=True)
+
+
+# -- classify ----------------------------------------------------------------
+def _classify_audio(args: argparse.Namespace) -> int:
+    from edge_client.audio import read_wav
+    from edge_client.kws import KeywordModel
+
+    kws = KeywordModel(_open(args, args.model))
+    hop = kws.sample_rate // 4
+    for path in args.files:
+        clip = read_wav(Path(path), kws.sample_rate)
+        p, at = kws.classify_clip(clip, hop)
+        order = p.argsort()[::-1][:3]
+        top = [{"label": kws.labels[i], "score": round(float(p[i]), 4)} for i in order]
+        record = {"file": path, "label": top[0]["label"], "score": top[0]["score"], "window_s": at, "top": top}
+        _emit(args, record, f"{path}: {top[0]['label']} ({top[0]['score']:.2f})")
+    return 0
+
+
+def _classify_text(args: argparse.Namespace) -> int:
+    from edge_client.text import TextClassifier
+
+    text = sys.stdin.read() if args.text == "-" else args.text
+    verdict = TextClassifier(_open(args, args.model)).classify(text)
+    record = {"label": verdict.label, "score": round(verdict.score, 4), "scores": verdict.scores}
+    _emit(args, record, f"{verdict.label} ({verdict.score:.2f})")
+    return 0
+
+
+def _classify_image(args: argparse.Namespace) -> int:
+    from edge_client.image import read_digit
+    from edge_client.text import softmax
+
+    model = _open(args, args.model)
+    labels = model.labels
+    shape = model.runner.inputs[0].shape
+    for path in args.files:
+        image = read_digit(Path(path), args.ink)
+        (logits,) = model.runner(image.reshape(shape))[:1]
+        p = softmax(logits.reshape(-1).astype("float64"))
+        best = int(p.argmax())
+        record = {"file": path, "label": labels[best], "score": round(float(p[best]), 4)}
+        _emit(args, record, f"{path}: {labels[best]} ({p[best]:.2f})")
+    return 0
+
+
+# -- listen ------------------------------------------------------------------
+def _listen(args: argparse.Namespace) -> int:
+    from edge_client.audio import Microphone, stdin_bytes, stream_chunks
+    from edge_client.kws import KeywordModel, Listener, ListenOptions
+
+    kws = KeywordModel(_open(args, args.model))
+    options = ListenOptions(args.hop, args.smooth, args.threshold, args.refractory)
+    listener = Listener(kws, options)
+    if args.device == "-":
+        chunks = stream_chunks(stdin_bytes(), "standard input", kws.sample_rate, args.rate, args.channels)
+        for found in listener.run(chunks):
+            _emit(args, found.to_dict(), f"{found.time:8.2f}s  {found.word}  ({found.score:.2f})")
+        return 0
+    microphone = Microphone(args.device, kws.sample_rate)
+    print(f"antiphon-edge: listening on {microphone.device} (Ctrl-C stops)", file=sys.stderr)
+    try:
+        for found in listener.run(microphone.chunks()):
+            _emit(args, found.to_dict(), f"{found.time:8.2f}s  {found.word}  ({found.score:.2f})")
+    finally:
+        microphone.close()
+    return 0
+
+
+# -- chat --------------------------------------------------------------------
+def _chat(args: argparse.Namespace) -> int:
+    from edge_client.chat import ChatClient, ChatRequest, TurnResult
+    from edge_client.text import Generator
+
+    def notify(text: str) -> None:
+        print(f"antiphon-edge: {text}", file=sys.stderr, flush=True)
+
+    generator: list[Generator] = []  # opened at the first offline turn; keeps the offline conversation
+
+    def local(request: ChatRequest, on_text: Callable[[str], None]) -> TurnResult:
+        manifest = _manifest(args)
+        name = args.local_model or manifest.first_of(*STEP_MODELS)
+        if name is None:
+            raise ModelFileError(f"no text step model ({', '.join(STEP_MODELS)}) in {args.models} to answer offline")
+        if not generator:
+            generator.append(Generator(manifest.open(name, args.backend, args.precision, args.threads), args.seed))
+        notify(f"answering on this device with {name}")
+        entry = generator[0].model.entry
+        personas = entry.get("personas") or []
+        persona = request.persona or entry.get("default_persona") or (personas[0] if personas else "Lear")
+        speaker = request.speaker or entry.get("user_speaker") or "Kent"
+        result = TurnResult("device")
+        turn = generator[0].chat_turn(
+            request.message,
+            persona,
+            speaker,
+            request.max_tokens or 256,
+            0.8 if request.temperature is None else request.temperature,
+        )
+        for piece in turn:
+            result.text += piece
+            on_text(piece)
+        result.finish_reason = "stop"
+        return result
+
+    client = ChatClient(args.server, local, args.retries, args.backoff, args.connect_timeout, args.session, notify)
+
+    def on_text(piece: str) -> None:
+        if not args.json:
+            sys.stdout.write(piece)
+            sys.stdout.flush()
+
+    messages = [args.message] if args.message is not None else (line.rstrip("\n") for line in sys.stdin)
+    try:
+        for message in messages:
+            if not message.strip():
+                continue
+            request = ChatRequest(
+                "",
+                message,
+                args.persona,
+                args.speaker,
+                args.speak or bool(args.speak_to),
+                args.temperature,
+                args.max_tokens,
+                args.seed,
+            )
+            result = client.turn(request, on_text)
+            if args.json:
+                record = {"source": result.source, "text": result.text, "finish_reason": result.finish_reason}
+                if result.note:
+                    record["note"] = result.note
+                print(json.dumps(record), flush=True)
+            else:
+                print(flush=True)
+            if args.speak or args.speak_to:
+                _speak(result, args.speak_to, notify)
+    finally:
+        client.close()
+    return 0
+
+
+def _speak(result: TurnResult, to: Path | None, notify: Callable[[str], None]) -> None:
+    from edge_client.audio import encode_wav
+
+    if not result.audio:
+        notify("no audio came with this reply")
+        return
+    rate = result.audio_format.sample_rate if result.audio_format else 16000
+    wav = encode_wav(result.samples(), rate)
+    if to is not None:
+        to.write_bytes(wav)
+        notify(f"wrote the spoken reply to {to}")
+        return
+    try:
+        done = subprocess.run(["aplay", "-q"], input=wav, capture_output=True, check=False)
+    except FileNotFoundError:
+        raise DeviceError(
+            "aplay not found: install ALSA's tools (apt install alsa-utils) or use --speak-to FILE"
+        ) from None
+    if done.returncode != 0:
+        lines = done.stderr.decode(errors="replace").strip().splitlines()
+        raise DeviceError(f"aplay: {lines[-1] if lines else f'exit status {done.returncode}'}")
+
+
+# -- bench -------------------------------------------------------------------
+def _bench(args: argparse.Namespace) -> int:
+    from edge_client.bench import run_bench
+
+    backends = None if args.backend in (None, "auto") else [args.backend]
+    if backends:
+        from edge_client.runtime import resolve_backend
+
+        resolve_backend(backends[0])
+    rows = run_bench(_manifest(args), args.only, backends, args.seconds, args.tokens)
+    for row in rows:
+        extra = f", {row.tokens_per_s:,.0f} tokens/s" if row.tokens_per_s else ""
+        _emit(
+            args,
+            row.to_dict(),
+            f"{row.model:16} {row.backend:15} {row.precision:8} {row.median_ms:8.3f} ms median "
+            f"{row.p90_ms:8.3f} ms p90  load {row.load_ms:7.1f} ms  +{row.rss_mb:5.1f} MB{extra}",
+        )
+    return 0
+
+
+# -- parser ------------------------------------------------------------------
+def _comma_list(value: str) -> list[str]:
+    return [part.strip() for part in value.split(",") if part.strip()]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    where = common.add_argument_group("models")
+    where.add_argument(
+        "--models",
+        default=os.environ.get("ANTIPHON_EDGE_MODELS", str(DEFAULT_MODELS)),
+        metavar="DIR",
+        help="folder with manifest.json and the exported files (`antiphon export --out DIR`) "
+        "(default: runs/export; env ANTIPHON_EDGE_MODELS)",
+    )
+    where.add_argument(
+        "--backend",
+        default=os.environ.get("ANTIPHON_EDGE_BACKEND", "auto"),
+        help=f"auto, {', '.join(BACKENDS)}: auto takes the first installed in that order; ai_edge_litert and "
+        "tflite_runtime run .tflite files, onnxruntime .onnx (default: auto; env ANTIPHON_EDGE_BACKEND)",
+    )
+    where.add_argument(
+        "--precision",
+        default="auto",
+        choices=("auto", "int8", "float32"),
+        help="which file of a model: auto takes int8 for classifiers, float32 for generators (default: auto)",
+    )
+    where.add_argument("--threads", type=int, default=1, help="interpreter threads (default: 1)")
+    where.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+
+    parser = argparse.ArgumentParser(
+        prog="antiphon-edge",
+        description="Run antiphon's exported models on a small device with no PyTorch: classify audio, text and "
+        "images locally, spot keywords from a microphone, chat with the server (falling back to the device's "
+        "own generator), and measure each model. Models come from `antiphon export` (a folder with "
+        "manifest.json); every file's sha256 is checked before use.",
+        epilog="examples:\n"
+        "  antiphon-edge classify image --models DIR digit.png\n"
+        "  espeak-ng --stdout 'three' | antiphon-edge listen --models DIR --device -\n"
+        "  antiphon-edge chat --models DIR --server grpc://server:50051\n"
+        "  antiphon-edge bench --models DIR\n"
+        "exit codes: 0 success, 1 a runtime failure (model file missing, altered or unloadable; audio device missing "
+        "or busy; server unreachable with no step model to answer), 2 a bad argument or input file, 130 interrupted",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    classify = commands.add_parser(
+        "classify", help="classify audio, text or an image", description="Classify audio, text or an image locally."
+    )
+    kinds = classify.add_subparsers(dest="kind", required=True, metavar="INPUT")
+    p = kinds.add_parser(
+        "audio",
+        parents=[common],
+        help="spoken words in WAV files (the kws model)",
+        description="The word said in each WAV file (any sample rate and channel count: mixed down and resampled "
+        "to the model's rate). A clip longer than the model's window (1 s) is read window by window and the "
+        "most word-like window is reported. Prints `FILE: label (score)`, or one JSON object per file.",
+    )
+    p.add_argument("files", nargs="+", metavar="FILE", help="WAV files")
+    p.add_argument("--model", default="kws", help="manifest model name (default: kws)")
+    p.add_argument("--json", action="store_true", help="one JSON object per file, with the top three labels")
+    p.set_defaults(func=_classify_audio)
+    p = kinds.add_parser(
+        "text",
+        parents=[common],
+        help="a text's label (the textdisc model)",
+        description="The label of a text (e.g. human or machine) from the text discriminator. Characters map to "
+        "ids by the manifest's vocabulary; the text is cut or padded to the model's length.",
+    )
+    p.add_argument("text", metavar="TEXT", help="the text, or - to read it from standard input")
+    p.add_argument("--model", default="textdisc", help="manifest model name (default: textdisc)")
+    p.add_argument("--json", action="store_true", help="a JSON object with every label's score")
+    p.set_defaults(func=_classify_text)
+    p = kinds.add_parser(
+        "image",
+        parents=[common],
+        help="an 8x8 digit (the digits model)",
+        description="The digit in each image: an 8x8 PNG (8-bit grey or RGB), PGM (P2/P5) or .npy of raw "
+        "intensities in [0, 16]. Larger images whose sides are multiples of 8 are averaged down.",
+    )
+    p.add_argument("files", nargs="+", metavar="FILE", help="PNG, PGM or .npy files")
+    p.add_argument("--model", default="digits", help="manifest model name (default: digits)")
+    p.add_argument(
+        "--ink",
+        default="auto",
+        choices=("auto", "light", "dark"),
+        help="light: bright strokes on black (the training data); dark: dark strokes on paper; auto: dark when "
+        "the border is brighter than the middle (default: auto)",
+    )
+    p.add_argument("--json", action="store_true", help="one JSON object per file")
+    p.set_defaults(func=_classify_image)
+
+    p = commands.add_parser(
+        "listen",
+        parents=[common],
+        help="spot number words from a microphone or a pipe",
+        description="Spot words continuously: a one-second window slides by --hop; the posteriors of the last "
+        "--smooth windows are averaged; a word (not unknown or silence) whose average passes --threshold is "
+        "printed, then no word for --refractory seconds, and the same word again only after its average fell "
+        "below half the threshold. One line per word: `TIME s  WORD  (SCORE)`, or JSON. "
+        "`--device -` reads standard input: a WAV stream, or raw PCM16 LE (--rate, --channels); otherwise "
+        "`arecord` records from ALSA device --device (default: the default device).",
+    )
+    p.add_argument("--device", default=None, help="ALSA capture device (arecord -D), or - for standard input")
+    p.add_argument("--model", default="kws", help="manifest model name (default: kws)")
+    p.add_argument("--hop", type=float, default=0.25, help="seconds between windows (default: 0.25)")
+    p.add_argument("--smooth", type=int, default=3, help="windows whose posteriors are averaged (default: 3)")
+    p.add_argument("--threshold", type=float, default=0.6, help="smoothed posterior to report a word (default: 0.6)")
+    p.add_argument("--refractory", type=float, default=1.0, help="seconds with no word after one (default: 1)")
+    p.add_argument("--rate", type=int, default=16000, help="sample rate of raw PCM on standard input (default: 16000)")
+    p.add_argument("--channels", type=int, default=1, help="channels of raw PCM on standard input (default: 1)")
+    p.add_argument("--json", action="store_true", help='one JSON object per word: {"word", "time", "score"}')
+    p.set_defaults(func=_listen)
+
+    p = commands.add_parser(
+        "chat",
+        parents=[common],
+        help="chat with the server; answer on the device when it is unreachable",
+        description="Chat turn by turn (one message per line of standard input, or --message), the reply streamed "
+        "token by token from the server (grpc://HOST:PORT or ws://HOST:PORT/PATH). An unreachable server is "
+        "tried again after --backoff seconds, doubling, --retries times; then the device answers with its own "
+        "step model (text_small_step, else text_step) and says so on standard error; the next turn tries the "
+        "server again. --speak asks for the reply's audio and plays it with aplay (--speak-to writes a WAV).",
+    )
+    p.add_argument("--server", required=True, metavar="URL", help="grpc://HOST:PORT or ws://HOST:PORT/PATH")
+    p.add_argument("--message", default=None, help="one turn with this message (default: read lines from stdin)")
+    p.add_argument("--session", default=None, help="chat session id (default: a fresh random one)")
+    p.add_argument("--persona", default="", help="who replies (default: the server's default persona)")
+    p.add_argument("--speaker", default="", help="the name the user's lines are written under")
+    p.add_argument("--temperature", type=float, default=None, help="sampling temperature (default: the server's)")
+    p.add_argument("--max-tokens", type=int, default=None, help="reply length limit (default: the server's)")
+    p.add_argument("--seed", type=int, default=None, help="seed for the server's and the device's sampling")
+    p.add_argument("--speak", action="store_true", help="ask for audio and play it with aplay")
+    p.add_argument("--speak-to", type=Path, default=None, metavar="FILE", help="write the reply's audio to a WAV")
+    p.add_argument("--retries", type=int, default=3, help="tries again before answering offline (default: 3)")
+    p.add_argument("--backoff", type=float, default=0.5, help="first wait between tries, doubling (default: 0.5)")
+    p.add_argument("--connect-timeout", type=float, default=2.0, help="seconds to connect (default: 2)")
+    p.add_argument(
+        "--local-model", default=None, help="step model for offline turns (default: text_small_step, else text_step)"
+    )
+    p.add_argument("--json", action="store_true", help='one JSON object per turn: {"source", "text", ...}')
+    p.set_defaults(func=_chat)
+
+    p = commands.add_parser(
+        "bench",
+        parents=[common],
+        help="latency and memory of each model on this device",
+        description="Load each model file this device can run (every installed backend, or --backend) and "
+        "report load time, resident memory added, and per-inference latency (median, 90th percentile) over "
+        "--seconds of runs; step models also report sampled offline generation in tokens/s.",
+    )
+    p.add_argument("--only", type=_comma_list, default=None, metavar="NAMES", help="comma-separated model names")
+    p.add_argument("--seconds", type=float, default=1.0, help="seconds of runs per file (default: 1)")
+    p.add_argument("--tokens", type=int, default=500, help="tokens generated by step models (default: 500)")
+    p.add_argument("--json", action="store_true", help="one JSON object per file")
+    p.set_defaults(func=_bench)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("antiphon").setLevel(logging.DEBUG if args.verbose else logging.INFO)
+    logging.getLogger("edge_client").setLevel(logging.DEBUG if args.verbose else logging.INFO)
+    func: Callable[[argparse.Namespace], int] = args.func
+    try:
+        if args.threads < 1:
+            raise InvalidArgument("threads", f"must be at least 1, got {args.threads}")
+        return func(args)
+    except InvalidArgument as exc:
+        log.debug("invalid argument", exc_info=True)
+        print(f"antiphon-edge: error: {exc}", file=sys.stderr)
+        return 2
+    except AntiphonError as exc:
+        log.debug("failed", exc_info=True)
+        print(f"antiphon-edge: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("antiphon-edge: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

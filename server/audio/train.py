@@ -1,0 +1,371 @@
+"""Train the WaveNet on espeak-ng speech: random short segments, resumable, data-parallel.
+
+Each step draws ``batch_size`` random segments of ``segment`` samples from the training utterances (training voices
+only), with the log-mel frames that condition them and their voice ids, and minimizes the cross-entropy of every
+sample's mu-law code given the codes before it. A random 10% of segments are given the "unseen" voice id 0, which
+is what a voice outside the training set (every held-out voice) uses. Under ``torchrun`` every process draws its
+own segments and gradients are averaged; only rank 0 evaluates, writes and reports. The loop, the budget, the
+signals and the resume mirror ``server/text/train.py``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import sys
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel
+from tqdm import tqdm
+
+import server
+from server.audio.checkpoint import save_audio_model
+from server.audio.data import (
+    MelFrames,
+    SegmentSampler,
+    Utterance,
+    build_utterances,
+    data_hash,
+    mel_stats,
+    voice_table,
+)
+from server.audio.evaluate import LN2, batch_bits_per_sample, bits_per_sample
+from server.audio.model import WaveNet, WaveNetConfig
+from server.device import autocast_dtype, resolve_device
+from server.errors import CheckpointError, InvalidArgument
+from server.text.train import _init_distributed, _jsonable, _stop_on_signals, state_path
+
+log = logging.getLogger(__name__)
+
+UNSEEN_VOICE_RATE = 0.1
+
+
+@dataclass
+class AudioTrainOptions:
+    out: Path = Path("runs/audio/wavenet.safetensors")
+    steps: int | None = None  # stop after this many optimizer steps...
+    minutes: float | None = None  # ...or after this much wall time (whichever comes first)
+    device: str = "auto"
+    precision: str = "auto"
+    resume: bool = False
+    seed: int = 1234
+    batch_size: int = 4  # segments per process and step
+    segment: int = 2000  # samples per segment (the receptive field is 2,048 for the default model)
+    lr: float = 2e-3
+    min_lr_ratio: float = 0.05
+    warmup_steps: int = 50
+    grad_clip: float = 1.0
+    eval_every: int = 250
+    checkpoint_minutes: float = 5.0
+    progress: bool = True
+    lines: int = 2000  # lines of the plays rendered for training
+    number_renderings: int = 60  # renderings of each number word for training
+    heldout_lines: int = 24
+    heldout_number_renderings: int = 2
+    workers: int = 2  # espeak-ng processes while rendering
+    model: dict[str, Any] = field(default_factory=dict)  # WaveNetConfig fields but voices and mel statistics
+
+    def validate(self) -> None:
+        if self.steps is None and self.minutes is None:
+            raise InvalidArgument("steps", "give --steps or --minutes")
+        if self.steps is not None and self.steps < 1:
+            raise InvalidArgument("steps", f"must be at least 1, got {self.steps}")
+        if self.minutes is not None and self.minutes <= 0:
+            raise InvalidArgument("minutes", f"must be positive, got {self.minutes}")
+        for name in ("batch_size", "eval_every", "warmup_steps", "lines", "heldout_lines", "workers"):
+            if getattr(self, name) < 1:
+                raise InvalidArgument(name, f"must be at least 1, got {getattr(self, name)}")
+        for name in ("number_renderings", "heldout_number_renderings"):
+            if getattr(self, name) < 0:
+                raise InvalidArgument(name, f"must be at least 0, got {getattr(self, name)}")
+        if self.segment < 200:
+            raise InvalidArgument("segment", f"must be at least 200 samples, got {self.segment}")
+        if not 0 < self.lr < 1:
+            raise InvalidArgument("lr", f"must be in (0, 1), got {self.lr}")
+
+
+def lr_at(opts: AudioTrainOptions, step: int, progress: float) -> float:
+    """Linear warm-up, then cosine decay over the run's progress (steps or time)."""
+    warm = min(1.0, (step + 1) / opts.warmup_steps)
+    floor = opts.lr * opts.min_lr_ratio
+    return warm * (floor + 0.5 * (opts.lr - floor) * (1 + math.cos(math.pi * min(1.0, progress))))
+
+
+class AudioTrainer:
+    def __init__(self, opts: AudioTrainOptions) -> None:
+        opts.validate()
+        self.opts = opts
+        self.dist = _init_distributed(opts.device)
+        self.device = resolve_device(opts.device, self.dist.local_rank)
+        self.amp = autocast_dtype(opts.precision, self.device)
+        self.step = 0
+        self.elapsed = 0.0
+        self.samples_seen = 0
+        self._stop = threading.Event()
+        resume = self._load_resume_state() if opts.resume else None
+        base = WaveNetConfig(**{**opts.model, "voices": 1})
+        self.train_set = self._utterances("train", opts.lines, opts.number_renderings, base)
+        self.heldout = self._utterances("heldout", opts.heldout_lines, opts.heldout_number_renderings, base)
+        self.data_sha256 = data_hash(self.train_set)
+        if resume is not None:
+            if resume["data_sha256"] != self.data_sha256:
+                raise CheckpointError(f"{state_path(opts.out)} was trained on other data; train afresh")
+            config = WaveNetConfig(**resume["config"])
+        else:
+            mean, std = mel_stats(self.train_set)
+            config = WaveNetConfig(**{**opts.model, "voices": len(voice_table()), "mel_mean": mean, "mel_std": std})
+        self.voices = voice_table()
+        torch.manual_seed(opts.seed)
+        self.rng = np.random.default_rng([opts.seed, self.dist.rank])
+        self.model = WaveNet(config).to(self.device)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=opts.lr)
+        if resume is not None:
+            self.model.load_state_dict(resume["model"])
+            self.optimizer.load_state_dict(resume["optimizer"])
+            self.step, self.elapsed, self.samples_seen = resume["step"], resume["elapsed"], resume["samples_seen"]
+            torch.set_rng_state(resume["rng"])
+            self.rng.bit_generator.state = resume["np_rng"][self.dist.rank]
+        self.ddp: torch.nn.Module = self.model
+        if self.dist.world > 1:
+            self.ddp = DistributedDataParallel(
+                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None
+            )
+        floor = MelFrames(config.n_mels, config.hop).floor
+        self.sampler = SegmentSampler(self.train_set, opts.segment, config.hop, config.cond_context, floor)
+        heldout_sampler = SegmentSampler(self.heldout, opts.segment, config.hop, config.cond_context, floor)
+        self.heldout_batch = heldout_sampler.batch(np.random.default_rng(0), 16)
+
+    def _utterances(self, split: str, lines: int, numbers: int, config: WaveNetConfig) -> list[Utterance]:
+        opts = self.opts
+        # Every rank renders the same utterances (espeak-ng's output is cached on disk, so the others read it).
+        return build_utterances(
+            split,
+            lines,
+            numbers,
+            config.n_mels,
+            config.hop,
+            opts.seed,
+            min_samples=opts.segment,
+            workers=opts.workers,
+            progress=opts.progress and self.dist.main,
+        )
+
+    # -- resume -------------------------------------------------------------
+    def _load_resume_state(self) -> dict[str, Any] | None:
+        path = state_path(self.opts.out)
+        if not path.is_file():
+            log.warning("no training state at %s; starting from scratch", path)
+            return None
+        try:
+            saved: dict[str, Any] = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # torch raises several unrelated types for a bad file
+            raise CheckpointError(f"cannot resume from {path}: {exc}") from exc
+        log.info("resuming from %s at step %d", path, saved["step"])
+        return saved
+
+    def _gather_rng_states(self) -> list[Any]:
+        state = dict(self.rng.bit_generator.state)
+        if self.dist.world == 1:
+            return [state]
+        states: list[Any] = [None] * self.dist.world
+        dist.all_gather_object(states, state)
+        return states
+
+    def _save_resume_state(self) -> None:
+        np_states = self._gather_rng_states()
+        if not self.dist.main:
+            return
+        payload = {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "step": self.step,
+            "elapsed": self.elapsed,
+            "samples_seen": self.samples_seen,
+            "config": self.model.config.to_dict(),
+            "data_sha256": self.data_sha256,
+            "rng": torch.get_rng_state(),
+            "np_rng": np_states,
+        }
+        path = state_path(self.opts.out)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        torch.save(payload, tmp)
+        tmp.replace(path)
+
+    # -- loop ---------------------------------------------------------------
+    def _progress(self) -> float:
+        fractions = []
+        if self.opts.steps is not None:
+            fractions.append(self.step / self.opts.steps)
+        if self.opts.minutes is not None:
+            fractions.append(self.elapsed / (self.opts.minutes * 60))
+        return max(fractions)
+
+    def _sync(self) -> None:
+        """Every rank follows rank 0's clock and stop request (see ``server/text/train.py``)."""
+        if self.dist.world > 1:
+            shared = torch.tensor([self.elapsed, float(self._stop.is_set())], dtype=torch.float64)
+            dist.broadcast(shared, src=0)
+            self.elapsed = float(shared[0])
+            if shared[1]:
+                self._stop.set()
+
+    def _step(self) -> float:
+        """One optimizer step on fresh random segments; returns the loss in bits/sample."""
+        opts = self.opts
+        t0 = time.monotonic()
+        inputs, targets, mel, voice = self.sampler.batch(self.rng, opts.batch_size)
+        unseen = torch.from_numpy(self.rng.random(opts.batch_size) < UNSEEN_VOICE_RATE)
+        voice = torch.where(unseen, torch.zeros_like(voice), voice)
+        inputs, targets, mel, voice = (t.to(self.device) for t in (inputs, targets, mel, voice))
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr_at(opts, self.step, self._progress())
+        with torch.autocast(self.device.type, dtype=self.amp or torch.float32, enabled=self.amp is not None):
+            logits = self.ddp(inputs, self.model.frame_features(mel, voice))  # (B, T, 256)
+        loss = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten())
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), opts.grad_clip)
+        self.optimizer.step()
+        self.step += 1
+        self.samples_seen += targets.numel() * self.dist.world
+        self.elapsed += time.monotonic() - t0
+        return loss.item() / LN2
+
+    def train(self) -> dict[str, Any]:
+        """Train until the budget is spent; SIGINT or SIGTERM stop after the current step and save the state
+        (then KeyboardInterrupt is raised; ``--resume`` continues exactly)."""
+        opts = self.opts
+        self.ddp.train()
+        bar = tqdm(
+            total=opts.steps,
+            initial=self.step,
+            disable=not (opts.progress and self.dist.main),
+            unit="step",
+            dynamic_ncols=True,
+            mininterval=0.5 if sys.stderr.isatty() else 30,
+        )
+        last_save = time.monotonic()
+        valid_estimate = float("nan")
+        window: list[float] = []
+        window_start = (time.monotonic(), self.samples_seen)
+        with _stop_on_signals(self._stop):
+            while self._progress() < 1.0 and not self._stop.is_set():
+                window.append(self._step())
+                self._sync()
+                if self.dist.main and self.step % opts.eval_every == 0:
+                    valid_estimate = batch_bits_per_sample(self.model, self.heldout_batch)
+                    bar.write(f"step {self.step}: held-out ~{valid_estimate:.3f} bits/sample")
+                if self.dist.main and len(window) == 10:
+                    if opts.steps is None:  # a time budget: estimate the total for the bar's ETA
+                        bar.total = max(self.step, round(self.step / max(self._progress(), 1e-9)))
+                    now = time.monotonic()
+                    bar.set_postfix(
+                        bits=f"{sum(window) / len(window):.3f}",
+                        valid=f"{valid_estimate:.3f}",
+                        samples_s=f"{(self.samples_seen - window_start[1]) / (now - window_start[0]):.0f}",
+                        lr=f"{self.optimizer.param_groups[0]['lr']:.1e}",
+                        refresh=False,
+                    )
+                    window, window_start = [], (now, self.samples_seen)
+                if len(window) == 10:
+                    window = []
+                bar.update(1)
+                if time.monotonic() - last_save > opts.checkpoint_minutes * 60:
+                    self._save_resume_state()
+                    last_save = time.monotonic()
+        bar.close()
+        self._save_resume_state()
+        if self._stop.is_set():
+            log.warning("stopped at step %d; the state is saved: run again with --resume", self.step)
+            raise KeyboardInterrupt
+        result = self._finish() if self.dist.main else {}
+        if self.dist.world > 1:
+            dist.barrier()
+        return result
+
+    def _finish(self) -> dict[str, Any]:
+        """Exact held-out evaluation over whole utterances, then the checkpoint and its model card."""
+        self.model.eval()
+        heldout_bits = bits_per_sample(self.model, self.heldout)
+        info = {
+            "data": {
+                "source": "espeak-ng renderings of lines of the training plays and the number words",
+                "sha256": self.data_sha256,
+                "train_utterances": len(self.train_set),
+                "train_seconds": round(sum(u.samples for u in self.train_set) / 16_000, 1),
+                "heldout_utterances": len(self.heldout),
+                "heldout_seconds": round(sum(u.samples for u in self.heldout) / 16_000, 1),
+                "heldout_voices": sorted({u.rendering.voice for u in self.heldout}),
+            },
+            "training": {
+                "steps": self.step,
+                "samples_seen": self.samples_seen,
+                "wall_time_s": round(self.elapsed, 1),
+                "device": str(self.device) if self.device.type == "cpu" else torch.cuda.get_device_name(self.device),
+                "threads": torch.get_num_threads(),
+                "processes": self.dist.world,
+                "precision": str(self.amp or torch.float32).replace("torch.", ""),
+                "options": _jsonable(asdict(self.opts)),
+            },
+            "metrics": {"heldout_bits_per_sample": round(heldout_bits, 4)},
+            "mel": MelFrames(self.model.config.n_mels, self.model.config.hop).config.to_dict(),
+            "parameters": self.model.num_parameters(),
+            "created": datetime.now(UTC).isoformat(timespec="seconds"),
+            "antiphon_version": server.__version__,
+        }
+        save_audio_model(self.opts.out, self.model, self.voices, info)
+        write_model_card(self.opts.out, info, self.model.config.to_dict())
+        log.info("held-out %.4f bits/sample; checkpoint %s", heldout_bits, self.opts.out)
+        return info
+
+
+def write_model_card(out: Path, info: dict[str, Any], config: dict[str, Any]) -> Path:
+    """A Markdown card beside the checkpoint: data, split, steps, time, device, metrics."""
+    train, data, metrics = info["training"], info["data"], info["metrics"]
+    opts = train["options"]
+    run = f"--steps {opts['steps']}" if opts["steps"] is not None else f"--minutes {opts['minutes']}"
+    stacks = config["layers"] // config["cycle"]
+    arch = (
+        f"{config['layers']} layers ({stacks} x dilations 1..{2 ** (config['cycle'] - 1)}), kernel 2, "
+        f"{config['residual_channels']} residual, 2 x {config['gate_channels']} gate, {config['skip_channels']} skip, "
+        f"{config['out_channels']} output channels, 256-way mu-law softmax; conditioning: {config['n_mels']} log-mel "
+        f"bands every {config['hop']} samples through {config['cond_layers']} kernel-3 convolutions of "
+        f"{config['cond_channels']}, plus a voice embedding ({config['voices']} ids)"
+    )
+    steps = (
+        f"{train['steps']:,} of {opts['batch_size']} x {opts['segment']} samples per process, "
+        f"{train['processes']} process(es), {train['samples_seen']:,} samples seen"
+    )
+    seconds = f"{data['train_seconds'] / 60:.1f} minutes at 16 kHz (sha256 {data['sha256'][:16]}...)"
+    voices = ", ".join(data["heldout_voices"])
+    card = f"""# {out.name}
+
+WaveNet trained by `antiphon train audio {run} --out {out}` (antiphon {info["antiphon_version"]}).
+
+| | |
+|---|---|
+| architecture | {arch} |
+| parameters | {info["parameters"]:,} |
+| data | {data["source"]}: {data["train_utterances"]:,} utterances, {seconds} |
+| held out | {data["heldout_utterances"]} utterances ({data["heldout_seconds"]:.1f} s) in unseen voices: {voices} |
+| steps | {steps} |
+| time | {train["wall_time_s"] / 60:.1f} minutes |
+| device | {train["device"]}, {train["threads"]} threads, {train["precision"]} |
+| held-out NLL (teacher forced) | **{metrics["heldout_bits_per_sample"]:.4f} bits per sample** (8 is chance) |
+| created | {info["created"]} |
+
+Score it again with `antiphon eval audio`; render held-out voices with `antiphon eval audio --render DIR`.
+"""
+    path = out.with_suffix(".md")
+    path.write_text(card, encoding="utf-8")
+    return path

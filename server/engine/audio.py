@@ -1,0 +1,393 @@
+"""The audio engine: one asyncio-driven loop per WaveNet that advances every live stream in one compiled call.
+
+A request's text goes through espeak-ng (the linguistic and acoustic front end) in the requested voice; the
+rendering's log-mel frames and the voice id make the stream's frame features. That preparation runs on a small
+thread pool, off the event loop. Prepared streams then wait to join the batch.
+
+Each iteration of the loop, between two calls of the compiled step:
+
+1. streams that ended or were cancelled leave the batch (their rows are dropped);
+2. prepared streams join, up to ``max_streams`` (their rows start from silence);
+3. every stream with room in its output buffer is advanced by ``chunk`` samples in one call of
+   :meth:`FastWaveNet.generate` (on the engine's worker thread, so the event loop stays free; with
+   ``threads`` > 1 the rows are split across cores). A stream whose consumer stops reading is paused: it keeps
+   its row but is not advanced.
+
+A stream ends when it has produced its rendering's length in samples (``stop``) or ``max_seconds`` of audio
+(``length``). Each stream samples from its own counter-based random source inside the compiled loop, so a seeded
+request produces the same samples alone or batched.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import secrets
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from server.audio.checkpoint import load_audio_model
+from server.audio.data import MelFrames
+from server.audio.evaluate import utterance_features
+from server.audio.fast import FastWaveNet, StreamState
+from server.audio.model import WaveNet
+from server.data.speech import SAMPLE_RATE, Rendering, synthesize, trim_silence
+from server.data.speech import voices as espeak_voices
+from server.engine.api import (
+    FINISH_CANCELLED,
+    FINISH_LENGTH,
+    FINISH_STOP,
+    AudioModelInfo,
+    AudioRequest,
+    AudioStream,
+)
+from server.errors import AntiphonError, InvalidArgument, NotFound, ResourceExhausted, Unavailable
+from server.sampling import MAX_SEED
+
+log = logging.getLogger(__name__)
+
+DEFAULT_VOICE = "en-us+m1"
+MAX_TEMPERATURE = 100.0
+
+
+@dataclass(frozen=True)
+class AudioLimits:
+    max_streams: int = 16  # streams advanced together
+    max_waiting: int = 32  # streams being prepared or waiting to join before answering "overloaded"
+    max_text_chars: int = 1000
+    max_seconds: float = 30.0  # the longest audio a request may ask for
+    stream_buffer: int = SAMPLE_RATE  # unread samples per stream before the stream pauses
+    chunk: int = 320  # samples per stream per call of the compiled step (20 ms)
+    threads: int = 1  # cores the compiled step splits the batch across
+    temperature: float = 1.0  # a request's default
+    prepare_workers: int = 2  # threads running espeak-ng and the conditioning
+
+    def validate(self) -> AudioLimits:
+        for name in ("max_streams", "max_text_chars", "stream_buffer", "chunk", "threads", "prepare_workers"):
+            if getattr(self, name) < 1:
+                raise InvalidArgument(name, f"must be at least 1, got {getattr(self, name)}")
+        if self.max_waiting < 0:
+            raise InvalidArgument("max_waiting", f"must be at least 0, got {self.max_waiting}")
+        if not math.isfinite(self.max_seconds) or self.max_seconds <= 0:
+            raise InvalidArgument("max_seconds", f"must be positive, got {self.max_seconds}")
+        return self
+
+
+@dataclass(eq=False)
+class _Job:
+    stream: AudioStream
+    text: str
+    voice: str
+    voice_id: int
+    seed: int
+    temperature: float
+    max_samples: int
+    feats: np.ndarray | None = None  # (F, C) once prepared
+    total: int = 0  # samples this stream produces
+    cut: bool = False  # the rendering is longer than max_samples
+    produced: int = 0
+    end_reason: str | None = None
+    finalized: bool = False
+    prepared_at: float | None = None
+
+
+class AudioEngine:
+    """Serves one WaveNet: submit with :meth:`generate`, read the returned stream of mu-law codes."""
+
+    def __init__(
+        self,
+        model_id: str,
+        model: WaveNet,
+        voice_table: list[str],
+        limits: AudioLimits | None = None,
+        description: str = "",
+        default_voice: str = DEFAULT_VOICE,
+    ) -> None:
+        self.model_id = model_id
+        self.model = model.eval()
+        self.limits = (limits or AudioLimits()).validate()
+        self.description = description
+        self.voice_ids = {name: i for i, name in enumerate(voice_table) if i > 0}
+        servable = [*espeak_voices("train"), *espeak_voices("heldout")]
+        self.voices = tuple(dict.fromkeys([*servable, *self.voice_ids]))  # every other voice uses id 0 ("unseen")
+        if default_voice not in self.voices:
+            raise InvalidArgument("default_voice", f"{default_voice!r} is not a voice espeak-ng renders here")
+        self.default_voice = default_voice
+        self.fast = FastWaveNet(model, threads=self.limits.threads)
+        self.frames = MelFrames(model.config.n_mels, model.config.hop)
+        self._preparing = 0
+        self._ready: deque[_Job] = deque()
+        self._jobs: list[_Job] = []  # row i of the state belongs to _jobs[i]
+        self._state: StreamState | None = None
+        self._wake = asyncio.Event()
+        self._progress = asyncio.Event()
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"audio-{model_id}")
+        self._prepare_pool = ThreadPoolExecutor(
+            max_workers=self.limits.prepare_workers, thread_name_prefix=f"audio-prep-{model_id}"
+        )
+        self._task: asyncio.Task[None] | None = None
+        self._closing = False
+        self._closed = False
+        self.steps = 0
+
+    @classmethod
+    def from_checkpoint(
+        cls,
+        path: Path,
+        model_id: str = "wavenet",
+        limits: AudioLimits | None = None,
+        default_voice: str = DEFAULT_VOICE,
+    ) -> AudioEngine:
+        model, voice_table, meta = load_audio_model(path, "cpu")
+        c = model.config
+        description = (
+            f"WaveNet {c.layers} layers x {c.residual_channels} channels, mu-law 8-bit at {SAMPLE_RATE} Hz, "
+            "conditioned on espeak-ng log-mel frames"
+        )
+        bits = meta.get("metrics", {}).get("heldout_bits_per_sample")
+        if bits is not None:
+            description += f", {bits:.3f} bits/sample held out"
+        return cls(model_id, model, voice_table, limits, description, default_voice)
+
+    # -- public --------------------------------------------------------------
+    @property
+    def info(self) -> AudioModelInfo:
+        return AudioModelInfo(
+            id=self.model_id,
+            description=self.description,
+            sample_rate=SAMPLE_RATE,
+            voices=self.voices,
+            default_voice=self.default_voice,
+            max_text_chars=self.limits.max_text_chars,
+            max_seconds=self.limits.max_seconds,
+        )
+
+    @property
+    def live_streams(self) -> int:
+        """Streams being prepared, waiting or in the batch (ended ones leave at the next call)."""
+        return self._preparing + len(self._ready) + len(self._jobs)
+
+    @torch.no_grad()
+    def warm_up(self) -> None:
+        """Compile the step (or load it from numba's cache) and run espeak-ng once, so the first request is fast."""
+        wave = trim_silence(synthesize("ready", Rendering(voice=self.default_voice)), pad=160)
+        feats = utterance_features(self.model, self.frames(wave), self.voice_ids.get(self.default_voice, 0))[0]
+        self.fast.generate(self.fast.start(feats.numpy(), 0, 1.0), self.limits.chunk)
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name=f"audio-engine-{self.model_id}")
+
+    def generate(self, request: AudioRequest) -> AudioStream:
+        """Speak ``request.text``; raises InvalidArgument, NotFound, ResourceExhausted or Unavailable at once."""
+        limits = self.limits
+        text = request.text.strip()
+        if not text:
+            raise InvalidArgument("text", "must not be empty")
+        if len(request.text) > limits.max_text_chars:
+            raise InvalidArgument("text", f"at most {limits.max_text_chars} characters, got {len(request.text)}")
+        voice = request.voice or self.default_voice
+        if voice not in self.voices:
+            raise NotFound(
+                f"voice: {voice!r} is not a voice of model {self.model_id!r} "
+                f"(accent+variant, e.g. {self.default_voice!r}; ListModels lists them)"
+            )
+        seconds = limits.max_seconds if request.max_seconds is None else request.max_seconds
+        if not math.isfinite(seconds) or not 0 < seconds <= limits.max_seconds:
+            raise InvalidArgument("max_seconds", f"must be in (0, {limits.max_seconds:g}], got {seconds}")
+        temperature = limits.temperature if request.temperature is None else request.temperature
+        if not math.isfinite(temperature) or not 0 <= temperature <= MAX_TEMPERATURE:
+            raise InvalidArgument(
+                "temperature", f"must be between 0 and {MAX_TEMPERATURE:g} (0 is greedy), got {temperature}"
+            )
+        if request.seed is not None and not 0 <= request.seed <= MAX_SEED:
+            raise InvalidArgument("seed", f"must be in 0..2**64-1, got {request.seed}")
+        self._check_capacity()
+        stream = AudioStream(limits.stream_buffer, self._wake.set, request.request_id, SAMPLE_RATE)
+        job = _Job(
+            stream,
+            text,
+            voice,
+            self.voice_ids.get(voice, 0),
+            secrets.randbits(64) if request.seed is None else request.seed,
+            float(temperature),
+            max(1, round(seconds * SAMPLE_RATE)),
+        )
+        self._preparing += 1
+        loop = asyncio.get_running_loop()
+        future = loop.run_in_executor(self._prepare_pool, self._prepare, job)
+        future.add_done_callback(lambda f: self._prepared(job, f))
+        return stream
+
+    async def wait_until(self, predicate: Callable[[], bool]) -> None:
+        """Return once ``predicate()`` holds, checked after every iteration of the loop."""
+        while not predicate():
+            await self._progress.wait()
+
+    async def close(self, grace_s: float = 0.0) -> None:
+        """Take no new streams, let live ones finish within ``grace_s``, then cancel the rest. Idempotent."""
+        if self._closed:
+            return
+        self._closing = True
+        self._wake.set()
+        try:
+            await asyncio.wait_for(self.wait_until(lambda: self.live_streams == 0), timeout=grace_s)
+        except TimeoutError:
+            log.info("model %s: cancelling %d streams after %.1f s", self.model_id, self.live_streams, grace_s)
+        self._closed = True
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        for job in [*self._jobs, *self._ready]:
+            self._finalize(job, FINISH_CANCELLED)
+        self._jobs, self._state = [], None
+        self._ready.clear()
+        self._executor.shutdown(wait=False, cancel_futures=True)
+        self._prepare_pool.shutdown(wait=False, cancel_futures=True)
+        self.fast.close()
+        self._notify_progress()
+
+    # -- preparation (thread pool) ----------------------------------------------
+    def _check_capacity(self) -> None:
+        if self._closing:
+            raise Unavailable("the server is shutting down; retry on another instance")
+        limit = self.limits.max_streams + self.limits.max_waiting
+        ending = sum(1 for j in self._jobs if j.end_reason is not None or j.stream.cancel_requested)
+        if self.live_streams - ending >= limit:
+            raise ResourceExhausted(
+                f"overloaded: {self.limits.max_streams} audio streams are running and {self.limits.max_waiting} "
+                "waiting; retry later"
+            )
+
+    @torch.no_grad()
+    def _prepare(self, job: _Job) -> None:
+        """espeak-ng's rendering of the text -> its log-mel frames -> the stream's frame features."""
+        if job.stream.cancel_requested:
+            return
+        wave = trim_silence(synthesize(job.text, Rendering(voice=job.voice)), pad=160)
+        job.total = min(len(wave), job.max_samples)
+        job.cut = len(wave) > job.max_samples
+        if job.total == 0:
+            return
+        job.feats = utterance_features(self.model, self.frames(wave), job.voice_id)[0].numpy()
+
+    def _prepared(self, job: _Job, future: asyncio.Future[None]) -> None:  # on the event loop
+        self._preparing -= 1
+        job.prepared_at = time.monotonic()
+        if self._closed or future.cancelled():
+            self._finalize(job, FINISH_CANCELLED)
+        elif (error := future.exception()) is not None:
+            log.error("model %s: preparing request %s failed: %s", self.model_id, job.stream.request_id, error)
+            job.finalized = True
+            job.stream.fail(error if isinstance(error, AntiphonError) else AntiphonError("internal error"))
+        elif job.stream.cancel_requested:
+            self._finalize(job, FINISH_CANCELLED)
+        elif job.feats is None:  # nothing to say (the rendering is silence)
+            self._finalize(job, FINISH_STOP)
+        else:
+            self._ready.append(job)
+            self._wake.set()
+        self._notify_progress()
+
+    # -- the loop --------------------------------------------------------------
+    def _notify_progress(self) -> None:
+        self._progress.set()
+        self._progress = asyncio.Event()
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            # Cleared before the stream states are read: a cancel, a read or a new stream after this point sets it
+            # again, so the wait below cannot miss it.
+            self._wake.clear()
+            leaving = [j for j in self._jobs if j.end_reason is not None or j.stream.cancel_requested]
+            staying = [j for j in self._jobs if j.end_reason is None and not j.stream.cancel_requested]
+            joining: list[_Job] = []
+            while self._ready and len(staying) + len(joining) < self.limits.max_streams:
+                job = self._ready.popleft()
+                if job.stream.cancel_requested:
+                    self._finalize(job, FINISH_CANCELLED)
+                else:
+                    joining.append(job)
+            rows = staying + joining
+            active = [i for i, j in enumerate(rows) if j.stream.has_room()]
+            if not leaving and not joining and not active:
+                self._notify_progress()
+                await self._wake.wait()
+                continue
+            row_of = {id(j): i for i, j in enumerate(self._jobs)}
+            keep = [row_of[id(j)] for j in staying] if leaving else None
+            try:
+                codes = await loop.run_in_executor(self._executor, self._compute, keep, joining, active)
+            except Exception:  # a bug: end these streams, keep serving
+                log.exception("model %s: step failed", self.model_id)
+                error = AntiphonError(f"internal error in model {self.model_id}")
+                for job in [*self._jobs, *joining]:
+                    job.stream.fail(error)
+                    job.finalized = True
+                self._jobs, self._state = [], None
+                continue
+            self.steps += 1
+            for job in leaving:
+                self._finalize(job, job.end_reason or FINISH_CANCELLED)
+            self._jobs = rows
+            self._route([rows[i] for i in active], codes)
+            self._notify_progress()
+
+    def _compute(self, keep: list[int] | None, joining: list[_Job], active: list[int]) -> np.ndarray:
+        """Drop, add and advance rows (on the worker thread; the loop awaits it, so nothing races)."""
+        state = self._state
+        if keep is not None:
+            state = state.select(keep) if keep and state is not None else None
+        if joining:
+            fast = self.fast
+            new = [fast.start(j.feats, j.seed, j.temperature) for j in joining if j.feats is not None]
+            state = StreamState.concat([state, *new] if state is not None else new)
+        self._state = state
+        if not active or state is None:
+            return np.zeros((0, self.limits.chunk), np.uint8)
+        codes, _ = self.fast.generate(state, self.limits.chunk, rows=active)
+        return codes
+
+    def _route(self, jobs: list[_Job], codes: np.ndarray) -> None:
+        now = time.monotonic()
+        for job, row in zip(jobs, codes, strict=True):
+            take = min(len(row), job.total - job.produced)
+            if take <= 0:
+                continue
+            stream = job.stream
+            if stream.first_token_at is None:
+                stream.first_token_at = now
+            stream.push(row[:take].copy())
+            job.produced += take
+            if job.produced >= job.total:
+                job.end_reason = FINISH_LENGTH if job.cut else FINISH_STOP
+                self._finalize(job, job.end_reason)  # the client hears at once; the row leaves at the next call
+
+    def _finalize(self, job: _Job, reason: str) -> None:
+        if job.finalized:
+            return
+        job.finalized = True
+        stream = job.stream
+        stream.finish(reason)
+        now = time.monotonic()
+        first = f"{(stream.first_token_at - stream.created) * 1000:.1f}" if stream.first_token_at else "-"
+        log.info(
+            "request %s model=%s kind=audio voice=%s chars=%d samples=%d first_audio_ms=%s duration_ms=%.1f finish=%s",
+            stream.request_id or "-",
+            self.model_id,
+            job.voice,
+            len(job.text),
+            job.produced,
+            first,
+            (now - stream.created) * 1000,
+            reason,
+        )

@@ -1,0 +1,102 @@
+"""Audio input with NumPy: WAV decoding of every PCM width and float, mixing down, and the resampler."""
+
+from __future__ import annotations
+
+import io
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edge_client.audio import Resampler, read_wav, resample, stream_chunks
+from server.errors import InvalidArgument
+
+
+def wav_bytes(samples: np.ndarray, rate: int, bits: int = 16, floating: bool = False) -> bytes:
+    """(frames, channels) float in [-1, 1] -> a WAV file (PCM of ``bits`` or IEEE float)."""
+    _, channels = samples.shape
+    if floating:
+        data = samples.astype("<f4" if bits == 32 else "<f8").tobytes()
+    elif bits == 8:
+        data = np.clip(np.round(samples * 127 + 128), 0, 255).astype(np.uint8).tobytes()
+    elif bits == 24:
+        v = np.round(samples * (2**23 - 1)).astype(np.int32).reshape(-1)
+        data = np.stack([v & 0xFF, (v >> 8) & 0xFF, (v >> 16) & 0xFF], axis=1).astype(np.uint8).tobytes()
+    else:
+        dtype = "<i2" if bits == 16 else "<i4"
+        data = np.round(samples * (2 ** (bits - 1) - 1)).astype(dtype).tobytes()
+    fmt = struct.pack(
+        "<HHIIHH", 3 if floating else 1, channels, rate, rate * channels * bits // 8, channels * bits // 8, bits
+    )
+    body = b"WAVE" + b"fmt " + struct.pack("<I", len(fmt)) + fmt + b"LIST" + struct.pack("<I", 4) + b"INFO"
+    body += b"data" + struct.pack("<I", len(data)) + data
+    return b"RIFF" + struct.pack("<I", len(body)) + body
+
+
+def tone(freq: float, rate: int, seconds: float = 1.0) -> np.ndarray:
+    return (0.5 * np.sin(2 * np.pi * freq * np.arange(int(rate * seconds)) / rate)).astype(np.float32)
+
+
+@pytest.mark.parametrize(
+    ("bits", "floating", "tolerance"),
+    [(8, False, 1e-2), (16, False, 1e-4), (24, False, 1e-6), (32, False, 1e-6), (32, True, 1e-7), (64, True, 1e-7)],
+)
+def test_wav_widths_and_channels_mix_down(tmp_path: Path, bits: int, floating: bool, tolerance: float) -> None:
+    """Every PCM width and float decode to the mean of the channels."""
+    left, right = tone(440, 16000), tone(1000, 16000)
+    path = tmp_path / "x.wav"
+    path.write_bytes(wav_bytes(np.stack([left, right], axis=1), 16000, bits, floating))
+    assert np.abs(read_wav(path, 16000) - (left + right) / 2).max() < tolerance
+
+
+@pytest.mark.parametrize("rate", [8000, 22050, 44100, 48000])
+def test_resampled_tone_is_the_same_tone(rate: int) -> None:
+    """A 440 Hz tone at any rate becomes the 440 Hz tone at 16 kHz (away from the edges)."""
+    y = resample(tone(440, rate), rate, 16000)
+    assert len(y) == 16000
+    expected = tone(440, 16000)
+    assert np.abs(y - expected)[300:-300].max() < 1e-3
+
+
+def test_resampling_removes_what_16k_cannot_hold() -> None:
+    """A 10 kHz tone at 44.1 kHz is above the new Nyquist rate: it is filtered out, not folded down to 6 kHz."""
+    y = resample(tone(10000, 44100), 44100, 16000)
+    assert np.sqrt(np.mean(y[300:-300] ** 2)) < 1e-3
+
+
+def test_streaming_resampler_equals_one_call() -> None:
+    """Chunks of any size give exactly the samples of one whole-signal call."""
+    x = np.random.default_rng(0).normal(0, 0.1, 30000).astype(np.float32)
+    whole = resample(x, 22050, 16000)
+    r = Resampler(22050, 16000)
+    parts = [r.push(x[i : i + 777]) for i in range(0, len(x), 777)]
+    assert np.array_equal(np.concatenate([*parts, r.flush()]), whole)
+
+
+def test_stream_reads_a_wav_or_raw_pcm() -> None:
+    """A byte stream with a RIFF header is read as WAV; without one as raw PCM16 of the given rate."""
+    x = tone(440, 22050)
+    pcm = (x * 32767).round().astype("<i2")
+    from_wav = np.concatenate(list(stream_chunks(io.BytesIO(wav_bytes(x[:, None], 22050)), "wav", 16000)))
+    from_raw = np.concatenate(list(stream_chunks(io.BytesIO(pcm.tobytes()), "raw", 16000, raw_rate=22050)))
+    assert len(from_wav) == len(from_raw) == 16000
+    assert np.abs(from_wav - from_raw).max() < 1e-4
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (b"", "not a WAV file"),
+        (b"ID3\x03 some mp3", "not a WAV file"),
+        (b"RIFF\x10\x00\x00\x00WAVEfmt \x10\x00", "ends inside"),
+        (wav_bytes(np.zeros((10, 1)), 16000)[:36] + b"junk\xff\xff\x00\x00", "no data chunk"),
+    ],
+)
+def test_unreadable_wav_is_named(tmp_path: Path, data: bytes, message: str) -> None:
+    """A file that is not a readable WAV is an InvalidArgument naming the file."""
+    path = tmp_path / "bad.wav"
+    path.write_bytes(data)
+    with pytest.raises(InvalidArgument, match=message) as info:
+        read_wav(path, 16000)
+    assert info.value.field == str(path)

@@ -1,0 +1,239 @@
+"""``antiphon-edge chat`` against a real server over gRPC and WebSocket, and its fallback to the device's own
+generator when the server is down, and back when it returns."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import timeout
+from tests.edge.conftest import REPO, EdgeFiles, RunningServer, edge_env, edge_python, free_port, run_edge, start_server
+
+SEEDED = ["--seed", "3", "--temperature", "0.8", "--max-tokens", "40"]
+
+
+def _url(server: RunningServer, transport: str) -> str:
+    return f"grpc://{server.grpc}" if transport == "grpc" else f"ws://{server.ws}/chat"
+
+
+@pytest.mark.parametrize("transport", ["grpc", "ws"])
+def test_chat_streams_the_server_reply(edge_files: EdgeFiles, server: RunningServer, transport: str) -> None:
+    """A turn over either transport is answered by the server, streamed to stdout."""
+    done = run_edge(
+        "chat",
+        "--server",
+        _url(server, transport),
+        "--models",
+        str(edge_files.export),
+        "--message",
+        "Good night, my lord.",
+        *SEEDED,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip()
+    assert "answering on this device" not in done.stderr
+
+
+def test_both_transports_give_the_same_seeded_reply(edge_files: EdgeFiles, server: RunningServer) -> None:
+    """Same seed, same reply, whether it came over gRPC or WebSocket (--json: one object per turn)."""
+    replies = []
+    for transport in ("grpc", "ws"):
+        done = run_edge(
+            "chat",
+            "--server",
+            _url(server, transport),
+            "--models",
+            str(edge_files.export),
+            "--json",
+            "--message",
+            "Good night, my lord.",
+            *SEEDED,
+        )
+        assert done.returncode == 0, done.stderr
+        (turn,) = [json.loads(line) for line in done.stdout.splitlines()]
+        assert turn["source"] == "server"
+        assert turn["finish_reason"] in ("stop", "length")
+        replies.append(turn["text"])
+    assert replies[0] == replies[1] != ""
+
+
+def test_chat_answers_on_the_device_when_the_server_is_down(edge_files: EdgeFiles) -> None:
+    """Nothing listening: after the retries the device's step model answers, and says so on stderr."""
+    done = run_edge(
+        "chat",
+        "--server",
+        f"grpc://127.0.0.1:{free_port()}",
+        "--models",
+        str(edge_files.export),
+        "--json",
+        "--retries",
+        "1",
+        "--backoff",
+        "0.1",
+        "--connect-timeout",
+        "0.5",
+        "--message",
+        "Good night, my lord.",
+        *SEEDED,
+    )
+    assert done.returncode == 0, done.stderr
+    (turn,) = [json.loads(line) for line in done.stdout.splitlines()]
+    assert turn["source"] == "device"
+    assert "server unreachable" in done.stderr
+    assert "answering on this device with text_small_step" in done.stderr
+
+
+def test_chat_without_server_or_step_model_fails_clearly(edge_files: EdgeFiles, tmp_path: Path) -> None:
+    """No server and no step model to fall back on: exit 1 saying both."""
+    manifest = json.loads((edge_files.export / "manifest.json").read_text())
+    manifest["models"] = {k: v for k, v in manifest["models"].items() if not k.startswith("text_")}
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    done = run_edge(
+        "chat",
+        "--server",
+        f"ws://127.0.0.1:{free_port()}/",
+        "--models",
+        str(tmp_path),
+        "--retries",
+        "0",
+        "--message",
+        "Hello there.",
+    )
+    assert done.returncode == 1
+    assert "no text step model (text_small_step, text_step)" in done.stderr
+
+
+def test_bad_server_url_exits_2(edge_files: EdgeFiles) -> None:
+    """The URL must be grpc://HOST:PORT or ws://HOST:PORT/PATH."""
+    done = run_edge("chat", "--server", "http://127.0.0.1:80", "--models", str(edge_files.export), "--message", "x")
+    assert done.returncode == 2
+    assert "server: give grpc://HOST:PORT or ws://HOST:PORT/PATH, got 'http://127.0.0.1:80'" in done.stderr
+
+
+@pytest.mark.parametrize("transport", ["grpc", "ws"])
+def test_chat_falls_back_and_resumes(edge_files: EdgeFiles, transport: str) -> None:
+    """Server up: the server answers; server stopped: the device answers; server back on its port: the server."""
+    grpc_port, ws_port = free_port(), free_port()
+    server = start_server(edge_files.text_checkpoint, grpc_port, ws_port)
+    url = f"grpc://127.0.0.1:{grpc_port}" if transport == "grpc" else f"ws://127.0.0.1:{ws_port}/chat"
+    chat = subprocess.Popen(
+        [
+            *edge_python(),
+            "-m",
+            "edge_client",
+            "chat",
+            "--server",
+            url,
+            "--models",
+            str(edge_files.export),
+            "--json",
+            "--retries",
+            "2",
+            "--backoff",
+            "0.2",
+            "--connect-timeout",
+            "1",
+            *SEEDED,
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=edge_env(),
+        cwd=REPO,
+    )
+    assert chat.stdin is not None and chat.stdout is not None
+
+    def turn(message: str) -> dict[str, object]:
+        assert chat.stdin is not None and chat.stdout is not None
+        chat.stdin.write(message.encode() + b"\n")
+        chat.stdin.flush()
+        line = chat.stdout.readline()
+        assert line, "chat exited: " + (chat.stderr.read().decode() if chat.stderr else "")
+        return dict(json.loads(line))
+
+    try:
+        assert turn("Good night, my lord.")["source"] == "server"
+        server.stop()
+        assert turn("Where is the king?")["source"] == "device"
+        server = start_server(edge_files.text_checkpoint, grpc_port, ws_port)
+        assert turn("Come hither, sir.")["source"] == "server"
+    finally:
+        chat.stdin.close()
+        chat.wait(timeout=timeout(30))
+        server.stop()
+    assert chat.returncode == 0
+    assert chat.stderr is not None
+    log = chat.stderr.read().decode()
+    chat.stdout.close()
+    chat.stderr.close()
+    assert "answering on this device" in log and "answers again; back on the server" in log
+
+
+def test_speak_without_an_audio_model_still_answers(
+    edge_files: EdgeFiles, server: RunningServer, tmp_path: Path
+) -> None:
+    """--speak to a server with no audio model: the turn is asked again without audio and says no audio came."""
+    out = tmp_path / "reply.wav"
+    done = run_edge(
+        "chat",
+        "--server",
+        _url(server, "grpc"),
+        "--models",
+        str(edge_files.export),
+        "--speak-to",
+        str(out),
+        "--message",
+        "Good night, my lord.",
+        *SEEDED,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip()
+    assert "asking again without audio" in done.stderr and "no audio came with this reply" in done.stderr
+    assert not out.exists()
+
+
+@pytest.fixture(scope="module")
+def speaking_server(edge_files: EdgeFiles) -> Iterator[RunningServer]:
+    """A server with the tiny WaveNet as its audio model."""
+    running = start_server(edge_files.text_checkpoint, audio=edge_files.audio_checkpoint)
+    yield running
+    running.stop()
+
+
+@pytest.mark.parametrize("transport", ["grpc", "ws"])
+def test_speak_writes_the_reply_audio(
+    speaking_server: RunningServer, edge_files: EdgeFiles, transport: str, tmp_path: Path
+) -> None:
+    """With an audio model on the server, --speak-to writes the reply's streamed audio as a WAV at its rate."""
+    from edge_client.audio import read_wav_header
+
+    out = tmp_path / "reply.wav"
+    done = run_edge(
+        "chat",
+        "--server",
+        _url(speaking_server, transport),
+        "--models",
+        str(edge_files.export),
+        "--speak-to",
+        str(out),
+        "--message",
+        "Good night, my lord.",
+        "--seed",
+        "3",
+        "--max-tokens",
+        "12",
+        seconds=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip()
+    assert f"wrote the spoken reply to {out}" in done.stderr
+    with out.open("rb") as f:
+        fmt = read_wav_header(f, str(out))
+        samples = len(f.read()) // 2
+    assert (fmt.channels, fmt.bits) == (1, 16)
+    assert fmt.sample_rate in (8000, 16000)
+    assert samples > fmt.sample_rate // 10  # at least a tenth of a second of speech

@@ -1,0 +1,55 @@
+"""Which file of a model the edge opens: the backend's format, int8 for classifiers and float32 for generators,
+never a file the backend is known to compute wrongly."""
+
+from __future__ import annotations
+
+import json
+import platform
+
+import pytest
+
+from edge_client.manifest import X86_64, Manifest
+from server.errors import InvalidArgument, NotFound
+from tests.edge.conftest import EdgeFiles
+
+
+@pytest.mark.parametrize(
+    ("name", "backend", "precision"),
+    [
+        ("digits", "ai_edge_litert", "int8"),
+        ("digits", "tflite_runtime", "int8"),  # static int8: the same labels on tflite-runtime 2.14
+        ("digits", "onnxruntime", "int8"),
+        ("text_step", "ai_edge_litert", "float32"),
+        ("text_step", "onnxruntime", "float32"),
+        ("text_step", "tflite_runtime", "float32"),
+        ("textdisc", "ai_edge_litert", "int8"),
+        ("textdisc", "tflite_runtime", "int8"),  # static int8 (calibrated)
+        ("textdisc", "onnxruntime", "int8"),
+    ],
+)
+def test_auto_precision(edge_files: EdgeFiles, name: str, backend: str, precision: str) -> None:
+    """Auto picks int8 for classifiers and float32 for generators."""
+    chosen, file = Manifest(edge_files.export).choose_file(name, backend)
+    assert chosen == precision
+    assert file["file"].endswith(".onnx" if backend == "onnxruntime" else ".tflite")
+
+
+def test_unknown_precision_and_missing_files(edge_files: EdgeFiles) -> None:
+    """An unknown precision names the field; a precision the model lacks is NotFound naming what it has."""
+    manifest = Manifest(edge_files.export)
+    with pytest.raises(InvalidArgument, match="precision: unknown precision 'fp16'"):
+        manifest.choose_file("digits", "onnxruntime", "fp16")
+    with pytest.raises(NotFound, match="model 'text_small_step' has no int8 tflite file"):
+        manifest.choose_file("text_small_step", "tflite_runtime", "int8")
+
+
+@pytest.mark.parametrize("backend", ["tflite_runtime", "onnxruntime"])
+def test_dynamic_int8_is_never_picked_where_miscomputed(edge_files: EdgeFiles, backend: str) -> None:
+    """A dynamic-range int8 file is skipped by auto on tflite-runtime everywhere and on onnxruntime off x86-64."""
+    manifest = Manifest(edge_files.export)
+    entry = json.loads(json.dumps(manifest.entry("text_step")))  # a classifier with text_step's int8 files
+    entry["labels"] = ["a", "b"]
+    manifest.models["dynamic"] = entry
+    chosen, _ = manifest.choose_file("dynamic", backend)
+    trusted = backend == "onnxruntime" and platform.machine() in X86_64
+    assert chosen == ("int8" if trusted else "float32")
