@@ -104,7 +104,8 @@ def espeak_version() -> str:
     if exe is None:
         raise SpeechError("espeak-ng is not installed; install the Debian package espeak-ng (make setup does)")
     out = subprocess.run([exe, "--version"], capture_output=True, text=True, check=False)
-    return out.stdout.strip() or "unknown"
+    # "eSpeak NG text-to-speech: 1.51  Data at: /usr/lib/...": the version without where this machine keeps its data
+    return out.stdout.split("Data at:")[0].strip() or "unknown"
 
 
 def _speech_cache() -> Path:
