@@ -5,9 +5,9 @@ starts) is tried again after 0.5 s, 1 s, 2 s, ... (``retries`` times); then the 
 generator and says so, and the next turn tries the server again. An error the server answers (a bad persona, an
 oversized message) is reported, not retried.
 
-Audio (``speak``): gRPC ``ChatEvent.audio`` chunks, the first carrying ``AudioFormat``; over WebSocket, a JSON
-frame with a ``format`` object for the request's id and then binary frames of audio data. PCM16 LE and 8-bit
-mu-law are decoded to float.
+Audio (``speak``): gRPC ``ChatEvent.audio`` chunks, the first carrying ``AudioFormat``; over WebSocket
+(docs/websocket-protocol.md) an ``audio`` frame with the format, then binary frames of a big-endian uint16 n, the
+request id (n bytes of UTF-8) and whole samples. PCM16 LE and 8-bit mu-law are decoded to float.
 """
 
 from __future__ import annotations
@@ -238,7 +238,9 @@ class WebSocketTransport:
             while True:
                 raw = connection.recv()
                 if isinstance(raw, bytes):
-                    result.audio += raw
+                    n = int.from_bytes(raw[:2], "big")
+                    if raw[2 : 2 + n].decode("utf-8", errors="replace") == request_id:
+                        result.audio += raw[2 + n :]
                     continue
                 message = json.loads(raw)
                 if message.get("id") != request_id:
@@ -247,13 +249,12 @@ class WebSocketTransport:
                 if kind == "token":
                     result.text += message["text"]
                     on_text(message["text"])
-                elif isinstance(message.get("format"), dict):
-                    fmt = message["format"]
-                    encoding = str(fmt.get("encoding", "pcm16")).lower()
+                elif kind == "audio":
+                    encoding = str(message.get("encoding", "pcm16")).lower()
                     result.audio_format = AudioFormat(
-                        int(fmt.get("sample_rate", 16000)),
+                        int(message.get("sample_rate", 16000)),
                         "mulaw" if "mulaw" in encoding else "pcm16",
-                        int(fmt.get("channels", 1)),
+                        int(message.get("channels", 1)),
                     )
                 elif kind == "done":
                     result.finish_reason = str(message.get("finish_reason", ""))

@@ -268,6 +268,14 @@ def build_parser() -> argparse.ArgumentParser:
         "images locally, spot keywords from a microphone, chat with the server (falling back to the device's "
         "own generator), and measure each model. Models come from `antiphon export` (a folder with "
         "manifest.json); every file's sha256 is checked before use.",
+        epilog="examples:\n"
+        "  antiphon-edge classify image --models DIR digit.png\n"
+        "  espeak-ng --stdout 'three' | antiphon-edge listen --models DIR --device -\n"
+        "  antiphon-edge chat --models DIR --server grpc://server:50051\n"
+        "  antiphon-edge bench --models DIR\n"
+        "exit codes: 0 success, 1 a runtime failure (model file missing, altered or unloadable; audio device missing "
+        "or busy; server unreachable with no step model to answer), 2 a bad argument or input file, 130 interrupted",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -323,7 +331,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="spot number words from a microphone or a pipe",
         description="Spot words continuously: a one-second window slides by --hop; the posteriors of the last "
         "--smooth windows are averaged; a word (not unknown or silence) whose average passes --threshold is "
-        "printed, then no word for --refractory seconds. One line per word: `TIME s  WORD  (SCORE)`, or JSON. "
+        "printed, then no word for --refractory seconds, and the same word again only after its average fell "
+        "below half the threshold. One line per word: `TIME s  WORD  (SCORE)`, or JSON. "
         "`--device -` reads standard input: a WAV stream, or raw PCM16 LE (--rate, --channels); otherwise "
         "`arecord` records from ALSA device --device (default: the default device).",
     )

@@ -42,31 +42,25 @@ class Verdict:
 
 
 class TextClassifier:
-    """A text discriminator: characters -> ids by the manifest's vocabulary, padded or cut to the input length.
-
-    Unknown characters read as ``unknown_id`` (default: the index of U+FFFD, else 0); padding is ``pad_id``
-    (default 0) after the text.
-    """
+    """A text discriminator: the text's last ``window`` characters as ids by the manifest's vocabulary (0, or
+    ``unknown_id``, for any other character), left-padded with the id of a newline (or ``pad_id``) when shorter,
+    as ``server.textdisc.data.encode_window`` does."""
 
     def __init__(self, model: Model) -> None:
         self.model = model
         self.vocab = _vocabulary(model)
         self.index = {c: i for i, c in enumerate(self.vocab)}
         entry = model.entry
-        self.unknown_id = int(entry.get("unknown_id", self.index.get(UNKNOWN, 0)))
-        self.pad_id = int(entry.get("pad_id", 0))
-        shape = model.runner.inputs[0].shape
-        self.length = int(entry.get("max_length", shape[-1]))
-        self.lowercase = bool(entry.get("lowercase", False))
+        self.unknown_id = int(entry.get("unknown_id", 0))
+        self.pad_id = int(entry.get("pad_id", self.index.get("\n", 0)))
+        self.length = int(entry.get("window", model.runner.inputs[0].shape[-1]))
         if not model.labels:
             raise ModelFileError(f"model {model.name!r}: the manifest has no labels")
 
     def encode(self, text: str) -> np.ndarray:
-        if self.lowercase:
-            text = text.lower()
-        ids = [self.index.get(c, self.unknown_id) for c in text[: self.length]]
-        ids += [self.pad_id] * (self.length - len(ids))
-        return np.asarray(ids, dtype=np.int32)[None, :]  # (1, length)
+        ids = [self.index.get(c, self.unknown_id) for c in text[-self.length :]]
+        ids = [self.pad_id] * (self.length - len(ids)) + ids
+        return np.asarray(ids, dtype=np.int32)[None, :]  # (1, window)
 
     def classify(self, text: str) -> Verdict:
         if not text.strip():
@@ -90,6 +84,9 @@ class Generator:
         self.state_shape = tuple(shapes.get("h", [entry.get("layers", 1), 1, entry.get("hidden_size", 1)]))
         self.start_text = str(entry.get("start_text", "\n"))
         self.rng = np.random.default_rng(seed)
+        self.turn_open = False  # a chat reply ended by max_tokens, not by its blank line
+        self.tail = ""  # the last characters the model read
+        self.stopped = False
         self.mask = np.zeros(len(self.vocab), dtype=np.float64)
         if self.vocab[0] == UNKNOWN:
             self.mask[0] = -np.inf
@@ -103,6 +100,7 @@ class Generator:
 
     def _step(self, token: int) -> None:
         logits, self.h, self.c = self.model.runner(np.asarray([token], dtype=np.int32), self.h, self.c)
+        self.tail = (self.tail + self.vocab[token])[-len(TURN_END) :]
         self.logits = logits.reshape(-1).astype(np.float64)
 
     def read(self, text: str) -> int:
@@ -130,11 +128,13 @@ class Generator:
         self, max_tokens: int, temperature: float = 0.8, top_k: int = 0, stop: str | None = None
     ) -> Iterator[str]:
         """Up to ``max_tokens`` characters; stops before ``stop`` (which is read but not yielded)."""
+        self.stopped = False
         held = ""
         for _ in range(max_tokens):
             held += self.sample(temperature, top_k)
             if stop and stop in held:
                 before = held[: held.index(stop)]
+                self.stopped = True
                 if before:
                     yield before
                 return
@@ -151,5 +151,9 @@ class Generator:
         """The persona's reply to ``message``; the state keeps the conversation for the next turn."""
         if not message.strip() or TURN_END in message:
             raise InvalidArgument("message", "must be non-empty and contain no blank line")
+        if self.turn_open:  # the last reply stopped at max_tokens: close it with the newlines still missing
+            self.read(TURN_END[len(self.tail) - len(self.tail.rstrip("\n")) :])
         self.read(f"{speaker}.\n{message}{TURN_END}{persona}.\n")
+        self.turn_open = True
         yield from self.generate(max_tokens, temperature, top_k, stop=TURN_END)
+        self.turn_open = not self.stopped

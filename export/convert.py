@@ -119,7 +119,9 @@ def onnx_int8(spec: ExportSpec, float_path: Path, path: Path) -> str:
                         batch = next(self.batches, None)
                         return None if batch is None else dict(zip(names, batch, strict=True))
 
-                excluded = _onnx_scope_nodes(pre, spec.float_scope) if spec.float_scope else []
+                excluded = _onnx_scope_nodes(float_path, pre, spec.float_scope) if spec.float_scope else []
+                if spec.float_output:
+                    excluded += _onnx_output_nodes(pre)
                 quantize_static(
                     str(pre),
                     str(path),
@@ -132,7 +134,8 @@ def onnx_int8(spec: ExportSpec, float_path: Path, path: Path) -> str:
                 )
                 method = "onnxruntime static QDQ, int8 weights (per channel) and activations"
                 if excluded:
-                    method += f"; {spec.float_scope} ({len(excluded)} nodes) float"
+                    kept = " and ".join(filter(None, [spec.float_scope, "the outputs" if spec.float_output else ""]))
+                    method += f"; {len(excluded)} nodes float ({kept})"
             else:
                 quantize_dynamic(
                     str(pre),
@@ -148,15 +151,21 @@ def onnx_int8(spec: ExportSpec, float_path: Path, path: Path) -> str:
     return method
 
 
-def _onnx_scope_nodes(path: Path, scope: str) -> list[str]:
-    """Names of the nodes exported from submodule ``scope`` (their ``namespace`` metadata names it) and of every
-    node they depend on (helpers the exporter added without metadata)."""
+def _onnx_scope_nodes(float_path: Path, pre_path: Path, scope: str) -> list[str]:
+    """Names of the nodes of the pre-processed model that come from submodule ``scope``, and of every node they
+    depend on (helpers the exporter added without metadata). The exporter's ``namespace`` metadata names the
+    submodule; pre-processing drops the metadata but keeps node names, so the names are read from the float file."""
     import onnx
 
-    graph = onnx.load(str(path)).graph
+    markers = [f"/{name}: " for name in scope.split("|")]
+    named = {
+        n.name
+        for n in onnx.load(str(float_path)).graph.node
+        if any(p.key == "namespace" and any(m in p.value for m in markers) for p in n.metadata_props)
+    }
+    graph = onnx.load(str(pre_path)).graph
     producer = {out: node for node in graph.node for out in node.output}
-    marker = f"/{scope}: "
-    todo = [n for n in graph.node if any(p.key == "namespace" and marker in p.value for p in n.metadata_props)]
+    todo = [n for n in graph.node if n.name in named]
     if not todo:
         raise ExportError(f"no ONNX node comes from the submodule {scope!r}")
     seen: dict[str, None] = {}
@@ -169,25 +178,28 @@ def _onnx_scope_nodes(path: Path, scope: str) -> list[str]:
     return list(seen)
 
 
-def _tflite_static_recipe(scope: str | None) -> list[dict[str, Any]]:
-    """``static_wi8_ai8``; with ``scope``, that submodule's ops compute in float from int8 weights (weight-only)
-    and the graph inputs stay float32."""
+def _onnx_output_nodes(path: Path) -> list[str]:
+    import onnx
+
+    graph = onnx.load(str(path)).graph
+    outputs = {o.name for o in graph.output}
+    return [n.name for n in graph.node if outputs & set(n.output)]
+
+
+def _tflite_static_recipe(spec: ExportSpec) -> list[dict[str, Any]]:
+    """``static_wi8_ai8``; with a float scope, that submodule's ops stay float (weights and activations) and the
+    graph inputs stay float32; with float outputs, so do the ops that produce them (TFLite names an op after its
+    output tensor, and the exporter names a graph output ``serving_default_<name>_output``)."""
     from ai_edge_quantizer import recipe
 
     entries: list[dict[str, Any]] = list(recipe.static_wi8_ai8())
-    if scope is None:
-        return entries
-    weight_only = {
-        "weight_tensor_config": {"num_bits": 8, "symmetric": True, "granularity": "CHANNELWISE", "dtype": "INT"},
-        "compute_precision": "FLOAT",
-        "explicit_dequantize": True,
-    }
-    entries.append({"regex": scope, "operation": "*", "algorithm_key": "no_quantize"})
-    for op in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "BATCH_MATMUL"):
-        entries.append(
-            {"regex": scope, "operation": op, "algorithm_key": "min_max_uniform_quantize", "op_config": weight_only}
-        )
-    entries.append({"regex": ".*", "operation": "INPUT", "algorithm_key": "no_quantize"})
+    if spec.float_scope is not None:
+        entries.append({"regex": spec.float_scope, "operation": "*", "algorithm_key": "no_quantize"})
+        entries.append({"regex": ".*", "operation": "INPUT", "algorithm_key": "no_quantize"})
+    if spec.float_output:
+        names = "|".join(spec.output_names)
+        entries.append({"regex": f"serving_default_({names})_output", "operation": "*", "algorithm_key": "no_quantize"})
+        entries.append({"regex": ".*", "operation": "OUTPUT", "algorithm_key": "no_quantize"})
     return entries
 
 
@@ -199,12 +211,14 @@ def tflite_int8(spec: ExportSpec, float_path: Path, path: Path) -> str:
 
             qt = quantizer.Quantizer(str(float_path))
             if spec.calibration:
-                qt.load_quantization_recipe(_tflite_static_recipe(spec.float_scope))
+                qt.load_quantization_recipe(_tflite_static_recipe(spec))
                 data = [dict(zip(spec.input_names, batch, strict=True)) for batch in spec.calibration]
                 result = qt.quantize(qt.calibrate({"serving_default": data}))
                 method = "ai-edge-quantizer static_wi8_ai8, int8 weights and activations"
                 if spec.float_scope:
-                    method += f"; {spec.float_scope} float from int8 weights, float32 input"
+                    method += f"; {spec.float_scope} float, float32 input"
+                if spec.float_output:
+                    method += "; float32 output"
             else:
                 qt.load_quantization_recipe(recipe.dynamic_wi8_afp32())
                 result = qt.quantize()

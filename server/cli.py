@@ -281,9 +281,21 @@ def _add_train_textdisc(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=64, help="windows per step, half real")
     p.add_argument("--lr", type=float, default=3e-3, help="peak learning rate (AdamW, one-cycle)")
     p.add_argument("--seed", type=int, default=0, help="initialization and window draws")
+    p.add_argument("--channels", type=int, default=64, help="channels of every convolution")
+    p.add_argument("--dilations", type=_comma_list, default="1,2,4,8,16", help="one convolution (width 5) per dilation")
     p.add_argument("--out", type=Path, default=Path("runs/textdisc/text_disc.safetensors"), help="checkpoint to write")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (logs only)")
     p.set_defaults(func=_train_textdisc)
+
+
+def _dilations(values: tuple[str, ...]) -> tuple[int, ...]:
+    try:
+        dilations = tuple(int(v) for v in values)
+    except ValueError:
+        raise InvalidArgument("dilations", f"must be whole numbers, got {','.join(values)}") from None
+    if not 1 <= len(dilations) <= 8 or any(not 1 <= d <= 64 for d in dilations):
+        raise InvalidArgument("dilations", f"give one to eight values in 1..64, got {','.join(values)}")
+    return dilations
 
 
 def _train_textdisc(args: argparse.Namespace) -> int:
@@ -298,6 +310,7 @@ def _train_textdisc(args: argparse.Namespace) -> int:
         lr=args.lr,
         seed=args.seed,
         progress=not args.no_progress,
+        model={"channels": args.channels, "dilations": _dilations(args.dilations)},
     )
     info = train_textdisc(opts)
     print(f"test accuracy {info['metrics']['test_accuracy']:.2%} -> {opts.out}")
@@ -323,6 +336,7 @@ def _add_train_kws(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--heldout-per-label", type=int, default=40, help="held-out clips of each label")
     p.add_argument("--eval-every", type=int, default=500, help="steps between held-out scores")
     p.add_argument("--render-workers", type=int, default=2, help="espeak-ng processes while rendering")
+    p.add_argument("--init", type=Path, default=None, help="start from this kws checkpoint's weights (fine-tuning)")
     p.add_argument("--out", type=Path, default=Path("runs/kws/kws_dscnn.safetensors"), help="checkpoint to write")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (logs only)")
     p.set_defaults(func=_train_kws)
@@ -340,6 +354,7 @@ def _train_kws(args: argparse.Namespace) -> int:
         seed=args.seed,
         eval_every=args.eval_every,
         render_workers=args.render_workers,
+        init=args.init,
         data=KWSDataConfig(
             per_number=args.per_number, unknown_words=args.unknown_words, heldout_per_label=args.heldout_per_label
         ),

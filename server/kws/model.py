@@ -3,8 +3,9 @@
 ``forward(wave)`` takes (B, 16000) float32 in [-1, 1] (one second at 16 kHz) and returns logits (B, classes), so
 an exported graph needs nothing but the samples. The stages:
 
-1. log-mel (``server.audio.features.LogMel``), band-limited to 4 kHz: an 8 kHz phone recording and a 16 kHz one
-   give the same features, and the DFT basis keeps only the bins the mel filters read (a smaller file);
+1. log-mel: ``server.audio.features.LogMel``'s numbers, band-limited to 4 kHz (an 8 kHz phone recording and a
+   16 kHz one give the same features), computed by a factorized DFT of the bins the mel filters read
+   (:class:`FactorizedLogMel`: a few kilobytes of float constants, so an int8 file keeps the front end float);
 2. per-utterance normalisation: each mel band's mean over the second is subtracted, which removes the gain and
    any fixed colouring of the channel (microphone, phone line);
 3. a depthwise-separable CNN after Arm's DS-CNN: a 10x4 convolution with stride 2, then blocks of depthwise 3x3
@@ -16,6 +17,7 @@ Training applies SpecAugment-style masks between 2 and 3 (``classify(features(wa
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -23,6 +25,7 @@ import torch
 from torch import nn
 
 from server.audio.features import LogMel, LogMelConfig
+from server.errors import InvalidArgument
 
 SAMPLE_RATE = 16_000
 CLIP_SAMPLES = SAMPLE_RATE
@@ -48,24 +51,92 @@ class KWSConfig:
         return LogMelConfig.from_dict(self.front_end)
 
 
-class BandLimitedLogMel(LogMel):
-    """:class:`LogMel` without the frequency bins no mel filter reads (those above ``f_max``): the same numbers
-    from a smaller DFT basis."""
+class FactorizedLogMel(nn.Module):
+    """:class:`~server.audio.features.LogMel`'s numbers for the bins below ``f_max``, from a factorized DFT.
+
+    A frame of N = N1 x N2 samples (256 = 16 x 16) is transformed in three small steps (Cooley-Tukey): N2 DFTs of
+    N1 points, a twiddle product, and DFTs of N2 points for only the output bins the mel filters read. The
+    constants are about 1,300 numbers instead of LogMel's (2 N/2 + 2) x N basis, so the front end stays float32 in
+    an int8 file at a few kilobytes: int8 weights for a DFT basis would leak about -70 dB of each frame's energy
+    into every bin, above the quiet bands of speech, and move their log by whole units.
+
+    Frames come from slices of the waveform (no convolution): with hop H and N <= 2H, frame i is chunk i of H
+    samples followed by the first N - H samples of chunk i + 1.
+    """
 
     def __init__(self, config: LogMelConfig) -> None:
-        super().__init__(config)
-        used = torch.nonzero(self.mel.sum(dim=0) > 0).flatten()
-        keep = int(used.max()) + 1
-        n = config.n_freqs
-        self.bins = keep
-        self.basis = torch.cat([self.basis[:keep], self.basis[n : n + keep]])  # (2 * keep, 1, n_fft)
-        self.mel = self.mel[:, :keep].contiguous()  # (n_mels, keep)
+        super().__init__()
+        self.config = config
+        n, hop = config.n_fft, config.hop_length
+        n1 = 1 << (math.isqrt(n).bit_length() - 1)  # a power of two near sqrt(N)
+        if n % n1 or n > 2 * hop:
+            raise InvalidArgument("n_fft", f"needs a factor near its square root and n_fft <= 2 * hop, got {n}")
+        n2 = n // n1
+        reference = LogMel(config)
+        mel = reference.mel  # (M, n_freqs)
+        used = torch.nonzero(mel.sum(dim=0) > 0).flatten()
+        self.bins = int(used.max()) + 1
+        k2 = -(-self.bins // n1)  # output columns of the last step
+        self.n1, self.n2, self.k2 = n1, n2, k2
+        window = reference.basis[0, 0].double()  # row 0 of the basis: the window itself (cos 0 = 1)
+        a = torch.arange(n1, dtype=torch.float64)
+        b = torch.arange(n2, dtype=torch.float64)
+        step1 = 2 * math.pi * a[:, None] * a[None] / n1  # (k1, n1)
+        twiddle = 2 * math.pi * a[:, None] * b[None] / n  # (k1, n2)
+        step3 = 2 * math.pi * b[:, None] * torch.arange(k2, dtype=torch.float64)[None] / n2  # (n2, k2)
+        consts = {
+            "window": window.reshape(n1, n2),  # (n1, n2): sample N2 n1 + n2
+            "c1": torch.cos(step1),
+            "s1": -torch.sin(step1),
+            "tc": torch.cos(twiddle),
+            "ts": -torch.sin(twiddle),
+            "c3": torch.cos(step3),
+            "s3": -torch.sin(step3),
+            "mel_t": mel[:, : self.bins].T.double(),  # (K, M)
+        }
+        for name, value in consts.items():
+            self.register_buffer(name, value.float().contiguous(), persistent=False)
+
+    def _const(self, name: str) -> torch.Tensor:
+        return self.get_buffer(name)
 
     def forward(self, wave: torch.Tensor) -> torch.Tensor:
-        spec = nn.functional.conv1d(wave[:, None, :], self.basis, stride=self.config.hop_length)  # (B, 2K, F)
-        real, imag = spec.split(self.bins, dim=1)
-        power = real * real + imag * imag  # (B, K, F)
-        return torch.log(torch.matmul(self.mel, power) + self.config.log_floor)  # (B, M, F)
+        """(B, T) waveform -> (B, n_mels, frames) natural-log mel power, frames = 1 + (T - n_fft) // hop."""
+        hop, n = self.config.hop_length, self.config.n_fft
+        frames = 1 + (wave.shape[1] - n) // hop
+        need = (frames + 1) * hop
+        if wave.shape[1] < need:
+            wave = nn.functional.pad(wave, (0, need - wave.shape[1]))
+        chunks = wave[:, :need].reshape(wave.shape[0], frames + 1, hop)  # (B, F + 1, H)
+        x = torch.cat([chunks[:, :frames], chunks[:, 1:, : n - hop]], dim=2)  # (B, F, N)
+        x = x.reshape(-1, frames, self.n1, self.n2) * self._const("window")  # (B, F, n1, n2)
+        a_re = torch.matmul(self._const("c1"), x)  # (B, F, k1, n2)
+        a_im = torch.matmul(self._const("s1"), x)
+        tc, ts = self._const("tc"), self._const("ts")
+        b_re = a_re * tc - a_im * ts  # (B, F, k1, n2)
+        b_im = a_re * ts + a_im * tc
+        c3, s3 = self._const("c3"), self._const("s3")
+        x_re = torch.matmul(b_re, c3) - torch.matmul(b_im, s3)  # (B, F, k1, k2)
+        x_im = torch.matmul(b_re, s3) + torch.matmul(b_im, c3)
+        power = (x_re * x_re + x_im * x_im).transpose(2, 3).reshape(-1, frames, self.k2 * self.n1)  # (B, F, bins)
+        mel = torch.matmul(power[:, :, : self.bins], self._const("mel_t"))  # (B, F, M)
+        return torch.log(mel.transpose(1, 2) + self.config.log_floor)  # (B, M, F)
+
+
+class KWSFrontEnd(nn.Module):
+    """Waveform (B, T) -> per-utterance normalised log-mel (B, M, F): each band's mean over the clip subtracted.
+
+    One submodule, so that an int8 export can keep all of it in float: the log-mel spans the log floor (-13.8) to
+    about +5 and its mean depends on how much of the clip is silence; after the subtraction the range is what
+    calibration sees."""
+
+    def __init__(self, config: LogMelConfig) -> None:
+        super().__init__()
+        self.log_mel = FactorizedLogMel(config)
+
+    def forward(self, wave: torch.Tensor) -> torch.Tensor:
+        x = self.log_mel(wave)  # (B, M, F)
+        return x - x.mean(dim=2, keepdim=True)  # (B, M, F)
 
 
 def _block(channels: int, stride: int = 1) -> nn.Sequential:
@@ -83,7 +154,7 @@ class KWSNet(nn.Module):
     def __init__(self, config: KWSConfig) -> None:
         super().__init__()
         self.config = config
-        self.front_end = BandLimitedLogMel(config.log_mel)
+        self.front_end = KWSFrontEnd(config.log_mel)
         c = config.channels
         self.stem = nn.Sequential(
             nn.Conv2d(1, c, (10, 4), stride=(2, 2), padding=(4, 1), bias=False),  # (time, mel)
@@ -96,8 +167,7 @@ class KWSNet(nn.Module):
 
     def features(self, wave: torch.Tensor) -> torch.Tensor:
         """Waveform (B, T) -> per-utterance normalised log-mel (B, M, F)."""
-        x = self.front_end(wave)  # (B, M, F)
-        return x - x.mean(dim=2, keepdim=True)  # (B, M, F)
+        return self.front_end(wave)  # (B, M, F)
 
     def classify(self, features: torch.Tensor) -> torch.Tensor:
         """Normalised log-mel (B, M, F) -> logits (B, classes)."""

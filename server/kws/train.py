@@ -21,9 +21,10 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 import server
+from server.checkpoint import file_sha256
 from server.data.speech import espeak_version
 from server.errors import InvalidArgument
-from server.kws.checkpoint import save_kws_model
+from server.kws.checkpoint import load_kws_model, save_kws_model
 from server.kws.data import LABELS, ClipSampler, KWSDataConfig, heldout_clips, heldout_set, training_clips
 from server.kws.evaluate import evaluate
 from server.kws.model import KWSConfig, KWSNet
@@ -49,6 +50,7 @@ class KWSTrainOptions:
     render_workers: int = 2  # espeak-ng processes while rendering the base clips (once; cached)
     data: KWSDataConfig = field(default_factory=KWSDataConfig)
     model: dict[str, Any] | None = None  # KWSConfig fields
+    init: Path | None = None  # start from this checkpoint's weights (and its model config) instead of at random
     progress: bool = True
 
     def validate(self) -> None:
@@ -93,7 +95,18 @@ def train_kws(opts: KWSTrainOptions) -> dict[str, Any]:
     sampler = ClipSampler(base, opts.seed)
     torch.manual_seed(opts.seed)
     generator = torch.Generator().manual_seed(opts.seed)
-    model = KWSNet(KWSConfig(num_classes=len(LABELS), **(opts.model or {})))
+    if opts.init is not None:
+        model, init_meta = load_kws_model(opts.init)
+        model.train()
+        init_info: dict[str, Any] | None = {
+            "file": opts.init.name,
+            "sha256": file_sha256(opts.init),
+            "steps": init_meta["training"]["steps"],
+            "heldout_clean_accuracy": init_meta["metrics"]["heldout_clean_accuracy"],
+        }
+    else:
+        model = KWSNet(KWSConfig(num_classes=len(LABELS), **(opts.model or {})))
+        init_info = None
     model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # depthwise convolutions: 2x faster
     optimizer = torch.optim.AdamW(model.parameters(), lr=opts.lr, weight_decay=opts.weight_decay)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=opts.lr, total_steps=opts.steps, pct_start=0.1)
@@ -126,7 +139,7 @@ def train_kws(opts: KWSTrainOptions) -> dict[str, Any]:
         "sample_rate": 16_000,
         "clip_samples": 16_000,
         "data": {
-            "source": f"espeak-ng ({espeak_version()})",
+            "source": f"espeak-ng ({espeak_version().split('Data at')[0].strip().rstrip(':').strip()})",
             **opts.data.to_dict(),
             "train_clips": len(base.clips),
             "heldout_clips": len(held.clips),
@@ -134,6 +147,7 @@ def train_kws(opts: KWSTrainOptions) -> dict[str, Any]:
         },
         "training": {
             "steps": opts.steps,
+            "init": init_info,
             "wall_time_s": round(elapsed, 1),
             "threads": torch.get_num_threads(),
             "curve": curve,
@@ -163,13 +177,26 @@ def write_model_card(out: Path, info: dict[str, Any], config: KWSConfig) -> Path
     opts = train["options"]
     fe = config.log_mel
     labels = list(LABELS)
+    init = train.get("init")
+    command = f"antiphon train kws --steps {train['steps']} --seed {opts['seed']}"
+    if data["per_number"] != 250 or data["unknown_words"] != 1500:
+        command += f" --per-number {data['per_number']} --unknown-words {data['unknown_words']}"
+    if opts.get("lr") != 4e-3:
+        command += f" --lr {opts['lr']}"
+    if init:
+        command += f" --init {init['file']}"
+    started = (
+        f"continued from `{init['file']}` (sha256 {init['sha256'][:16]}..., {init['steps']:,} steps, held-out clean "
+        f"{init['heldout_clean_accuracy']:.2%}); "
+        if init
+        else ""
+    )
     curve = "\n".join(
         f"| {c['step']:,} | {c['train_batch_accuracy']:.2%} | {c['heldout_clean']:.2%} |" for c in train["curve"]
     )
     card = f"""# {out.name}
 
-Keyword spotter trained by `antiphon train kws --steps {train["steps"]} --seed {opts["seed"]} --out {out}` \
-(antiphon {info["antiphon_version"]}).
+Keyword spotter trained by `{command} --out {out}` (antiphon {info["antiphon_version"]}).
 
 | | |
 |---|---|
@@ -186,8 +213,8 @@ each band's mean over the second subtracted |
 | augmentation | speed/pitch resampling, time shift, reverberation, random EQ, telephone band, \
 white/pink/brown/babble noise at 0-30 dB SNR, gain and clipping, hum; SpecAugment \
 {opts["freq_masks"]} x {opts["freq_mask"]} bands, {opts["time_masks"]} x {opts["time_mask"]} frames |
-| training | {train["steps"]:,} steps of {opts["batch_size"]} fresh clips, AdamW one-cycle peak lr {opts["lr"]}, \
-label smoothing {opts["label_smoothing"]} |
+| training | {started}{train["steps"]:,} steps of {opts["batch_size"]} fresh clips, AdamW one-cycle \
+peak lr {opts["lr"]}, label smoothing {opts["label_smoothing"]} |
 | time | {train["wall_time_s"] / 60:.1f} minutes on the CPU, {train["threads"]} thread(s) |
 | held-out voices, clean | **{metrics["heldout_clean_accuracy"]:.2%}** ({data["heldout_clips"]} clips: \
 {data["heldout_per_label"]} of each label) |

@@ -19,7 +19,7 @@ LABELS = ("real", "generated")
 WINDOW = 256
 BURN_IN = 64  # the first characters of a stream follow the start text closely; windows begin after them
 
-TRAIN_SAMPLES = SampleSet(temperatures=(0.6, 0.8, 1.0, 1.2), streams=48, length=2_560, seed=1)
+TRAIN_SAMPLES = SampleSet(temperatures=(0.6, 0.8, 1.0, 1.2), streams=192, length=2_560, seed=1)
 TEST_SAMPLES = SampleSet(temperatures=(0.7, 0.9, 1.1), streams=32, length=BURN_IN + 9 * WINDOW, seed=2)
 
 

@@ -153,7 +153,8 @@ def write_model_card(out: Path, info: dict[str, Any], config: dict[str, Any]) ->
     card = f"""# {out.name}
 
 Text discriminator trained by `antiphon train textdisc --steps {train["steps"]} --seed {opts["seed"]}{corpus} \
---out {out}` (antiphon {info["antiphon_version"]}): is a window of {info["window"]} characters real text or text \
+--channels {config["channels"]} --dilations {",".join(map(str, config["dilations"]))} --out {out}` \
+(antiphon {info["antiphon_version"]}): is a window of {info["window"]} characters real text or text \
 sampled from the character LSTM `{info["generator"]["file"]}` (sha256 {info["generator"]["sha256"][:16]}...)?
 
 | | |

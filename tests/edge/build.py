@@ -1,16 +1,15 @@
 """Build the files the edge tests run against (needs torch: the main virtualenv).
 
-``python -m tests.edge.build OUT`` writes OUT/export/ (manifest.json and every file) and OUT/text.safetensors
-(the text checkpoint the tests' server loads):
+``python -m tests.edge.build OUT`` writes OUT/export/ (manifest.json and every file), OUT/text.safetensors and
+OUT/audio.safetensors (the tiny text LSTM and WaveNet the tests' server loads), OUT/digits/ (held-out digit
+images) and OUT/textdisc.json (texts with torch's label):
 
 - ``digits``: the committed digits CNN; ``text_step`` and ``text_small_step``: the tiny text LSTM of the test
-  suite (trained in seconds on the tiny dialogue corpus);
-- ``kws``: a tiny keyword spotter with the real model's interface (``pcm`` float32 (1, 16000) at 16 kHz ->
-  ``logits`` (1, 12), labels zero..nine, unknown, silence), trained for seconds on espeak-ng renderings; where a
-  real KWS export (``models/kws``) is available through ``antiphon export``, that one is used instead;
-- ``textdisc``: a tiny text discriminator with the real model's interface (int32 ids (1, 256) -> logits (1, 2),
-  labels human/machine, vocabulary in the manifest), trained for seconds to tell the corpus's lines from the same
-  lines with the letters of each word shuffled.
+  suite (trained in seconds on the tiny dialogue corpus); ``textdisc``: the project's text discriminator trained
+  for seconds against that LSTM's samples (as tests/conftest.py's fixture);
+- ``kws``: the committed keyword spotter (``models/kws/kws_dscnn.safetensors``) where it exists; else a tiny one
+  with its interface (``audio`` float32 (1, 16000) at 16 kHz -> ``logits`` (1, 12), labels zero..nine, unknown,
+  silence), trained for seconds on espeak-ng renderings.
 
 Every file is exported and checked by the project's own export pipeline (float parity with torch, int8 label
 agreement) and listed in the manifest with its sha256.
@@ -19,7 +18,7 @@ agreement) and listed in the manifest with its sha256.
 from __future__ import annotations
 
 import json
-import random
+import os
 import shutil
 import sys
 import time
@@ -32,10 +31,11 @@ import torch
 from torch import nn
 
 from export.pipeline import MANIFEST, ExportOptions, _export_one, export_models
-from export.specs import ExportSpec, text_step_spec
+from export.specs import ExportSpec
 
 REPO = Path(__file__).resolve().parents[2]
 DIGITS_CHECKPOINT = REPO / "models" / "digits" / "digits_cnn.safetensors"
+REAL_KWS = REPO / "models" / "kws" / "kws_dscnn.safetensors"
 KWS_LABELS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "unknown", "silence")
 OTHER_WORDS = (
     "king",
@@ -147,7 +147,7 @@ def kws_data(seed: int) -> tuple[np.ndarray, np.ndarray]:
     return np.stack(clips), np.asarray(labels)
 
 
-def train_tiny_kws(seed: int = 0, steps: int = 800) -> tuple[TinyKws, np.ndarray, np.ndarray]:
+def train_tiny_kws(seed: int = 0, steps: int = 600) -> tuple[TinyKws, np.ndarray, np.ndarray]:
     from server.audio.features import log_mel_numpy
 
     torch.manual_seed(seed)
@@ -176,7 +176,7 @@ def kws_spec(model: TinyKws, x: np.ndarray, y: np.ndarray, seed: int) -> ExportS
         kind="tiny_kws",
         checkpoint=DIGITS_CHECKPOINT,  # no checkpoint file of its own: the manifest records this one's hash
         module=model,
-        input_names=("pcm",),
+        input_names=("audio",),
         output_names=("logits",),
         real_inputs=[(x[i][None],) for i in pick[:120]],
         random_inputs=[(rng.uniform(-0.5, 0.5, (1, WINDOW)).astype(np.float32),) for _ in range(8)],
@@ -191,74 +191,42 @@ def kws_spec(model: TinyKws, x: np.ndarray, y: np.ndarray, seed: int) -> ExportS
     )
 
 
-# -- a tiny text discriminator -----------------------------------------------
-class TinyTextDisc(nn.Module):
-    """(1, 256) int32 ids -> (1, 2) logits: embedding, one convolution, mean over the text (padding masked)."""
+# -- the text discriminator -------------------------------------------------
+def train_tiny_textdisc(out: Path, text_checkpoint: Path, corpus: Path) -> Path:
+    """The project's text discriminator, trained for seconds on the tiny corpus against the tiny LSTM's samples
+    (as tests/conftest.py's fixture does); samples are cached under ANTIPHON_CACHE."""
+    from server.textdisc.samples import SampleSet
+    from server.textdisc.train import TextDiscTrainOptions, train_textdisc
+    from tests.conftest import TINY_TEXTDISC_SAMPLES
 
-    def __init__(self, vocab_size: int) -> None:
-        super().__init__()
-        self.embed = nn.Embedding(vocab_size, 16)
-        self.conv = nn.Conv1d(16, 32, 3, padding=1)
-        self.head = nn.Linear(32, 2)
-
-    def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        mask = (ids != 0).to(torch.float32)[:, None, :]  # (B, 1, T)
-        x = self.embed(ids).transpose(1, 2)  # (B, 16, T)
-        x = torch.relu(self.conv(x)) * mask  # (B, 32, T)
-        pooled = x.sum(dim=2) / mask.sum(dim=2).clamp(min=1.0)  # (B, 32)
-        return self.head(pooled)
-
-
-def _scrambled(line: str, rng: random.Random) -> str:
-    """The line with the letters of each word shuffled: what a broken generator might write."""
-    return " ".join("".join(rng.sample(word, len(word))) for word in line.split())
-
-
-def textdisc_spec(corpus: str, seed: int = 0) -> ExportSpec:
-    rng = random.Random(seed)
-    lines = [line for line in corpus.splitlines() if len(line) > 20]
-    chars = ["<pad>", "\ufffd", *sorted(set(corpus) - {"\n"})]
-    index = {c: i for i, c in enumerate(chars)}
-
-    def encode(text: str) -> np.ndarray:
-        ids = [index.get(c, 1) for c in text[:256]]
-        return np.asarray(ids + [0] * (256 - len(ids)), dtype=np.int32)
-
-    texts = [(line, 0) for line in lines[:400]] + [(_scrambled(line, rng), 1) for line in lines[400:800]]
-    x = torch.from_numpy(np.stack([encode(t) for t, _ in texts]))
-    y = torch.tensor([label for _, label in texts])
-    torch.manual_seed(seed)
-    model = TinyTextDisc(len(chars))
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
-    for _ in range(400):
-        batch = torch.randint(0, len(x), (64,))
-        loss = nn.functional.cross_entropy(model(x[batch]), y[batch])
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    model.eval()
-    nprng = np.random.default_rng(seed)
-    held = list(range(0, len(x), 7))
-    return ExportSpec(
-        name="textdisc",
-        kind="tiny_textdisc",
-        checkpoint=DIGITS_CHECKPOINT,
-        module=model,
-        input_names=("ids",),
-        output_names=("logits",),
-        real_inputs=[(x[i].numpy()[None],) for i in held],
-        random_inputs=[(nprng.integers(0, len(chars), (1, 256)).astype(np.int32),) for _ in range(8)],
-        targets=y[held].numpy(),
-        calibration=None,
-        info={
-            "labels": ["human", "machine"],
-            "chars": chars,
-            "pad_id": 0,
-            "unknown_id": 1,
-            "input": "character ids by the vocabulary, padded with pad_id to 256",
-            "output": "logits over labels",
-        },
+    sets = {k: SampleSet(**v) for k, v in TINY_TEXTDISC_SAMPLES.items()}  # type: ignore[arg-type]
+    train_textdisc(
+        TextDiscTrainOptions(
+            text_checkpoint=text_checkpoint,
+            out=out,
+            corpus=corpus,
+            steps=150,
+            batch_size=32,
+            progress=False,
+            model={"embed_dim": 16, "channels": 32, "dilations": (1, 2, 4)},
+            **sets,
+        )
     )
+    return out
+
+
+def write_textdisc_samples(spec: ExportSpec, path: Path) -> None:
+    """Texts of textdisc's evaluation windows with torch's label for each, for the edge to agree with."""
+    vocab = spec.info["vocabulary"]
+    labels = spec.info["labels"]
+    rows = []
+    pick = np.linspace(0, len(spec.real_inputs) - 1, 12).astype(int)
+    for i in sorted(set(pick.tolist())):
+        (ids,) = spec.real_inputs[i]
+        text = "".join(vocab[j] for j in ids[0])
+        (logits,) = spec.reference(spec.real_inputs[i])
+        rows.append({"text": text, "torch_label": labels[int(np.argmax(logits))]})
+    path.write_text(json.dumps(rows, indent=1) + "\n", encoding="utf-8")
 
 
 def write_digit_samples(folder: Path, count: int = 10) -> None:
@@ -275,43 +243,92 @@ def write_digit_samples(folder: Path, count: int = 10) -> None:
         np.save(folder / f"{index}_{digits.target[index]}.npy", digits.images[index].astype(np.float32))
 
 
+def train_tiny_audio(out: Path) -> Path:
+    """The server tests' tiny WaveNet (30 steps on a few espeak-ng renderings): the tests' server speaks with it."""
+    from server.audio.train import AudioTrainer, AudioTrainOptions
+    from tests.server.conftest import TINY_AUDIO_MODEL
+
+    opts = AudioTrainOptions(
+        out=out, steps=30, device="cpu", precision="fp32", batch_size=4, segment=800, lr=1e-2, warmup_steps=5,
+        eval_every=1000, progress=False, lines=6, number_renderings=1, heldout_lines=2, heldout_number_renderings=0,
+        model=TINY_AUDIO_MODEL,
+    )  # fmt: skip
+    AudioTrainer(opts).train()
+    return out
+
+
 # -- everything --------------------------------------------------------------
-def build(out: Path, text_checkpoint: Path, corpus: str, seed: int = 0) -> Path:
-    """Write OUT/export (manifest and files) and OUT/text.safetensors; returns OUT."""
+def build(out: Path, text_checkpoint: Path, corpus: Path, seed: int = 0) -> Path:
+    """Write OUT/export (manifest and files), OUT/text.safetensors, OUT/digits/*.npy and OUT/textdisc.json;
+    returns OUT."""
     export_dir = out / "export"
     if export_dir.exists():
         shutil.rmtree(export_dir)
+    started = time.monotonic()
+    cache = os.environ.get("ANTIPHON_CACHE")
+    os.environ["ANTIPHON_CACHE"] = str(out / "cache")  # the discriminator's samples of the tiny LSTM, kept apart
+    try:
+        disc = train_tiny_textdisc(out / "textdisc.safetensors", text_checkpoint, corpus)
+        manifest, opts = _export_all(out, export_dir, text_checkpoint, corpus, disc, seed, started)
+    finally:
+        if cache is None:
+            del os.environ["ANTIPHON_CACHE"]
+        else:
+            os.environ["ANTIPHON_CACHE"] = cache
+    if REAL_KWS.is_file():  # the committed keyword spotter, checked on a few held-out clips of each label
+        from server.kws.data import KWSDataConfig
+
+        kws_opts = replace(
+            opts,
+            models=("kws",),
+            kws_checkpoint=REAL_KWS,
+            kws_data=KWSDataConfig(per_number=10, unknown_words=40, heldout_per_label=10),
+        )
+        manifest["models"]["kws"] = export_models(replace(kws_opts, out=out / "kws"))["models"]["kws"]
+        for file in (out / "kws").glob("kws*"):
+            shutil.move(file, export_dir / file.name)
+    else:
+        kws, x, y = train_tiny_kws(seed)
+        # float only: int8 (dynamic or static) of this tiny model's log-mel front end loses its labels
+        manifest["models"]["kws"] = _export_one(kws_spec(kws, x, y, seed), replace(opts, int8=False))
+    print(f"kws: {time.monotonic() - started:.1f} s", file=sys.stderr)
+    (export_dir / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    shutil.copy(text_checkpoint, out / "text.safetensors")
+    train_tiny_audio(out / "audio.safetensors")
+    print(f"audio: {time.monotonic() - started:.1f} s", file=sys.stderr)
+    write_digit_samples(out / "digits")
+    return out
+
+
+def _export_all(
+    out: Path, export_dir: Path, text_checkpoint: Path, corpus: Path, disc: Path, seed: int, started: float
+) -> tuple[dict[str, Any], ExportOptions]:
+    from export.specs import textdisc_spec
+    from server.data.shakespeare import load_corpus
+
+    print(f"textdisc trained: {time.monotonic() - started:.1f} s", file=sys.stderr)
+    held_out = load_corpus(corpus).valid_text
     opts = ExportOptions(
         out=export_dir,
-        models=("digits", "text_step"),
+        models=("digits", "text_step", "textdisc"),
         formats=("onnx", "tflite"),
         int8=True,
         digits_checkpoint=DIGITS_CHECKPOINT,
         text_checkpoint=text_checkpoint,
-        text=corpus,
+        small_text_checkpoint=text_checkpoint,
+        textdisc_checkpoint=disc,
+        text=held_out,
         seed=seed,
     )
-    started = time.monotonic()
     manifest: dict[str, Any] = export_models(opts)
-    print(f"digits, text_step: {time.monotonic() - started:.1f} s", file=sys.stderr)
-    small = text_step_spec(text_checkpoint, corpus, seed)
-    small.name = "text_small_step"
-    manifest["models"]["text_small_step"] = _export_one(small, opts)
-    print(f"text_small_step: {time.monotonic() - started:.1f} s", file=sys.stderr)
-    kws, x, y = train_tiny_kws(seed)
-    print(f"kws trained: {time.monotonic() - started:.1f} s", file=sys.stderr)
-    # float only: int8 (dynamic or static) of this tiny model's log-mel front end loses its labels
-    manifest["models"]["kws"] = _export_one(kws_spec(kws, x, y, seed), replace(opts, int8=False))
-    print(f"kws: {time.monotonic() - started:.1f} s", file=sys.stderr)
-    disc = textdisc_spec(corpus, seed)
-    manifest["models"]["textdisc"] = _export_one(disc, opts)
-    # the vocabulary goes in after the checks: export's checks read a "vocabulary" as a text generator's
-    manifest["models"]["textdisc"]["vocabulary"] = manifest["models"]["textdisc"].pop("chars")
-    print(f"textdisc: {time.monotonic() - started:.1f} s", file=sys.stderr)
-    (export_dir / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
-    shutil.copy(text_checkpoint, out / "text.safetensors")
-    write_digit_samples(out / "digits")
-    return out
+    # the tiny LSTM again as the small step, float only (the fallback test needs it by name; int8 is text_step's)
+    small = replace(opts, out=out / "small", models=("text_small_step",), int8=False)
+    manifest["models"]["text_small_step"] = export_models(small)["models"]["text_small_step"]
+    for file in (out / "small").glob("text_small_step*"):
+        shutil.move(file, export_dir / file.name)
+    print(f"digits, text steps, textdisc: {time.monotonic() - started:.1f} s", file=sys.stderr)
+    write_textdisc_samples(textdisc_spec(disc, text_checkpoint, held_out, seed), out / "textdisc.json")
+    return manifest, opts
 
 
 def main(argv: list[str]) -> int:
@@ -339,7 +356,7 @@ def main(argv: list[str]) -> int:
             model={"hidden_size": 32, "num_layers": 2, "embed_dim": 16},
         )
     ).train()
-    build(out, checkpoint, corpus_path.read_text(encoding="utf-8"))
+    build(out, checkpoint, corpus_path)
     print(out / "export")
     return 0
 

@@ -57,6 +57,10 @@ class EdgeFiles:
     def text_checkpoint(self) -> Path:
         return self.root / "text.safetensors"
 
+    @property
+    def audio_checkpoint(self) -> Path:
+        return self.root / "audio.safetensors"
+
     def digits(self) -> list[tuple[Path, str]]:
         """(image, its label) of the held-out digit images."""
         return [(p, p.stem.split("_")[1]) for p in sorted((self.root / "digits").glob("*.npy"))]
@@ -75,7 +79,7 @@ def edge_files(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPath
     from tests.edge.build import build
 
     checkpoint = request.getfixturevalue("tiny_text_checkpoint")
-    corpus = request.getfixturevalue("tiny_corpus").read_text(encoding="utf-8")
+    corpus = request.getfixturevalue("tiny_corpus")
     return EdgeFiles(build(tmp_path_factory.mktemp("edge"), checkpoint, corpus))
 
 
@@ -162,7 +166,8 @@ class RunningServer:
             self.process.stderr.close()
 
 
-def start_server(checkpoint: Path, grpc_port: int = 0, ws_port: int = 0) -> RunningServer:
+def start_server(checkpoint: Path, grpc_port: int = 0, ws_port: int = 0, audio: Path | None = None) -> RunningServer:
+    """``antiphon serve`` with ``checkpoint`` (and the WaveNet ``audio``, else no audio model) on the given ports."""
     python = server_python()
     if python is None:
         pytest.skip("no Python with torch to run the server: set ANTIPHON_SERVER_PYTHON")
@@ -180,6 +185,10 @@ def start_server(checkpoint: Path, grpc_port: int = 0, ws_port: int = 0) -> Runn
         "--torch-threads",
         "1",
         "--grace-s",
+        "1",
+        "--audio-checkpoint",
+        str(audio) if audio else "none",
+        "--audio-threads",
         "1",
     ]
     env = {**edge_env(), "OMP_NUM_THREADS": "1"}
@@ -208,8 +217,9 @@ def _drain(process: subprocess.Popen[bytes], lines: list[str]) -> None:
         pass
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def server(edge_files: EdgeFiles) -> Iterator[RunningServer]:
+    """A text-only server shared by a module's tests (each chat has its own session)."""
     running = start_server(edge_files.text_checkpoint)
     yield running
     running.stop()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -193,3 +194,46 @@ def test_speak_without_an_audio_model_still_answers(
     assert done.stdout.strip()
     assert "asking again without audio" in done.stderr and "no audio came with this reply" in done.stderr
     assert not out.exists()
+
+
+@pytest.fixture(scope="module")
+def speaking_server(edge_files: EdgeFiles) -> Iterator[RunningServer]:
+    """A server with the tiny WaveNet as its audio model."""
+    running = start_server(edge_files.text_checkpoint, audio=edge_files.audio_checkpoint)
+    yield running
+    running.stop()
+
+
+@pytest.mark.parametrize("transport", ["grpc", "ws"])
+def test_speak_writes_the_reply_audio(
+    speaking_server: RunningServer, edge_files: EdgeFiles, transport: str, tmp_path: Path
+) -> None:
+    """With an audio model on the server, --speak-to writes the reply's streamed audio as a WAV at its rate."""
+    from edge_client.audio import read_wav_header
+
+    out = tmp_path / "reply.wav"
+    done = run_edge(
+        "chat",
+        "--server",
+        _url(speaking_server, transport),
+        "--models",
+        str(edge_files.export),
+        "--speak-to",
+        str(out),
+        "--message",
+        "Good night, my lord.",
+        "--seed",
+        "3",
+        "--max-tokens",
+        "12",
+        seconds=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip()
+    assert f"wrote the spoken reply to {out}" in done.stderr
+    with out.open("rb") as f:
+        fmt = read_wav_header(f, str(out))
+        samples = len(f.read()) // 2
+    assert (fmt.channels, fmt.bits) == (1, 16)
+    assert fmt.sample_rate in (8000, 16000)
+    assert samples > fmt.sample_rate // 10  # at least a tenth of a second of speech

@@ -3,6 +3,7 @@ never a file the backend is known to compute wrongly."""
 
 from __future__ import annotations
 
+import json
 import platform
 
 import pytest
@@ -20,14 +21,14 @@ from tests.edge.conftest import EdgeFiles
         ("digits", "onnxruntime", "int8"),
         ("text_step", "ai_edge_litert", "float32"),
         ("text_step", "onnxruntime", "float32"),
+        ("text_step", "tflite_runtime", "float32"),
         ("textdisc", "ai_edge_litert", "int8"),
-        ("textdisc", "tflite_runtime", "float32"),  # dynamic int8: tflite-runtime 2.14 miscomputes it
-        ("textdisc", "onnxruntime", "int8" if platform.machine() in X86_64 else "float32"),
-        ("kws", "tflite_runtime", "float32"),  # the only file
+        ("textdisc", "tflite_runtime", "int8"),  # static int8 (calibrated)
+        ("textdisc", "onnxruntime", "int8"),
     ],
 )
 def test_auto_precision(edge_files: EdgeFiles, name: str, backend: str, precision: str) -> None:
-    """Auto picks int8 for classifiers and float32 for generators, skipping dynamic int8 on tflite-runtime."""
+    """Auto picks int8 for classifiers and float32 for generators."""
     chosen, file = Manifest(edge_files.export).choose_file(name, backend)
     assert chosen == precision
     assert file["file"].endswith(".onnx" if backend == "onnxruntime" else ".tflite")
@@ -38,5 +39,17 @@ def test_unknown_precision_and_missing_files(edge_files: EdgeFiles) -> None:
     manifest = Manifest(edge_files.export)
     with pytest.raises(InvalidArgument, match="precision: unknown precision 'fp16'"):
         manifest.choose_file("digits", "onnxruntime", "fp16")
-    with pytest.raises(NotFound, match="model 'kws' has no int8 tflite file"):
-        manifest.choose_file("kws", "tflite_runtime", "int8")
+    with pytest.raises(NotFound, match="model 'text_small_step' has no int8 tflite file"):
+        manifest.choose_file("text_small_step", "tflite_runtime", "int8")
+
+
+@pytest.mark.parametrize("backend", ["tflite_runtime", "onnxruntime"])
+def test_dynamic_int8_is_never_picked_where_miscomputed(edge_files: EdgeFiles, backend: str) -> None:
+    """A dynamic-range int8 file is skipped by auto on tflite-runtime everywhere and on onnxruntime off x86-64."""
+    manifest = Manifest(edge_files.export)
+    entry = json.loads(json.dumps(manifest.entry("text_step")))  # a classifier with text_step's int8 files
+    entry["labels"] = ["a", "b"]
+    manifest.models["dynamic"] = entry
+    chosen, _ = manifest.choose_file("dynamic", backend)
+    trusted = backend == "onnxruntime" and platform.machine() in X86_64
+    assert chosen == ("int8" if trusted else "float32")

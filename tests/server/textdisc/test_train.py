@@ -36,7 +36,7 @@ def test_model_card_is_written_beside_the_checkpoint(tiny_textdisc_checkpoint: P
     """The card names the command, the temperatures and the accuracy."""
     card = tiny_textdisc_checkpoint.with_suffix(".md").read_text(encoding="utf-8")
     accuracy = read_meta(tiny_textdisc_checkpoint)["metrics"]["test_accuracy"]
-    assert "antiphon train textdisc --steps 150 --seed 0" in card
+    assert "antiphon train textdisc --steps 150 --seed 0" in card and "--channels 32 --dilations 1,2,4" in card
     assert "temperature 0.8, 1.1" in card
     assert f"**{accuracy:.2%}**" in card
 
