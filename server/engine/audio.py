@@ -238,10 +238,11 @@ class AudioEngine:
             return
         self._closing = True
         self._wake.set()
-        try:
-            await asyncio.wait_for(self.wait_until(lambda: self.live_streams == 0), timeout=grace_s)
-        except TimeoutError:
-            log.info("model %s: cancelling %d streams after %.1f s", self.model_id, self.live_streams, grace_s)
+        if self.live_streams:
+            try:
+                await asyncio.wait_for(self.wait_until(lambda: self.live_streams == 0), timeout=grace_s)
+            except TimeoutError:
+                log.info("model %s: cancelling %d streams after %.1f s", self.model_id, self.live_streams, grace_s)
         self._closed = True
         if self._task is not None:
             self._task.cancel()
