@@ -36,6 +36,12 @@ class TensorInfo:
     scale: float | None = None  # int8 tensors: real = scale * (q - zero_point)
     zero_point: int | None = None
 
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"name": self.name, "dtype": self.dtype, "shape": self.shape}
+        if self.scale is not None:
+            out["scale"], out["zero_point"] = self.scale, self.zero_point
+        return out
+
 
 class Runner(Protocol):
     backend: str

@@ -7,28 +7,13 @@ inputs and dequantizes the outputs with the scales stored in the file.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 
+from edge_client.runtime import TensorInfo, _dequantize, _quantize, _tflite_info
 from server.errors import ExportError
-
-
-@dataclass(frozen=True)
-class TensorInfo:
-    name: str
-    dtype: str  # numpy name: "float32", "int32", "int8"
-    shape: list[int]
-    scale: float | None = None  # int8 tensors: real = scale * (q - zero_point)
-    zero_point: int | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"name": self.name, "dtype": self.dtype, "shape": self.shape}
-        if self.scale is not None:
-            out["scale"], out["zero_point"] = self.scale, self.zero_point
-        return out
 
 
 class Runner(Protocol):
@@ -82,33 +67,6 @@ class TfliteRunner:
         feeds = {info.name: _quantize(np.asarray(a), info) for info, a in zip(self.inputs, args, strict=True)}
         result = self.runner(**feeds)
         return [_dequantize(result[info.name], info) for info in self.outputs]
-
-
-def _tflite_info(name: str, detail: dict[str, Any]) -> TensorInfo:
-    dtype = np.dtype(detail["dtype"]).name
-    scale, zero_point = detail.get("quantization", (0.0, 0))
-    quantized = dtype in ("int8", "uint8", "int16") and scale != 0.0
-    return TensorInfo(
-        name,
-        dtype,
-        [int(d) for d in detail["shape"]],
-        float(scale) if quantized else None,
-        int(zero_point) if quantized else None,
-    )
-
-
-def _quantize(value: np.ndarray, info: TensorInfo) -> np.ndarray:
-    if info.scale is None:
-        return value.astype(info.dtype)
-    limits = np.iinfo(info.dtype)
-    q = np.round(value / info.scale) + (info.zero_point or 0)
-    return np.clip(q, limits.min, limits.max).astype(info.dtype)
-
-
-def _dequantize(value: np.ndarray, info: TensorInfo) -> np.ndarray:
-    if info.scale is None:
-        return np.asarray(value)
-    return ((value.astype(np.float32) - (info.zero_point or 0)) * info.scale).astype(np.float32)
 
 
 def open_runner(fmt: str, path: Path, order: tuple[tuple[str, ...], tuple[str, ...]] | None = None) -> Runner:
