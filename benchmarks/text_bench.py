@@ -1,11 +1,12 @@
 """Text serving throughput and latency: in process, over gRPC and over WebSocket.
 
-    python benchmarks/text_bench.py [--checkpoint PATH] [--streams 1,64] [--tokens 256] [--device cpu]
+    python benchmarks/text_bench.py [--checkpoint PATH] [--streams 1,64] [--tokens 1024] [--device cpu]
 
 For each stream count it runs that many seeded streams at once and reports total tokens/s and the p99 gap between
 two messages of one stream; then the time to first token for a 500-character prompt at idle. "inproc" reads the
-engine's streams directly; "grpc" and "ws" go through a real server on free ports, with the clients in this same
-process (so client work shares the CPU with the server, as it would for a local front end).
+engine's streams directly; "grpc" and "ws" go through a real server on free ports, read by clients in a second
+process on the same machine (client work shares the CPU with the server, as it would for a local front end, but
+not the server's event loop).
 """
 
 from __future__ import annotations
@@ -150,27 +151,93 @@ class WebSocketMux:
                 await self.ws.send(json.dumps({"type": "cancel", "id": request_id}))
 
 
-def step_bench(checkpoint: Path, device: str, batches: list[int], repeats: int = 200) -> list[dict[str, Any]]:
-    """The bare model step per backend (no engine, no sampling): what bounds the serving figures."""
+def step_bench(checkpoint: Path, device: str, backends: list[str], batches: list[int]) -> list[dict[str, Any]]:
+    """The bare model per backend (no engine): sampling and stepping ``batch`` streams for 200 tokens in one
+    ``advance`` call, the work an engine iteration hands its backend."""
     from server.device import resolve_device
-    from server.engine.backend import BACKENDS
+    from server.engine.backend import make_backend
+    from server.sampling import RowRules, SamplingParams, StreamRandom
     from server.text.checkpoint import load_text_model
 
-    model, _, _ = load_text_model(checkpoint, resolve_device(device))
+    model, vocab, _ = load_text_model(checkpoint, resolve_device(device))
+    prompt = vocab.encode(PROMPT)
     rows = []
-    for name, backend_type in BACKENDS.items():
-        backend = backend_type(model)
+    for name in backends:
+        backend = make_backend(name, model)
         for batch in batches:
-            tokens, state = [1] * batch, backend.zero_state(batch)
-            for _ in range(50):  # warm caches and the allocator
-                backend.step(tokens, state)
+            state = backend.prefill([prompt] * batch, backend.zero_state(batch))
+            rules = [RowRules(SamplingParams(), StreamRandom(seed), 10**9) for seed in range(batch)]
+            backend.advance(state, list(range(batch)), rules, 20)  # warm caches and the allocator
+            steps = 200
             start = time.perf_counter()
-            for _ in range(repeats):
-                backend.step(tokens, state)
-            ms = (time.perf_counter() - start) / repeats * 1000
+            backend.advance(state, list(range(batch)), rules, steps)
+            ms = (time.perf_counter() - start) / steps * 1000
             rows.append({"backend": name, "batch": batch, "step_ms": ms, "tokens_per_s": batch / ms * 1000})
             logging.info("step %s batch %d: %.3f ms (%.0f tokens/s)", name, batch, ms, batch / ms * 1000)
     return rows
+
+
+async def measure(
+    openers: tuple[Opener, Callable[[str], AsyncIterator[str]]], args: argparse.Namespace
+) -> list[dict[str, Any]]:
+    """Every stream count, then the time to first token, through one pair of openers."""
+    open_stream, open_prompt = openers
+    await run_streams(open_stream, 1, 16)  # warm up
+    runs = [await run_streams(open_stream, streams, args.tokens) for streams in args.streams]
+    long_prompt = (LONG_PROMPT * (args.prompt_chars // len(LONG_PROMPT) + 1))[: args.prompt_chars]
+    ttft = await time_to_first_token(open_prompt, long_prompt, args.repeats)
+    return [*runs, {"ttft_ms": ttft, "prompt_chars": args.prompt_chars}]
+
+
+async def measure_in_client_process(transport: str, address: str, args: argparse.Namespace) -> list[dict[str, Any]]:
+    """``measure`` over a transport, run by this script in a second process (``--client``)."""
+    command = [
+        sys.executable, __file__, "--client", transport, "--address", address,
+        "--streams", ",".join(map(str, args.streams)), "--tokens", str(args.tokens),
+        "--prompt-chars", str(args.prompt_chars), "--repeats", str(args.repeats),
+    ]  # fmt: skip
+    child = await asyncio.create_subprocess_exec(*command, stdout=asyncio.subprocess.PIPE)
+    out, _ = await child.communicate()
+    if child.returncode != 0:
+        raise RuntimeError(f"the {transport} client process failed with exit code {child.returncode}")
+    runs: list[dict[str, Any]] = json.loads(out)
+    return runs
+
+
+async def client_main(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """The second process: clients of one transport against a server at ``args.address``."""
+    if args.client == "grpc":
+        channel = grpc.aio.insecure_channel(args.address)
+        try:
+            return await measure(grpc_opener(generation_pb2_grpc.GenerationStub(channel)), args)
+        finally:
+            await channel.close()
+    ws = await connect(f"ws://{args.address}/", max_size=None)
+    mux = WebSocketMux(ws)
+    try:
+        return await measure(
+            (lambda seed, tokens: mux.pieces(PROMPT, seed, tokens), lambda prompt: mux.pieces(prompt, 0, 1)), args
+        )
+    finally:
+        await ws.close()
+        mux.reader.cancel()
+
+
+def medians(rounds: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per transport and stream count (or time to first token), the median of each figure over the rounds."""
+    groups: dict[tuple[str, int], list[dict[str, Any]]] = {}
+    for run in rounds:
+        groups.setdefault((run["transport"], run.get("streams", 0)), []).append(run)
+    out = []
+    for (transport, streams), runs in groups.items():
+        figures = [k for k in ("tokens_per_s", "p99_gap_ms", "ttft_ms") if k in runs[0]]
+        row: dict[str, Any] = {"transport": transport, **({"streams": streams} if streams else {})}
+        for k in figures:
+            values = sorted(r[k] for r in runs)
+            row[k] = statistics.median(values)
+            row[f"{k}_range"] = [values[0], values[-1]]
+        out.append(row)
+    return out
 
 
 async def bench(args: argparse.Namespace, backend: str) -> dict[str, Any]:
@@ -182,38 +249,27 @@ async def bench(args: argparse.Namespace, backend: str) -> dict[str, Any]:
         text_backend=backend,
         max_streams=max(args.streams),
         max_waiting=0,
+        text_burst_ms=args.burst_ms,
+        text_threads=args.text_threads,
     ).validated()
     engine = load_text_engine(settings, args.checkpoint)
     server = Server(settings, [engine])
     await server.start()
-    results: dict[str, Any] = {"backend": backend, "model": engine.description, "runs": []}
-    long_prompt = (LONG_PROMPT * (args.prompt_chars // len(LONG_PROMPT) + 1))[: args.prompt_chars]
-    channel = grpc.aio.insecure_channel(server.grpc_address)
-    ws = await connect(f"ws://{server.ws_address}/", max_size=None)
-    mux = WebSocketMux(ws)
-    openers: dict[str, tuple[Opener, Callable[[str], AsyncIterator[str]]]] = {
-        "inproc": inproc_opener(server),
-        "grpc": grpc_opener(generation_pb2_grpc.GenerationStub(channel)),
-        "ws": (
-            lambda seed, tokens: mux.pieces(PROMPT, seed, tokens),
-            lambda prompt: mux.pieces(prompt, 0, 1),
-        ),
-    }
+    results: dict[str, Any] = {"backend": backend, "model": engine.description, "rounds": []}
     try:
-        for transport in args.transports:
-            open_stream, open_prompt = openers[transport]
-            await run_streams(open_stream, 1, 16)  # warm up
-            for streams in args.streams:
-                run = await run_streams(open_stream, streams, args.tokens)
-                results["runs"].append({"transport": transport, **run})
-                logging.info("%s %s %s", backend, transport, run)
-            ttft = await time_to_first_token(open_prompt, long_prompt, args.repeats)
-            results["runs"].append({"transport": transport, "ttft_ms": ttft, "prompt_chars": args.prompt_chars})
-            logging.info("%s %s ttft %.2f ms for %d characters", backend, transport, ttft, args.prompt_chars)
+        # Rounds alternate the transports, so a drift in the machine's speed during the run hits them alike.
+        for round_ in range(args.rounds):
+            for transport in args.transports:
+                if transport == "inproc":
+                    runs = await measure(inproc_opener(server), args)
+                else:
+                    address = server.grpc_address if transport == "grpc" else server.ws_address
+                    runs = await measure_in_client_process(transport, address, args)
+                results["rounds"] += [{"round": round_, "transport": transport, **run} for run in runs]
+                for run in runs:
+                    logging.info("%s %s %s", backend, transport, run)
+        results["median"] = medians(results["rounds"])
     finally:
-        await ws.close()
-        mux.reader.cancel()
-        await channel.close()
         await server.stop(grace_s=0)
     return results
 
@@ -223,13 +279,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--checkpoint", type=Path, default=None, help="default: the default text checkpoint")
     parser.add_argument("--device", default="cpu", choices=("auto", "cpu", "cuda"))
     parser.add_argument("--streams", default="1,64", help="comma-separated stream counts")
-    parser.add_argument("--tokens", type=int, default=256, help="tokens per stream")
+    parser.add_argument("--tokens", type=int, default=1024, help="tokens per stream")
     parser.add_argument("--transports", default="inproc,grpc,ws")
-    parser.add_argument("--backends", default="fused,eager", help="text backends to compare, in one run")
+    parser.add_argument("--backends", default="fast,fused,eager", help="text backends to compare, in one run")
     parser.add_argument("--prompt-chars", type=int, default=500, help="prompt length for time to first token")
     parser.add_argument("--repeats", type=int, default=5, help="time-to-first-token samples (median)")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds over the transports (medians reported)")
+    parser.add_argument(
+        "--burst-ms", type=float, default=ServeSettings.text_burst_ms, help="the server's --text-burst-ms"
+    )
+    parser.add_argument(
+        "--text-threads", type=int, default=ServeSettings.text_threads, help="the server's --text-threads"
+    )
     parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("--client", choices=("grpc", "ws"), help=argparse.SUPPRESS)  # the client process's mode
+    parser.add_argument("--address", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.client:
+        args.streams = [int(s) for s in args.streams.split(",")]
+        sys.stdout.write(json.dumps(asyncio.run(client_main(args))) + "\n")
+        return 0
     args.checkpoint = args.checkpoint or default_text_checkpoint()
     args.streams = [int(s) for s in args.streams.split(",")]
     args.transports = args.transports.split(",")
@@ -242,9 +311,12 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, Any] = {
         "checkpoint": str(args.checkpoint),
         "torch_threads": torch.get_num_threads(),
-        "steps": step_bench(args.checkpoint, args.device, args.streams),
+        "steps": step_bench(args.checkpoint, args.device, args.backends, args.streams),
         "serving": [asyncio.run(bench(args, backend)) for backend in args.backends],
     }
+    for served in results["serving"]:
+        for row in served["median"]:
+            logging.info("median %s %s", served["backend"], row)
     text = json.dumps(results, indent=2)
     sys.stdout.write(text + "\n")
     if args.json:

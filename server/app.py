@@ -43,13 +43,14 @@ def engine_limits(settings: ServeSettings) -> EngineLimits:
         stream_buffer=settings.stream_buffer,
         max_sessions=settings.max_sessions,
         session_ttl_s=settings.session_ttl_s,
+        burst_s=settings.text_burst_ms / 1000,
     )
 
 
 def load_text_engine(settings: ServeSettings, checkpoint: Path) -> TextEngine:
     """The text engine for ``checkpoint``, run by the chosen backend on the chosen device."""
     from server.device import resolve_device
-    from server.engine.backend import BACKENDS
+    from server.engine.backend import make_backend
     from server.text.checkpoint import load_text_model
 
     if not checkpoint.is_file():
@@ -65,7 +66,7 @@ def load_text_engine(settings: ServeSettings, checkpoint: Path) -> TextEngine:
     chat = chat_style(settings, meta.get("speakers"))
     return TextEngine(
         settings.text_model_id,
-        BACKENDS[settings.text_backend](model),
+        make_backend(settings.text_backend, model, settings.text_threads),
         vocab,
         engine_limits(settings),
         chat,

@@ -71,9 +71,18 @@ class StreamRandom:
         self.count = 0
 
 
-_GAMMA = np.uint64(0x9E3779B97F4A7C15)
-_MIX1 = np.uint64(0xBF58476D1CE4E5B9)
-_MIX2 = np.uint64(0x94D049BB133111EB)
+GAMMA = np.uint64(0x9E3779B97F4A7C15)  # splitmix64's constants (the compiled steps use them too)
+MIX1 = np.uint64(0xBF58476D1CE4E5B9)
+MIX2 = np.uint64(0x94D049BB133111EB)
+
+
+def splitmix_uniforms(seeds: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """Draw ``counts`` (uint64, counted from 1) of the sources seeded ``seeds``, broadcast: float64 in [0, 1)."""
+    z = seeds.astype(np.uint64) + counts.astype(np.uint64) * GAMMA  # wraps modulo 2**64 (arrays do not warn)
+    z = (z ^ (z >> np.uint64(30))) * MIX1
+    z = (z ^ (z >> np.uint64(27))) * MIX2
+    z = z ^ (z >> np.uint64(31))
+    return (z >> np.uint64(11)).astype(np.float64) * 2.0**-53
 
 
 def draw_uniforms(sources: Sequence[StreamRandom]) -> np.ndarray:
@@ -82,11 +91,7 @@ def draw_uniforms(sources: Sequence[StreamRandom]) -> np.ndarray:
     counts = np.array([s.count + 1 for s in sources], dtype=np.uint64)
     for source in sources:
         source.count += 1
-    z = seeds + counts * _GAMMA  # wraps modulo 2**64 (array arithmetic does not warn)
-    z = (z ^ (z >> np.uint64(30))) * _MIX1
-    z = (z ^ (z >> np.uint64(27))) * _MIX2
-    z = z ^ (z >> np.uint64(31))
-    return (z >> np.uint64(11)).astype(np.float64) * 2.0**-53
+    return splitmix_uniforms(seeds, counts)
 
 
 def sample_tokens(logits: ArrayLike, params: Sequence[SamplingParams], sources: Sequence[StreamRandom]) -> list[int]:
@@ -124,6 +129,21 @@ def sample_tokens(logits: ArrayLike, params: Sequence[SamplingParams], sources: 
     u[~greedy] = draw_uniforms(sampled)
     drawn = np.minimum((cdf <= (u * cdf[:, -1])[:, None]).sum(axis=1), x.shape[1] - 1)
     return np.where(greedy, best, drawn).tolist()
+
+
+@dataclass(frozen=True)
+class RowRules:
+    """How one stream draws its next tokens when a backend runs several steps in one call."""
+
+    params: SamplingParams
+    random: StreamRandom  # advanced by every draw
+    budget: int  # tokens it may still produce
+    stops: tuple[tuple[int, ...], ...] = ()  # its stop sequences as token ids
+    recent: tuple[int, ...] = ()  # its last tokens, as many as its longest stop sequence needs
+
+    def stopped(self, tokens: Sequence[int]) -> bool:
+        """Whether ``tokens`` (everything drawn so far, or at least its tail) end with a stop sequence."""
+        return any(len(s) <= len(tokens) and tuple(tokens[len(tokens) - len(s) :]) == s for s in self.stops)
 
 
 def sample_token(logits: ArrayLike, params: SamplingParams, source: StreamRandom) -> int:

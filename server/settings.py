@@ -42,8 +42,8 @@ def _device(raw: str) -> str:
 
 
 def _backend(raw: str) -> str:
-    if raw not in ("fused", "eager"):
-        raise ValueError("must be fused or eager")
+    if raw not in ("auto", "fast", "fused", "eager"):
+        raise ValueError("must be auto, fast, fused or eager")
     return raw
 
 
@@ -60,7 +60,23 @@ class ServeSettings:
     )
     text_model_id: str = _option("char-lstm", "the id clients name the text model by", "model")
     device: str = _option("auto", "auto (CUDA when present), cpu or cuda", "model", _device)
-    text_backend: str = _option("fused", "what runs a text step: fused (default) or eager (nn.LSTM)", "model", _backend)
+    text_backend: str = _option(
+        "auto",
+        "what runs the text model: fast (compiled CPU step), fused (torch, the one for CUDA) or eager (nn.LSTM); "
+        "auto: fast on the CPU, fused on CUDA",
+        "model",
+        _backend,
+    )
+    text_threads: int = _option(
+        min(2, os.cpu_count() or 1), "cores the fast text step splits a batch across (default: up to 2)", "model", int
+    )
+    text_burst_ms: float = _option(
+        10.0,
+        "time one text iteration may spend generating before its tokens go out: with few streams, each gets "
+        "several tokens per message (higher: more throughput; lower: smoother streams)",
+        "limits",
+        float,
+    )
     torch_threads: int | None = _option(None, "CPU threads for the model (default: torch's choice)", "model", int)
     personas: tuple[str, ...] | None = _option(
         None,
@@ -100,7 +116,7 @@ class ServeSettings:
     max_waiting: int = _option(64, "streams queued beyond --max-streams before answering overloaded", "limits", int)
     max_prompt_chars: int = _option(4000, "characters in a prompt or in one chat message", "limits", int)
     max_tokens: int = _option(2048, "largest max_tokens a request may ask for", "limits", int)
-    stream_buffer: int = _option(16, "unread pieces per stream before the stream pauses", "limits", int)
+    stream_buffer: int = _option(64, "unread tokens per stream before the stream pauses", "limits", int)
     ws_max_message_bytes: int = _option(65536, "largest WebSocket message a client may send", "limits", int)
     max_sessions: int = _option(1024, "chat sessions kept (the least recently used idle one goes)", "limits", int)
     session_ttl_s: float = _option(1800.0, "seconds an unused chat session is kept", "limits", float)
@@ -140,7 +156,7 @@ class ServeSettings:
                 raise InvalidArgument(flag_name(name), f"must be in 0..65535, got {port}")
         if self.torch_threads is not None and self.torch_threads < 1:
             raise InvalidArgument(flag_name("torch_threads"), f"must be at least 1, got {self.torch_threads}")
-        positive = ("max_streams", "max_prompt_chars", "max_tokens", "stream_buffer", "max_sessions")
+        positive = ("max_streams", "max_prompt_chars", "max_tokens", "stream_buffer", "max_sessions", "text_threads")
         for name in (*positive, "max_audio_streams", "max_audio_text_chars", "audio_buffer_ms", "audio_threads"):
             if getattr(self, name) < 1:
                 raise InvalidArgument(flag_name(name), f"must be at least 1, got {getattr(self, name)}")
@@ -160,6 +176,10 @@ class ServeSettings:
             raise InvalidArgument(
                 flag_name("default_persona"), f"{self.default_persona!r} is not one of {', '.join(self.personas)}"
             )
+        if not (math.isfinite(self.text_burst_ms) and 0 <= self.text_burst_ms <= 1000):
+            raise InvalidArgument(flag_name("text_burst_ms"), f"must be 0..1000 milliseconds, got {self.text_burst_ms}")
+        if self.text_backend == "fast" and self.device == "cuda":
+            raise InvalidArgument(flag_name("text_backend"), "fast runs on the CPU; use fused (or auto) with cuda")
         if not (math.isfinite(self.max_audio_seconds) and self.max_audio_seconds > 0):
             raise InvalidArgument(flag_name("max_audio_seconds"), f"must be positive, got {self.max_audio_seconds}")
         known = ("kws", "textdisc", "digits", "none")

@@ -9,7 +9,8 @@ chunk, and the GIL is released, so two threads run two halves of a batch on two 
   (2R, 2G) matrix, the residual and skip 1x1 convolutions one (G, R + S) matrix, and every layer's conditioning
   projection one (C, L * 2G) matrix applied once per frame per stream (the per-sample step only interpolates
   between two cached frame projections);
-- ``tanh`` is a rational approximation (|error| < 1e-6) that vectorizes; ``sigmoid(x) = (1 + tanh(x / 2)) / 2``;
+- ``tanh`` is a rational approximation (|error| < 1e-6, ``server/compiled.py``) that vectorizes;
+  ``sigmoid(x) = (1 + tanh(x / 2)) / 2``;
 - sampling (temperature, inverse CDF) happens in the loop with the stream's counter-based random source
   (``server/sampling.py``: draw ``n`` is ``splitmix64(seed + n * GAMMA)``), so a seeded stream produces the same
   samples alone or batched, in one thread or two.
@@ -31,29 +32,9 @@ import torch
 from torch import nn
 
 from server.audio.model import CLASSES, SILENCE, WaveNet
+from server.compiled import tanh, uniform
 
-_GAMMA = np.uint64(0x9E3779B97F4A7C15)
-_MIX1 = np.uint64(0xBF58476D1CE4E5B9)
-_MIX2 = np.uint64(0x94D049BB133111EB)
 _NEGLIGIBLE = -30.0
-
-
-@numba.njit(cache=True, fastmath=True, inline="always")
-def _tanh(x: float) -> float:
-    # Eigen's float tanh: a 13/6 rational approximation on [-7.9, 7.9], saturating outside.
-    x = min(max(x, -7.90531110763549805), 7.90531110763549805)
-    x2 = x * x
-    p = x2 * -2.76076847742355e-16 + 2.00018790482477e-13
-    p = x2 * p + -8.60467152213735e-11
-    p = x2 * p + 5.12229709037114e-08
-    p = x2 * p + 1.48572235717979e-05
-    p = x2 * p + 6.37261928875436e-04
-    p = x2 * p + 4.89352455891786e-03
-    p = x * p
-    q = x2 * 1.19825839466702e-06 + 1.18534705686654e-04
-    q = x2 * q + 2.26843463243900e-03
-    q = x2 * q + 4.89352518554385e-03
-    return p / q
 
 
 @numba.njit(cache=True, fastmath=True, inline="always")
@@ -243,8 +224,8 @@ def _generate(
                     _matvec(w_dil[layer], inp[0], cond[0], z[0])
                 for k in range(group):
                     for j in range(gates):
-                        g[k, j] = _tanh(z[k, j]) * (
-                            np.float32(0.5) + np.float32(0.5) * _tanh(np.float32(0.5) * z[k, gates + j])
+                        g[k, j] = tanh(z[k, j]) * (
+                            np.float32(0.5) + np.float32(0.5) * tanh(np.float32(0.5) * z[k, gates + j])
                         )
                 if group == 2:
                     _matvec2(w_rs[layer], g[0], g[1], b_rs[layer], b_rs[layer], rs[0], rs[1])
@@ -294,11 +275,7 @@ def _generate(
                                 total += np.exp(d)
                             probs[j] = total
                         counts[b] += np.uint64(1)
-                        zz = seeds[b] + counts[b] * _GAMMA
-                        zz = (zz ^ (zz >> np.uint64(30))) * _MIX1
-                        zz = (zz ^ (zz >> np.uint64(27))) * _MIX2
-                        zz = zz ^ (zz >> np.uint64(31))
-                        u = np.float64(zz >> np.uint64(11)) * 2.0**-53 * total
+                        u = uniform(seeds[b], counts[b]) * total
                         code = 0
                         while code < CLASSES - 1 and probs[code] <= u:
                             code += 1

@@ -22,20 +22,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from server.audio.model import SILENCE, WaveNet
-
-_GAMMA = np.uint64(0x9E3779B97F4A7C15)
-_MIX1 = np.uint64(0xBF58476D1CE4E5B9)
-_MIX2 = np.uint64(0x94D049BB133111EB)
+from server.sampling import splitmix_uniforms
 
 
 def chunk_uniforms(seeds: np.ndarray, counts: np.ndarray, n: int) -> np.ndarray:
     """Draws ``counts + 1 .. counts + n`` of every stream's counter-based source: (B, n) float64 in [0, 1)."""
     k = counts[:, None].astype(np.uint64) + np.arange(1, n + 1, dtype=np.uint64)[None]
-    z = seeds[:, None].astype(np.uint64) + k * _GAMMA
-    z = (z ^ (z >> np.uint64(30))) * _MIX1
-    z = (z ^ (z >> np.uint64(27))) * _MIX2
-    z = z ^ (z >> np.uint64(31))
-    return (z >> np.uint64(11)).astype(np.float64) * 2.0**-53
+    return splitmix_uniforms(seeds[:, None], k)
 
 
 @dataclass

@@ -158,6 +158,10 @@ class _BoundedStream(Generic[Piece]):
     def has_room(self) -> bool:
         return self._buffered < self.capacity
 
+    def room(self) -> int:
+        """Units the stream may still take before it pauses."""
+        return max(0, self.capacity - self._buffered)
+
     def buffered(self) -> int:
         return self._buffered
 
@@ -208,7 +212,7 @@ class _BoundedStream(Generic[Piece]):
 
 class TextStream(_BoundedStream[str]):
     """A text request's output: ``async for text in stream`` yields every piece in order; afterwards
-    ``finish_reason`` and the token counts are set. ``capacity`` counts unread pieces."""
+    ``finish_reason`` and the token counts are set. ``capacity`` counts unread characters (one per token)."""
 
     def __init__(self, capacity: int, wake: Callable[[], None], request_id: str = "") -> None:
         super().__init__(capacity, wake, request_id)
@@ -217,7 +221,7 @@ class TextStream(_BoundedStream[str]):
         self.turns = 0  # chat: the session's turn count after this turn
 
     def _units(self, piece: str) -> int:
-        return 1 if piece else 0
+        return len(piece)
 
     def _join(self, pieces: deque[str]) -> str:
         return "".join(pieces)

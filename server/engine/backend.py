@@ -1,46 +1,64 @@
-"""What runs the model for the text engine: a prefill pass and one batched step.
+"""What runs the model for the text engine: a prefill pass and a batched advance of several tokens.
 
 The engine schedules; a backend computes. The engine only calls the methods of :class:`TextBackend` and treats
-the recurrent state as opaque, so a faster backend (a fused or compiled LSTM step, another runtime) can replace
-:class:`EagerLSTMBackend` without touching the scheduling. Every backend is built from the same checkpoint and
-must give the logits of eager PyTorch.
+the rows (recurrent state plus each row's next-token scores) as opaque, so a faster backend can replace another
+without touching the scheduling. Every backend is built from the same checkpoint and gives the logits of eager
+PyTorch (to float rounding):
+
+- ``fast`` (the default on the CPU): the compiled step of ``server/text/fast.py``, sampling included;
+- ``fused``: :class:`FusedStep`, a handful of torch matrix products per token (the choice on CUDA);
+- ``eager``: ``nn.LSTM`` itself, the reference.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
-from typing import Protocol
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 import torch
 from torch import nn
 
+from server.sampling import RowRules, sample_tokens
+from server.text.fast import FastLSTM, FastState
 from server.text.model import CharLSTM, State
 from server.text.step import FusedStep
 
 
 class TextBackend(Protocol):
-    """Batched recurrent text model. Rows of a state are streams; logits come back as float32 on the CPU."""
+    """Batched recurrent text model over rows of opaque state, one row per stream."""
 
     vocab_size: int
 
-    def zero_state(self, batch: int) -> State: ...
+    def zero_state(self, batch: int) -> Any: ...
 
-    def prefill(self, sequences: Sequence[Sequence[int]], state: State) -> tuple[torch.Tensor, State]:
-        """Read each sequence (non-empty, lengths may differ) from its row of ``state`` in one pass;
-        the logits after each one's last token (N, V) and the state after it."""
+    def prefill(self, sequences: Sequence[Sequence[int]], state: Any) -> Any:
+        """Read each sequence (non-empty, lengths may differ) from its row of ``state`` in one pass; the rows
+        after it, holding the scores of the token that follows."""
         ...
 
-    def step(self, tokens: Sequence[int], state: State) -> tuple[torch.Tensor, State]:
-        """Read one token per row: logits (B, V) and the new state."""
+    def advance(self, state: Any, rows: Sequence[int], rules: Sequence[RowRules], steps: int) -> list[list[int]]:
+        """Draw up to ``steps`` tokens for each of ``rows`` under its rules, reading each one in; each row stops
+        early when its budget runs out or a stop sequence completes (the token that completes it is read, so the
+        row's state holds it). Updates ``state`` in place and each rule's random source; returns each row's
+        tokens."""
         ...
 
-    def select(self, state: State, rows: Sequence[int]) -> State: ...
+    def select(self, state: Any, rows: Sequence[int]) -> Any: ...
 
-    def concat(self, states: Sequence[State]) -> State: ...
+    def concat(self, states: Sequence[Any]) -> Any: ...
 
-    def assign(self, state: State, rows: Sequence[int], part: State) -> State:
-        """``state`` with ``rows`` replaced by ``part`` (may reuse ``state``'s storage)."""
+    def close(self) -> None:
+        """Release threads; the backend is not used afterwards."""
         ...
+
+
+@dataclass
+class TorchRows:
+    h: torch.Tensor  # (L, B, H)
+    c: torch.Tensor  # (L, B, H)
+    logits: torch.Tensor  # (B, V) float32 on the CPU: each row's next-token scores
 
 
 class EagerLSTMBackend:
@@ -51,11 +69,12 @@ class EagerLSTMBackend:
         self.device = model.head.weight.device
         self.vocab_size = model.config.vocab_size
 
-    def zero_state(self, batch: int) -> State:
-        return self.model.init_state(batch, self.device)
+    def zero_state(self, batch: int) -> TorchRows:
+        h, c = self.model.init_state(batch, self.device)
+        return TorchRows(h, c, torch.zeros(batch, self.vocab_size))
 
     @torch.no_grad()
-    def prefill(self, sequences: Sequence[Sequence[int]], state: State) -> tuple[torch.Tensor, State]:
+    def prefill(self, sequences: Sequence[Sequence[int]], state: TorchRows) -> TorchRows:
         model = self.model
         seqs = [torch.tensor(list(s), dtype=torch.long, device=self.device) for s in sequences]
         packed = nn.utils.rnn.pack_sequence(seqs, enforce_sorted=False)
@@ -65,28 +84,59 @@ class EagerLSTMBackend:
             packed.sorted_indices,
             packed.unsorted_indices,
         )
-        _, (h, c) = model.lstm(emb, state)  # each (L, N, H), rows in the order of ``sequences``
+        _, (h, c) = model.lstm(emb, (state.h, state.c))  # each (L, N, H), rows in the order of ``sequences``
         logits = model.head(h[-1])  # (N, V): the top layer's output after each sequence's last token
-        return logits.float().cpu(), (h, c)
+        return TorchRows(h, c, logits.float().cpu())
 
     @torch.no_grad()
     def step(self, tokens: Sequence[int], state: State) -> tuple[torch.Tensor, State]:
+        """Read one token per row: logits (B, V) on the CPU and the new state."""
         x = torch.tensor(list(tokens), dtype=torch.long, device=self.device)[:, None]  # (B, 1)
         logits, state = self.model(x, state)  # (B, 1, V)
         return logits[:, -1].float().cpu(), state
 
-    def select(self, state: State, rows: Sequence[int]) -> State:
-        index = torch.tensor(list(rows), dtype=torch.long, device=self.device)
-        return (state[0].index_select(1, index), state[1].index_select(1, index))
+    def advance(self, state: TorchRows, rows: Sequence[int], rules: Sequence[RowRules], steps: int) -> list[list[int]]:
+        tokens: list[list[int]] = [[] for _ in rows]
+        live = [i for i in range(len(rows)) if rules[i].budget > 0]
+        for _ in range(steps):
+            if not live:
+                break
+            index = [rows[i] for i in live]
+            scores = state.logits[index].clone()  # (R, V)
+            scores[:, 0] = -torch.inf  # never emit the unknown symbol
+            drawn = sample_tokens(scores.numpy(), [rules[i].params for i in live], [rules[i].random for i in live])
+            for i, token in zip(live, drawn, strict=True):
+                tokens[i].append(token)
+            if len(index) == len(state.logits) and index == list(range(len(index))):  # the whole batch, in order
+                state.logits, (state.h, state.c) = self.step(drawn, (state.h, state.c))
+            else:
+                where = torch.tensor(index, dtype=torch.long, device=self.device)
+                logits, (h, c) = self.step(drawn, (state.h.index_select(1, where), state.c.index_select(1, where)))
+                state.h.index_copy_(1, where, h)
+                state.c.index_copy_(1, where, c)
+                state.logits[index] = logits
+            live = [
+                i
+                for i in live
+                if len(tokens[i]) < rules[i].budget and not rules[i].stopped((*rules[i].recent, *tokens[i]))
+            ]
+        return tokens
 
-    def concat(self, states: Sequence[State]) -> State:
-        return (torch.cat([s[0] for s in states], dim=1), torch.cat([s[1] for s in states], dim=1))
-
-    def assign(self, state: State, rows: Sequence[int], part: State) -> State:
+    def select(self, state: TorchRows, rows: Sequence[int]) -> TorchRows:
         index = torch.tensor(list(rows), dtype=torch.long, device=self.device)
-        state[0].index_copy_(1, index, part[0])
-        state[1].index_copy_(1, index, part[1])
-        return state
+        return TorchRows(state.h.index_select(1, index), state.c.index_select(1, index), state.logits[list(rows)])
+
+    def close(self) -> None:
+        pass
+
+    def concat(self, states: Sequence[TorchRows]) -> TorchRows:
+        if len(states) == 1:
+            return states[0]
+        return TorchRows(
+            torch.cat([s.h for s in states], dim=1),
+            torch.cat([s.c for s in states], dim=1),
+            torch.cat([s.logits for s in states]),
+        )
 
 
 class FusedLSTMBackend(EagerLSTMBackend):
@@ -104,4 +154,40 @@ class FusedLSTMBackend(EagerLSTMBackend):
         return logits.float().cpu(), state
 
 
-BACKENDS: dict[str, type[EagerLSTMBackend]] = {"fused": FusedLSTMBackend, "eager": EagerLSTMBackend}
+class FastLSTMBackend:
+    """The compiled CPU step (``server/text/fast.py``): prompts, sampling and steps in compiled code, a batch split
+    across ``threads`` cores."""
+
+    def __init__(self, model: CharLSTM, threads: int | None = None) -> None:
+        if model.head.weight.device.type != "cpu":
+            raise ValueError("the fast text backend runs on the CPU; use the fused backend on CUDA")
+        self.fast = FastLSTM(model, threads or min(2, os.cpu_count() or 1))
+        self.vocab_size = self.fast.vocab_size
+        self.zero_state = self.fast.zero_state
+        self.prefill = self.fast.prefill
+        self.advance = self.fast.advance
+        self.select = self.fast.select
+        self.concat = self.fast.concat
+        self.close = self.fast.close
+        self.warm_up()
+
+    def warm_up(self) -> None:
+        """Compile (or load from numba's cache) every kernel now rather than in the first request."""
+        from server.sampling import SamplingParams, StreamRandom
+
+        state: FastState = self.fast.prefill([[1, 2]], self.fast.zero_state(1))
+        rules = RowRules(SamplingParams(temperature=1.0, top_k=2, top_p=0.9), StreamRandom(0), 2, ((1, 2),), (1,))
+        self.fast.advance(state, [0], [rules], 2)
+
+
+BACKENDS: dict[str, Any] = {"fast": FastLSTMBackend, "fused": FusedLSTMBackend, "eager": EagerLSTMBackend}
+
+
+def make_backend(name: str, model: CharLSTM, threads: int | None = None) -> TextBackend:
+    """The backend ``name`` (auto: fast on the CPU, fused on CUDA) for ``model``."""
+    if name == "auto":
+        name = "fast" if model.head.weight.device.type == "cpu" else "fused"
+    if name == "fast":
+        return FastLSTMBackend(model, threads)
+    backend: TextBackend = BACKENDS[name](model)
+    return backend

@@ -5,10 +5,12 @@ Each iteration of the loop, between two steps:
 1. streams that ended or were cancelled leave the batch (their rows are dropped; a chat turn's row is kept as
    its session's state);
 2. waiting streams join, up to ``max_streams``, and their prompts are read in one batched sequence pass;
-3. every stream with room in its output buffer samples one token from its own random source, and all of them are
-   stepped together. A stream whose consumer stops reading has no room: it keeps its row but is not stepped.
+3. every stream with room in its output buffer draws its next tokens from its own random source, and all of them
+   are stepped together, several steps per iteration when the batch is small (as many as fit in ``burst_s``, from
+   the measured time of a step at that batch size), so each stream gets its tokens in one piece per iteration.
+   A stream whose consumer stops reading has no room: it keeps its row but is not stepped.
 
-The torch work of an iteration runs in one call on the engine's own worker thread, so the event loop stays free
+The model work of an iteration runs in one call on the engine's own worker thread, so the event loop stays free
 to serve the transports; the loop only routes tokens. The output is the one :class:`TextGeneration` produces for
 the same seed (it is tested against it), whether a stream runs alone or beside others.
 """
@@ -17,15 +19,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
-
-import torch
 
 from server.engine.api import (
     FINISH_CANCELLED,
@@ -40,7 +39,7 @@ from server.engine.api import (
 from server.engine.backend import TextBackend
 from server.engine.sessions import Session, SessionStore
 from server.errors import AntiphonError, InvalidArgument, NotFound, ResourceExhausted, Unavailable
-from server.sampling import SamplingParams, StreamRandom, sample_tokens
+from server.sampling import RowRules, SamplingParams, StreamRandom
 from server.text.generate import StopMatcher
 from server.text.vocab import START_TEXT, Vocabulary
 
@@ -49,9 +48,7 @@ log = logging.getLogger(__name__)
 TURN_END = "\n\n"  # a blank line ends a speaker's turn in the corpus's dialogue form
 MAX_SESSION_ID = 128
 MAX_SPEAKER_NAME = 64
-
-
-INLINE_ROWS = 2  # steps of at most this many streams run on the event loop itself
+MAX_BURST = 64  # steps one iteration may run
 
 
 @dataclass(frozen=True)
@@ -60,9 +57,10 @@ class EngineLimits:
     max_waiting: int = 64  # streams queued beyond max_streams before answering "overloaded"
     max_prompt_chars: int = 4000  # a prompt, or one chat message
     max_tokens: int = 2048  # the largest max_tokens a request may ask for
-    stream_buffer: int = 16  # unread pieces per stream before the stream pauses
+    stream_buffer: int = 64  # unread tokens per stream before the stream pauses
     max_sessions: int = 1024
     session_ttl_s: float = 1800.0
+    burst_s: float = 0.010  # time an iteration may spend stepping before its tokens go out
 
 
 @dataclass(frozen=True)
@@ -91,8 +89,10 @@ class _Job:
     random: StreamRandom
     ids: list[int]  # read when joining the batch
     stops: StopMatcher
+    stop_ids: tuple[tuple[int, ...], ...]  # the stop sequences as token ids
     session: Session | None = None
     sampled: list[str] = field(default_factory=list)
+    recent: tuple[int, ...] = ()  # the last tokens, as many as a stop sequence spanning iterations needs
     tokens: int = 0
     end_reason: str | None = None  # set once the stream has produced its last token
     finalized: bool = False
@@ -100,7 +100,7 @@ class _Job:
 
 @dataclass
 class _Plan:
-    """The torch work of one iteration, decided on the event loop and run on the worker thread."""
+    """The model work of one iteration, decided on the event loop and run on the worker thread."""
 
     keep: list[int] | None  # rows that stay (None: all)
     extract: list[int]  # rows whose state a chat session keeps (before ``keep`` applies)
@@ -131,8 +131,8 @@ class TextEngine:
         self._waiting: deque[_Job] = deque()
         self._jobs: list[_Job] = []  # row i of the batch state belongs to _jobs[i]
         self._joining: list[_Job] = []  # taken from _waiting, being read into the batch by the current step
-        self._state: Any = None
-        self._logits: torch.Tensor | None = None  # (B, V) the next token's logits per row
+        self._state: Any = None  # the backend's rows: recurrent state and next-token scores
+        self._step_s: dict[int, float] = {}  # seconds per step, by batch size class (measured)
         self._wake = asyncio.Event()
         self._progress = asyncio.Event()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"engine-{model_id}")
@@ -229,9 +229,10 @@ class TextEngine:
             await asyncio.gather(self._task, return_exceptions=True)
         for job in [*self._jobs, *self._joining, *self._waiting]:
             self._finalize(job, FINISH_CANCELLED)
-        self._jobs, self._joining, self._state, self._logits = [], [], None, None
+        self._jobs, self._joining, self._state = [], [], None
         self._waiting.clear()
         self._executor.shutdown(wait=False, cancel_futures=True)
+        self.backend.close()
         self._notify_progress()
 
     # -- submission ------------------------------------------------------------
@@ -268,7 +269,8 @@ class TextEngine:
         stream = TextStream(self.limits.stream_buffer, self._wake.set, request_id)
         ids = self.vocab.encode(text)
         stream.prompt_tokens = len(ids)
-        job = _Job(stream, params, StreamRandom(params.seed), ids, StopMatcher(params.stop), session)
+        stop_ids = tuple(tuple(self.vocab.encode(s)) for s in params.stop)  # unknown characters never match
+        job = _Job(stream, params, StreamRandom(params.seed), ids, StopMatcher(params.stop), stop_ids, session)
         self._waiting.append(job)
         self._wake.set()
         return stream
@@ -291,14 +293,7 @@ class TextEngine:
                 continue
             self._joining = plan.joining
             try:
-                if len(plan.ready) <= INLINE_ROWS and not plan.joining and plan.keep is None and not plan.extract:
-                    # A step of one or two streams costs less than the hand-off to the worker thread and back;
-                    # run it here, then let the transports run before the next one.
-                    tokens, kept_states = self._compute(plan)
-                    self._route(plan.ready_jobs, tokens)
-                    await asyncio.sleep(0)
-                else:
-                    kept_states = await self._compute_overlapped(loop, plan)
+                tokens, kept_states = await loop.run_in_executor(self._executor, self._compute, plan)
             except Exception:  # a bug or a device failure: end these streams, keep serving
                 log.exception("model %s: step failed", self.model_id)
                 error = AntiphonError(f"internal error in model {self.model_id}")
@@ -306,8 +301,9 @@ class TextEngine:
                     job.stream.fail(error)
                     self._end_session(job, None)
                     job.finalized = True
-                self._jobs, self._joining, self._state, self._logits = [], [], None, None
+                self._jobs, self._joining, self._state = [], [], None
                 continue
+            self._route(plan.ready_jobs, tokens)
             self.steps += 1
             for job, state in zip(
                 [j for j in leaving if j.session is not None and j.end_reason], kept_states, strict=True
@@ -317,34 +313,6 @@ class TextEngine:
                 self._finalize(job, job.end_reason or FINISH_CANCELLED)
             self._jobs, self._joining = staying + plan.joining, []
             self._notify_progress()
-
-    async def _compute_overlapped(self, loop: asyncio.AbstractEventLoop, plan: _Plan) -> list[Any]:
-        """Run ``_compute`` on the worker thread, routing the sampled tokens while the worker steps the model;
-        returns the states kept for chat sessions.
-
-        Sampled tokens are final, so the clients get them one step earlier and the event loop's routing overlaps
-        the matrix products (torch releases the GIL in them). The next iteration still waits for the step.
-        """
-        sampled: asyncio.Future[list[int]] = loop.create_future()
-
-        def settle(tokens: list[int]) -> None:  # on the event loop
-            if not sampled.done():
-                sampled.set_result(tokens)
-
-        def deliver(tokens: list[int]) -> None:  # on the worker thread
-            loop.call_soon_threadsafe(settle, tokens)
-
-        work: asyncio.Future[tuple[list[int], list[Any]]] = loop.run_in_executor(
-            self._executor, self._compute, plan, deliver
-        )
-        either: list[asyncio.Future[Any]] = [sampled, work]
-        await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
-        if sampled.done():
-            self._route(plan.ready_jobs, sampled.result())
-        tokens, kept_states = await work
-        if not sampled.done():  # nothing was sampled this iteration (only joins or leaves)
-            self._route(plan.ready_jobs, tokens)
-        return kept_states
 
     def _plan(self) -> tuple[_Plan | None, list[_Job], list[_Job]]:
         leaving = [j for j in self._jobs if j.end_reason is not None or j.stream.cancel_requested]
@@ -371,55 +339,62 @@ class TextEngine:
         )
         return plan, leaving, staying
 
-    def _compute(
-        self, plan: _Plan, on_sampled: Callable[[list[int]], None] | None = None
-    ) -> tuple[list[int], list[Any]]:
-        """The torch work of one iteration, on the worker thread (the loop awaits it, so nothing races)."""
+    def _steps(self, rows: int) -> int:
+        """Steps for an iteration of ``rows`` streams: as many as fit in ``burst_s`` (one until measured)."""
+        per_step = self._step_s.get(rows.bit_length())
+        if per_step is None:
+            return 1
+        return max(1, min(MAX_BURST, int(self.limits.burst_s / per_step)))
+
+    def _compute(self, plan: _Plan) -> tuple[list[list[int]], list[Any]]:
+        """The model work of one iteration, on the worker thread (the loop awaits it, so nothing races): each
+        ready row's tokens, and the states kept for chat sessions."""
         backend = self.backend
-        state, logits = self._state, self._logits
+        state = self._state
         kept = [backend.select(state, [row]) for row in plan.extract]
         if plan.keep is not None:
-            if plan.keep:
-                state = backend.select(state, plan.keep)
-                logits = logits[plan.keep] if logits is not None else None
-            else:
-                state, logits = None, None
+            state = backend.select(state, plan.keep) if plan.keep else None
         if plan.joining:
             starts = [j.session.state if j.session and j.session.state is not None else None for j in plan.joining]
             init = backend.concat([s if s is not None else backend.zero_state(1) for s in starts])
-            new_logits, new_state = backend.prefill([j.ids for j in plan.joining], init)
-            state = new_state if state is None else backend.concat([state, new_state])
-            logits = new_logits if logits is None else torch.cat([logits, new_logits])
-        tokens: list[int] = []
-        if plan.ready and logits is not None:
-            whole = len(plan.ready) == logits.shape[0]
-            scores = logits if whole else logits[plan.ready]  # (R, V)
-            scores[:, 0] = -math.inf  # never emit the unknown symbol
-            jobs = plan.ready_jobs
-            tokens = sample_tokens(scores, [j.params for j in jobs], [j.random for j in jobs])
-            if on_sampled is not None:
-                on_sampled(tokens)
-            if whole:
-                logits, state = backend.step(tokens, state)
-            else:
-                part_logits, part_state = backend.step(tokens, backend.select(state, plan.ready))
-                state = backend.assign(state, plan.ready, part_state)
-                logits[plan.ready] = part_logits
-        self._state, self._logits = state, logits
+            joined = backend.prefill([j.ids for j in plan.joining], init)
+            state = joined if state is None else backend.concat([state, joined])
+        tokens: list[list[int]] = []
+        if plan.ready:
+            # A joining stream's first token goes out after one step, not a burst.
+            steps = 1 if plan.joining else self._steps(len(plan.ready))
+            rules = [
+                RowRules(j.params, j.random, min(j.params.max_tokens - j.tokens, j.stream.room()), j.stop_ids, j.recent)
+                for j in plan.ready_jobs
+            ]
+            start = time.perf_counter()
+            tokens = backend.advance(state, plan.ready, rules, steps)
+            done = max((len(t) for t in tokens), default=0)
+            if done and not plan.joining:
+                size = len(plan.ready).bit_length()
+                per_step = (time.perf_counter() - start) / done
+                previous = self._step_s.get(size, per_step)
+                self._step_s[size] = 0.8 * previous + 0.2 * per_step
+        self._state = state
         return tokens, kept
 
-    def _route(self, jobs: Sequence[_Job], tokens: Sequence[int]) -> None:
+    def _route(self, jobs: Sequence[_Job], tokens: Sequence[Sequence[int]]) -> None:
         now = time.monotonic()
-        chars = self.vocab.chars
-        for job, token in zip(jobs, tokens, strict=True):
+        decode = self.vocab.decode
+        for job, drawn in zip(jobs, tokens, strict=True):
+            if not drawn:
+                continue
             stream = job.stream
             if stream.first_token_at is None:
                 stream.first_token_at = now
-            job.tokens += 1
+            job.tokens += len(drawn)
             stream.completion_tokens = job.tokens
-            char = chars[token]
-            job.sampled.append(char)
-            out, stopped = job.stops.feed(char)
+            text = decode(drawn)
+            job.sampled.append(text)
+            if job.stop_ids:
+                keep = max(len(s) for s in job.stop_ids) - 1
+                job.recent = (*job.recent, *drawn)[-keep:] if keep else ()
+            out, stopped = job.stops.feed(text)
             stream.push(out)
             if stopped:
                 job.end_reason = FINISH_STOP
