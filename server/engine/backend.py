@@ -20,6 +20,7 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 
+from server.errors import InvalidArgument
 from server.sampling import RowRules, sample_tokens
 from server.text.fast import FastLSTM, FastState
 from server.text.model import CharLSTM, State
@@ -160,7 +161,7 @@ class FastLSTMBackend:
 
     def __init__(self, model: CharLSTM, threads: int | None = None) -> None:
         if model.head.weight.device.type != "cpu":
-            raise ValueError("the fast text backend runs on the CPU; use the fused backend on CUDA")
+            raise InvalidArgument("--text-backend", "fast runs on the CPU; use fused (or auto) with a CUDA device")
         self.fast = FastLSTM(model, threads or min(2, os.cpu_count() or 1))
         self.vocab_size = self.fast.vocab_size
         self.zero_state = self.fast.zero_state
