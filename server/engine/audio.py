@@ -65,7 +65,7 @@ class AudioLimits:
     max_text_chars: int = 1000
     max_seconds: float = 30.0  # the longest audio a request may ask for
     stream_buffer: int = SAMPLE_RATE  # unread samples per stream before the stream pauses
-    chunk: int = 320  # samples per stream per call of the compiled step (20 ms)
+    chunk: int = 640  # samples per stream per call of the compiled step (40 ms)
     threads: int = 1  # cores the compiled step splits the batch across
     temperature: float = 1.0  # a request's default
     prepare_workers: int = 2  # threads running espeak-ng and the conditioning
