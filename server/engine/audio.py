@@ -26,7 +26,6 @@ import math
 import secrets
 import time
 from collections import deque
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,7 +48,8 @@ from server.engine.api import (
     AudioRequest,
     AudioStream,
 )
-from server.errors import AntiphonError, InvalidArgument, NotFound, ResourceExhausted, Unavailable
+from server.engine.loop import EngineLoop
+from server.errors import AntiphonError, InvalidArgument, NotFound
 from server.sampling import MAX_SEED
 
 log = logging.getLogger(__name__)
@@ -99,7 +99,7 @@ class _Job:
     prepared_at: float | None = None
 
 
-class AudioEngine:
+class AudioEngine(EngineLoop):
     """Serves one WaveNet: submit with :meth:`generate`, read the returned stream of mu-law codes."""
 
     def __init__(
@@ -111,9 +111,9 @@ class AudioEngine:
         description: str = "",
         default_voice: str = DEFAULT_VOICE,
     ) -> None:
-        self.model_id = model_id
-        self.model = model.eval()
         self.limits = (limits or AudioLimits()).validate()
+        super().__init__(model_id, self.limits.max_streams, self.limits.max_waiting, "audio", "audio streams")
+        self.model = model.eval()
         self.description = description
         self.voice_ids = {name: i for i, name in enumerate(voice_table) if i > 0}
         servable = [*espeak_voices("train"), *espeak_voices("heldout")]
@@ -127,16 +127,9 @@ class AudioEngine:
         self._ready: deque[_Job] = deque()
         self._jobs: list[_Job] = []  # row i of the state belongs to _jobs[i]
         self._state: StreamState | None = None
-        self._wake = asyncio.Event()
-        self._progress = asyncio.Event()
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"audio-{model_id}")
         self._prepare_pool = ThreadPoolExecutor(
             max_workers=self.limits.prepare_workers, thread_name_prefix=f"audio-prep-{model_id}"
         )
-        self._task: asyncio.Task[None] | None = None
-        self._closing = False
-        self._closed = False
-        self.steps = 0
 
     @classmethod
     def from_checkpoint(
@@ -182,10 +175,6 @@ class AudioEngine:
         feats = utterance_features(self.model, self.frames(wave), self.voice_ids.get(self.default_voice, 0))[0]
         self.fast.generate(self.fast.start(feats.numpy(), 0, 1.0), self.limits.chunk)
 
-    def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.create_task(self._run(), name=f"audio-engine-{self.model_id}")
-
     def generate(self, request: AudioRequest) -> AudioStream:
         """Speak ``request.text``; raises InvalidArgument, NotFound, ResourceExhausted or Unavailable at once."""
         limits = self.limits
@@ -227,47 +216,21 @@ class AudioEngine:
         future.add_done_callback(lambda f: self._prepared(job, f))
         return stream
 
-    async def wait_until(self, predicate: Callable[[], bool]) -> None:
-        """Return once ``predicate()`` holds, checked after every iteration of the loop."""
-        while not predicate():
-            await self._progress.wait()
+    def _ending(self) -> int:
+        return sum(1 for j in self._jobs if j.end_reason is not None or j.stream.cancel_requested)
 
-    async def close(self, grace_s: float = 0.0) -> None:
-        """Take no new streams, let live ones finish within ``grace_s``, then cancel the rest. Idempotent."""
-        if self._closed:
-            return
-        self._closing = True
-        self._wake.set()
-        if self.live_streams:
-            try:
-                await asyncio.wait_for(self.wait_until(lambda: self.live_streams == 0), timeout=grace_s)
-            except TimeoutError:
-                log.info("model %s: cancelling %d streams after %.1f s", self.model_id, self.live_streams, grace_s)
-        self._closed = True
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+    def _drop_all(self) -> None:
         for job in [*self._jobs, *self._ready]:
             self._finalize(job, FINISH_CANCELLED)
         self._jobs, self._state = [], None
         self._ready.clear()
-        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    def _release(self) -> None:
+        super()._release()
         self._prepare_pool.shutdown(wait=False, cancel_futures=True)
         self.fast.close()
-        self._notify_progress()
 
     # -- preparation (thread pool) ----------------------------------------------
-    def _check_capacity(self) -> None:
-        if self._closing:
-            raise Unavailable("the server is shutting down; retry on another instance")
-        limit = self.limits.max_streams + self.limits.max_waiting
-        ending = sum(1 for j in self._jobs if j.end_reason is not None or j.stream.cancel_requested)
-        if self.live_streams - ending >= limit:
-            raise ResourceExhausted(
-                f"overloaded: {self.limits.max_streams} audio streams are running and {self.limits.max_waiting} "
-                "waiting; retry later"
-            )
-
     @torch.no_grad()
     def _prepare(self, job: _Job) -> None:
         """espeak-ng's rendering of the text -> its log-mel frames -> the stream's frame features."""
@@ -299,10 +262,6 @@ class AudioEngine:
         self._notify_progress()
 
     # -- the loop --------------------------------------------------------------
-    def _notify_progress(self) -> None:
-        self._progress.set()
-        self._progress = asyncio.Event()
-
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         while True:

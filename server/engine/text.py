@@ -21,8 +21,7 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,8 +36,9 @@ from server.engine.api import (
     TextStream,
 )
 from server.engine.backend import TextBackend
+from server.engine.loop import EngineLoop
 from server.engine.sessions import Session, SessionStore
-from server.errors import AntiphonError, InvalidArgument, NotFound, ResourceExhausted, Unavailable
+from server.errors import AntiphonError, InvalidArgument, NotFound
 from server.sampling import RowRules, SamplingParams, StreamRandom
 from server.text.generate import StopMatcher
 from server.text.vocab import START_TEXT, Vocabulary
@@ -109,7 +109,7 @@ class _Plan:
     ready_jobs: list[_Job]
 
 
-class TextEngine:
+class TextEngine(EngineLoop):
     """Serves one text model: submit with :meth:`generate` or :meth:`chat`, read the returned stream."""
 
     def __init__(
@@ -121,7 +121,7 @@ class TextEngine:
         chat: ChatStyle,
         description: str = "",
     ) -> None:
-        self.model_id = model_id
+        super().__init__(model_id, limits.max_streams, limits.max_waiting, "text")
         self.backend = backend
         self.vocab = vocab
         self.limits = limits
@@ -133,13 +133,6 @@ class TextEngine:
         self._joining: list[_Job] = []  # taken from _waiting, being read into the batch by the current step
         self._state: Any = None  # the backend's rows: recurrent state and next-token scores
         self._step_s: dict[int, float] = {}  # seconds per step, by batch size class (measured)
-        self._wake = asyncio.Event()
-        self._progress = asyncio.Event()
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"engine-{model_id}")
-        self._task: asyncio.Task[None] | None = None
-        self._closing = False
-        self._closed = False
-        self.steps = 0
 
     # -- public --------------------------------------------------------------
     @property
@@ -158,10 +151,6 @@ class TextEngine:
     def live_streams(self) -> int:
         """Streams in the batch or waiting to join (ended ones leave at the next step)."""
         return len(self._jobs) + len(self._joining) + len(self._waiting)
-
-    def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.create_task(self._run(), name=f"engine-{self.model_id}")
 
     def generate(self, request: TextRequest) -> TextStream:
         """Continue ``request.prompt``; raises InvalidArgument, ResourceExhausted or Unavailable at once."""
@@ -203,37 +192,18 @@ class TextEngine:
         text = session.pending + text if session.state is not None else START_TEXT + text
         return self._submit(text, params, turn.request_id, session)
 
-    async def wait_until(self, predicate: Callable[[], bool]) -> None:
-        """Return once ``predicate()`` holds, checked after every iteration of the loop."""
-        while not predicate():
-            await self._progress.wait()
+    def _ending(self) -> int:
+        return sum(1 for j in self._jobs if j.end_reason is not None or j.stream.cancel_requested)
 
-    async def close(self, grace_s: float = 0.0) -> None:
-        """Take no new streams, let live ones finish within ``grace_s``, then cancel the rest. Idempotent."""
-        if self._closed:
-            return
-        self._closing = True
-        self._wake.set()
-        try:
-            await asyncio.wait_for(self.wait_until(lambda: self.live_streams == 0), timeout=grace_s)
-        except TimeoutError:
-            log.info(
-                "model %s: cancelling %d streams after the %.1f s grace period",
-                self.model_id,
-                self.live_streams,
-                grace_s,
-            )
-        self._closed = True
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+    def _drop_all(self) -> None:
         for job in [*self._jobs, *self._joining, *self._waiting]:
             self._finalize(job, FINISH_CANCELLED)
         self._jobs, self._joining, self._state = [], [], None
         self._waiting.clear()
-        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    def _release(self) -> None:
+        super()._release()
         self.backend.close()
-        self._notify_progress()
 
     # -- submission ------------------------------------------------------------
     def _params(self, options: SamplingOptions) -> SamplingParams:
@@ -253,18 +223,6 @@ class TextEngine:
         except InvalidArgument as exc:
             raise InvalidArgument(f"sampling.{exc.field}", exc.reason) from None
 
-    def _check_capacity(self) -> None:
-        if self._closing:
-            raise Unavailable("the server is shutting down; retry on another instance")
-        limit = self.limits.max_streams + self.limits.max_waiting
-        # Streams that ended (or were cancelled) still hold their row until the next step, but not their slot.
-        ending = sum(1 for j in self._jobs if j.end_reason is not None or j.stream.cancel_requested)
-        if self.live_streams - ending >= limit:
-            raise ResourceExhausted(
-                f"overloaded: {self.limits.max_streams} streams are running and {self.limits.max_waiting} waiting; "
-                "retry later"
-            )
-
     def _submit(self, text: str, params: SamplingParams, request_id: str, session: Session | None = None) -> TextStream:
         stream = TextStream(self.limits.stream_buffer, self._wake.set, request_id)
         ids = self.vocab.encode(text)
@@ -276,10 +234,6 @@ class TextEngine:
         return stream
 
     # -- the loop --------------------------------------------------------------
-    def _notify_progress(self) -> None:
-        self._progress.set()
-        self._progress = asyncio.Event()
-
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
