@@ -15,6 +15,7 @@ import argparse
 import asyncio
 import json
 import logging
+import resource
 import statistics
 import sys
 import time
@@ -192,15 +193,22 @@ async def measure(
 async def measure_in_client_process(transport: str, address: str, args: argparse.Namespace) -> list[dict[str, Any]]:
     """``measure`` over a transport, run by this script in a second process (``--client``)."""
     command = [
+        *(["nice", "-n", str(args.client_nice)] if args.client_nice else []),
         sys.executable, __file__, "--client", transport, "--address", address,
         "--streams", ",".join(map(str, args.streams)), "--tokens", str(args.tokens),
         "--prompt-chars", str(args.prompt_chars), "--repeats", str(args.repeats),
     ]  # fmt: skip
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    server_cpu = time.process_time()
     child = await asyncio.create_subprocess_exec(*command, stdout=asyncio.subprocess.PIPE)
     out, _ = await child.communicate()
     if child.returncode != 0:
         raise RuntimeError(f"the {transport} client process failed with exit code {child.returncode}")
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     runs: list[dict[str, Any]] = json.loads(out)
+    # CPU seconds of the whole measurement (every stream count and the time to first token): where the cores went
+    client = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+    runs.append({"server_cpu_s": round(time.process_time() - server_cpu, 2), "client_cpu_s": round(client, 2)})
     return runs
 
 
@@ -290,6 +298,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--text-threads", type=int, default=ServeSettings.text_threads, help="the server's --text-threads"
+    )
+    parser.add_argument(
+        "--client-nice",
+        type=int,
+        default=0,
+        help="run the client process at this niceness (19: it takes only the CPU the server leaves, as a client on "
+        "another machine would)",
     )
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("--client", choices=("grpc", "ws"), help=argparse.SUPPRESS)  # the client process's mode
