@@ -35,6 +35,10 @@ def _path(raw: str) -> Path:
     return Path(raw)
 
 
+def _milliseconds(raw: str) -> float:
+    return float(raw)
+
+
 def _device(raw: str) -> str:
     if raw not in ("auto", "cpu", "cuda"):
         raise ValueError("must be auto, cpu or cuda")
@@ -68,14 +72,14 @@ class ServeSettings:
         _backend,
     )
     text_threads: int = _option(
-        min(2, os.cpu_count() or 1), "cores the fast text step splits a batch across (default: up to 2)", "model", int
+        min(2, os.cpu_count() or 1), "cores the fast text step splits a batch across", "model", int
     )
     text_burst_ms: float = _option(
         10.0,
         "time one text iteration may spend generating before its tokens go out: with few streams, each gets "
         "several tokens per message (higher: more throughput; lower: smoother streams)",
         "limits",
-        float,
+        _milliseconds,
     )
     torch_threads: int | None = _option(None, "CPU threads for the model (default: torch's choice)", "model", int)
     personas: tuple[str, ...] | None = _option(
@@ -125,7 +129,7 @@ class ServeSettings:
     max_audio_text_chars: int = _option(400, "characters of text one audio request may speak", "limits", int)
     audio_buffer_ms: int = _option(1000, "unread audio per stream, in milliseconds, before it pauses", "limits", int)
     audio_threads: int = _option(
-        min(2, os.cpu_count() or 1), "cores the audio step splits its batch across (default: up to 2)", "model", int
+        min(2, os.cpu_count() or 1), "cores the audio step splits its batch across", "model", int
     )
 
     @classmethod
@@ -205,6 +209,7 @@ def env_name(name: str) -> str:
 METAVARS: dict[Callable[[str], Any], str] = {
     int: "N",
     float: "SECONDS",
+    _milliseconds: "MS",
     _path: "PATH",
     _names: "NAMES",
     _device: "DEVICE",
