@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -244,10 +245,15 @@ async def serve(
 ) -> None:
     """Run until SIGTERM or SIGINT, then shut down gracefully. No ``audio_checkpoint``: no audio model;
     ``classifier_checkpoints``: the default checkpoint of each classifier."""
+    log.info("loading the models (a first start also compiles the CPU steps, which can take half a minute)")
+    started = time.monotonic()
     engine = await asyncio.to_thread(load_text_engine, settings, checkpoint)
+    log.info("text model %s ready (%.1f s): %s", engine.model_id, time.monotonic() - started, engine.description)
     audio = []
     if audio_checkpoint is not None:
+        started = time.monotonic()
         audio.append(await asyncio.to_thread(load_audio_engine, settings, audio_checkpoint))
+        log.info("audio model %s ready (%.1f s)", audio[0].model_id, time.monotonic() - started)
     classifiers = await asyncio.to_thread(load_classifiers, settings, classifier_checkpoints or {})
     if classifiers:
         log.info("classifiers: %s", ", ".join(c.info.id for c in classifiers))
