@@ -232,18 +232,20 @@ async def client_main(args: argparse.Namespace) -> list[dict[str, Any]]:
 
 
 def medians(rounds: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per transport and stream count (or time to first token), the median of each figure over the rounds."""
-    groups: dict[tuple[str, int], list[dict[str, Any]]] = {}
+    """Per transport and measurement (a stream count, the time to first token, CPU time), the median of each figure
+    over the rounds, with its range."""
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for run in rounds:
-        groups.setdefault((run["transport"], run.get("streams", 0)), []).append(run)
+        what = f"{run['streams']} streams" if "streams" in run else "ttft" if "ttft_ms" in run else "cpu"
+        groups.setdefault((run["transport"], what), []).append(run)
     out = []
-    for (transport, streams), runs in groups.items():
-        figures = [k for k in ("tokens_per_s", "p99_gap_ms", "ttft_ms") if k in runs[0]]
-        row: dict[str, Any] = {"transport": transport, **({"streams": streams} if streams else {})}
-        for k in figures:
-            values = sorted(r[k] for r in runs)
-            row[k] = statistics.median(values)
-            row[f"{k}_range"] = [values[0], values[-1]]
+    for (transport, what), runs in groups.items():
+        row: dict[str, Any] = {"transport": transport, "measure": what}
+        for k in ("tokens_per_s", "p99_gap_ms", "ttft_ms", "server_cpu_s", "client_cpu_s"):
+            if k in runs[0]:
+                values = sorted(r[k] for r in runs)
+                row[k] = statistics.median(values)
+                row[f"{k}_range"] = [values[0], values[-1]]
         out.append(row)
     return out
 
