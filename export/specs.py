@@ -209,10 +209,7 @@ def kws_spec(
     from server.kws.data import BaseClips, ClipSampler, KWSDataConfig, heldout_clips, heldout_set, training_clips
 
     model, meta = load_kws_model(checkpoint)
-    recorded = meta["data"]
-    config = data or KWSDataConfig(
-        recorded["per_number"], recorded["unknown_words"], recorded["heldout_per_label"], recorded["seed"]
-    )
+    config = data or KWSDataConfig.from_meta(meta["data"])
     waves, labels = heldout_set(heldout_clips(config), noisy=False, seed=config.seed)
     train = training_clips(config)
     augmented, _ = ClipSampler(train, seed).batch(n_calibration - n_calibration // 2)

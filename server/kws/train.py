@@ -181,6 +181,11 @@ def write_model_card(out: Path, info: dict[str, Any], config: KWSConfig) -> Path
     command = f"antiphon train kws --steps {train['steps']} --seed {opts['seed']}"
     if data["per_number"] != 250 or data["unknown_words"] != 1500:
         command += f" --per-number {data['per_number']} --unknown-words {data['unknown_words']}"
+    accent_share = data.get("accent_share", 0.0)
+    if accent_share != 0.25:
+        command += f" --accent-share {accent_share}"
+    if not init and (config.channels, config.blocks) != (88, 4):
+        command += f" --channels {config.channels} --blocks {config.blocks}"
     if opts.get("lr") != 4e-3:
         command += f" --lr {opts['lr']}"
     if init:
@@ -209,7 +214,9 @@ each band's mean over the second subtracted |
 (the first with stride 2), average pooling, linear {config.num_classes} |
 | parameters | {info["parameters"]:,} |
 | data | {data["source"]}: {data["per_number"]} training renderings of each number word and \
-{data["unknown_words"]:,} other words of the training plays (train voices, speeds, pitches, amplitudes) |
+{data["unknown_words"]:,} other words of the training plays (train voices, speeds, pitches, amplitudes); \
+{accent_share:.0%} of the number words spoken as other accents and learners pronounce them (espeak-ng phonemes: \
+`server.kws.data.PRONUNCIATIONS`) |
 | augmentation | speed/pitch resampling, time shift, reverberation, random EQ, telephone band, \
 white/pink/brown/babble noise at 0-30 dB SNR, gain and clipping, hum; SpecAugment \
 {opts["freq_masks"]} x {opts["freq_mask"]} bands, {opts["time_masks"]} x {opts["time_mask"]} frames |
