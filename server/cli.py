@@ -340,6 +340,12 @@ def _add_train_kws(sub: argparse._SubParsersAction) -> None:
         help="share of the number-word renderings spoken as other accents and learners pronounce them (0 to 1)",
     )
     p.add_argument("--heldout-per-label", type=int, default=40, help="held-out clips of each label")
+    p.add_argument(
+        "--context",
+        type=float,
+        default=0.5,
+        help="share of training words placed between parts of other words, as cut from running speech (0 to 1)",
+    )
     p.add_argument("--channels", type=int, default=88, help="DS-CNN width (ignored with --init)")
     p.add_argument("--blocks", type=int, default=4, help="depthwise-separable blocks (ignored with --init)")
     p.add_argument("--eval-every", type=int, default=500, help="steps between held-out scores")
@@ -363,6 +369,7 @@ def _train_kws(args: argparse.Namespace) -> int:
         eval_every=args.eval_every,
         render_workers=args.render_workers,
         init=args.init,
+        context=args.context,
         data=KWSDataConfig(
             per_number=args.per_number,
             unknown_words=args.unknown_words,

@@ -56,13 +56,13 @@ def test_float_files_match_torch_on_fresh_audio(exported_kws: Exported, fmt: str
 
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_int8_files_agree_with_torch(exported_kws: Exported, fmt: str) -> None:
-    """Int8 files give torch's label on at least 97.5% of the held-out clips checked at export (the model's own
-    threshold, see export/specs.py), within a point of its accuracy."""
+    """Int8 files give torch's label on at least 99% of the held-out clips checked at export (the export's default
+    threshold), within a point of its accuracy."""
     entry = exported_kws.manifest["models"]["kws"]
     parity = entry["files"][fmt]["int8"]["parity"]
     assert parity["evaluated"] == 120
-    assert entry["int8_top_label_agreement_needed"] == 0.975
-    assert parity["top_label_agreement"] >= 0.975
+    assert entry["int8_top_label_agreement_needed"] == 0.99
+    assert parity["top_label_agreement"] >= 0.99
     torch_accuracy = exported_kws.manifest["models"]["kws"]["torch"]["accuracy"]
     assert parity["accuracy"] >= torch_accuracy - 0.01
 
