@@ -333,7 +333,21 @@ def _add_train_kws(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="initialization, clip draws and augmentation")
     p.add_argument("--per-number", type=int, default=250, help="training renderings of each number word")
     p.add_argument("--unknown-words", type=int, default=1500, help="training renderings of other words")
+    p.add_argument(
+        "--accent-share",
+        type=float,
+        default=0.25,
+        help="share of the number-word renderings spoken as other accents and learners pronounce them (0 to 1)",
+    )
     p.add_argument("--heldout-per-label", type=int, default=40, help="held-out clips of each label")
+    p.add_argument(
+        "--context",
+        type=float,
+        default=0.5,
+        help="share of training words placed between parts of other words, as cut from running speech (0 to 1)",
+    )
+    p.add_argument("--channels", type=int, default=88, help="DS-CNN width (ignored with --init)")
+    p.add_argument("--blocks", type=int, default=4, help="depthwise-separable blocks (ignored with --init)")
     p.add_argument("--eval-every", type=int, default=500, help="steps between held-out scores")
     p.add_argument("--render-workers", type=int, default=2, help="espeak-ng processes while rendering")
     p.add_argument("--init", type=Path, default=None, help="start from this kws checkpoint's weights (fine-tuning)")
@@ -355,9 +369,14 @@ def _train_kws(args: argparse.Namespace) -> int:
         eval_every=args.eval_every,
         render_workers=args.render_workers,
         init=args.init,
+        context=args.context,
         data=KWSDataConfig(
-            per_number=args.per_number, unknown_words=args.unknown_words, heldout_per_label=args.heldout_per_label
+            per_number=args.per_number,
+            unknown_words=args.unknown_words,
+            heldout_per_label=args.heldout_per_label,
+            accent_share=args.accent_share,
         ),
+        model={"channels": args.channels, "blocks": args.blocks},
         progress=not args.no_progress,
     )
     info = train_kws(opts)
@@ -655,8 +674,7 @@ def _eval_kws(args: argparse.Namespace) -> int:
     else:
         from server.kws.data import KWSDataConfig, heldout_clips, heldout_set
 
-        data = meta["data"]
-        config = KWSDataConfig(data["per_number"], data["unknown_words"], data["heldout_per_label"], data["seed"])
+        config = KWSDataConfig.from_meta(meta["data"])
         waves, labels = heldout_set(heldout_clips(config), noisy=args.noisy, seed=config.seed)
         what = f"{len(labels)} held-out espeak-ng clips" + (" (augmented)" if args.noisy else "")
     result = evaluate(model, waves, labels)

@@ -242,9 +242,10 @@ def _training_words() -> tuple[str, ...]:
 
 
 def other_words(count: int, seed: int) -> list[str]:
-    """``count`` distinct words of the training plays that are neither number words nor sound like one."""
+    """``count`` distinct words of the training plays that are neither number words nor sound like one: the first
+    ``count`` of a seeded order, so that a larger count extends a smaller one."""
     pool = _training_words()
     if count > len(pool):
         raise InvalidArgument("count", f"at most {len(pool)} words exist")
-    rng = np.random.default_rng(seed)
-    return [pool[i] for i in rng.choice(len(pool), size=count, replace=False)]
+    order = np.random.default_rng(seed).permutation(len(pool))
+    return [pool[i] for i in order[:count]]

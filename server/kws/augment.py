@@ -4,7 +4,8 @@ Everything works on float32 mono clips at 16 kHz in NumPy, one clip at a time, w
 ``numpy.random.Generator`` (so a seed reproduces a batch). :func:`augment` chains the steps with the
 probabilities of :class:`AugmentConfig`:
 
-speed/pitch (resampling) -> placement in the one-second window (time shift) -> reverberation (a synthetic
+speed/pitch (resampling) -> placement in the one-second window (time shift), sometimes between parts of other
+words (running speech) -> reverberation (a synthetic
 exponentially decaying impulse response) -> random EQ -> telephone band (8 kHz and back) -> noise at an SNR
 (white, pink, brown, babble of other renderings) -> gain (with occasional clipping) -> DC offset / hum.
 """
@@ -26,6 +27,9 @@ NOISE_KINDS = ("white", "pink", "brown", "babble")
 class AugmentConfig:
     speed: tuple[float, float] = (0.85, 1.2)  # resampling factor: > 1 faster and higher
     p_speed: float = 0.8
+    p_context: float = 0.0  # other words right before and after the word, as in running speech (training: 0.5)
+    context_gap: tuple[float, float] = (0.03, 0.25)  # seconds of pause between the word and a neighbour
+    context_db: tuple[float, float] = (-8.0, 2.0)  # a neighbour's level against the word's
     p_reverb: float = 0.35
     rt60: tuple[float, float] = (0.15, 0.8)  # seconds
     p_eq: float = 0.5
@@ -84,6 +88,40 @@ def place(rng: np.random.Generator, speech: np.ndarray, n: int = CLIP) -> np.nda
     start = int(rng.integers(0, n - len(speech) + 1))
     out[start : start + len(speech)] = speech
     return out
+
+
+def in_context(
+    rng: np.random.Generator,
+    speech: np.ndarray,
+    pool: Sequence[np.ndarray],
+    gap_s: tuple[float, float],
+    level_db: tuple[float, float],
+    n: int = CLIP,
+) -> np.ndarray:
+    """``speech`` placed as :func:`place` does, with the end of another word of ``pool`` before it and the start of
+    another after it (each three times in four), a short pause between: a word cut from running speech. The
+    neighbours never overlap the word."""
+    if len(speech) >= n:
+        return place(rng, speech, n)
+    x = np.zeros(n, dtype=np.float32)
+    start = int(rng.integers(0, n - len(speech) + 1))
+    end = start + len(speech)
+    x[start:end] = speech
+    rms = float(np.sqrt(np.mean(speech**2))) + 1e-9
+    for side in ("before", "after"):
+        if rng.random() < 0.25:
+            continue
+        other = pool[int(rng.integers(len(pool)))]
+        gain = rms / (float(np.sqrt(np.mean(other**2))) + 1e-9) * 10 ** (rng.uniform(*level_db) / 20)
+        gap = int(rng.uniform(*gap_s) * SAMPLE_RATE)
+        if side == "before" and start - gap > 0:
+            room = start - gap
+            piece = other[-room:]
+            x[room - len(piece) : room] += piece * gain
+        elif side == "after" and end + gap < n:
+            piece = other[: n - end - gap]
+            x[end + gap : end + gap + len(piece)] += piece * gain
+    return x.astype(np.float32)
 
 
 def reverb(rng: np.random.Generator, x: np.ndarray, rt60: tuple[float, float]) -> np.ndarray:
@@ -166,7 +204,10 @@ def augment(
     x = speech.astype(np.float32)
     if rng.random() < config.p_speed:
         x = resample(x, rng.uniform(*config.speed))
-    x = place(rng, x)
+    if config.p_context > 0 and rng.random() < config.p_context and pool:
+        x = in_context(rng, x, pool, config.context_gap, config.context_db)
+    else:
+        x = place(rng, x)
     if rng.random() < config.p_reverb:
         x = reverb(rng, x, config.rt60)
     x = _colour(rng, x, config)

@@ -1,6 +1,9 @@
 """Keyword-spotting data: espeak-ng renderings of the number words and of other words, and noise for "silence".
 
-A modest number of base clips is rendered once (cached by ``server.data.speech``) and trimmed; training draws
+A modest number of base clips is rendered once (cached by ``server.data.speech``) and trimmed; a share of the
+number words is spoken from :data:`PRONUNCIATIONS` (how other English accents and learners say them, as espeak-ng
+phonemes) rather than from the spelling, so that the model hears more vowels than the training accents' own and
+leans on the consonants. Training draws
 fresh one-second clips from them through heavy augmentation (:mod:`server.kws.augment`) every batch, a label
 chosen uniformly among the twelve. The held-out set is fixed by its seed: held-out voices (neither accent nor
 variant seen in training) saying the number words and other words, and noise clips; each word is placed at a
@@ -11,6 +14,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 
@@ -23,6 +27,23 @@ log = logging.getLogger(__name__)
 UNKNOWN = "unknown"
 SILENCE = "silence"
 LABELS = (*NUMBER_WORDS, UNKNOWN, SILENCE)
+
+# Accent and learner pronunciations of the number words, in espeak-ng's English phoneme mnemonics (spoken with
+# ``[[...]]``): rhotic and non-rhotic "four", th-stopping and th-fronting "three" (tree, free), monophthong and
+# shifted diphthongs ("eight" as [e:t] or [aIt], "nine" as [na:n] or [nOIn], "five" as [fa:v]), final devoicing
+# ("five" as [faIf]), reduced and syllabic "seven". Each speaks the number word, so it keeps its label.
+PRONUNCIATIONS: dict[str, tuple[str, ...]] = {
+    "zero": ("z'i:roU", "z'e:ro", "s'i:roU", "z'i@ro"),
+    "one": ("w'0n", "w'Vn", "w'Un", "w'an"),
+    "two": ("t'u:", "t'U", "t'Uu"),
+    "three": ("Tr'i:", "tr'i:", "fr'i:", "Tr'I"),
+    "four": ("f'O@", "f'O:", "f'o@r", "f'O:r", "f'oU@"),
+    "five": ("f'aIv", "f'a:v", "f'OIv", "f'aIf", "f'VIv"),
+    "six": ("s'Iks", "s'Eks", "s'@ks", "s'i:ks"),
+    "seven": ("s'Ev@n", "s'Evn", "s'Ebm", "s'Ef@n", "s'e:v@n"),
+    "eight": ("'eIt", "'aIt", "'e:t", "'EIt", "'eI?"),
+    "nine": ("n'aIn", "n'OIn", "n'a:n", "n'VIn"),
+}
 UNKNOWN_INDEX = LABELS.index(UNKNOWN)
 SILENCE_INDEX = LABELS.index(SILENCE)
 
@@ -33,14 +54,25 @@ class KWSDataConfig:
     unknown_words: int = 1500  # training renderings of other words (one each, distinct words)
     heldout_per_label: int = 40  # held-out clips of each of the twelve labels
     seed: int = 0
+    accent_share: float = 0.25  # share of the number-word renderings spoken from PRONUNCIATIONS
 
     def validate(self) -> None:
         for name in ("per_number", "unknown_words", "heldout_per_label"):
             if getattr(self, name) < 1:
                 raise InvalidArgument(name, f"must be at least 1, got {getattr(self, name)}")
+        if not 0 <= self.accent_share <= 1:
+            raise InvalidArgument("accent_share", f"must be in [0, 1], got {self.accent_share}")
 
-    def to_dict(self) -> dict[str, int]:
+    def to_dict(self) -> dict[str, int | float]:
         return asdict(self)
+
+    @classmethod
+    def from_meta(cls, data: dict[str, Any]) -> KWSDataConfig:
+        """The data a checkpoint recorded (``meta["data"]``; older ones lack the accent share)."""
+        return cls(
+            data["per_number"], data["unknown_words"], data["heldout_per_label"], data["seed"],
+            data.get("accent_share", 0.0),
+        )  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -74,18 +106,33 @@ def _render(items: list[Clip], workers: int, progress: bool) -> list[np.ndarray]
 
 
 def _word_split(config: KWSDataConfig) -> tuple[list[str], list[str]]:
-    """Distinct other words for training and for the held-out set (no word in both)."""
+    """Distinct other words for training and for the held-out set (no word in both). The held-out words come
+    first, so they do not change with the number of training words."""
     words = other_words(config.unknown_words + config.heldout_per_label, config.seed)
-    return words[: config.unknown_words], words[config.unknown_words :]
+    return words[config.heldout_per_label :], words[: config.heldout_per_label]
+
+
+def _number_texts(config: KWSDataConfig) -> list[str]:
+    """What each number-word rendering speaks: the word, or for ``accent_share`` of them (spread evenly, with
+    seeded choices) one of its :data:`PRONUNCIATIONS` as phonemes."""
+    rng = np.random.default_rng([config.seed, 5])
+    texts = []
+    for word in NUMBER_WORDS:
+        for i in range(config.per_number):
+            accented = int((i + 1) * config.accent_share) > int(i * config.accent_share)
+            options = PRONUNCIATIONS[word]
+            texts.append(f"[[{options[int(rng.integers(len(options)))]}]]" if accented else word)
+    return texts
 
 
 def training_clips(config: KWSDataConfig, workers: int = 2, progress: bool = False) -> BaseClips:
-    """Training voices: each number word ``per_number`` times and ``unknown_words`` other words."""
+    """Training voices: each number word ``per_number`` times (``accent_share`` of them from
+    :data:`PRONUNCIATIONS`) and ``unknown_words`` other words."""
     config.validate()
     rng = np.random.default_rng([config.seed, 1])
-    clips = [
-        Clip(k, w, random_rendering(rng, "train")) for k, w in enumerate(NUMBER_WORDS) for _ in range(config.per_number)
-    ]
+    labels = [k for k in range(len(NUMBER_WORDS)) for _ in range(config.per_number)]
+    texts = _number_texts(config)
+    clips = [Clip(k, text, random_rendering(rng, "train")) for k, text in zip(labels, texts, strict=True)]
     train_words, _ = _word_split(config)
     clips += [Clip(UNKNOWN_INDEX, w, random_rendering(rng, "train")) for w in train_words]
     return BaseClips(clips, _render(clips, workers, progress))

@@ -39,7 +39,7 @@ def default_front_end() -> dict[str, Any]:
 class KWSConfig:
     num_classes: int = 12
     front_end: dict[str, Any] = field(default_factory=default_front_end)  # LogMelConfig fields
-    channels: int = 64
+    channels: int = 88
     blocks: int = 4
     dropout: float = 0.2
 

@@ -24,6 +24,7 @@ import server
 from server.checkpoint import file_sha256
 from server.data.speech import espeak_version
 from server.errors import InvalidArgument
+from server.kws.augment import AugmentConfig
 from server.kws.checkpoint import load_kws_model, save_kws_model
 from server.kws.data import LABELS, ClipSampler, KWSDataConfig, heldout_clips, heldout_set, training_clips
 from server.kws.evaluate import evaluate
@@ -45,6 +46,7 @@ class KWSTrainOptions:
     freq_mask: int = 6
     time_masks: int = 2  # ...and of up to ``time_mask`` frames
     time_mask: int = 12
+    context: float = 0.5  # share of training words cut from running speech (other words right before and after)
     seed: int = 0
     eval_every: int = 500
     render_workers: int = 2  # espeak-ng processes while rendering the base clips (once; cached)
@@ -62,6 +64,8 @@ class KWSTrainOptions:
             raise InvalidArgument("lr", f"must be in (0, 1), got {self.lr}")
         if not 0 <= self.label_smoothing < 1:
             raise InvalidArgument("label_smoothing", f"must be in [0, 1), got {self.label_smoothing}")
+        if not 0 <= self.context <= 1:
+            raise InvalidArgument("context", f"must be in [0, 1], got {self.context}")
         if self.eval_every < 1:
             raise InvalidArgument("eval_every", f"must be at least 1, got {self.eval_every}")
         self.data.validate()
@@ -92,7 +96,7 @@ def train_kws(opts: KWSTrainOptions) -> dict[str, Any]:
     log.info(
         "%d training clips, %d held-out clips (%.0f s)", len(base.clips), len(held.clips), time.monotonic() - t_data
     )
-    sampler = ClipSampler(base, opts.seed)
+    sampler = ClipSampler(base, opts.seed, AugmentConfig(p_context=opts.context))
     torch.manual_seed(opts.seed)
     generator = torch.Generator().manual_seed(opts.seed)
     if opts.init is not None:
@@ -181,6 +185,14 @@ def write_model_card(out: Path, info: dict[str, Any], config: KWSConfig) -> Path
     command = f"antiphon train kws --steps {train['steps']} --seed {opts['seed']}"
     if data["per_number"] != 250 or data["unknown_words"] != 1500:
         command += f" --per-number {data['per_number']} --unknown-words {data['unknown_words']}"
+    accent_share = data.get("accent_share", 0.0)
+    context = opts.get("context", 0.0)
+    if context != 0.5:
+        command += f" --context {context}"
+    if accent_share != 0.25:
+        command += f" --accent-share {accent_share}"
+    if not init and (config.channels, config.blocks) != (88, 4):
+        command += f" --channels {config.channels} --blocks {config.blocks}"
     if opts.get("lr") != 4e-3:
         command += f" --lr {opts['lr']}"
     if init:
@@ -209,8 +221,11 @@ each band's mean over the second subtracted |
 (the first with stride 2), average pooling, linear {config.num_classes} |
 | parameters | {info["parameters"]:,} |
 | data | {data["source"]}: {data["per_number"]} training renderings of each number word and \
-{data["unknown_words"]:,} other words of the training plays (train voices, speeds, pitches, amplitudes) |
-| augmentation | speed/pitch resampling, time shift, reverberation, random EQ, telephone band, \
+{data["unknown_words"]:,} other words of the training plays (train voices, speeds, pitches, amplitudes); \
+{accent_share:.0%} of the number words spoken as other accents and learners pronounce them (espeak-ng phonemes: \
+`server.kws.data.PRONUNCIATIONS`) |
+| augmentation | speed/pitch resampling, time shift ({context:.0%} of the words between parts of other words, as cut \
+from running speech), reverberation, random EQ, telephone band, \
 white/pink/brown/babble noise at 0-30 dB SNR, gain and clipping, hum; SpecAugment \
 {opts["freq_masks"]} x {opts["freq_mask"]} bands, {opts["time_masks"]} x {opts["time_mask"]} frames |
 | training | {started}{train["steps"]:,} steps of {opts["batch_size"]} fresh clips, AdamW one-cycle \

@@ -33,6 +33,18 @@ def test_int8_tflite_is_at_most_100_kb(exported_kws: Exported) -> None:
     assert (exported_kws.out / "kws.int8.tflite").stat().st_size <= TFLITE_INT8_LIMIT
 
 
+def test_int8_tflite_inner_tensors_have_short_names(exported_kws: Exported) -> None:
+    """The int8 file's inner tensors are named by index (the converter's module paths cost a quarter of the file);
+    the signature keeps the audio and logits names."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(str(exported_kws.out / "kws.int8.tflite"))
+    inner = [t["name"] for t in interpreter.get_tensor_details()]
+    assert inner and max(len(name) for name in inner) <= 48
+    signature = interpreter.get_signature_list()["serving_default"]
+    assert signature == {"inputs": ["audio"], "outputs": ["logits"]}
+
+
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_float_files_match_torch_on_fresh_audio(exported_kws: Exported, fmt: str) -> None:
     """Float files match torch to 1e-4 on random audio of another seed (quiet to full scale) and on held-out clips."""
@@ -44,13 +56,13 @@ def test_float_files_match_torch_on_fresh_audio(exported_kws: Exported, fmt: str
 
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_int8_files_agree_with_torch(exported_kws: Exported, fmt: str) -> None:
-    """Int8 files give torch's label on at least 97.5% of the held-out clips checked at export (the model's own
-    threshold, see export/specs.py), within a point of its accuracy."""
+    """Int8 files give torch's label on at least 99% of the held-out clips checked at export (the export's default
+    threshold), within a point of its accuracy."""
     entry = exported_kws.manifest["models"]["kws"]
     parity = entry["files"][fmt]["int8"]["parity"]
     assert parity["evaluated"] == 120
-    assert entry["int8_top_label_agreement_needed"] == 0.975
-    assert parity["top_label_agreement"] >= 0.975
+    assert entry["int8_top_label_agreement_needed"] == 0.99
+    assert parity["top_label_agreement"] >= 0.99
     torch_accuracy = exported_kws.manifest["models"]["kws"]["torch"]["accuracy"]
     assert parity["accuracy"] >= torch_accuracy - 0.01
 

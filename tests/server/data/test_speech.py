@@ -84,6 +84,7 @@ def test_word_lists_avoid_number_words() -> None:
     words = speech.other_words(500, seed=1)
     assert len(set(words)) == 500
     assert not set(words) & (set(NUMBER_WORDS) | speech.HOMOPHONES)
+    assert speech.other_words(40, seed=1) == words[:40]
     lines = speech.play_lines(20, seed=1, max_chars=60)
     assert len(lines) == 20 and all(12 <= len(line) <= 60 for line in lines)
     assert speech.play_lines(5, seed=3) == speech.play_lines(5, seed=3)

@@ -11,6 +11,7 @@ from server.kws.augment import (
     add_noise,
     augment,
     colored_noise,
+    in_context,
     place,
     resample,
     reverb,
@@ -38,6 +39,26 @@ def test_augment_gives_one_second_in_range() -> None:
         x = augment(rng, speech, pool)
         assert x.shape == (CLIP,) and x.dtype == np.float32
         assert np.all(np.abs(x) <= 1.0) and np.all(np.isfinite(x))
+
+
+def test_in_context_keeps_the_word_and_adds_neighbours_apart_from_it() -> None:
+    """The word lands whole and untouched; other words' parts come before and after it, a pause away, and most
+    clips get at least one."""
+    rng = np.random.default_rng(2)
+    speech = np.full(4000, 0.1, dtype=np.float32)
+    pool = [np.full(6000, 0.3, dtype=np.float32)]
+    with_neighbours = 0
+    for _ in range(40):
+        x = in_context(rng, speech, pool, gap_s=(0.03, 0.25), level_db=(-8.0, 2.0))
+        assert x.shape == (CLIP,)
+        starts = [s for s in range(CLIP - len(speech) + 1) if np.all(x[s : s + len(speech)] == 0.1)]
+        assert starts, "the word is not whole"
+        start = starts[0]
+        near = np.concatenate([x[max(start - 480, 0) : start], x[start + len(speech) : start + len(speech) + 480]])
+        assert np.all(near == 0)  # at least 30 ms of pause on either side
+        with_neighbours += bool(np.any(x[:start] != 0) or np.any(x[start + len(speech) :] != 0))
+    assert with_neighbours >= 30
+    assert np.array_equal(in_context(rng, tone(1.5), pool, (0.03, 0.25), (-8.0, 2.0)).shape, (CLIP,))
 
 
 def test_place_keeps_the_speech_whole() -> None:

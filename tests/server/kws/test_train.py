@@ -82,6 +82,8 @@ def test_spec_augment_zeroes_bands_and_frames() -> None:
         ({"batch_size": 1}, "batch_size: must be at least 2, got 1"),
         ({"lr": 0.0}, "lr: must be in (0, 1), got 0.0"),
         ({"data": KWSDataConfig(per_number=0)}, "per_number: must be at least 1, got 0"),
+        ({"data": KWSDataConfig(accent_share=1.5)}, "accent_share: must be in [0, 1], got 1.5"),
+        ({"context": -0.1}, "context: must be in [0, 1], got -0.1"),
     ],
 )
 def test_bad_options_are_named(tmp_path: Path, options: dict[str, object], message: str) -> None:
