@@ -293,6 +293,13 @@ def _add_train_textdisc(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--channels", type=int, default=64, help="channels of every convolution")
     p.add_argument("--dilations", type=_comma_list, default="1,2,4,8,16", help="one convolution (width 5) per dilation")
+    p.add_argument(
+        "--ngrams",
+        type=_comma_list,
+        default="3,5",
+        help="orders of the hashed character n-gram embeddings added to each character's ('none': characters only)",
+    )
+    p.add_argument("--ngram-buckets", type=int, default=16381, help="rows of each n-gram table")
     p.add_argument("--out", type=Path, default=Path("runs/textdisc/text_disc.safetensors"), help="checkpoint to write")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (logs only)")
     p.set_defaults(func=_train_textdisc)
@@ -308,6 +315,15 @@ def _dilations(values: tuple[str, ...]) -> tuple[int, ...]:
     return dilations
 
 
+def _ngram_orders(values: tuple[str, ...]) -> tuple[int, ...]:
+    if values == ("none",):
+        return ()
+    try:
+        return tuple(int(v) for v in values)
+    except ValueError:
+        raise InvalidArgument("ngrams", f"must be whole numbers or 'none', got {','.join(values)}") from None
+
+
 def _train_textdisc(args: argparse.Namespace) -> int:
     from server.textdisc.train import TextDiscTrainOptions, train_textdisc
 
@@ -320,7 +336,12 @@ def _train_textdisc(args: argparse.Namespace) -> int:
         lr=args.lr,
         seed=args.seed,
         progress=not args.no_progress,
-        model={"channels": args.channels, "dilations": _dilations(args.dilations)},
+        model={
+            "channels": args.channels,
+            "dilations": _dilations(args.dilations),
+            "ngram_orders": _ngram_orders(args.ngrams),
+            "ngram_buckets": args.ngram_buckets,
+        },
     )
     if not 1 <= args.train_streams <= 10_000:
         raise InvalidArgument("train_streams", f"must be in 1..10000, got {args.train_streams}")

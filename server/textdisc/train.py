@@ -79,6 +79,7 @@ class TextDiscTrainOptions:
             raise InvalidArgument("batch_size", f"must be at least 2, got {self.batch_size}")
         if not 0 < self.lr < 1:
             raise InvalidArgument("lr", f"must be in (0, 1), got {self.lr}")
+        TextDiscConfig(vocab_size=2, **(self.model or {}))  # names a bad model option before any sampling
         self.train_samples.validate()
         self.test_samples.validate()
         if set(self.train_samples.temperatures) & set(self.test_samples.temperatures):
@@ -179,8 +180,14 @@ def write_model_card(out: Path, info: dict[str, Any], config: dict[str, Any]) ->
     data, train, metrics = info["data"], info["training"], info["metrics"]
     opts = train["options"]
     tr, te = data["train_samples"], data["test_samples"]
+    orders = config.get("ngram_orders", [])
+    ngrams = (
+        f" + hashed {', '.join(map(str, orders))}-gram embeddings ({config['ngram_buckets']:,} rows each)"
+        if orders
+        else ""
+    )
     arch = (
-        f"embedding {config['embed_dim']}, {len(config['dilations'])} conv1d {config['kernel_size']} x "
+        f"embedding {config['embed_dim']}{ngrams}, {len(config['dilations'])} conv1d {config['kernel_size']} x "
         f"{config['channels']} (dilations {', '.join(map(str, config['dilations']))}, ReLU, residual), "
         f"mean + max pooling, linear {config['num_classes']}"
     )
@@ -201,7 +208,8 @@ def write_model_card(out: Path, info: dict[str, Any], config: dict[str, Any]) ->
 
 Text discriminator trained by `antiphon train textdisc --steps {train["steps"]} --seed {opts["seed"]}{corpus} \
 --batch-size {opts["batch_size"]} --train-streams {tr["streams"]} \
---channels {config["channels"]} --dilations {",".join(map(str, config["dilations"]))} --out {out}` \
+--channels {config["channels"]} --dilations {",".join(map(str, config["dilations"]))} \
+--ngrams {",".join(map(str, orders)) or "none"} --ngram-buckets {config["ngram_buckets"]} --out {out}` \
 (antiphon {info["antiphon_version"]}): is a window of {info["window"]} characters real text or text \
 sampled from the character LSTM `{info["generator"]["file"]}` (sha256 {info["generator"]["sha256"][:16]}...)?
 

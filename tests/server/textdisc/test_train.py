@@ -114,7 +114,7 @@ def test_train_streams_is_checked_and_matches_the_default(capsys: pytest.Capture
     from server.cli import TEXTDISC_TRAIN_STREAMS, main
     from server.textdisc.data import TRAIN_SAMPLES
 
-    assert TEXTDISC_TRAIN_STREAMS == TRAIN_SAMPLES.streams
+    assert TRAIN_SAMPLES.streams == TEXTDISC_TRAIN_STREAMS
     with pytest.raises(SystemExit) as info:
         main(["train", "textdisc", "--train-streams", "0", "--out", "unused.safetensors"])
     assert info.value.code == 2
@@ -127,3 +127,14 @@ def test_the_card_reports_the_memorisation_check(tiny_textdisc_checkpoint: Path)
     assert 0 <= metrics["unseen_streams_caught"] <= 1 and 0 <= metrics["trained_streams_caught"] <= 1
     card = tiny_textdisc_checkpoint.with_suffix(".md").read_text(encoding="utf-8")
     assert f"{metrics['unseen_streams_caught']:.2%}" in card
+
+
+def test_bad_ngram_orders_exit_2_before_sampling(capsys: pytest.CaptureFixture[str]) -> None:
+    from server.cli import main
+
+    with pytest.raises(SystemExit) as info:
+        main(["train", "textdisc", "--ngrams", "3,x", "--out", "unused.safetensors"])
+    assert info.value.code == 2 and "ngrams: must be whole numbers or 'none', got 3,x" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as info:
+        main(["train", "textdisc", "--ngrams", "1", "--out", "unused.safetensors"])
+    assert info.value.code == 2 and "ngrams: give distinct orders in 2..8, got (1,)" in capsys.readouterr().err
