@@ -12,6 +12,7 @@ convolutions and reductions, so the graph exports to ONNX and TFLite as it is.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -71,7 +72,8 @@ class TextDiscriminator(nn.Module):
             for j in range(1, max(orders)):
                 h = (h * self.config.vocab_size + padded[:, start - j : start - j + width]) % self.config.ngram_buckets
                 if j + 1 in orders:
-                    x = x + F.embedding(h, self.ngrams[orders.index(j + 1)].weight)
+                    table = cast(nn.Embedding, self.ngrams[orders.index(j + 1)])
+                    x = x + F.embedding(h, table.weight)
         x = x.transpose(1, 2)  # (B, E, T)
         for i, conv in enumerate(self.convs):
             y = F.relu(conv(x))  # (B, C, T)
