@@ -172,10 +172,10 @@ def textdisc_spec(
         random_inputs=[(x,) for x in random_ids],
         targets=data.labels,
         calibration=[(x[None],) for x in calibration],
-        # The committed model is weak (73% accurate) and many windows sit near a tie between its two logits: its
-        # static int8 files agreed on 98.96% (ONNX) and 96.01% (TFLite) of 1,728 windows. A threshold to raise
-        # to 0.99 with a better-separated model.
-        int8_agreement=0.95,
+        # The committed model (80% accurate) still leaves many windows near a tie between its two logits: its
+        # static int8 files agree with torch on 99.1% (ONNX) and 97.97% (TFLite) of 3,456 windows. Back to the
+        # default 0.99 once a better-separated model passes it.
+        int8_agreement=0.975,
         info={
             "labels": meta["labels"],
             "vocabulary": vocab.chars,

@@ -296,8 +296,9 @@ def _add_train_textdisc(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--ngrams",
         type=_comma_list,
-        default="3,5",
-        help="orders of the hashed character n-gram embeddings added to each character's ('none': characters only)",
+        default="none",
+        help="orders of hashed character n-gram embeddings to add to each character's, e.g. 3,5 ('none': "
+        "characters only; 3,5 learnt the training plays' n-grams and tested worse)",
     )
     p.add_argument("--ngram-buckets", type=int, default=16381, help="rows of each n-gram table")
     p.add_argument("--out", type=Path, default=Path("runs/textdisc/text_disc.safetensors"), help="checkpoint to write")

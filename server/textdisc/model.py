@@ -30,7 +30,7 @@ class TextDiscConfig:
     kernel_size: int = 5
     dilations: tuple[int, ...] = (1, 2, 4, 8)  # receptive field 1 + (k - 1) * sum = 61 characters
     dropout: float = 0.1
-    ngram_orders: tuple[int, ...] = (3, 5)  # () for characters only
+    ngram_orders: tuple[int, ...] = ()  # e.g. (3, 5): hashed n-gram embeddings; () for characters only
     ngram_buckets: int = 16381  # a prime; rows of each n-gram table
 
     def __post_init__(self) -> None:

@@ -32,7 +32,7 @@ def test_characters_only_and_int64_ids_give_the_same_logits() -> None:
     model = TextDiscriminator(TextDiscConfig(vocab_size=20, ngram_orders=(), dilations=(1, 2))).eval()
     assert not list(model.ngrams)
     ids = torch.randint(0, 20, (2, 40))
-    full = TextDiscriminator(TextDiscConfig(vocab_size=20, dilations=(1, 2))).eval()
+    full = TextDiscriminator(TextDiscConfig(vocab_size=20, ngram_orders=(3, 5), dilations=(1, 2))).eval()
     assert torch.equal(full(ids), full(ids.to(torch.int32)))
     assert model(ids).shape == (2, 2)
 
