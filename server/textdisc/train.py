@@ -149,8 +149,8 @@ def train_textdisc(opts: TextDiscTrainOptions) -> dict[str, Any]:
             "steps": opts.steps,
             "wall_time_s": round(elapsed, 2),
             "threads": torch.get_num_threads(),
-            "options": {
-                k: str(v) if isinstance(v, Path) else v
+            "options": {  # the generator by name (its hash is under "generator"), not by this machine's path
+                k: v.name if k == "text_checkpoint" else str(v) if isinstance(v, Path) else v
                 for k, v in asdict(opts).items()
                 if k not in ("train_samples", "test_samples")
             },
