@@ -143,30 +143,23 @@ def textdisc_spec(
     checkpoint: Path, generator: Path, text: str, seed: int = 0, n_random: int = 32, n_calibration: int = 200
 ) -> ExportSpec:
     """The text discriminator: the checkpoint's test windows (``text``, the held-out text, for the real ones; fresh
-    samples of ``generator`` for the generated ones) are the evaluation set, training-text windows calibrate."""
+    samples of ``generator``, prompted with ``text``, for the generated ones) are the evaluation set and a random
+    draw of them calibrates."""
     from server.checkpoint import file_sha256
     from server.errors import ExportError
     from server.textdisc.checkpoint import load_textdisc_model
-    from server.textdisc.data import WINDOW, test_windows, windows
+    from server.textdisc.data import WINDOW, test_windows
     from server.textdisc.samples import SampleSet, load_samples
 
     model, vocab, meta = load_textdisc_model(checkpoint)
     if file_sha256(generator) != meta["generator"]["sha256"]:
         raise ExportError(f"{checkpoint.name} was trained against another generator than {generator.name}")
-    recorded = meta["data"]["test_samples"]
-    test_set = SampleSet(**{**recorded, "temperatures": tuple(recorded["temperatures"])})
-    data = test_windows(vocab, text, load_samples(generator, test_set))
-    train_set = SampleSet(
-        **{**meta["data"]["train_samples"], "temperatures": tuple(meta["data"]["train_samples"]["temperatures"])}
-    )
+    test_set = SampleSet.from_dict(meta["data"]["test_samples"])
+    data = test_windows(vocab, text, load_samples(generator, test_set, text))
+    # Static int8 scales come from a random draw of the evaluation windows (half real, half generated): the
+    # check is agreement with torch, not accuracy, and the training samples would need the training text.
     rng = np.random.default_rng(seed)
-    calibration_text = "".join(s.text for s in load_samples(generator, train_set)[: n_calibration // 2])
-    calibration = np.concatenate(
-        [
-            windows(vocab, calibration_text, n_calibration // 2),
-            data.ids[rng.permutation(len(data.ids))[: n_calibration // 2]],
-        ]
-    )
+    calibration = data.ids[rng.permutation(len(data.ids))[:n_calibration]]
     random_ids = rng.integers(0, len(vocab), size=(n_random, 1, WINDOW)).astype(np.int32)
     return ExportSpec(
         name="textdisc",
@@ -179,10 +172,10 @@ def textdisc_spec(
         random_inputs=[(x,) for x in random_ids],
         targets=data.labels,
         calibration=[(x[None],) for x in calibration],
-        # The committed model is weak (73% accurate) and many windows sit near a tie between its two logits: its
-        # static int8 files agreed on 98.96% (ONNX) and 96.01% (TFLite) of 1,728 windows. A threshold to raise
-        # to 0.99 with a better-separated model.
-        int8_agreement=0.95,
+        # The committed model (80% accurate) still leaves many windows near a tie between its two logits: its
+        # static int8 files agree with torch on 99.1% (ONNX) and 97.97% (TFLite) of 3,456 windows. Back to the
+        # default 0.99 once a better-separated model passes it.
+        int8_agreement=0.975,
         info={
             "labels": meta["labels"],
             "vocabulary": vocab.chars,

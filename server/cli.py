@@ -7,6 +7,7 @@ corpus), 2 a bad argument (named in the message), 130 interrupted.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
@@ -27,6 +28,7 @@ DEFAULT_TEXT_CHECKPOINT = REPO_MODELS / "text" / "char_lstm.safetensors"
 DEFAULT_DIGITS_CHECKPOINT = REPO_MODELS / "digits" / "digits_cnn.safetensors"
 DEFAULT_AUDIO_CHECKPOINT = REPO_MODELS / "audio" / "wavenet.safetensors"
 DEFAULT_TEXTDISC_CHECKPOINT = REPO_MODELS / "textdisc" / "text_disc.safetensors"
+TEXTDISC_TRAIN_STREAMS = 400  # server.textdisc.data.TRAIN_SAMPLES.streams (not imported here: it loads torch)
 DEFAULT_SMALL_TEXT_CHECKPOINT = REPO_MODELS / "text" / "char_lstm_small.safetensors"
 DEFAULT_KWS_CHECKPOINT = REPO_MODELS / "kws" / "kws_dscnn.safetensors"
 
@@ -265,9 +267,11 @@ def _add_train_textdisc(sub: argparse._SubParsersAction) -> None:
         "textdisc",
         help="train the text discriminator (real text or sampled from the LSTM)",
         description="Train the text discriminator on windows of 256 characters: the training plays (real) against "
-        "streams sampled from the text model at temperatures 0.6, 0.8, 1.0 and 1.2 (generated once and cached "
-        "under the antiphon cache). Tested on the held-out plays and fresh streams at temperatures 0.7, 0.9 and "
-        "1.1 with other seeds. Writes a model card beside the checkpoint.",
+        "streams sampled from the text model, each continuing a 128-character prompt of training text, at "
+        "temperatures 0.5 to 1.3, plain and with top-k 20 or top-p 0.9 (generated once in batches and cached under "
+        "the antiphon cache). Tested on the held-out plays and fresh streams prompted with held-out text at "
+        "temperatures 0.7, 0.9 and 1.1, plain and with top-k 30 or top-p 0.95, with other seeds. Writes a model "
+        "card beside the checkpoint.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument(
@@ -281,8 +285,22 @@ def _add_train_textdisc(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=64, help="windows per step, half real")
     p.add_argument("--lr", type=float, default=3e-3, help="peak learning rate (AdamW, one-cycle)")
     p.add_argument("--seed", type=int, default=0, help="initialization and window draws")
+    p.add_argument(
+        "--train-streams",
+        type=int,
+        default=TEXTDISC_TRAIN_STREAMS,
+        help="sampled training streams (1,088 characters each) per temperature and variant; 18 settings",
+    )
     p.add_argument("--channels", type=int, default=64, help="channels of every convolution")
     p.add_argument("--dilations", type=_comma_list, default="1,2,4,8,16", help="one convolution (width 5) per dilation")
+    p.add_argument(
+        "--ngrams",
+        type=_comma_list,
+        default="none",
+        help="orders of hashed character n-gram embeddings to add to each character's, e.g. 3,5 ('none': "
+        "characters only; 3,5 learnt the training plays' n-grams and tested worse)",
+    )
+    p.add_argument("--ngram-buckets", type=int, default=16381, help="rows of each n-gram table")
     p.add_argument("--out", type=Path, default=Path("runs/textdisc/text_disc.safetensors"), help="checkpoint to write")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (logs only)")
     p.set_defaults(func=_train_textdisc)
@@ -298,6 +316,15 @@ def _dilations(values: tuple[str, ...]) -> tuple[int, ...]:
     return dilations
 
 
+def _ngram_orders(values: tuple[str, ...]) -> tuple[int, ...]:
+    if values == ("none",):
+        return ()
+    try:
+        return tuple(int(v) for v in values)
+    except ValueError:
+        raise InvalidArgument("ngrams", f"must be whole numbers or 'none', got {','.join(values)}") from None
+
+
 def _train_textdisc(args: argparse.Namespace) -> int:
     from server.textdisc.train import TextDiscTrainOptions, train_textdisc
 
@@ -310,8 +337,16 @@ def _train_textdisc(args: argparse.Namespace) -> int:
         lr=args.lr,
         seed=args.seed,
         progress=not args.no_progress,
-        model={"channels": args.channels, "dilations": _dilations(args.dilations)},
+        model={
+            "channels": args.channels,
+            "dilations": _dilations(args.dilations),
+            "ngram_orders": _ngram_orders(args.ngrams),
+            "ngram_buckets": args.ngram_buckets,
+        },
     )
+    if not 1 <= args.train_streams <= 10_000:
+        raise InvalidArgument("train_streams", f"must be in 1..10000, got {args.train_streams}")
+    opts.train_samples = dataclasses.replace(opts.train_samples, streams=args.train_streams)
     info = train_textdisc(opts)
     print(f"test accuracy {info['metrics']['test_accuracy']:.2%} -> {opts.out}")
     return 0
@@ -616,10 +651,8 @@ def _eval_textdisc(args: argparse.Namespace) -> int:
         raise InvalidArgument("text_checkpoint", f"{generator} is not the generator the checkpoint was trained on")
     corpus_opt = meta["training"]["options"].get("corpus")
     corpus = load_corpus(Path(corpus_opt) if corpus_opt else None)
-    test_set = SampleSet(
-        **{**meta["data"]["test_samples"], "temperatures": tuple(meta["data"]["test_samples"]["temperatures"])}
-    )
-    data = test_windows(vocab, corpus.valid_text, load_samples(generator, test_set))
+    test_set = SampleSet.from_dict(meta["data"]["test_samples"])
+    data = test_windows(vocab, corpus.valid_text, load_samples(generator, test_set, corpus.valid_text))
     result, by_group = evaluate(model, data)
     print(f"accuracy {result.accuracy:.2%} on {result.count} windows")
     for group, accuracy in by_group.items():

@@ -65,10 +65,25 @@ def tiny_text_checkpoint(tmp_path_factory: pytest.TempPathFactory, tiny_corpus: 
     return out
 
 
-# Sample sets of the tiny text model for the tiny text discriminator: other temperatures and seeds for the test.
+# Sample sets of the tiny text model for the tiny text discriminator, prompted with real text: other temperatures,
+# seeds and top-p for the test.
 TINY_TEXTDISC_SAMPLES = {
-    "train_samples": {"temperatures": (0.7, 1.0), "streams": 4, "length": 800, "seed": 11},
-    "test_samples": {"temperatures": (0.8, 1.1), "streams": 2, "length": 64 + 2 * 256, "seed": 12},
+    "train_samples": {
+        "temperatures": (0.7, 1.0),
+        "streams": 2,
+        "length": 800,
+        "seed": 11,
+        "variants": ((0, 1.0), (5, 1.0)),
+        "prompt": 32,
+    },
+    "test_samples": {
+        "temperatures": (0.8, 1.1),
+        "streams": 2,
+        "length": 64 + 2 * 256,
+        "seed": 12,
+        "variants": ((0, 1.0), (0, 0.9)),
+        "prompt": 32,
+    },
 }
 
 
@@ -95,7 +110,13 @@ def tiny_textdisc_checkpoint(
                 steps=150,
                 batch_size=32,
                 progress=False,
-                model={"embed_dim": 16, "channels": 32, "dilations": (1, 2, 4)},
+                model={
+                    "embed_dim": 16,
+                    "channels": 32,
+                    "dilations": (1, 2, 4),
+                    "ngram_orders": (3,),
+                    "ngram_buckets": 1021,
+                },
                 **sets,
             )
         )

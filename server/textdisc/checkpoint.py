@@ -28,7 +28,7 @@ def load_textdisc_model(
     """Model (eval mode, on ``device``), vocabulary and metadata of a checkpoint."""
     state, meta = load_checkpoint(path, KIND)
     try:
-        config = TextDiscConfig(**meta["config"])
+        config = TextDiscConfig(**{"ngram_orders": (), **meta["config"]})  # checkpoints before n-grams had none
         vocab = Vocabulary(meta["vocab"])
         model = TextDiscriminator(config)
         model.load_state_dict(state)

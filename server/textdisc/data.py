@@ -1,8 +1,10 @@
 """Windows of 256 characters, real or generated, as id arrays for the text discriminator.
 
 Training windows are drawn afresh each batch at random offsets of the training plays and of the training sample
-streams (temperatures 0.6 to 1.2, their own seeds). The test set is fixed: evenly spaced windows of the held-out
-plays and of fresh sample streams (other temperatures, other seeds), as many of each.
+streams (temperatures 0.5 to 1.3, plain, top-k and top-p sampling, their own seeds, prompted with training text).
+The test set is fixed: evenly spaced windows of the held-out plays and the non-overlapping windows of fresh sample
+streams (other temperatures, other seeds, other top-k and top-p values, prompted with held-out text), as many of
+each. Generated windows never hold a prompt character: a sample's text is what the model sampled.
 """
 
 from __future__ import annotations
@@ -17,17 +19,34 @@ from server.textdisc.samples import Sample, SampleSet
 
 LABELS = ("real", "generated")
 WINDOW = 256
-BURN_IN = 64  # the first characters of a stream follow the start text closely; windows begin after them
+BURN_IN = 64  # the first characters of a stream follow its prompt closely; windows begin after them
+PROMPT = 128  # characters of real text each stream continues
 
-TRAIN_SAMPLES = SampleSet(temperatures=(0.6, 0.8, 1.0, 1.2), streams=192, length=2_560, seed=1)
-TEST_SAMPLES = SampleSet(temperatures=(0.7, 0.9, 1.1), streams=32, length=BURN_IN + 9 * WINDOW, seed=2)
+# 18 settings x 400 streams x 1,088 characters: 7.8 million sampled characters, so that no stream is seen often
+# enough to be memorised (the first models learnt their few training streams by heart and missed fresh ones).
+TRAIN_SAMPLES = SampleSet(
+    temperatures=(0.5, 0.6, 0.8, 1.0, 1.2, 1.3),
+    streams=400,
+    length=BURN_IN + 4 * WINDOW,
+    seed=1,
+    variants=((0, 1.0), (20, 1.0), (0, 0.9)),
+    prompt=PROMPT,
+)
+TEST_SAMPLES = SampleSet(
+    temperatures=(0.7, 0.9, 1.1),
+    streams=48,
+    length=BURN_IN + 4 * WINDOW,
+    seed=2,
+    variants=((0, 1.0), (30, 1.0), (0, 0.95)),
+    prompt=PROMPT,
+)
 
 
 @dataclass(frozen=True)
 class WindowSet:
     ids: np.ndarray  # (N, WINDOW) int32
     labels: np.ndarray  # (N,) int64: 0 real, 1 generated
-    groups: list[str]  # (N,) where each window came from: "real", "T=0.7", ...
+    groups: list[str]  # (N,) where each window came from: "real", "T=0.7", "T=0.7 top-p 0.95", ...
 
 
 def encode(vocab: Vocabulary, text: str) -> np.ndarray:
@@ -51,17 +70,25 @@ def windows(vocab: Vocabulary, text: str, count: int) -> np.ndarray:
     return np.stack([ids[s : s + WINDOW] for s in starts])
 
 
-def test_windows(vocab: Vocabulary, held_out: str, samples: list[Sample]) -> WindowSet:
-    """Generated windows: the non-overlapping windows of each stream after its burn-in; as many real windows,
-    evenly spaced over the held-out text."""
+def stream_windows(vocab: Vocabulary, samples: list[Sample]) -> tuple[np.ndarray, list[str]]:
+    """The non-overlapping windows (N, WINDOW) of each stream after its burn-in, and each one's group."""
     fake, groups = [], []
     for sample in samples:
         ids = encode(vocab, sample.text[BURN_IN:])
         for s in range(0, len(ids) - WINDOW + 1, WINDOW):
             fake.append(ids[s : s + WINDOW])
-            groups.append(f"T={sample.temperature:g}")
+            groups.append(sample.group)
+    if not fake:
+        raise InvalidArgument("samples", f"no stream holds {BURN_IN} + {WINDOW} characters")
+    return np.stack(fake), groups
+
+
+def test_windows(vocab: Vocabulary, held_out: str, samples: list[Sample]) -> WindowSet:
+    """Generated windows: the non-overlapping windows of each stream after its burn-in; as many real windows,
+    evenly spaced over the held-out text."""
+    fake, groups = stream_windows(vocab, samples)
     real = windows(vocab, held_out, len(fake))
-    ids = np.concatenate([real, np.stack(fake)]).astype(np.int32)
+    ids = np.concatenate([real, fake]).astype(np.int32)
     labels = np.concatenate([np.zeros(len(real)), np.ones(len(fake))]).astype(np.int64)
     return WindowSet(ids, labels, ["real"] * len(real) + groups)
 

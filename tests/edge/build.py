@@ -208,7 +208,13 @@ def train_tiny_textdisc(out: Path, text_checkpoint: Path, corpus: Path) -> Path:
             steps=150,
             batch_size=32,
             progress=False,
-            model={"embed_dim": 16, "channels": 32, "dilations": (1, 2, 4)},
+            model={
+                "embed_dim": 16,
+                "channels": 32,
+                "dilations": (1, 2, 4),
+                "ngram_orders": (3,),
+                "ngram_buckets": 1021,
+            },
             **sets,
         )
     )

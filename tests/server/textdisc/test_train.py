@@ -12,13 +12,15 @@ from server.errors import InvalidArgument
 from server.textdisc.samples import SampleSet
 from server.textdisc.train import TextDiscTrainOptions, train_textdisc
 
+SOURCES = {"T=0.8", "T=0.8 top-p 0.9", "T=1.1", "T=1.1 top-p 0.9"}
+
 
 def test_tiny_discriminator_separates_real_and_generated(tiny_textdisc_checkpoint: Path) -> None:
     """150 steps tell the tiny corpus from the tiny LSTM's samples at unseen temperatures and seeds."""
     metrics = read_meta(tiny_textdisc_checkpoint)["metrics"]
     assert metrics["test_accuracy"] >= 0.9
-    assert set(metrics["test_by_source"]) == {"real", "T=0.8", "T=1.1"}
-    assert np.asarray(metrics["test_confusion"]).sum(axis=1).tolist() == [8, 8]  # 2 x 2 streams x 2 windows
+    assert set(metrics["test_by_source"]) == {"real", *SOURCES}
+    assert np.asarray(metrics["test_confusion"]).sum(axis=1).tolist() == [16, 16]  # 2 x 2 x 2 streams x 2 windows
 
 
 def test_checkpoint_names_generator_and_sample_sets(tiny_textdisc_checkpoint: Path, tiny_text_checkpoint: Path) -> None:
@@ -28,6 +30,8 @@ def test_checkpoint_names_generator_and_sample_sets(tiny_textdisc_checkpoint: Pa
     meta = read_meta(tiny_textdisc_checkpoint)
     assert meta["generator"]["sha256"] == file_sha256(tiny_text_checkpoint)
     assert meta["data"]["test_samples"]["temperatures"] == [0.8, 1.1]
+    assert meta["data"]["test_samples"]["variants"] == [[0, 1.0], [0, 0.9]]
+    assert meta["data"]["train_samples"]["prompt"] == 32
     assert meta["labels"] == ["real", "generated"]
     assert meta["window"] == 256
 
@@ -37,7 +41,8 @@ def test_model_card_is_written_beside_the_checkpoint(tiny_textdisc_checkpoint: P
     card = tiny_textdisc_checkpoint.with_suffix(".md").read_text(encoding="utf-8")
     accuracy = read_meta(tiny_textdisc_checkpoint)["metrics"]["test_accuracy"]
     assert "antiphon train textdisc --steps 150 --seed 0" in card and "--channels 32 --dilations 1,2,4" in card
-    assert "temperature 0.8, 1.1" in card
+    assert "temperatures 0.8, 1.1, each plain, top-p 0.9" in card and "32-character prompt of held-out text" in card
+    assert "| T=1.1 top-p 0.9 |" in card
     assert f"**{accuracy:.2%}**" in card
 
 
@@ -80,9 +85,9 @@ def test_eval_rebuilds_the_test_windows(
     args = ["eval", "textdisc", "--checkpoint", str(tiny_textdisc_checkpoint)]
     assert main([*args, "--text-checkpoint", str(tiny_text_checkpoint), "--json"]) == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert result["count"] == 16
+    assert result["count"] == 32
     assert result["accuracy"] == read_meta(tiny_textdisc_checkpoint)["metrics"]["test_accuracy"]
-    assert set(result["by_source"]) == {"real", "T=0.8", "T=1.1"}
+    assert set(result["by_source"]) == {"real", *SOURCES}
 
 
 def test_eval_judges_files(
@@ -102,3 +107,34 @@ def test_eval_judges_files(
         main(["eval", "textdisc", str(short), "--checkpoint", str(tiny_textdisc_checkpoint)])
     assert info.value.code == 2
     assert "FILE: " in capsys.readouterr().err
+
+
+def test_train_streams_is_checked_and_matches_the_default(capsys: pytest.CaptureFixture[str]) -> None:
+    """`--train-streams` out of range exits 2 naming it; the CLI's default is the committed sample set's."""
+    from server.cli import TEXTDISC_TRAIN_STREAMS, main
+    from server.textdisc.data import TRAIN_SAMPLES
+
+    assert TRAIN_SAMPLES.streams == TEXTDISC_TRAIN_STREAMS
+    with pytest.raises(SystemExit) as info:
+        main(["train", "textdisc", "--train-streams", "0", "--out", "unused.safetensors"])
+    assert info.value.code == 2
+    assert "train_streams: must be in 1..10000, got 0" in capsys.readouterr().err
+
+
+def test_the_card_reports_the_memorisation_check(tiny_textdisc_checkpoint: Path) -> None:
+    """Held-back training streams are scored beside trained ones, in the metrics and on the card."""
+    metrics = read_meta(tiny_textdisc_checkpoint)["metrics"]
+    assert 0 <= metrics["unseen_streams_caught"] <= 1 and 0 <= metrics["trained_streams_caught"] <= 1
+    card = tiny_textdisc_checkpoint.with_suffix(".md").read_text(encoding="utf-8")
+    assert f"{metrics['unseen_streams_caught']:.2%}" in card
+
+
+def test_bad_ngram_orders_exit_2_before_sampling(capsys: pytest.CaptureFixture[str]) -> None:
+    from server.cli import main
+
+    with pytest.raises(SystemExit) as info:
+        main(["train", "textdisc", "--ngrams", "3,x", "--out", "unused.safetensors"])
+    assert info.value.code == 2 and "ngrams: must be whole numbers or 'none', got 3,x" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as info:
+        main(["train", "textdisc", "--ngrams", "1", "--out", "unused.safetensors"])
+    assert info.value.code == 2 and "ngrams: give distinct orders in 2..8, got (1,)" in capsys.readouterr().err
