@@ -32,43 +32,10 @@ import torch
 from torch import nn
 
 from server.audio.model import CLASSES, SILENCE, WaveNet
+from server.compiled import matvec as _matvec
 from server.compiled import tanh, uniform
 
 _NEGLIGIBLE = -30.0
-
-
-@numba.njit(cache=True, fastmath=True, inline="always")
-def _matvec(wt, x, init, out):
-    """out[j] = init[j] + dot(wt[j], x), four rows at a time (each row's sum in a fixed order)."""
-    rows = wt.shape[0]
-    k = x.shape[0]
-    j = 0
-    while j + 4 <= rows:
-        a0 = np.float32(0.0)
-        a1 = np.float32(0.0)
-        a2 = np.float32(0.0)
-        a3 = np.float32(0.0)
-        r0 = wt[j]
-        r1 = wt[j + 1]
-        r2 = wt[j + 2]
-        r3 = wt[j + 3]
-        for i in range(k):
-            v = x[i]
-            a0 += v * r0[i]
-            a1 += v * r1[i]
-            a2 += v * r2[i]
-            a3 += v * r3[i]
-        out[j] = init[j] + a0
-        out[j + 1] = init[j + 1] + a1
-        out[j + 2] = init[j + 2] + a2
-        out[j + 3] = init[j + 3] + a3
-        j += 4
-    while j < rows:
-        acc = np.float32(0.0)
-        for i in range(k):
-            acc += x[i] * wt[j, i]
-        out[j] = init[j] + acc
-        j += 1
 
 
 @numba.njit(cache=True, fastmath=True, inline="always")

@@ -33,7 +33,7 @@ import numba
 import numpy as np
 import torch
 
-from server.compiled import tanh, uniform
+from server.compiled import matvec, tanh, uniform
 from server.sampling import MAX_STOP_LENGTH, RowRules
 from server.text.model import CharLSTM
 
@@ -136,37 +136,6 @@ def _matmul(w, x, out, n):
             while j < je:
                 _tile41(w, x, out, j, s, k)
                 j += 1
-
-
-@numba.njit(cache=True, fastmath=True, nogil=True, error_model="numpy")
-def _matvec(w, x, out):
-    """out = w @ x for one stream (the prompt's recurrent products), four weight rows at a time."""
-    rows, k = w.shape
-    j = 0
-    while j + 4 <= rows:
-        a0 = a1 = a2 = a3 = np.float32(0.0)
-        r0 = w[j]
-        r1 = w[j + 1]
-        r2 = w[j + 2]
-        r3 = w[j + 3]
-        for i in range(k):
-            v = x[i]
-            a0 += v * r0[i]
-            a1 += v * r1[i]
-            a2 += v * r2[i]
-            a3 += v * r3[i]
-        out[j] = a0
-        out[j + 1] = a1
-        out[j + 2] = a2
-        out[j + 3] = a3
-        j += 4
-    while j < rows:
-        acc = np.float32(0.0)
-        r = w[j]
-        for i in range(k):
-            acc += x[i] * r[i]
-        out[j] = acc
-        j += 1
 
 
 @numba.njit(cache=True, fastmath=True, nogil=True, error_model="numpy")
@@ -364,8 +333,7 @@ def _prefill(ids, r, h, c, logits, table0, w_hh0, w_ih, w_hh, b_cat, head_w, hea
     chunk = np.zeros((PREFILL_CHUNK, hidden), np.float32)
     pre = np.empty((PREFILL_CHUNK, 4 * hidden), np.float32)
     for t in range(length):
-        _matvec(w_hh0, h[0, r], g)
-        g += table0[ids[t]]
+        matvec(w_hh0, h[0, r], table0[ids[t]], g)
         _cell(g, c[0, r], h[0, r])
         seq[t] = h[0, r]
     for layer in range(1, layers):
@@ -374,13 +342,11 @@ def _prefill(ids, r, h, c, logits, table0, w_hh0, w_ih, w_hh, b_cat, head_w, hea
             chunk[: t1 - t0] = seq[t0:t1]
             _matmul(w_ih[layer - 1], chunk, pre, (t1 - t0 + 3) // 4 * 4)
             for t in range(t0, t1):
-                _matvec(w_hh[layer - 1], h[layer, r], g)
-                g += pre[t - t0]
-                g += b_cat[layer - 1]
+                pre[t - t0] += b_cat[layer - 1]
+                matvec(w_hh[layer - 1], h[layer, r], pre[t - t0], g)
                 _cell(g, c[layer, r], h[layer, r])
                 seq[t] = h[layer, r]
-    _matvec(head_w, h[layers - 1, r], logits[r])
-    logits[r] += head_b
+    matvec(head_w, h[layers - 1, r], head_b, logits[r])
 
 
 @dataclass
