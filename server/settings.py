@@ -51,6 +51,12 @@ def _backend(raw: str) -> str:
     return raw
 
 
+def _compression(raw: str) -> str:
+    if raw not in ("none", "deflate"):
+        raise ValueError("must be none or deflate")
+    return raw
+
+
 @dataclass(frozen=True)
 class ServeSettings:
     # listening
@@ -122,6 +128,13 @@ class ServeSettings:
     max_tokens: int = _option(2048, "largest max_tokens a request may ask for", "limits", int)
     stream_buffer: int = _option(64, "unread tokens per stream before the stream pauses", "limits", int)
     ws_max_message_bytes: int = _option(65536, "largest WebSocket message a client may send", "limits", int)
+    ws_compression: str = _option(
+        "none",
+        "WebSocket permessage-deflate: none, or deflate when the clients' links are slow (token frames are a few "
+        "dozen bytes; deflating each costs both ends more CPU than it saves on a fast link)",
+        "limits",
+        _compression,
+    )
     max_sessions: int = _option(1024, "chat sessions kept (the least recently used idle one goes)", "limits", int)
     session_ttl_s: float = _option(1800.0, "seconds an unused chat session is kept", "limits", float)
     max_audio_streams: int = _option(16, "audio streams generated together in one batch", "limits", int)

@@ -13,7 +13,8 @@ PyTorch (to float rounding):
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -31,6 +32,9 @@ class TextBackend(Protocol):
     """Batched recurrent text model over rows of opaque state, one row per stream."""
 
     vocab_size: int
+    # What the engine times a step with to size its bursts: the calling thread's CPU time on the CPU, so that a
+    # step's cost reads the same however busy the cores are with the transports; wall time on CUDA.
+    clock: Callable[[], float]
 
     def zero_state(self, batch: int) -> Any: ...
 
@@ -69,6 +73,7 @@ class EagerLSTMBackend:
         self.model = model.eval()
         self.device = model.head.weight.device
         self.vocab_size = model.config.vocab_size
+        self.clock = time.perf_counter if self.device.type == "cuda" else time.thread_time
 
     def zero_state(self, batch: int) -> TorchRows:
         h, c = self.model.init_state(batch, self.device)
@@ -164,6 +169,7 @@ class FastLSTMBackend:
             raise InvalidArgument("--text-backend", "fast runs on the CPU; use fused (or auto) with a CUDA device")
         self.fast = FastLSTM(model, threads or min(2, os.cpu_count() or 1))
         self.vocab_size = self.fast.vocab_size
+        self.clock = time.thread_time
         self.zero_state = self.fast.zero_state
         self.prefill = self.fast.prefill
         self.advance = self.fast.advance

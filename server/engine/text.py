@@ -6,8 +6,10 @@ Each iteration of the loop, between two steps:
    its session's state);
 2. waiting streams join, up to ``max_streams``, and their prompts are read in one batched sequence pass;
 3. every stream with room in its output buffer draws its next tokens from its own random source, and all of them
-   are stepped together, several steps per iteration when the batch is small (as many as fit in ``burst_s``, from
-   the measured time of a step at that batch size), so each stream gets its tokens in one piece per iteration.
+   are stepped together, several steps per iteration (as many as fit in ``burst_s``, from the measured cost of a
+   step at that batch size), so each stream gets its tokens in one piece per iteration. On the CPU the cost is
+   the step's CPU time, not its wall time: when the transports share the cores, wall time would shrink the bursts
+   to single steps, each costing the transports a message per stream, which slows the steps further.
    A stream whose consumer stops reading has no room: it keeps its row but is not stepped.
 
 The model work of an iteration runs in one call on the engine's own worker thread, so the event loop stays free
@@ -60,7 +62,7 @@ class EngineLimits:
     stream_buffer: int = 64  # unread tokens per stream before the stream pauses
     max_sessions: int = 1024
     session_ttl_s: float = 1800.0
-    burst_s: float = 0.010  # time an iteration may spend stepping before its tokens go out
+    burst_s: float = 0.010  # step time (the backend's clock) an iteration may spend before its tokens go out
 
 
 @dataclass(frozen=True)
@@ -132,7 +134,7 @@ class TextEngine(EngineLoop):
         self._jobs: list[_Job] = []  # row i of the batch state belongs to _jobs[i]
         self._joining: list[_Job] = []  # taken from _waiting, being read into the batch by the current step
         self._state: Any = None  # the backend's rows: recurrent state and next-token scores
-        self._step_s: dict[int, float] = {}  # seconds per step, by batch size class (measured)
+        self._step_s: dict[int, float] = {}  # seconds per step on the backend's clock, by batch size class
 
     # -- public --------------------------------------------------------------
     @property
@@ -321,12 +323,12 @@ class TextEngine(EngineLoop):
                 RowRules(j.params, j.random, min(j.params.max_tokens - j.tokens, j.stream.room()), j.stop_ids, j.recent)
                 for j in plan.ready_jobs
             ]
-            start = time.perf_counter()
+            start = backend.clock()
             tokens = backend.advance(state, plan.ready, rules, steps)
             done = max((len(t) for t in tokens), default=0)
             if done and not plan.joining:
                 size = len(plan.ready).bit_length()
-                per_step = (time.perf_counter() - start) / done
+                per_step = (backend.clock() - start) / done
                 previous = self._step_s.get(size, per_step)
                 self._step_s[size] = 0.8 * previous + 0.2 * per_step
         self._state = state

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
 import itertools
 import json
 import logging
@@ -22,6 +23,7 @@ import numpy as np
 from websockets.asyncio.server import Request, Response, ServerConnection
 from websockets.exceptions import ConnectionClosed
 from websockets.frames import CloseCode
+from websockets.protocol import State
 
 from server.audio.wire import ENCODINGS, PCM16, Chunker, encode_codes
 from server.engine.api import (
@@ -181,6 +183,47 @@ class WebSocketTransport:
 
     async def handler(self, websocket: ServerConnection) -> None:
         await _Connection(self.models, websocket, f"ws{next(self._connections)}", self._tasks).serve()
+
+
+class CoalescingConnection(ServerConnection):
+    """A server connection whose frames, written in one pass of the event loop, leave in one write.
+
+    An engine iteration hands every stream its tokens at once; with many streams multiplexed on one connection,
+    each frame would otherwise cost its own system call and TCP segment on both ends. Frames wait at most until
+    the event loop's next pass. The handshake and the closing handshake write at once, as the library expects.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._flush_scheduled = False
+
+    def send_data(self) -> None:
+        if self.protocol.state is not State.OPEN:
+            self._flush()
+            return
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self.loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        chunks: list[bytes] = []
+        for data in self.protocol.data_to_send():
+            if data:
+                chunks.append(data)
+                continue
+            self._write(chunks)  # an empty chunk asks for end of file, after what came before it
+            chunks = []
+            if self.transport.can_write_eof():
+                with contextlib.suppress(Exception):  # as in ServerConnection.send_data: the connection is going
+                    self.transport.write_eof()
+            else:
+                self.transport.close()
+        self._write(chunks)
+
+    def _write(self, chunks: list[bytes]) -> None:
+        if chunks and not self.transport.is_closing():
+            self.transport.write(b"".join(chunks))
 
 
 class _Connection:

@@ -53,6 +53,7 @@ def test_flag_beats_environment_beats_default() -> None:
         ),
         (["--max-audio-seconds", "0"], {}, "--max-audio-seconds: must be positive, got 0.0"),
         ([], {"ANTIPHON_AUDIO_THREADS": "0"}, "--audio-threads: must be at least 1, got 0"),
+        (["--ws-compression", "gzip"], {}, "--ws-compression: cannot read 'gzip': must be none or deflate"),
     ],
 )
 def test_bad_values_name_their_source(argv: list[str], env: dict[str, str], message: str) -> None:

@@ -13,6 +13,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from tests.conftest import timeout
+from tests.server.helpers import reference_text
 
 StartServer = Callable[..., Any]
 
@@ -120,6 +121,34 @@ async def test_requests_are_multiplexed_and_cancel_sends_done(start_server: Star
     assert frames["short"][-1]["finish_reason"] == "length"
     assert frames["long"][-1]["finish_reason"] == "cancelled"
     assert frames["long"][-1]["usage"]["completion_tokens"] < 2000
+
+
+@pytest.mark.parametrize("compression", ["none", "deflate"])
+async def test_many_streams_on_one_connection_arrive_whole(
+    start_server: StartServer, tiny_text_model: Any, compression: str
+) -> None:
+    """Sixteen seeded streams on one connection (their frames leave together, one write per pass of the event
+    loop): each stream's text is its reference, in order; deflate is negotiated only when asked for."""
+    server = await start_server(settings={"ws_compression": compression})
+    streams = 16
+    texts: dict[str, str] = {str(seed): "" for seed in range(streams)}
+    done: dict[str, str] = {}
+    async with connect(f"ws://{server.ws_address}/") as ws:
+        extensions = ws.response.headers.get("Sec-WebSocket-Extensions")
+        for seed in range(streams):
+            sampling = {"seed": seed, "temperature": 1.0, "max_tokens": 80}
+            await ws.send(json.dumps({"type": "generate", "id": str(seed), "prompt": "Kent.\n", "sampling": sampling}))
+        while len(done) < streams:
+            frame = json.loads(await asyncio.wait_for(ws.recv(), timeout(10)))
+            assert frame["id"] not in done, "a frame after done"
+            if frame["type"] == "token":
+                texts[frame["id"]] += frame["text"]
+            else:
+                done[frame["id"]] = frame["finish_reason"]
+    assert (extensions is not None and "permessage-deflate" in extensions) == (compression == "deflate")
+    for seed in range(streams):
+        expected, reason = reference_text(tiny_text_model, "Kent.\n", temperature=1.0, seed=seed, max_tokens=80)
+        assert (texts[str(seed)], done[str(seed)]) == (expected, reason)
 
 
 async def test_duplicate_running_id_is_rejected(start_server: StartServer) -> None:
