@@ -99,7 +99,7 @@ class _Job:
     prepared_at: float | None = None
 
 
-class AudioEngine(EngineLoop):
+class AudioEngine(EngineLoop[_Job]):
     """Serves one WaveNet: submit with :meth:`generate`, read the returned stream of mu-law codes."""
 
     def __init__(
@@ -268,38 +268,24 @@ class AudioEngine(EngineLoop):
             # Cleared before the stream states are read: a cancel, a read or a new stream after this point sets it
             # again, so the wait below cannot miss it.
             self._wake.clear()
-            leaving = [j for j in self._jobs if j.end_reason is not None or j.stream.cancel_requested]
-            staying = [j for j in self._jobs if j.end_reason is None and not j.stream.cancel_requested]
-            joining: list[_Job] = []
-            while self._ready and len(staying) + len(joining) < self.limits.max_streams:
-                job = self._ready.popleft()
-                if job.stream.cancel_requested:
-                    self._finalize(job, FINISH_CANCELLED)
-                else:
-                    joining.append(job)
-            rows = staying + joining
-            active = [i for i, j in enumerate(rows) if j.stream.has_room()]
-            if not leaving and not joining and not active:
+            round_ = self._next_round(self._jobs, self._ready)
+            if round_ is None:
                 self._notify_progress()
                 await self._wake.wait()
                 continue
-            row_of = {id(j): i for i, j in enumerate(self._jobs)}
-            keep = [row_of[id(j)] for j in staying] if leaving else None
             try:
-                codes = await loop.run_in_executor(self._executor, self._compute, keep, joining, active)
-            except Exception:  # a bug: end these streams, keep serving
-                log.exception("model %s: step failed", self.model_id)
-                error = AntiphonError(f"internal error in model {self.model_id}")
-                for job in [*self._jobs, *joining]:
-                    job.stream.fail(error)
-                    job.finalized = True
+                codes = await loop.run_in_executor(
+                    self._executor, self._compute, round_.keep, round_.joining, round_.ready
+                )
+            except Exception:
+                self._fail_step([*self._jobs, *round_.joining])
                 self._jobs, self._state = [], None
                 continue
             self.steps += 1
-            for job in leaving:
+            for job in round_.leaving:
                 self._finalize(job, job.end_reason or FINISH_CANCELLED)
-            self._jobs = rows
-            self._route([rows[i] for i in active], codes)
+            rows = self._jobs = round_.rows
+            self._route([rows[i] for i in round_.ready], codes)
             self._notify_progress()
 
     def _compute(self, keep: list[int] | None, joining: list[_Job], active: list[int]) -> np.ndarray:

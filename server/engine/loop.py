@@ -1,24 +1,69 @@
-"""What every engine shares: one asyncio task owns the batch, admission against the stream limits, progress
-events, and a graceful close.
+"""What every engine shares: one asyncio task owns the batch, admission against the stream limits, each
+iteration's membership (who leaves, who joins, who advances), the answer to a failed step, progress events, and
+a graceful close.
 
 A subclass implements :meth:`_run` (the loop), :attr:`live_streams`, :meth:`_ending` (streams in the batch that
 ended or were cancelled: they still hold a row until the next iteration, but no longer a slot), :meth:`_drop_all`
-(cancel every stream at close) and :meth:`_release` (threads and pools, after the loop stopped).
+(cancel every stream at close), :meth:`_finalize` (end a stream and log the request) and :meth:`_release`
+(threads and pools, after the loop stopped); it may extend :meth:`_abandon` (a stream ends without finishing:
+cancelled while waiting, or in a failed step).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Generic, Protocol, TypeVar
 
-from server.errors import ResourceExhausted, Unavailable
+from server.engine.api import FINISH_CANCELLED
+from server.errors import AntiphonError, ResourceExhausted, Unavailable
 
 log = logging.getLogger(__name__)
 
 
-class EngineLoop:
+class _Stream(Protocol):
+    @property
+    def cancel_requested(self) -> bool: ...
+
+    def has_room(self) -> bool: ...
+
+    def fail(self, error: BaseException) -> None: ...
+
+
+class Job(Protocol):
+    """What the shared loop code reads of an engine's per-stream record."""
+
+    @property
+    def stream(self) -> _Stream: ...
+
+    end_reason: str | None  # set once the stream has produced its last piece
+    finalized: bool  # the client has been told how the stream ended
+
+
+J = TypeVar("J", bound=Job)
+
+
+@dataclass
+class Round(Generic[J]):
+    """One iteration's membership, decided on the event loop before the model work."""
+
+    leaving: list[J]  # in the batch, but ended or cancelled: their rows go
+    staying: list[J]
+    joining: list[J]  # taken from the waiting queue, up to the free slots
+    ready: list[int]  # rows of ``rows`` to advance: those with room in their output buffers
+    keep: list[int] | None  # rows of the current batch that stay (None: all of them)
+
+    @property
+    def rows(self) -> list[J]:
+        """The batch after this iteration: row i belongs to ``rows[i]``."""
+        return self.staying + self.joining
+
+
+class EngineLoop(Generic[J]):
     def __init__(self, model_id: str, max_streams: int, max_waiting: int, kind: str, noun: str = "streams") -> None:
         self.model_id = model_id
         self._max_streams = max_streams
@@ -49,6 +94,12 @@ class EngineLoop:
 
     def _release(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
+
+    def _finalize(self, job: J, reason: str) -> None:
+        raise NotImplementedError
+
+    def _abandon(self, job: J) -> None:
+        """``job`` ends without finishing: cancelled while waiting, or its step failed."""
 
     # -- shared ----------------------------------------------------------------
     def start(self) -> None:
@@ -92,6 +143,36 @@ class EngineLoop:
             raise ResourceExhausted(
                 f"overloaded: {self._max_streams} {self._noun} are running and {self._max_waiting} waiting; retry later"
             )
+
+    def _next_round(self, jobs: list[J], waiting: deque[J]) -> Round[J] | None:
+        """Who leaves ``jobs`` (the batch), who joins from ``waiting`` and who advances; None when there is
+        nothing to do until something wakes the loop. Streams cancelled while waiting end here."""
+        leaving = [j for j in jobs if j.end_reason is not None or j.stream.cancel_requested]
+        staying = [j for j in jobs if j.end_reason is None and not j.stream.cancel_requested]
+        joining: list[J] = []
+        while waiting and len(staying) + len(joining) < self._max_streams:
+            job = waiting.popleft()
+            if job.stream.cancel_requested:
+                self._abandon(job)
+                self._finalize(job, FINISH_CANCELLED)
+            else:
+                joining.append(job)
+        ready = [i for i, j in enumerate(staying + joining) if j.stream.has_room()]
+        if not leaving and not joining and not ready:
+            return None
+        row_of = {id(j): i for i, j in enumerate(jobs)}
+        keep = [row_of[id(j)] for j in staying] if leaving else None
+        return Round(leaving, staying, joining, ready, keep)
+
+    def _fail_step(self, jobs: Iterable[J]) -> None:
+        """The model work raised (a bug or a device failure): end ``jobs`` with an internal error and keep
+        serving. Call from the ``except`` block (the traceback goes to the log)."""
+        log.exception("model %s: step failed", self.model_id)
+        error = AntiphonError(f"internal error in model {self.model_id}")
+        for job in jobs:
+            job.stream.fail(error)
+            self._abandon(job)
+            job.finalized = True
 
     def _notify_progress(self) -> None:
         self._progress.set()

@@ -40,7 +40,7 @@ from server.engine.api import (
 from server.engine.backend import TextBackend
 from server.engine.loop import EngineLoop
 from server.engine.sessions import Session, SessionStore
-from server.errors import AntiphonError, InvalidArgument, NotFound
+from server.errors import InvalidArgument, NotFound
 from server.sampling import RowRules, SamplingParams, StreamRandom
 from server.text.generate import StopMatcher
 from server.text.vocab import START_TEXT, Vocabulary
@@ -111,7 +111,7 @@ class _Plan:
     ready_jobs: list[_Job]
 
 
-class TextEngine(EngineLoop):
+class TextEngine(EngineLoop[_Job]):
     """Serves one text model: submit with :meth:`generate` or :meth:`chat`, read the returned stream."""
 
     def __init__(
@@ -242,58 +242,39 @@ class TextEngine(EngineLoop):
             # Cleared before the stream states are read: a cancel, a read or a submission after this point sets it
             # again, so the wait below cannot miss it.
             self._wake.clear()
-            plan, leaving, staying = self._plan()
-            if plan is None:
+            round_ = self._next_round(self._jobs, self._waiting)
+            if round_ is None:
                 self._notify_progress()
                 await self._wake.wait()
                 continue
+            rows = round_.rows
+            row_of = {id(j): i for i, j in enumerate(self._jobs)}
+            ended_turns = [j for j in round_.leaving if j.session is not None and j.end_reason]
+            plan = _Plan(
+                keep=round_.keep,
+                extract=[row_of[id(j)] for j in ended_turns],
+                joining=round_.joining,
+                ready=round_.ready,
+                ready_jobs=[rows[i] for i in round_.ready],
+            )
             self._joining = plan.joining
             try:
                 tokens, kept_states = await loop.run_in_executor(self._executor, self._compute, plan)
-            except Exception:  # a bug or a device failure: end these streams, keep serving
-                log.exception("model %s: step failed", self.model_id)
-                error = AntiphonError(f"internal error in model {self.model_id}")
-                for job in [*self._jobs, *plan.joining]:
-                    job.stream.fail(error)
-                    self._end_session(job, None)
-                    job.finalized = True
+            except Exception:
+                self._fail_step([*self._jobs, *plan.joining])
                 self._jobs, self._joining, self._state = [], [], None
                 continue
             self._route(plan.ready_jobs, tokens)
             self.steps += 1
-            for job, state in zip(
-                [j for j in leaving if j.session is not None and j.end_reason], kept_states, strict=True
-            ):
+            for job, state in zip(ended_turns, kept_states, strict=True):
                 self._end_session(job, state)
-            for job in leaving:
+            for job in round_.leaving:
                 self._finalize(job, job.end_reason or FINISH_CANCELLED)
-            self._jobs, self._joining = staying + plan.joining, []
+            self._jobs, self._joining = rows, []
             self._notify_progress()
 
-    def _plan(self) -> tuple[_Plan | None, list[_Job], list[_Job]]:
-        leaving = [j for j in self._jobs if j.end_reason is not None or j.stream.cancel_requested]
-        staying = [j for j in self._jobs if j.end_reason is None and not j.stream.cancel_requested]
-        joining: list[_Job] = []
-        while self._waiting and len(staying) + len(joining) < self.limits.max_streams:
-            job = self._waiting.popleft()
-            if job.stream.cancel_requested:
-                self._end_session(job, None)
-                self._finalize(job, FINISH_CANCELLED)
-            else:
-                joining.append(job)
-        rows = staying + joining
-        ready = [i for i, j in enumerate(rows) if j.stream.has_room()]
-        if not leaving and not joining and not ready:
-            return None, [], staying
-        row_of = {id(j): i for i, j in enumerate(self._jobs)}
-        plan = _Plan(
-            keep=[row_of[id(j)] for j in staying] if leaving else None,
-            extract=[row_of[id(j)] for j in leaving if j.session is not None and j.end_reason],
-            joining=joining,
-            ready=ready,
-            ready_jobs=[rows[i] for i in ready],
-        )
-        return plan, leaving, staying
+    def _abandon(self, job: _Job) -> None:
+        self._end_session(job, None)
 
     def _steps(self, rows: int) -> int:
         """Steps for an iteration of ``rows`` streams: as many as fit in ``burst_s`` (one until measured)."""

@@ -323,7 +323,7 @@ def _advance(
         _step_rows(step_tokens, step_rows, m, h, c, logits, table0, w_hh0, w_cat, b_cat, head_w, head_b, x0, x1, g, out)
 
 
-@numba.njit(cache=True, nogil=True, error_model="numpy")
+@numba.njit(cache=True, fastmath=True, nogil=True, error_model="numpy")  # fastmath: the inlined matvecs vectorize
 def _prefill(ids, r, h, c, logits, table0, w_hh0, w_ih, w_hh, b_cat, head_w, head_b):
     """Read ``ids`` into state row ``r`` layer by layer; ``logits[r]`` gets the scores after the last one."""
     layers, _, hidden = h.shape
