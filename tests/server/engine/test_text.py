@@ -10,7 +10,7 @@ import pytest
 
 from server.engine.api import ChatTurn, SamplingOptions, TextRequest
 from server.engine.text import TextEngine
-from server.errors import FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted, Unavailable
+from server.errors import AntiphonError, FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted, Unavailable
 from tests.conftest import timeout
 from tests.server.conftest import CHAT_STYLE
 from tests.server.helpers import collect, reference_text
@@ -224,3 +224,29 @@ async def test_close_cancels_after_grace(make_text_engine: MakeEngine) -> None:
     stream = engine.generate(TextRequest("", SamplingOptions(max_tokens=2000)))  # never read: it pauses
     await engine.close(grace_s=0.05)
     assert stream.finish_reason == "cancelled"
+
+
+async def test_a_failed_step_ends_its_streams_and_the_engine_serves_on(
+    make_text_engine: MakeEngine, tiny_text_model: Any
+) -> None:
+    """When the model work raises (a bug, a device failure), the streams in that step end with an internal error
+    naming the model, and the next request is served as if nothing happened."""
+    engine = make_text_engine()
+    advance = engine.backend.advance
+    calls = 0
+
+    def fails_once(*args: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise RuntimeError("device lost")
+        return advance(*args)
+
+    engine.backend.advance = fails_once  # type: ignore[method-assign]
+    failed = engine.generate(TextRequest("Lear.\n", SamplingOptions(seed=1, max_tokens=40)))
+    with pytest.raises(AntiphonError, match=r"^internal error in model tiny$"):
+        await asyncio.wait_for(collect(failed), timeout(10))
+    served = engine.generate(TextRequest("Lear.\n", SamplingOptions(temperature=1.0, seed=3, max_tokens=40)))
+    text = await asyncio.wait_for(collect(served), timeout(10))
+    assert text == reference_text(tiny_text_model, "Lear.\n", temperature=1.0, seed=3, max_tokens=40)[0]
+    await asyncio.wait_for(engine.wait_until(lambda: engine.live_streams == 0), timeout(5))
