@@ -12,9 +12,6 @@ evaluates, writes and reports. The loop, the budget, the signals and the resume 
 from __future__ import annotations
 
 import logging
-import math
-import sys
-import threading
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -26,7 +23,6 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
-from tqdm import tqdm
 
 import server
 from server.audio.checkpoint import save_audio_model
@@ -43,7 +39,7 @@ from server.audio.evaluate import LN2, batch_bits_per_sample, bits_per_sample
 from server.audio.model import WaveNet, WaveNetConfig
 from server.device import autocast_dtype, resolve_device
 from server.errors import CheckpointError, InvalidArgument
-from server.text.train import _init_distributed, _jsonable, _stop_on_signals, state_path
+from server.training import TrainLoop, init_distributed, jsonable, state_path
 
 log = logging.getLogger(__name__)
 
@@ -97,25 +93,18 @@ class AudioTrainOptions:
             raise InvalidArgument("input_noise", f"must be in [0, 64] code steps, got {self.input_noise}")
 
 
-def lr_at(opts: AudioTrainOptions, step: int, progress: float) -> float:
-    """Linear warm-up, then cosine decay over the run's progress (steps or time)."""
-    warm = min(1.0, (step + 1) / opts.warmup_steps)
-    floor = opts.lr * opts.min_lr_ratio
-    return warm * (floor + 0.5 * (opts.lr - floor) * (1 + math.cos(math.pi * min(1.0, progress))))
+class AudioTrainer(TrainLoop):
+    model: WaveNet
+    loss_name, rate_name, unit = "bits", "samples_s", "bits/sample"
 
-
-class AudioTrainer:
     def __init__(self, opts: AudioTrainOptions) -> None:
+        super().__init__()
         opts.validate()
-        self.opts = opts
-        self.dist = _init_distributed(opts.device)
+        self.opts: AudioTrainOptions = opts
+        self.dist = init_distributed(opts.device)
         self.device = resolve_device(opts.device, self.dist.local_rank)
         self.amp = autocast_dtype(opts.precision, self.device)
-        self.step = 0
-        self.elapsed = 0.0
-        self.samples_seen = 0
-        self._stop = threading.Event()
-        resume = self._load_resume_state() if opts.resume else None
+        resume = self._read_resume_state() if opts.resume else None
         base = WaveNetConfig(**{**opts.model, "voices": 1})
         self.train_set = self._utterances("train", opts.lines, opts.number_renderings, base)
         self.heldout = self._utterances("heldout", opts.heldout_lines, opts.heldout_number_renderings, base)
@@ -135,7 +124,7 @@ class AudioTrainer:
         if resume is not None:
             self.model.load_state_dict(resume["model"])
             self.optimizer.load_state_dict(resume["optimizer"])
-            self.step, self.elapsed, self.samples_seen = resume["step"], resume["elapsed"], resume["samples_seen"]
+            self.step, self.elapsed, self.seen = resume["step"], resume["elapsed"], resume["samples_seen"]
             torch.set_rng_state(resume["rng"])
             self.rng.bit_generator.state = resume["np_rng"][self.dist.rank]
         self.ddp: torch.nn.Module = self.model
@@ -164,18 +153,6 @@ class AudioTrainer:
         )
 
     # -- resume -------------------------------------------------------------
-    def _load_resume_state(self) -> dict[str, Any] | None:
-        path = state_path(self.opts.out)
-        if not path.is_file():
-            log.warning("no training state at %s; starting from scratch", path)
-            return None
-        try:
-            saved: dict[str, Any] = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:  # torch raises several unrelated types for a bad file
-            raise CheckpointError(f"cannot resume from {path}: {exc}") from exc
-        log.info("resuming from %s at step %d", path, saved["step"])
-        return saved
-
     def _gather_rng_states(self) -> list[Any]:
         state = dict(self.rng.bit_generator.state)
         if self.dist.world == 1:
@@ -188,41 +165,21 @@ class AudioTrainer:
         np_states = self._gather_rng_states()
         if not self.dist.main:
             return
-        payload = {
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "step": self.step,
-            "elapsed": self.elapsed,
-            "samples_seen": self.samples_seen,
-            "config": self.model.config.to_dict(),
-            "data_sha256": self.data_sha256,
-            "rng": torch.get_rng_state(),
-            "np_rng": np_states,
-        }
-        path = state_path(self.opts.out)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        torch.save(payload, tmp)
-        tmp.replace(path)
+        self._write_resume_state(
+            {
+                "model": self.model.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "step": self.step,
+                "elapsed": self.elapsed,
+                "samples_seen": self.seen,
+                "config": self.model.config.to_dict(),
+                "data_sha256": self.data_sha256,
+                "rng": torch.get_rng_state(),
+                "np_rng": np_states,
+            }
+        )
 
     # -- loop ---------------------------------------------------------------
-    def _progress(self) -> float:
-        fractions = []
-        if self.opts.steps is not None:
-            fractions.append(self.step / self.opts.steps)
-        if self.opts.minutes is not None:
-            fractions.append(self.elapsed / (self.opts.minutes * 60))
-        return max(fractions)
-
-    def _sync(self) -> None:
-        """Every rank follows rank 0's clock and stop request (see ``server/text/train.py``)."""
-        if self.dist.world > 1:
-            shared = torch.tensor([self.elapsed, float(self._stop.is_set())], dtype=torch.float64)
-            dist.broadcast(shared, src=0)
-            self.elapsed = float(shared[0])
-            if shared[1]:
-                self._stop.set()
-
     def _step(self) -> float:
         """One optimizer step on fresh random segments; returns the loss in bits/sample."""
         opts = self.opts
@@ -234,8 +191,7 @@ class AudioTrainer:
             noise = torch.from_numpy(self.rng.normal(0.0, opts.input_noise, inputs.shape)).round().long()
             inputs = (inputs + noise).clamp(0, 255)
         inputs, targets, mel, voice = (t.to(self.device) for t in (inputs, targets, mel, voice))
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr_at(opts, self.step, self._progress())
+        self._set_lr()
         with torch.autocast(self.device.type, dtype=self.amp or torch.float32, enabled=self.amp is not None):
             logits = self.ddp(inputs, self.model.frame_features(mel, voice))  # (B, T, 256)
         loss = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten())
@@ -244,61 +200,12 @@ class AudioTrainer:
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), opts.grad_clip)
         self.optimizer.step()
         self.step += 1
-        self.samples_seen += targets.numel() * self.dist.world
+        self.seen += targets.numel() * self.dist.world
         self.elapsed += time.monotonic() - t0
         return loss.item() / LN2
 
-    def train(self) -> dict[str, Any]:
-        """Train until the budget is spent; SIGINT or SIGTERM stop after the current step and save the state
-        (then KeyboardInterrupt is raised; ``--resume`` continues exactly)."""
-        opts = self.opts
-        self.ddp.train()
-        bar = tqdm(
-            total=opts.steps,
-            initial=self.step,
-            disable=not (opts.progress and self.dist.main),
-            unit="step",
-            dynamic_ncols=True,
-            mininterval=0.5 if sys.stderr.isatty() else 30,
-        )
-        last_save = time.monotonic()
-        valid_estimate = float("nan")
-        window: list[float] = []
-        window_start = (time.monotonic(), self.samples_seen)
-        with _stop_on_signals(self._stop):
-            while self._progress() < 1.0 and not self._stop.is_set():
-                window.append(self._step())
-                self._sync()
-                if self.dist.main and self.step % opts.eval_every == 0:
-                    valid_estimate = batch_bits_per_sample(self.model, self.heldout_batch)
-                    bar.write(f"step {self.step}: held-out ~{valid_estimate:.3f} bits/sample")
-                if self.dist.main and len(window) == 10:
-                    if opts.steps is None:  # a time budget: estimate the total for the bar's ETA
-                        bar.total = max(self.step, round(self.step / max(self._progress(), 1e-9)))
-                    now = time.monotonic()
-                    bar.set_postfix(
-                        bits=f"{sum(window) / len(window):.3f}",
-                        valid=f"{valid_estimate:.3f}",
-                        samples_s=f"{(self.samples_seen - window_start[1]) / (now - window_start[0]):.0f}",
-                        lr=f"{self.optimizer.param_groups[0]['lr']:.1e}",
-                        refresh=False,
-                    )
-                    window, window_start = [], (now, self.samples_seen)
-                if len(window) == 10:
-                    window = []
-                bar.update(1)
-                if time.monotonic() - last_save > opts.checkpoint_minutes * 60:
-                    self._save_resume_state()
-                    last_save = time.monotonic()
-        bar.close()
-        self._save_resume_state()
-        if self._stop.is_set():
-            log.warning("stopped at step %d; the state is saved: run again with --resume", self.step)
-            raise KeyboardInterrupt
-        result = self._finish() if self.dist.main else {}
-        if self.dist.world > 1:
-            dist.barrier()
-        return result
+    def _estimate(self) -> float:
+        return batch_bits_per_sample(self.model, self.heldout_batch)
 
     def _finish(self) -> dict[str, Any]:
         """Exact held-out evaluation over whole utterances, then the checkpoint and its model card."""
@@ -316,13 +223,13 @@ class AudioTrainer:
             },
             "training": {
                 "steps": self.step,
-                "samples_seen": self.samples_seen,
+                "samples_seen": self.seen,
                 "wall_time_s": round(self.elapsed, 1),
                 "device": str(self.device) if self.device.type == "cpu" else torch.cuda.get_device_name(self.device),
                 "threads": torch.get_num_threads(),
                 "processes": self.dist.world,
                 "precision": str(self.amp or torch.float32).replace("torch.", ""),
-                "options": _jsonable(asdict(self.opts)),
+                "options": jsonable(asdict(self.opts)),
             },
             "metrics": {"heldout_bits_per_sample": round(heldout_bits, 4)},
             "mel": MelFrames(self.model.config.n_mels, self.model.config.hop).config.to_dict(),

@@ -10,25 +10,16 @@ CPU, NCCL on GPUs); only rank 0 evaluates, writes and reports.
 from __future__ import annotations
 
 import logging
-import math
-import os
 import random
-import signal
-import sys
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
-from tqdm import tqdm
 
 import server
 from server.data.shakespeare import Corpus, load_corpus
@@ -39,6 +30,7 @@ from server.text.dialogue import speakers
 from server.text.evaluate import LN2, bits_per_char, streamed_bits_per_char
 from server.text.model import CharLSTM, CharLSTMConfig, State
 from server.text.vocab import Vocabulary
+from server.training import TrainLoop, init_distributed, jsonable, state_path
 
 log = logging.getLogger(__name__)
 
@@ -79,67 +71,19 @@ class TextTrainOptions:
             raise InvalidArgument("lr", f"must be in (0, 1), got {self.lr}")
 
 
-@dataclass
-class _Dist:
-    rank: int = 0
-    world: int = 1
-    local_rank: int = 0
+class TextTrainer(TrainLoop):
+    model: CharLSTM
+    loss_name, rate_name, unit = "bpc", "chars_s", "bits/char"
 
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-
-def _init_distributed(device_name: str) -> _Dist:
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world == 1:
-        return _Dist()
-    if not dist.is_initialized():
-        backend = "nccl" if device_name != "cpu" and torch.cuda.is_available() else "gloo"
-        dist.init_process_group(backend=backend)
-    return _Dist(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
-
-
-@contextmanager
-def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
-    """While training, SIGINT and SIGTERM ask for a clean stop instead of killing mid-step."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    signals = (signal.SIGINT, signal.SIGTERM)
-    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in signals}
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-
-
-def state_path(out: Path) -> Path:
-    """Where the resumable training state of ``out`` lives."""
-    return out.with_name(out.stem + ".state.pt")
-
-
-def lr_at(opts: TextTrainOptions, step: int, progress: float) -> float:
-    """Linear warm-up, then cosine decay over the run's progress (steps or time)."""
-    warm = min(1.0, (step + 1) / opts.warmup_steps)
-    floor = opts.lr * opts.min_lr_ratio
-    return warm * (floor + 0.5 * (opts.lr - floor) * (1 + math.cos(math.pi * min(1.0, progress))))
-
-
-class TextTrainer:
     def __init__(self, opts: TextTrainOptions, corpus: Corpus | None = None) -> None:
+        super().__init__()
         opts.validate()
-        self.opts = opts
-        self.dist = _init_distributed(opts.device)
+        self.opts: TextTrainOptions = opts
+        self.dist = init_distributed(opts.device)
         self.device = resolve_device(opts.device, self.dist.local_rank)
         self.amp = autocast_dtype(opts.precision, self.device)
         self.corpus = corpus if corpus is not None else load_corpus(opts.corpus)
-        self.step = 0
-        self.elapsed = 0.0  # training wall time, summed over resumed runs
-        self.chars_seen = 0
         self.state: State | None = None  # LSTM state carried between chunks (None: zero)
-        self._stop = threading.Event()
         resume = self._load_resume_state() if opts.resume else None
         if resume is not None:
             self.vocab = Vocabulary(resume["vocab"])
@@ -160,7 +104,7 @@ class TextTrainer:
         if resume is not None:
             self.model.load_state_dict(resume["model"])
             self.optimizer.load_state_dict(resume["optimizer"])
-            self.step, self.elapsed, self.chars_seen = resume["step"], resume["elapsed"], resume["chars_seen"]
+            self.step, self.elapsed, self.seen = resume["step"], resume["elapsed"], resume["chars_seen"]
             if "h" in resume:  # older states lack the recurrent state and RNG: start those afresh
                 self.state = (resume["h"].to(self.device), resume["c"].to(self.device))
                 torch.set_rng_state(resume["rng"])
@@ -197,62 +141,36 @@ class TextTrainer:
 
     # -- resume -------------------------------------------------------------
     def _load_resume_state(self) -> dict[str, Any] | None:
-        path = state_path(self.opts.out)
-        if not path.is_file():
-            log.warning("no training state at %s; starting from scratch", path)
-            return None
-        try:
-            saved: dict[str, Any] = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:  # torch raises several unrelated types for a bad file
-            raise CheckpointError(f"cannot resume from {path}: {exc}") from exc
-        if saved.get("corpus_sha256") != self.corpus.sha256:
+        saved = self._read_resume_state()
+        if saved is not None and saved.get("corpus_sha256") != self.corpus.sha256:
+            path = state_path(self.opts.out)
             raise CheckpointError(f"{path} was trained on other data (corpus hash differs); train afresh")
-        log.info("resuming from %s at step %d", path, saved["step"])
         return saved
 
     def _save_resume_state(self) -> None:
-        payload = {
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "step": self.step,
-            "elapsed": self.elapsed,
-            "chars_seen": self.chars_seen,
-            "config": self.model.config.to_dict(),
-            "vocab": self.vocab.chars,
-            "corpus_sha256": self.corpus.sha256,
-            "h": self._state()[0].cpu(),
-            "c": self._state()[1].cpu(),
-            "rng": torch.get_rng_state(),
-        }
-        path = state_path(self.opts.out)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        torch.save(payload, tmp)
-        tmp.replace(path)
+        if not self.dist.main:
+            return
+        self._write_resume_state(
+            {
+                "model": self.model.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "step": self.step,
+                "elapsed": self.elapsed,
+                "chars_seen": self.seen,
+                "config": self.model.config.to_dict(),
+                "vocab": self.vocab.chars,
+                "corpus_sha256": self.corpus.sha256,
+                "h": self._state()[0].cpu(),
+                "c": self._state()[1].cpu(),
+                "rng": torch.get_rng_state(),
+            }
+        )
 
     # -- loop ---------------------------------------------------------------
     def _state(self) -> State:
         if self.state is None:
             self.state = self.model.init_state(self.opts.batch_size)
         return self.state
-
-    def _progress(self) -> float:
-        fractions = []
-        if self.opts.steps is not None:
-            fractions.append(self.step / self.opts.steps)
-        if self.opts.minutes is not None:
-            fractions.append(self.elapsed / (self.opts.minutes * 60))
-        return max(fractions)
-
-    def _sync(self) -> None:
-        """Every rank follows rank 0's clock and stop request, so all agree on the learning rate
-        and stop at the same step (a rank that stopped alone would hang the others' all-reduce)."""
-        if self.dist.world > 1:
-            shared = torch.tensor([self.elapsed, float(self._stop.is_set())], dtype=torch.float64)
-            dist.broadcast(shared, src=0)
-            self.elapsed = float(shared[0])
-            if shared[1]:
-                self._stop.set()
 
     def _step(self) -> float:
         """One optimizer step on the next chunk of every stream; returns the loss in bits/char."""
@@ -263,8 +181,7 @@ class TextTrainer:
             self.state = None
         h, c = self._state()
         state = (h.detach(), c.detach())  # truncate backpropagation at the chunk boundary
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr_at(opts, self.step, self._progress())
+        self._set_lr()
         with torch.autocast(self.device.type, dtype=self.amp or torch.float32, enabled=self.amp is not None):
             logits, self.state = self.ddp(x, state)  # (B, T, V)
         loss = F.cross_entropy(logits.flatten(0, 1).float(), y.flatten())
@@ -273,68 +190,13 @@ class TextTrainer:
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), opts.grad_clip)
         self.optimizer.step()
         self.step += 1
-        self.chars_seen += x.numel() * self.dist.world
+        self.seen += x.numel() * self.dist.world
         self.elapsed += time.monotonic() - t0
         return loss.item() / LN2
 
-    def train(self) -> dict[str, Any]:
-        """Train until the budget is spent; SIGINT or SIGTERM stop after the current step and
-        save the state (then KeyboardInterrupt is raised; ``--resume`` continues exactly)."""
-        opts = self.opts
-        self.ddp.train()
-        bar = tqdm(
-            total=opts.steps,
-            initial=self.step,
-            disable=not (opts.progress and self.dist.main),
-            unit="step",
-            dynamic_ncols=True,
-            mininterval=0.5 if sys.stderr.isatty() else 30,
-        )
-        last_save = time.monotonic()
-        valid_estimate = float("nan")
-        window: list[float] = []
-        window_start = (time.monotonic(), self.chars_seen)
-        with _stop_on_signals(self._stop):
-            while self._progress() < 1.0 and not self._stop.is_set():
-                window.append(self._step())
-                self._sync()
-                if not self.dist.main:
-                    continue
-                if self.step % opts.eval_every == 0:
-                    valid_estimate = self._estimate_valid()
-                    bar.write(f"step {self.step}: held-out ~{valid_estimate:.3f} bits/char")
-                if len(window) == 10:
-                    if opts.steps is None:  # a time budget: estimate the total for the bar's ETA
-                        bar.total = max(self.step, round(self.step / max(self._progress(), 1e-9)))
-                    now = time.monotonic()
-                    bar.set_postfix(
-                        bpc=f"{sum(window) / len(window):.3f}",
-                        valid=f"{valid_estimate:.3f}",
-                        chars_s=f"{(self.chars_seen - window_start[1]) / (now - window_start[0]):.0f}",
-                        lr=f"{self.optimizer.param_groups[0]['lr']:.1e}",
-                        refresh=False,
-                    )
-                    window, window_start = [], (now, self.chars_seen)
-                bar.update(1)
-                if time.monotonic() - last_save > opts.checkpoint_minutes * 60:
-                    self._save_resume_state()
-                    last_save = time.monotonic()
-        bar.close()
-        if self.dist.main:
-            self._save_resume_state()
-        if self._stop.is_set():
-            log.warning("stopped at step %d; the state is saved: run again with --resume", self.step)
-            raise KeyboardInterrupt
-        result = self._finish() if self.dist.main else {}
-        if self.dist.world > 1:
-            dist.barrier()
-        return result
-
-    def _estimate_valid(self) -> float:
+    def _estimate(self) -> float:
         self.model.eval()
-        value = streamed_bits_per_char(self.model, self.valid_ids)
-        self.model.train()
-        return value
+        return streamed_bits_per_char(self.model, self.valid_ids)
 
     def _finish(self) -> dict[str, Any]:
         """Exact held-out evaluation, then the checkpoint and its model card."""
@@ -351,13 +213,13 @@ class TextTrainer:
             },
             "training": {
                 "steps": self.step,
-                "chars_seen": self.chars_seen,
+                "chars_seen": self.seen,
                 "wall_time_s": round(self.elapsed, 1),
                 "device": str(self.device) if self.device.type == "cpu" else torch.cuda.get_device_name(self.device),
                 "threads": torch.get_num_threads(),
                 "processes": self.dist.world,
                 "precision": str(self.amp or torch.float32).replace("torch.", ""),
-                "options": _jsonable(asdict(self.opts)),
+                "options": jsonable(asdict(self.opts)),
             },
             "metrics": {
                 "held_out_bits_per_char": round(overall, 4),
@@ -372,14 +234,6 @@ class TextTrainer:
         write_model_card(self.opts.out, info, self.model.config.to_dict())
         log.info("held-out %.4f bits/char; checkpoint %s", overall, self.opts.out)
         return info
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
-    if isinstance(value, Path):
-        return str(value)
-    return value
 
 
 def write_model_card(out: Path, info: dict[str, Any], config: dict[str, Any]) -> Path:
