@@ -14,7 +14,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from server.errors import AntiphonError, InvalidArgument
 
@@ -46,6 +46,35 @@ def default_audio_checkpoint() -> Path:
 
 
 # -- train -------------------------------------------------------------------
+def _add_loop_options(p: argparse.ArgumentParser, *, out: str, optimizer: str, warmup: int, eval_every: int) -> None:
+    """The options of the training loop the text and audio trainers share (``server/training.py``)."""
+    budget = p.add_argument_group("budget (the first reached ends the run; the learning rate decays over it)")
+    budget.add_argument("--steps", type=int, help="optimizer steps")
+    budget.add_argument("--minutes", type=float, help="wall-clock minutes of training")
+    p.add_argument("--out", type=Path, default=Path(out), help="checkpoint to write")
+    p.add_argument("--resume", action="store_true", help="continue from the training state saved beside --out")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="auto: CUDA when present")
+    p.add_argument(
+        "--precision",
+        choices=("auto", "fp32", "bf16"),
+        default="auto",
+        help="auto: bf16 autocast where the hardware runs it natively",
+    )
+    p.add_argument("--seed", type=int, default=1234, help="initialization and data order")
+    p.add_argument("--lr", type=float, default=2e-3, help=f"peak learning rate ({optimizer}, cosine decay)")
+    p.add_argument("--warmup-steps", type=int, default=warmup, help="linear learning-rate warm-up")
+    p.add_argument("--eval-every", type=int, default=eval_every, help="steps between held-out estimates")
+    p.add_argument("--checkpoint-minutes", type=float, default=5.0, help="minutes between resumable saves")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (logs only)")
+
+
+def _loop_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The shared loop's fields of a trainer's options, from the flags ``_add_loop_options`` declared."""
+    names = ("out", "steps", "minutes", "device", "precision", "resume", "seed", "lr", "warmup_steps")
+    values = {name: getattr(args, name) for name in (*names, "eval_every", "checkpoint_minutes")}
+    return {**values, "progress": not args.no_progress}
+
+
 def _add_train_text(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "text",
@@ -56,31 +85,14 @@ def _add_train_text(sub: argparse._SubParsersAction) -> None:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("--corpus", type=Path, help="a UTF-8 text file instead of Shakespeare (last 5%% held out)")
-    budget = p.add_argument_group("budget (the first reached ends the run; the learning rate decays over it)")
-    budget.add_argument("--steps", type=int, help="optimizer steps")
-    budget.add_argument("--minutes", type=float, help="wall-clock minutes of training")
-    p.add_argument("--out", type=Path, default=Path("runs/text/model.safetensors"), help="checkpoint to write")
-    p.add_argument("--resume", action="store_true", help="continue from the training state saved beside --out")
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    p.add_argument(
-        "--precision",
-        choices=("auto", "fp32", "bf16"),
-        default="auto",
-        help="auto: bf16 autocast where the hardware runs it natively",
-    )
-    p.add_argument("--seed", type=int, default=1234)
+    _add_loop_options(p, out="runs/text/model.safetensors", optimizer="AdamW", warmup=100, eval_every=500)
     p.add_argument("--batch-size", type=int, default=64, help="parallel text streams per process")
     p.add_argument("--seq-len", type=int, default=128, help="characters per truncated-BPTT chunk")
-    p.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (AdamW, cosine decay)")
-    p.add_argument("--warmup-steps", type=int, default=100, help="linear learning-rate warm-up")
-    p.add_argument("--eval-every", type=int, default=500, help="steps between held-out estimates")
-    p.add_argument("--checkpoint-minutes", type=float, default=5.0, help="minutes between resumable saves")
     model = p.add_argument_group("model")
     model.add_argument("--hidden-size", type=int, default=512)
     model.add_argument("--layers", type=int, default=2)
     model.add_argument("--embed-dim", type=int, default=64)
     model.add_argument("--dropout", type=float, default=0.1)
-    p.add_argument("--no-progress", action="store_true", help="no progress bar (logs only)")
     p.set_defaults(func=_train_text)
 
 
@@ -88,21 +100,10 @@ def _train_text(args: argparse.Namespace) -> int:
     from server.text.train import TextTrainer, TextTrainOptions
 
     opts = TextTrainOptions(
+        **_loop_options(args),
         corpus=args.corpus,
-        out=args.out,
-        steps=args.steps,
-        minutes=args.minutes,
-        device=args.device,
-        precision=args.precision,
-        resume=args.resume,
-        seed=args.seed,
         batch_size=args.batch_size,
         seq_len=args.seq_len,
-        lr=args.lr,
-        warmup_steps=args.warmup_steps,
-        eval_every=args.eval_every,
-        checkpoint_minutes=args.checkpoint_minutes,
-        progress=not args.no_progress,
         model={
             "hidden_size": args.hidden_size,
             "num_layers": args.layers,
@@ -164,31 +165,15 @@ def _add_train_audio(sub: argparse._SubParsersAction) -> None:
         "whole utterances. Run under `torchrun --nproc-per-node N` for data-parallel training.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    budget = p.add_argument_group("budget (the first reached ends the run; the learning rate decays over it)")
-    budget.add_argument("--steps", type=int, help="optimizer steps")
-    budget.add_argument("--minutes", type=float, help="wall-clock minutes of training")
-    p.add_argument("--out", type=Path, default=Path("runs/audio/wavenet.safetensors"), help="checkpoint to write")
-    p.add_argument("--resume", action="store_true", help="continue from the training state saved beside --out")
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    p.add_argument(
-        "--precision",
-        choices=("auto", "fp32", "bf16"),
-        default="auto",
-        help="auto: bf16 autocast where the hardware runs it natively",
-    )
-    p.add_argument("--seed", type=int, default=1234)
+    _add_loop_options(p, out="runs/audio/wavenet.safetensors", optimizer="Adam", warmup=50, eval_every=250)
     p.add_argument("--batch-size", type=int, default=4, help="segments per process and step")
     p.add_argument("--segment", type=int, default=2000, help="samples per segment")
-    p.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (Adam, cosine decay)")
-    p.add_argument("--warmup-steps", type=int, default=50, help="linear learning-rate warm-up")
     p.add_argument(
         "--input-noise",
         type=float,
         default=0.0,
         help="std of Gaussian noise (in mu-law code steps) added to the codes the model reads while training",
     )
-    p.add_argument("--eval-every", type=int, default=250, help="steps between held-out estimates")
-    p.add_argument("--checkpoint-minutes", type=float, default=5.0, help="minutes between resumable saves")
     data = p.add_argument_group("data")
     data.add_argument("--lines", type=int, default=2000, help="lines of the plays rendered for training")
     data.add_argument("--number-renderings", type=int, default=60, help="training renderings of each number word")
@@ -206,7 +191,6 @@ def _add_train_audio(sub: argparse._SubParsersAction) -> None:
     model.add_argument("--hop", type=int, default=160, help="samples per log-mel frame")
     model.add_argument("--cond-channels", type=int, default=64)
     model.add_argument("--cond-layers", type=int, default=2)
-    p.add_argument("--no-progress", action="store_true", help="no progress bar (logs only)")
     p.set_defaults(func=_train_audio)
 
 
@@ -234,21 +218,10 @@ def _train_audio(args: argparse.Namespace) -> int:
     if args.cycle > 14:
         raise InvalidArgument("cycle", f"must be at most 14 (dilation 8192), got {args.cycle}")
     opts = AudioTrainOptions(
-        out=args.out,
-        steps=args.steps,
-        minutes=args.minutes,
-        device=args.device,
-        precision=args.precision,
-        resume=args.resume,
-        seed=args.seed,
+        **_loop_options(args),
         batch_size=args.batch_size,
         segment=args.segment,
-        lr=args.lr,
-        warmup_steps=args.warmup_steps,
         input_noise=args.input_noise,
-        eval_every=args.eval_every,
-        checkpoint_minutes=args.checkpoint_minutes,
-        progress=not args.no_progress,
         lines=args.lines,
         number_renderings=args.number_renderings,
         heldout_lines=args.heldout_lines,
