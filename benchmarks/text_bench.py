@@ -19,7 +19,8 @@ import resource
 import statistics
 import sys
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +51,17 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
+def stream_figures(streams: int, counts: list[int], gaps: list[float], elapsed: float) -> dict[str, float]:
+    return {
+        "streams": streams,
+        "tokens": sum(counts),
+        "messages": len(gaps),
+        "seconds": round(elapsed, 3),
+        "tokens_per_s": round(sum(counts) / elapsed, 1),
+        "p99_gap_ms": round(percentile(gaps, 0.99) * 1000, 2),
+    }
+
+
 async def run_streams(open_stream: Opener, streams: int, tokens: int) -> dict[str, float]:
     gaps: list[float] = []
     counts: list[int] = []
@@ -66,14 +78,7 @@ async def run_streams(open_stream: Opener, streams: int, tokens: int) -> dict[st
 
     start = time.perf_counter()
     await asyncio.gather(*(one(seed) for seed in range(streams)))
-    elapsed = time.perf_counter() - start
-    return {
-        "streams": streams,
-        "tokens": sum(counts),
-        "seconds": round(elapsed, 3),
-        "tokens_per_s": round(sum(counts) / elapsed, 1),
-        "p99_gap_ms": round(percentile(gaps, 0.99) * 1000, 2),
-    }
+    return stream_figures(streams, counts, gaps, time.perf_counter() - start)
 
 
 async def time_to_first_token(open_prompt: Callable[[str], AsyncIterator[str]], prompt: str, repeats: int) -> float:
@@ -116,23 +121,26 @@ def grpc_opener(stub: Any) -> tuple[Opener, Callable[[str], AsyncIterator[str]]]
 
 
 class WebSocketMux:
-    """One connection, requests told apart by id."""
+    """One connection, requests told apart by id. The reader hands each frame to its request's handler as it
+    arrives (one function call per frame, as a lean front end would), so the client's own cost per frame stays
+    small next to the server's."""
 
     def __init__(self, ws: Any) -> None:
         self.ws = ws
-        self.queues: dict[str, asyncio.Queue[dict[str, Any]]] = {}
+        self.handlers: dict[str, Callable[[dict[str, Any]], None]] = {}
         self.next_id = 0
         self.reader = asyncio.create_task(self._read())
 
     async def _read(self) -> None:
         async for raw in self.ws:
             frame = json.loads(raw)
-            self.queues[frame["id"]].put_nowait(frame)
+            self.handlers[frame["id"]](frame)
 
-    async def pieces(self, prompt: str, seed: int, tokens: int) -> AsyncIterator[str]:
+    async def request(self, prompt: str, seed: int, tokens: int, on_frame: Callable[[dict[str, Any]], None]) -> str:
+        """Send a generate request; ``on_frame`` sees each of its frames. Returns the request's id."""
         self.next_id += 1
         request_id = str(self.next_id)
-        queue = self.queues[request_id] = asyncio.Queue()
+        self.handlers[request_id] = on_frame
         message = {
             "type": "generate",
             "id": request_id,
@@ -140,6 +148,43 @@ class WebSocketMux:
             "sampling": {"seed": seed, "max_tokens": tokens},
         }
         await self.ws.send(json.dumps(message))
+        return request_id
+
+    async def run_streams(self, streams: int, tokens: int) -> dict[str, float]:
+        """``run_streams`` over this connection, timing each frame in the reader itself."""
+        gaps: list[float] = []
+        counts: list[int] = []
+        done = asyncio.get_running_loop().create_future()
+
+        def handler() -> Callable[[dict[str, Any]], None]:
+            last = time.perf_counter()
+            chars = 0
+
+            def on_frame(frame: dict[str, Any]) -> None:
+                nonlocal last, chars
+                if frame["type"] == "token":
+                    now = time.perf_counter()
+                    gaps.append(now - last)
+                    last = now
+                    chars += len(frame["text"])
+                    return
+                if frame["type"] == "error":
+                    done.set_exception(RuntimeError(frame["message"]))
+                counts.append(chars)
+                if len(counts) == streams and not done.done():
+                    done.set_result(None)
+
+            return on_frame
+
+        start = time.perf_counter()
+        for seed in range(streams):
+            await self.request(PROMPT, seed, tokens, handler())
+        await done
+        return stream_figures(streams, counts, gaps, time.perf_counter() - start)
+
+    async def pieces(self, prompt: str, seed: int, tokens: int) -> AsyncIterator[str]:
+        queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        request_id = await self.request(prompt, seed, tokens, queue.put_nowait)
         finished = False
         try:
             while (frame := await queue.get())["type"] == "token":
@@ -179,12 +224,16 @@ def step_bench(checkpoint: Path, device: str, backends: list[str], batches: list
 
 
 async def measure(
-    openers: tuple[Opener, Callable[[str], AsyncIterator[str]]], args: argparse.Namespace
+    openers: tuple[Opener, Callable[[str], AsyncIterator[str]]],
+    args: argparse.Namespace,
+    run: Callable[[int, int], Awaitable[dict[str, float]]] | None = None,
 ) -> list[dict[str, Any]]:
-    """Every stream count, then the time to first token, through one pair of openers."""
+    """Every stream count (through ``run``, by default ``run_streams`` over the openers), then the time to first
+    token."""
     open_stream, open_prompt = openers
+    run = run or partial(run_streams, open_stream)
     await run_streams(open_stream, 1, 16)  # warm up
-    runs = [await run_streams(open_stream, streams, args.tokens) for streams in args.streams]
+    runs = [await run(streams, args.tokens) for streams in args.streams]
     long_prompt = (LONG_PROMPT * (args.prompt_chars // len(LONG_PROMPT) + 1))[: args.prompt_chars]
     ttft = await time_to_first_token(open_prompt, long_prompt, args.repeats)
     return [*runs, {"ttft_ms": ttft, "prompt_chars": args.prompt_chars}]
@@ -223,9 +272,8 @@ async def client_main(args: argparse.Namespace) -> list[dict[str, Any]]:
     ws = await connect(f"ws://{args.address}/", max_size=None)
     mux = WebSocketMux(ws)
     try:
-        return await measure(
-            (lambda seed, tokens: mux.pieces(PROMPT, seed, tokens), lambda prompt: mux.pieces(prompt, 0, 1)), args
-        )
+        openers = (lambda seed, tokens: mux.pieces(PROMPT, seed, tokens), lambda prompt: mux.pieces(prompt, 0, 1))
+        return await measure(openers, args, mux.run_streams)
     finally:
         await ws.close()
         mux.reader.cancel()
