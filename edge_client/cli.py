@@ -237,6 +237,27 @@ def _comma_list(value: str) -> list[str]:
     return [part.strip() for part in value.split(",") if part.strip()]
 
 
+def _subcommand(
+    parent: argparse._SubParsersAction,
+    name: str,
+    common: argparse.ArgumentParser,
+    func: Callable[[argparse.Namespace], int],
+    json_help: str,
+    model: str | None = None,
+    *,
+    help: str,
+    description: str,
+) -> argparse.ArgumentParser:
+    """A command with the shared model options, ``--json`` and, for commands that run one manifest model,
+    ``--model`` (default ``model``)."""
+    p: argparse.ArgumentParser = parent.add_parser(name, parents=[common], help=help, description=description)
+    if model is not None:
+        p.add_argument("--model", default=model, help=f"manifest model name (default: {model})")
+    p.add_argument("--json", action="store_true", help=json_help)
+    p.set_defaults(func=func)
+    return p
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     where = common.add_argument_group("models")
@@ -283,38 +304,43 @@ def build_parser() -> argparse.ArgumentParser:
         "classify", help="classify audio, text or an image", description="Classify audio, text or an image locally."
     )
     kinds = classify.add_subparsers(dest="kind", required=True, metavar="INPUT")
-    p = kinds.add_parser(
+    p = _subcommand(
+        kinds,
         "audio",
-        parents=[common],
+        common,
+        _classify_audio,
+        "one JSON object per file, with the top three labels",
+        model="kws",
         help="spoken words in WAV files (the kws model)",
         description="The word said in each WAV file (any sample rate and channel count: mixed down and resampled "
         "to the model's rate). A clip longer than the model's window (1 s) is read window by window and the "
         "most word-like window is reported. Prints `FILE: label (score)`, or one JSON object per file.",
     )
     p.add_argument("files", nargs="+", metavar="FILE", help="WAV files")
-    p.add_argument("--model", default="kws", help="manifest model name (default: kws)")
-    p.add_argument("--json", action="store_true", help="one JSON object per file, with the top three labels")
-    p.set_defaults(func=_classify_audio)
-    p = kinds.add_parser(
+    p = _subcommand(
+        kinds,
         "text",
-        parents=[common],
+        common,
+        _classify_text,
+        "a JSON object with every label's score",
+        model="textdisc",
         help="a text's label (the textdisc model)",
         description="The label of a text (e.g. human or machine) from the text discriminator. Characters map to "
         "ids by the manifest's vocabulary; the text is cut or padded to the model's length.",
     )
     p.add_argument("text", metavar="TEXT", help="the text, or - to read it from standard input")
-    p.add_argument("--model", default="textdisc", help="manifest model name (default: textdisc)")
-    p.add_argument("--json", action="store_true", help="a JSON object with every label's score")
-    p.set_defaults(func=_classify_text)
-    p = kinds.add_parser(
+    p = _subcommand(
+        kinds,
         "image",
-        parents=[common],
+        common,
+        _classify_image,
+        "one JSON object per file",
+        model="digits",
         help="an 8x8 digit (the digits model)",
         description="The digit in each image: an 8x8 PNG (8-bit grey or RGB), PGM (P2/P5) or .npy of raw "
         "intensities in [0, 16]. Larger images whose sides are multiples of 8 are averaged down.",
     )
     p.add_argument("files", nargs="+", metavar="FILE", help="PNG, PGM or .npy files")
-    p.add_argument("--model", default="digits", help="manifest model name (default: digits)")
     p.add_argument(
         "--ink",
         default="auto",
@@ -322,12 +348,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="light: bright strokes on black (the training data); dark: dark strokes on paper; auto: dark when "
         "the border is brighter than the middle (default: auto)",
     )
-    p.add_argument("--json", action="store_true", help="one JSON object per file")
-    p.set_defaults(func=_classify_image)
 
-    p = commands.add_parser(
+    p = _subcommand(
+        commands,
         "listen",
-        parents=[common],
+        common,
+        _listen,
+        'one JSON object per word: {"word", "time", "score"}',
+        model="kws",
         help="spot number words from a microphone or a pipe",
         description="Spot words continuously: a one-second window slides by --hop; the posteriors of the last "
         "--smooth windows are averaged; a word (not unknown or silence) whose average passes --threshold is "
@@ -337,19 +365,19 @@ def build_parser() -> argparse.ArgumentParser:
         "`arecord` records from ALSA device --device (default: the default device).",
     )
     p.add_argument("--device", default=None, help="ALSA capture device (arecord -D), or - for standard input")
-    p.add_argument("--model", default="kws", help="manifest model name (default: kws)")
     p.add_argument("--hop", type=float, default=0.25, help="seconds between windows (default: 0.25)")
     p.add_argument("--smooth", type=int, default=3, help="windows whose posteriors are averaged (default: 3)")
     p.add_argument("--threshold", type=float, default=0.6, help="smoothed posterior to report a word (default: 0.6)")
     p.add_argument("--refractory", type=float, default=1.0, help="seconds with no word after one (default: 1)")
     p.add_argument("--rate", type=int, default=16000, help="sample rate of raw PCM on standard input (default: 16000)")
     p.add_argument("--channels", type=int, default=1, help="channels of raw PCM on standard input (default: 1)")
-    p.add_argument("--json", action="store_true", help='one JSON object per word: {"word", "time", "score"}')
-    p.set_defaults(func=_listen)
 
-    p = commands.add_parser(
+    p = _subcommand(
+        commands,
         "chat",
-        parents=[common],
+        common,
+        _chat,
+        'one JSON object per turn: {"source", "text", ...}',
         help="chat with the server; answer on the device when it is unreachable",
         description="Chat turn by turn (one message per line of standard input, or --message), the reply streamed "
         "token by token from the server (grpc://HOST:PORT or ws://HOST:PORT/PATH). An unreachable server is "
@@ -373,12 +401,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--local-model", default=None, help="step model for offline turns (default: text_small_step, else text_step)"
     )
-    p.add_argument("--json", action="store_true", help='one JSON object per turn: {"source", "text", ...}')
-    p.set_defaults(func=_chat)
 
-    p = commands.add_parser(
+    p = _subcommand(
+        commands,
         "bench",
-        parents=[common],
+        common,
+        _bench,
+        "one JSON object per file",
         help="latency and memory of each model on this device",
         description="Load each model file this device can run (every installed backend, or --backend) and "
         "report load time, resident memory added, and per-inference latency (median, 90th percentile) over "
@@ -387,8 +416,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--only", type=_comma_list, default=None, metavar="NAMES", help="comma-separated model names")
     p.add_argument("--seconds", type=float, default=1.0, help="seconds of runs per file (default: 1)")
     p.add_argument("--tokens", type=int, default=500, help="tokens generated by step models (default: 500)")
-    p.add_argument("--json", action="store_true", help="one JSON object per file")
-    p.set_defaults(func=_bench)
     return parser
 
 
