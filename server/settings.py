@@ -227,6 +227,7 @@ METAVARS: dict[Callable[[str], Any], str] = {
     _names: "NAMES",
     _device: "DEVICE",
     _backend: "BACKEND",
+    _compression: "none|deflate",
 }
 
 
