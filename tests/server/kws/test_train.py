@@ -84,6 +84,9 @@ def test_spec_augment_zeroes_bands_and_frames() -> None:
         ({"data": KWSDataConfig(per_number=0)}, "per_number: must be at least 1, got 0"),
         ({"data": KWSDataConfig(accent_share=1.5)}, "accent_share: must be in [0, 1], got 1.5"),
         ({"context": -0.1}, "context: must be in [0, 1], got -0.1"),
+        ({"unknown_share": 0.0}, "unknown_share: must be in (0, 1), got 0.0"),
+        ({"hard_share": 1.5}, "hard_share: must be in [0, 1], got 1.5"),
+        ({"data": KWSDataConfig(hard_renderings=-1)}, "hard_renderings: must be at least 0, got -1"),
     ],
 )
 def test_bad_options_are_named(tmp_path: Path, options: dict[str, object], message: str) -> None:
