@@ -400,6 +400,12 @@ def _add_train_kws(sub: argparse._SubParsersAction) -> None:
         default=0.0,
         help="share of the unknown clips drawn from the hard negatives (with --hard-renderings)",
     )
+    p.add_argument(
+        "--balanced-loss",
+        action="store_true",
+        help="logit-adjusted loss: the log of each label's share of the batches is added to its logit in the loss, "
+        "so that a larger --unknown-share shows more unknown words without making unknown the likelier answer",
+    )
     p.add_argument("--channels", type=int, default=88, help="DS-CNN width (ignored with --init)")
     p.add_argument("--blocks", type=int, default=4, help="depthwise-separable blocks (ignored with --init)")
     p.add_argument("--eval-every", type=int, default=500, help="steps between held-out scores")
@@ -426,6 +432,7 @@ def _train_kws(args: argparse.Namespace) -> int:
         context=args.context,
         unknown_share=args.unknown_share,
         hard_share=args.hard_share,
+        balanced_loss=args.balanced_loss,
         data=KWSDataConfig(
             per_number=args.per_number,
             unknown_words=args.unknown_words,

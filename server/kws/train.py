@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
@@ -57,6 +58,7 @@ class KWSTrainOptions:
     context: float = 0.5  # share of training words cut from running speech (other words right before and after)
     unknown_share: float | None = None  # share of "unknown" clips in a batch (None: 1/12, like every label)
     hard_share: float = 0.0  # share of the "unknown" clips that are hard negatives (data.hard_renderings > 0)
+    balanced_loss: bool = False  # logit-adjusted loss: the batches' label shares do not become the model's prior
     seed: int = 0
     eval_every: int = 500
     render_workers: int = 2  # espeak-ng processes while rendering the base clips (once; cached)
@@ -114,6 +116,10 @@ def train_kws(opts: KWSTrainOptions) -> dict[str, Any]:
         base, opts.seed, AugmentConfig(p_context=opts.context), unknown_share=opts.unknown_share,
         hard_share=opts.hard_share,
     )  # fmt: skip
+    # Logit adjustment (Menon et al., 2021): the log of each label's share of the batches relative to 1/12 is added
+    # to the logits inside the loss only, so the model's own logits keep equal priors (the held-out sets and the
+    # edge client's threshold assume them) while it sees more "unknown" clips than one in twelve.
+    adjust = torch.from_numpy(np.log(sampler.label_p * len(LABELS))).float() if opts.balanced_loss else None
     torch.manual_seed(opts.seed)
     generator = torch.Generator().manual_seed(opts.seed)
     if opts.init is not None:
@@ -139,7 +145,11 @@ def train_kws(opts: KWSTrainOptions) -> dict[str, Any]:
         waves, labels = sampler.batch(opts.batch_size)
         features = spec_augment(model.features(torch.from_numpy(waves)), opts, generator)  # (B, M, F)
         logits = model.classify(features)  # (B, classes)
-        loss = F.cross_entropy(logits, torch.from_numpy(labels), label_smoothing=opts.label_smoothing)
+        loss = F.cross_entropy(
+            logits if adjust is None else logits + adjust,
+            torch.from_numpy(labels),
+            label_smoothing=opts.label_smoothing,
+        )
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -217,6 +227,8 @@ def write_model_card(out: Path, info: dict[str, Any], config: KWSConfig) -> Path
         command += f" --unknown-share {unknown_share}"
     if hard_share:
         command += f" --hard-share {hard_share}"
+    if opts.get("balanced_loss"):
+        command += " --balanced-loss"
     if not init and (config.channels, config.blocks) != (88, 4):
         command += f" --channels {config.channels} --blocks {config.blocks}"
     if opts.get("lr") != 4e-3:
@@ -240,6 +252,11 @@ def write_model_card(out: Path, info: dict[str, Any], config: KWSConfig) -> Path
         f"{unknown_share if unknown_share is not None else 1 / len(labels):.0%} of the clips of each batch unknown"
         + (f" ({hard_share:.0%} of them hard negatives)" if hard_renderings and hard_share else "")
         + ", the other labels alike"
+        + (
+            "; the shares' log added to the logits in the loss, so the model's priors stay equal"
+            if opts.get("balanced_loss")
+            else ""
+        )
     )
     curve = "\n".join(
         f"| {c['step']:,} | {c['train_batch_accuracy']:.2%} | {c['heldout_clean']:.2%} |" for c in train["curve"]
