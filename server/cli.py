@@ -354,6 +354,31 @@ def _add_train_kws(sub: argparse._SubParsersAction) -> None:
         default=0.5,
         help="share of training words placed between parts of other words, as cut from running speech (0 to 1)",
     )
+    p.add_argument(
+        "--hard-renderings",
+        type=int,
+        default=0,
+        help="training renderings of each hard negative (server.kws.data.HARD_NEGATIVES: other words that sound "
+        "in part like a number word, and short common words), as unknown; 0: none",
+    )
+    p.add_argument(
+        "--unknown-share",
+        type=float,
+        default=None,
+        help="share of unknown clips in each batch, the other labels alike (default: 1/12, like every label)",
+    )
+    p.add_argument(
+        "--hard-share",
+        type=float,
+        default=0.0,
+        help="share of the unknown clips drawn from the hard negatives (with --hard-renderings)",
+    )
+    p.add_argument(
+        "--balanced-loss",
+        action="store_true",
+        help="logit-adjusted loss: the log of each label's share of the batches is added to its logit in the loss, "
+        "so that a larger --unknown-share shows more unknown words without making unknown the likelier answer",
+    )
     p.add_argument("--channels", type=int, default=88, help="DS-CNN width (ignored with --init)")
     p.add_argument("--blocks", type=int, default=4, help="depthwise-separable blocks (ignored with --init)")
     p.add_argument("--eval-every", type=int, default=500, help="steps between held-out scores")
@@ -378,11 +403,15 @@ def _train_kws(args: argparse.Namespace) -> int:
         render_workers=args.render_workers,
         init=args.init,
         context=args.context,
+        unknown_share=args.unknown_share,
+        hard_share=args.hard_share,
+        balanced_loss=args.balanced_loss,
         data=KWSDataConfig(
             per_number=args.per_number,
             unknown_words=args.unknown_words,
             heldout_per_label=args.heldout_per_label,
             accent_share=args.accent_share,
+            hard_renderings=args.hard_renderings,
         ),
         model={"channels": args.channels, "blocks": args.blocks},
         progress=not args.no_progress,

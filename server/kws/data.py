@@ -31,12 +31,13 @@ LABELS = (*NUMBER_WORDS, UNKNOWN, SILENCE)
 # Accent and learner pronunciations of the number words, in espeak-ng's English phoneme mnemonics (spoken with
 # ``[[...]]``): rhotic and non-rhotic "four", th-stopping and th-fronting "three" (tree, free), monophthong and
 # shifted diphthongs ("eight" as [e:t] or [aIt], "nine" as [na:n] or [nOIn], "five" as [fa:v]), final devoicing
-# ("five" as [faIf]), reduced and syllabic "seven". Each speaks the number word, so it keeps its label.
+# ("five" as [faIf]), reduced and syllabic "seven". Each speaks the number word, so it keeps its label. "three"
+# stopped is dental [t[ri:] (as Irish and Caribbean speakers say it), not "tree" [tri:], which is a hard negative.
 PRONUNCIATIONS: dict[str, tuple[str, ...]] = {
     "zero": ("z'i:roU", "z'e:ro", "s'i:roU", "z'i@ro"),
     "one": ("w'0n", "w'Vn", "w'Un", "w'an"),
     "two": ("t'u:", "t'U", "t'Uu"),
-    "three": ("Tr'i:", "tr'i:", "fr'i:", "Tr'I"),
+    "three": ("Tr'i:", "t[r'i:", "fr'i:", "Tr'I"),
     "four": ("f'O@", "f'O:", "f'o@r", "f'O:r", "f'oU@"),
     "five": ("f'aIv", "f'a:v", "f'OIv", "f'aIf", "f'VIv"),
     "six": ("s'Iks", "s'Eks", "s'@ks", "s'i:ks"),
@@ -44,6 +45,50 @@ PRONUNCIATIONS: dict[str, tuple[str, ...]] = {
     "eight": ("'eIt", "'aIt", "'e:t", "'EIt", "'eI?"),
     "nine": ("n'aIn", "n'OIn", "n'a:n", "n'VIn"),
 }
+# Hard negatives: other words that share a number word's onset, rhyme or a syllable, hold one inside a longer word,
+# or are short common words (the commands of keyword-spotting sets). They are "unknown", rendered several times
+# each (``KWSDataConfig.hard_renderings``). Words that some accent's number word is (HOMOPHONES, "free" for
+# th-fronted three, "sex" for six as New Zealanders say it, "fife" for devoiced five, "hate" as West Midlands
+# speakers say it) are left out: the same sound cannot have two labels.
+HARD_NEGATIVES: tuple[str, ...] = (
+    # zero
+    "zeal", "zebra", "zed", "zee", "zenith", "zest", "zone", "zoo", "hero", "heroes", "nero", "arrow", "sierra",
+    "zealous", "dearer", "clearer", "sero", "serum", "xerox", "giro", "pharaoh", "narrow", "marrow",
+    # one
+    "once", "wonder", "wonderful", "fun", "sun", "done", "run", "gun", "none", "nun", "ton", "want", "wand", "win",
+    "when", "young", "someone", "anyone", "everyone", "alone", "lonely", "wander", "worry", "what", "was", "won't",
+    "wonky", "onion", "oneself", "month", "money",
+    # two
+    "tooth", "tool", "tomb", "tune", "true", "through", "shoe", "who", "do", "new", "blue", "moon", "soon", "noon",
+    "stew", "tube", "twin", "twelve", "twenty", "twice", "tuesday", "toot", "tutor", "tulip", "toon", "duty", "tour",
+    # three
+    "tree", "thee", "thief", "threat", "thread", "throat", "throne", "threw", "thrill", "street", "agree", "degree",
+    "sea", "tea", "key", "knee", "thirteen", "thirty", "third", "trees", "trio", "treat", "thirst", "spree",
+    # four
+    "floor", "door", "more", "pour", "poor", "sure", "forty", "fourteen", "fourth", "forward", "fork", "form",
+    "fort", "force", "forest", "foreign", "before", "forget", "far", "fur", "fair", "fear", "foe", "fall", "fought",
+    "fourfold", "foreword", "forum", "fortune", "horse", "war",
+    # five
+    "fine", "file", "fight", "hive", "live", "dive", "drive", "alive", "wife", "knife", "life", "fifty", "fifteen",
+    "fifth", "vibe", "fly", "vine", "thrive", "arrive", "fire", "fiver", "hi", "why", "high", "ivy",
+    # six
+    "sick", "sticks", "kicks", "mix", "fix", "sixty", "sixteen", "sixth", "sits", "socks", "picks", "tricks",
+    "sphinx", "since", "sink", "sin", "sip", "sicken", "ticks", "wicks", "success", "siege",
+    # seven
+    "eleven", "sever", "several", "severn", "second", "seventy", "seventeen", "seventh", "level", "devon", "given",
+    "even", "oven", "raven", "haven", "sudden", "seldom", "session", "selfish", "kevin",
+    # eight
+    "eighty", "eighteen", "eighth", "late", "gate", "wait", "weight", "great", "bait", "date", "fate",
+    "eat", "aid", "age", "ache", "ace", "hey", "way", "they", "day", "play", "trait", "straight", "mate", "rate",
+    "ape", "acre", "able", "email", "asian",
+    # nine
+    "nineteen", "ninety", "ninth", "line", "mine", "wine", "dine", "pine", "sign", "spine", "shine", "night",
+    "nice", "nigh", "nylon", "neon", "canine", "benign", "divine", "twine", "ninja", "knight", "nile",
+    # commands and other short words
+    "yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go", "bed", "bird", "cat", "dog", "happy",
+    "house", "marvin", "sheila", "wow", "backward", "follow", "learn", "visual", "hello", "okay", "please", "thanks",
+    "start", "next", "back", "open", "close", "call", "pause", "louder", "quiet",
+)  # fmt: skip
 UNKNOWN_INDEX = LABELS.index(UNKNOWN)
 SILENCE_INDEX = LABELS.index(SILENCE)
 
@@ -55,11 +100,14 @@ class KWSDataConfig:
     heldout_per_label: int = 40  # held-out clips of each of the twelve labels
     seed: int = 0
     accent_share: float = 0.25  # share of the number-word renderings spoken from PRONUNCIATIONS
+    hard_renderings: int = 0  # training renderings of each of HARD_NEGATIVES (0: none)
 
     def validate(self) -> None:
         for name in ("per_number", "unknown_words", "heldout_per_label"):
             if getattr(self, name) < 1:
                 raise InvalidArgument(name, f"must be at least 1, got {getattr(self, name)}")
+        if self.hard_renderings < 0:
+            raise InvalidArgument("hard_renderings", f"must be at least 0, got {self.hard_renderings}")
         if not 0 <= self.accent_share <= 1:
             raise InvalidArgument("accent_share", f"must be in [0, 1], got {self.accent_share}")
 
@@ -68,10 +116,10 @@ class KWSDataConfig:
 
     @classmethod
     def from_meta(cls, data: dict[str, Any]) -> KWSDataConfig:
-        """The data a checkpoint recorded (``meta["data"]``; older ones lack the accent share)."""
+        """The data a checkpoint recorded (``meta["data"]``; older ones lack the accent share and hard negatives)."""
         return cls(
             data["per_number"], data["unknown_words"], data["heldout_per_label"], data["seed"],
-            data.get("accent_share", 0.0),
+            data.get("accent_share", 0.0), data.get("hard_renderings", 0),
         )  # fmt: skip
 
 
@@ -80,6 +128,7 @@ class Clip:
     label: int
     text: str
     rendering: Rendering | None  # None for silence
+    hard: bool = False  # one of HARD_NEGATIVES
 
 
 @dataclass
@@ -87,8 +136,8 @@ class BaseClips:
     clips: list[Clip]
     audio: list[np.ndarray]  # trimmed speech (any length), or empty for silence
 
-    def of_label(self, label: int) -> list[int]:
-        return [i for i, c in enumerate(self.clips) if c.label == label]
+    def of_label(self, label: int, hard: bool = False) -> list[int]:
+        return [i for i, c in enumerate(self.clips) if c.label == label and c.hard == hard]
 
 
 def _render(items: list[Clip], workers: int, progress: bool) -> list[np.ndarray]:
@@ -135,7 +184,19 @@ def training_clips(config: KWSDataConfig, workers: int = 2, progress: bool = Fal
     clips = [Clip(k, text, random_rendering(rng, "train")) for k, text in zip(labels, texts, strict=True)]
     train_words, _ = _word_split(config)
     clips += [Clip(UNKNOWN_INDEX, w, random_rendering(rng, "train")) for w in train_words]
+    hard_rng = np.random.default_rng([config.seed, 6])  # its own draws: the clips above do not move
+    clips += [
+        Clip(UNKNOWN_INDEX, w, random_rendering(hard_rng, "train"), hard=True)
+        for w in hard_negatives(config)
+        for _ in range(config.hard_renderings)
+    ]
     return BaseClips(clips, _render(clips, workers, progress))
+
+
+def hard_negatives(config: KWSDataConfig) -> list[str]:
+    """:data:`HARD_NEGATIVES` less the held-out words (no word is both trained on and held out)."""
+    _, held = _word_split(config)
+    return [w for w in HARD_NEGATIVES if w not in set(held)]
 
 
 def heldout_clips(config: KWSDataConfig, workers: int = 2, progress: bool = False) -> BaseClips:
@@ -168,27 +229,62 @@ def heldout_set(base: BaseClips, noisy: bool, seed: int = 0) -> tuple[np.ndarray
 
 
 class ClipSampler:
-    """Training batches: labels uniform over the twelve, each clip freshly augmented."""
+    """Training batches: each clip freshly augmented; labels uniform over the twelve, or "unknown" with probability
+    ``unknown_share`` and the others uniform; an "unknown" clip is a hard negative with probability ``hard_share``
+    (when there are any)."""
 
-    def __init__(self, base: BaseClips, seed: int, augment_config: AugmentConfig | None = None) -> None:
+    def __init__(
+        self,
+        base: BaseClips,
+        seed: int,
+        augment_config: AugmentConfig | None = None,
+        unknown_share: float | None = None,
+        hard_share: float = 0.0,
+    ) -> None:
         self.base = base
         self.by_label = [base.of_label(k) for k in range(len(LABELS))]
         missing = [LABELS[k] for k in range(len(LABELS)) if k != SILENCE_INDEX and not self.by_label[k]]
         if missing:
             raise InvalidArgument("clips", f"no training clips of {', '.join(missing)}")
+        self.hard = base.of_label(UNKNOWN_INDEX, hard=True)
+        self.hard_share = hard_share if self.hard else 0.0
+        self.uniform = unknown_share is None
+        if unknown_share is None:
+            self.label_p = np.full(len(LABELS), 1 / len(LABELS))
+        else:
+            if not 0 < unknown_share < 1:
+                raise InvalidArgument("unknown_share", f"must be in (0, 1), got {unknown_share}")
+            self.label_p = np.full(len(LABELS), (1 - unknown_share) / (len(LABELS) - 1))
+            self.label_p[UNKNOWN_INDEX] = unknown_share
+        if not 0 <= hard_share <= 1:
+            raise InvalidArgument("hard_share", f"must be in [0, 1], got {hard_share}")
         self.pool = [base.audio[i] for i in self.by_label[UNKNOWN_INDEX]]
         self.config = augment_config or AugmentConfig()
         self.rng = np.random.default_rng(seed)
 
+    def labels(self, size: int) -> np.ndarray:
+        """The labels (size,) of a batch."""
+        if self.uniform:  # the draws of the sampler before the shares existed
+            return self.rng.integers(0, len(LABELS), size)
+        return self.rng.choice(len(LABELS), size, p=self.label_p)
+
+    def pick(self, label: int) -> int | None:
+        """The base clip of one training clip of ``label`` (None for silence, which is made, not picked)."""
+        if label == SILENCE_INDEX:
+            return None
+        members = self.by_label[label]
+        if label == UNKNOWN_INDEX and self.hard_share > 0 and self.rng.random() < self.hard_share:
+            members = self.hard
+        return members[int(self.rng.integers(len(members)))]
+
     def batch(self, size: int) -> tuple[np.ndarray, np.ndarray]:
         """Waves (size, 16000) float32 and labels (size,) int64."""
-        labels = self.rng.integers(0, len(LABELS), size)
+        labels = self.labels(size)
         waves = np.zeros((size, CLIP), dtype=np.float32)
         for row, label in enumerate(labels):
-            if label == SILENCE_INDEX:
+            index = self.pick(int(label))
+            if index is None:
                 waves[row] = silence_clip(self.rng, self.config)
             else:
-                members = self.by_label[label]
-                speech = self.base.audio[members[int(self.rng.integers(len(members)))]]
-                waves[row] = augment(self.rng, speech, self.pool, self.config)
+                waves[row] = augment(self.rng, self.base.audio[index], self.pool, self.config)
         return waves, labels.astype(np.int64)

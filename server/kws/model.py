@@ -136,6 +136,10 @@ class KWSFrontEnd(nn.Module):
 
     def forward(self, wave: torch.Tensor) -> torch.Tensor:
         x = self.log_mel(wave)  # (B, M, F)
+        # The mean of each band taken relative to its first frame: the same number, but a band that never changes
+        # (digital silence at the log floor) comes out exactly zero instead of as rounding residues, which the
+        # network would amplify differently in torch and in each exported runtime.
+        x = x - x[:, :, :1]  # (B, M, F)
         return x - x.mean(dim=2, keepdim=True)  # (B, M, F)
 
 

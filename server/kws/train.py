@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
@@ -26,7 +27,15 @@ from server.data.speech import espeak_version
 from server.errors import InvalidArgument
 from server.kws.augment import AugmentConfig
 from server.kws.checkpoint import load_kws_model, save_kws_model
-from server.kws.data import LABELS, ClipSampler, KWSDataConfig, heldout_clips, heldout_set, training_clips
+from server.kws.data import (
+    LABELS,
+    ClipSampler,
+    KWSDataConfig,
+    hard_negatives,
+    heldout_clips,
+    heldout_set,
+    training_clips,
+)
 from server.kws.evaluate import evaluate
 from server.kws.model import KWSConfig, KWSNet
 from server.vision.evaluate import format_confusion
@@ -47,6 +56,9 @@ class KWSTrainOptions:
     time_masks: int = 2  # ...and of up to ``time_mask`` frames
     time_mask: int = 12
     context: float = 0.5  # share of training words cut from running speech (other words right before and after)
+    unknown_share: float | None = None  # share of "unknown" clips in a batch (None: 1/12, like every label)
+    hard_share: float = 0.0  # share of the "unknown" clips that are hard negatives (data.hard_renderings > 0)
+    balanced_loss: bool = False  # logit-adjusted loss: the batches' label shares do not become the model's prior
     seed: int = 0
     eval_every: int = 500
     render_workers: int = 2  # espeak-ng processes while rendering the base clips (once; cached)
@@ -66,6 +78,10 @@ class KWSTrainOptions:
             raise InvalidArgument("label_smoothing", f"must be in [0, 1), got {self.label_smoothing}")
         if not 0 <= self.context <= 1:
             raise InvalidArgument("context", f"must be in [0, 1], got {self.context}")
+        if self.unknown_share is not None and not 0 < self.unknown_share < 1:
+            raise InvalidArgument("unknown_share", f"must be in (0, 1), got {self.unknown_share}")
+        if not 0 <= self.hard_share <= 1:
+            raise InvalidArgument("hard_share", f"must be in [0, 1], got {self.hard_share}")
         if self.eval_every < 1:
             raise InvalidArgument("eval_every", f"must be at least 1, got {self.eval_every}")
         self.data.validate()
@@ -96,7 +112,14 @@ def train_kws(opts: KWSTrainOptions) -> dict[str, Any]:
     log.info(
         "%d training clips, %d held-out clips (%.0f s)", len(base.clips), len(held.clips), time.monotonic() - t_data
     )
-    sampler = ClipSampler(base, opts.seed, AugmentConfig(p_context=opts.context))
+    sampler = ClipSampler(
+        base, opts.seed, AugmentConfig(p_context=opts.context), unknown_share=opts.unknown_share,
+        hard_share=opts.hard_share,
+    )  # fmt: skip
+    # Logit adjustment (Menon et al., 2021): the log of each label's share of the batches relative to 1/12 is added
+    # to the logits inside the loss only, so the model's own logits keep equal priors (the held-out sets and the
+    # edge client's threshold assume them) while it sees more "unknown" clips than one in twelve.
+    adjust = torch.from_numpy(np.log(sampler.label_p * len(LABELS))).float() if opts.balanced_loss else None
     torch.manual_seed(opts.seed)
     generator = torch.Generator().manual_seed(opts.seed)
     if opts.init is not None:
@@ -122,7 +145,11 @@ def train_kws(opts: KWSTrainOptions) -> dict[str, Any]:
         waves, labels = sampler.batch(opts.batch_size)
         features = spec_augment(model.features(torch.from_numpy(waves)), opts, generator)  # (B, M, F)
         logits = model.classify(features)  # (B, classes)
-        loss = F.cross_entropy(logits, torch.from_numpy(labels), label_smoothing=opts.label_smoothing)
+        loss = F.cross_entropy(
+            logits if adjust is None else logits + adjust,
+            torch.from_numpy(labels),
+            label_smoothing=opts.label_smoothing,
+        )
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -145,6 +172,7 @@ def train_kws(opts: KWSTrainOptions) -> dict[str, Any]:
         "data": {
             "source": f"espeak-ng ({espeak_version().split('Data at')[0].strip().rstrip(':').strip()})",
             **opts.data.to_dict(),
+            "hard_negatives": len(hard_negatives(opts.data)),
             "train_clips": len(base.clips),
             "heldout_clips": len(held.clips),
             "heldout_voices": "voices('heldout'): accents and variants never in training",
@@ -191,6 +219,16 @@ def write_model_card(out: Path, info: dict[str, Any], config: KWSConfig) -> Path
         command += f" --context {context}"
     if accent_share != 0.25:
         command += f" --accent-share {accent_share}"
+    hard_renderings = data.get("hard_renderings", 0)
+    if hard_renderings:
+        command += f" --hard-renderings {hard_renderings}"
+    unknown_share, hard_share = opts.get("unknown_share"), opts.get("hard_share", 0.0)
+    if unknown_share is not None:
+        command += f" --unknown-share {unknown_share}"
+    if hard_share:
+        command += f" --hard-share {hard_share}"
+    if opts.get("balanced_loss"):
+        command += " --balanced-loss"
     if not init and (config.channels, config.blocks) != (88, 4):
         command += f" --channels {config.channels} --blocks {config.blocks}"
     if opts.get("lr") != 4e-3:
@@ -202,6 +240,23 @@ def write_model_card(out: Path, info: dict[str, Any], config: KWSConfig) -> Path
         f"{init['heldout_clean_accuracy']:.2%}); "
         if init
         else ""
+    )
+    hard = (
+        f"; {hard_renderings} renderings of each of {data['hard_negatives']} hard negatives (other words that share "
+        "a number word's onset, rhyme or a syllable, or hold one inside, and short common words: "
+        "`server.kws.data.HARD_NEGATIVES`)"
+        if hard_renderings
+        else ""
+    )
+    mix = (
+        f"{unknown_share if unknown_share is not None else 1 / len(labels):.0%} of the clips of each batch unknown"
+        + (f" ({hard_share:.0%} of them hard negatives)" if hard_renderings and hard_share else "")
+        + ", the other labels alike"
+        + (
+            "; the shares' log added to the logits in the loss, so the model's priors stay equal"
+            if opts.get("balanced_loss")
+            else ""
+        )
     )
     curve = "\n".join(
         f"| {c['step']:,} | {c['train_batch_accuracy']:.2%} | {c['heldout_clean']:.2%} |" for c in train["curve"]
@@ -223,12 +278,12 @@ each band's mean over the second subtracted |
 | data | {data["source"]}: {data["per_number"]} training renderings of each number word and \
 {data["unknown_words"]:,} other words of the training plays (train voices, speeds, pitches, amplitudes); \
 {accent_share:.0%} of the number words spoken as other accents and learners pronounce them (espeak-ng phonemes: \
-`server.kws.data.PRONUNCIATIONS`) |
+`server.kws.data.PRONUNCIATIONS`){hard} |
 | augmentation | speed/pitch resampling, time shift ({context:.0%} of the words between parts of other words, as cut \
 from running speech), reverberation, random EQ, telephone band, \
 white/pink/brown/babble noise at 0-30 dB SNR, gain and clipping, hum; SpecAugment \
 {opts["freq_masks"]} x {opts["freq_mask"]} bands, {opts["time_masks"]} x {opts["time_mask"]} frames |
-| training | {started}{train["steps"]:,} steps of {opts["batch_size"]} fresh clips, AdamW one-cycle \
+| training | {started}{train["steps"]:,} steps of {opts["batch_size"]} fresh clips ({mix}), AdamW one-cycle \
 peak lr {opts["lr"]}, label smoothing {opts["label_smoothing"]} |
 | time | {train["wall_time_s"] / 60:.1f} minutes on the CPU, {train["threads"]} thread(s) |
 | held-out voices, clean | **{metrics["heldout_clean_accuracy"]:.2%}** ({data["heldout_clips"]} clips: \

@@ -281,14 +281,14 @@ def build(out: Path, text_checkpoint: Path, corpus: Path, seed: int = 0) -> Path
             del os.environ["ANTIPHON_CACHE"]
         else:
             os.environ["ANTIPHON_CACHE"] = cache
-    if REAL_KWS.is_file():  # the committed keyword spotter, checked on a few held-out clips of each label
+    if REAL_KWS.is_file():  # the committed keyword spotter, checked on 20 held-out clips of each label
         from server.kws.data import KWSDataConfig
 
         kws_opts = replace(
             opts,
             models=("kws",),
             kws_checkpoint=REAL_KWS,
-            kws_data=KWSDataConfig(per_number=10, unknown_words=40, heldout_per_label=10),
+            kws_data=KWSDataConfig(per_number=10, unknown_words=40, heldout_per_label=20),
         )
         manifest["models"]["kws"] = export_models(replace(kws_opts, out=out / "kws"))["models"]["kws"]
         for file in (out / "kws").glob("kws*"):

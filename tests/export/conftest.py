@@ -55,8 +55,9 @@ def exported(
 
 @pytest.fixture(scope="session")
 def exported_kws(tmp_path_factory: pytest.TempPathFactory) -> Exported:
-    """The committed keyword spotter as ONNX and TFLite, float32 and int8, checked on 10 held-out clips of each
-    label (the int8 checks need a well-trained classifier)."""
+    """The committed keyword spotter as ONNX and TFLite, float32 and int8, checked on 20 held-out clips of each
+    label (the int8 checks need a well-trained classifier; with 10, one near tie that int8 tips is 0.8% of the
+    99% top-label agreement)."""
     from server.kws.data import KWSDataConfig
 
     opts = ExportOptions(
@@ -65,6 +66,6 @@ def exported_kws(tmp_path_factory: pytest.TempPathFactory) -> Exported:
         formats=("onnx", "tflite"),
         int8=True,
         kws_checkpoint=KWS_CHECKPOINT,
-        kws_data=KWSDataConfig(per_number=10, unknown_words=40, heldout_per_label=10),
+        kws_data=KWSDataConfig(per_number=10, unknown_words=40, heldout_per_label=20),
     )
     return Exported(opts.out, export_models(opts), opts)

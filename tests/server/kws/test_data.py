@@ -1,15 +1,42 @@
-"""Keyword-spotter data: accent pronunciations that espeak-ng speaks as written, and a held-out word list that does
-not move with the training sizes."""
+"""Keyword-spotter data: accent pronunciations that espeak-ng speaks as written, hard negatives that no number word
+sounds like, a held-out word list that does not move with the training sizes, and the batches' label shares."""
 
 from __future__ import annotations
 
 import shutil
 import subprocess
 
+import numpy as np
 import pytest
 
-from server.data.speech import NUMBER_WORDS
-from server.kws.data import PRONUNCIATIONS, KWSDataConfig, _number_texts, _word_split, training_clips
+from server.data.speech import ACCENTS, HOMOPHONES, NUMBER_WORDS
+from server.errors import InvalidArgument
+from server.kws.data import (
+    HARD_NEGATIVES,
+    PRONUNCIATIONS,
+    SILENCE_INDEX,
+    UNKNOWN_INDEX,
+    BaseClips,
+    Clip,
+    ClipSampler,
+    KWSDataConfig,
+    _number_texts,
+    _word_split,
+    hard_negatives,
+    training_clips,
+)
+
+
+def _phonemes(texts: list[str], voice: str) -> list[str]:
+    """espeak-ng's phonemes of each text (one paragraph each), without stress marks."""
+    exe = shutil.which("espeak-ng")
+    assert exe is not None
+    out = subprocess.run(
+        [exe, "-q", "-x", "-v", voice], input="\n\n".join(texts), capture_output=True, text=True, check=True
+    ).stdout
+    lines = [line.strip() for line in out.splitlines() if line.strip()]
+    assert len(lines) == len(texts)
+    return [line.translate(str.maketrans("", "", "',#")) for line in lines]
 
 
 @pytest.mark.parametrize("word", NUMBER_WORDS)
@@ -50,6 +77,69 @@ def test_training_clips_render_the_pronunciations() -> None:
         assert len(audio) > 1600  # more than a tenth of a second of speech
 
 
+def test_no_hard_negative_sounds_like_a_number_word() -> None:
+    """No hard negative is a number word or a homophone, or spoken (by any accent) as a number word or one of its
+    pronunciations: one sound, one label."""
+    assert len(set(HARD_NEGATIVES)) == len(HARD_NEGATIVES)
+    assert not set(HARD_NEGATIVES) & (set(NUMBER_WORDS) | HOMOPHONES)
+    numbers = {p.translate(str.maketrans("", "", "',#")) for options in PRONUNCIATIONS.values() for p in options}
+    for accent in ACCENTS:
+        numbers |= set(_phonemes(list(NUMBER_WORDS), accent))
+    for accent in ACCENTS:
+        clashes = [
+            w for w, p in zip(HARD_NEGATIVES, _phonemes(list(HARD_NEGATIVES), accent), strict=True) if p in numbers
+        ]
+        assert clashes == [], accent
+
+
+def test_hard_negatives_leave_out_the_heldout_words() -> None:
+    """A hard negative that is also a held-out word is not trained on."""
+    config = KWSDataConfig(heldout_per_label=40)
+    _, held = _word_split(config)
+    common = set(HARD_NEGATIVES) & set(held)
+    assert common  # "they" with the default seed; the test needs one
+    assert not common & set(hard_negatives(config))
+    assert len(hard_negatives(config)) == len(HARD_NEGATIVES) - len(common)
+
+
+def _sampler_base() -> BaseClips:
+    noise = np.random.default_rng(0).standard_normal(1600).astype(np.float32) * 0.1
+    clips = [Clip(k, f"w{k}", None) for k in range(SILENCE_INDEX)]
+    clips += [Clip(UNKNOWN_INDEX, "hard", None, hard=True)] * 3
+    return BaseClips(clips, [noise] * len(clips))
+
+
+@pytest.mark.parametrize(("unknown_share", "hard_share"), [(None, 0.0), (0.25, 0.0), (0.4, 0.5)])
+def test_sampler_draws_the_shares(unknown_share: float | None, hard_share: float) -> None:
+    """Labels are uniform by default, else "unknown" at its share and the rest alike; an unknown clip is a hard
+    negative at the hard share."""
+    sampler = ClipSampler(_sampler_base(), seed=0, unknown_share=unknown_share, hard_share=hard_share)
+    labels = sampler.labels(24_000)
+    counts = np.bincount(labels, minlength=12) / len(labels)
+    unknown = 1 / 12 if unknown_share is None else unknown_share
+    assert abs(counts[UNKNOWN_INDEX] - unknown) < 0.01
+    assert np.allclose(np.delete(counts, UNKNOWN_INDEX), (1 - unknown) / 11, atol=0.01)
+    picks = [sampler.pick(UNKNOWN_INDEX) for _ in range(4000)]
+    hard = np.mean([sampler.base.clips[i].hard for i in picks if i is not None])
+    assert abs(hard - hard_share) < 0.03
+    assert sampler.pick(SILENCE_INDEX) is None
+    waves, batch_labels = sampler.batch(8)
+    assert waves.shape == (8, 16_000) and batch_labels.shape == (8,)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"unknown_share": 1.0}, "unknown_share: must be in (0, 1), got 1.0"),
+        ({"hard_share": -0.5}, "hard_share: must be in [0, 1], got -0.5"),
+    ],
+)
+def test_sampler_refuses_bad_shares(kwargs: dict[str, float], message: str) -> None:
+    with pytest.raises(InvalidArgument) as info:
+        ClipSampler(_sampler_base(), seed=0, **kwargs)
+    assert str(info.value) == message
+
+
 def test_heldout_words_do_not_depend_on_the_training_words() -> None:
     """More training words leave the held-out words as they were, and no word is in both."""
     train_small, held_small = _word_split(KWSDataConfig(unknown_words=10, heldout_per_label=5))
@@ -60,7 +150,8 @@ def test_heldout_words_do_not_depend_on_the_training_words() -> None:
 
 
 def test_older_checkpoints_read_without_an_accent_share() -> None:
-    """A checkpoint's recorded data without the field means no accent renderings."""
+    """A checkpoint's recorded data without the fields means no accent renderings and no hard negatives."""
     recorded = {"per_number": 250, "unknown_words": 1500, "heldout_per_label": 40, "seed": 0}
-    assert KWSDataConfig.from_meta(recorded) == KWSDataConfig(250, 1500, 40, 0, 0.0)
+    assert KWSDataConfig.from_meta(recorded) == KWSDataConfig(250, 1500, 40, 0, 0.0, 0)
+    assert KWSDataConfig.from_meta({**recorded, "hard_renderings": 4}).hard_renderings == 4
     assert KWSDataConfig.from_meta({**recorded, "accent_share": 0.5}).accent_share == 0.5

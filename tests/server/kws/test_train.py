@@ -16,7 +16,7 @@ from server.data.speech import Rendering, render
 from server.errors import InvalidArgument
 from server.kws.checkpoint import load_kws_model
 from server.kws.data import LABELS, KWSDataConfig
-from server.kws.train import KWSTrainOptions, spec_augment, train_kws
+from server.kws.train import KWSTrainOptions, spec_augment, train_kws, write_model_card
 
 
 def test_checkpoint_rebuilds_and_records_its_figures(tiny_kws_checkpoint: Path) -> None:
@@ -39,6 +39,18 @@ def test_model_card_is_written_beside_the_checkpoint(tiny_kws_checkpoint: Path) 
     assert "zero, one, two, three, four, five, six, seven, eight, nine, unknown, silence" in card
     assert f"**{metrics['heldout_clean_accuracy']:.2%}**" in card
     assert f"**{metrics['heldout_noisy_accuracy']:.2%}**" in card
+
+
+def test_model_card_names_the_unknown_options(tiny_kws_checkpoint: Path, tmp_path: Path) -> None:
+    """Hard negatives, the unknown share and the balanced loss are in the card's command and its text."""
+    model, meta = load_kws_model(tiny_kws_checkpoint)
+    meta["data"] = {**meta["data"], "hard_renderings": 8, "hard_negatives": 290}
+    options = {**meta["training"]["options"], "unknown_share": 0.2, "hard_share": 0.3, "balanced_loss": True}
+    meta["training"] = {**meta["training"], "options": options}
+    card = write_model_card(tmp_path / "k.safetensors", meta, model.config).read_text(encoding="utf-8")
+    assert "--hard-renderings 8 --unknown-share 0.2 --hard-share 0.3 --balanced-loss " in card
+    assert "8 renderings of each of 290 hard negatives" in card
+    assert "20% of the clips of each batch unknown (30% of them hard negatives)" in card
 
 
 def test_eval_reads_wav_files_of_any_rate(
@@ -84,6 +96,9 @@ def test_spec_augment_zeroes_bands_and_frames() -> None:
         ({"data": KWSDataConfig(per_number=0)}, "per_number: must be at least 1, got 0"),
         ({"data": KWSDataConfig(accent_share=1.5)}, "accent_share: must be in [0, 1], got 1.5"),
         ({"context": -0.1}, "context: must be in [0, 1], got -0.1"),
+        ({"unknown_share": 0.0}, "unknown_share: must be in (0, 1), got 0.0"),
+        ({"hard_share": 1.5}, "hard_share: must be in [0, 1], got 1.5"),
+        ({"data": KWSDataConfig(hard_renderings=-1)}, "hard_renderings: must be at least 0, got -1"),
     ],
 )
 def test_bad_options_are_named(tmp_path: Path, options: dict[str, object], message: str) -> None:
