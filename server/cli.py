@@ -316,6 +316,12 @@ def _add_train_textdisc(sub: argparse._SubParsersAction) -> None:
         "once and cached (0: every non-overlapping window of the training streams)",
     )
     p.add_argument(
+        "--no-characters",
+        action="store_true",
+        help="with --scorer: the scorer's features only, no character embedding (characters let the model learn "
+        "the real training text by heart)",
+    )
+    p.add_argument(
         "--real-train-share",
         type=float,
         default=0.0,
@@ -367,6 +373,7 @@ def _train_textdisc(args: argparse.Namespace) -> int:
             "dilations": _dilations(args.dilations),
             "ngram_orders": _ngram_orders(args.ngrams),
             "ngram_buckets": args.ngram_buckets,
+            "characters": not args.no_characters,
         },
     )
     if not 1 <= args.train_streams <= 10_000:

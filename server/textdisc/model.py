@@ -57,6 +57,7 @@ class TextDiscConfig:
     ngram_buckets: int = 16381  # a prime; rows of each n-gram table
     scorer: dict[str, int | float] | None = None  # a CharLSTMConfig (same vocabulary); None: no scorer features
     scorer_start_id: int = 0  # the id the scorer reads before the window (a newline's)
+    characters: bool = True  # the character embedding; False (with a scorer): the scorer's features only
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "dilations", tuple(self.dilations))  # JSON gives a list
@@ -69,6 +70,8 @@ class TextDiscConfig:
             raise InvalidArgument("scorer", "the scorer's vocabulary must be the discriminator's")
         if not 0 <= self.scorer_start_id < self.vocab_size:
             raise InvalidArgument("scorer_start_id", f"must be an id in 0..{self.vocab_size - 1}")
+        if not self.characters and self.ngram_orders:
+            raise InvalidArgument("characters", "a model without characters has no n-grams either")
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -102,6 +105,7 @@ class TextDiscriminator(nn.Module):
         super().__init__()
         self.config = config
         self.embed = nn.Embedding(config.vocab_size, config.embed_dim)
+        self.embed.requires_grad_(config.characters)  # unused without characters
         self.ngrams = nn.ModuleList(nn.Embedding(config.ngram_buckets, config.embed_dim) for _ in config.ngram_orders)
         k = config.kernel_size
         convs, width = [], config.embed_dim
@@ -144,9 +148,12 @@ class TextDiscriminator(nn.Module):
     def classify(self, ids: torch.Tensor, features: torch.Tensor | None) -> torch.Tensor:
         """Logits (B, num_classes) of character ids (B, T) and, with a scorer, their features (:meth:`score`;
         training passes them precomputed)."""
-        x = F.embedding(ids, self.embed.weight)  # (B, T, E)
-        if features is not None:
-            x = x + self.features(features)
+        if features is not None and not self.config.characters:
+            x = self.features(features)  # (B, T, E)
+        else:
+            x = F.embedding(ids, self.embed.weight)  # (B, T, E)
+            if features is not None:
+                x = x + self.features(features)
         orders = self.config.ngram_orders
         if orders:
             width = ids.shape[1]

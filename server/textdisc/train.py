@@ -159,6 +159,8 @@ class TextDiscTrainOptions:
         split_held_out("\n" * (4 * WINDOW), self.real_train_share)  # names a bad share before any work
         if self.pool_windows < 0:
             raise InvalidArgument("pool_windows", f"must be 0 (all) or more, got {self.pool_windows}")
+        if not (self.model or {}).get("characters", True) and self.scorer_checkpoint is None:
+            raise InvalidArgument("characters", "a model without characters needs a scorer")
         if self.scorer_checkpoint is not None and not self.scorer_checkpoint.is_file():
             raise InvalidArgument("scorer", f"no such checkpoint: {self.scorer_checkpoint}")
         self.train_samples.validate()
@@ -316,8 +318,9 @@ def write_model_card(out: Path, info: dict[str, Any], config: dict[str, Any]) ->
         if scorer
         else ""
     )
+    chars = f"embedding {config['embed_dim']}" if config.get("characters", True) else "no character embedding"
     arch = (
-        f"embedding {config['embed_dim']}{ngrams}{scorer_arch}, {len(config['dilations'])} conv1d "
+        f"{chars}{ngrams}{scorer_arch}, {len(config['dilations'])} conv1d "
         f"{config['kernel_size']} x "
         f"{config['channels']} (dilations {', '.join(map(str, config['dilations']))}, ReLU, residual), "
         f"mean + max pooling, linear {config['num_classes']}"
@@ -333,6 +336,7 @@ def write_model_card(out: Path, info: dict[str, Any], config: dict[str, Any]) ->
         else f"training plays; test: {held_out}"
     )
     scorer_opts = f" --scorer {scorer['file']} --pool-windows {opts['pool_windows']}" if scorer else ""
+    scorer_opts += "" if config.get("characters", True) else " --no-characters"
     scorer_opts += f" --real-train-share {share:g}" if share else ""
     training = (
         f"{train['steps']:,} steps of {opts['batch_size']} windows (half real) drawn from a fixed pool of "

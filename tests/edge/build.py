@@ -206,8 +206,6 @@ def train_tiny_textdisc(out: Path, text_checkpoint: Path, corpus: Path) -> Path:
             out=out,
             corpus=corpus,
             steps=150,
-            scorer_checkpoint=text_checkpoint,
-            real_train_share=0.5,
             batch_size=32,
             progress=False,
             model={

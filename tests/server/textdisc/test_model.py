@@ -115,3 +115,17 @@ def test_a_scorer_of_another_vocabulary_is_refused() -> None:
     with pytest.raises(InvalidArgument) as info:
         TextDiscConfig(vocab_size=20, scorer=scorer)
     assert str(info.value) == "scorer: the scorer's vocabulary must be the discriminator's"
+
+
+def test_without_characters_only_the_scorer_features_count() -> None:
+    """`characters=False`: the logits depend on the window only through the scorer's features, and the unused
+    character embedding does not train."""
+    scorer = {"vocab_size": 20, "embed_dim": 8, "hidden_size": 16, "num_layers": 1, "dropout": 0.0}
+    model = TextDiscriminator(TextDiscConfig(vocab_size=20, dilations=(1,), scorer=scorer, characters=False)).eval()
+    ids = torch.randint(0, 20, (2, 30))
+    features = model.score(ids)
+    torch.testing.assert_close(model.classify(ids, features), model.classify(torch.zeros_like(ids), features))
+    assert not model.embed.weight.requires_grad
+    with pytest.raises(InvalidArgument) as info:
+        TextDiscConfig(vocab_size=20, scorer=scorer, characters=False, ngram_orders=(3,))
+    assert str(info.value) == "characters: a model without characters has no n-grams either"
