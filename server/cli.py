@@ -316,6 +316,13 @@ def _add_train_textdisc(sub: argparse._SubParsersAction) -> None:
         "once and cached (0: every non-overlapping window of the training streams)",
     )
     p.add_argument(
+        "--real-train-plays",
+        type=float,
+        default=0.0,
+        help="with --scorer and --real-train-share: the share of the real training windows taken from the training "
+        "plays all the same",
+    )
+    p.add_argument(
         "--no-characters",
         action="store_true",
         help="with --scorer: the scorer's features only, no character embedding (characters let the model learn "
@@ -368,6 +375,7 @@ def _train_textdisc(args: argparse.Namespace) -> int:
         scorer_checkpoint=None if args.scorer == "none" else Path(args.scorer),
         pool_windows=args.pool_windows,
         real_train_share=args.real_train_share,
+        real_train_plays=args.real_train_plays,
         model={
             "channels": args.channels,
             "dilations": _dilations(args.dilations),

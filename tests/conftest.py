@@ -108,8 +108,6 @@ def tiny_textdisc_checkpoint(
                 out=out,
                 corpus=tiny_corpus,
                 steps=150,
-                scorer_checkpoint=tiny_text_checkpoint,
-                real_train_share=0.5,
                 batch_size=32,
                 progress=False,
                 model={

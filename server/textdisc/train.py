@@ -103,15 +103,30 @@ def scorer_features(model: TextDiscriminator, ids: np.ndarray, scorer_sha256: st
 
 
 class FeaturePool:
-    """Fixed training windows with their scorer features: the trained streams' non-overlapping windows (at most
-    ``limit``, evenly spaced; 0: all) and as many real windows at random offsets of the training text."""
+    """Fixed training windows with their scorer features: the generated windows ``fake`` (N, WINDOW) and as many
+    real windows at random offsets of ``real_text`` (a share ``mix`` of them from ``other_text``); batches are half
+    real."""
 
     def __init__(
-        self, model: TextDiscriminator, fake: np.ndarray, real_text: np.ndarray, sha256: str, seed: int, progress: bool
+        self,
+        model: TextDiscriminator,
+        fake: np.ndarray,
+        real_text: np.ndarray,
+        sha256: str,
+        seed: int,
+        progress: bool,
+        other_text: np.ndarray | None = None,
+        mix: float = 0.0,
     ) -> None:
         self.rng = np.random.default_rng(seed)
-        starts = np.sort(np.random.default_rng(seed + 1).integers(0, len(real_text) - WINDOW + 1, len(fake)))
-        real = np.stack([real_text[s : s + WINDOW] for s in starts])
+        rng = np.random.default_rng(seed + 1)
+        n_other = round(len(fake) * mix) if other_text is not None else 0
+        rows: list[np.ndarray] = []
+        for text, count in ((real_text, len(fake) - n_other), (other_text, n_other)):
+            if count and text is not None:
+                starts = np.sort(rng.integers(0, len(text) - WINDOW + 1, count))
+                rows.extend(text[s : s + WINDOW] for s in starts)
+        real = np.stack(rows)
         self.ids = np.concatenate([real, fake]).astype(np.int32)
         self.labels = np.concatenate([np.zeros(len(real)), np.ones(len(fake))]).astype(np.int64)
         self.features = scorer_features(model, self.ids, sha256, progress)
@@ -135,6 +150,7 @@ class TextDiscTrainOptions:
     # The share of the held-out text (from its start) whose windows are the real class instead of the training
     # plays', the test's real windows coming from the rest (data.split_held_out); 0: the training plays.
     real_train_share: float = 0.0
+    real_train_plays: float = 0.0  # with real_train_share and a scorer: the share of real windows from the plays
     out: Path = Path("runs/textdisc/text_disc.safetensors")
     corpus: Path | None = None  # None: Shakespeare (held-out plays test); a file: its last 5% tests
     steps: int = 3000
@@ -157,6 +173,8 @@ class TextDiscTrainOptions:
             raise InvalidArgument("lr", f"must be in (0, 1), got {self.lr}")
         TextDiscConfig(vocab_size=2, **(self.model or {}))  # names a bad model option before any sampling
         split_held_out("\n" * (4 * WINDOW), self.real_train_share)  # names a bad share before any work
+        if not 0 <= self.real_train_plays < 1:
+            raise InvalidArgument("real_train_plays", f"must be in [0, 1), got {self.real_train_plays}")
         if self.pool_windows < 0:
             raise InvalidArgument("pool_windows", f"must be 0 (all) or more, got {self.pool_windows}")
         if not (self.model or {}).get("characters", True) and self.scorer_checkpoint is None:
@@ -210,7 +228,17 @@ def train_textdisc(opts: TextDiscTrainOptions) -> dict[str, Any]:
         fake = stream_windows(vocab, trained)[0]
         if opts.pool_windows:
             fake = evenly(fake, opts.pool_windows)
-        pool = FeaturePool(model, fake, encode(vocab, real_text), scorer["sha256"], opts.seed, opts.progress)
+        plays = encode(vocab, corpus.train) if real_train else None
+        pool = FeaturePool(
+            model,
+            fake,
+            encode(vocab, real_text),
+            scorer["sha256"],
+            opts.seed,
+            opts.progress,
+            plays,
+            opts.real_train_plays,
+        )
         seen_features = scorer_features(model, seen_ids, scorer["sha256"], opts.progress)
         check_features = scorer_features(model, check_ids, scorer["sha256"], opts.progress)
         log.info("training pool: %d windows, half real, scorer %s", len(pool.ids), scorer["file"])
@@ -262,6 +290,7 @@ def train_textdisc(opts: TextDiscTrainOptions) -> dict[str, Any]:
             "test_windows": result.count,
             "pool_windows": len(pool.ids) if pool is not None else 0,
             "real_train_share": opts.real_train_share,
+            "real_train_plays": opts.real_train_plays,
             "real_train_characters": len(real_train),
         },
         "training": {
@@ -338,6 +367,8 @@ def write_model_card(out: Path, info: dict[str, Any], config: dict[str, Any]) ->
     scorer_opts = f" --scorer {scorer['file']} --pool-windows {opts['pool_windows']}" if scorer else ""
     scorer_opts += "" if config.get("characters", True) else " --no-characters"
     scorer_opts += f" --real-train-share {share:g}" if share else ""
+    plays = data.get("real_train_plays", 0.0)
+    scorer_opts += f" --real-train-plays {plays:g}" if plays else ""
     training = (
         f"{train['steps']:,} steps of {opts['batch_size']} windows (half real) drawn from a fixed pool of "
         f"{data['pool_windows']:,} whose scorer features are computed once"
