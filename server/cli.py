@@ -274,6 +274,41 @@ def _add_train_textdisc(sub: argparse._SubParsersAction) -> None:
         "characters only; 3,5 learnt the training plays' n-grams and tested worse)",
     )
     p.add_argument("--ngram-buckets", type=int, default=16381, help="rows of each n-gram table")
+    p.add_argument(
+        "--scorer",
+        type=str,
+        default="none",
+        help="a character LSTM checkpoint (same vocabulary) that reads each window inside the model: its surprise, "
+        "entropy and rank of every character are the model's input beside the character ('none': characters only)",
+    )
+    p.add_argument(
+        "--pool-windows",
+        type=int,
+        default=0,
+        help="with --scorer: generated training windows (and as many real) whose scorer features are computed "
+        "once and cached (0: every non-overlapping window of the training streams)",
+    )
+    p.add_argument(
+        "--real-train-plays",
+        type=float,
+        default=0.0,
+        help="with --scorer and --real-train-share: the share of the real training windows taken from the training "
+        "plays all the same",
+    )
+    p.add_argument(
+        "--no-characters",
+        action="store_true",
+        help="with --scorer: the scorer's features only, no character embedding (characters let the model learn "
+        "the real training text by heart)",
+    )
+    p.add_argument(
+        "--real-train-share",
+        type=float,
+        default=0.0,
+        help="the share of the held-out text (from its start, cut at a line start) whose windows are the real "
+        "class instead of the training plays'; the test's real windows come from the rest (0: training plays; "
+        "with a scorer trained on the training plays, 0.4434: Hamlet, which it never read)",
+    )
     p.add_argument("--out", type=Path, default=Path("runs/textdisc/text_disc.safetensors"), help="checkpoint to write")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (logs only)")
     p.set_defaults(func=_train_textdisc)
@@ -310,11 +345,16 @@ def _train_textdisc(args: argparse.Namespace) -> int:
         lr=args.lr,
         seed=args.seed,
         progress=not args.no_progress,
+        scorer_checkpoint=None if args.scorer == "none" else Path(args.scorer),
+        pool_windows=args.pool_windows,
+        real_train_share=args.real_train_share,
+        real_train_plays=args.real_train_plays,
         model={
             "channels": args.channels,
             "dilations": _dilations(args.dilations),
             "ngram_orders": _ngram_orders(args.ngrams),
             "ngram_buckets": args.ngram_buckets,
+            "characters": not args.no_characters,
         },
     )
     if not 1 <= args.train_streams <= 10_000:
@@ -643,7 +683,7 @@ def _eval_textdisc(args: argparse.Namespace) -> int:
         return 0
     from server.checkpoint import file_sha256
     from server.data.shakespeare import load_corpus
-    from server.textdisc.data import test_windows
+    from server.textdisc.data import split_held_out, test_windows
     from server.textdisc.evaluate import evaluate
     from server.textdisc.samples import SampleSet, load_samples
     from server.vision.evaluate import format_confusion
@@ -654,7 +694,8 @@ def _eval_textdisc(args: argparse.Namespace) -> int:
     corpus_opt = meta["training"]["options"].get("corpus")
     corpus = load_corpus(Path(corpus_opt) if corpus_opt else None)
     test_set = SampleSet.from_dict(meta["data"]["test_samples"])
-    data = test_windows(vocab, corpus.valid_text, load_samples(generator, test_set, corpus.valid_text))
+    real_test = split_held_out(corpus.valid_text, meta["data"].get("real_train_share", 0.0))[1]
+    data = test_windows(vocab, real_test, load_samples(generator, test_set, corpus.valid_text))
     result, by_group = evaluate(model, data)
     print(f"accuracy {result.accuracy:.2%} on {result.count} windows")
     for group, accuracy in by_group.items():

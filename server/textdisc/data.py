@@ -42,6 +42,25 @@ TEST_SAMPLES = SampleSet(
 )
 
 
+def split_held_out(text: str, share: float) -> tuple[str, str]:
+    """The held-out text cut at the first line start after ``share`` of it: (the discriminator's real training
+    text, the test's real text); (``""``, ``text``) for share 0.
+
+    A scorer (a model inside the discriminator, :mod:`server.textdisc.model`) trained on the training plays finds
+    them likelier than text it never read, so real windows of the training plays would teach the discriminator that
+    real text is that likely, and text the scorer never read would look generated. With a scorer, the real class
+    trains on the first part of the held-out text instead (Shakespeare, share 0.4434: Hamlet), and the test's real
+    windows come from the rest (Macbeth and Twelfth Night)."""
+    if not 0 <= share < 1:
+        raise InvalidArgument("real_train_share", f"must be in [0, 1), got {share}")
+    if share == 0:
+        return "", text
+    cut = text.find("\n", int(len(text) * share)) + 1
+    if cut <= 0 or len(text) - cut < WINDOW or cut < WINDOW:
+        raise InvalidArgument("real_train_share", f"{share} leaves less than {WINDOW} characters on one side")
+    return text[:cut], text[cut:]
+
+
 @dataclass(frozen=True)
 class WindowSet:
     ids: np.ndarray  # (N, WINDOW) int32

@@ -7,6 +7,15 @@ the n characters ending there, hashed into ``ngram_buckets`` rows (``((id_1 * V 
 folded one character at a time so int32 never overflows): a lexicon of the character n-grams real text uses,
 which is what sampled text gets wrong, at the cost of a few gathers. Plain integer arithmetic, gathers,
 convolutions and reductions, so the graph exports to ONNX and TFLite as it is.
+
+With a scorer (``scorer``: the config of a character LSTM, whose frozen weights the trainer copies in from a text
+checkpoint), each position also gets the scorer's view of its character: the LSTM reads the window (a newline
+first, from the zero state) and gives, for every character, its surprise ``-log p``, the entropy of the predicted
+distribution, their difference, ``log(1 + rank)`` of the character among the predictions, ``-log`` of the top
+prediction's probability, the probability of the likelier characters and ``log sum p^(1/T)`` at a few temperatures
+(:data:`SCORER_FEATURES`). A linear map of these numbers is added to the character's embedding. Sampled text is as
+surprising as the model expects (at T=1) or surprising in its own way (hot samples: unlikely characters anywhere,
+not where real text has them); real text is more surprising than the model expects.
 """
 
 from __future__ import annotations
@@ -19,6 +28,20 @@ import torch.nn.functional as F
 from torch import nn
 
 from server.errors import InvalidArgument
+from server.text.model import CharLSTM, CharLSTMConfig
+
+# log Z_T = log sum_v p_v^(1/T): with the surprise, the log-likelihood ratio of a character between the scorer's
+# distribution and its sampling at temperature T is (1 - 1/T) log p + log Z_T, linear in the features.
+SCORER_TEMPERATURES = (0.6, 0.8, 1.2, 1.4)
+SCORER_FEATURES = (
+    "surprise",
+    "entropy",
+    "surprise - entropy",
+    "log(1 + rank)",
+    "-log p(top)",
+    "mass above",
+    *(f"log Z at T={t:g}" for t in SCORER_TEMPERATURES),
+)
 
 
 @dataclass(frozen=True)
@@ -32,6 +55,9 @@ class TextDiscConfig:
     dropout: float = 0.1
     ngram_orders: tuple[int, ...] = ()  # e.g. (3, 5): hashed n-gram embeddings; () for characters only
     ngram_buckets: int = 16381  # a prime; rows of each n-gram table
+    scorer: dict[str, int | float] | None = None  # a CharLSTMConfig (same vocabulary); None: no scorer features
+    scorer_start_id: int = 0  # the id the scorer reads before the window (a newline's)
+    characters: bool = True  # the character embedding; False (with a scorer): the scorer's features only
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "dilations", tuple(self.dilations))  # JSON gives a list
@@ -40,9 +66,38 @@ class TextDiscConfig:
             raise InvalidArgument("ngrams", f"give distinct orders in 2..8, got {self.ngram_orders}")
         if not 1 <= self.ngram_buckets <= 2**31 // max(self.vocab_size, 1) - 1:
             raise InvalidArgument("ngram_buckets", f"must be in 1..{2**31 // max(self.vocab_size, 1) - 1}")
+        if self.scorer is not None and self.scorer.get("vocab_size") != self.vocab_size:
+            raise InvalidArgument("scorer", "the scorer's vocabulary must be the discriminator's")
+        if not 0 <= self.scorer_start_id < self.vocab_size:
+            raise InvalidArgument("scorer_start_id", f"must be an id in 0..{self.vocab_size - 1}")
+        if not self.characters and self.ngram_orders:
+            raise InvalidArgument("characters", "a model without characters has no n-grams either")
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
+
+
+class ScorerView(nn.Module):
+    """The features of the scorer's logits (B, T, V) at the window's characters (B, T): a submodule of its own
+    (with the LSTM, what int8 exports keep in float: logs and exponentials of probabilities)."""
+
+    def __init__(self, vocab_size: int) -> None:
+        super().__init__()
+        self.onehot: torch.Tensor
+        self.register_buffer("onehot", torch.eye(vocab_size), persistent=False)
+
+    def forward(self, ids: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+        logp = F.log_softmax(logits, dim=-1)  # (B, T, V)
+        onehot = F.embedding(ids, self.onehot)  # (B, T, V): a gather of rows, as the embeddings (exports as is)
+        actual = (logp * onehot).sum(dim=2, keepdim=True)  # (B, T, 1)
+        surprise = -actual
+        entropy = -(logp.exp() * logp).sum(dim=2, keepdim=True)
+        above = (logp > actual).float()  # (B, T, V): the characters the scorer found likelier
+        rank = above.sum(dim=2, keepdim=True)
+        mass = (logp.exp() * above).sum(dim=2, keepdim=True)  # what top-p sampling leaves out lies above 1 - p
+        top = -logp.amax(dim=2, keepdim=True)
+        log_z = [torch.logsumexp(logp / t, dim=2, keepdim=True) for t in SCORER_TEMPERATURES]
+        return torch.cat([surprise, entropy, surprise - entropy, torch.log1p(rank), top, mass, *log_z], dim=2)
 
 
 class TextDiscriminator(nn.Module):
@@ -50,6 +105,7 @@ class TextDiscriminator(nn.Module):
         super().__init__()
         self.config = config
         self.embed = nn.Embedding(config.vocab_size, config.embed_dim)
+        self.embed.requires_grad_(config.characters)  # unused without characters
         self.ngrams = nn.ModuleList(nn.Embedding(config.ngram_buckets, config.embed_dim) for _ in config.ngram_orders)
         k = config.kernel_size
         convs, width = [], config.embed_dim
@@ -59,10 +115,45 @@ class TextDiscriminator(nn.Module):
         self.convs = nn.ModuleList(convs)
         self.drop = nn.Dropout(config.dropout)
         self.head = nn.Linear(2 * config.channels, config.num_classes)
+        self.scorer: CharLSTM | None = None
+        if config.scorer is not None:
+            self.scorer = CharLSTM(CharLSTMConfig(**config.scorer))  # type: ignore[arg-type]
+            self.scorer.requires_grad_(False)
+            self.scorer.eval()
+            self.scorer_view = ScorerView(config.vocab_size)
+            self.features = nn.Linear(len(SCORER_FEATURES), config.embed_dim)
+
+    def train(self, mode: bool = True) -> TextDiscriminator:
+        super().train(mode)
+        if self.scorer is not None:
+            self.scorer.eval()  # frozen: never its dropout
+        return self
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        return [p for p in self.parameters() if p.requires_grad]
+
+    def score(self, ids: torch.Tensor) -> torch.Tensor:
+        """The scorer's features (B, T, len(SCORER_FEATURES)) of character ids (B, T): position t describes
+        character t as predicted from the ones before it in the window (the first from a newline)."""
+        assert self.scorer is not None
+        start = torch.full_like(ids[:, :1], self.config.scorer_start_id)
+        inputs = torch.cat([start, ids[:, :-1]], dim=1)  # (B, T): the character before each
+        out, _ = self.scorer.lstm(self.scorer.embed(inputs))  # from the zero state; (B, T, H)
+        return cast(torch.Tensor, self.scorer_view(ids, self.scorer.head(out)))
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         """Character ids (B, T) int32 or int64 -> logits (B, num_classes)."""
-        x = F.embedding(ids, self.embed.weight)  # (B, T, E)
+        return self.classify(ids, self.score(ids) if self.scorer is not None else None)
+
+    def classify(self, ids: torch.Tensor, features: torch.Tensor | None) -> torch.Tensor:
+        """Logits (B, num_classes) of character ids (B, T) and, with a scorer, their features (:meth:`score`;
+        training passes them precomputed)."""
+        if features is not None and not self.config.characters:
+            x = self.features(features)  # (B, T, E)
+        else:
+            x = F.embedding(ids, self.embed.weight)  # (B, T, E)
+            if features is not None:
+                x = x + self.features(features)
         orders = self.config.ngram_orders
         if orders:
             width = ids.shape[1]
@@ -82,4 +173,8 @@ class TextDiscriminator(nn.Module):
         return self.head(self.drop(pooled))  # (B, num_classes)
 
     def num_parameters(self) -> int:
-        return sum(p.numel() for p in self.parameters())
+        """Trainable parameters (not the frozen scorer's)."""
+        return sum(p.numel() for p in self.trainable_parameters())
+
+    def scorer_parameters(self) -> int:
+        return sum(p.numel() for p in self.scorer.parameters()) if self.scorer is not None else 0

@@ -4,10 +4,18 @@ The samples come from the project's own generation code (:mod:`server.textdisc.s
 antiphon cache. The test set is the held-out plays and fresh streams at other temperatures and seeds, so the
 accuracy measures both unseen real text and unseen sampling settings. AdamW with a one-cycle learning rate,
 batches drawn afresh every step; seconds to minutes on one CPU core.
+
+With a scorer (a character LSTM read by the model, :mod:`server.textdisc.model`), reading every window with the
+LSTM at every step would cost most of the training, so the windows are fixed instead: a pool of the trained
+streams' non-overlapping windows and as many real windows at random offsets, whose scorer features are computed
+once (cached under the antiphon cache by the scorer's and the windows' sha256) and passed to the model beside the
+ids. The scorer is frozen, so the features are what the model's own forward computes; the test set goes through
+the forward.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from dataclasses import asdict, dataclass, field
@@ -22,6 +30,7 @@ from tqdm import tqdm
 
 import server
 from server.checkpoint import file_sha256
+from server.data.cache import cache_dir
 from server.data.shakespeare import load_corpus
 from server.errors import InvalidArgument
 from server.text.checkpoint import load_text_model
@@ -32,11 +41,13 @@ from server.textdisc.data import (
     TRAIN_SAMPLES,
     WINDOW,
     WindowSampler,
+    encode,
+    split_held_out,
     stream_windows,
     test_windows,
 )
 from server.textdisc.evaluate import evaluate, predict_logits
-from server.textdisc.model import TextDiscConfig, TextDiscriminator
+from server.textdisc.model import SCORER_FEATURES, TextDiscConfig, TextDiscriminator
 from server.textdisc.samples import SampleSet, load_samples, variant_name
 from server.vision.evaluate import format_confusion
 
@@ -44,6 +55,8 @@ log = logging.getLogger(__name__)
 
 CHECK_EVERY = 20  # one training stream in 20 is held back to check for memorisation
 CHECK_WINDOWS = 512
+FEATURE_VERSION = 2
+FEATURE_BATCH = 128  # windows read by the scorer at once
 
 
 def evenly(rows: np.ndarray, count: int) -> np.ndarray:
@@ -51,14 +64,93 @@ def evenly(rows: np.ndarray, count: int) -> np.ndarray:
     return rows[np.unique(np.linspace(0, len(rows) - 1, count).astype(np.int64))]
 
 
-def generated_share(model: TextDiscriminator, ids: np.ndarray) -> float:
-    """The share of windows (N, WINDOW) judged generated."""
-    return float(predict_logits(model, ids).argmax(axis=1).mean())
+def generated_share(model: TextDiscriminator, ids: np.ndarray, features: np.ndarray | None = None) -> float:
+    """The share of windows (N, WINDOW) judged generated (``features``: their scorer features, precomputed)."""
+    if features is None:
+        return float(predict_logits(model, ids).argmax(axis=1).mean())
+    model.eval()
+    with torch.no_grad():
+        logits = torch.cat(
+            [
+                model.classify(torch.from_numpy(ids[i : i + 256]), torch.from_numpy(features[i : i + 256]).float())
+                for i in range(0, len(ids), 256)
+            ]
+        )
+    model.train()
+    return float(logits.argmax(dim=1).float().mean())
+
+
+@torch.no_grad()
+def scorer_features(model: TextDiscriminator, ids: np.ndarray, scorer_sha256: str, progress: bool) -> np.ndarray:
+    """The scorer features (N, WINDOW, F) float16 of windows (N, WINDOW), cached by the scorer's and the windows'
+    sha256."""
+    digest = hashlib.sha256(f"{FEATURE_VERSION}:{scorer_sha256}:{ids.shape}".encode() + ids.tobytes()).hexdigest()
+    path = cache_dir() / "textdisc" / f"features-{digest[:20]}.npy"
+    if path.is_file():
+        return np.load(path)
+    out = []
+    bar = tqdm(total=len(ids), desc="scoring", unit="window", disable=not progress, mininterval=2.0)
+    for i in range(0, len(ids), FEATURE_BATCH):
+        out.append(model.score(torch.from_numpy(ids[i : i + FEATURE_BATCH])).numpy().astype(np.float16))
+        bar.update(len(out[-1]))
+    bar.close()
+    features = np.concatenate(out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp.npy")
+    np.save(tmp, features)
+    tmp.replace(path)
+    return features
+
+
+class FeaturePool:
+    """Fixed training windows with their scorer features: the generated windows ``fake`` (N, WINDOW) and as many
+    real windows at random offsets of ``real_text`` (a share ``mix`` of them from ``other_text``); batches are half
+    real."""
+
+    def __init__(
+        self,
+        model: TextDiscriminator,
+        fake: np.ndarray,
+        real_text: np.ndarray,
+        sha256: str,
+        seed: int,
+        progress: bool,
+        other_text: np.ndarray | None = None,
+        mix: float = 0.0,
+    ) -> None:
+        self.rng = np.random.default_rng(seed)
+        rng = np.random.default_rng(seed + 1)
+        n_other = round(len(fake) * mix) if other_text is not None else 0
+        rows: list[np.ndarray] = []
+        for text, count in ((real_text, len(fake) - n_other), (other_text, n_other)):
+            if count and text is not None:
+                starts = np.sort(rng.integers(0, len(text) - WINDOW + 1, count))
+                rows.extend(text[s : s + WINDOW] for s in starts)
+        real = np.stack(rows)
+        self.ids = np.concatenate([real, fake]).astype(np.int32)
+        self.labels = np.concatenate([np.zeros(len(real)), np.ones(len(fake))]).astype(np.int64)
+        self.features = scorer_features(model, self.ids, sha256, progress)
+
+    def batch(self, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Ids (size, WINDOW), features (size, WINDOW, F) float32 and labels (size,), half real."""
+        half = len(self.ids) // 2
+        n_real = size // 2
+        pick = np.concatenate(
+            [self.rng.integers(0, half, n_real), half + self.rng.integers(0, len(self.ids) - half, size - n_real)]
+        )
+        pick = pick[self.rng.permutation(size)]
+        return self.ids[pick], self.features[pick].astype(np.float32), self.labels[pick]
 
 
 @dataclass
 class TextDiscTrainOptions:
     text_checkpoint: Path  # the generator whose samples are the "generated" class
+    scorer_checkpoint: Path | None = None  # a character LSTM (frozen) whose view of each window the model reads
+    pool_windows: int = 0  # with a scorer: generated training windows in the fixed pool (0: all)
+    # The share of the held-out text (from its start) whose windows are the real class instead of the training
+    # plays', the test's real windows coming from the rest (data.split_held_out); 0: the training plays.
+    real_train_share: float = 0.0
+    real_train_plays: float = 0.0  # with real_train_share and a scorer: the share of real windows from the plays
     out: Path = Path("runs/textdisc/text_disc.safetensors")
     corpus: Path | None = None  # None: Shakespeare (held-out plays test); a file: its last 5% tests
     steps: int = 3000
@@ -80,6 +172,15 @@ class TextDiscTrainOptions:
         if not 0 < self.lr < 1:
             raise InvalidArgument("lr", f"must be in (0, 1), got {self.lr}")
         TextDiscConfig(vocab_size=2, **(self.model or {}))  # names a bad model option before any sampling
+        split_held_out("\n" * (4 * WINDOW), self.real_train_share)  # names a bad share before any work
+        if not 0 <= self.real_train_plays < 1:
+            raise InvalidArgument("real_train_plays", f"must be in [0, 1), got {self.real_train_plays}")
+        if self.pool_windows < 0:
+            raise InvalidArgument("pool_windows", f"must be 0 (all) or more, got {self.pool_windows}")
+        if not (self.model or {}).get("characters", True) and self.scorer_checkpoint is None:
+            raise InvalidArgument("characters", "a model without characters needs a scorer")
+        if self.scorer_checkpoint is not None and not self.scorer_checkpoint.is_file():
+            raise InvalidArgument("scorer", f"no such checkpoint: {self.scorer_checkpoint}")
         self.train_samples.validate()
         self.test_samples.validate()
         if set(self.train_samples.temperatures) & set(self.test_samples.temperatures):
@@ -95,25 +196,66 @@ def train_textdisc(opts: TextDiscTrainOptions) -> dict[str, Any]:
     _, vocab, text_meta = load_text_model(opts.text_checkpoint)
     test_samples = load_samples(opts.text_checkpoint, opts.test_samples, corpus.valid_text, opts.progress)
     train_samples = load_samples(opts.text_checkpoint, opts.train_samples, corpus.train, opts.progress)
-    test = test_windows(vocab, corpus.valid_text, test_samples)
+    real_train, real_test = split_held_out(corpus.valid_text, opts.real_train_share)
+    real_text = real_train or corpus.train
+    test = test_windows(vocab, real_test, test_samples)
     # Every CHECK_EVERY-th training stream never trains: the gap between the accuracy on streams the model trained
     # on and on these shows whether it learns generated text or memorises its training streams.
     held_back = set(range(CHECK_EVERY - 1, len(train_samples), CHECK_EVERY)) or {len(train_samples) - 1}
     check = [s for i, s in enumerate(train_samples) if i in held_back]
     trained = [s for i, s in enumerate(train_samples) if i not in held_back]
     check_ids, seen_ids = (evenly(stream_windows(vocab, group)[0], CHECK_WINDOWS) for group in (check, trained))
-    sampler = WindowSampler(vocab, corpus.train, trained, opts.seed)
     torch.manual_seed(opts.seed)
-    model = TextDiscriminator(TextDiscConfig(vocab_size=len(vocab), num_classes=len(LABELS), **(opts.model or {})))
-    optimizer = torch.optim.AdamW(model.parameters(), lr=opts.lr, weight_decay=opts.weight_decay)
+    scorer: dict[str, Any] | None = None
+    config = {"vocab_size": len(vocab), "num_classes": len(LABELS), **(opts.model or {})}
+    if opts.scorer_checkpoint is not None:
+        scorer_model, scorer_vocab, scorer_meta = load_text_model(opts.scorer_checkpoint)
+        if scorer_vocab.chars != vocab.chars:
+            raise InvalidArgument("scorer", f"{opts.scorer_checkpoint.name} has another vocabulary than the generator")
+        scorer = {
+            "file": opts.scorer_checkpoint.name,
+            "sha256": file_sha256(opts.scorer_checkpoint),
+            "kind": scorer_meta["kind"],
+            "parameters": scorer_model.num_parameters(),
+        }
+        config |= {"scorer": scorer_model.config.to_dict(), "scorer_start_id": vocab.encode("\n")[0]}
+    model = TextDiscriminator(TextDiscConfig(**config))
+    pool: FeaturePool | None = None
+    seen_features = check_features = None
+    if model.scorer is not None:
+        model.scorer.load_state_dict(scorer_model.state_dict())
+        assert scorer is not None
+        fake = stream_windows(vocab, trained)[0]
+        if opts.pool_windows:
+            fake = evenly(fake, opts.pool_windows)
+        plays = encode(vocab, corpus.train) if real_train else None
+        pool = FeaturePool(
+            model,
+            fake,
+            encode(vocab, real_text),
+            scorer["sha256"],
+            opts.seed,
+            opts.progress,
+            plays,
+            opts.real_train_plays,
+        )
+        seen_features = scorer_features(model, seen_ids, scorer["sha256"], opts.progress)
+        check_features = scorer_features(model, check_ids, scorer["sha256"], opts.progress)
+        log.info("training pool: %d windows, half real, scorer %s", len(pool.ids), scorer["file"])
+    sampler = WindowSampler(vocab, real_text, trained, opts.seed)
+    optimizer = torch.optim.AdamW(model.trainable_parameters(), lr=opts.lr, weight_decay=opts.weight_decay)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=opts.lr, total_steps=opts.steps, pct_start=0.1)
     t0 = time.monotonic()
     model.train()
     bar = tqdm(range(opts.steps), desc="textdisc", unit="step", disable=not opts.progress, mininterval=2.0)
     running = 0.0
     for step in bar:
-        ids, labels = sampler.batch(opts.batch_size)
-        logits = model(torch.from_numpy(ids))  # (B, 2)
+        if pool is not None:
+            ids, features, labels = pool.batch(opts.batch_size)
+            logits = model.classify(torch.from_numpy(ids), torch.from_numpy(features))  # (B, 2)
+        else:
+            ids, labels = sampler.batch(opts.batch_size)
+            logits = model(torch.from_numpy(ids))
         loss = F.cross_entropy(logits, torch.from_numpy(labels))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -124,7 +266,8 @@ def train_textdisc(opts: TextDiscTrainOptions) -> dict[str, Any]:
         if step % 50 == 0:
             bar.set_postfix(loss=f"{loss.item():.3f}", train_acc=f"{running:.3f}")
         if (step + 1) % opts.check_every == 0 or step + 1 == opts.steps:
-            seen, unseen = generated_share(model, seen_ids), generated_share(model, check_ids)
+            seen = generated_share(model, seen_ids, seen_features)
+            unseen = generated_share(model, check_ids, check_features)
             log.info(
                 "step %d: generated windows caught: %.3f of trained streams, %.3f of unseen", step + 1, seen, unseen
             )
@@ -137,6 +280,7 @@ def train_textdisc(opts: TextDiscTrainOptions) -> dict[str, Any]:
             "sha256": file_sha256(opts.text_checkpoint),
             "kind": text_meta["kind"],
         },
+        "scorer": scorer,
         "data": {
             "source": corpus.source,
             "sha256": corpus.sha256,
@@ -144,13 +288,21 @@ def train_textdisc(opts: TextDiscTrainOptions) -> dict[str, Any]:
             "train_samples": asdict(opts.train_samples),
             "test_samples": asdict(opts.test_samples),
             "test_windows": result.count,
+            "pool_windows": len(pool.ids) if pool is not None else 0,
+            "real_train_share": opts.real_train_share,
+            "real_train_plays": opts.real_train_plays,
+            "real_train_characters": len(real_train),
         },
         "training": {
             "steps": opts.steps,
             "wall_time_s": round(elapsed, 2),
             "threads": torch.get_num_threads(),
             "options": {  # the generator by name (its hash is under "generator"), not by this machine's path
-                k: v.name if k == "text_checkpoint" else str(v) if isinstance(v, Path) else v
+                k: v.name
+                if k in ("text_checkpoint", "scorer_checkpoint") and v
+                else str(v)
+                if isinstance(v, Path)
+                else v
                 for k, v in asdict(opts).items()
                 if k not in ("train_samples", "test_samples")
             },
@@ -186,13 +338,43 @@ def write_model_card(out: Path, info: dict[str, Any], config: dict[str, Any]) ->
         if orders
         else ""
     )
+    scorer = info.get("scorer")
+    scorer_arch = (
+        f" + a linear map of the frozen scorer's per-character features ({', '.join(SCORER_FEATURES)}; the "
+        f"{config['scorer']['num_layers']} x {config['scorer']['hidden_size']} "
+        f"LSTM `{scorer['file']}`, sha256 {scorer['sha256'][:16]}..., {scorer['parameters']:,} parameters, inside "
+        "the model)"
+        if scorer
+        else ""
+    )
+    chars = f"embedding {config['embed_dim']}" if config.get("characters", True) else "no character embedding"
     arch = (
-        f"embedding {config['embed_dim']}{ngrams}, {len(config['dilations'])} conv1d {config['kernel_size']} x "
+        f"{chars}{ngrams}{scorer_arch}, {len(config['dilations'])} conv1d "
+        f"{config['kernel_size']} x "
         f"{config['channels']} (dilations {', '.join(map(str, config['dilations']))}, ReLU, residual), "
         f"mean + max pooling, linear {config['num_classes']}"
     )
     groups = "\n".join(f"| {g} | {a:.2%} |" for g, a in metrics["test_by_source"].items())
     corpus = f" --corpus {opts['corpus']}" if opts["corpus"] else ""
+    held_out = ", ".join(data["held_out"])
+    share = data.get("real_train_share", 0.0)
+    real = (
+        f"training: the first {share:.1%} of the held-out text ({held_out}; {data['real_train_characters']:,} "
+        "characters, cut at a line start), which the scorer never read; test: the rest"
+        if share
+        else f"training plays; test: {held_out}"
+    )
+    scorer_opts = f" --scorer {scorer['file']} --pool-windows {opts['pool_windows']}" if scorer else ""
+    scorer_opts += "" if config.get("characters", True) else " --no-characters"
+    scorer_opts += f" --real-train-share {share:g}" if share else ""
+    plays = data.get("real_train_plays", 0.0)
+    scorer_opts += f" --real-train-plays {plays:g}" if plays else ""
+    training = (
+        f"{train['steps']:,} steps of {opts['batch_size']} windows (half real) drawn from a fixed pool of "
+        f"{data['pool_windows']:,} whose scorer features are computed once"
+        if scorer
+        else f"{train['steps']:,} steps of {opts['batch_size']} random windows (half real)"
+    )
 
     def described(sample_set: dict[str, Any], plain: str) -> str:
         variants = ", ".join(variant_name(k, p) for k, p in sample_set["variants"])
@@ -209,19 +391,19 @@ def write_model_card(out: Path, info: dict[str, Any], config: dict[str, Any]) ->
 Text discriminator trained by `antiphon train textdisc --steps {train["steps"]} --seed {opts["seed"]}{corpus} \
 --batch-size {opts["batch_size"]} --train-streams {tr["streams"]} \
 --channels {config["channels"]} --dilations {",".join(map(str, config["dilations"]))} \
---ngrams {",".join(map(str, orders)) or "none"} --ngram-buckets {config["ngram_buckets"]} --out {out}` \
+--ngrams {",".join(map(str, orders)) or "none"} --ngram-buckets {config["ngram_buckets"]}{scorer_opts} --out {out}` \
 (antiphon {info["antiphon_version"]}): is a window of {info["window"]} characters real text or text \
 sampled from the character LSTM `{info["generator"]["file"]}` (sha256 {info["generator"]["sha256"][:16]}...)?
 
 | | |
 |---|---|
 | architecture | {arch} |
-| parameters | {info["parameters"]:,} |
+| parameters | {info["parameters"]:,} trained{f" + {scorer['parameters']:,} of the frozen scorer" if scorer else ""} |
 | input | character ids (1, {info["window"]}) int32 in the text model's vocabulary; labels real, generated |
-| real text | {data["source"]} (sha256 {data["sha256"][:16]}...): training plays; test: {", ".join(data["held_out"])} |
+| real text | {data["source"]} (sha256 {data["sha256"][:16]}...): {real} |
 | generated, train | {described(tr, "training text")} |
 | generated, test | {described(te, "held-out text")}: other seeds, temperatures and top-k / top-p values |
-| training | {train["steps"]:,} steps of {opts["batch_size"]} random windows (half real), AdamW one-cycle, \
+| training | {training}, AdamW one-cycle, \
 peak lr {opts["lr"]} |
 | time | {train["wall_time_s"]:.1f} s on the CPU, {train["threads"]} thread(s) |
 | memorisation check | generated windows caught: {metrics["trained_streams_caught"]:.2%} of streams it trained on, \

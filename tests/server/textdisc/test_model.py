@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from server.errors import InvalidArgument
-from server.textdisc.model import TextDiscConfig, TextDiscriminator
+from server.textdisc.model import SCORER_FEATURES, TextDiscConfig, TextDiscriminator
 
 
 def test_an_ngram_changes_only_the_positions_whose_ngrams_hold_it() -> None:
@@ -66,3 +66,66 @@ def test_a_checkpoint_from_before_ngrams_loads_as_characters_only(tmp_path: Path
     )
     loaded, _, _ = load_textdisc_model(path)
     assert loaded.config.ngram_orders == () and not list(loaded.ngrams)
+
+
+def _scored_model() -> TextDiscriminator:
+    scorer = {"vocab_size": 20, "embed_dim": 8, "hidden_size": 16, "num_layers": 2, "dropout": 0.1}
+    torch.manual_seed(0)
+    return TextDiscriminator(TextDiscConfig(vocab_size=20, dilations=(1, 2), scorer=scorer, scorer_start_id=3))
+
+
+def test_scorer_features_are_the_lstms_view_of_each_character() -> None:
+    """Position t holds the scorer's surprise at character t after the start id and the characters before it,
+    the entropy of its prediction, the character's rank and the mass of the likelier characters."""
+    from server.text.model import CharLSTM
+
+    model = _scored_model().eval()
+    ids = torch.randint(0, 20, (2, 30), dtype=torch.int32)
+    features = model.score(ids)
+    assert features.shape == (2, 30, len(SCORER_FEATURES))
+    scorer = model.scorer
+    assert isinstance(scorer, CharLSTM)
+    inputs = torch.cat([torch.full((2, 1), 3), ids[:, :-1].long()], dim=1)
+    logp = torch.log_softmax(scorer(inputs, scorer.init_state(2, "cpu"))[0], dim=-1)  # (2, 30, 20)
+    actual = logp.gather(2, ids.long().unsqueeze(2)).squeeze(2)
+    torch.testing.assert_close(features[..., 0], -actual)
+    torch.testing.assert_close(features[..., 1], -(logp.exp() * logp).sum(dim=2))
+    likelier = logp > actual.unsqueeze(2)
+    torch.testing.assert_close(features[..., 3], torch.log1p(likelier.sum(dim=2).float()))
+    torch.testing.assert_close(features[..., 5], (logp.exp() * likelier).sum(dim=2))
+
+
+def test_the_scorer_is_frozen_and_forward_is_classify_of_its_features() -> None:
+    """Training touches only the discriminator's own weights, the scorer never drops out, and the forward pass
+    equals the classifier on precomputed features (what training feeds it)."""
+    model = _scored_model().train()
+    assert model.scorer is not None and not model.scorer.training
+    trainable = {id(p) for p in model.trainable_parameters()}
+    assert not trainable & {id(p) for p in model.scorer.parameters()}
+    assert model.num_parameters() == sum(p.numel() for p in model.trainable_parameters())
+    assert model.scorer_parameters() == sum(p.numel() for p in model.scorer.parameters())
+    model.eval()
+    ids = torch.randint(0, 20, (3, 40))
+    torch.testing.assert_close(model(ids), model.classify(ids, model.score(ids)))
+    torch.testing.assert_close(model(ids), model(ids.to(torch.int32)))
+
+
+def test_a_scorer_of_another_vocabulary_is_refused() -> None:
+    scorer = {"vocab_size": 30, "embed_dim": 8, "hidden_size": 16, "num_layers": 1, "dropout": 0.0}
+    with pytest.raises(InvalidArgument) as info:
+        TextDiscConfig(vocab_size=20, scorer=scorer)
+    assert str(info.value) == "scorer: the scorer's vocabulary must be the discriminator's"
+
+
+def test_without_characters_only_the_scorer_features_count() -> None:
+    """`characters=False`: the logits depend on the window only through the scorer's features, and the unused
+    character embedding does not train."""
+    scorer = {"vocab_size": 20, "embed_dim": 8, "hidden_size": 16, "num_layers": 1, "dropout": 0.0}
+    model = TextDiscriminator(TextDiscConfig(vocab_size=20, dilations=(1,), scorer=scorer, characters=False)).eval()
+    ids = torch.randint(0, 20, (2, 30))
+    features = model.score(ids)
+    torch.testing.assert_close(model.classify(ids, features), model.classify(torch.zeros_like(ids), features))
+    assert not model.embed.weight.requires_grad
+    with pytest.raises(InvalidArgument) as info:
+        TextDiscConfig(vocab_size=20, scorer=scorer, characters=False, ngram_orders=(3,))
+    assert str(info.value) == "characters: a model without characters has no n-grams either"
