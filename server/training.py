@@ -117,6 +117,7 @@ class TrainLoop:
     loss_name = "bits"  # the progress bar's name for the running training loss
     rate_name = "items_s"  # ... and for the items (characters, samples) per second
     unit = "bits"  # the held-out estimate's unit, as the log prints it
+    seen_key = "seen"  # the state file's name for ``seen`` (chars_seen, samples_seen)
 
     def __init__(self) -> None:
         self.step = 0
@@ -222,6 +223,22 @@ class TrainLoop:
             raise CheckpointError(f"cannot resume from {path}: {exc}") from exc
         log.info("resuming from %s at step %d", path, saved["step"])
         return saved
+
+    def _loop_state(self) -> dict[str, Any]:
+        """What every state file holds: weights, optimizer moments, the step, the clock and the items seen."""
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "step": self.step,
+            "elapsed": self.elapsed,
+            self.seen_key: self.seen,
+        }
+
+    def _restore_loop_state(self, saved: dict[str, Any]) -> None:
+        """Take back what :meth:`_loop_state` saved (the model and optimizer built as the state describes)."""
+        self.model.load_state_dict(saved["model"])
+        self.optimizer.load_state_dict(saved["optimizer"])
+        self.step, self.elapsed, self.seen = saved["step"], saved["elapsed"], saved[self.seen_key]
 
     def _write_resume_state(self, payload: dict[str, Any]) -> None:
         """Write the state file whole or not at all (a kill mid-write leaves the previous one)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import random
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -87,6 +88,40 @@ TINY_TEXTDISC_SAMPLES = {
 }
 
 
+TINY_TEXTDISC_MODEL = {
+    "embed_dim": 16,
+    "channels": 32,
+    "dilations": (1, 2, 4),
+    "ngram_orders": (3,),
+    "ngram_buckets": 1021,
+}
+
+
+def train_tiny_textdisc(
+    out: Path, text_checkpoint: Path, corpus: Path, model: dict[str, Any] | None = None, **options: Any
+) -> Path:
+    """The project's text discriminator, trained for seconds (150 steps) on the tiny corpus against the tiny LSTM's
+    samples (``TINY_TEXTDISC_SAMPLES``, cached under ANTIPHON_CACHE); ``options`` are more TextDiscTrainOptions."""
+    from server.textdisc.samples import SampleSet
+    from server.textdisc.train import TextDiscTrainOptions, train_textdisc
+
+    sets = {k: SampleSet(**v) for k, v in TINY_TEXTDISC_SAMPLES.items()}  # type: ignore[arg-type]
+    train_textdisc(
+        TextDiscTrainOptions(
+            text_checkpoint=text_checkpoint,
+            out=out,
+            corpus=corpus,
+            steps=150,
+            batch_size=32,
+            progress=False,
+            model=TINY_TEXTDISC_MODEL if model is None else model,
+            **options,
+            **sets,
+        )
+    )
+    return out
+
+
 @pytest.fixture(scope="session")
 def tiny_textdisc_checkpoint(
     tmp_path_factory: pytest.TempPathFactory, tiny_text_checkpoint: Path, tiny_corpus: Path
@@ -94,33 +129,10 @@ def tiny_textdisc_checkpoint(
     """A real text discriminator of the tiny corpus against the tiny LSTM's samples, 150 steps (seconds).
 
     Samples are cached in ``<checkpoint folder>/cache`` (ANTIPHON_CACHE while the fixture trains)."""
-    from server.textdisc.samples import SampleSet
-    from server.textdisc.train import TextDiscTrainOptions, train_textdisc
-
     folder = tmp_path_factory.mktemp("textdisc")
-    out = folder / "tiny_disc.safetensors"
-    sets = {k: SampleSet(**v) for k, v in TINY_TEXTDISC_SAMPLES.items()}  # type: ignore[arg-type]
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("ANTIPHON_CACHE", str(folder / "cache"))
-        train_textdisc(
-            TextDiscTrainOptions(
-                text_checkpoint=tiny_text_checkpoint,
-                out=out,
-                corpus=tiny_corpus,
-                steps=150,
-                batch_size=32,
-                progress=False,
-                model={
-                    "embed_dim": 16,
-                    "channels": 32,
-                    "dilations": (1, 2, 4),
-                    "ngram_orders": (3,),
-                    "ngram_buckets": 1021,
-                },
-                **sets,
-            )
-        )
-    return out
+        return train_tiny_textdisc(folder / "tiny_disc.safetensors", tiny_text_checkpoint, tiny_corpus)
 
 
 @pytest.fixture(scope="session")

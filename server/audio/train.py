@@ -95,7 +95,7 @@ class AudioTrainOptions:
 
 class AudioTrainer(TrainLoop):
     model: WaveNet
-    loss_name, rate_name, unit = "bits", "samples_s", "bits/sample"
+    loss_name, rate_name, unit, seen_key = "bits", "samples_s", "bits/sample", "samples_seen"
 
     def __init__(self, opts: AudioTrainOptions) -> None:
         super().__init__()
@@ -122,9 +122,7 @@ class AudioTrainer(TrainLoop):
         self.model = WaveNet(config).to(self.device)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=opts.lr)
         if resume is not None:
-            self.model.load_state_dict(resume["model"])
-            self.optimizer.load_state_dict(resume["optimizer"])
-            self.step, self.elapsed, self.seen = resume["step"], resume["elapsed"], resume["samples_seen"]
+            self._restore_loop_state(resume)
             torch.set_rng_state(resume["rng"])
             self.rng.bit_generator.state = resume["np_rng"][self.dist.rank]
         self.ddp: torch.nn.Module = self.model
@@ -167,11 +165,7 @@ class AudioTrainer(TrainLoop):
             return
         self._write_resume_state(
             {
-                "model": self.model.state_dict(),
-                "optimizer": self.optimizer.state_dict(),
-                "step": self.step,
-                "elapsed": self.elapsed,
-                "samples_seen": self.seen,
+                **self._loop_state(),
                 "config": self.model.config.to_dict(),
                 "data_sha256": self.data_sha256,
                 "rng": torch.get_rng_state(),

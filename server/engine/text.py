@@ -248,11 +248,10 @@ class TextEngine(EngineLoop[_Job]):
                 await self._wake.wait()
                 continue
             rows = round_.rows
-            row_of = {id(j): i for i, j in enumerate(self._jobs)}
             ended_turns = [j for j in round_.leaving if j.session is not None and j.end_reason]
             plan = _Plan(
                 keep=round_.keep,
-                extract=[row_of[id(j)] for j in ended_turns],
+                extract=[self._jobs.index(j) for j in ended_turns],  # jobs compare by identity
                 joining=round_.joining,
                 ready=round_.ready,
                 ready_jobs=[rows[i] for i in round_.ready],

@@ -73,7 +73,7 @@ class TextTrainOptions:
 
 class TextTrainer(TrainLoop):
     model: CharLSTM
-    loss_name, rate_name, unit = "bpc", "chars_s", "bits/char"
+    loss_name, rate_name, unit, seen_key = "bpc", "chars_s", "bits/char", "chars_seen"
 
     def __init__(self, opts: TextTrainOptions, corpus: Corpus | None = None) -> None:
         super().__init__()
@@ -102,9 +102,7 @@ class TextTrainer(TrainLoop):
             betas=(0.9, 0.99),
         )
         if resume is not None:
-            self.model.load_state_dict(resume["model"])
-            self.optimizer.load_state_dict(resume["optimizer"])
-            self.step, self.elapsed, self.seen = resume["step"], resume["elapsed"], resume["chars_seen"]
+            self._restore_loop_state(resume)
             if "h" in resume:  # older states lack the recurrent state and RNG: start those afresh
                 self.state = (resume["h"].to(self.device), resume["c"].to(self.device))
                 torch.set_rng_state(resume["rng"])
@@ -152,11 +150,7 @@ class TextTrainer(TrainLoop):
             return
         self._write_resume_state(
             {
-                "model": self.model.state_dict(),
-                "optimizer": self.optimizer.state_dict(),
-                "step": self.step,
-                "elapsed": self.elapsed,
-                "chars_seen": self.seen,
+                **self._loop_state(),
                 "config": self.model.config.to_dict(),
                 "vocab": self.vocab.chars,
                 "corpus_sha256": self.corpus.sha256,

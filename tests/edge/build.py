@@ -32,6 +32,7 @@ from torch import nn
 
 from export.pipeline import MANIFEST, ExportOptions, _export_one, export_models
 from export.specs import ExportSpec
+from tests.conftest import train_tiny_textdisc
 
 REPO = Path(__file__).resolve().parents[2]
 DIGITS_CHECKPOINT = REPO / "models" / "digits" / "digits_cnn.safetensors"
@@ -192,35 +193,6 @@ def kws_spec(model: TinyKws, x: np.ndarray, y: np.ndarray, seed: int) -> ExportS
 
 
 # -- the text discriminator -------------------------------------------------
-def train_tiny_textdisc(out: Path, text_checkpoint: Path, corpus: Path) -> Path:
-    """The project's text discriminator, trained for seconds on the tiny corpus against the tiny LSTM's samples
-    (as tests/conftest.py's fixture does); samples are cached under ANTIPHON_CACHE."""
-    from server.textdisc.samples import SampleSet
-    from server.textdisc.train import TextDiscTrainOptions, train_textdisc
-    from tests.conftest import TINY_TEXTDISC_SAMPLES
-
-    sets = {k: SampleSet(**v) for k, v in TINY_TEXTDISC_SAMPLES.items()}  # type: ignore[arg-type]
-    train_textdisc(
-        TextDiscTrainOptions(
-            text_checkpoint=text_checkpoint,
-            out=out,
-            corpus=corpus,
-            steps=150,
-            batch_size=32,
-            progress=False,
-            model={
-                "embed_dim": 16,
-                "channels": 32,
-                "dilations": (1, 2, 4),
-                "ngram_orders": (3,),
-                "ngram_buckets": 1021,
-            },
-            **sets,
-        )
-    )
-    return out
-
-
 def write_textdisc_samples(spec: ExportSpec, path: Path) -> None:
     """Texts of textdisc's evaluation windows with torch's label for each, for the edge to agree with."""
     vocab = spec.info["vocabulary"]

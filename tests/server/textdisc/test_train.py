@@ -11,6 +11,7 @@ from server.checkpoint import read_meta
 from server.errors import InvalidArgument
 from server.textdisc.samples import SampleSet
 from server.textdisc.train import TextDiscTrainOptions, train_textdisc
+from tests.conftest import train_tiny_textdisc
 
 SOURCES = {"T=0.8", "T=0.8 top-p 0.9", "T=1.1", "T=1.1 top-p 0.9"}
 
@@ -148,28 +149,17 @@ def tiny_scored_checkpoint(
 ) -> Path:
     """A real text discriminator that reads the tiny LSTM's view of each window (the tiny LSTM as its scorer), the
     real class from the first half of the held-out text; 150 steps (seconds)."""
-    from tests.conftest import TINY_TEXTDISC_SAMPLES
-
     folder = tmp_path_factory.mktemp("textdisc_scored")
-    out = folder / "tiny_scored.safetensors"
-    sets = {k: SampleSet(**v) for k, v in TINY_TEXTDISC_SAMPLES.items()}  # type: ignore[arg-type]
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("ANTIPHON_CACHE", str(folder / "cache"))
-        train_textdisc(
-            TextDiscTrainOptions(
-                text_checkpoint=tiny_text_checkpoint,
-                scorer_checkpoint=tiny_text_checkpoint,
-                real_train_share=0.5,
-                out=out,
-                corpus=tiny_corpus,
-                steps=150,
-                batch_size=32,
-                progress=False,
-                model={"embed_dim": 16, "channels": 32, "dilations": (1, 2, 4)},
-                **sets,
-            )
+        return train_tiny_textdisc(
+            folder / "tiny_scored.safetensors",
+            tiny_text_checkpoint,
+            tiny_corpus,
+            model={"embed_dim": 16, "channels": 32, "dilations": (1, 2, 4)},
+            scorer_checkpoint=tiny_text_checkpoint,
+            real_train_share=0.5,
         )
-    return out
 
 
 def test_the_real_class_trains_on_held_out_text_the_scorer_never_read(
