@@ -309,6 +309,12 @@ def _add_train_textdisc(sub: argparse._SubParsersAction) -> None:
         "class instead of the training plays'; the test's real windows come from the rest (0: training plays; "
         "with a scorer trained on the training plays, 0.4434: Hamlet, which it never read)",
     )
+    p.add_argument(
+        "--no-lexicon",
+        action="store_true",
+        help="no lexicon: by default the model holds the training documents' words (a table of a million bytes) and "
+        "sees at each word's end whether it is known and how common; made-up words are what hot samples give away",
+    )
     p.add_argument("--out", type=Path, default=Path("runs/textdisc/text_disc.safetensors"), help="checkpoint to write")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (logs only)")
     p.set_defaults(func=_train_textdisc)
@@ -349,6 +355,7 @@ def _train_textdisc(args: argparse.Namespace) -> int:
         pool_windows=args.pool_windows,
         real_train_share=args.real_train_share,
         real_train_plays=args.real_train_plays,
+        lexicon=not args.no_lexicon,
         model={
             "channels": args.channels,
             "dilations": _dilations(args.dilations),

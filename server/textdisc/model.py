@@ -20,15 +20,18 @@ not where real text has them); real text is more surprising than the model expec
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import cast
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from server.errors import InvalidArgument
 from server.text.model import CharLSTM, CharLSTMConfig
+from server.textdisc.lexicon import BUCKETS, LEXICON_FEATURES, MAX_DOCUMENTS, WordHasher, gather, lexicon_features
 
 # log Z_T = log sum_v p_v^(1/T): with the surprise, the log-likelihood ratio of a character between the scorer's
 # distribution and its sampling at temperature T is (1 - 1/T) log p + log Z_T, linear in the features.
@@ -58,6 +61,8 @@ class TextDiscConfig:
     scorer: dict[str, int | float] | None = None  # a CharLSTMConfig (same vocabulary); None: no scorer features
     scorer_start_id: int = 0  # the id the scorer reads before the window (a newline's)
     characters: bool = True  # the character embedding; False (with a scorer): the scorer's features only
+    # A lexicon (server.textdisc.lexicon): how many training documents use each word; 0 documents: no lexicon.
+    lexicon_documents: int = 0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "dilations", tuple(self.dilations))  # JSON gives a list
@@ -72,6 +77,8 @@ class TextDiscConfig:
             raise InvalidArgument("scorer_start_id", f"must be an id in 0..{self.vocab_size - 1}")
         if not self.characters and self.ngram_orders:
             raise InvalidArgument("characters", "a model without characters has no n-grams either")
+        if not 0 <= self.lexicon_documents <= MAX_DOCUMENTS:
+            raise InvalidArgument("lexicon", f"counts 0 to {MAX_DOCUMENTS} documents, got {self.lexicon_documents}")
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -122,6 +129,11 @@ class TextDiscriminator(nn.Module):
             self.scorer.eval()
             self.scorer_view = ScorerView(config.vocab_size)
             self.features = nn.Linear(len(SCORER_FEATURES), config.embed_dim)
+        if config.lexicon_documents:
+            self.words = WordHasher(config.vocab_size)
+            self.lexicon: torch.Tensor
+            self.register_buffer("lexicon", torch.zeros(BUCKETS, dtype=torch.int8))  # filled by the trainer
+            self.lexicon_map = nn.Linear(len(LEXICON_FEATURES), config.embed_dim)
 
     def train(self, mode: bool = True) -> TextDiscriminator:
         super().train(mode)
@@ -141,19 +153,42 @@ class TextDiscriminator(nn.Module):
         out, _ = self.scorer.lstm(self.scorer.embed(inputs))  # from the zero state; (B, T, H)
         return cast(torch.Tensor, self.scorer_view(ids, self.scorer.head(out)))
 
+    def set_lexicon(self, chars: Sequence[str], table: np.ndarray) -> None:
+        """The vocabulary's letters and the lexicon table (BUCKETS,) int8 of
+        :func:`server.textdisc.lexicon.document_lexicon`."""
+        if not self.config.lexicon_documents:
+            raise InvalidArgument("lexicon", "this model was built without a lexicon")
+        if table.shape != (BUCKETS,) or table.dtype != np.int8:
+            raise InvalidArgument("lexicon", f"needs a ({BUCKETS},) uint8 table, got {table.shape} {table.dtype}")
+        self.words.set_vocabulary(chars)
+        self.lexicon.copy_(torch.from_numpy(table))
+
+    def word_view(self, ids: torch.Tensor, exclude: torch.Tensor | None = None) -> torch.Tensor:
+        """The lexicon's features (B, T, len(LEXICON_FEATURES)) of character ids (B, T). ``exclude`` (B, T): counts
+        to take off the table's (training sees a window of a training play as if its play were unread)."""
+        hashes, ends, upper = self.words(ids)
+        counts = gather(self.lexicon, hashes).float()  # (B, T): from a byte table
+        if exclude is not None:
+            counts = counts - exclude.float()
+        return lexicon_features(ends, upper, counts * ends.float(), self.config.lexicon_documents)
+
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         """Character ids (B, T) int32 or int64 -> logits (B, num_classes)."""
         return self.classify(ids, self.score(ids) if self.scorer is not None else None)
 
-    def classify(self, ids: torch.Tensor, features: torch.Tensor | None) -> torch.Tensor:
+    def classify(
+        self, ids: torch.Tensor, features: torch.Tensor | None, exclude: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Logits (B, num_classes) of character ids (B, T) and, with a scorer, their features (:meth:`score`;
-        training passes them precomputed)."""
+        training passes them precomputed); ``exclude``: see :meth:`word_view`."""
         if features is not None and not self.config.characters:
             x = self.features(features)  # (B, T, E)
         else:
             x = F.embedding(ids, self.embed.weight)  # (B, T, E)
             if features is not None:
                 x = x + self.features(features)
+        if self.config.lexicon_documents:
+            x = x + self.lexicon_map(self.word_view(ids, exclude))
         orders = self.config.ngram_orders
         if orders:
             width = ids.shape[1]

