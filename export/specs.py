@@ -174,8 +174,9 @@ def textdisc_spec(
         targets=data.labels,
         calibration=[(x[None],) for x in calibration],
         # A scorer (an LSTM over the window, then logs and exponentials of its probabilities) and the map of its
-        # features (log-probabilities, a wide range) stay float: int8 gates compound their error over 256 steps.
-        float_scope="scorer|scorer_view|features" if model.scorer is not None else None,
+        # features (log-probabilities, a wide range) or their window statistics stay float: int8 gates compound their
+        # error over 256 steps.
+        float_scope="scorer|scorer_view|features|scorer_stats" if model.scorer is not None else None,
         float_output=model.scorer is not None,  # int8 logits round near ties to one value (see ExportSpec)
         # The committed model (80% accurate) still leaves many windows near a tie between its two logits: its
         # static int8 files agree with torch on 99.1% (ONNX) and 97.97% (TFLite) of 3,456 windows. Back to the

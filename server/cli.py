@@ -310,6 +310,15 @@ def _add_train_textdisc(sub: argparse._SubParsersAction) -> None:
         "with a scorer trained on the training plays, 0.4434: Hamlet, which it never read)",
     )
     p.add_argument(
+        "--base",
+        type=Path,
+        default=None,
+        help="with --scorer: a trained discriminator without a scorer (characters, lexicon) whose weights are copied "
+        "and frozen; only the head trains, over its pooled convolutions and statistics of the scorer's features over "
+        "the window (their mean and spread, overall and by the scorer's entropy): too few weights to learn the real "
+        "text by heart, so the real class can be held-out text the scorer never read (--real-train-share)",
+    )
+    p.add_argument(
         "--no-lexicon",
         action="store_true",
         help="no lexicon: by default the model holds the training documents' words (a table of a million bytes) and "
@@ -356,6 +365,7 @@ def _train_textdisc(args: argparse.Namespace) -> int:
         real_train_share=args.real_train_share,
         real_train_plays=args.real_train_plays,
         lexicon=not args.no_lexicon,
+        base_checkpoint=args.base,
         model={
             "channels": args.channels,
             "dilations": _dilations(args.dilations),

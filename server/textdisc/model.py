@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from itertools import pairwise
 from typing import cast
 
 import numpy as np
@@ -36,6 +37,9 @@ from server.textdisc.lexicon import BUCKETS, LEXICON_FEATURES, MAX_DOCUMENTS, Wo
 # log Z_T = log sum_v p_v^(1/T): with the surprise, the log-likelihood ratio of a character between the scorer's
 # distribution and its sampling at temperature T is (1 - 1/T) log p + log Z_T, linear in the features.
 SCORER_TEMPERATURES = (0.6, 0.8, 1.2, 1.4)
+SCORER_SKIP = 32  # the scorer reads each window from a newline: its view of the first characters is not its usual
+ENTROPY_BANDS = (0.5, 1.2)  # nats: edges of the entropy bands of the pooled statistics
+WINDOW_STATISTICS = ("mean", "spread", "mean at entropy < 0.5", "mean at 0.5-1.2", "mean at >= 1.2")
 SCORER_FEATURES = (
     "surprise",
     "entropy",
@@ -63,6 +67,9 @@ class TextDiscConfig:
     characters: bool = True  # the character embedding; False (with a scorer): the scorer's features only
     # A lexicon (server.textdisc.lexicon): how many training documents use each word; 0 documents: no lexicon.
     lexicon_documents: int = 0
+    # With a scorer: its features enter as statistics over the window (ScorerStatistics) beside the pooled
+    # convolutions, into the head, instead of position by position into the convolutions.
+    scorer_pooled: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "dilations", tuple(self.dilations))  # JSON gives a list
@@ -77,6 +84,8 @@ class TextDiscConfig:
             raise InvalidArgument("scorer_start_id", f"must be an id in 0..{self.vocab_size - 1}")
         if not self.characters and self.ngram_orders:
             raise InvalidArgument("characters", "a model without characters has no n-grams either")
+        if self.scorer_pooled and (self.scorer is None or not self.characters):
+            raise InvalidArgument("scorer_pooled", "needs a scorer and the characters")
         if not 0 <= self.lexicon_documents <= MAX_DOCUMENTS:
             raise InvalidArgument("lexicon", f"counts 0 to {MAX_DOCUMENTS} documents, got {self.lexicon_documents}")
 
@@ -107,6 +116,38 @@ class ScorerView(nn.Module):
         return torch.cat([surprise, entropy, surprise - entropy, torch.log1p(rank), top, mass, *log_z], dim=2)
 
 
+class ScorerStatistics(nn.Module):
+    """Statistics over a window of the scorer's features (B, T, F) -> (B, len(WINDOW_STATISTICS) * F): their mean
+    and spread, and their mean among the characters the scorer predicted with low, middle and high entropy, from
+    position SCORER_SKIP on, standardised by the training pool's (``mean``, ``scale``: buffers the trainer sets).
+
+    A head that sees these numbers of the whole window has a few hundred weights: it cannot learn a play by heart,
+    which the convolutions over per-position features did (docs/discriminators.md)."""
+
+    def __init__(self, features: int) -> None:
+        super().__init__()
+        width = features * len(WINDOW_STATISTICS)
+        self.mean: torch.Tensor
+        self.scale: torch.Tensor
+        self.register_buffer("mean", torch.zeros(width))
+        self.register_buffer("scale", torch.ones(width))
+
+    def raw(self, features: torch.Tensor) -> torch.Tensor:
+        f = features[:, SCORER_SKIP:]  # (B, T', F)
+        mean = f.mean(dim=1)
+        spread = ((f - mean[:, None]) ** 2).mean(dim=1).clamp(min=1e-12).sqrt()
+        entropy = f[:, :, 1:2]  # (B, T', 1)
+        out = [mean, spread]
+        edges = (-1.0, *ENTROPY_BANDS, 1e9)
+        for low, high in pairwise(edges):
+            inside = ((entropy >= low) & (entropy < high)).float()
+            out.append((f * inside).sum(dim=1) / inside.sum(dim=1).clamp(min=1.0))
+        return torch.cat(out, dim=1)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return (self.raw(features) - self.mean) / self.scale
+
+
 class TextDiscriminator(nn.Module):
     def __init__(self, config: TextDiscConfig) -> None:
         super().__init__()
@@ -121,14 +162,18 @@ class TextDiscriminator(nn.Module):
             width = config.channels
         self.convs = nn.ModuleList(convs)
         self.drop = nn.Dropout(config.dropout)
-        self.head = nn.Linear(2 * config.channels, config.num_classes)
+        pooled = len(SCORER_FEATURES) * len(WINDOW_STATISTICS) if config.scorer_pooled else 0
+        self.head = nn.Linear(2 * config.channels + pooled, config.num_classes)
         self.scorer: CharLSTM | None = None
         if config.scorer is not None:
             self.scorer = CharLSTM(CharLSTMConfig(**config.scorer))  # type: ignore[arg-type]
             self.scorer.requires_grad_(False)
             self.scorer.eval()
             self.scorer_view = ScorerView(config.vocab_size)
-            self.features = nn.Linear(len(SCORER_FEATURES), config.embed_dim)
+            if config.scorer_pooled:
+                self.scorer_stats = ScorerStatistics(len(SCORER_FEATURES))
+            else:
+                self.features = nn.Linear(len(SCORER_FEATURES), config.embed_dim)
         if config.lexicon_documents:
             self.words = WordHasher(config.vocab_size)
             self.lexicon: torch.Tensor
@@ -181,11 +226,12 @@ class TextDiscriminator(nn.Module):
     ) -> torch.Tensor:
         """Logits (B, num_classes) of character ids (B, T) and, with a scorer, their features (:meth:`score`;
         training passes them precomputed); ``exclude``: see :meth:`word_view`."""
+        pooled = self.config.scorer_pooled
         if features is not None and not self.config.characters:
             x = self.features(features)  # (B, T, E)
         else:
             x = F.embedding(ids, self.embed.weight)  # (B, T, E)
-            if features is not None:
+            if features is not None and not pooled:
                 x = x + self.features(features)
         if self.config.lexicon_documents:
             x = x + self.lexicon_map(self.word_view(ids, exclude))
@@ -204,8 +250,11 @@ class TextDiscriminator(nn.Module):
         for i, conv in enumerate(self.convs):
             y = F.relu(conv(x))  # (B, C, T)
             x = y if i == 0 else x + y  # residual from the second layer on
-        pooled = torch.cat([x.mean(dim=2), x.amax(dim=2)], dim=1)  # (B, 2C)
-        return self.head(self.drop(pooled))  # (B, num_classes)
+        summary = torch.cat([x.mean(dim=2), x.amax(dim=2)], dim=1)  # (B, 2C)
+        if pooled:
+            assert features is not None, "a pooled scorer's model needs its features"
+            summary = torch.cat([summary, self.scorer_stats(features)], dim=1)  # (B, 2C + S)
+        return self.head(self.drop(summary))  # (B, num_classes)
 
     def num_parameters(self) -> int:
         """Trainable parameters (not the frozen scorer's)."""

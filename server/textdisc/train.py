@@ -34,7 +34,7 @@ from server.data.cache import cache_dir
 from server.data.shakespeare import load_corpus
 from server.errors import InvalidArgument
 from server.text.checkpoint import load_text_model
-from server.textdisc.checkpoint import save_textdisc_model
+from server.textdisc.checkpoint import load_textdisc_model, save_textdisc_model
 from server.textdisc.data import (
     LABELS,
     TEST_SAMPLES,
@@ -48,7 +48,13 @@ from server.textdisc.data import (
 )
 from server.textdisc.evaluate import evaluate, predict_logits
 from server.textdisc.lexicon import LEXICON_FEATURES, MAX_DOCUMENTS, document_lexicon, own_words
-from server.textdisc.model import SCORER_FEATURES, TextDiscConfig, TextDiscriminator
+from server.textdisc.model import (
+    SCORER_FEATURES,
+    SCORER_SKIP,
+    WINDOW_STATISTICS,
+    TextDiscConfig,
+    TextDiscriminator,
+)
 from server.textdisc.samples import SampleSet, load_samples, variant_name
 from server.vision.evaluate import format_confusion
 
@@ -151,6 +157,33 @@ class FeaturePool:
         return self.ids[pick], self.features[pick].astype(np.float32), self.labels[pick], self.documents[pick]
 
 
+def freeze_to_head(model: TextDiscriminator, base: TextDiscriminator) -> None:
+    """Copy ``base``'s weights (embedding, lexicon, convolutions) into ``model`` and freeze them; ``model``'s head
+    starts as ``base``'s, with zero weights for the scorer's statistics, so training starts from the base's
+    answers."""
+    state = {k: v for k, v in base.state_dict().items() if not k.startswith("head.")}
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if unexpected or any(not k.startswith(("head.", "scorer", "scorer_view.", "scorer_stats.")) for k in missing):
+        raise InvalidArgument("base", f"does not fit the model: missing {missing}, unexpected {unexpected}")
+    for name, parameter in model.named_parameters():
+        parameter.requires_grad_(name.startswith("head."))
+    width = base.head.in_features
+    with torch.no_grad():
+        model.head.weight.zero_()
+        model.head.weight[:, :width] = base.head.weight
+        model.head.bias.copy_(base.head.bias)
+
+
+@torch.no_grad()
+def standardise_statistics(model: TextDiscriminator, features: np.ndarray) -> None:
+    """Set the scorer statistics' standardisation to their mean and spread over the training pool's windows."""
+    raw = torch.cat(
+        [model.scorer_stats.raw(torch.from_numpy(features[i : i + 512]).float()) for i in range(0, len(features), 512)]
+    )
+    model.scorer_stats.mean.copy_(raw.mean(dim=0))
+    model.scorer_stats.scale.copy_(raw.std(dim=0).clamp(min=1e-6))
+
+
 class Unread:
     """What training takes off the lexicon's counts so that a window of a training document reads as one of a
     document nobody read (the test's held-out plays): that document's own words (:func:`lexicon.own_words`)."""
@@ -177,6 +210,9 @@ class TextDiscTrainOptions:
     real_train_share: float = 0.0
     real_train_plays: float = 0.0  # with real_train_share and a scorer: the share of real windows from the plays
     lexicon: bool = True  # the training documents' words, in the graph (server.textdisc.lexicon)
+    # A trained discriminator without a scorer whose embedding, lexicon and convolutions are copied and frozen:
+    # only the head trains, over their pooled vector and the scorer's window statistics (scorer_pooled).
+    base_checkpoint: Path | None = None
     out: Path = Path("runs/textdisc/text_disc.safetensors")
     corpus: Path | None = None  # None: Shakespeare (held-out plays test); a file: its last 5% tests
     steps: int = 3000
@@ -207,6 +243,11 @@ class TextDiscTrainOptions:
             raise InvalidArgument("characters", "a model without characters needs a scorer")
         if self.scorer_checkpoint is not None and not self.scorer_checkpoint.is_file():
             raise InvalidArgument("scorer", f"no such checkpoint: {self.scorer_checkpoint}")
+        if self.base_checkpoint is not None:
+            if self.scorer_checkpoint is None:
+                raise InvalidArgument("base", "a base model is the frozen part beside a scorer: give --scorer")
+            if not self.base_checkpoint.is_file():
+                raise InvalidArgument("base", f"no such checkpoint: {self.base_checkpoint}")
         self.train_samples.validate()
         self.test_samples.validate()
         if set(self.train_samples.temperatures) & set(self.test_samples.temperatures):
@@ -246,7 +287,23 @@ def train_textdisc(opts: TextDiscTrainOptions) -> dict[str, Any]:
         }
         config |= {"scorer": scorer_model.config.to_dict(), "scorer_start_id": vocab.encode("\n")[0]}
     documents = corpus.documents
-    if opts.lexicon:
+    base: dict[str, Any] | None = None
+    if opts.base_checkpoint is not None:
+        base_model, base_vocab, base_meta = load_textdisc_model(opts.base_checkpoint)
+        if base_vocab.chars != vocab.chars or base_model.scorer is not None:
+            raise InvalidArgument("base", f"{opts.base_checkpoint.name} needs the generator's vocabulary and no scorer")
+        base = {
+            "file": opts.base_checkpoint.name,
+            "sha256": file_sha256(opts.base_checkpoint),
+            "test_accuracy": base_meta["metrics"]["test_accuracy"],
+        }
+        keep = ("vocab_size", "num_classes", "scorer", "scorer_start_id")
+        config = {k: v for k, v in config.items() if k in keep} | {
+            k: v for k, v in base_model.config.to_dict().items() if k not in keep
+        }
+        config["scorer_pooled"] = True
+    use_lexicon = bool(config.get("lexicon_documents")) if base is not None else opts.lexicon
+    if use_lexicon and base is None:
         if len(documents) > MAX_DOCUMENTS:
             raise InvalidArgument(
                 "lexicon", f"counts at most {MAX_DOCUMENTS} documents, the corpus has {len(documents)}"
@@ -255,12 +312,16 @@ def train_textdisc(opts: TextDiscTrainOptions) -> dict[str, Any]:
     model = TextDiscriminator(TextDiscConfig(**config))
     unread: Unread | None = None
     lexicon: dict[str, Any] | None = None
-    if opts.lexicon:
+    if use_lexicon:
         table, own = document_lexicon(vocab, documents)
         model.set_lexicon(vocab.chars, table)
         unread = Unread(model, own)
         lexicon = {"documents": len(documents), "words": int(np.count_nonzero(table)), "buckets": len(table)}
         log.info("lexicon: %d word hashes from %d documents", lexicon["words"], len(documents))
+    if base is not None:
+        freeze_to_head(model, base_model)
+        if use_lexicon and not torch.equal(model.lexicon, torch.from_numpy(table)):
+            raise InvalidArgument("base", f"{base['file']}'s lexicon holds another corpus's words")
     pool: FeaturePool | None = None
     seen_features = check_features = None
     if model.scorer is not None:
@@ -285,6 +346,8 @@ def train_textdisc(opts: TextDiscTrainOptions) -> dict[str, Any]:
         seen_features = scorer_features(model, seen_ids, scorer["sha256"], opts.progress)
         check_features = scorer_features(model, check_ids, scorer["sha256"], opts.progress)
         log.info("training pool: %d windows, half real, scorer %s", len(pool.ids), scorer["file"])
+        if model.config.scorer_pooled:
+            standardise_statistics(model, pool.features)
     sampler = WindowSampler(vocab, real_text, trained, opts.seed, () if real_train else corpus.spans)
     optimizer = torch.optim.AdamW(model.trainable_parameters(), lr=opts.lr, weight_decay=opts.weight_decay)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=opts.lr, total_steps=opts.steps, pct_start=0.1)
@@ -327,6 +390,7 @@ def train_textdisc(opts: TextDiscTrainOptions) -> dict[str, Any]:
         },
         "scorer": scorer,
         "lexicon": lexicon,
+        "base": base,
         "data": {
             "source": corpus.source,
             "sha256": corpus.sha256,
@@ -385,6 +449,7 @@ def write_model_card(out: Path, info: dict[str, Any], config: dict[str, Any]) ->
         else ""
     )
     scorer = info.get("scorer")
+    base = info.get("base")
     scorer_arch = (
         f" + a linear map of the frozen scorer's per-character features ({', '.join(SCORER_FEATURES)}; the "
         f"{config['scorer']['num_layers']} x {config['scorer']['hidden_size']} "
@@ -402,12 +467,25 @@ def write_model_card(out: Path, info: dict[str, Any], config: dict[str, Any]) ->
         else ""
     )
     chars = f"embedding {config['embed_dim']}" if config.get("characters", True) else "no character embedding"
-    arch = (
-        f"{chars}{ngrams}{scorer_arch}{lexicon_arch}, {len(config['dilations'])} conv1d "
-        f"{config['kernel_size']} x "
-        f"{config['channels']} (dilations {', '.join(map(str, config['dilations']))}, ReLU, residual), "
-        f"mean + max pooling, linear {config['num_classes']}"
-    )
+    if config.get("scorer_pooled"):
+        assert scorer is not None and base is not None
+        arch = (
+            f"the frozen discriminator `{base['file']}` (sha256 {base['sha256'][:16]}..., test accuracy "
+            f"{base['test_accuracy']:.2%}: {chars}{lexicon_arch}, {len(config['dilations'])} conv1d "
+            f"{config['kernel_size']} x {config['channels']}, mean + max pooling) and the frozen scorer "
+            f"`{scorer['file']}` (the {config['scorer']['num_layers']} x {config['scorer']['hidden_size']} LSTM, "
+            f"sha256 {scorer['sha256'][:16]}..., {scorer['parameters']:,} parameters: per character "
+            f"{', '.join(SCORER_FEATURES)}), its features pooled over the window ({', '.join(WINDOW_STATISTICS)}, "
+            f"from character {SCORER_SKIP} on, standardised); a trained linear head over both, "
+            f"{config['num_classes']} outputs"
+        )
+    else:
+        arch = (
+            f"{chars}{ngrams}{scorer_arch}{lexicon_arch}, {len(config['dilations'])} conv1d "
+            f"{config['kernel_size']} x "
+            f"{config['channels']} (dilations {', '.join(map(str, config['dilations']))}, ReLU, residual), "
+            f"mean + max pooling, linear {config['num_classes']}"
+        )
     groups = "\n".join(f"| {g} | {a:.2%} |" for g, a in metrics["test_by_source"].items())
     corpus = f" --corpus {opts['corpus']}" if opts["corpus"] else ""
     held_out = ", ".join(data["held_out"])
@@ -424,6 +502,7 @@ def write_model_card(out: Path, info: dict[str, Any], config: dict[str, Any]) ->
     plays = data.get("real_train_plays", 0.0)
     scorer_opts += f" --real-train-plays {plays:g}" if plays else ""
     scorer_opts += "" if lexicon else " --no-lexicon"
+    scorer_opts += f" --base {base['file']}" if base else ""
     training = (
         f"{train['steps']:,} steps of {opts['batch_size']} windows (half real) drawn from a fixed pool of "
         f"{data['pool_windows']:,} whose scorer features are computed once"

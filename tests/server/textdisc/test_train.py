@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from server.checkpoint import read_meta
 from server.errors import InvalidArgument
@@ -228,8 +229,78 @@ def test_the_scored_discriminator_exports_to_onnx_from_ids(
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("ANTIPHON_CACHE", str(tiny_scored_checkpoint.parent / "cache"))
         spec = textdisc_spec(tiny_scored_checkpoint, tiny_text_checkpoint, load_corpus(tiny_corpus).valid_text)
-    assert spec.float_scope == "scorer|scorer_view|features" and spec.float_output
+    assert spec.float_scope == "scorer|scorer_view|features|scorer_stats" and spec.float_output
     to_onnx(spec, tmp_path / "textdisc.onnx")
     runner = open_runner("onnx", tmp_path / "textdisc.onnx", (spec.input_names, spec.output_names))
     assert max_abs_difference(spec, runner, spec.real_inputs) <= 1e-4
     assert max_abs_difference(spec, runner, spec.random_inputs) <= 1e-4
+
+
+@pytest.fixture(scope="module")
+def tiny_stacked_checkpoint(
+    tmp_path_factory: pytest.TempPathFactory,
+    tiny_textdisc_checkpoint: Path,
+    tiny_text_checkpoint: Path,
+    tiny_corpus: Path,
+) -> Path:
+    """The tiny discriminator (characters and lexicon) frozen under a head that also reads the tiny LSTM's view of
+    the window, pooled; the real class from the first half of the held-out text."""
+    folder = tmp_path_factory.mktemp("textdisc_stacked")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("ANTIPHON_CACHE", str(folder / "cache"))
+        return train_tiny_textdisc(
+            folder / "tiny_stacked.safetensors",
+            tiny_text_checkpoint,
+            tiny_corpus,
+            scorer_checkpoint=tiny_text_checkpoint,
+            real_train_share=0.5,
+            base_checkpoint=tiny_textdisc_checkpoint,
+        )
+
+
+def test_a_base_stays_frozen_and_only_the_head_learns(
+    tiny_stacked_checkpoint: Path, tiny_textdisc_checkpoint: Path
+) -> None:
+    from server.textdisc.checkpoint import load_textdisc_model
+    from server.textdisc.model import SCORER_FEATURES, WINDOW_STATISTICS
+
+    stacked, _, meta = load_textdisc_model(tiny_stacked_checkpoint)
+    base, _, _ = load_textdisc_model(tiny_textdisc_checkpoint)
+    assert stacked.config.scorer_pooled and stacked.config.lexicon_documents == base.config.lexicon_documents
+    base_state = base.state_dict()
+    for name, value in stacked.state_dict().items():
+        if name in base_state and not name.startswith("head."):
+            assert torch.equal(value, base_state[name]), name
+    width = base.head.in_features
+    assert stacked.head.in_features == width + len(SCORER_FEATURES) * len(WINDOW_STATISTICS)
+    assert stacked.head.weight[:, width:].abs().sum() > 0  # the statistics' weights trained
+    assert not torch.equal(stacked.scorer_stats.scale, torch.ones_like(stacked.scorer_stats.scale))
+    assert meta["base"]["file"] == tiny_textdisc_checkpoint.name and meta["base"]["sha256"]
+    card = tiny_stacked_checkpoint.with_suffix(".md").read_text(encoding="utf-8")
+    assert f"--base {tiny_textdisc_checkpoint.name}" in card and "the frozen discriminator" in card
+
+
+def test_the_stacked_discriminator_exports_to_onnx_from_ids(
+    tiny_stacked_checkpoint: Path, tiny_text_checkpoint: Path, tiny_corpus: Path, tmp_path: Path
+) -> None:
+    from export.convert import to_onnx
+    from export.parity import max_abs_difference
+    from export.runtime import open_runner
+    from export.specs import textdisc_spec
+    from server.data.shakespeare import load_corpus
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("ANTIPHON_CACHE", str(tiny_stacked_checkpoint.parent / "cache"))
+        spec = textdisc_spec(tiny_stacked_checkpoint, tiny_text_checkpoint, load_corpus(tiny_corpus).valid_text)
+    to_onnx(spec, tmp_path / "textdisc.onnx")
+    runner = open_runner("onnx", tmp_path / "textdisc.onnx", (spec.input_names, spec.output_names))
+    assert max_abs_difference(spec, runner, spec.real_inputs) <= 1e-4
+    assert max_abs_difference(spec, runner, spec.random_inputs) <= 1e-4
+
+
+def test_a_base_needs_a_scorer(capsys: pytest.CaptureFixture[str]) -> None:
+    from server.cli import main
+
+    with pytest.raises(SystemExit) as info:
+        main(["train", "textdisc", "--base", "some.safetensors", "--out", "unused.safetensors"])
+    assert info.value.code == 2 and "base: a base model is the frozen part beside a scorer" in capsys.readouterr().err
