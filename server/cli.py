@@ -166,6 +166,13 @@ def _add_train_audio(sub: argparse._SubParsersAction) -> None:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     _add_loop_options(p, out="runs/audio/wavenet.safetensors", optimizer="Adam", warmup=50, eval_every=250)
+    p.add_argument(
+        "--init",
+        type=Path,
+        default=None,
+        help="start from this WaveNet checkpoint's weights and config (its model options win), with a fresh "
+        "learning-rate schedule: more training for a committed model; the card names it",
+    )
     p.add_argument("--batch-size", type=int, default=4, help="segments per process and step")
     p.add_argument("--segment", type=int, default=2000, help="samples per segment")
     p.add_argument(
@@ -228,6 +235,7 @@ def _train_audio(args: argparse.Namespace) -> int:
         heldout_number_renderings=args.heldout_number_renderings,
         workers=args.workers,
         model=model,
+        init=args.init,
     )
     info = AudioTrainer(opts).train()
     if info:

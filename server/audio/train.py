@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 
 import server
-from server.audio.checkpoint import save_audio_model
+from server.audio.checkpoint import load_audio_model, save_audio_model
 from server.audio.data import (
     MelFrames,
     SegmentSampler,
@@ -37,6 +37,7 @@ from server.audio.data import (
 )
 from server.audio.evaluate import LN2, batch_bits_per_sample, bits_per_sample
 from server.audio.model import WaveNet, WaveNetConfig
+from server.checkpoint import file_sha256
 from server.device import autocast_dtype, resolve_device
 from server.errors import CheckpointError, InvalidArgument
 from server.training import TrainLoop, init_distributed, jsonable, state_path
@@ -54,6 +55,7 @@ class AudioTrainOptions:
     device: str = "auto"
     precision: str = "auto"
     resume: bool = False
+    init: Path | None = None  # start from this checkpoint's weights and config, with a fresh schedule
     seed: int = 1234
     batch_size: int = 4  # segments per process and step
     segment: int = 2000  # samples per segment (the receptive field is 2,048 for the default model)
@@ -91,6 +93,11 @@ class AudioTrainOptions:
             raise InvalidArgument("lr", f"must be in (0, 1), got {self.lr}")
         if not 0 <= self.input_noise <= 64:
             raise InvalidArgument("input_noise", f"must be in [0, 64] code steps, got {self.input_noise}")
+        if self.init is not None:
+            if self.resume:
+                raise InvalidArgument("init", "--resume continues a run and its weights; --init starts a run from one")
+            if not self.init.is_file():
+                raise InvalidArgument("init", f"no such checkpoint: {self.init}")
 
 
 class AudioTrainer(TrainLoop):
@@ -105,6 +112,21 @@ class AudioTrainer(TrainLoop):
         self.device = resolve_device(opts.device, self.dist.local_rank)
         self.amp = autocast_dtype(opts.precision, self.device)
         resume = self._read_resume_state() if opts.resume else None
+        self.voices = voice_table()
+        start: WaveNet | None = None
+        self.init: dict[str, Any] | None = None
+        if opts.init is not None:
+            start, init_voices, init_meta = load_audio_model(opts.init)
+            if init_voices != self.voices:
+                raise InvalidArgument("init", f"{opts.init.name} has another voice table than this version's")
+            self.init = {
+                "file": opts.init.name,
+                "sha256": file_sha256(opts.init),
+                "steps": init_meta["training"]["steps"],
+                "samples_seen": init_meta["training"]["samples_seen"],
+                "wall_time_s": init_meta["training"]["wall_time_s"],
+                "heldout_bits_per_sample": init_meta["metrics"]["heldout_bits_per_sample"],
+            }
         base = WaveNetConfig(**{**opts.model, "voices": 1})
         self.train_set = self._utterances("train", opts.lines, opts.number_renderings, base)
         self.heldout = self._utterances("heldout", opts.heldout_lines, opts.heldout_number_renderings, base)
@@ -113,13 +135,16 @@ class AudioTrainer(TrainLoop):
             if resume["data_sha256"] != self.data_sha256:
                 raise CheckpointError(f"{state_path(opts.out)} was trained on other data; train afresh")
             config = WaveNetConfig(**resume["config"])
+        elif start is not None:
+            config = start.config  # its mel statistics too: the weights expect its normalisation
         else:
             mean, std = mel_stats(self.train_set)
             config = WaveNetConfig(**{**opts.model, "voices": len(voice_table()), "mel_mean": mean, "mel_std": std})
-        self.voices = voice_table()
         torch.manual_seed(opts.seed)
         self.rng = np.random.default_rng([opts.seed, self.dist.rank])
         self.model = WaveNet(config).to(self.device)
+        if start is not None and resume is None:
+            self.model.load_state_dict(start.state_dict())
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=opts.lr)
         if resume is not None:
             self._restore_loop_state(resume)
@@ -226,6 +251,7 @@ class AudioTrainer(TrainLoop):
                 "options": jsonable(asdict(self.opts)),
             },
             "metrics": {"heldout_bits_per_sample": round(heldout_bits, 4)},
+            "init": self.init,
             "mel": MelFrames(self.model.config.n_mels, self.model.config.hop).config.to_dict(),
             "parameters": self.model.num_parameters(),
             "created": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -244,6 +270,9 @@ def write_model_card(out: Path, info: dict[str, Any], config: dict[str, Any]) ->
     run = f"--steps {opts['steps']}" if opts["steps"] is not None else f"--minutes {opts['minutes']}"
     if opts.get("input_noise"):
         run += f" --input-noise {opts['input_noise']:g}"
+    init = info.get("init")
+    if init:
+        run += f" --init {init['file']} --lr {opts['lr']:g}"
     stacks = config["layers"] // config["cycle"]
     arch = (
         f"{config['layers']} layers ({stacks} x dilations 1..{2 ** (config['cycle'] - 1)}), kernel 2, "
@@ -258,6 +287,13 @@ def write_model_card(out: Path, info: dict[str, Any], config: dict[str, Any]) ->
     )
     seconds = f"{data['train_seconds'] / 60:.1f} minutes at 16 kHz (sha256 {data['sha256'][:16]}...)"
     voices = ", ".join(data["heldout_voices"])
+    started = (
+        f"\n| started from | `{init['file']}` (sha256 {init['sha256'][:16]}...): {init['steps']:,} steps, "
+        f"{init['samples_seen']:,} samples seen, {init['wall_time_s'] / 60:.1f} minutes, held-out "
+        f"{init['heldout_bits_per_sample']:.4f} bits per sample; the steps and time above are this run's |"
+        if init
+        else ""
+    )
     card = f"""# {out.name}
 
 WaveNet trained by `antiphon train audio {run} --out {out}` (antiphon {info["antiphon_version"]}).
@@ -269,7 +305,7 @@ WaveNet trained by `antiphon train audio {run} --out {out}` (antiphon {info["ant
 | data | {data["source"]}: {data["train_utterances"]:,} utterances, {seconds} |
 | held out | {data["heldout_utterances"]} utterances ({data["heldout_seconds"]:.1f} s) in unseen voices: {voices} |
 | steps | {steps} |
-| time | {train["wall_time_s"] / 60:.1f} minutes |
+| time | {train["wall_time_s"] / 60:.1f} minutes |{started}
 | device | {train["device"]}, {train["threads"]} threads, {train["precision"]} |
 | held-out NLL (teacher forced) | **{metrics["heldout_bits_per_sample"]:.4f} bits per sample** (8 is chance) |
 | created | {info["created"]} |

@@ -83,3 +83,33 @@ def test_cli_without_a_budget_exits_2(capsys: pytest.CaptureFixture[str]) -> Non
         main(["train", "audio", "--out", "unused.safetensors"])
     assert info.value.code == 2
     assert "steps" in capsys.readouterr().err
+
+
+def test_init_starts_from_a_checkpoints_weights(tmp_path: Path, tiny_audio_checkpoint: Path) -> None:
+    """--init: the run starts from the checkpoint's weights and config (zero steps later they are its weights),
+    and the card names where it started."""
+    opts = options(tmp_path / "w.safetensors", 1)
+    opts.init = tiny_audio_checkpoint
+    opts.lr = 1e-12  # one step that barely moves: the weights must still be the checkpoint's
+    opts.model = {}  # the checkpoint's config wins over these
+    AudioTrainer(opts).train()
+    start, _, start_meta = load_audio_model(tiny_audio_checkpoint)
+    after, _, meta = load_audio_model(tmp_path / "w.safetensors")
+    assert after.config == start.config
+    for (name, x), (_, y) in zip(start.state_dict().items(), after.state_dict().items(), strict=True):
+        assert torch.allclose(x, y, atol=1e-6), name
+    assert meta["init"]["file"] == tiny_audio_checkpoint.name
+    assert meta["init"]["steps"] == start_meta["training"]["steps"]
+    card = (tmp_path / "w.md").read_text()
+    assert f"--init {tiny_audio_checkpoint.name}" in card and "| started from |" in card
+
+
+def test_init_and_resume_do_not_mix(tmp_path: Path, tiny_audio_checkpoint: Path) -> None:
+    opts = options(tmp_path / "w.safetensors", 1, resume=True)
+    opts.init = tiny_audio_checkpoint
+    with pytest.raises(InvalidArgument) as info:
+        opts.validate()
+    assert info.value.field == "init"
+    opts.resume, opts.init = False, tmp_path / "missing.safetensors"
+    with pytest.raises(InvalidArgument, match="init: no such checkpoint"):
+        opts.validate()
