@@ -40,6 +40,7 @@ SCORER_TEMPERATURES = (0.6, 0.8, 1.2, 1.4)
 SCORER_SKIP = 32  # the scorer reads each window from a newline: its view of the first characters is not its usual
 ENTROPY_BANDS = (0.5, 1.2)  # nats: edges of the entropy bands of the pooled statistics
 WINDOW_STATISTICS = ("mean", "spread", "mean at entropy < 0.5", "mean at 0.5-1.2", "mean at >= 1.2")
+LEXICON_STATISTICS = ("unknown words", "unknown capitalised words", "mean frequency", "words / 64")
 SCORER_FEATURES = (
     "surprise",
     "entropy",
@@ -119,20 +120,24 @@ class ScorerView(nn.Module):
 class ScorerStatistics(nn.Module):
     """Statistics over a window of the scorer's features (B, T, F) -> (B, len(WINDOW_STATISTICS) * F): their mean
     and spread, and their mean among the characters the scorer predicted with low, middle and high entropy, from
-    position SCORER_SKIP on, standardised by the training pool's (``mean``, ``scale``: buffers the trainer sets).
+    position SCORER_SKIP on; with a lexicon, also its view per word (:data:`LEXICON_STATISTICS`). All of them
+    standardised by the training pool's (``mean``, ``scale``: buffers the trainer sets).
 
     A head that sees these numbers of the whole window has a few hundred weights: it cannot learn a play by heart,
     which the convolutions over per-position features did (docs/discriminators.md)."""
 
-    def __init__(self, features: int) -> None:
+    def __init__(self, features: int, lexicon: bool) -> None:
         super().__init__()
-        width = features * len(WINDOW_STATISTICS)
+        self.lexicon = lexicon
+        width = features * len(WINDOW_STATISTICS) + (len(LEXICON_STATISTICS) if lexicon else 0)
         self.mean: torch.Tensor
         self.scale: torch.Tensor
         self.register_buffer("mean", torch.zeros(width))
         self.register_buffer("scale", torch.ones(width))
 
-    def raw(self, features: torch.Tensor) -> torch.Tensor:
+    def raw(self, features: torch.Tensor, words: torch.Tensor | None = None) -> torch.Tensor:
+        """Unstandardised statistics of the scorer's ``features`` and, with a lexicon, of the lexicon's view
+        ``words`` (B, T, len(LEXICON_FEATURES))."""
         f = features[:, SCORER_SKIP:]  # (B, T', F)
         mean = f.mean(dim=1)
         spread = ((f - mean[:, None]) ** 2).mean(dim=1).clamp(min=1e-12).sqrt()
@@ -142,10 +147,15 @@ class ScorerStatistics(nn.Module):
         for low, high in pairwise(edges):
             inside = ((entropy >= low) & (entropy < high)).float()
             out.append((f * inside).sum(dim=1) / inside.sum(dim=1).clamp(min=1.0))
+        if self.lexicon:
+            assert words is not None, "a lexicon's statistics need its view"
+            count = (words.abs().sum(dim=2) > 0).float().sum(dim=1, keepdim=True)  # (B, 1): whole words
+            out.append(words.sum(dim=1) / count.clamp(min=1.0))  # per word: unknown, unknown capitalised, frequency
+            out.append(count / 64)
         return torch.cat(out, dim=1)
 
-    def forward(self, features: torch.Tensor) -> torch.Tensor:
-        return (self.raw(features) - self.mean) / self.scale
+    def forward(self, features: torch.Tensor, words: torch.Tensor | None = None) -> torch.Tensor:
+        return (self.raw(features, words) - self.mean) / self.scale
 
 
 class TextDiscriminator(nn.Module):
@@ -163,6 +173,7 @@ class TextDiscriminator(nn.Module):
         self.convs = nn.ModuleList(convs)
         self.drop = nn.Dropout(config.dropout)
         pooled = len(SCORER_FEATURES) * len(WINDOW_STATISTICS) if config.scorer_pooled else 0
+        pooled += len(LEXICON_STATISTICS) if config.scorer_pooled and config.lexicon_documents else 0
         self.head = nn.Linear(2 * config.channels + pooled, config.num_classes)
         self.scorer: CharLSTM | None = None
         if config.scorer is not None:
@@ -171,7 +182,7 @@ class TextDiscriminator(nn.Module):
             self.scorer.eval()
             self.scorer_view = ScorerView(config.vocab_size)
             if config.scorer_pooled:
-                self.scorer_stats = ScorerStatistics(len(SCORER_FEATURES))
+                self.scorer_stats = ScorerStatistics(len(SCORER_FEATURES), bool(config.lexicon_documents))
             else:
                 self.features = nn.Linear(len(SCORER_FEATURES), config.embed_dim)
         if config.lexicon_documents:
@@ -227,6 +238,7 @@ class TextDiscriminator(nn.Module):
         """Logits (B, num_classes) of character ids (B, T) and, with a scorer, their features (:meth:`score`;
         training passes them precomputed); ``exclude``: see :meth:`word_view`."""
         pooled = self.config.scorer_pooled
+        words: torch.Tensor | None = None
         if features is not None and not self.config.characters:
             x = self.features(features)  # (B, T, E)
         else:
@@ -234,7 +246,8 @@ class TextDiscriminator(nn.Module):
             if features is not None and not pooled:
                 x = x + self.features(features)
         if self.config.lexicon_documents:
-            x = x + self.lexicon_map(self.word_view(ids, exclude))
+            words = self.word_view(ids, exclude)
+            x = x + self.lexicon_map(words)
         orders = self.config.ngram_orders
         if orders:
             width = ids.shape[1]
@@ -253,7 +266,8 @@ class TextDiscriminator(nn.Module):
         summary = torch.cat([x.mean(dim=2), x.amax(dim=2)], dim=1)  # (B, 2C)
         if pooled:
             assert features is not None, "a pooled scorer's model needs its features"
-            summary = torch.cat([summary, self.scorer_stats(features)], dim=1)  # (B, 2C + S)
+            stats = self.scorer_stats(features, words)
+            summary = torch.cat([summary, stats], dim=1)  # (B, 2C + S)
         return self.head(self.drop(summary))  # (B, num_classes)
 
     def num_parameters(self) -> int:

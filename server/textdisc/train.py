@@ -175,13 +175,17 @@ def freeze_to_head(model: TextDiscriminator, base: TextDiscriminator) -> None:
 
 
 @torch.no_grad()
-def standardise_statistics(model: TextDiscriminator, features: np.ndarray) -> None:
-    """Set the scorer statistics' standardisation to their mean and spread over the training pool's windows."""
-    raw = torch.cat(
-        [model.scorer_stats.raw(torch.from_numpy(features[i : i + 512]).float()) for i in range(0, len(features), 512)]
-    )
-    model.scorer_stats.mean.copy_(raw.mean(dim=0))
-    model.scorer_stats.scale.copy_(raw.std(dim=0).clamp(min=1e-6))
+def standardise_statistics(model: TextDiscriminator, pool: FeaturePool, unread: Unread | None) -> None:
+    """Set the window statistics' standardisation to their mean and spread over the training pool's windows."""
+    raw = []
+    for i in range(0, len(pool.ids), 512):
+        ids = pool.ids[i : i + 512]
+        exclude = unread(ids, pool.documents[i : i + 512]) if unread is not None else None
+        words = model.word_view(torch.from_numpy(ids), exclude) if model.config.lexicon_documents else None
+        raw.append(model.scorer_stats.raw(torch.from_numpy(pool.features[i : i + 512]).float(), words))
+    stats = torch.cat(raw)
+    model.scorer_stats.mean.copy_(stats.mean(dim=0))
+    model.scorer_stats.scale.copy_(stats.std(dim=0).clamp(min=1e-6))
 
 
 class Unread:
@@ -347,7 +351,7 @@ def train_textdisc(opts: TextDiscTrainOptions) -> dict[str, Any]:
         check_features = scorer_features(model, check_ids, scorer["sha256"], opts.progress)
         log.info("training pool: %d windows, half real, scorer %s", len(pool.ids), scorer["file"])
         if model.config.scorer_pooled:
-            standardise_statistics(model, pool.features)
+            standardise_statistics(model, pool, unread)
     sampler = WindowSampler(vocab, real_text, trained, opts.seed, () if real_train else corpus.spans)
     optimizer = torch.optim.AdamW(model.trainable_parameters(), lr=opts.lr, weight_decay=opts.weight_decay)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=opts.lr, total_steps=opts.steps, pct_start=0.1)

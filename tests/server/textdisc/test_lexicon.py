@@ -140,3 +140,17 @@ def test_the_sampler_names_each_real_windows_document() -> None:
     assert set(docs[labels == 0]) <= {0, 1, 2}
     _, _, none = WindowSampler(VOCAB, text, fake, seed=0).batch(8)
     assert (none == -1).all()
+
+
+def test_pooled_statistics_count_the_lexicons_view_per_word() -> None:
+    """The stacked head's lexicon statistics: the shares of unknown and unknown capitalised words among the
+    window's whole words, their mean frequency and how many there are."""
+    from server.textdisc.model import LEXICON_STATISTICS, ScorerStatistics
+
+    model = lexicon_model()
+    text = " the Kinge is dead, kingly Horatio "
+    words = model.word_view(torch.tensor([VOCAB.encode(text)]))
+    stats = ScorerStatistics(features=2, lexicon=True)
+    raw = stats.raw(torch.zeros(1, len(text), 2), words)[0, -len(LEXICON_STATISTICS) :]
+    frequency = (1 + 2 * np.log(2) / np.log(3)) / 6  # "the" in both documents, "is" and "dead" in one
+    assert raw.tolist() == pytest.approx([1 / 6, 2 / 6, frequency, 6 / 64])

@@ -262,7 +262,7 @@ def test_a_base_stays_frozen_and_only_the_head_learns(
     tiny_stacked_checkpoint: Path, tiny_textdisc_checkpoint: Path
 ) -> None:
     from server.textdisc.checkpoint import load_textdisc_model
-    from server.textdisc.model import SCORER_FEATURES, WINDOW_STATISTICS
+    from server.textdisc.model import LEXICON_STATISTICS, SCORER_FEATURES, WINDOW_STATISTICS
 
     stacked, _, meta = load_textdisc_model(tiny_stacked_checkpoint)
     base, _, _ = load_textdisc_model(tiny_textdisc_checkpoint)
@@ -272,7 +272,8 @@ def test_a_base_stays_frozen_and_only_the_head_learns(
         if name in base_state and not name.startswith("head."):
             assert torch.equal(value, base_state[name]), name
     width = base.head.in_features
-    assert stacked.head.in_features == width + len(SCORER_FEATURES) * len(WINDOW_STATISTICS)
+    statistics = len(SCORER_FEATURES) * len(WINDOW_STATISTICS) + len(LEXICON_STATISTICS)  # the base has a lexicon
+    assert stacked.head.in_features == width + statistics
     assert stacked.head.weight[:, width:].abs().sum() > 0  # the statistics' weights trained
     assert not torch.equal(stacked.scorer_stats.scale, torch.ones_like(stacked.scorer_stats.scale))
     assert meta["base"]["file"] == tiny_textdisc_checkpoint.name and meta["base"]["sha256"]
