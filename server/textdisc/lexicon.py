@@ -21,6 +21,7 @@ included (25,000 words in a million buckets: an unknown word finds a known one's
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -56,6 +57,27 @@ def gather(table: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     return table.index_select(0, index.reshape(-1)).reshape(index.shape)
 
 
+class Words(NamedTuple):
+    """What :class:`WordHasher` finds, each (B, T), at the position where a whole word ends."""
+
+    hashes: torch.Tensor  # int32 in [0, BUCKETS)
+    ends: torch.Tensor  # bool: a whole word ends here
+    upper: torch.Tensor  # bool: it begins with a capital
+    lengths: torch.Tensor  # int32: its length in characters (0 where no whole word ends)
+
+
+def word_means(values: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """Per-character values (B, T, C) averaged over each whole word, at the position where it ends (``lengths``
+    from :class:`Words`); zero elsewhere. Shifts and masks only, like the hasher."""
+    width = values.shape[1]
+    padded = F.pad(values, (0, 0, MAX_WORD, 0))  # (B, MAX_WORD + T, C)
+    total = torch.zeros_like(values)
+    for k in range(MAX_WORD):
+        inside = (lengths > k).float().unsqueeze(2)
+        total = total + padded[:, MAX_WORD - k : MAX_WORD - k + width] * inside
+    return total / lengths.clamp(min=1).float().unsqueeze(2)
+
+
 class WordHasher(nn.Module):
     """Character ids (B, T) -> for each position, the hash of the word ending there (int32, in [0, BUCKETS)),
     whether a whole word ends there, and whether that word begins with a capital (a name, or a line's first word
@@ -76,7 +98,7 @@ class WordHasher(nn.Module):
         self.code.copy_(torch.from_numpy(code))
         self.upper.copy_(torch.from_numpy(upper))
 
-    def forward(self, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def forward(self, ids: torch.Tensor) -> Words:
         ids = ids.int()
         width = ids.shape[1]
         code = gather(self.code, ids)  # (B, T) int32: all of it, as TFLite wants
@@ -94,16 +116,18 @@ class WordHasher(nn.Module):
         run = torch.ones_like(inside)  # the characters k back .. here are all inside one word
         whole = torch.zeros_like(inside)  # the word's start lies within MAX_WORD characters
         first_upper = torch.zeros_like(upper)
+        length = torch.zeros_like(code)
         for k in range(k_max):
             at = slice(k_max - k, k_max - k + width)
             still = run & inside_p[:, at]
             whole = whole | (run & ~inside_p[:, at])
             h = h + code_p[:, at] * still.int() * self.powers[k]
             first_upper = torch.where(still, upper_p[:, at], first_upper)
+            length = length + still.int()
             run = still
         after = F.pad(inside, (0, 1), value=True)[:, 1:]  # the window's last word may go on after it
         ends = inside & ~after & whole
-        return h % BUCKETS, ends, first_upper > 0
+        return Words(h % BUCKETS, ends, first_upper > 0, length * ends.int())
 
 
 @torch.no_grad()
@@ -118,8 +142,8 @@ def document_lexicon(vocab: Vocabulary, documents: Sequence[str]) -> tuple[np.nd
     own = []
     for text in documents:
         ids = torch.tensor([vocab.encode("\n" + text + "\n")])
-        h, ends, _ = hasher(ids)
-        words = np.unique(h[ends].numpy())
+        found = hasher(ids)
+        words = np.unique(found.hashes[found.ends].numpy())
         table[words] += 1
         own.append(words)
     return table.astype(np.int8), own

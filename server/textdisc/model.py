@@ -32,7 +32,15 @@ from torch import nn
 
 from server.errors import InvalidArgument
 from server.text.model import CharLSTM, CharLSTMConfig
-from server.textdisc.lexicon import BUCKETS, LEXICON_FEATURES, MAX_DOCUMENTS, WordHasher, gather, lexicon_features
+from server.textdisc.lexicon import (
+    BUCKETS,
+    LEXICON_FEATURES,
+    MAX_DOCUMENTS,
+    WordHasher,
+    gather,
+    lexicon_features,
+    word_means,
+)
 
 # log Z_T = log sum_v p_v^(1/T): with the surprise, the log-likelihood ratio of a character between the scorer's
 # distribution and its sampling at temperature T is (1 - 1/T) log p + log Z_T, linear in the features.
@@ -40,7 +48,18 @@ SCORER_TEMPERATURES = (0.6, 0.8, 1.2, 1.4)
 SCORER_SKIP = 32  # the scorer reads each window from a newline: its view of the first characters is not its usual
 ENTROPY_BANDS = (0.5, 1.2)  # nats: edges of the entropy bands of the pooled statistics
 WINDOW_STATISTICS = ("mean", "spread", "mean at entropy < 0.5", "mean at 0.5-1.2", "mean at >= 1.2")
-LEXICON_STATISTICS = ("unknown words", "unknown capitalised words", "mean frequency", "words / 64")
+LEXICON_STATISTICS = (
+    "unknown words",
+    "unknown capitalised words",
+    "mean frequency",
+    "words / 64",
+    # The scorer's view of each whole word (from character SCORER_SKIP on), averaged over its characters: a word the
+    # generator invented is one it found likely enough to sample; a real word it never read surprises it.
+    "surprise of unknown words",
+    "surprise - entropy of unknown words",
+    "surprise of known words",
+    "surprise - entropy of known words",
+)
 SCORER_FEATURES = (
     "surprise",
     "entropy",
@@ -135,9 +154,11 @@ class ScorerStatistics(nn.Module):
         self.register_buffer("mean", torch.zeros(width))
         self.register_buffer("scale", torch.ones(width))
 
-    def raw(self, features: torch.Tensor, words: torch.Tensor | None = None) -> torch.Tensor:
+    def raw(
+        self, features: torch.Tensor, words: torch.Tensor | None = None, lengths: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Unstandardised statistics of the scorer's ``features`` and, with a lexicon, of the lexicon's view
-        ``words`` (B, T, len(LEXICON_FEATURES))."""
+        ``words`` (B, T, len(LEXICON_FEATURES)) and the words' ``lengths`` (B, T) (:class:`lexicon.Words`)."""
         f = features[:, SCORER_SKIP:]  # (B, T', F)
         mean = f.mean(dim=1)
         spread = ((f - mean[:, None]) ** 2).mean(dim=1).clamp(min=1e-12).sqrt()
@@ -148,14 +169,23 @@ class ScorerStatistics(nn.Module):
             inside = ((entropy >= low) & (entropy < high)).float()
             out.append((f * inside).sum(dim=1) / inside.sum(dim=1).clamp(min=1.0))
         if self.lexicon:
-            assert words is not None, "a lexicon's statistics need its view"
+            assert words is not None and lengths is not None, "a lexicon's statistics need its view"
             count = (words.abs().sum(dim=2) > 0).float().sum(dim=1, keepdim=True)  # (B, 1): whole words
             out.append(words.sum(dim=1) / count.clamp(min=1.0))  # per word: unknown, unknown capitalised, frequency
             out.append(count / 64)
+            view = word_means(torch.stack([features[:, :, 0], features[:, :, 2]], dim=2), lengths)  # (B, T, 2)
+            position = torch.arange(features.shape[1], device=features.device)
+            scored = ((lengths > 0) & (position - lengths + 1 >= SCORER_SKIP)).float()  # (B, T)
+            unknown = (words[:, :, 0] + words[:, :, 1]) * scored
+            known = (words[:, :, 2] > 0).float() * scored
+            for mask in (unknown, known):
+                out.append((view * mask.unsqueeze(2)).sum(dim=1) / mask.sum(dim=1, keepdim=True).clamp(min=1.0))
         return torch.cat(out, dim=1)
 
-    def forward(self, features: torch.Tensor, words: torch.Tensor | None = None) -> torch.Tensor:
-        return (self.raw(features, words) - self.mean) / self.scale
+    def forward(
+        self, features: torch.Tensor, words: torch.Tensor | None = None, lengths: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        return (self.raw(features, words, lengths) - self.mean) / self.scale
 
 
 class TextDiscriminator(nn.Module):
@@ -222,11 +252,16 @@ class TextDiscriminator(nn.Module):
     def word_view(self, ids: torch.Tensor, exclude: torch.Tensor | None = None) -> torch.Tensor:
         """The lexicon's features (B, T, len(LEXICON_FEATURES)) of character ids (B, T). ``exclude`` (B, T): counts
         to take off the table's (training sees a window of a training play as if its play were unread)."""
-        hashes, ends, upper = self.words(ids)
-        counts = gather(self.lexicon, hashes).float()  # (B, T): from a byte table
+        return self.lexicon_view(ids, exclude)[0]
+
+    def lexicon_view(self, ids: torch.Tensor, exclude: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`word_view` and the words' lengths (B, T) at their ends."""
+        words = self.words(ids)
+        counts = gather(self.lexicon, words.hashes).float()  # (B, T): from a byte table
         if exclude is not None:
             counts = counts - exclude.float()
-        return lexicon_features(ends, upper, counts * ends.float(), self.config.lexicon_documents)
+        view = lexicon_features(words.ends, words.upper, counts * words.ends.float(), self.config.lexicon_documents)
+        return view, words.lengths
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         """Character ids (B, T) int32 or int64 -> logits (B, num_classes)."""
@@ -239,6 +274,7 @@ class TextDiscriminator(nn.Module):
         training passes them precomputed); ``exclude``: see :meth:`word_view`."""
         pooled = self.config.scorer_pooled
         words: torch.Tensor | None = None
+        lengths: torch.Tensor | None = None
         if features is not None and not self.config.characters:
             x = self.features(features)  # (B, T, E)
         else:
@@ -246,7 +282,7 @@ class TextDiscriminator(nn.Module):
             if features is not None and not pooled:
                 x = x + self.features(features)
         if self.config.lexicon_documents:
-            words = self.word_view(ids, exclude)
+            words, lengths = self.lexicon_view(ids, exclude)
             x = x + self.lexicon_map(words)
         orders = self.config.ngram_orders
         if orders:
@@ -266,7 +302,7 @@ class TextDiscriminator(nn.Module):
         summary = torch.cat([x.mean(dim=2), x.amax(dim=2)], dim=1)  # (B, 2C)
         if pooled:
             assert features is not None, "a pooled scorer's model needs its features"
-            stats = self.scorer_stats(features, words)
+            stats = self.scorer_stats(features, words, lengths)
             summary = torch.cat([summary, stats], dim=1)  # (B, 2C + S)
         return self.head(self.drop(summary))  # (B, num_classes)
 

@@ -181,8 +181,10 @@ def standardise_statistics(model: TextDiscriminator, pool: FeaturePool, unread: 
     for i in range(0, len(pool.ids), 512):
         ids = pool.ids[i : i + 512]
         exclude = unread(ids, pool.documents[i : i + 512]) if unread is not None else None
-        words = model.word_view(torch.from_numpy(ids), exclude) if model.config.lexicon_documents else None
-        raw.append(model.scorer_stats.raw(torch.from_numpy(pool.features[i : i + 512]).float(), words))
+        words, lengths = (
+            model.lexicon_view(torch.from_numpy(ids), exclude) if model.config.lexicon_documents else (None, None)
+        )
+        raw.append(model.scorer_stats.raw(torch.from_numpy(pool.features[i : i + 512]).float(), words, lengths))
     stats = torch.cat(raw)
     model.scorer_stats.mean.copy_(stats.mean(dim=0))
     model.scorer_stats.scale.copy_(stats.std(dim=0).clamp(min=1e-6))
@@ -200,8 +202,8 @@ class Unread:
     def __call__(self, ids: np.ndarray, documents: np.ndarray) -> torch.Tensor | None:
         if not (documents >= 0).any():
             return None
-        hashes, ends, _ = self.model.words(torch.from_numpy(ids))
-        return torch.from_numpy(own_words(hashes.numpy(), ends.numpy(), documents, self.own))
+        words = self.model.words(torch.from_numpy(ids))
+        return torch.from_numpy(own_words(words.hashes.numpy(), words.ends.numpy(), documents, self.own))
 
 
 @dataclass

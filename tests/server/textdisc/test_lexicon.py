@@ -21,7 +21,7 @@ def words_of(text: str) -> list[tuple[str, int, bool]]:
     """(the word, its hash, capitalised) for every whole word the hasher reports in ``text``, in order."""
     hasher = WordHasher(len(VOCAB))
     hasher.set_vocabulary(VOCAB.chars)
-    hashes, ends, upper = hasher(torch.tensor([VOCAB.encode(text)], dtype=torch.int32))
+    hashes, ends, upper, _ = hasher(torch.tensor([VOCAB.encode(text)], dtype=torch.int32))
     found = []
     for end in ends[0].nonzero().flatten().tolist():
         start = end
@@ -61,7 +61,7 @@ def test_own_words_marks_a_rows_document_words_only() -> None:
     hasher = WordHasher(len(VOCAB))
     hasher.set_vocabulary(VOCAB.chars)
     ids = torch.tensor([VOCAB.encode(text)] * 3, dtype=torch.int32)
-    hashes, ends, _ = hasher(ids)
+    hashes, ends, _, _ = hasher(ids)
     marks = own_words(hashes.numpy(), ends.numpy(), np.array([0, 1, -1]), own)
     marked = [[text[: i + 1].split()[-1] for i in np.flatnonzero(row)] for row in marks]
     assert marked == [["the", "king", "is", "dead"], ["the", "king", "long"], []]
@@ -93,7 +93,7 @@ def test_training_takes_a_windows_own_document_off_the_counts() -> None:
     model = lexicon_model()
     ids = torch.tensor([VOCAB.encode(" the king is dead ")])
     _, own = document_lexicon(VOCAB, ["the king is dead", "long live the king"])
-    hashes, ends, _ = model.words(ids)
+    hashes, ends, _, _ = model.words(ids)
     exclude = torch.from_numpy(own_words(hashes.numpy(), ends.numpy(), np.array([0]), own))
     view = model.word_view(ids, exclude)[0]
     dead = " the king is dead ".index("dead") + 3
@@ -144,13 +144,26 @@ def test_the_sampler_names_each_real_windows_document() -> None:
 
 def test_pooled_statistics_count_the_lexicons_view_per_word() -> None:
     """The stacked head's lexicon statistics: the shares of unknown and unknown capitalised words among the
-    window's whole words, their mean frequency and how many there are."""
-    from server.textdisc.model import LEXICON_STATISTICS, ScorerStatistics
+    window's whole words, their mean frequency and how many there are; then the scorer's view (here: the surprise
+    of each character is its position, the difference 1) averaged over each word's characters, unknown and known
+    words apart, for words from character SCORER_SKIP on."""
+    from server.textdisc.model import LEXICON_STATISTICS, SCORER_SKIP, ScorerStatistics
 
     model = lexicon_model()
-    text = " the Kinge is dead, kingly Horatio "
-    words = model.word_view(torch.tensor([VOCAB.encode(text)]))
-    stats = ScorerStatistics(features=2, lexicon=True)
-    raw = stats.raw(torch.zeros(1, len(text), 2), words)[0, -len(LEXICON_STATISTICS) :]
+    text = " " * SCORER_SKIP + " the Kinge is dead, kingly Horatio "
+    words, lengths = model.lexicon_view(torch.tensor([VOCAB.encode(text)]))
+    features = torch.zeros(1, len(text), 3)
+    features[0, :, 0] = torch.arange(len(text), dtype=torch.float32)
+    features[0, :, 2] = 1.0
+    stats = ScorerStatistics(features=3, lexicon=True)
+    raw = stats.raw(features, words, lengths)[0, -len(LEXICON_STATISTICS) :]
     frequency = (1 + 2 * np.log(2) / np.log(3)) / 6  # "the" in both documents, "is" and "dead" in one
-    assert raw.tolist() == pytest.approx([1 / 6, 2 / 6, frequency, 6 / 64])
+
+    def mean_position(word: str) -> float:
+        start = text.index(f" {word}") + 1
+        return start + (len(word) - 1) / 2
+
+    unknown = np.mean([mean_position(w) for w in ("Kinge", "kingly", "Horatio")])
+    known = np.mean([mean_position(w) for w in ("the", "is", "dead")])
+    assert raw[:4].tolist() == pytest.approx([1 / 6, 2 / 6, frequency, 6 / 64])
+    assert raw[4:].tolist() == pytest.approx([unknown, 1.0, known, 1.0])
