@@ -81,7 +81,10 @@ def test_no_hard_negative_sounds_like_a_number_word() -> None:
     """No hard negative is a number word or a homophone, or spoken (by any accent) as a number word or one of its
     pronunciations: one sound, one label."""
     assert len(set(HARD_NEGATIVES)) == len(HARD_NEGATIVES)
-    assert not set(HARD_NEGATIVES) & (set(NUMBER_WORDS) | HOMOPHONES)
+    # "heaven" is kept out of the plays' other words with the homophones (their order stays fixed) but is a hard
+    # negative: the phoneme check below is what says it is no number word
+    assert not set(HARD_NEGATIVES) & (set(NUMBER_WORDS) | (HOMOPHONES - {"heaven"}))
+    assert "heaven" in HARD_NEGATIVES
     numbers = {p.translate(str.maketrans("", "", "',#")) for options in PRONUNCIATIONS.values() for p in options}
     for accent in ACCENTS:
         numbers |= set(_phonemes(list(NUMBER_WORDS), accent))
