@@ -16,6 +16,12 @@ prediction's probability, the probability of the likelier characters and ``log s
 (:data:`SCORER_FEATURES`). A linear map of these numbers is added to the character's embedding. Sampled text is as
 surprising as the model expects (at T=1) or surprising in its own way (hot samples: unlikely characters anywhere,
 not where real text has them); real text is more surprising than the model expects.
+
+With a lexicon (``lexicon_documents``: :mod:`server.textdisc.lexicon`), each whole word adds, where it ends, whether
+the training documents know it and how many use it: a sampled word that does not exist is the surest sign of a hot
+sample. With ``scorer_pooled``, the scorer's features do not enter position by position; :class:`ScorerStatistics`
+pools them (and the lexicon's view, per word) over the window into the head, beside the frozen convolutions of a
+base model (``antiphon train textdisc --base``).
 """
 
 from __future__ import annotations

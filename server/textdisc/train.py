@@ -11,6 +11,9 @@ streams' non-overlapping windows and as many real windows at random offsets, who
 once (cached under the antiphon cache by the scorer's and the windows' sha256) and passed to the model beside the
 ids. The scorer is frozen, so the features are what the model's own forward computes; the test set goes through
 the forward.
+
+With a lexicon, a real window of a training document is read with that document taken off the lexicon's counts
+(:class:`Unread`), as the test's held-out plays are. With a base (``--base``), only the head trains.
 """
 
 from __future__ import annotations
