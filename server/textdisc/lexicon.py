@@ -104,12 +104,12 @@ class WordHasher(nn.Module):
         code = gather(self.code, ids)  # (B, T) int32: all of it, as TFLite wants
         upper = gather(self.upper, ids)
         letter = (code > 0) & (code != APOSTROPHE)
-        around = F.pad(letter, (1, 1))
+        around = F.pad(letter.int(), (1, 1)) > 0  # int32 padded: TFLite runtimes before 2.15 lack PAD of bool
         inside = letter | ((code == APOSTROPHE) & around[:, :-2] & around[:, 2:])  # (B, T) part of a word
         # Looking back k characters from each position. Before the window everything counts as a word character,
         # so a word cut by the window's start never looks whole.
         k_max = MAX_WORD
-        inside_p = F.pad(inside, (k_max, 0), value=True)
+        inside_p = F.pad(inside.int(), (k_max, 0), value=1) > 0
         code_p = F.pad(code, (k_max, 0))
         upper_p = F.pad(upper, (k_max, 0))
         h = torch.zeros_like(code)
@@ -125,7 +125,7 @@ class WordHasher(nn.Module):
             first_upper = torch.where(still, upper_p[:, at], first_upper)
             length = length + still.int()
             run = still
-        after = F.pad(inside, (0, 1), value=True)[:, 1:]  # the window's last word may go on after it
+        after = F.pad(inside.int(), (0, 1), value=1)[:, 1:] > 0  # the window's last word may go on after it
         ends = inside & ~after & whole
         return Words(h % BUCKETS, ends, first_upper > 0, length * ends.int())
 
