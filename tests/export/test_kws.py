@@ -61,7 +61,7 @@ def test_int8_files_agree_with_torch(exported_kws: Exported, fmt: str) -> None:
     entry = exported_kws.manifest["models"]["kws"]
     parity = entry["files"][fmt]["int8"]["parity"]
     assert parity["evaluated"] == 240
-    assert entry["int8_top_label_agreement_needed"] == 0.99
+    assert entry["int8_top_label_agreement_needed"] == 0.99 and entry["float_max_abs_allowed"] == 1e-4
     assert parity["top_label_agreement"] >= 0.99
     torch_accuracy = exported_kws.manifest["models"]["kws"]["torch"]["accuracy"]
     assert parity["accuracy"] >= torch_accuracy - 0.01

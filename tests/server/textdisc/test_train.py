@@ -293,6 +293,7 @@ def test_the_stacked_discriminator_exports_to_onnx_from_ids(
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("ANTIPHON_CACHE", str(tiny_stacked_checkpoint.parent / "cache"))
         spec = textdisc_spec(tiny_stacked_checkpoint, tiny_text_checkpoint, load_corpus(tiny_corpus).valid_text)
+    assert spec.float_tolerance == 5e-2  # band edges: export/specs.py; the tiny model still meets 1e-4 below
     to_onnx(spec, tmp_path / "textdisc.onnx")
     runner = open_runner("onnx", tmp_path / "textdisc.onnx", (spec.input_names, spec.output_names))
     assert max_abs_difference(spec, runner, spec.real_inputs) <= 1e-4
