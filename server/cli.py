@@ -327,6 +327,19 @@ def _add_train_textdisc(sub: argparse._SubParsersAction) -> None:
         "text by heart, so the real class can be held-out text the scorer never read (--real-train-share)",
     )
     p.add_argument(
+        "--band-width",
+        type=float,
+        default=0.05,
+        help="with --base: the width in nats of the soft edges between the scorer's entropy bands (0: hard edges, "
+        "which rounding in an exported file can cross)",
+    )
+    p.add_argument(
+        "--no-position-statistics",
+        action="store_true",
+        help="with --base: leave out the scorer's view by where a character stands in a word (first letter, other "
+        "letters, other characters)",
+    )
+    p.add_argument(
         "--no-lexicon",
         action="store_true",
         help="no lexicon: by default the model holds the training documents' words (a table of a million bytes) and "
@@ -380,6 +393,8 @@ def _train_textdisc(args: argparse.Namespace) -> int:
             "ngram_orders": _ngram_orders(args.ngrams),
             "ngram_buckets": args.ngram_buckets,
             "characters": not args.no_characters,
+            "band_width": args.band_width,
+            **({"position_statistics": False} if args.no_position_statistics else {}),
         },
     )
     if not 1 <= args.train_streams <= 10_000:

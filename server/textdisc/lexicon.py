@@ -64,6 +64,7 @@ class Words(NamedTuple):
     ends: torch.Tensor  # bool: a whole word ends here
     upper: torch.Tensor  # bool: it begins with a capital
     lengths: torch.Tensor  # int32: its length in characters (0 where no whole word ends)
+    inside: torch.Tensor  # bool: the character is part of a word (whole or not)
 
 
 def word_means(values: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
@@ -127,7 +128,7 @@ class WordHasher(nn.Module):
             run = still
         after = F.pad(inside.int(), (0, 1), value=1)[:, 1:] > 0  # the window's last word may go on after it
         ends = inside & ~after & whole
-        return Words(h % BUCKETS, ends, first_upper > 0, length * ends.int())
+        return Words(h % BUCKETS, ends, first_upper > 0, length * ends.int(), inside)
 
 
 @torch.no_grad()

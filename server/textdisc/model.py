@@ -43,6 +43,7 @@ from server.textdisc.lexicon import (
     LEXICON_FEATURES,
     MAX_DOCUMENTS,
     WordHasher,
+    Words,
     gather,
     lexicon_features,
     word_means,
@@ -54,6 +55,12 @@ SCORER_TEMPERATURES = (0.6, 0.8, 1.2, 1.4)
 SCORER_SKIP = 32  # the scorer reads each window from a newline: its view of the first characters is not its usual
 ENTROPY_BANDS = (0.5, 1.2)  # nats: edges of the entropy bands of the pooled statistics
 WINDOW_STATISTICS = ("mean", "spread", "mean at entropy < 0.5", "mean at 0.5-1.2", "mean at >= 1.2")
+BAND_WIDTH = 0.05  # nats: the soft band edges' width (TextDiscConfig.band_width) that the trainer gives new models
+# Means of three of the scorer's features by where a character stands: a generator sampled hot goes wrong inside
+# words (a letter no real word has there) more than at their first letter, which even real text makes hard to guess.
+POSITION_FEATURES = {"surprise": 0, "surprise - entropy": 2, "log(1 + rank)": 3}  # names -> SCORER_FEATURES index
+POSITIONS = ("a word's first letter", "a word's other letters", "other characters")
+POSITION_STATISTICS = tuple(f"{name} at {where}" for where in POSITIONS for name in POSITION_FEATURES)
 LEXICON_STATISTICS = (
     "unknown words",
     "unknown capitalised words",
@@ -96,6 +103,11 @@ class TextDiscConfig:
     # With a scorer: its features enter as statistics over the window (ScorerStatistics) beside the pooled
     # convolutions, into the head, instead of position by position into the convolutions.
     scorer_pooled: bool = False
+    # The pooled statistics' entropy bands: 0 for hard edges (models before soft edges), else the width in nats of
+    # the logistic step at each edge. A character on a hard edge can fall in either band after rounding, which moves
+    # the window's statistics by a step; a soft edge moves them by as little as the rounding.
+    band_width: float = 0.0
+    position_statistics: bool = False  # with a lexicon: POSITION_STATISTICS beside the others
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "dilations", tuple(self.dilations))  # JSON gives a list
@@ -112,6 +124,10 @@ class TextDiscConfig:
             raise InvalidArgument("characters", "a model without characters has no n-grams either")
         if self.scorer_pooled and (self.scorer is None or not self.characters):
             raise InvalidArgument("scorer_pooled", "needs a scorer and the characters")
+        if not 0 <= self.band_width <= 1:
+            raise InvalidArgument("band_width", f"must be in [0, 1] nats, got {self.band_width}")
+        if self.position_statistics and not (self.scorer_pooled and self.lexicon_documents):
+            raise InvalidArgument("position_statistics", "needs a pooled scorer and a lexicon (its words)")
         if not 0 <= self.lexicon_documents <= MAX_DOCUMENTS:
             raise InvalidArgument("lexicon", f"counts 0 to {MAX_DOCUMENTS} documents, got {self.lexicon_documents}")
 
@@ -143,55 +159,75 @@ class ScorerView(nn.Module):
 
 
 class ScorerStatistics(nn.Module):
-    """Statistics over a window of the scorer's features (B, T, F) -> (B, len(WINDOW_STATISTICS) * F): their mean
-    and spread, and their mean among the characters the scorer predicted with low, middle and high entropy, from
-    position SCORER_SKIP on; with a lexicon, also its view per word (:data:`LEXICON_STATISTICS`). All of them
-    standardised by the training pool's (``mean``, ``scale``: buffers the trainer sets).
+    """Statistics over a window of the scorer's features (B, T, F) -> (B, width): their mean and spread, and their
+    mean among the characters the scorer predicted with low, middle and high entropy, from position SCORER_SKIP on;
+    with a lexicon, also its view per word (:data:`LEXICON_STATISTICS`) and, with ``positions``, the scorer's view
+    by where a character stands in a word (:data:`POSITION_STATISTICS`). All of them standardised by the training
+    pool's (``mean``, ``scale``: buffers the trainer sets). ``band_width``: see :class:`TextDiscConfig`.
 
     A head that sees these numbers of the whole window has a few hundred weights: it cannot learn a play by heart,
     which the convolutions over per-position features did (docs/discriminators.md)."""
 
-    def __init__(self, features: int, lexicon: bool) -> None:
+    def __init__(self, features: int, lexicon: bool, band_width: float = 0.0, positions: bool = False) -> None:
         super().__init__()
         self.lexicon = lexicon
-        width = features * len(WINDOW_STATISTICS) + (len(LEXICON_STATISTICS) if lexicon else 0)
+        self.band_width = band_width
+        self.positions = positions
+        self.width = (
+            features * len(WINDOW_STATISTICS)
+            + (len(LEXICON_STATISTICS) if lexicon else 0)
+            + (len(POSITION_STATISTICS) if positions else 0)
+        )
         self.mean: torch.Tensor
         self.scale: torch.Tensor
-        self.register_buffer("mean", torch.zeros(width))
-        self.register_buffer("scale", torch.ones(width))
+        self.register_buffer("mean", torch.zeros(self.width))
+        self.register_buffer("scale", torch.ones(self.width))
 
-    def raw(
-        self, features: torch.Tensor, words: torch.Tensor | None = None, lengths: torch.Tensor | None = None
-    ) -> torch.Tensor:
-        """Unstandardised statistics of the scorer's ``features`` and, with a lexicon, of the lexicon's view
-        ``words`` (B, T, len(LEXICON_FEATURES)) and the words' ``lengths`` (B, T) (:class:`lexicon.Words`)."""
+    def bands(self, entropy: torch.Tensor) -> list[torch.Tensor]:
+        """Each character's membership (B, T', 1) of each entropy band: 0 or 1 with hard edges, a logistic step
+        across each inner edge with soft ones (they sum to 1 either way)."""
+        if not self.band_width:
+            edges = (-1.0, *ENTROPY_BANDS, 1e9)
+            return [((entropy >= low) & (entropy < high)).float() for low, high in pairwise(edges)]
+        above = [torch.sigmoid((entropy - edge) / self.band_width) for edge in ENTROPY_BANDS]
+        return [1 - above[0], *(a - b for a, b in pairwise(above)), above[-1]]
+
+    def raw(self, features: torch.Tensor, words: Words | None = None, view: torch.Tensor | None = None) -> torch.Tensor:
+        """Unstandardised statistics of the scorer's ``features`` and, with a lexicon, of the window's ``words``
+        (:class:`lexicon.Words`) and the lexicon's ``view`` of them (B, T, len(LEXICON_FEATURES))."""
         f = features[:, SCORER_SKIP:]  # (B, T', F)
         mean = f.mean(dim=1)
         spread = ((f - mean[:, None]) ** 2).mean(dim=1).clamp(min=1e-12).sqrt()
-        entropy = f[:, :, 1:2]  # (B, T', 1)
         out = [mean, spread]
-        edges = (-1.0, *ENTROPY_BANDS, 1e9)
-        for low, high in pairwise(edges):
-            inside = ((entropy >= low) & (entropy < high)).float()
+        for inside in self.bands(f[:, :, 1:2]):
             out.append((f * inside).sum(dim=1) / inside.sum(dim=1).clamp(min=1.0))
         if self.lexicon:
-            assert words is not None and lengths is not None, "a lexicon's statistics need its view"
-            count = (words.abs().sum(dim=2) > 0).float().sum(dim=1, keepdim=True)  # (B, 1): whole words
-            out.append(words.sum(dim=1) / count.clamp(min=1.0))  # per word: unknown, unknown capitalised, frequency
+            assert words is not None and view is not None, "a lexicon's statistics need its view"
+            lengths = words.lengths
+            count = (view.abs().sum(dim=2) > 0).float().sum(dim=1, keepdim=True)  # (B, 1): whole words
+            out.append(view.sum(dim=1) / count.clamp(min=1.0))  # per word: unknown, unknown capitalised, frequency
             out.append(count / 64)
-            view = word_means(torch.stack([features[:, :, 0], features[:, :, 2]], dim=2), lengths)  # (B, T, 2)
+            per_word = word_means(torch.stack([features[:, :, 0], features[:, :, 2]], dim=2), lengths)  # (B, T, 2)
             position = torch.arange(features.shape[1], device=features.device)
             scored = ((lengths > 0) & (position - lengths + 1 >= SCORER_SKIP)).float()  # (B, T)
-            unknown = (words[:, :, 0] + words[:, :, 1]) * scored
-            known = (words[:, :, 2] > 0).float() * scored
+            unknown = (view[:, :, 0] + view[:, :, 1]) * scored
+            known = (view[:, :, 2] > 0).float() * scored
             for mask in (unknown, known):
-                out.append((view * mask.unsqueeze(2)).sum(dim=1) / mask.sum(dim=1, keepdim=True).clamp(min=1.0))
+                out.append((per_word * mask.unsqueeze(2)).sum(dim=1) / mask.sum(dim=1, keepdim=True).clamp(min=1.0))
+        if self.positions:
+            assert words is not None, "the position statistics need the window's words"
+            inside = words.inside.int()[:, SCORER_SKIP - 1 :] > 0  # (B, 1 + T'): from the character before
+            here, before = inside[:, 1:], inside[:, :-1]
+            picked = f[:, :, list(POSITION_FEATURES.values())]  # (B, T', 3)
+            for where in (here & ~before, here & before, ~here):
+                mask = where.float().unsqueeze(2)
+                out.append((picked * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0))
         return torch.cat(out, dim=1)
 
     def forward(
-        self, features: torch.Tensor, words: torch.Tensor | None = None, lengths: torch.Tensor | None = None
+        self, features: torch.Tensor, words: Words | None = None, view: torch.Tensor | None = None
     ) -> torch.Tensor:
-        return (self.raw(features, words, lengths) - self.mean) / self.scale
+        return (self.raw(features, words, view) - self.mean) / self.scale
 
 
 class TextDiscriminator(nn.Module):
@@ -208,9 +244,7 @@ class TextDiscriminator(nn.Module):
             width = config.channels
         self.convs = nn.ModuleList(convs)
         self.drop = nn.Dropout(config.dropout)
-        pooled = len(SCORER_FEATURES) * len(WINDOW_STATISTICS) if config.scorer_pooled else 0
-        pooled += len(LEXICON_STATISTICS) if config.scorer_pooled and config.lexicon_documents else 0
-        self.head = nn.Linear(2 * config.channels + pooled, config.num_classes)
+        pooled = 0
         self.scorer: CharLSTM | None = None
         if config.scorer is not None:
             self.scorer = CharLSTM(CharLSTMConfig(**config.scorer))  # type: ignore[arg-type]
@@ -218,9 +252,13 @@ class TextDiscriminator(nn.Module):
             self.scorer.eval()
             self.scorer_view = ScorerView(config.vocab_size)
             if config.scorer_pooled:
-                self.scorer_stats = ScorerStatistics(len(SCORER_FEATURES), bool(config.lexicon_documents))
+                self.scorer_stats = ScorerStatistics(
+                    len(SCORER_FEATURES), bool(config.lexicon_documents), config.band_width, config.position_statistics
+                )
+                pooled = self.scorer_stats.width
             else:
                 self.features = nn.Linear(len(SCORER_FEATURES), config.embed_dim)
+        self.head = nn.Linear(2 * config.channels + pooled, config.num_classes)
         if config.lexicon_documents:
             self.words = WordHasher(config.vocab_size)
             self.lexicon: torch.Tensor
@@ -260,14 +298,14 @@ class TextDiscriminator(nn.Module):
         to take off the table's (training sees a window of a training play as if its play were unread)."""
         return self.lexicon_view(ids, exclude)[0]
 
-    def lexicon_view(self, ids: torch.Tensor, exclude: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """:meth:`word_view` and the words' lengths (B, T) at their ends."""
+    def lexicon_view(self, ids: torch.Tensor, exclude: torch.Tensor | None = None) -> tuple[torch.Tensor, Words]:
+        """:meth:`word_view` and the words it describes."""
         words = self.words(ids)
         counts = gather(self.lexicon, words.hashes).float()  # (B, T): from a byte table
         if exclude is not None:
             counts = counts - exclude.float()
         view = lexicon_features(words.ends, words.upper, counts * words.ends.float(), self.config.lexicon_documents)
-        return view, words.lengths
+        return view, words
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         """Character ids (B, T) int32 or int64 -> logits (B, num_classes)."""
@@ -279,8 +317,8 @@ class TextDiscriminator(nn.Module):
         """Logits (B, num_classes) of character ids (B, T) and, with a scorer, their features (:meth:`score`;
         training passes them precomputed); ``exclude``: see :meth:`word_view`."""
         pooled = self.config.scorer_pooled
-        words: torch.Tensor | None = None
-        lengths: torch.Tensor | None = None
+        view: torch.Tensor | None = None
+        words: Words | None = None
         if features is not None and not self.config.characters:
             x = self.features(features)  # (B, T, E)
         else:
@@ -288,8 +326,8 @@ class TextDiscriminator(nn.Module):
             if features is not None and not pooled:
                 x = x + self.features(features)
         if self.config.lexicon_documents:
-            words, lengths = self.lexicon_view(ids, exclude)
-            x = x + self.lexicon_map(words)
+            view, words = self.lexicon_view(ids, exclude)
+            x = x + self.lexicon_map(view)
         orders = self.config.ngram_orders
         if orders:
             width = ids.shape[1]
@@ -308,7 +346,7 @@ class TextDiscriminator(nn.Module):
         summary = torch.cat([x.mean(dim=2), x.amax(dim=2)], dim=1)  # (B, 2C)
         if pooled:
             assert features is not None, "a pooled scorer's model needs its features"
-            stats = self.scorer_stats(features, words, lengths)
+            stats = self.scorer_stats(features, words, view)
             summary = torch.cat([summary, stats], dim=1)  # (B, 2C + S)
         return self.head(self.drop(summary))  # (B, num_classes)
 

@@ -52,6 +52,10 @@ from server.textdisc.data import (
 from server.textdisc.evaluate import evaluate, predict_logits
 from server.textdisc.lexicon import LEXICON_FEATURES, MAX_DOCUMENTS, document_lexicon, own_words
 from server.textdisc.model import (
+    BAND_WIDTH,
+    LEXICON_STATISTICS,
+    POSITION_FEATURES,
+    POSITIONS,
     SCORER_FEATURES,
     SCORER_SKIP,
     WINDOW_STATISTICS,
@@ -184,13 +188,15 @@ def standardise_statistics(model: TextDiscriminator, pool: FeaturePool, unread: 
     for i in range(0, len(pool.ids), 512):
         ids = pool.ids[i : i + 512]
         exclude = unread(ids, pool.documents[i : i + 512]) if unread is not None else None
-        words, lengths = (
+        view, words = (
             model.lexicon_view(torch.from_numpy(ids), exclude) if model.config.lexicon_documents else (None, None)
         )
-        raw.append(model.scorer_stats.raw(torch.from_numpy(pool.features[i : i + 512]).float(), words, lengths))
+        raw.append(model.scorer_stats.raw(torch.from_numpy(pool.features[i : i + 512]).float(), words, view))
     stats = torch.cat(raw)
     model.scorer_stats.mean.copy_(stats.mean(dim=0))
-    model.scorer_stats.scale.copy_(stats.std(dim=0).clamp(min=1e-6))
+    # A statistic that barely varies over the pool (a band hardly any character falls in, with a small scorer)
+    # must not be magnified: its rounding would move the output.
+    model.scorer_stats.scale.copy_(stats.std(dim=0).clamp(min=1e-2))
 
 
 class Unread:
@@ -310,7 +316,12 @@ def train_textdisc(opts: TextDiscTrainOptions) -> dict[str, Any]:
         config = {k: v for k, v in config.items() if k in keep} | {
             k: v for k, v in base_model.config.to_dict().items() if k not in keep
         }
-        config["scorer_pooled"] = True
+        asked = opts.model or {}
+        config |= {
+            "scorer_pooled": True,
+            "band_width": asked.get("band_width", BAND_WIDTH),
+            "position_statistics": asked.get("position_statistics", bool(config.get("lexicon_documents"))),
+        }
     use_lexicon = bool(config.get("lexicon_documents")) if base is not None else opts.lexicon
     if use_lexicon and base is None:
         if len(documents) > MAX_DOCUMENTS:
@@ -478,15 +489,21 @@ def write_model_card(out: Path, info: dict[str, Any], config: dict[str, Any]) ->
     chars = f"embedding {config['embed_dim']}" if config.get("characters", True) else "no character embedding"
     if config.get("scorer_pooled"):
         assert scorer is not None and base is not None
+        width = config.get("band_width", 0.0)
+        bands = f" (soft band edges, {width:g} nats wide)" if width else " (hard band edges)"
+        lexicon_stats = f"; per word: {', '.join(LEXICON_STATISTICS)}" if config.get("lexicon_documents") else ""
+        positions = (
+            f"; {', '.join(POSITION_FEATURES)} at {', '.join(POSITIONS)}" if config.get("position_statistics") else ""
+        )
         arch = (
             f"the frozen discriminator `{base['file']}` (sha256 {base['sha256'][:16]}..., test accuracy "
             f"{base['test_accuracy']:.2%}: {chars}{lexicon_arch}, {len(config['dilations'])} conv1d "
             f"{config['kernel_size']} x {config['channels']}, mean + max pooling) and the frozen scorer "
             f"`{scorer['file']}` (the {config['scorer']['num_layers']} x {config['scorer']['hidden_size']} LSTM, "
             f"sha256 {scorer['sha256'][:16]}..., {scorer['parameters']:,} parameters: per character "
-            f"{', '.join(SCORER_FEATURES)}), its features pooled over the window ({', '.join(WINDOW_STATISTICS)}, "
-            f"from character {SCORER_SKIP} on, standardised); a trained linear head over both, "
-            f"{config['num_classes']} outputs"
+            f"{', '.join(SCORER_FEATURES)}), its features pooled over the window ({', '.join(WINDOW_STATISTICS)}"
+            f"{bands}{lexicon_stats}{positions}, from character {SCORER_SKIP} on, standardised); a trained linear "
+            f"head over both, {config['num_classes']} outputs"
         )
     else:
         arch = (

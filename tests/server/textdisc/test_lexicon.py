@@ -21,9 +21,10 @@ def words_of(text: str) -> list[tuple[str, int, bool]]:
     """(the word, its hash, capitalised) for every whole word the hasher reports in ``text``, in order."""
     hasher = WordHasher(len(VOCAB))
     hasher.set_vocabulary(VOCAB.chars)
-    hashes, ends, upper, _ = hasher(torch.tensor([VOCAB.encode(text)], dtype=torch.int32))
+    words = hasher(torch.tensor([VOCAB.encode(text)], dtype=torch.int32))
+    hashes, upper = words.hashes, words.upper
     found = []
-    for end in ends[0].nonzero().flatten().tolist():
+    for end in words.ends[0].nonzero().flatten().tolist():
         start = end
         while start > 0 and (text[start - 1].isalpha() or (text[start - 1] == "'" and text[start - 2].isalpha())):
             start -= 1
@@ -61,7 +62,8 @@ def test_own_words_marks_a_rows_document_words_only() -> None:
     hasher = WordHasher(len(VOCAB))
     hasher.set_vocabulary(VOCAB.chars)
     ids = torch.tensor([VOCAB.encode(text)] * 3, dtype=torch.int32)
-    hashes, ends, _, _ = hasher(ids)
+    words = hasher(ids)
+    hashes, ends = words.hashes, words.ends
     marks = own_words(hashes.numpy(), ends.numpy(), np.array([0, 1, -1]), own)
     marked = [[text[: i + 1].split()[-1] for i in np.flatnonzero(row)] for row in marks]
     assert marked == [["the", "king", "is", "dead"], ["the", "king", "long"], []]
@@ -93,7 +95,8 @@ def test_training_takes_a_windows_own_document_off_the_counts() -> None:
     model = lexicon_model()
     ids = torch.tensor([VOCAB.encode(" the king is dead ")])
     _, own = document_lexicon(VOCAB, ["the king is dead", "long live the king"])
-    hashes, ends, _, _ = model.words(ids)
+    words = model.words(ids)
+    hashes, ends = words.hashes, words.ends
     exclude = torch.from_numpy(own_words(hashes.numpy(), ends.numpy(), np.array([0]), own))
     view = model.word_view(ids, exclude)[0]
     dead = " the king is dead ".index("dead") + 3
@@ -151,12 +154,12 @@ def test_pooled_statistics_count_the_lexicons_view_per_word() -> None:
 
     model = lexicon_model()
     text = " " * SCORER_SKIP + " the Kinge is dead, kingly Horatio "
-    words, lengths = model.lexicon_view(torch.tensor([VOCAB.encode(text)]))
+    view, words = model.lexicon_view(torch.tensor([VOCAB.encode(text)]))
     features = torch.zeros(1, len(text), 3)
     features[0, :, 0] = torch.arange(len(text), dtype=torch.float32)
     features[0, :, 2] = 1.0
     stats = ScorerStatistics(features=3, lexicon=True)
-    raw = stats.raw(features, words, lengths)[0, -len(LEXICON_STATISTICS) :]
+    raw = stats.raw(features, words, view)[0, -len(LEXICON_STATISTICS) :]
     frequency = (1 + 2 * np.log(2) / np.log(3)) / 6  # "the" in both documents, "is" and "dead" in one
 
     def mean_position(word: str) -> float:
@@ -167,3 +170,52 @@ def test_pooled_statistics_count_the_lexicons_view_per_word() -> None:
     known = np.mean([mean_position(w) for w in ("the", "is", "dead")])
     assert raw[:4].tolist() == pytest.approx([1 / 6, 2 / 6, frequency, 6 / 64])
     assert raw[4:].tolist() == pytest.approx([unknown, 1.0, known, 1.0])
+
+
+def test_position_statistics_split_the_scorer_view_by_where_a_character_stands() -> None:
+    """The scorer's surprise, surprise - entropy and log rank averaged over words' first letters, their other
+    letters (an apostrophe between letters included) and the other characters, from character SCORER_SKIP on."""
+    from server.textdisc.model import POSITION_STATISTICS, SCORER_SKIP, ScorerStatistics
+
+    model = lexicon_model()
+    text = "abc " * (SCORER_SKIP // 4) + "ab o'er,\n x"
+    ids = torch.tensor([VOCAB.encode(text)])
+    view, words = model.lexicon_view(ids)
+    features = torch.zeros(1, len(text), 4)
+    features[0, :, 0] = torch.arange(len(text), dtype=torch.float32)  # surprise: the position
+    features[0, :, 2] = 1.0
+    features[0, :, 3] = 2.0
+    stats = ScorerStatistics(features=4, lexicon=True, positions=True)
+    raw = stats.raw(features, words, view)[0, -len(POSITION_STATISTICS) :].reshape(3, 3)
+    at = {c: [i for i in range(SCORER_SKIP, len(text)) if kind(text, i) == c] for c in ("first", "other", "not")}
+    assert at["first"] == [SCORER_SKIP, SCORER_SKIP + 3, len(text) - 1]  # "ab", "o'er" and "x" (cut by the edge)
+    for row, where in enumerate(("first", "other", "not")):
+        assert raw[row].tolist() == pytest.approx([np.mean(at[where]), 1.0, 2.0])
+
+
+def kind(text: str, i: int) -> str:
+    """Where character i stands: a word's first letter, its other letters, or not in a word."""
+
+    def inside(j: int) -> bool:
+        c = text[j]
+        return c.isalpha() or (c == "'" and 0 < j < len(text) - 1 and text[j - 1].isalpha() and text[j + 1].isalpha())
+
+    if not inside(i):
+        return "not"
+    return "other" if i > 0 and inside(i - 1) else "first"
+
+
+def test_soft_band_edges_sum_to_one_and_move_little_across_an_edge() -> None:
+    """Hard entropy bands jump by a whole character's weight when rounding moves an entropy across an edge; soft
+    ones agree with them away from the edges and move by the rounding's size at an edge."""
+    from server.textdisc.model import ENTROPY_BANDS, ScorerStatistics
+
+    edge = ENTROPY_BANDS[0]
+    entropy = torch.tensor([0.05, edge - 1e-6, edge + 1e-6, 0.85, 3.0]).reshape(1, -1, 1)
+    hard = torch.cat(ScorerStatistics(features=2, lexicon=False).bands(entropy), dim=2)[0]
+    soft = torch.cat(ScorerStatistics(features=2, lexicon=False, band_width=0.05).bands(entropy), dim=2)[0]
+    assert torch.allclose(soft.sum(dim=1), torch.ones(5))
+    assert (hard[2] - hard[1]).abs().max() == 1.0
+    assert (soft[2] - soft[1]).abs().max() < 1e-4
+    assert torch.allclose(soft[[0, 4]], hard[[0, 4]], atol=1e-3)
+    assert torch.allclose(soft[3], hard[3], atol=0.01)
