@@ -178,7 +178,7 @@ def textdisc_spec(
         # A scorer (an LSTM over the window, then logs and exponentials of its probabilities) and the map of its
         # features (log-probabilities, a wide range) or their window statistics stay float: int8 gates compound their
         # error over 256 steps.
-        float_scope="scorer|scorer_view|features|scorer_stats" if model.scorer is not None else None,
+        float_scope="scorer|reference|scorer_view|features|scorer_stats" if model.scorer is not None else None,
         float_output=model.scorer is not None,  # int8 logits round near ties to one value (see ExportSpec)
         # Hard entropy bands (pooled statistics of checkpoints before soft band edges): a character whose entropy
         # lies within rounding of an edge falls in one band in torch and in the next in ONNX Runtime, and moves its

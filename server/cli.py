@@ -327,6 +327,14 @@ def _add_train_textdisc(sub: argparse._SubParsersAction) -> None:
         "text by heart, so the real class can be held-out text the scorer never read (--real-train-share)",
     )
     p.add_argument(
+        "--reference",
+        type=Path,
+        default=None,
+        help="with --base: a second, weaker character LSTM (e.g. models/text/char_lstm_small.safetensors) read "
+        "beside the scorer; how its view of each character differs from the scorer's enters the head (text the "
+        "generator sampled is likelier to it than to a weaker model; real text is hard for both)",
+    )
+    p.add_argument(
         "--band-width",
         type=float,
         default=0.05,
@@ -387,6 +395,7 @@ def _train_textdisc(args: argparse.Namespace) -> int:
         real_train_plays=args.real_train_plays,
         lexicon=not args.no_lexicon,
         base_checkpoint=args.base,
+        reference_checkpoint=args.reference,
         model={
             "channels": args.channels,
             "dilations": _dilations(args.dilations),

@@ -83,6 +83,13 @@ SCORER_FEATURES = (
     *(f"log Z at T={t:g}" for t in SCORER_TEMPERATURES),
 )
 
+# With a reference model (a second, weaker character LSTM): the scorer's features less the reference's, per
+# character. Text the scorer sampled is much likelier to it than to the reference; real text neither read is
+# hard for both (the idea of Binoculars, Hans et al. 2024, with the generator as the stronger model).
+REFERENCE_STATISTICS = tuple(
+    f"{stat} of scorer - reference: {name}" for stat in ("mean", "spread") for name in SCORER_FEATURES
+)
+
 
 @dataclass(frozen=True)
 class TextDiscConfig:
@@ -108,6 +115,9 @@ class TextDiscConfig:
     # the window's statistics by a step; a soft edge moves them by as little as the rounding.
     band_width: float = 0.0
     position_statistics: bool = False  # with a lexicon: POSITION_STATISTICS beside the others
+    # With scorer_pooled: a second character LSTM config (same vocabulary), frozen inside the model like the scorer,
+    # whose view of the window enters as REFERENCE_STATISTICS; None: none.
+    reference: dict[str, int | float] | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "dilations", tuple(self.dilations))  # JSON gives a list
@@ -126,6 +136,10 @@ class TextDiscConfig:
             raise InvalidArgument("scorer_pooled", "needs a scorer and the characters")
         if not 0 <= self.band_width <= 1:
             raise InvalidArgument("band_width", f"must be in [0, 1] nats, got {self.band_width}")
+        if self.reference is not None and not self.scorer_pooled:
+            raise InvalidArgument("reference", "a reference model needs a pooled scorer (a base model)")
+        if self.reference is not None and self.reference.get("vocab_size") != self.vocab_size:
+            raise InvalidArgument("reference", "the reference's vocabulary must be the discriminator's")
         if self.position_statistics and not (self.scorer_pooled and self.lexicon_documents):
             raise InvalidArgument("position_statistics", "needs a pooled scorer and a lexicon (its words)")
         if not 0 <= self.lexicon_documents <= MAX_DOCUMENTS:
@@ -158,25 +172,42 @@ class ScorerView(nn.Module):
         return torch.cat([surprise, entropy, surprise - entropy, torch.log1p(rank), top, mass, *log_z], dim=2)
 
 
+def mean_spread(f: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The mean and the standard deviation (B, F) of features (B, T, F) over positions."""
+    mean = f.mean(dim=1)
+    return mean, ((f - mean[:, None]) ** 2).mean(dim=1).clamp(min=1e-12).sqrt()
+
+
 class ScorerStatistics(nn.Module):
     """Statistics over a window of the scorer's features (B, T, F) -> (B, width): their mean and spread, and their
     mean among the characters the scorer predicted with low, middle and high entropy, from position SCORER_SKIP on;
     with a lexicon, also its view per word (:data:`LEXICON_STATISTICS`) and, with ``positions``, the scorer's view
-    by where a character stands in a word (:data:`POSITION_STATISTICS`). All of them standardised by the training
+    by where a character stands in a word (:data:`POSITION_STATISTICS`); with a ``reference``, how its view differs
+    from the scorer's (:data:`REFERENCE_STATISTICS`). All of them standardised by the training
     pool's (``mean``, ``scale``: buffers the trainer sets). ``band_width``: see :class:`TextDiscConfig`.
 
     A head that sees these numbers of the whole window has a few hundred weights: it cannot learn a play by heart,
     which the convolutions over per-position features did (docs/discriminators.md)."""
 
-    def __init__(self, features: int, lexicon: bool, band_width: float = 0.0, positions: bool = False) -> None:
+    def __init__(
+        self,
+        features: int,
+        lexicon: bool,
+        band_width: float = 0.0,
+        positions: bool = False,
+        reference: bool = False,
+    ) -> None:
         super().__init__()
+        self.features = features
         self.lexicon = lexicon
         self.band_width = band_width
         self.positions = positions
+        self.reference = reference
         self.width = (
             features * len(WINDOW_STATISTICS)
             + (len(LEXICON_STATISTICS) if lexicon else 0)
             + (len(POSITION_STATISTICS) if positions else 0)
+            + (len(REFERENCE_STATISTICS) if reference else 0)
         )
         self.mean: torch.Tensor
         self.scale: torch.Tensor
@@ -193,11 +224,12 @@ class ScorerStatistics(nn.Module):
         return [1 - above[0], *(a - b for a, b in pairwise(above)), above[-1]]
 
     def raw(self, features: torch.Tensor, words: Words | None = None, view: torch.Tensor | None = None) -> torch.Tensor:
-        """Unstandardised statistics of the scorer's ``features`` and, with a lexicon, of the window's ``words``
-        (:class:`lexicon.Words`) and the lexicon's ``view`` of them (B, T, len(LEXICON_FEATURES))."""
+        """Unstandardised statistics of the scorer's ``features`` (with a reference, the reference's follow them on
+        the last axis) and, with a lexicon, of the window's ``words`` (:class:`lexicon.Words`) and the lexicon's
+        ``view`` of them (B, T, len(LEXICON_FEATURES))."""
+        features, theirs = features[:, :, : self.features], features[:, :, self.features :]
         f = features[:, SCORER_SKIP:]  # (B, T', F)
-        mean = f.mean(dim=1)
-        spread = ((f - mean[:, None]) ** 2).mean(dim=1).clamp(min=1e-12).sqrt()
+        mean, spread = mean_spread(f)
         out = [mean, spread]
         for inside in self.bands(f[:, :, 1:2]):
             out.append((f * inside).sum(dim=1) / inside.sum(dim=1).clamp(min=1.0))
@@ -222,6 +254,9 @@ class ScorerStatistics(nn.Module):
             for where in (here & ~before, here & before, ~here):
                 mask = where.float().unsqueeze(2)
                 out.append((picked * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0))
+        if self.reference:
+            assert theirs.shape[2] == self.features, "the reference's features follow the scorer's"
+            out.extend(mean_spread(f - theirs[:, SCORER_SKIP:]))
         return torch.cat(out, dim=1)
 
     def forward(
@@ -246,14 +281,23 @@ class TextDiscriminator(nn.Module):
         self.drop = nn.Dropout(config.dropout)
         pooled = 0
         self.scorer: CharLSTM | None = None
+        self.reference: CharLSTM | None = None
         if config.scorer is not None:
             self.scorer = CharLSTM(CharLSTMConfig(**config.scorer))  # type: ignore[arg-type]
             self.scorer.requires_grad_(False)
             self.scorer.eval()
             self.scorer_view = ScorerView(config.vocab_size)
+            if config.reference is not None:
+                self.reference = CharLSTM(CharLSTMConfig(**config.reference))  # type: ignore[arg-type]
+                self.reference.requires_grad_(False)
+                self.reference.eval()
             if config.scorer_pooled:
                 self.scorer_stats = ScorerStatistics(
-                    len(SCORER_FEATURES), bool(config.lexicon_documents), config.band_width, config.position_statistics
+                    len(SCORER_FEATURES),
+                    bool(config.lexicon_documents),
+                    config.band_width,
+                    config.position_statistics,
+                    config.reference is not None,
                 )
                 pooled = self.scorer_stats.width
             else:
@@ -267,21 +311,31 @@ class TextDiscriminator(nn.Module):
 
     def train(self, mode: bool = True) -> TextDiscriminator:
         super().train(mode)
-        if self.scorer is not None:
-            self.scorer.eval()  # frozen: never its dropout
+        for frozen in self.frozen_models():
+            frozen.eval()  # never their dropout
         return self
+
+    def frozen_models(self) -> list[CharLSTM]:
+        """The scorer and the reference, where there are."""
+        if self.scorer is None:
+            return []
+        return [self.scorer] if self.reference is None else [self.scorer, self.reference]
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         return [p for p in self.parameters() if p.requires_grad]
 
     def score(self, ids: torch.Tensor) -> torch.Tensor:
         """The scorer's features (B, T, len(SCORER_FEATURES)) of character ids (B, T): position t describes
-        character t as predicted from the ones before it in the window (the first from a newline)."""
+        character t as predicted from the ones before it in the window (the first from a newline). With a
+        reference, its features follow on the last axis (B, T, 2 * len(SCORER_FEATURES))."""
         assert self.scorer is not None
         start = torch.full_like(ids[:, :1], self.config.scorer_start_id)
         inputs = torch.cat([start, ids[:, :-1]], dim=1)  # (B, T): the character before each
-        out, _ = self.scorer.lstm(self.scorer.embed(inputs))  # from the zero state; (B, T, H)
-        return cast(torch.Tensor, self.scorer_view(ids, self.scorer.head(out)))
+        views = []
+        for model in self.frozen_models():
+            out, _ = model.lstm(model.embed(inputs))  # from the zero state; (B, T, H)
+            views.append(self.scorer_view(ids, model.head(out)))
+        return views[0] if len(views) == 1 else torch.cat(views, dim=2)
 
     def set_lexicon(self, chars: Sequence[str], table: np.ndarray) -> None:
         """The vocabulary's letters and the lexicon table (BUCKETS,) int8 of
@@ -355,4 +409,5 @@ class TextDiscriminator(nn.Module):
         return sum(p.numel() for p in self.trainable_parameters())
 
     def scorer_parameters(self) -> int:
-        return sum(p.numel() for p in self.scorer.parameters()) if self.scorer is not None else 0
+        """The frozen scorer's and reference's parameters."""
+        return sum(p.numel() for model in self.frozen_models() for p in model.parameters())

@@ -96,8 +96,8 @@ def generated_share(model: TextDiscriminator, ids: np.ndarray, features: np.ndar
 
 @torch.no_grad()
 def scorer_features(model: TextDiscriminator, ids: np.ndarray, scorer_sha256: str, progress: bool) -> np.ndarray:
-    """The scorer features (N, WINDOW, F) float16 of windows (N, WINDOW), cached by the scorer's and the windows'
-    sha256."""
+    """The scorer features (N, WINDOW, F) float16 of windows (N, WINDOW) (:meth:`TextDiscriminator.score`), cached
+    by the scorer's (and the reference's) and the windows' sha256."""
     digest = hashlib.sha256(f"{FEATURE_VERSION}:{scorer_sha256}:{ids.shape}".encode() + ids.tobytes()).hexdigest()
     path = cache_dir() / "textdisc" / f"features-{digest[:20]}.npy"
     if path.is_file():
@@ -170,7 +170,8 @@ def freeze_to_head(model: TextDiscriminator, base: TextDiscriminator) -> None:
     answers."""
     state = {k: v for k, v in base.state_dict().items() if not k.startswith("head.")}
     missing, unexpected = model.load_state_dict(state, strict=False)
-    if unexpected or any(not k.startswith(("head.", "scorer", "scorer_view.", "scorer_stats.")) for k in missing):
+    frozen_elsewhere = ("head.", "scorer", "scorer_view.", "scorer_stats.", "reference.")
+    if unexpected or any(not k.startswith(frozen_elsewhere) for k in missing):
         raise InvalidArgument("base", f"does not fit the model: missing {missing}, unexpected {unexpected}")
     for name, parameter in model.named_parameters():
         parameter.requires_grad_(name.startswith("head."))
@@ -228,6 +229,9 @@ class TextDiscTrainOptions:
     # A trained discriminator without a scorer whose embedding, lexicon and convolutions are copied and frozen:
     # only the head trains, over their pooled vector and the scorer's window statistics (scorer_pooled).
     base_checkpoint: Path | None = None
+    # With a base: a second character LSTM (same vocabulary; the small one), frozen inside the model, whose view
+    # of the window beside the scorer's enters the head (model.REFERENCE_STATISTICS).
+    reference_checkpoint: Path | None = None
     out: Path = Path("runs/textdisc/text_disc.safetensors")
     corpus: Path | None = None  # None: Shakespeare (held-out plays test); a file: its last 5% tests
     steps: int = 3000
@@ -263,6 +267,11 @@ class TextDiscTrainOptions:
                 raise InvalidArgument("base", "a base model is the frozen part beside a scorer: give --scorer")
             if not self.base_checkpoint.is_file():
                 raise InvalidArgument("base", f"no such checkpoint: {self.base_checkpoint}")
+        if self.reference_checkpoint is not None:
+            if self.base_checkpoint is None:
+                raise InvalidArgument("reference", "a reference model reads beside the scorer over a base: give --base")
+            if not self.reference_checkpoint.is_file():
+                raise InvalidArgument("reference", f"no such checkpoint: {self.reference_checkpoint}")
         self.train_samples.validate()
         self.test_samples.validate()
         if set(self.train_samples.temperatures) & set(self.test_samples.temperatures):
@@ -322,6 +331,18 @@ def train_textdisc(opts: TextDiscTrainOptions) -> dict[str, Any]:
             "band_width": asked.get("band_width", BAND_WIDTH),
             "position_statistics": asked.get("position_statistics", bool(config.get("lexicon_documents"))),
         }
+    reference: dict[str, Any] | None = None
+    if opts.reference_checkpoint is not None:
+        reference_model, reference_vocab, reference_meta = load_text_model(opts.reference_checkpoint)
+        if reference_vocab.chars != vocab.chars:
+            raise InvalidArgument("reference", f"{opts.reference_checkpoint.name} has another vocabulary")
+        reference = {
+            "file": opts.reference_checkpoint.name,
+            "sha256": file_sha256(opts.reference_checkpoint),
+            "kind": reference_meta["kind"],
+            "parameters": reference_model.num_parameters(),
+        }
+        config["reference"] = reference_model.config.to_dict()
     use_lexicon = bool(config.get("lexicon_documents")) if base is not None else opts.lexicon
     if use_lexicon and base is None:
         if len(documents) > MAX_DOCUMENTS:
@@ -347,6 +368,11 @@ def train_textdisc(opts: TextDiscTrainOptions) -> dict[str, Any]:
     if model.scorer is not None:
         model.scorer.load_state_dict(scorer_model.state_dict())
         assert scorer is not None
+        scorers = scorer["sha256"]  # what the cached features depend on
+        if model.reference is not None:
+            assert reference is not None
+            model.reference.load_state_dict(reference_model.state_dict())
+            scorers += f"+{reference['sha256']}"
         fake = stream_windows(vocab, trained)[0]
         if opts.pool_windows:
             fake = evenly(fake, opts.pool_windows)
@@ -355,7 +381,7 @@ def train_textdisc(opts: TextDiscTrainOptions) -> dict[str, Any]:
             model,
             fake,
             encode(vocab, real_text),
-            scorer["sha256"],
+            scorers,
             opts.seed,
             opts.progress,
             plays,
@@ -363,8 +389,8 @@ def train_textdisc(opts: TextDiscTrainOptions) -> dict[str, Any]:
             spans=() if real_train else corpus.spans,
             other_spans=corpus.spans,
         )
-        seen_features = scorer_features(model, seen_ids, scorer["sha256"], opts.progress)
-        check_features = scorer_features(model, check_ids, scorer["sha256"], opts.progress)
+        seen_features = scorer_features(model, seen_ids, scorers, opts.progress)
+        check_features = scorer_features(model, check_ids, scorers, opts.progress)
         log.info("training pool: %d windows, half real, scorer %s", len(pool.ids), scorer["file"])
         if model.config.scorer_pooled:
             standardise_statistics(model, pool, unread)
@@ -409,6 +435,7 @@ def train_textdisc(opts: TextDiscTrainOptions) -> dict[str, Any]:
             "kind": text_meta["kind"],
         },
         "scorer": scorer,
+        "reference": reference,
         "lexicon": lexicon,
         "base": base,
         "data": {
@@ -429,7 +456,7 @@ def train_textdisc(opts: TextDiscTrainOptions) -> dict[str, Any]:
             "threads": torch.get_num_threads(),
             "options": {  # the generator by name (its hash is under "generator"), not by this machine's path
                 k: v.name
-                if k in ("text_checkpoint", "scorer_checkpoint") and v
+                if k in ("text_checkpoint", "scorer_checkpoint", "reference_checkpoint") and v
                 else str(v)
                 if isinstance(v, Path)
                 else v
@@ -495,15 +522,24 @@ def write_model_card(out: Path, info: dict[str, Any], config: dict[str, Any]) ->
         positions = (
             f"; {', '.join(POSITION_FEATURES)} at {', '.join(POSITIONS)}" if config.get("position_statistics") else ""
         )
+        reference = info.get("reference")
+        reference_arch = (
+            f" and the frozen reference `{reference['file']}` (a {config['reference']['num_layers']} x "
+            f"{config['reference']['hidden_size']} LSTM, sha256 {reference['sha256'][:16]}..., "
+            f"{reference['parameters']:,} parameters: the same features)"
+            if reference
+            else ""
+        )
+        reference_stats = "; the mean and spread of each scorer feature less the reference's" if reference else ""
         arch = (
             f"the frozen discriminator `{base['file']}` (sha256 {base['sha256'][:16]}..., test accuracy "
             f"{base['test_accuracy']:.2%}: {chars}{lexicon_arch}, {len(config['dilations'])} conv1d "
             f"{config['kernel_size']} x {config['channels']}, mean + max pooling) and the frozen scorer "
             f"`{scorer['file']}` (the {config['scorer']['num_layers']} x {config['scorer']['hidden_size']} LSTM, "
             f"sha256 {scorer['sha256'][:16]}..., {scorer['parameters']:,} parameters: per character "
-            f"{', '.join(SCORER_FEATURES)}), its features pooled over the window ({', '.join(WINDOW_STATISTICS)}"
-            f"{bands}{lexicon_stats}{positions}, from character {SCORER_SKIP} on, standardised); a trained linear "
-            f"head over both, {config['num_classes']} outputs"
+            f"{', '.join(SCORER_FEATURES)}){reference_arch}, its features pooled over the window "
+            f"({', '.join(WINDOW_STATISTICS)}{bands}{lexicon_stats}{positions}{reference_stats}, from character "
+            f"{SCORER_SKIP} on, standardised); a trained linear head over both, {config['num_classes']} outputs"
         )
     else:
         arch = (

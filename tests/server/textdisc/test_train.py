@@ -229,7 +229,7 @@ def test_the_scored_discriminator_exports_to_onnx_from_ids(
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("ANTIPHON_CACHE", str(tiny_scored_checkpoint.parent / "cache"))
         spec = textdisc_spec(tiny_scored_checkpoint, tiny_text_checkpoint, load_corpus(tiny_corpus).valid_text)
-    assert spec.float_scope == "scorer|scorer_view|features|scorer_stats" and spec.float_output
+    assert spec.float_scope == "scorer|reference|scorer_view|features|scorer_stats" and spec.float_output
     to_onnx(spec, tmp_path / "textdisc.onnx")
     runner = open_runner("onnx", tmp_path / "textdisc.onnx", (spec.input_names, spec.output_names))
     assert max_abs_difference(spec, runner, spec.real_inputs) <= 1e-4
@@ -237,14 +237,31 @@ def test_the_scored_discriminator_exports_to_onnx_from_ids(
 
 
 @pytest.fixture(scope="module")
+def tiny_reference_checkpoint(tmp_path_factory: pytest.TempPathFactory, tiny_corpus: Path) -> Path:
+    """A weaker LSTM than the tiny one (one layer of 16), trained for a second on the same corpus."""
+    from server.text.train import TextTrainer, TextTrainOptions
+
+    out = tmp_path_factory.mktemp("reference") / "weaker.safetensors"
+    model = {"hidden_size": 16, "num_layers": 1, "embed_dim": 8}
+    common = {"device": "cpu", "precision": "fp32", "batch_size": 8, "seq_len": 32, "warmup_steps": 5}
+    options = TextTrainOptions(
+        corpus=tiny_corpus, out=out, steps=30, lr=1e-2, eval_every=1000, progress=False, model=model, **common
+    )
+    TextTrainer(options).train()
+    return out
+
+
+@pytest.fixture(scope="module")
 def tiny_stacked_checkpoint(
     tmp_path_factory: pytest.TempPathFactory,
     tiny_textdisc_checkpoint: Path,
     tiny_text_checkpoint: Path,
+    tiny_reference_checkpoint: Path,
     tiny_corpus: Path,
 ) -> Path:
     """The tiny discriminator (characters and lexicon) frozen under a head that also reads the tiny LSTM's view of
-    the window, pooled; the real class from the first half of the held-out text."""
+    the window, pooled, and how a weaker LSTM's view differs; the real class from the first half of the held-out
+    text."""
     folder = tmp_path_factory.mktemp("textdisc_stacked")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("ANTIPHON_CACHE", str(folder / "cache"))
@@ -255,17 +272,20 @@ def tiny_stacked_checkpoint(
             scorer_checkpoint=tiny_text_checkpoint,
             real_train_share=0.5,
             base_checkpoint=tiny_textdisc_checkpoint,
+            reference_checkpoint=tiny_reference_checkpoint,
         )
 
 
 def test_a_base_stays_frozen_and_only_the_head_learns(
-    tiny_stacked_checkpoint: Path, tiny_textdisc_checkpoint: Path
+    tiny_stacked_checkpoint: Path, tiny_textdisc_checkpoint: Path, tiny_reference_checkpoint: Path
 ) -> None:
+    from server.text.checkpoint import load_text_model
     from server.textdisc.checkpoint import load_textdisc_model
     from server.textdisc.model import (
         BAND_WIDTH,
         LEXICON_STATISTICS,
         POSITION_STATISTICS,
+        REFERENCE_STATISTICS,
         SCORER_FEATURES,
         WINDOW_STATISTICS,
     )
@@ -278,15 +298,22 @@ def test_a_base_stays_frozen_and_only_the_head_learns(
         if name in base_state and not name.startswith("head."):
             assert torch.equal(value, base_state[name]), name
     width = base.head.in_features
-    # The base has a lexicon: the window statistics, the lexicon's and those by position in a word, soft-edged.
+    # The base has a lexicon: the window statistics, the lexicon's, those by position in a word (soft-edged) and
+    # the reference's difference.
     statistics = len(SCORER_FEATURES) * len(WINDOW_STATISTICS) + len(LEXICON_STATISTICS) + len(POSITION_STATISTICS)
-    assert stacked.head.in_features == width + statistics
+    assert stacked.head.in_features == width + statistics + len(REFERENCE_STATISTICS)
+    reference, _, _ = load_text_model(tiny_reference_checkpoint)
+    assert stacked.reference is not None and not any(p.requires_grad for p in stacked.reference.parameters())
+    for name, value in reference.state_dict().items():
+        assert torch.equal(stacked.reference.state_dict()[name], value), name
+    assert meta["reference"]["file"] == tiny_reference_checkpoint.name
     assert stacked.config.position_statistics and stacked.config.band_width == BAND_WIDTH
     assert stacked.head.weight[:, width:].abs().sum() > 0  # the statistics' weights trained
     assert not torch.equal(stacked.scorer_stats.scale, torch.ones_like(stacked.scorer_stats.scale))
     assert meta["base"]["file"] == tiny_textdisc_checkpoint.name and meta["base"]["sha256"]
     card = tiny_stacked_checkpoint.with_suffix(".md").read_text(encoding="utf-8")
     assert f"--base {tiny_textdisc_checkpoint.name}" in card and "the frozen discriminator" in card
+    assert f"the frozen reference `{tiny_reference_checkpoint.name}` (a 1 x 16 LSTM" in card
 
 
 def test_the_stacked_discriminator_exports_to_onnx_from_ids(
@@ -314,3 +341,11 @@ def test_a_base_needs_a_scorer(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as info:
         main(["train", "textdisc", "--base", "some.safetensors", "--out", "unused.safetensors"])
     assert info.value.code == 2 and "base: a base model is the frozen part beside a scorer" in capsys.readouterr().err
+
+
+def test_a_reference_needs_a_base(capsys: pytest.CaptureFixture[str], tiny_text_checkpoint: Path) -> None:
+    from server.cli import main
+
+    with pytest.raises(SystemExit) as info:
+        main(["train", "textdisc", "--scorer", str(tiny_text_checkpoint), "--reference", str(tiny_text_checkpoint)])
+    assert info.value.code == 2 and "reference: a reference model reads beside the scorer" in capsys.readouterr().err
