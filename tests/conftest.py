@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import random
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -101,38 +103,44 @@ def train_tiny_textdisc(
     out: Path, text_checkpoint: Path, corpus: Path, model: dict[str, Any] | None = None, **options: Any
 ) -> Path:
     """The project's text discriminator, trained for seconds (150 steps) on the tiny corpus against the tiny LSTM's
-    samples (``TINY_TEXTDISC_SAMPLES``, cached under ANTIPHON_CACHE); ``options`` are more TextDiscTrainOptions."""
+    samples (``TINY_TEXTDISC_SAMPLES``, cached in ``<out's folder>/cache``: :func:`textdisc_cache`); ``options``
+    are more TextDiscTrainOptions."""
     from server.textdisc.samples import SampleSet
     from server.textdisc.train import TextDiscTrainOptions, train_textdisc
 
     sets = {k: SampleSet(**v) for k, v in TINY_TEXTDISC_SAMPLES.items()}  # type: ignore[arg-type]
-    train_textdisc(
-        TextDiscTrainOptions(
-            text_checkpoint=text_checkpoint,
-            out=out,
-            corpus=corpus,
-            steps=150,
-            batch_size=32,
-            progress=False,
-            model=TINY_TEXTDISC_MODEL if model is None else model,
-            **options,
-            **sets,
+    with textdisc_cache(out):
+        train_textdisc(
+            TextDiscTrainOptions(
+                text_checkpoint=text_checkpoint,
+                out=out,
+                corpus=corpus,
+                steps=150,
+                batch_size=32,
+                progress=False,
+                model=TINY_TEXTDISC_MODEL if model is None else model,
+                **options,
+                **sets,
+            )
         )
-    )
     return out
+
+
+@contextmanager
+def textdisc_cache(checkpoint: Path) -> Iterator[None]:
+    """ANTIPHON_CACHE set to the tiny discriminator's own cache (its samples), beside ``checkpoint``."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("ANTIPHON_CACHE", str(checkpoint.parent / "cache"))
+        yield
 
 
 @pytest.fixture(scope="session")
 def tiny_textdisc_checkpoint(
     tmp_path_factory: pytest.TempPathFactory, tiny_text_checkpoint: Path, tiny_corpus: Path
 ) -> Path:
-    """A real text discriminator of the tiny corpus against the tiny LSTM's samples, 150 steps (seconds).
-
-    Samples are cached in ``<checkpoint folder>/cache`` (ANTIPHON_CACHE while the fixture trains)."""
-    folder = tmp_path_factory.mktemp("textdisc")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("ANTIPHON_CACHE", str(folder / "cache"))
-        return train_tiny_textdisc(folder / "tiny_disc.safetensors", tiny_text_checkpoint, tiny_corpus)
+    """A real text discriminator of the tiny corpus against the tiny LSTM's samples, 150 steps (seconds)."""
+    out = tmp_path_factory.mktemp("textdisc") / "tiny_disc.safetensors"
+    return train_tiny_textdisc(out, tiny_text_checkpoint, tiny_corpus)
 
 
 @pytest.fixture(scope="session")

@@ -15,6 +15,7 @@ import pytest
 
 from export.pipeline import ExportOptions, export_models
 from server.data.shakespeare import load_corpus
+from tests.conftest import textdisc_cache
 
 MODELS = Path(__file__).resolve().parents[2] / "models"
 DIGITS_CHECKPOINT = MODELS / "digits" / "digits_cnn.safetensors"
@@ -48,8 +49,7 @@ def exported(
         textdisc_checkpoint=tiny_textdisc_checkpoint,
         text=load_corpus(tiny_corpus).valid_text,
     )
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("ANTIPHON_CACHE", str(tiny_textdisc_checkpoint.parent / "cache"))
+    with textdisc_cache(tiny_textdisc_checkpoint):
         return Exported(opts.out, export_models(opts), opts)
 
 

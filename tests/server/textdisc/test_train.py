@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
@@ -12,7 +13,10 @@ from server.checkpoint import read_meta
 from server.errors import InvalidArgument
 from server.textdisc.samples import SampleSet
 from server.textdisc.train import TextDiscTrainOptions, train_textdisc
-from tests.conftest import train_tiny_textdisc
+from tests.conftest import textdisc_cache, train_tiny_textdisc
+
+if TYPE_CHECKING:
+    from export.specs import ExportSpec
 
 SOURCES = {"T=0.8", "T=0.8 top-p 0.9", "T=1.1", "T=1.1 top-p 0.9"}
 
@@ -83,7 +87,7 @@ def test_eval_rebuilds_the_test_windows(
 
     from server.cli import main
 
-    monkeypatch.setenv("ANTIPHON_CACHE", str(tiny_textdisc_checkpoint.parent / "cache"))
+    monkeypatch.setenv("ANTIPHON_CACHE", str(tiny_textdisc_checkpoint.parent / "cache"))  # its samples
     args = ["eval", "textdisc", "--checkpoint", str(tiny_textdisc_checkpoint)]
     assert main([*args, "--text-checkpoint", str(tiny_text_checkpoint), "--json"]) == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
@@ -150,17 +154,14 @@ def tiny_scored_checkpoint(
 ) -> Path:
     """A real text discriminator that reads the tiny LSTM's view of each window (the tiny LSTM as its scorer), the
     real class from the first half of the held-out text; 150 steps (seconds)."""
-    folder = tmp_path_factory.mktemp("textdisc_scored")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("ANTIPHON_CACHE", str(folder / "cache"))
-        return train_tiny_textdisc(
-            folder / "tiny_scored.safetensors",
-            tiny_text_checkpoint,
-            tiny_corpus,
-            model={"embed_dim": 16, "channels": 32, "dilations": (1, 2, 4)},
-            scorer_checkpoint=tiny_text_checkpoint,
-            real_train_share=0.5,
-        )
+    return train_tiny_textdisc(
+        tmp_path_factory.mktemp("textdisc_scored") / "tiny_scored.safetensors",
+        tiny_text_checkpoint,
+        tiny_corpus,
+        model={"embed_dim": 16, "channels": 32, "dilations": (1, 2, 4)},
+        scorer_checkpoint=tiny_text_checkpoint,
+        real_train_share=0.5,
+    )
 
 
 def test_the_real_class_trains_on_held_out_text_the_scorer_never_read(
@@ -220,20 +221,26 @@ def test_the_scored_discriminator_exports_to_onnx_from_ids(
 ) -> None:
     """The exported graph takes the ids and computes the scorer's features itself: a float ONNX file matches torch
     to 1e-4 on the test windows."""
+    spec = export_and_compare(tiny_scored_checkpoint, tiny_text_checkpoint, tiny_corpus, tmp_path)
+    assert spec.float_scope == "scorer|reference|scorer_view|features|scorer_stats" and spec.float_output
+
+
+def export_and_compare(checkpoint: Path, text_checkpoint: Path, corpus: Path, tmp_path: Path) -> ExportSpec:
+    """Export a tiny discriminator to float ONNX and check it against torch to 1e-4 on its test windows and on
+    random ids; returns its spec."""
     from export.convert import to_onnx
     from export.parity import max_abs_difference
     from export.runtime import open_runner
     from export.specs import textdisc_spec
     from server.data.shakespeare import load_corpus
 
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("ANTIPHON_CACHE", str(tiny_scored_checkpoint.parent / "cache"))
-        spec = textdisc_spec(tiny_scored_checkpoint, tiny_text_checkpoint, load_corpus(tiny_corpus).valid_text)
-    assert spec.float_scope == "scorer|reference|scorer_view|features|scorer_stats" and spec.float_output
+    with textdisc_cache(checkpoint):
+        spec = textdisc_spec(checkpoint, text_checkpoint, load_corpus(corpus).valid_text)
     to_onnx(spec, tmp_path / "textdisc.onnx")
     runner = open_runner("onnx", tmp_path / "textdisc.onnx", (spec.input_names, spec.output_names))
     assert max_abs_difference(spec, runner, spec.real_inputs) <= 1e-4
     assert max_abs_difference(spec, runner, spec.random_inputs) <= 1e-4
+    return spec
 
 
 @pytest.fixture(scope="module")
@@ -262,18 +269,15 @@ def tiny_stacked_checkpoint(
     """The tiny discriminator (characters and lexicon) frozen under a head that also reads the tiny LSTM's view of
     the window, pooled, and how a weaker LSTM's view differs; the real class from the first half of the held-out
     text."""
-    folder = tmp_path_factory.mktemp("textdisc_stacked")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("ANTIPHON_CACHE", str(folder / "cache"))
-        return train_tiny_textdisc(
-            folder / "tiny_stacked.safetensors",
-            tiny_text_checkpoint,
-            tiny_corpus,
-            scorer_checkpoint=tiny_text_checkpoint,
-            real_train_share=0.5,
-            base_checkpoint=tiny_textdisc_checkpoint,
-            reference_checkpoint=tiny_reference_checkpoint,
-        )
+    return train_tiny_textdisc(
+        tmp_path_factory.mktemp("textdisc_stacked") / "tiny_stacked.safetensors",
+        tiny_text_checkpoint,
+        tiny_corpus,
+        scorer_checkpoint=tiny_text_checkpoint,
+        real_train_share=0.5,
+        base_checkpoint=tiny_textdisc_checkpoint,
+        reference_checkpoint=tiny_reference_checkpoint,
+    )
 
 
 def test_a_base_stays_frozen_and_only_the_head_learns(
@@ -319,20 +323,9 @@ def test_a_base_stays_frozen_and_only_the_head_learns(
 def test_the_stacked_discriminator_exports_to_onnx_from_ids(
     tiny_stacked_checkpoint: Path, tiny_text_checkpoint: Path, tiny_corpus: Path, tmp_path: Path
 ) -> None:
-    from export.convert import to_onnx
-    from export.parity import max_abs_difference
-    from export.runtime import open_runner
-    from export.specs import textdisc_spec
-    from server.data.shakespeare import load_corpus
-
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("ANTIPHON_CACHE", str(tiny_stacked_checkpoint.parent / "cache"))
-        spec = textdisc_spec(tiny_stacked_checkpoint, tiny_text_checkpoint, load_corpus(tiny_corpus).valid_text)
-    assert spec.float_tolerance is None  # soft band edges: the export's default, 1e-4
-    to_onnx(spec, tmp_path / "textdisc.onnx")
-    runner = open_runner("onnx", tmp_path / "textdisc.onnx", (spec.input_names, spec.output_names))
-    assert max_abs_difference(spec, runner, spec.real_inputs) <= 1e-4
-    assert max_abs_difference(spec, runner, spec.random_inputs) <= 1e-4
+    """Soft band edges and the reference too: the float file meets the export's default tolerance, 1e-4."""
+    spec = export_and_compare(tiny_stacked_checkpoint, tiny_text_checkpoint, tiny_corpus, tmp_path)
+    assert spec.float_tolerance is None
 
 
 def test_a_base_needs_a_scorer(capsys: pytest.CaptureFixture[str]) -> None:
