@@ -565,6 +565,13 @@ def write_model_card(out: Path, info: dict[str, Any], config: dict[str, Any]) ->
     scorer_opts += f" --real-train-plays {plays:g}" if plays else ""
     scorer_opts += "" if lexicon else " --no-lexicon"
     scorer_opts += f" --base {base['file']}" if base else ""
+    reference = info.get("reference")
+    scorer_opts += f" --reference {reference['file']}" if reference else ""
+    if config.get("scorer_pooled"):
+        scorer_opts += f" --band-width {config.get('band_width', 0.0):g}"
+        scorer_opts += "" if config.get("position_statistics") else " --no-position-statistics"
+    frozen = f" + {scorer['parameters']:,} of the frozen scorer" if scorer else ""
+    frozen += f" + {reference['parameters']:,} of the frozen reference" if reference else ""
     training = (
         f"{train['steps']:,} steps of {opts['batch_size']} windows (half real) drawn from a fixed pool of "
         f"{data['pool_windows']:,} whose scorer features are computed once"
@@ -594,7 +601,7 @@ sampled from the character LSTM `{info["generator"]["file"]}` (sha256 {info["gen
 | | |
 |---|---|
 | architecture | {arch} |
-| parameters | {info["parameters"]:,} trained{f" + {scorer['parameters']:,} of the frozen scorer" if scorer else ""} |
+| parameters | {info["parameters"]:,} trained{frozen} |
 | input | character ids (1, {info["window"]}) int32 in the text model's vocabulary; labels real, generated |
 | real text | {data["source"]} (sha256 {data["sha256"][:16]}...): {real} |
 | generated, train | {described(tr, "training text")} |
