@@ -335,6 +335,13 @@ def _add_train_textdisc(sub: argparse._SubParsersAction) -> None:
         "generator sampled is likelier to it than to a weaker model; real text is hard for both)",
     )
     p.add_argument(
+        "--rank-width",
+        type=float,
+        default=0.01,
+        help="with --scorer: the width in nats of the soft comparisons that count the characters the scorer found "
+        "likelier (their rank and mass); 0: hard comparisons, which a near tie can flip in an exported file",
+    )
+    p.add_argument(
         "--band-width",
         type=float,
         default=0.05,
@@ -403,6 +410,7 @@ def _train_textdisc(args: argparse.Namespace) -> int:
             "ngram_buckets": args.ngram_buckets,
             "characters": not args.no_characters,
             "band_width": args.band_width,
+            "rank_width": args.rank_width,
             **({"position_statistics": False} if args.no_position_statistics else {}),
         },
     )

@@ -56,6 +56,7 @@ SCORER_SKIP = 32  # the scorer reads each window from a newline: its view of the
 ENTROPY_BANDS = (0.5, 1.2)  # nats: edges of the entropy bands of the pooled statistics
 WINDOW_STATISTICS = ("mean", "spread", "mean at entropy < 0.5", "mean at 0.5-1.2", "mean at >= 1.2")
 BAND_WIDTH = 0.05  # nats: the soft band edges' width (TextDiscConfig.band_width) that the trainer gives new models
+RANK_WIDTH = 0.01  # nats: the soft comparisons' width of the rank and the mass above (TextDiscConfig.rank_width)
 # Means of three of the scorer's features by where a character stands: a generator sampled hot goes wrong inside
 # words (a letter no real word has there) more than at their first letter, which even real text makes hard to guess.
 POSITION_FEATURES = {"surprise": 0, "surprise - entropy": 2, "log(1 + rank)": 3}  # names -> SCORER_FEATURES index
@@ -114,6 +115,10 @@ class TextDiscConfig:
     # the logistic step at each edge. A character on a hard edge can fall in either band after rounding, which moves
     # the window's statistics by a step; a soft edge moves them by as little as the rounding.
     band_width: float = 0.0
+    # With a scorer: the rank of each character and the mass above it count the likelier characters with hard
+    # comparisons (0; models before soft ones), or with a logistic step this wide in nats. Two characters within
+    # rounding of a tie swap places between runtimes, and a hard count moves by one.
+    rank_width: float = 0.0
     position_statistics: bool = False  # with a lexicon: POSITION_STATISTICS beside the others
     # With scorer_pooled: a second character LSTM config (same vocabulary), frozen inside the model like the scorer,
     # whose view of the window enters as REFERENCE_STATISTICS; None: none.
@@ -136,6 +141,8 @@ class TextDiscConfig:
             raise InvalidArgument("scorer_pooled", "needs a scorer and the characters")
         if not 0 <= self.band_width <= 1:
             raise InvalidArgument("band_width", f"must be in [0, 1] nats, got {self.band_width}")
+        if not 0 <= self.rank_width <= 1:
+            raise InvalidArgument("rank_width", f"must be in [0, 1] nats, got {self.rank_width}")
         if self.reference is not None and not self.scorer_pooled:
             raise InvalidArgument("reference", "a reference model needs a pooled scorer (a base model)")
         if self.reference is not None and self.reference.get("vocab_size") != self.vocab_size:
@@ -153,8 +160,9 @@ class ScorerView(nn.Module):
     """The features of the scorer's logits (B, T, V) at the window's characters (B, T): a submodule of its own
     (with the LSTM, what int8 exports keep in float: logs and exponentials of probabilities)."""
 
-    def __init__(self, vocab_size: int) -> None:
+    def __init__(self, vocab_size: int, rank_width: float = 0.0) -> None:
         super().__init__()
+        self.rank_width = rank_width  # see TextDiscConfig
         self.onehot: torch.Tensor
         self.register_buffer("onehot", torch.eye(vocab_size), persistent=False)
 
@@ -164,7 +172,11 @@ class ScorerView(nn.Module):
         actual = (logp * onehot).sum(dim=2, keepdim=True)  # (B, T, 1)
         surprise = -actual
         entropy = -(logp.exp() * logp).sum(dim=2, keepdim=True)
-        above = (logp > actual).float()  # (B, T, V): the characters the scorer found likelier
+        # (B, T, V): the characters the scorer found likelier, each counted by a logistic step when soft
+        if self.rank_width:
+            above = torch.sigmoid((logp - actual) / self.rank_width) * (1 - onehot)
+        else:
+            above = (logp > actual).float()
         rank = above.sum(dim=2, keepdim=True)
         mass = (logp.exp() * above).sum(dim=2, keepdim=True)  # what top-p sampling leaves out lies above 1 - p
         top = -logp.amax(dim=2, keepdim=True)
@@ -286,7 +298,7 @@ class TextDiscriminator(nn.Module):
             self.scorer = CharLSTM(CharLSTMConfig(**config.scorer))  # type: ignore[arg-type]
             self.scorer.requires_grad_(False)
             self.scorer.eval()
-            self.scorer_view = ScorerView(config.vocab_size)
+            self.scorer_view = ScorerView(config.vocab_size, config.rank_width)
             if config.reference is not None:
                 self.reference = CharLSTM(CharLSTMConfig(**config.reference))  # type: ignore[arg-type]
                 self.reference.requires_grad_(False)

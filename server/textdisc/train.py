@@ -56,6 +56,7 @@ from server.textdisc.model import (
     LEXICON_STATISTICS,
     POSITION_FEATURES,
     POSITIONS,
+    RANK_WIDTH,
     SCORER_FEATURES,
     SCORER_SKIP,
     WINDOW_STATISTICS,
@@ -98,7 +99,8 @@ def generated_share(model: TextDiscriminator, ids: np.ndarray, features: np.ndar
 def scorer_features(model: TextDiscriminator, ids: np.ndarray, scorer_sha256: str, progress: bool) -> np.ndarray:
     """The scorer features (N, WINDOW, F) float16 of windows (N, WINDOW) (:meth:`TextDiscriminator.score`), cached
     by the scorer's (and the reference's) and the windows' sha256."""
-    digest = hashlib.sha256(f"{FEATURE_VERSION}:{scorer_sha256}:{ids.shape}".encode() + ids.tobytes()).hexdigest()
+    key = f"{FEATURE_VERSION}:{scorer_sha256}:{model.config.rank_width:g}:{ids.shape}"
+    digest = hashlib.sha256(key.encode() + ids.tobytes()).hexdigest()
     path = cache_dir() / "textdisc" / f"features-{digest[:20]}.npy"
     if path.is_file():
         return np.load(path)
@@ -309,7 +311,11 @@ def train_textdisc(opts: TextDiscTrainOptions) -> dict[str, Any]:
             "kind": scorer_meta["kind"],
             "parameters": scorer_model.num_parameters(),
         }
-        config |= {"scorer": scorer_model.config.to_dict(), "scorer_start_id": vocab.encode("\n")[0]}
+        config |= {
+            "scorer": scorer_model.config.to_dict(),
+            "scorer_start_id": vocab.encode("\n")[0],
+            "rank_width": (opts.model or {}).get("rank_width", RANK_WIDTH),
+        }
     documents = corpus.documents
     base: dict[str, Any] | None = None
     if opts.base_checkpoint is not None:
@@ -321,7 +327,7 @@ def train_textdisc(opts: TextDiscTrainOptions) -> dict[str, Any]:
             "sha256": file_sha256(opts.base_checkpoint),
             "test_accuracy": base_meta["metrics"]["test_accuracy"],
         }
-        keep = ("vocab_size", "num_classes", "scorer", "scorer_start_id")
+        keep = ("vocab_size", "num_classes", "scorer", "scorer_start_id", "rank_width")
         config = {k: v for k, v in config.items() if k in keep} | {
             k: v for k, v in base_model.config.to_dict().items() if k not in keep
         }
@@ -567,6 +573,7 @@ def write_model_card(out: Path, info: dict[str, Any], config: dict[str, Any]) ->
     scorer_opts += f" --base {base['file']}" if base else ""
     reference = info.get("reference")
     scorer_opts += f" --reference {reference['file']}" if reference else ""
+    scorer_opts += f" --rank-width {config.get('rank_width', 0.0):g}" if scorer else ""
     if config.get("scorer_pooled"):
         scorer_opts += f" --band-width {config.get('band_width', 0.0):g}"
         scorer_opts += "" if config.get("position_statistics") else " --no-position-statistics"

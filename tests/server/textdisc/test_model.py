@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pytest
@@ -129,3 +130,23 @@ def test_without_characters_only_the_scorer_features_count() -> None:
     with pytest.raises(InvalidArgument) as info:
         TextDiscConfig(vocab_size=20, scorer=scorer, characters=False, ngram_orders=(3,))
     assert str(info.value) == "characters: a model without characters has no n-grams either"
+
+
+def test_a_soft_rank_counts_a_near_tie_by_half_and_clear_cases_as_the_hard_one() -> None:
+    """With ``rank_width``, a likelier character counts by a logistic step of the log-probability gap: clear gaps
+    count 0 or 1 as with hard comparisons, a tie counts 1/2, and the rounding of one logit moves the rank by about
+    as much as the rounding (a hard count jumps by one)."""
+    from server.textdisc.model import ScorerView
+
+    logits = torch.tensor([[[2.0, 0.0, 2.0 + 1e-6, -3.0, 5.0]]])  # the character is id 0; id 2 ties it
+    ids = torch.tensor([[0]])
+    hard, soft = ScorerView(5)(ids, logits), ScorerView(5, rank_width=0.01)(ids, logits)
+    assert hard[0, 0, 3].item() == pytest.approx(math.log1p(2))  # ids 2 and 4
+    assert soft[0, 0, 3].item() == pytest.approx(math.log1p(1.5), abs=1e-3)  # id 4, and half of id 2
+    nudged = logits.clone()
+    nudged[0, 0, 2] -= 2e-6  # the tie the other way round
+    moved_hard = (ScorerView(5)(ids, nudged) - hard).abs().max().item()
+    moved_soft = (ScorerView(5, rank_width=0.01)(ids, nudged) - soft).abs().max().item()
+    assert moved_hard > 0.1 and moved_soft < 1e-3
+    far = torch.tensor([[[2.0, 0.0, 3.0, -3.0, 5.0]]])
+    torch.testing.assert_close(ScorerView(5, rank_width=0.01)(ids, far), ScorerView(5)(ids, far), atol=1e-6, rtol=0)

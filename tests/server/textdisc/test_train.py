@@ -289,6 +289,7 @@ def test_a_base_stays_frozen_and_only_the_head_learns(
         BAND_WIDTH,
         LEXICON_STATISTICS,
         POSITION_STATISTICS,
+        RANK_WIDTH,
         REFERENCE_STATISTICS,
         SCORER_FEATURES,
         WINDOW_STATISTICS,
@@ -312,6 +313,7 @@ def test_a_base_stays_frozen_and_only_the_head_learns(
         assert torch.equal(stacked.reference.state_dict()[name], value), name
     assert meta["reference"]["file"] == tiny_reference_checkpoint.name
     assert stacked.config.position_statistics and stacked.config.band_width == BAND_WIDTH
+    assert stacked.config.rank_width == RANK_WIDTH  # soft comparisons throughout: export/specs.hard_comparisons
     assert stacked.head.weight[:, width:].abs().sum() > 0  # the statistics' weights trained
     assert not torch.equal(stacked.scorer_stats.scale, torch.ones_like(stacked.scorer_stats.scale))
     assert meta["base"]["file"] == tiny_textdisc_checkpoint.name and meta["base"]["sha256"]
