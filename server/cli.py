@@ -454,6 +454,13 @@ def _add_train_kws(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--mine-every", type=int, default=500, help="steps between the scorings for --mine-share")
     p.add_argument(
+        "--mine-pool",
+        choices=("unknown", "hard"),
+        default="unknown",
+        help="what --mine-share draws from: every unknown training clip, or the hard negatives only (so that the "
+        "ones the model still takes for their number word, 'seventeen', 'forty', come back far more often)",
+    )
+    p.add_argument(
         "--keyword-gap",
         type=float,
         default=0.0,
@@ -490,6 +497,7 @@ def _train_kws(args: argparse.Namespace) -> int:
         balanced_loss=args.balanced_loss,
         mine_share=args.mine_share,
         mine_every=args.mine_every,
+        mine_pool=args.mine_pool,
         keyword_gap=args.keyword_gap,
         data=KWSDataConfig(
             per_number=args.per_number,

@@ -101,6 +101,7 @@ HARD_NEGATIVES: tuple[str, ...] = (
 SPOKEN_AS_NUMBERS = frozenset(
     {"ii", "iii", "iv", "vi", "vii", "viii", "ix", "free", "fife", "sex", "seeks", "hate", "height", "hight"}
 )
+MINE_POOLS = ("unknown", "hard")  # ClipSampler's mining: every unknown clip, or the hard negatives only
 UNKNOWN_INDEX = LABELS.index(UNKNOWN)
 SILENCE_INDEX = LABELS.index(SILENCE)
 
@@ -254,9 +255,10 @@ class ClipSampler:
     ``unknown_share`` and the others uniform; an "unknown" clip is a hard negative with probability ``hard_share``
     (when there are any).
 
-    Mining: once :meth:`set_unknown_errors` has given the model's error on each unknown base clip (other words and
-    hard negatives alike, in :attr:`unknown_clips` order), a share ``mine_share`` of the unknown clips is drawn in
-    proportion to it, so the words the model takes for a number word come back until it stops. ``keyword_gap``
+    Mining: once :meth:`set_unknown_errors` has given the model's error on each clip of :attr:`unknown_clips` (with
+    ``mine_pool`` "unknown" every unknown base clip, other words and hard negatives alike; with "hard" the hard
+    negatives only), a share ``mine_share`` of the unknown clips is drawn in proportion to it, so the words the model
+    takes for a number word come back until it stops. ``keyword_gap``
     (seconds) is the least pause before the next word when a number word is cut from running speech, so that
     "seven" and the start of the next word do not make "seventeen" or "seventy" with a number word's label."""
 
@@ -269,6 +271,7 @@ class ClipSampler:
         hard_share: float = 0.0,
         mine_share: float = 0.0,
         keyword_gap: float = 0.0,
+        mine_pool: str = "unknown",
     ) -> None:
         self.base = base
         self.by_label = [base.of_label(k) for k in range(len(LABELS))]
@@ -298,7 +301,9 @@ class ClipSampler:
             lo, hi = self.config.context_gap_after or self.config.context_gap
             self.keyword_config = replace(self.config, context_gap_after=(max(lo, keyword_gap), max(hi, keyword_gap)))
         self.mine_share = mine_share
-        self.unknown_clips = self.by_label[UNKNOWN_INDEX] + self.hard
+        if mine_pool not in MINE_POOLS:
+            raise InvalidArgument("mine_pool", f"must be one of {', '.join(MINE_POOLS)}, got {mine_pool!r}")
+        self.unknown_clips = self.hard if mine_pool == "hard" else self.by_label[UNKNOWN_INDEX] + self.hard
         self.mine_cdf: np.ndarray | None = None
         self.rng = np.random.default_rng(seed)
 

@@ -29,6 +29,7 @@ from server.kws.augment import CLIP, AugmentConfig
 from server.kws.checkpoint import load_kws_model, save_kws_model
 from server.kws.data import (
     LABELS,
+    MINE_POOLS,
     UNKNOWN_INDEX,
     BaseClips,
     ClipSampler,
@@ -63,6 +64,7 @@ class KWSTrainOptions:
     balanced_loss: bool = False  # logit-adjusted loss: the batches' label shares do not become the model's prior
     mine_share: float = 0.0  # share of the unknown clips drawn by the model's error on them (0: no mining)
     mine_every: int = 500  # steps between scorings of every unknown training clip for mining
+    mine_pool: str = "unknown"  # what mining draws from: "unknown" (every unknown clip) or "hard" (hard negatives)
     keyword_gap: float = 0.0  # least pause (s) before the next word after a number word in running speech (0: any)
     seed: int = 0
     eval_every: int = 500
@@ -89,6 +91,8 @@ class KWSTrainOptions:
             raise InvalidArgument("hard_share", f"must be in [0, 1], got {self.hard_share}")
         if not 0 <= self.mine_share <= 1:
             raise InvalidArgument("mine_share", f"must be in [0, 1], got {self.mine_share}")
+        if self.mine_pool not in MINE_POOLS:
+            raise InvalidArgument("mine_pool", f"must be one of {', '.join(MINE_POOLS)}, got {self.mine_pool!r}")
         if self.mine_every < 1:
             raise InvalidArgument("mine_every", f"must be at least 1, got {self.mine_every}")
         if not 0 <= self.keyword_gap <= 0.5:
@@ -169,7 +173,7 @@ def train_kws(opts: KWSTrainOptions) -> dict[str, Any]:
     )
     sampler = ClipSampler(
         base, opts.seed, AugmentConfig(p_context=opts.context), unknown_share=opts.unknown_share,
-        hard_share=opts.hard_share, mine_share=opts.mine_share, keyword_gap=opts.keyword_gap,
+        hard_share=opts.hard_share, mine_share=opts.mine_share, keyword_gap=opts.keyword_gap, mine_pool=opts.mine_pool,
     )  # fmt: skip
     # Logit adjustment (Menon et al., 2021): the log of each label's share of the batches relative to 1/12 is added
     # to the logits inside the loss only, so the model's own logits keep equal priors (the held-out sets and the
@@ -292,8 +296,10 @@ def write_model_card(out: Path, info: dict[str, Any], config: KWSConfig) -> Path
         opts.get("mine_every", 500),
         opts.get("keyword_gap", 0.0),
     )
+    mine_pool = opts.get("mine_pool", "unknown")
     if mine_share:
         command += f" --mine-share {mine_share}" + (f" --mine-every {mine_every}" if mine_every != 500 else "")
+        command += f" --mine-pool {mine_pool}" if mine_pool != "unknown" else ""
     if keyword_gap:
         command += f" --keyword-gap {keyword_gap}"
     if not init and (config.channels, config.blocks) != (88, 4):
@@ -326,7 +332,8 @@ def write_model_card(out: Path, info: dict[str, Any], config: KWSConfig) -> Path
         )
         + (
             f"; {mine_share:.0%} of the unknown clips mined: drawn in proportion to the model's error on them, every "
-            f"unknown training clip heard clean every {mine_every:,} steps"
+            f"{'hard negative' if mine_pool == 'hard' else 'unknown training clip'} heard clean every {mine_every:,} "
+            "steps"
             if mine_share
             else ""
         )

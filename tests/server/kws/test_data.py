@@ -172,6 +172,10 @@ def test_sampler_mines_the_unknown_clips_the_model_gets_wrong() -> None:
     assert set(picks) == {UNKNOWN_INDEX, SILENCE_INDEX + 1}
     with pytest.raises(InvalidArgument, match="errors: must have 4 values"):
         sampler.set_unknown_errors(np.zeros(3))
+    hard_only = ClipSampler(base, seed=0, unknown_share=0.5, mine_share=1.0, mine_pool="hard")
+    assert hard_only.unknown_clips == [SILENCE_INDEX, SILENCE_INDEX + 1, SILENCE_INDEX + 2]
+    hard_only.set_unknown_errors(np.asarray([0.0, 0.0, 0.7]))
+    assert {hard_only.pick(UNKNOWN_INDEX) for _ in range(200)} == {SILENCE_INDEX + 2}
 
 
 def test_sampler_keeps_a_pause_after_number_words() -> None:
@@ -189,6 +193,7 @@ def test_sampler_keeps_a_pause_after_number_words() -> None:
         ({"hard_share": -0.5}, "hard_share: must be in [0, 1], got -0.5"),
         ({"mine_share": 1.5}, "mine_share: must be in [0, 1], got 1.5"),
         ({"keyword_gap": 0.8}, "keyword_gap: must be in [0, 0.5] seconds, got 0.8"),
+        ({"mine_pool": "all"}, "mine_pool: must be one of unknown, hard, got 'all'"),
     ],
 )
 def test_sampler_refuses_bad_shares(kwargs: dict[str, float], message: str) -> None:
