@@ -476,6 +476,30 @@ def _add_train_kws(sub: argparse._SubParsersAction) -> None:
         help="logit-adjusted loss: the log of each label's share of the batches is added to its logit in the loss, "
         "so that a larger --unknown-share shows more unknown words without making unknown the likelier answer",
     )
+    p.add_argument(
+        "--mine-share",
+        type=float,
+        default=0.0,
+        help="share of the unknown clips mined: drawn in proportion to the model's error on them (1 - p(unknown), "
+        "every unknown training clip, other words and hard negatives, heard clean every --mine-every steps), so "
+        "the words it takes for a number word come back more often; 0: no mining",
+    )
+    p.add_argument("--mine-every", type=int, default=500, help="steps between the scorings for --mine-share")
+    p.add_argument(
+        "--mine-pool",
+        choices=("unknown", "hard"),
+        default="unknown",
+        help="what --mine-share draws from: every unknown training clip, or the hard negatives only (so that the "
+        "ones the model still takes for their number word, 'seventeen', 'forty', come back far more often)",
+    )
+    p.add_argument(
+        "--keyword-gap",
+        type=float,
+        default=0.0,
+        help="seconds of pause at least between a number word and the next word when it is cut from running speech "
+        "(--context), so that 'seven' and the next word's start do not sound like 'seventeen' with the label seven; "
+        "0: the pause of the other words (30 ms or more)",
+    )
     p.add_argument("--channels", type=int, default=88, help="DS-CNN width (ignored with --init)")
     p.add_argument("--blocks", type=int, default=4, help="depthwise-separable blocks (ignored with --init)")
     p.add_argument("--eval-every", type=int, default=500, help="steps between held-out scores")
@@ -503,6 +527,10 @@ def _train_kws(args: argparse.Namespace) -> int:
         unknown_share=args.unknown_share,
         hard_share=args.hard_share,
         balanced_loss=args.balanced_loss,
+        mine_share=args.mine_share,
+        mine_every=args.mine_every,
+        mine_pool=args.mine_pool,
+        keyword_gap=args.keyword_gap,
         data=KWSDataConfig(
             per_number=args.per_number,
             unknown_words=args.unknown_words,

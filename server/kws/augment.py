@@ -29,6 +29,7 @@ class AugmentConfig:
     p_speed: float = 0.8
     p_context: float = 0.0  # other words right before and after the word, as in running speech (training: 0.5)
     context_gap: tuple[float, float] = (0.03, 0.25)  # seconds of pause between the word and a neighbour
+    context_gap_after: tuple[float, float] | None = None  # the pause before the word after it (None: context_gap)
     context_db: tuple[float, float] = (-8.0, 2.0)  # a neighbour's level against the word's
     p_reverb: float = 0.35
     rt60: tuple[float, float] = (0.15, 0.8)  # seconds
@@ -97,10 +98,11 @@ def in_context(
     gap_s: tuple[float, float],
     level_db: tuple[float, float],
     n: int = CLIP,
+    gap_after_s: tuple[float, float] | None = None,
 ) -> np.ndarray:
     """``speech`` placed as :func:`place` does, with the end of another word of ``pool`` before it and the start of
-    another after it (each three times in four), a short pause between: a word cut from running speech. The
-    neighbours never overlap the word."""
+    another after it (each three times in four), a short pause between (``gap_after_s`` before the word after, when
+    given): a word cut from running speech. The neighbours never overlap the word."""
     if len(speech) >= n:
         return place(rng, speech, n)
     x = np.zeros(n, dtype=np.float32)
@@ -113,7 +115,7 @@ def in_context(
             continue
         other = pool[int(rng.integers(len(pool)))]
         gain = rms / (float(np.sqrt(np.mean(other**2))) + 1e-9) * 10 ** (rng.uniform(*level_db) / 20)
-        gap = int(rng.uniform(*gap_s) * SAMPLE_RATE)
+        gap = int(rng.uniform(*(gap_after_s if side == "after" and gap_after_s else gap_s)) * SAMPLE_RATE)
         if side == "before" and start - gap > 0:
             room = start - gap
             piece = other[-room:]
@@ -205,7 +207,7 @@ def augment(
     if rng.random() < config.p_speed:
         x = resample(x, rng.uniform(*config.speed))
     if config.p_context > 0 and rng.random() < config.p_context and pool:
-        x = in_context(rng, x, pool, config.context_gap, config.context_db)
+        x = in_context(rng, x, pool, config.context_gap, config.context_db, gap_after_s=config.context_gap_after)
     else:
         x = place(rng, x)
     if rng.random() < config.p_reverb:

@@ -13,7 +13,7 @@ seeded offset in the second, either clean or through the same augmentation ("noi
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -93,6 +93,15 @@ HARD_NEGATIVES: tuple[str, ...] = (
     # number word in any accent: [h'Ev@n], or ['Ev@n] where the h is dropped
     "heaven", "heavens", "leaven", "eleventh", "seventies", "weighed", "freight", "slate", "lion", "iron",
 )  # fmt: skip
+# Other words of the plays that espeak-ng speaks as a number word or one of its PRONUNCIATIONS in some accent:
+# Roman numerals ("vii" is "roman seven"), "free" (th-fronted three), "fife" (devoiced five), "sex" and "seeks"
+# (six as [s'Eks], [s'i:ks]), and "hate", "height", "hight" (eight in the West Midlands voice). They are not trained
+# on as "unknown": one sound, one label. (All 24,978 words through the eight accents' phonemes; the word order, and
+# with it the held-out words, stays as it was.)
+SPOKEN_AS_NUMBERS = frozenset(
+    {"ii", "iii", "iv", "vi", "vii", "viii", "ix", "free", "fife", "sex", "seeks", "hate", "height", "hight"}
+)
+MINE_POOLS = ("unknown", "hard")  # ClipSampler's mining: every unknown clip, or the hard negatives only
 UNKNOWN_INDEX = LABELS.index(UNKNOWN)
 SILENCE_INDEX = LABELS.index(SILENCE)
 
@@ -180,14 +189,13 @@ def _number_texts(config: KWSDataConfig) -> list[str]:
 
 def training_clips(config: KWSDataConfig, workers: int = 2, progress: bool = False) -> BaseClips:
     """Training voices: each number word ``per_number`` times (``accent_share`` of them from
-    :data:`PRONUNCIATIONS`) and ``unknown_words`` other words."""
+    :data:`PRONUNCIATIONS`) and ``unknown_words`` other words (less :data:`SPOKEN_AS_NUMBERS`)."""
     config.validate()
     rng = np.random.default_rng([config.seed, 1])
     labels = [k for k in range(len(NUMBER_WORDS)) for _ in range(config.per_number)]
     texts = _number_texts(config)
     clips = [Clip(k, text, random_rendering(rng, "train")) for k, text in zip(labels, texts, strict=True)]
-    train_words, _ = _word_split(config)
-    clips += [Clip(UNKNOWN_INDEX, w, random_rendering(rng, "train")) for w in train_words]
+    clips += _unknown_clips(config, rng)
     hard_rng = np.random.default_rng([config.seed, 6])  # its own draws: the clips above do not move
     clips += [
         Clip(UNKNOWN_INDEX, w, random_rendering(hard_rng, "train"), hard=True)
@@ -195,6 +203,16 @@ def training_clips(config: KWSDataConfig, workers: int = 2, progress: bool = Fal
         for _ in range(config.hard_renderings)
     ]
     return BaseClips(clips, _render(clips, workers, progress))
+
+
+def _unknown_clips(config: KWSDataConfig, rng: np.random.Generator) -> list[Clip]:
+    """The other words' training clips, less :data:`SPOKEN_AS_NUMBERS`; a rendering is drawn for every word, left
+    out or not, so that no other word's rendering moves."""
+    train_words, _ = _word_split(config)
+    renderings = [random_rendering(rng, "train") for _ in train_words]
+    return [
+        Clip(UNKNOWN_INDEX, w, r) for w, r in zip(train_words, renderings, strict=True) if w not in SPOKEN_AS_NUMBERS
+    ]
 
 
 def hard_negatives(config: KWSDataConfig) -> list[str]:
@@ -235,7 +253,14 @@ def heldout_set(base: BaseClips, noisy: bool, seed: int = 0) -> tuple[np.ndarray
 class ClipSampler:
     """Training batches: each clip freshly augmented; labels uniform over the twelve, or "unknown" with probability
     ``unknown_share`` and the others uniform; an "unknown" clip is a hard negative with probability ``hard_share``
-    (when there are any)."""
+    (when there are any).
+
+    Mining: once :meth:`set_unknown_errors` has given the model's error on each clip of :attr:`unknown_clips` (with
+    ``mine_pool`` "unknown" every unknown base clip, other words and hard negatives alike; with "hard" the hard
+    negatives only), a share ``mine_share`` of the unknown clips is drawn in proportion to it, so the words the model
+    takes for a number word come back until it stops. ``keyword_gap``
+    (seconds) is the least pause before the next word when a number word is cut from running speech, so that
+    "seven" and the start of the next word do not make "seventeen" or "seventy" with a number word's label."""
 
     def __init__(
         self,
@@ -244,6 +269,9 @@ class ClipSampler:
         augment_config: AugmentConfig | None = None,
         unknown_share: float | None = None,
         hard_share: float = 0.0,
+        mine_share: float = 0.0,
+        keyword_gap: float = 0.0,
+        mine_pool: str = "unknown",
     ) -> None:
         self.base = base
         self.by_label = [base.of_label(k) for k in range(len(LABELS))]
@@ -262,9 +290,30 @@ class ClipSampler:
             self.label_p[UNKNOWN_INDEX] = unknown_share
         if not 0 <= hard_share <= 1:
             raise InvalidArgument("hard_share", f"must be in [0, 1], got {hard_share}")
+        if not 0 <= mine_share <= 1:
+            raise InvalidArgument("mine_share", f"must be in [0, 1], got {mine_share}")
+        if not 0 <= keyword_gap <= 0.5:
+            raise InvalidArgument("keyword_gap", f"must be in [0, 0.5] seconds, got {keyword_gap}")
         self.pool = [base.audio[i] for i in self.by_label[UNKNOWN_INDEX]]
         self.config = augment_config or AugmentConfig()
+        self.keyword_config = self.config
+        if keyword_gap > 0:
+            lo, hi = self.config.context_gap_after or self.config.context_gap
+            self.keyword_config = replace(self.config, context_gap_after=(max(lo, keyword_gap), max(hi, keyword_gap)))
+        self.mine_share = mine_share
+        if mine_pool not in MINE_POOLS:
+            raise InvalidArgument("mine_pool", f"must be one of {', '.join(MINE_POOLS)}, got {mine_pool!r}")
+        self.unknown_clips = self.hard if mine_pool == "hard" else self.by_label[UNKNOWN_INDEX] + self.hard
+        self.mine_cdf: np.ndarray | None = None
         self.rng = np.random.default_rng(seed)
+
+    def set_unknown_errors(self, errors: np.ndarray) -> None:
+        """The model's error (1 - p(unknown)) on each of :attr:`unknown_clips`: mined draws follow it."""
+        errors = np.asarray(errors, dtype=np.float64)
+        if errors.shape != (len(self.unknown_clips),):
+            raise InvalidArgument("errors", f"must have {len(self.unknown_clips)} values, got shape {errors.shape}")
+        cdf = np.cumsum(np.clip(errors, 0, None))
+        self.mine_cdf = cdf if cdf[-1] > 0 else None
 
     def labels(self, size: int) -> np.ndarray:
         """The labels (size,) of a batch."""
@@ -277,6 +326,11 @@ class ClipSampler:
         if label == SILENCE_INDEX:
             return None
         members = self.by_label[label]
+        mining = label == UNKNOWN_INDEX and self.mine_share > 0 and self.mine_cdf is not None
+        if mining and self.rng.random() < self.mine_share:
+            assert self.mine_cdf is not None
+            at = int(np.searchsorted(self.mine_cdf, self.rng.random() * self.mine_cdf[-1], side="right"))
+            return self.unknown_clips[min(at, len(self.unknown_clips) - 1)]
         if label == UNKNOWN_INDEX and self.hard_share > 0 and self.rng.random() < self.hard_share:
             members = self.hard
         return members[int(self.rng.integers(len(members)))]
@@ -290,5 +344,6 @@ class ClipSampler:
             if index is None:
                 waves[row] = silence_clip(self.rng, self.config)
             else:
-                waves[row] = augment(self.rng, self.base.audio[index], self.pool, self.config)
+                config = self.config if label in (UNKNOWN_INDEX, SILENCE_INDEX) else self.keyword_config
+                waves[row] = augment(self.rng, self.base.audio[index], self.pool, config)
         return waves, labels.astype(np.int64)

@@ -25,10 +25,13 @@ import server
 from server.checkpoint import file_sha256
 from server.data.speech import espeak_version
 from server.errors import InvalidArgument
-from server.kws.augment import AugmentConfig
+from server.kws.augment import CLIP, AugmentConfig
 from server.kws.checkpoint import load_kws_model, save_kws_model
 from server.kws.data import (
     LABELS,
+    MINE_POOLS,
+    UNKNOWN_INDEX,
+    BaseClips,
     ClipSampler,
     KWSDataConfig,
     hard_negatives,
@@ -59,6 +62,10 @@ class KWSTrainOptions:
     unknown_share: float | None = None  # share of "unknown" clips in a batch (None: 1/12, like every label)
     hard_share: float = 0.0  # share of the "unknown" clips that are hard negatives (data.hard_renderings > 0)
     balanced_loss: bool = False  # logit-adjusted loss: the batches' label shares do not become the model's prior
+    mine_share: float = 0.0  # share of the unknown clips drawn by the model's error on them (0: no mining)
+    mine_every: int = 500  # steps between scorings of every unknown training clip for mining
+    mine_pool: str = "unknown"  # what mining draws from: "unknown" (every unknown clip) or "hard" (hard negatives)
+    keyword_gap: float = 0.0  # least pause (s) before the next word after a number word in running speech (0: any)
     seed: int = 0
     eval_every: int = 500
     render_workers: int = 2  # espeak-ng processes while rendering the base clips (once; cached)
@@ -82,6 +89,14 @@ class KWSTrainOptions:
             raise InvalidArgument("unknown_share", f"must be in (0, 1), got {self.unknown_share}")
         if not 0 <= self.hard_share <= 1:
             raise InvalidArgument("hard_share", f"must be in [0, 1], got {self.hard_share}")
+        if not 0 <= self.mine_share <= 1:
+            raise InvalidArgument("mine_share", f"must be in [0, 1], got {self.mine_share}")
+        if self.mine_pool not in MINE_POOLS:
+            raise InvalidArgument("mine_pool", f"must be one of {', '.join(MINE_POOLS)}, got {self.mine_pool!r}")
+        if self.mine_every < 1:
+            raise InvalidArgument("mine_every", f"must be at least 1, got {self.mine_every}")
+        if not 0 <= self.keyword_gap <= 0.5:
+            raise InvalidArgument("keyword_gap", f"must be in [0, 0.5] seconds, got {self.keyword_gap}")
         if self.eval_every < 1:
             raise InvalidArgument("eval_every", f"must be at least 1, got {self.eval_every}")
         self.data.validate()
@@ -101,6 +116,50 @@ def spec_augment(features: torch.Tensor, opts: KWSTrainOptions, generator: torch
     return features * keep
 
 
+def centred(audio: np.ndarray) -> np.ndarray:
+    """A trimmed word (any length) in the middle of one second (its middle second if longer), peak 0.5."""
+    if len(audio) >= CLIP:
+        start = (len(audio) - CLIP) // 2
+        x = audio[start : start + CLIP].astype(np.float32)
+    else:
+        x = np.zeros(CLIP, dtype=np.float32)
+        start = (CLIP - len(audio)) // 2
+        x[start : start + len(audio)] = audio
+    return (x * (0.5 / (np.max(np.abs(x)) + 1e-9))).astype(np.float32)
+
+
+@torch.no_grad()
+def unknown_errors(model: KWSNet, base: BaseClips, indices: list[int], batch_size: int = 256) -> np.ndarray:
+    """1 - p(unknown) (len(indices),) of base clips heard clean, centred in the second."""
+    was_training = model.training
+    model.eval()
+    out = []
+    for i in range(0, len(indices), batch_size):
+        waves = np.stack([centred(base.audio[j]) for j in indices[i : i + batch_size]])
+        out.append(1 - torch.softmax(model(torch.from_numpy(waves)).float(), dim=1)[:, UNKNOWN_INDEX].numpy())
+    model.train(was_training)
+    return np.concatenate(out) if out else np.zeros(0, dtype=np.float32)
+
+
+def _mine(model: KWSNet, sampler: ClipSampler, step: int) -> dict[str, Any]:
+    """Score the unknown training clips, hand the errors to the sampler; what was found, for the checkpoint."""
+    errors = unknown_errors(model, sampler.base, sampler.unknown_clips)
+    sampler.set_unknown_errors(errors)
+    texts = [sampler.base.clips[i].text for i in sampler.unknown_clips]
+    top = np.argsort(-errors)[:12]
+    top_words = [f"{texts[i]} {errors[i]:.2f}" for i in top]
+    found: dict[str, Any] = {
+        "step": step,
+        "mean_error": round(float(errors.mean()), 4),
+        "heard_as_number": int((errors > 0.5).sum()),
+        "clips": len(errors),
+        "top": top_words,
+    }
+    log.info("mining at step %d: mean error %.3f, %d of %d unknown clips heard as another label; %s", step,
+             found["mean_error"], found["heard_as_number"], len(errors), ", ".join(top_words))  # fmt: skip
+    return found
+
+
 def train_kws(opts: KWSTrainOptions) -> dict[str, Any]:
     """Train, score the held-out voices, write the checkpoint and card; returns the checkpoint's info."""
     opts.validate()
@@ -114,7 +173,7 @@ def train_kws(opts: KWSTrainOptions) -> dict[str, Any]:
     )
     sampler = ClipSampler(
         base, opts.seed, AugmentConfig(p_context=opts.context), unknown_share=opts.unknown_share,
-        hard_share=opts.hard_share,
+        hard_share=opts.hard_share, mine_share=opts.mine_share, keyword_gap=opts.keyword_gap, mine_pool=opts.mine_pool,
     )  # fmt: skip
     # Logit adjustment (Menon et al., 2021): the log of each label's share of the batches relative to 1/12 is added
     # to the logits inside the loss only, so the model's own logits keep equal priors (the held-out sets and the
@@ -140,8 +199,10 @@ def train_kws(opts: KWSTrainOptions) -> dict[str, Any]:
     t0 = time.monotonic()
     model.train()
     bar = tqdm(range(opts.steps), desc="kws", unit="step", disable=not opts.progress, mininterval=2.0)
-    running, held_acc, curve = 0.0, float("nan"), []
+    running, held_acc, curve, mining = 0.0, float("nan"), [], []
     for step in bar:
+        if opts.mine_share > 0 and step % opts.mine_every == 0:
+            mining.append(_mine(model, sampler, step))
         waves, labels = sampler.batch(opts.batch_size)
         features = spec_augment(model.features(torch.from_numpy(waves)), opts, generator)  # (B, M, F)
         logits = model.classify(features)  # (B, classes)
@@ -183,6 +244,7 @@ def train_kws(opts: KWSTrainOptions) -> dict[str, Any]:
             "wall_time_s": round(elapsed, 1),
             "threads": torch.get_num_threads(),
             "curve": curve,
+            "mining": mining,
             "options": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(opts).items() if k not in ("data",)},
         },
         "metrics": {
@@ -229,6 +291,17 @@ def write_model_card(out: Path, info: dict[str, Any], config: KWSConfig) -> Path
         command += f" --hard-share {hard_share}"
     if opts.get("balanced_loss"):
         command += " --balanced-loss"
+    mine_share, mine_every, keyword_gap = (
+        opts.get("mine_share", 0.0),
+        opts.get("mine_every", 500),
+        opts.get("keyword_gap", 0.0),
+    )
+    mine_pool = opts.get("mine_pool", "unknown")
+    if mine_share:
+        command += f" --mine-share {mine_share}" + (f" --mine-every {mine_every}" if mine_every != 500 else "")
+        command += f" --mine-pool {mine_pool}" if mine_pool != "unknown" else ""
+    if keyword_gap:
+        command += f" --keyword-gap {keyword_gap}"
     if not init and (config.channels, config.blocks) != (88, 4):
         command += f" --channels {config.channels} --blocks {config.blocks}"
     if opts.get("lr") != 4e-3:
@@ -257,7 +330,15 @@ def write_model_card(out: Path, info: dict[str, Any], config: KWSConfig) -> Path
             if opts.get("balanced_loss")
             else ""
         )
+        + (
+            f"; {mine_share:.0%} of the unknown clips mined: drawn in proportion to the model's error on them, every "
+            f"{'hard negative' if mine_pool == 'hard' else 'unknown training clip'} heard clean every {mine_every:,} "
+            "steps"
+            if mine_share
+            else ""
+        )
     )
+    gap_text = f"; after a number word the next word {keyword_gap * 1000:.0f} ms or more later" if keyword_gap else ""
     curve = "\n".join(
         f"| {c['step']:,} | {c['train_batch_accuracy']:.2%} | {c['heldout_clean']:.2%} |" for c in train["curve"]
     )
@@ -280,7 +361,7 @@ each band's mean over the second subtracted |
 {accent_share:.0%} of the number words spoken as other accents and learners pronounce them (espeak-ng phonemes: \
 `server.kws.data.PRONUNCIATIONS`){hard} |
 | augmentation | speed/pitch resampling, time shift ({context:.0%} of the words between parts of other words, as cut \
-from running speech), reverberation, random EQ, telephone band, \
+from running speech{gap_text}), reverberation, random EQ, telephone band, \
 white/pink/brown/babble noise at 0-30 dB SNR, gain and clipping, hum; SpecAugment \
 {opts["freq_masks"]} x {opts["freq_mask"]} bands, {opts["time_masks"]} x {opts["time_mask"]} frames |
 | training | {started}{train["steps"]:,} steps of {opts["batch_size"]} fresh clips ({mix}), AdamW one-cycle \

@@ -61,6 +61,19 @@ def test_in_context_keeps_the_word_and_adds_neighbours_apart_from_it() -> None:
     assert np.array_equal(in_context(rng, tone(1.5), pool, (0.03, 0.25), (-8.0, 2.0)).shape, (CLIP,))
 
 
+def test_in_context_keeps_a_longer_pause_before_the_word_after() -> None:
+    """``gap_after_s`` holds the next word off for its whole range; the word before keeps the shorter pause."""
+    rng = np.random.default_rng(3)
+    speech = np.full(3000, 0.1, dtype=np.float32)
+    pool = [np.full(8000, 0.3, dtype=np.float32)]
+    for _ in range(40):
+        x = in_context(rng, speech, pool, (0.03, 0.25), (-8.0, 2.0), gap_after_s=(0.15, 0.25))
+        start = next(s for s in range(CLIP - len(speech) + 1) if np.all(x[s : s + len(speech)] == 0.1))
+        end = start + len(speech)
+        assert np.all(x[end : end + int(0.15 * SAMPLE_RATE)] == 0)
+        assert np.all(x[max(start - 480, 0) : start] == 0)
+
+
 def test_place_keeps_the_speech_whole() -> None:
     """A short clip lands whole inside the second; a long one gives a one-second part."""
     rng = np.random.default_rng(1)

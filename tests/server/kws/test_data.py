@@ -9,18 +9,21 @@ import subprocess
 import numpy as np
 import pytest
 
-from server.data.speech import ACCENTS, HOMOPHONES, NUMBER_WORDS
+from server.data.speech import ACCENTS, HOMOPHONES, NUMBER_WORDS, other_words, random_rendering
 from server.errors import InvalidArgument
+from server.kws.augment import AugmentConfig
 from server.kws.data import (
     HARD_NEGATIVES,
     PRONUNCIATIONS,
     SILENCE_INDEX,
+    SPOKEN_AS_NUMBERS,
     UNKNOWN_INDEX,
     BaseClips,
     Clip,
     ClipSampler,
     KWSDataConfig,
     _number_texts,
+    _unknown_clips,
     _word_split,
     hard_negatives,
     training_clips,
@@ -130,11 +133,67 @@ def test_sampler_draws_the_shares(unknown_share: float | None, hard_share: float
     assert waves.shape == (8, 16_000) and batch_labels.shape == (8,)
 
 
+def test_words_spoken_as_numbers_are_left_out_of_the_unknown_words() -> None:
+    """Each of SPOKEN_AS_NUMBERS is a number word (or one of its pronunciations) in some accent's phonemes, and the
+    other words' training clips leave them out without moving any other word's rendering."""
+    numbers = {p.translate(str.maketrans("", "", "',#")) for options in PRONUNCIATIONS.values() for p in options}
+    for accent in ACCENTS:
+        numbers |= set(_phonemes(list(NUMBER_WORDS), accent))
+    words = sorted(SPOKEN_AS_NUMBERS)
+    heard = {w: False for w in words}
+    for accent in ACCENTS:
+        for w, p in zip(words, _phonemes(words, accent), strict=True):
+            heard[w] |= any(part in numbers for part in p.replace("_", " ").split())
+    assert all(heard.values()), heard
+    order = other_words(2000, 0)
+    first = min(order.index(w) for w in words if w in order)  # "height" with the default seed
+    config = KWSDataConfig(unknown_words=first + 5, heldout_per_label=40)
+    kept = _unknown_clips(config, np.random.default_rng(1))
+    train_words, _ = _word_split(config)
+    rng = np.random.default_rng(1)
+    drawn = {w: random_rendering(rng, "train") for w in train_words}  # one rendering drawn for every word
+    assert [c.text for c in kept] == [w for w in train_words if w not in SPOKEN_AS_NUMBERS]
+    assert len(kept) < len(train_words)
+    assert all(c.rendering == drawn[c.text] for c in kept)
+
+
+def test_sampler_mines_the_unknown_clips_the_model_gets_wrong() -> None:
+    """With the errors given, ``mine_share`` of the unknown draws follow them; before, none is mined."""
+    base = _sampler_base()
+    sampler = ClipSampler(base, seed=0, unknown_share=0.5, mine_share=0.5)
+    assert sampler.unknown_clips == [UNKNOWN_INDEX, *range(SILENCE_INDEX, SILENCE_INDEX + 3)]
+    before = [sampler.pick(UNKNOWN_INDEX) for _ in range(400)]
+    assert set(before) == {UNKNOWN_INDEX}  # no hard share: the ordinary unknown clip only
+    errors = np.zeros(len(sampler.unknown_clips))
+    errors[2] = 0.9  # the second hard clip
+    sampler.set_unknown_errors(errors)
+    picks = [sampler.pick(UNKNOWN_INDEX) for _ in range(4000)]
+    assert abs(picks.count(SILENCE_INDEX + 1) / len(picks) - 0.5) < 0.03
+    assert set(picks) == {UNKNOWN_INDEX, SILENCE_INDEX + 1}
+    with pytest.raises(InvalidArgument, match="errors: must have 4 values"):
+        sampler.set_unknown_errors(np.zeros(3))
+    hard_only = ClipSampler(base, seed=0, unknown_share=0.5, mine_share=1.0, mine_pool="hard")
+    assert hard_only.unknown_clips == [SILENCE_INDEX, SILENCE_INDEX + 1, SILENCE_INDEX + 2]
+    hard_only.set_unknown_errors(np.asarray([0.0, 0.0, 0.7]))
+    assert {hard_only.pick(UNKNOWN_INDEX) for _ in range(200)} == {SILENCE_INDEX + 2}
+
+
+def test_sampler_keeps_a_pause_after_number_words() -> None:
+    """With ``keyword_gap``, number words get a later next word in running speech; other words keep theirs."""
+    sampler = ClipSampler(_sampler_base(), seed=0, augment_config=AugmentConfig(p_context=0.5), keyword_gap=0.15)
+    assert sampler.keyword_config.context_gap_after == (0.15, 0.25)
+    assert sampler.config.context_gap_after is None
+    assert ClipSampler(_sampler_base(), seed=0).keyword_config == AugmentConfig()
+
+
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
         ({"unknown_share": 1.0}, "unknown_share: must be in (0, 1), got 1.0"),
         ({"hard_share": -0.5}, "hard_share: must be in [0, 1], got -0.5"),
+        ({"mine_share": 1.5}, "mine_share: must be in [0, 1], got 1.5"),
+        ({"keyword_gap": 0.8}, "keyword_gap: must be in [0, 0.5] seconds, got 0.8"),
+        ({"mine_pool": "all"}, "mine_pool: must be one of unknown, hard, got 'all'"),
     ],
 )
 def test_sampler_refuses_bad_shares(kwargs: dict[str, float], message: str) -> None:

@@ -15,8 +15,16 @@ from server.cli import main
 from server.data.speech import Rendering, render
 from server.errors import InvalidArgument
 from server.kws.checkpoint import load_kws_model
-from server.kws.data import LABELS, KWSDataConfig
-from server.kws.train import KWSTrainOptions, spec_augment, train_kws, write_model_card
+from server.kws.data import LABELS, ClipSampler, KWSDataConfig, training_clips
+from server.kws.train import (
+    KWSTrainOptions,
+    _mine,
+    centred,
+    spec_augment,
+    train_kws,
+    unknown_errors,
+    write_model_card,
+)
 
 
 def test_checkpoint_rebuilds_and_records_its_figures(tiny_kws_checkpoint: Path) -> None:
@@ -51,6 +59,26 @@ def test_model_card_names_the_unknown_options(tiny_kws_checkpoint: Path, tmp_pat
     assert "--hard-renderings 8 --unknown-share 0.2 --hard-share 0.3 --balanced-loss " in card
     assert "8 renderings of each of 290 hard negatives" in card
     assert "20% of the clips of each batch unknown (30% of them hard negatives)" in card
+    options = {**options, "mine_share": 0.5, "mine_every": 750, "keyword_gap": 0.15}
+    meta["training"] = {**meta["training"], "options": options}
+    card = write_model_card(tmp_path / "k.safetensors", meta, model.config).read_text(encoding="utf-8")
+    assert "--balanced-loss --mine-share 0.5 --mine-every 750 --keyword-gap 0.15 " in card
+    assert "50% of the unknown clips mined" in card and "every 750 steps" in card
+    assert "after a number word the next word 150 ms or more later" in card
+
+
+def test_mining_scores_every_unknown_clip(tiny_kws_checkpoint: Path) -> None:
+    """The model's error on each unknown training clip is a probability's complement; the sampler takes it."""
+    model, meta = load_kws_model(tiny_kws_checkpoint)
+    base = training_clips(KWSDataConfig.from_meta(meta["data"]), workers=1)
+    sampler = ClipSampler(base, seed=0, unknown_share=0.25, mine_share=0.5)
+    found = _mine(model, sampler, step=0)
+    errors = unknown_errors(model, base, sampler.unknown_clips)
+    assert errors.shape == (len(sampler.unknown_clips),) == (found["clips"],)
+    assert np.all((errors >= 0) & (errors <= 1))
+    assert found["heard_as_number"] == int((errors > 0.5).sum()) and len(found["top"]) == min(12, len(errors))
+    assert sampler.mine_cdf is not None and np.isclose(sampler.mine_cdf[-1], errors.sum(), rtol=1e-4)
+    assert centred(np.ones(20_000, dtype=np.float32)).shape == (16_000,)
 
 
 def test_eval_reads_wav_files_of_any_rate(
@@ -99,6 +127,9 @@ def test_spec_augment_zeroes_bands_and_frames() -> None:
         ({"unknown_share": 0.0}, "unknown_share: must be in (0, 1), got 0.0"),
         ({"hard_share": 1.5}, "hard_share: must be in [0, 1], got 1.5"),
         ({"data": KWSDataConfig(hard_renderings=-1)}, "hard_renderings: must be at least 0, got -1"),
+        ({"mine_share": -0.1}, "mine_share: must be in [0, 1], got -0.1"),
+        ({"mine_every": 0}, "mine_every: must be at least 1, got 0"),
+        ({"keyword_gap": 0.6}, "keyword_gap: must be in [0, 0.5] seconds, got 0.6"),
     ],
 )
 def test_bad_options_are_named(tmp_path: Path, options: dict[str, object], message: str) -> None:
