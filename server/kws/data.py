@@ -233,6 +233,11 @@ def heldout_clips(config: KWSDataConfig, workers: int = 2, progress: bool = Fals
     return BaseClips(clips, _render(clips, workers, progress))
 
 
+def at_half_scale(x: np.ndarray) -> np.ndarray:
+    """``x`` scaled to a peak of 0.5: the fixed level of clips heard clean."""
+    return (x * (0.5 / (np.max(np.abs(x)) + 1e-9))).astype(np.float32)
+
+
 def heldout_set(base: BaseClips, noisy: bool, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """One-second clips (N, 16000) float32 and labels (N,): each base clip placed at a seeded offset at a fixed
     level (clean), or through the training augmentation with a seeded generator (noisy)."""
@@ -245,8 +250,7 @@ def heldout_set(base: BaseClips, noisy: bool, seed: int = 0) -> tuple[np.ndarray
         elif noisy:
             waves.append(augment(rng, audio, pool))
         else:
-            x = place(rng, audio)
-            waves.append((x * (0.5 / (np.max(np.abs(x)) + 1e-9))).astype(np.float32))
+            waves.append(at_half_scale(place(rng, audio)))
     return np.stack(waves), np.asarray([c.label for c in base.clips], dtype=np.int64)
 
 

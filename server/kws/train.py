@@ -25,7 +25,8 @@ import server
 from server.checkpoint import file_sha256
 from server.data.speech import espeak_version
 from server.errors import InvalidArgument
-from server.kws.augment import CLIP, AugmentConfig
+from server.kws.audio_files import one_second
+from server.kws.augment import AugmentConfig
 from server.kws.checkpoint import load_kws_model, save_kws_model
 from server.kws.data import (
     LABELS,
@@ -34,6 +35,7 @@ from server.kws.data import (
     BaseClips,
     ClipSampler,
     KWSDataConfig,
+    at_half_scale,
     hard_negatives,
     heldout_clips,
     heldout_set,
@@ -117,15 +119,8 @@ def spec_augment(features: torch.Tensor, opts: KWSTrainOptions, generator: torch
 
 
 def centred(audio: np.ndarray) -> np.ndarray:
-    """A trimmed word (any length) in the middle of one second (its middle second if longer), peak 0.5."""
-    if len(audio) >= CLIP:
-        start = (len(audio) - CLIP) // 2
-        x = audio[start : start + CLIP].astype(np.float32)
-    else:
-        x = np.zeros(CLIP, dtype=np.float32)
-        start = (CLIP - len(audio)) // 2
-        x[start : start + len(audio)] = audio
-    return (x * (0.5 / (np.max(np.abs(x)) + 1e-9))).astype(np.float32)
+    """A trimmed word (any length) in the middle of one second (its loudest second if longer), peak 0.5."""
+    return at_half_scale(one_second(audio))
 
 
 @torch.no_grad()

@@ -37,6 +37,8 @@ from server.data.cache import cache_dir
 from server.data.shakespeare import load_corpus
 from server.errors import InvalidArgument
 from server.text.checkpoint import load_text_model
+from server.text.model import CharLSTM
+from server.text.vocab import Vocabulary
 from server.textdisc.checkpoint import load_textdisc_model, save_textdisc_model
 from server.textdisc.data import (
     LABELS,
@@ -282,6 +284,20 @@ class TextDiscTrainOptions:
             raise InvalidArgument("test_samples", "test seeds must differ from the training ones")
 
 
+def frozen_lstm(path: Path, vocab: Vocabulary, field: str) -> tuple[CharLSTM, dict[str, Any]]:
+    """A character LSTM the model reads windows with (the scorer, the reference) and what the checkpoint records of
+    it; ``field`` names it in errors."""
+    model, its_vocab, meta = load_text_model(path)
+    if its_vocab.chars != vocab.chars:
+        raise InvalidArgument(field, f"{path.name} has another vocabulary than the generator")
+    return model, {
+        "file": path.name,
+        "sha256": file_sha256(path),
+        "kind": meta["kind"],
+        "parameters": model.num_parameters(),
+    }
+
+
 def train_textdisc(opts: TextDiscTrainOptions) -> dict[str, Any]:
     """Train, evaluate on the held-out windows, write the checkpoint and card; returns the checkpoint's info."""
     opts.validate()
@@ -302,15 +318,7 @@ def train_textdisc(opts: TextDiscTrainOptions) -> dict[str, Any]:
     scorer: dict[str, Any] | None = None
     config = {"vocab_size": len(vocab), "num_classes": len(LABELS), **(opts.model or {})}
     if opts.scorer_checkpoint is not None:
-        scorer_model, scorer_vocab, scorer_meta = load_text_model(opts.scorer_checkpoint)
-        if scorer_vocab.chars != vocab.chars:
-            raise InvalidArgument("scorer", f"{opts.scorer_checkpoint.name} has another vocabulary than the generator")
-        scorer = {
-            "file": opts.scorer_checkpoint.name,
-            "sha256": file_sha256(opts.scorer_checkpoint),
-            "kind": scorer_meta["kind"],
-            "parameters": scorer_model.num_parameters(),
-        }
+        scorer_model, scorer = frozen_lstm(opts.scorer_checkpoint, vocab, "scorer")
         config |= {
             "scorer": scorer_model.config.to_dict(),
             "scorer_start_id": vocab.encode("\n")[0],
@@ -339,15 +347,7 @@ def train_textdisc(opts: TextDiscTrainOptions) -> dict[str, Any]:
         }
     reference: dict[str, Any] | None = None
     if opts.reference_checkpoint is not None:
-        reference_model, reference_vocab, reference_meta = load_text_model(opts.reference_checkpoint)
-        if reference_vocab.chars != vocab.chars:
-            raise InvalidArgument("reference", f"{opts.reference_checkpoint.name} has another vocabulary")
-        reference = {
-            "file": opts.reference_checkpoint.name,
-            "sha256": file_sha256(opts.reference_checkpoint),
-            "kind": reference_meta["kind"],
-            "parameters": reference_model.num_parameters(),
-        }
+        reference_model, reference = frozen_lstm(opts.reference_checkpoint, vocab, "reference")
         config["reference"] = reference_model.config.to_dict()
     use_lexicon = bool(config.get("lexicon_documents")) if base is not None else opts.lexicon
     if use_lexicon and base is None:
@@ -502,6 +502,7 @@ def write_model_card(out: Path, info: dict[str, Any], config: dict[str, Any]) ->
         else ""
     )
     scorer = info.get("scorer")
+    reference = info.get("reference")
     base = info.get("base")
     scorer_arch = (
         f" + a linear map of the frozen scorer's per-character features ({', '.join(SCORER_FEATURES)}; the "
@@ -528,7 +529,6 @@ def write_model_card(out: Path, info: dict[str, Any], config: dict[str, Any]) ->
         positions = (
             f"; {', '.join(POSITION_FEATURES)} at {', '.join(POSITIONS)}" if config.get("position_statistics") else ""
         )
-        reference = info.get("reference")
         reference_arch = (
             f" and the frozen reference `{reference['file']}` (a {config['reference']['num_layers']} x "
             f"{config['reference']['hidden_size']} LSTM, sha256 {reference['sha256'][:16]}..., "
@@ -571,7 +571,6 @@ def write_model_card(out: Path, info: dict[str, Any], config: dict[str, Any]) ->
     scorer_opts += f" --real-train-plays {plays:g}" if plays else ""
     scorer_opts += "" if lexicon else " --no-lexicon"
     scorer_opts += f" --base {base['file']}" if base else ""
-    reference = info.get("reference")
     scorer_opts += f" --reference {reference['file']}" if reference else ""
     scorer_opts += f" --rank-width {config.get('rank_width', 0.0):g}" if scorer else ""
     if config.get("scorer_pooled"):
