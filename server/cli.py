@@ -349,6 +349,13 @@ def _add_train_textdisc(sub: argparse._SubParsersAction) -> None:
         "which rounding in an exported file can cross)",
     )
     p.add_argument(
+        "--scorer-skip",
+        type=int,
+        default=None,
+        help="with --base: the first character of the window whose scorer features the statistics count (the "
+        "scorer reads each window from a newline, cold; default 8, the first models 32)",
+    )
+    p.add_argument(
         "--no-position-statistics",
         action="store_true",
         help="with --base: leave out the scorer's view by where a character stands in a word (first letter, other "
@@ -412,6 +419,7 @@ def _train_textdisc(args: argparse.Namespace) -> int:
             "band_width": args.band_width,
             "rank_width": args.rank_width,
             **({"position_statistics": False} if args.no_position_statistics else {}),
+            **({"scorer_skip": args.scorer_skip} if args.scorer_skip is not None else {}),
         },
     )
     if not 1 <= args.train_streams <= 10_000:

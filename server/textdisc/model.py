@@ -52,7 +52,13 @@ from server.textdisc.lexicon import (
 # log Z_T = log sum_v p_v^(1/T): with the surprise, the log-likelihood ratio of a character between the scorer's
 # distribution and its sampling at temperature T is (1 - 1/T) log p + log Z_T, linear in the features.
 SCORER_TEMPERATURES = (0.6, 0.8, 1.2, 1.4)
-SCORER_SKIP = 32  # the scorer reads each window from a newline: its view of the first characters is not its usual
+# The scorer reads each window from a newline: its view of the first characters is not its usual one, so the pooled
+# statistics start at character TextDiscConfig.scorer_skip. The first models skipped SCORER_SKIP; the trainer gives
+# new ones WARM_UP: with 248 characters instead of 224 the statistics' noise falls by more than the cold start's bias
+# adds (docs/discriminators.md).
+SCORER_SKIP = 32
+WARM_UP = 8
+MAX_SKIP = 128  # half a window
 ENTROPY_BANDS = (0.5, 1.2)  # nats: edges of the entropy bands of the pooled statistics
 WINDOW_STATISTICS = ("mean", "spread", "mean at entropy < 0.5", "mean at 0.5-1.2", "mean at >= 1.2")
 BAND_WIDTH = 0.05  # nats: the soft band edges' width (TextDiscConfig.band_width) that the trainer gives new models
@@ -67,8 +73,9 @@ LEXICON_STATISTICS = (
     "unknown capitalised words",
     "mean frequency",
     "words / 64",
-    # The scorer's view of each whole word (from character SCORER_SKIP on), averaged over its characters: a word the
-    # generator invented is one it found likely enough to sample; a real word it never read surprises it.
+    # The scorer's view of each whole word (from character TextDiscConfig.scorer_skip on), averaged over its
+    # characters: a word the generator invented is one it found likely enough to sample; a real word it never read
+    # surprises it.
     "surprise of unknown words",
     "surprise - entropy of unknown words",
     "surprise of known words",
@@ -123,6 +130,7 @@ class TextDiscConfig:
     # With scorer_pooled: a second character LSTM config (same vocabulary), frozen inside the model like the scorer,
     # whose view of the window enters as REFERENCE_STATISTICS; None: none.
     reference: dict[str, int | float] | None = None
+    scorer_skip: int = SCORER_SKIP  # with scorer_pooled: the first character the statistics count (see WARM_UP)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "dilations", tuple(self.dilations))  # JSON gives a list
@@ -149,6 +157,8 @@ class TextDiscConfig:
             raise InvalidArgument("reference", "the reference's vocabulary must be the discriminator's")
         if self.position_statistics and not (self.scorer_pooled and self.lexicon_documents):
             raise InvalidArgument("position_statistics", "needs a pooled scorer and a lexicon (its words)")
+        if not 1 <= self.scorer_skip <= MAX_SKIP:
+            raise InvalidArgument("scorer_skip", f"must be in 1..{MAX_SKIP} characters, got {self.scorer_skip}")
         if not 0 <= self.lexicon_documents <= MAX_DOCUMENTS:
             raise InvalidArgument("lexicon", f"counts 0 to {MAX_DOCUMENTS} documents, got {self.lexicon_documents}")
 
@@ -192,7 +202,7 @@ def mean_spread(f: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 class ScorerStatistics(nn.Module):
     """Statistics over a window of the scorer's features (B, T, F) -> (B, width): their mean and spread, and their
-    mean among the characters the scorer predicted with low, middle and high entropy, from position SCORER_SKIP on;
+    mean among the characters the scorer predicted with low, middle and high entropy, from character ``skip`` on;
     with a lexicon, also its view per word (:data:`LEXICON_STATISTICS`) and, with ``positions``, the scorer's view
     by where a character stands in a word (:data:`POSITION_STATISTICS`); with a ``reference``, how its view differs
     from the scorer's (:data:`REFERENCE_STATISTICS`). All of them standardised by the training
@@ -208,9 +218,11 @@ class ScorerStatistics(nn.Module):
         band_width: float = 0.0,
         positions: bool = False,
         reference: bool = False,
+        skip: int = SCORER_SKIP,
     ) -> None:
         super().__init__()
         self.features = features
+        self.skip = skip
         self.lexicon = lexicon
         self.band_width = band_width
         self.positions = positions
@@ -240,7 +252,8 @@ class ScorerStatistics(nn.Module):
         the last axis) and, with a lexicon, of the window's ``words`` (:class:`lexicon.Words`) and the lexicon's
         ``view`` of them (B, T, len(LEXICON_FEATURES))."""
         features, theirs = features[:, :, : self.features], features[:, :, self.features :]
-        f = features[:, SCORER_SKIP:]  # (B, T', F)
+        skip = self.skip
+        f = features[:, skip:]  # (B, T', F)
         mean, spread = mean_spread(f)
         out = [mean, spread]
         for inside in self.bands(f[:, :, 1:2]):
@@ -253,14 +266,14 @@ class ScorerStatistics(nn.Module):
             out.append(count / 64)
             per_word = word_means(torch.stack([features[:, :, 0], features[:, :, 2]], dim=2), lengths)  # (B, T, 2)
             position = torch.arange(features.shape[1], device=features.device)
-            scored = ((lengths > 0) & (position - lengths + 1 >= SCORER_SKIP)).float()  # (B, T)
+            scored = ((lengths > 0) & (position - lengths + 1 >= skip)).float()  # (B, T)
             unknown = (view[:, :, 0] + view[:, :, 1]) * scored
             known = (view[:, :, 2] > 0).float() * scored
             for mask in (unknown, known):
                 out.append((per_word * mask.unsqueeze(2)).sum(dim=1) / mask.sum(dim=1, keepdim=True).clamp(min=1.0))
         if self.positions:
             assert words is not None, "the position statistics need the window's words"
-            inside = words.inside.int()[:, SCORER_SKIP - 1 :] > 0  # (B, 1 + T'): from the character before
+            inside = words.inside.int()[:, skip - 1 :] > 0  # (B, 1 + T'): from the character before
             here, before = inside[:, 1:], inside[:, :-1]
             picked = f[:, :, list(POSITION_FEATURES.values())]  # (B, T', 3)
             for where in (here & ~before, here & before, ~here):
@@ -268,7 +281,7 @@ class ScorerStatistics(nn.Module):
                 out.append((picked * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0))
         if self.reference:
             assert theirs.shape[2] == self.features, "the reference's features follow the scorer's"
-            out.extend(mean_spread(f - theirs[:, SCORER_SKIP:]))
+            out.extend(mean_spread(f - theirs[:, skip:]))
         return torch.cat(out, dim=1)
 
     def forward(
@@ -310,6 +323,7 @@ class TextDiscriminator(nn.Module):
                     config.band_width,
                     config.position_statistics,
                     config.reference is not None,
+                    config.scorer_skip,
                 )
                 pooled = self.scorer_stats.width
             else:

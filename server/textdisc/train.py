@@ -61,6 +61,7 @@ from server.textdisc.model import (
     RANK_WIDTH,
     SCORER_FEATURES,
     SCORER_SKIP,
+    WARM_UP,
     WINDOW_STATISTICS,
     TextDiscConfig,
     TextDiscriminator,
@@ -344,6 +345,7 @@ def train_textdisc(opts: TextDiscTrainOptions) -> dict[str, Any]:
             "scorer_pooled": True,
             "band_width": asked.get("band_width", BAND_WIDTH),
             "position_statistics": asked.get("position_statistics", bool(config.get("lexicon_documents"))),
+            "scorer_skip": asked.get("scorer_skip", WARM_UP),
         }
     reference: dict[str, Any] | None = None
     if opts.reference_checkpoint is not None:
@@ -545,7 +547,8 @@ def write_model_card(out: Path, info: dict[str, Any], config: dict[str, Any]) ->
             f"sha256 {scorer['sha256'][:16]}..., {scorer['parameters']:,} parameters: per character "
             f"{', '.join(SCORER_FEATURES)}){reference_arch}, its features pooled over the window "
             f"({', '.join(WINDOW_STATISTICS)}{bands}{lexicon_stats}{positions}{reference_stats}, from character "
-            f"{SCORER_SKIP} on, standardised); a trained linear head over both, {config['num_classes']} outputs"
+            f"{config.get('scorer_skip', SCORER_SKIP)} on, standardised); a trained linear head over both, "
+            f"{config['num_classes']} outputs"
         )
     else:
         arch = (
@@ -576,6 +579,7 @@ def write_model_card(out: Path, info: dict[str, Any], config: dict[str, Any]) ->
     if config.get("scorer_pooled"):
         scorer_opts += f" --band-width {config.get('band_width', 0.0):g}"
         scorer_opts += "" if config.get("position_statistics") else " --no-position-statistics"
+        scorer_opts += f" --scorer-skip {config.get('scorer_skip', SCORER_SKIP)}"
     frozen = f" + {scorer['parameters']:,} of the frozen scorer" if scorer else ""
     frozen += f" + {reference['parameters']:,} of the frozen reference" if reference else ""
     training = (

@@ -193,6 +193,22 @@ def test_position_statistics_split_the_scorer_view_by_where_a_character_stands()
         assert raw[row].tolist() == pytest.approx([np.mean(at[where]), 1.0, 2.0])
 
 
+def test_window_statistics_start_at_the_configured_character() -> None:
+    """The pooled statistics count the scorer's view from character ``skip`` on: the first models from 32, new ones
+    from WARM_UP, and a config without the field (an older checkpoint's) keeps 32."""
+    from server.textdisc.model import SCORER_SKIP, WARM_UP, ScorerStatistics
+
+    features = torch.arange(64, dtype=torch.float32).reshape(1, 64, 1).repeat(1, 1, 2)  # feature = position
+    for skip in (SCORER_SKIP, WARM_UP, 1):
+        mean, spread = ScorerStatistics(features=2, lexicon=False, skip=skip).raw(features)[0, :4].reshape(2, 2)
+        positions = np.arange(skip, 64)
+        assert mean.tolist() == pytest.approx([positions.mean()] * 2)
+        assert spread.tolist() == pytest.approx([positions.std()] * 2)
+    assert TextDiscConfig(vocab_size=4).scorer_skip == SCORER_SKIP
+    with pytest.raises(InvalidArgument, match="scorer_skip"):
+        TextDiscConfig(vocab_size=4, scorer_skip=0)
+
+
 def kind(text: str, i: int) -> str:
     """Where character i stands: a word's first letter, its other letters, or not in a word."""
 

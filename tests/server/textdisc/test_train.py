@@ -292,6 +292,7 @@ def test_a_base_stays_frozen_and_only_the_head_learns(
         RANK_WIDTH,
         REFERENCE_STATISTICS,
         SCORER_FEATURES,
+        WARM_UP,
         WINDOW_STATISTICS,
     )
 
@@ -314,11 +315,13 @@ def test_a_base_stays_frozen_and_only_the_head_learns(
     assert meta["reference"]["file"] == tiny_reference_checkpoint.name
     assert stacked.config.position_statistics and stacked.config.band_width == BAND_WIDTH
     assert stacked.config.rank_width == RANK_WIDTH  # soft comparisons throughout: export/specs.hard_comparisons
+    assert stacked.config.scorer_skip == WARM_UP
     assert stacked.head.weight[:, width:].abs().sum() > 0  # the statistics' weights trained
     assert not torch.equal(stacked.scorer_stats.scale, torch.ones_like(stacked.scorer_stats.scale))
     assert meta["base"]["file"] == tiny_textdisc_checkpoint.name and meta["base"]["sha256"]
     card = tiny_stacked_checkpoint.with_suffix(".md").read_text(encoding="utf-8")
     assert f"--base {tiny_textdisc_checkpoint.name}" in card and "the frozen discriminator" in card
+    assert f"--scorer-skip {WARM_UP}" in card and f"from character {WARM_UP} on" in card
     assert f"the frozen reference `{tiny_reference_checkpoint.name}` (a 1 x 16 LSTM" in card
 
 
