@@ -6,8 +6,9 @@
   otherwise.
 - TFLite: ``litert_torch.convert``; int8 through the LiteRT quantizer
   (``ai-edge-quantizer``): ``static_wi8_ai8`` with calibration (int8 inputs and
-  outputs, their scales in the file), ``dynamic_wi8_afp32`` without; the int8
-  file's inner tensors get short names (:func:`shorten_tensor_names`).
+  outputs, their scales in the file), ``dynamic_wi8_afp32`` without or where the
+  spec asks (``tflite_dynamic``: a recurrent scorer inside a classifier); the
+  int8 file's inner tensors get short names (:func:`shorten_tensor_names`).
 
 The converters print progress and raise deprecation warnings of their own;
 both are kept out of the caller's output and warning filters.
@@ -211,7 +212,7 @@ def tflite_int8(spec: ExportSpec, float_path: Path, path: Path) -> str:
             from ai_edge_quantizer import quantizer, recipe
 
             qt = quantizer.Quantizer(str(float_path))
-            if spec.calibration:
+            if spec.calibration and not spec.tflite_dynamic:
                 qt.load_quantization_recipe(_tflite_static_recipe(spec))
                 data = [dict(zip(spec.input_names, batch, strict=True)) for batch in spec.calibration]
                 result = qt.quantize(qt.calibrate({"serving_default": data}))

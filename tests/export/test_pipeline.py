@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -147,3 +148,23 @@ def test_small_step_is_its_own_model(exported: Exported) -> None:
     assert small["kind"] == "char_lstm_step"
     assert small["files"]["tflite"]["float32"]["file"] == "text_small_step.tflite"
     assert small["files"]["onnx"]["float32"]["parity"]["greedy_matches"] is True
+
+
+def test_a_spec_can_ask_for_dynamic_int8_tflite_despite_calibration(exported: Exported, tmp_path: Path) -> None:
+    """``tflite_dynamic`` (the text discriminator with its LSTM scorer) quantizes the weights only, keeping float
+    activations and a float input, even though the spec brings calibration inputs; the file still agrees with
+    torch."""
+    from export.convert import tflite_int8
+    from export.parity import INT8_AGREEMENT, label_figures
+    from export.runtime import TfliteRunner
+    from export.specs import digits_spec
+
+    spec = dataclasses.replace(digits_spec(DIGITS_CHECKPOINT), tflite_dynamic=True)
+    assert spec.calibration
+    out = tmp_path / "digits.dynamic.tflite"
+    assert "dynamic" in tflite_int8(spec, exported.out / "digits.tflite", out)
+    runner = TfliteRunner(out, (spec.input_names, spec.output_names))
+    assert label_figures(spec, runner)["top_label_agreement"] >= INT8_AGREEMENT
+    static = exported.manifest["models"]["digits"]["files"]["tflite"]["int8"]
+    assert static["inputs"][0]["dtype"] == "int8"  # the static file takes int8 images; the dynamic one float
+    assert runner.inputs[0].dtype == "float32" and runner.inputs[0].scale is None
