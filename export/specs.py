@@ -201,7 +201,7 @@ def textdisc_spec(
         # rounding only.
         float_tolerance=5e-2 if hard_comparisons(model.config) else None,
         # With a scorer, TFLite int8 is dynamic: the static file of the 95.17% model agreed with torch on 91.29% of
-        # the 3,456 test windows (and was larger than the float file: 22.7 MB), the dynamic one on 99.75% of 400.
+        # the 3,456 test windows (and was larger than the float file: 22.7 MB), the dynamic one on 99.74%.
         tflite_dynamic=model.scorer is not None,
         # Static int8 files of a model with many windows near a tie between its two logits flip some of them: the
         # 80% model (no scorer) agreed with torch on 99.1% (ONNX) and 97.97% (TFLite) of 3,456 windows. With a
