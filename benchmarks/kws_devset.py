@@ -32,9 +32,10 @@ from scipy.signal import resample_poly
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from server.data.speech import NUMBER_WORDS, other_words, random_rendering  # noqa: E402
+from server.data.speech import NUMBER_WORDS, other_word_count, other_words, random_rendering  # noqa: E402
 from server.kws.checkpoint import load_kws_model  # noqa: E402
 from server.kws.data import (  # noqa: E402
+    DEVELOPMENT_WORDS,
     HARD_NEGATIVES,
     LABELS,
     SILENCE_INDEX,
@@ -48,7 +49,6 @@ from server.kws.data import (  # noqa: E402
 from server.kws.evaluate import predict_logits  # noqa: E402
 
 SEED = 0
-WORDS = 400
 PER_NUMBER = 40
 RENDERINGS = 3
 TRAINED_WORDS = 24_040  # the most other words any run has read (24,000 training + 40 held-out)
@@ -82,8 +82,8 @@ def dev_clips(workers: int = 2) -> tuple[BaseClips, dict[str, list[int]]]:
         "numbers",
         [Clip(k, w, random_rendering(rng, "heldout")) for k, w in enumerate(NUMBER_WORDS) for _ in range(PER_NUMBER)],
     )
-    order = other_words(_word_count(), SEED)
-    words = [w for w in order[-WORDS:] if w not in SPOKEN_AS_NUMBERS]  # espeak-ng says a number word
+    order = other_words(other_word_count(), SEED)
+    words = [w for w in order[-DEVELOPMENT_WORDS:] if w not in SPOKEN_AS_NUMBERS]  # espeak-ng says a number word
     add("words", [Clip(UNKNOWN_INDEX, w, random_rendering(rng, "heldout")) for w in words])
     add(
         "number_like",
@@ -97,12 +97,6 @@ def dev_clips(workers: int = 2) -> tuple[BaseClips, dict[str, list[int]]]:
     )
     add("silence", [Clip(SILENCE_INDEX, "", None) for _ in range(PER_NUMBER)])
     return BaseClips(clips, _render(clips, workers, progress=False)), groups
-
-
-def _word_count() -> int:
-    from server.data.speech import _training_words
-
-    return len(_training_words())
 
 
 def phone_line(waves: np.ndarray) -> np.ndarray:

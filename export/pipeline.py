@@ -53,6 +53,7 @@ class ExportOptions:
     textdisc_checkpoint: Path | None = None
     kws_checkpoint: Path | None = None
     kws_data: Any = None  # a KWSDataConfig for kws's evaluation and calibration clips (None: the checkpoint's)
+    kws_test_per_label: int = 200  # kws's evaluation set: the test set's clips of each label (0: the held-out set)
     text: str | None = None  # held-out text: the text steps' checks (first 1,000 characters), textdisc's real windows
     seed: int = 0
 
@@ -91,7 +92,7 @@ def build_spec(name: str, opts: ExportOptions) -> ExportSpec:
         from export.specs import kws_spec
 
         assert opts.kws_checkpoint is not None
-        return kws_spec(opts.kws_checkpoint, opts.seed, data=opts.kws_data)
+        return kws_spec(opts.kws_checkpoint, opts.seed, data=opts.kws_data, test_per_label=opts.kws_test_per_label)
     if not opts.text:
         raise InvalidArgument("text", f"{name}'s checks need real text")
     if name == "text_small_step":

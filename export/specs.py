@@ -225,16 +225,33 @@ def kws_spec(
     n_random: int = 32,
     n_calibration: int = 400,
     data: Any = None,
+    test_per_label: int = 200,
 ) -> ExportSpec:
-    """The keyword spotter, raw PCM in: the held-out voices (clean) are the evaluation set, training clips (half
-    augmented, half clean) calibrate; ``data`` (a KWSDataConfig) replaces the checkpoint's data sizes (tests: a
-    smaller set)."""
+    """The keyword spotter, raw PCM in: the evaluation set is the test set of the held-out voices, clean
+    (``test_per_label`` clips of each label; 0: the checkpoint's held-out set), training clips (half augmented,
+    half clean) calibrate; ``data`` (a KWSDataConfig) replaces the checkpoint's data sizes (tests: a smaller set)."""
     from server.kws.checkpoint import load_kws_model
-    from server.kws.data import BaseClips, ClipSampler, KWSDataConfig, heldout_clips, heldout_set, training_clips
+    from server.kws.data import (
+        BaseClips,
+        ClipSampler,
+        KWSDataConfig,
+        heldout_clips,
+        heldout_set,
+        training_clips,
+        unseen_clips,
+        unseen_set,
+    )
 
     model, meta = load_kws_model(checkpoint)
     config = data or KWSDataConfig.from_meta(meta["data"])
-    waves, labels = heldout_set(heldout_clips(config), noisy=False, seed=config.seed)
+    if test_per_label:
+        waves, labels = unseen_set(unseen_clips(config, test_per_label), noisy=False, config=config)
+        evaluation = (
+            f"the test set: {len(labels):,} clips of the held-out voices (`antiphon eval kws --test-per-label`)"
+        )
+    else:
+        waves, labels = heldout_set(heldout_clips(config), noisy=False, seed=config.seed)
+        evaluation = f"the held-out set: {len(labels):,} clips of the held-out voices (`antiphon eval kws`)"
     train = training_clips(config)
     augmented, _ = ClipSampler(train, seed).batch(n_calibration - n_calibration // 2)
     # Clean clips too: a word in digital silence reaches the log floor, which augmented clips seldom do, and an int8
@@ -265,7 +282,13 @@ def kws_spec(
             "front_end": model.config.front_end,
             "input": "audio: one second of mono PCM at 16 kHz, float32 in [-1, 1] (resample other rates first)",
             "output": "logits over labels; the top one is the word (unknown: another word; silence: no speech)",
+            "evaluation": evaluation,
             "checkpoint_heldout_accuracy": meta["metrics"]["heldout_clean_accuracy"],
+            **(
+                {"checkpoint_test_accuracy": meta["metrics"]["test_clean_accuracy"]}
+                if "test_clean_accuracy" in meta["metrics"]
+                else {}
+            ),
         },
     )
 

@@ -454,6 +454,13 @@ def _add_train_kws(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--heldout-per-label", type=int, default=40, help="held-out clips of each label")
     p.add_argument(
+        "--test-per-label",
+        type=int,
+        default=200,
+        help="clips of each label in the test set, scored once after training: the held-out voices again, with "
+        "fresh renderings and other words that no training reads (0: none)",
+    )
+    p.add_argument(
         "--context",
         type=float,
         default=0.5,
@@ -529,6 +536,7 @@ def _train_kws(args: argparse.Namespace) -> int:
         lr=args.lr,
         seed=args.seed,
         eval_every=args.eval_every,
+        test_per_label=args.test_per_label,
         render_workers=args.render_workers,
         init=args.init,
         context=args.context,
@@ -551,9 +559,14 @@ def _train_kws(args: argparse.Namespace) -> int:
     )
     info = train_kws(opts)
     m = info["metrics"]
+    test = (
+        f"; test set: {m['test_clean_accuracy']:.2%} clean, {m['test_noisy_accuracy']:.2%} augmented"
+        if "test_clean_accuracy" in m
+        else ""
+    )
     print(
-        f"held-out voices: {m['heldout_clean_accuracy']:.2%} clean, {m['heldout_noisy_accuracy']:.2%} augmented "
-        f"-> {opts.out}"
+        f"held-out voices: {m['heldout_clean_accuracy']:.2%} clean, {m['heldout_noisy_accuracy']:.2%} augmented"
+        f"{test} -> {opts.out}"
     )
     return 0
 
@@ -807,7 +820,9 @@ def _add_eval_kws(sub: argparse._SubParsersAction) -> None:
         "loudest second kept, shorter clips centred) and print the accuracy and the confusion matrix (rows: "
         "true label, columns: predicted). A file's label is its folder's name (Speech Commands layout: "
         "DIR/seven/a.wav) or its name's prefix (seven_a.wav); other words count as unknown, and folders named "
-        "silence or _background_noise_ as silence. With no FILE, the held-out espeak-ng voices are scored.",
+        "silence or _background_noise_ as silence. With no FILE, the held-out espeak-ng voices are scored: the "
+        "checkpoint's held-out set (40 clips of each label, as its card), or with --test-per-label the larger test "
+        "set.",
     )
     p.add_argument("files", nargs="*", type=Path, metavar="DIR|FILE")
     p.add_argument(
@@ -816,7 +831,16 @@ def _add_eval_kws(sub: argparse._SubParsersAction) -> None:
         default=None,
         help=f"default: {DEFAULT_KWS_CHECKPOINT.name} in models/kws (or $ANTIPHON_KWS_CHECKPOINT)",
     )
-    p.add_argument("--noisy", action="store_true", help="held-out set only: through the training augmentation")
+    p.add_argument("--noisy", action="store_true", help="no FILE only: through the training augmentation")
+    p.add_argument(
+        "--test-per-label",
+        type=int,
+        default=0,
+        metavar="N",
+        help="no FILE only: score the test set, N clips of each label (the held-out voices again, with fresh "
+        "renderings and other words that the checkpoint's training did not read; 200 in the cards); 0: the "
+        "held-out set",
+    )
     p.add_argument(
         "--json",
         action="store_true",
@@ -832,6 +856,10 @@ def _eval_kws(args: argparse.Namespace) -> int:
     from server.kws.evaluate import evaluate
     from server.vision.evaluate import format_confusion
 
+    if args.test_per_label < 0:
+        raise InvalidArgument("test_per_label", f"must be at least 0, got {args.test_per_label}")
+    if args.files and (args.noisy or args.test_per_label):
+        raise InvalidArgument("files", "--noisy and --test-per-label score the espeak-ng voices: give no FILE")
     model, meta = load_kws_model(args.checkpoint or default_kws_checkpoint())
     if args.files:
         from server.kws.audio_files import collect, label_of, one_second, read_wav
@@ -841,11 +869,16 @@ def _eval_kws(args: argparse.Namespace) -> int:
         waves = np.stack([one_second(read_wav(f)) for f in files])
         what = f"{len(files)} files"
     else:
-        from server.kws.data import KWSDataConfig, heldout_clips, heldout_set
+        from server.kws.data import KWSDataConfig, heldout_clips, heldout_set, unseen_clips, unseen_set
 
         config = KWSDataConfig.from_meta(meta["data"])
-        waves, labels = heldout_set(heldout_clips(config), noisy=args.noisy, seed=config.seed)
-        what = f"{len(labels)} held-out espeak-ng clips" + (" (augmented)" if args.noisy else "")
+        if args.test_per_label:
+            waves, labels = unseen_set(unseen_clips(config, args.test_per_label, progress=True), args.noisy, config)
+            what = f"{len(labels)} test clips of the held-out espeak-ng voices"
+        else:
+            waves, labels = heldout_set(heldout_clips(config), noisy=args.noisy, seed=config.seed)
+            what = f"{len(labels)} held-out espeak-ng clips"
+        what += " (augmented)" if args.noisy else ""
     result = evaluate(model, waves, labels)
     print(f"accuracy {result.accuracy:.2%} on {what}")
     print(format_confusion(result.confusion, meta["labels"]))

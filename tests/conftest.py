@@ -158,6 +158,7 @@ def tiny_kws_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
             eval_every=20,
             render_workers=1,
             data=KWSDataConfig(per_number=3, unknown_words=8, heldout_per_label=2),
+            test_per_label=2,
             model={"channels": 16, "blocks": 2},
             progress=False,
         )

@@ -241,6 +241,11 @@ def _training_words() -> tuple[str, ...]:
     return tuple(sorted(w for w in words if w not in excluded and len(w) >= 2))
 
 
+def other_word_count() -> int:
+    """How many words :func:`other_words` can give."""
+    return len(_training_words())
+
+
 def other_words(count: int, seed: int) -> list[str]:
     """``count`` distinct words of the training plays that are neither number words nor sound like one: the first
     ``count`` of a seeded order, so that a larger count extends a smaller one."""

@@ -261,6 +261,7 @@ def build(out: Path, text_checkpoint: Path, corpus: Path, seed: int = 0) -> Path
             models=("kws",),
             kws_checkpoint=REAL_KWS,
             kws_data=KWSDataConfig(per_number=10, unknown_words=40, heldout_per_label=20),
+            kws_test_per_label=0,
         )
         manifest["models"]["kws"] = export_models(replace(kws_opts, out=out / "kws"))["models"]["kws"]
         for file in (out / "kws").glob("kws*"):

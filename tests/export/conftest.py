@@ -67,5 +67,6 @@ def exported_kws(tmp_path_factory: pytest.TempPathFactory) -> Exported:
         int8=True,
         kws_checkpoint=KWS_CHECKPOINT,
         kws_data=KWSDataConfig(per_number=10, unknown_words=40, heldout_per_label=20),
+        kws_test_per_label=0,  # the held-out set: these sizes are not the checkpoint's, so its test set would not be
     )
     return Exported(opts.out, export_models(opts), opts)

@@ -48,7 +48,12 @@ def test_int8_tflite_inner_tensors_have_short_names(exported_kws: Exported) -> N
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_float_files_match_torch_on_fresh_audio(exported_kws: Exported, fmt: str) -> None:
     """Float files match torch to 1e-4 on random audio of another seed (quiet to full scale) and on held-out clips."""
-    spec = kws_spec(KWS_CHECKPOINT, seed=7, data=KWSDataConfig(per_number=10, unknown_words=40, heldout_per_label=3))
+    spec = kws_spec(
+        KWS_CHECKPOINT,
+        seed=7,
+        data=KWSDataConfig(per_number=10, unknown_words=40, heldout_per_label=3),
+        test_per_label=0,
+    )
     runner = open_runner(fmt, exported_kws.out / f"kws.{fmt}", (spec.input_names, spec.output_names))
     assert max_abs_difference(spec, runner, spec.random_inputs) <= 1e-4
     assert max_abs_difference(spec, runner, spec.real_inputs) <= 1e-4
@@ -71,9 +76,26 @@ def test_int8_tflite_agrees_on_noisy_audio(exported_kws: Exported) -> None:
     """On the same clips through the training augmentation the int8 TFLite file still gives torch's label."""
     from server.kws.data import heldout_clips, heldout_set
 
-    spec = kws_spec(KWS_CHECKPOINT, data=KWSDataConfig(per_number=10, unknown_words=40, heldout_per_label=3))
+    spec = kws_spec(
+        KWS_CHECKPOINT, data=KWSDataConfig(per_number=10, unknown_words=40, heldout_per_label=3), test_per_label=0
+    )
     waves, _ = heldout_set(heldout_clips(KWSDataConfig(per_number=10, unknown_words=40, heldout_per_label=10)), True)
     runner = open_runner("tflite", exported_kws.out / "kws.int8.tflite", (spec.input_names, spec.output_names))
     got = top_labels([runner(x[None]) for x in waves])
     want = top_labels([spec.reference((x[None],)) for x in waves])
     assert np.mean(got == want) >= 0.95
+
+
+def test_the_evaluation_set_is_the_test_set() -> None:
+    """By default the export checks the keyword spotter on the test set (fresh clips of the held-out voices), and
+    the manifest says so; with 0 clips of each label, on the checkpoint's held-out set."""
+    from server.kws.data import unseen_clips, unseen_set
+
+    data = KWSDataConfig(per_number=10, unknown_words=40, heldout_per_label=3)
+    spec = kws_spec(KWS_CHECKPOINT, data=data, test_per_label=2)
+    waves, labels = unseen_set(unseen_clips(data, 2), noisy=False, config=data)
+    assert len(spec.real_inputs) == 24 and np.array_equal(spec.targets, labels)
+    assert np.array_equal(spec.real_inputs[5][0][0], waves[5])
+    assert spec.info["evaluation"].startswith("the test set: 24 clips of the held-out voices")
+    held = kws_spec(KWS_CHECKPOINT, data=data, test_per_label=0)
+    assert len(held.real_inputs) == 36 and held.info["evaluation"].startswith("the held-out set: 36 clips")

@@ -9,10 +9,11 @@ import subprocess
 import numpy as np
 import pytest
 
-from server.data.speech import ACCENTS, HOMOPHONES, NUMBER_WORDS, other_words, random_rendering
+from server.data.speech import ACCENTS, HOMOPHONES, NUMBER_WORDS, other_word_count, other_words, random_rendering
 from server.errors import InvalidArgument
 from server.kws.augment import AugmentConfig
 from server.kws.data import (
+    DEVELOPMENT_WORDS,
     HARD_NEGATIVES,
     PRONUNCIATIONS,
     SILENCE_INDEX,
@@ -27,6 +28,9 @@ from server.kws.data import (
     _word_split,
     hard_negatives,
     training_clips,
+    unseen_clips,
+    unseen_set,
+    untrained_words,
 )
 
 
@@ -209,6 +213,34 @@ def test_heldout_words_do_not_depend_on_the_training_words() -> None:
     assert held_small == held_large and len(held_small) == 5
     assert len(train_small) == 10 and len(train_large) == 50
     assert not set(held_large) & set(train_large)
+
+
+def test_the_test_set_holds_no_trained_held_out_or_development_word() -> None:
+    """The test set's other words come after the training and held-out words and before the development words;
+    every label has its share of clips, placed apart from the held-out set's draws."""
+    config = KWSDataConfig(per_number=2, unknown_words=30, heldout_per_label=4)
+    train, held = _word_split(config)
+    words = untrained_words(config)
+    order = other_words(other_word_count(), config.seed)
+    assert words[0] == next(w for w in order[34:] if w not in SPOKEN_AS_NUMBERS and w not in HARD_NEGATIVES)
+    assert not set(words) & (set(train) | set(held) | set(order[-DEVELOPMENT_WORDS:]) | set(HARD_NEGATIVES))
+    base = unseen_clips(config, per_label=2, workers=1)
+    assert [sum(c.label == k for c in base.clips) for k in range(12)] == [2] * 12
+    assert [c.text for c in base.clips if c.label == UNKNOWN_INDEX] == words[:2]
+    waves, labels = unseen_set(base, noisy=False, config=config)
+    assert waves.shape == (24, 16_000) and labels.tolist() == [c.label for c in base.clips]
+
+
+def test_the_test_set_and_the_training_words_have_their_limits() -> None:
+    """Asking for more test words than training leaves, or for the development words, names the field."""
+    most = other_word_count() - DEVELOPMENT_WORDS - 40
+    config = KWSDataConfig(unknown_words=most - 100)
+    with pytest.raises(InvalidArgument) as info:
+        unseen_clips(config, per_label=200)
+    assert info.value.field == "test_per_label" and f"between 1 and {len(untrained_words(config))}" in str(info.value)
+    with pytest.raises(InvalidArgument) as info:
+        training_clips(KWSDataConfig(unknown_words=most + 1))
+    assert info.value.field == "unknown_words" and f"at most {most:,}" in str(info.value)
 
 
 def test_older_checkpoints_read_without_an_accent_share() -> None:

@@ -47,6 +47,39 @@ def test_model_card_is_written_beside_the_checkpoint(tiny_kws_checkpoint: Path) 
     assert "zero, one, two, three, four, five, six, seven, eight, nine, unknown, silence" in card
     assert f"**{metrics['heldout_clean_accuracy']:.2%}**" in card
     assert f"**{metrics['heldout_noisy_accuracy']:.2%}**" in card
+    assert f"| test set, clean | **{metrics['test_clean_accuracy']:.2%}** (24 clips: 2 of each label" in card
+    assert "--test-per-label 2 " in card and "Confusion on the test set, clean" in card
+
+
+def test_eval_scores_the_test_set_as_training_did(
+    tiny_kws_checkpoint: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`antiphon eval kws --test-per-label N` scores the same test set the trainer scored: the same confusion."""
+    metrics = read_meta(tiny_kws_checkpoint)["metrics"]
+    assert np.asarray(metrics["test_clean_confusion"]).sum(axis=1).tolist() == [2] * 12
+    code = main(["eval", "kws", "--test-per-label", "2", "--checkpoint", str(tiny_kws_checkpoint), "--json"])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "on 24 test clips of the held-out espeak-ng voices" in out
+    assert json.loads(out.strip().splitlines()[-1])["confusion"] == metrics["test_clean_confusion"]
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--test-per-label", "-1"], "test_per_label: must be at least 0, got -1"),
+        (["some.wav", "--test-per-label", "2"], "files: --noisy and --test-per-label score the espeak-ng voices"),
+        (["some.wav", "--noisy"], "files: --noisy and --test-per-label score the espeak-ng voices"),
+    ],
+)
+def test_eval_refuses_test_options_with_files(
+    tiny_kws_checkpoint: Path, argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The test-set options and FILE arguments exclude each other; the error names the field (exit 2)."""
+    with pytest.raises(SystemExit) as info:
+        main(["eval", "kws", *argv, "--checkpoint", str(tiny_kws_checkpoint)])
+    assert info.value.code == 2
+    assert message in capsys.readouterr().err
 
 
 def test_model_card_names_the_unknown_options(tiny_kws_checkpoint: Path, tmp_path: Path) -> None:
@@ -130,6 +163,7 @@ def test_spec_augment_zeroes_bands_and_frames() -> None:
         ({"mine_share": -0.1}, "mine_share: must be in [0, 1], got -0.1"),
         ({"mine_every": 0}, "mine_every: must be at least 1, got 0"),
         ({"keyword_gap": 0.6}, "keyword_gap: must be in [0, 0.5] seconds, got 0.6"),
+        ({"test_per_label": -1}, "test_per_label: must be at least 0, got -1"),
     ],
 )
 def test_bad_options_are_named(tmp_path: Path, options: dict[str, object], message: str) -> None:
