@@ -139,6 +139,25 @@ async def test_cancel_frees_the_slot(make_audio_engine: Callable[..., AudioEngin
     assert len(codes) > 0
 
 
+async def test_a_stream_cancelled_between_calls_gets_nothing_more(
+    make_audio_engine: Callable[..., AudioEngine],
+) -> None:
+    """Two calls are planned ahead: a stream cancelled while its samples are still being computed ends at once,
+    and the samples computed for it are dropped, not delivered after the end."""
+    engine = make_audio_engine(chunk=160)
+    stream = engine.generate(AudioRequest("Now is the winter of our discontent.", seed=1))
+    other = engine.generate(AudioRequest("Made glorious summer by this sun of York.", seed=2))
+    await asyncio.wait_for(engine.wait_until(lambda: stream.samples > 0), timeout(60))
+    stream.cancel()
+    await asyncio.wait_for(engine.wait_until(lambda: stream.finish_reason is not None), timeout(60))
+    held, steps = stream.samples, engine.steps
+    await asyncio.wait_for(engine.wait_until(lambda: engine.steps >= steps + 3), timeout(60))
+    assert stream.finish_reason == FINISH_CANCELLED and stream.samples == held
+    assert len(await asyncio.wait_for(collect(other), timeout(60))) == rendering_length(
+        "Made glorious summer by this sun of York."
+    )
+
+
 async def test_a_full_buffer_pauses_the_stream(make_audio_engine: Callable[..., AudioEngine]) -> None:
     """A stream nobody reads stops advancing once its buffer is full, then resumes when read."""
     engine = make_audio_engine(stream_buffer=640, chunk=320)
