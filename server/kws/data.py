@@ -265,7 +265,8 @@ def unseen_clips(config: KWSDataConfig, per_label: int, workers: int = 2, progre
     """A test set larger than :func:`heldout_clips` and apart from it: the held-out voices saying each number word
     ``per_label`` times (their own seeded draws) and ``per_label`` of the :func:`untrained_words`, and ``per_label``
     silence clips. Forty "unknown" clips leave the held-out figure a standard error of about 0.6 points from the
-    unknown words alone; this set is for telling models apart and for the figures reported."""
+    unknown words alone. This set is for the figures reported; choose between runs on the development set
+    (benchmarks/kws_devset.py)."""
     config.validate()
     words = untrained_words(config)
     if not 1 <= per_label <= len(words):
