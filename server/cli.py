@@ -821,8 +821,8 @@ def _add_eval_kws(sub: argparse._SubParsersAction) -> None:
         "true label, columns: predicted). A file's label is its folder's name (Speech Commands layout: "
         "DIR/seven/a.wav) or its name's prefix (seven_a.wav); other words count as unknown, and folders named "
         "silence or _background_noise_ as silence. With no FILE, the held-out espeak-ng voices are scored: the "
-        "checkpoint's held-out set (40 clips of each label, as its card), or with --test-per-label the larger test "
-        "set.",
+        "checkpoint's held-out set (the one on its card, 40 clips of each label by default), or with "
+        "--test-per-label the larger test set.",
     )
     p.add_argument("files", nargs="*", type=Path, metavar="DIR|FILE")
     p.add_argument(
