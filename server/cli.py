@@ -467,6 +467,13 @@ def _add_train_kws(sub: argparse._SubParsersAction) -> None:
         help="share of training words placed between parts of other words, as cut from running speech (0 to 1)",
     )
     p.add_argument(
+        "--speed-range",
+        default="0.85,1.2",
+        metavar="LOW,HIGH",
+        help="resampling factors of the speed and pitch augmentation (> 1: faster and higher), drawn uniformly for "
+        "80%% of the clips; a wider range hears slower, deeper and faster, higher voices than espeak-ng's",
+    )
+    p.add_argument(
         "--hard-renderings",
         type=int,
         default=0,
@@ -525,6 +532,15 @@ def _add_train_kws(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_train_kws)
 
 
+def _float_pair(text: str, field: str) -> tuple[float, float]:
+    """ "LOW,HIGH" -> (low, high); the ranges themselves are checked by the options they fill."""
+    try:
+        low, high = (float(v) for v in text.split(","))
+    except ValueError:
+        raise InvalidArgument(field, f"give two numbers as LOW,HIGH, got {text!r}") from None
+    return low, high
+
+
 def _train_kws(args: argparse.Namespace) -> int:
     from server.kws.data import KWSDataConfig
     from server.kws.train import KWSTrainOptions, train_kws
@@ -540,6 +556,7 @@ def _train_kws(args: argparse.Namespace) -> int:
         render_workers=args.render_workers,
         init=args.init,
         context=args.context,
+        speed=_float_pair(args.speed_range, "speed_range"),
         unknown_share=args.unknown_share,
         hard_share=args.hard_share,
         balanced_loss=args.balanced_loss,

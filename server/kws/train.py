@@ -63,6 +63,7 @@ class KWSTrainOptions:
     time_masks: int = 2  # ...and of up to ``time_mask`` frames
     time_mask: int = 12
     context: float = 0.5  # share of training words cut from running speech (other words right before and after)
+    speed: tuple[float, float] = (0.85, 1.2)  # resampling factors of the speed/pitch augmentation (> 1: faster, higher)
     unknown_share: float | None = None  # share of "unknown" clips in a batch (None: 1/12, like every label)
     hard_share: float = 0.0  # share of the "unknown" clips that are hard negatives (data.hard_renderings > 0)
     balanced_loss: bool = False  # logit-adjusted loss: the batches' label shares do not become the model's prior
@@ -88,6 +89,9 @@ class KWSTrainOptions:
             raise InvalidArgument("lr", f"must be in (0, 1), got {self.lr}")
         if not 0 <= self.label_smoothing < 1:
             raise InvalidArgument("label_smoothing", f"must be in [0, 1), got {self.label_smoothing}")
+        low, high = self.speed
+        if not 0.5 <= low <= high <= 2.0:
+            raise InvalidArgument("speed", f"must be two factors 0.5 <= low <= high <= 2, got {low:g},{high:g}")
         if not 0 <= self.context <= 1:
             raise InvalidArgument("context", f"must be in [0, 1], got {self.context}")
         if self.unknown_share is not None and not 0 < self.unknown_share < 1:
@@ -177,7 +181,7 @@ def train_kws(opts: KWSTrainOptions) -> dict[str, Any]:
         "%d training clips, %d held-out clips (%.0f s)", len(base.clips), len(held.clips), time.monotonic() - t_data
     )
     sampler = ClipSampler(
-        base, opts.seed, AugmentConfig(p_context=opts.context), unknown_share=opts.unknown_share,
+        base, opts.seed, AugmentConfig(p_context=opts.context, speed=opts.speed), unknown_share=opts.unknown_share,
         hard_share=opts.hard_share, mine_share=opts.mine_share, keyword_gap=opts.keyword_gap, mine_pool=opts.mine_pool,
     )  # fmt: skip
     # Logit adjustment (Menon et al., 2021): the log of each label's share of the batches relative to 1/12 is added
@@ -298,6 +302,9 @@ def write_model_card(out: Path, info: dict[str, Any], config: KWSConfig) -> Path
         command += f" --context {context}"
     if accent_share != 0.25:
         command += f" --accent-share {accent_share}"
+    speed = tuple(opts.get("speed", (0.85, 1.2)))
+    if speed != (0.85, 1.2):
+        command += f" --speed-range {speed[0]:g},{speed[1]:g}"
     hard_renderings = data.get("hard_renderings", 0)
     if hard_renderings:
         command += f" --hard-renderings {hard_renderings}"
@@ -393,7 +400,8 @@ each band's mean over the second subtracted |
 {data["unknown_words"]:,} other words of the training plays (train voices, speeds, pitches, amplitudes); \
 {accent_share:.0%} of the number words spoken as other accents and learners pronounce them (espeak-ng phonemes: \
 `server.kws.data.PRONUNCIATIONS`){hard} |
-| augmentation | speed/pitch resampling, time shift ({context:.0%} of the words between parts of other words, as cut \
+| augmentation | speed/pitch resampling (x{speed[0]:g} to x{speed[1]:g}), time shift ({context:.0%} of the words \
+between parts of other words, as cut \
 from running speech{gap_text}), reverberation, random EQ, telephone band, \
 white/pink/brown/babble noise at 0-30 dB SNR, gain and clipping, hum; SpecAugment \
 {opts["freq_masks"]} x {opts["freq_mask"]} bands, {opts["time_masks"]} x {opts["time_mask"]} frames |

@@ -98,6 +98,19 @@ def test_model_card_names_the_unknown_options(tiny_kws_checkpoint: Path, tmp_pat
     assert "--balanced-loss --mine-share 0.5 --mine-every 750 --keyword-gap 0.15 " in card
     assert "50% of the unknown clips mined" in card and "every 750 steps" in card
     assert "after a number word the next word 150 ms or more later" in card
+    meta["training"]["options"] = {**options, "speed": [0.7, 1.4]}  # as JSON gives it back
+    card = write_model_card(tmp_path / "k.safetensors", meta, model.config).read_text(encoding="utf-8")
+    assert " --speed-range 0.7,1.4 --hard-renderings 8 " in card
+    assert "speed/pitch resampling (x0.7 to x1.4)" in card
+
+
+@pytest.mark.parametrize("value", ["0.7", "a,b", "0.7,1.4,2"])
+def test_a_bad_speed_range_is_named(value: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """--speed-range takes two numbers; anything else exits 2 naming the option, before any rendering."""
+    with pytest.raises(SystemExit) as info:
+        main(["train", "kws", "--speed-range", value, "--steps", "1"])
+    assert info.value.code == 2
+    assert f"speed_range: give two numbers as LOW,HIGH, got {value!r}" in capsys.readouterr().err
 
 
 def test_mining_scores_every_unknown_clip(tiny_kws_checkpoint: Path) -> None:
@@ -164,6 +177,8 @@ def test_spec_augment_zeroes_bands_and_frames() -> None:
         ({"mine_every": 0}, "mine_every: must be at least 1, got 0"),
         ({"keyword_gap": 0.6}, "keyword_gap: must be in [0, 0.5] seconds, got 0.6"),
         ({"test_per_label": -1}, "test_per_label: must be at least 0, got -1"),
+        ({"speed": (1.2, 0.9)}, "speed: must be two factors 0.5 <= low <= high <= 2, got 1.2,0.9"),
+        ({"speed": (0.4, 1.2)}, "speed: must be two factors 0.5 <= low <= high <= 2, got 0.4,1.2"),
     ],
 )
 def test_bad_options_are_named(tmp_path: Path, options: dict[str, object], message: str) -> None:
