@@ -370,7 +370,7 @@ def write_model_card(out: Path, info: dict[str, Any], config: KWSConfig) -> Path
     if "test_clean_accuracy" in metrics:
         test_rows = f"""
 | test set, clean | **{metrics["test_clean_accuracy"]:.2%}** ({data["test_clips"]:,} clips: {test_per_label} of each \
-label by the held-out voices; their other words read by no training |
+label by the held-out voices; their other words read by no training) |
 | test set, augmented | **{metrics["test_noisy_accuracy"]:.2%}** |"""
         test_confusion = f"""
 Confusion on the test set, clean:
