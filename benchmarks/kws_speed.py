@@ -42,6 +42,7 @@ def main() -> int:
     base = unseen_clips(config, args.per_label)
     speech = [i for i, c in enumerate(base.clips) if c.rendering is not None]
     labels = np.asarray([base.clips[i].label for i in speech])
+    numbers = labels < UNKNOWN_INDEX
     sets = {}
     for factor in FACTORS:
         rng = np.random.default_rng(args.seed)
@@ -51,7 +52,6 @@ def main() -> int:
         result: dict = {"checkpoint": str(path), "factors": {}}
         for factor, waves in sets.items():
             predicted = predict_logits(model, waves).argmax(axis=1)
-            numbers = labels < UNKNOWN_INDEX
             result["factors"][str(factor)] = {
                 "numbers": round(float((predicted[numbers] == labels[numbers]).mean()), 4),
                 "unknown": round(float((predicted[~numbers] == UNKNOWN_INDEX).mean()), 4),

@@ -30,6 +30,7 @@ from export.runtime import open_runner
 from export.specs import MODELS, ExportSpec, check_model_names, digits_spec, text_step_spec, textdisc_spec
 from server.checkpoint import file_sha256
 from server.errors import ExportError, InvalidArgument
+from server.kws.data import TEST_PER_LABEL
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +54,9 @@ class ExportOptions:
     textdisc_checkpoint: Path | None = None
     kws_checkpoint: Path | None = None
     kws_data: Any = None  # a KWSDataConfig for kws's evaluation and calibration clips (None: the checkpoint's)
-    kws_test_per_label: int = 200  # kws's evaluation set: the test set's clips of each label (0: the held-out set)
+    kws_test_per_label: int = (
+        TEST_PER_LABEL  # kws's evaluation set: the test set's clips of each label (0: the held-out set)
+    )
     text: str | None = None  # held-out text: the text steps' checks (first 1,000 characters), textdisc's real windows
     seed: int = 0
 

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from server.errors import InvalidArgument
+from server.kws.data import TEST_PER_LABEL
 
 if TYPE_CHECKING:
     from server.textdisc.model import TextDiscConfig
@@ -225,33 +226,22 @@ def kws_spec(
     n_random: int = 32,
     n_calibration: int = 400,
     data: Any = None,
-    test_per_label: int = 200,
+    test_per_label: int = TEST_PER_LABEL,
 ) -> ExportSpec:
     """The keyword spotter, raw PCM in: the evaluation set is the test set of the held-out voices, clean
     (``test_per_label`` clips of each label; 0: the checkpoint's held-out set), training clips (half augmented,
     half clean) calibrate; ``data`` (a KWSDataConfig) replaces the checkpoint's data sizes (tests: a smaller set)."""
     from server.kws.checkpoint import load_kws_model
-    from server.kws.data import (
-        BaseClips,
-        ClipSampler,
-        KWSDataConfig,
-        heldout_clips,
-        heldout_set,
-        training_clips,
-        unseen_clips,
-        unseen_set,
-    )
+    from server.kws.data import BaseClips, ClipSampler, KWSDataConfig, heldout_set, scored_set, training_clips
 
     model, meta = load_kws_model(checkpoint)
     config = data or KWSDataConfig.from_meta(meta["data"])
-    if test_per_label:
-        waves, labels = unseen_set(unseen_clips(config, test_per_label), noisy=False, config=config)
-        evaluation = (
-            f"the test set: {len(labels):,} clips of the held-out voices (`antiphon eval kws --test-per-label`)"
-        )
-    else:
-        waves, labels = heldout_set(heldout_clips(config), noisy=False, seed=config.seed)
-        evaluation = f"the held-out set: {len(labels):,} clips of the held-out voices (`antiphon eval kws`)"
+    waves, labels = scored_set(config, test_per_label)
+    evaluation = (
+        f"the test set: {len(labels):,} clips of the held-out voices (`antiphon eval kws --test-per-label`)"
+        if test_per_label
+        else f"the held-out set: {len(labels):,} clips of the held-out voices (`antiphon eval kws`)"
+    )
     train = training_clips(config)
     augmented, _ = ClipSampler(train, seed).batch(n_calibration - n_calibration // 2)
     # Clean clips too: a word in digital silence reaches the log floor, which augmented clips seldom do, and an int8

@@ -886,15 +886,15 @@ def _eval_kws(args: argparse.Namespace) -> int:
         waves = np.stack([one_second(read_wav(f)) for f in files])
         what = f"{len(files)} files"
     else:
-        from server.kws.data import KWSDataConfig, heldout_clips, heldout_set, unseen_clips, unseen_set
+        from server.kws.data import KWSDataConfig, scored_set
 
         config = KWSDataConfig.from_meta(meta["data"])
-        if args.test_per_label:
-            waves, labels = unseen_set(unseen_clips(config, args.test_per_label, progress=True), args.noisy, config)
-            what = f"{len(labels)} test clips of the held-out espeak-ng voices"
-        else:
-            waves, labels = heldout_set(heldout_clips(config), noisy=args.noisy, seed=config.seed)
-            what = f"{len(labels)} held-out espeak-ng clips"
+        waves, labels = scored_set(config, args.test_per_label, args.noisy, progress=bool(args.test_per_label))
+        what = (
+            f"{len(labels)} test clips of the held-out espeak-ng voices"
+            if args.test_per_label
+            else f"{len(labels)} held-out espeak-ng clips"
+        )
         what += " (augmented)" if args.noisy else ""
     result = evaluate(model, waves, labels)
     print(f"accuracy {result.accuracy:.2%} on {what}")

@@ -112,6 +112,7 @@ SPOKEN_AS_NUMBERS = frozenset(
 # The plays' seeded word order ends with the development words (benchmarks/kws_devset.py): no training run, held-out
 # set or test set reads them.
 DEVELOPMENT_WORDS = 400
+TEST_PER_LABEL = 200  # the test set's clips of each label in the cards and the export (see unseen_clips)
 MINE_POOLS = ("unknown", "hard")  # ClipSampler's mining: every unknown clip, or the hard negatives only
 UNKNOWN_INDEX = LABELS.index(UNKNOWN)
 SILENCE_INDEX = LABELS.index(SILENCE)
@@ -286,6 +287,16 @@ def unseen_set(base: BaseClips, noisy: bool, config: KWSDataConfig) -> tuple[np.
     """:func:`heldout_set` of :func:`unseen_clips`, with placement draws apart from the held-out set's (``seed``) and
     the development set's (``seed + 1``)."""
     return heldout_set(base, noisy, seed=config.seed + 2)
+
+
+def scored_set(
+    config: KWSDataConfig, test_per_label: int = 0, noisy: bool = False, progress: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
+    """The clips a trained spotter is scored on, (N, 16000) and labels (N,): the test set with ``test_per_label``
+    clips of each label, or with 0 the held-out set of the checkpoint's card."""
+    if test_per_label:
+        return unseen_set(unseen_clips(config, test_per_label, progress=progress), noisy, config)
+    return heldout_set(heldout_clips(config, progress=progress), noisy, seed=config.seed)
 
 
 def at_half_scale(x: np.ndarray) -> np.ndarray:

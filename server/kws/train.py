@@ -31,6 +31,7 @@ from server.kws.checkpoint import load_kws_model, save_kws_model
 from server.kws.data import (
     LABELS,
     MINE_POOLS,
+    TEST_PER_LABEL,
     UNKNOWN_INDEX,
     BaseClips,
     ClipSampler,
@@ -63,7 +64,7 @@ class KWSTrainOptions:
     time_masks: int = 2  # ...and of up to ``time_mask`` frames
     time_mask: int = 12
     context: float = 0.5  # share of training words cut from running speech (other words right before and after)
-    speed: tuple[float, float] = (0.85, 1.2)  # resampling factors of the speed/pitch augmentation (> 1: faster, higher)
+    speed: tuple[float, float] = AugmentConfig.speed  # resampling factors of the speed/pitch augmentation
     unknown_share: float | None = None  # share of "unknown" clips in a batch (None: 1/12, like every label)
     hard_share: float = 0.0  # share of the "unknown" clips that are hard negatives (data.hard_renderings > 0)
     balanced_loss: bool = False  # logit-adjusted loss: the batches' label shares do not become the model's prior
@@ -73,7 +74,7 @@ class KWSTrainOptions:
     keyword_gap: float = 0.0  # least pause (s) before the next word after a number word in running speech (0: any)
     seed: int = 0
     eval_every: int = 500
-    test_per_label: int = 200  # the test set's clips of each label, scored once at the end (0: none)
+    test_per_label: int = TEST_PER_LABEL  # the test set's clips of each label, scored once at the end (0: none)
     render_workers: int = 2  # espeak-ng processes while rendering the base clips (once; cached)
     data: KWSDataConfig = field(default_factory=KWSDataConfig)
     model: dict[str, Any] | None = None  # KWSConfig fields
@@ -302,8 +303,8 @@ def write_model_card(out: Path, info: dict[str, Any], config: KWSConfig) -> Path
         command += f" --context {context}"
     if accent_share != 0.25:
         command += f" --accent-share {accent_share}"
-    speed = tuple(opts.get("speed", (0.85, 1.2)))
-    if speed != (0.85, 1.2):
+    speed = tuple(opts.get("speed", AugmentConfig.speed))
+    if speed != AugmentConfig.speed:
         command += f" --speed-range {speed[0]:g},{speed[1]:g}"
     hard_renderings = data.get("hard_renderings", 0)
     if hard_renderings:
@@ -330,8 +331,8 @@ def write_model_card(out: Path, info: dict[str, Any], config: KWSConfig) -> Path
         command += f" --channels {config.channels} --blocks {config.blocks}"
     if opts.get("lr") != 4e-3:
         command += f" --lr {opts['lr']}"
-    test_per_label = opts.get("test_per_label", 200)
-    if test_per_label != 200:
+    test_per_label = opts.get("test_per_label", TEST_PER_LABEL)
+    if test_per_label != TEST_PER_LABEL:
         command += f" --test-per-label {test_per_label}"
     if init:
         command += f" --init {init['file']}"
