@@ -170,9 +170,13 @@ class EngineLoop(Generic[J]):
         log.exception("model %s: step failed", self.model_id)
         error = AntiphonError(f"internal error in model {self.model_id}")
         for job in jobs:
-            job.stream.fail(error)
+            if job.finalized:
+                continue
+            # Abandoned (its session released) before the client hears: a client that retries at once finds the
+            # session free.
             self._abandon(job)
             job.finalized = True
+            job.stream.fail(error)
 
     def _notify_progress(self) -> None:
         self._progress.set()

@@ -39,7 +39,7 @@ from server.engine.api import (
 )
 from server.engine.backend import TextBackend
 from server.engine.loop import EngineLoop
-from server.engine.sessions import Session, SessionStore
+from server.engine.sessions import SessionStore, Turn
 from server.errors import InvalidArgument, NotFound
 from server.sampling import RowRules, SamplingParams, StreamRandom
 from server.text.generate import StopMatcher
@@ -92,7 +92,7 @@ class _Job:
     ids: list[int]  # read when joining the batch
     stops: StopMatcher
     stop_ids: tuple[tuple[int, ...], ...]  # the stop sequences as token ids
-    session: Session | None = None
+    turn: Turn | None = None  # a chat turn's hold on its session, released when the job is finalized
     sampled: list[str] = field(default_factory=list)
     recent: tuple[int, ...] = ()  # the last tokens, as many as a stop sequence spanning iterations needs
     tokens: int = 0
@@ -162,7 +162,7 @@ class TextEngine(EngineLoop[_Job]):
             )
         params = self._params(request.sampling)
         self._check_capacity()
-        return self._submit(START_TEXT + request.prompt, params, request.request_id)
+        return self._submit(self._stream(request.request_id), START_TEXT + request.prompt, params)
 
     def chat(self, turn: ChatTurn) -> TextStream:
         """One turn of a chat session: the persona's reply to ``turn.message``, until its turn ends."""
@@ -189,10 +189,12 @@ class TextEngine(EngineLoop[_Job]):
         params = self._params(turn.sampling)
         params = params.with_defaults(stop=(TURN_END, *params.stop))
         self._check_capacity()
-        session = self.sessions.begin_turn(turn.session_id)
+        stream = self._stream(turn.request_id)
+        held = self.sessions.begin_turn(turn.session_id, live=lambda: not stream.done)
+        session = held.session
         text = style.turn_text(speaker, turn.message, persona)
         text = session.pending + text if session.state is not None else START_TEXT + text
-        return self._submit(text, params, turn.request_id, session)
+        return self._submit(stream, text, params, held)
 
     def _ending(self) -> int:
         return sum(1 for j in self._jobs if j.end_reason is not None or j.stream.cancel_requested)
@@ -225,12 +227,14 @@ class TextEngine(EngineLoop[_Job]):
         except InvalidArgument as exc:
             raise InvalidArgument(f"sampling.{exc.field}", exc.reason) from None
 
-    def _submit(self, text: str, params: SamplingParams, request_id: str, session: Session | None = None) -> TextStream:
-        stream = TextStream(self.limits.stream_buffer, self._wake.set, request_id)
+    def _stream(self, request_id: str) -> TextStream:
+        return TextStream(self.limits.stream_buffer, self._wake.set, request_id)
+
+    def _submit(self, stream: TextStream, text: str, params: SamplingParams, turn: Turn | None = None) -> TextStream:
         ids = self.vocab.encode(text)
         stream.prompt_tokens = len(ids)
         stop_ids = tuple(tuple(self.vocab.encode(s)) for s in params.stop)  # unknown characters never match
-        job = _Job(stream, params, StreamRandom(params.seed), ids, StopMatcher(params.stop), stop_ids, session)
+        job = _Job(stream, params, StreamRandom(params.seed), ids, StopMatcher(params.stop), stop_ids, turn)
         self._waiting.append(job)
         self._wake.set()
         return stream
@@ -248,7 +252,9 @@ class TextEngine(EngineLoop[_Job]):
                 await self._wake.wait()
                 continue
             rows = round_.rows
-            ended_turns = [j for j in round_.leaving if j.session is not None and j.end_reason]
+            # Chat turns that completed keep their row's state for the session; every other leaving job (a cancel,
+            # whatever stage it reached) releases its session unchanged when it is finalized below.
+            ended_turns = [j for j in round_.leaving if j.turn is not None and j.end_reason]
             plan = _Plan(
                 keep=round_.keep,
                 extract=[self._jobs.index(j) for j in ended_turns],  # jobs compare by identity
@@ -266,14 +272,15 @@ class TextEngine(EngineLoop[_Job]):
             self._route(plan.ready_jobs, tokens)
             self.steps += 1
             for job, state in zip(ended_turns, kept_states, strict=True):
-                self._end_session(job, state)
+                self._finalize(job, job.end_reason or FINISH_STOP, state)
             for job in round_.leaving:
                 self._finalize(job, job.end_reason or FINISH_CANCELLED)
             self._jobs, self._joining = rows, []
             self._notify_progress()
 
     def _abandon(self, job: _Job) -> None:
-        self._end_session(job, None)
+        if job.turn is not None:
+            self.sessions.end_turn(job.turn)  # unchanged; a no-op once released
 
     def _steps(self, rows: int) -> int:
         """Steps for an iteration of ``rows`` streams: as many as fit in ``burst_s`` (one until measured)."""
@@ -291,7 +298,7 @@ class TextEngine(EngineLoop[_Job]):
         if plan.keep is not None:
             state = backend.select(state, plan.keep) if plan.keep else None
         if plan.joining:
-            starts = [j.session.state if j.session and j.session.state is not None else None for j in plan.joining]
+            starts = [j.turn.session.state if j.turn is not None else None for j in plan.joining]
             init = backend.concat([s if s is not None else backend.zero_state(1) for s in starts])
             joined = backend.prefill([j.ids for j in plan.joining], init)
             state = joined if state is None else backend.concat([state, joined])
@@ -337,25 +344,18 @@ class TextEngine(EngineLoop[_Job]):
             elif job.tokens >= job.params.max_tokens:
                 stream.push(job.stops.flush())
                 job.end_reason = FINISH_LENGTH
-            if job.end_reason is not None and job.session is None:
+            if job.end_reason is not None and job.turn is None:
                 self._finalize(job, job.end_reason)  # the client hears at once; the row leaves at the next step
 
-    def _end_session(self, job: _Job, state: Any) -> None:
-        """Close a chat turn: with ``state`` (the row after the reply) the session moves on."""
-        if job.session is None or not job.session.busy:
-            return
-        if state is None:
-            self.sessions.end_turn(job.session)
-            return
-        said = "".join(job.sampled)
-        pending = "" if said.endswith(TURN_END) else TURN_END[len(said) - len(said.rstrip("\n")) :]
-        self.sessions.end_turn(job.session, state, pending, read_chars=len(job.ids) + len(said))
-        job.stream.turns = job.session.turns
-
-    def _finalize(self, job: _Job, reason: str) -> None:
+    def _finalize(self, job: _Job, reason: str, state: Any = None) -> None:
+        """End ``job`` once: its chat turn is released first (moving the session on with ``state``, the row after a
+        completed reply; unchanged without), then the client hears how the stream ended. Every ending of a stream
+        comes through here, so no ending can leave its session held."""
         if job.finalized:
             return
         job.finalized = True
+        if job.turn is not None:
+            self._end_turn(job.turn, job, state)
         stream = job.stream
         stream.finish(reason)
         now = time.monotonic()
@@ -364,10 +364,19 @@ class TextEngine(EngineLoop[_Job]):
             "request %s model=%s kind=%s prompt_tokens=%d tokens=%d ttft_ms=%s duration_ms=%.1f finish=%s",
             stream.request_id or "-",
             self.model_id,
-            "chat" if job.session is not None else "text",
+            "chat" if job.turn is not None else "text",
             stream.prompt_tokens,
             job.tokens,
             ttft,
             (now - stream.created) * 1000,
             reason,
         )
+
+    def _end_turn(self, turn: Turn, job: _Job, state: Any) -> None:
+        if state is None:
+            self.sessions.end_turn(turn)
+            return
+        said = "".join(job.sampled)
+        pending = "" if said.endswith(TURN_END) else TURN_END[len(said) - len(said.rstrip("\n")) :]
+        if self.sessions.end_turn(turn, state, pending, read_chars=len(job.ids) + len(said)):
+            job.stream.turns = turn.session.turns

@@ -19,10 +19,10 @@ class Clock:
 def test_completed_turn_keeps_state_and_pending_text() -> None:
     """end_turn with a state moves the session on; the next turn starts from it."""
     store = SessionStore(capacity=4, ttl_s=60)
-    session = store.begin_turn("a")
-    store.end_turn(session, state="S1", pending="\n", read_chars=30)
-    again = store.begin_turn("a")
-    assert (again is session, again.state, again.pending, again.turns) == (True, "S1", "\n", 1)
+    turn = store.begin_turn("a")
+    store.end_turn(turn, state="S1", pending="\n", read_chars=30)
+    again = store.begin_turn("a").session
+    assert (again is turn.session, again.state, again.pending, again.turns) == (True, "S1", "\n", 1)
 
 
 def test_one_turn_at_a_time() -> None:
@@ -64,3 +64,53 @@ def test_cap_with_every_session_busy_is_resource_exhausted() -> None:
         store.begin_turn("b")
     assert info.value.reason == "sessions"
     assert str(info.value) == "session_id: all 1 chat sessions are in a turn; retry later"
+
+
+def test_a_turn_is_released_exactly_once() -> None:
+    """A second end_turn of the same turn changes nothing, even after a later turn took the session."""
+    store = SessionStore(capacity=4, ttl_s=60)
+    first = store.begin_turn("a")
+    assert store.end_turn(first, state="S1", pending="") is True
+    second = store.begin_turn("a")
+    assert store.end_turn(first) is False  # late: must not release the second turn
+    with pytest.raises(FailedPrecondition):
+        store.begin_turn("a")
+    assert store.end_turn(second) is True
+    session = store.begin_turn("a").session
+    assert (session.state, session.turns) == ("S1", 1)
+
+
+def test_an_unfinished_turn_leaves_the_session_as_it_was() -> None:
+    """end_turn without a state keeps the last completed turn's state; a first turn leaves nothing."""
+    store = SessionStore(capacity=4, ttl_s=60)
+    store.end_turn(store.begin_turn("a"), state="S1", pending="\n")
+    store.end_turn(store.begin_turn("a"))
+    store.end_turn(store.begin_turn("b"))
+    session = store.begin_turn("a").session
+    assert (session.state, session.pending, session.turns, "b" in store) == ("S1", "\n", 1, False)
+
+
+def test_a_session_held_by_a_dead_turn_is_not_busy(caplog: pytest.LogCaptureFixture) -> None:
+    """A turn whose stream ended without releasing its session (an engine bug) blocks neither the session nor
+    the cap: the session is released unchanged, with an ERROR in the log."""
+    store = SessionStore(capacity=1, ttl_s=100)
+    alive = [True]
+    store.end_turn(store.begin_turn("a"), state="S1", pending="")
+    store.begin_turn("a", live=lambda: alive[0])
+    with pytest.raises(FailedPrecondition):
+        store.begin_turn("a")
+    assert store.busy_count() == 1
+    alive[0] = False
+    assert store.busy_count() == 0
+    session = store.begin_turn("a").session
+    assert (session.state, session.turns) == ("S1", 1)
+    assert [r.levelname for r in caplog.records] == ["ERROR"]
+
+
+def test_dead_turns_never_fill_the_cap() -> None:
+    """At capacity, sessions held by dead turns make room for a new session."""
+    store = SessionStore(capacity=2, ttl_s=100)
+    store.begin_turn("a", live=lambda: False)
+    store.begin_turn("b", live=lambda: False)
+    store.begin_turn("c")
+    assert "c" in store and len(store) == 2

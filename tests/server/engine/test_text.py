@@ -206,6 +206,30 @@ async def test_chat_session_allows_one_turn_at_a_time(make_text_engine: MakeEngi
     assert "s" not in engine.sessions  # a first turn that never completed leaves nothing
 
 
+async def test_chat_cancelled_while_paused_leaves_the_session_as_it_was(
+    make_text_engine: MakeEngine, tiny_text_model: Any
+) -> None:
+    """A turn cancelled while its reader is too slow (the stream paused, its buffer full) releases the session; the
+    next turn equals the reply computed from the history without it."""
+    engine = make_text_engine(stream_buffer=2)
+    first = engine.chat(ChatTurn("s", "Good night my lord.", sampling=SamplingOptions(seed=3)))
+    said = await collect(first)
+    paused = engine.chat(ChatTurn("s", "What love may do.", sampling=SamplingOptions(seed=9, max_tokens=2000)))
+    await asyncio.wait_for(engine.wait_until(lambda: paused.buffered() == 2), timeout(5))
+    paused.cancel()
+    await asyncio.wait_for(engine.wait_until(lambda: engine.live_streams == 0), timeout(5))
+    assert paused.finish_reason == "cancelled"
+    third = engine.chat(ChatTurn("s", "Come hither.", sampling=SamplingOptions(seed=4)))
+    reply = await asyncio.wait_for(collect(third), timeout(5))
+    said += "\n\n" if first.finish_reason == "stop" else ""
+    closing = "" if said.endswith("\n\n") else "\n" if said.endswith("\n") else "\n\n"
+    history = CHAT_STYLE.turn_text("Kent", "Good night my lord.", "Lear") + said + closing
+    expected = reference_text(
+        tiny_text_model, history + CHAT_STYLE.turn_text("Kent", "Come hither.", "Lear"), seed=4, stop=("\n\n",)
+    )
+    assert (reply, third.finish_reason, third.turns) == (*expected, 2)
+
+
 async def test_close_drains_then_refuses(make_text_engine: MakeEngine) -> None:
     """close() lets a live stream finish within the grace period, then refuses new streams."""
     engine = make_text_engine()
