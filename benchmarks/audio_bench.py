@@ -33,15 +33,16 @@ import torch
 from antiphon.v1 import audio_pb2, generation_pb2_grpc, sampling_pb2
 
 from server.audio.checkpoint import load_audio_model
+from server.audio.constants import SAMPLE_RATE
 from server.audio.data import voice_table
 from server.audio.fast import FastWaveNet, StreamState
 from server.audio.model import WaveNet, WaveNetConfig
 from server.audio.torch_step import TorchWaveNetStep
-from server.engine.api import AudioRequest, ModelRegistry
 from server.engine.audio import AudioEngine, AudioLimits
+from server.engine.registry import ModelRegistry
+from server.engine.requests import AudioRequest
 from server.transport.grpc_service import add_services
 
-RATE = 16_000
 TEXT = "Now is the winter of our discontent made glorious summer by this sun of York."
 
 
@@ -127,7 +128,7 @@ async def stream_figures(open_stream: Opener) -> dict[str, float]:
         async for samples in open_stream(TEXT, seed, 3.0):
             got += samples
             first = first or time.perf_counter()
-        return got / RATE / (time.perf_counter() - (first or 0.0))
+        return got / SAMPLE_RATE / (time.perf_counter() - (first or 0.0))
 
     rtfs = await asyncio.gather(*(one(100 + i) for i in range(4)))
     return {
@@ -173,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     load = os.getloadavg()
     print(f"model: {source}; {c.layers} layers, {c.residual_channels} residual, {c.skip_channels} skip channels")
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, load {load[0]:.2f}")
-    samples = int(args.seconds * RATE)
+    samples = int(args.seconds * SAMPLE_RATE)
     figures: dict[str, Any] = {"load_average_1m": load[0], "model": source}
     figures["eager_1_stream"] = time_eager(model, 1, 400)
     figures["eager_16_streams_total"] = 16 * time_eager(model, 16, 200)
@@ -192,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
         ("compiled loop, 2 streams on a core, per CPU-second (each)", figures["compiled_2_streams_cpu_each"], 1),
     ]
     for name, rate, streams in rows:
-        print(f"{name:58s} {rate:10,.0f} samples/s  {rate / RATE / streams:6.2f}x real time per stream")
+        print(f"{name:58s} {rate:10,.0f} samples/s  {rate / SAMPLE_RATE / streams:6.2f}x real time per stream")
     for where in ("inproc", "grpc"):
         f = figures[where]
         print(

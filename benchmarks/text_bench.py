@@ -29,8 +29,8 @@ from antiphon.v1 import generation_pb2_grpc, sampling_pb2, text_pb2
 from websockets.asyncio.client import connect
 
 from server.app import Server, load_text_engine
-from server.cli import default_text_checkpoint
-from server.engine.api import SamplingOptions, TextRequest
+from server.engine.requests import SamplingOptions, TextRequest
+from server.paths import default_checkpoint
 from server.settings import ServeSettings
 
 PROMPT = "Lear.\n"
@@ -364,7 +364,7 @@ def main(argv: list[str] | None = None) -> int:
         args.streams = [int(s) for s in args.streams.split(",")]
         sys.stdout.write(json.dumps(asyncio.run(client_main(args))) + "\n")
         return 0
-    args.checkpoint = args.checkpoint or default_text_checkpoint()
+    args.checkpoint = args.checkpoint or default_checkpoint("text")
     args.streams = [int(s) for s in args.streams.split(",")]
     args.transports = args.transports.split(",")
     args.backends = args.backends.split(",")

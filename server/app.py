@@ -20,10 +20,10 @@ from websockets.asyncio.server import Server as WebSocketServer
 from websockets.asyncio.server import serve as websocket_serve
 from websockets.frames import CloseCode
 
-from server.engine.api import ModelRegistry
 from server.engine.audio import AudioEngine, AudioLimits
 from server.engine.classify import LOADERS, Classifier
-from server.engine.text import ChatStyle, EngineLimits, TextEngine
+from server.engine.registry import ModelRegistry
+from server.engine.text import ChatStyle, TextEngine, TextLimits
 from server.errors import CheckpointError, InvalidArgument, ListenError
 from server.settings import ServeSettings
 from server.transport.grpc_service import add_services, mark_serving
@@ -36,8 +36,8 @@ MAX_PERSONAS = 32
 FALLBACK_PERSONAS = ("LEAR", "KENT", "FOOL", "EDGAR")  # the corpus writes speaker names in capitals
 
 
-def engine_limits(settings: ServeSettings) -> EngineLimits:
-    return EngineLimits(
+def text_limits(settings: ServeSettings) -> TextLimits:
+    return TextLimits(
         max_streams=settings.max_streams,
         max_waiting=settings.max_waiting,
         max_prompt_chars=settings.max_prompt_chars,
@@ -70,7 +70,7 @@ def load_text_engine(settings: ServeSettings, checkpoint: Path) -> TextEngine:
         settings.text_model_id,
         make_backend(settings.text_backend, model, settings.text_threads),
         vocab,
-        engine_limits(settings),
+        text_limits(settings),
         chat,
         description,
     )

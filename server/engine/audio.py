@@ -34,28 +34,20 @@ import numpy as np
 import torch
 
 from server.audio.checkpoint import load_audio_model
-from server.audio.data import MelFrames
-from server.audio.evaluate import utterance_features
+from server.audio.constants import SAMPLE_RATE
 from server.audio.fast import FastWaveNet, StreamState
+from server.audio.features import MelFrames, utterance_features
 from server.audio.model import WaveNet
-from server.data.speech import SAMPLE_RATE, Rendering, synthesize, trim_silence
+from server.data.speech import Rendering, synthesize, trim_silence
 from server.data.speech import voices as espeak_voices
-from server.engine.api import (
-    FINISH_CANCELLED,
-    FINISH_LENGTH,
-    FINISH_STOP,
-    AudioModelInfo,
-    AudioRequest,
-    AudioStream,
-)
 from server.engine.loop import EngineLoop
-from server.errors import AntiphonError, InvalidArgument, NotFound
-from server.sampling import MAX_SEED
+from server.engine.requests import AudioModelInfo, AudioRequest
+from server.engine.streams import FINISH_CANCELLED, FINISH_LENGTH, FINISH_STOP, AudioStream
+from server.errors import AntiphonError, InvalidArgument
 
 log = logging.getLogger(__name__)
 
 DEFAULT_VOICE = "en-us+m1"
-MAX_TEMPERATURE = 100.0
 
 
 @dataclass(frozen=True)
@@ -178,27 +170,10 @@ class AudioEngine(EngineLoop[_Job]):
     def generate(self, request: AudioRequest) -> AudioStream:
         """Speak ``request.text``; raises InvalidArgument, NotFound, ResourceExhausted or Unavailable at once."""
         limits = self.limits
+        voice = request.validate(self.info)
         text = request.text.strip()
-        if not text:
-            raise InvalidArgument("text", "must not be empty")
-        if len(request.text) > limits.max_text_chars:
-            raise InvalidArgument("text", f"at most {limits.max_text_chars} characters, got {len(request.text)}")
-        voice = request.voice or self.default_voice
-        if voice not in self.voices:
-            raise NotFound(
-                f"voice: {voice!r} is not a voice of model {self.model_id!r} "
-                f"(accent+variant, e.g. {self.default_voice!r}; ListModels lists them)"
-            )
         seconds = limits.max_seconds if request.max_seconds is None else request.max_seconds
-        if not math.isfinite(seconds) or not 0 < seconds <= limits.max_seconds:
-            raise InvalidArgument("max_seconds", f"must be in (0, {limits.max_seconds:g}], got {seconds}")
         temperature = limits.temperature if request.temperature is None else request.temperature
-        if not math.isfinite(temperature) or not 0 <= temperature <= MAX_TEMPERATURE:
-            raise InvalidArgument(
-                "temperature", f"must be between 0 and {MAX_TEMPERATURE:g} (0 is greedy), got {temperature}"
-            )
-        if request.seed is not None and not 0 <= request.seed <= MAX_SEED:
-            raise InvalidArgument("seed", f"must be in 0..2**64-1, got {request.seed}")
         self._check_capacity()
         stream = AudioStream(limits.stream_buffer, self._wake.set, request.request_id, SAMPLE_RATE)
         job = _Job(

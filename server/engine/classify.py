@@ -19,10 +19,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from server.engine.api import AUDIO, TENSOR, TEXT, ClassifierInfo, ClassifyInput
+from server.audio.constants import SAMPLE_RATE
+from server.engine.requests import AUDIO, TENSOR, TEXT, ClassifierInfo, ClassifyInput
 from server.errors import InvalidArgument
 
-SAMPLE_RATE = 16_000
 MIN_SAMPLE_RATE, MAX_SAMPLE_RATE = 8_000, 48_000
 MAX_AUDIO_SECONDS = 30.0
 MAX_TEXT_CHARS = 100_000

@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
 
-from server.engine.api import FINISH_CANCELLED
+from server.engine.streams import FINISH_CANCELLED
 from server.errors import AntiphonError, ResourceExhausted, Unavailable
 
 log = logging.getLogger(__name__)

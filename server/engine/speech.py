@@ -14,7 +14,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from server.engine.api import AudioRequest, AudioService, AudioStream, SamplingOptions, TextStream
+from server.engine.registry import AudioService
+from server.engine.requests import AudioRequest, SamplingOptions
+from server.engine.streams import AudioStream, TextStream
 from server.errors import InvalidArgument
 
 # A sentence ends at . ! ? ; or : followed by a space or newline (closing quotes and brackets stay with it), or at

@@ -27,34 +27,23 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from server.engine.api import (
-    FINISH_CANCELLED,
-    FINISH_LENGTH,
-    FINISH_STOP,
-    ChatTurn,
-    ModelInfo,
-    SamplingOptions,
-    TextRequest,
-    TextStream,
-)
 from server.engine.backend import TextBackend
 from server.engine.loop import EngineLoop
+from server.engine.requests import TURN_END, ChatTurn, SamplingOptions, TextModelInfo, TextRequest
 from server.engine.sessions import SessionStore, Turn
-from server.errors import InvalidArgument, NotFound
+from server.engine.streams import FINISH_CANCELLED, FINISH_LENGTH, FINISH_STOP, TextStream
+from server.errors import InvalidArgument
 from server.sampling import RowRules, SamplingParams, StreamRandom
 from server.text.generate import StopMatcher
 from server.text.vocab import START_TEXT, Vocabulary
 
 log = logging.getLogger(__name__)
 
-TURN_END = "\n\n"  # a blank line ends a speaker's turn in the corpus's dialogue form
-MAX_SESSION_ID = 128
-MAX_SPEAKER_NAME = 64
 MAX_BURST = 64  # steps one iteration may run
 
 
 @dataclass(frozen=True)
-class EngineLimits:
+class TextLimits:
     max_streams: int = 64  # streams stepped together
     max_waiting: int = 64  # streams queued beyond max_streams before answering "overloaded"
     max_prompt_chars: int = 4000  # a prompt, or one chat message
@@ -72,13 +61,6 @@ class ChatStyle:
     personas: tuple[str, ...]
     default_persona: str
     user_speaker: str
-
-    def resolve(self, name: str) -> str | None:
-        """The persona ``name`` names, in the spelling the model read ("Falstaff" -> "FALSTAFF"), or None."""
-        if name in self.personas:
-            return name
-        folded = {p.casefold(): p for p in self.personas}
-        return folded.get(name.strip().casefold())
 
     def turn_text(self, speaker: str, message: str, persona: str) -> str:
         return f"{speaker}.\n{message}{TURN_END}{persona}.\n"
@@ -119,7 +101,7 @@ class TextEngine(EngineLoop[_Job]):
         model_id: str,
         backend: TextBackend,
         vocab: Vocabulary,
-        limits: EngineLimits,
+        limits: TextLimits,
         chat: ChatStyle,
         description: str = "",
     ) -> None:
@@ -138,8 +120,8 @@ class TextEngine(EngineLoop[_Job]):
 
     # -- public --------------------------------------------------------------
     @property
-    def info(self) -> ModelInfo:
-        return ModelInfo(
+    def info(self) -> TextModelInfo:
+        return TextModelInfo(
             id=self.model_id,
             kind="text",
             description=self.description,
@@ -156,10 +138,7 @@ class TextEngine(EngineLoop[_Job]):
 
     def generate(self, request: TextRequest) -> TextStream:
         """Continue ``request.prompt``; raises InvalidArgument, ResourceExhausted or Unavailable at once."""
-        if len(request.prompt) > self.limits.max_prompt_chars:
-            raise InvalidArgument(
-                "prompt", f"at most {self.limits.max_prompt_chars} characters, got {len(request.prompt)}"
-            )
+        request.validate(self.info)
         params = self._params(request.sampling)
         self._check_capacity()
         return self._submit(self._stream(request.request_id), START_TEXT + request.prompt, params)
@@ -167,25 +146,8 @@ class TextEngine(EngineLoop[_Job]):
     def chat(self, turn: ChatTurn) -> TextStream:
         """One turn of a chat session: the persona's reply to ``turn.message``, until its turn ends."""
         style = self.chat_style
-        if not 1 <= len(turn.session_id) <= MAX_SESSION_ID:
-            raise InvalidArgument("session_id", f"must have 1..{MAX_SESSION_ID} characters, got {len(turn.session_id)}")
-        persona = style.resolve(turn.persona) if turn.persona else style.default_persona
-        if persona is None:
-            raise NotFound(
-                f"persona: {turn.persona!r} is not a speaker of model {self.model_id!r} "
-                f"(personas: {', '.join(style.personas)})"
-            )
+        persona = turn.validate(self.info)
         speaker = turn.speaker or style.user_speaker
-        if len(speaker) > MAX_SPEAKER_NAME or "\n" in speaker:
-            raise InvalidArgument("speaker", f"must be one line of at most {MAX_SPEAKER_NAME} characters")
-        if not turn.message.strip():
-            raise InvalidArgument("message", "must not be empty")
-        if len(turn.message) > self.limits.max_prompt_chars:
-            raise InvalidArgument(
-                "message", f"at most {self.limits.max_prompt_chars} characters, got {len(turn.message)}"
-            )
-        if TURN_END in turn.message:
-            raise InvalidArgument("message", "must not contain a blank line (a blank line ends a turn)")
         params = self._params(turn.sampling)
         params = params.with_defaults(stop=(TURN_END, *params.stop))
         self._check_capacity()

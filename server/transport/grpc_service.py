@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import itertools
 import logging
-import math
 from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import aclosing
 from typing import Any, NoReturn, TypeVar
@@ -29,23 +28,12 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 
-from server.audio.wire import MULAW, PCM16, Chunker, encode_codes
-from server.engine.api import (
-    FINISH_CANCELLED,
-    FINISH_LENGTH,
-    FINISH_STOP,
-    AudioModelInfo,
-    AudioRequest,
-    AudioStream,
-    ChatTurn,
-    ClassifyInput,
-    ModelRegistry,
-    SamplingOptions,
-    TextRequest,
-    TextStream,
-)
+from server.engine.registry import ModelRegistry
+from server.engine.requests import AudioModelInfo, AudioRequest, ChatTurn, ClassifyInput, SamplingOptions, TextRequest
 from server.engine.speech import SpokenTurn, speak_turn, speech_options
+from server.engine.streams import FINISH_CANCELLED, FINISH_LENGTH, FINISH_STOP, AudioStream, TextStream
 from server.errors import AntiphonError, InvalidArgument
+from server.transport.wire import MULAW, PCM16, Chunker, encode_codes
 
 log = logging.getLogger(__name__)
 
@@ -60,8 +48,12 @@ ENCODINGS = {
     audio_pb2.AUDIO_ENCODING_PCM16_LE: PCM16,
     audio_pb2.AUDIO_ENCODING_MULAW8: MULAW,
 }
+MODEL_KINDS = {
+    "text": models_pb2.MODEL_KIND_TEXT,
+    "audio": models_pb2.MODEL_KIND_AUDIO,
+    "classifier": models_pb2.MODEL_KIND_CLASSIFIER,
+}
 WIRE_ENCODINGS = {PCM16: audio_pb2.AUDIO_ENCODING_PCM16_LE, MULAW: audio_pb2.AUDIO_ENCODING_MULAW8}
-CHUNK_MS = 20
 
 
 def status_code(error: AntiphonError) -> grpc.StatusCode:
@@ -72,7 +64,7 @@ def sampling_options(sampling: sampling_pb2.Sampling) -> SamplingOptions:
     """Unset optional fields become None (the server's default)."""
     return SamplingOptions(
         temperature=sampling.temperature if sampling.HasField("temperature") else None,
-        top_k=sampling.top_k,
+        top_k=sampling.top_k or None,  # proto3 has no presence for it: 0 is unset (0 disables top-k anyway)
         top_p=sampling.top_p if sampling.HasField("top_p") else None,
         seed=sampling.seed if sampling.HasField("seed") else None,
         max_tokens=sampling.max_tokens if sampling.HasField("max_tokens") else None,
@@ -84,32 +76,6 @@ def audio_encoding(value: int, name: str = "encoding") -> str:
     if value not in ENCODINGS:
         raise InvalidArgument(name, f"unknown AudioEncoding {value}")
     return ENCODINGS[value]
-
-
-def chunk_samples(value: int, info: AudioModelInfo) -> int:
-    """Samples per chunk: 0 is the default (20 ms); at most one second."""
-    if value == 0:
-        return info.sample_rate * CHUNK_MS // 1000
-    if not 1 <= value <= info.sample_rate:
-        raise InvalidArgument("chunk_samples", f"must be 0 (20 ms) or 1..{info.sample_rate} (one second), got {value}")
-    return value
-
-
-def audio_sampling(sampling: sampling_pb2.Sampling) -> SamplingOptions:
-    """Audio reads temperature and seed only; a text-only knob that is set is an error, not silently ignored."""
-    text_only = {
-        "top_k": sampling.top_k != 0,
-        "top_p": sampling.HasField("top_p"),
-        "max_tokens": sampling.HasField("max_tokens"),
-        "stop": bool(sampling.stop),
-    }
-    for name, is_set in text_only.items():
-        if is_set:
-            raise InvalidArgument(f"sampling.{name}", "is not used by audio models (only temperature and seed are)")
-    return SamplingOptions(
-        temperature=sampling.temperature if sampling.HasField("temperature") else None,
-        seed=sampling.seed if sampling.HasField("seed") else None,
-    )
 
 
 def audio_format(info: AudioModelInfo, encoding: str) -> audio_pb2.AudioFormat:
@@ -152,45 +118,7 @@ class GenerationService(generation_pb2_grpc.GenerationServicer):
         self._ids = itertools.count(1)
 
     async def ListModels(self, request: models_pb2.ListModelsRequest, context: Any) -> models_pb2.ListModelsResponse:
-        infos = [
-            models_pb2.ModelInfo(
-                id=info.id,
-                kind=models_pb2.MODEL_KIND_TEXT,
-                is_default=info.id == self.models.default_text,
-                description=info.description,
-                personas=info.personas,
-                default_persona=info.default_persona,
-                max_prompt_chars=info.max_prompt_chars,
-                max_tokens=info.max_tokens,
-            )
-            for info in self.models.infos()
-        ]
-        infos += [
-            models_pb2.ModelInfo(
-                id=info.id,
-                kind=models_pb2.MODEL_KIND_AUDIO,
-                is_default=info.id == self.models.default_audio,
-                description=info.description,
-                sample_rate=info.sample_rate,
-                voices=info.voices,
-                default_voice=info.default_voice,
-                max_text_chars=info.max_text_chars,
-                max_seconds=info.max_seconds,
-            )
-            for info in self.models.audio_infos()
-        ]
-        infos += [
-            models_pb2.ModelInfo(
-                id=info.id,
-                kind=models_pb2.MODEL_KIND_CLASSIFIER,
-                description=info.description,
-                labels=info.labels,
-                input=info.input,
-                input_shape=info.input_shape,
-                sample_rate=info.sample_rate,
-            )
-            for info in (c.info for c in self.models.classifiers.values())
-        ]
+        infos = [models_pb2.ModelInfo(**{**row, "kind": MODEL_KINDS[row["kind"]]}) for row in self.models.listing()]
         return models_pb2.ListModelsResponse(models=infos)
 
     async def GenerateText(
@@ -264,21 +192,16 @@ class GenerationService(generation_pb2_grpc.GenerationServicer):
         try:
             service = self.models.audio_model(request.model)
             encoding = audio_encoding(request.encoding)
-            chunker = Chunker(chunk_samples(request.chunk_samples, service.info))
-            sampling = audio_sampling(request.sampling)
-            if not (math.isfinite(request.max_seconds) and request.max_seconds >= 0):
-                limit = "must be 0 (the model's limit) or positive"
-                raise InvalidArgument("max_seconds", f"{limit}, got {request.max_seconds}")
-            stream: AudioStream = service.generate(
-                AudioRequest(
-                    text=request.text,
-                    voice=request.voice,
-                    max_seconds=request.max_seconds or None,
-                    temperature=sampling.temperature,
-                    seed=sampling.seed,
-                    request_id=request_id,
-                )
+            audio_request = AudioRequest.with_sampling(
+                request.text,
+                sampling_options(request.sampling),
+                voice=request.voice,
+                max_seconds=request.max_seconds or None,  # proto3: 0 is unset, the model's limit
+                chunk_samples=request.chunk_samples,
+                request_id=request_id,
             )
+            stream: AudioStream = service.generate(audio_request)
+            chunker = Chunker(audio_request.chunk_size(service.info))
         except AntiphonError as exc:
             await abort(context, exc, request_id)
         fmt: audio_pb2.AudioFormat | None = audio_format(service.info, encoding)

@@ -13,7 +13,6 @@ import contextlib
 import itertools
 import json
 import logging
-import math
 import struct
 from collections.abc import AsyncIterator, Callable
 from http import HTTPStatus
@@ -21,24 +20,16 @@ from typing import Any
 
 import numpy as np
 from websockets.asyncio.server import Request, Response, ServerConnection
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, ConnectionClosedError
 from websockets.frames import CloseCode
 from websockets.protocol import State
 
-from server.audio.wire import ENCODINGS, PCM16, Chunker, encode_codes
-from server.engine.api import (
-    AudioModelInfo,
-    AudioRequest,
-    AudioStream,
-    ChatTurn,
-    ClassifyInput,
-    ModelRegistry,
-    SamplingOptions,
-    TextRequest,
-    TextStream,
-)
+from server.engine.registry import ModelRegistry
+from server.engine.requests import AudioModelInfo, AudioRequest, ChatTurn, ClassifyInput, SamplingOptions, TextRequest
 from server.engine.speech import SpokenTurn, speak_turn, speech_options
+from server.engine.streams import AudioStream, TextStream
 from server.errors import AntiphonError, InvalidArgument, ResourceExhausted
+from server.transport.wire import ENCODINGS, PCM16, Chunker, encode_codes
 
 log = logging.getLogger(__name__)
 
@@ -55,14 +46,21 @@ REQUEST_FIELDS = {
     "generate_audio": {"type", "id", "model", "text", "voice", "max_seconds", "sampling", "encoding", "chunk_samples"},
     "classify": {"type", "id", "model", "text", "audio", "audio_sample_rate", "tensor", "top_k"},
 }
-CHUNK_MS = 20
-TEXT_ONLY_SAMPLING = ("top_k", "top_p", "max_tokens", "stop")
 
 
 def audio_frame(request_id: str, payload: bytes) -> bytes:
     """A binary frame: the request id's UTF-8 length (2 bytes, big-endian), the id, then the audio bytes."""
     tag = request_id.encode("utf-8")
     return struct.pack(">H", len(tag)) + tag + payload
+
+
+def _close_reason(exc: ConnectionClosedError) -> str:
+    """Who closed, with which code and reason, as one short phrase."""
+    if exc.rcvd is None and exc.sent is None:
+        return "the connection dropped without a closing handshake"
+    sent = f"server sent {exc.sent.code} {exc.sent.reason!r}" if exc.sent is not None else ""
+    received = f"client sent {exc.rcvd.code} {exc.rcvd.reason!r}" if exc.rcvd is not None else ""
+    return ", ".join(part for part in (received, sent) if part)
 
 
 def error_frame(request_id: str | None, error: AntiphonError) -> dict[str, Any]:
@@ -96,16 +94,6 @@ def _encoding(message: dict[str, Any]) -> str:
     return str(encoding)
 
 
-def _chunk_samples(message: dict[str, Any], info: AudioModelInfo) -> int:
-    value = message.get("chunk_samples")
-    if value is None or value == 0:
-        return info.sample_rate * CHUNK_MS // 1000
-    value = _number(value, "chunk_samples", True)
-    if not 1 <= value <= info.sample_rate:
-        raise InvalidArgument("chunk_samples", f"must be 0 (20 ms) or 1..{info.sample_rate} (one second), got {value}")
-    return int(value)
-
-
 def _base64(value: Any) -> bytes:
     if not isinstance(value, str):
         raise InvalidArgument("audio", "must be a base64 string of PCM16 LE mono samples")
@@ -125,16 +113,6 @@ def _tensor(value: Any) -> dict[str, Any]:
     if not isinstance(values, list) or not all(isinstance(v, int | float) and not isinstance(v, bool) for v in values):
         raise InvalidArgument("tensor.values", "must be a list of numbers")
     return {"tensor_shape": tuple(shape), "tensor_values": np.asarray(values, dtype=np.float32)}
-
-
-def audio_sampling(value: Any) -> SamplingOptions:
-    """Audio reads temperature and seed only; a text-only knob is an error, not silently ignored."""
-    if isinstance(value, dict):
-        for key in TEXT_ONLY_SAMPLING:
-            if value.get(key) not in (None, []):
-                raise InvalidArgument(f"sampling.{key}", "is not used by audio models (only temperature and seed are)")
-    options = sampling_options(value)
-    return SamplingOptions(temperature=options.temperature, seed=options.seed)
 
 
 def sampling_options(value: Any) -> SamplingOptions:
@@ -244,6 +222,10 @@ class _Connection:
                     await self.websocket.close(CloseCode.UNSUPPORTED_DATA, "binary frames are not accepted")
                     break
                 await self.dispatch(message)
+        except ConnectionClosedError as exc:
+            # How a client left (a frame over the size limit: 1009; its own error code; a dropped connection) is
+            # the client's business: one INFO line, no traceback. ERROR is kept for the server's own faults.
+            log.info("connection %s closed: %s", self.name, _close_reason(exc))
         finally:
             # The client is gone (or sent garbage): its streams leave the batch at the next step.
             for task in self.tasks:
@@ -285,45 +267,7 @@ class _Connection:
                 stream.cancel()  # its "done" frame (finish_reason "cancelled") follows from its own task
             return
         if kind == "list_models":
-            models = [
-                {
-                    "id": info.id,
-                    "kind": info.kind,
-                    "is_default": info.id == self.models.default_text,
-                    "description": info.description,
-                    "personas": list(info.personas),
-                    "default_persona": info.default_persona,
-                    "max_prompt_chars": info.max_prompt_chars,
-                    "max_tokens": info.max_tokens,
-                }
-                for info in self.models.infos()
-            ]
-            models += [
-                {
-                    "id": info.id,
-                    "kind": info.kind,
-                    "is_default": info.id == self.models.default_audio,
-                    "description": info.description,
-                    "sample_rate": info.sample_rate,
-                    "voices": list(info.voices),
-                    "default_voice": info.default_voice,
-                    "max_text_chars": info.max_text_chars,
-                    "max_seconds": info.max_seconds,
-                }
-                for info in self.models.audio_infos()
-            ]
-            models += [
-                {
-                    "id": info.id,
-                    "kind": "classifier",
-                    "description": info.description,
-                    "labels": list(info.labels),
-                    "input": info.input,
-                    "input_shape": list(info.input_shape),
-                    "sample_rate": info.sample_rate,
-                }
-                for info in (c.info for c in self.models.classifiers.values())
-            ]
+            models = self.models.listing()
             await self.send({"type": "models", "id": request_id, "models": models})
             return
         if kind == "classify":
@@ -394,26 +338,21 @@ class _Connection:
 
     def audio_request(self, request_id: str, tag: str, message: dict[str, Any]) -> Any:
         service = self.models.audio_model(_string(message, "model"))
-        info = service.info
         encoding = _encoding(message)
-        chunker = Chunker(_chunk_samples(message, info))
-        sampling = audio_sampling(message.get("sampling"))
         max_seconds = message.get("max_seconds")
-        if max_seconds is not None:
-            max_seconds = _number(max_seconds, "max_seconds", False)
-            if not (math.isfinite(max_seconds) and max_seconds > 0):
-                raise InvalidArgument("max_seconds", f"must be positive, got {max_seconds}")
+        chunk_samples = message.get("chunk_samples")
         text = _string(message, "text")
-        stream = service.generate(
-            AudioRequest(
-                text=text,
-                voice=_string(message, "voice"),
-                max_seconds=max_seconds,
-                temperature=sampling.temperature,
-                seed=sampling.seed,
-                request_id=tag,
-            )
+        request = AudioRequest.with_sampling(
+            text,
+            sampling_options(message.get("sampling")),
+            voice=_string(message, "voice"),
+            max_seconds=None if max_seconds is None else _number(max_seconds, "max_seconds", False),
+            chunk_samples=0 if chunk_samples is None else _number(chunk_samples, "chunk_samples", True),
+            request_id=tag,
         )
+        stream = service.generate(request)
+        info = service.info
+        chunker = Chunker(request.chunk_size(info))
         self.streams[request_id] = stream
         return self.pump_audio(request_id, stream, info, encoding, chunker, len(text))
 

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from server.engine.backend import BACKENDS
-from server.engine.text import ChatStyle, EngineLimits, TextEngine
+from server.engine.text import ChatStyle, TextEngine, TextLimits
 from server.text.checkpoint import load_text_model
 
 PERSONAS = ("Lear", "Kent", "Fool", "Edgar")  # the speakers of the tiny corpus
@@ -34,7 +34,7 @@ async def make_text_engine(
     def make(**limits: Any) -> TextEngine:
         model, vocab = tiny_text_model
         backend = BACKENDS[request.param](model)
-        engine = TextEngine("tiny", backend, vocab, EngineLimits(**limits), CHAT_STYLE)
+        engine = TextEngine("tiny", backend, vocab, TextLimits(**limits), CHAT_STYLE)
         engine.start()
         engines.append(engine)
         return engine

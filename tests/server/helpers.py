@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from server.engine.api import TextStream
+from server.engine.streams import TextStream
 from server.sampling import SamplingParams
 from server.text.generate import TextGeneration
 

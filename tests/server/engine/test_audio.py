@@ -12,8 +12,9 @@ import pytest
 
 from server.data.speech import Rendering, synthesize, trim_silence
 from server.data.speech import voices as espeak_voices
-from server.engine.api import FINISH_CANCELLED, FINISH_LENGTH, FINISH_STOP, AudioRequest, AudioStream
 from server.engine.audio import AudioEngine, AudioLimits
+from server.engine.requests import AudioRequest
+from server.engine.streams import FINISH_CANCELLED, FINISH_LENGTH, FINISH_STOP, AudioStream
 from server.errors import InvalidArgument, NotFound, ResourceExhausted, Unavailable
 from tests.conftest import timeout
 

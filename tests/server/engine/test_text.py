@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from server.engine.api import ChatTurn, SamplingOptions, TextRequest
+from server.engine.requests import ChatTurn, SamplingOptions, TextRequest
 from server.engine.text import TextEngine
 from server.errors import AntiphonError, FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted, Unavailable
 from tests.conftest import timeout

@@ -10,8 +10,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from server.audio.wire import decode_bytes
 from server.engine.speech import speakable, split_sentences
+from server.transport.wire import decode_bytes
 from tests.conftest import timeout
 from tests.server.transport.clients import Failure
 from tests.server.transport.conftest import TRANSPORTS

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import urllib.request
 from collections.abc import Callable
 from typing import Any
@@ -187,6 +188,44 @@ async def test_message_over_the_size_limit_closes_with_1009(start_server: StartS
         with pytest.raises(ConnectionClosed):
             await asyncio.wait_for(ws.recv(), timeout(5))
     assert ws.close_code == 1009
+
+
+@pytest.mark.parametrize(
+    ("how", "expected"),
+    [
+        ("oversized", "server sent 1009"),
+        ("client_error", "client sent 1011 'the client failed'"),
+        ("drop", "the connection dropped without a closing handshake"),
+    ],
+)
+async def test_how_a_client_left_is_one_info_line(
+    start_server: StartServer, caplog: pytest.LogCaptureFixture, how: str, expected: str
+) -> None:
+    """A frame over the size limit, a client closing with its own error code, or a dropped connection is logged as
+    one INFO line naming the code, with no traceback and nothing at ERROR."""
+    server = await start_server(settings={"ws_max_message_bytes": 2048})
+    caplog.set_level("INFO", logger="server.transport.websocket")
+    ws = await connect(f"ws://{server.ws_address}/")
+    await ws.send(json.dumps({"type": "generate", "id": "a", "sampling": {"max_tokens": 2000}}))
+    await ws.recv()
+    if how == "oversized":
+        await ws.send("x" * 4096)
+        with pytest.raises(ConnectionClosed):
+            while True:
+                await asyncio.wait_for(ws.recv(), timeout(5))
+    elif how == "client_error":
+        await ws.close(1011, "the client failed")
+    else:
+        ws.transport.abort()
+    await asyncio.wait_for(server.engines[0].wait_until(lambda: server.engines[0].live_streams == 0), timeout(5))
+    for _ in range(100):  # the server's handler logs once it has seen the close
+        if any("closed:" in r.getMessage() for r in caplog.records):
+            break
+        await asyncio.sleep(0.01)
+    closed = [r for r in caplog.records if "closed:" in r.getMessage()]
+    assert len(closed) == 1 and expected in closed[0].getMessage(), [r.getMessage() for r in caplog.records]
+    assert closed[0].levelname == "INFO"
+    assert [r for r in caplog.records if r.levelno >= logging.WARNING or r.exc_info] == []
 
 
 async def test_disconnect_frees_the_slots(start_server: StartServer) -> None:

@@ -1,0 +1,198 @@
+"""The request contract: what a client may ask of each kind of model, and the model infos it is checked against.
+
+A transport decodes its wire format into these types and hands them to an engine; it validates nothing of its own.
+Each request checks itself against the model's info (``validate``) and raises :class:`InvalidArgument` or
+:class:`NotFound` naming the field, so every transport answers the same mistake with the same message. No torch here.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from server.errors import InvalidArgument, NotFound
+from server.sampling import MAX_SEED
+
+MAX_SESSION_ID = 128
+MAX_SPEAKER_NAME = 64
+TURN_END = "\n\n"  # a blank line ends a speaker's turn in the corpus's dialogue form
+MAX_AUDIO_TEMPERATURE = 100.0
+DEFAULT_CHUNK_MS = 20  # audio chunk length on the wire when a client asks for none
+
+
+# -- model infos -------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class TextModelInfo:
+    id: str
+    kind: str  # "text"
+    description: str
+    personas: tuple[str, ...]
+    default_persona: str
+    max_prompt_chars: int
+    max_tokens: int
+
+    def persona(self, name: str) -> str | None:
+        """The persona ``name`` names, in the spelling the model read ("Falstaff" -> "FALSTAFF"), or None."""
+        if name in self.personas:
+            return name
+        folded = {p.casefold(): p for p in self.personas}
+        return folded.get(name.strip().casefold())
+
+
+@dataclass(frozen=True)
+class AudioModelInfo:
+    id: str
+    description: str
+    sample_rate: int
+    voices: tuple[str, ...]
+    default_voice: str
+    max_text_chars: int
+    max_seconds: float
+    kind: str = "audio"
+
+
+AUDIO, TEXT, TENSOR = "audio", "text", "tensor"  # what a classifier takes
+
+
+@dataclass(frozen=True)
+class ClassifierInfo:
+    id: str
+    input: str  # AUDIO, TEXT or TENSOR
+    labels: tuple[str, ...]
+    description: str
+    input_shape: tuple[int, ...] = ()  # TENSOR inputs
+    sample_rate: int = 0  # AUDIO inputs
+
+
+# -- requests ----------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class SamplingOptions:
+    """Sampling knobs as a client sent them; None (or no stop sequence) takes the server's default. Their ranges
+    are checked by :meth:`server.sampling.SamplingParams.validated`, with the model's vocabulary."""
+
+    temperature: float | None = None
+    top_k: int | None = None
+    top_p: float | None = None
+    seed: int | None = None
+    max_tokens: int | None = None
+    stop: tuple[str, ...] = ()
+
+    def text_only_knobs(self) -> list[str]:
+        """The knobs that are set and that only text models read."""
+        given = {"top_k": self.top_k, "top_p": self.top_p, "max_tokens": self.max_tokens, "stop": self.stop or None}
+        return [name for name, value in given.items() if value is not None]
+
+
+@dataclass(frozen=True)
+class TextRequest:
+    prompt: str
+    sampling: SamplingOptions = SamplingOptions()
+    request_id: str = ""  # for the log line
+
+    def validate(self, info: TextModelInfo) -> None:
+        if len(self.prompt) > info.max_prompt_chars:
+            raise InvalidArgument("prompt", f"at most {info.max_prompt_chars} characters, got {len(self.prompt)}")
+
+
+@dataclass(frozen=True)
+class ChatTurn:
+    session_id: str
+    message: str
+    persona: str = ""  # empty: the model's default persona
+    speaker: str = ""  # empty: the server's default name for the user
+    sampling: SamplingOptions = SamplingOptions()
+    request_id: str = ""
+
+    def validate(self, info: TextModelInfo) -> str:
+        """Check the turn's fields; returns the persona that replies, as the model spells it."""
+        if not 1 <= len(self.session_id) <= MAX_SESSION_ID:
+            raise InvalidArgument("session_id", f"must have 1..{MAX_SESSION_ID} characters, got {len(self.session_id)}")
+        persona = info.persona(self.persona) if self.persona else info.default_persona
+        if persona is None:
+            raise NotFound(
+                f"persona: {self.persona!r} is not a speaker of model {info.id!r} "
+                f"(personas: {', '.join(info.personas)})"
+            )
+        if len(self.speaker) > MAX_SPEAKER_NAME or "\n" in self.speaker:
+            raise InvalidArgument("speaker", f"must be one line of at most {MAX_SPEAKER_NAME} characters")
+        if not self.message.strip():
+            raise InvalidArgument("message", "must not be empty")
+        if len(self.message) > info.max_prompt_chars:
+            raise InvalidArgument("message", f"at most {info.max_prompt_chars} characters, got {len(self.message)}")
+        if TURN_END in self.message:
+            raise InvalidArgument("message", "must not contain a blank line (a blank line ends a turn)")
+        return persona
+
+
+@dataclass(frozen=True)
+class AudioRequest:
+    text: str  # spoken through espeak-ng's rendering, which conditions the WaveNet
+    voice: str = ""  # empty: the model's default voice
+    max_seconds: float | None = None  # None: the server's limit
+    temperature: float | None = None  # None: the model's default; 0 picks the most likely sample
+    seed: int | None = None  # same seed, same samples, alone or batched
+    request_id: str = ""
+    chunk_samples: int = 0  # samples per chunk on the wire; 0: DEFAULT_CHUNK_MS
+
+    @classmethod
+    def with_sampling(cls, text: str, sampling: SamplingOptions, **fields: object) -> AudioRequest:
+        """A request that takes its temperature and seed from a text-shaped sampling object. Audio reads only
+        those two: another knob that is set is an error, not silently ignored."""
+        for name in sampling.text_only_knobs():
+            raise InvalidArgument(f"sampling.{name}", "is not used by audio models (only temperature and seed are)")
+        return cls(text, temperature=sampling.temperature, seed=sampling.seed, **fields)  # type: ignore[arg-type]
+
+    def chunk_size(self, info: AudioModelInfo) -> int:
+        """Samples per wire chunk: ``chunk_samples``, or 20 ms for 0; at most one second."""
+        if self.chunk_samples == 0:
+            return info.sample_rate * DEFAULT_CHUNK_MS // 1000
+        if not 1 <= self.chunk_samples <= info.sample_rate:
+            limit = f"must be 0 ({DEFAULT_CHUNK_MS} ms) or 1..{info.sample_rate} (one second)"
+            raise InvalidArgument("chunk_samples", f"{limit}, got {self.chunk_samples}")
+        return self.chunk_samples
+
+    def validate(self, info: AudioModelInfo) -> str:
+        """Check the request's fields; returns the voice that speaks."""
+        if not self.text.strip():
+            raise InvalidArgument("text", "must not be empty")
+        if len(self.text) > info.max_text_chars:
+            raise InvalidArgument("text", f"at most {info.max_text_chars} characters, got {len(self.text)}")
+        voice = self.voice or info.default_voice
+        if voice not in info.voices:
+            raise NotFound(
+                f"voice: {voice!r} is not a voice of model {info.id!r} "
+                f"(accent+variant, e.g. {info.default_voice!r}; ListModels lists them)"
+            )
+        seconds = info.max_seconds if self.max_seconds is None else self.max_seconds
+        if not math.isfinite(seconds) or not 0 < seconds <= info.max_seconds:
+            raise InvalidArgument("max_seconds", f"must be in (0, {info.max_seconds:g}], got {seconds}")
+        temperature = self.temperature
+        if temperature is not None and not (math.isfinite(temperature) and 0 <= temperature <= MAX_AUDIO_TEMPERATURE):
+            raise InvalidArgument(
+                "temperature", f"must be between 0 and {MAX_AUDIO_TEMPERATURE:g} (0 is greedy), got {temperature}"
+            )
+        if self.seed is not None and not 0 <= self.seed <= MAX_SEED:
+            raise InvalidArgument("seed", f"must be in 0..2**64-1, got {self.seed}")
+        self.chunk_size(info)
+        return voice
+
+
+@dataclass(frozen=True)
+class ClassifyInput:
+    text: str | None = None
+    audio: bytes | None = None
+    audio_sample_rate: int = 0
+    tensor_shape: tuple[int, ...] = ()
+    tensor_values: np.ndarray | None = None  # float32, row-major
+
+    @property
+    def kind(self) -> str | None:
+        if self.text is not None:
+            return TEXT
+        if self.audio is not None:
+            return AUDIO
+        if self.tensor_values is not None:
+            return TENSOR
+        return None
