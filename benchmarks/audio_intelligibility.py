@@ -25,6 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from server.audio.checkpoint import load_audio_model  # noqa: E402
+from server.audio.constants import SAMPLE_RATE  # noqa: E402
 from server.audio.quality import number_words  # noqa: E402
 from server.data.speech import Rendering, render, trim_silence, voices  # noqa: E402
 from server.engine.classify import loudest_second  # noqa: E402
@@ -67,7 +68,7 @@ def main() -> int:
         started = time.perf_counter()
         spoken = number_words(model, chosen, seed, args.temperature, args.threads)
         seconds += time.perf_counter() - started
-        audio_seconds += sum(len(w) for _, _, w in spoken) / 16_000
+        audio_seconds += sum(len(w) for _, _, w in spoken) / SAMPLE_RATE
         heard = recognize(kws, labels, [wave for _, _, wave in spoken])
         said = [word for word, _, _ in spoken]
         per_seed[seed] = sum(h == w for h, w in zip(heard, said, strict=True)) / len(said)

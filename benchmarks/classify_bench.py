@@ -31,8 +31,9 @@ import numpy as np
 import torch
 
 from export.runtime import open_runner
+from server.audio.constants import SAMPLE_RATE
 from server.checkpoint import file_sha256
-from server.cli import REPO_MODELS
+from server.paths import REPO_MODELS
 
 CHECKPOINTS = {
     "kws": REPO_MODELS / "kws" / "kws_dscnn.safetensors",
@@ -64,7 +65,7 @@ def torch_module(name: str, checkpoint: Path) -> torch.nn.Module:
 
 def example_inputs(name: str, entry: dict[str, Any], rng: np.random.Generator) -> tuple[np.ndarray, ...]:
     if name == "kws":
-        return ((0.1 * rng.standard_normal((1, 16_000))).astype(np.float32),)
+        return ((0.1 * rng.standard_normal((1, SAMPLE_RATE))).astype(np.float32),)
     if name == "textdisc":
         return (rng.integers(1, len(entry["vocabulary"]), (1, 256)).astype(np.int32),)
     if name == "digits":

@@ -233,6 +233,7 @@ def kws_spec(
     half clean) calibrate; ``data`` (a KWSDataConfig) replaces the checkpoint's data sizes (tests: a smaller set)."""
     from server.kws.checkpoint import load_kws_model
     from server.kws.data import BaseClips, ClipSampler, KWSDataConfig, heldout_set, scored_set, training_clips
+    from server.kws.model import CLIP_SAMPLES
 
     model, meta = load_kws_model(checkpoint)
     config = data or KWSDataConfig.from_meta(meta["data"])
@@ -251,7 +252,7 @@ def kws_spec(
     calibration = np.concatenate([augmented, clean])
     rng = np.random.default_rng(seed)
     levels = 10 ** rng.uniform(-3, 0, size=(n_random, 1, 1))  # quiet to full scale
-    random_waves = (rng.uniform(-1, 1, size=(n_random, 1, 16_000)) * levels).astype(np.float32)
+    random_waves = (rng.uniform(-1, 1, size=(n_random, 1, CLIP_SAMPLES)) * levels).astype(np.float32)
     return ExportSpec(
         name="kws",
         kind=meta["kind"],

@@ -7,7 +7,8 @@ vocoder of espeak's rendering of any text. Training utterances use training voic
 spoken in held-out voices, which share neither accent nor variant with any training voice.
 
 Frames: the waveform is padded by ``n_fft // 2`` zeros on both sides, so frame ``f`` is centred on sample
-``f * hop`` and an utterance of ``T`` samples has ``1 + T // hop`` frames. :func:`pad_frames` then adds
+``f * hop`` and an utterance of ``T`` samples has ``1 + T // hop`` frames (``server.audio.features.MelFrames``).
+:func:`~server.audio.features.pad_frames` then adds
 ``cond_context`` frames of silence on either side for the conditioning convolutions (and extra frames on the
 right for segments that run past the end).
 """
@@ -21,11 +22,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from server.audio.features import LogMel, LogMelConfig
+from server.audio.features import MelFrames, pad_frames
 from server.audio.mulaw import encode as mulaw_encode
 from server.data.speech import (
     NUMBER_WORDS,
-    SAMPLE_RATE,
     Rendering,
     play_lines,
     random_rendering,
@@ -42,34 +42,6 @@ UNSEEN_VOICE = "unseen"  # voice id 0: any voice the model was not trained on (h
 def voice_table() -> list[str]:
     """Voice names by id: id 0 is ``UNSEEN_VOICE``, then every training voice."""
     return [UNSEEN_VOICE, *voices("train")]
-
-
-def mel_config(n_mels: int, hop: int) -> LogMelConfig:
-    return LogMelConfig(sample_rate=SAMPLE_RATE, n_mels=n_mels, hop_length=hop)
-
-
-class MelFrames:
-    """Log-mel frames of whole waveforms, frame ``f`` centred on sample ``f * hop``."""
-
-    def __init__(self, n_mels: int, hop: int) -> None:
-        self.config = mel_config(n_mels, hop)
-        self.module = LogMel(self.config)
-
-    @property
-    def floor(self) -> float:
-        return float(np.log(self.config.log_floor))
-
-    @torch.no_grad()
-    def __call__(self, wave: np.ndarray) -> np.ndarray:
-        """(T,) float waveform -> (n_mels, 1 + T // hop) float32."""
-        half = self.config.n_fft // 2
-        x = torch.from_numpy(np.pad(np.asarray(wave, np.float32), (half, half)))[None]
-        return self.module(x)[0].numpy()
-
-
-def pad_frames(mel: np.ndarray, context: int, floor: float, right_extra: int = 0) -> np.ndarray:
-    """``context`` frames of silence (the log floor) before, ``context + right_extra`` after."""
-    return np.pad(mel, ((0, 0), (context, context + right_extra)), constant_values=floor)
 
 
 @dataclass

@@ -8,18 +8,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from server.audio.data import Utterance, pad_frames
+from server.audio.data import Utterance
+from server.audio.features import utterance_features
 from server.audio.model import SILENCE, WaveNet
 
 LN2 = math.log(2.0)
-LOG_FLOOR = math.log(1e-6)  # the log-mel of silence (LogMelConfig.log_floor)
-
-
-def utterance_features(model: WaveNet, mel: np.ndarray, voice_id: int) -> torch.Tensor:
-    """Frame features (1, F, C) of a whole utterance's unpadded log-mel frames (n_mels, F)."""
-    device = model.embed.weight.device
-    padded = torch.from_numpy(pad_frames(mel, model.config.cond_context, LOG_FLOOR))[None].to(device)
-    return model.frame_features(padded, torch.tensor([voice_id], device=device))
 
 
 @torch.no_grad()

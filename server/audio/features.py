@@ -1,12 +1,17 @@
-"""Log-mel features, in torch for training and exported graphs and in NumPy for code without torch.
+"""Log-mel features, in torch for training and exported graphs and in NumPy for code without torch, and the
+WaveNet's conditioning frames built from them.
 
 The STFT is a strided 1-D convolution with a fixed windowed DFT basis and the mel projection a matrix product, so
 the module exports to ONNX and TFLite as plain conv, mul, matmul and log: an exported classifier takes raw PCM.
 There is no centre padding: ``frames = 1 + (samples - n_fft) // hop_length``; callers pad as they need.
+:class:`MelFrames` is the centred version the WaveNet uses (frame ``f`` centred on sample ``f * hop``), and
+:func:`utterance_features` turns those frames into the WaveNet's frame features, for training, evaluation and the
+serving engine alike.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -14,12 +19,16 @@ import numpy as np
 import torch
 from torch import nn
 
+from server.audio.constants import SAMPLE_RATE
+from server.audio.model import WaveNet
 from server.errors import InvalidArgument
+
+LOG_FLOOR = math.log(1e-6)  # the log-mel of silence (LogMelConfig.log_floor)
 
 
 @dataclass(frozen=True)
 class LogMelConfig:
-    sample_rate: int = 16_000
+    sample_rate: int = SAMPLE_RATE
     n_fft: int = 512
     win_length: int = 400  # a Hann window of this length, centred in the n_fft frame
     hop_length: int = 160
@@ -132,3 +141,38 @@ def log_mel_numpy(wave: np.ndarray, config: LogMelConfig | None = None) -> np.nd
     real, imag = spec[:, : config.n_freqs], spec[:, config.n_freqs :]
     mel = _filterbank(config) @ (real * real + imag * imag).T
     return np.log(mel + config.log_floor).astype(np.float32)
+
+
+def mel_config(n_mels: int, hop: int) -> LogMelConfig:
+    return LogMelConfig(sample_rate=SAMPLE_RATE, n_mels=n_mels, hop_length=hop)
+
+
+class MelFrames:
+    """Log-mel frames of whole waveforms, frame ``f`` centred on sample ``f * hop``."""
+
+    def __init__(self, n_mels: int, hop: int) -> None:
+        self.config = mel_config(n_mels, hop)
+        self.module = LogMel(self.config)
+
+    @property
+    def floor(self) -> float:
+        return float(np.log(self.config.log_floor))
+
+    @torch.no_grad()
+    def __call__(self, wave: np.ndarray) -> np.ndarray:
+        """(T,) float waveform -> (n_mels, 1 + T // hop) float32."""
+        half = self.config.n_fft // 2
+        x = torch.from_numpy(np.pad(np.asarray(wave, np.float32), (half, half)))[None]
+        return self.module(x)[0].numpy()
+
+
+def pad_frames(mel: np.ndarray, context: int, floor: float, right_extra: int = 0) -> np.ndarray:
+    """``context`` frames of silence (the log floor) before, ``context + right_extra`` after."""
+    return np.pad(mel, ((0, 0), (context, context + right_extra)), constant_values=floor)
+
+
+def utterance_features(model: WaveNet, mel: np.ndarray, voice_id: int) -> torch.Tensor:
+    """Frame features (1, F, C) of a whole utterance's unpadded log-mel frames (n_mels, F)."""
+    device = model.embed.weight.device
+    padded = torch.from_numpy(pad_frames(mel, model.config.cond_context, LOG_FLOOR))[None].to(device)
+    return model.frame_features(padded, torch.tensor([voice_id], device=device))

@@ -25,8 +25,23 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-CLASSES = 256  # 8-bit mu-law codes (server/audio/wire.py)
+from server.errors import InvalidArgument
+
+CLASSES = 256  # 8-bit mu-law codes (server/transport/wire.py)
 SILENCE = 128  # the code of 0.0: the input before the first sample
+# The config's sizes, each at least 1, in the order they are checked (and declared).
+SIZES = (
+    "layers",
+    "cycle",
+    "residual_channels",
+    "gate_channels",
+    "skip_channels",
+    "out_channels",
+    "n_mels",
+    "hop",
+    "cond_channels",
+    "cond_layers",
+)
 
 
 @dataclass(frozen=True)
@@ -44,6 +59,14 @@ class WaveNetConfig:
     voices: int = 1  # the voice-embedding table's size (voice ids 0..voices-1)
     mel_mean: float = 0.0  # log-mel normalization measured on the training data
     mel_std: float = 1.0
+
+    def __post_init__(self) -> None:
+        """Raise :class:`InvalidArgument` naming the first size out of range."""
+        for name in SIZES:
+            if getattr(self, name) < 1:
+                raise InvalidArgument(name, f"must be at least 1, got {getattr(self, name)}")
+        if self.cycle > 14:
+            raise InvalidArgument("cycle", f"must be at most 14 (dilation 8192), got {self.cycle}")
 
     def to_dict(self) -> dict[str, int | float]:
         return asdict(self)

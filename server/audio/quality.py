@@ -15,12 +15,12 @@ from pathlib import Path
 
 import numpy as np
 
-from server.audio.data import MelFrames
-from server.audio.evaluate import utterance_features
+from server.audio.constants import SAMPLE_RATE
 from server.audio.fast import FastWaveNet, StreamState
+from server.audio.features import MelFrames, utterance_features
 from server.audio.model import WaveNet
 from server.audio.mulaw import decode
-from server.data.speech import NUMBER_WORDS, SAMPLE_RATE, Rendering, play_lines, render, trim_silence, voices
+from server.data.speech import NUMBER_WORDS, Rendering, play_lines, render, trim_silence, voices
 
 DB_PER_NEPER = 10.0 / math.log(10.0)  # 10 log10(p) = DB_PER_NEPER * ln(p)
 POWER_FLOOR = 1e-6  # -60 dB

@@ -26,8 +26,8 @@ from torch.nn.parallel import DistributedDataParallel
 
 import server
 from server.audio.checkpoint import load_audio_model, save_audio_model
+from server.audio.constants import SAMPLE_RATE
 from server.audio.data import (
-    MelFrames,
     SegmentSampler,
     Utterance,
     build_utterances,
@@ -36,6 +36,7 @@ from server.audio.data import (
     voice_table,
 )
 from server.audio.evaluate import LN2, batch_bits_per_sample, bits_per_sample
+from server.audio.features import MelFrames
 from server.audio.model import WaveNet, WaveNetConfig
 from server.checkpoint import file_sha256
 from server.device import autocast_dtype, resolve_device
@@ -235,9 +236,9 @@ class AudioTrainer(TrainLoop):
                 "source": "espeak-ng renderings of lines of the training plays and the number words",
                 "sha256": self.data_sha256,
                 "train_utterances": len(self.train_set),
-                "train_seconds": round(sum(u.samples for u in self.train_set) / 16_000, 1),
+                "train_seconds": round(sum(u.samples for u in self.train_set) / SAMPLE_RATE, 1),
                 "heldout_utterances": len(self.heldout),
-                "heldout_seconds": round(sum(u.samples for u in self.heldout) / 16_000, 1),
+                "heldout_seconds": round(sum(u.samples for u in self.heldout) / SAMPLE_RATE, 1),
                 "heldout_voices": sorted({u.rendering.voice for u in self.heldout}),
             },
             "training": {

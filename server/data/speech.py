@@ -25,10 +25,10 @@ from pathlib import Path
 import numpy as np
 from scipy.signal import resample_poly
 
+from server.audio.constants import SAMPLE_RATE
 from server.data.cache import cache_dir
 from server.errors import CorpusError, InvalidArgument
 
-SAMPLE_RATE = 16_000
 NUMBER_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 # Words a listener (or a classifier) could take for a number word.
 HOMOPHONES = frozenset(

@@ -10,10 +10,10 @@ import numpy as np
 from scipy.io import wavfile
 from scipy.signal import resample_poly
 
+from server.audio.constants import SAMPLE_RATE
 from server.errors import InvalidArgument
 from server.kws.data import LABELS, SILENCE, UNKNOWN
 
-SAMPLE_RATE = 16_000
 CLIP = SAMPLE_RATE
 SILENCE_NAMES = frozenset({"silence", "_silence_", "_background_noise_", "background", "noise"})
 

@@ -18,7 +18,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import fft
 
-SAMPLE_RATE = 16_000
+from server.audio.constants import SAMPLE_RATE
+
 CLIP = SAMPLE_RATE  # one second
 NOISE_KINDS = ("white", "pink", "brown", "babble")
 

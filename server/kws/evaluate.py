@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from server.classifier_metrics import Evaluation, score
 from server.kws.model import KWSNet
-from server.vision.evaluate import Evaluation, score
 
 
 @torch.no_grad()

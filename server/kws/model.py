@@ -24,10 +24,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from server.audio.constants import SAMPLE_RATE
 from server.audio.features import LogMel, LogMelConfig
 from server.errors import InvalidArgument
 
-SAMPLE_RATE = 16_000
 CLIP_SAMPLES = SAMPLE_RATE
 
 

@@ -22,7 +22,9 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 import server
+from server.audio.constants import SAMPLE_RATE
 from server.checkpoint import file_sha256
+from server.classifier_metrics import format_confusion
 from server.data.speech import espeak_version
 from server.errors import InvalidArgument
 from server.kws.audio_files import one_second
@@ -45,8 +47,7 @@ from server.kws.data import (
     unseen_set,
 )
 from server.kws.evaluate import evaluate
-from server.kws.model import KWSConfig, KWSNet
-from server.vision.evaluate import format_confusion
+from server.kws.model import CLIP_SAMPLES, KWSConfig, KWSNet
 
 log = logging.getLogger(__name__)
 
@@ -248,8 +249,8 @@ def train_kws(opts: KWSTrainOptions) -> dict[str, Any]:
             "test_noisy_confusion": test_noisy.confusion,
         }
     info = {
-        "sample_rate": 16_000,
-        "clip_samples": 16_000,
+        "sample_rate": SAMPLE_RATE,
+        "clip_samples": CLIP_SAMPLES,
         "data": {
             "source": f"espeak-ng ({espeak_version().split('Data at')[0].strip().rstrip(':').strip()})",
             **opts.data.to_dict(),

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from server.classifier_metrics import Evaluation, score
 from server.textdisc.data import WindowSet
 from server.textdisc.model import TextDiscriminator
-from server.vision.evaluate import Evaluation, score
 
 
 @torch.no_grad()

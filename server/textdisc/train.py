@@ -33,6 +33,7 @@ from tqdm import tqdm
 
 import server
 from server.checkpoint import file_sha256
+from server.classifier_metrics import format_confusion
 from server.data.cache import cache_dir
 from server.data.shakespeare import load_corpus
 from server.errors import InvalidArgument
@@ -67,7 +68,6 @@ from server.textdisc.model import (
     TextDiscriminator,
 )
 from server.textdisc.samples import SampleSet, load_samples, variant_name
-from server.vision.evaluate import format_confusion
 
 log = logging.getLogger(__name__)
 

@@ -1,34 +1,12 @@
-"""Accuracy and confusion matrix of the digits CNN."""
+"""Accuracy and confusion matrix of the digits CNN (the metrics themselves: ``server/classifier_metrics.py``)."""
 
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+from server.classifier_metrics import Evaluation, score
 from server.vision.model import DigitsCNN
-
-
-@dataclass(frozen=True)
-class Evaluation:
-    accuracy: float
-    confusion: list[list[int]]  # confusion[true][predicted]
-    count: int
-
-    def to_dict(self) -> dict[str, object]:
-        return {"accuracy": self.accuracy, "count": self.count, "confusion": self.confusion}
-
-
-def confusion_matrix(labels: np.ndarray, predicted: np.ndarray, num_classes: int) -> list[list[int]]:
-    matrix = np.zeros((num_classes, num_classes), dtype=np.int64)
-    np.add.at(matrix, (labels, predicted), 1)
-    return matrix.tolist()
-
-
-def score(labels: np.ndarray, predicted: np.ndarray, num_classes: int) -> Evaluation:
-    accuracy = float(np.mean(labels == predicted)) if len(labels) else 0.0
-    return Evaluation(accuracy, confusion_matrix(labels, predicted, num_classes), len(labels))
 
 
 @torch.no_grad()
@@ -48,14 +26,3 @@ def evaluate(model: DigitsCNN, images: np.ndarray, labels: np.ndarray) -> Evalua
     result = score(labels, predict(model, images), model.config.num_classes)
     model.train(was_training)
     return result
-
-
-def format_confusion(confusion: list[list[int]], labels: list[str]) -> str:
-    """The matrix as text: one row per true label, one column per predicted label."""
-    width = max(3, *(len(str(v)) for row in confusion for v in row), *(len(label) for label in labels))
-    head = " " * (width + 1) + " ".join(label.rjust(width) for label in labels) + "   <- predicted"
-    rows = [
-        f"{label.rjust(width)} " + " ".join(str(v).rjust(width) for v in row)
-        for label, row in zip(labels, confusion, strict=True)
-    ]
-    return "\n".join([head, *rows])

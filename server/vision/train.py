@@ -19,11 +19,12 @@ import torch
 import torch.nn.functional as F
 
 import server
+from server.classifier_metrics import format_confusion
 from server.device import resolve_device
 from server.errors import InvalidArgument
 from server.vision.checkpoint import save_digits_model
 from server.vision.data import LABELS, SOURCE, split_digits
-from server.vision.evaluate import evaluate, format_confusion
+from server.vision.evaluate import evaluate
 from server.vision.model import DigitsCNN, DigitsCNNConfig
 
 log = logging.getLogger(__name__)

@@ -7,12 +7,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from server.audio.constants import SAMPLE_RATE
 from server.data import speech
 from server.data.speech import (
     HELD_OUT_ACCENTS,
     HELD_OUT_VARIANTS,
     NUMBER_WORDS,
-    SAMPLE_RATE,
     Rendering,
     random_rendering,
     render,

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from server.audio.constants import SAMPLE_RATE
 from server.kws.augment import (
     CLIP,
-    SAMPLE_RATE,
     add_noise,
     augment,
     colored_noise,

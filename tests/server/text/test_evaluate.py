@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 from server.text.checkpoint import load_text_model
-from server.text.evaluate import bits_per_char, streamed_bits_per_char
+from server.text.evaluate import bits_per_char, streamed_bits_per_char, total_bits
 from server.text.vocab import START_TEXT
 
 from ...conftest import timeout
@@ -43,11 +45,15 @@ def test_eval_command_matches_the_value_computed_by_hand(tiny_text_checkpoint: P
     assert math.isclose(report["bits_per_char"], by_hand(tiny_text_checkpoint, text), rel_tol=1e-5)
 
 
-def test_chunked_evaluation_carries_state(tiny_text_checkpoint: Path) -> None:
-    """Scoring in chunks of any size gives the same total as one pass."""
+@pytest.mark.parametrize("chunk", [1, 7, None], ids=["chunk=1", "chunk=7", "default chunk"])
+def test_chunked_evaluation_carries_state(tiny_text_checkpoint: Path, chunk: int | None) -> None:
+    """Scoring in chunks of any size gives the same total as one pass: the state runs on across chunks."""
     model, vocab, _ = load_text_model(tiny_text_checkpoint)
-    text = "Fool.\nMy lord, the king is come.\n\n" * 40
-    assert math.isclose(bits_per_char(model, vocab, text), by_hand(tiny_text_checkpoint, text), rel_tol=1e-5)
+    default_chunk = inspect.signature(total_bits).parameters["chunk"].default
+    text = "Fool.\nMy lord, the king is come.\n\n" * 150
+    assert len(text) > default_chunk  # several chunks at every size, the default included
+    bits = bits_per_char(model, vocab, text) if chunk is None else total_bits(model, vocab, text, chunk) / len(text)
+    assert math.isclose(bits, by_hand(tiny_text_checkpoint, text), rel_tol=1e-5)
 
 
 def test_streamed_estimate_is_close_to_the_exact_value(tiny_text_checkpoint: Path) -> None:

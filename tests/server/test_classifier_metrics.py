@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from server.vision.evaluate import format_confusion, score
+from server.classifier_metrics import format_confusion, score
 
 
 def test_confusion_matrix_counts_true_rows_and_predicted_columns() -> None:
