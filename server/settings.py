@@ -8,6 +8,7 @@ Every field of :class:`ServeSettings` is a flag (``max_streams`` -> ``--max-stre
 from __future__ import annotations
 
 import argparse
+import logging
 import math
 import os
 from collections.abc import Callable, Mapping
@@ -16,8 +17,17 @@ from pathlib import Path
 from typing import Any
 
 from server.errors import InvalidArgument
+from server.paths import (
+    DEFAULT_AUDIO_CHECKPOINT,
+    DEFAULT_DIGITS_CHECKPOINT,
+    DEFAULT_KWS_CHECKPOINT,
+    DEFAULT_TEXT_CHECKPOINT,
+    DEFAULT_TEXTDISC_CHECKPOINT,
+    shown,
+)
 
 ENV_PREFIX = "ANTIPHON_"
+NO_MODEL = "none"  # a model option's value that serves no such model
 
 
 def _names(raw: str) -> tuple[str, ...]:
@@ -66,7 +76,7 @@ class ServeSettings:
     grace_s: float = _option(10.0, "seconds live streams may take to finish after SIGTERM", "listening", float)
     # the model
     text_checkpoint: Path | None = _option(  # noqa: RUF009 (_option returns a dataclasses.field)
-        None, "text model checkpoint (default: models/text/char_lstm.safetensors)", "model", _path
+        None, f"text model checkpoint (default: {shown(DEFAULT_TEXT_CHECKPOINT)})", "model", _path
     )
     text_model_id: str = _option("char-lstm", "the id clients name the text model by", "model")
     device: str = _option("auto", "auto (CUDA when present), cpu or cuda", "model", _device)
@@ -100,7 +110,7 @@ class ServeSettings:
     )
     audio_checkpoint: Path | None = _option(  # noqa: RUF009
         None,
-        "audio model (WaveNet) checkpoint (default: models/audio/wavenet.safetensors when present; none: no audio)",
+        f"audio model (WaveNet) checkpoint (default: {shown(DEFAULT_AUDIO_CHECKPOINT)} when present; none: no audio)",
         "model",
         _path,
     )
@@ -113,13 +123,13 @@ class ServeSettings:
         _names,
     )
     kws_checkpoint: Path | None = _option(  # noqa: RUF009
-        None, "keyword-spotting checkpoint (default: models/kws/kws_dscnn.safetensors)", "model", _path
+        None, f"keyword-spotting checkpoint (default: {shown(DEFAULT_KWS_CHECKPOINT)})", "model", _path
     )
     textdisc_checkpoint: Path | None = _option(  # noqa: RUF009
-        None, "text discriminator checkpoint (default: models/textdisc/text_disc.safetensors)", "model", _path
+        None, f"text discriminator checkpoint (default: {shown(DEFAULT_TEXTDISC_CHECKPOINT)})", "model", _path
     )
     digits_checkpoint: Path | None = _option(  # noqa: RUF009
-        None, "digits CNN checkpoint (default: models/digits/digits_cnn.safetensors)", "model", _path
+        None, f"digits CNN checkpoint (default: {shown(DEFAULT_DIGITS_CHECKPOINT)})", "model", _path
     )
     # limits
     max_streams: int = _option(64, "streams generated together in one batch", "limits", int)
@@ -209,6 +219,22 @@ class ServeSettings:
             if not getattr(self, name):
                 raise InvalidArgument(flag_name(name), "must not be empty")
         return self
+
+    def text_model(self) -> Path:
+        """The text checkpoint to serve: the one named (flag or variable), else the committed one."""
+        return self.text_checkpoint or DEFAULT_TEXT_CHECKPOINT
+
+    def audio_model(self) -> Path | None:
+        """The audio checkpoint to serve, None for no audio: the one named (``none``: no audio), else the committed
+        one when it exists."""
+        if self.audio_checkpoint is not None:
+            return None if str(self.audio_checkpoint).lower() == NO_MODEL else self.audio_checkpoint
+        if DEFAULT_AUDIO_CHECKPOINT.is_file():
+            return DEFAULT_AUDIO_CHECKPOINT
+        logging.getLogger("antiphon.server").warning(
+            "no audio model at %s: serving text only (train one with `antiphon train audio`)", DEFAULT_AUDIO_CHECKPOINT
+        )
+        return None
 
 
 def flag_name(name: str) -> str:

@@ -12,6 +12,8 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
+from server.errors import InvalidArgument
+
 State = tuple[torch.Tensor, torch.Tensor]  # (h, c), each (layers, B, hidden)
 
 
@@ -22,6 +24,14 @@ class CharLSTMConfig:
     hidden_size: int = 512
     num_layers: int = 2
     dropout: float = 0.0
+
+    def __post_init__(self) -> None:
+        """Raise :class:`InvalidArgument` naming the first field out of range (the vocabulary is the corpus's)."""
+        for name in ("hidden_size", "num_layers", "embed_dim"):
+            if getattr(self, name) < 1:
+                raise InvalidArgument(name, f"must be at least 1, got {getattr(self, name)}")
+        if not 0 <= self.dropout < 1:
+            raise InvalidArgument("dropout", f"must be in [0, 1), got {self.dropout}")
 
     def to_dict(self) -> dict[str, int | float]:
         return asdict(self)

@@ -119,7 +119,8 @@ def test_eval_judges_files(
 
 def test_train_streams_is_checked_and_matches_the_default(capsys: pytest.CaptureFixture[str]) -> None:
     """`--train-streams` out of range exits 2 naming it; the CLI's default is the committed sample set's."""
-    from server.cli import TEXTDISC_TRAIN_STREAMS, main
+    from server.cli import main
+    from server.commands.textdisc import TEXTDISC_TRAIN_STREAMS
     from server.textdisc.data import TRAIN_SAMPLES
 
     assert TRAIN_SAMPLES.streams == TEXTDISC_TRAIN_STREAMS

@@ -1,0 +1,155 @@
+"""``antiphon train audio`` and ``eval audio``: the WaveNet."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from server.commands.common import add_checkpoint, add_device, add_loop_options, add_seed, loop_options
+from server.errors import InvalidArgument
+from server.paths import default_checkpoint
+
+
+def add_train(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "audio",
+        help="train the WaveNet on espeak-ng speech",
+        description="Train the WaveNet on random segments of espeak-ng renderings (lines of the training plays and "
+        "the number words, in training voices, speeds, pitches and loudness; rendered once and cached), conditioned "
+        "on each rendering's log-mel frames and voice. Progress shows training bits/sample, a held-out estimate "
+        "(voices never trained on), samples/s and learning rate; the checkpoint records the exact held-out NLL over "
+        "whole utterances. Run under `torchrun --nproc-per-node N` for data-parallel training.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    add_loop_options(p, out="runs/audio/wavenet.safetensors", optimizer="Adam", warmup=50, eval_every=250)
+    p.add_argument(
+        "--init",
+        type=Path,
+        default=None,
+        help="start from this WaveNet checkpoint's weights and config (its model options win), with a fresh "
+        "learning-rate schedule: more training for a committed model; the card names it",
+    )
+    p.add_argument("--batch-size", type=int, default=4, help="segments per process and step")
+    p.add_argument("--segment", type=int, default=2000, help="samples per segment")
+    p.add_argument(
+        "--input-noise",
+        type=float,
+        default=0.0,
+        help="std of Gaussian noise (in mu-law code steps) added to the codes the model reads while training",
+    )
+    data = p.add_argument_group("data")
+    data.add_argument("--lines", type=int, default=2000, help="lines of the plays rendered for training")
+    data.add_argument("--number-renderings", type=int, default=60, help="training renderings of each number word")
+    data.add_argument("--heldout-lines", type=int, default=24, help="held-out lines (held-out voices)")
+    data.add_argument("--heldout-number-renderings", type=int, default=2, help="held-out renderings of each number")
+    data.add_argument("--workers", type=int, default=2, help="espeak-ng processes while rendering")
+    model = p.add_argument_group("model")
+    model.add_argument("--layers", type=int, default=20)
+    model.add_argument("--cycle", type=int, default=10, help="dilations 1..2**(cycle-1), repeated")
+    model.add_argument("--residual-channels", type=int, default=64)
+    model.add_argument("--gate-channels", type=int, default=64)
+    model.add_argument("--skip-channels", type=int, default=32)
+    model.add_argument("--out-channels", type=int, default=128)
+    model.add_argument("--n-mels", type=int, default=40)
+    model.add_argument("--hop", type=int, default=160, help="samples per log-mel frame")
+    model.add_argument("--cond-channels", type=int, default=64)
+    model.add_argument("--cond-layers", type=int, default=2)
+    p.set_defaults(func=_train)
+
+
+def _train(args: argparse.Namespace) -> int:
+    from server.audio.model import SIZES, WaveNetConfig
+    from server.audio.train import AudioTrainer, AudioTrainOptions
+
+    model = {name: getattr(args, name) for name in SIZES}
+    WaveNetConfig(**model)  # before any rendering: each size at least 1, the cycle at most 14
+    opts = AudioTrainOptions(
+        **loop_options(args),
+        batch_size=args.batch_size,
+        segment=args.segment,
+        input_noise=args.input_noise,
+        lines=args.lines,
+        number_renderings=args.number_renderings,
+        heldout_lines=args.heldout_lines,
+        heldout_number_renderings=args.heldout_number_renderings,
+        workers=args.workers,
+        model=model,
+        init=args.init,
+    )
+    info = AudioTrainer(opts).train()
+    if info:
+        print(f"held-out {info['metrics']['heldout_bits_per_sample']:.4f} bits/sample -> {opts.out}")
+    return 0
+
+
+def add_eval(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "audio",
+        help="held-out NLL (bits/sample) of the WaveNet; --render writes WAVs, a spectrogram and the log-mel distance",
+        description="Score the held-out utterances the checkpoint's trainer held out (espeak-ng renderings in voices "
+        "never trained on) with teacher forcing, in bits per sample over whole utterances (8 is chance). With "
+        "--render DIR, also generate a few held-out utterances sample by sample, write them (generated and espeak "
+        "reference) as WAV files with a spectrogram PNG into DIR, and report the mean absolute log-mel distance (dB).",
+    )
+    add_checkpoint(p, "audio")
+    add_device(p)
+    p.add_argument("--limit", type=int, default=None, help="score only the first N held-out utterances")
+    render = p.add_argument_group("rendering (--render)")
+    render.add_argument("--render", type=Path, default=None, metavar="DIR", help="write WAVs and a spectrogram here")
+    render.add_argument("--count", type=int, default=4, help="held-out utterances to generate (default: 4)")
+    render.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (default: 1.0)")
+    add_seed(render, 0, "same seed, same audio (default: 0)")
+    render.add_argument("--threads", type=int, default=1, help="cores for generation (default: 1)")
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help='last line: {"bits_per_sample": ..., "samples": ..., "log_mel_distance_db": ... (with --render)}',
+    )
+    p.set_defaults(func=_eval)
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from server.audio.checkpoint import load_audio_model
+    from server.audio.data import build_utterances
+    from server.audio.evaluate import bits_per_sample
+    from server.device import resolve_device
+
+    if args.limit is not None and args.limit < 1:
+        raise InvalidArgument("limit", f"must be at least 1, got {args.limit}")
+    if not 1 <= args.count <= 64:
+        raise InvalidArgument("count", f"must be in 1..64, got {args.count}")
+    if not 0 <= args.temperature <= 100:
+        raise InvalidArgument("temperature", f"must be between 0 and 100, got {args.temperature}")
+    if not 1 <= args.threads <= 64:
+        raise InvalidArgument("threads", f"must be in 1..64, got {args.threads}")
+    if not 0 <= args.seed < 2**63:
+        raise InvalidArgument("seed", f"must be in 0..2**63-1, got {args.seed}")
+    model, _, meta = load_audio_model(args.checkpoint or default_checkpoint("audio"), resolve_device(args.device))
+    opts = meta["training"]["options"]
+    heldout = build_utterances(
+        "heldout",
+        opts["heldout_lines"],
+        opts["heldout_number_renderings"],
+        model.config.n_mels,
+        model.config.hop,
+        opts["seed"],
+        min_samples=opts["segment"],
+    )[: args.limit]
+    bits = bits_per_sample(model, heldout)
+    samples = sum(u.samples for u in heldout)
+    print(f"held-out {bits:.4f} bits/sample over {len(heldout)} utterances ({samples / 16_000:.1f} s)")
+    result: dict[str, object] = {"bits_per_sample": bits, "samples": samples, "utterances": len(heldout)}
+    if args.render is not None:
+        from server.audio.quality import render_report
+
+        report = render_report(model.cpu(), args.render, args.count, args.seed, args.temperature, args.threads)
+        for item in report["utterances"]:  # type: ignore[attr-defined]
+            print(f"{item['voice']}: {item['log_mel_distance_db']:.2f} dB  {item['text']!r}")
+        print(f"mean log-mel distance {report['log_mel_distance_db']:.2f} dB; files in {args.render}")
+        if "spectrogram.png" not in report["files"]:  # type: ignore[operator]
+            print("(no spectrogram: install matplotlib, the `plots` extra)")
+        result["log_mel_distance_db"] = report["log_mel_distance_db"]
+    if args.json:
+        print(json.dumps(result))
+    return 0

@@ -1,0 +1,95 @@
+"""``antiphon export``: models to ONNX and TFLite files, each checked against torch, with a manifest."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from server.commands.common import add_seed, comma_list
+from server.paths import (
+    DEFAULT_DIGITS_CHECKPOINT,
+    DEFAULT_KWS_CHECKPOINT,
+    DEFAULT_SMALL_TEXT_CHECKPOINT,
+    DEFAULT_TEXT_CHECKPOINT,
+    DEFAULT_TEXTDISC_CHECKPOINT,
+    default_checkpoint,
+    shown,
+)
+
+
+def add_command(commands: argparse._SubParsersAction) -> None:
+    p = commands.add_parser(
+        "export",
+        help="export models to ONNX and TFLite files with a manifest",
+        description="Convert models to ONNX and TFLite (float32 and, with --int8, int8), check every file against "
+        "torch (float: 1e-4 max abs on real and random inputs; int8: the same top label on at least 99% of the "
+        "evaluation set; the text step: the same greedy text for 200 tokens) and write manifest.json beside them. "
+        "A file that fails its check stops the export (exit 1).",
+    )
+    p.add_argument(
+        "--models",
+        type=comma_list,
+        default="digits,text_step,text_small_step,textdisc,kws",
+        help="comma-separated: digits, text_step, text_small_step, textdisc, kws (default: all)",
+    )
+    p.add_argument(
+        "--formats", type=comma_list, default="onnx,tflite", help="comma-separated: onnx, tflite (default: both)"
+    )
+    p.add_argument("--int8", action="store_true", help="also write int8 files")
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=Path("runs/export"),
+        help="folder for the files and manifest.json (default: runs/export)",
+    )
+    p.add_argument("--digits-checkpoint", type=Path, default=None, help=f"default: {shown(DEFAULT_DIGITS_CHECKPOINT)}")
+    p.add_argument(
+        "--text-checkpoint",
+        type=Path,
+        default=None,
+        help=f"text_step, and the generator textdisc was trained against (default: {shown(DEFAULT_TEXT_CHECKPOINT)})",
+    )
+    p.add_argument(
+        "--small-text-checkpoint", type=Path, default=None, help=f"default: {shown(DEFAULT_SMALL_TEXT_CHECKPOINT)}"
+    )
+    p.add_argument(
+        "--textdisc-checkpoint", type=Path, default=None, help=f"default: {shown(DEFAULT_TEXTDISC_CHECKPOINT)}"
+    )
+    p.add_argument("--kws-checkpoint", type=Path, default=None, help=f"default: {shown(DEFAULT_KWS_CHECKPOINT)}")
+    p.add_argument(
+        "--text-corpus",
+        type=Path,
+        default=None,
+        help="text whose held-out part checks the text step (default: Shakespeare's held-out plays)",
+    )
+    add_seed(p, 0, "random inputs and calibration sample (default: 0)")
+    p.set_defaults(func=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from export.pipeline import ExportOptions, export_models
+
+    opts = ExportOptions(
+        out=args.out,
+        models=args.models,
+        formats=args.formats,
+        int8=args.int8,
+        digits_checkpoint=args.digits_checkpoint or default_checkpoint("digits"),
+        text_checkpoint=args.text_checkpoint or default_checkpoint("text"),
+        small_text_checkpoint=args.small_text_checkpoint or DEFAULT_SMALL_TEXT_CHECKPOINT,
+        textdisc_checkpoint=args.textdisc_checkpoint or default_checkpoint("textdisc"),
+        kws_checkpoint=args.kws_checkpoint or default_checkpoint("kws"),
+        seed=args.seed,
+    )
+    opts.validate()
+    if opts.needs_text:
+        from server.data.shakespeare import load_corpus
+
+        opts.text = load_corpus(args.text_corpus).valid_text
+    manifest = export_models(opts)
+    for name, entry in manifest["models"].items():
+        for fmt, files in entry["files"].items():
+            for precision, info in files.items():
+                print(f"{name} {fmt} {precision}: {args.out / info['file']} ({info['bytes']:,} bytes)")
+    print(f"manifest: {args.out / 'manifest.json'}")
+    return 0

@@ -1,0 +1,40 @@
+"""``antiphon serve``: the models over gRPC and WebSocket, from :class:`~server.settings.ServeSettings`."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+from server.paths import DEFAULT_CHECKPOINTS
+
+
+def add_command(commands: argparse._SubParsersAction) -> None:
+    from server.settings import add_arguments
+
+    p = commands.add_parser(
+        "serve",
+        help="serve the text model over gRPC and WebSocket",
+        description="Serve the text model over gRPC and WebSocket from one process. Every option is also an "
+        "ANTIPHON_* environment variable (a flag wins). Once both servers listen, one log line says "
+        "`listening grpc=HOST:PORT ws=HOST:PORT`. SIGTERM stops accepting, lets live streams finish within "
+        "--grace-s, cancels the rest and exits 0.",
+    )
+    add_arguments(p)
+    p.set_defaults(func=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from server.app import serve
+    from server.settings import ServeSettings
+
+    settings = ServeSettings.from_sources(args, os.environ)
+    if settings.torch_threads is not None:
+        import torch
+
+        torch.set_num_threads(settings.torch_threads)
+    # Each classifier's committed checkpoint; its --NAME-checkpoint (or variable) wins inside load_classifiers.
+    classifiers = {name: DEFAULT_CHECKPOINTS[name] for name in ("kws", "textdisc", "digits")}
+    asyncio.run(serve(settings, settings.text_model(), settings.audio_model(), classifiers))
+    return 0
