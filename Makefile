@@ -7,6 +7,10 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 TORCH  := torch==2.13.0
+# Clients the tests drive the HTTP API with, installed after the rest: the official openai SDK wants a newer
+# typing-extensions than the export tools' converter declares (it runs with it), and one resolution of both would
+# make pip backtrack through every SDK release. pip reports the mismatch and installs.
+TEST_CLIENTS := openai>=1.40 httpx
 # Debian packages the project needs: espeak-ng renders speech for the audio models; alsa-utils is the edge client's
 # microphone and player (arecord, aplay); mmdebstrap and qemu-user-static run the edge tests on arm64 code.
 DEBS   := espeak-ng alsa-utils mmdebstrap qemu-user-static
@@ -47,6 +51,7 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --disable-pip-version-check $(TORCH)
 	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[server,export,dev]'
+	$(BIN)/python -m pip install -q --disable-pip-version-check $(TEST_CLIENTS)
 	touch $@
 
 lint: $(STAMP)

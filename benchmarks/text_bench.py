@@ -303,6 +303,7 @@ async def bench(args: argparse.Namespace, backend: str) -> dict[str, Any]:
         host="127.0.0.1",
         grpc_port=0,
         ws_port=0,
+        http_port=0,
         device=args.device,
         text_backend=backend,
         max_streams=max(args.streams),

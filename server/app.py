@@ -1,7 +1,7 @@
-"""One asyncio process serving the engines over gRPC and WebSocket at once.
+"""One asyncio process serving the engines over gRPC, WebSocket and HTTP at once.
 
-:class:`Server` owns the engines and both listeners; :func:`serve` is what ``antiphon serve`` runs: start, log one
-``listening grpc=HOST:PORT ws=HOST:PORT`` line, wait for SIGTERM or SIGINT, drain, exit.
+:class:`Server` owns the engines and the three listeners; :func:`serve` is what ``antiphon serve`` runs: start, log
+one ``listening grpc=HOST:PORT ws=HOST:PORT http=HOST:PORT`` line, wait for SIGTERM or SIGINT, drain, exit.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from server.engine.text import ChatStyle, TextEngine, TextLimits
 from server.errors import CheckpointError, InvalidArgument, ListenError
 from server.settings import ServeSettings
 from server.transport.grpc_service import add_services, mark_serving
+from server.transport.http import HttpListener, HttpTransport
 from server.transport.websocket import CoalescingConnection, WebSocketTransport
 
 log = logging.getLogger("antiphon.server")
@@ -46,6 +47,7 @@ def text_limits(settings: ServeSettings) -> TextLimits:
         max_sessions=settings.max_sessions,
         session_ttl_s=settings.session_ttl_s,
         burst_s=settings.text_burst_ms / 1000,
+        prefix_cache=settings.prefix_cache,
     )
 
 
@@ -156,11 +158,17 @@ class Server:
             self.models.add_audio(audio)
         self.grpc_port = 0
         self.ws_port = 0
+        self.http_port = 0
         self._serving = False
         self._grpc: grpc.aio.Server | None = None
         self._health: Any = None
         self._ws: WebSocketServer | None = None
         self._transport = WebSocketTransport(self.models, lambda: self._serving)
+        self._http = HttpListener(
+            HttpTransport(self.models, lambda: self._serving, settings.cors_origins).app,
+            settings.host,
+            settings.http_port,
+        )
         self._stopping: asyncio.Task[None] | None = None
 
     @property
@@ -170,6 +178,10 @@ class Server:
     @property
     def ws_address(self) -> str:
         return _address(self.settings.host, self.ws_port)
+
+    @property
+    def http_address(self) -> str:
+        return _address(self.settings.host, self.http_port)
 
     async def start(self) -> None:
         settings = self.settings
@@ -205,6 +217,11 @@ class Server:
                 f"--ws-port: cannot listen on {_address(settings.host, settings.ws_port)}: {exc}"
             ) from None
         self.ws_port = self._ws.sockets[0].getsockname()[1]
+        try:
+            self.http_port = await self._http.start()
+        except ListenError:
+            await self.stop(0)
+            raise
         await mark_serving(self._health)
         self._serving = True
         # What is loaded now lives as long as the process: moved out of the collector's reach, a full collection
@@ -233,6 +250,7 @@ class Server:
         for classifier in self.classifiers:
             classifier.close()
         await self._transport.drain(timeout_s=1.0)
+        await self._http.stop()
         if self._grpc is not None:
             await self._grpc.stop(1.0)
         if self._ws is not None:
@@ -270,7 +288,7 @@ async def serve(
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    log.info("listening grpc=%s ws=%s", server.grpc_address, server.ws_address)
+    log.info("listening grpc=%s ws=%s http=%s", server.grpc_address, server.ws_address, server.http_address)
     try:
         await stop.wait()
         log.info("shutting down: live streams have %.1f s to finish", settings.grace_s)

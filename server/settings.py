@@ -70,9 +70,18 @@ def _compression(raw: str) -> str:
 @dataclass(frozen=True)
 class ServeSettings:
     # listening
-    host: str = _option("127.0.0.1", "address both servers bind (0.0.0.0 or :: for every interface)", "listening")
+    host: str = _option("127.0.0.1", "address the servers bind (0.0.0.0 or :: for every interface)", "listening")
     grpc_port: int = _option(50051, "gRPC port (0 picks a free one)", "listening", int)
     ws_port: int = _option(8765, "WebSocket port (0 picks a free one)", "listening", int)
+    http_port: int = _option(
+        8000, "HTTP port: the OpenAI-compatible API under /v1 (0 picks a free one)", "listening", int
+    )
+    cors_origins: tuple[str, ...] = _option(
+        (),
+        "comma-separated origins browsers may call the HTTP API from (* for any; default: none)",
+        "listening",
+        _names,
+    )
     grace_s: float = _option(10.0, "seconds live streams may take to finish after SIGTERM", "listening", float)
     # the model
     text_checkpoint: Path | None = _option(  # noqa: RUF009 (_option returns a dataclasses.field)
@@ -147,6 +156,13 @@ class ServeSettings:
     )
     max_sessions: int = _option(1024, "chat sessions kept (the least recently used idle one goes)", "limits", int)
     session_ttl_s: float = _option(1800.0, "seconds an unused chat session is kept", "limits", float)
+    prefix_cache: int = _option(
+        1024,
+        "model states kept after conversation prefixes, so an HTTP chat that resends its history reads only its "
+        "new turn (about 10 KB each for the default model; 0 keeps none)",
+        "limits",
+        int,
+    )
     max_audio_streams: int = _option(16, "audio streams generated together in one batch", "limits", int)
     max_audio_seconds: float = _option(30.0, "longest audio one request may ask for, in seconds", "limits", float)
     max_audio_text_chars: int = _option(400, "characters of text one audio request may speak", "limits", int)
@@ -177,7 +193,7 @@ class ServeSettings:
         return cls(**values).validated()
 
     def validated(self) -> ServeSettings:
-        for name in ("grpc_port", "ws_port"):
+        for name in ("grpc_port", "ws_port", "http_port"):
             port = getattr(self, name)
             if not 0 <= port <= 65535:
                 raise InvalidArgument(flag_name(name), f"must be in 0..65535, got {port}")
@@ -187,6 +203,8 @@ class ServeSettings:
         for name in (*positive, "max_audio_streams", "max_audio_text_chars", "audio_buffer_ms", "audio_threads"):
             if getattr(self, name) < 1:
                 raise InvalidArgument(flag_name(name), f"must be at least 1, got {getattr(self, name)}")
+        if self.prefix_cache < 0:
+            raise InvalidArgument(flag_name("prefix_cache"), f"must be 0 or more, got {self.prefix_cache}")
         if self.max_waiting < 0:
             raise InvalidArgument(flag_name("max_waiting"), f"must be 0 or more, got {self.max_waiting}")
         if self.ws_max_message_bytes < 1024:

@@ -13,11 +13,11 @@ def add_command(commands: argparse._SubParsersAction) -> None:
 
     p = commands.add_parser(
         "serve",
-        help="serve the text model over gRPC and WebSocket",
-        description="Serve the text model over gRPC and WebSocket from one process. Every option is also an "
-        "ANTIPHON_* environment variable (a flag wins). Once both servers listen, one log line says "
-        "`listening grpc=HOST:PORT ws=HOST:PORT`. SIGTERM stops accepting, lets live streams finish within "
-        "--grace-s, cancels the rest and exits 0.",
+        help="serve the models over gRPC, WebSocket and OpenAI-compatible HTTP",
+        description="Serve the models over gRPC, WebSocket and OpenAI-compatible HTTP from one process. Every "
+        "option is also an ANTIPHON_* environment variable (a flag wins). Once the three listen, one log line says "
+        "`listening grpc=HOST:PORT ws=HOST:PORT http=HOST:PORT`. SIGTERM stops accepting, lets live streams finish "
+        "within --grace-s, cancels the rest and exits 0.",
     )
     add_arguments(p)
     p.set_defaults(func=_run)

@@ -16,6 +16,7 @@ from server.engine.requests import (
     ChatTurn,
     ClassifierInfo,
     ClassifyInput,
+    Conversation,
     TextModelInfo,
     TextRequest,
 )
@@ -32,6 +33,8 @@ class TextService(Protocol):
     def generate(self, request: TextRequest) -> TextStream: ...
 
     def chat(self, turn: ChatTurn) -> TextStream: ...
+
+    def converse(self, conversation: Conversation) -> TextStream: ...
 
 
 class AudioService(Protocol):

@@ -8,6 +8,7 @@ Each request checks itself against the model's info (``validate``) and raises :c
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -196,3 +197,84 @@ class ClassifyInput:
         if self.tensor_values is not None:
             return TENSOR
         return None
+
+
+MAX_CONVERSATION_MESSAGES = 256
+CONVERSATION_CHARS_FACTOR = 16  # a conversation may hold this many times max_prompt_chars in all
+ROLES = ("system", "user", "assistant")
+
+
+@dataclass(frozen=True)
+class Message:
+    role: str  # "system", "user" or "assistant"
+    content: str
+    name: str = ""  # a user's or assistant's speaker name; empty: the default user name, or the persona
+
+
+@dataclass(frozen=True)
+class Conversation:
+    """A whole conversation, as chat front ends resend it every turn; the reply is the persona's next turn. The
+    model's state after each reply is kept by the text it read, so a follow-up reads only its new text."""
+
+    messages: tuple[Message, ...]
+    persona: str = ""  # empty: the model's default persona
+    sampling: SamplingOptions = SamplingOptions()
+    request_id: str = ""
+
+    def validate(self, info: TextModelInfo) -> str:
+        """Check the messages; returns the persona that replies, as the model spells it."""
+        if not self.messages:
+            raise InvalidArgument("messages", "must hold at least one message")
+        if len(self.messages) > MAX_CONVERSATION_MESSAGES:
+            raise InvalidArgument("messages", f"at most {MAX_CONVERSATION_MESSAGES} messages, got {len(self.messages)}")
+        persona = info.persona(self.persona) if self.persona else info.default_persona
+        if persona is None:
+            raise NotFound(
+                f"persona: {self.persona!r} is not a speaker of model {info.id!r} "
+                f"(personas: {', '.join(info.personas)})"
+            )
+        total = 0
+        for i, message in enumerate(self.messages):
+            if message.role not in ROLES:
+                raise InvalidArgument(f"messages[{i}].role", f"must be one of {', '.join(ROLES)}, got {message.role!r}")
+            if len(message.content) > info.max_prompt_chars:
+                limit = f"at most {info.max_prompt_chars} characters, got {len(message.content)}"
+                raise InvalidArgument(f"messages[{i}].content", limit)
+            if len(message.name) > MAX_SPEAKER_NAME or "\n" in message.name:
+                limit = f"must be one line of at most {MAX_SPEAKER_NAME} characters"
+                raise InvalidArgument(f"messages[{i}].name", limit)
+            total += len(message.content)
+        most = CONVERSATION_CHARS_FACTOR * info.max_prompt_chars
+        if total > most:
+            raise InvalidArgument("messages", f"at most {most} characters in all, got {total}")
+        last = self.messages[-1]
+        if last.role != "user" or not last.content.strip():
+            last_field = f"messages[{len(self.messages) - 1}]"
+            raise InvalidArgument(last_field, "the last message must be the user's, and not empty")
+        return persona
+
+    def dialogue(self, info: TextModelInfo, persona: str, user_speaker: str) -> str:
+        """The conversation in the corpus's dialogue form, ending with the persona's name: what the model reads.
+        A blank line ends a turn there, so blank lines inside a message are read as one line break (an assistant
+        message without one, such as a reply the model wrote, is read back exactly); a system message is a
+        paragraph of its own."""
+        parts = []
+        for message in self.messages:
+            content = message.content
+            if message.role != "assistant" or TURN_END in content:
+                content = one_paragraph(content)  # a reply the model wrote is read back exactly as it was said
+            if not content.strip():
+                continue
+            if message.role == "system":
+                parts.append(f"{content}{TURN_END}")
+            elif message.role == "user":
+                parts.append(f"{message.name or user_speaker}.\n{content}{TURN_END}")
+            else:
+                speaker = (info.persona(message.name) if message.name else None) or persona
+                parts.append(f"{speaker}.\n{content}{TURN_END}")
+        return "".join(parts) + f"{persona}.\n"
+
+
+def one_paragraph(text: str) -> str:
+    """``text`` with no blank line (a run of line breaks becomes one) and no line break at either end."""
+    return re.sub(r"\n{2,}", "\n", text.replace("\r\n", "\n")).strip("\n")

@@ -118,7 +118,8 @@ class TextStream(_BoundedStream[str]):
 
     def __init__(self, capacity: int, wake: Callable[[], None], request_id: str = "") -> None:
         super().__init__(capacity, wake, request_id)
-        self.prompt_tokens = 0
+        self.prompt_tokens = 0  # characters of the prompt, read or (a conversation's) resumed from a kept state
+        self.cached_tokens = 0  # of those, the ones a kept state spared reading
         self.completion_tokens = 0
         self.turns = 0  # chat: the session's turn count after this turn
 

@@ -29,7 +29,8 @@ from typing import Any
 
 from server.engine.backend import TextBackend
 from server.engine.loop import EngineLoop
-from server.engine.requests import TURN_END, ChatTurn, SamplingOptions, TextModelInfo, TextRequest
+from server.engine.prefixes import PrefixCache
+from server.engine.requests import TURN_END, ChatTurn, Conversation, SamplingOptions, TextModelInfo, TextRequest
 from server.engine.sessions import SessionStore, Turn
 from server.engine.streams import FINISH_CANCELLED, FINISH_LENGTH, FINISH_STOP, TextStream
 from server.errors import InvalidArgument
@@ -52,6 +53,7 @@ class TextLimits:
     max_sessions: int = 1024
     session_ttl_s: float = 1800.0
     burst_s: float = 0.010  # step time (the backend's clock) an iteration may spend before its tokens go out
+    prefix_cache: int = 1024  # states kept after conversation prefixes (Conversation requests); 0 keeps none
 
 
 @dataclass(frozen=True)
@@ -75,11 +77,23 @@ class _Job:
     stops: StopMatcher
     stop_ids: tuple[tuple[int, ...], ...]  # the stop sequences as token ids
     turn: Turn | None = None  # a chat turn's hold on its session, released when the job is finalized
+    start: Any = None  # the state the prompt is read from (a session's or a kept prefix's); None: zero
+    prefix: str | None = None  # a conversation: everything read from the zero state, kept with its end state
     sampled: list[str] = field(default_factory=list)
     recent: tuple[int, ...] = ()  # the last tokens, as many as a stop sequence spanning iterations needs
     tokens: int = 0
     end_reason: str | None = None  # set once the stream has produced its last token
     finalized: bool = False
+
+    @property
+    def keeps_state(self) -> bool:
+        """Whether the row's state outlives the stream (a chat session's, a conversation prefix's)."""
+        return self.turn is not None or self.prefix is not None
+
+
+def closing_of(said: str) -> str:
+    """The newlines still needed after a reply to end its turn (a blank line), which the next turn reads first."""
+    return "" if said.endswith(TURN_END) else TURN_END[len(said) - len(said.rstrip("\n")) :]
 
 
 @dataclass
@@ -112,6 +126,7 @@ class TextEngine(EngineLoop[_Job]):
         self.chat_style = chat
         self.description = description
         self.sessions = SessionStore(limits.max_sessions, limits.session_ttl_s)
+        self.prefixes = PrefixCache(limits.prefix_cache)
         self._waiting: deque[_Job] = deque()
         self._jobs: list[_Job] = []  # row i of the batch state belongs to _jobs[i]
         self._joining: list[_Job] = []  # taken from _waiting, being read into the batch by the current step
@@ -156,7 +171,26 @@ class TextEngine(EngineLoop[_Job]):
         session = held.session
         text = style.turn_text(speaker, turn.message, persona)
         text = session.pending + text if session.state is not None else START_TEXT + text
-        return self._submit(stream, text, params, held)
+        return self._submit(stream, text, params, held, start=session.state)
+
+    def converse(self, conversation: Conversation) -> TextStream:
+        """The persona's reply to a whole conversation, until its turn ends. The state after every completed reply
+        is kept under the text read (:class:`PrefixCache`), so when the conversation comes back with one more
+        turn only the new text is read."""
+        persona = conversation.validate(self.info)
+        params = self._params(conversation.sampling)
+        params = params.with_defaults(stop=(TURN_END, *params.stop))
+        self._check_capacity()
+        text = START_TEXT + conversation.dialogue(self.info, persona, self.chat_style.user_speaker)
+        kept = self.prefixes.longest(text)
+        stream = self._stream(conversation.request_id)
+        if kept is None:
+            return self._submit(stream, text, params, prefix=text)
+        stream.cached_tokens = kept.chars - len(kept.closing)
+        rest = text[stream.cached_tokens :]
+        self._submit(stream, rest, params, start=kept.state, prefix=text)
+        stream.prompt_tokens += stream.cached_tokens
+        return stream
 
     def _ending(self) -> int:
         return sum(1 for j in self._jobs if j.end_reason is not None or j.stream.cancel_requested)
@@ -192,11 +226,20 @@ class TextEngine(EngineLoop[_Job]):
     def _stream(self, request_id: str) -> TextStream:
         return TextStream(self.limits.stream_buffer, self._wake.set, request_id)
 
-    def _submit(self, stream: TextStream, text: str, params: SamplingParams, turn: Turn | None = None) -> TextStream:
+    def _submit(
+        self,
+        stream: TextStream,
+        text: str,
+        params: SamplingParams,
+        turn: Turn | None = None,
+        start: Any = None,
+        prefix: str | None = None,
+    ) -> TextStream:
         ids = self.vocab.encode(text)
         stream.prompt_tokens = len(ids)
         stop_ids = tuple(tuple(self.vocab.encode(s)) for s in params.stop)  # unknown characters never match
-        job = _Job(stream, params, StreamRandom(params.seed), ids, StopMatcher(params.stop), stop_ids, turn)
+        random = StreamRandom(params.seed)
+        job = _Job(stream, params, random, ids, StopMatcher(params.stop), stop_ids, turn, start, prefix)
         self._waiting.append(job)
         self._wake.set()
         return stream
@@ -216,7 +259,7 @@ class TextEngine(EngineLoop[_Job]):
             rows = round_.rows
             # Chat turns that completed keep their row's state for the session; every other leaving job (a cancel,
             # whatever stage it reached) releases its session unchanged when it is finalized below.
-            ended_turns = [j for j in round_.leaving if j.turn is not None and j.end_reason]
+            ended_turns = [j for j in round_.leaving if j.keeps_state and j.end_reason]
             plan = _Plan(
                 keep=round_.keep,
                 extract=[self._jobs.index(j) for j in ended_turns],  # jobs compare by identity
@@ -260,8 +303,7 @@ class TextEngine(EngineLoop[_Job]):
         if plan.keep is not None:
             state = backend.select(state, plan.keep) if plan.keep else None
         if plan.joining:
-            starts = [j.turn.session.state if j.turn is not None else None for j in plan.joining]
-            init = backend.concat([s if s is not None else backend.zero_state(1) for s in starts])
+            init = backend.concat([j.start if j.start is not None else backend.zero_state(1) for j in plan.joining])
             joined = backend.prefill([j.ids for j in plan.joining], init)
             state = joined if state is None else backend.concat([state, joined])
         tokens: list[list[int]] = []
@@ -306,7 +348,7 @@ class TextEngine(EngineLoop[_Job]):
             elif job.tokens >= job.params.max_tokens:
                 stream.push(job.stops.flush())
                 job.end_reason = FINISH_LENGTH
-            if job.end_reason is not None and job.turn is None:
+            if job.end_reason is not None and not job.keeps_state:
                 self._finalize(job, job.end_reason)  # the client hears at once; the row leaves at the next step
 
     def _finalize(self, job: _Job, reason: str, state: Any = None) -> None:
@@ -318,6 +360,9 @@ class TextEngine(EngineLoop[_Job]):
         job.finalized = True
         if job.turn is not None:
             self._end_turn(job.turn, job, state)
+        elif job.prefix is not None and state is not None:
+            said = "".join(job.sampled)
+            self.prefixes.put(job.prefix + said + closing_of(said), state, closing_of(said))
         stream = job.stream
         stream.finish(reason)
         now = time.monotonic()
@@ -339,6 +384,5 @@ class TextEngine(EngineLoop[_Job]):
             self.sessions.end_turn(turn)
             return
         said = "".join(job.sampled)
-        pending = "" if said.endswith(TURN_END) else TURN_END[len(said) - len(said.rstrip("\n")) :]
-        if self.sessions.end_turn(turn, state, pending, read_chars=len(job.ids) + len(said)):
+        if self.sessions.end_turn(turn, state, closing_of(said), read_chars=len(job.ids) + len(said)):
             job.stream.turns = turn.session.turns

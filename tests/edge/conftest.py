@@ -33,7 +33,7 @@ import pytest
 from tests.conftest import timeout
 
 REPO = Path(__file__).resolve().parents[2]
-LISTENING = re.compile(r"listening grpc=(\S+) ws=(\S+)$")
+LISTENING = re.compile(r"listening grpc=(\S+) ws=(\S+) http=(\S+)$")
 
 
 def _has_torch() -> bool:
@@ -182,6 +182,8 @@ def start_server(checkpoint: Path, grpc_port: int = 0, ws_port: int = 0, audio: 
         str(grpc_port),
         "--ws-port",
         str(ws_port),
+        "--http-port",
+        "0",
         "--torch-threads",
         "1",
         "--grace-s",

@@ -21,13 +21,13 @@ from server.errors import ListenError
 from server.settings import ServeSettings
 from tests.conftest import timeout
 
-LISTENING = re.compile(r"listening grpc=(\S+) ws=(\S+)$")
+LISTENING = re.compile(r"listening grpc=(\S+) ws=(\S+) http=(\S+)$")
 
 
 async def _start(*args: str) -> asyncio.subprocess.Process:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     return await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "server.cli", "serve", *args, env=env, stderr=asyncio.subprocess.PIPE
+        sys.executable, "-m", "server.cli", "serve", "--http-port", "0", *args, env=env, stderr=asyncio.subprocess.PIPE
     )
 
 
@@ -146,14 +146,14 @@ def test_chat_personas_come_from_the_checkpoint_unless_named() -> None:
     assert (style.personas, style.default_persona, style.user_speaker) == (("Edgar", "Fool"), "Edgar", "Gloucester")
 
 
-@pytest.mark.parametrize("port", ["grpc_port", "ws_port"])
+@pytest.mark.parametrize("port", ["grpc_port", "ws_port", "http_port"])
 async def test_port_in_use_is_a_clear_error(make_text_engine: Callable[..., TextEngine], port: str) -> None:
     """A port another server holds is a ListenError naming the flag; nothing is left listening."""
-    first = Server(ServeSettings(grpc_port=0, ws_port=0), [make_text_engine()])
+    first = Server(ServeSettings(grpc_port=0, ws_port=0, http_port=0), [make_text_engine()])
     await first.start()
     try:
-        taken = {"grpc_port": first.grpc_port, "ws_port": first.ws_port}[port]
-        settings = ServeSettings(**{"grpc_port": 0, "ws_port": 0, port: taken})
+        taken = {"grpc_port": first.grpc_port, "ws_port": first.ws_port, "http_port": first.http_port}[port]
+        settings = ServeSettings(**{"grpc_port": 0, "ws_port": 0, "http_port": 0, port: taken})
         second = Server(settings, [make_text_engine()])
         with pytest.raises(ListenError, match=rf"^--{port.replace('_', '-')}: cannot listen on 127.0.0.1:{taken}: "):
             await second.start()

@@ -32,7 +32,14 @@ async def start_server(
         classifiers: tuple[str, ...] = (),
         **limits: Any,
     ) -> Server:
-        options = {"host": "127.0.0.1", "grpc_port": 0, "ws_port": 0, "grace_s": 1.0, **(settings or {})}
+        options = {
+            "host": "127.0.0.1",
+            "grpc_port": 0,
+            "ws_port": 0,
+            "http_port": 0,
+            "grace_s": 1.0,
+            **(settings or {}),
+        }
         audio_engines = []
         if audio is not None:
             checkpoint = request.getfixturevalue("tiny_audio_checkpoint")

@@ -1,0 +1,281 @@
+"""The HTTP transport: OpenAI-compatible endpoints (``/v1/models``, ``/v1/chat/completions``, ``/v1/completions``)
+and ``/healthz``, a Starlette application served by uvicorn inside the server's own event loop.
+
+Streamed answers are server-sent events: ``data: {chunk}`` lines, then ``data: [DONE]``. A client that disconnects
+mid-stream cancels the handler's generator, whose ``finally`` cancels the engine stream (it leaves the batch at the
+next step). Errors are OpenAI's error object with the matching HTTP status; a client's mistake is one INFO line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import logging
+import socket
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from server.engine.registry import ModelRegistry, TextService
+from server.engine.requests import TextRequest
+from server.engine.streams import TextStream
+from server.errors import AntiphonError, InvalidArgument, ListenError, NotFound
+from server.transport import openai
+
+log = logging.getLogger(__name__)
+
+MAX_BODY_BYTES = 4 * 1024 * 1024
+SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}  # nginx: pass events on at once
+
+
+def _json(body: Any) -> str:
+    return json.dumps(body, ensure_ascii=False, separators=(",", ":"))
+
+
+def _event(body: Any) -> str:
+    return f"data: {_json(body)}\n\n"
+
+
+class HttpTransport:
+    """The Starlette application over ``models``; ``serving()`` says whether the server takes new work."""
+
+    def __init__(self, models: ModelRegistry, serving: Callable[[], bool], cors_origins: tuple[str, ...] = ()) -> None:
+        self.models = models
+        self.serving = serving
+        self._ids = itertools.count(1)
+        middleware = []
+        if cors_origins:
+            middleware.append(
+                Middleware(CORSMiddleware, allow_origins=list(cors_origins), allow_methods=["*"], allow_headers=["*"])
+            )
+        self.app = Starlette(
+            routes=[
+                Route("/healthz", self.healthz, methods=["GET"]),
+                Route("/v1/models", self.list_models, methods=["GET"]),
+                Route("/v1/models/{model:path}", self.get_model, methods=["GET"]),
+                Route("/v1/chat/completions", self.chat_completions, methods=["POST"]),
+                Route("/v1/completions", self.completions, methods=["POST"]),
+            ],
+            middleware=middleware,
+        )
+
+    # -- plumbing ----------------------------------------------------------------------------------------------
+    def _error(self, error: AntiphonError, request_id: str) -> Response:
+        log.info("request %s failed: %s %s", request_id, error.code.upper(), error)
+        answer = openai.error_body(error)
+        return JSONResponse(answer.body, status_code=answer.status, headers=answer.headers)
+
+    async def _body(self, request: Request) -> Any:
+        raw = await request.body()
+        if len(raw) > MAX_BODY_BYTES:
+            raise InvalidArgument("body", f"at most {MAX_BODY_BYTES} bytes, got {len(raw)}")
+        try:
+            return json.loads(raw)
+        except ValueError:
+            raise InvalidArgument("body", "is not valid JSON") from None
+
+    def _text_model(self, name: Any) -> tuple[TextService, str, str]:
+        """The service, the model id as the client named it, and the persona it names."""
+        if not isinstance(name, str) or not name:
+            raise InvalidArgument("model", "must name a model (GET /v1/models lists them)")
+        model, suffix = openai.split_model(name)
+        service = self.models.text_model(model)
+        persona = openai.persona_of(service.info, suffix) if suffix else ""
+        if persona is None:
+            raise NotFound(f"model: {name!r} names no persona of {model!r} (GET /v1/models lists them)")
+        return service, name, persona
+
+    # -- endpoints ---------------------------------------------------------------------------------------------
+    async def healthz(self, request: Request) -> Response:
+        if self.serving():
+            return PlainTextResponse("ok\n")
+        return PlainTextResponse("shutting down\n", status_code=503)
+
+    def _model_objects(self) -> list[dict[str, Any]]:
+        created = openai.created()
+        return [
+            {"id": model_id, "object": "model", "created": created, "owned_by": "antiphon"}
+            for info in self.models.text_infos()
+            for model_id in openai.model_ids(info)
+        ]
+
+    async def list_models(self, request: Request) -> Response:
+        return JSONResponse({"object": "list", "data": self._model_objects()})
+
+    async def get_model(self, request: Request) -> Response:
+        name = request.path_params["model"]
+        for model in self._model_objects():
+            if model["id"] == name:
+                return JSONResponse(model)
+        return self._error(NotFound(f"model: {name!r} is not served here (GET /v1/models lists them)"), "-")
+
+    async def chat_completions(self, request: Request) -> Response:
+        request_id = f"chatcmpl-{next(self._ids)}"
+        try:
+            body = openai.check_fields(await self._body(request), openai.CHAT_FIELDS)
+            service, model, persona = self._text_model(body.get("model"))
+            stream = service.converse(openai.conversation(body, persona, f"http-{request_id}"))
+            usage = openai.include_usage(body)
+        except AntiphonError as exc:
+            return self._error(exc, request_id)
+        if body.get("stream"):
+            return StreamingResponse(
+                self._chat_events(stream, request_id, model, usage), media_type="text/event-stream", headers=SSE_HEADERS
+            )
+        return await self._whole(stream, request_id, model, chat=True)
+
+    async def completions(self, request: Request) -> Response:
+        request_id = f"cmpl-{next(self._ids)}"
+        try:
+            body = openai.check_fields(await self._body(request), openai.COMPLETION_FIELDS)
+            service, model, persona = self._text_model(body.get("model"))
+            if persona:
+                raise InvalidArgument("model", "completions continue text as it is: name the model without a persona")
+            prompt = body.get("prompt", "")
+            if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], str):
+                prompt = prompt[0]
+            if not isinstance(prompt, str):
+                raise InvalidArgument("prompt", "must be a string (one prompt per request)")
+            stream = service.generate(TextRequest(prompt, openai.sampling(body), f"http-{request_id}"))
+            usage = openai.include_usage(body)
+        except AntiphonError as exc:
+            return self._error(exc, request_id)
+        if body.get("stream"):
+            return StreamingResponse(
+                self._completion_events(stream, request_id, model, usage),
+                media_type="text/event-stream",
+                headers=SSE_HEADERS,
+            )
+        return await self._whole(stream, request_id, model, chat=False)
+
+    # -- answers -------------------------------------------------------------------------------------------------
+    async def _pieces(self, stream: TextStream) -> AsyncIterator[str]:
+        """The stream's pieces; leaving early (the client went away) cancels it."""
+        try:
+            async for piece in stream:
+                yield piece
+        finally:
+            stream.cancel()
+
+    async def _whole(self, stream: TextStream, request_id: str, model: str, chat: bool) -> Response:
+        try:
+            text = "".join([piece async for piece in self._pieces(stream)])
+        except AntiphonError as exc:
+            return self._error(exc, request_id)
+        reason = stream.finish_reason or "stop"
+        if chat:
+            choice: dict[str, Any] = {
+                "index": 0,
+                "message": {"role": "assistant", "content": text, "refusal": None},
+                "logprobs": None,
+                "finish_reason": reason,
+            }
+            kind = "chat.completion"
+        else:
+            choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": reason}
+            kind = "text_completion"
+        body = {
+            "id": request_id,
+            "object": kind,
+            "created": openai.created(),
+            "model": model,
+            "choices": [choice],
+            "usage": openai.usage(stream),
+            "system_fingerprint": None,
+        }
+        return JSONResponse(body)
+
+    async def _chat_events(self, stream: TextStream, request_id: str, model: str, usage: bool) -> AsyncIterator[str]:
+        base = {"id": request_id, "object": "chat.completion.chunk", "created": openai.created(), "model": model}
+
+        def chunk(delta: dict[str, Any], reason: str | None = None) -> str:
+            choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": reason}
+            return _event({**base, "choices": [choice], **({"usage": None} if usage else {})})
+
+        yield chunk({"role": "assistant", "content": ""})
+        async for event in self._stream_events(stream, request_id, lambda text: chunk({"content": text})):
+            yield event
+        if stream.finish_reason is None:
+            return  # an error event went out
+        yield chunk({}, stream.finish_reason)
+        if usage:
+            yield _event({**base, "choices": [], "usage": openai.usage(stream)})
+        yield "data: [DONE]\n\n"
+
+    async def _completion_events(
+        self, stream: TextStream, request_id: str, model: str, usage: bool
+    ) -> AsyncIterator[str]:
+        base = {"id": request_id, "object": "text_completion", "created": openai.created(), "model": model}
+
+        def chunk(text: str, reason: str | None = None) -> str:
+            choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": reason}
+            return _event({**base, "choices": [choice], **({"usage": None} if usage else {})})
+
+        async for event in self._stream_events(stream, request_id, chunk):
+            yield event
+        if stream.finish_reason is None:
+            return
+        yield chunk("", stream.finish_reason)
+        if usage:
+            yield _event({**base, "choices": [], "usage": openai.usage(stream)})
+        yield "data: [DONE]\n\n"
+
+    async def _stream_events(
+        self, stream: TextStream, request_id: str, encode: Callable[[str], str]
+    ) -> AsyncIterator[str]:
+        """Each piece encoded; an engine error after the headers went out is an ``error`` event, as OpenAI sends."""
+        try:
+            async for piece in self._pieces(stream):
+                yield encode(piece)
+        except AntiphonError as exc:
+            log.info("request %s failed: %s %s", request_id, exc.code.upper(), exc)
+            yield _event(openai.error_body(exc).body)
+
+
+class HttpListener:
+    """uvicorn serving ``app`` on a socket this process binds (port 0: a free one), inside the running loop."""
+
+    def __init__(self, app: Any, host: str, port: int) -> None:
+        self.host, self.port = host, port
+        self._server: uvicorn.Server | None = None
+        self._app = app
+
+    async def start(self) -> int:
+        """Listen; returns the bound port."""
+        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((self.host, self.port))
+        except OSError as exc:
+            sock.close()
+            raise ListenError(f"--http-port: cannot listen on {self.host}:{self.port}: {exc.strerror}") from None
+        sock.listen(1024)
+        sock.setblocking(False)
+        config = uvicorn.Config(
+            self._app, lifespan="off", log_config=None, access_log=False, timeout_graceful_shutdown=1
+        )
+        config.load()
+        server = uvicorn.Server(config)
+        # Server.serve() would also install signal handlers and run a loop of its own; the process's serve() owns
+        # both, so only the listening part runs here: startup now, shutdown at stop.
+        server.lifespan = config.lifespan_class(config)
+        await server.startup(sockets=[sock])
+        self._server = server
+        self.port = sock.getsockname()[1]
+        return self.port
+
+    async def stop(self) -> None:
+        """Close the listener and the connections left (streams end first: the engines have closed)."""
+        if self._server is not None:
+            server, self._server = self._server, None
+            server.should_exit = True
+            await asyncio.wait_for(server.shutdown(), timeout=5)

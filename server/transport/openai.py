@@ -1,0 +1,194 @@
+"""The OpenAI wire types: request bodies decoded into the engine's requests, answers and stream chunks encoded as
+the official SDKs read them. Decoding checks JSON shapes and the fields OpenAI defines that antiphon cannot honour
+(they are accepted at their neutral value and refused by name otherwise); the engine checks everything else.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from server.engine.requests import Conversation, Message, SamplingOptions, TextModelInfo
+from server.engine.streams import TextStream
+from server.errors import AntiphonError, InvalidArgument, NotFound
+
+# Fields accepted only at these neutral values (None, absent, is always accepted).
+NEUTRAL: dict[str, tuple[Any, ...]] = {
+    "n": (1,),
+    "presence_penalty": (0, 0.0),
+    "frequency_penalty": (0, 0.0),
+    "logprobs": (False,),
+    "top_logprobs": (0,),
+    "logit_bias": ({},),
+    "tools": ([],),
+    "tool_choice": ("none", "auto"),
+    "parallel_tool_calls": (True, False),
+    "response_format": ({"type": "text"},),
+    "echo": (False,),
+    "best_of": (1,),
+    "suffix": ("",),
+    "modalities": (["text"],),
+}
+# Fields read for what they say, or harmless to ignore (identifiers and bookkeeping).
+SAMPLING_FIELDS = ("temperature", "top_p", "top_k", "seed", "max_tokens", "max_completion_tokens", "stop")
+IGNORED = ("user", "metadata", "store", "service_tier", "stream")
+CHAT_FIELDS = {"model", "messages", "stream_options", *SAMPLING_FIELDS, *NEUTRAL, *IGNORED}
+COMPLETION_FIELDS = {"model", "prompt", "stream_options", *SAMPLING_FIELDS, *NEUTRAL, *IGNORED}
+MAX_STOP = 4  # OpenAI's own limit
+
+
+def model_ids(info: TextModelInfo) -> list[str]:
+    """The ids a text model is listed under: its own (the default persona) and one per persona, in lower case
+    with hyphens for spaces (``char-lstm/king-richard``)."""
+    return [info.id, *(f"{info.id}/{persona.lower().replace(' ', '-')}" for persona in info.personas)]
+
+
+def split_model(name: str) -> tuple[str, str]:
+    """``"char-lstm/falstaff"`` -> (``"char-lstm"``, ``"falstaff"``); a bare id names the default persona."""
+    model, _, persona = name.partition("/")
+    return model, persona
+
+
+def persona_of(info: TextModelInfo, name: str) -> str | None:
+    """The persona a model id's suffix names (any case, hyphens or spaces), as the model spells it."""
+    return info.persona(name) or info.persona(name.replace("-", " "))
+
+
+def check_fields(body: Any, allowed: set[str]) -> dict[str, Any]:
+    if not isinstance(body, dict):
+        raise InvalidArgument("body", "must be a JSON object")
+    for key in body:
+        if key not in allowed:
+            raise InvalidArgument(key, "unrecognized request argument")
+    for key, neutral in NEUTRAL.items():
+        value = body.get(key)
+        if value is not None and value not in neutral:
+            shown = " or ".join(json.dumps(v) for v in neutral)
+            raise InvalidArgument(key, f"is not supported by this server except at {shown}, got {json.dumps(value)}")
+    return body
+
+
+def _number(body: dict[str, Any], name: str, integer: bool) -> Any:
+    value: Any = body.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int if integer else int | float):
+        raise InvalidArgument(name, f"must be {'an integer' if integer else 'a number'}, got {json.dumps(value)}")
+    return value if integer else float(value)
+
+
+def sampling(body: dict[str, Any]) -> SamplingOptions:
+    max_tokens = _number(body, "max_completion_tokens", True)
+    if max_tokens is None:
+        max_tokens = _number(body, "max_tokens", True)
+    stop = body.get("stop")
+    if stop is None:
+        stops: tuple[str, ...] = ()
+    elif isinstance(stop, str):
+        stops = (stop,)
+    elif isinstance(stop, list) and all(isinstance(s, str) for s in stop):
+        stops = tuple(stop)
+    else:
+        raise InvalidArgument("stop", "must be a string or a list of strings")
+    if len(stops) > MAX_STOP:
+        raise InvalidArgument("stop", f"at most {MAX_STOP} sequences, got {len(stops)}")
+    return SamplingOptions(
+        temperature=_number(body, "temperature", False),
+        top_k=_number(body, "top_k", True),
+        top_p=_number(body, "top_p", False),
+        seed=_number(body, "seed", True),
+        max_tokens=max_tokens,
+        stop=stops,
+    )
+
+
+def include_usage(body: dict[str, Any]) -> bool:
+    options = body.get("stream_options")
+    if options is None:
+        return False
+    if not isinstance(options, dict) or set(options) - {"include_usage", "include_obfuscation"}:
+        raise InvalidArgument("stream_options", 'must be an object such as {"include_usage": true}')
+    return bool(options.get("include_usage"))
+
+
+def _content(value: Any, field: str) -> str:
+    """A message's content: a string, or a list of text parts."""
+    if isinstance(value, str):
+        return value
+    if value is None:
+        return ""
+    if isinstance(value, list):
+        texts = []
+        for j, part in enumerate(value):
+            if not isinstance(part, dict) or part.get("type") != "text" or not isinstance(part.get("text"), str):
+                raise InvalidArgument(f"{field}[{j}]", "only text parts are supported")
+            texts.append(part["text"])
+        return "\n".join(texts)
+    raise InvalidArgument(field, "must be a string or a list of text parts")
+
+
+def conversation(body: dict[str, Any], persona: str, request_id: str) -> Conversation:
+    messages = body.get("messages")
+    if not isinstance(messages, list):
+        raise InvalidArgument("messages", "must be a list of messages")
+    decoded = []
+    for i, message in enumerate(messages):
+        if not isinstance(message, dict):
+            raise InvalidArgument(f"messages[{i}]", "must be an object")
+        role = message.get("role")
+        if role == "developer":  # the newer name of the system role
+            role = "system"
+        if role in ("tool", "function") or message.get("tool_calls"):
+            raise InvalidArgument(f"messages[{i}].role", "tool calls are not supported by this server")
+        name = message.get("name") or ""
+        if not isinstance(name, str):
+            raise InvalidArgument(f"messages[{i}].name", "must be a string")
+        decoded.append(Message(str(role), _content(message.get("content"), f"messages[{i}].content"), name))
+    return Conversation(tuple(decoded), persona, sampling(body), request_id)
+
+
+@dataclass(frozen=True)
+class ErrorBody:
+    status: int
+    body: dict[str, Any]
+    headers: dict[str, str]
+
+
+STATUS = {
+    "invalid_argument": (400, "invalid_request_error"),
+    "not_found": (404, "invalid_request_error"),
+    "failed_precondition": (409, "invalid_request_error"),
+    "resource_exhausted": (429, "rate_limit_exceeded"),
+    "unavailable": (503, "service_unavailable"),
+    "unimplemented": (501, "invalid_request_error"),
+}
+
+
+def error_body(error: AntiphonError) -> ErrorBody:
+    """OpenAI's error object for ``error``, with the HTTP status and headers that go with it."""
+    status, kind = STATUS.get(error.code, (500, "server_error"))
+    param = error.field.removeprefix("sampling.") if isinstance(error, InvalidArgument) else None
+    message = f"{param}: {error.reason}" if isinstance(error, InvalidArgument) else str(error)
+    code: str | None = None
+    if isinstance(error, NotFound) and message.startswith("model:"):
+        param, code = "model", "model_not_found"
+    elif status == 429:
+        code = "rate_limit_exceeded"
+    headers = {"Retry-After": "1"} if status in (429, 503) else {}
+    return ErrorBody(status, {"error": {"message": message, "type": kind, "param": param, "code": code}}, headers)
+
+
+def created() -> int:
+    return int(time.time())
+
+
+def usage(stream: TextStream) -> dict[str, Any]:
+    """Tokens are characters; ``cached_tokens``: prompt characters a kept conversation state spared reading."""
+    return {
+        "prompt_tokens": stream.prompt_tokens,
+        "completion_tokens": stream.completion_tokens,
+        "total_tokens": stream.prompt_tokens + stream.completion_tokens,
+        "prompt_tokens_details": {"cached_tokens": stream.cached_tokens},
+    }

@@ -1,0 +1,226 @@
+"""The OpenAI-compatible HTTP API, driven by the official ``openai`` SDK and by raw HTTP against a real server."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import openai
+import pytest
+
+from server.engine.text import TextEngine
+from tests.conftest import timeout
+from tests.server.helpers import reference_text
+
+# The HTTP API is one transport over one engine whatever its backend: the default backend keeps this file short.
+pytestmark = pytest.mark.parametrize("make_text_engine", ["fast"], indirect=True)
+
+StartServer = Callable[..., Any]
+STOP = ("\n\n",)
+
+
+def sdk(server: Any) -> openai.AsyncOpenAI:
+    return openai.AsyncOpenAI(base_url=f"http://{server.http_address}/v1", api_key="unused", max_retries=0)
+
+
+def engine_of(server: Any) -> TextEngine:
+    engine = server.models.text["tiny"]
+    assert isinstance(engine, TextEngine)
+    return engine
+
+
+def dialogue(*turns: tuple[str, str]) -> str:
+    """Turns as the model reads them: ("Kent", "line") -> "Kent.\\nline\\n\\n"."""
+    return "".join(f"{speaker}.\n{line}\n\n" for speaker, line in turns)
+
+
+async def test_models_lists_each_persona(start_server: StartServer) -> None:
+    """GET /v1/models lists the text model and one id per persona, as the SDK reads them."""
+    server = await start_server()
+    async with sdk(server) as client:
+        models = await client.models.list()
+        one = await client.models.retrieve("tiny/fool")
+    assert [m.id for m in models.data] == ["tiny", "tiny/lear", "tiny/kent", "tiny/fool", "tiny/edgar"]
+    assert {m.object for m in models.data} == {"model"}
+    assert one.id == "tiny/fool"
+
+
+async def test_chat_completion_is_the_reply_to_the_dialogue(start_server: StartServer, tiny_text_model: Any) -> None:
+    """A plain chat completion is the persona's reply to the conversation written in the dialogue form."""
+    server = await start_server()
+    async with sdk(server) as client:
+        answer = await client.chat.completions.create(
+            model="tiny/fool",
+            messages=[{"role": "user", "content": "Good night, my lord."}],
+            seed=5,
+            temperature=0.8,
+        )
+    expected, reason = reference_text(tiny_text_model, "Kent.\nGood night, my lord.\n\nFool.\n", seed=5, stop=STOP)
+    choice = answer.choices[0]
+    assert (choice.message.role, choice.message.content, choice.finish_reason) == ("assistant", expected, reason)
+    assert answer.object == "chat.completion" and answer.model == "tiny/fool"
+    assert answer.usage is not None
+    generated = len(expected) + (len("\n\n") if reason == "stop" else 0)  # the blank line that ends it counts
+    assert (answer.usage.prompt_tokens, answer.usage.completion_tokens) == (
+        len("\nKent.\nGood night, my lord.\n\nFool.\n"),
+        generated,
+    )
+
+
+async def test_streamed_chat_completion_arrives_in_pieces_with_usage(
+    start_server: StartServer, tiny_text_model: Any
+) -> None:
+    """stream=True: chunks that join to the same reply, a finish reason, and usage last when asked for."""
+    server = await start_server(stream_buffer=8)
+    async with sdk(server) as client:
+        stream = await client.chat.completions.create(
+            model="tiny",
+            messages=[{"role": "user", "content": "What love may do."}],
+            seed=9,
+            max_tokens=200,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+        chunks = [chunk async for chunk in stream]
+    expected, reason = reference_text(
+        tiny_text_model, "Kent.\nWhat love may do.\n\nLear.\n", seed=9, stop=STOP, max_tokens=200
+    )
+    texts = [c.choices[0].delta.content or "" for c in chunks if c.choices]
+    assert "".join(texts) == expected
+    assert len([t for t in texts if t]) > 1
+    assert [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason] == [reason]
+    assert chunks[-1].choices == [] and chunks[-1].usage is not None
+    assert chunks[-1].usage.completion_tokens == len(expected) + (2 if reason == "stop" else 0)
+    assert {c.object for c in chunks} == {"chat.completion.chunk"}
+
+
+async def test_follow_up_reads_only_its_new_text_and_equals_the_whole_history(
+    start_server: StartServer, tiny_text_model: Any
+) -> None:
+    """The client resends the conversation; the reply equals the one computed from the whole history, and the
+    kept state spares reading what came before (usage's cached_tokens)."""
+    server = await start_server()
+    first_messages = [
+        {"role": "system", "content": "A heath. Storm still."},
+        {"role": "user", "content": "Good night, my lord."},
+    ]
+    async with sdk(server) as client:
+        first = await client.chat.completions.create(model="tiny/lear", messages=first_messages, seed=1)
+        reply = first.choices[0].message.content or ""
+        messages = [
+            *first_messages,
+            {"role": "assistant", "content": reply},
+            {"role": "user", "content": "Come hither."},
+        ]
+        second = await client.chat.completions.create(model="tiny/lear", messages=messages, seed=2)
+    history = "A heath. Storm still.\n\n" + dialogue(("Kent", "Good night, my lord."), ("Lear", reply))
+    expected, reason = reference_text(tiny_text_model, history + "Kent.\nCome hither.\n\nLear.\n", seed=2, stop=STOP)
+    assert (second.choices[0].message.content, second.choices[0].finish_reason) == (expected, reason)
+    assert second.usage is not None and second.usage.prompt_tokens_details is not None
+    cached = second.usage.prompt_tokens_details.cached_tokens
+    assert cached == len("\n" + history) - (0 if first.choices[0].finish_reason == "stop" else 2)
+    assert engine_of(server).prefixes.hits == 1
+
+
+async def test_completions_continue_the_prompt(start_server: StartServer, tiny_text_model: Any) -> None:
+    """POST /v1/completions continues a prompt, plain and streamed, with the reference loop's text."""
+    server = await start_server()
+    async with sdk(server) as client:
+        plain = await client.completions.create(model="tiny", prompt="Lear.\n", max_tokens=40, seed=3, temperature=1.0)
+        streamed = await client.completions.create(
+            model="tiny", prompt="Lear.\n", max_tokens=40, seed=3, temperature=1.0, stream=True
+        )
+        pieces = [c.choices[0].text async for c in streamed if c.choices]
+    expected, _ = reference_text(tiny_text_model, "Lear.\n", seed=3, temperature=1.0, max_tokens=40)
+    assert plain.choices[0].text == expected == "".join(pieces)
+    assert plain.choices[0].finish_reason == "length"
+
+
+@pytest.mark.parametrize(
+    ("fields", "status", "param"),
+    [
+        ({"temperature": 500}, 400, "temperature"),
+        ({"n": 2}, 400, "n"),
+        ({"presence_penalty": 0.5}, 400, "presence_penalty"),
+        ({"logprobs": True}, 400, "logprobs"),
+        ({"max_tokens": 0}, 400, "max_tokens"),
+        ({"extra_body": {"frobnicate": 1}}, 400, "frobnicate"),
+        ({"model": "gpt-4o"}, 404, "model"),
+        ({"model": "tiny/hamlet"}, 404, "model"),
+        ({"messages": [{"role": "assistant", "content": "Hail."}]}, 400, "messages[0]"),
+        ({"messages": [{"role": "tool", "content": "{}"}]}, 400, "messages[0].role"),
+    ],
+)
+async def test_errors_are_openai_error_objects_naming_the_parameter(
+    start_server: StartServer, fields: dict[str, Any], status: int, param: str
+) -> None:
+    """A bad request is the SDK's typed error with the HTTP status, OpenAI's error object and the parameter named;
+    neutral values of unsupported fields (n=1, presence_penalty=0, logprobs=False) are accepted."""
+    server = await start_server()
+    request: dict[str, Any] = {"model": "tiny", "messages": [{"role": "user", "content": "Hail."}], "max_tokens": 5}
+    extra = fields.pop("extra_body", None)
+    request.update(fields)
+    async with sdk(server) as client:
+        with pytest.raises(openai.APIStatusError) as info:
+            await client.chat.completions.create(**request, extra_body=extra)
+        neutral = await client.chat.completions.create(
+            model="tiny", messages=[{"role": "user", "content": "Hail."}], n=1, presence_penalty=0, logprobs=False,
+            max_tokens=3,
+        )  # fmt: skip
+    assert info.value.status_code == status
+    error = info.value.body
+    assert isinstance(error, dict) and error["param"] == param
+    assert error["message"].startswith(param) or param == "model"
+    assert neutral.choices[0].finish_reason in ("stop", "length")
+
+
+async def test_overload_is_429_with_retry_after(start_server: StartServer) -> None:
+    """Beyond the running and waiting bounds a request is 429 with Retry-After, as rate-limited clients expect."""
+    server = await start_server(max_streams=1, max_waiting=0, stream_buffer=2)
+    async with httpx.AsyncClient(base_url=f"http://{server.http_address}") as client:
+        body = {"model": "tiny", "prompt": "", "max_tokens": 2000, "stream": True}
+        async with client.stream("POST", "/v1/completions", json=body) as running:
+            assert running.status_code == 200
+            answer = await client.post("/v1/completions", json={"model": "tiny", "prompt": "", "max_tokens": 5})
+    assert answer.status_code == 429
+    assert answer.headers["retry-after"] == "1"
+    assert answer.json()["error"]["type"] == "rate_limit_exceeded"
+
+
+async def test_raw_events_end_with_done_and_a_disconnect_frees_the_slot(start_server: StartServer) -> None:
+    """Server-sent events are "data: {json}" blocks ending with "data: [DONE]"; a client that leaves mid-stream
+    frees its slot at the next step."""
+    server = await start_server(stream_buffer=4)
+    engine = engine_of(server)
+    body = {"model": "tiny", "messages": [{"role": "user", "content": "Hail."}], "stream": True, "max_tokens": 30}
+    async with httpx.AsyncClient(base_url=f"http://{server.http_address}", timeout=timeout(10)) as client:
+        complete = await client.post("/v1/chat/completions", json=body)
+        assert complete.headers["content-type"].startswith("text/event-stream")
+        blocks = [b for b in complete.text.split("\n\n") if b]
+        assert all(b.startswith("data: ") for b in blocks)
+        assert blocks[-1] == "data: [DONE]"
+        assert json.loads(blocks[0][6:])["choices"][0]["delta"]["role"] == "assistant"
+
+        endless = {"model": "tiny", "prompt": "Lear.\n", "stream": True, "max_tokens": 2000}
+        async with client.stream("POST", "/v1/completions", json=endless) as leaving:
+            async for _ in leaving.aiter_lines():
+                break
+            assert engine.live_streams == 1
+    await asyncio.wait_for(engine.wait_until(lambda: engine.live_streams == 0), timeout(10))
+
+
+async def test_shutting_down_is_503(start_server: StartServer) -> None:
+    """Once the server stops taking work, health says 503 and so do new requests."""
+    server = await start_server()
+    address = server.http_address
+    async with httpx.AsyncClient(base_url=f"http://{address}") as client:
+        assert (await client.get("/healthz")).status_code == 200
+        server._serving = False
+        await engine_of(server).close()
+        health = await client.get("/healthz")
+        answer = await client.post("/v1/completions", json={"model": "tiny", "prompt": "", "max_tokens": 5})
+    assert (health.status_code, answer.status_code) == (503, 503)
+    assert answer.json()["error"]["type"] == "service_unavailable"
