@@ -7,13 +7,14 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 TORCH  := torch==2.13.0
-# Clients the tests drive the HTTP API with, installed after the rest: the official openai SDK wants a newer
+# Clients the tests drive the HTTP API and the chat page with, installed after the rest: the official openai SDK wants a newer
 # typing-extensions than the export tools' converter declares (it runs with it), and one resolution of both would
 # make pip backtrack through every SDK release. pip reports the mismatch and installs.
-TEST_CLIENTS := openai>=1.40 httpx
+TEST_CLIENTS := openai>=1.40 httpx selenium
 # Debian packages the project needs: espeak-ng renders speech for the audio models; alsa-utils is the edge client's
-# microphone and player (arecord, aplay); mmdebstrap and qemu-user-static run the edge tests on arm64 code.
-DEBS   := espeak-ng alsa-utils mmdebstrap qemu-user-static
+# microphone and player (arecord, aplay); mmdebstrap and qemu-user-static run the edge tests on arm64 code;
+# chromium and chromium-driver run the chat page's tests in a real headless browser.
+DEBS   := espeak-ng alsa-utils mmdebstrap qemu-user-static chromium chromium-driver
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 # The edge client's own environment: Python 3.11 with the edge extra only (NumPy 1, tflite-runtime 2.14,

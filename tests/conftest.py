@@ -164,3 +164,11 @@ def tiny_kws_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
         )
     )
     return out
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    """Keep each phase's report on the test item (``item.rep_call``), so a fixture can tell that its test failed."""
+    report = yield
+    setattr(item, f"rep_{report.when}", report)
+    return report

@@ -14,6 +14,7 @@ import json
 import logging
 import socket
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 import uvicorn
@@ -21,8 +22,9 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
-from starlette.routing import Route
+from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, Response, StreamingResponse
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
 
 from server.engine.registry import ModelRegistry, TextService
 from server.engine.requests import TextRequest
@@ -32,6 +34,7 @@ from server.transport import openai
 
 log = logging.getLogger(__name__)
 
+STATIC = Path(__file__).resolve().parent / "static"  # the chat page: plain files, no build step
 MAX_BODY_BYTES = 4 * 1024 * 1024
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}  # nginx: pass events on at once
 
@@ -58,6 +61,8 @@ class HttpTransport:
             )
         self.app = Starlette(
             routes=[
+                Route("/", self.page, methods=["GET"]),
+                Mount("/static", StaticFiles(directory=STATIC), name="static"),
                 Route("/healthz", self.healthz, methods=["GET"]),
                 Route("/v1/models", self.list_models, methods=["GET"]),
                 Route("/v1/models/{model:path}", self.get_model, methods=["GET"]),
@@ -94,6 +99,9 @@ class HttpTransport:
         return service, name, persona
 
     # -- endpoints ---------------------------------------------------------------------------------------------
+    async def page(self, request: Request) -> Response:
+        return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
+
     async def healthz(self, request: Request) -> Response:
         if self.serving():
             return PlainTextResponse("ok\n")

@@ -1,0 +1,189 @@
+// The chat page: the OpenAI-compatible API of the same server, streamed with fetch and server-sent events.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+const state = { messages: [], controller: null, models: [] };
+
+function showError(message) {
+  const box = $("error");
+  box.textContent = message;
+  box.hidden = !message;
+}
+
+function speakerOf(modelId) {
+  const persona = modelId.includes("/") ? modelId.split("/")[1] : null;
+  if (!persona) return "default persona";
+  return persona.replace(/-/g, " ").replace(/\b\w/g, (c) => c.toUpperCase());
+}
+
+async function loadModels() {
+  try {
+    const answer = await fetch("/v1/models");
+    const body = await answer.json();
+    if (!answer.ok) throw new Error(body.error ? body.error.message : `HTTP ${answer.status}`);
+    const select = $("model");
+    select.innerHTML = "";
+    for (const model of body.data) {
+      const option = document.createElement("option");
+      option.value = model.id;
+      option.textContent = model.id.includes("/") ? speakerOf(model.id) : `${model.id} (default persona)`;
+      select.append(option);
+    }
+    const saved = localStorage.getItem("antiphon.model");
+    const firstPersona = body.data.find((m) => m.id.includes("/"));
+    select.value = saved && body.data.some((m) => m.id === saved) ? saved : (firstPersona || body.data[0]).id;
+  } catch (error) {
+    showError(`Cannot list the models: ${error.message}`);
+  }
+}
+
+function addTurn(role, speaker, text) {
+  $("hint").hidden = true;
+  const turn = document.createElement("div");
+  turn.className = `turn ${role}`;
+  const name = document.createElement("span");
+  name.className = "speaker";
+  name.textContent = speaker;
+  const body = document.createElement("span");
+  body.className = "text";
+  body.textContent = text;
+  turn.append(name, body);
+  $("conversation").append(turn);
+  turn.scrollIntoView({ block: "end" });
+  return turn;
+}
+
+function note(turn, text) {
+  const line = document.createElement("div");
+  line.className = "note";
+  line.textContent = text;
+  turn.append(line);
+}
+
+function sampling() {
+  const fields = {
+    temperature: Number($("temperature").value),
+    top_p: Number($("top-p").value),
+    max_tokens: Number($("max-tokens").value),
+  };
+  const topK = Number($("top-k").value);
+  if (topK > 0) fields.top_k = topK;
+  if ($("seed").value !== "") fields.seed = Number($("seed").value);
+  return fields;
+}
+
+function busy(on) {
+  $("send").disabled = on;
+  $("stop").hidden = !on;
+  $("model").disabled = on;
+}
+
+// Reads "data: ..." events from a fetch body; calls onEvent with each parsed JSON object until [DONE].
+async function readEvents(response, onEvent) {
+  const reader = response.body.getReader();
+  const decoder = new TextDecoder();
+  let buffer = "";
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) return;
+    buffer += decoder.decode(value, { stream: true });
+    let end;
+    while ((end = buffer.indexOf("\n\n")) >= 0) {
+      const block = buffer.slice(0, end);
+      buffer = buffer.slice(end + 2);
+      for (const line of block.split("\n")) {
+        if (!line.startsWith("data: ")) continue;
+        const data = line.slice(6);
+        if (data === "[DONE]") return;
+        onEvent(JSON.parse(data));
+      }
+    }
+  }
+}
+
+async function send(text) {
+  showError("");
+  const model = $("model").value;
+  localStorage.setItem("antiphon.model", model);
+  const asked = addTurn("user", "You", text);
+  state.messages.push({ role: "user", content: text });
+  const turn = addTurn("assistant streaming", speakerOf(model), "");
+  const out = turn.querySelector(".text");
+  let reply = "";
+  state.controller = new AbortController();
+  busy(true);
+  try {
+    const response = await fetch("/v1/chat/completions", {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ model, messages: state.messages, stream: true, ...sampling() }),
+      signal: state.controller.signal,
+    });
+    if (!response.ok) {
+      const body = await response.json().catch(() => ({}));
+      throw new Error(body.error ? body.error.message : `HTTP ${response.status}`);
+    }
+    let finish = null;
+    await readEvents(response, (event) => {
+      if (event.error) throw new Error(event.error.message);
+      const choice = event.choices && event.choices[0];
+      if (!choice) return;
+      if (choice.delta && choice.delta.content) {
+        reply += choice.delta.content;
+        out.textContent = reply;
+        turn.scrollIntoView({ block: "end" });
+      }
+      if (choice.finish_reason) finish = choice.finish_reason;
+    });
+    if (finish === "length") note(turn, "cut at max tokens");
+  } catch (error) {
+    if (error.name === "AbortError") {
+      note(turn, "stopped");
+    } else {
+      showError(error.message);
+      if (!reply) {
+        turn.remove(); // the line was not answered: it leaves the conversation and goes back to the box
+        asked.remove();
+        state.messages.pop();
+        $("message").value = text;
+        $("hint").hidden = state.messages.length > 0;
+      }
+    }
+  } finally {
+    turn.classList.remove("streaming");
+    if (reply) state.messages.push({ role: "assistant", content: reply });
+    state.controller = null;
+    busy(false);
+  }
+}
+
+function setUp() {
+  for (const [id, out] of [["temperature", "temperature-value"], ["top-p", "top-p-value"]]) {
+    $(id).addEventListener("input", () => { $(out).textContent = $(id).value; });
+  }
+  $("composer").addEventListener("submit", (event) => {
+    event.preventDefault();
+    const text = $("message").value.trim();
+    if (!text || state.controller) return;
+    $("message").value = "";
+    send(text);
+  });
+  $("message").addEventListener("keydown", (event) => {
+    if (event.key === "Enter" && !event.shiftKey) {
+      event.preventDefault();
+      $("composer").requestSubmit();
+    }
+  });
+  $("stop").addEventListener("click", () => state.controller && state.controller.abort());
+  $("new-chat").addEventListener("click", () => {
+    if (state.controller) state.controller.abort();
+    state.messages = [];
+    for (const turn of document.querySelectorAll(".turn")) turn.remove();
+    $("hint").hidden = false;
+    showError("");
+  });
+  $("model").addEventListener("change", () => localStorage.setItem("antiphon.model", $("model").value));
+  loadModels();
+}
+
+setUp();

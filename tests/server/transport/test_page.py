@@ -1,0 +1,177 @@
+"""The chat page in a real headless Chromium (Debian's chromium and chromium-driver, driven by Selenium) against a real
+server: one behaviour per test, a screenshot kept under runs/screenshots when one fails."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.remote.webdriver import WebDriver
+from selenium.webdriver.support.ui import Select
+
+from server.engine.text import TextEngine
+from tests.conftest import timeout
+from tests.server.helpers import reference_text
+
+pytestmark = pytest.mark.parametrize("make_text_engine", ["fast"], indirect=True)
+
+SCREENSHOTS = Path(__file__).resolve().parents[3] / "runs" / "screenshots"
+STEP_S = 0.05  # each model step waits this long, so a reply visibly grows (the model work itself is the real one)
+
+
+def chromium() -> WebDriver:
+    binary = shutil.which("chromium")
+    driver = shutil.which("chromedriver")
+    assert binary and driver, "Debian's chromium and chromium-driver are needed (make test installs them)"
+    options = webdriver.ChromeOptions()
+    options.binary_location = binary
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-dev-shm-usage",
+        "--disable-gpu",
+        "--window-size=1200,800",
+    ):
+        options.add_argument(flag)
+    return webdriver.Chrome(service=Service(driver), options=options)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[WebDriver]:
+    driver = chromium()
+    yield driver
+    driver.quit()
+
+
+@pytest.fixture
+def page(browser: WebDriver, request: pytest.FixtureRequest) -> Iterator[WebDriver]:
+    """The browser, with a screenshot kept if the test fails."""
+    yield browser
+    report = getattr(request.node, "rep_call", None)
+    if report is not None and report.failed:
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        browser.save_screenshot(str(SCREENSHOTS / f"{request.node.name}.png"))
+
+
+def slowed(engine: TextEngine) -> None:
+    advance = engine.backend.advance
+
+    def slow(*args: Any) -> Any:
+        time.sleep(STEP_S)
+        return advance(*args)
+
+    engine.backend.advance = slow  # type: ignore[method-assign]
+
+
+async def until(check: Callable[[], Any], seconds: float = 10) -> Any:
+    """Poll ``check`` (it reads the page) off the event loop until it returns something truthy."""
+    deadline = time.monotonic() + timeout(seconds)
+    while time.monotonic() < deadline:
+        value = await asyncio.to_thread(check)
+        if value:
+            return value
+        await asyncio.sleep(0.02)
+    raise AssertionError("the page never got there")
+
+
+async def open_page(page: WebDriver, server: Any) -> None:
+    await asyncio.to_thread(page.get, f"http://{server.http_address}/")
+    await until(lambda: len(page.find_elements(By.CSS_SELECTOR, "#model option")) > 1)
+
+
+async def say(page: WebDriver, text: str) -> None:
+    def type_and_send() -> None:
+        box = page.find_element(By.ID, "message")
+        box.clear()
+        box.send_keys(text)
+        page.find_element(By.ID, "send").click()
+
+    await asyncio.to_thread(type_and_send)
+
+
+async def set_field(page: WebDriver, field: str, value: str) -> None:
+    element = page.find_element(By.ID, field)
+    await asyncio.to_thread(page.execute_script, "arguments[0].value = arguments[1]", element, value)
+
+
+def replies(page: WebDriver) -> list[str]:
+    return [e.text for e in page.find_elements(By.CSS_SELECTOR, ".turn.assistant .text")]
+
+
+async def test_page_lists_every_persona(start_server: Callable[..., Any], page: WebDriver) -> None:
+    """The page loads from the server alone and offers the model's personas to speak with."""
+    server = await start_server()
+    await open_page(page, server)
+    options = [o.get_attribute("value") for o in Select(page.find_element(By.ID, "model")).options]
+    assert options == ["tiny", "tiny/lear", "tiny/kent", "tiny/fool", "tiny/edgar"]
+    assert page.title == "antiphon"
+
+
+async def test_reply_streams_in_and_a_follow_up_keeps_the_conversation(
+    start_server: Callable[..., Any], page: WebDriver
+) -> None:
+    """A line sent gets a reply that grows in several steps; a second line continues the same conversation (the
+    server resumes from the kept state of the first exchange)."""
+    server = await start_server(stream_buffer=2)
+    engine = server.models.text["tiny"]
+    slowed(engine)
+    await open_page(page, server)
+    await set_field(page, "max-tokens", "40")
+    await say(page, "Good night, my lord.")
+    seen: set[str] = set()
+
+    def grown() -> bool:
+        texts = replies(page)
+        if texts:
+            seen.add(texts[-1])
+        return not page.find_elements(By.CSS_SELECTOR, ".turn.streaming") and bool(texts)
+
+    await until(grown)
+    assert len(seen - {""}) >= 2, seen  # the reply was seen part-written, then whole
+    await say(page, "Come hither.")
+    await until(lambda: len(replies(page)) == 2 and not page.find_elements(By.CSS_SELECTOR, ".turn.streaming"))
+    assert engine.prefixes.hits == 1
+    assert page.find_element(By.ID, "error").get_attribute("hidden") is not None
+
+
+async def test_stop_ends_the_reply_and_frees_its_slot(
+    start_server: Callable[..., Any], page: WebDriver, tiny_text_model: Any
+) -> None:
+    """Stop ends a streaming reply where it is: the page says so and the server's slot is free again."""
+    server = await start_server(stream_buffer=2)
+    engine = server.models.text["tiny"]
+    slowed(engine)
+    seed = next(  # a reply long enough to stop in its middle
+        seed
+        for seed in range(200)
+        if len(reference_text(tiny_text_model, "Kent.\nSpeak on.\n\nLear.\n", seed=seed, stop=("\n\n",))[0]) > 40
+    )
+    await open_page(page, server)
+    await asyncio.to_thread(Select(page.find_element(By.ID, "model")).select_by_value, "tiny")
+    await set_field(page, "seed", str(seed))
+    await say(page, "Speak on.")
+    await until(lambda: engine.live_streams == 1 and any(replies(page)))
+    await asyncio.to_thread(page.find_element(By.ID, "stop").click)
+    await until(lambda: page.find_elements(By.CSS_SELECTOR, ".turn.assistant .note"))
+    assert page.find_element(By.CSS_SELECTOR, ".turn.assistant .note").text == "stopped"
+    await asyncio.wait_for(engine.wait_until(lambda: engine.live_streams == 0), timeout(10))
+
+
+async def test_an_error_shows_as_a_message(start_server: Callable[..., Any], page: WebDriver) -> None:
+    """A request the server refuses shows its message on the page, and the line is kept to send again."""
+    server = await start_server()
+    await open_page(page, server)
+    await set_field(page, "max-tokens", "999999")
+    await say(page, "Hail.")
+    error = await until(lambda: page.find_element(By.ID, "error").text)
+    assert error.startswith("max_tokens: must be in 1..")
+    assert page.find_element(By.ID, "message").get_attribute("value") == "Hail."
+    assert page.find_elements(By.CSS_SELECTOR, ".turn") == []  # the unanswered line left the conversation
