@@ -9,6 +9,7 @@ next step). Errors are OpenAI's error object with the matching HTTP status; a cl
 from __future__ import annotations
 
 import asyncio
+import base64
 import itertools
 import json
 import logging
@@ -27,10 +28,11 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from server.engine.registry import ModelRegistry, TextService
-from server.engine.requests import TextRequest
-from server.engine.streams import TextStream
+from server.engine.requests import AudioRequest, TextRequest
+from server.engine.streams import AudioStream, TextStream
 from server.errors import AntiphonError, InvalidArgument, ListenError, NotFound
 from server.transport import openai
+from server.transport.wire import PCM16, encode_codes
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +70,7 @@ class HttpTransport:
                 Route("/v1/models/{model:path}", self.get_model, methods=["GET"]),
                 Route("/v1/chat/completions", self.chat_completions, methods=["POST"]),
                 Route("/v1/completions", self.completions, methods=["POST"]),
+                Route("/v1/audio/speech", self.speech, methods=["POST"]),
             ],
             middleware=middleware,
         )
@@ -108,12 +111,18 @@ class HttpTransport:
         return PlainTextResponse("shutting down\n", status_code=503)
 
     def _model_objects(self) -> list[dict[str, Any]]:
+        """The text models (one id per persona) then the audio models; ``kind`` (ours) tells them apart."""
         created = openai.created()
-        return [
-            {"id": model_id, "object": "model", "created": created, "owned_by": "antiphon"}
+        rows = [
+            {"id": model_id, "object": "model", "created": created, "owned_by": "antiphon", "kind": "text"}
             for info in self.models.text_infos()
             for model_id in openai.model_ids(info)
         ]
+        rows += [
+            {"id": info.id, "object": "model", "created": created, "owned_by": "antiphon", "kind": "audio"}
+            for info in self.models.audio_infos()
+        ]
+        return rows
 
     async def list_models(self, request: Request) -> Response:
         return JSONResponse({"object": "list", "data": self._model_objects()})
@@ -164,8 +173,50 @@ class HttpTransport:
             )
         return await self._whole(stream, request_id, model, chat=False)
 
+    async def speech(self, request: Request) -> Response:
+        """The WaveNet's speech of ``input``, streamed as it is made: a WAV stream or raw PCM16 (chunked), or
+        ``speech.audio.delta`` events with ``stream_format: "sse"``."""
+        request_id = f"speech-{next(self._ids)}"
+        try:
+            body = await self._body(request)
+            default = self.models.audio_model("")
+            wanted = openai.speech_request(body, default.info.voices, default.info.default_voice)
+            name = "" if wanted.model in openai.OPENAI_SPEECH_MODELS else wanted.model
+            service = self.models.audio_model(name)
+            stream = service.generate(AudioRequest(wanted.text, voice=wanted.voice, request_id=f"http-{request_id}"))
+        except AntiphonError as exc:
+            return self._error(exc, request_id)
+        rate = service.info.sample_rate
+        if wanted.sse:
+            return StreamingResponse(
+                self._speech_events(stream, request_id), media_type="text/event-stream", headers=SSE_HEADERS
+            )
+        media = "audio/wav" if wanted.response_format == "wav" else "audio/pcm"
+        header = openai.wav_header(rate) if wanted.response_format == "wav" else b""
+        headers = {"X-Sample-Rate": str(rate), "Cache-Control": "no-cache"}
+        return StreamingResponse(self._speech_bytes(stream, request_id, header), media_type=media, headers=headers)
+
+    async def _speech_bytes(self, stream: AudioStream, request_id: str, header: bytes) -> AsyncIterator[bytes]:
+        if header:
+            yield header
+        try:
+            async for codes in self._pieces(stream):
+                yield encode_codes(codes, PCM16)
+        except AntiphonError as exc:  # the status line went out already: the body ends short
+            log.info("request %s failed: %s %s", request_id, exc.code.upper(), exc)
+
+    async def _speech_events(self, stream: AudioStream, request_id: str) -> AsyncIterator[str]:
+        def delta(codes: Any) -> str:
+            audio = base64.b64encode(encode_codes(codes, PCM16)).decode("ascii")
+            return _event({"type": "speech.audio.delta", "audio": audio})
+
+        async for event in self._stream_events(stream, request_id, delta):
+            yield event
+        if stream.finish_reason is not None:
+            yield _event({"type": "speech.audio.done", "usage": {"samples": stream.samples}})
+
     # -- answers -------------------------------------------------------------------------------------------------
-    async def _pieces(self, stream: TextStream) -> AsyncIterator[str]:
+    async def _pieces(self, stream: Any) -> AsyncIterator[Any]:
         """The stream's pieces; leaving early (the client went away) cancels it."""
         try:
             async for piece in stream:
@@ -236,9 +287,7 @@ class HttpTransport:
             yield _event({**base, "choices": [], "usage": openai.usage(stream)})
         yield "data: [DONE]\n\n"
 
-    async def _stream_events(
-        self, stream: TextStream, request_id: str, encode: Callable[[str], str]
-    ) -> AsyncIterator[str]:
+    async def _stream_events(self, stream: Any, request_id: str, encode: Callable[[Any], str]) -> AsyncIterator[str]:
         """Each piece encoded; an engine error after the headers went out is an ``error`` event, as OpenAI sends."""
         try:
             async for piece in self._pieces(stream):

@@ -56,13 +56,15 @@ def persona_of(info: TextModelInfo, name: str) -> str | None:
     return info.persona(name) or info.persona(name.replace("-", " "))
 
 
-def check_fields(body: Any, allowed: set[str]) -> dict[str, Any]:
+def check_fields(body: Any, allowed: set[str], neutral_fields: bool = True) -> dict[str, Any]:
+    """``body`` if it is an object of ``allowed`` fields, with the generation fields of ``NEUTRAL`` at a neutral
+    value (``neutral_fields``)."""
     if not isinstance(body, dict):
         raise InvalidArgument("body", "must be a JSON object")
     for key in body:
         if key not in allowed:
             raise InvalidArgument(key, "unrecognized request argument")
-    for key, neutral in NEUTRAL.items():
+    for key, neutral in NEUTRAL.items() if neutral_fields else ():
         value = body.get(key)
         if value is not None and value not in neutral:
             shown = " or ".join(json.dumps(v) for v in neutral)
@@ -192,3 +194,84 @@ def usage(stream: TextStream) -> dict[str, Any]:
         "total_tokens": stream.prompt_tokens + stream.completion_tokens,
         "prompt_tokens_details": {"cached_tokens": stream.cached_tokens},
     }
+
+
+# -- speech ------------------------------------------------------------------------------------------------------
+# OpenAI's stock voice names, so front ends' defaults work: each names an espeak-ng voice (accent+variant) that
+# conditions the WaveNet; a model that lacks it speaks in its default voice.
+OPENAI_VOICES = {
+    "alloy": "en-us+f2",
+    "ash": "en-us+m2",
+    "ballad": "en-gb+m4",
+    "coral": "en-us+f3",
+    "echo": "en-us+m1",
+    "fable": "en-gb-x-rp+m1",
+    "onyx": "en-us+m7",
+    "nova": "en-us+f1",
+    "sage": "en-gb+f2",
+    "shimmer": "en-us+f5",
+    "verse": "en-gb-scotland+m1",
+}
+OPENAI_SPEECH_MODELS = ("tts-1", "tts-1-hd", "gpt-4o-mini-tts")  # name the default audio model
+SPEECH_FIELDS = {"model", "input", "voice", "response_format", "speed", "instructions", "stream_format"}
+SPEECH_FORMATS = ("wav", "pcm")
+WAV_STREAM_BYTES = 0xFFFFFFFF  # a WAV header's data size when the length is not known yet (a stream)
+
+
+@dataclass(frozen=True)
+class SpeechRequest:
+    model: str
+    text: str
+    voice: str
+    response_format: str
+    sse: bool
+
+
+def speech_request(body: Any, voices: tuple[str, ...], default_voice: str) -> SpeechRequest:
+    """Decode a /v1/audio/speech body; ``voices``: the audio model's own voice names."""
+    body = check_fields(body, SPEECH_FIELDS, neutral_fields=False)
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        raise InvalidArgument("model", "must name an audio model (tts-1 names the default one)")
+    text = body.get("input")
+    if not isinstance(text, str):
+        raise InvalidArgument("input", "must be the text to speak")
+    voice = body.get("voice") or ""
+    if not isinstance(voice, str):
+        raise InvalidArgument("voice", "must be a voice name")
+    if voice in OPENAI_VOICES:
+        voice = OPENAI_VOICES[voice] if OPENAI_VOICES[voice] in voices else default_voice
+    response_format = body.get("response_format") or "wav"
+    if response_format not in SPEECH_FORMATS:
+        shown = ", ".join(SPEECH_FORMATS)
+        raise InvalidArgument("response_format", f"must be one of {shown}, got {json.dumps(response_format)}")
+    speed = body.get("speed")
+    if speed is not None and speed != 1:
+        raise InvalidArgument("speed", f"only 1.0 is supported (the WaveNet speaks at its own pace), got {speed}")
+    if body.get("instructions"):
+        raise InvalidArgument("instructions", "is not supported by this server")
+    stream_format = body.get("stream_format") or "audio"
+    if stream_format not in ("audio", "sse"):
+        raise InvalidArgument("stream_format", f'must be "audio" or "sse", got {json.dumps(stream_format)}')
+    return SpeechRequest(model, text, voice, response_format, stream_format == "sse")
+
+
+def wav_header(sample_rate: int) -> bytes:
+    """The header of a mono 16-bit WAV stream whose length is not known yet (players read to the end)."""
+    data = WAV_STREAM_BYTES
+    return b"".join(
+        (
+            b"RIFF",
+            min(data + 36, WAV_STREAM_BYTES).to_bytes(4, "little"),
+            b"WAVEfmt ",
+            (16).to_bytes(4, "little"),
+            (1).to_bytes(2, "little"),  # PCM
+            (1).to_bytes(2, "little"),  # mono
+            sample_rate.to_bytes(4, "little"),
+            (sample_rate * 2).to_bytes(4, "little"),
+            (2).to_bytes(2, "little"),
+            (16).to_bytes(2, "little"),
+            b"data",
+            data.to_bytes(4, "little"),
+        )
+    )

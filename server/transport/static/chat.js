@@ -2,7 +2,7 @@
 "use strict";
 
 const $ = (id) => document.getElementById(id);
-const state = { messages: [], controller: null, models: [] };
+const state = { messages: [], controller: null, audioModel: null };
 
 function showError(message) {
   const box = $("error");
@@ -23,6 +23,10 @@ async function loadModels() {
     if (!answer.ok) throw new Error(body.error ? body.error.message : `HTTP ${answer.status}`);
     const select = $("model");
     select.innerHTML = "";
+    const audio = body.data.find((m) => m.kind === "audio");
+    state.audioModel = audio ? audio.id : null;
+    $("speak-switch").hidden = !audio;
+    body.data = body.data.filter((m) => m.kind !== "audio");
     for (const model of body.data) {
       const option = document.createElement("option");
       option.value = model.id;
@@ -101,6 +105,75 @@ async function readEvents(response, onEvent) {
   }
 }
 
+// Speech: each finished sentence of a reply is spoken by /v1/audio/speech (raw PCM16, streamed) and its samples
+// are scheduled back to back on one AudioContext, so playback is gapless and starts while the text is written.
+const speech = {
+  context: null,
+  next: 0, // the context time the next buffer starts at
+  queue: Promise.resolve(), // sentences are spoken one after another
+  scheduled: 0, // buffers scheduled so far (the tests read it)
+  controller: null,
+};
+window.antiphonSpeech = speech;
+
+function speakSentence(sentence) {
+  if (!sentence.trim() || !state.audioModel) return;
+  if (!speech.context) speech.context = new AudioContext();
+  const controller = speech.controller;
+  speech.queue = speech.queue.then(async () => {
+    if (controller.signal.aborted) return;
+    const response = await fetch("/v1/audio/speech", {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ model: state.audioModel, input: sentence, response_format: "pcm" }),
+      signal: controller.signal,
+    });
+    if (!response.ok) {
+      const body = await response.json().catch(() => ({}));
+      throw new Error(body.error ? body.error.message : `speech: HTTP ${response.status}`);
+    }
+    const rate = Number(response.headers.get("X-Sample-Rate")) || 16000;
+    const reader = response.body.getReader();
+    let carry = new Uint8Array(0);
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) return;
+      const bytes = new Uint8Array(carry.length + value.length);
+      bytes.set(carry);
+      bytes.set(value, carry.length);
+      const whole = bytes.length - (bytes.length % 2);
+      carry = bytes.slice(whole);
+      if (whole === 0) continue;
+      const pcm = new Int16Array(bytes.buffer.slice(0, whole));
+      const buffer = speech.context.createBuffer(1, pcm.length, rate);
+      const channel = buffer.getChannelData(0);
+      for (let i = 0; i < pcm.length; i++) channel[i] = pcm[i] / 32768;
+      const source = speech.context.createBufferSource();
+      source.buffer = buffer;
+      source.connect(speech.context.destination);
+      speech.next = Math.max(speech.next, speech.context.currentTime + 0.05);
+      source.start(speech.next);
+      speech.next += buffer.duration;
+      speech.scheduled += 1;
+    }
+  }).catch((error) => {
+    if (error.name !== "AbortError") showError(error.message);
+  });
+}
+
+// Splits finished sentences off ``pending``; returns [sentences, rest].
+function sentences(pending) {
+  const done = [];
+  let start = 0;
+  const ends = /[.!?;:]+["')\]]*\s+|\n/g;
+  let match;
+  while ((match = ends.exec(pending)) !== null) {
+    done.push(pending.slice(start, match.index + match[0].length));
+    start = match.index + match[0].length;
+  }
+  return [done, pending.slice(start)];
+}
+
 async function send(text) {
   showError("");
   const model = $("model").value;
@@ -110,7 +183,14 @@ async function send(text) {
   const turn = addTurn("assistant streaming", speakerOf(model), "");
   const out = turn.querySelector(".text");
   let reply = "";
+  let unspoken = "";
+  const speaking = $("speak").checked && state.audioModel !== null;
   state.controller = new AbortController();
+  if (speaking) {
+    if (speech.controller) speech.controller.abort();
+    speech.controller = new AbortController();
+    if (!speech.context) speech.context = new AudioContext(); // made in the click, so the browser lets it play
+  }
   busy(true);
   try {
     const response = await fetch("/v1/chat/completions", {
@@ -131,11 +211,17 @@ async function send(text) {
       if (choice.delta && choice.delta.content) {
         reply += choice.delta.content;
         out.textContent = reply;
+        if (speaking) {
+          const [done, rest] = sentences(unspoken + choice.delta.content);
+          unspoken = rest;
+          done.forEach(speakSentence);
+        }
         turn.scrollIntoView({ block: "end" });
       }
       if (choice.finish_reason) finish = choice.finish_reason;
     });
     if (finish === "length") note(turn, "cut at max tokens");
+    if (speaking) speakSentence(unspoken);
   } catch (error) {
     if (error.name === "AbortError") {
       note(turn, "stopped");
@@ -174,7 +260,10 @@ function setUp() {
       $("composer").requestSubmit();
     }
   });
-  $("stop").addEventListener("click", () => state.controller && state.controller.abort());
+  $("stop").addEventListener("click", () => {
+    if (state.controller) state.controller.abort();
+    if (speech.controller) speech.controller.abort();
+  });
   $("new-chat").addEventListener("click", () => {
     if (state.controller) state.controller.abort();
     state.messages = [];

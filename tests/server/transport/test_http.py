@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 from collections.abc import Callable
 from typing import Any
@@ -224,3 +225,64 @@ async def test_shutting_down_is_503(start_server: StartServer) -> None:
         answer = await client.post("/v1/completions", json={"model": "tiny", "prompt": "", "max_tokens": 5})
     assert (health.status_code, answer.status_code) == (503, 503)
     assert answer.json()["error"]["type"] == "service_unavailable"
+
+
+AUDIO_LIMITS = {"max_text_chars": 200, "max_seconds": 5.0}
+
+
+async def test_speech_streams_a_wav_as_it_is_made(start_server: StartServer) -> None:
+    """/v1/audio/speech through the SDK's streaming response: a WAV stream header at the model's rate, then PCM16
+    in several chunks; OpenAI's stock voice names are accepted."""
+    server = await start_server(audio=AUDIO_LIMITS)
+    async with (
+        sdk(server) as client,
+        client.audio.speech.with_streaming_response.create(
+            model="tts-1", voice="alloy", input="Friends, Romans, countrymen.", response_format="wav"
+        ) as response,
+    ):
+        chunks = [chunk async for chunk in response.iter_bytes()]
+    data = b"".join(chunks)
+    assert data[:4] == b"RIFF" and data[8:16] == b"WAVEfmt "
+    assert int.from_bytes(data[24:28], "little") == 16_000
+    assert data[36:40] == b"data" and len(data) > 44 + 2 * 1600 and (len(data) - 44) % 2 == 0
+    assert len(chunks) > 2
+
+
+async def test_speech_as_events_and_as_raw_pcm(start_server: StartServer) -> None:
+    """stream_format "sse": speech.audio.delta events whose base64 audio adds up to the done event's samples; pcm:
+    bare PCM16."""
+    server = await start_server(audio=AUDIO_LIMITS)
+    async with httpx.AsyncClient(base_url=f"http://{server.http_address}", timeout=timeout(30)) as client:
+        body = {"model": "tiny-wavenet", "input": "Lend me your ears.", "voice": "echo", "stream_format": "sse"}
+        events = await client.post("/v1/audio/speech", json=body)
+        pcm = await client.post("/v1/audio/speech", json={**body, "stream_format": "audio", "response_format": "pcm"})
+    parsed = [json.loads(block[6:]) for block in events.text.split("\n\n") if block]
+    assert [e["type"] for e in parsed[:-1]] == ["speech.audio.delta"] * (len(parsed) - 1)
+    assert parsed[-1]["type"] == "speech.audio.done"
+    samples = sum(len(base64.b64decode(e["audio"])) // 2 for e in parsed[:-1])
+    assert samples == parsed[-1]["usage"]["samples"] > 0
+    assert pcm.headers["content-type"] == "audio/pcm" and pcm.headers["x-sample-rate"] == "16000"
+    assert len(pcm.content) > 0 and len(pcm.content) % 2 == 0
+
+
+@pytest.mark.parametrize(
+    ("fields", "status", "param"),
+    [
+        ({"response_format": "mp3"}, 400, "response_format"),
+        ({"speed": 1.5}, 400, "speed"),
+        ({"input": ""}, 400, "text"),
+        ({"voice": "no-such-voice"}, 404, None),
+        ({"model": "no-such-model"}, 404, "model"),
+    ],
+)
+async def test_speech_errors_name_the_parameter(
+    start_server: StartServer, fields: dict[str, Any], status: int, param: str | None
+) -> None:
+    """A speech request the server cannot honour is the SDK's typed error with OpenAI's error object."""
+    server = await start_server(audio=AUDIO_LIMITS)
+    request: dict[str, Any] = {"model": "tts-1", "voice": "alloy", "input": "Hail.", **fields}
+    async with sdk(server) as client:
+        with pytest.raises(openai.APIStatusError) as info:
+            await client.audio.speech.create(**request)
+    assert info.value.status_code == status
+    assert isinstance(info.value.body, dict) and info.value.body["param"] == param

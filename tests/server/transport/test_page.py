@@ -61,6 +61,16 @@ def page(browser: WebDriver, request: pytest.FixtureRequest) -> Iterator[WebDriv
         browser.save_screenshot(str(SCREENSHOTS / f"{request.node.name}.png"))
 
 
+def long_reply_seed(tiny_text_model: Any, message: str, persona: str = "Lear", chars: int = 40) -> int:
+    """A seed whose reply to ``message`` runs past ``chars`` characters, so it can be seen growing or stopped."""
+    prompt = f"Kent.\n{message}\n\n{persona}.\n"
+    return next(
+        seed
+        for seed in range(500)
+        if len(reference_text(tiny_text_model, prompt, seed=seed, stop=("\n\n",))[0]) > chars
+    )
+
+
 def slowed(engine: TextEngine) -> None:
     advance = engine.backend.advance
 
@@ -116,7 +126,7 @@ async def test_page_lists_every_persona(start_server: Callable[..., Any], page: 
 
 
 async def test_reply_streams_in_and_a_follow_up_keeps_the_conversation(
-    start_server: Callable[..., Any], page: WebDriver
+    start_server: Callable[..., Any], page: WebDriver, tiny_text_model: Any
 ) -> None:
     """A line sent gets a reply that grows in several steps; a second line continues the same conversation (the
     server resumes from the kept state of the first exchange)."""
@@ -125,6 +135,7 @@ async def test_reply_streams_in_and_a_follow_up_keeps_the_conversation(
     slowed(engine)
     await open_page(page, server)
     await set_field(page, "max-tokens", "40")
+    await set_field(page, "seed", str(long_reply_seed(tiny_text_model, "Good night, my lord.", chars=10)))
     await say(page, "Good night, my lord.")
     seen: set[str] = set()
 
@@ -149,11 +160,7 @@ async def test_stop_ends_the_reply_and_frees_its_slot(
     server = await start_server(stream_buffer=2)
     engine = server.models.text["tiny"]
     slowed(engine)
-    seed = next(  # a reply long enough to stop in its middle
-        seed
-        for seed in range(200)
-        if len(reference_text(tiny_text_model, "Kent.\nSpeak on.\n\nLear.\n", seed=seed, stop=("\n\n",))[0]) > 40
-    )
+    seed = long_reply_seed(tiny_text_model, "Speak on.")
     await open_page(page, server)
     await asyncio.to_thread(Select(page.find_element(By.ID, "model")).select_by_value, "tiny")
     await set_field(page, "seed", str(seed))
@@ -175,3 +182,27 @@ async def test_an_error_shows_as_a_message(start_server: Callable[..., Any], pag
     assert error.startswith("max_tokens: must be in 1..")
     assert page.find_element(By.ID, "message").get_attribute("value") == "Hail."
     assert page.find_elements(By.CSS_SELECTOR, ".turn") == []  # the unanswered line left the conversation
+
+
+async def test_speak_switch_schedules_audio_while_the_reply_streams(
+    start_server: Callable[..., Any], page: WebDriver, tiny_text_model: Any
+) -> None:
+    """With an audio model served, the speak switch shows; switched on, the reply's sentences are spoken through
+    /v1/audio/speech and their samples scheduled on the page's AudioContext."""
+    server = await start_server(audio={"max_text_chars": 200, "max_seconds": 5.0})
+    await open_page(page, server)
+    assert page.find_element(By.ID, "speak-switch").is_displayed()
+    await asyncio.to_thread(page.find_element(By.ID, "speak").click)
+    await set_field(page, "max-tokens", "60")
+    await set_field(page, "seed", str(long_reply_seed(tiny_text_model, "Good night, my lord.", chars=10)))
+    await say(page, "Good night, my lord.")
+    scheduled = await until(lambda: page.execute_script("return window.antiphonSpeech.scheduled"), seconds=30)
+    assert scheduled >= 1
+    assert page.find_element(By.ID, "error").get_attribute("hidden") is not None
+
+
+async def test_no_speak_switch_without_an_audio_model(start_server: Callable[..., Any], page: WebDriver) -> None:
+    """Without an audio model the page offers no speak switch (and lists no audio model as a speaker)."""
+    server = await start_server()
+    await open_page(page, server)
+    assert not page.find_element(By.ID, "speak-switch").is_displayed()
