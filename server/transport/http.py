@@ -32,6 +32,7 @@ from server.engine.requests import AudioRequest, TextRequest
 from server.engine.streams import AudioStream, TextStream
 from server.errors import AntiphonError, InvalidArgument, ListenError, NotFound
 from server.transport import openai
+from server.transport.jsonfields import classify_input, string_field
 from server.transport.wire import PCM16, encode_codes
 
 log = logging.getLogger(__name__)
@@ -71,6 +72,8 @@ class HttpTransport:
                 Route("/v1/chat/completions", self.chat_completions, methods=["POST"]),
                 Route("/v1/completions", self.completions, methods=["POST"]),
                 Route("/v1/audio/speech", self.speech, methods=["POST"]),
+                Route("/v1/classifiers", self.list_classifiers, methods=["GET"]),
+                Route("/v1/classify", self.classify, methods=["POST"]),
             ],
             middleware=middleware,
         )
@@ -214,6 +217,31 @@ class HttpTransport:
             yield event
         if stream.finish_reason is not None:
             yield _event({"type": "speech.audio.done", "usage": {"samples": stream.samples}})
+
+    async def list_classifiers(self, request: Request) -> Response:
+        """antiphon's own: the classifiers served, with their labels and inputs (what ListModels says of them)."""
+        rows = [row for row in self.models.listing() if row["kind"] == "classifier"]
+        return JSONResponse({"object": "list", "data": rows})
+
+    async def classify(self, request: Request) -> Response:
+        """antiphon's own: ``{"model", one of "text" | "audio" (base64 PCM16 LE mono, with "audio_sample_rate") |
+        "tensor" ({"shape", "values"}), "top_k"}`` -> the labels, most probable first (as WebSocket's classify)."""
+        request_id = f"classify-{next(self._ids)}"
+        try:
+            body = await self._body(request)
+            if not isinstance(body, dict):
+                raise InvalidArgument("body", "must be a JSON object")
+            allowed = {"model", "text", "audio", "audio_sample_rate", "tensor", "top_k"}
+            for key in body:
+                if key not in allowed:
+                    raise InvalidArgument(key, "unrecognized request argument")
+            service = self.models.classifier(string_field(body, "model"))
+            item, top_k = classify_input(body)
+            ranked = await service.classify(item, top_k)
+        except AntiphonError as exc:
+            return self._error(exc, request_id)
+        labels = [{"label": label, "probability": p} for label, p in ranked]
+        return JSONResponse({"object": "classification", "model": service.info.id, "labels": labels})
 
     # -- answers -------------------------------------------------------------------------------------------------
     async def _pieces(self, stream: Any) -> AsyncIterator[Any]:

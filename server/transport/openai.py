@@ -13,6 +13,7 @@ from typing import Any
 from server.engine.requests import Conversation, Message, SamplingOptions, TextModelInfo
 from server.engine.streams import TextStream
 from server.errors import AntiphonError, InvalidArgument, NotFound
+from server.transport.jsonfields import number_field
 
 # Fields accepted only at these neutral values (None, absent, is always accepted).
 NEUTRAL: dict[str, tuple[Any, ...]] = {
@@ -73,12 +74,7 @@ def check_fields(body: Any, allowed: set[str], neutral_fields: bool = True) -> d
 
 
 def _number(body: dict[str, Any], name: str, integer: bool) -> Any:
-    value: Any = body.get(name)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int if integer else int | float):
-        raise InvalidArgument(name, f"must be {'an integer' if integer else 'a number'}, got {json.dumps(value)}")
-    return value if integer else float(value)
+    return number_field(body.get(name), name, integer)
 
 
 def sampling(body: dict[str, Any]) -> SamplingOptions:

@@ -7,8 +7,6 @@ failure (``INVALID_ARGUMENT``, ``NOT_FOUND``, ...); ``GET /healthz`` on the same
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import contextlib
 import itertools
 import json
@@ -25,11 +23,12 @@ from websockets.frames import CloseCode
 from websockets.protocol import State
 
 from server.engine.registry import ModelRegistry
-from server.engine.requests import AudioModelInfo, AudioRequest, ChatTurn, ClassifyInput, SamplingOptions, TextRequest
+from server.engine.requests import AudioModelInfo, AudioRequest, ChatTurn, SamplingOptions, TextRequest
 from server.engine.speech import SpokenTurn, speak_turn, speech_options
 from server.engine.streams import AudioStream, TextStream
 from server.errors import AntiphonError, InvalidArgument, ResourceExhausted
-from server.transport.wire import ENCODINGS, PCM16, Chunker, encode_codes
+from server.transport.jsonfields import classify_input, encoding_field, number_field, string_field
+from server.transport.wire import PCM16, Chunker, encode_codes
 
 log = logging.getLogger(__name__)
 
@@ -72,49 +71,6 @@ def error_frame(request_id: str | None, error: AntiphonError) -> dict[str, Any]:
     return frame
 
 
-def _string(message: dict[str, Any], name: str, prefix: str = "") -> str:
-    value = message.get(name, "")
-    if not isinstance(value, str):
-        raise InvalidArgument(prefix + name, f"must be a string, got {type(value).__name__}")
-    return value
-
-
-def _number(value: Any, name: str, integer: bool) -> Any:
-    """``value`` if it is a JSON integer (or, unless ``integer``, any JSON number, as a float)."""
-    kinds: tuple[type, ...] = (int,) if integer else (int, float)
-    if isinstance(value, bool) or not isinstance(value, kinds):
-        raise InvalidArgument(name, f"must be {'an integer' if integer else 'a number'}, got {json.dumps(value)}")
-    return value if integer else float(value)  # type: ignore[arg-type]
-
-
-def _encoding(message: dict[str, Any]) -> str:
-    encoding = message.get("encoding") or PCM16
-    if encoding not in ENCODINGS:
-        raise InvalidArgument("encoding", f"must be one of {', '.join(ENCODINGS)}, got {json.dumps(encoding)}")
-    return str(encoding)
-
-
-def _base64(value: Any) -> bytes:
-    if not isinstance(value, str):
-        raise InvalidArgument("audio", "must be a base64 string of PCM16 LE mono samples")
-    try:
-        return base64.b64decode(value, validate=True)
-    except binascii.Error:
-        raise InvalidArgument("audio", "is not valid base64") from None
-
-
-def _tensor(value: Any) -> dict[str, Any]:
-    if not isinstance(value, dict) or set(value) - {"shape", "values"}:
-        raise InvalidArgument("tensor", 'must be an object {"shape": [...], "values": [...]}')
-    shape = value.get("shape") or []
-    values = value.get("values")
-    if not isinstance(shape, list) or not all(isinstance(n, int) and not isinstance(n, bool) for n in shape):
-        raise InvalidArgument("tensor.shape", "must be a list of integers")
-    if not isinstance(values, list) or not all(isinstance(v, int | float) and not isinstance(v, bool) for v in values):
-        raise InvalidArgument("tensor.values", "must be a list of numbers")
-    return {"tensor_shape": tuple(shape), "tensor_values": np.asarray(values, dtype=np.float32)}
-
-
 def sampling_options(value: Any) -> SamplingOptions:
     """The ``sampling`` object of a request; absent or null fields take the server's defaults."""
     if value is None:
@@ -129,11 +85,11 @@ def sampling_options(value: Any) -> SamplingOptions:
     if not isinstance(stop, list) or not all(isinstance(s, str) for s in stop):
         raise InvalidArgument("sampling.stop", "must be a list of strings")
     return SamplingOptions(
-        temperature=None if get["temperature"] is None else _number(get["temperature"], "sampling.temperature", False),
-        top_k=None if get["top_k"] is None else _number(get["top_k"], "sampling.top_k", True),
-        top_p=None if get["top_p"] is None else _number(get["top_p"], "sampling.top_p", False),
-        seed=None if get["seed"] is None else _number(get["seed"], "sampling.seed", True),
-        max_tokens=None if get["max_tokens"] is None else _number(get["max_tokens"], "sampling.max_tokens", True),
+        temperature=number_field(get["temperature"], "sampling.temperature", False),
+        top_k=number_field(get["top_k"], "sampling.top_k", True),
+        top_p=number_field(get["top_p"], "sampling.top_p", False),
+        seed=number_field(get["seed"], "sampling.seed", True),
+        max_tokens=number_field(get["max_tokens"], "sampling.max_tokens", True),
         stop=tuple(stop),
     )
 
@@ -279,10 +235,10 @@ class _Connection:
         if kind == "generate_audio":
             self.start(request_id, self.audio_request(request_id, tag, message))
             return
-        service = self.models.text_model(_string(message, "model"))
+        service = self.models.text_model(string_field(message, "model"))
         sampling = sampling_options(message.get("sampling"))
         if kind == "generate":
-            stream = service.generate(TextRequest(_string(message, "prompt"), sampling, tag))
+            stream = service.generate(TextRequest(string_field(message, "prompt"), sampling, tag))
             self.streams[request_id] = stream
             self.start(request_id, self.pump(request_id, stream, stream, chat=False))
             return
@@ -291,15 +247,15 @@ class _Connection:
             raise InvalidArgument("speak", "must be true or false")
         if speak:
             audio = self.models.audio_model("")
-            speech = speech_options(_string(message, "voice"), sampling, audio)
-            encoding = _encoding(message)
+            speech = speech_options(string_field(message, "voice"), sampling, audio)
+            encoding = encoding_field(message)
         elif "voice" in message or "encoding" in message:
             raise InvalidArgument("voice" if "voice" in message else "encoding", "is only read with speak: true")
         turn = ChatTurn(
-            session_id=_string(message, "session_id"),
-            message=_string(message, "message"),
-            persona=_string(message, "persona"),
-            speaker=_string(message, "speaker"),
+            session_id=string_field(message, "session_id"),
+            message=string_field(message, "message"),
+            persona=string_field(message, "persona"),
+            speaker=string_field(message, "speaker"),
             sampling=sampling,
             request_id=tag,
         )
@@ -315,19 +271,9 @@ class _Connection:
     async def classify(self, request_id: str, message: dict[str, Any]) -> None:
         """One ``labels`` frame (or an error frame); classification runs beside the connection's other requests."""
         try:
-            service = self.models.classifier(_string(message, "model"))
-            given = [key for key in ("text", "audio", "tensor") if message.get(key) is not None]
-            if len(given) != 1:
-                raise InvalidArgument("input", f"give exactly one of text, audio, tensor (got {len(given)})")
-            rate = message.get("audio_sample_rate")
-            top_k = message.get("top_k")
-            item = ClassifyInput(
-                text=_string(message, "text") if given == ["text"] else None,
-                audio=_base64(message["audio"]) if given == ["audio"] else None,
-                audio_sample_rate=0 if rate is None else _number(rate, "audio_sample_rate", True),
-                **(_tensor(message["tensor"]) if given == ["tensor"] else {}),
-            )
-            ranked = await service.classify(item, 0 if top_k is None else _number(top_k, "top_k", True))
+            service = self.models.classifier(string_field(message, "model"))
+            item, top_k = classify_input(message)
+            ranked = await service.classify(item, top_k)
             labels = [{"label": label, "probability": p} for label, p in ranked]
             await self.send({"type": "labels", "id": request_id, "labels": labels})
         except AntiphonError as exc:
@@ -337,17 +283,17 @@ class _Connection:
             pass
 
     def audio_request(self, request_id: str, tag: str, message: dict[str, Any]) -> Any:
-        service = self.models.audio_model(_string(message, "model"))
-        encoding = _encoding(message)
+        service = self.models.audio_model(string_field(message, "model"))
+        encoding = encoding_field(message)
         max_seconds = message.get("max_seconds")
         chunk_samples = message.get("chunk_samples")
-        text = _string(message, "text")
+        text = string_field(message, "text")
         request = AudioRequest.with_sampling(
             text,
             sampling_options(message.get("sampling")),
-            voice=_string(message, "voice"),
-            max_seconds=None if max_seconds is None else _number(max_seconds, "max_seconds", False),
-            chunk_samples=0 if chunk_samples is None else _number(chunk_samples, "chunk_samples", True),
+            voice=string_field(message, "voice"),
+            max_seconds=number_field(max_seconds, "max_seconds", False),
+            chunk_samples=0 if chunk_samples is None else number_field(chunk_samples, "chunk_samples", True),
             request_id=tag,
         )
         stream = service.generate(request)

@@ -243,6 +243,133 @@ async function send(text) {
   }
 }
 
+// Classify: the server's classifiers through POST /v1/classify (antiphon's own endpoint).
+const classifiers = {};
+
+async function loadClassifiers() {
+  try {
+    const answer = await fetch("/v1/classifiers");
+    if (!answer.ok) return;
+    for (const info of (await answer.json()).data) {
+      classifiers[info.input] = info;
+      $(`classify-${{ audio: "word", tensor: "digit", text: "text" }[info.input]}`).hidden = false;
+      $("classify").hidden = false;
+    }
+  } catch (error) {
+    showError(`Cannot list the classifiers: ${error.message}`);
+  }
+}
+
+async function classify(input, fields) {
+  showError("");
+  const info = classifiers[input];
+  try {
+    const answer = await fetch("/v1/classify", {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ model: info.id, top_k: 3, ...fields }),
+    });
+    const body = await answer.json();
+    if (!answer.ok) throw new Error(body.error ? body.error.message : `HTTP ${answer.status}`);
+    const list = $("labels");
+    list.innerHTML = "";
+    for (const { label, probability } of body.labels) {
+      const item = document.createElement("li");
+      const name = document.createElement("span");
+      name.className = "label";
+      name.textContent = label;
+      const bar = document.createElement("span");
+      bar.className = "bar";
+      bar.style.width = `${Math.max(2, probability * 100)}%`;
+      const value = document.createElement("span");
+      value.textContent = `${Math.round(probability * 100)}%`;
+      item.append(name, bar, value);
+      list.append(item);
+    }
+  } catch (error) {
+    showError(error.message);
+  }
+}
+
+function setUpDigit() {
+  const canvas = $("digit");
+  const pen = canvas.getContext("2d");
+  const clear = () => { pen.fillStyle = "white"; pen.fillRect(0, 0, canvas.width, canvas.height); };
+  clear();
+  let drawing = false;
+  const at = (event) => {
+    const box = canvas.getBoundingClientRect();
+    return [event.clientX - box.left, event.clientY - box.top];
+  };
+  canvas.addEventListener("pointerdown", (event) => { drawing = true; pen.beginPath(); pen.moveTo(...at(event)); });
+  canvas.addEventListener("pointermove", (event) => {
+    if (!drawing) return;
+    pen.lineWidth = 16;
+    pen.lineCap = "round";
+    pen.strokeStyle = "black";
+    pen.lineTo(...at(event));
+    pen.stroke();
+  });
+  window.addEventListener("pointerup", () => { drawing = false; });
+  $("digit-clear").addEventListener("click", clear);
+  $("digit-go").addEventListener("click", () => {
+    // 8x8 cells of ink, 0 (white) to 16 (black), as the digits the model learned from.
+    const cell = canvas.width / 8;
+    const pixels = pen.getImageData(0, 0, canvas.width, canvas.height).data;
+    const values = [];
+    for (let row = 0; row < 8; row++) {
+      for (let col = 0; col < 8; col++) {
+        let ink = 0;
+        for (let y = row * cell; y < (row + 1) * cell; y++) {
+          for (let x = col * cell; x < (col + 1) * cell; x++) ink += 255 - pixels[(y * canvas.width + x) * 4];
+        }
+        values.push(Math.min(16, (ink / (cell * cell * 255)) * 16 * 1.5));
+      }
+    }
+    classify("tensor", { tensor: { shape: [8, 8], values } });
+  });
+}
+
+async function recordWord() {
+  const button = $("record");
+  button.disabled = true;
+  try {
+    const media = await navigator.mediaDevices.getUserMedia({ audio: true });
+    const context = new AudioContext();
+    const source = context.createMediaStreamSource(media);
+    const tap = context.createScriptProcessor(4096, 1, 1);
+    const parts = [];
+    let length = 0;
+    await new Promise((resolve) => {
+      tap.onaudioprocess = (event) => {
+        const block = event.inputBuffer.getChannelData(0);
+        parts.push(new Float32Array(block));
+        length += block.length;
+        if (length >= context.sampleRate) resolve();
+      };
+      source.connect(tap);
+      tap.connect(context.destination);
+      button.textContent = "Listening…";
+    });
+    source.disconnect();
+    tap.disconnect();
+    media.getTracks().forEach((track) => track.stop());
+    const pcm = new Int16Array(Math.min(length, context.sampleRate));
+    let i = 0;
+    for (const part of parts) for (const sample of part) if (i < pcm.length) pcm[i++] = Math.max(-1, Math.min(1, sample)) * 32767;
+    const bytes = new Uint8Array(pcm.buffer);
+    let binary = "";
+    for (let j = 0; j < bytes.length; j += 0x8000) binary += String.fromCharCode(...bytes.subarray(j, j + 0x8000));
+    await classify("audio", { audio: btoa(binary), audio_sample_rate: context.sampleRate });
+    await context.close();
+  } catch (error) {
+    showError(`Microphone: ${error.message}`);
+  } finally {
+    button.textContent = "Record 1 s";
+    button.disabled = false;
+  }
+}
+
 function setUp() {
   for (const [id, out] of [["temperature", "temperature-value"], ["top-p", "top-p-value"]]) {
     $(id).addEventListener("input", () => { $(out).textContent = $(id).value; });
@@ -272,7 +399,11 @@ function setUp() {
     showError("");
   });
   $("model").addEventListener("change", () => localStorage.setItem("antiphon.model", $("model").value));
+  $("record").addEventListener("click", recordWord);
+  $("text-go").addEventListener("click", () => classify("text", { text: $("classify-input").value }));
+  setUpDigit();
   loadModels();
+  loadClassifiers();
 }
 
 setUp();

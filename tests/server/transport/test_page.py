@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -13,6 +14,7 @@ from typing import Any
 import pytest
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import Select
@@ -27,7 +29,7 @@ SCREENSHOTS = Path(__file__).resolve().parents[3] / "runs" / "screenshots"
 STEP_S = 0.05  # each model step waits this long, so a reply visibly grows (the model work itself is the real one)
 
 
-def chromium() -> WebDriver:
+def chromium(microphone: Path | None = None) -> WebDriver:
     binary = shutil.which("chromium")
     driver = shutil.which("chromedriver")
     assert binary and driver, "Debian's chromium and chromium-driver are needed (make test installs them)"
@@ -45,8 +47,11 @@ def chromium() -> WebDriver:
 
 
 @pytest.fixture(scope="module")
-def browser() -> Iterator[WebDriver]:
-    driver = chromium()
+def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebDriver]:
+    """One headless Chromium for the module; its fake microphone says "yes" (espeak-ng, 16 kHz mono)."""
+    word = tmp_path_factory.mktemp("microphone") / "yes.wav"
+    subprocess.run(["espeak-ng", "-w", str(word), "yes"], check=True)
+    driver = chromium(word)
     yield driver
     driver.quit()
 
@@ -206,3 +211,56 @@ async def test_no_speak_switch_without_an_audio_model(start_server: Callable[...
     server = await start_server()
     await open_page(page, server)
     assert not page.find_element(By.ID, "speak-switch").is_displayed()
+
+
+def label_rows(page: WebDriver) -> list[str]:
+    return [e.text for e in page.find_elements(By.CSS_SELECTOR, "#labels .label")]
+
+
+async def test_a_drawn_digit_gets_its_labels(start_server: Callable[..., Any], page: WebDriver) -> None:
+    """A digit drawn with the mouse on the classify panel's canvas is classified by the digits CNN: the three most
+    probable labels show."""
+    server = await start_server(classifiers=("digits",))
+    await open_page(page, server)
+    await until(lambda: page.find_element(By.ID, "classify-digit").is_displayed())
+
+    def draw_a_one() -> None:
+        canvas = page.find_element(By.ID, "digit")
+        page.execute_script("arguments[0].scrollIntoView({block: 'center'})", canvas)
+        ActionChains(page).move_to_element_with_offset(canvas, 0, -60).click_and_hold().move_by_offset(
+            0, 120
+        ).release().perform()
+        page.find_element(By.ID, "digit-go").click()
+
+    await asyncio.to_thread(draw_a_one)
+    labels = await until(lambda: label_rows(page))
+    assert len(labels) == 3 and set(labels) <= {str(d) for d in range(10)}
+    assert page.find_element(By.ID, "error").get_attribute("hidden") is not None
+
+
+async def test_pasted_text_gets_its_labels(start_server: Callable[..., Any], page: WebDriver) -> None:
+    """Pasted text goes to the text discriminator; its labels show."""
+    server = await start_server(classifiers=("textdisc",))
+    await open_page(page, server)
+    await until(lambda: page.find_element(By.ID, "classify-text").is_displayed())
+    box = page.find_element(By.ID, "classify-input")
+    passage = "Now is the winter of our discontent made glorious summer by this sun of York."
+    await asyncio.to_thread(box.send_keys, passage)
+    await asyncio.to_thread(page.execute_script, "arguments[0].scrollIntoView()", box)
+    await asyncio.to_thread(page.find_element(By.ID, "text-go").click)
+    labels = await until(lambda: label_rows(page))
+    assert len(labels) >= 2
+    assert page.find_element(By.ID, "error").get_attribute("hidden") is not None
+
+
+async def test_recording_a_word_answers_with_labels_or_a_message(
+    start_server: Callable[..., Any], page: WebDriver
+) -> None:
+    """Record 1 s sends a second of the microphone to the keyword spotter and shows its labels; where the browser
+    has no microphone (Debian's headless Chromium here finds no fake capture device) it says so, never nothing."""
+    server = await start_server(classifiers=("kws",))
+    await open_page(page, server)
+    await until(lambda: page.find_element(By.ID, "classify-word").is_displayed())
+    await asyncio.to_thread(page.find_element(By.ID, "record").click)
+    outcome = await until(lambda: label_rows(page) or page.find_element(By.ID, "error").text, seconds=20)
+    assert (isinstance(outcome, list) and len(outcome) == 3) or str(outcome).startswith("Microphone: ")

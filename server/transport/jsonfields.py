@@ -1,0 +1,75 @@
+"""Fields of the JSON requests the WebSocket and HTTP transports share: type checks that name the field, and the
+classify request's input. The engine's request types check the values."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from typing import Any
+
+import numpy as np
+
+from server.engine.requests import ClassifyInput
+from server.errors import InvalidArgument
+from server.transport.wire import ENCODINGS, PCM16
+
+
+def string_field(message: dict[str, Any], name: str, prefix: str = "") -> str:
+    value = message.get(name, "")
+    if not isinstance(value, str):
+        raise InvalidArgument(prefix + name, f"must be a string, got {type(value).__name__}")
+    return value
+
+
+def number_field(value: Any, name: str, integer: bool) -> Any:
+    """``value`` if it is a JSON integer (or, unless ``integer``, any JSON number, as a float); None stays None."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int if integer else int | float):
+        raise InvalidArgument(name, f"must be {'an integer' if integer else 'a number'}, got {json.dumps(value)}")
+    return value if integer else float(value)
+
+
+def encoding_field(message: dict[str, Any]) -> str:
+    encoding = message.get("encoding") or PCM16
+    if encoding not in ENCODINGS:
+        raise InvalidArgument("encoding", f"must be one of {', '.join(ENCODINGS)}, got {json.dumps(encoding)}")
+    return str(encoding)
+
+
+def _base64(value: Any) -> bytes:
+    if not isinstance(value, str):
+        raise InvalidArgument("audio", "must be a base64 string of PCM16 LE mono samples")
+    try:
+        return base64.b64decode(value, validate=True)
+    except binascii.Error:
+        raise InvalidArgument("audio", "is not valid base64") from None
+
+
+def _tensor(value: Any) -> dict[str, Any]:
+    if not isinstance(value, dict) or set(value) - {"shape", "values"}:
+        raise InvalidArgument("tensor", 'must be an object {"shape": [...], "values": [...]}')
+    shape = value.get("shape") or []
+    values = value.get("values")
+    if not isinstance(shape, list) or not all(isinstance(n, int) and not isinstance(n, bool) for n in shape):
+        raise InvalidArgument("tensor.shape", "must be a list of integers")
+    if not isinstance(values, list) or not all(isinstance(v, int | float) and not isinstance(v, bool) for v in values):
+        raise InvalidArgument("tensor.values", "must be a list of numbers")
+    return {"tensor_shape": tuple(shape), "tensor_values": np.asarray(values, dtype=np.float32)}
+
+
+def classify_input(message: dict[str, Any]) -> tuple[ClassifyInput, int]:
+    """The input of a classify request (exactly one of ``text``, ``audio``, ``tensor``) and its ``top_k``."""
+    given = [key for key in ("text", "audio", "tensor") if message.get(key) is not None]
+    if len(given) != 1:
+        raise InvalidArgument("input", f"give exactly one of text, audio, tensor (got {len(given)})")
+    rate = message.get("audio_sample_rate")
+    top_k = message.get("top_k")
+    item = ClassifyInput(
+        text=string_field(message, "text") if given == ["text"] else None,
+        audio=_base64(message["audio"]) if given == ["audio"] else None,
+        audio_sample_rate=0 if rate is None else number_field(rate, "audio_sample_rate", True),
+        **(_tensor(message["tensor"]) if given == ["tensor"] else {}),
+    )
+    return item, 0 if top_k is None else number_field(top_k, "top_k", True)
