@@ -31,7 +31,7 @@ ARM64_TESTS := no_edge_module or torch_is_not or (classify_image and tflite_runt
 	(classify_audio and onnxruntime) or (classify_text and tflite_runtime) or (piped and onnxruntime) or bench or \
 	(corrupt and tflite_runtime) or device_when or seeded
 
-.PHONY: run test setup system-deps lint typecheck pytest clean edge-files edge-test edge-arm64
+.PHONY: run test setup system-deps lint typecheck pytest clean edge-files edge-test edge-arm64 node-clients
 
 run: setup
 	$(BIN)/antiphon serve
@@ -63,12 +63,26 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 
 # The main virtualenv runs the edge tests with LiteRT (ai_edge_litert, NumPy 2) only; .venv-edge runs them all.
-pytest: $(STAMP) edge-files
+pytest: $(STAMP) edge-files node-clients
 	$(BIN)/pytest --ignore=tests/edge
 	ANTIPHON_EDGE_FILES=$(EDGE_FILES) $(BIN)/pytest tests/edge -k "ai_edge_litert or test_imports"
 
 edge-files: $(STAMP)
 	$(BIN)/python -m tests.edge.build $(EDGE_FILES)
+
+# The Node example clients' packages (examples/node), installed again only when the lock file changes; without node
+# their tests (tests/examples) skip. The packages are plain JavaScript: no install script needs to run (protobufjs's
+# only checks its dependents' version ranges).
+NODE_STAMP := examples/node/node_modules/.installed
+
+node-clients: $(NODE_STAMP)
+
+$(NODE_STAMP): examples/node/package-lock.json
+	@if command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1; then \
+		npm ci --prefix examples/node --no-audit --no-fund --ignore-scripts && touch $@; \
+	else \
+		echo "node/npm not found: skipping examples/node (tests/examples will skip)"; \
+	fi
 
 $(EDGE_STAMP): pyproject.toml
 	$(PYTHON) -m venv $(EDGE_VENV)

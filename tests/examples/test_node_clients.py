@@ -1,0 +1,114 @@
+"""The Node example clients (examples/node), each run as a subprocess against a real server in the test's loop."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import timeout
+from tests.server.helpers import reference_text
+
+NODE_DIR = Path(__file__).resolve().parents[2] / "examples" / "node"
+NODE = shutil.which("node")
+
+pytestmark = [
+    pytest.mark.skipif(NODE is None, reason="node is not on PATH: the Node example clients need Node 20"),
+    pytest.mark.skipif(
+        not (NODE_DIR / "node_modules").is_dir(),
+        reason="examples/node/node_modules is absent: run `npm ci --prefix examples/node` (make test does)",
+    ),
+    # The clients speak to the transports, whatever the engine's backend: the default one keeps this file short.
+    pytest.mark.parametrize("make_text_engine", ["fast"], indirect=True),
+]
+
+StartServer = Callable[..., Any]
+STOP = ("\n\n",)
+
+
+@dataclass
+class Run:
+    status: int | None
+    stdout: str
+    stderr: str
+
+
+async def node(script: str, *args: str) -> Run:
+    """Run ``node script args`` in examples/node without blocking the loop the server runs in."""
+    assert NODE is not None
+    process = await asyncio.create_subprocess_exec(
+        NODE, script, *args, cwd=NODE_DIR, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    try:
+        out, err = await asyncio.wait_for(process.communicate(), timeout(30))
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    return Run(process.returncode, out.decode("utf-8"), err.decode("utf-8"))
+
+
+async def test_grpc_client_streams_the_reference_text(start_server: StartServer, tiny_text_model: Any) -> None:
+    """grpc_client.mjs prints the seeded text of the reference loop, then the models, finish reason and usage."""
+    server = await start_server()
+    run = await node(
+        "grpc_client.mjs",
+        *("--address", server.grpc_address, "--prompt", "Kent.\\n"),  # typed as in a shell: \n is a newline
+        *("--temperature", "1.0", "--seed", "21", "--max-tokens", "150"),
+    )
+    expected, reason = reference_text(tiny_text_model, "Kent.\n", temperature=1.0, seed=21, max_tokens=150)
+    assert (run.status, run.stdout) == (0, expected), run.stderr
+    assert run.stderr.splitlines() == [
+        "models: tiny (text, default)",
+        f"finish_reason={reason} prompt_tokens=7 completion_tokens=150",
+    ]
+    assert reason == "length"
+
+
+async def test_ws_client_chat_turns_continue_the_session(start_server: StartServer, tiny_text_model: Any) -> None:
+    """Two runs of ws_client.mjs on one session: each reply is the reference's for the whole history so far."""
+    server = await start_server()
+    address = ("--address", server.ws_address, "--session-id", "s1")
+    first = await node("ws_client.mjs", *address, "--persona", "Fool", "--message", "Good night.", "--seed", "1")
+    second = await node("ws_client.mjs", *address, "--message", "My lord.", "--seed", "2")
+
+    turn1, turn2 = "Kent.\nGood night.\n\nFool.\n", "Kent.\nMy lord.\n\nLear.\n"
+    expected1, reason1 = reference_text(tiny_text_model, turn1, seed=1, stop=STOP)
+    said = expected1 + ("\n\n" if reason1 == "stop" else "")
+    closing = "" if said.endswith("\n\n") else "\n" if said.endswith("\n") else "\n\n"
+    expected2, reason2 = reference_text(tiny_text_model, turn1 + said + closing + turn2, seed=2, stop=STOP)
+    prompt1 = len("\n" + turn1)  # the start-of-text newline, then the turn
+    generated2 = len(expected2) + (len("\n\n") if reason2 == "stop" else 0)  # the blank line that ends it counts
+
+    assert (first.status, first.stdout) == (0, expected1), first.stderr
+    assert first.stderr.splitlines() == [
+        f"finish_reason={reason1} turns=1 prompt_tokens={prompt1} completion_tokens={len(said)}"
+    ]
+    assert (second.status, second.stdout) == (0, expected2), second.stderr
+    assert second.stderr.splitlines() == [
+        f"finish_reason={reason2} turns=2 prompt_tokens={len(closing + turn2)} completion_tokens={generated2}"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("script", "port", "args"),
+    [
+        ("grpc_client.mjs", "grpc_address", ()),
+        ("ws_client.mjs", "ws_address", ("--session-id", "s1", "--message", "Hello.")),
+    ],
+)
+async def test_bad_sampling_ends_with_invalid_argument(
+    start_server: StartServer, script: str, port: str, args: tuple[str, ...]
+) -> None:
+    """A temperature out of range ends the client with status 1 and the server's INVALID_ARGUMENT on stderr."""
+    server = await start_server()
+    run = await node(script, "--address", getattr(server, port), *args, "--temperature", "500")
+    assert (run.status, run.stdout) == (1, "")
+    assert run.stderr.splitlines()[-1] == (
+        "error: INVALID_ARGUMENT: sampling.temperature: must be between 0 and 100 (0 is greedy), got 500.0"
+    )
