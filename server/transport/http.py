@@ -85,9 +85,15 @@ class HttpTransport:
         return JSONResponse(answer.body, status_code=answer.status, headers=answer.headers)
 
     async def _body(self, request: Request) -> Any:
-        raw = await request.body()
-        if len(raw) > MAX_BODY_BYTES:
-            raise InvalidArgument("body", f"at most {MAX_BODY_BYTES} bytes, got {len(raw)}")
+        """The JSON body, read no further than MAX_BODY_BYTES (a larger one is refused before it is all read)."""
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > MAX_BODY_BYTES:
+                raise InvalidArgument("body", f"at most {MAX_BODY_BYTES} bytes")
+            chunks.append(chunk)
+        raw = b"".join(chunks)
         try:
             return json.loads(raw)
         except ValueError:

@@ -286,3 +286,15 @@ async def test_speech_errors_name_the_parameter(
             await client.audio.speech.create(**request)
     assert info.value.status_code == status
     assert isinstance(info.value.body, dict) and info.value.body["param"] == param
+
+
+async def test_a_body_over_the_limit_or_not_json_is_400(start_server: StartServer) -> None:
+    """A body that is not JSON, or larger than the limit, is a 400 naming the body; the server serves on."""
+    server = await start_server()
+    async with httpx.AsyncClient(base_url=f"http://{server.http_address}", timeout=timeout(10)) as client:
+        garbage = await client.post("/v1/chat/completions", content=b"{not json")
+        huge = await client.post("/v1/completions", content=b"x" * (5 * 1024 * 1024))
+        fine = await client.post("/v1/completions", json={"model": "tiny", "prompt": "", "max_tokens": 3})
+    assert (garbage.status_code, garbage.json()["error"]["param"]) == (400, "body")
+    assert (huge.status_code, huge.json()["error"]["message"]) == (400, "body: at most 4194304 bytes")
+    assert fine.status_code == 200
