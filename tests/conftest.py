@@ -105,8 +105,9 @@ def train_tiny_textdisc(
     """The project's text discriminator, trained for seconds (150 steps) on the tiny corpus against the tiny LSTM's
     samples (``TINY_TEXTDISC_SAMPLES``, cached in ``<out's folder>/cache``: :func:`textdisc_cache`); ``options``
     are more TextDiscTrainOptions."""
+    from server.textdisc.options import TextDiscTrainOptions
     from server.textdisc.samples import SampleSet
-    from server.textdisc.train import TextDiscTrainOptions, train_textdisc
+    from server.textdisc.train import train_textdisc
 
     sets = {k: SampleSet(**v) for k, v in TINY_TEXTDISC_SAMPLES.items()}  # type: ignore[arg-type]
     with textdisc_cache(out):

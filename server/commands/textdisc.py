@@ -163,7 +163,8 @@ def _ngram_orders(values: tuple[str, ...]) -> tuple[int, ...]:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from server.textdisc.train import TextDiscTrainOptions, train_textdisc
+    from server.textdisc.options import TextDiscTrainOptions
+    from server.textdisc.train import train_textdisc
 
     opts = TextDiscTrainOptions(
         text_checkpoint=args.text_checkpoint or default_checkpoint("text"),

@@ -21,6 +21,7 @@ LABELS = ("real", "generated")
 WINDOW = 256
 BURN_IN = 64  # the first characters of a stream follow its prompt closely; windows begin after them
 PROMPT = 128  # characters of real text each stream continues
+CHECK_EVERY = 20  # one training stream in 20 is held back to check for memorisation
 
 # 18 settings x 400 streams x 1,088 characters: 7.8 million sampled characters, so that no stream is seen often
 # enough to be memorised (the first models learnt their few training streams by heart and missed fresh ones).
@@ -87,6 +88,11 @@ def windows(vocab: Vocabulary, text: str, count: int) -> np.ndarray:
     ids = encode(vocab, text)
     starts = np.linspace(0, len(ids) - WINDOW, count).astype(np.int64)
     return np.stack([ids[s : s + WINDOW] for s in starts])
+
+
+def evenly(rows: np.ndarray, count: int) -> np.ndarray:
+    """At most ``count`` rows, evenly spaced."""
+    return rows[np.unique(np.linspace(0, len(rows) - 1, count).astype(np.int64))]
 
 
 def stream_windows(vocab: Vocabulary, samples: list[Sample]) -> tuple[np.ndarray, list[str]]:

@@ -11,8 +11,9 @@ import torch
 
 from server.checkpoint import read_meta
 from server.errors import InvalidArgument
+from server.textdisc.options import TextDiscTrainOptions
 from server.textdisc.samples import SampleSet
-from server.textdisc.train import TextDiscTrainOptions, train_textdisc
+from server.textdisc.train import train_textdisc
 from tests.conftest import textdisc_cache, train_tiny_textdisc
 
 if TYPE_CHECKING:
