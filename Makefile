@@ -10,7 +10,7 @@ TORCH  := torch==2.13.0
 # Clients the tests drive the HTTP API and the chat page with, installed after the rest: the official openai SDK wants a newer
 # typing-extensions than the export tools' converter declares (it runs with it), and one resolution of both would
 # make pip backtrack through every SDK release. pip reports the mismatch and installs.
-TEST_CLIENTS := openai>=1.40 httpx selenium
+TEST_CLIENTS := 'openai>=1.40' httpx selenium
 # Debian packages the project needs: espeak-ng renders speech for the audio models; alsa-utils is the edge client's
 # microphone and player (arecord, aplay); mmdebstrap and qemu-user-static run the edge tests on arm64 code;
 # chromium and chromium-driver run the chat page's tests in a real headless browser.
