@@ -41,6 +41,15 @@ class TextModelInfo:
         folded = {p.casefold(): p for p in self.personas}
         return folded.get(name.strip().casefold())
 
+    def replying(self, name: str) -> str:
+        """The persona a request's ``persona`` field names (empty: the default); NotFound listing them if none."""
+        persona = self.persona(name) if name else self.default_persona
+        if persona is None:
+            raise NotFound(
+                f"persona: {name!r} is not a speaker of model {self.id!r} (personas: {', '.join(self.personas)})"
+            )
+        return persona
+
 
 @dataclass(frozen=True)
 class AudioModelInfo:
@@ -110,12 +119,7 @@ class ChatTurn:
         """Check the turn's fields; returns the persona that replies, as the model spells it."""
         if not 1 <= len(self.session_id) <= MAX_SESSION_ID:
             raise InvalidArgument("session_id", f"must have 1..{MAX_SESSION_ID} characters, got {len(self.session_id)}")
-        persona = info.persona(self.persona) if self.persona else info.default_persona
-        if persona is None:
-            raise NotFound(
-                f"persona: {self.persona!r} is not a speaker of model {info.id!r} "
-                f"(personas: {', '.join(info.personas)})"
-            )
+        persona = info.replying(self.persona)
         if len(self.speaker) > MAX_SPEAKER_NAME or "\n" in self.speaker:
             raise InvalidArgument("speaker", f"must be one line of at most {MAX_SPEAKER_NAME} characters")
         if not self.message.strip():
@@ -227,12 +231,7 @@ class Conversation:
             raise InvalidArgument("messages", "must hold at least one message")
         if len(self.messages) > MAX_CONVERSATION_MESSAGES:
             raise InvalidArgument("messages", f"at most {MAX_CONVERSATION_MESSAGES} messages, got {len(self.messages)}")
-        persona = info.persona(self.persona) if self.persona else info.default_persona
-        if persona is None:
-            raise NotFound(
-                f"persona: {self.persona!r} is not a speaker of model {info.id!r} "
-                f"(personas: {', '.join(info.personas)})"
-            )
+        persona = info.replying(self.persona)
         total = 0
         for i, message in enumerate(self.messages):
             if message.role not in ROLES:
