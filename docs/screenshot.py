@@ -49,7 +49,7 @@ def main() -> int:
             return 1
         options = webdriver.ChromeOptions()
         options.binary_location = shutil.which("chromium") or "chromium"
-        for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1100,640"):
+        for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1100,820"):
             options.add_argument(flag)
         driver = webdriver.Chrome(service=Service(shutil.which("chromedriver") or "chromedriver"), options=options)
         try:
