@@ -14,7 +14,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
-TURN_END = "\n\n"
+from server.engine.requests import TURN_END
 
 
 @dataclass(frozen=True)

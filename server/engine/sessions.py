@@ -38,11 +38,6 @@ class Session:
     turn: Turn | None = None  # the running turn, if any
     history_chars: int = 0  # characters read so far, for the log
 
-    @property
-    def busy(self) -> bool:
-        """A live turn holds the session."""
-        return self.turn is not None and self.turn.live()
-
 
 @dataclass(eq=False)
 class Turn:

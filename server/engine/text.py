@@ -177,11 +177,12 @@ class TextEngine(EngineLoop[_Job]):
         """The persona's reply to a whole conversation, until its turn ends. The state after every completed reply
         is kept under the text read (:class:`PrefixCache`), so when the conversation comes back with one more
         turn only the new text is read."""
-        persona = conversation.validate(self.info)
+        info = self.info
+        persona = conversation.validate(info)
         params = self._params(conversation.sampling)
         params = params.with_defaults(stop=(TURN_END, *params.stop))
         self._check_capacity()
-        text = START_TEXT + conversation.dialogue(self.info, persona, self.chat_style.user_speaker)
+        text = START_TEXT + conversation.dialogue(info, persona, self.chat_style.user_speaker)
         kept = self.prefixes.longest(text)
         stream = self._stream(conversation.request_id)
         if kept is None:
@@ -257,8 +258,9 @@ class TextEngine(EngineLoop[_Job]):
                 await self._wake.wait()
                 continue
             rows = round_.rows
-            # Chat turns that completed keep their row's state for the session; every other leaving job (a cancel,
-            # whatever stage it reached) releases its session unchanged when it is finalized below.
+            # Completed chat turns and conversation replies keep their row's state (for the session, or the prefix
+            # cache); every other leaving job (a cancel, whatever stage it reached) releases its session unchanged
+            # when it is finalized below.
             ended_turns = [j for j in round_.leaving if j.keeps_state and j.end_reason]
             plan = _Plan(
                 keep=round_.keep,
@@ -277,7 +279,7 @@ class TextEngine(EngineLoop[_Job]):
             self._route(plan.ready_jobs, tokens)
             self.steps += 1
             for job, state in zip(ended_turns, kept_states, strict=True):
-                self._finalize(job, job.end_reason or FINISH_STOP, state)
+                self._finalize(job, job.end_reason or FINISH_STOP, state)  # end_reason is set: "or" is for the type
             for job in round_.leaving:
                 self._finalize(job, job.end_reason or FINISH_CANCELLED)
             self._jobs, self._joining = rows, []

@@ -286,37 +286,45 @@ class HttpTransport:
         }
         return JSONResponse(body)
 
-    async def _chat_events(self, stream: TextStream, request_id: str, model: str, usage: bool) -> AsyncIterator[str]:
-        base = {"id": request_id, "object": "chat.completion.chunk", "created": openai.created(), "model": model}
+    def _chat_events(self, stream: TextStream, request_id: str, model: str, usage: bool) -> AsyncIterator[str]:
+        return self._text_events(
+            stream,
+            {"id": request_id, "object": "chat.completion.chunk", "created": openai.created(), "model": model},
+            lambda text, reason: {"delta": {"content": text} if text else {}, "finish_reason": reason},
+            usage,
+            first={"delta": {"role": "assistant", "content": ""}, "finish_reason": None},
+        )
 
-        def chunk(delta: dict[str, Any], reason: str | None = None) -> str:
-            choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": reason}
-            return _event({**base, "choices": [choice], **({"usage": None} if usage else {})})
+    def _completion_events(self, stream: TextStream, request_id: str, model: str, usage: bool) -> AsyncIterator[str]:
+        return self._text_events(
+            stream,
+            {"id": request_id, "object": "text_completion", "created": openai.created(), "model": model},
+            lambda text, reason: {"text": text, "finish_reason": reason},
+            usage,
+        )
 
-        yield chunk({"role": "assistant", "content": ""})
-        async for event in self._stream_events(stream, request_id, lambda text: chunk({"content": text})):
+    async def _text_events(
+        self,
+        stream: TextStream,
+        base: dict[str, Any],
+        choice: Callable[[str, str | None], dict[str, Any]],
+        usage: bool,
+        first: dict[str, Any] | None = None,
+    ) -> AsyncIterator[str]:
+        """A text stream as OpenAI's chunks: ``first`` (if any), one chunk a piece, the finish reason, the usage
+        when asked for, then ``[DONE]``; ``choice(text, reason)`` is what a chunk's one choice says."""
+
+        def chunk(fields: dict[str, Any]) -> str:
+            one = {"index": 0, **fields, "logprobs": None}
+            return _event({**base, "choices": [one], **({"usage": None} if usage else {})})
+
+        if first is not None:
+            yield chunk(first)
+        async for event in self._stream_events(stream, base["id"], lambda text: chunk(choice(text, None))):
             yield event
         if stream.finish_reason is None:
             return  # an error event went out
-        yield chunk({}, stream.finish_reason)
-        if usage:
-            yield _event({**base, "choices": [], "usage": openai.usage(stream)})
-        yield "data: [DONE]\n\n"
-
-    async def _completion_events(
-        self, stream: TextStream, request_id: str, model: str, usage: bool
-    ) -> AsyncIterator[str]:
-        base = {"id": request_id, "object": "text_completion", "created": openai.created(), "model": model}
-
-        def chunk(text: str, reason: str | None = None) -> str:
-            choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": reason}
-            return _event({**base, "choices": [choice], **({"usage": None} if usage else {})})
-
-        async for event in self._stream_events(stream, request_id, chunk):
-            yield event
-        if stream.finish_reason is None:
-            return
-        yield chunk("", stream.finish_reason)
+        yield chunk(choice("", stream.finish_reason))
         if usage:
             yield _event({**base, "choices": [], "usage": openai.usage(stream)})
         yield "data: [DONE]\n\n"

@@ -13,7 +13,7 @@ from server.engine.text import TextEngine
 from server.errors import AntiphonError, FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted, Unavailable
 from tests.conftest import timeout
 from tests.server.conftest import CHAT_STYLE
-from tests.server.helpers import collect, reference_text
+from tests.server.helpers import collect, fail_step, reference_text
 
 MakeEngine = Callable[..., TextEngine]
 
@@ -256,17 +256,7 @@ async def test_a_failed_step_ends_its_streams_and_the_engine_serves_on(
     """When the model work raises (a bug, a device failure), the streams in that step end with an internal error
     naming the model, and the next request is served as if nothing happened."""
     engine = make_text_engine()
-    advance = engine.backend.advance
-    calls = 0
-
-    def fails_once(*args: Any) -> Any:
-        nonlocal calls
-        calls += 1
-        if calls == 1:
-            raise RuntimeError("device lost")
-        return advance(*args)
-
-    engine.backend.advance = fails_once  # type: ignore[method-assign]
+    fail_step(engine, on_call=1)
     failed = engine.generate(TextRequest("Lear.\n", SamplingOptions(seed=1, max_tokens=40)))
     with pytest.raises(AntiphonError, match=r"^internal error in model tiny$"):
         await asyncio.wait_for(collect(failed), timeout(10))

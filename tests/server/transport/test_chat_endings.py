@@ -13,7 +13,7 @@ import pytest
 from server.app import Server
 from server.engine.text import TextEngine
 from tests.conftest import timeout
-from tests.server.helpers import reference_text
+from tests.server.helpers import fail_step, reference_text
 from tests.server.transport.clients import Failure, WebSocketClient
 from tests.server.transport.conftest import TRANSPORTS
 
@@ -243,17 +243,7 @@ async def test_failed_step_mid_reply_releases_the_session(
     client = await connect(server, transport)
     said, reason = await first_turn(client, "s")
     history = turn_text(FIRST[0]) + followed(said, reason)
-    advance = engine.backend.advance
-    calls = 0
-
-    def fails_on_the_second_step(*args: Any) -> Any:
-        nonlocal calls
-        calls += 1
-        if calls == 2:
-            raise RuntimeError("device lost")
-        return advance(*args)
-
-    engine.backend.advance = fails_on_the_second_step  # type: ignore[method-assign]
+    fail_step(engine, on_call=2)
     seed = long_reply_seed(tiny_text_model, history)
     with pytest.raises(Failure) as info:
         await asyncio.wait_for(client.chat("s", SECOND, sampling={"seed": seed}).finish(), timeout(10))
