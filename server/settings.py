@@ -61,6 +61,21 @@ def _backend(raw: str) -> str:
     return raw
 
 
+def _switch(raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in ("on", "true", "1", "yes"):
+        return True
+    if value in ("off", "false", "0", "no"):
+        return False
+    raise ValueError("must be on or off")
+
+
+def _session_store(raw: str) -> str:
+    if raw == "memory" or raw.startswith(("redis://", "rediss://", "unix://")):
+        return raw
+    raise ValueError("must be memory or a Redis URL (redis://HOST:PORT/DB, rediss://..., unix://PATH)")
+
+
 def _compression(raw: str) -> str:
     if raw not in ("none", "deflate"):
         raise ValueError("must be none or deflate")
@@ -83,6 +98,31 @@ class ServeSettings:
         _names,
     )
     grace_s: float = _option(10.0, "seconds live streams may take to finish after SIGTERM", "listening", float)
+    # security
+    api_key: str | None = _option(
+        None,
+        "a key every request must carry (Authorization: Bearer KEY); prefer the variable or --api-key-file, which "
+        "other users of the machine cannot read from the process list (default: none, the server is open)",
+        "security",
+    )
+    api_key_file: Path | None = _option(  # noqa: RUF009
+        None, "a file of keys, one per line (# starts a comment); any of them is accepted", "security", _path
+    )
+    tls_cert: Path | None = _option(  # noqa: RUF009
+        None, "PEM certificate chain: serve gRPC, WebSocket and HTTP over TLS (needs --tls-key)", "security", _path
+    )
+    tls_key: Path | None = _option(None, "PEM private key of --tls-cert", "security", _path)  # noqa: RUF009
+    # operations
+    metrics: bool = _option(
+        True, "Prometheus metrics at GET /metrics on the HTTP port", "operations", _switch
+    )
+    session_store: str = _option(
+        "memory",
+        "where chat sessions live: memory (this process only) or a Redis URL (redis://HOST:PORT/DB), which any "
+        "replica can continue a session from and a restart keeps",
+        "operations",
+        _session_store,
+    )
     # the model
     text_checkpoint: Path | None = _option(  # noqa: RUF009 (_option returns a dataclasses.field)
         None, f"text model checkpoint (default: {shown(DEFAULT_TEXT_CHECKPOINT)})", "model", _path
@@ -236,7 +276,28 @@ class ServeSettings:
         for name in ("text_model_id", "audio_model_id"):
             if not getattr(self, name):
                 raise InvalidArgument(flag_name(name), "must not be empty")
+        if (self.tls_cert is None) != (self.tls_key is None):
+            missing = "tls_key" if self.tls_key is None else "tls_cert"
+            raise InvalidArgument(flag_name(missing), "TLS needs both --tls-cert and --tls-key")
+        for name in ("tls_cert", "tls_key", "api_key_file"):
+            path = getattr(self, name)
+            if path is not None and not path.is_file():
+                raise InvalidArgument(flag_name(name), f"no such file: {path}")
+        if self.api_key is not None and not self.api_key.strip():
+            raise InvalidArgument(flag_name("api_key"), "must not be empty")
         return self
+
+    def api_keys(self) -> frozenset[str]:
+        """Every accepted key (--api-key and the lines of --api-key-file); empty: the server is open."""
+        keys = {self.api_key.strip()} if self.api_key else set()
+        if self.api_key_file is not None:
+            for line in self.api_key_file.read_text(encoding="utf-8").splitlines():
+                line = line.split("#", 1)[0].strip()
+                if line:
+                    keys.add(line)
+            if not keys:
+                raise InvalidArgument(flag_name("api_key_file"), f"{self.api_key_file} holds no key")
+        return frozenset(keys)
 
     def text_model(self) -> Path:
         """The text checkpoint to serve: the one named (flag or variable), else the committed one."""
@@ -272,6 +333,8 @@ METAVARS: dict[Callable[[str], Any], str] = {
     _device: "DEVICE",
     _backend: "BACKEND",
     _compression: "none|deflate",
+    _switch: "on|off",
+    _session_store: "memory|URL",
 }
 
 
@@ -284,6 +347,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             groups[group_name] = parser.add_argument_group(group_name)
         default = f.default
         shown = ",".join(default) if isinstance(default, tuple) else default
+        if isinstance(default, bool):
+            shown = "on" if default else "off"
         groups[group_name].add_argument(
             flag_name(f.name),
             dest=f.name,
