@@ -13,8 +13,9 @@ TORCH  := torch==2.13.0
 TEST_CLIENTS := 'openai>=1.40' httpx selenium
 # Debian packages the project needs: espeak-ng renders speech for the audio models; alsa-utils is the edge client's
 # microphone and player (arecord, aplay); mmdebstrap and qemu-user-static run the edge tests on arm64 code;
-# chromium and chromium-driver run the chat page's tests in a real headless browser.
-DEBS   := espeak-ng alsa-utils mmdebstrap qemu-user-static chromium chromium-driver
+# chromium and chromium-driver run the chat page's tests in a real headless browser; the tests start their own
+# redis-server (shared chat sessions) and nginx (replicas behind a proxy) on free ports.
+DEBS   := espeak-ng alsa-utils mmdebstrap qemu-user-static chromium chromium-driver redis-server nginx
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 # The edge client's own environment: Python 3.11 with the edge extra only (NumPy 1, tflite-runtime 2.14,

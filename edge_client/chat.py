@@ -3,7 +3,10 @@
 Each turn tries the server; a server that cannot be reached (or that drops the connection before the reply
 starts) is tried again after 0.5 s, 1 s, 2 s, ... (``retries`` times); then the device answers with its small step
 generator and says so, and the next turn tries the server again. An error the server answers (a bad persona, an
-oversized message) is reported, not retried.
+oversized message) is reported, not retried; a refused API key is :class:`~server.errors.Unauthenticated`.
+
+``grpcs://`` and ``wss://`` connect over TLS, trusting the system's authorities or the ``ca_file`` given; an API key
+goes as ``authorization: Bearer KEY`` (gRPC metadata, the WebSocket handshake's header).
 
 Audio (``speak``): gRPC ``ChatEvent.audio`` chunks, the first carrying ``AudioFormat``; over WebSocket
 (docs/websocket-protocol.md) an ``audio`` frame with the format, then binary frames of a big-endian uint16 n, the
@@ -14,16 +17,18 @@ from __future__ import annotations
 
 import json
 import logging
+import ssl
 import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
 import numpy as np
 
-from server.errors import AntiphonError, InvalidArgument, Unavailable
+from server.errors import AntiphonError, InvalidArgument, Unauthenticated, Unavailable
 
 log = logging.getLogger(__name__)
 
@@ -92,27 +97,49 @@ class ChatRequest:
     seed: int | None = None
 
 
-def parse_server(url: str) -> tuple[str, str]:
-    """``grpc://host:port`` -> ("grpc", "host:port"); ``ws://host:port/path`` -> ("ws", the URL)."""
+def parse_server(url: str) -> tuple[str, str, bool]:
+    """``grpc://host:port`` -> ("grpc", "host:port", False); ``ws://host:port/path`` -> ("ws", the URL, False);
+    ``grpcs://`` and ``wss://`` the same over TLS (True)."""
     parsed = urlparse(url)
-    if parsed.scheme not in ("grpc", "ws", "wss") or not parsed.hostname or parsed.port is None:
-        raise InvalidArgument("server", f"give grpc://HOST:PORT or ws://HOST:PORT/PATH, got {url!r}")
-    if parsed.scheme == "grpc":
+    if parsed.scheme not in ("grpc", "grpcs", "ws", "wss") or not parsed.hostname or parsed.port is None:
+        raise InvalidArgument(
+            "server", f"give grpc://HOST:PORT or ws://HOST:PORT/PATH (grpcs://, wss:// over TLS), got {url!r}"
+        )
+    tls = parsed.scheme in ("grpcs", "wss")
+    if parsed.scheme in ("grpc", "grpcs"):
         host = f"[{parsed.hostname}]" if ":" in parsed.hostname else parsed.hostname
-        return "grpc", f"{host}:{parsed.port}"
-    return "ws", url
+        return "grpc", f"{host}:{parsed.port}", tls
+    return "ws", url, tls
+
+
+def refused(url: str, message: str) -> Unauthenticated:
+    """The error of a refused API key (``message``: the server's reason), saying how to give one."""
+    return Unauthenticated(f"{url}: {message} (give the server's key with --api-key or ANTIPHON_API_KEY)")
 
 
 class GrpcTransport:
     """One channel, made anew after a failure: a fresh channel connects at once, where an old one would wait out
-    gRPC's own reconnection backoff (up to two minutes) while our retries run."""
+    gRPC's own reconnection backoff (up to two minutes) while our retries run. ``tls``: a secure channel trusting
+    the system's authorities or ``ca_file``'s."""
 
-    def __init__(self, target: str, connect_timeout: float) -> None:
+    def __init__(
+        self,
+        target: str,
+        connect_timeout: float,
+        api_key: str | None = None,
+        tls: bool = False,
+        ca_file: Path | None = None,
+    ) -> None:
         import grpc
 
         self.grpc = grpc
         self.target = target
+        self.url = f"{'grpcs' if tls else 'grpc'}://{target}"
         self.connect_timeout = connect_timeout
+        self.metadata = (("authorization", f"Bearer {api_key}"),) if api_key else None
+        self.credentials = (
+            grpc.ssl_channel_credentials(root_certificates=ca_file.read_bytes() if ca_file else None) if tls else None
+        )
         self.channel: Any = None
 
     def close(self) -> None:
@@ -126,7 +153,10 @@ class GrpcTransport:
         if self.channel is None:
             # a connection attempt gives up after the connect timeout (gRPC's default is 20 s)
             options = [("grpc.min_reconnect_backoff_ms", max(100, int(self.connect_timeout * 1000)))]
-            self.channel = self.grpc.insecure_channel(self.target, options=options)
+            if self.credentials is not None:
+                self.channel = self.grpc.secure_channel(self.target, self.credentials, options=options)
+            else:
+                self.channel = self.grpc.insecure_channel(self.target, options=options)
         return generation_pb2_grpc.GenerationStub(self.channel)
 
     def turn(self, request: ChatRequest, on_text: OnText) -> TurnResult:
@@ -153,7 +183,7 @@ class GrpcTransport:
         try:
             # fail fast: a server that cannot be reached is UNAVAILABLE at once (refused) or after the connect
             # timeout (no answer), never queued until it comes back
-            for event in stub.Chat(message, timeout=None, wait_for_ready=False):
+            for event in stub.Chat(message, timeout=None, wait_for_ready=False, metadata=self.metadata):
                 which = event.WhichOneof("event")
                 if which == "text":
                     result.text += event.text
@@ -174,16 +204,24 @@ class GrpcTransport:
             if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
                 self.close()
                 if result.text:
-                    raise ConnectionLost(f"grpc://{self.target}: connection lost ({exc.details()})") from None
-                raise Unavailable(f"grpc://{self.target}: {exc.details()}") from None
+                    raise ConnectionLost(f"{self.url}: connection lost ({exc.details()})") from None
+                raise Unavailable(f"{self.url}: {exc.details()}") from None
+            if code == grpc.StatusCode.UNAUTHENTICATED:
+                raise refused(self.url, exc.details() or "UNAUTHENTICATED") from None
             raise ServerError(code.name, exc.details() or "") from None
         return result
 
 
 class WebSocketTransport:
-    def __init__(self, url: str, connect_timeout: float) -> None:
+    """One connection, reused across turns; ``wss://`` trusts the system's authorities or ``ca_file``'s."""
+
+    def __init__(
+        self, url: str, connect_timeout: float, api_key: str | None = None, ca_file: Path | None = None
+    ) -> None:
         self.url = url
         self.connect_timeout = connect_timeout
+        self.headers = {"Authorization": f"Bearer {api_key}"} if api_key else None
+        self.ssl = ssl.create_default_context(cafile=ca_file) if url.startswith("wss:") else None
         self.connection: Any = None
         self.counter = 0
 
@@ -193,14 +231,25 @@ class WebSocketTransport:
             self.connection = None
 
     def _connect(self) -> Any:
+        from websockets.exceptions import InvalidStatus
         from websockets.sync.client import connect
 
         if self.connection is None:
             try:
-                self.connection = connect(self.url, open_timeout=self.connect_timeout, max_size=2**24)
+                self.connection = connect(
+                    self.url,
+                    open_timeout=self.connect_timeout,
+                    max_size=2**24,
+                    additional_headers=self.headers,
+                    ssl=self.ssl,
+                )
             except (OSError, TimeoutError) as exc:
                 raise Unavailable(f"{self.url}: {exc}") from None
-            except Exception as exc:  # websockets' handshake errors (InvalidStatus, InvalidURI, ...)
+            except InvalidStatus as exc:
+                if exc.response.status_code == 401:  # refused before the upgrade; the body says why
+                    raise refused(self.url, exc.response.body.decode("utf-8", "replace").strip()) from None
+                raise Unavailable(f"{self.url}: {exc}") from None
+            except Exception as exc:  # websockets' other handshake errors (InvalidURI, InvalidMessage, ...)
                 raise Unavailable(f"{self.url}: {exc}") from None
         return self.connection
 
@@ -283,13 +332,22 @@ class ChatClient:
         connect_timeout: float = 2.0,
         session_id: str | None = None,
         notify: Callable[[str], None] = lambda _: None,
+        api_key: str | None = None,
+        ca_file: Path | None = None,
     ) -> None:
-        self.kind, target = parse_server(url)
+        self.kind, target, tls = parse_server(url)
+        if ca_file is not None and not tls:
+            raise InvalidArgument("ca-file", f"is only read for grpcs:// and wss:// servers, got {url!r}")
+        if ca_file is not None:
+            try:
+                ssl.create_default_context(cafile=ca_file)
+            except (OSError, ssl.SSLError) as exc:
+                raise InvalidArgument("ca-file", f"cannot read certificates from {ca_file}: {exc}") from None
         self.url = url
         self.transport = (
-            GrpcTransport(target, connect_timeout)
+            GrpcTransport(target, connect_timeout, api_key, tls, ca_file)
             if self.kind == "grpc"
-            else WebSocketTransport(target, connect_timeout)
+            else WebSocketTransport(target, connect_timeout, api_key, ca_file)
         )
         self.local = local
         self.retries = retries

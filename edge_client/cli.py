@@ -2,7 +2,7 @@
 
 Exit codes: 0 success, 1 a runtime failure (a missing, altered or unreadable model file, a missing or busy audio
 device, an unreachable server with nothing to fall back on), 2 a bad argument or input file (named in the
-message), 130 interrupted.
+message) or an API key the server refused (or did not get), 130 interrupted.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from edge_client.runtime import BACKENDS
-from server.errors import AntiphonError, DeviceError, InvalidArgument, ModelFileError
+from server.errors import AntiphonError, DeviceError, InvalidArgument, ModelFileError, Unauthenticated
 
 if TYPE_CHECKING:
     from edge_client.chat import TurnResult
@@ -151,7 +151,18 @@ def _chat(args: argparse.Namespace) -> int:
         result.finish_reason = "stop"
         return result
 
-    client = ChatClient(args.server, local, args.retries, args.backoff, args.connect_timeout, args.session, notify)
+    api_key = args.api_key or os.environ.get("ANTIPHON_API_KEY") or None  # never a default: --help would show it
+    client = ChatClient(
+        args.server,
+        local,
+        args.retries,
+        args.backoff,
+        args.connect_timeout,
+        args.session,
+        notify,
+        api_key,
+        args.ca_file,
+    )
 
     def on_text(piece: str) -> None:
         if not args.json:
@@ -295,7 +306,8 @@ def build_parser() -> argparse.ArgumentParser:
         "  antiphon-edge chat --models DIR --server grpc://server:50051\n"
         "  antiphon-edge bench --models DIR\n"
         "exit codes: 0 success, 1 a runtime failure (model file missing, altered or unloadable; audio device missing "
-        "or busy; server unreachable with no step model to answer), 2 a bad argument or input file, 130 interrupted",
+        "or busy; server unreachable with no step model to answer), 2 a bad argument or input file, or an API key "
+        "the server refused, 130 interrupted",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -380,12 +392,33 @@ def build_parser() -> argparse.ArgumentParser:
         'one JSON object per turn: {"source", "text", ...}',
         help="chat with the server; answer on the device when it is unreachable",
         description="Chat turn by turn (one message per line of standard input, or --message), the reply streamed "
-        "token by token from the server (grpc://HOST:PORT or ws://HOST:PORT/PATH). An unreachable server is "
-        "tried again after --backoff seconds, doubling, --retries times; then the device answers with its own "
-        "step model (text_small_step, else text_step) and says so on standard error; the next turn tries the "
-        "server again. --speak asks for the reply's audio and plays it with aplay (--speak-to writes a WAV).",
+        "token by token from the server (grpc://HOST:PORT or ws://HOST:PORT/PATH; grpcs:// and wss:// over TLS). "
+        "An unreachable server is tried again after --backoff seconds, doubling, --retries times; then the device "
+        "answers with its own step model (text_small_step, else text_step) and says so on standard error; the "
+        "next turn tries the server again. A refused API key is an error (exit code 2), never answered offline. "
+        "--speak asks for the reply's audio and plays it with aplay (--speak-to writes a WAV).",
     )
-    p.add_argument("--server", required=True, metavar="URL", help="grpc://HOST:PORT or ws://HOST:PORT/PATH")
+    p.add_argument(
+        "--server",
+        required=True,
+        metavar="URL",
+        help="grpc://HOST:PORT or ws://HOST:PORT/PATH; grpcs://HOST:PORT or wss://HOST:PORT/PATH over TLS",
+    )
+    p.add_argument(
+        "--api-key",
+        default=None,
+        metavar="KEY",
+        help="the server's API key, sent as Authorization: Bearer KEY; prefer the variable, which other users of "
+        "the device cannot read from the process list (default: none; env ANTIPHON_API_KEY)",
+    )
+    p.add_argument(
+        "--ca-file",
+        type=Path,
+        default=None,
+        metavar="PATH",
+        help="PEM certificates of the authority that signed a grpcs:// or wss:// server's certificate, for a "
+        "private one (default: the system's authorities)",
+    )
     p.add_argument("--message", default=None, help="one turn with this message (default: read lines from stdin)")
     p.add_argument("--session", default=None, help="chat session id (default: a fresh random one)")
     p.add_argument("--persona", default="", help="who replies (default: the server's default persona)")
@@ -430,7 +463,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.threads < 1:
             raise InvalidArgument("threads", f"must be at least 1, got {args.threads}")
         return func(args)
-    except InvalidArgument as exc:
+    except (InvalidArgument, Unauthenticated) as exc:
         log.debug("invalid argument", exc_info=True)
         print(f"antiphon-edge: error: {exc}", file=sys.stderr)
         return 2

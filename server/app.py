@@ -1,15 +1,18 @@
 """One asyncio process serving the engines over gRPC, WebSocket and HTTP at once.
 
 :class:`Server` owns the engines and the three listeners; :func:`serve` is what ``antiphon serve`` runs: start, log
-one ``listening grpc=HOST:PORT ws=HOST:PORT http=HOST:PORT`` line, wait for SIGTERM or SIGINT, drain, exit.
+one ``listening grpc=HOST:PORT ws=HOST:PORT http=HOST:PORT`` line (``grpcs= wss= https=`` over TLS), wait for
+SIGTERM or SIGINT, drain, exit.
 """
 
 from __future__ import annotations
 
 import asyncio
 import gc
+import hashlib
 import logging
 import signal
+import ssl
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -25,10 +28,17 @@ from server.engine.classify import LOADERS, Classifier
 from server.engine.registry import ModelRegistry
 from server.engine.text import ChatStyle, TextEngine, TextLimits
 from server.errors import CheckpointError, InvalidArgument, ListenError
+from server.metrics import Metrics, Recorder
 from server.settings import ServeSettings
-from server.transport.grpc_service import add_services, mark_serving
+from server.transport.auth import ApiKeys
+from server.transport.grpc_service import RequireKey, add_services, mark_serving
 from server.transport.http import HttpListener, HttpTransport
-from server.transport.websocket import CoalescingConnection, WebSocketTransport
+from server.transport.websocket import (
+    CoalescingConnection,
+    WebSocketTransport,
+    handshake_logger,
+    select_subprotocol,
+)
 
 log = logging.getLogger("antiphon.server")
 
@@ -68,6 +78,12 @@ def load_text_engine(settings: ServeSettings, checkpoint: Path) -> TextEngine:
     if "metrics" in meta and "held_out_bits_per_char" in meta["metrics"]:
         description += f", {meta['metrics']['held_out_bits_per_char']:.3f} bits/char held out"
     chat = chat_style(settings, meta.get("speakers"))
+    shared = None
+    if settings.session_store != "memory":
+        from server.engine.redis_sessions import RedisSessions
+
+        fingerprint = hashlib.sha256(checkpoint.read_bytes()).hexdigest()[:16]  # sessions name the exact weights
+        shared = RedisSessions(settings.session_store, settings.text_model_id, fingerprint, settings.session_ttl_s)
     return TextEngine(
         settings.text_model_id,
         make_backend(settings.text_backend, model, settings.text_threads),
@@ -75,6 +91,7 @@ def load_text_engine(settings: ServeSettings, checkpoint: Path) -> TextEngine:
         text_limits(settings),
         chat,
         description,
+        shared,
     )
 
 
@@ -132,6 +149,22 @@ def chat_style(settings: ServeSettings, speakers: list[str] | None) -> ChatStyle
     return ChatStyle(tuple(personas), default, user)
 
 
+def tls_context(settings: ServeSettings) -> ssl.SSLContext | None:
+    """The WebSocket and HTTP listeners' TLS context from --tls-cert and --tls-key; None without them."""
+    if settings.tls_cert is None or settings.tls_key is None:
+        return None
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.set_alpn_protocols(["http/1.1"])  # both speak HTTP/1.1 (WebSocket upgrades from it)
+    try:
+        context.load_cert_chain(settings.tls_cert, settings.tls_key)
+    except (ssl.SSLError, OSError) as exc:
+        raise InvalidArgument(
+            "--tls-cert", f"cannot serve {settings.tls_cert} with the key {settings.tls_key}: {exc}"
+        ) from None
+    return context
+
+
 def _address(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
@@ -156,6 +189,10 @@ class Server:
             self.models.add_text(engine)
         for audio in audio_engines:
             self.models.add_audio(audio)
+        # A registry of this server's own (a process may run several); with --metrics off, a recorder of nothing.
+        self.metrics = Metrics(lambda: [e.gauges() for e in self.engines]) if settings.metrics else Recorder()
+        for served in [*self.engines, *self.classifiers]:
+            served.metrics = self.metrics
         self.grpc_port = 0
         self.ws_port = 0
         self.http_port = 0
@@ -163,13 +200,20 @@ class Server:
         self._grpc: grpc.aio.Server | None = None
         self._health: Any = None
         self._ws: WebSocketServer | None = None
-        self._transport = WebSocketTransport(self.models, lambda: self._serving)
+        self.keys = ApiKeys(settings.api_keys(), self.metrics.error)  # read once: a changed key file takes a restart
+        self._tls = tls_context(settings)
+        self._transport = WebSocketTransport(self.models, lambda: self._serving, self.keys, self.metrics)
         self._http = HttpListener(
-            HttpTransport(self.models, lambda: self._serving, settings.cors_origins).app,
+            HttpTransport(self.models, lambda: self._serving, settings.cors_origins, self.keys, self.metrics).app,
             settings.host,
             settings.http_port,
+            self._tls,
         )
         self._stopping: asyncio.Task[None] | None = None
+
+    @property
+    def tls(self) -> bool:
+        return self._tls is not None
 
     @property
     def grpc_address(self) -> str:
@@ -187,16 +231,23 @@ class Server:
         settings = self.settings
         for engine in self.engines:
             engine.start()
+            if isinstance(engine, TextEngine) and engine.shared is not None:
+                await engine.shared.check()  # says in the log whether Redis answers; turns fail until it does
         self._grpc = grpc.aio.server(
+            interceptors=[RequireKey(self.keys)] if self.keys.required else None,
             options=[
                 ("grpc.max_receive_message_length", GRPC_MAX_MESSAGE_BYTES),
                 ("grpc.so_reuseport", 0),  # port 0 must mean a port no other server holds
-            ]
+            ],
         )
-        self._health = add_services(self._grpc, self.models)
+        self._health = add_services(self._grpc, self.models, self.metrics)
         address = _address(settings.host, settings.grpc_port)
         try:
-            self.grpc_port = self._grpc.add_insecure_port(address)
+            if settings.tls_cert is not None and settings.tls_key is not None:
+                pair = (settings.tls_key.read_bytes(), settings.tls_cert.read_bytes())
+                self.grpc_port = self._grpc.add_secure_port(address, grpc.ssl_server_credentials([pair]))
+            else:
+                self.grpc_port = self._grpc.add_insecure_port(address)
         except RuntimeError as exc:
             await self.stop(0)
             raise ListenError(f"--grpc-port: cannot listen on {address}: {exc}") from None
@@ -207,6 +258,9 @@ class Server:
                 settings.host,
                 settings.ws_port,
                 process_request=self._transport.process_request,
+                select_subprotocol=select_subprotocol,
+                ssl=self._tls,
+                logger=handshake_logger(),
                 max_size=settings.ws_max_message_bytes,
                 compression=None if settings.ws_compression == "none" else settings.ws_compression,
                 create_connection=CoalescingConnection,
@@ -288,7 +342,15 @@ async def serve(
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    log.info("listening grpc=%s ws=%s http=%s", server.grpc_address, server.ws_address, server.http_address)
+    if server.keys.required:
+        log.info("API keys: %d accepted; every request but health checks and the chat page needs one", len(server.keys))
+    else:
+        log.info("API keys: none set, every listener is open to whoever reaches it")
+    grpc_scheme, ws_scheme, http_scheme = ("grpcs", "wss", "https") if server.tls else ("grpc", "ws", "http")
+    log.info(
+        "listening %s=%s %s=%s %s=%s",
+        *(grpc_scheme, server.grpc_address, ws_scheme, server.ws_address, http_scheme, server.http_address),
+    )
     try:
         await stop.wait()
         log.info("shutting down: live streams have %.1f s to finish", settings.grace_s)

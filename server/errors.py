@@ -10,6 +10,7 @@ frames); the command line maps them to exit codes. Tracebacks stay in the log.
     ├── FailedPrecondition   the request conflicts with state (a chat session already has a turn running)
     ├── Unavailable          the server is shutting down; retry elsewhere or later
     ├── Unimplemented        the server has no model of the kind asked for (yet)
+    ├── Unauthenticated      the request carries no API key, or one the server does not accept
     ├── ListenError          a server could not bind its address
     ├── CorpusError          training text could not be fetched or read
     ├── CheckpointError      a checkpoint is missing, corrupt or of the wrong kind
@@ -70,6 +71,12 @@ class Unimplemented(AntiphonError):
     """No model of the kind asked for is served (yet)."""
 
     code = "unimplemented"
+
+
+class Unauthenticated(AntiphonError):
+    """The request carries no API key, or one the server does not accept."""
+
+    code = "unauthenticated"
 
 
 class ListenError(AntiphonError):

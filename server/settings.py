@@ -113,9 +113,7 @@ class ServeSettings:
     )
     tls_key: Path | None = _option(None, "PEM private key of --tls-cert", "security", _path)  # noqa: RUF009
     # operations
-    metrics: bool = _option(
-        True, "Prometheus metrics at GET /metrics on the HTTP port", "operations", _switch
-    )
+    metrics: bool = _option(True, "Prometheus metrics at GET /metrics on the HTTP port", "operations", _switch)
     session_store: str = _option(
         "memory",
         "where chat sessions live: memory (this process only) or a Redis URL (redis://HOST:PORT/DB), which any "

@@ -11,6 +11,8 @@ from typing import Any
 
 import pytest
 
+from tests.certs import Certificates, make_certificates
+
 # Tiny models gain nothing from threads, and the tests start servers and commands side by side: one thread per
 # process (inherited by every subprocess) keeps OpenMP threads from spinning against each other on a small machine.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -165,6 +167,13 @@ def tiny_kws_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
         )
     )
     return out
+
+
+@pytest.fixture(scope="session")
+def certificates(tmp_path_factory: pytest.TempPathFactory) -> Certificates:
+    """A private certificate authority and a server certificate it signed for 127.0.0.1 and localhost (``openssl``;
+    tests/certs.py)."""
+    return make_certificates(tmp_path_factory.mktemp("certificates"))
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)

@@ -3,7 +3,7 @@ a function). docs/architecture.md draws the same picture; change both together.
 
     commands, cli      -> anything below
     app                -> transport, engine, settings, model packages
-    transport          -> engine's torch-free modules (requests, streams, registry, speech), errors, sampling
+    transport          -> engine's torch-free modules (requests, streams, registry, speech), errors, metrics, sampling
     engine             -> model packages, errors, sampling
     model packages     -> each other's torch-free helpers, data, errors, sampling, checkpoint, training
     edge_client        -> server.errors only
@@ -28,6 +28,7 @@ TRANSPORT_ALLOWED = (
     "server.engine.speech",
     "server.transport",
     "server.errors",
+    "server.metrics",
     "server.sampling",
     "server.audio.constants",
     "server.audio.mulaw",

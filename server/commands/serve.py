@@ -16,8 +16,8 @@ def add_command(commands: argparse._SubParsersAction) -> None:
         help="serve the models over gRPC, WebSocket and OpenAI-compatible HTTP",
         description="Serve the models over gRPC, WebSocket and OpenAI-compatible HTTP from one process. Every "
         "option is also an ANTIPHON_* environment variable (a flag wins). Once the three listen, one log line says "
-        "`listening grpc=HOST:PORT ws=HOST:PORT http=HOST:PORT`. SIGTERM stops accepting, lets live streams finish "
-        "within --grace-s, cancels the rest and exits 0.",
+        "`listening grpc=HOST:PORT ws=HOST:PORT http=HOST:PORT` (grpcs=, wss=, https= over TLS). SIGTERM stops "
+        "accepting, lets live streams finish within --grace-s, cancels the rest and exits 0.",
     )
     add_arguments(p)
     p.set_defaults(func=_run)

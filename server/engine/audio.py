@@ -40,10 +40,11 @@ from server.audio.features import MelFrames, utterance_features
 from server.audio.model import WaveNet
 from server.data.speech import Rendering, synthesize, trim_silence
 from server.data.speech import voices as espeak_voices
-from server.engine.loop import EngineLoop
+from server.engine.loop import FAILED, EngineLoop
 from server.engine.requests import AudioModelInfo, AudioRequest
 from server.engine.streams import FINISH_CANCELLED, FINISH_LENGTH, FINISH_STOP, AudioStream
 from server.errors import AntiphonError, InvalidArgument
+from server.metrics import EngineGauges
 
 log = logging.getLogger(__name__)
 
@@ -175,7 +176,7 @@ class AudioEngine(EngineLoop[_Job]):
         seconds = limits.max_seconds if request.max_seconds is None else request.max_seconds
         temperature = limits.temperature if request.temperature is None else request.temperature
         self._check_capacity()
-        stream = AudioStream(limits.stream_buffer, self._wake.set, request.request_id, SAMPLE_RATE)
+        stream = AudioStream(limits.stream_buffer, self._wake.set, request.request_id, SAMPLE_RATE, request.transport)
         job = _Job(
             stream,
             text,
@@ -227,6 +228,7 @@ class AudioEngine(EngineLoop[_Job]):
             log.error("model %s: preparing request %s failed: %s", self.model_id, job.stream.request_id, error)
             job.finalized = True
             job.stream.fail(error if isinstance(error, AntiphonError) else AntiphonError("internal error"))
+            self._record(job, FAILED)
         elif job.stream.cancel_requested:
             self._finalize(job, FINISH_CANCELLED)
         elif job.feats is None:  # nothing to say (the rendering is silence)
@@ -248,6 +250,7 @@ class AudioEngine(EngineLoop[_Job]):
                 self._notify_progress()
                 await self._wake.wait()
                 continue
+            started = time.monotonic()
             try:
                 codes = await loop.run_in_executor(
                     self._executor, self._compute, round_.keep, round_.joining, round_.ready
@@ -256,6 +259,8 @@ class AudioEngine(EngineLoop[_Job]):
                 self._fail_step([*self._jobs, *round_.joining])
                 self._jobs, self._state = [], None
                 continue
+            if round_.ready:
+                self.metrics.iteration(self.model_id, time.monotonic() - started, len(round_.ready))
             self.steps += 1
             for job in round_.leaving:
                 self._finalize(job, job.end_reason or FINISH_CANCELLED)
@@ -311,4 +316,24 @@ class AudioEngine(EngineLoop[_Job]):
             first,
             (now - stream.created) * 1000,
             reason,
+        )
+        self._record(job, reason)
+
+    def _record(self, job: _Job, reason: str) -> None:
+        stream = job.stream
+        first = stream.first_token_at
+        self.metrics.audio_request(
+            self.model_id,
+            stream.transport,
+            reason,
+            None if first is None else first - stream.created,
+            time.monotonic() - stream.created,
+            job.produced,
+            stream.sample_rate,
+        )
+
+    def gauges(self) -> EngineGauges:
+        """What the engine holds now (read at scrape time, on the event loop)."""
+        return EngineGauges(
+            self.model_id, running=len(self._jobs) - self._ending(), waiting=self._preparing + len(self._ready)
         )

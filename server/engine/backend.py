@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -54,9 +55,26 @@ class TextBackend(Protocol):
 
     def concat(self, states: Sequence[Any]) -> Any: ...
 
+    def dump_row(self, state: Any) -> RowArrays:
+        """One row's state as float32 arrays (for a session kept outside this process); exact."""
+        ...
+
+    def load_row(self, arrays: RowArrays) -> Any:
+        """The row :meth:`dump_row` gave, as this backend's state of one row."""
+        ...
+
     def close(self) -> None:
         """Release threads; the backend is not used afterwards."""
         ...
+
+
+@dataclass(frozen=True)
+class RowArrays:
+    """One row of recurrent state, whatever the backend: what a shared session store keeps."""
+
+    h: np.ndarray  # (L, 1, H) float32
+    c: np.ndarray  # (L, 1, H) float32
+    logits: np.ndarray  # (1, V) float32: the next token's scores
 
 
 @dataclass
@@ -135,6 +153,18 @@ class EagerLSTMBackend:
     def close(self) -> None:
         pass
 
+    def dump_row(self, state: TorchRows) -> RowArrays:
+        def arr(t: torch.Tensor) -> np.ndarray:
+            return np.ascontiguousarray(t.detach().float().cpu().numpy())
+
+        return RowArrays(arr(state.h), arr(state.c), arr(state.logits))
+
+    def load_row(self, arrays: RowArrays) -> TorchRows:
+        def tensor(a: np.ndarray) -> torch.Tensor:
+            return torch.from_numpy(np.array(a, dtype=np.float32)).to(self.device)
+
+        return TorchRows(tensor(arrays.h), tensor(arrays.c), torch.from_numpy(np.array(arrays.logits, np.float32)))
+
     def concat(self, states: Sequence[TorchRows]) -> TorchRows:
         if len(states) == 1:
             return states[0]
@@ -177,6 +207,15 @@ class FastLSTMBackend:
         self.concat = self.fast.concat
         self.close = self.fast.close
         self.warm_up()
+
+    def dump_row(self, state: FastState) -> RowArrays:
+        return RowArrays(state.h.copy(), state.c.copy(), state.logits.copy())
+
+    def load_row(self, arrays: RowArrays) -> FastState:
+        def own(a: np.ndarray) -> np.ndarray:
+            return np.array(a, dtype=np.float32, order="C")  # a writable copy: rows are updated in place
+
+        return FastState(own(arrays.h), own(arrays.c), own(arrays.logits))
 
     def warm_up(self) -> None:
         """Compile (or load from numba's cache) every kernel now rather than in the first request."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -20,8 +21,11 @@ import torch
 from torch import nn
 
 from server.audio.constants import SAMPLE_RATE
+from server.engine.loop import FAILED
 from server.engine.requests import AUDIO, TENSOR, TEXT, ClassifierInfo, ClassifyInput
-from server.errors import InvalidArgument
+from server.engine.streams import FINISH_STOP
+from server.errors import AntiphonError, InvalidArgument
+from server.metrics import Recorder
 
 MIN_SAMPLE_RATE, MAX_SAMPLE_RATE = 8_000, 48_000
 MAX_AUDIO_SECONDS = 30.0
@@ -39,6 +43,7 @@ class Classifier:
         self.info = info
         self.model = model.eval()
         self.prepare = prepare
+        self.metrics = Recorder()  # records nothing; a server hands its classifiers its own recorder
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"classify-{info.id}")
 
     @torch.no_grad()
@@ -55,7 +60,15 @@ class Classifier:
         if top_k < 0:
             raise InvalidArgument("top_k", f"must be 0 (all) or positive, got {top_k}")
         loop = asyncio.get_running_loop()
-        probabilities = await loop.run_in_executor(self._executor, self._run, request)
+        started = time.monotonic()
+        try:
+            probabilities = await loop.run_in_executor(self._executor, self._run, request)
+        except AntiphonError:
+            raise  # the input was refused (the transport counts the error it answers)
+        except Exception:
+            self.metrics.classify_request(self.info.id, request.transport, FAILED, time.monotonic() - started)
+            raise
+        self.metrics.classify_request(self.info.id, request.transport, FINISH_STOP, time.monotonic() - started)
         order = np.argsort(-probabilities, kind="stable")
         ranked = [(self.info.labels[i], float(probabilities[i])) for i in order]
         return ranked[:top_k] if top_k else ranked

@@ -5,8 +5,9 @@ a graceful close.
 A subclass implements :meth:`_run` (the loop), :attr:`live_streams`, :meth:`_ending` (streams in the batch that
 ended or were cancelled: they still hold a row until the next iteration, but no longer a slot), :meth:`_drop_all`
 (cancel every stream at close), :meth:`_finalize` (end a stream and log the request) and :meth:`_release`
-(threads and pools, after the loop stopped); it may extend :meth:`_abandon` (a stream ends without finishing:
-cancelled while waiting, or in a failed step).
+(threads and pools, after the loop stopped), :meth:`_record` (report an ended stream to the metrics) and
+:meth:`gauges` (what the engine holds, read at scrape time); it may extend :meth:`_abandon` (a stream ends without
+finishing: cancelled while waiting, or in a failed step).
 """
 
 from __future__ import annotations
@@ -21,8 +22,11 @@ from typing import Generic, Protocol, TypeVar
 
 from server.engine.streams import FINISH_CANCELLED
 from server.errors import AntiphonError, ResourceExhausted, Unavailable
+from server.metrics import EngineGauges, Recorder
 
 log = logging.getLogger(__name__)
+
+FAILED = "error"  # how the metrics count a stream that failed (it has no finish reason)
 
 
 class _Stream(Protocol):
@@ -77,6 +81,7 @@ class EngineLoop(Generic[J]):
         self._closing = False
         self._closed = False
         self.steps = 0
+        self.metrics = Recorder()  # records nothing; a server hands its engines its own recorder
 
     # -- for subclasses ------------------------------------------------------
     @property
@@ -96,6 +101,13 @@ class EngineLoop(Generic[J]):
         self._executor.shutdown(wait=False, cancel_futures=True)
 
     def _finalize(self, job: J, reason: str) -> None:
+        raise NotImplementedError
+
+    def _record(self, job: J, reason: str) -> None:
+        """Report ``job``'s end to :attr:`metrics` (once per stream, never per token)."""
+        raise NotImplementedError
+
+    def gauges(self) -> EngineGauges:
         raise NotImplementedError
 
     def _abandon(self, job: J) -> None:
@@ -177,6 +189,7 @@ class EngineLoop(Generic[J]):
             self._abandon(job)
             job.finalized = True
             job.stream.fail(error)
+            self._record(job, FAILED)
 
     def _notify_progress(self) -> None:
         self._progress.set()

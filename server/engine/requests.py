@@ -100,6 +100,7 @@ class TextRequest:
     prompt: str
     sampling: SamplingOptions = SamplingOptions()
     request_id: str = ""  # for the log line
+    transport: str = ""  # the listener it came by (grpc, websocket, http), for the metrics; empty: in process
 
     def validate(self, info: TextModelInfo) -> None:
         if len(self.prompt) > info.max_prompt_chars:
@@ -114,6 +115,7 @@ class ChatTurn:
     speaker: str = ""  # empty: the server's default name for the user
     sampling: SamplingOptions = SamplingOptions()
     request_id: str = ""
+    transport: str = ""
 
     def validate(self, info: TextModelInfo) -> str:
         """Check the turn's fields; returns the persona that replies, as the model spells it."""
@@ -140,6 +142,7 @@ class AudioRequest:
     seed: int | None = None  # same seed, same samples, alone or batched
     request_id: str = ""
     chunk_samples: int = 0  # samples per chunk on the wire; 0: DEFAULT_CHUNK_MS
+    transport: str = ""
 
     @classmethod
     def with_sampling(cls, text: str, sampling: SamplingOptions, **fields: object) -> AudioRequest:
@@ -191,6 +194,7 @@ class ClassifyInput:
     audio_sample_rate: int = 0
     tensor_shape: tuple[int, ...] = ()
     tensor_values: np.ndarray | None = None  # float32, row-major
+    transport: str = ""
 
     @property
     def kind(self) -> str | None:
@@ -224,6 +228,7 @@ class Conversation:
     persona: str = ""  # empty: the model's default persona
     sampling: SamplingOptions = SamplingOptions()
     request_id: str = ""
+    transport: str = ""
 
     def validate(self, info: TextModelInfo) -> str:
         """Check the messages; returns the persona that replies, as the model spells it."""

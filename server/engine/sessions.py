@@ -37,6 +37,7 @@ class Session:
     last_used: float = 0.0
     turn: Turn | None = None  # the running turn, if any
     history_chars: int = 0  # characters read so far, for the log
+    persona: str = ""  # who spoke the last completed turn
 
 
 @dataclass(eq=False)
@@ -46,6 +47,7 @@ class Turn:
     session: Session
     live: Callable[[], bool]  # False once the turn's stream can produce nothing more
     released: bool = False
+    persona: str = ""  # who speaks this turn
 
 
 def _always_live() -> bool:
@@ -83,7 +85,7 @@ class SessionStore:
             del self._sessions[key]
         return len(stale)
 
-    def begin_turn(self, session_id: str, live: Callable[[], bool] = _always_live) -> Turn:
+    def begin_turn(self, session_id: str, live: Callable[[], bool] = _always_live, persona: str = "") -> Turn:
         """A turn on the session (created if new) that holds it until :meth:`end_turn`. ``live`` tells whether
         the turn's stream can still produce anything (see the module's docstring)."""
         self.expire()
@@ -100,7 +102,7 @@ class SessionStore:
             self._sessions[session_id] = session
         elif self._held(session):
             raise FailedPrecondition(f"session_id: session {session_id!r} already has a turn running")
-        turn = Turn(session, live)
+        turn = Turn(session, live, persona=persona)
         session.turn = turn
         session.last_used = self._clock()
         self._sessions.move_to_end(session_id)
@@ -122,6 +124,7 @@ class SessionStore:
             session.pending = pending
             session.turns += 1
             session.history_chars += read_chars
+            session.persona = turn.persona
         elif session.turns == 0 and self._sessions.get(session.id) is session:
             del self._sessions[session.id]  # a first turn that never completed leaves nothing behind
         return True

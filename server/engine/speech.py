@@ -110,6 +110,7 @@ async def speak_turn(
                 temperature=options.temperature,
                 seed=seed,
                 request_id=f"{request_id}/s{turn.sentences}",
+                transport=text.transport,
             )
             turn.sentences += 1
             stream: AudioStream = audio.generate(request)

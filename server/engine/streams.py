@@ -29,9 +29,10 @@ class _BoundedStream(Generic[Piece]):
     piece waiting, joined.
     """
 
-    def __init__(self, capacity: int, wake: Callable[[], None], request_id: str = "") -> None:
+    def __init__(self, capacity: int, wake: Callable[[], None], request_id: str = "", transport: str = "") -> None:
         self.capacity = capacity
         self.request_id = request_id
+        self.transport = transport  # the request's listener, for the metrics
         self.finish_reason: str | None = None
         self.created = time.monotonic()
         self.first_token_at: float | None = None
@@ -116,8 +117,8 @@ class TextStream(_BoundedStream[str]):
     """A text request's output: ``async for text in stream`` yields every piece in order; afterwards
     ``finish_reason`` and the token counts are set. ``capacity`` counts unread characters (one per token)."""
 
-    def __init__(self, capacity: int, wake: Callable[[], None], request_id: str = "") -> None:
-        super().__init__(capacity, wake, request_id)
+    def __init__(self, capacity: int, wake: Callable[[], None], request_id: str = "", transport: str = "") -> None:
+        super().__init__(capacity, wake, request_id, transport)
         self.prompt_tokens = 0  # characters of the prompt, read or (a conversation's) resumed from a kept state
         self.cached_tokens = 0  # of those, the ones a kept state spared reading
         self.completion_tokens = 0
@@ -135,8 +136,10 @@ class AudioStream(_BoundedStream[np.ndarray]):
     the WaveNet's own output) in order. ``capacity`` counts unread samples;
     ``samples`` counts every sample pushed."""
 
-    def __init__(self, capacity: int, wake: Callable[[], None], request_id: str, sample_rate: int) -> None:
-        super().__init__(capacity, wake, request_id)
+    def __init__(
+        self, capacity: int, wake: Callable[[], None], request_id: str, sample_rate: int, transport: str = ""
+    ) -> None:
+        super().__init__(capacity, wake, request_id, transport)
         self.sample_rate = sample_rate
         self.samples = 0
 

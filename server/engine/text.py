@@ -30,10 +30,12 @@ from typing import Any
 from server.engine.backend import TextBackend
 from server.engine.loop import EngineLoop
 from server.engine.prefixes import PrefixCache
+from server.engine.redis_sessions import RedisSessions, SavedSession
 from server.engine.requests import TURN_END, ChatTurn, Conversation, SamplingOptions, TextModelInfo, TextRequest
 from server.engine.sessions import SessionStore, Turn
 from server.engine.streams import FINISH_CANCELLED, FINISH_LENGTH, FINISH_STOP, TextStream
-from server.errors import InvalidArgument
+from server.errors import AntiphonError, InvalidArgument
+from server.metrics import EngineGauges
 from server.sampling import RowRules, SamplingParams, StreamRandom
 from server.text.generate import StopMatcher
 from server.text.vocab import START_TEXT, Vocabulary
@@ -90,6 +92,11 @@ class _Job:
         """Whether the row's state outlives the stream (a chat session's, a conversation prefix's)."""
         return self.turn is not None or self.prefix is not None
 
+    @property
+    def kind(self) -> str:
+        """What the metrics count it as: a chat turn, a reply to a whole conversation, or a continuation."""
+        return "chat" if self.turn is not None else "conversation" if self.prefix is not None else "generate"
+
 
 def closing_of(said: str) -> str:
     """The newlines still needed after a reply to end its turn (a blank line), which the next turn reads first."""
@@ -118,6 +125,7 @@ class TextEngine(EngineLoop[_Job]):
         limits: TextLimits,
         chat: ChatStyle,
         description: str = "",
+        shared: RedisSessions | None = None,
     ) -> None:
         super().__init__(model_id, limits.max_streams, limits.max_waiting, "text")
         self.backend = backend
@@ -126,12 +134,17 @@ class TextEngine(EngineLoop[_Job]):
         self.chat_style = chat
         self.description = description
         self.sessions = SessionStore(limits.max_sessions, limits.session_ttl_s)
+        # Where sessions outlive this process (None: here only). With one, every turn starts from the session as
+        # the shared store has it and the client hears ``done`` once the store has the completed turn.
+        self.shared = shared
+        self._turn_io: set[asyncio.Task[None]] = set()  # shared-store reads and writes in flight
         self.prefixes = PrefixCache(limits.prefix_cache)
         self._waiting: deque[_Job] = deque()
         self._jobs: list[_Job] = []  # row i of the batch state belongs to _jobs[i]
         self._joining: list[_Job] = []  # taken from _waiting, being read into the batch by the current step
         self._state: Any = None  # the backend's rows: recurrent state and next-token scores
         self._step_s: dict[int, float] = {}  # seconds per step on the backend's clock, by batch size class
+        self._delivered_at: float | None = None  # when the last iteration's tokens went out (None: idle since)
 
     # -- public --------------------------------------------------------------
     @property
@@ -149,14 +162,14 @@ class TextEngine(EngineLoop[_Job]):
     @property
     def live_streams(self) -> int:
         """Streams in the batch or waiting to join (ended ones leave at the next step)."""
-        return len(self._jobs) + len(self._joining) + len(self._waiting)
+        return len(self._jobs) + len(self._joining) + len(self._waiting) + len(self._turn_io)
 
     def generate(self, request: TextRequest) -> TextStream:
         """Continue ``request.prompt``; raises InvalidArgument, ResourceExhausted or Unavailable at once."""
         request.validate(self.info)
         params = self._params(request.sampling)
         self._check_capacity()
-        return self._submit(self._stream(request.request_id), START_TEXT + request.prompt, params)
+        return self._submit(self._stream(request.request_id, request.transport), START_TEXT + request.prompt, params)
 
     def chat(self, turn: ChatTurn) -> TextStream:
         """One turn of a chat session: the persona's reply to ``turn.message``, until its turn ends."""
@@ -166,10 +179,13 @@ class TextEngine(EngineLoop[_Job]):
         params = self._params(turn.sampling)
         params = params.with_defaults(stop=(TURN_END, *params.stop))
         self._check_capacity()
-        stream = self._stream(turn.request_id)
-        held = self.sessions.begin_turn(turn.session_id, live=lambda: not stream.done)
-        session = held.session
+        stream = self._stream(turn.request_id, turn.transport)
+        held = self.sessions.begin_turn(turn.session_id, live=lambda: not stream.done, persona=persona)
         text = style.turn_text(speaker, turn.message, persona)
+        if self.shared is not None:
+            self._turn_task(self._load_turn(self.shared, stream, held, text, params))
+            return stream
+        session = held.session
         text = session.pending + text if session.state is not None else START_TEXT + text
         return self._submit(stream, text, params, held, start=session.state)
 
@@ -184,7 +200,7 @@ class TextEngine(EngineLoop[_Job]):
         self._check_capacity()
         text = START_TEXT + conversation.dialogue(info, persona, self.chat_style.user_speaker)
         kept = self.prefixes.longest(text)
-        stream = self._stream(conversation.request_id)
+        stream = self._stream(conversation.request_id, conversation.transport)
         if kept is None:
             return self._submit(stream, text, params, prefix=text)
         stream.cached_tokens = kept.chars - len(kept.closing)
@@ -197,14 +213,87 @@ class TextEngine(EngineLoop[_Job]):
         return sum(1 for j in self._jobs if j.end_reason is not None or j.stream.cancel_requested)
 
     def _drop_all(self) -> None:
+        for task in self._turn_io:
+            task.cancel()  # each releases its turn and ends its stream as it unwinds
         for job in [*self._jobs, *self._joining, *self._waiting]:
             self._finalize(job, FINISH_CANCELLED)
         self._jobs, self._joining, self._state = [], [], None
         self._waiting.clear()
 
+    # -- sessions kept outside this process ---------------------------------------
+    def _turn_task(self, work: Any) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self._turn_io.add(task)
+
+        def done(task: asyncio.Task[None]) -> None:
+            self._turn_io.discard(task)
+            self._notify_progress()
+
+        task.add_done_callback(done)
+
+    async def _load_turn(
+        self, shared: RedisSessions, stream: TextStream, turn: Turn, text: str, params: SamplingParams
+    ) -> None:
+        """Read the session as the shared store has it, then queue the turn from there. The turn holds the local
+        session meanwhile, so this replica runs one turn of it at a time."""
+        session = turn.session
+        try:
+            saved = await shared.load(session.id)
+        except AntiphonError as exc:
+            self.sessions.end_turn(turn)
+            stream.fail(exc)
+            return
+        except asyncio.CancelledError:  # shutdown
+            self.sessions.end_turn(turn)
+            stream.finish(FINISH_CANCELLED)
+            raise
+        if stream.cancel_requested or self._closing:
+            self.sessions.end_turn(turn)
+            stream.finish(FINISH_CANCELLED)
+            return
+        if saved is None:  # new, or expired in the store: a first turn
+            session.state, session.pending, session.turns, session.history_chars = None, "", 0, 0
+            self._submit(stream, START_TEXT + text, params, turn)
+            return
+        session.state = self.backend.load_row(saved.row)
+        session.pending, session.turns, session.history_chars = saved.pending, saved.turns, saved.chars
+        self._submit(stream, saved.pending + text, params, turn, start=session.state)
+
+    async def _save_turn(self, shared: RedisSessions, job: _Job, state: Any, reason: str) -> None:
+        """Write a completed turn to the shared store; only then does the session move on and the client hear
+        ``done``. A turn the store did not take never happened: the session stays as it was, the client gets the
+        error and may send the turn again."""
+        turn = job.turn
+        assert turn is not None
+        session, said = turn.session, "".join(job.sampled)
+        saved = SavedSession(
+            turns=session.turns + 1,
+            persona=turn.persona,
+            pending=closing_of(said),
+            chars=session.history_chars + len(job.ids) + len(said),
+            row=self.backend.dump_row(state),
+        )
+        try:
+            await shared.save(session.id, saved, previous_turns=session.turns)
+        except AntiphonError as exc:
+            self.sessions.end_turn(turn)
+            job.stream.fail(exc)
+            return
+        except asyncio.CancelledError:  # shutdown
+            self.sessions.end_turn(turn)
+            job.stream.finish(FINISH_CANCELLED)
+            raise
+        self._end_turn(turn, job, state)
+        job.stream.finish(reason)
+
     def _release(self) -> None:
         super()._release()
         self.backend.close()
+
+    async def close(self, grace_s: float = 0.0) -> None:
+        await super().close(grace_s)
+        if self.shared is not None:
+            await self.shared.close()
 
     # -- submission ------------------------------------------------------------
     def _params(self, options: SamplingOptions) -> SamplingParams:
@@ -224,8 +313,8 @@ class TextEngine(EngineLoop[_Job]):
         except InvalidArgument as exc:
             raise InvalidArgument(f"sampling.{exc.field}", exc.reason) from None
 
-    def _stream(self, request_id: str) -> TextStream:
-        return TextStream(self.limits.stream_buffer, self._wake.set, request_id)
+    def _stream(self, request_id: str, transport: str) -> TextStream:
+        return TextStream(self.limits.stream_buffer, self._wake.set, request_id, transport)
 
     def _submit(
         self,
@@ -254,6 +343,7 @@ class TextEngine(EngineLoop[_Job]):
             self._wake.clear()
             round_ = self._next_round(self._jobs, self._waiting)
             if round_ is None:
+                self._delivered_at = None  # the next tokens' gap would include the wait
                 self._notify_progress()
                 await self._wake.wait()
                 continue
@@ -270,12 +360,15 @@ class TextEngine(EngineLoop[_Job]):
                 ready_jobs=[rows[i] for i in round_.ready],
             )
             self._joining = plan.joining
+            started = time.monotonic()
             try:
                 tokens, kept_states = await loop.run_in_executor(self._executor, self._compute, plan)
             except Exception:
                 self._fail_step([*self._jobs, *plan.joining])
                 self._jobs, self._joining, self._state = [], [], None
+                self._delivered_at = None
                 continue
+            self._measure(started, tokens)
             self._route(plan.ready_jobs, tokens)
             self.steps += 1
             for job, state in zip(ended_turns, kept_states, strict=True):
@@ -288,6 +381,20 @@ class TextEngine(EngineLoop[_Job]):
     def _abandon(self, job: _Job) -> None:
         if job.turn is not None:
             self.sessions.end_turn(job.turn)  # unchanged; a no-op once released
+
+    def _measure(self, started: float, tokens: list[list[int]]) -> None:
+        """An iteration's figures for the metrics, once per iteration: its model time and the streams it advanced,
+        and the gap between two tokens of those streams (the time since the previous iteration's tokens went out,
+        over the steps this one ran). A gap is taken only between two iterations that both advanced streams."""
+        if not tokens:
+            self._delivered_at = None
+            return
+        now = time.monotonic()
+        self.metrics.iteration(self.model_id, now - started, len(tokens))
+        steps = max(map(len, tokens))
+        if steps and self._delivered_at is not None:
+            self.metrics.token_gap(self.model_id, (now - self._delivered_at) / steps)
+        self._delivered_at = now if steps else None
 
     def _steps(self, rows: int) -> int:
         """Steps for an iteration of ``rows`` streams: as many as fit in ``burst_s`` (one until measured)."""
@@ -360,13 +467,18 @@ class TextEngine(EngineLoop[_Job]):
         if job.finalized:
             return
         job.finalized = True
-        if job.turn is not None:
+        saving = job.turn is not None and state is not None and self.shared is not None
+        if saving:
+            assert self.shared is not None  # for the type
+            self._turn_task(self._save_turn(self.shared, job, state, reason))  # finishes the stream once saved
+        elif job.turn is not None:
             self._end_turn(job.turn, job, state)
         elif job.prefix is not None and state is not None:
             said = "".join(job.sampled)
             self.prefixes.put(job.prefix + said + closing_of(said), state, closing_of(said))
         stream = job.stream
-        stream.finish(reason)
+        if not saving:
+            stream.finish(reason)
         now = time.monotonic()
         ttft = f"{(stream.first_token_at - stream.created) * 1000:.1f}" if stream.first_token_at else "-"
         log.info(
@@ -379,6 +491,34 @@ class TextEngine(EngineLoop[_Job]):
             ttft,
             (now - stream.created) * 1000,
             reason,
+        )
+        self._record(job, reason)
+
+    def _record(self, job: _Job, reason: str) -> None:
+        stream = job.stream
+        first = stream.first_token_at
+        self.metrics.text_request(
+            self.model_id,
+            stream.transport,
+            job.kind,
+            reason,
+            None if first is None else first - stream.created,
+            time.monotonic() - stream.created,
+            stream.prompt_tokens,
+            job.tokens,
+        )
+
+    def gauges(self) -> EngineGauges:
+        """What the engine holds now (read at scrape time, on the event loop)."""
+        prefixes = self.prefixes
+        return EngineGauges(
+            self.model_id,
+            running=len(self._jobs) + len(self._joining) - self._ending(),
+            waiting=len(self._waiting),
+            sessions=len(self.sessions),
+            prefix_entries=len(prefixes),
+            prefix_hits=prefixes.hits,
+            prefix_misses=prefixes.misses,
         )
 
     def _end_turn(self, turn: Turn, job: _Job, state: Any) -> None:

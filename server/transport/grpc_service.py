@@ -1,14 +1,16 @@
 """The gRPC transport: a thin ``antiphon.v1.Generation`` servicer over the engines, plus health and reflection.
 
 Server-streaming RPCs are async generators. A client that cancels or disconnects cancels the handler's task; the
-``finally`` blocks then cancel the engine stream, which leaves the batch at the next step.
+``finally`` blocks then cancel the engine stream, which leaves the batch at the next step. With API keys configured,
+:class:`RequireKey` answers every call but health checks ``UNAUTHENTICATED`` unless its ``authorization`` metadata
+is ``Bearer KEY`` with an accepted key.
 """
 
 from __future__ import annotations
 
 import itertools
 import logging
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from contextlib import aclosing
 from typing import Any, NoReturn, TypeVar
 
@@ -33,10 +35,13 @@ from server.engine.requests import AudioModelInfo, AudioRequest, ChatTurn, Class
 from server.engine.speech import SpokenTurn, speak_turn, speech_options
 from server.engine.streams import FINISH_CANCELLED, FINISH_LENGTH, FINISH_STOP, AudioStream, TextStream
 from server.errors import AntiphonError, InvalidArgument
+from server.metrics import Recorder
+from server.transport import auth
 from server.transport.wire import MULAW, PCM16, Chunker, encode_codes
 
 log = logging.getLogger(__name__)
 
+TRANSPORT = "grpc"  # the metrics' transport label
 SERVICE_NAME = generation_pb2.DESCRIPTOR.services_by_name["Generation"].full_name
 FINISH_REASONS = {
     FINISH_STOP: sampling_pb2.FINISH_REASON_STOP,
@@ -54,6 +59,7 @@ MODEL_KINDS = {
     "classifier": models_pb2.MODEL_KIND_CLASSIFIER,
 }
 WIRE_ENCODINGS = {PCM16: audio_pb2.AUDIO_ENCODING_PCM16_LE, MULAW: audio_pb2.AUDIO_ENCODING_MULAW8}
+OPEN_SERVICES = ("/grpc.health.v1.Health/",)  # load balancers and orchestrators probe health without a key
 
 
 def status_code(error: AntiphonError) -> grpc.StatusCode:
@@ -86,9 +92,13 @@ def usage(stream: TextStream) -> sampling_pb2.Usage:
     return sampling_pb2.Usage(prompt_tokens=stream.prompt_tokens, completion_tokens=stream.completion_tokens)
 
 
-async def abort(context: grpc.aio.ServicerContext, error: AntiphonError, request_id: str = "-") -> NoReturn:
+async def abort(
+    context: grpc.aio.ServicerContext, error: AntiphonError, request_id: str, metrics: Recorder
+) -> NoReturn:
     log.info("request %s failed: %s %s", request_id, error.code.upper(), error)
-    await context.abort(status_code(error), str(error))
+    code = status_code(error)
+    metrics.error(TRANSPORT, code.name)
+    await context.abort(code, str(error))
     raise RuntimeError("context.abort returned")  # pragma: no cover (abort always raises)
 
 
@@ -96,14 +106,14 @@ Piece = TypeVar("Piece")
 
 
 async def pieces(
-    stream: AsyncIterator[Piece], context: grpc.aio.ServicerContext, request_id: str
+    stream: AsyncIterator[Piece], context: grpc.aio.ServicerContext, request_id: str, metrics: Recorder
 ) -> AsyncGenerator[Piece, None]:
     """The stream's pieces; an engine error aborts the call, and leaving early (the client went away) cancels."""
     try:
         async for piece in stream:
             yield piece
     except AntiphonError as exc:
-        await abort(context, exc, request_id)
+        await abort(context, exc, request_id, metrics)
     finally:
         cancel = getattr(stream, "cancel", None)
         if cancel is not None:
@@ -113,8 +123,9 @@ async def pieces(
 
 
 class GenerationService(generation_pb2_grpc.GenerationServicer):
-    def __init__(self, models: ModelRegistry) -> None:
+    def __init__(self, models: ModelRegistry, metrics: Recorder) -> None:
         self.models = models
+        self.metrics = metrics
         self._ids = itertools.count(1)
 
     async def ListModels(self, request: models_pb2.ListModelsRequest, context: Any) -> models_pb2.ListModelsResponse:
@@ -127,10 +138,12 @@ class GenerationService(generation_pb2_grpc.GenerationServicer):
         request_id = f"grpc-{next(self._ids)}"
         try:
             service = self.models.text_model(request.model)
-            stream = service.generate(TextRequest(request.prompt, sampling_options(request.sampling), request_id))
+            text_request = TextRequest(request.prompt, sampling_options(request.sampling), request_id, TRANSPORT)
+            stream = service.generate(text_request)
         except AntiphonError as exc:
-            await abort(context, exc, request_id)
-        async with aclosing(pieces(stream, context, request_id)) as texts:  # closed at once if the client leaves
+            await abort(context, exc, request_id, self.metrics)
+        # closed at once if the client leaves
+        async with aclosing(pieces(stream, context, request_id, self.metrics)) as texts:
             async for text in texts:
                 yield text_pb2.TextChunk(text=text)
         yield text_pb2.TextChunk(
@@ -157,15 +170,16 @@ class GenerationService(generation_pb2_grpc.GenerationServicer):
                 speaker=request.speaker,
                 sampling=sampling,
                 request_id=request_id,
+                transport=TRANSPORT,
             )
             stream = service.chat(turn)
         except AntiphonError as exc:
-            await abort(context, exc, request_id)
+            await abort(context, exc, request_id, self.metrics)
         if request.speak:
             spoken = SpokenTurn()
             first = True
             events = speak_turn(stream, audio, speech, spoken, request_id)
-            async with aclosing(pieces(events, context, request_id)) as items:
+            async with aclosing(pieces(events, context, request_id, self.metrics)) as items:
                 async for item in items:
                     if isinstance(item, str):
                         yield chat_pb2.ChatEvent(text=item)
@@ -175,7 +189,8 @@ class GenerationService(generation_pb2_grpc.GenerationServicer):
                         chunk = audio_pb2.AudioChunk(format=fmt, data=encode_codes(item, encoding))
                         yield chat_pb2.ChatEvent(audio=chunk)
         else:
-            async with aclosing(pieces(stream, context, request_id)) as texts:  # closed at once if the client leaves
+            # closed at once if the client leaves
+            async with aclosing(pieces(stream, context, request_id, self.metrics)) as texts:
                 async for text in texts:
                     yield chat_pb2.ChatEvent(text=text)
         done = chat_pb2.ChatDone(
@@ -199,13 +214,15 @@ class GenerationService(generation_pb2_grpc.GenerationServicer):
                 max_seconds=request.max_seconds or None,  # proto3: 0 is unset, the model's limit
                 chunk_samples=request.chunk_samples,
                 request_id=request_id,
+                transport=TRANSPORT,
             )
             stream: AudioStream = service.generate(audio_request)
             chunker = Chunker(audio_request.chunk_size(service.info))
         except AntiphonError as exc:
-            await abort(context, exc, request_id)
+            await abort(context, exc, request_id, self.metrics)
         fmt: audio_pb2.AudioFormat | None = audio_format(service.info, encoding)
-        async with aclosing(pieces(stream, context, request_id)) as codes:  # closed at once if the client leaves
+        # closed at once if the client leaves
+        async with aclosing(pieces(stream, context, request_id, self.metrics)) as codes:
             async for piece in codes:
                 for chunk in chunker.feed(piece):
                     yield audio_pb2.AudioChunk(format=fmt, data=encode_codes(chunk, encoding))
@@ -231,17 +248,59 @@ class GenerationService(generation_pb2_grpc.GenerationServicer):
                 audio_sample_rate=request.audio_sample_rate,
                 tensor_shape=tuple(request.tensor.shape),
                 tensor_values=values,
+                transport=TRANSPORT,
             )
             ranked = await service.classify(item, request.top_k)
         except AntiphonError as exc:
-            await abort(context, exc, request_id)
+            await abort(context, exc, request_id, self.metrics)
         labels = [classify_pb2.LabelScore(label=label, probability=p) for label, p in ranked]
         return classify_pb2.ClassifyResponse(labels=labels)
 
 
-def add_services(server: grpc.aio.Server, models: ModelRegistry) -> health_aio.HealthServicer:
+class RequireKey(grpc.aio.ServerInterceptor):
+    """Every call but a health check needs an accepted key in its ``authorization`` metadata (``Bearer KEY``);
+    the others are aborted ``UNAUTHENTICATED`` before the servicer sees them, reflection included."""
+
+    def __init__(self, keys: auth.ApiKeys) -> None:
+        self.keys = keys
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(details)
+        method: str = details.method
+        if handler is None or method.startswith(OPEN_SERVICES):
+            return handler
+        metadata = dict(details.invocation_metadata or ())
+        reason = self.keys.refusal(auth.bearer(metadata.get("authorization")))
+        if reason is None:
+            return handler
+
+        async def refuse(request: Any, context: grpc.aio.ServicerContext) -> None:
+            self.keys.refused(TRANSPORT, f"call {method}", context.peer(), reason, grpc.StatusCode.UNAUTHENTICATED.name)
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, auth.MESSAGES[reason])
+
+        # The refusing handler has the refused one's shape, so the call fails with our status, not a protocol error.
+        make = {
+            (False, False): grpc.unary_unary_rpc_method_handler,
+            (False, True): grpc.unary_stream_rpc_method_handler,
+            (True, False): grpc.stream_unary_rpc_method_handler,
+            (True, True): grpc.stream_stream_rpc_method_handler,
+        }[(handler.request_streaming, handler.response_streaming)]
+        return make(
+            refuse,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+
+
+def add_services(
+    server: grpc.aio.Server, models: ModelRegistry, metrics: Recorder | None = None
+) -> health_aio.HealthServicer:
     """Add the Generation service, health checking and reflection to ``server``; returns the health servicer."""
-    generation_pb2_grpc.add_GenerationServicer_to_server(GenerationService(models), server)
+    generation_pb2_grpc.add_GenerationServicer_to_server(GenerationService(models, metrics or Recorder()), server)
     health = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     names = (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME)

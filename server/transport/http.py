@@ -1,6 +1,10 @@
 """The HTTP transport: OpenAI-compatible endpoints (``/v1/models``, ``/v1/chat/completions``, ``/v1/completions``)
 and ``/healthz``, a Starlette application served by uvicorn inside the server's own event loop.
 
+With API keys configured, every request but ``/healthz`` and the chat page's files (``/``, ``/static/``) must carry
+``Authorization: Bearer KEY``; :class:`RequireKey` answers the others 401 with OpenAI's error object
+(``invalid_api_key``) before any route runs.
+
 Streamed answers are server-sent events: ``data: {chunk}`` lines, then ``data: [DONE]``. A client that disconnects
 mid-stream cancels the handler's generator, whose ``finally`` cancels the engine stream (it leaves the batch at the
 next step). Errors are OpenAI's error object with the matching HTTP status; a client's mistake is one INFO line.
@@ -14,24 +18,28 @@ import itertools
 import json
 import logging
 import socket
+import ssl
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
 import uvicorn
 from starlette.applications import Starlette
+from starlette.datastructures import Headers
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from server.engine.registry import ModelRegistry, TextService
 from server.engine.requests import AudioRequest, TextRequest
 from server.engine.streams import AudioStream, TextStream
-from server.errors import AntiphonError, InvalidArgument, ListenError, NotFound
-from server.transport import openai
+from server.errors import AntiphonError, InvalidArgument, ListenError, NotFound, Unauthenticated
+from server.metrics import Recorder
+from server.transport import auth, openai
 from server.transport.jsonfields import classify_input, string_field
 from server.transport.wire import PCM16, encode_codes
 
@@ -40,6 +48,8 @@ log = logging.getLogger(__name__)
 STATIC = Path(__file__).resolve().parent / "static"  # the chat page: plain files, no build step
 MAX_BODY_BYTES = 4 * 1024 * 1024
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}  # nginx: pass events on at once
+TRANSPORT = "http"  # the metrics' transport label
+OPEN_PATHS = ("/", "/healthz")  # with /static/: the health check and the chat page, which asks for the key itself
 
 
 def _json(body: Any) -> str:
@@ -50,18 +60,55 @@ def _event(body: Any) -> str:
     return f"data: {_json(body)}\n\n"
 
 
-class HttpTransport:
-    """The Starlette application over ``models``; ``serving()`` says whether the server takes new work."""
+class RequireKey:
+    """ASGI middleware: a request without an accepted API key is answered 401, OpenAI's ``invalid_api_key`` error
+    object, unless it asks for the health check or the chat page's files."""
 
-    def __init__(self, models: ModelRegistry, serving: Callable[[], bool], cors_origins: tuple[str, ...] = ()) -> None:
+    def __init__(self, app: ASGIApp, keys: auth.ApiKeys) -> None:
+        self.app = app
+        self.keys = keys
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "")
+        if scope["type"] != "http" or path in OPEN_PATHS or path.startswith("/static/"):
+            await self.app(scope, receive, send)
+            return
+        reason = self.keys.refusal(auth.bearer(Headers(scope=scope).get("authorization")))
+        if reason is None:
+            await self.app(scope, receive, send)
+            return
+        client = scope.get("client")
+        peer = f"{client[0]}:{client[1]}" if client else "-"
+        self.keys.refused(TRANSPORT, f"{scope['method']} {path}", peer, reason, "401")
+        answer = openai.error_body(Unauthenticated(auth.MESSAGES[reason]))
+        await JSONResponse(answer.body, status_code=answer.status, headers=answer.headers)(scope, receive, send)
+
+
+class HttpTransport:
+    """The Starlette application over ``models``; ``serving()`` says whether the server takes new work; with
+    ``keys``, every request but the health check and the page needs one of them."""
+
+    def __init__(
+        self,
+        models: ModelRegistry,
+        serving: Callable[[], bool],
+        cors_origins: tuple[str, ...] = (),
+        keys: auth.ApiKeys | None = None,
+        metrics: Recorder | None = None,
+    ) -> None:
         self.models = models
         self.serving = serving
+        self.metrics = metrics or Recorder()
         self._ids = itertools.count(1)
         middleware = []
+        # CORS outside the key check: a browser's preflight carries no key, and a refusal needs CORS headers to be
+        # readable by the page that asked.
         if cors_origins:
             middleware.append(
                 Middleware(CORSMiddleware, allow_origins=list(cors_origins), allow_methods=["*"], allow_headers=["*"])
             )
+        if keys is not None and keys.required:
+            middleware.append(Middleware(RequireKey, keys=keys))
         self.app = Starlette(
             routes=[
                 Route("/", self.page, methods=["GET"]),
@@ -74,6 +121,7 @@ class HttpTransport:
                 Route("/v1/audio/speech", self.speech, methods=["POST"]),
                 Route("/v1/classifiers", self.list_classifiers, methods=["GET"]),
                 Route("/v1/classify", self.classify, methods=["POST"]),
+                *([Route("/metrics", self.scrape, methods=["GET"])] if self.metrics.enabled else []),
             ],
             middleware=middleware,
         )
@@ -82,6 +130,7 @@ class HttpTransport:
     def _error(self, error: AntiphonError, request_id: str) -> Response:
         log.info("request %s failed: %s %s", request_id, error.code.upper(), error)
         answer = openai.error_body(error)
+        self.metrics.error(TRANSPORT, str(answer.status))
         return JSONResponse(answer.body, status_code=answer.status, headers=answer.headers)
 
     async def _body(self, request: Request) -> Any:
@@ -148,7 +197,7 @@ class HttpTransport:
         try:
             body = openai.check_fields(await self._body(request), openai.CHAT_FIELDS)
             service, model, persona = self._text_model(body.get("model"))
-            stream = service.converse(openai.conversation(body, persona, f"http-{request_id}"))
+            stream = service.converse(openai.conversation(body, persona, f"http-{request_id}", TRANSPORT))
             usage = openai.include_usage(body)
         except AntiphonError as exc:
             return self._error(exc, request_id)
@@ -170,7 +219,7 @@ class HttpTransport:
                 prompt = prompt[0]
             if not isinstance(prompt, str):
                 raise InvalidArgument("prompt", "must be a string (one prompt per request)")
-            stream = service.generate(TextRequest(prompt, openai.sampling(body), f"http-{request_id}"))
+            stream = service.generate(TextRequest(prompt, openai.sampling(body), f"http-{request_id}", TRANSPORT))
             usage = openai.include_usage(body)
         except AntiphonError as exc:
             return self._error(exc, request_id)
@@ -192,7 +241,8 @@ class HttpTransport:
             wanted = openai.speech_request(body, default.info.voices, default.info.default_voice)
             name = "" if wanted.model in openai.OPENAI_SPEECH_MODELS else wanted.model
             service = self.models.audio_model(name)
-            stream = service.generate(AudioRequest(wanted.text, voice=wanted.voice, request_id=f"http-{request_id}"))
+            speech = AudioRequest(wanted.text, voice=wanted.voice, request_id=f"http-{request_id}", transport=TRANSPORT)
+            stream = service.generate(speech)
         except AntiphonError as exc:
             return self._error(exc, request_id)
         rate = service.info.sample_rate
@@ -213,6 +263,7 @@ class HttpTransport:
                 yield encode_codes(codes, PCM16)
         except AntiphonError as exc:  # the status line went out already: the body ends short
             log.info("request %s failed: %s %s", request_id, exc.code.upper(), exc)
+            self.metrics.error(TRANSPORT, str(openai.error_body(exc).status))
 
     async def _speech_events(self, stream: AudioStream, request_id: str) -> AsyncIterator[str]:
         def delta(codes: Any) -> str:
@@ -223,6 +274,11 @@ class HttpTransport:
             yield event
         if stream.finish_reason is not None:
             yield _event({"type": "speech.audio.done", "usage": {"samples": stream.samples}})
+
+    async def scrape(self, request: Request) -> Response:
+        """The metrics, in Prometheus' text format (or OpenMetrics, where the scraper asks for it)."""
+        body, content_type = self.metrics.exposition(request.headers.get("accept", ""))
+        return Response(body, headers={"Content-Type": content_type})
 
     async def list_classifiers(self, request: Request) -> Response:
         """antiphon's own: the classifiers served, with their labels and inputs (what ListModels says of them)."""
@@ -242,7 +298,7 @@ class HttpTransport:
                 if key not in allowed:
                     raise InvalidArgument(key, "unrecognized request argument")
             service = self.models.classifier(string_field(body, "model"))
-            item, top_k = classify_input(body)
+            item, top_k = classify_input(body, TRANSPORT)
             ranked = await service.classify(item, top_k)
         except AntiphonError as exc:
             return self._error(exc, request_id)
@@ -336,14 +392,18 @@ class HttpTransport:
                 yield encode(piece)
         except AntiphonError as exc:
             log.info("request %s failed: %s %s", request_id, exc.code.upper(), exc)
-            yield _event(openai.error_body(exc).body)
+            answer = openai.error_body(exc)
+            self.metrics.error(TRANSPORT, str(answer.status))  # the status the error object stands for
+            yield _event(answer.body)
 
 
 class HttpListener:
-    """uvicorn serving ``app`` on a socket this process binds (port 0: a free one), inside the running loop."""
+    """uvicorn serving ``app`` on a socket this process binds (port 0: a free one), inside the running loop; over
+    TLS with ``tls``."""
 
-    def __init__(self, app: Any, host: str, port: int) -> None:
+    def __init__(self, app: Any, host: str, port: int, tls: ssl.SSLContext | None = None) -> None:
         self.host, self.port = host, port
+        self.tls = tls
         self._server: uvicorn.Server | None = None
         self._app = app
 
@@ -363,6 +423,9 @@ class HttpListener:
             self._app, lifespan="off", log_config=None, access_log=False, timeout_graceful_shutdown=1
         )
         config.load()
+        # The server's one TLS context (the WebSocket listener's too) rather than one uvicorn would build from the
+        # files with its own cipher defaults; startup() hands it to create_server, and a request's scheme is https.
+        config.ssl = self.tls
         server = uvicorn.Server(config)
         # Server.serve() would also install signal handlers and run a loop of its own; the process's serve() owns
         # both, so only the listening part runs here: startup now, shutdown at stop.

@@ -59,8 +59,9 @@ def _tensor(value: Any) -> dict[str, Any]:
     return {"tensor_shape": tuple(shape), "tensor_values": np.asarray(values, dtype=np.float32)}
 
 
-def classify_input(message: dict[str, Any]) -> tuple[ClassifyInput, int]:
-    """The input of a classify request (exactly one of ``text``, ``audio``, ``tensor``) and its ``top_k``."""
+def classify_input(message: dict[str, Any], transport: str) -> tuple[ClassifyInput, int]:
+    """The input of a classify request (exactly one of ``text``, ``audio``, ``tensor``) and its ``top_k``;
+    ``transport`` names the listener it came by."""
     given = [key for key in ("text", "audio", "tensor") if message.get(key) is not None]
     if len(given) != 1:
         raise InvalidArgument("input", f"give exactly one of text, audio, tensor (got {len(given)})")
@@ -71,5 +72,6 @@ def classify_input(message: dict[str, Any]) -> tuple[ClassifyInput, int]:
         audio=_base64(message["audio"]) if given == ["audio"] else None,
         audio_sample_rate=0 if rate is None else number_field(rate, "audio_sample_rate", True),
         **(_tensor(message["tensor"]) if given == ["tensor"] else {}),
+        transport=transport,
     )
     return item, 0 if top_k is None else number_field(top_k, "top_k", True)

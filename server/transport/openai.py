@@ -127,7 +127,7 @@ def _content(value: Any, field: str) -> str:
     raise InvalidArgument(field, "must be a string or a list of text parts")
 
 
-def conversation(body: dict[str, Any], persona: str, request_id: str) -> Conversation:
+def conversation(body: dict[str, Any], persona: str, request_id: str, transport: str = "") -> Conversation:
     messages = body.get("messages")
     if not isinstance(messages, list):
         raise InvalidArgument("messages", "must be a list of messages")
@@ -144,7 +144,7 @@ def conversation(body: dict[str, Any], persona: str, request_id: str) -> Convers
         if not isinstance(name, str):
             raise InvalidArgument(f"messages[{i}].name", "must be a string")
         decoded.append(Message(str(role), _content(message.get("content"), f"messages[{i}].content"), name))
-    return Conversation(tuple(decoded), persona, sampling(body), request_id)
+    return Conversation(tuple(decoded), persona, sampling(body), request_id, transport)
 
 
 @dataclass(frozen=True)
@@ -161,6 +161,7 @@ STATUS = {
     "resource_exhausted": (429, "rate_limit_exceeded"),
     "unavailable": (503, "service_unavailable"),
     "unimplemented": (501, "invalid_request_error"),
+    "unauthenticated": (401, "invalid_request_error"),
 }
 
 
@@ -174,7 +175,11 @@ def error_body(error: AntiphonError) -> ErrorBody:
         param, code = "model", "model_not_found"
     elif status == 429:
         code = "rate_limit_exceeded"
+    elif status == 401:
+        code = "invalid_api_key"
     headers = {"Retry-After": "1"} if status in (429, 503) else {}
+    if status == 401:
+        headers["WWW-Authenticate"] = "Bearer"
     return ErrorBody(status, {"error": {"message": message, "type": kind, "param": param, "code": code}}, headers)
 
 

@@ -2,6 +2,8 @@
 
 The protocol is documented in ``docs/websocket-protocol.md``. Error frames carry the gRPC status name of the
 failure (``INVALID_ARGUMENT``, ``NOT_FOUND``, ...); ``GET /healthz`` on the same port answers 200 while serving.
+With API keys configured, a handshake without an accepted key (the ``Authorization: Bearer KEY`` header, or from a
+browser the ``antiphon.bearer.`` subprotocol) is answered 401 before the upgrade.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import itertools
 import json
 import logging
 import struct
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from http import HTTPStatus
 from typing import Any
 
@@ -21,17 +23,21 @@ from websockets.asyncio.server import Request, Response, ServerConnection
 from websockets.exceptions import ConnectionClosed, ConnectionClosedError
 from websockets.frames import CloseCode
 from websockets.protocol import State
+from websockets.typing import Subprotocol
 
 from server.engine.registry import ModelRegistry
 from server.engine.requests import AudioModelInfo, AudioRequest, ChatTurn, SamplingOptions, TextRequest
 from server.engine.speech import SpokenTurn, speak_turn, speech_options
 from server.engine.streams import AudioStream, TextStream
 from server.errors import AntiphonError, InvalidArgument, ResourceExhausted
+from server.metrics import Recorder
+from server.transport import auth
 from server.transport.jsonfields import classify_input, encoding_field, number_field, string_field
 from server.transport.wire import PCM16, Chunker, encode_codes
 
 log = logging.getLogger(__name__)
 
+TRANSPORT = "websocket"  # the metrics' transport label
 MAX_ID_CHARS = 128
 SAMPLING_FIELDS = ("temperature", "top_k", "top_p", "seed", "max_tokens", "stop")
 REQUEST_FIELDS = {
@@ -60,6 +66,32 @@ def _close_reason(exc: ConnectionClosedError) -> str:
     sent = f"server sent {exc.sent.code} {exc.sent.reason!r}" if exc.sent is not None else ""
     received = f"client sent {exc.rcvd.code} {exc.rcvd.reason!r}" if exc.rcvd is not None else ""
     return ", ".join(part for part in (received, sent) if part)
+
+
+def select_subprotocol(connection: ServerConnection, offered: Sequence[Subprotocol]) -> Subprotocol | None:
+    """``antiphon`` where the client offers it (a browser sending its key as a subprotocol offers it beside the
+    key's, and fails a handshake that selects none of its offers), else none."""
+    return Subprotocol(auth.SUBPROTOCOL) if auth.SUBPROTOCOL in offered else None
+
+
+class RedactCredentials(logging.Filter):
+    """Blanks the credentials in the handshake headers the websockets library logs at DEBUG (``-v``)."""
+
+    SECRET_HEADERS = ("authorization", "sec-websocket-protocol")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple) and len(args) == 2 and str(args[0]).lower() in self.SECRET_HEADERS:
+            record.args = (args[0], "[redacted]")
+        return True
+
+
+def handshake_logger() -> logging.Logger:
+    """The websockets library's server logger, with :class:`RedactCredentials` on it (once)."""
+    logger = logging.getLogger("websockets.server")
+    if not any(isinstance(f, RedactCredentials) for f in logger.filters):
+        logger.addFilter(RedactCredentials())
+    return logger
 
 
 def error_frame(request_id: str | None, error: AntiphonError) -> dict[str, Any]:
@@ -95,11 +127,20 @@ def sampling_options(value: Any) -> SamplingOptions:
 
 
 class WebSocketTransport:
-    """Serves one WebSocket connection per :meth:`handler` call; :meth:`process_request` answers ``/healthz``."""
+    """Serves one WebSocket connection per :meth:`handler` call; :meth:`process_request` answers ``/healthz`` and,
+    with ``keys``, refuses a handshake without one of them."""
 
-    def __init__(self, models: ModelRegistry, serving: Callable[[], bool]) -> None:
+    def __init__(
+        self,
+        models: ModelRegistry,
+        serving: Callable[[], bool],
+        keys: auth.ApiKeys | None = None,
+        metrics: Recorder | None = None,
+    ) -> None:
         self.models = models
         self.serving = serving
+        self.metrics = metrics or Recorder()
+        self.keys = keys or auth.ApiKeys()
         self._connections = itertools.count(1)
         self._tasks: set[asyncio.Task[None]] = set()  # every connection's request tasks
 
@@ -109,14 +150,32 @@ class WebSocketTransport:
             await asyncio.wait(set(self._tasks), timeout=timeout_s)
 
     def process_request(self, connection: ServerConnection, request: Request) -> Response | None:
-        if request.path.split("?", 1)[0] == "/healthz":
+        path = request.path.split("?", 1)[0]
+        if path == "/healthz":
             if self.serving():
                 return connection.respond(HTTPStatus.OK, "ok\n")
             return connection.respond(HTTPStatus.SERVICE_UNAVAILABLE, "shutting down\n")
-        return None  # go on with the WebSocket handshake
+        if not self.keys.required:
+            return None
+        key = auth.bearer(request.headers.get("Authorization"))
+        try:
+            if key is None:
+                offered = request.headers.get_all("Sec-WebSocket-Protocol")
+                key = auth.subprotocol_key(p.strip() for value in offered for p in value.split(","))
+            reason = self.keys.refusal(key)
+        except ValueError:  # a key subprotocol that is not base64url
+            reason = auth.WRONG
+        if reason is None:
+            return None  # go on with the WebSocket handshake
+        host, port, *_ = connection.remote_address
+        self.keys.refused(TRANSPORT, f"handshake {path}", f"{host}:{port}", reason, str(HTTPStatus.UNAUTHORIZED.value))
+        response = connection.respond(HTTPStatus.UNAUTHORIZED, auth.MESSAGES[reason] + "\n")
+        response.headers["WWW-Authenticate"] = "Bearer"
+        return response
 
     async def handler(self, websocket: ServerConnection) -> None:
-        await _Connection(self.models, websocket, f"ws{next(self._connections)}", self._tasks).serve()
+        name = f"ws{next(self._connections)}"
+        await _Connection(self.models, websocket, name, self._tasks, self.metrics).serve()
 
 
 class CoalescingConnection(ServerConnection):
@@ -162,9 +221,15 @@ class CoalescingConnection(ServerConnection):
 
 class _Connection:
     def __init__(
-        self, models: ModelRegistry, websocket: ServerConnection, name: str, all_tasks: set[asyncio.Task[None]]
+        self,
+        models: ModelRegistry,
+        websocket: ServerConnection,
+        name: str,
+        all_tasks: set[asyncio.Task[None]],
+        metrics: Recorder,
     ) -> None:
         self.models = models
+        self.metrics = metrics
         self.websocket = websocket
         self.name = name
         self.streams: dict[str, TextStream | AudioStream] = {}
@@ -175,6 +240,7 @@ class _Connection:
         try:
             async for message in self.websocket:
                 if isinstance(message, bytes):
+                    self.metrics.error(TRANSPORT, str(int(CloseCode.UNSUPPORTED_DATA)))
                     await self.websocket.close(CloseCode.UNSUPPORTED_DATA, "binary frames are not accepted")
                     break
                 await self.dispatch(message)
@@ -182,6 +248,8 @@ class _Connection:
             # How a client left (a frame over the size limit: 1009; its own error code; a dropped connection) is
             # the client's business: one INFO line, no traceback. ERROR is kept for the server's own faults.
             log.info("connection %s closed: %s", self.name, _close_reason(exc))
+            if exc.sent is not None and exc.sent.code not in (CloseCode.NORMAL_CLOSURE, CloseCode.GOING_AWAY):
+                self.metrics.error(TRANSPORT, str(int(exc.sent.code)))  # the library refused a frame (1009, 1007...)
         finally:
             # The client is gone (or sent garbage): its streams leave the batch at the next step.
             for task in self.tasks:
@@ -214,6 +282,7 @@ class _Connection:
             await self.handle(kind, request_id, message)
         except AntiphonError as exc:
             log.info("request %s-%s failed: %s %s", self.name, request_id or "-", exc.code.upper(), exc)
+            self.metrics.error(TRANSPORT, exc.code.upper())
             await self.send(error_frame(request_id, exc))
 
     async def handle(self, kind: str, request_id: str, message: dict[str, Any]) -> None:
@@ -238,7 +307,7 @@ class _Connection:
         service = self.models.text_model(string_field(message, "model"))
         sampling = sampling_options(message.get("sampling"))
         if kind == "generate":
-            stream = service.generate(TextRequest(string_field(message, "prompt"), sampling, tag))
+            stream = service.generate(TextRequest(string_field(message, "prompt"), sampling, tag, TRANSPORT))
             self.streams[request_id] = stream
             self.start(request_id, self.pump(request_id, stream, stream, chat=False))
             return
@@ -258,6 +327,7 @@ class _Connection:
             speaker=string_field(message, "speaker"),
             sampling=sampling,
             request_id=tag,
+            transport=TRANSPORT,
         )
         stream = service.chat(turn)
         self.streams[request_id] = stream
@@ -272,12 +342,13 @@ class _Connection:
         """One ``labels`` frame (or an error frame); classification runs beside the connection's other requests."""
         try:
             service = self.models.classifier(string_field(message, "model"))
-            item, top_k = classify_input(message)
+            item, top_k = classify_input(message, TRANSPORT)
             ranked = await service.classify(item, top_k)
             labels = [{"label": label, "probability": p} for label, p in ranked]
             await self.send({"type": "labels", "id": request_id, "labels": labels})
         except AntiphonError as exc:
             log.info("request %s-%s failed: %s %s", self.name, request_id, exc.code.upper(), exc)
+            self.metrics.error(TRANSPORT, exc.code.upper())
             await self.send(error_frame(request_id, exc))
         except ConnectionClosed:
             pass
@@ -295,6 +366,7 @@ class _Connection:
             max_seconds=number_field(max_seconds, "max_seconds", False),
             chunk_samples=0 if chunk_samples is None else number_field(chunk_samples, "chunk_samples", True),
             request_id=tag,
+            transport=TRANSPORT,
         )
         stream = service.generate(request)
         info = service.info
@@ -333,6 +405,7 @@ class _Connection:
             await self.send(done)
         except AntiphonError as exc:
             log.info("request %s-%s failed: %s %s", self.name, request_id, exc.code.upper(), exc)
+            self.metrics.error(TRANSPORT, exc.code.upper())
             self.streams.pop(request_id, None)
             await self.send(error_frame(request_id, exc))
         except ConnectionClosed:
@@ -375,6 +448,7 @@ class _Connection:
             await self.send(done)
         except AntiphonError as exc:
             log.info("request %s-%s failed: %s %s", self.name, request_id, exc.code.upper(), exc)
+            self.metrics.error(TRANSPORT, exc.code.upper())
             self.streams.pop(request_id, None)
             await self.send(error_frame(request_id, exc))
         except ConnectionClosed:

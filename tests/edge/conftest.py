@@ -23,7 +23,7 @@ import socket
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,7 +33,7 @@ import pytest
 from tests.conftest import timeout
 
 REPO = Path(__file__).resolve().parents[2]
-LISTENING = re.compile(r"listening grpc=(\S+) ws=(\S+) http=(\S+)$")
+LISTENING = re.compile(r"listening grpcs?=(\S+) wss?=(\S+) https?=(\S+)$")  # grpcs= wss= https= over TLS
 
 
 def _has_torch() -> bool:
@@ -101,10 +101,15 @@ def emulated() -> bool:
 
 
 def run_edge(
-    *args: str, stdin: bytes | None = None, seconds: float = 60, env_path: str | None = None
+    *args: str,
+    stdin: bytes | None = None,
+    seconds: float = 60,
+    env_path: str | None = None,
+    env_more: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    """``antiphon-edge ARGS`` on the edge Python (with PATH=``env_path`` where given); stdout and stderr as text."""
-    env = edge_env()
+    """``antiphon-edge ARGS`` on the edge Python (with PATH=``env_path`` where given, and the variables of
+    ``env_more``); stdout and stderr as text."""
+    env = {**edge_env(), **(env_more or {})}
     if env_path is not None:
         env["PATH"] = env_path
     done = subprocess.run(
@@ -166,8 +171,16 @@ class RunningServer:
             self.process.stderr.close()
 
 
-def start_server(checkpoint: Path, grpc_port: int = 0, ws_port: int = 0, audio: Path | None = None) -> RunningServer:
-    """``antiphon serve`` with ``checkpoint`` (and the WaveNet ``audio``, else no audio model) on the given ports."""
+def start_server(
+    checkpoint: Path,
+    grpc_port: int = 0,
+    ws_port: int = 0,
+    audio: Path | None = None,
+    options: Sequence[str] = (),
+    env: dict[str, str] | None = None,
+) -> RunningServer:
+    """``antiphon serve`` with ``checkpoint`` (and the WaveNet ``audio``, else no audio model) on the given ports,
+    with more ``options`` (flags) and ``env`` (more variables)."""
     python = server_python()
     if python is None:
         pytest.skip("no Python with torch to run the server: set ANTIPHON_SERVER_PYTHON")
@@ -192,9 +205,11 @@ def start_server(checkpoint: Path, grpc_port: int = 0, ws_port: int = 0, audio: 
         str(audio) if audio else "none",
         "--audio-threads",
         "1",
+        *options,
     ]
-    env = {**edge_env(), "OMP_NUM_THREADS": "1"}
-    process = subprocess.Popen(cmd, stderr=subprocess.PIPE, env=env, cwd=REPO)
+    process = subprocess.Popen(
+        cmd, stderr=subprocess.PIPE, env={**edge_env(), "OMP_NUM_THREADS": "1", **(env or {})}, cwd=REPO
+    )
     assert process.stderr is not None
     lines: list[str] = []
     while True:  # the server prints its listening line within seconds; a dead server ends the stream

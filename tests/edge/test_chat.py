@@ -10,14 +10,17 @@ from pathlib import Path
 
 import pytest
 
+from tests.certs import Certificates
 from tests.conftest import timeout
 from tests.edge.conftest import REPO, EdgeFiles, RunningServer, edge_env, edge_python, free_port, run_edge, start_server
 
 SEEDED = ["--seed", "3", "--temperature", "0.8", "--max-tokens", "40"]
 
 
-def _url(server: RunningServer, transport: str) -> str:
-    return f"grpc://{server.grpc}" if transport == "grpc" else f"ws://{server.ws}/chat"
+def _url(server: RunningServer, transport: str, tls: bool = False) -> str:
+    if transport == "grpc":
+        return f"grpc{'s' if tls else ''}://{server.grpc}"
+    return f"ws{'s' if tls else ''}://{server.ws}/chat"
 
 
 @pytest.mark.parametrize("transport", ["grpc", "ws"])
@@ -111,7 +114,10 @@ def test_bad_server_url_exits_2(edge_files: EdgeFiles) -> None:
     """The URL must be grpc://HOST:PORT or ws://HOST:PORT/PATH."""
     done = run_edge("chat", "--server", "http://127.0.0.1:80", "--models", str(edge_files.export), "--message", "x")
     assert done.returncode == 2
-    assert "server: give grpc://HOST:PORT or ws://HOST:PORT/PATH, got 'http://127.0.0.1:80'" in done.stderr
+    assert (
+        "server: give grpc://HOST:PORT or ws://HOST:PORT/PATH (grpcs://, wss:// over TLS), got 'http://127.0.0.1:80'"
+        in done.stderr
+    )
 
 
 @pytest.mark.parametrize("transport", ["grpc", "ws"])
@@ -237,3 +243,128 @@ def test_speak_writes_the_reply_audio(
     assert (fmt.channels, fmt.bits) == (1, 16)
     assert fmt.sample_rate in (8000, 16000)
     assert samples > fmt.sample_rate // 10  # at least a tenth of a second of speech
+
+
+# -- API keys and TLS --------------------------------------------------------
+KEY = "sk-edge/device+1"
+MISSING = "missing API key: send it as Authorization: Bearer KEY"
+WRONG = "wrong API key: it is not one this server accepts"
+HINT = "(give the server's key with --api-key or ANTIPHON_API_KEY)"
+
+
+@pytest.fixture(scope="module")
+def secure_server(
+    edge_files: EdgeFiles, certificates: Certificates, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[RunningServer]:
+    """A server over TLS (grpcs, wss, https) with the test authority's certificate, taking the keys of a key file."""
+    keys = tmp_path_factory.mktemp("keys") / "keys"
+    keys.write_text(f"# the devices' keys\n{KEY}\nsk-another-device\n", encoding="utf-8")
+    options = ["--tls-cert", str(certificates.cert), "--tls-key", str(certificates.key), "--api-key-file", str(keys)]
+    running = start_server(edge_files.text_checkpoint, options=options)
+    yield running
+    running.stop()
+
+
+@pytest.mark.parametrize("transport", ["grpc", "ws"])
+def test_chat_over_tls_with_the_key(
+    edge_files: EdgeFiles, secure_server: RunningServer, certificates: Certificates, transport: str
+) -> None:
+    """grpcs:// and wss:// with --ca-file (the private authority) and the key from ANTIPHON_API_KEY: the server
+    answers; the server's listening line said the TLS schemes."""
+    done = run_edge(
+        "chat",
+        "--server",
+        _url(secure_server, transport, tls=True),
+        "--ca-file",
+        str(certificates.ca),
+        "--models",
+        str(edge_files.export),
+        "--json",
+        "--message",
+        "Good night, my lord.",
+        *SEEDED,
+        env_more={"ANTIPHON_API_KEY": KEY},
+    )
+    assert done.returncode == 0, done.stderr
+    (turn,) = [json.loads(line) for line in done.stdout.splitlines()]
+    assert turn["source"] == "server" and turn["text"]
+    assert any(
+        f"listening grpcs={secure_server.grpc} wss={secure_server.ws} https=" in line for line in secure_server.log
+    )
+
+
+@pytest.mark.parametrize("transport", ["grpc", "ws"])
+@pytest.mark.parametrize(("key", "reason"), [(None, MISSING), ("sk-not-a-device", WRONG)])
+def test_chat_without_the_right_key_exits_2(
+    edge_files: EdgeFiles,
+    secure_server: RunningServer,
+    certificates: Certificates,
+    transport: str,
+    key: str | None,
+    reason: str,
+) -> None:
+    """No key, or a wrong one (--api-key): one line saying so and how to give it, exit 2, no traceback, and no
+    answer from the device (a refused key is not an unreachable server)."""
+    url = _url(secure_server, transport, tls=True)
+    done = run_edge(
+        "chat",
+        "--server",
+        url,
+        "--ca-file",
+        str(certificates.ca),
+        "--models",
+        str(edge_files.export),
+        "--message",
+        "Good night, my lord.",
+        *(["--api-key", key] if key else []),
+    )
+    assert done.returncode == 2
+    assert done.stderr == f"antiphon-edge: error: {url}: {reason} {HINT}\n"
+    assert done.stdout == ""
+
+
+@pytest.mark.parametrize("transport", ["grpc", "ws"])
+def test_chat_does_not_trust_a_server_another_authority_signed(
+    edge_files: EdgeFiles, secure_server: RunningServer, certificates: Certificates, transport: str
+) -> None:
+    """--ca-file of an authority that did not sign the server's certificate: the server is not trusted (the
+    certificate check fails, as an unreachable server does), and the device answers."""
+    done = run_edge(
+        "chat",
+        "--server",
+        _url(secure_server, transport, tls=True),
+        "--ca-file",
+        str(certificates.other_ca),
+        "--api-key",
+        KEY,
+        "--models",
+        str(edge_files.export),
+        "--json",
+        "--retries",
+        "0",
+        "--message",
+        "Good night, my lord.",
+        *SEEDED,
+    )
+    assert done.returncode == 0, done.stderr
+    (turn,) = [json.loads(line) for line in done.stdout.splitlines()]
+    assert turn["source"] == "device"
+    assert "CERTIFICATE_VERIFY_FAILED" in turn["note"]
+
+
+@pytest.mark.parametrize(
+    ("server_url", "message"),
+    [
+        ("grpc://127.0.0.1:1", "ca-file: is only read for grpcs:// and wss:// servers, got 'grpc://127.0.0.1:1'"),
+        ("wss://127.0.0.1:1/", "ca-file: cannot read certificates from "),
+    ],
+)
+def test_a_ca_file_it_cannot_use_exits_2(edge_files: EdgeFiles, tmp_path: Path, server_url: str, message: str) -> None:
+    """--ca-file with a plain-text server, or a file of no certificate: exit 2 naming the option."""
+    ca = tmp_path / "ca.pem"
+    ca.write_text("not a certificate\n", encoding="utf-8")
+    done = run_edge(
+        "chat", "--server", server_url, "--ca-file", str(ca), "--models", str(edge_files.export), "--message", "x"
+    )
+    assert done.returncode == 2
+    assert done.stderr.startswith(f"antiphon-edge: error: {message}")

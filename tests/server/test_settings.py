@@ -61,3 +61,21 @@ def test_bad_values_name_their_source(argv: list[str], env: dict[str, str], mess
     with pytest.raises(InvalidArgument) as info:
         ServeSettings.from_sources(_parse(*argv), env)
     assert str(info.value) == message
+
+
+def test_api_keys_come_from_the_variable_and_the_key_file(tmp_path: Path) -> None:
+    """ANTIPHON_API_KEY and every key line of --api-key-file (comments and blank lines skipped) are accepted."""
+    keys = tmp_path / "keys"
+    keys.write_text("# the team's\nfirst-key\n\n  second-key  # the CI's\n", encoding="utf-8")
+    settings = ServeSettings.from_sources(_parse("--api-key-file", str(keys)), {"ANTIPHON_API_KEY": "env-key"})
+    assert settings.api_keys() == {"env-key", "first-key", "second-key"}
+    assert ServeSettings.from_sources(_parse(), {}).api_keys() == frozenset()
+
+
+def test_an_empty_key_file_is_refused(tmp_path: Path) -> None:
+    """A key file with no key (only comments) stops the server from starting open by mistake."""
+    keys = tmp_path / "keys"
+    keys.write_text("# none yet\n\n", encoding="utf-8")
+    with pytest.raises(InvalidArgument) as info:
+        ServeSettings.from_sources(_parse("--api-key-file", str(keys)), {}).api_keys()
+    assert str(info.value) == f"--api-key-file: {keys} holds no key"

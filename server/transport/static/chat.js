@@ -10,6 +10,52 @@ function showError(message) {
   box.hidden = !message;
 }
 
+// The API key of a server that asks for one (a 401 shows the Access section): kept for this tab only
+// (sessionStorage), or in this browser (localStorage) when "Remember on this device" is ticked; sent on every
+// request as Authorization: Bearer KEY.
+const KEY_ITEM = "antiphon.apiKey";
+
+function apiKey() {
+  return $("api-key").value.trim();
+}
+
+function withKey(headers = {}) {
+  const key = apiKey();
+  return key ? { ...headers, Authorization: `Bearer ${key}` } : headers;
+}
+
+function loadKey() {
+  const remembered = localStorage.getItem(KEY_ITEM);
+  $("api-key").value = sessionStorage.getItem(KEY_ITEM) || remembered || "";
+  $("remember-key").checked = remembered !== null;
+  $("access").hidden = !apiKey();
+}
+
+function saveKey() {
+  sessionStorage.removeItem(KEY_ITEM);
+  localStorage.removeItem(KEY_ITEM);
+  const key = apiKey();
+  if (key) ($("remember-key").checked ? localStorage : sessionStorage).setItem(KEY_ITEM, key);
+}
+
+function askForKey() {
+  $("access").hidden = false;
+  $("access").classList.add("needed");
+  $("api-key").focus();
+}
+
+// What a refused request says: a 401 asks for the key; otherwise the server's error message.
+async function failure(response) {
+  if (response.status === 401) {
+    askForKey();
+    return apiKey()
+      ? "The server refused this API key: check it under Access."
+      : "This server needs an API key: enter it under Access.";
+  }
+  const body = await response.json().catch(() => ({}));
+  return body.error ? body.error.message : `HTTP ${response.status}`;
+}
+
 function speakerOf(modelId) {
   const persona = modelId.includes("/") ? modelId.split("/")[1] : null;
   if (!persona) return "default persona";
@@ -18,9 +64,9 @@ function speakerOf(modelId) {
 
 async function loadModels() {
   try {
-    const answer = await fetch("/v1/models");
+    const answer = await fetch("/v1/models", { headers: withKey() });
+    if (!answer.ok) throw new Error(await failure(answer));
     const body = await answer.json();
-    if (!answer.ok) throw new Error(body.error ? body.error.message : `HTTP ${answer.status}`);
     const select = $("model");
     select.innerHTML = "";
     const audio = body.data.find((m) => m.kind === "audio");
@@ -124,14 +170,11 @@ function speakSentence(sentence) {
     if (controller.signal.aborted) return;
     const response = await fetch("/v1/audio/speech", {
       method: "POST",
-      headers: { "Content-Type": "application/json" },
+      headers: withKey({ "Content-Type": "application/json" }),
       body: JSON.stringify({ model: state.audioModel, input: sentence, response_format: "pcm" }),
       signal: controller.signal,
     });
-    if (!response.ok) {
-      const body = await response.json().catch(() => ({}));
-      throw new Error(body.error ? body.error.message : `speech: HTTP ${response.status}`);
-    }
+    if (!response.ok) throw new Error(`speech: ${await failure(response)}`);
     const rate = Number(response.headers.get("X-Sample-Rate")) || 16000;
     const reader = response.body.getReader();
     let carry = new Uint8Array(0);
@@ -195,14 +238,11 @@ async function send(text) {
   try {
     const response = await fetch("/v1/chat/completions", {
       method: "POST",
-      headers: { "Content-Type": "application/json" },
+      headers: withKey({ "Content-Type": "application/json" }),
       body: JSON.stringify({ model, messages: state.messages, stream: true, ...sampling() }),
       signal: state.controller.signal,
     });
-    if (!response.ok) {
-      const body = await response.json().catch(() => ({}));
-      throw new Error(body.error ? body.error.message : `HTTP ${response.status}`);
-    }
+    if (!response.ok) throw new Error(await failure(response));
     let finish = null;
     await readEvents(response, (event) => {
       if (event.error) throw new Error(event.error.message);
@@ -248,8 +288,8 @@ const classifiers = {};
 
 async function loadClassifiers() {
   try {
-    const answer = await fetch("/v1/classifiers");
-    if (!answer.ok) return;
+    const answer = await fetch("/v1/classifiers", { headers: withKey() });
+    if (!answer.ok) return; // a 401 is told once, by the model list
     for (const info of (await answer.json()).data) {
       classifiers[info.input] = info;
       $(`classify-${{ audio: "word", tensor: "digit", text: "text" }[info.input]}`).hidden = false;
@@ -266,11 +306,11 @@ async function classify(input, fields) {
   try {
     const answer = await fetch("/v1/classify", {
       method: "POST",
-      headers: { "Content-Type": "application/json" },
+      headers: withKey({ "Content-Type": "application/json" }),
       body: JSON.stringify({ model: info.id, top_k: 3, ...fields }),
     });
+    if (!answer.ok) throw new Error(await failure(answer));
     const body = await answer.json();
-    if (!answer.ok) throw new Error(body.error ? body.error.message : `HTTP ${answer.status}`);
     const list = $("labels");
     list.innerHTML = "";
     for (const { label, probability } of body.labels) {
@@ -399,9 +439,18 @@ function setUp() {
     showError("");
   });
   $("model").addEventListener("change", () => localStorage.setItem("antiphon.model", $("model").value));
+  $("api-key").addEventListener("change", () => {
+    saveKey();
+    $("access").classList.remove("needed");
+    showError("");
+    loadModels();
+    loadClassifiers();
+  });
+  $("remember-key").addEventListener("change", saveKey);
   $("record").addEventListener("click", recordWord);
   $("text-go").addEventListener("click", () => classify("text", { text: $("classify-input").value }));
   setUpDigit();
+  loadKey();
   loadModels();
   loadClassifiers();
 }

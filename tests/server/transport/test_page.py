@@ -264,3 +264,58 @@ async def test_recording_a_word_answers_with_labels_or_a_message(
     await asyncio.to_thread(page.find_element(By.ID, "record").click)
     outcome = await until(lambda: label_rows(page) or page.find_element(By.ID, "error").text, seconds=20)
     assert (isinstance(outcome, list) and len(outcome) == 3) or str(outcome).startswith("Microphone: ")
+
+
+# -- API keys ----------------------------------------------------------------
+KEY = "sk-page/key+1"
+
+
+async def test_a_server_with_a_key_asks_for_it(start_server: Callable[..., Any], page: WebDriver) -> None:
+    """The page of a server that needs a key loads (its files are open), shows its Access section and says the
+    key is needed; nothing is listed."""
+    server = await start_server(settings={"api_key": KEY})
+    await asyncio.to_thread(page.get, f"http://{server.http_address}/")
+    error = await until(lambda: page.find_element(By.ID, "error").text)
+    assert error == "Cannot list the models: This server needs an API key: enter it under Access."
+    assert page.find_element(By.ID, "api-key").is_displayed()
+    assert page.find_elements(By.CSS_SELECTOR, "#model option") == []
+
+
+async def test_with_the_key_the_page_chats(start_server: Callable[..., Any], page: WebDriver) -> None:
+    """The key entered under Access lists the personas and gets a reply; unless asked to remember it, it is kept
+    for the tab only (sessionStorage, not localStorage)."""
+    server = await start_server(settings={"api_key": KEY})
+    await asyncio.to_thread(page.get, f"http://{server.http_address}/")
+    await until(lambda: page.find_element(By.ID, "api-key").is_displayed())
+    await asyncio.to_thread(page.find_element(By.ID, "api-key").send_keys, KEY + "\n")
+    await until(lambda: len(page.find_elements(By.CSS_SELECTOR, "#model option")) > 1)
+    assert page.find_element(By.ID, "error").get_attribute("hidden") is not None
+    await set_field(page, "max-tokens", "8")
+    await say(page, "Hail.")
+    await until(lambda: not page.find_elements(By.CSS_SELECTOR, ".turn.streaming") and replies(page))
+    assert page.find_element(By.ID, "error").get_attribute("hidden") is not None
+    stored = await asyncio.to_thread(
+        page.execute_script,
+        "return [sessionStorage.getItem('antiphon.apiKey'), localStorage.getItem('antiphon.apiKey')]",
+    )
+    assert stored == [KEY, None]
+
+
+@pytest.mark.parametrize(("offered_key", "outcome"), [(KEY, "antiphon tiny"), ("sk-wrong", "refused")])
+async def test_a_browser_websocket_sends_the_key_as_a_subprotocol(
+    start_server: Callable[..., Any], page: WebDriver, offered_key: str, outcome: str
+) -> None:
+    """A browser's WebSocket offering ``antiphon`` and ``antiphon.bearer.`` + base64url(key) opens with the server's
+    key (the server selects ``antiphon``, so the browser accepts the handshake) and is refused with another."""
+    server = await start_server(settings={"api_key": KEY})
+    await asyncio.to_thread(page.get, f"http://{server.http_address}/healthz")
+    script = """
+        const [address, key, done] = arguments;
+        const encoded = btoa(key).replace(/\\+/g, "-").replace(/\\//g, "_").replace(/=+$/, "");
+        const ws = new WebSocket(`ws://${address}/`, ["antiphon", `antiphon.bearer.${encoded}`]);
+        ws.onopen = () => ws.send(JSON.stringify({ type: "list_models", id: "m" }));
+        ws.onmessage = (event) => { done(`${ws.protocol} ${JSON.parse(event.data).models[0].id}`); ws.close(); };
+        ws.onerror = () => done("refused");
+    """
+    answer = await asyncio.to_thread(page.execute_async_script, script, server.ws_address, offered_key)
+    assert answer == outcome
