@@ -273,7 +273,7 @@ class _Connection:
                 raise InvalidArgument("id", f"must be a string of 1..{MAX_ID_CHARS} characters")
             request_id = raw_id
             kind = message.get("type")
-            if kind not in REQUEST_FIELDS:
+            if not isinstance(kind, str) or kind not in REQUEST_FIELDS:  # a list or an object is unhashable
                 raise InvalidArgument("type", f"must be one of {', '.join(REQUEST_FIELDS)}, got {json.dumps(kind)}")
             allowed = REQUEST_FIELDS[kind]
             for key in message:
