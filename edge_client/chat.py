@@ -183,7 +183,9 @@ class GrpcTransport:
         try:
             # fail fast: a server that cannot be reached is UNAVAILABLE at once (refused) or after the connect
             # timeout (no answer), never queued until it comes back
-            for event in stub.Chat(message, timeout=None, wait_for_ready=False, metadata=self.metadata):
+            # x-session-id lets a proxy in front of several replicas route the session's turns to one of them
+            metadata = (*(self.metadata or ()), ("x-session-id", request.session_id))
+            for event in stub.Chat(message, timeout=None, wait_for_ready=False, metadata=metadata):
                 which = event.WhichOneof("event")
                 if which == "text":
                     result.text += event.text
@@ -230,17 +232,19 @@ class WebSocketTransport:
             self.connection.close()
             self.connection = None
 
-    def _connect(self) -> Any:
+    def _connect(self, session_id: str) -> Any:
         from websockets.exceptions import InvalidStatus
         from websockets.sync.client import connect
 
         if self.connection is None:
+            # X-Session-Id lets a proxy in front of several replicas route the connection by the session it carries
+            headers = {**(self.headers or {}), "X-Session-Id": session_id}
             try:
                 self.connection = connect(
                     self.url,
                     open_timeout=self.connect_timeout,
                     max_size=2**24,
-                    additional_headers=self.headers,
+                    additional_headers=headers,
                     ssl=self.ssl,
                 )
             except (OSError, TimeoutError) as exc:
@@ -256,7 +260,7 @@ class WebSocketTransport:
     def turn(self, request: ChatRequest, on_text: OnText) -> TurnResult:
         from websockets.exceptions import ConnectionClosed
 
-        connection = self._connect()
+        connection = self._connect(request.session_id)
         self.counter += 1
         request_id = f"turn-{self.counter}"
         frame: dict[str, Any] = {
