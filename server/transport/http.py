@@ -41,7 +41,7 @@ from server.errors import AntiphonError, InvalidArgument, ListenError, NotFound,
 from server.metrics import Recorder
 from server.transport import auth, openai
 from server.transport.jsonfields import classify_input, string_field
-from server.transport.wire import PCM16, encode_codes
+from server.transport.wire import Pcm16At
 
 log = logging.getLogger(__name__)
 
@@ -248,35 +248,39 @@ class HttpTransport:
             stream = service.generate(speech)
         except AntiphonError as exc:
             return self._error(exc, request_id)
-        rate = service.info.sample_rate
+        # WAV says its rate; bare PCM and SSE deltas carry none, and OpenAI's clients play them at 24 kHz
+        rate = service.info.sample_rate if wanted.response_format == "wav" and not wanted.sse else openai.PCM_RATE
+        pcm = Pcm16At(service.info.sample_rate, rate)
         if wanted.sse:
             return StreamingResponse(
-                self._speech_events(stream, request_id), media_type="text/event-stream", headers=SSE_HEADERS
+                self._speech_events(stream, request_id, pcm), media_type="text/event-stream", headers=SSE_HEADERS
             )
         media = "audio/wav" if wanted.response_format == "wav" else "audio/pcm"
         header = openai.wav_header(rate) if wanted.response_format == "wav" else b""
         headers = {"X-Sample-Rate": str(rate), "Cache-Control": "no-cache"}
-        return StreamingResponse(self._speech_bytes(stream, request_id, header), media_type=media, headers=headers)
+        return StreamingResponse(self._speech_bytes(stream, request_id, header, pcm), media_type=media, headers=headers)
 
-    async def _speech_bytes(self, stream: AudioStream, request_id: str, header: bytes) -> AsyncIterator[bytes]:
+    async def _speech_bytes(
+        self, stream: AudioStream, request_id: str, header: bytes, pcm: Pcm16At
+    ) -> AsyncIterator[bytes]:
         if header:
             yield header
         try:
             async for codes in self._pieces(stream):
-                yield encode_codes(codes, PCM16)
+                yield pcm(codes)
         except AntiphonError as exc:  # the status line went out already: the body ends short
             log.info("request %s failed: %s %s", request_id, exc.code.upper(), exc)
             self.metrics.error(TRANSPORT, str(openai.error_body(exc).status))
 
-    async def _speech_events(self, stream: AudioStream, request_id: str) -> AsyncIterator[str]:
+    async def _speech_events(self, stream: AudioStream, request_id: str, pcm: Pcm16At) -> AsyncIterator[str]:
         def delta(codes: Any) -> str:
-            audio = base64.b64encode(encode_codes(codes, PCM16)).decode("ascii")
+            audio = base64.b64encode(pcm(codes)).decode("ascii")
             return _event({"type": "speech.audio.delta", "audio": audio})
 
         async for event in self._stream_events(stream, request_id, delta):
             yield event
         if stream.finish_reason is not None:
-            yield _event({"type": "speech.audio.done", "usage": {"samples": stream.samples}})
+            yield _event({"type": "speech.audio.done", "usage": {"samples": pcm.samples}})
 
     async def scrape(self, request: Request) -> Response:
         """The metrics, in Prometheus' text format (or OpenMetrics, where the scraper asks for it)."""

@@ -216,6 +216,7 @@ OPENAI_VOICES = {
 OPENAI_SPEECH_MODELS = ("tts-1", "tts-1-hd", "gpt-4o-mini-tts")  # name the default audio model
 SPEECH_FIELDS = {"model", "input", "voice", "response_format", "speed", "instructions", "stream_format"}
 SPEECH_FORMATS = ("wav", "pcm")
+PCM_RATE = 24_000  # the rate of OpenAI's bare PCM and speech.audio.delta samples, which carry no header
 WAV_STREAM_BYTES = 0xFFFFFFFF  # a WAV header's data size when the length is not known yet (a stream)
 
 

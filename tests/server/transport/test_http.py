@@ -250,7 +250,7 @@ async def test_speech_streams_a_wav_as_it_is_made(start_server: StartServer) -> 
 
 async def test_speech_as_events_and_as_raw_pcm(start_server: StartServer) -> None:
     """stream_format "sse": speech.audio.delta events whose base64 audio adds up to the done event's samples; pcm:
-    bare PCM16."""
+    bare PCM16; both at OpenAI's 24 kHz, which their clients assume."""
     server = await start_server(audio=AUDIO_LIMITS)
     async with httpx.AsyncClient(base_url=f"http://{server.http_address}", timeout=timeout(30)) as client:
         body = {"model": "tiny-wavenet", "input": "Lend me your ears.", "voice": "echo", "stream_format": "sse"}
@@ -261,7 +261,7 @@ async def test_speech_as_events_and_as_raw_pcm(start_server: StartServer) -> Non
     assert parsed[-1]["type"] == "speech.audio.done"
     samples = sum(len(base64.b64decode(e["audio"])) // 2 for e in parsed[:-1])
     assert samples == parsed[-1]["usage"]["samples"] > 0
-    assert pcm.headers["content-type"] == "audio/pcm" and pcm.headers["x-sample-rate"] == "16000"
+    assert pcm.headers["content-type"] == "audio/pcm" and pcm.headers["x-sample-rate"] == "24000"  # OpenAI's rate
     assert len(pcm.content) > 0 and len(pcm.content) % 2 == 0
 
 
