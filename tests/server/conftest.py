@@ -1,5 +1,5 @@
 """Server fixtures: the tiny text model loaded once, text engines over it that close after each test, and a digits
-CNN trained in seconds."""
+CNN and a WaveNet trained in seconds (their trainers' tiny presets, ``--dry-run``)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from server.audio.options import AudioTrainOptions
 from server.engine.backend import BACKENDS
 from server.engine.text import ChatStyle, TextEngine, TextLimits
 from server.text.checkpoint import load_text_model
@@ -28,13 +29,14 @@ def tiny_text_model(tiny_text_checkpoint: Path) -> Any:
 async def make_text_engine(
     request: pytest.FixtureRequest, tiny_text_model: Any
 ) -> AsyncIterator[Callable[..., TextEngine]]:
-    """Build a started engine over the tiny model with the given limits, once per backend; closed after the test."""
+    """Build a started engine over the tiny model with the given limits (and ``shared``: a session store outside
+    the process), once per backend; closed after the test."""
     engines: list[TextEngine] = []
 
-    def make(**limits: Any) -> TextEngine:
+    def make(shared: Any = None, **limits: Any) -> TextEngine:
         model, vocab = tiny_text_model
         backend = BACKENDS[request.param](model)
-        engine = TextEngine("tiny", backend, vocab, TextLimits(**limits), CHAT_STYLE)
+        engine = TextEngine("tiny", backend, vocab, TextLimits(**limits), CHAT_STYLE, shared=shared)
         engine.start()
         engines.append(engine)
         return engine
@@ -47,46 +49,22 @@ async def make_text_engine(
 @pytest.fixture(scope="session")
 def tiny_digits_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A real digits CNN trained for 200 steps (about two seconds on one core)."""
-    from server.vision.train import DigitsTrainOptions, train_digits
+    from server.vision.options import DigitsTrainOptions
+    from server.vision.train import train_digits
 
     out = tmp_path_factory.mktemp("digits") / "digits.safetensors"
-    train_digits(DigitsTrainOptions(out=out, steps=200, seed=0))
+    train_digits(DigitsTrainOptions.dry_run(out=out))
     return out
 
 
-TINY_AUDIO_MODEL = {
-    "layers": 4,
-    "cycle": 2,
-    "residual_channels": 8,
-    "gate_channels": 8,
-    "skip_channels": 8,
-    "out_channels": 16,
-    "cond_channels": 8,
-}
+TINY_AUDIO_MODEL = AudioTrainOptions.DRY_RUN["model"]  # the tiny preset's WaveNet (4 small layers; tests/edge)
 
 
 @pytest.fixture(scope="session")
 def tiny_audio_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A real WaveNet (4 small layers) trained for 30 steps on a few espeak-ng renderings (seconds on one core)."""
-    from server.audio.train import AudioTrainer, AudioTrainOptions
+    from server.audio.train import AudioTrainer
 
     out = tmp_path_factory.mktemp("audio_model") / "tiny_wavenet.safetensors"
-    opts = AudioTrainOptions(
-        out=out,
-        steps=30,
-        device="cpu",
-        precision="fp32",
-        batch_size=4,
-        segment=800,
-        lr=1e-2,
-        warmup_steps=5,
-        eval_every=1000,
-        progress=False,
-        lines=6,
-        number_renderings=1,
-        heldout_lines=2,
-        heldout_number_renderings=0,
-        model=TINY_AUDIO_MODEL,
-    )
-    AudioTrainer(opts).train()
+    AudioTrainer(AudioTrainOptions.dry_run(out=out)).train()
     return out

@@ -4,20 +4,18 @@ once cannot both move a session on, and a Redis that goes away fails chat turns 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
 
-from server.engine.backend import BACKENDS
 from server.engine.redis_sessions import KEY_PREFIX, RedisSessions, redacted
 from server.engine.requests import ChatTurn, SamplingOptions, TextRequest
-from server.engine.text import TextEngine, TextLimits
+from server.engine.text import TextEngine
 from server.errors import FailedPrecondition, Unavailable
 from tests.conftest import timeout
-from tests.server.conftest import CHAT_STYLE
 from tests.server.helpers import collect
 from tests.services import RedisServer, redis_server
 
@@ -31,30 +29,15 @@ def redis(tmp_path: Path) -> Iterator[RedisServer]:
         yield server
 
 
-@pytest.fixture(params=["fast", "eager"])
-async def make_engine(request: pytest.FixtureRequest, tiny_text_model: Any) -> AsyncIterator[MakeEngine]:
-    """Started engines over the tiny model (one backend per run); ``url`` None keeps sessions in memory."""
-    engines: list[TextEngine] = []
+@pytest.fixture
+def make_engine(make_text_engine: Callable[..., TextEngine]) -> MakeEngine:
+    """Started engines over the tiny model (each backend in turn); ``url`` None keeps sessions in memory."""
 
     def make(url: str | None, fingerprint: str = "tiny-1", ttl_s: float = 60.0, **limits: Any) -> TextEngine:
-        model, vocab = tiny_text_model
         shared = RedisSessions(url, "tiny", fingerprint, ttl_s) if url else None
-        engine = TextEngine(
-            "tiny",
-            BACKENDS[request.param](model),
-            vocab,
-            TextLimits(session_ttl_s=ttl_s, **limits),
-            CHAT_STYLE,
-            "",
-            shared,
-        )
-        engine.start()
-        engines.append(engine)
-        return engine
+        return make_text_engine(shared=shared, session_ttl_s=ttl_s, **limits)
 
-    yield make
-    for engine in engines:
-        await engine.close()
+    return make
 
 
 def turn(session: str, i: int, **sampling: Any) -> ChatTurn:
