@@ -1,11 +1,17 @@
-"""What the text and audio trainers share: the budget (steps and/or minutes), the learning-rate schedule, the loop
-with its progress bar, periodic held-out estimate and periodic saves, a clean stop on SIGINT or SIGTERM, the
-agreement of ``torchrun`` ranks, and the resumable state file.
+"""The training toolkit: what every trainer shares.
 
-A trainer subclasses :class:`TrainLoop`: it sets ``opts`` (:class:`LoopOptions` fields), ``dist``, ``model``,
-``ddp`` (the model, wrapped for data parallelism under ``torchrun``) and ``optimizer``, and implements ``_step``
-(one optimizer step; returns the loss in bits per item), ``_estimate`` (a quick held-out figure),
-``_save_resume_state`` and ``_finish`` (the exact evaluation, the checkpoint and its card).
+:class:`TrainLoop` is the loop of the text and audio trainers: the budget (steps and/or minutes), the learning-rate
+schedule, the loop with its progress bar, periodic held-out estimate and periodic saves, a clean stop on SIGINT or
+SIGTERM, the agreement of ``torchrun`` ranks, and the resumable state file. A trainer subclasses it: it sets
+``opts`` (:class:`LoopOptions` fields), ``dist``, ``device``, ``amp``, ``model``, ``ddp`` (the model, wrapped for
+data parallelism under ``torchrun``) and ``optimizer``, and implements ``_step`` (one optimizer step; returns the
+loss in bits per item), ``_estimate`` (a quick held-out figure), ``_save_resume_state`` and ``_finish`` (the exact
+evaluation, the checkpoint and its card; :meth:`TrainLoop._provenance` is its ``training`` record).
+
+:class:`ClassifierTrainer` is the loop of the classifiers (digits, keyword spotter, text discriminator): a family
+gives its batches and its loss, and periodic checks if it has some. :func:`batched_logits` is their one way to
+run a model over many inputs. The checkpoint's record of the run is a :class:`~server.provenance.Provenance`, its
+card a :class:`~server.model_card.ModelCard`.
 """
 
 from __future__ import annotations
@@ -17,17 +23,21 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+import numpy as np
 import torch
 import torch.distributed as dist
+import torch.nn.functional as F
 from tqdm import tqdm
 
 from server.errors import CheckpointError
+from server.provenance import Provenance, options_record
+from server.provenance import jsonable as jsonable  # the text trainer reads it from here
 
 log = logging.getLogger(__name__)
 
@@ -97,20 +107,13 @@ def lr_at(opts: LoopOptions, step: int, progress: float) -> float:
     return warm * (floor + 0.5 * (opts.lr - floor) * (1 + math.cos(math.pi * min(1.0, progress))))
 
 
-def jsonable(value: Any) -> Any:
-    """Options as JSON for checkpoint metadata: paths become strings."""
-    if isinstance(value, dict):
-        return {k: jsonable(v) for k, v in value.items()}
-    if isinstance(value, Path):
-        return str(value)
-    return value
-
-
 class TrainLoop:
     """The training loop; see the module's docstring for what a subclass provides."""
 
     opts: LoopOptions
     dist: Distributed
+    device: torch.device
+    amp: torch.dtype | None  # autocast's type; None: float32
     model: torch.nn.Module
     ddp: torch.nn.Module
     optimizer: torch.optim.Optimizer
@@ -240,6 +243,21 @@ class TrainLoop:
         self.optimizer.load_state_dict(saved["optimizer"])
         self.step, self.elapsed, self.seen = saved["step"], saved["elapsed"], saved[self.seen_key]
 
+    def _provenance(self) -> Provenance:
+        """The checkpoint's record of this run."""
+        device = str(self.device) if self.device.type == "cpu" else torch.cuda.get_device_name(self.device)
+        return Provenance(
+            steps=self.step,
+            wall_time_s=round(self.elapsed, 1),
+            threads=torch.get_num_threads(),
+            options=options_record(self.opts),
+            device=device,
+            processes=self.dist.world,
+            precision=str(self.amp or torch.float32).replace("torch.", ""),
+            seen=self.seen,
+            seen_key=self.seen_key,
+        )
+
     def _write_resume_state(self, payload: dict[str, Any]) -> None:
         """Write the state file whole or not at all (a kill mid-write leaves the previous one)."""
         path = state_path(self.opts.out)
@@ -247,3 +265,113 @@ class TrainLoop:
         tmp = path.with_name(path.name + ".tmp")
         torch.save(payload, tmp)
         tmp.replace(path)
+
+
+# -- the classifiers' loop -------------------------------------------------------------------------------------
+Batch = tuple[Any, torch.Tensor]  # one step's inputs (what the loss reads) and labels (B,)
+
+
+@dataclass
+class ClassifierRun:
+    """What :meth:`ClassifierTrainer.train` did."""
+
+    steps: int
+    wall_time_s: float
+    train_batch_accuracy: float  # running mean of the training batches' accuracy (2% per step)
+    checks: list[dict[str, Any]] = field(default_factory=list)  # {"step", "train_batch_accuracy", the check's}
+
+
+class ClassifierTrainer:
+    """AdamW with a one-cycle learning rate (warm for ``warmup_share`` of ``steps``), one batch per step, a
+    progress bar with the loss and the running training accuracy, and a check every ``check_every`` steps and
+    after the last (0: none)."""
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        *,
+        steps: int,
+        lr: float,
+        weight_decay: float,
+        warmup_share: float = 0.1,
+        parameters: Iterable[torch.nn.Parameter] | None = None,  # the trained ones (default: all)
+        name: str = "",
+        progress: bool = False,
+        check_every: int = 0,
+    ) -> None:
+        self.model, self.steps, self.name, self.progress, self.check_every = model, steps, name, progress, check_every
+        params = model.parameters() if parameters is None else parameters
+        self.optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+        self.schedule = torch.optim.lr_scheduler.OneCycleLR(
+            self.optimizer, max_lr=lr, total_steps=steps, pct_start=warmup_share
+        )
+
+    def train(
+        self,
+        batches: Iterator[Batch],
+        loss: Callable[[Batch], tuple[torch.Tensor, torch.Tensor]] | None = None,
+        check: Callable[[int, float], dict[str, float]] | None = None,
+    ) -> ClassifierRun:
+        """Take ``steps`` steps on ``batches``. ``loss`` gives a batch's loss and logits (B, classes) (default:
+        the model's logits of the inputs, cross-entropy); ``check(steps done, running accuracy)`` its figures."""
+        loss = loss or (lambda batch: cross_entropy(self.model(batch[0]), batch[1]))
+        bar = tqdm(range(self.steps), desc=self.name, unit="step", disable=not self.progress, mininterval=2.0)
+        run = ClassifierRun(0, 0.0, 0.0)
+        figures: dict[str, float] = {}
+        t0 = time.monotonic()
+        self.model.train()
+        for step in bar:
+            batch = next(batches)
+            value, logits = loss(batch)
+            self.optimizer.zero_grad(set_to_none=True)
+            value.backward()
+            self.optimizer.step()
+            self.schedule.step()
+            accuracy = float((logits.detach().argmax(dim=1).cpu() == batch[1].cpu()).float().mean())
+            running = accuracy if step == 0 else 0.98 * run.train_batch_accuracy + 0.02 * accuracy
+            run.steps, run.train_batch_accuracy = step + 1, running
+            if check is not None and self._check_due(run.steps):
+                figures = check(run.steps, running)
+                self.model.train()
+                run.checks.append({"step": run.steps, "train_batch_accuracy": round(running, 4), **figures})
+            shown = {"loss": value.item(), "train": running, **figures}
+            bar.set_postfix({k: f"{v:.3f}" for k, v in shown.items()}, refresh=False)
+        run.wall_time_s = time.monotonic() - t0
+        return run
+
+    def _check_due(self, steps: int) -> bool:
+        return self.check_every > 0 and (steps % self.check_every == 0 or steps == self.steps)
+
+
+def cross_entropy(logits: torch.Tensor, labels: torch.Tensor, **kw: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """A classifier's loss and its logits, as :meth:`ClassifierTrainer.train` takes them."""
+    return F.cross_entropy(logits, labels.to(logits.device), **kw), logits
+
+
+@torch.no_grad()
+def batched_logits(
+    model: torch.nn.Module,
+    *arrays: np.ndarray,
+    batch_size: int = 256,
+    forward: Callable[..., torch.Tensor] | None = None,
+    prepare: Callable[..., tuple[np.ndarray, ...]] | None = None,
+) -> np.ndarray:
+    """Logits (N, classes) float32 of the N rows of ``arrays`` (sliced alike), ``batch_size`` rows at a time, on
+    the model's device, in eval mode (the model's mode is restored after). ``prepare`` turns a batch's slices into
+    the model's inputs (rows built on the fly); ``forward`` is what is called (default: the model)."""
+    device = next(model.parameters()).device
+    call = forward or model
+    was_training = model.training
+    model.eval()
+    out = []
+    try:
+        for i in range(0, len(arrays[0]), batch_size):
+            rows = tuple(a[i : i + batch_size] for a in arrays)
+            inputs = prepare(*rows) if prepare is not None else rows
+            out.append(call(*(torch.from_numpy(np.asarray(x)).to(device) for x in inputs)).float().cpu())
+    finally:
+        model.train(was_training)
+    if not out:
+        classes = getattr(getattr(model, "config", None), "num_classes", 0)
+        return np.zeros((0, classes), dtype=np.float32)
+    return torch.cat(out).numpy()

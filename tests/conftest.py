@@ -70,62 +70,15 @@ def tiny_text_checkpoint(tmp_path_factory: pytest.TempPathFactory, tiny_corpus: 
     return out
 
 
-# Sample sets of the tiny text model for the tiny text discriminator, prompted with real text: other temperatures,
-# seeds and top-p for the test.
-TINY_TEXTDISC_SAMPLES = {
-    "train_samples": {
-        "temperatures": (0.7, 1.0),
-        "streams": 2,
-        "length": 800,
-        "seed": 11,
-        "variants": ((0, 1.0), (5, 1.0)),
-        "prompt": 32,
-    },
-    "test_samples": {
-        "temperatures": (0.8, 1.1),
-        "streams": 2,
-        "length": 64 + 2 * 256,
-        "seed": 12,
-        "variants": ((0, 1.0), (0, 0.9)),
-        "prompt": 32,
-    },
-}
-
-
-TINY_TEXTDISC_MODEL = {
-    "embed_dim": 16,
-    "channels": 32,
-    "dilations": (1, 2, 4),
-    "ngram_orders": (3,),
-    "ngram_buckets": 1021,
-}
-
-
-def train_tiny_textdisc(
-    out: Path, text_checkpoint: Path, corpus: Path, model: dict[str, Any] | None = None, **options: Any
-) -> Path:
-    """The project's text discriminator, trained for seconds (150 steps) on the tiny corpus against the tiny LSTM's
-    samples (``TINY_TEXTDISC_SAMPLES``, cached in ``<out's folder>/cache``: :func:`textdisc_cache`); ``options``
-    are more TextDiscTrainOptions."""
+def train_tiny_textdisc(out: Path, text_checkpoint: Path, corpus: Path, **options: Any) -> Path:
+    """The project's text discriminator, its trainer's tiny preset (150 steps: seconds) on the tiny corpus against
+    the tiny LSTM's samples (cached in ``<out's folder>/cache``: :func:`textdisc_cache`); ``options`` are more
+    TextDiscTrainOptions."""
     from server.textdisc.options import TextDiscTrainOptions
-    from server.textdisc.samples import SampleSet
     from server.textdisc.train import train_textdisc
 
-    sets = {k: SampleSet(**v) for k, v in TINY_TEXTDISC_SAMPLES.items()}  # type: ignore[arg-type]
     with textdisc_cache(out):
-        train_textdisc(
-            TextDiscTrainOptions(
-                text_checkpoint=text_checkpoint,
-                out=out,
-                corpus=corpus,
-                steps=150,
-                batch_size=32,
-                progress=False,
-                model=TINY_TEXTDISC_MODEL if model is None else model,
-                **options,
-                **sets,
-            )
-        )
+        train_textdisc(TextDiscTrainOptions.dry_run(text_checkpoint=text_checkpoint, out=out, corpus=corpus, **options))
     return out
 
 
@@ -148,24 +101,13 @@ def tiny_textdisc_checkpoint(
 
 @pytest.fixture(scope="session")
 def tiny_kws_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A real keyword spotter: 40 steps on 3 renderings of each number word (about 15 s with espeak-ng)."""
-    from server.kws.data import KWSDataConfig
-    from server.kws.train import KWSTrainOptions, train_kws
+    """A real keyword spotter, its trainer's tiny preset: 40 steps on 3 renderings of each number word (about 15 s
+    with espeak-ng)."""
+    from server.kws.options import KWSTrainOptions
+    from server.kws.train import train_kws
 
     out = tmp_path_factory.mktemp("kws") / "tiny_kws.safetensors"
-    train_kws(
-        KWSTrainOptions(
-            out=out,
-            steps=40,
-            batch_size=16,
-            eval_every=20,
-            render_workers=1,
-            data=KWSDataConfig(per_number=3, unknown_words=8, heldout_per_label=2),
-            test_per_label=2,
-            model={"channels": 16, "blocks": 2},
-            progress=False,
-        )
-    )
+    train_kws(KWSTrainOptions.dry_run(out=out))
     return out
 
 

@@ -6,16 +6,14 @@ sample's mu-law code given the codes before it. With ``input_noise`` the model r
 noise added, so that it learns to recover from the errors its own sampling makes when it generates. A random 10%
 of segments are given the "unseen" voice id 0, which is what a voice outside the training set (every held-out
 voice) uses. Under ``torchrun`` every process draws its own segments and gradients are averaged; only rank 0
-evaluates, writes and reports. The loop, the budget, the signals and the resume mirror ``server/text/train.py``.
+evaluates, writes and reports. The loop, the budget, the signals and the resume are
+:class:`server.training.TrainLoop`'s; the options are :class:`~server.audio.options.AudioTrainOptions`.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -24,7 +22,6 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 
-import server
 from server.audio.checkpoint import load_audio_model, save_audio_model
 from server.audio.constants import SAMPLE_RATE
 from server.audio.data import (
@@ -38,67 +35,17 @@ from server.audio.data import (
 from server.audio.evaluate import LN2, batch_bits_per_sample, bits_per_sample
 from server.audio.features import MelFrames
 from server.audio.model import WaveNet, WaveNetConfig
+from server.audio.options import AudioTrainOptions
 from server.checkpoint import file_sha256
 from server.device import autocast_dtype, resolve_device
 from server.errors import CheckpointError, InvalidArgument
-from server.training import TrainLoop, init_distributed, jsonable, state_path
+from server.model_card import ModelCard
+from server.provenance import Provenance, stamp
+from server.training import TrainLoop, init_distributed, state_path
 
 log = logging.getLogger(__name__)
 
 UNSEEN_VOICE_RATE = 0.1
-
-
-@dataclass
-class AudioTrainOptions:
-    out: Path = Path("runs/audio/wavenet.safetensors")
-    steps: int | None = None  # stop after this many optimizer steps...
-    minutes: float | None = None  # ...or after this much wall time (whichever comes first)
-    device: str = "auto"
-    precision: str = "auto"
-    resume: bool = False
-    init: Path | None = None  # start from this checkpoint's weights and config, with a fresh schedule
-    seed: int = 1234
-    batch_size: int = 4  # segments per process and step
-    segment: int = 2000  # samples per segment (the receptive field is 2,048 for the default model)
-    lr: float = 2e-3
-    min_lr_ratio: float = 0.05
-    warmup_steps: int = 50
-    grad_clip: float = 1.0
-    input_noise: float = 0.0  # std of Gaussian noise added to the input codes (in code steps) while training
-    eval_every: int = 250
-    checkpoint_minutes: float = 5.0
-    progress: bool = True
-    lines: int = 2000  # lines of the plays rendered for training
-    number_renderings: int = 60  # renderings of each number word for training
-    heldout_lines: int = 24
-    heldout_number_renderings: int = 2
-    workers: int = 2  # espeak-ng processes while rendering
-    model: dict[str, Any] = field(default_factory=dict)  # WaveNetConfig fields but voices and mel statistics
-
-    def validate(self) -> None:
-        if self.steps is None and self.minutes is None:
-            raise InvalidArgument("steps", "give --steps or --minutes")
-        if self.steps is not None and self.steps < 1:
-            raise InvalidArgument("steps", f"must be at least 1, got {self.steps}")
-        if self.minutes is not None and self.minutes <= 0:
-            raise InvalidArgument("minutes", f"must be positive, got {self.minutes}")
-        for name in ("batch_size", "eval_every", "warmup_steps", "lines", "heldout_lines", "workers"):
-            if getattr(self, name) < 1:
-                raise InvalidArgument(name, f"must be at least 1, got {getattr(self, name)}")
-        for name in ("number_renderings", "heldout_number_renderings"):
-            if getattr(self, name) < 0:
-                raise InvalidArgument(name, f"must be at least 0, got {getattr(self, name)}")
-        if self.segment < 200:
-            raise InvalidArgument("segment", f"must be at least 200 samples, got {self.segment}")
-        if not 0 < self.lr < 1:
-            raise InvalidArgument("lr", f"must be in (0, 1), got {self.lr}")
-        if not 0 <= self.input_noise <= 64:
-            raise InvalidArgument("input_noise", f"must be in [0, 64] code steps, got {self.input_noise}")
-        if self.init is not None:
-            if self.resume:
-                raise InvalidArgument("init", "--resume continues a run and its weights; --init starts a run from one")
-            if not self.init.is_file():
-                raise InvalidArgument("init", f"no such checkpoint: {self.init}")
 
 
 class AudioTrainer(TrainLoop):
@@ -120,12 +67,13 @@ class AudioTrainer(TrainLoop):
             start, init_voices, init_meta = load_audio_model(opts.init)
             if init_voices != self.voices:
                 raise InvalidArgument("init", f"{opts.init.name} has another voice table than this version's")
+            before = Provenance.from_dict(init_meta["training"], self.seen_key)
             self.init = {
                 "file": opts.init.name,
                 "sha256": file_sha256(opts.init),
-                "steps": init_meta["training"]["steps"],
-                "samples_seen": init_meta["training"]["samples_seen"],
-                "wall_time_s": init_meta["training"]["wall_time_s"],
+                "steps": before.steps,
+                "samples_seen": before.seen,
+                "wall_time_s": before.wall_time_s,
                 "heldout_bits_per_sample": init_meta["metrics"]["heldout_bits_per_sample"],
             }
         base = WaveNetConfig(**{**opts.model, "voices": 1})
@@ -241,31 +189,21 @@ class AudioTrainer(TrainLoop):
                 "heldout_seconds": round(sum(u.samples for u in self.heldout) / SAMPLE_RATE, 1),
                 "heldout_voices": sorted({u.rendering.voice for u in self.heldout}),
             },
-            "training": {
-                "steps": self.step,
-                "samples_seen": self.seen,
-                "wall_time_s": round(self.elapsed, 1),
-                "device": str(self.device) if self.device.type == "cpu" else torch.cuda.get_device_name(self.device),
-                "threads": torch.get_num_threads(),
-                "processes": self.dist.world,
-                "precision": str(self.amp or torch.float32).replace("torch.", ""),
-                "options": jsonable(asdict(self.opts)),
-            },
+            "training": self._provenance().to_dict(),
             "metrics": {"heldout_bits_per_sample": round(heldout_bits, 4)},
             "init": self.init,
             "mel": MelFrames(self.model.config.n_mels, self.model.config.hop).config.to_dict(),
             "parameters": self.model.num_parameters(),
-            "created": datetime.now(UTC).isoformat(timespec="seconds"),
-            "antiphon_version": server.__version__,
+            **stamp(),
         }
         save_audio_model(self.opts.out, self.model, self.voices, info)
-        write_model_card(self.opts.out, info, self.model.config.to_dict())
+        audio_card(info, self.model.config.to_dict()).write(self.opts.out)
         log.info("held-out %.4f bits/sample; checkpoint %s", heldout_bits, self.opts.out)
         return info
 
 
-def write_model_card(out: Path, info: dict[str, Any], config: dict[str, Any]) -> Path:
-    """A Markdown card beside the checkpoint: data, split, steps, time, device, metrics."""
+def audio_card(info: dict[str, Any], config: dict[str, Any]) -> ModelCard:
+    """The card of a WaveNet checkpoint (its info and model config): data, split, steps, time, device, metrics."""
     train, data, metrics = info["training"], info["data"], info["metrics"]
     opts = train["options"]
     run = f"--steps {opts['steps']}" if opts["steps"] is not None else f"--minutes {opts['minutes']}"
@@ -287,32 +225,34 @@ def write_model_card(out: Path, info: dict[str, Any], config: dict[str, Any]) ->
         f"{train['processes']} process(es), {train['samples_seen']:,} samples seen"
     )
     seconds = f"{data['train_seconds'] / 60:.1f} minutes at 16 kHz (sha256 {data['sha256'][:16]}...)"
-    voices = ", ".join(data["heldout_voices"])
-    started = (
-        f"\n| started from | `{init['file']}` (sha256 {init['sha256'][:16]}...): {init['steps']:,} steps, "
-        f"{init['samples_seen']:,} samples seen, {init['wall_time_s'] / 60:.1f} minutes, held-out "
-        f"{init['heldout_bits_per_sample']:.4f} bits per sample; the steps and time above are this run's |"
-        if init
-        else ""
-    )
-    card = f"""# {out.name}
-
-WaveNet trained by `antiphon train audio {run} --out {out}` (antiphon {info["antiphon_version"]}).
-
-| | |
-|---|---|
-| architecture | {arch} |
-| parameters | {info["parameters"]:,} |
-| data | {data["source"]}: {data["train_utterances"]:,} utterances, {seconds} |
-| held out | {data["heldout_utterances"]} utterances ({data["heldout_seconds"]:.1f} s) in unseen voices: {voices} |
-| steps | {steps} |
-| time | {train["wall_time_s"] / 60:.1f} minutes |{started}
-| device | {train["device"]}, {train["threads"]} threads, {train["precision"]} |
-| held-out NLL (teacher forced) | **{metrics["heldout_bits_per_sample"]:.4f} bits per sample** (8 is chance) |
-| created | {info["created"]} |
-
-Score it again with `antiphon eval audio`; render held-out voices with `antiphon eval audio --render DIR`.
-"""
-    path = out.with_suffix(".md")
-    path.write_text(card, encoding="utf-8")
-    return path
+    rows = [
+        ("architecture", arch),
+        ("parameters", f"{info['parameters']:,}"),
+        ("data", f"{data['source']}: {data['train_utterances']:,} utterances, {seconds}"),
+        (
+            "held out",
+            f"{data['heldout_utterances']} utterances ({data['heldout_seconds']:.1f} s) in unseen voices: "
+            + ", ".join(data["heldout_voices"]),
+        ),
+        ("steps", steps),
+        ("time", f"{train['wall_time_s'] / 60:.1f} minutes"),
+    ]
+    if init:
+        rows.append(
+            (
+                "started from",
+                f"`{init['file']}` (sha256 {init['sha256'][:16]}...): {init['steps']:,} steps, "
+                f"{init['samples_seen']:,} samples seen, {init['wall_time_s'] / 60:.1f} minutes, held-out "
+                f"{init['heldout_bits_per_sample']:.4f} bits per sample; the steps and time above are this run's",
+            )
+        )
+    rows += [
+        ("device", f"{train['device']}, {train['threads']} threads, {train['precision']}"),
+        (
+            "held-out NLL (teacher forced)",
+            f"**{metrics['heldout_bits_per_sample']:.4f} bits per sample** (8 is chance)",
+        ),
+        ("created", info["created"]),
+    ]
+    again = "Score it again with `antiphon eval audio`; render held-out voices with `antiphon eval audio --render DIR`."
+    return ModelCard("WaveNet", f"antiphon train audio {run}", info["antiphon_version"], rows, [again])

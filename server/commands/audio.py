@@ -6,8 +6,10 @@ import argparse
 import json
 from pathlib import Path
 
-from server.commands.common import add_checkpoint, add_device, add_loop_options, add_seed, loop_options
+from server.audio.options import AudioTrainOptions
+from server.commands.common import add_checkpoint, add_device, add_seed
 from server.errors import InvalidArgument
+from server.options import add_flags, from_flags
 from server.paths import default_checkpoint
 
 
@@ -20,63 +22,15 @@ def add_train(sub: argparse._SubParsersAction) -> None:
         "on each rendering's log-mel frames and voice. Progress shows training bits/sample, a held-out estimate "
         "(voices never trained on), samples/s and learning rate; the checkpoint records the exact held-out NLL over "
         "whole utterances. Run under `torchrun --nproc-per-node N` for data-parallel training.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    add_loop_options(p, out="runs/audio/wavenet.safetensors", optimizer="Adam", warmup=50, eval_every=250)
-    p.add_argument(
-        "--init",
-        type=Path,
-        default=None,
-        help="start from this WaveNet checkpoint's weights and config (its model options win), with a fresh "
-        "learning-rate schedule: more training for a committed model; the card names it",
-    )
-    p.add_argument("--batch-size", type=int, default=4, help="segments per process and step")
-    p.add_argument("--segment", type=int, default=2000, help="samples per segment")
-    p.add_argument(
-        "--input-noise",
-        type=float,
-        default=0.0,
-        help="std of Gaussian noise (in mu-law code steps) added to the codes the model reads while training",
-    )
-    data = p.add_argument_group("data")
-    data.add_argument("--lines", type=int, default=2000, help="lines of the plays rendered for training")
-    data.add_argument("--number-renderings", type=int, default=60, help="training renderings of each number word")
-    data.add_argument("--heldout-lines", type=int, default=24, help="held-out lines (held-out voices)")
-    data.add_argument("--heldout-number-renderings", type=int, default=2, help="held-out renderings of each number")
-    data.add_argument("--workers", type=int, default=2, help="espeak-ng processes while rendering")
-    model = p.add_argument_group("model")
-    model.add_argument("--layers", type=int, default=20)
-    model.add_argument("--cycle", type=int, default=10, help="dilations 1..2**(cycle-1), repeated")
-    model.add_argument("--residual-channels", type=int, default=64)
-    model.add_argument("--gate-channels", type=int, default=64)
-    model.add_argument("--skip-channels", type=int, default=32)
-    model.add_argument("--out-channels", type=int, default=128)
-    model.add_argument("--n-mels", type=int, default=40)
-    model.add_argument("--hop", type=int, default=160, help="samples per log-mel frame")
-    model.add_argument("--cond-channels", type=int, default=64)
-    model.add_argument("--cond-layers", type=int, default=2)
+    add_flags(p, AudioTrainOptions, dry_run="30 steps of four small layers on a few espeak-ng renderings (seconds)")
     p.set_defaults(func=_train)
 
 
 def _train(args: argparse.Namespace) -> int:
-    from server.audio.model import SIZES, WaveNetConfig
-    from server.audio.train import AudioTrainer, AudioTrainOptions
+    from server.audio.train import AudioTrainer
 
-    model = {name: getattr(args, name) for name in SIZES}
-    WaveNetConfig(**model)  # before any rendering: each size at least 1, the cycle at most 14
-    opts = AudioTrainOptions(
-        **loop_options(args),
-        batch_size=args.batch_size,
-        segment=args.segment,
-        input_noise=args.input_noise,
-        lines=args.lines,
-        number_renderings=args.number_renderings,
-        heldout_lines=args.heldout_lines,
-        heldout_number_renderings=args.heldout_number_renderings,
-        workers=args.workers,
-        model=model,
-        init=args.init,
-    )
+    opts = from_flags(AudioTrainOptions, args)
     info = AudioTrainer(opts).train()
     if info:
         print(f"held-out {info['metrics']['heldout_bits_per_sample']:.4f} bits/sample -> {opts.out}")

@@ -1,5 +1,6 @@
-"""What several commands declare or parse alike: ``--seed``, ``--device``, ``--checkpoint``, the training loop's
-options, and small parsers of flag values that raise :class:`~server.errors.InvalidArgument` naming the flag."""
+"""What several commands declare or parse alike: ``--seed``, ``--device``, ``--checkpoint`` of the commands whose
+flags are declared by hand (a trainer's are generated from its options: :mod:`server.options`), the text
+trainer's loop options, and reading a file a flag names."""
 
 from __future__ import annotations
 
@@ -8,9 +9,9 @@ from pathlib import Path
 from typing import Any
 
 from server.errors import InvalidArgument
+from server.options import DEVICES, LOOP_FLAGS, loop_flag
+from server.options import comma_list as comma_list  # export's flags read it from here
 from server.paths import default_help
-
-DEVICES = ("auto", "cpu", "cuda")
 
 
 def add_seed(p: argparse._ActionsContainer, default: int | None, help: str) -> None:
@@ -28,47 +29,43 @@ def add_checkpoint(p: argparse._ActionsContainer, kind: str) -> None:
     p.add_argument("--checkpoint", type=Path, default=None, help=default_help(kind))
 
 
+# The text trainer's loop defaults, while its flags are declared here (see add_loop_options).
+TEXT_LOOP_DEFAULTS: dict[str, Any] = {
+    "device": "auto",
+    "precision": "auto",
+    "seed": 1234,
+    "lr": 2e-3,
+    "checkpoint_minutes": 5.0,
+}
+
+
 def add_loop_options(p: argparse.ArgumentParser, *, out: str, optimizer: str, warmup: int, eval_every: int) -> None:
-    """The options of the training loop the text and audio trainers share (``server/training.py``)."""
-    budget = p.add_argument_group("budget (the first reached ends the run; the learning rate decays over it)")
-    budget.add_argument("--steps", type=int, help="optimizer steps")
-    budget.add_argument("--minutes", type=float, help="wall-clock minutes of training")
-    p.add_argument("--out", type=Path, default=Path(out), help="checkpoint to write")
-    p.add_argument("--resume", action="store_true", help="continue from the training state saved beside --out")
-    add_device(p, help="auto: CUDA when present")
-    p.add_argument(
-        "--precision",
-        choices=("auto", "fp32", "bf16"),
-        default="auto",
-        help="auto: bf16 autocast where the hardware runs it natively",
-    )
-    add_seed(p, 1234, "initialization and data order")
-    p.add_argument("--lr", type=float, default=2e-3, help=f"peak learning rate ({optimizer}, cosine decay)")
-    p.add_argument("--warmup-steps", type=int, default=warmup, help="linear learning-rate warm-up")
-    p.add_argument("--eval-every", type=int, default=eval_every, help="steps between held-out estimates")
-    p.add_argument("--checkpoint-minutes", type=float, default=5.0, help="minutes between resumable saves")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar (logs only)")
+    """The training loop's flags (declared once, :func:`server.options.loop_flag`) with a trainer's defaults, for a
+    trainer whose options are not yet a torch-free dataclass: the text trainer's. (The audio trainer's flags come
+    from :class:`~server.audio.options.AudioTrainOptions`; once the text trainer's options move to a module like
+    it, this and :func:`loop_options` go.)"""
+    defaults = TEXT_LOOP_DEFAULTS | {"out": Path(out), "warmup_steps": warmup, "eval_every": eval_every}
+    groups: dict[str, argparse._ArgumentGroup] = {}
+    for name in LOOP_FLAGS:
+        flag = loop_flag(name, optimizer)
+        container: argparse._ActionsContainer = p
+        if flag.group is not None:
+            if flag.group not in groups:
+                groups[flag.group] = p.add_argument_group(flag.group)
+            container = groups[flag.group]
+        option_string = "--" + flag.dest(name).replace("_", "-")
+        if flag.switch is not None:
+            container.add_argument(option_string, action="store_true", help=flag.help)
+        elif flag.choices is not None:
+            container.add_argument(option_string, choices=flag.choices, default=defaults[name], help=flag.help)
+        else:
+            container.add_argument(option_string, type=flag.parse, default=defaults.get(name), help=flag.help)
 
 
 def loop_options(args: argparse.Namespace) -> dict[str, Any]:
     """The shared loop's fields of a trainer's options, from the flags ``add_loop_options`` declared."""
-    names = ("out", "steps", "minutes", "device", "precision", "resume", "seed", "lr", "warmup_steps")
-    values = {name: getattr(args, name) for name in (*names, "eval_every", "checkpoint_minutes")}
+    values = {name: getattr(args, name) for name in LOOP_FLAGS if name != "progress"}
     return {**values, "progress": not args.no_progress}
-
-
-def comma_list(value: str) -> tuple[str, ...]:
-    """``"a, b,"`` -> ``("a", "b")``: the argparse ``type`` of comma-separated flags."""
-    return tuple(part.strip() for part in value.split(",") if part.strip())
-
-
-def float_pair(text: str, field: str) -> tuple[float, float]:
-    """ "LOW,HIGH" -> (low, high); the ranges themselves are checked by the options they fill."""
-    try:
-        low, high = (float(v) for v in text.split(","))
-    except ValueError:
-        raise InvalidArgument(field, f"give two numbers as LOW,HIGH, got {text!r}") from None
-    return low, high
 
 
 def read_utf8(path: Path, field: str) -> str:

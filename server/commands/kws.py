@@ -6,8 +6,10 @@ import argparse
 import json
 from pathlib import Path
 
-from server.commands.common import add_checkpoint, add_seed, float_pair
+from server.commands.common import add_checkpoint
 from server.errors import InvalidArgument
+from server.kws.options import KWSTrainOptions
+from server.options import add_flags, from_flags
 from server.paths import default_checkpoint
 
 
@@ -19,133 +21,15 @@ def add_train(sub: argparse._SubParsersAction) -> None:
         "and of other words by the training voices (rendered once, cached), augmented afresh every batch (speed, "
         "shift, reverberation, EQ, telephone band, noise, gain), and noise for silence. The log-mel front end is "
         "part of the model. Scores the held-out voices and writes a model card beside the checkpoint.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("--steps", type=int, default=4000, help="optimizer steps")
-    p.add_argument("--batch-size", type=int, default=64, help="fresh augmented clips per step")
-    p.add_argument("--lr", type=float, default=4e-3, help="peak learning rate (AdamW, one-cycle)")
-    add_seed(p, 0, "initialization, clip draws and augmentation")
-    p.add_argument("--per-number", type=int, default=250, help="training renderings of each number word")
-    p.add_argument("--unknown-words", type=int, default=1500, help="training renderings of other words")
-    p.add_argument(
-        "--accent-share",
-        type=float,
-        default=0.25,
-        help="share of the number-word renderings spoken as other accents and learners pronounce them (0 to 1)",
-    )
-    p.add_argument("--heldout-per-label", type=int, default=40, help="held-out clips of each label")
-    p.add_argument(
-        "--test-per-label",
-        type=int,
-        default=200,
-        help="clips of each label in the test set, scored once after training: the held-out voices again, with "
-        "fresh renderings and other words that no training reads (0: none)",
-    )
-    p.add_argument(
-        "--context",
-        type=float,
-        default=0.5,
-        help="share of training words placed between parts of other words, as cut from running speech (0 to 1)",
-    )
-    p.add_argument(
-        "--speed-range",
-        default="0.85,1.2",
-        metavar="LOW,HIGH",
-        help="resampling factors of the speed and pitch augmentation (> 1: faster and higher), drawn uniformly for "
-        "80%% of the clips; a wider range hears slower, deeper and faster, higher voices than espeak-ng's",
-    )
-    p.add_argument(
-        "--hard-renderings",
-        type=int,
-        default=0,
-        help="training renderings of each hard negative (server.kws.data.HARD_NEGATIVES: other words that sound "
-        "in part like a number word, and short common words), as unknown; 0: none",
-    )
-    p.add_argument(
-        "--unknown-share",
-        type=float,
-        default=None,
-        help="share of unknown clips in each batch, the other labels alike (default: 1/12, like every label)",
-    )
-    p.add_argument(
-        "--hard-share",
-        type=float,
-        default=0.0,
-        help="share of the unknown clips drawn from the hard negatives (with --hard-renderings)",
-    )
-    p.add_argument(
-        "--balanced-loss",
-        action="store_true",
-        help="logit-adjusted loss: the log of each label's share of the batches is added to its logit in the loss, "
-        "so that a larger --unknown-share shows more unknown words without making unknown the likelier answer",
-    )
-    p.add_argument(
-        "--mine-share",
-        type=float,
-        default=0.0,
-        help="share of the unknown clips mined: drawn in proportion to the model's error on them (1 - p(unknown), "
-        "every unknown training clip, other words and hard negatives, heard clean every --mine-every steps), so "
-        "the words it takes for a number word come back more often; 0: no mining",
-    )
-    p.add_argument("--mine-every", type=int, default=500, help="steps between the scorings for --mine-share")
-    p.add_argument(
-        "--mine-pool",
-        choices=("unknown", "hard"),
-        default="unknown",
-        help="what --mine-share draws from: every unknown training clip, or the hard negatives only (so that the "
-        "ones the model still takes for their number word, 'seventeen', 'forty', come back far more often)",
-    )
-    p.add_argument(
-        "--keyword-gap",
-        type=float,
-        default=0.0,
-        help="seconds of pause at least between a number word and the next word when it is cut from running speech "
-        "(--context), so that 'seven' and the next word's start do not sound like 'seventeen' with the label seven; "
-        "0: the pause of the other words (30 ms or more)",
-    )
-    p.add_argument("--channels", type=int, default=88, help="DS-CNN width (ignored with --init)")
-    p.add_argument("--blocks", type=int, default=4, help="depthwise-separable blocks (ignored with --init)")
-    p.add_argument("--eval-every", type=int, default=500, help="steps between held-out scores")
-    p.add_argument("--render-workers", type=int, default=2, help="espeak-ng processes while rendering")
-    p.add_argument("--init", type=Path, default=None, help="start from this kws checkpoint's weights (fine-tuning)")
-    p.add_argument("--out", type=Path, default=Path("runs/kws/kws_dscnn.safetensors"), help="checkpoint to write")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar (logs only)")
+    add_flags(p, KWSTrainOptions, dry_run="40 steps of a narrow model on 3 renderings of each number word (about 15 s)")
     p.set_defaults(func=_train)
 
 
 def _train(args: argparse.Namespace) -> int:
-    from server.kws.data import KWSDataConfig
-    from server.kws.train import KWSTrainOptions, train_kws
+    from server.kws.train import train_kws
 
-    opts = KWSTrainOptions(
-        out=args.out,
-        steps=args.steps,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        seed=args.seed,
-        eval_every=args.eval_every,
-        test_per_label=args.test_per_label,
-        render_workers=args.render_workers,
-        init=args.init,
-        context=args.context,
-        speed=float_pair(args.speed_range, "speed_range"),
-        unknown_share=args.unknown_share,
-        hard_share=args.hard_share,
-        balanced_loss=args.balanced_loss,
-        mine_share=args.mine_share,
-        mine_every=args.mine_every,
-        mine_pool=args.mine_pool,
-        keyword_gap=args.keyword_gap,
-        data=KWSDataConfig(
-            per_number=args.per_number,
-            unknown_words=args.unknown_words,
-            heldout_per_label=args.heldout_per_label,
-            accent_share=args.accent_share,
-            hard_renderings=args.hard_renderings,
-        ),
-        model={"channels": args.channels, "blocks": args.blocks},
-        progress=not args.no_progress,
-    )
+    opts = from_flags(KWSTrainOptions, args)
     info = train_kws(opts)
     m = info["metrics"]
     test = (

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
-from server.commands.common import add_checkpoint, add_device, add_seed
+from server.commands.common import add_checkpoint
+from server.options import add_flags, from_flags
 from server.paths import default_checkpoint
+from server.vision.options import DigitsTrainOptions
 
 
 def add_train(sub: argparse._SubParsersAction) -> None:
@@ -16,27 +17,15 @@ def add_train(sub: argparse._SubParsersAction) -> None:
         help="train the digits CNN",
         description="Train the small CNN on scikit-learn's bundled 8x8 digits (a fixed stratified 80/20 split, "
         "recorded in the checkpoint) and write a model card beside the checkpoint. Seconds on one CPU core.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    budget = p.add_mutually_exclusive_group()
-    budget.add_argument("--epochs", type=int, default=60, help="passes over the training images")
-    budget.add_argument("--steps", type=int, help="optimizer steps instead of --epochs")
-    p.add_argument("--out", type=Path, default=Path("runs/digits/digits_cnn.safetensors"), help="checkpoint to write")
-    add_seed(p, 0, "initialization, batch order and augmentation")
-    add_device(p, default="cpu")
+    add_flags(p, DigitsTrainOptions, dry_run="200 steps (about two seconds)")
     p.set_defaults(func=_train)
 
 
 def _train(args: argparse.Namespace) -> int:
-    from server.vision.train import DigitsTrainOptions, train_digits
+    from server.vision.train import train_digits
 
-    opts = DigitsTrainOptions(
-        out=args.out,
-        epochs=None if args.steps is not None else args.epochs,
-        steps=args.steps,
-        seed=args.seed,
-        device=args.device,
-    )
+    opts = from_flags(DigitsTrainOptions, args)
     info = train_digits(opts)
     print(f"test accuracy {info['metrics']['test_accuracy']:.2%} -> {opts.out}")
     return 0

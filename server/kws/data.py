@@ -29,6 +29,7 @@ from server.data.speech import (
 )
 from server.errors import InvalidArgument
 from server.kws.augment import CLIP, AugmentConfig, augment, place, silence_clip
+from server.options import at_least, option, within
 
 log = logging.getLogger(__name__)
 
@@ -120,21 +121,28 @@ SILENCE_INDEX = LABELS.index(SILENCE)
 
 @dataclass(frozen=True)
 class KWSDataConfig:
-    per_number: int = 250  # training renderings of each number word
-    unknown_words: int = 1500  # training renderings of other words (one each, distinct words)
-    heldout_per_label: int = 40  # held-out clips of each of the twelve labels
+    """What the clips are; its fields with flags are ``antiphon train kws``'s data options."""
+
+    per_number: int = option(250, "training renderings of each number word", parse=int)
+    unknown_words: int = option(1500, "training renderings of other words", parse=int)  # one each, distinct words
+    heldout_per_label: int = option(40, "held-out clips of each label", parse=int)
     seed: int = 0
-    accent_share: float = 0.25  # share of the number-word renderings spoken from PRONUNCIATIONS
-    hard_renderings: int = 0  # training renderings of each of HARD_NEGATIVES (0: none)
+    accent_share: float = option(  # renderings spoken from PRONUNCIATIONS
+        0.25,
+        "share of the number-word renderings spoken as other accents and learners pronounce them (0 to 1)",
+        parse=float,
+    )
+    hard_renderings: int = option(
+        0,
+        "training renderings of each hard negative (server.kws.data.HARD_NEGATIVES: other words that sound in part "
+        "like a number word, and short common words), as unknown; 0: none",
+        parse=int,
+    )
 
     def validate(self) -> None:
-        for name in ("per_number", "unknown_words", "heldout_per_label"):
-            if getattr(self, name) < 1:
-                raise InvalidArgument(name, f"must be at least 1, got {getattr(self, name)}")
-        if self.hard_renderings < 0:
-            raise InvalidArgument("hard_renderings", f"must be at least 0, got {self.hard_renderings}")
-        if not 0 <= self.accent_share <= 1:
-            raise InvalidArgument("accent_share", f"must be in [0, 1], got {self.accent_share}")
+        at_least(self, 1, "per_number", "unknown_words", "heldout_per_label")
+        at_least(self, 0, "hard_renderings")
+        within(self, "accent_share", 0, 1)
 
     def to_dict(self) -> dict[str, int | float]:
         return asdict(self)

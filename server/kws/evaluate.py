@@ -3,20 +3,15 @@
 from __future__ import annotations
 
 import numpy as np
-import torch
 
 from server.classifier_metrics import Evaluation, score
 from server.kws.model import KWSNet
+from server.training import batched_logits
 
 
-@torch.no_grad()
-def predict_logits(model: KWSNet, waves: np.ndarray, batch_size: int = 128) -> np.ndarray:
+def predict_logits(model: KWSNet, waves: np.ndarray) -> np.ndarray:
     """Logits (N, classes) of clips (N, 16000)."""
-    was_training = model.training
-    model.eval()
-    out = [model(torch.from_numpy(waves[i : i + batch_size])).float() for i in range(0, len(waves), batch_size)]
-    model.train(was_training)
-    return torch.cat(out).numpy() if out else np.zeros((0, model.config.num_classes), dtype=np.float32)
+    return batched_logits(model, waves, batch_size=128)
 
 
 def evaluate(model: KWSNet, waves: np.ndarray, labels: np.ndarray) -> Evaluation:

@@ -15,51 +15,15 @@ import numpy as np
 
 from server.errors import InvalidArgument
 from server.text.vocab import Vocabulary
-from server.textdisc.samples import Sample, SampleSet
+from server.textdisc.sample_sets import BURN_IN, WINDOW
+from server.textdisc.sample_sets import PROMPT as PROMPT  # the data's settings: read from here too
+from server.textdisc.sample_sets import TEST_SAMPLES as TEST_SAMPLES
+from server.textdisc.sample_sets import TRAIN_SAMPLES as TRAIN_SAMPLES
+from server.textdisc.sample_sets import split_held_out as split_held_out
+from server.textdisc.samples import Sample
 
 LABELS = ("real", "generated")
-WINDOW = 256
-BURN_IN = 64  # the first characters of a stream follow its prompt closely; windows begin after them
-PROMPT = 128  # characters of real text each stream continues
 CHECK_EVERY = 20  # one training stream in 20 is held back to check for memorisation
-
-# 18 settings x 400 streams x 1,088 characters: 7.8 million sampled characters, so that no stream is seen often
-# enough to be memorised (the first models learnt their few training streams by heart and missed fresh ones).
-TRAIN_SAMPLES = SampleSet(
-    temperatures=(0.5, 0.6, 0.8, 1.0, 1.2, 1.3),
-    streams=400,
-    length=BURN_IN + 4 * WINDOW,
-    seed=1,
-    variants=((0, 1.0), (20, 1.0), (0, 0.9)),
-    prompt=PROMPT,
-)
-TEST_SAMPLES = SampleSet(
-    temperatures=(0.7, 0.9, 1.1),
-    streams=48,
-    length=BURN_IN + 4 * WINDOW,
-    seed=2,
-    variants=((0, 1.0), (30, 1.0), (0, 0.95)),
-    prompt=PROMPT,
-)
-
-
-def split_held_out(text: str, share: float) -> tuple[str, str]:
-    """The held-out text cut at the first line start after ``share`` of it: (the discriminator's real training
-    text, the test's real text); (``""``, ``text``) for share 0.
-
-    A scorer (a model inside the discriminator, :mod:`server.textdisc.model`) trained on the training plays finds
-    them likelier than text it never read, so real windows of the training plays would teach the discriminator that
-    real text is that likely, and text the scorer never read would look generated. With a scorer, the real class
-    trains on the first part of the held-out text instead (Shakespeare, share 0.4434: Hamlet), and the test's real
-    windows come from the rest (Macbeth and Twelfth Night)."""
-    if not 0 <= share < 1:
-        raise InvalidArgument("real_train_share", f"must be in [0, 1), got {share}")
-    if share == 0:
-        return "", text
-    cut = text.find("\n", int(len(text) * share)) + 1
-    if cut <= 0 or len(text) - cut < WINDOW or cut < WINDOW:
-        raise InvalidArgument("real_train_share", f"{share} leaves less than {WINDOW} characters on one side")
-    return text[:cut], text[cut:]
 
 
 @dataclass(frozen=True)

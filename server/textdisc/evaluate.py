@@ -3,25 +3,16 @@
 from __future__ import annotations
 
 import numpy as np
-import torch
 
 from server.classifier_metrics import Evaluation, score
 from server.textdisc.data import WindowSet
 from server.textdisc.model import TextDiscriminator
+from server.training import batched_logits
 
 
-@torch.no_grad()
-def predict_logits(model: TextDiscriminator, ids: np.ndarray, batch_size: int = 256) -> np.ndarray:
+def predict_logits(model: TextDiscriminator, ids: np.ndarray) -> np.ndarray:
     """Logits (N, classes) of windows (N, T)."""
-    device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    out = [
-        model(torch.from_numpy(ids[i : i + batch_size]).to(device)).float().cpu()
-        for i in range(0, len(ids), batch_size)
-    ]
-    model.train(was_training)
-    return torch.cat(out).numpy() if out else np.zeros((0, model.config.num_classes), dtype=np.float32)
+    return batched_logits(model, ids)
 
 
 def evaluate(model: TextDiscriminator, data: WindowSet) -> tuple[Evaluation, dict[str, float]]:

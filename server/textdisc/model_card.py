@@ -3,10 +3,9 @@ its architecture, data and test figures, written from the checkpoint's info."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
-from server.classifier_metrics import format_confusion
+from server.model_card import ModelCard, confusion_section
 from server.textdisc.data import CHECK_EVERY, LABELS
 from server.textdisc.lexicon import LEXICON_FEATURES
 from server.textdisc.model import (
@@ -17,11 +16,11 @@ from server.textdisc.model import (
     SCORER_SKIP,
     WINDOW_STATISTICS,
 )
-from server.textdisc.samples import variant_name
+from server.textdisc.sample_sets import variant_name
 
 
-def write_model_card(out: Path, info: dict[str, Any], config: dict[str, Any]) -> Path:
-    """Write the card of the checkpoint ``out`` (its info and model config) beside it, as ``out`` with ``.md``."""
+def textdisc_card(info: dict[str, Any], config: dict[str, Any]) -> ModelCard:
+    """The card of a text discriminator checkpoint (its info and model config)."""
     data, train, metrics = info["data"], info["training"], info["metrics"]
     opts = train["options"]
     tr, te = data["train_samples"], data["test_samples"]
@@ -127,43 +126,43 @@ def write_model_card(out: Path, info: dict[str, Any], config: dict[str, Any]) ->
             f"(seed set {sample_set['seed']})"
         )
 
-    card = f"""# {out.name}
-
-Text discriminator trained by `antiphon train textdisc --steps {train["steps"]} --seed {opts["seed"]}{corpus} \
---batch-size {opts["batch_size"]} --train-streams {tr["streams"]} \
---channels {config["channels"]} --dilations {",".join(map(str, config["dilations"]))} \
---ngrams {",".join(map(str, orders)) or "none"} --ngram-buckets {config["ngram_buckets"]}{scorer_opts} --out {out}` \
-(antiphon {info["antiphon_version"]}): is a window of {info["window"]} characters real text or text \
-sampled from the character LSTM `{info["generator"]["file"]}` (sha256 {info["generator"]["sha256"][:16]}...)?
-
-| | |
-|---|---|
-| architecture | {arch} |
-| parameters | {info["parameters"]:,} trained{frozen} |
-| input | character ids (1, {info["window"]}) int32 in the text model's vocabulary; labels real, generated |
-| real text | {data["source"]} (sha256 {data["sha256"][:16]}...): {real} |
-| generated, train | {described(tr, "training text")} |
-| generated, test | {described(te, "held-out text")}: other seeds, temperatures and top-k / top-p values |
-| training | {training}, AdamW one-cycle, \
-peak lr {opts["lr"]} |
-| time | {train["wall_time_s"]:.1f} s on the CPU, {train["threads"]} thread(s) |
-| memorisation check | generated windows caught: {metrics["trained_streams_caught"]:.2%} of streams it trained on, \
-{metrics["unseen_streams_caught"]:.2%} of held-back training streams (one in {CHECK_EVERY}, never trained on) |
-| test accuracy | **{metrics["test_accuracy"]:.2%}** on {data["test_windows"]:,} windows, half real |
-| created | {info["created"]} |
-
-Test accuracy by source:
-
-| source | accuracy |
-|---|---|
-{groups}
-
-Confusion matrix on the test windows (`antiphon eval textdisc`), rows true, columns predicted:
-
-```
-{format_confusion(metrics["test_confusion"], list(LABELS))}
-```
-"""
-    path = out.with_suffix(".md")
-    path.write_text(card, encoding="utf-8")
-    return path
+    command = (
+        f"antiphon train textdisc --steps {train['steps']} --seed {opts['seed']}{corpus} "
+        f"--batch-size {opts['batch_size']} --train-streams {tr['streams']} --channels {config['channels']} "
+        f"--dilations {','.join(map(str, config['dilations']))} --ngrams {','.join(map(str, orders)) or 'none'} "
+        f"--ngram-buckets {config['ngram_buckets']}{scorer_opts}"
+    )
+    question = (
+        f": is a window of {info['window']} characters real text or text sampled from the character LSTM "
+        f"`{info['generator']['file']}` (sha256 {info['generator']['sha256'][:16]}...)?"
+    )
+    rows = [
+        ("architecture", arch),
+        ("parameters", f"{info['parameters']:,} trained{frozen}"),
+        ("input", f"character ids (1, {info['window']}) int32 in the text model's vocabulary; labels real, generated"),
+        ("real text", f"{data['source']} (sha256 {data['sha256'][:16]}...): {real}"),
+        ("generated, train", described(tr, "training text")),
+        (
+            "generated, test",
+            f"{described(te, 'held-out text')}: other seeds, temperatures and top-k / top-p values",
+        ),
+        ("training", f"{training}, AdamW one-cycle, peak lr {opts['lr']}"),
+        ("time", f"{train['wall_time_s']:.1f} s on the CPU, {train['threads']} thread(s)"),
+        (
+            "memorisation check",
+            f"generated windows caught: {metrics['trained_streams_caught']:.2%} of streams it trained on, "
+            f"{metrics['unseen_streams_caught']:.2%} of held-back training streams (one in {CHECK_EVERY}, never "
+            "trained on)",
+        ),
+        ("test accuracy", f"**{metrics['test_accuracy']:.2%}** on {data['test_windows']:,} windows, half real"),
+        ("created", info["created"]),
+    ]
+    sections = [
+        f"Test accuracy by source:\n\n| source | accuracy |\n|---|---|\n{groups}",
+        confusion_section(
+            "Confusion matrix on the test windows (`antiphon eval textdisc`), rows true, columns predicted",
+            metrics["test_confusion"],
+            LABELS,
+        ),
+    ]
+    return ModelCard("Text discriminator", command, info["antiphon_version"], rows, sections, summary_end=question)

@@ -3,7 +3,8 @@
 The samples come from the project's own generation code (:mod:`server.textdisc.samples`), cached under the
 antiphon cache. The test set is the held-out plays and fresh streams at other temperatures and seeds, so the
 accuracy measures both unseen real text and unseen sampling settings. AdamW with a one-cycle learning rate,
-batches drawn afresh every step; seconds to minutes on one CPU core.
+batches drawn afresh every step (the loop is :class:`server.training.ClassifierTrainer`); seconds to minutes on
+one CPU core.
 
 The options are :class:`~server.textdisc.options.TextDiscTrainOptions`; the model is assembled from them by
 :mod:`server.textdisc.assemble` (a scorer, a base, a reference, the lexicon). With a scorer the batches come from
@@ -13,21 +14,18 @@ checkpoint's card is written by :mod:`server.textdisc.model_card`.
 
 from __future__ import annotations
 
+import itertools
 import logging
-import time
+from collections.abc import Iterator
 from dataclasses import asdict
-from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from tqdm import tqdm
 
-import server
 from server.checkpoint import file_sha256
 from server.data.shakespeare import load_corpus
+from server.provenance import Provenance, options_record, stamp
 from server.text.checkpoint import load_text_model
 from server.textdisc.assemble import assemble_model
 from server.textdisc.checkpoint import save_textdisc_model
@@ -45,9 +43,10 @@ from server.textdisc.data import (
 from server.textdisc.evaluate import evaluate, predict_logits
 from server.textdisc.feature_pool import FeaturePool, scorer_features, standardise_statistics
 from server.textdisc.model import TextDiscriminator
-from server.textdisc.model_card import write_model_card
+from server.textdisc.model_card import textdisc_card
 from server.textdisc.options import TextDiscTrainOptions
 from server.textdisc.samples import load_samples
+from server.training import Batch, ClassifierTrainer, batched_logits, cross_entropy
 
 log = logging.getLogger(__name__)
 
@@ -58,16 +57,8 @@ def generated_share(model: TextDiscriminator, ids: np.ndarray, features: np.ndar
     """The share of windows (N, WINDOW) judged generated (``features``: their scorer features, precomputed)."""
     if features is None:
         return float(predict_logits(model, ids).argmax(axis=1).mean())
-    model.eval()
-    with torch.no_grad():
-        logits = torch.cat(
-            [
-                model.classify(torch.from_numpy(ids[i : i + 256]), torch.from_numpy(features[i : i + 256]).float())
-                for i in range(0, len(ids), 256)
-            ]
-        )
-    model.train()
-    return float(logits.argmax(dim=1).float().mean())
+    logits = batched_logits(model, ids, features, forward=lambda i, f: model.classify(i, f.float()))
+    return float(logits.argmax(axis=1).mean())
 
 
 def train_textdisc(opts: TextDiscTrainOptions) -> dict[str, Any]:
@@ -117,37 +108,39 @@ def train_textdisc(opts: TextDiscTrainOptions) -> dict[str, Any]:
         if model.config.scorer_pooled:
             standardise_statistics(model, pool, unread)
     sampler = WindowSampler(vocab, real_text, trained, opts.seed, () if real_train else corpus.spans)
-    optimizer = torch.optim.AdamW(model.trainable_parameters(), lr=opts.lr, weight_decay=opts.weight_decay)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=opts.lr, total_steps=opts.steps, pct_start=0.1)
-    t0 = time.monotonic()
-    model.train()
-    bar = tqdm(range(opts.steps), desc="textdisc", unit="step", disable=not opts.progress, mininterval=2.0)
-    running = 0.0
-    for step in bar:
-        if pool is not None:
-            ids, feats, labels, docs = pool.batch(opts.batch_size)
-            features: torch.Tensor | None = torch.from_numpy(feats)
-        else:
-            ids, labels, docs = sampler.batch(opts.batch_size)
-            features = None
-        exclude = unread(ids, docs) if unread is not None else None
-        logits = model.classify(torch.from_numpy(ids), features, exclude)  # (B, 2)
-        loss = F.cross_entropy(logits, torch.from_numpy(labels))
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        schedule.step()
-        acc = float((logits.argmax(dim=1).numpy() == labels).mean())
-        running = acc if step == 0 else 0.98 * running + 0.02 * acc
-        if step % 50 == 0:
-            bar.set_postfix(loss=f"{loss.item():.3f}", train_acc=f"{running:.3f}")
-        if (step + 1) % opts.check_every == 0 or step + 1 == opts.steps:
-            seen = generated_share(model, seen_ids, seen_features)
-            unseen = generated_share(model, check_ids, check_features)
-            log.info(
-                "step %d: generated windows caught: %.3f of trained streams, %.3f of unseen", step + 1, seen, unseen
-            )
-    elapsed = time.monotonic() - t0
+
+    def batches() -> Iterator[Batch]:
+        for _ in itertools.count():
+            if pool is not None:
+                ids, feats, labels, docs = pool.batch(opts.batch_size)
+                features: torch.Tensor | None = torch.from_numpy(feats)
+            else:
+                ids, labels, docs = sampler.batch(opts.batch_size)
+                features = None
+            exclude = unread(ids, docs) if unread is not None else None
+            yield (torch.from_numpy(ids), features, exclude), torch.from_numpy(labels)
+
+    def loss(batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        return cross_entropy(model.classify(*batch[0]), batch[1])  # logits (B, 2)
+
+    def memorisation(step: int, running: float) -> dict[str, float]:
+        seen = generated_share(model, seen_ids, seen_features)
+        unseen = generated_share(model, check_ids, check_features)
+        log.info("step %d: generated windows caught: %.3f of trained streams, %.3f of unseen", step, seen, unseen)
+        return {"trained_streams_caught": seen, "unseen_streams_caught": unseen}
+
+    trainer = ClassifierTrainer(
+        model,
+        steps=opts.steps,
+        lr=opts.lr,
+        weight_decay=opts.weight_decay,
+        parameters=model.trainable_parameters(),
+        name="textdisc",
+        progress=opts.progress,
+        check_every=opts.check_every,
+    )
+    run = trainer.train(batches(), loss, memorisation)
+    caught = run.checks[-1]
     result, by_group = evaluate(model, test)
     info = {
         "window": WINDOW,
@@ -172,36 +165,36 @@ def train_textdisc(opts: TextDiscTrainOptions) -> dict[str, Any]:
             "real_train_plays": opts.real_train_plays,
             "real_train_characters": len(real_train),
         },
-        "training": {
-            "steps": opts.steps,
-            "wall_time_s": round(elapsed, 2),
-            "threads": torch.get_num_threads(),
-            "options": {  # the generator by name (its hash is under "generator"), not by this machine's path
-                k: v.name
-                if k in ("text_checkpoint", "scorer_checkpoint", "reference_checkpoint") and v
-                else str(v)
-                if isinstance(v, Path)
-                else v
-                for k, v in asdict(opts).items()
-                if k not in ("train_samples", "test_samples")
-            },
-        },
+        "training": Provenance(
+            steps=opts.steps,
+            wall_time_s=round(run.wall_time_s, 2),
+            threads=torch.get_num_threads(),
+            # the generator by name (its hash is under "generator"), not by this machine's path
+            options=options_record(
+                opts,
+                leave_out=("train_samples", "test_samples"),
+                by_name=("text_checkpoint", "scorer_checkpoint", "reference_checkpoint"),
+            ),
+        ).to_dict(),
         "metrics": {
             "test_accuracy": round(result.accuracy, 4),
             "test_by_source": by_group,
             "test_confusion": result.confusion,
-            "train_batch_accuracy": round(running, 4),
-            "trained_streams_caught": round(seen, 4),
-            "unseen_streams_caught": round(unseen, 4),
+            "train_batch_accuracy": round(run.train_batch_accuracy, 4),
+            "trained_streams_caught": round(caught["trained_streams_caught"], 4),
+            "unseen_streams_caught": round(caught["unseen_streams_caught"], 4),
         },
         "parameters": model.num_parameters(),
-        "created": datetime.now(UTC).isoformat(timespec="seconds"),
-        "antiphon_version": server.__version__,
+        **stamp(),
     }
     model.eval()
     save_textdisc_model(opts.out, model, vocab, list(LABELS), info)
-    write_model_card(opts.out, info, model.config.to_dict())
+    textdisc_card(info, model.config.to_dict()).write(opts.out)
     log.info(
-        "test accuracy %.4f after %d steps (%.1f s); checkpoint %s", result.accuracy, opts.steps, elapsed, opts.out
+        "test accuracy %.4f after %d steps (%.1f s); checkpoint %s",
+        result.accuracy,
+        opts.steps,
+        run.wall_time_s,
+        opts.out,
     )
     return info

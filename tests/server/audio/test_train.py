@@ -4,33 +4,19 @@ import pytest
 import torch
 
 from server.audio.checkpoint import load_audio_model
-from server.audio.train import AudioTrainer, AudioTrainOptions
+from server.audio.options import AudioTrainOptions
+from server.audio.train import AudioTrainer
 from server.checkpoint import read_meta
 from server.cli import main
 from server.errors import InvalidArgument
-from tests.server.conftest import TINY_AUDIO_MODEL
 
 
 def options(out: Path, steps: int, resume: bool = False) -> AudioTrainOptions:
-    return AudioTrainOptions(
-        out=out,
-        steps=steps,
-        resume=resume,
-        device="cpu",
-        precision="fp32",
-        batch_size=2,
-        segment=400,
-        lr=1e-2,
-        min_lr_ratio=1.0,  # a constant rate: the schedule does not depend on the budget of each run
-        warmup_steps=1,
-        eval_every=1000,
-        progress=False,
-        lines=4,
-        number_renderings=1,
+    """The tiny preset, smaller still, with a constant rate: the schedule does not depend on the budget of each run."""
+    return AudioTrainOptions.dry_run(
+        out=out, steps=steps, resume=resume, batch_size=2, segment=400, min_lr_ratio=1.0, warmup_steps=1, lines=4,
         heldout_lines=1,
-        heldout_number_renderings=0,
-        model=TINY_AUDIO_MODEL,
-    )
+    )  # fmt: skip
 
 
 def test_checkpoint_card_and_metrics(tiny_audio_checkpoint: Path) -> None:

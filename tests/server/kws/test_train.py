@@ -16,15 +16,9 @@ from server.data.speech import Rendering, render
 from server.errors import InvalidArgument
 from server.kws.checkpoint import load_kws_model
 from server.kws.data import LABELS, ClipSampler, KWSDataConfig, training_clips
-from server.kws.train import (
-    KWSTrainOptions,
-    _mine,
-    centred,
-    spec_augment,
-    train_kws,
-    unknown_errors,
-    write_model_card,
-)
+from server.kws.model_card import kws_card
+from server.kws.options import KWSTrainOptions
+from server.kws.train import _mine, centred, spec_augment, train_kws, unknown_errors
 
 
 def test_checkpoint_rebuilds_and_records_its_figures(tiny_kws_checkpoint: Path) -> None:
@@ -88,18 +82,18 @@ def test_model_card_names_the_unknown_options(tiny_kws_checkpoint: Path, tmp_pat
     meta["data"] = {**meta["data"], "hard_renderings": 8, "hard_negatives": 290}
     options = {**meta["training"]["options"], "unknown_share": 0.2, "hard_share": 0.3, "balanced_loss": True}
     meta["training"] = {**meta["training"], "options": options}
-    card = write_model_card(tmp_path / "k.safetensors", meta, model.config).read_text(encoding="utf-8")
+    card = kws_card(meta, model.config).write(tmp_path / "k.safetensors").read_text(encoding="utf-8")
     assert "--hard-renderings 8 --unknown-share 0.2 --hard-share 0.3 --balanced-loss " in card
     assert "8 renderings of each of 290 hard negatives" in card
     assert "20% of the clips of each batch unknown (30% of them hard negatives)" in card
     options = {**options, "mine_share": 0.5, "mine_every": 750, "keyword_gap": 0.15}
     meta["training"] = {**meta["training"], "options": options}
-    card = write_model_card(tmp_path / "k.safetensors", meta, model.config).read_text(encoding="utf-8")
+    card = kws_card(meta, model.config).write(tmp_path / "k.safetensors").read_text(encoding="utf-8")
     assert "--balanced-loss --mine-share 0.5 --mine-every 750 --keyword-gap 0.15 " in card
     assert "50% of the unknown clips mined" in card and "every 750 steps" in card
     assert "after a number word the next word 150 ms or more later" in card
     meta["training"]["options"] = {**options, "speed": [0.7, 1.4]}  # as JSON gives it back
-    card = write_model_card(tmp_path / "k.safetensors", meta, model.config).read_text(encoding="utf-8")
+    card = kws_card(meta, model.config).write(tmp_path / "k.safetensors").read_text(encoding="utf-8")
     assert " --speed-range 0.7,1.4 --hard-renderings 8 " in card
     assert "speed/pitch resampling (x0.7 to x1.4)" in card
 

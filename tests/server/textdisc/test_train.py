@@ -120,11 +120,12 @@ def test_eval_judges_files(
 
 def test_train_streams_is_checked_and_matches_the_default(capsys: pytest.CaptureFixture[str]) -> None:
     """`--train-streams` out of range exits 2 naming it; the CLI's default is the committed sample set's."""
-    from server.cli import main
-    from server.commands.textdisc import TEXTDISC_TRAIN_STREAMS
+    from server.cli import build_parser, main
+    from server.options import from_flags
     from server.textdisc.data import TRAIN_SAMPLES
 
-    assert TRAIN_SAMPLES.streams == TEXTDISC_TRAIN_STREAMS
+    args = build_parser().parse_args(["train", "textdisc"])
+    assert from_flags(TextDiscTrainOptions, args).train_samples == TRAIN_SAMPLES
     with pytest.raises(SystemExit) as info:
         main(["train", "textdisc", "--train-streams", "0", "--out", "unused.safetensors"])
     assert info.value.code == 2

@@ -1,0 +1,175 @@
+"""The model card of a keyword spotter: a Markdown file beside the checkpoint with the command that trained it, its
+front end, network, data, augmentation and held-out and test figures, written from the checkpoint's info."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from server.kws.augment import AugmentConfig
+from server.kws.data import LABELS, TEST_PER_LABEL
+from server.kws.model import KWSConfig
+from server.model_card import ModelCard, confusion_section
+
+
+def kws_card(info: dict[str, Any], config: KWSConfig) -> ModelCard:
+    """The card of a keyword-spotter checkpoint (its info and model config)."""
+    data, train, metrics = info["data"], info["training"], info["metrics"]
+    opts = train["options"]
+    fe = config.log_mel
+    labels = list(LABELS)
+    init = train.get("init")
+    command = f"antiphon train kws --steps {train['steps']} --seed {opts['seed']}"
+    if data["per_number"] != 250 or data["unknown_words"] != 1500:
+        command += f" --per-number {data['per_number']} --unknown-words {data['unknown_words']}"
+    accent_share = data.get("accent_share", 0.0)
+    context = opts.get("context", 0.0)
+    if context != 0.5:
+        command += f" --context {context}"
+    if accent_share != 0.25:
+        command += f" --accent-share {accent_share}"
+    speed = tuple(opts.get("speed", AugmentConfig.speed))
+    if speed != AugmentConfig.speed:
+        command += f" --speed-range {speed[0]:g},{speed[1]:g}"
+    hard_renderings = data.get("hard_renderings", 0)
+    if hard_renderings:
+        command += f" --hard-renderings {hard_renderings}"
+    unknown_share, hard_share = opts.get("unknown_share"), opts.get("hard_share", 0.0)
+    if unknown_share is not None:
+        command += f" --unknown-share {unknown_share}"
+    if hard_share:
+        command += f" --hard-share {hard_share}"
+    if opts.get("balanced_loss"):
+        command += " --balanced-loss"
+    mine_share, mine_every, keyword_gap = (
+        opts.get("mine_share", 0.0),
+        opts.get("mine_every", 500),
+        opts.get("keyword_gap", 0.0),
+    )
+    mine_pool = opts.get("mine_pool", "unknown")
+    if mine_share:
+        command += f" --mine-share {mine_share}" + (f" --mine-every {mine_every}" if mine_every != 500 else "")
+        command += f" --mine-pool {mine_pool}" if mine_pool != "unknown" else ""
+    if keyword_gap:
+        command += f" --keyword-gap {keyword_gap}"
+    if not init and (config.channels, config.blocks) != (88, 4):
+        command += f" --channels {config.channels} --blocks {config.blocks}"
+    if opts.get("lr") != 4e-3:
+        command += f" --lr {opts['lr']}"
+    test_per_label = opts.get("test_per_label", TEST_PER_LABEL)
+    if test_per_label != TEST_PER_LABEL:
+        command += f" --test-per-label {test_per_label}"
+    if init:
+        command += f" --init {init['file']}"
+    started = (
+        f"continued from `{init['file']}` (sha256 {init['sha256'][:16]}..., {init['steps']:,} steps, held-out clean "
+        f"{init['heldout_clean_accuracy']:.2%}); "
+        if init
+        else ""
+    )
+    hard = (
+        f"; {hard_renderings} renderings of each of {data['hard_negatives']} hard negatives (other words that share "
+        "a number word's onset, rhyme or a syllable, or hold one inside, and short common words: "
+        "`server.kws.data.HARD_NEGATIVES`)"
+        if hard_renderings
+        else ""
+    )
+    mix = (
+        f"{unknown_share if unknown_share is not None else 1 / len(labels):.0%} of the clips of each batch unknown"
+        + (f" ({hard_share:.0%} of them hard negatives)" if hard_renderings and hard_share else "")
+        + ", the other labels alike"
+        + (
+            "; the shares' log added to the logits in the loss, so the model's priors stay equal"
+            if opts.get("balanced_loss")
+            else ""
+        )
+        + (
+            f"; {mine_share:.0%} of the unknown clips mined: drawn in proportion to the model's error on them, every "
+            f"{'hard negative' if mine_pool == 'hard' else 'unknown training clip'} heard clean every {mine_every:,} "
+            "steps"
+            if mine_share
+            else ""
+        )
+    )
+    gap_text = f"; after a number word the next word {keyword_gap * 1000:.0f} ms or more later" if keyword_gap else ""
+    rows = [
+        ("input", "one second of PCM, (1, 16000) float32 in [-1, 1] at 16 kHz (resample 8 kHz and other rates first)"),
+        ("labels", ", ".join(labels)),
+        (
+            "front end (inside the model)",
+            f"log-mel: {fe.n_fft}-sample Hann frames every {fe.hop_length} samples, {fe.n_mels} mel bands "
+            f"{fe.f_min:g} Hz to {fe.f_max:g} Hz (phone and wide-band audio look alike), each band's mean over the "
+            "second subtracted",
+        ),
+        (
+            "network",
+            f"DS-CNN: conv 10x4 stride 2 x {config.channels}, {config.blocks} depthwise-separable blocks (the first "
+            f"with stride 2), average pooling, linear {config.num_classes}",
+        ),
+        ("parameters", f"{info['parameters']:,}"),
+        (
+            "data",
+            f"{data['source']}: {data['per_number']} training renderings of each number word and "
+            f"{data['unknown_words']:,} other words of the training plays (train voices, speeds, pitches, "
+            f"amplitudes); {accent_share:.0%} of the number words spoken as other accents and learners pronounce "
+            f"them (espeak-ng phonemes: `server.kws.data.PRONUNCIATIONS`){hard}",
+        ),
+        (
+            "augmentation",
+            f"speed/pitch resampling (x{speed[0]:g} to x{speed[1]:g}), time shift ({context:.0%} of the words "
+            f"between parts of other words, as cut from running speech{gap_text}), reverberation, random EQ, "
+            "telephone band, white/pink/brown/babble noise at 0-30 dB SNR, gain and clipping, hum; SpecAugment "
+            f"{opts['freq_masks']} x {opts['freq_mask']} bands, {opts['time_masks']} x {opts['time_mask']} frames",
+        ),
+        (
+            "training",
+            f"{started}{train['steps']:,} steps of {opts['batch_size']} fresh clips ({mix}), AdamW one-cycle peak "
+            f"lr {opts['lr']}, label smoothing {opts['label_smoothing']}",
+        ),
+        ("time", f"{train['wall_time_s'] / 60:.1f} minutes on the CPU, {train['threads']} thread(s)"),
+        (
+            "held-out voices, clean",
+            f"**{metrics['heldout_clean_accuracy']:.2%}** ({data['heldout_clips']} clips: "
+            f"{data['heldout_per_label']} of each label)",
+        ),
+        (
+            "held-out voices, augmented",
+            f"**{metrics['heldout_noisy_accuracy']:.2%}** (the same clips through the training augmentation, fixed "
+            "seed)",
+        ),
+    ]
+    if "test_clean_accuracy" in metrics:
+        rows += [
+            (
+                "test set, clean",
+                f"**{metrics['test_clean_accuracy']:.2%}** ({data['test_clips']:,} clips: {test_per_label} of each "
+                "label by the held-out voices; their other words read by no training)",
+            ),
+            ("test set, augmented", f"**{metrics['test_noisy_accuracy']:.2%}**"),
+        ]
+    rows.append(("created", info["created"]))
+    curve = "\n".join(
+        f"| {c['step']:,} | {c['train_batch_accuracy']:.2%} | {c['heldout_clean']:.2%} |" for c in train["curve"]
+    )
+    sections = [
+        ABOUT_THE_FIGURES,
+        f"Progress:\n\n| step | training batches (augmented, running) | held-out clean |\n|---|---|---|\n{curve}",
+        confusion_section(
+            "Confusion on the held-out voices, clean (`antiphon eval kws`), rows true, columns predicted",
+            metrics["heldout_clean_confusion"],
+            labels,
+        ),
+        confusion_section("Confusion on the held-out voices, augmented", metrics["heldout_noisy_confusion"], labels),
+    ]
+    if "test_clean_accuracy" in metrics:
+        sections.append(confusion_section("Confusion on the test set, clean", metrics["test_clean_confusion"], labels))
+    return ModelCard("Keyword spotter", command, info["antiphon_version"], rows, sections)
+
+
+# Below the table: what the figures are worth (the card's lines as they read).
+ABOUT_THE_FIGURES = (
+    "The held-out voices share neither accent nor variant with the training voices. Real people are not "
+    "espeak-ng:\nexpect lower figures on recordings (`antiphon eval kws DIR`). The test set (`antiphon eval kws "
+    "--test-per-label N`)\nis the larger sample of the same voices, and its figure is the one to report: with 40 "
+    "clips of each label, the\nheld-out figure moves by about a point with the words drawn. Choose between runs by "
+    "the development set\n(`benchmarks/kws_devset.py`), not by either."
+)

@@ -1,0 +1,283 @@
+"""Typed training options and the command-line flags generated from them. Torch-free.
+
+A trainer's options are a dataclass in a torch-free module of its family (``server/vision/options.py``, ...), a
+subclass of :class:`TrainOptions`. A field that is a flag says so with :func:`option`: its help, how the flag's
+text is read, its group of the help. :func:`add_flags` declares one flag per such field on a parser
+(``batch_size`` -> ``--batch-size``), each showing its default, and :func:`from_flags` builds the options back: the
+flags given over the tiny preset (``--dry-run``, :attr:`TrainOptions.DRY_RUN`) over the defaults. The options check
+themselves (``validate()``, raising :class:`~server.errors.InvalidArgument` naming the field), so the command line,
+the tests and the trainers share one set of checks. ``antiphon serve`` builds its settings the same way
+(``server/settings.py``), with environment variables besides.
+
+A field may be built from flags of its own (``nested``): a typed part of the options (``KWSDataConfig``), or the
+dict of model config fields a model file's config takes (the config itself lives beside its module in a file that
+imports torch, so the flags name its fields in a torch-free dataclass, and the family's tests check that the
+defaults agree).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import dataclasses
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, ClassVar, Self, TypeVar
+
+from server.errors import InvalidArgument
+
+DEVICES = ("auto", "cpu", "cuda")
+BUDGET = "budget (the first reached ends the run; the learning rate decays over it)"
+PARSED_BY_ARGPARSE = (int, float, str, Path)  # a bad value is argparse's usage error; other readers name the field
+
+
+@dataclass(frozen=True)
+class Flag:
+    """How a field of an options dataclass is a command-line flag (the metadata :func:`option` attaches)."""
+
+    help: str | None  # None: listed without a help line
+    name: str | None = None  # the flag with underscores (``speed_range``); None: the field's (``no_`` + it for off)
+    parse: Callable[[str], Any] = str  # reads the flag's text; raises InvalidArgument (or ValueError) on a bad one
+    choices: tuple[str, ...] | None = None
+    metavar: str | None = None
+    group: str | None = None  # the help's heading (None: the command's own options)
+    shown: str | None = None  # the default as the help writes it (None: str(default))
+    switch: bool | None = None  # a flag without a value that sets the field to this (``--no-progress``: False)
+    exclusive: str | None = None  # flags of the same name exclude each other (``--epochs | --steps``)
+    fallback: Callable[[], Any] | None = None  # the value when the flag is not given, for a field without default
+    nested: type | None = None  # a dataclass of option fields: the field is built from its flags
+
+    def dest(self, field_name: str) -> str:
+        if self.name is not None:
+            return self.name
+        return f"no_{field_name}" if self.switch is False else field_name
+
+
+def option(default: Any = dataclasses.MISSING, help: str | None = None, **flag: Any) -> Any:
+    """A dataclass field that is a flag; ``flag``: the other :class:`Flag` fields, and ``default_factory``."""
+    factory = flag.pop("default_factory", dataclasses.MISSING)
+    metadata = {"flag": Flag(help, **flag)}
+    if factory is not dataclasses.MISSING:
+        return dataclasses.field(default_factory=factory, metadata=metadata)
+    return dataclasses.field(default=default, metadata=metadata)
+
+
+class TrainOptions:
+    """What every trainer's options share: the tiny preset and the checks."""
+
+    # A few steps of a tiny model on tiny data: seconds on one CPU core. The tests train with it, and so does
+    # ``antiphon train FAMILY --dry-run`` (flags given win over it).
+    DRY_RUN: ClassVar[Mapping[str, Any]] = {}
+
+    @classmethod
+    def dry_run(cls, **overrides: Any) -> Self:
+        """The tiny preset (a copy: a run cannot change it), ``overrides`` over it."""
+        return cls(**{**copy.deepcopy(dict(cls.DRY_RUN)), **overrides})
+
+    def validate(self) -> None:
+        """Raise InvalidArgument naming the first bad field."""
+
+
+T = TypeVar("T", bound=TrainOptions)
+
+
+# -- checks of option values, raising InvalidArgument naming the field -------------------------------------------
+def at_least(opts: object, low: float, *names: str) -> None:
+    """Each field ``names`` of ``opts`` is ``low`` or more (None passes: the field is off)."""
+    for name in names:
+        value = getattr(opts, name)
+        if value is not None and value < low:
+            raise InvalidArgument(name, f"must be at least {low:g}, got {value}")
+
+
+def within(opts: object, name: str, low: float, high: float, ends: str = "[]", unit: str = "") -> None:
+    """The field ``name`` of ``opts`` lies between ``low`` and ``high``, each end included (``[``, ``]``) or not
+    (``(``, ``)``); None passes."""
+    value = getattr(opts, name)
+    if value is None:
+        return
+    above = value >= low if ends[0] == "[" else value > low
+    below = value <= high if ends[1] == "]" else value < high
+    if not (above and below):
+        shown = f"{ends[0]}{low:g}, {high:g}{ends[1]}" + (f" {unit}" if unit else "")
+        raise InvalidArgument(name, f"must be in {shown}, got {value}")
+
+
+def check_budget(opts: Any, other: str) -> None:
+    """A trainer's budget: its ``steps`` or its field ``other`` (epochs, minutes), at least one of them given."""
+    if opts.steps is None and getattr(opts, other) is None:
+        raise InvalidArgument("steps", f"give --steps or --{other}")
+    at_least(opts, 1, "steps")
+
+
+# -- the training loop's options (server/training.py), alike in every trainer that runs it ----------------------
+_LOOP: dict[str, dict[str, Any]] = {
+    "steps": {"help": "optimizer steps", "group": BUDGET, "parse": int},
+    "minutes": {"help": "wall-clock minutes of training", "group": BUDGET, "parse": float},
+    "out": {"help": "checkpoint to write", "parse": Path},
+    "resume": {"help": "continue from the training state saved beside --out", "switch": True},
+    "device": {"help": "auto: CUDA when present", "choices": DEVICES},
+    "precision": {
+        "help": "auto: bf16 autocast where the hardware runs it natively",
+        "choices": ("auto", "fp32", "bf16"),
+    },
+    "seed": {"help": "initialization and data order", "parse": int},
+    "lr": {"help": "peak learning rate ({optimizer}, cosine decay)", "parse": float},
+    "warmup_steps": {"help": "linear learning-rate warm-up", "parse": int},
+    "eval_every": {"help": "steps between held-out estimates", "parse": int},
+    "checkpoint_minutes": {"help": "minutes between resumable saves", "parse": float},
+    "progress": {"help": "no progress bar (logs only)", "switch": False},
+}
+LOOP_FLAGS = tuple(_LOOP)
+
+
+def loop_flag(name: str, optimizer: str = "") -> Flag:
+    """The flag of the loop option ``name`` (``optimizer`` names the optimizer in ``--lr``'s help)."""
+    spec = dict(_LOOP[name])
+    return Flag(spec.pop("help").format(optimizer=optimizer), **spec)
+
+
+def loop_option(name: str, default: Any, optimizer: str = "") -> Any:
+    """A field of the loop's options (:class:`server.training.LoopOptions`) with the flag every trainer gives it."""
+    return dataclasses.field(default=default, metadata={"flag": loop_flag(name, optimizer)})
+
+
+# -- readers of flag values ------------------------------------------------------------------------------------
+def comma_list(value: str) -> tuple[str, ...]:
+    """``"a, b,"`` -> ``("a", "b")``."""
+    return tuple(part.strip() for part in value.split(",") if part.strip())
+
+
+def float_pair(text: str, field: str) -> tuple[float, float]:
+    """ "LOW,HIGH" -> (low, high); the ranges themselves are checked by the options they fill."""
+    try:
+        low, high = (float(v) for v in text.split(","))
+    except ValueError:
+        raise InvalidArgument(field, f"give two numbers as LOW,HIGH, got {text!r}") from None
+    return low, high
+
+
+def optional_path(raw: str) -> Path | None:
+    """A path, or None for ``none``."""
+    return None if raw == "none" else Path(raw)
+
+
+# -- flags from options, options from flags --------------------------------------------------------------------
+def _default(f: dataclasses.Field[Any]) -> Any:
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return None if f.default is dataclasses.MISSING else f.default
+
+
+def _flags(cls: type) -> Iterator[tuple[dataclasses.Field[Any], Flag, str | None]]:
+    """Every flag field of ``cls`` with its group, a nested dataclass's after its parent's place."""
+    for f in fields(cls):
+        flag: Flag | None = f.metadata.get("flag")
+        if flag is None:
+            continue
+        if flag.nested is None:
+            yield f, flag, flag.group
+            continue
+        for sub, sub_flag, group in _flags(flag.nested):
+            yield sub, sub_flag, group or flag.group
+
+
+def _help(f: dataclasses.Field[Any], flag: Flag) -> str | None:
+    if flag.help is None:
+        return None
+    shown = flag.shown
+    if shown is None:
+        shown = "False" if flag.switch is not None else str(_default(f))
+    return f"{flag.help} (default: {shown})".replace("%", "%%")
+
+
+def add_flags(parser: argparse.ArgumentParser, cls: type[TrainOptions], dry_run: str | None = None) -> None:
+    """One flag per option field of ``cls`` (and ``--dry-run``, described by ``dry_run``, where ``cls`` has a
+    preset). A flag not given is absent from the parsed namespace, so :func:`from_flags` can tell it from the
+    default."""
+    groups: dict[str, argparse._ArgumentGroup] = {}
+    exclusive: dict[str, argparse._MutuallyExclusiveGroup] = {}
+    for f, flag, group in _flags(cls):
+        container: argparse._ActionsContainer = parser
+        if flag.exclusive is not None:
+            if flag.exclusive not in exclusive:
+                exclusive[flag.exclusive] = parser.add_mutually_exclusive_group()
+            container = exclusive[flag.exclusive]
+        elif group is not None:
+            if group not in groups:
+                groups[group] = parser.add_argument_group(group)
+            container = groups[group]
+        dest = flag.dest(f.name)
+        kwargs: dict[str, Any] = {"dest": dest, "default": argparse.SUPPRESS, "help": _help(f, flag)}
+        if flag.switch is not None:
+            kwargs |= {"action": "store_const", "const": flag.switch}
+        else:
+            kwargs |= {"metavar": flag.metavar, "choices": flag.choices}
+            if flag.parse in PARSED_BY_ARGPARSE:
+                kwargs["type"] = flag.parse
+        container.add_argument("--" + dest.replace("_", "-"), **kwargs)
+    if cls.DRY_RUN:
+        parser.add_argument(
+            "--dry-run",
+            action="store_true",
+            default=argparse.SUPPRESS,
+            help=f"{dry_run or 'the tiny preset the tests train with'}; flags given win over it (default: False)",
+        )
+
+
+def _read(f: dataclasses.Field[Any], flag: Flag, raw: Any) -> Any:
+    """The value of a given flag: argparse read the plain types; other readers run here and name the field."""
+    if flag.switch is not None or flag.parse in PARSED_BY_ARGPARSE:
+        return raw
+    try:
+        return flag.parse(raw)
+    except InvalidArgument:
+        raise
+    except ValueError as exc:
+        raise InvalidArgument(flag.dest(f.name), f"cannot read {raw!r}: {exc}") from None
+
+
+def _given(cls: type, args: argparse.Namespace) -> dict[str, Any]:
+    """The fields of ``cls`` (one level) whose flags were given, read."""
+    values: dict[str, Any] = {}
+    for f in fields(cls):
+        flag: Flag | None = f.metadata.get("flag")
+        if flag is not None and flag.nested is None and hasattr(args, flag.dest(f.name)):
+            values[f.name] = _read(f, flag, getattr(args, flag.dest(f.name)))
+    return values
+
+
+def _nested_value(base: Any, nested: type, args: argparse.Namespace) -> Any:
+    """A nested field: ``base`` (the preset's or the default) with the given flags over it. A typed part is
+    replaced field by field; a dict of model config fields gets every flag's default first (None: left out, the
+    config's own default then applies)."""
+    given = _given(nested, args)
+    if dataclasses.is_dataclass(base) and not isinstance(base, type):
+        return dataclasses.replace(base, **given)
+    defaults = {f.name: _default(f) for f in fields(nested)}
+    merged = {**defaults, **(base or {}), **given}
+    return {k: v for k, v in merged.items() if v is not None}
+
+
+def from_flags(cls: type[T], args: argparse.Namespace) -> T:
+    """The options the parsed flags ask for: each flag given, else the preset's value (with ``--dry-run``), else
+    the field's default. Not validated: the trainer validates what it is given."""
+    preset = copy.deepcopy(dict(cls.DRY_RUN)) if getattr(args, "dry_run", False) else {}
+    given = _given(cls, args)
+    flags: dict[str, Flag | None] = {f.name: f.metadata.get("flag") for f in fields(cls)}  # type: ignore[arg-type]
+    # A flag given also sets aside the preset's value of the flags it excludes (--epochs over the preset's --steps).
+    excluded = {flag.exclusive for name in given if (flag := flags[name]) is not None and flag.exclusive}
+    values: dict[str, Any] = {}
+    for f in fields(cls):  # type: ignore[arg-type]  # TrainOptions subclasses are dataclasses
+        flag = flags[f.name]
+        if flag is not None and flag.nested is not None:
+            base = preset[f.name] if f.name in preset else _default(f)
+            values[f.name] = _nested_value(base, flag.nested, args)
+        elif f.name in given:
+            values[f.name] = given[f.name]
+        elif f.name in preset and (flag is None or flag.exclusive not in excluded):
+            values[f.name] = preset[f.name]
+        elif flag is not None and flag.fallback is not None:
+            values[f.name] = flag.fallback()
+    return cls(**values)
