@@ -13,7 +13,7 @@ repo=$(cd "$(dirname "$0")/../.." && pwd)
 dir=$repo/runs/arm64
 root=$dir/root
 site=$dir/site
-wheels=("numpy<2" "tflite-runtime==2.14.*" "onnxruntime>=1.20" "grpcio>=1.85.1" "protobuf>=7.35.1" "websockets>=13")
+wheels=("numpy<2" "tflite-runtime==2.14.*" "onnxruntime>=1.20" "grpcio>=1.85.1" "protobuf>=7.35.1" "websockets>=13" "pillow>=10")
 
 if ! command -v mmdebstrap >/dev/null || ! command -v qemu-aarch64-static >/dev/null; then
     echo "edge-arm64: skipped: mmdebstrap and qemu-user-static are not installed (make system-deps installs them)"

@@ -1,4 +1,5 @@
-"""Digit images: the PNG decoder (every filter type, grey and RGB), PGM (binary and plain), .npy."""
+"""Digit images through Pillow: PNG (every filter type, grey and RGB, with transparency), PGM (binary and plain),
+JPEG, .npy; unreadable files named."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge_client.image import decode_png, read_digit
+from edge_client.image import decode_image, read_digit
 from server.errors import InvalidArgument
 
 
@@ -50,13 +51,13 @@ def png_bytes(pixels: np.ndarray, filters: list[int]) -> bytes:
 def test_png_filters_decode_exactly(filters: list[int]) -> None:
     """Each PNG row filter (None, Sub, Up, Average, Paeth) decodes to the original grey levels."""
     pixels = np.random.default_rng(len(filters) * 7 + filters[0]).integers(0, 256, (8, 8))
-    assert np.array_equal(np.round(decode_png(png_bytes(pixels, filters), "x") * 255), pixels)
+    assert np.array_equal(np.round(decode_image(png_bytes(pixels, filters), "x") * 255), pixels)
 
 
 def test_rgb_png_reads_as_grey() -> None:
     """An RGB PNG reads as the mean of its channels."""
     pixels = np.random.default_rng(1).integers(0, 256, (8, 8, 3))
-    assert np.allclose(decode_png(png_bytes(pixels, [4]), "x"), pixels.mean(axis=2) / 255, atol=1e-6)
+    assert np.allclose(decode_image(png_bytes(pixels, [4]), "x"), pixels.mean(axis=2) / 255, atol=1e-6)
 
 
 def test_png_pgm_and_npy_give_the_same_digit(tmp_path: Path) -> None:
@@ -82,8 +83,8 @@ def test_larger_image_is_averaged_down(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("data", "message"),
     [
-        (b"GIF89a", "not a PNG, PGM or .npy"),
-        (b"\x89PNG\r\n\x1a\n" + b"\x00" * 4, "no IHDR"),
+        (b"not an image at all", "not an image file"),
+        (b"\x89PNG\r\n\x1a\n" + b"\x00" * 4, "not an image file|corrupt image"),
         (b"P5\n7 9\n255\n" + bytes(63), "image is 7x9"),
     ],
 )
@@ -94,3 +95,35 @@ def test_bad_images_are_named(tmp_path: Path, data: bytes, message: str) -> None
     with pytest.raises(InvalidArgument, match=message) as info:
         read_digit(path)
     assert info.value.field == str(path)
+
+
+def test_transparency_reads_as_white_paper(tmp_path: Path) -> None:
+    """Ink drawn on a transparent background reads as ink on white paper (the background composited over white)."""
+    from PIL import Image
+
+    rgba = np.zeros((8, 8, 4), dtype=np.uint8)  # transparent black everywhere...
+    rgba[2:6, 3:5] = (0, 0, 0, 255)  # ...but an opaque black stroke
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "ink.png")
+    expected = np.zeros((8, 8), dtype=np.float32)
+    expected[2:6, 3:5] = 16.0  # dark ink on paper, inverted to bright ink
+    assert np.allclose(read_digit(tmp_path / "ink.png"), expected)
+
+
+def test_jpeg_reads_like_the_png(tmp_path: Path) -> None:
+    """A JPEG of a digit (lossy) reads within a few levels of the same digit as PNG."""
+    from PIL import Image
+
+    paper = (255 - np.kron(np.eye(8)[::-1] * 255, np.ones((4, 4)))).astype(np.uint8)  # 32x32, a dark diagonal
+    Image.fromarray(paper, "L").save(tmp_path / "d.png")
+    Image.fromarray(paper, "L").save(tmp_path / "d.jpg", quality=95)
+    assert np.allclose(read_digit(tmp_path / "d.jpg"), read_digit(tmp_path / "d.png"), atol=0.5)
+
+
+def test_a_huge_image_is_refused_before_it_is_decoded(tmp_path: Path) -> None:
+    """An image over 4096 x 4096 pixels is an InvalidArgument naming its size (its header says it; nothing is
+    decoded)."""
+    from PIL import Image
+
+    Image.new("L", (5000, 4000), 255).save(tmp_path / "huge.png")
+    with pytest.raises(InvalidArgument, match=r"image is 5000x4000; at most 16777216 pixels"):
+        read_digit(tmp_path / "huge.png")
