@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from tests.conftest import timeout
@@ -38,11 +40,17 @@ class Run:
     stderr: str
 
 
-async def node(script: str, *args: str) -> Run:
+async def node(script: str, *args: str, env: dict[str, str] | None = None) -> Run:
     """Run ``node script args`` in examples/node without blocking the loop the server runs in."""
     assert NODE is not None
     process = await asyncio.create_subprocess_exec(
-        NODE, script, *args, cwd=NODE_DIR, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+        NODE,
+        script,
+        *args,
+        cwd=NODE_DIR,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, **(env or {})},
     )
     try:
         out, err = await asyncio.wait_for(process.communicate(), timeout(30))
@@ -112,3 +120,43 @@ async def test_bad_sampling_ends_with_invalid_argument(
     assert run.stderr.splitlines()[-1] == (
         "error: INVALID_ARGUMENT: sampling.temperature: must be between 0 and 100 (0 is greedy), got 500.0"
     )
+
+
+async def test_openai_node_sdk_streams_what_the_api_answers(start_server: StartServer) -> None:
+    """openai_chat.mjs, OpenAI's own Node SDK streaming a chat completion with a persona, prints the reply the API
+    gives the same request whole, with its finish reason and usage (stream_options.include_usage)."""
+    server = await start_server(settings={"api_key": "sk-node"})
+    base = f"http://{server.http_address}/v1"
+    run = await node(
+        "openai_chat.mjs",
+        *("--base-url", base, "--model", "tiny/fool", "--message", "Good night, my lord."),
+        *("--seed", "7", "--max-tokens", "60"),
+        env={"OPENAI_API_KEY": "sk-node"},
+    )
+    body = {
+        "model": "tiny/fool",
+        "messages": [{"role": "user", "content": "Good night, my lord."}],
+        "seed": 7,
+        "max_completion_tokens": 60,
+    }
+    async with httpx.AsyncClient(headers={"Authorization": "Bearer sk-node"}, timeout=timeout(30)) as client:
+        whole = (await client.post(f"{base}/chat/completions", json=body)).json()
+    choice, usage = whole["choices"][0], whole["usage"]
+    assert (run.status, run.stdout) == (0, choice["message"]["content"]), run.stderr
+    assert run.stderr.splitlines() == [
+        f"finish_reason={choice['finish_reason']} prompt_tokens={usage['prompt_tokens']} "
+        f"completion_tokens={usage['completion_tokens']}"
+    ]
+
+
+async def test_openai_node_sdk_with_a_wrong_key_is_refused(start_server: StartServer) -> None:
+    """With a key the server does not accept, the SDK's AuthenticationError ends the client with the 401."""
+    server = await start_server(settings={"api_key": "sk-node"})
+    run = await node(
+        "openai_chat.mjs",
+        *("--base-url", f"http://{server.http_address}/v1", "--message", "Hail."),
+        env={"OPENAI_API_KEY": "sk-wrong"},
+    )
+    assert (run.status, run.stdout) == (1, "")
+    assert run.stderr.splitlines()[-1].startswith("error: 401: ")
+    assert "wrong API key" in run.stderr
