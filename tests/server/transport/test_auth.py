@@ -275,6 +275,7 @@ async def test_a_refusal_is_one_info_line_without_the_key(
     """Each refused request leaves one INFO line naming the transport, the client's address and the reason; no log
     line holds a key, the websockets library's handshake headers at DEBUG included."""
     caplog.set_level(logging.DEBUG)
+    caplog.set_level(logging.DEBUG, logger="websockets.server")  # whatever level an earlier `antiphon` run left
     wrong = "sk-this-one-is-wrong"
     server = await start_server(settings={"api_key": KEY})
     for transport in TRANSPORTS:
