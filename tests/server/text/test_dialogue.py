@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from server.text.dialogue import speakers
+from server.text.dialogue import names_a_speaker, speakers
 
 
 def test_speakers_are_counted_in_either_case() -> None:
@@ -15,3 +15,14 @@ def test_rare_speakers_are_left_out() -> None:
     """Only speakers with enough turns become personas."""
     text = "\n\n".join(["Fool.\nNuncle!"] * 3 + ["Edgar.\nPoor Tom."])
     assert speakers(text, min_turns=2) == ["Fool"]
+
+
+def test_name_lines_are_told_from_one_word_speeches() -> None:
+    """A capitalised or known name with a full stop names a speaker; a one-word speech does not."""
+    assert names_a_speaker("KING.")
+    assert names_a_speaker("FIRST LORD.")
+    assert names_a_speaker("Lear.", known=("Lear",))
+    assert not names_a_speaker("Lear.")
+    assert not names_a_speaker("Peace.")
+    assert not names_a_speaker("KING. What ho!")
+    assert not names_a_speaker("")

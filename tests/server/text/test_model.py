@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from server.errors import CheckpointError
+from server.errors import CheckpointError, InvalidArgument
 from server.text.checkpoint import load_text_model, save_text_model
 from server.text.model import CharLSTM, CharLSTMConfig
 from server.text.vocab import UNKNOWN, Vocabulary
@@ -64,3 +64,40 @@ def test_loading_a_missing_checkpoint_says_so(tmp_path: Path) -> None:
     """A missing checkpoint is reported as missing."""
     with pytest.raises(CheckpointError, match="does not exist"):
         load_text_model(tmp_path / "none.safetensors")
+
+
+def test_config_of_an_older_checkpoint_keeps_its_dropout() -> None:
+    """A config without the newer dropout fields drops its output at ``dropout`` and its embedding not at all."""
+    config = CharLSTMConfig(**{"vocab_size": 20, "embed_dim": 8, "hidden_size": 16, "num_layers": 2, "dropout": 0.1})
+    model = CharLSTM(config)
+    assert model.drop.p == 0.1 and model.lstm.dropout == 0.1 and model.embed_drop.p == 0.0
+
+
+def test_output_and_embedding_dropout_are_their_own() -> None:
+    """output_dropout replaces dropout on the output only; embed_dropout acts on the embedding."""
+    config = CharLSTMConfig(vocab_size=20, hidden_size=16, dropout=0.1, output_dropout=0.3, embed_dropout=0.2)
+    model = CharLSTM(config)
+    assert model.drop.p == 0.3 and model.lstm.dropout == 0.1 and model.embed_drop.p == 0.2
+    assert CharLSTM(CharLSTMConfig(vocab_size=20, hidden_size=16, output_dropout=0.0)).drop.p == 0.0
+
+
+def test_embedding_dropout_acts_in_training_only() -> None:
+    """In training mode embedding dropout changes the logits; in eval mode the model is deterministic."""
+    torch.manual_seed(0)
+    model = CharLSTM(CharLSTMConfig(vocab_size=20, embed_dim=8, hidden_size=16, embed_dropout=0.5))
+    x = torch.randint(0, 20, (2, 30))
+    a, _ = model.train()(x, model.init_state(2))
+    b, _ = model(x, model.init_state(2))
+    assert not torch.allclose(a, b)
+    c, _ = model.eval()(x, model.init_state(2))
+    d, _ = model(x, model.init_state(2))
+    torch.testing.assert_close(c, d, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("field", ["dropout", "embed_dropout", "output_dropout"])
+def test_dropout_out_of_range_names_its_field(field: str) -> None:
+    """A dropout of 1 (or below 0) is an InvalidArgument naming the field."""
+    for value in (1.0, -0.1):
+        with pytest.raises(InvalidArgument, match=rf"^{field}: must be in \[0, 1\)") as caught:
+            CharLSTMConfig(vocab_size=20, **{field: value})
+        assert caught.value.field == field

@@ -12,6 +12,8 @@ import pytest
 import torch
 
 from server.checkpoint import read_meta
+from server.cli import build_parser
+from server.data.shakespeare import DEV_PLAYS, Corpus
 from server.errors import CheckpointError, InvalidArgument
 from server.text.checkpoint import load_text_model
 from server.text.train import TextTrainer, TextTrainOptions, state_path
@@ -115,3 +117,93 @@ def test_torchrun_trains_with_two_processes(tiny_corpus: Path, tmp_path: Path) -
     meta = read_meta(out)
     assert meta["training"]["processes"] == 2
     assert meta["training"]["chars_seen"] == 4 * 2 * 4 * 16
+
+
+def dev_corpus(tiny_corpus: Path) -> Corpus:
+    """The tiny corpus with its first part as training text, the rest as one held-out and one development play."""
+    text = tiny_corpus.read_text(encoding="utf-8")
+    cut, dev_cut = len(text) * 3 // 5, len(text) * 4 // 5
+    valid, dev = {"held.txt": text[cut:dev_cut]}, {"dev.txt": text[dev_cut:]}
+    return Corpus(train=text[:cut], valid=valid, source="test", sha256="0" * 64, dev=dev)
+
+
+def test_dev_split_is_reported_beside_the_held_out_plays(tiny_corpus: Path, tmp_path: Path) -> None:
+    """With development plays the checkpoint and its card report their bits/char beside the held-out figure."""
+    out = tmp_path / "m.safetensors"
+    opts = options(tiny_corpus, out)
+    opts.corpus = None  # the corpus comes whole, as load_corpus gives it
+    trainer = TextTrainer(opts, corpus=dev_corpus(tiny_corpus))
+    trainer.train()
+    meta = read_meta(out)
+    assert meta["corpus"]["dev"] == {"dev.txt": len(dev_corpus(tiny_corpus).dev["dev.txt"])}
+    assert 0 < meta["metrics"]["dev_bits_per_char"] < 8
+    assert list(meta["metrics"]["dev_bits_per_char_by_document"]) == ["dev.txt"]
+    assert 0 < meta["metrics"]["held_out_bits_per_char"] < 8
+    card = out.with_suffix(".md").read_text()
+    assert "| development bits per character |" in card and "| dev.txt (development) |" in card
+
+
+def test_without_dev_plays_nothing_is_reported_for_them(tiny_corpus: Path, tmp_path: Path) -> None:
+    """Today's runs (no development split) have no development figure."""
+    out = tmp_path / "m.safetensors"
+    TextTrainer(options(tiny_corpus, out, steps=2)).train()
+    meta = read_meta(out)
+    assert meta["corpus"]["dev"] == {} and "dev_bits_per_char" not in meta["metrics"]
+    assert "development" not in out.with_suffix(".md").read_text()
+
+
+def test_recipe_options_reach_the_model_and_the_optimizer(tiny_corpus: Path, tmp_path: Path) -> None:
+    """Embedding and output dropout go into the saved config; weight decay into the optimizer's matrices."""
+    model = {**TINY, "dropout": 0.1, "embed_dropout": 0.2, "output_dropout": 0.3}
+    out = tmp_path / "m.safetensors"
+    trainer = TextTrainer(options(tiny_corpus, out, steps=2, model=model, weight_decay=0.1))
+    assert [g["weight_decay"] for g in trainer.optimizer.param_groups] == [0.1, 0.0]
+    trainer.train()
+    config = read_meta(out)["config"]
+    assert (config["dropout"], config["embed_dropout"], config["output_dropout"]) == (0.1, 0.2, 0.3)
+    assert "dropout 0.2 on the embedding, 0.1 between layers, 0.3 on the output" in out.with_suffix(".md").read_text()
+
+
+@pytest.mark.parametrize(
+    ("overrides", "field"),
+    [
+        ({"dev_plays": ("othello",)}, "dev_plays"),  # with --corpus: a file has no plays
+        ({"corpus": None, "dev_plays": ("hamlet",)}, "dev_plays"),
+        ({"weight_decay": 1.5}, "weight_decay"),
+        ({"min_lr_ratio": -0.1}, "min_lr_ratio"),
+    ],
+)
+def test_bad_recipe_options_name_their_field(
+    tiny_corpus: Path, tmp_path: Path, overrides: dict[str, object], field: str
+) -> None:
+    """Options out of range are refused before any data is read, naming the option."""
+    opts = options(tiny_corpus, tmp_path / "m.safetensors")
+    for name, value in overrides.items():
+        setattr(opts, name, value)
+    with pytest.raises(InvalidArgument) as caught:
+        TextTrainer(opts)
+    assert caught.value.field == field
+
+
+@pytest.mark.parametrize(
+    ("flags", "plays"),
+    [([], ()), (["--dev-plays"], DEV_PLAYS), (["--dev-plays", "tempest", "lear"], ("tempest", "lear"))],
+)
+def test_dev_plays_flag_names_the_split(
+    monkeypatch: pytest.MonkeyPatch, flags: list[str], plays: tuple[str, ...]
+) -> None:
+    """No flag: no split; the flag alone: DEV_PLAYS; the flag with names: those plays."""
+    seen: list[TextTrainOptions] = []
+
+    class Recorder:
+        def __init__(self, opts: TextTrainOptions) -> None:
+            seen.append(opts)
+
+        def train(self) -> dict[str, object]:
+            return {}
+
+    monkeypatch.setattr("server.text.train.TextTrainer", Recorder)
+    args = build_parser().parse_args(["train", "text", "--steps", "1", "--embed-dropout", "0.1", *flags])
+    assert args.func(args) == 0
+    assert seen[0].dev_plays == plays
+    assert seen[0].model["embed_dropout"] == 0.1 and seen[0].model["output_dropout"] is None
