@@ -38,7 +38,8 @@ class Flag:
 
     help: str | None  # None: listed without a help line
     name: str | None = None  # the flag with underscores (``speed_range``); None: the field's (``no_`` + it for off)
-    parse: Callable[[str], Any] = str  # reads the flag's text; raises InvalidArgument (or ValueError) on a bad one
+    # reads the flag's text (the list of its texts with ``nargs``); raises InvalidArgument (or ValueError) on a bad one
+    parse: Callable[[Any], Any] = str
     choices: tuple[str, ...] | None = None
     metavar: str | None = None
     group: str | None = None  # the help's heading (None: the command's own options)
@@ -47,6 +48,7 @@ class Flag:
     exclusive: str | None = None  # flags of the same name exclude each other (``--epochs | --steps``)
     fallback: Callable[[], Any] | None = None  # the value when the flag is not given, for a field without default
     nested: type | None = None  # a dataclass of option fields: the field is built from its flags
+    nargs: str | None = None  # a flag of several values (``*``: none or more), read by ``parse`` as one list
 
     def dest(self, field_name: str) -> str:
         if self.name is not None:
@@ -129,7 +131,6 @@ _LOOP: dict[str, dict[str, Any]] = {
     "checkpoint_minutes": {"help": "minutes between resumable saves", "parse": float},
     "progress": {"help": "no progress bar (logs only)", "switch": False},
 }
-LOOP_FLAGS = tuple(_LOOP)
 
 
 def loop_flag(name: str, optimizer: str = "") -> Flag:
@@ -214,6 +215,8 @@ def add_flags(parser: argparse.ArgumentParser, cls: type[TrainOptions], dry_run:
             kwargs |= {"action": "store_const", "const": flag.switch}
         else:
             kwargs |= {"metavar": flag.metavar, "choices": flag.choices}
+            if flag.nargs is not None:
+                kwargs["nargs"] = flag.nargs
             if flag.parse in PARSED_BY_ARGPARSE:
                 kwargs["type"] = flag.parse
         container.add_argument("--" + dest.replace("_", "-"), **kwargs)

@@ -37,7 +37,6 @@ from tqdm import tqdm
 
 from server.errors import CheckpointError
 from server.provenance import Provenance, options_record
-from server.provenance import jsonable as jsonable  # the text trainer reads it from here
 
 log = logging.getLogger(__name__)
 

@@ -48,25 +48,12 @@ def tiny_corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_text_checkpoint(tmp_path_factory: pytest.TempPathFactory, tiny_corpus: Path) -> Path:
-    """A real 2-layer LSTM, trained for a few seconds on the tiny corpus."""
-    from server.text.train import TextTrainer, TextTrainOptions
+    """A real 2-layer LSTM, its trainer's tiny preset (60 steps of 8 x 32 characters: seconds) on the tiny corpus."""
+    from server.text.options import TextTrainOptions
+    from server.text.train import TextTrainer
 
     out = tmp_path_factory.mktemp("text_model") / "tiny.safetensors"
-    opts = TextTrainOptions(
-        corpus=tiny_corpus,
-        out=out,
-        steps=60,
-        device="cpu",
-        precision="fp32",
-        batch_size=8,
-        seq_len=32,
-        lr=1e-2,
-        warmup_steps=5,
-        eval_every=1000,
-        progress=False,
-        model={"hidden_size": 32, "num_layers": 2, "embed_dim": 16},
-    )
-    TextTrainer(opts).train()
+    TextTrainer(TextTrainOptions.dry_run(corpus=tiny_corpus, out=out)).train()
     return out
 
 

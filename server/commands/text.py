@@ -7,20 +7,11 @@ import json
 import sys
 from pathlib import Path
 
-from server.commands.common import add_checkpoint, add_device, add_loop_options, add_seed, loop_options, read_utf8
-from server.data.shakespeare import DEV_PLAYS
+from server.commands.common import add_checkpoint, add_device, add_seed, read_utf8
 from server.errors import InvalidArgument
+from server.options import add_flags, from_flags
 from server.paths import DEFAULT_TEXT_CHECKPOINT, default_checkpoint, shown
-
-# CharLSTMConfig's fields as the flags name them (--layers, not --num-layers).
-MODEL_FLAGS = {
-    "hidden_size": "hidden_size",
-    "num_layers": "layers",
-    "embed_dim": "embed_dim",
-    "dropout": "dropout",
-    "embed_dropout": "embed_dropout",
-    "output_dropout": "output_dropout",
-}
+from server.text.options import TextTrainOptions
 
 
 def add_train(sub: argparse._SubParsersAction) -> None:
@@ -30,49 +21,15 @@ def add_train(sub: argparse._SubParsersAction) -> None:
         description="Train the character-level LSTM on Shakespeare (or --corpus) with stateful truncated "
         "backpropagation. Progress shows training bits/char, held-out estimate, characters/s and learning rate. "
         "Run under `torchrun --nproc-per-node N` for data-parallel training.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("--corpus", type=Path, help="a UTF-8 text file instead of Shakespeare (last 5%% held out)")
-    add_loop_options(p, out="runs/text/model.safetensors", optimizer="AdamW", warmup=100, eval_every=500)
-    p.add_argument("--batch-size", type=int, default=64, help="parallel text streams per process")
-    p.add_argument("--seq-len", type=int, default=128, help="characters per truncated-BPTT chunk")
-    p.add_argument("--weight-decay", type=float, default=0.01, help="AdamW decoupled weight decay on matrices")
-    p.add_argument("--min-lr-ratio", type=float, default=0.05, help="the cosine's floor, a fraction of --lr")
-    p.add_argument(
-        "--dev-plays",
-        nargs="*",
-        metavar="PLAY",
-        help="hold these training plays out as a development split, reported beside the held-out plays "
-        f"(no PLAY: {' '.join(DEV_PLAYS)}); off by default",
-    )
-    model = p.add_argument_group("model")
-    model.add_argument("--hidden-size", type=int, default=512)
-    model.add_argument("--layers", type=int, default=2)
-    model.add_argument("--embed-dim", type=int, default=64)
-    model.add_argument("--dropout", type=float, default=0.1, help="between layers (and on the output)")
-    model.add_argument("--embed-dropout", type=float, default=0.0, help="on the embedding")
-    model.add_argument("--output-dropout", type=float, default=None, help="on the output (default: --dropout)")
+    add_flags(p, TextTrainOptions, dry_run="60 steps of a 2 x 32 LSTM (seconds)")
     p.set_defaults(func=_train)
 
 
 def _train(args: argparse.Namespace) -> int:
-    from server.text.model import CharLSTMConfig
-    from server.text.train import TextTrainer, TextTrainOptions
+    from server.text.train import TextTrainer
 
-    opts = TextTrainOptions(
-        **loop_options(args),
-        corpus=args.corpus,
-        batch_size=args.batch_size,
-        seq_len=args.seq_len,
-        weight_decay=args.weight_decay,
-        min_lr_ratio=args.min_lr_ratio,
-        dev_plays=() if args.dev_plays is None else tuple(args.dev_plays) or DEV_PLAYS,
-        model={field: getattr(args, flag) for field, flag in MODEL_FLAGS.items()},
-    )
-    try:  # before the corpus is read: the vocabulary comes with it, any size does to check the rest
-        CharLSTMConfig(vocab_size=1, **opts.model)
-    except InvalidArgument as exc:
-        raise InvalidArgument(MODEL_FLAGS[exc.field], exc.reason) from None
+    opts = from_flags(TextTrainOptions, args)
     info = TextTrainer(opts).train()
     if info:
         metrics = info["metrics"]

@@ -4,7 +4,9 @@ Each process reads ``batch_size`` contiguous streams of the training text and
 carries the LSTM state from one chunk of ``seq_len`` characters to the next,
 so the model learns to use context far beyond one chunk. Under ``torchrun``
 every process takes its own streams and gradients are averaged (gloo on the
-CPU, NCCL on GPUs); only rank 0 evaluates, writes and reports.
+CPU, NCCL on GPUs); only rank 0 evaluates, writes and reports. The loop, the
+budget, the signals and the resume are :class:`server.training.TrainLoop`'s;
+the options are :class:`~server.text.options.TextTrainOptions`.
 """
 
 from __future__ import annotations
@@ -12,73 +14,26 @@ from __future__ import annotations
 import logging
 import random
 import time
-from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 
-import server
-from server.data.shakespeare import DOCUMENT_SEPARATOR, Corpus, check_dev_plays, load_corpus
+from server.data.shakespeare import DOCUMENT_SEPARATOR, Corpus, load_corpus
 from server.device import autocast_dtype, resolve_device
 from server.errors import CheckpointError, InvalidArgument
+from server.model_card import ModelCard
+from server.provenance import stamp
 from server.text.checkpoint import save_text_model
 from server.text.dialogue import speakers
 from server.text.evaluate import LN2, bits_per_char, streamed_bits_per_char
 from server.text.model import CharLSTM, CharLSTMConfig, State
+from server.text.options import TextTrainOptions
 from server.text.vocab import Vocabulary
-from server.training import TrainLoop, init_distributed, jsonable, state_path
+from server.training import TrainLoop, init_distributed, state_path
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class TextTrainOptions:
-    corpus: Path | None = None  # None: the Shakespeare corpus
-    out: Path = Path("runs/text/model.safetensors")
-    steps: int | None = None  # stop after this many optimizer steps...
-    minutes: float | None = None  # ...or after this much wall time (whichever comes first)
-    device: str = "auto"
-    precision: str = "auto"
-    resume: bool = False
-    seed: int = 1234
-    batch_size: int = 64  # streams per process
-    seq_len: int = 128
-    lr: float = 2e-3
-    min_lr_ratio: float = 0.05
-    warmup_steps: int = 100
-    weight_decay: float = 0.01
-    grad_clip: float = 1.0
-    eval_every: int = 500
-    checkpoint_minutes: float = 5.0
-    progress: bool = True
-    model: dict[str, Any] = field(default_factory=dict)  # CharLSTMConfig fields but vocab_size
-    # Training plays held out as a development split (server.data.shakespeare.DEV_PLAYS, say): the progress
-    # estimate reads them and the checkpoint reports them beside the held-out plays. (): train on every play.
-    dev_plays: tuple[str, ...] = ()
-
-    def validate(self) -> None:
-        if self.steps is None and self.minutes is None:
-            raise InvalidArgument("steps", "give --steps or --minutes")
-        if self.steps is not None and self.steps < 1:
-            raise InvalidArgument("steps", f"must be at least 1, got {self.steps}")
-        if self.minutes is not None and self.minutes <= 0:
-            raise InvalidArgument("minutes", f"must be positive, got {self.minutes}")
-        for name in ("batch_size", "seq_len", "eval_every", "warmup_steps"):
-            if getattr(self, name) < 1:
-                raise InvalidArgument(name, f"must be at least 1, got {getattr(self, name)}")
-        if not 0 < self.lr < 1:
-            raise InvalidArgument("lr", f"must be in (0, 1), got {self.lr}")
-        if not 0 <= self.weight_decay < 1:
-            raise InvalidArgument("weight_decay", f"must be in [0, 1), got {self.weight_decay}")
-        if not 0 <= self.min_lr_ratio <= 1:
-            raise InvalidArgument("min_lr_ratio", f"must be in [0, 1], got {self.min_lr_ratio}")
-        if self.dev_plays and self.corpus is not None:
-            raise InvalidArgument("dev_plays", "only the Shakespeare corpus has plays to hold out; drop --corpus")
-        check_dev_plays(self.dev_plays)
 
 
 class TextTrainer(TrainLoop):
@@ -234,83 +189,71 @@ class TextTrainer(TrainLoop):
                 "held_out": {name: len(text) for name, text in self.corpus.valid.items()},
                 "dev": {name: len(text) for name, text in self.corpus.dev.items()},
             },
-            "training": {
-                "steps": self.step,
-                "chars_seen": self.seen,
-                "wall_time_s": round(self.elapsed, 1),
-                "device": str(self.device) if self.device.type == "cpu" else torch.cuda.get_device_name(self.device),
-                "threads": torch.get_num_threads(),
-                "processes": self.dist.world,
-                "precision": str(self.amp or torch.float32).replace("torch.", ""),
-                "options": jsonable(asdict(self.opts)),
-            },
+            "training": self._provenance().to_dict(),
             "metrics": metrics,
             "speakers": speakers(self.corpus.train),
             "parameters": self.model.num_parameters(),
-            "created": datetime.now(UTC).isoformat(timespec="seconds"),
-            "antiphon_version": server.__version__,
+            **stamp(),
         }
         save_text_model(self.opts.out, self.model, self.vocab, info)
-        write_model_card(self.opts.out, info, self.model.config.to_dict())
+        text_card(info, self.model.config.to_dict()).write(self.opts.out)
         log.info("held-out %.4f bits/char; checkpoint %s", overall, self.opts.out)
         return info
 
 
-def write_model_card(out: Path, info: dict[str, Any], config: dict[str, Any]) -> Path:
-    """A Markdown card beside the checkpoint: data, split, steps, time, device, metrics."""
+def text_card(info: dict[str, Any], config: dict[str, Any]) -> ModelCard:
+    """The card of a character LSTM checkpoint (its info and model config): data, split, recipe, steps, time,
+    device, metrics, and the bits per character of each held-out (and development) document."""
     train, corpus, metrics = info["training"], info["corpus"], info["metrics"]
     opts = train["options"]
-    by_doc = "\n".join(
-        f"| {name} | {chars:,} | {metrics['held_out_bits_per_char_by_document'][name]:.4f} |"
-        for name, chars in corpus["held_out"].items()
-    )
     run = f"--steps {opts['steps']}" if opts["steps"] is not None else f"--minutes {opts['minutes']}"
     arch = (
         f"embedding {config['embed_dim']}, LSTM {config['num_layers']} x {config['hidden_size']}, "
         f"vocabulary {config['vocab_size']}"
-    )
-    head_dropout = config["dropout"] if config.get("output_dropout") is None else config["output_dropout"]
-    recipe = (
-        f"dropout {config.get('embed_dropout', 0.0)} on the embedding, {config['dropout']} between layers, "
-        f"{head_dropout} on the output; AdamW lr {opts['lr']}, weight decay {opts['weight_decay']}, "
-        f"cosine to {opts['min_lr_ratio']} of it"
     )
     steps = (
         f"{train['steps']:,} of {opts['batch_size']} x {opts['seq_len']} characters per process, "
         f"{train['processes']} process(es), {train['chars_seen']:,} characters seen"
     )
     dev = corpus.get("dev") or {}
-    dev_rows = "".join(
-        f"| {name} (development) | {chars:,} | {metrics['dev_bits_per_char_by_document'][name]:.4f} |\n"
-        for name, chars in dev.items()
-    )
     split = f"held out, never trained on: {', '.join(corpus['held_out'])}"
     if dev:
         split += f"; development plays, not trained on: {', '.join(dev)}"
-    dev_line = f"| development bits per character | {metrics['dev_bits_per_char']:.4f} |\n" if dev else ""
-    card = f"""# {out.name}
-
-Character-level LSTM trained by `antiphon train text {run} --out {out}` (antiphon {info["antiphon_version"]}).
-
-| | |
-|---|---|
-| architecture | {arch} |
-| parameters | {info["parameters"]:,} |
-| recipe | {recipe} |
-| data | {corpus["source"]} (sha256 {corpus["sha256"][:16]}...), {corpus["train_chars"]:,} training characters |
-| split | {split} |
-| steps | {steps} |
-| time | {train["wall_time_s"] / 60:.1f} minutes |
-| device | {train["device"]}, {train["threads"]} threads, {train["precision"]} |
-| held-out bits per character | **{metrics["held_out_bits_per_char"]:.4f}** |
-{dev_line}| created | {info["created"]} |
-
-Held-out documents, scored with `antiphon eval text` (state carried through each whole file):
-
-| document | characters | bits/char |
-|---|---|---|
-{by_doc}
-{dev_rows}"""
-    path = out.with_suffix(".md")
-    path.write_text(card, encoding="utf-8")
-    return path
+    rows = [("architecture", arch), ("parameters", f"{info['parameters']:,}")]
+    # A checkpoint made before the recipe's dropouts were options (its config has no embed_dropout) was carded
+    # without this row; its card is written again as it was.
+    if "embed_dropout" in config:
+        head_dropout = config["dropout"] if config["output_dropout"] is None else config["output_dropout"]
+        recipe = (
+            f"dropout {config['embed_dropout']} on the embedding, {config['dropout']} between layers, "
+            f"{head_dropout} on the output; AdamW lr {opts['lr']}, weight decay {opts['weight_decay']}, "
+            f"cosine to {opts['min_lr_ratio']} of it"
+        )
+        rows.append(("recipe", recipe))
+    rows += [
+        (
+            "data",
+            f"{corpus['source']} (sha256 {corpus['sha256'][:16]}...), {corpus['train_chars']:,} training characters",
+        ),
+        ("split", split),
+        ("steps", steps),
+        ("time", f"{train['wall_time_s'] / 60:.1f} minutes"),
+        ("device", f"{train['device']}, {train['threads']} threads, {train['precision']}"),
+        ("held-out bits per character", f"**{metrics['held_out_bits_per_char']:.4f}**"),
+    ]
+    if dev:
+        rows.append(("development bits per character", f"{metrics['dev_bits_per_char']:.4f}"))
+    rows.append(("created", info["created"]))
+    documents = [
+        f"| {name} | {chars:,} | {metrics['held_out_bits_per_char_by_document'][name]:.4f} |"
+        for name, chars in corpus["held_out"].items()
+    ]
+    documents += [
+        f"| {name} (development) | {chars:,} | {metrics['dev_bits_per_char_by_document'][name]:.4f} |"
+        for name, chars in dev.items()
+    ]
+    sections = [
+        "Held-out documents, scored with `antiphon eval text` (state carried through each whole file):",
+        "| document | characters | bits/char |\n|---|---|---|\n" + "\n".join(documents),
+    ]
+    return ModelCard("Character-level LSTM", f"antiphon train text {run}", info["antiphon_version"], rows, sections)

@@ -311,7 +311,8 @@ def _export_all(
 
 
 def main(argv: list[str]) -> int:
-    from server.text.train import TextTrainer, TextTrainOptions
+    from server.text.options import TextTrainOptions
+    from server.text.train import TextTrainer
     from tests.conftest import make_dialogue
 
     out = Path(argv[0])
@@ -319,22 +320,7 @@ def main(argv: list[str]) -> int:
     corpus_path = out / "dialogue.txt"
     corpus_path.write_text(make_dialogue(600), encoding="utf-8")
     checkpoint = out / "tiny.safetensors"
-    TextTrainer(
-        TextTrainOptions(
-            corpus=corpus_path,
-            out=checkpoint,
-            steps=60,
-            device="cpu",
-            precision="fp32",
-            batch_size=8,
-            seq_len=32,
-            lr=1e-2,
-            warmup_steps=5,
-            eval_every=1000,
-            progress=False,
-            model={"hidden_size": 32, "num_layers": 2, "embed_dim": 16},
-        )
-    ).train()
+    TextTrainer(TextTrainOptions.dry_run(corpus=corpus_path, out=checkpoint)).train()  # the tests' tiny LSTM
     build(out, checkpoint, corpus_path)
     print(out / "export")
     return 0

@@ -19,6 +19,7 @@ from server.kws.options import KWSModelOptions, KWSTrainOptions
 from server.options import TrainOptions, from_flags
 from server.paths import REPO_MODELS, default_checkpoint
 from server.provenance import Provenance
+from server.text.options import CharLSTMSizes, TextTrainOptions
 from server.textdisc.options import TextDiscTrainOptions
 from server.vision.options import DigitsTrainOptions
 
@@ -30,6 +31,7 @@ TORCH_FREE = (
     "server.kws.options",
     "server.textdisc.options",
     "server.audio.options",
+    "server.text.options",
     "server.cli",
 )
 
@@ -70,6 +72,13 @@ def parsed(family: str, *flags: str) -> Any:
             ),
         ),
         ("audio", AudioTrainOptions, AudioTrainOptions(model=dataclasses.asdict(WaveNetSizes()))),
+        (
+            "text",
+            TextTrainOptions,
+            TextTrainOptions(
+                model={"hidden_size": 512, "num_layers": 2, "embed_dim": 64, "dropout": 0.1, "embed_dropout": 0.0}
+            ),
+        ),
     ],
 )
 def test_no_flags_give_the_default_options(family: str, cls: type[TrainOptions], expected: TrainOptions) -> None:
@@ -97,6 +106,7 @@ def test_model_flags_default_to_the_model_configs() -> None:
     """The flags that name a model config's fields (declared torch-free) keep the config's defaults."""
     from server.audio.model import SIZES, WaveNetConfig
     from server.kws.model import KWSConfig
+    from server.text.model import CharLSTMConfig
     from server.textdisc.model import BAND_WIDTH, RANK_WIDTH
 
     sizes = dataclasses.asdict(WaveNetSizes())
@@ -105,6 +115,10 @@ def test_model_flags_default_to_the_model_configs() -> None:
     assert dataclasses.asdict(KWSModelOptions()) == {"channels": KWSConfig().channels, "blocks": KWSConfig().blocks}
     model = from_flags(TextDiscTrainOptions, parsed("textdisc")).model or {}
     assert (model["band_width"], model["rank_width"]) == (BAND_WIDTH, RANK_WIDTH)
+    text = dataclasses.asdict(CharLSTMSizes())
+    assert set(text) == {f.name for f in dataclasses.fields(CharLSTMConfig)} - {"vocab_size"}
+    config = CharLSTMConfig(vocab_size=1)  # its dropout is 0.0; the command's 0.1
+    assert text == {**{name: getattr(config, name) for name in text}, "dropout": 0.1}
 
 
 def test_dry_run_trains_and_writes_the_card(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -130,6 +144,10 @@ def committed_card(name: str, meta: dict[str, Any]) -> Any:
         from server.audio.train import audio_card
 
         return audio_card(meta, meta["config"])
+    if name.startswith("text/"):
+        from server.text.train import text_card
+
+        return text_card(meta, meta["config"])
     from server.textdisc.model_card import textdisc_card
 
     return textdisc_card(meta, meta["config"])
@@ -141,6 +159,8 @@ def committed_card(name: str, meta: dict[str, Any]) -> Any:
         "digits/digits_cnn",
         "kws/kws_dscnn",
         "audio/wavenet",
+        "text/char_lstm",
+        "text/char_lstm_small",
         "textdisc/text_disc",
         "textdisc/text_disc_base",
     ],
@@ -152,5 +172,5 @@ def test_a_committed_card_is_written_again_from_its_checkpoint(name: str) -> Non
     meta = read_meta(checkpoint)
     card = committed_card(name, meta).render(Path("models") / f"{name}.safetensors")
     assert card == checkpoint.with_suffix(".md").read_text(encoding="utf-8")
-    seen = "samples_seen" if name.startswith("audio/") else "seen"
+    seen = {"audio": "samples_seen", "text": "chars_seen"}.get(name.split("/")[0], "seen")
     assert Provenance.from_dict(meta["training"], seen).to_dict() == meta["training"]

@@ -15,8 +15,12 @@ from server.checkpoint import read_meta
 from server.cli import build_parser
 from server.data.shakespeare import DEV_PLAYS, Corpus
 from server.errors import CheckpointError, InvalidArgument
+from server.options import from_flags
 from server.text.checkpoint import load_text_model
-from server.text.train import TextTrainer, TextTrainOptions, state_path
+from server.text.model import CharLSTMConfig
+from server.text.options import TextTrainOptions
+from server.text.train import TextTrainer
+from server.training import state_path
 
 from ...conftest import timeout
 
@@ -206,4 +210,32 @@ def test_dev_plays_flag_names_the_split(
     args = build_parser().parse_args(["train", "text", "--steps", "1", "--embed-dropout", "0.1", *flags])
     assert args.func(args) == 0
     assert seen[0].dev_plays == plays
-    assert seen[0].model["embed_dropout"] == 0.1 and seen[0].model["output_dropout"] is None
+    # --output-dropout not given: left out of the model's options, the config's own (None: --dropout) applies
+    assert seen[0].model["embed_dropout"] == 0.1 and seen[0].model.get("output_dropout") is None
+    assert CharLSTMConfig(vocab_size=1, **seen[0].model).output_dropout is None
+
+
+def test_dry_run_flag_trains_the_tests_tiny_model() -> None:
+    """`antiphon train text --dry-run` is the preset the tests train with: the same options, the same model."""
+    args = build_parser().parse_args(["train", "text", "--dry-run", "--corpus", "tiny.txt"])
+    opts = from_flags(TextTrainOptions, args)
+    preset = TextTrainOptions.dry_run(corpus=Path("tiny.txt"))
+    assert CharLSTMConfig(vocab_size=1, **opts.model) == CharLSTMConfig(vocab_size=1, **preset.model)
+    assert opts == TextTrainOptions.dry_run(corpus=Path("tiny.txt"), model=opts.model)
+    assert (opts.steps, opts.batch_size, opts.seq_len) == (60, 8, 32)
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--layers", "0"], "layers: must be at least 1, got 0"),
+        (["--output-dropout", "1"], "output_dropout: must be in [0, 1), got 1.0"),
+        (["--min-lr-ratio", "2"], "min_lr_ratio: must be in [0, 1], got 2.0"),
+    ],
+)
+def test_bad_flags_are_refused_naming_the_flag(flags: list[str], message: str) -> None:
+    """The options refuse a flag out of range before any data is read, naming the flag (--layers: layers)."""
+    opts = from_flags(TextTrainOptions, build_parser().parse_args(["train", "text", "--steps", "1", *flags]))
+    with pytest.raises(InvalidArgument) as caught:
+        opts.validate()
+    assert str(caught.value) == message

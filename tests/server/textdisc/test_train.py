@@ -268,15 +268,12 @@ def test_a_scorer_model_asks_for_dynamic_int8_tflite(
 @pytest.fixture(scope="module")
 def tiny_reference_checkpoint(tmp_path_factory: pytest.TempPathFactory, tiny_corpus: Path) -> Path:
     """A weaker LSTM than the tiny one (one layer of 16), trained for a second on the same corpus."""
-    from server.text.train import TextTrainer, TextTrainOptions
+    from server.text.options import TextTrainOptions
+    from server.text.train import TextTrainer
 
     out = tmp_path_factory.mktemp("reference") / "weaker.safetensors"
     model = {"hidden_size": 16, "num_layers": 1, "embed_dim": 8}
-    common = {"device": "cpu", "precision": "fp32", "batch_size": 8, "seq_len": 32, "warmup_steps": 5}
-    options = TextTrainOptions(
-        corpus=tiny_corpus, out=out, steps=30, lr=1e-2, eval_every=1000, progress=False, model=model, **common
-    )
-    TextTrainer(options).train()
+    TextTrainer(TextTrainOptions.dry_run(corpus=tiny_corpus, out=out, steps=30, model=model)).train()
     return out
 
 

@@ -1,0 +1,105 @@
+"""The options of ``antiphon train text``: what :class:`server.text.train.TextTrainer` reads, validated before the
+corpus is read. Torch-free: the command line is generated from the fields that are flags."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, ClassVar
+
+from server.data.shakespeare import DEV_PLAYS, check_dev_plays
+from server.errors import InvalidArgument
+from server.options import TrainOptions, at_least, check_budget, loop_option, option, within
+
+
+@dataclass
+class CharLSTMSizes:
+    """The flags of the model's config (:class:`server.text.model.CharLSTMConfig`'s fields but the vocabulary, which
+    is the corpus's). Their defaults are the config's but ``dropout``'s: 0.1 here, 0.0 in the config (the tests
+    check the others)."""
+
+    hidden_size: int = option(512, parse=int)
+    num_layers: int = option(2, name="layers", parse=int)
+    embed_dim: int = option(64, parse=int)
+    dropout: float = option(0.1, "between layers (and on the output)", parse=float)
+    embed_dropout: float = option(0.0, "on the embedding", parse=float)
+    output_dropout: float | None = option(None, "on the output (default: --dropout)", parse=float)
+
+
+# The flag of each model config field, to name the flag a bad value came from (--layers, not num_layers).
+MODEL_FLAGS = {f.name: f.metadata["flag"].dest(f.name) for f in fields(CharLSTMSizes)}
+
+
+def _dev_plays(names: list[str]) -> tuple[str, ...]:
+    """``--dev-plays`` alone: :data:`~server.data.shakespeare.DEV_PLAYS`; with names: those plays."""
+    return tuple(names) or DEV_PLAYS
+
+
+@dataclass
+class TextTrainOptions(TrainOptions):
+    # None: the Shakespeare corpus
+    corpus: Path | None = option(  # noqa: RUF009
+        None, "a UTF-8 text file instead of Shakespeare (last 5% held out)", parse=Path
+    )
+    steps: int | None = loop_option("steps", None)  # stop after this many optimizer steps...
+    minutes: float | None = loop_option("minutes", None)  # ...or after this much wall time (whichever comes first)
+    out: Path = loop_option("out", Path("runs/text/model.safetensors"))  # noqa: RUF009
+    resume: bool = loop_option("resume", False)
+    device: str = loop_option("device", "auto")
+    precision: str = loop_option("precision", "auto")
+    seed: int = loop_option("seed", 1234)
+    lr: float = loop_option("lr", 2e-3, optimizer="AdamW")
+    warmup_steps: int = loop_option("warmup_steps", 100)
+    eval_every: int = loop_option("eval_every", 500)
+    checkpoint_minutes: float = loop_option("checkpoint_minutes", 5.0)
+    progress: bool = loop_option("progress", True)
+    batch_size: int = option(64, "parallel text streams per process", parse=int)
+    seq_len: int = option(128, "characters per truncated-BPTT chunk", parse=int)
+    weight_decay: float = option(0.01, "AdamW decoupled weight decay on matrices", parse=float)
+    min_lr_ratio: float = option(0.05, "the cosine's floor, a fraction of --lr", parse=float)
+    # Training plays held out as a development split (DEV_PLAYS, say): the progress estimate reads them and the
+    # checkpoint reports them beside the held-out plays. (): train on every play.
+    dev_plays: tuple[str, ...] = option(
+        (),
+        "hold these training plays out as a development split, reported beside the held-out plays "
+        f"(no PLAY: {' '.join(DEV_PLAYS)}); off by default",
+        parse=_dev_plays,
+        nargs="*",
+        metavar="PLAY",
+        shown="None",
+    )
+    # CharLSTMConfig fields but vocab_size
+    model: dict[str, Any] = option(default_factory=dict, nested=CharLSTMSizes, group="model")  # noqa: RUF009
+    grad_clip: float = 1.0
+
+    # 60 steps of 8 x 32 characters for a 2 x 32 LSTM: seconds on one core (the tests give it their tiny corpus)
+    DRY_RUN: ClassVar[dict[str, Any]] = {
+        "steps": 60,
+        "device": "cpu",
+        "precision": "fp32",
+        "batch_size": 8,
+        "seq_len": 32,
+        "lr": 1e-2,
+        "warmup_steps": 5,
+        "eval_every": 1000,
+        "progress": False,
+        "model": {"hidden_size": 32, "num_layers": 2, "embed_dim": 16, "dropout": 0.0},
+    }
+
+    def validate(self) -> None:
+        from server.text.model import CharLSTMConfig  # torch: loaded when a run starts, not for the flags
+
+        try:  # before the corpus is read: the vocabulary comes with it, any size does to check the rest
+            CharLSTMConfig(vocab_size=1, **self.model)
+        except InvalidArgument as exc:
+            raise InvalidArgument(MODEL_FLAGS.get(exc.field, exc.field), exc.reason) from None
+        check_budget(self, "minutes")
+        if self.minutes is not None and self.minutes <= 0:
+            raise InvalidArgument("minutes", f"must be positive, got {self.minutes}")
+        at_least(self, 1, "batch_size", "seq_len", "eval_every", "warmup_steps")
+        within(self, "lr", 0, 1, "()")
+        within(self, "weight_decay", 0, 1, "[)")
+        within(self, "min_lr_ratio", 0, 1)
+        if self.dev_plays and self.corpus is not None:
+            raise InvalidArgument("dev_plays", "only the Shakespeare corpus has plays to hold out; drop --corpus")
+        check_dev_plays(self.dev_plays)
