@@ -7,30 +7,30 @@ import json
 from pathlib import Path
 
 from server.audio.options import AudioTrainOptions
-from server.commands.common import add_checkpoint, add_device, add_seed
+from server.commands.common import add_checkpoint, add_device, add_seed, add_trainer
 from server.errors import InvalidArgument
-from server.options import add_flags, from_flags
 from server.paths import default_checkpoint
 
 
 def add_train(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
+    add_trainer(
+        sub,
         "audio",
+        AudioTrainOptions,
+        _train,
         help="train the WaveNet on espeak-ng speech",
         description="Train the WaveNet on random segments of espeak-ng renderings (lines of the training plays and "
         "the number words, in training voices, speeds, pitches and loudness; rendered once and cached), conditioned "
         "on each rendering's log-mel frames and voice. Progress shows training bits/sample, a held-out estimate "
         "(voices never trained on), samples/s and learning rate; the checkpoint records the exact held-out NLL over "
         "whole utterances. Run under `torchrun --nproc-per-node N` for data-parallel training.",
+        dry_run="30 steps of four small layers on a few espeak-ng renderings (seconds)",
     )
-    add_flags(p, AudioTrainOptions, dry_run="30 steps of four small layers on a few espeak-ng renderings (seconds)")
-    p.set_defaults(func=_train)
 
 
-def _train(args: argparse.Namespace) -> int:
+def _train(opts: AudioTrainOptions) -> int:
     from server.audio.train import AudioTrainer
 
-    opts = from_flags(AudioTrainOptions, args)
     info = AudioTrainer(opts).train()
     if info:
         print(f"held-out {info['metrics']['heldout_bits_per_sample']:.4f} bits/sample -> {opts.out}")

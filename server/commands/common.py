@@ -5,12 +5,16 @@ a flag names."""
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 from server.errors import InvalidArgument
-from server.options import DEVICES
+from server.options import DEVICES, TrainOptions, add_flags, from_flags
 from server.options import comma_list as comma_list  # export's flags read it from here
 from server.paths import default_help
+
+Options = TypeVar("Options", bound=TrainOptions)
 
 
 def add_seed(p: argparse._ActionsContainer, default: int | None, help: str) -> None:
@@ -38,3 +42,22 @@ def read_utf8(path: Path, field: str) -> str:
         raise InvalidArgument(field, f"{path} is not UTF-8 (byte {exc.start})") from None
     except OSError as exc:
         raise InvalidArgument(field, f"cannot read {path}: {exc.strerror}") from None
+
+
+def add_trainer(
+    sub: argparse._SubParsersAction,
+    name: str,
+    options: type[Options],
+    run: Callable[[Options], int],
+    *,
+    help: str,
+    description: str,
+    dry_run: str,
+) -> argparse.ArgumentParser:
+    """``antiphon train NAME``: the flags generated from ``options`` (``--dry-run`` with what ``dry_run`` says its
+    preset trains); ``run`` gets the options the flags, the preset and the defaults make, and returns the exit
+    status."""
+    p = sub.add_parser(name, help=help, description=description)
+    add_flags(p, options, dry_run=dry_run)
+    p.set_defaults(func=lambda args: run(from_flags(options, args)))
+    return p

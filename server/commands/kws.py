@@ -6,30 +6,30 @@ import argparse
 import json
 from pathlib import Path
 
-from server.commands.common import add_checkpoint
+from server.commands.common import add_checkpoint, add_trainer
 from server.errors import InvalidArgument
 from server.kws.options import KWSTrainOptions
-from server.options import add_flags, from_flags
 from server.paths import default_checkpoint
 
 
 def add_train(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
+    add_trainer(
+        sub,
         "kws",
+        KWSTrainOptions,
+        _train,
         help="train the keyword spotter (zero..nine, unknown, silence)",
         description="Train the DS-CNN keyword spotter on one-second clips: espeak-ng renderings of the number words "
         "and of other words by the training voices (rendered once, cached), augmented afresh every batch (speed, "
         "shift, reverberation, EQ, telephone band, noise, gain), and noise for silence. The log-mel front end is "
         "part of the model. Scores the held-out voices and writes a model card beside the checkpoint.",
+        dry_run="40 steps of a narrow model on 3 renderings of each number word (about 15 s)",
     )
-    add_flags(p, KWSTrainOptions, dry_run="40 steps of a narrow model on 3 renderings of each number word (about 15 s)")
-    p.set_defaults(func=_train)
 
 
-def _train(args: argparse.Namespace) -> int:
+def _train(opts: KWSTrainOptions) -> int:
     from server.kws.train import train_kws
 
-    opts = from_flags(KWSTrainOptions, args)
     info = train_kws(opts)
     m = info["metrics"]
     test = (

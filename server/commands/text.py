@@ -7,29 +7,29 @@ import json
 import sys
 from pathlib import Path
 
-from server.commands.common import add_checkpoint, add_device, add_seed, read_utf8
+from server.commands.common import add_checkpoint, add_device, add_seed, add_trainer, read_utf8
 from server.errors import InvalidArgument
-from server.options import add_flags, from_flags
 from server.paths import DEFAULT_TEXT_CHECKPOINT, default_checkpoint, shown
 from server.text.options import TextTrainOptions
 
 
 def add_train(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
+    add_trainer(
+        sub,
         "text",
+        TextTrainOptions,
+        _train,
         help="train the character LSTM",
         description="Train the character-level LSTM on Shakespeare (or --corpus) with stateful truncated "
         "backpropagation. Progress shows training bits/char, held-out estimate, characters/s and learning rate. "
         "Run under `torchrun --nproc-per-node N` for data-parallel training.",
+        dry_run="60 steps of a 2 x 32 LSTM (seconds)",
     )
-    add_flags(p, TextTrainOptions, dry_run="60 steps of a 2 x 32 LSTM (seconds)")
-    p.set_defaults(func=_train)
 
 
-def _train(args: argparse.Namespace) -> int:
+def _train(opts: TextTrainOptions) -> int:
     from server.text.train import TextTrainer
 
-    opts = from_flags(TextTrainOptions, args)
     info = TextTrainer(opts).train()
     if info:
         metrics = info["metrics"]

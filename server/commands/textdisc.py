@@ -6,9 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
-from server.commands.common import add_checkpoint, read_utf8
+from server.commands.common import add_checkpoint, add_trainer, read_utf8
 from server.errors import InvalidArgument
-from server.options import add_flags, from_flags
 from server.paths import default_checkpoint
 from server.textdisc.options import TextDiscTrainOptions
 
@@ -19,8 +18,11 @@ DRY_RUN = (
 
 
 def add_train(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
+    add_trainer(
+        sub,
         "textdisc",
+        TextDiscTrainOptions,
+        _train,
         help="train the text discriminator (real text or sampled from the LSTM)",
         description="Train the text discriminator on windows of 256 characters: the training plays (real) against "
         "streams sampled from the text model, each continuing a 128-character prompt of training text, at "
@@ -28,15 +30,13 @@ def add_train(sub: argparse._SubParsersAction) -> None:
         "the antiphon cache). Tested on the held-out plays and fresh streams prompted with held-out text at "
         "temperatures 0.7, 0.9 and 1.1, plain and with top-k 30 or top-p 0.95, with other seeds. Writes a model "
         "card beside the checkpoint.",
+        dry_run=DRY_RUN,
     )
-    add_flags(p, TextDiscTrainOptions, dry_run=DRY_RUN)
-    p.set_defaults(func=_train)
 
 
-def _train(args: argparse.Namespace) -> int:
+def _train(opts: TextDiscTrainOptions) -> int:
     from server.textdisc.train import train_textdisc
 
-    opts = from_flags(TextDiscTrainOptions, args)
     info = train_textdisc(opts)
     print(f"test accuracy {info['metrics']['test_accuracy']:.2%} -> {opts.out}")
     return 0

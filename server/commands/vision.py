@@ -5,27 +5,27 @@ from __future__ import annotations
 import argparse
 import json
 
-from server.commands.common import add_checkpoint
-from server.options import add_flags, from_flags
+from server.commands.common import add_checkpoint, add_trainer
 from server.paths import default_checkpoint
 from server.vision.options import DigitsTrainOptions
 
 
 def add_train(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
+    add_trainer(
+        sub,
         "digits",
+        DigitsTrainOptions,
+        _train,
         help="train the digits CNN",
         description="Train the small CNN on scikit-learn's bundled 8x8 digits (a fixed stratified 80/20 split, "
         "recorded in the checkpoint) and write a model card beside the checkpoint. Seconds on one CPU core.",
+        dry_run="200 steps (about two seconds)",
     )
-    add_flags(p, DigitsTrainOptions, dry_run="200 steps (about two seconds)")
-    p.set_defaults(func=_train)
 
 
-def _train(args: argparse.Namespace) -> int:
+def _train(opts: DigitsTrainOptions) -> int:
     from server.vision.train import train_digits
 
-    opts = from_flags(DigitsTrainOptions, args)
     info = train_digits(opts)
     print(f"test accuracy {info['metrics']['test_accuracy']:.2%} -> {opts.out}")
     return 0
