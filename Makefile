@@ -14,8 +14,18 @@ TEST_CLIENTS := 'openai>=1.40' httpx selenium
 # Debian packages the project needs: espeak-ng renders speech for the audio models; alsa-utils is the edge client's
 # microphone and player (arecord, aplay); mmdebstrap and qemu-user-static run the edge tests on arm64 code;
 # chromium and chromium-driver run the chat page's tests in a real headless browser; the tests start their own
-# redis-server (shared chat sessions) and nginx (replicas behind a proxy) on free ports.
-DEBS   := espeak-ng alsa-utils mmdebstrap qemu-user-static chromium chromium-driver redis-server nginx
+# redis-server (shared chat sessions) and nginx (replicas behind a proxy) on free ports. The keyword spotter's speech
+# beyond espeak-ng (server/kws/sources.py): recordings of people (asterisk's English prompts with the ten digits, a
+# TIDIGITS speaker in pocketsphinx-testdata, ktuberling's and klettres' readers in many languages, Ogg read by sox),
+# voices built from recorded speakers (festival's kal, ked and slt, flite's kal, awb, rms, slt); sox is also the GSM
+# codec of server/kws/perturb.py. (gcompris-qt-data ships no voices: GCompris downloads them at run time.)
+KWS_DEBS := asterisk-core-sounds-en-wav pocketsphinx-testdata ktuberling-data klettres-data sox libsox-fmt-all \
+	festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts flite
+# The image generators' data (server/image/data.py): Fashion-MNIST's 60,000 + 10,000 images of 28x28 (MIT licence),
+# read from the IDX files the package installs under /usr/share/datasets/fashion-mnist.
+IMAGE_DEBS := dataset-fashion-mnist
+DEBS   := espeak-ng alsa-utils mmdebstrap qemu-user-static chromium chromium-driver redis-server nginx $(KWS_DEBS) \
+	$(IMAGE_DEBS)
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 # The edge client's own environment: Python 3.11 with the edge extra only (NumPy 1, tflite-runtime 2.14,

@@ -139,12 +139,44 @@ class KWSDataConfig:
         parse=int,
     )
 
+    # Speech beyond espeak-ng (server.kws.sources), added after the renderings above (whose draws do not move).
+    voice_renderings: int = option(
+        0,
+        "renderings of each number word by each training voice built from a recorded speaker (flite kal, awb, slt; "
+        "festival kal, slt; rms and ked are kept for the development set), each with its own duration and pitch; "
+        "0: none",
+        parse=int,
+    )
+    voice_words: int = option(
+        0,
+        "other words of the training plays said by each training voice (with --hard-renderings, each hard negative "
+        "too, once), as unknown",
+        parse=int,
+    )
+    recorded_unknown: bool = option(
+        False,
+        "the recorded people's other words as unknown (asterisk, ktuberling and klettres in the languages the "
+        "development set leaves: none of its speakers)",
+        switch=True,
+    )
+    perturbed_copies: int = option(
+        0,
+        "perturbed copies (server.kws.perturb: vocal tract length, tempo, pitch, G.711 and GSM codecs, band "
+        "limits, tight trims, clipping) of every number-word clip and of the voices' and recordings' other words",
+        parse=int,
+    )
+
     def validate(self) -> None:
         at_least(self, 1, "per_number", "unknown_words", "heldout_per_label")
-        at_least(self, 0, "hard_renderings")
+        at_least(self, 0, "hard_renderings", "voice_renderings", "voice_words", "perturbed_copies")
         within(self, "accent_share", 0, 1)
 
-    def to_dict(self) -> dict[str, int | float]:
+    @property
+    def beyond_espeak(self) -> bool:
+        """Whether the training clips hold speech other than espeak-ng's."""
+        return bool(self.voice_renderings or self.voice_words or self.recorded_unknown)
+
+    def to_dict(self) -> dict[str, int | float | bool]:
         return asdict(self)
 
     @classmethod
@@ -152,7 +184,8 @@ class KWSDataConfig:
         """The data a checkpoint recorded (``meta["data"]``; older ones lack the accent share and hard negatives)."""
         return cls(
             data["per_number"], data["unknown_words"], data["heldout_per_label"], data["seed"],
-            data.get("accent_share", 0.0), data.get("hard_renderings", 0),
+            data.get("accent_share", 0.0), data.get("hard_renderings", 0), data.get("voice_renderings", 0),
+            data.get("voice_words", 0), data.get("recorded_unknown", False), data.get("perturbed_copies", 0),
         )  # fmt: skip
 
 
@@ -240,6 +273,13 @@ def _unknown_clips(config: KWSDataConfig, rng: np.random.Generator) -> list[Clip
     return [
         Clip(UNKNOWN_INDEX, w, r) for w, r in zip(train_words, renderings, strict=True) if w not in SPOKEN_AS_NUMBERS
     ]
+
+
+def training_words(config: KWSDataConfig) -> list[str]:
+    """The other words that training with ``config`` reads (the held-out words come before them in the order),
+    less :data:`SPOKEN_AS_NUMBERS`."""
+    train_words, _ = _word_split(config)
+    return [w for w in train_words if w not in SPOKEN_AS_NUMBERS]
 
 
 def hard_negatives(config: KWSDataConfig) -> list[str]:

@@ -51,6 +51,13 @@ def kws_card(info: dict[str, Any], config: KWSConfig) -> ModelCard:
         command += f" --mine-pool {mine_pool}" if mine_pool != "unknown" else ""
     if keyword_gap:
         command += f" --keyword-gap {keyword_gap}"
+    for flag in ("voice_renderings", "voice_words", "perturbed_copies"):
+        if data.get(flag):
+            command += f" --{flag.replace('_', '-')} {data[flag]}"
+    if data.get("recorded_unknown"):
+        command += " --recorded-unknown"
+    if opts.get("real_dev"):
+        command += " --real-dev"
     if not init and (config.channels, config.blocks) != (88, 4):
         command += f" --channels {config.channels} --blocks {config.blocks}"
     if opts.get("lr") != 4e-3:
@@ -111,7 +118,7 @@ def kws_card(info: dict[str, Any], config: KWSConfig) -> ModelCard:
             f"{data['source']}: {data['per_number']} training renderings of each number word and "
             f"{data['unknown_words']:,} other words of the training plays (train voices, speeds, pitches, "
             f"amplitudes); {accent_share:.0%} of the number words spoken as other accents and learners pronounce "
-            f"them (espeak-ng phonemes: `server.kws.data.PRONUNCIATIONS`){hard}",
+            f"them (espeak-ng phonemes: `server.kws.data.PRONUNCIATIONS`){hard}{_beyond_espeak(data)}",
         ),
         (
             "augmentation",
@@ -146,6 +153,25 @@ def kws_card(info: dict[str, Any], config: KWSConfig) -> ModelCard:
             ),
             ("test set, augmented", f"**{metrics['test_noisy_accuracy']:.2%}**"),
         ]
+    real = metrics.get("real_dev")
+    if real:
+        people = ", ".join(
+            f"{k} {v['numbers']:.0%}"
+            for k, v in real["speakers"].items()
+            if v["numbers"] is not None and not k.startswith(("flite-", "festival-"))  # the voices: the next row
+        )
+        rows += [
+            (
+                "development set, recordings of people",
+                f"**{real['recorded_numbers']:.2%}** of the number words ({people}), "
+                f"{real['recorded_unknown']:.2%} of the other words heard as unknown (`server.kws.devset`)",
+            ),
+            (
+                "development set, voices no run trains on",
+                f"{real['voices_numbers']:.2%} of the number words, {real['voices_unknown']:.2%} of the hard "
+                "negatives heard as unknown (flite rms, festival ked)",
+            ),
+        ]
     rows.append(("created", info["created"]))
     curve = "\n".join(
         f"| {c['step']:,} | {c['train_batch_accuracy']:.2%} | {c['heldout_clean']:.2%} |" for c in train["curve"]
@@ -163,6 +189,25 @@ def kws_card(info: dict[str, Any], config: KWSConfig) -> ModelCard:
     if "test_clean_accuracy" in metrics:
         sections.append(confusion_section("Confusion on the test set, clean", metrics["test_clean_confusion"], labels))
     return ModelCard("Keyword spotter", command, info["antiphon_version"], rows, sections)
+
+
+def _beyond_espeak(data: dict[str, Any]) -> str:
+    """The data row's words on the speech beyond espeak-ng (none for older checkpoints)."""
+    parts = []
+    if data.get("voice_renderings") or data.get("voice_words"):
+        parts.append(
+            f"festival and flite voices built from recorded speakers (`server.kws.sources.training_voices()`): "
+            f"{data.get('voice_renderings', 0)} renderings of each number word and {data.get('voice_words', 0):,} "
+            "other words by each, with their own durations and pitches"
+        )
+    if data.get("recorded_unknown"):
+        parts.append("the recorded people's other words outside the development set (asterisk, ktuberling, klettres)")
+    if data.get("perturbed_copies"):
+        parts.append(
+            f"{data['perturbed_copies']} perturbed copies of every number-word clip and of those words (vocal tract "
+            "length, tempo, pitch, G.711 and GSM, band limits, tight trims, clipping: `server.kws.perturb`)"
+        )
+    return "; " + "; ".join(parts) if parts else ""
 
 
 # Below the table: what the figures are worth (the card's lines as they read).

@@ -89,6 +89,12 @@ class KWSTrainOptions(TrainOptions):
         "0: the pause of the other words (30 ms or more)",
         parse=float,
     )
+    real_dev: bool = option(  # score server.kws.devset at the end (recordings of people, held-out voices)
+        False,
+        "score the development set of real people at the end (server.kws.devset: recordings from Debian packages "
+        "and voices no run trains on; festival, flite and sox): its figures go on the card",
+        switch=True,
+    )
     # KWSConfig fields
     model: dict[str, Any] | None = option(None, None, nested=KWSModelOptions, group="model")  # noqa: RUF009
     eval_every: int = option(500, "steps between held-out scores", parse=int)

@@ -38,7 +38,7 @@ from server.kws.data import (
     unseen_clips,
     unseen_set,
 )
-from server.kws.evaluate import evaluate
+from server.kws.evaluate import evaluate, predict_logits
 from server.kws.model import CLIP_SAMPLES, KWSConfig, KWSNet
 from server.kws.model_card import kws_card
 from server.kws.options import KWSTrainOptions
@@ -101,6 +101,11 @@ def train_kws(opts: KWSTrainOptions) -> dict[str, Any]:
     opts.validate()
     t_data = time.monotonic()
     base = training_clips(opts.data, opts.render_workers, opts.progress)
+    espeak_clips = len(base.clips)
+    if opts.data.beyond_espeak or opts.data.perturbed_copies:
+        from server.kws.sources import extra_training_clips  # festival, flite, sox: only when asked for
+
+        base = extra_training_clips(opts.data, base)
     held = heldout_clips(opts.data, opts.render_workers, opts.progress)
     clean_x, clean_y = heldout_set(held, noisy=False, seed=opts.data.seed)
     noisy_x, noisy_y = heldout_set(held, noisy=True, seed=opts.data.seed)
@@ -168,6 +173,12 @@ def train_kws(opts: KWSTrainOptions) -> dict[str, Any]:
             "test_clean_confusion": test_clean.confusion,
             "test_noisy_confusion": test_noisy.confusion,
         }
+    if opts.real_dev:
+        from server.kws.devset import development_set, score
+
+        dev = development_set()
+        real = score(predict_logits(model, dev.waves).argmax(axis=1), dev)
+        tested["real_dev"] = {k: v for k, v in real.items() if k != "number_misses"}
     training = Provenance(
         steps=opts.steps,
         wall_time_s=round(run.wall_time_s, 1),
@@ -181,6 +192,7 @@ def train_kws(opts: KWSTrainOptions) -> dict[str, Any]:
         "data": {
             "source": f"espeak-ng ({espeak_version().split('Data at')[0].strip().rstrip(':').strip()})",
             **opts.data.to_dict(),
+            "espeak_clips": espeak_clips,
             "hard_negatives": len(hard_negatives(opts.data)),
             "train_clips": len(base.clips),
             "heldout_clips": len(held.clips),

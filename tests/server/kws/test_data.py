@@ -247,5 +247,6 @@ def test_older_checkpoints_read_without_an_accent_share() -> None:
     """A checkpoint's recorded data without the fields means no accent renderings and no hard negatives."""
     recorded = {"per_number": 250, "unknown_words": 1500, "heldout_per_label": 40, "seed": 0}
     assert KWSDataConfig.from_meta(recorded) == KWSDataConfig(250, 1500, 40, 0, 0.0, 0)
+    assert not KWSDataConfig.from_meta(recorded).beyond_espeak  # nor speech beyond espeak-ng
     assert KWSDataConfig.from_meta({**recorded, "hard_renderings": 4}).hard_renderings == 4
     assert KWSDataConfig.from_meta({**recorded, "accent_share": 0.5}).accent_share == 0.5

@@ -1,0 +1,131 @@
+"""The keyword spotter on every real-speech set the project has, per speaker and per word, beside PocketSphinx.
+
+The clips are the development set of ``server.kws.devset``: recordings of people from Debian packages (asterisk's
+Allison, a TIDIGITS speaker, ktuberling's and klettres' English readers) and the voices built from recorded
+speakers that training leaves out (flite rms, festival ked), each clip centred in one second at its own level.
+For each checkpoint (or exported ``.tflite`` file) it prints the share of number words recognized and of other
+words heard as unknown, per speaker, and the number words per word; PocketSphinx 5 (its en-us model, a grammar of
+the ten number words; a dev dependency of this benchmark only, ``pip install pocketsphinx``) hears the same number
+clips. A grammar of ten words always answers one of them, so PocketSphinx has no figure for other words.
+
+    python benchmarks/kws_real.py                                     # the committed spotter
+    python benchmarks/kws_real.py runs/kws/a.safetensors export/kws.int8.tflite --json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from server.data.speech import NUMBER_WORDS  # noqa: E402
+from server.kws.data import UNKNOWN_INDEX  # noqa: E402
+from server.kws.devset import development_set, score  # noqa: E402
+
+GRAMMAR = "#JSGF V1.0;\ngrammar numbers;\npublic <number> = " + " | ".join(NUMBER_WORDS) + ";\n"
+PAD_S = 0.3  # silence on each side of a clip for PocketSphinx
+
+
+def spotter_predictions(path: Path, waves: np.ndarray) -> np.ndarray:
+    """Predicted label indices (N,) of a kws checkpoint or an exported TFLite/ONNX file."""
+    if path.suffix == ".tflite":
+        from ai_edge_litert.interpreter import Interpreter
+
+        interpreter = Interpreter(model_path=str(path), num_threads=1)
+        interpreter.allocate_tensors()
+        inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
+        predicted = []
+        for wave in waves:
+            interpreter.set_tensor(inp["index"], wave[None].astype(np.float32))
+            interpreter.invoke()
+            predicted.append(int(np.argmax(interpreter.get_tensor(out["index"]))))
+        return np.asarray(predicted)
+    if path.suffix == ".onnx":
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = 1
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        name = session.get_inputs()[0].name
+        return np.asarray([int(np.argmax(session.run(None, {name: w[None]})[0])) for w in waves])
+    from server.kws.checkpoint import load_kws_model
+    from server.kws.evaluate import predict_logits
+
+    model, _ = load_kws_model(path)
+    return predict_logits(model, waves).argmax(axis=1)
+
+
+def pocketsphinx_predictions(waves: np.ndarray) -> np.ndarray:
+    """PocketSphinx's word (a label index, or -1 for no word) for each clip (N, 16000), with the ten-word grammar."""
+    from pocketsphinx import Decoder
+
+    with tempfile.NamedTemporaryFile("w", suffix=".gram", delete=False) as f:
+        f.write(GRAMMAR)
+    decoder = Decoder(samprate=16000, jsgf=f.name, loglevel="FATAL")
+    Path(f.name).unlink()
+    pad = np.zeros(int(PAD_S * 16000), dtype=np.int16)
+    out = []
+    for wave in waves:
+        pcm = np.concatenate([pad, (np.clip(wave, -1, 1) * 32767).astype(np.int16), pad])
+        decoder.start_utt()
+        decoder.process_raw(pcm.tobytes(), full_utt=True)
+        decoder.end_utt()
+        words = decoder.hyp().hypstr.split() if decoder.hyp() is not None else []
+        out.append(NUMBER_WORDS.index(words[0]) if words and words[0] in NUMBER_WORDS else -1)
+    return np.asarray(out)
+
+
+def _print(name: str, r: dict) -> None:
+    def pct(v: float | None) -> str:
+        return "   -  " if v is None else f"{v:6.1%}"
+
+    print(name)
+    print(f"  recordings of people: numbers {pct(r['recorded_numbers'])}  other words as unknown "
+          f"{pct(r['recorded_unknown'])}   held-out voices: numbers {pct(r['voices_numbers'])}  other words "
+          f"{pct(r['voices_unknown'])}")  # fmt: skip
+    for speaker, s in r["speakers"].items():
+        print(f"    {speaker:18s} numbers {pct(s['numbers'])} of {s['n_numbers']:4d}   unknown {pct(s['unknown'])} "
+              f"of {s['n_unknown']:4d}")  # fmt: skip
+    print("    per word: " + "  ".join(f"{w} {pct(v).strip()}" for w, v in r["words"].items()))
+    print("    number-word misses:", r["number_misses"])
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("models", nargs="*", type=Path, default=[ROOT / "models/kws/kws_dscnn.safetensors"],
+                        help="kws checkpoints or exported .tflite/.onnx files")  # fmt: skip
+    parser.add_argument("--no-pocketsphinx", action="store_true", help="leave PocketSphinx out")
+    parser.add_argument("--json", action="store_true", help="one JSON object per model")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+
+    dev = development_set()
+    results = [(str(path), score(spotter_predictions(path, dev.waves), dev)) for path in args.models]
+    if not args.no_pocketsphinx:
+        numbers = dev.labels < UNKNOWN_INDEX
+        predicted = np.full(len(dev.labels), -1)
+        predicted[numbers] = pocketsphinx_predictions(dev.waves[numbers])
+        ps = score(predicted, dev)
+        for key in ("recorded_unknown", "voices_unknown"):
+            ps[key] = None
+        for s in ps["speakers"].values():
+            s["unknown"] = None
+        results.append(("PocketSphinx 5 en-us, ten-word grammar", ps))
+    for name, r in results:
+        if args.json:
+            print(json.dumps({"model": name, **r}))
+        else:
+            _print(name, r)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,36 @@
+"""The real-people development set's scoring, and PocketSphinx (benchmarks/kws_real.py) on a real digit."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from benchmarks import kws_real
+from server.kws import sources
+from server.kws.data import UNKNOWN_INDEX
+from server.kws.devset import DevSet, score, window
+
+
+def test_report_counts_numbers_and_unknown_per_speaker() -> None:
+    """Shares per speaker, recordings apart from voices, and the misses named speaker:word->answer."""
+    dev = DevSet(
+        waves=np.zeros((4, 16000), np.float32),
+        labels=np.asarray([7, 7, UNKNOWN_INDEX, 3]),
+        speakers=["alice", "alice", "alice", "flite-x"],
+        texts=["seven", "seven", "ball", "three"],
+        hard=np.zeros(4, bool),
+        recorded=np.asarray([True, True, True, False]),
+    )
+    r = score(np.asarray([7, UNKNOWN_INDEX, UNKNOWN_INDEX, 3]), dev)
+    assert r["recorded_numbers"] == 0.5 and r["recorded_unknown"] == 1.0 and r["voices_numbers"] == 1.0
+    assert r["speakers"]["alice"] == {"numbers": 0.5, "n_numbers": 2, "unknown": 1.0, "n_unknown": 1}
+    assert r["number_misses"] == {"alice:seven->unknown": 1}
+    assert r["words"]["seven"] == 0.5 and r["words"]["zero"] is None
+
+
+@pytest.mark.skipif(not sources.ASTERISK.exists(), reason="asterisk-core-sounds-en-wav is not installed")
+def test_pocketsphinx_hears_allisons_three() -> None:
+    """PocketSphinx with the ten-word grammar hears Allison's "three" as three."""
+    pytest.importorskip("pocketsphinx", reason="pocketsphinx (a dev dependency) is not installed")
+    three = next(u for u in sources.asterisk_utterances() if u.text == "three")
+    assert list(kws_real.pocketsphinx_predictions(window(three.audio)[None])) == [3]

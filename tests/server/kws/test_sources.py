@@ -1,0 +1,131 @@
+"""Speech beyond espeak-ng: the recorded speakers Debian ships and the festival and flite voices."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+
+from server.data.speech import NUMBER_WORDS
+from server.errors import InvalidArgument
+from server.kws import sources
+from server.kws.data import UNKNOWN_INDEX
+from server.kws.sources import VoiceRendering, _label
+
+needs_asterisk = pytest.mark.skipif(
+    not sources.ASTERISK.exists(), reason="asterisk-core-sounds-en-wav (a Debian package, make setup) is not installed"
+)
+
+
+def test_transcript_labels() -> None:
+    """One number word is its label; a transcript with a number word, homophone or digit among others has none."""
+    assert _label("Seven.") == NUMBER_WORDS.index("seven")
+    assert _label("Thank you.") == UNKNOWN_INDEX
+    assert _label("seventeen") == UNKNOWN_INDEX
+    assert _label("press 1 to continue") is None
+    assert _label("the one you want") is None
+    assert _label("for") is None
+
+
+@needs_asterisk
+def test_asterisk_gives_allisons_ten_digits_and_other_words() -> None:
+    """Each number word once, trimmed, at 16 kHz; hundreds of other prompts; the teens and tens are hard; "niner"
+    (nine as pilots say it) is neither."""
+    found = sources.asterisk_utterances()
+    numbers = sorted(u.text for u in found if u.label < UNKNOWN_INDEX)
+    assert numbers == sorted(NUMBER_WORDS)
+    assert all(0.2 < len(u.audio) / 16000 < 1.0 for u in found if u.label < UNKNOWN_INDEX)
+    unknown = [u for u in found if u.label == UNKNOWN_INDEX]
+    assert len(unknown) > 300
+    assert {"seventeen", "forty", "sixth"} <= {u.text for u in unknown if u.hard}
+    assert "niner" not in {u.text for u in found}
+    assert not any(w in u.text.split() for u in unknown for w in NUMBER_WORDS)
+
+
+@needs_asterisk
+def test_asterisk_running_cuts_are_number_words_of_running_speech() -> None:
+    """132 cuts of Allison's prompts, each a number word of 0.3 to 0.9 s with its label."""
+    found = sources.asterisk_running_utterances()
+    assert len(found) == 132
+    assert all(NUMBER_WORDS[u.label] == u.text and 0.3 <= len(u.audio) / 16000 < 0.9 for u in found)
+    assert {u.text for u in found} == set(NUMBER_WORDS)
+
+
+@pytest.mark.skipif(not sources.TIDIGITS.exists(), reason="pocketsphinx-testdata (a Debian package) is not installed")
+def test_tidigits_cuts_five_digits() -> None:
+    """Two nine three four zero, each a cut of a quarter to half a second."""
+    found = sources.tidigits_utterances()
+    assert [u.text for u in found] == ["two", "nine", "three", "four", "zero"]
+    assert all(0.2 < len(u.audio) / 16000 < 0.6 for u in found)
+
+
+@pytest.mark.skipif(
+    not (sources.KTUBERLING / "en").exists() or shutil.which("sox") is None,
+    reason="ktuberling-data and sox (Debian packages) are not installed",
+)
+def test_ktuberling_reads_the_english_object_names_as_unknown() -> None:
+    """The English reader's words (ball, nose...) decoded from Ogg Vorbis, all unknown, none empty."""
+    found = sources.ktuberling_utterances("en")
+    assert {"ball", "nose"} <= {u.text for u in found}
+    assert all(u.label == UNKNOWN_INDEX and len(u.audio) > 1000 for u in found)
+
+
+@pytest.mark.skipif(
+    not (sources.KLETTRES / "en").exists() or shutil.which("sox") is None,
+    reason="klettres-data and sox (Debian packages) are not installed",
+)
+def test_klettres_leaves_out_the_letter_o() -> None:
+    """Letter names are unknown, except O, which is said as "oh", a homophone of zero."""
+    texts = {u.text for u in sources.klettres_utterances("en")}
+    assert {"a", "b", "dog"} <= texts and "o" not in texts
+
+
+def test_voice_rendering_refuses_an_unknown_speaker() -> None:
+    """A speaker outside VOICES is refused by name."""
+    with pytest.raises(InvalidArgument, match="speaker"):
+        VoiceRendering("flite-nobody").validate()
+
+
+@pytest.mark.parametrize("speaker", ["flite-slt", "festival-kal"])
+def test_voices_render_words_deterministically(speaker: str, tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A voice says a word for a quarter to one second; the same seed gives the same stretch, pitch and audio."""
+    if speaker not in sources.available_voices():
+        pytest.skip(f"{speaker}'s engine or voice (Debian packages {sources.VOICE_PACKAGES[speaker.split('-')[0]]}) "
+                    "is not installed")  # fmt: skip
+    monkeypatch.setenv("ANTIPHON_CACHE", str(tmp_path))
+    a = sources.voice_utterances(speaker, [("seven", 7)], 2, seed=0)
+    b = sources.voice_utterances(speaker, [("seven", 7)], 2, seed=0)
+    assert [u.label for u in a] == [7, 7]
+    assert all(0.2 < len(u.audio) / 16000 < 1.2 for u in a)
+    assert all(np.array_equal(x.audio, y.audio) for x, y in zip(a, b, strict=True))
+
+
+@pytest.mark.skipif(
+    not {"flite-slt", "festival-kal"} <= set(sources.available_voices()),
+    reason="flite and festival with their voices (Debian packages) are not installed",
+)
+def test_extra_training_clips_follow_the_base_and_leave_out_the_development_voices(
+    tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The base clips stay first and unchanged; each training voice says each number word and the asked other
+    words; perturbed copies follow; no development voice speaks."""
+    from server.kws.data import BaseClips, Clip, KWSDataConfig
+
+    monkeypatch.setenv("ANTIPHON_CACHE", str(tmp_path))
+    monkeypatch.setattr(sources, "training_voices", lambda: ["flite-slt", "festival-kal"])
+    base = BaseClips([Clip(7, "seven", None), Clip(UNKNOWN_INDEX, "cat", None)], [np.ones(800, np.float32)] * 2)
+    config = KWSDataConfig(per_number=1, unknown_words=8, heldout_per_label=2, voice_renderings=1, voice_words=2,
+                           perturbed_copies=1)  # fmt: skip
+    out = sources.extra_training_clips(config, base)
+    assert out.clips[:2] == base.clips and out.audio[0] is base.audio[0]
+    voiced = out.clips[2:26]  # 2 voices x (10 number words + 2 other words)
+    assert sorted(c.label for c in voiced) == sorted(list(range(10)) * 2 + [UNKNOWN_INDEX] * 4)
+    # one copy of the base number word and of the 24 voiced clips (not of the base's other word)
+    assert len(out.clips) == 2 + 24 + 25
+
+
+def test_training_reads_no_development_speaker_or_voice() -> None:
+    """The voices and recorded speakers training reads hold none of the development set's."""
+    assert not set(sources.DEVELOPMENT_VOICES) & set(sources.training_voices())
+    assert not set(sources.DEVELOPMENT_SPEAKERS) & set(sources.training_speakers())
