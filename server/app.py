@@ -25,6 +25,7 @@ from websockets.frames import CloseCode
 
 from server.engine.audio import AudioEngine, AudioLimits
 from server.engine.classify import LOADERS, Classifier
+from server.engine.image import ImageEngine, ImageLimits
 from server.engine.registry import ModelRegistry
 from server.engine.text import ChatStyle, TextEngine, TextLimits
 from server.errors import CheckpointError, InvalidArgument, ListenError
@@ -118,6 +119,30 @@ def load_audio_engine(settings: ServeSettings, checkpoint: Path) -> AudioEngine:
     return engine
 
 
+def image_limits(settings: ServeSettings) -> ImageLimits:
+    return ImageLimits(
+        max_streams=settings.max_image_streams, max_waiting=settings.max_waiting, max_steps=settings.max_image_steps
+    )
+
+
+def load_image_engines(settings: ServeSettings) -> list[ImageEngine]:
+    """An engine per image checkpoint of --image-checkpoints (or the committed ones), each named by its file's stem."""
+    from server.device import resolve_device
+
+    engines: list[ImageEngine] = []
+    for path in settings.image_models():
+        if not path.is_file():
+            raise CheckpointError(
+                f"image checkpoint {path} does not exist: train one with `antiphon train dcgan` (or vae, vaegan, rbm, "
+                "evaluator), or name others with --image-checkpoints (or ANTIPHON_IMAGE_CHECKPOINTS; 'none': no images)"
+            )
+        if any(e.model_id == path.stem for e in engines):
+            raise InvalidArgument("--image-checkpoints", f"two checkpoints are named {path.stem!r}: rename one")
+        device = str(resolve_device(settings.device))
+        engines.append(ImageEngine.from_checkpoint(path, path.stem, image_limits(settings), device))
+    return engines
+
+
 def load_classifiers(settings: ServeSettings, defaults: dict[str, Path]) -> list[Classifier]:
     """The classifiers named by --classifiers (each from its --NAME-checkpoint or its default), or by default every
     one whose default checkpoint exists."""
@@ -178,9 +203,10 @@ class Server:
         engines: Sequence[TextEngine],
         audio_engines: Sequence[AudioEngine] = (),
         classifiers: Sequence[Classifier] = (),
+        image_engines: Sequence[ImageEngine] = (),
     ) -> None:
         self.settings = settings
-        self.engines: list[TextEngine | AudioEngine] = [*engines, *audio_engines]
+        self.engines: list[TextEngine | AudioEngine | ImageEngine] = [*engines, *audio_engines, *image_engines]
         self.classifiers = list(classifiers)
         self.models = ModelRegistry()
         for classifier in self.classifiers:
@@ -189,6 +215,8 @@ class Server:
             self.models.add_text(engine)
         for audio in audio_engines:
             self.models.add_audio(audio)
+        for image in image_engines:
+            self.models.add_image(image)
         # A registry of this server's own (a process may run several); with --metrics off, a recorder of nothing.
         self.metrics = Metrics(lambda: [e.gauges() for e in self.engines]) if settings.metrics else Recorder()
         for served in [*self.engines, *self.classifiers]:
@@ -336,7 +364,10 @@ async def serve(
     classifiers = await asyncio.to_thread(load_classifiers, settings, classifier_checkpoints or {})
     if classifiers:
         log.info("classifiers: %s", ", ".join(c.info.id for c in classifiers))
-    server = Server(settings, [engine], audio, classifiers)
+    images = await asyncio.to_thread(load_image_engines, settings)
+    if images:
+        log.info("image models: %s", ", ".join(f"{e.model_id} ({e.family})" for e in images))
+    server = Server(settings, [engine], audio, classifiers, images)
     await server.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -15,7 +15,7 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 
-from server.commands import audio, export, kws, say, serve, text, textdisc, vision
+from server.commands import audio, export, image, kws, say, serve, text, textdisc, vision
 from server.errors import AntiphonError, InvalidArgument
 
 log = logging.getLogger("antiphon")
@@ -34,14 +34,14 @@ def build_parser() -> argparse.ArgumentParser:
         (
             "train",
             "train a model",
-            [text.add_train, vision.add_train, audio.add_train, textdisc.add_train, kws.add_train],
+            [text.add_train, vision.add_train, audio.add_train, textdisc.add_train, kws.add_train, image.add_train],
         ),
         (
             "eval",
             "evaluate a model",
-            [text.add_eval, vision.add_eval, audio.add_eval, textdisc.add_eval, kws.add_eval],
+            [text.add_eval, vision.add_eval, audio.add_eval, textdisc.add_eval, kws.add_eval, image.add_eval],
         ),
-        ("sample", "generate from a model", [text.add_sample]),
+        ("sample", "generate from a model", [text.add_sample, image.add_sample]),
     ):
         group = commands.add_parser(name, help=help_text, description=help_text.capitalize() + ".")
         kinds = group.add_subparsers(dest="kind", required=True, metavar="MODEL")

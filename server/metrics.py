@@ -2,10 +2,11 @@
 /metrics`` answers. No torch here; docs/operations.md lists every metric.
 
 Nothing is counted per token. The engines report once per request, when it ends (:meth:`Recorder.text_request`,
-:meth:`Recorder.audio_request`), and once per iteration of their loop (:meth:`Recorder.iteration`,
-:meth:`Recorder.token_gap`); the transports report each error they answer (:meth:`Recorder.error`). What the
-engines already hold (streams running and waiting, chat sessions, the prefix cache and its hit counts) is read when
-Prometheus scrapes, through :class:`EngineGauges`, so nothing updates it on the hot path.
+:meth:`Recorder.audio_request`, :meth:`Recorder.image_request`), and once per iteration of their loop
+(:meth:`Recorder.iteration`, :meth:`Recorder.token_gap`); the transports report each error they answer
+(:meth:`Recorder.error`). What the engines already hold (streams running and waiting, chat sessions, the prefix
+cache and its hit counts) is read when Prometheus scrapes, through :class:`EngineGauges`, so nothing updates it on
+the hot path.
 
 :class:`Recorder` records nothing: it is what engines hold outside a server and what a server with ``--metrics
 off`` hands them. :class:`Metrics` records, on a registry of its own (a process may run several servers).
@@ -76,6 +77,11 @@ class Recorder:
     ) -> None:
         """An audio stream ended after producing ``samples``."""
 
+    def image_request(
+        self, model: str, transport: str, reason: str, ttft_s: float | None, duration_s: float, frames: int
+    ) -> None:
+        """An image stream ended after sending ``frames`` frames; ``ttft_s`` None: no frame was sent."""
+
     def classify_request(self, model: str, transport: str, reason: str, duration_s: float) -> None:
         """A classification was answered (``reason`` stop) or failed inside the model (error)."""
 
@@ -137,9 +143,16 @@ class Metrics(Recorder):
             ("model", "transport"),
             registry=registry,
         )
+        self.image_frames = Counter(
+            "antiphon_generated_image_frames",
+            "Image frames sent by ended image streams",
+            ("model", "transport"),
+            registry=registry,
+        )
         self.ttft = Histogram(
             "antiphon_time_to_first_token_seconds",
-            "Seconds from a request's arrival at the engine to its first token (audio: its first samples)",
+            "Seconds from a request's arrival at the engine to its first token (audio: its first samples; image: "
+            "its first frame)",
             ("model", "kind"),
             registry=registry,
             buckets=TTFT_BUCKETS,
@@ -223,6 +236,16 @@ class Metrics(Recorder):
         self.duration.labels(model, "speech").observe(duration_s)
         if samples and duration_s > 0:
             self.realtime.labels(model).observe(samples / sample_rate / duration_s)
+
+    def image_request(
+        self, model: str, transport: str, reason: str, ttft_s: float | None, duration_s: float, frames: int
+    ) -> None:
+        transport = _transport(transport)
+        self.requests.labels(model, transport, "image", reason).inc()
+        self.image_frames.labels(model, transport).inc(frames)
+        if ttft_s is not None:
+            self.ttft.labels(model, "image").observe(ttft_s)
+        self.duration.labels(model, "image").observe(duration_s)
 
     def classify_request(self, model: str, transport: str, reason: str, duration_s: float) -> None:
         self.requests.labels(model, _transport(transport), "classify", reason).inc()

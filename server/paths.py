@@ -11,6 +11,7 @@ through :func:`default_checkpoint`; both fall back to the files here. Torch-free
     textdisc    models/textdisc/text_disc.safetensors        ANTIPHON_TEXTDISC_CHECKPOINT
     kws         models/kws/kws_dscnn.safetensors             ANTIPHON_KWS_CHECKPOINT
     small text  models/text/char_lstm_small.safetensors      (none: only ``antiphon export`` reads it)
+    image       every *.safetensors in models/image/           ANTIPHON_IMAGE_CHECKPOINTS (comma-separated)
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ DEFAULT_AUDIO_CHECKPOINT = REPO_MODELS / "audio" / "wavenet.safetensors"
 DEFAULT_DIGITS_CHECKPOINT = REPO_MODELS / "digits" / "digits_cnn.safetensors"
 DEFAULT_TEXTDISC_CHECKPOINT = REPO_MODELS / "textdisc" / "text_disc.safetensors"
 DEFAULT_KWS_CHECKPOINT = REPO_MODELS / "kws" / "kws_dscnn.safetensors"
+DEFAULT_IMAGE_MODELS = REPO_MODELS / "image"  # the image models served by default: every checkpoint in it
 
 DEFAULT_CHECKPOINTS: dict[str, Path] = {
     "text": DEFAULT_TEXT_CHECKPOINT,

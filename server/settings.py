@@ -20,6 +20,7 @@ from server.errors import InvalidArgument
 from server.paths import (
     DEFAULT_AUDIO_CHECKPOINT,
     DEFAULT_DIGITS_CHECKPOINT,
+    DEFAULT_IMAGE_MODELS,
     DEFAULT_KWS_CHECKPOINT,
     DEFAULT_TEXT_CHECKPOINT,
     DEFAULT_TEXTDISC_CHECKPOINT,
@@ -178,6 +179,13 @@ class ServeSettings:
     digits_checkpoint: Path | None = _option(  # noqa: RUF009
         None, f"digits CNN checkpoint (default: {shown(DEFAULT_DIGITS_CHECKPOINT)})", "model", _path
     )
+    image_checkpoints: tuple[str, ...] | None = _option(
+        None,
+        f"comma-separated image model checkpoints GenerateImage serves, each under its file's stem (default: every "
+        f"*.safetensors in {shown(DEFAULT_IMAGE_MODELS)} when present; none: no image model)",
+        "model",
+        _names,
+    )
     # limits
     max_streams: int = _option(64, "streams generated together in one batch", "limits", int)
     max_waiting: int = _option(64, "streams queued beyond --max-streams before answering overloaded", "limits", int)
@@ -207,6 +215,10 @@ class ServeSettings:
     audio_buffer_ms: int = _option(1000, "unread audio per stream, in milliseconds, before it pauses", "limits", int)
     audio_threads: int = _option(
         min(2, os.cpu_count() or 1), "cores the audio step splits its batch across", "model", int
+    )
+    max_image_streams: int = _option(64, "image streams (one image each) generated together", "limits", int)
+    max_image_steps: int = _option(
+        1000, "most frames one image request may make (Gibbs steps; dream steps x octaves)", "limits", int
     )
 
     @classmethod
@@ -238,7 +250,8 @@ class ServeSettings:
         if self.torch_threads is not None and self.torch_threads < 1:
             raise InvalidArgument(flag_name("torch_threads"), f"must be at least 1, got {self.torch_threads}")
         positive = ("max_streams", "max_prompt_chars", "max_tokens", "stream_buffer", "max_sessions", "text_threads")
-        for name in (*positive, "max_audio_streams", "max_audio_text_chars", "audio_buffer_ms", "audio_threads"):
+        audio = ("max_audio_streams", "max_audio_text_chars", "audio_buffer_ms", "audio_threads")
+        for name in (*positive, *audio, "max_image_streams", "max_image_steps"):
             if getattr(self, name) < 1:
                 raise InvalidArgument(flag_name(name), f"must be at least 1, got {getattr(self, name)}")
         if self.prefix_cache < 0:
@@ -271,6 +284,9 @@ class ServeSettings:
                 raise InvalidArgument(
                     flag_name("classifiers"), f"unknown classifier {name!r}; known: {', '.join(known)}"
                 )
+        images = [name.lower() for name in self.image_checkpoints or ()]
+        if NO_MODEL in images and len(images) > 1:
+            raise InvalidArgument(flag_name("image_checkpoints"), "none serves no image model: name nothing else")
         for name in ("text_model_id", "audio_model_id"):
             if not getattr(self, name):
                 raise InvalidArgument(flag_name(name), "must not be empty")
@@ -296,6 +312,15 @@ class ServeSettings:
             if not keys:
                 raise InvalidArgument(flag_name("api_key_file"), f"{self.api_key_file} holds no key")
         return frozenset(keys)
+
+    def image_models(self) -> list[Path]:
+        """The image checkpoints to serve: those named (``none``: no image model), else every checkpoint in
+        models/image/ (none when it does not exist)."""
+        if self.image_checkpoints is not None:
+            if [name.lower() for name in self.image_checkpoints] == [NO_MODEL]:
+                return []
+            return [Path(name) for name in self.image_checkpoints]
+        return sorted(DEFAULT_IMAGE_MODELS.glob("*.safetensors")) if DEFAULT_IMAGE_MODELS.is_dir() else []
 
     def text_model(self) -> Path:
         """The text checkpoint to serve: the one named (flag or variable), else the committed one."""

@@ -18,7 +18,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 
-MODEL_PACKAGES = ("text", "audio", "kws", "textdisc", "vision", "data")
+MODEL_PACKAGES = ("text", "audio", "kws", "textdisc", "vision", "image", "data")
 UPPER_LAYERS = ("server.engine", "server.transport", "server.app", "server.commands", "server.cli", "server.settings")
 # What a transport may import of the project: the engine's torch-free contract and the small shared modules.
 TRANSPORT_ALLOWED = (

@@ -17,10 +17,12 @@ from server.engine.requests import (
     ClassifierInfo,
     ClassifyInput,
     Conversation,
+    ImageModelInfo,
+    ImageRequest,
     TextModelInfo,
     TextRequest,
 )
-from server.engine.streams import AudioStream, TextStream
+from server.engine.streams import AudioStream, ImageStream, TextStream
 from server.errors import NotFound, Unimplemented
 
 
@@ -46,6 +48,15 @@ class AudioService(Protocol):
     def generate(self, request: AudioRequest) -> AudioStream: ...
 
 
+class ImageService(Protocol):
+    """A loaded image model, as the transports use it (implemented by the image engine)."""
+
+    @property
+    def info(self) -> ImageModelInfo: ...
+
+    def generate(self, request: ImageRequest) -> ImageStream: ...
+
+
 class ClassifierService(Protocol):
     """A loaded classifier (server/engine/classify.py): (label, probability) pairs, most probable first."""
 
@@ -64,6 +75,8 @@ class ModelRegistry:
     audio: dict[str, AudioService] = field(default_factory=dict)
     default_audio: str = ""
     classifiers: dict[str, ClassifierService] = field(default_factory=dict)
+    images: dict[str, ImageService] = field(default_factory=dict)
+    default_image: str = ""
 
     def add_text(self, service: TextService) -> None:
         self.text[service.info.id] = service
@@ -76,6 +89,10 @@ class ModelRegistry:
     def add_classifier(self, service: ClassifierService) -> None:
         self.classifiers[service.info.id] = service
 
+    def add_image(self, service: ImageService) -> None:
+        self.images[service.info.id] = service
+        self.default_image = self.default_image or service.info.id
+
     def text_model(self, name: str) -> TextService:
         """The model ``name`` (empty: the default text model)."""
         return _lookup(self.text, name or self.default_text, name, "text models")
@@ -85,6 +102,12 @@ class ModelRegistry:
         if not self.audio:
             raise Unimplemented("no audio model is served here (serve one with --audio-checkpoint)")
         return _lookup(self.audio, name or self.default_audio, name, "audio models")
+
+    def image_model(self, name: str) -> ImageService:
+        """The image model ``name`` (empty: the default image model)."""
+        if not self.images:
+            raise Unimplemented("no image model is served here (serve them with --image-checkpoints)")
+        return _lookup(self.images, name or self.default_image, name, "image models")
 
     def classifier(self, name: str) -> ClassifierService:
         if not self.classifiers:
@@ -104,12 +127,17 @@ class ModelRegistry:
     def classifier_infos(self) -> list[ClassifierInfo]:
         return [s.info for s in self.classifiers.values()]
 
+    def image_infos(self) -> list[ImageModelInfo]:
+        return [s.info for s in self.images.values()]
+
     def listing(self) -> list[dict[str, Any]]:
         """Every served model as plain fields, the names every transport lists them under: text models first,
-        then audio models (each with ``is_default``), then classifiers (``kind`` "classifier")."""
+        then audio models (each with ``is_default``), then classifiers (``kind`` "classifier"), then image models
+        (each with ``is_default``)."""
         rows = [{**asdict(i), "is_default": i.id == self.default_text} for i in self.text_infos()]
         rows += [{**asdict(i), "is_default": i.id == self.default_audio} for i in self.audio_infos()]
         rows += [{**asdict(i), "kind": "classifier"} for i in self.classifier_infos()]
+        rows += [{**asdict(i), "is_default": i.id == self.default_image} for i in self.image_infos()]
         return rows
 
 

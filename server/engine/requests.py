@@ -7,11 +7,14 @@ Each request checks itself against the model's info (``validate``) and raises :c
 
 from __future__ import annotations
 
+import io
 import math
 import re
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
+from PIL import Image, UnidentifiedImageError
 
 from server.errors import InvalidArgument, NotFound
 from server.sampling import MAX_SEED
@@ -20,6 +23,17 @@ MAX_SESSION_ID = 128
 MAX_SPEAKER_NAME = 64
 TURN_END = "\n\n"  # a blank line ends a speaker's turn in the corpus's dialogue form
 MAX_AUDIO_TEMPERATURE = 100.0
+MAX_IMAGE_SEED = 2**63 - 1  # the image samplers seed NumPy's generators with it
+MAX_FRAME_EVERY = 10_000
+MAX_BASE_SIDE = 1024  # pixels of a Deep Dream base image, each side
+DEFAULT_GIBBS_STEPS = 50
+DEFAULT_DREAM_STEPS = 10
+DEFAULT_DREAM_OCTAVES = 3
+MAX_DREAM_OCTAVES = 8
+MAX_DREAM_STEPS = 1000  # per octave (the sampler's own limit)
+DEFAULT_WALK_FRAMES = 16
+LATENT_FAMILIES = ("dcgan", "vae", "vaegan")
+SAMPLE, WALK, CHAIN, DREAM = "sample", "walk", "chain", "dream"  # what an image request runs
 DEFAULT_CHUNK_MS = 20  # audio chunk length on the wire when a client asks for none
 
 
@@ -61,6 +75,29 @@ class AudioModelInfo:
     max_text_chars: int
     max_seconds: float
     kind: str = "audio"
+
+
+@dataclass(frozen=True)
+class ImageModelInfo:
+    """An image model as clients see it. ``labels``: a conditional generator's classes, or Deep Dream's target
+    classes; empty for an unconditional generator. ``image_size``: the side of the images it makes."""
+
+    id: str
+    description: str
+    family: str  # dcgan, vae, vaegan, rbm or dream
+    image_size: int
+    labels: tuple[str, ...]
+    max_steps: int  # rbm: Gibbs steps; dream: steps x octaves
+    max_walk_frames: int
+    layers: tuple[str, ...] = ()  # dream: the layers a dream may raise
+    kind: str = "image"
+
+    def label_index(self, name: str, field: str) -> int:
+        """The class ``name`` names (any case), by index; NotFound listing them if none."""
+        folded = [label.casefold() for label in self.labels]
+        if name.strip().casefold() not in folded:
+            raise NotFound(f"{field}: {name!r} is not a class of model {self.id!r} (classes: {', '.join(self.labels)})")
+        return folded.index(name.strip().casefold())
 
 
 AUDIO, TEXT, TENSOR = "audio", "text", "tensor"  # what a classifier takes
@@ -185,6 +222,141 @@ class AudioRequest:
             raise InvalidArgument("seed", f"must be in 0..2**64-1, got {self.seed}")
         self.chunk_size(info)
         return voice
+
+
+@dataclass(frozen=True)
+class DreamOptions:
+    layer: str = ""  # empty: block2, or logits with a target
+    target: str = ""  # a class name, with layer logits
+    octaves: int = 0  # 0: DEFAULT_DREAM_OCTAVES
+
+    @property
+    def given(self) -> bool:
+        return bool(self.layer or self.target or self.octaves)
+
+
+@dataclass(frozen=True)
+class ImagePlan:
+    """A validated image request: what the engine runs. Requests with equal :attr:`key` may share one batched call
+    of the sampler (the seed, the label and the base image are per row)."""
+
+    mode: str  # SAMPLE, WALK, CHAIN or DREAM
+    seed: int | None
+    label: int | None  # the class index of a conditional generator
+    steps: int  # rbm: Gibbs steps; dream: steps per octave; else 0
+    frames: int  # frames the model makes in all
+    frame_every: int
+    walk_to: int | None = None
+    base: np.ndarray | None = None  # dream: (H, W) float32 in [0, 1]
+    layer: str = ""
+    target: int | None = None
+    octaves: int = 0
+
+    @property
+    def key(self) -> tuple[object, ...]:
+        shape = None if self.base is None else self.base.shape
+        return (self.mode, self.steps, self.frames, self.layer, self.target, self.octaves, shape)
+
+
+@dataclass(frozen=True)
+class ImageRequest:
+    """One image stream (see proto/antiphon/v1/image.proto for what each family reads); zeros and empty values
+    take the defaults."""
+
+    label: str = ""
+    seed: int | None = None  # same seed, same frames, alone or batched
+    steps: int = 0
+    frame_every: int = 0  # 0: every frame
+    walk_to_seed: int | None = None
+    walk_frames: int = 0
+    base_image: bytes = b""  # dream: a PNG
+    dream: DreamOptions = DreamOptions()
+    request_id: str = ""
+    transport: str = ""
+    label_field: str = "label"  # the wire field that carried the label (OpenAI's images API: prompt)
+
+    def validate(self, info: ImageModelInfo) -> ImagePlan:
+        """Check the fields against the model; returns what the engine runs."""
+        family = info.family
+        for name, seed in (("seed", self.seed), ("walk_to_seed", self.walk_to_seed)):
+            if seed is not None and not 0 <= seed <= MAX_IMAGE_SEED:
+                raise InvalidArgument(name, f"must be in 0..2**63-1, got {seed}")
+        if not 0 <= self.frame_every <= MAX_FRAME_EVERY:
+            limit = f"must be 0 (every frame) or 1..{MAX_FRAME_EVERY}"
+            raise InvalidArgument("frame_every", f"{limit}, got {self.frame_every}")
+        every = self.frame_every or 1
+        if self.walk_frames and self.walk_to_seed is None:
+            raise InvalidArgument("walk_frames", "is only read with walk_to_seed")
+        if family not in LATENT_FAMILIES and self.walk_to_seed is not None:
+            raise InvalidArgument("walk_to_seed", f"a latent walk needs a latent space; the {family} model has none")
+        if family != DREAM:
+            if self.base_image:
+                raise InvalidArgument("base_image", f"is only read by Deep Dream models, not by the {family} model")
+            if self.dream.given:
+                raise InvalidArgument("dream", f"is only read by Deep Dream models, not by the {family} model")
+        if family == DREAM or not info.labels:
+            if self.label:
+                what = "Deep Dream takes dream.target" if family == DREAM else f"the {family} model is unconditional"
+                raise InvalidArgument(self.label_field, f"{what}: give no class")
+            label = None
+        elif self.label:
+            label = info.label_index(self.label, self.label_field)
+        else:
+            label = None  # the model's choice: the seed's class, once the seed is known
+        if family in LATENT_FAMILIES:
+            if self.steps:
+                raise InvalidArgument("steps", f"the {family} model makes its image in one step: give 0")
+            if self.walk_to_seed is None:
+                return ImagePlan(SAMPLE, self.seed, label, 0, 1, every)
+            frames = self.walk_frames or DEFAULT_WALK_FRAMES
+            if not 2 <= frames <= info.max_walk_frames:
+                raise InvalidArgument("walk_frames", f"must be 0 (16) or 2..{info.max_walk_frames}, got {frames}")
+            return ImagePlan(WALK, self.seed, label, 0, frames, every, walk_to=self.walk_to_seed)
+        if family == "rbm":
+            steps = self.steps or DEFAULT_GIBBS_STEPS
+            if not 1 <= steps <= info.max_steps:
+                raise InvalidArgument("steps", f"must be 0 ({DEFAULT_GIBBS_STEPS}) or 1..{info.max_steps}, got {steps}")
+            return ImagePlan(CHAIN, self.seed, None, steps, steps, every)
+        return self._dream_plan(info, every)
+
+    def _dream_plan(self, info: ImageModelInfo, every: int) -> ImagePlan:
+        dream = self.dream
+        target = info.label_index(dream.target, "dream.target") if dream.target else None
+        layer = dream.layer or ("logits" if target is not None else "block2")
+        if layer not in info.layers:
+            raise InvalidArgument("dream.layer", f"must be one of {', '.join(info.layers)}, got {layer!r}")
+        if (layer == "logits") != (target is not None):
+            raise InvalidArgument("dream.target", "give a target class with layer logits, and only with it")
+        octaves = dream.octaves or DEFAULT_DREAM_OCTAVES
+        if not 1 <= octaves <= MAX_DREAM_OCTAVES:
+            limit = f"must be 0 ({DEFAULT_DREAM_OCTAVES}) or 1..{MAX_DREAM_OCTAVES}"
+            raise InvalidArgument("dream.octaves", f"{limit}, got {octaves}")
+        steps = self.steps or DEFAULT_DREAM_STEPS
+        if not 1 <= steps <= MAX_DREAM_STEPS or steps * octaves > info.max_steps:
+            limit = f"must be 0 ({DEFAULT_DREAM_STEPS}) or 1..{MAX_DREAM_STEPS}, with steps x octaves at most"
+            raise InvalidArgument("steps", f"{limit} {info.max_steps}, got {steps} x {octaves}")
+        if not self.base_image:
+            raise InvalidArgument("base_image", "Deep Dream needs an image to dream on (PNG bytes)")
+        base = decode_png(self.base_image, "base_image")
+        return ImagePlan(DREAM, self.seed, None, steps, steps * octaves, every, None, base, layer, target, octaves)
+
+
+def decode_png(data: bytes, field: str) -> np.ndarray:
+    """PNG bytes as a grey image (H, W) float32 in [0, 1]; InvalidArgument naming ``field`` for anything else."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data), formats=["PNG"])
+            width, height = image.size
+            if not (1 <= width <= MAX_BASE_SIDE and 1 <= height <= MAX_BASE_SIDE):
+                limit = f"at most {MAX_BASE_SIDE} x {MAX_BASE_SIDE} pixels"
+                raise InvalidArgument(field, f"{limit}, got {width} x {height}")
+            grey = np.asarray(image.convert("L"), dtype=np.float32)
+    except InvalidArgument:
+        raise
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombWarning, SyntaxError) as exc:
+        raise InvalidArgument(field, f"is not a readable PNG image ({type(exc).__name__})") from None
+    return grey / 255.0
 
 
 @dataclass(frozen=True)

@@ -10,11 +10,22 @@ import asyncio
 import time
 from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Generic, Self, TypeVar
 
 import numpy as np
 
-Piece = TypeVar("Piece", str, np.ndarray)
+
+@dataclass(frozen=True)
+class Picture:
+    """One frame of an image stream."""
+
+    step: int  # the frame's place in the model's sequence, from 0
+    final: bool  # the model's last frame
+    pixels: np.ndarray  # (H, W) uint8, 0 black .. 255 white
+
+
+Piece = TypeVar("Piece", str, np.ndarray, Picture)
 
 FINISH_STOP = "stop"  # a stop sequence, or the end of the persona's turn in a chat
 FINISH_LENGTH = "length"  # max_tokens reached
@@ -152,3 +163,39 @@ class AudioStream(_BoundedStream[np.ndarray]):
 
     def _join(self, pieces: deque[np.ndarray]) -> np.ndarray:
         return pieces[0] if len(pieces) == 1 else np.concatenate(list(pieces))
+
+
+class ImageStream(_BoundedStream[Picture]):
+    """An image request's output: ``async for picture in stream`` yields each frame sent, one a read, in order;
+    afterwards ``finish_reason`` is set. ``capacity`` counts unread frames; ``steps`` counts the frames the model
+    made, ``frames`` those sent, ``total_steps`` the frames it will make in all."""
+
+    def __init__(
+        self, capacity: int, wake: Callable[[], None], request_id: str, total_steps: int, transport: str = ""
+    ) -> None:
+        super().__init__(capacity, wake, request_id, transport)
+        self.total_steps = total_steps
+        self.steps = 0
+        self.frames = 0
+
+    def _units(self, piece: Picture) -> int:
+        return 1
+
+    def push(self, piece: Picture) -> None:
+        self.frames += 1
+        super().push(piece)
+
+    async def __anext__(self) -> Picture:
+        while not self._pieces:
+            if self._error is not None:
+                raise self._error
+            if self.finish_reason is not None:
+                raise StopAsyncIteration
+            self._readable.clear()  # no await between the check and the clear: a push cannot be lost
+            await self._readable.wait()
+        was_full = self._buffered >= self.capacity
+        piece = self._pieces.popleft()
+        self._buffered -= 1
+        if was_full:
+            self._wake()  # the engine may advance this stream's group again
+        return piece

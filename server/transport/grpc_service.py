@@ -22,6 +22,7 @@ from antiphon.v1 import (
     classify_pb2,
     generation_pb2,
     generation_pb2_grpc,
+    image_pb2,
     models_pb2,
     sampling_pb2,
     text_pb2,
@@ -31,12 +32,22 @@ from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 
 from server.engine.registry import ModelRegistry
-from server.engine.requests import AudioModelInfo, AudioRequest, ChatTurn, ClassifyInput, SamplingOptions, TextRequest
+from server.engine.requests import (
+    AudioModelInfo,
+    AudioRequest,
+    ChatTurn,
+    ClassifyInput,
+    DreamOptions,
+    ImageRequest,
+    SamplingOptions,
+    TextRequest,
+)
 from server.engine.speech import SpokenTurn, speak_turn, speech_options
-from server.engine.streams import FINISH_CANCELLED, FINISH_LENGTH, FINISH_STOP, AudioStream, TextStream
+from server.engine.streams import FINISH_CANCELLED, FINISH_LENGTH, FINISH_STOP, AudioStream, ImageStream, TextStream
 from server.errors import AntiphonError, InvalidArgument
 from server.metrics import Recorder
 from server.transport import auth
+from server.transport.pictures import PNG, RAW8, encode_picture
 from server.transport.wire import MULAW, PCM16, Chunker, encode_codes
 
 log = logging.getLogger(__name__)
@@ -57,7 +68,14 @@ MODEL_KINDS = {
     "text": models_pb2.MODEL_KIND_TEXT,
     "audio": models_pb2.MODEL_KIND_AUDIO,
     "classifier": models_pb2.MODEL_KIND_CLASSIFIER,
+    "image": models_pb2.MODEL_KIND_IMAGE,
 }
+IMAGE_ENCODINGS = {
+    image_pb2.IMAGE_ENCODING_UNSPECIFIED: PNG,
+    image_pb2.IMAGE_ENCODING_PNG: PNG,
+    image_pb2.IMAGE_ENCODING_RAW8: RAW8,
+}
+WIRE_IMAGE_ENCODINGS = {PNG: image_pb2.IMAGE_ENCODING_PNG, RAW8: image_pb2.IMAGE_ENCODING_RAW8}
 WIRE_ENCODINGS = {PCM16: audio_pb2.AUDIO_ENCODING_PCM16_LE, MULAW: audio_pb2.AUDIO_ENCODING_MULAW8}
 OPEN_SERVICES = ("/grpc.health.v1.Health/",)  # load balancers and orchestrators probe health without a key
 
@@ -233,6 +251,51 @@ class GenerationService(generation_pb2_grpc.GenerationServicer):
             finish_reason=FINISH_REASONS[stream.finish_reason or FINISH_CANCELLED],
             usage=audio_pb2.AudioUsage(text_chars=len(request.text), samples=stream.samples),
         )
+
+    async def GenerateImage(
+        self, request: image_pb2.GenerateImageRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[image_pb2.ImageFrame]:
+        request_id = f"grpc-{next(self._ids)}"
+        try:
+            service = self.models.image_model(request.model)
+            if request.encoding not in IMAGE_ENCODINGS:
+                raise InvalidArgument("encoding", f"unknown ImageEncoding {request.encoding}")
+            encoding = IMAGE_ENCODINGS[request.encoding]
+            dream = request.dream
+            image_request = ImageRequest(
+                label=request.label,
+                seed=request.seed if request.HasField("seed") else None,
+                steps=request.steps,
+                frame_every=request.frame_every,
+                walk_to_seed=request.walk_to_seed if request.HasField("walk_to_seed") else None,
+                walk_frames=request.walk_frames,
+                base_image=request.base_image,
+                dream=DreamOptions(dream.layer, dream.target, dream.octaves),
+                request_id=request_id,
+                transport=TRANSPORT,
+            )
+            stream: ImageStream = service.generate(image_request)
+        except AntiphonError as exc:
+            await abort(context, exc, request_id, self.metrics)
+        wire = WIRE_IMAGE_ENCODINGS[encoding]
+        final: image_pb2.ImageFrame | None = None
+        # closed at once if the client leaves
+        async with aclosing(pieces(stream, context, request_id, self.metrics)) as pictures:
+            async for picture in pictures:
+                height, width = picture.pixels.shape
+                frame = image_pb2.ImageFrame(
+                    step=picture.step, final=picture.final, width=width, height=height, channels=1, encoding=wire
+                )
+                frame.data = encode_picture(picture, encoding)
+                if picture.final:
+                    final = frame  # the engine ends the stream with its last frame: the finish follows at once
+                else:
+                    yield frame
+        # The last frame carries the finish; a stream that ended without one (cancelled) sends the finish alone.
+        end = final if final is not None else image_pb2.ImageFrame()
+        end.finish_reason = FINISH_REASONS[stream.finish_reason or FINISH_CANCELLED]
+        end.usage.CopyFrom(image_pb2.ImageUsage(steps=stream.steps, frames=stream.frames))
+        yield end
 
     async def Classify(
         self, request: classify_pb2.ClassifyRequest, context: grpc.aio.ServicerContext

@@ -35,12 +35,13 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from server.engine.registry import ModelRegistry, TextService
-from server.engine.requests import AudioRequest, TextRequest
-from server.engine.streams import AudioStream, TextStream
-from server.errors import AntiphonError, InvalidArgument, ListenError, NotFound, Unauthenticated
+from server.engine.requests import AudioRequest, ImageRequest, TextRequest
+from server.engine.streams import AudioStream, ImageStream, Picture, TextStream
+from server.errors import AntiphonError, InvalidArgument, ListenError, NotFound, Unauthenticated, Unavailable
 from server.metrics import Recorder
 from server.transport import auth, openai
 from server.transport.jsonfields import classify_input, string_field
+from server.transport.pictures import PNG, encode_picture
 from server.transport.wire import Pcm16At
 
 log = logging.getLogger(__name__)
@@ -122,6 +123,7 @@ class HttpTransport:
                 Route("/v1/chat/completions", self.chat_completions, methods=["POST"]),
                 Route("/v1/completions", self.completions, methods=["POST"]),
                 Route("/v1/audio/speech", self.speech, methods=["POST"]),
+                Route("/v1/images/generations", self.images, methods=["POST"]),
                 Route("/v1/classifiers", self.list_classifiers, methods=["GET"]),
                 Route("/v1/classify", self.classify, methods=["POST"]),
                 *([Route("/metrics", self.scrape, methods=["GET"])] if self.metrics.enabled else []),
@@ -182,6 +184,10 @@ class HttpTransport:
         rows += [
             {"id": info.id, "object": "model", "created": created, "owned_by": "antiphon", "kind": "audio"}
             for info in self.models.audio_infos()
+        ]
+        rows += [
+            {"id": info.id, "object": "model", "created": created, "owned_by": "antiphon", "kind": "image"}
+            for info in self.models.image_infos()
         ]
         return rows
 
@@ -281,6 +287,61 @@ class HttpTransport:
             yield event
         if stream.finish_reason is not None:
             yield _event({"type": "speech.audio.done", "usage": {"samples": pcm.samples}})
+
+    async def images(self, request: Request) -> Response:
+        """Images of a generator, the prompt naming its class: ``n`` of them at once (each its own stream, batched
+        by the engine), or one streamed as ``image_generation.partial_image`` events (its intermediate frames: the
+        RBM's Gibbs steps, a walk's points) and ``image_generation.completed``."""
+        request_id = f"img-{next(self._ids)}"
+        streams: list[ImageStream] = []
+        try:
+            wanted = openai.images_request(await self._body(request))
+            service = self.models.image_model(wanted.model)
+            size = openai.image_size(wanted.size, service.info.image_size)
+            if service.info.family == "dream":
+                raise InvalidArgument("model", "Deep Dream dreams on an image: use GenerateImage with base_image")
+            for i in range(wanted.n):
+                seed = None if wanted.seed is None else wanted.seed + i
+                one = ImageRequest(wanted.label, seed, wanted.steps, 1, label_field="prompt", transport=TRANSPORT)
+                streams.append(service.generate(one))
+        except AntiphonError as exc:
+            for stream in streams:
+                stream.cancel()
+            return self._error(exc, request_id)
+        if wanted.stream:
+            events = self._image_events(streams[0], request_id, size, wanted.partial_images)
+            return StreamingResponse(events, media_type="text/event-stream", headers=SSE_HEADERS)
+        try:
+            finals = await asyncio.gather(*(self._last_picture(s) for s in streams))
+        except AntiphonError as exc:
+            return self._error(exc, request_id)
+        data = [{"b64_json": _png64(picture)} for picture in finals]
+        return JSONResponse({"created": openai.created(), "data": data, "output_format": "png", "size": size})
+
+    async def _last_picture(self, stream: ImageStream) -> Picture:
+        last: Picture | None = None
+        async for picture in self._pieces(stream):
+            last = picture
+        if last is None or not last.final:
+            raise Unavailable("the image stream was cancelled before its last frame")
+        return last
+
+    async def _image_events(self, stream: ImageStream, request_id: str, size: str, partials: int) -> AsyncIterator[str]:
+        steps = openai.partial_steps(stream.total_steps, partials)
+        sent = 0
+
+        def event(picture: Picture) -> str:
+            nonlocal sent
+            if picture.final:
+                return _event(openai.image_event("completed", _png64(picture), size))
+            if picture.step not in steps:
+                return ""  # not one of the partial images asked for
+            sent += 1
+            return _event(openai.image_event("partial_image", _png64(picture), size, sent - 1))
+
+        async for item in self._stream_events(stream, request_id, event):
+            if item:
+                yield item
 
     async def scrape(self, request: Request) -> Response:
         """The metrics, in Prometheus' text format (or OpenMetrics, where the scraper asks for it)."""
@@ -409,6 +470,10 @@ class HttpTransport:
             answer = openai.error_body(exc)
             self.metrics.error(TRANSPORT, str(answer.status))  # the status the error object stands for
             yield _event(answer.body)
+
+
+def _png64(picture: Picture) -> str:
+    return base64.b64encode(encode_picture(picture, PNG)).decode("ascii")
 
 
 class HttpListener:

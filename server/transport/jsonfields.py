@@ -1,5 +1,5 @@
-"""Fields of the JSON requests the WebSocket and HTTP transports share: type checks that name the field, and the
-classify request's input. The engine's request types check the values."""
+"""Fields of the JSON requests the WebSocket and HTTP transports share: type checks that name the field, the
+classify request's input and the image request. The engine's request types check the values."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from server.engine.requests import ClassifyInput
+from server.engine.requests import ClassifyInput, DreamOptions, ImageRequest
 from server.errors import InvalidArgument
 from server.transport.wire import ENCODINGS, PCM16
 
@@ -38,13 +38,13 @@ def encoding_field(message: dict[str, Any]) -> str:
     return str(encoding)
 
 
-def _base64(value: Any) -> bytes:
+def _base64(value: Any, name: str = "audio", what: str = "PCM16 LE mono samples") -> bytes:
     if not isinstance(value, str):
-        raise InvalidArgument("audio", "must be a base64 string of PCM16 LE mono samples")
+        raise InvalidArgument(name, f"must be a base64 string of {what}")
     try:
         return base64.b64decode(value, validate=True)
     except binascii.Error:
-        raise InvalidArgument("audio", "is not valid base64") from None
+        raise InvalidArgument(name, "is not valid base64") from None
 
 
 def _tensor(value: Any) -> dict[str, Any]:
@@ -75,3 +75,37 @@ def classify_input(message: dict[str, Any], transport: str) -> tuple[ClassifyInp
         transport=transport,
     )
     return item, 0 if top_k is None else number_field(top_k, "top_k", True)
+
+
+DREAM_FIELDS = ("layer", "target", "octaves")
+
+
+def image_request(message: dict[str, Any], request_id: str, transport: str) -> ImageRequest:
+    """A generate_image request's fields (absent or null: the defaults) as the engine's request."""
+
+    def integer(name: str, default: Any = 0) -> Any:
+        value = number_field(message.get(name), name, True)
+        return default if value is None else value
+
+    dream = message.get("dream") or {}
+    if not isinstance(dream, dict):
+        raise InvalidArgument("dream", "must be an object")
+    for key in dream:
+        if key not in DREAM_FIELDS:
+            raise InvalidArgument(f"dream.{key}", "unknown field")
+    octaves = number_field(dream.get("octaves"), "dream.octaves", True)
+    base = message.get("base_image")
+    return ImageRequest(
+        label=string_field(message, "label"),
+        seed=integer("seed", None),
+        steps=integer("steps"),
+        frame_every=integer("frame_every"),
+        walk_to_seed=integer("walk_to_seed", None),
+        walk_frames=integer("walk_frames"),
+        base_image=b"" if base is None else _base64(base, "base_image", "a PNG file"),
+        dream=DreamOptions(
+            string_field(dream, "layer", "dream."), string_field(dream, "target", "dream."), octaves or 0
+        ),
+        request_id=request_id,
+        transport=transport,
+    )

@@ -277,3 +277,105 @@ def wav_header(sample_rate: int) -> bytes:
             data.to_bytes(4, "little"),
         )
     )
+
+
+# -- images ------------------------------------------------------------------------------------------------------
+# Fields of /v1/images/generations accepted only at these neutral values (None, absent, is always accepted).
+IMAGE_NEUTRAL: dict[str, tuple[Any, ...]] = {
+    "background": ("auto", "opaque"),  # the images are opaque
+    "moderation": ("auto", "low"),
+    "output_format": ("png",),
+    "quality": ("auto",),
+    "response_format": ("b64_json",),
+    "complexity": (),
+    "frame_count": (),
+    "frame_duration_ms": (),
+    "output_compression": (),
+    "style": (),
+    "svg": (),
+}
+IMAGE_FIELDS = {"model", "prompt", "n", "size", "stream", "partial_images", "seed", "steps", *IMAGE_NEUTRAL}
+IMAGE_FIELDS |= {"user", "safety_identifier"}
+MAX_IMAGES = 10  # OpenAI's own limit of n
+MAX_PARTIAL_IMAGES = 3
+
+
+@dataclass(frozen=True)
+class ImagesRequest:
+    model: str
+    label: str  # the prompt: a class name, or empty
+    n: int
+    size: str | None
+    stream: bool
+    partial_images: int
+    seed: int | None  # antiphon's own: image i takes seed + i
+    steps: int  # antiphon's own: the RBM's Gibbs steps
+
+
+def images_request(body: Any) -> ImagesRequest:
+    """Decode a /v1/images/generations body: the prompt names a class (conditional models) or is empty."""
+    body = check_fields(body, IMAGE_FIELDS, neutral_fields=False)
+    for key, neutral in IMAGE_NEUTRAL.items():
+        value = body.get(key)
+        if value is not None and value not in neutral:
+            shown = " or ".join(json.dumps(v) for v in neutral) if neutral else "null"
+            raise InvalidArgument(key, f"is not supported by this server except at {shown}, got {json.dumps(value)}")
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        raise InvalidArgument("model", "must name an image model (GET /v1/models lists them)")
+    prompt = body.get("prompt", "")
+    if not isinstance(prompt, str):
+        raise InvalidArgument("prompt", "must be a string: a class of the model, or empty")
+    n = _number(body, "n", True)
+    n = 1 if n is None else n
+    if not 1 <= n <= MAX_IMAGES:
+        raise InvalidArgument("n", f"must be 1..{MAX_IMAGES}, got {n}")
+    stream = body.get("stream") or False
+    if not isinstance(stream, bool):
+        raise InvalidArgument("stream", "must be true or false")
+    if stream and n != 1:
+        raise InvalidArgument("n", "a stream carries one image: give n 1 (or several requests)")
+    partial = _number(body, "partial_images", True) or 0
+    if not 0 <= partial <= MAX_PARTIAL_IMAGES:
+        raise InvalidArgument("partial_images", f"must be 0..{MAX_PARTIAL_IMAGES}, got {partial}")
+    if partial and not stream:
+        raise InvalidArgument("partial_images", "partial images are sent in a stream: set stream true")
+    size = body.get("size")
+    if size is not None and not isinstance(size, str):
+        raise InvalidArgument("size", 'must be a string such as "28x28"')
+    steps = _number(body, "steps", True)
+    return ImagesRequest(model, prompt.strip(), n, size, stream, partial, _number(body, "seed", True), steps or 0)
+
+
+def image_size(size: str | None, side: int) -> str:
+    """The size the model makes, ``"SxS"``; a ``size`` asked for that is not ``auto`` or that is refused by name."""
+    made = f"{side}x{side}"
+    if size not in (None, "auto", made):
+        raise InvalidArgument("size", f"this model makes {made} images only (or give auto), got {json.dumps(size)}")
+    return made
+
+
+def partial_steps(total: int, partial_images: int) -> set[int]:
+    """The steps of a ``total``-frame stream sent as partial images: ``partial_images`` evenly spaced before the
+    last (fewer when the model makes fewer frames; one sample makes none)."""
+    steps = {round(total * (j + 1) / (partial_images + 1)) - 1 for j in range(partial_images)}
+    return {s for s in steps if 0 <= s < total - 1}
+
+
+def image_event(kind: str, b64: str, size: str, index: int = 0) -> dict[str, Any]:
+    """An ``image_generation.partial_image`` (with its index) or ``image_generation.completed`` event."""
+    event: dict[str, Any] = {
+        "type": f"image_generation.{kind}",
+        "b64_json": b64,
+        "background": "opaque",
+        "created_at": created(),
+        "output_format": "png",
+        "quality": "auto",
+        "size": size,
+    }
+    if kind == "partial_image":
+        event["partial_image_index"] = index
+    else:  # the models read no tokens: OpenAI's usage object, with nothing in it
+        details = {"image_tokens": 0, "text_tokens": 0}
+        event["usage"] = {"input_tokens": 0, "input_tokens_details": details, "output_tokens": 0, "total_tokens": 0}
+    return event

@@ -28,11 +28,12 @@ from websockets.typing import Subprotocol
 from server.engine.registry import ModelRegistry
 from server.engine.requests import AudioModelInfo, AudioRequest, ChatTurn, SamplingOptions, TextRequest
 from server.engine.speech import SpokenTurn, speak_turn, speech_options
-from server.engine.streams import AudioStream, TextStream
+from server.engine.streams import AudioStream, ImageStream, TextStream
 from server.errors import AntiphonError, InvalidArgument, ResourceExhausted
 from server.metrics import Recorder
 from server.transport import auth
-from server.transport.jsonfields import classify_input, encoding_field, number_field, string_field
+from server.transport.jsonfields import classify_input, encoding_field, image_request, number_field, string_field
+from server.transport.pictures import encode_picture, frame_fields, image_encoding
 from server.transport.wire import PCM16, Chunker, encode_codes
 
 log = logging.getLogger(__name__)
@@ -50,11 +51,15 @@ REQUEST_FIELDS = {
     "list_models": {"type", "id"},
     "generate_audio": {"type", "id", "model", "text", "voice", "max_seconds", "sampling", "encoding", "chunk_samples"},
     "classify": {"type", "id", "model", "text", "audio", "audio_sample_rate", "tensor", "top_k"},
+    "generate_image": {
+        *("type", "id", "model", "label", "seed", "steps", "frame_every", "walk_to_seed", "walk_frames"),
+        *("base_image", "dream", "encoding"),
+    },
 }
 
 
-def audio_frame(request_id: str, payload: bytes) -> bytes:
-    """A binary frame: the request id's UTF-8 length (2 bytes, big-endian), the id, then the audio bytes."""
+def binary_frame(request_id: str, payload: bytes) -> bytes:
+    """A binary frame: the request id's UTF-8 length (2 bytes, big-endian), the id, then the audio or image bytes."""
     tag = request_id.encode("utf-8")
     return struct.pack(">H", len(tag)) + tag + payload
 
@@ -232,7 +237,7 @@ class _Connection:
         self.metrics = metrics
         self.websocket = websocket
         self.name = name
-        self.streams: dict[str, TextStream | AudioStream] = {}
+        self.streams: dict[str, TextStream | AudioStream | ImageStream] = {}
         self.tasks: set[asyncio.Task[None]] = set()
         self.all_tasks = all_tasks
 
@@ -303,6 +308,13 @@ class _Connection:
         tag = f"{self.name}-{request_id}"
         if kind == "generate_audio":
             self.start(request_id, self.audio_request(request_id, tag, message))
+            return
+        if kind == "generate_image":
+            images = self.models.image_model(string_field(message, "model"))
+            encoding = image_encoding(message.get("encoding"))
+            image_stream = images.generate(image_request(message, tag, TRANSPORT))
+            self.streams[request_id] = image_stream
+            self.start(request_id, self.pump_image(request_id, image_stream, encoding))
             return
         service = self.models.text_model(string_field(message, "model"))
         sampling = sampling_options(message.get("sampling"))
@@ -391,10 +403,10 @@ class _Connection:
             await self.send_format(request_id, info.sample_rate, encoding)
             async for codes in stream:
                 for chunk in chunker.feed(codes):
-                    await self.websocket.send(audio_frame(request_id, encode_codes(chunk, encoding)))
+                    await self.websocket.send(binary_frame(request_id, encode_codes(chunk, encoding)))
             rest = chunker.flush()
             if rest.size:
-                await self.websocket.send(audio_frame(request_id, encode_codes(rest, encoding)))
+                await self.websocket.send(binary_frame(request_id, encode_codes(rest, encoding)))
             done = {
                 "type": "done",
                 "id": request_id,
@@ -402,6 +414,31 @@ class _Connection:
                 "usage": {"text_chars": chars, "samples": stream.samples},
             }
             del self.streams[request_id]
+            await self.send(done)
+        except AntiphonError as exc:
+            log.info("request %s-%s failed: %s %s", self.name, request_id, exc.code.upper(), exc)
+            self.metrics.error(TRANSPORT, exc.code.upper())
+            self.streams.pop(request_id, None)
+            await self.send(error_frame(request_id, exc))
+        except ConnectionClosed:
+            pass
+        finally:
+            self.streams.pop(request_id, None)
+            stream.cancel()
+
+    async def pump_image(self, request_id: str, stream: ImageStream, encoding: str) -> None:
+        """Per frame an ``image`` frame, then its bytes in a binary frame tagged with the request id; then done."""
+        try:
+            async for picture in stream:
+                await self.send({"type": "image", "id": request_id, **frame_fields(picture, encoding)})
+                await self.websocket.send(binary_frame(request_id, encode_picture(picture, encoding)))
+            done = {
+                "type": "done",
+                "id": request_id,
+                "finish_reason": stream.finish_reason,
+                "usage": {"steps": stream.steps, "frames": stream.frames},
+            }
+            del self.streams[request_id]  # forgotten before "done": the client may reuse the id once it reads it
             await self.send(done)
         except AntiphonError as exc:
             log.info("request %s-%s failed: %s %s", self.name, request_id, exc.code.upper(), exc)
@@ -432,7 +469,7 @@ class _Connection:
                 if first_audio and spoken is not None:
                     await self.send_format(request_id, spoken.sample_rate, encoding)
                     first_audio = False
-                await self.websocket.send(audio_frame(request_id, encode_codes(event, encoding)))
+                await self.websocket.send(binary_frame(request_id, encode_codes(event, encoding)))
             done: dict[str, Any] = {
                 "type": "done",
                 "id": request_id,

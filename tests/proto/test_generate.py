@@ -33,4 +33,4 @@ def test_stubs_import_as_antiphon_v1() -> None:
     from antiphon.v1 import generation_pb2
 
     methods = [m.name for m in generation_pb2.DESCRIPTOR.services_by_name["Generation"].methods]
-    assert methods == ["ListModels", "GenerateText", "Chat", "GenerateAudio", "Classify"]
+    assert methods == ["ListModels", "GenerateText", "Chat", "GenerateAudio", "Classify", "GenerateImage"]

@@ -68,3 +68,27 @@ def tiny_audio_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("audio_model") / "tiny_wavenet.safetensors"
     AudioTrainer(AudioTrainOptions.dry_run(out=out)).train()
     return out
+
+
+SERVED_IMAGE_FAMILIES = ("rbm", "dcgan", "vae", "evaluator")  # one of each sampler: chains, latents, Deep Dream
+
+
+@pytest.fixture(scope="session")
+def tiny_image_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """family -> a checkpoint its tiny preset trained in seconds (the RBM, DCGAN and VAE on the 8x8 digits, the
+    Deep Dream evaluator on 2,000 Fashion-MNIST images), each file named after its family."""
+    from server.image import train_evaluator, train_gan, train_rbm, train_vae
+    from server.image.options import TRAIN_OPTIONS
+
+    runners = {
+        "evaluator": train_evaluator.train_evaluator,
+        "dcgan": train_gan.train_dcgan,
+        "vae": train_vae.train_vae,
+        "rbm": train_rbm.train_rbm,
+    }
+    folder = tmp_path_factory.mktemp("image_models")
+    paths = {}
+    for family in SERVED_IMAGE_FAMILIES:
+        paths[family] = folder / f"{family}.safetensors"
+        runners[family](TRAIN_OPTIONS[family].dry_run(out=paths[family]))
+    return paths

@@ -15,9 +15,9 @@ import pytest
 import websockets
 from antiphon.v1 import generation_pb2_grpc, models_pb2, sampling_pb2, text_pb2
 
-from server.app import Server, chat_style
+from server.app import Server, chat_style, load_image_engines
 from server.engine.text import TextEngine
-from server.errors import ListenError
+from server.errors import CheckpointError, InvalidArgument, ListenError
 from server.settings import ServeSettings
 from tests.conftest import timeout
 
@@ -159,3 +159,19 @@ async def test_port_in_use_is_a_clear_error(make_text_engine: Callable[..., Text
             await second.start()
     finally:
         await first.stop()
+
+
+async def test_image_checkpoints_load_under_their_stems(tiny_image_models: dict[str, Path], tmp_path: Path) -> None:
+    """--image-checkpoints loads one engine per file, named by its stem; a missing or twice-named file is refused."""
+    paths = f"{tiny_image_models['rbm']},{tiny_image_models['dcgan']}"
+    engines = load_image_engines(ServeSettings(image_checkpoints=tuple(paths.split(","))).validated())
+    try:
+        assert [(e.model_id, e.family) for e in engines] == [("rbm", "rbm"), ("dcgan", "dcgan")]
+    finally:
+        await asyncio.gather(*(e.close() for e in engines))
+    missing = tmp_path / "gan.safetensors"
+    with pytest.raises(CheckpointError, match=f"image checkpoint {missing} does not exist"):
+        load_image_engines(ServeSettings(image_checkpoints=(str(missing),)))
+    twice = (str(tiny_image_models["rbm"]), str(tiny_image_models["rbm"]))
+    with pytest.raises(InvalidArgument, match="two checkpoints are named 'rbm'"):
+        load_image_engines(ServeSettings(image_checkpoints=twice))

@@ -79,3 +79,17 @@ def test_an_empty_key_file_is_refused(tmp_path: Path) -> None:
     with pytest.raises(InvalidArgument) as info:
         ServeSettings.from_sources(_parse("--api-key-file", str(keys)), {}).api_keys()
     assert str(info.value) == f"--api-key-file: {keys} holds no key"
+
+
+def test_image_checkpoints_name_the_models_or_none(tmp_path: Path) -> None:
+    """--image-checkpoints lists paths (comma-separated); none serves no image model; by default, the committed ones."""
+    named = ServeSettings.from_sources(_parse("--image-checkpoints", "a/rbm.safetensors, b/dcgan.safetensors"), {})
+    assert named.image_models() == [Path("a/rbm.safetensors"), Path("b/dcgan.safetensors")]
+    assert ServeSettings.from_sources(_parse(), {"ANTIPHON_IMAGE_CHECKPOINTS": "none"}).image_models() == []
+    from server.paths import DEFAULT_IMAGE_MODELS
+
+    default = sorted(DEFAULT_IMAGE_MODELS.glob("*.safetensors")) if DEFAULT_IMAGE_MODELS.is_dir() else []
+    assert ServeSettings.from_sources(_parse(), {}).image_models() == default
+    with pytest.raises(InvalidArgument) as info:
+        ServeSettings.from_sources(_parse("--image-checkpoints", "none,a.safetensors"), {})
+    assert str(info.value) == "--image-checkpoints: none serves no image model: name nothing else"

@@ -25,17 +25,18 @@ _sym_db = _symbol_database.Default()
 from antiphon.v1 import audio_pb2 as antiphon_dot_v1_dot_audio__pb2
 from antiphon.v1 import chat_pb2 as antiphon_dot_v1_dot_chat__pb2
 from antiphon.v1 import classify_pb2 as antiphon_dot_v1_dot_classify__pb2
+from antiphon.v1 import image_pb2 as antiphon_dot_v1_dot_image__pb2
 from antiphon.v1 import models_pb2 as antiphon_dot_v1_dot_models__pb2
 from antiphon.v1 import text_pb2 as antiphon_dot_v1_dot_text__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x61ntiphon/v1/generation.proto\x12\x0b\x61ntiphon.v1\x1a\x17\x61ntiphon/v1/audio.proto\x1a\x16\x61ntiphon/v1/chat.proto\x1a\x1a\x61ntiphon/v1/classify.proto\x1a\x18\x61ntiphon/v1/models.proto\x1a\x16\x61ntiphon/v1/text.proto2\xfb\x02\n\nGeneration\x12M\n\nListModels\x12\x1e.antiphon.v1.ListModelsRequest\x1a\x1f.antiphon.v1.ListModelsResponse\x12J\n\x0cGenerateText\x12 .antiphon.v1.GenerateTextRequest\x1a\x16.antiphon.v1.TextChunk0\x01\x12:\n\x04\x43hat\x12\x18.antiphon.v1.ChatRequest\x1a\x16.antiphon.v1.ChatEvent0\x01\x12M\n\rGenerateAudio\x12!.antiphon.v1.GenerateAudioRequest\x1a\x17.antiphon.v1.AudioChunk0\x01\x12G\n\x08\x43lassify\x12\x1c.antiphon.v1.ClassifyRequest\x1a\x1d.antiphon.v1.ClassifyResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x61ntiphon/v1/generation.proto\x12\x0b\x61ntiphon.v1\x1a\x17\x61ntiphon/v1/audio.proto\x1a\x16\x61ntiphon/v1/chat.proto\x1a\x1a\x61ntiphon/v1/classify.proto\x1a\x17\x61ntiphon/v1/image.proto\x1a\x18\x61ntiphon/v1/models.proto\x1a\x16\x61ntiphon/v1/text.proto2\xca\x03\n\nGeneration\x12M\n\nListModels\x12\x1e.antiphon.v1.ListModelsRequest\x1a\x1f.antiphon.v1.ListModelsResponse\x12J\n\x0cGenerateText\x12 .antiphon.v1.GenerateTextRequest\x1a\x16.antiphon.v1.TextChunk0\x01\x12:\n\x04\x43hat\x12\x18.antiphon.v1.ChatRequest\x1a\x16.antiphon.v1.ChatEvent0\x01\x12M\n\rGenerateAudio\x12!.antiphon.v1.GenerateAudioRequest\x1a\x17.antiphon.v1.AudioChunk0\x01\x12G\n\x08\x43lassify\x12\x1c.antiphon.v1.ClassifyRequest\x1a\x1d.antiphon.v1.ClassifyResponse\x12M\n\rGenerateImage\x12!.antiphon.v1.GenerateImageRequest\x1a\x17.antiphon.v1.ImageFrame0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'antiphon.v1.generation_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_GENERATION']._serialized_start=173
-  _globals['_GENERATION']._serialized_end=552
+  _globals['_GENERATION']._serialized_start=198
+  _globals['_GENERATION']._serialized_end=656
 # @@protoc_insertion_point(module_scope)

@@ -6,6 +6,7 @@ import warnings
 from antiphon.v1 import audio_pb2 as antiphon_dot_v1_dot_audio__pb2
 from antiphon.v1 import chat_pb2 as antiphon_dot_v1_dot_chat__pb2
 from antiphon.v1 import classify_pb2 as antiphon_dot_v1_dot_classify__pb2
+from antiphon.v1 import image_pb2 as antiphon_dot_v1_dot_image__pb2
 from antiphon.v1 import models_pb2 as antiphon_dot_v1_dot_models__pb2
 from antiphon.v1 import text_pb2 as antiphon_dot_v1_dot_text__pb2
 
@@ -31,7 +32,7 @@ if _version_not_supported:
 
 class GenerationStub:
     """Generative models over one connection. Errors: INVALID_ARGUMENT names the bad field ("sampling.top_p: ...");
-    NOT_FOUND for an unknown model or persona; RESOURCE_EXHAUSTED when the server is overloaded (retry later);
+    NOT_FOUND for an unknown model, persona or class; RESOURCE_EXHAUSTED when the server is overloaded (retry later);
     UNIMPLEMENTED for a kind of model this server does not serve yet; UNAVAILABLE while shutting down.
     """
 
@@ -66,11 +67,16 @@ class GenerationStub:
                 request_serializer=antiphon_dot_v1_dot_classify__pb2.ClassifyRequest.SerializeToString,
                 response_deserializer=antiphon_dot_v1_dot_classify__pb2.ClassifyResponse.FromString,
                 _registered_method=True)
+        self.GenerateImage = channel.unary_stream(
+                '/antiphon.v1.Generation/GenerateImage',
+                request_serializer=antiphon_dot_v1_dot_image__pb2.GenerateImageRequest.SerializeToString,
+                response_deserializer=antiphon_dot_v1_dot_image__pb2.ImageFrame.FromString,
+                _registered_method=True)
 
 
 class GenerationServicer:
     """Generative models over one connection. Errors: INVALID_ARGUMENT names the bad field ("sampling.top_p: ...");
-    NOT_FOUND for an unknown model or persona; RESOURCE_EXHAUSTED when the server is overloaded (retry later);
+    NOT_FOUND for an unknown model, persona or class; RESOURCE_EXHAUSTED when the server is overloaded (retry later);
     UNIMPLEMENTED for a kind of model this server does not serve yet; UNAVAILABLE while shutting down.
     """
 
@@ -107,6 +113,13 @@ class GenerationServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GenerateImage(self, request, context):
+        """Frame by frame, as the image model makes them (Gibbs steps, dream steps, walk points, or one sample).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_GenerationServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -135,6 +148,11 @@ def add_GenerationServicer_to_server(servicer, server):
                     request_deserializer=antiphon_dot_v1_dot_classify__pb2.ClassifyRequest.FromString,
                     response_serializer=antiphon_dot_v1_dot_classify__pb2.ClassifyResponse.SerializeToString,
             ),
+            'GenerateImage': grpc.unary_stream_rpc_method_handler(
+                    servicer.GenerateImage,
+                    request_deserializer=antiphon_dot_v1_dot_image__pb2.GenerateImageRequest.FromString,
+                    response_serializer=antiphon_dot_v1_dot_image__pb2.ImageFrame.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'antiphon.v1.Generation', rpc_method_handlers)
@@ -145,7 +163,7 @@ def add_GenerationServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class Generation:
     """Generative models over one connection. Errors: INVALID_ARGUMENT names the bad field ("sampling.top_p: ...");
-    NOT_FOUND for an unknown model or persona; RESOURCE_EXHAUSTED when the server is overloaded (retry later);
+    NOT_FOUND for an unknown model, persona or class; RESOURCE_EXHAUSTED when the server is overloaded (retry later);
     UNIMPLEMENTED for a kind of model this server does not serve yet; UNAVAILABLE while shutting down.
     """
 
@@ -274,6 +292,33 @@ class Generation:
             '/antiphon.v1.Generation/Classify',
             antiphon_dot_v1_dot_classify__pb2.ClassifyRequest.SerializeToString,
             antiphon_dot_v1_dot_classify__pb2.ClassifyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GenerateImage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/antiphon.v1.Generation/GenerateImage',
+            antiphon_dot_v1_dot_image__pb2.GenerateImageRequest.SerializeToString,
+            antiphon_dot_v1_dot_image__pb2.ImageFrame.FromString,
             options,
             channel_credentials,
             insecure,

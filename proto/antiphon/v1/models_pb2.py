@@ -24,19 +24,19 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x61ntiphon/v1/models.proto\x12\x0b\x61ntiphon.v1\"\x13\n\x11ListModelsRequest\"<\n\x12ListModelsResponse\x12&\n\x06models\x18\x01 \x03(\x0b\x32\x16.antiphon.v1.ModelInfo\"\xdc\x02\n\tModelInfo\x12\n\n\x02id\x18\x01 \x01(\t\x12$\n\x04kind\x18\x02 \x01(\x0e\x32\x16.antiphon.v1.ModelKind\x12\x12\n\nis_default\x18\x03 \x01(\x08\x12\x13\n\x0b\x64\x65scription\x18\x04 \x01(\t\x12\x10\n\x08personas\x18\x05 \x03(\t\x12\x17\n\x0f\x64\x65\x66\x61ult_persona\x18\x06 \x01(\t\x12\x18\n\x10max_prompt_chars\x18\x07 \x01(\x05\x12\x12\n\nmax_tokens\x18\x08 \x01(\x05\x12\x13\n\x0bsample_rate\x18\t \x01(\x05\x12\x0e\n\x06voices\x18\n \x03(\t\x12\x15\n\rdefault_voice\x18\x0b \x01(\t\x12\x16\n\x0emax_text_chars\x18\x0c \x01(\x05\x12\x13\n\x0bmax_seconds\x18\r \x01(\x02\x12\x0e\n\x06labels\x18\x0e \x03(\t\x12\r\n\x05input\x18\x0f \x01(\t\x12\x13\n\x0binput_shape\x18\x10 \x03(\x05*m\n\tModelKind\x12\x1a\n\x16MODEL_KIND_UNSPECIFIED\x10\x00\x12\x13\n\x0fMODEL_KIND_TEXT\x10\x01\x12\x14\n\x10MODEL_KIND_AUDIO\x10\x02\x12\x19\n\x15MODEL_KIND_CLASSIFIER\x10\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x61ntiphon/v1/models.proto\x12\x0b\x61ntiphon.v1\"\x13\n\x11ListModelsRequest\"<\n\x12ListModelsResponse\x12&\n\x06models\x18\x01 \x03(\x0b\x32\x16.antiphon.v1.ModelInfo\"\xbc\x03\n\tModelInfo\x12\n\n\x02id\x18\x01 \x01(\t\x12$\n\x04kind\x18\x02 \x01(\x0e\x32\x16.antiphon.v1.ModelKind\x12\x12\n\nis_default\x18\x03 \x01(\x08\x12\x13\n\x0b\x64\x65scription\x18\x04 \x01(\t\x12\x10\n\x08personas\x18\x05 \x03(\t\x12\x17\n\x0f\x64\x65\x66\x61ult_persona\x18\x06 \x01(\t\x12\x18\n\x10max_prompt_chars\x18\x07 \x01(\x05\x12\x12\n\nmax_tokens\x18\x08 \x01(\x05\x12\x13\n\x0bsample_rate\x18\t \x01(\x05\x12\x0e\n\x06voices\x18\n \x03(\t\x12\x15\n\rdefault_voice\x18\x0b \x01(\t\x12\x16\n\x0emax_text_chars\x18\x0c \x01(\x05\x12\x13\n\x0bmax_seconds\x18\r \x01(\x02\x12\x0e\n\x06labels\x18\x0e \x03(\t\x12\r\n\x05input\x18\x0f \x01(\t\x12\x13\n\x0binput_shape\x18\x10 \x03(\x05\x12\x0e\n\x06\x66\x61mily\x18\x11 \x01(\t\x12\x12\n\nimage_size\x18\x12 \x01(\x05\x12\x11\n\tmax_steps\x18\x13 \x01(\x05\x12\x17\n\x0fmax_walk_frames\x18\x14 \x01(\x05\x12\x0e\n\x06layers\x18\x15 \x03(\t*\x83\x01\n\tModelKind\x12\x1a\n\x16MODEL_KIND_UNSPECIFIED\x10\x00\x12\x13\n\x0fMODEL_KIND_TEXT\x10\x01\x12\x14\n\x10MODEL_KIND_AUDIO\x10\x02\x12\x19\n\x15MODEL_KIND_CLASSIFIER\x10\x03\x12\x14\n\x10MODEL_KIND_IMAGE\x10\x04\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'antiphon.v1.models_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_MODELKIND']._serialized_start=475
-  _globals['_MODELKIND']._serialized_end=584
+  _globals['_MODELKIND']._serialized_start=572
+  _globals['_MODELKIND']._serialized_end=703
   _globals['_LISTMODELSREQUEST']._serialized_start=41
   _globals['_LISTMODELSREQUEST']._serialized_end=60
   _globals['_LISTMODELSRESPONSE']._serialized_start=62
   _globals['_LISTMODELSRESPONSE']._serialized_end=122
   _globals['_MODELINFO']._serialized_start=125
-  _globals['_MODELINFO']._serialized_end=473
+  _globals['_MODELINFO']._serialized_end=569
 # @@protoc_insertion_point(module_scope)

@@ -12,11 +12,22 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
-from antiphon.v1 import audio_pb2, chat_pb2, classify_pb2, generation_pb2_grpc, models_pb2, sampling_pb2, text_pb2
+from antiphon.v1 import (
+    audio_pb2,
+    chat_pb2,
+    classify_pb2,
+    generation_pb2_grpc,
+    image_pb2,
+    models_pb2,
+    sampling_pb2,
+    text_pb2,
+)
 from websockets.asyncio.client import ClientConnection, connect
 
 ENCODINGS = {"pcm16": audio_pb2.AUDIO_ENCODING_PCM16_LE, "mulaw": audio_pb2.AUDIO_ENCODING_MULAW8}
 ENCODING_NAMES = {v: k for k, v in ENCODINGS.items()}
+IMAGE_ENCODINGS = {"png": image_pb2.IMAGE_ENCODING_PNG, "raw8": image_pb2.IMAGE_ENCODING_RAW8}
+IMAGE_ENCODING_NAMES = {v: k for k, v in IMAGE_ENCODINGS.items()}
 FINISH = {
     sampling_pb2.FINISH_REASON_STOP: "stop",
     sampling_pb2.FINISH_REASON_LENGTH: "length",
@@ -43,6 +54,7 @@ class Result:
     audio: bytearray = field(default_factory=bytearray)
     audio_chunks: list[int] = field(default_factory=list)  # bytes per chunk, in order
     events: list[str] = field(default_factory=list)  # "text" / "audio", in arrival order
+    images: list[dict[str, Any]] = field(default_factory=list)  # image frames: step, final, sizes, encoding, data
 
     @property
     def text(self) -> str:
@@ -114,6 +126,48 @@ class GrpcClient:
             call.cancel()
 
         return Stream(pieces(), result, cancel)
+
+    def generate_image(self, model: str = "", encoding: str = "png", **fields: Any) -> Stream:
+        """``fields``: GenerateImageRequest's; ``dream`` as a dict; base_image as bytes."""
+        dream = image_pb2.DreamSettings(**fields.pop("dream", {}))
+        request = image_pb2.GenerateImageRequest(model=model, encoding=IMAGE_ENCODINGS[encoding], dream=dream, **fields)
+        result = Result()
+        call = self.stub.GenerateImage(request)
+
+        async def pieces() -> AsyncIterator[dict[str, Any]]:
+            try:
+                async for frame in call:
+                    if frame.data:
+                        image = {
+                            "step": frame.step,
+                            "final": frame.final,
+                            "width": frame.width,
+                            "height": frame.height,
+                            "channels": frame.channels,
+                            "encoding": IMAGE_ENCODING_NAMES[frame.encoding],
+                            "data": frame.data,
+                        }
+                        result.images.append(image)
+                        yield image
+                    if frame.finish_reason:
+                        result.finish_reason = FINISH[frame.finish_reason]
+                        result.usage = {"steps": frame.usage.steps, "frames": frame.usage.frames}
+            except grpc.aio.AioRpcError as exc:
+                raise Failure(exc.code().name, exc.details() or "") from None
+
+        async def cancel() -> None:
+            call.cancel()
+
+        return Stream(pieces(), result, cancel)
+
+    async def list_image_models(self) -> list[dict[str, Any]]:
+        response = await self.stub.ListModels(models_pb2.ListModelsRequest())
+        keys = ("id", "is_default", "family", "image_size", "labels", "max_steps", "max_walk_frames", "layers")
+        return [
+            {k: list(v) if not isinstance(v := getattr(m, k), str | int | bool) else v for k in keys}
+            for m in response.models
+            if m.kind == models_pb2.MODEL_KIND_IMAGE
+        ]
 
     @staticmethod
     def _audio(chunk: audio_pb2.AudioChunk, result: Result) -> None:
@@ -214,6 +268,7 @@ class WebSocketClient:
 
     async def _read(self) -> None:
         async for raw in self.connection:
+            frame: dict[str, Any]
             if isinstance(raw, bytes):
                 (n,) = struct.unpack(">H", raw[:2])
                 frame = {"type": "binary", "id": raw[2 : 2 + n].decode("utf-8"), "data": raw[2 + n :]}
@@ -237,6 +292,17 @@ class WebSocketClient:
 
     def generate_audio(self, text: str, encoding: str = "pcm16", **fields: Any) -> Stream:
         return self._stream({"type": "generate_audio", "text": text, "encoding": encoding, **fields})
+
+    def generate_image(self, model: str = "", encoding: str = "png", **fields: Any) -> Stream:
+        if "base_image" in fields:
+            fields["base_image"] = base64.b64encode(fields["base_image"]).decode("ascii")
+        return self._stream({"type": "generate_image", "model": model, "encoding": encoding, **fields})
+
+    async def list_image_models(self) -> list[dict[str, Any]]:
+        queue = await self.request({"type": "list_models", "id": f"m{next(self.ids)}"})
+        frame = await queue.get()
+        keys = ("id", "is_default", "family", "image_size", "labels", "max_steps", "max_walk_frames", "layers")
+        return [{k: m[k] for k in keys} for m in frame["models"] if m["kind"] == "image"]
 
     async def list_models(self) -> list[dict[str, Any]]:
         queue = await self.request({"type": "list_models", "id": f"m{next(self.ids)}"})
@@ -282,6 +348,13 @@ class WebSocketClient:
                 elif frame["type"] == "audio":
                     assert result.audio_format is None, "the format comes once, first"
                     result.audio_format = {k: frame[k] for k in ("sample_rate", "encoding", "channels")}
+                elif frame["type"] == "image":
+                    header = {k: v for k, v in frame.items() if k not in ("type", "id")}
+                    binary = await queue.get()  # the frame's bytes follow its header at once
+                    assert binary["type"] == "binary", binary
+                    image = {**header, "data": binary["data"]}
+                    result.images.append(image)
+                    yield image
                 elif frame["type"] == "binary":
                     assert result.audio_format is not None, "audio before its format"
                     result.audio += frame["data"]

@@ -48,7 +48,7 @@ async def test_healthz(start_server: StartServer) -> None:
                 "id": "a",
                 "field": "type",
                 "message": "type: must be one of generate, chat, cancel, list_models, generate_audio, classify, "
-                'got "sing"',
+                'generate_image, got "sing"',
             },
         ),
         (

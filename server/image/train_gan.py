@@ -1,0 +1,119 @@
+"""Train the class-conditional DCGAN: each step one discriminator update and one generator update, with the
+non-saturating GAN loss (softplus form), Adam with beta1 0.5 for both players, on random training batches; the
+generator asks for the classes the real batch holds. The loop, budget, resume and ``torchrun`` are
+:class:`server.training.TrainLoop`'s (gradients averaged per player); the options are
+:class:`~server.image.options.DCGANTrainOptions`. The card's figures are measured in the judge's feature space
+(:mod:`server.image.quality`).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from server.image.cards import dcgan_card
+from server.image.gan import DCGAN, GANConfig
+from server.image.options import DCGANTrainOptions, VAEGANTrainOptions
+from server.image.quality import Judge, frechet_distance, load_judge, measure_generator, resolve_judge
+from server.image.sampling import LatentSampler, sample_many
+from server.image.trainer import Batch, ImageTrainer
+
+log = logging.getLogger(__name__)
+
+
+def drop_grads(module: nn.Module) -> None:
+    """Forget ``module``'s gradients (the other player's, which this update must not move)."""
+    for p in module.parameters():
+        p.grad = None
+
+
+class GeneratorTrainer(ImageTrainer):
+    """What the DCGAN and the VAE-GAN trainers share: the judge, the quick estimate and the quality figures."""
+
+    opts: DCGANTrainOptions | VAEGANTrainOptions
+    unit = "Fréchet distance in judge features (1,000 samples)"
+
+    def _setup_judge(self) -> None:
+        self.judge: Judge | None = None
+        self.judge_path = resolve_judge(self.opts.judge, self.opts.dataset) if self.opts.quality else None
+        if self.judge_path is not None:
+            self.judge = load_judge(self.judge_path, self.device)
+            self.test_features = self.judge.features(self.test_set.images[:1000])
+        elif self.opts.quality:
+            log.warning("no judge for %s: the card will have no quality figures", self.opts.dataset)
+
+    def sampler(self) -> LatentSampler:
+        return LatentSampler(self.model, self.train_set.label_names)  # type: ignore[arg-type]
+
+    def _estimate(self) -> float:
+        if self.judge is None:
+            return float("nan")
+        self.model.eval()
+        images, _ = sample_many(self.sampler(), min(1000, len(self.test_features)), first_seed=10**9)
+        return frechet_distance(self.judge.features(images), self.test_features[: len(images)])
+
+    def _metrics(self) -> dict[str, Any]:
+        if self.judge is None:
+            return {"quality": None}
+        report = measure_generator(self.sampler(), self.judge, self.train_set, self.test_set, self.opts.quality_samples)
+        return {"quality": report.to_dict()}
+
+    def _card_info(self) -> dict[str, Any]:
+        return {"judge": None if self.judge_path is None else self.judge_path.name}
+
+
+class DCGANTrainer(GeneratorTrainer):
+    model: DCGAN
+    opts: DCGANTrainOptions
+    family = "dcgan"
+
+    def __init__(self, opts: DCGANTrainOptions) -> None:
+        super().__init__(opts)
+        classes = len(self.train_set.label_names) if opts.conditional else 0
+        config = GANConfig(image_size=self.train_set.size, classes=classes, **opts.model)
+        self.model = DCGAN(config).to(self.device)
+        self.optimizer = torch.optim.Adam(
+            [
+                {"params": self.model.generator.parameters()},
+                {"params": self.model.discriminator.parameters()},
+            ],
+            lr=opts.lr,
+            betas=(opts.beta1, 0.999),
+        )
+        self._finish_setup()
+        self._setup_judge()
+
+    def _losses(self, batch: Batch) -> float:
+        real, labels = batch  # (B, H, W), (B,)
+        g, d = self.model.generator, self.model.discriminator
+        asked = labels if self.model.config.classes else None
+        z = torch.randn(len(real), self.model.config.latent, device=self.device)  # (B, Z)
+        fake = g(z, asked)  # (B, H, W)
+        # The discriminator: real images up, generated ones down (one forward over both halves).
+        both = torch.cat([real, fake.detach()])
+        scores = d(both, None if asked is None else torch.cat([asked, asked]))  # (2B,)
+        loss_d = F.softplus(-scores[: len(real)]).mean() + F.softplus(scores[len(real) :]).mean()
+        self.optimizer.zero_grad(set_to_none=True)
+        loss_d.backward()
+        self.reduce_grads(d)
+        self.optimizer.step()  # the generator has no gradients: Adam leaves it
+        # The generator: its images scored as real.
+        self.optimizer.zero_grad(set_to_none=True)
+        loss_g = F.softplus(-d(fake, asked)).mean()
+        loss_g.backward()
+        drop_grads(d)
+        self.reduce_grads(g)
+        self.optimizer.step()
+        return loss_g.item()
+
+    def _write_card(self, info: dict[str, Any]) -> None:
+        dcgan_card(info).write(self.opts.out)
+
+
+def train_dcgan(opts: DCGANTrainOptions) -> dict[str, Any]:
+    """Train, measure, write the checkpoint and card; returns the checkpoint's info."""
+    return DCGANTrainer(opts).train()
