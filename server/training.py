@@ -116,6 +116,7 @@ class TrainLoop:
     model: torch.nn.Module
     ddp: torch.nn.Module
     optimizer: torch.optim.Optimizer
+    rng: np.random.Generator  # a trainer's own NumPy draws (see _random_state); the text trainer has none
     loss_name = "bits"  # the progress bar's name for the running training loss
     rate_name = "items_s"  # ... and for the items (characters, samples) per second
     unit = "bits"  # the held-out estimate's unit, as the log prints it
@@ -241,6 +242,21 @@ class TrainLoop:
         self.model.load_state_dict(saved["model"])
         self.optimizer.load_state_dict(saved["optimizer"])
         self.step, self.elapsed, self.seen = saved["step"], saved["elapsed"], saved[self.seen_key]
+
+    def _random_state(self) -> dict[str, Any]:
+        """Torch's generator and every rank's NumPy generator ``self.rng``, for the state file. Call it on every
+        rank: under ``torchrun`` it gathers the ranks' generators, and only rank 0 gets them all."""
+        mine = dict(self.rng.bit_generator.state)
+        states: list[Any] = [mine]
+        if self.dist.world > 1:
+            states = [None] * self.dist.world
+            dist.all_gather_object(states, mine)
+        return {"rng": torch.get_rng_state(), "np_rng": states}
+
+    def _restore_random_state(self, saved: dict[str, Any]) -> None:
+        """Take back what :meth:`_random_state` saved, each rank its own NumPy generator."""
+        torch.set_rng_state(saved["rng"])
+        self.rng.bit_generator.state = saved["np_rng"][self.dist.rank]
 
     def _provenance(self) -> Provenance:
         """The checkpoint's record of this run."""

@@ -18,7 +18,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 
@@ -97,8 +96,7 @@ class AudioTrainer(TrainLoop):
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=opts.lr)
         if resume is not None:
             self._restore_loop_state(resume)
-            torch.set_rng_state(resume["rng"])
-            self.rng.bit_generator.state = resume["np_rng"][self.dist.rank]
+            self._restore_random_state(resume)
         self.ddp: torch.nn.Module = self.model
         if self.dist.world > 1:
             self.ddp = DistributedDataParallel(
@@ -125,16 +123,8 @@ class AudioTrainer(TrainLoop):
         )
 
     # -- resume -------------------------------------------------------------
-    def _gather_rng_states(self) -> list[Any]:
-        state = dict(self.rng.bit_generator.state)
-        if self.dist.world == 1:
-            return [state]
-        states: list[Any] = [None] * self.dist.world
-        dist.all_gather_object(states, state)
-        return states
-
     def _save_resume_state(self) -> None:
-        np_states = self._gather_rng_states()
+        random_state = self._random_state()  # on every rank: it gathers them
         if not self.dist.main:
             return
         self._write_resume_state(
@@ -142,8 +132,7 @@ class AudioTrainer(TrainLoop):
                 **self._loop_state(),
                 "config": self.model.config.to_dict(),
                 "data_sha256": self.data_sha256,
-                "rng": torch.get_rng_state(),
-                "np_rng": np_states,
+                **random_state,
             }
         )
 

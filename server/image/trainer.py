@@ -81,8 +81,7 @@ class ImageTrainer(TrainLoop):
         """After the family built ``model`` and ``optimizer``: take back a saved state, wrap for torchrun."""
         if self.resume is not None:
             self._restore_loop_state(self.resume)
-            torch.set_rng_state(self.resume["rng"])
-            self.rng.bit_generator.state = self.resume["np_rng"][self.dist.rank]
+            self._restore_random_state(self.resume)
             self._restore_extra(self.resume)
         self.ddp: torch.nn.Module = self.model  # gradients are averaged by reduce_grads, not by a wrapper
 
@@ -118,24 +117,15 @@ class ImageTrainer(TrainLoop):
         self.elapsed += time.monotonic() - t0
         return value
 
-    def _gather_rng_states(self) -> list[Any]:
-        state = dict(self.rng.bit_generator.state)
-        if self.dist.world == 1:
-            return [state]
-        states: list[Any] = [None] * self.dist.world
-        dist.all_gather_object(states, state)
-        return states
-
     def _save_resume_state(self) -> None:
-        np_states = self._gather_rng_states()
+        random_state = self._random_state()  # on every rank: it gathers them
         if not self.dist.main:
             return
         self._write_resume_state(
             {
                 **self._loop_state(),
                 "data_sha256": self.train_set.sha256,
-                "rng": torch.get_rng_state(),
-                "np_rng": np_states,
+                **random_state,
                 **self._extra_state(),
             }
         )
