@@ -304,30 +304,19 @@ class AudioEngine(EngineLoop[_Job]):
         job.finalized = True
         stream = job.stream
         stream.finish(reason)
-        now = time.monotonic()
-        first = f"{(stream.first_token_at - stream.created) * 1000:.1f}" if stream.first_token_at else "-"
-        log.info(
-            "request %s model=%s kind=audio voice=%s chars=%d samples=%d first_audio_ms=%s duration_ms=%.1f finish=%s",
-            stream.request_id or "-",
-            self.model_id,
-            job.voice,
-            len(job.text),
-            job.produced,
-            first,
-            (now - stream.created) * 1000,
-            reason,
-        )
+        details = f"voice={job.voice} chars={len(job.text)} samples={job.produced}"
+        self._log_end(stream, "audio", details, reason, first_name="first_audio_ms")
         self._record(job, reason)
 
     def _record(self, job: _Job, reason: str) -> None:
         stream = job.stream
-        first = stream.first_token_at
+        first, duration = stream.times()
         self.metrics.audio_request(
             self.model_id,
             stream.transport,
             reason,
-            None if first is None else first - stream.created,
-            time.monotonic() - stream.created,
+            first,
+            duration,
             job.produced,
             stream.sample_rate,
         )

@@ -294,32 +294,19 @@ class ImageEngine(EngineLoop[_Job]):
         job.finalized = True
         stream = job.stream
         stream.finish(reason)
-        now = time.monotonic()
-        first = f"{(stream.first_token_at - stream.created) * 1000:.1f}" if stream.first_token_at else "-"
-        log.info(
-            "request %s model=%s kind=image mode=%s seed=%d steps=%d frames=%d first_frame_ms=%s duration_ms=%.1f "
-            "finish=%s",
-            stream.request_id or "-",
-            self.model_id,
-            job.plan.mode,
-            job.seed,
-            stream.steps,
-            stream.frames,
-            first,
-            (now - stream.created) * 1000,
-            reason,
-        )
+        details = f"mode={job.plan.mode} seed={job.seed} steps={stream.steps} frames={stream.frames}"
+        self._log_end(stream, "image", details, reason, first_name="first_frame_ms")
         self._record(job, reason)
 
     def _record(self, job: _Job, reason: str) -> None:
         stream = job.stream
-        first = stream.first_token_at
+        first, duration = stream.times()
         self.metrics.image_request(
             self.model_id,
             stream.transport,
             reason,
-            None if first is None else first - stream.created,
-            time.monotonic() - stream.created,
+            first,
+            duration,
             stream.frames,
         )
 

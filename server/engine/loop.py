@@ -30,8 +30,12 @@ FAILED = "error"  # how the metrics count a stream that failed (it has no finish
 
 
 class _Stream(Protocol):
+    request_id: str
+
     @property
     def cancel_requested(self) -> bool: ...
+
+    def times(self) -> tuple[float | None, float]: ...
 
     def has_room(self) -> bool: ...
 
@@ -109,6 +113,22 @@ class EngineLoop(Generic[J]):
 
     def gauges(self) -> EngineGauges:
         raise NotImplementedError
+
+    def _log_end(self, stream: _Stream, kind: str, details: str, reason: str, first_name: str = "ttft_ms") -> None:
+        """A stream's one INFO line at its end: its id, the model, ``kind``, the engine's ``details``, the time
+        to its first output (named ``first_name``), its duration and the finish reason."""
+        first, duration = stream.times()
+        log.info(
+            "request %s model=%s kind=%s %s %s=%s duration_ms=%.1f finish=%s",
+            stream.request_id or "-",
+            self.model_id,
+            kind,
+            details,
+            first_name,
+            "-" if first is None else f"{first * 1000:.1f}",
+            duration * 1000,
+            reason,
+        )
 
     def _abandon(self, job: J) -> None:
         """``job`` ends without finishing: cancelled while waiting, or its step failed."""

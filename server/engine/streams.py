@@ -54,6 +54,11 @@ class _BoundedStream(Generic[Piece]):
         self._wake = wake
         self._cancel_requested = False
 
+    def times(self) -> tuple[float | None, float]:
+        """Seconds from the request to its first output (None: none came yet) and to now."""
+        first = None if self.first_token_at is None else self.first_token_at - self.created
+        return first, time.monotonic() - self.created
+
     def _units(self, piece: Piece) -> int:
         raise NotImplementedError
 

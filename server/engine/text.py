@@ -479,31 +479,20 @@ class TextEngine(EngineLoop[_Job]):
         stream = job.stream
         if not saving:
             stream.finish(reason)
-        now = time.monotonic()
-        ttft = f"{(stream.first_token_at - stream.created) * 1000:.1f}" if stream.first_token_at else "-"
-        log.info(
-            "request %s model=%s kind=%s prompt_tokens=%d tokens=%d ttft_ms=%s duration_ms=%.1f finish=%s",
-            stream.request_id or "-",
-            self.model_id,
-            "chat" if job.turn is not None else "text",
-            stream.prompt_tokens,
-            job.tokens,
-            ttft,
-            (now - stream.created) * 1000,
-            reason,
-        )
+        kind = "chat" if job.turn is not None else "text"
+        self._log_end(stream, kind, f"prompt_tokens={stream.prompt_tokens} tokens={job.tokens}", reason)
         self._record(job, reason)
 
     def _record(self, job: _Job, reason: str) -> None:
         stream = job.stream
-        first = stream.first_token_at
+        first, duration = stream.times()
         self.metrics.text_request(
             self.model_id,
             stream.transport,
             job.kind,
             reason,
-            None if first is None else first - stream.created,
-            time.monotonic() - stream.created,
+            first,
+            duration,
             stream.prompt_tokens,
             job.tokens,
         )

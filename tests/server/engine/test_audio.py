@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import re
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -43,15 +45,25 @@ def rendering_length(text: str, voice: str = "en-us+m1") -> int:
     return len(trim_silence(synthesize(text, Rendering(voice=voice)), pad=160))
 
 
-async def test_speaks_the_renderings_length(make_audio_engine: Callable[..., AudioEngine]) -> None:
-    """A stream yields uint8 mu-law codes, as many as espeak-ng's rendering has samples, then finishes with stop."""
+async def test_speaks_the_renderings_length(
+    make_audio_engine: Callable[..., AudioEngine], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A stream yields uint8 mu-law codes, as many as espeak-ng's rendering has samples, then finishes with stop;
+    its end is one INFO line."""
+    caplog.set_level(logging.INFO, logger="server.engine")
     engine = make_audio_engine()
-    stream = engine.generate(AudioRequest("Good night, sweet prince.", seed=1))
+    stream = engine.generate(AudioRequest("Good night, sweet prince.", seed=1, request_id="ws-7"))
     codes = await asyncio.wait_for(collect(stream), timeout(60))
     assert codes.dtype == np.uint8
     assert len(codes) == rendering_length("Good night, sweet prince.") == stream.samples
     assert stream.finish_reason == FINISH_STOP
     assert stream.sample_rate == 16_000
+    [line] = [r.getMessage() for r in caplog.records if r.getMessage().startswith("request ws-7 ")]
+    assert re.fullmatch(
+        rf"request ws-7 model=tiny-wavenet kind=audio voice=\S+ chars=25 samples={len(codes)} "
+        r"first_audio_ms=\d+\.\d duration_ms=\d+\.\d finish=stop",
+        line,
+    )
 
 
 async def test_same_seed_same_samples_alone_or_batched(make_audio_engine: Callable[..., AudioEngine]) -> None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import io
+import logging
+import re
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -58,15 +60,23 @@ async def _all(stream: ImageStream) -> list[Picture]:
     return [picture async for picture in stream]
 
 
-async def test_rbm_streams_one_frame_per_gibbs_step(make_engine: MakeEngine) -> None:
-    """A chain of 6 steps sends steps 0..5 as 8x8 8-bit frames, the last one final; the stream ends with stop."""
+async def test_rbm_streams_one_frame_per_gibbs_step(make_engine: MakeEngine, caplog: pytest.LogCaptureFixture) -> None:
+    """A chain of 6 steps sends steps 0..5 as 8x8 8-bit frames, the last one final; the stream ends with stop;
+    its end is one INFO line."""
+    caplog.set_level(logging.INFO, logger="server.engine")
     engine = make_engine("rbm")
-    stream = engine.generate(ImageRequest(seed=1, steps=6))
+    stream = engine.generate(ImageRequest(seed=1, steps=6, request_id="http-3"))
     got = await frames(stream)
     assert [p.step for p in got] == [0, 1, 2, 3, 4, 5]
     assert [p.final for p in got] == [False] * 5 + [True]
     assert {p.pixels.shape for p in got} == {(8, 8)} and got[0].pixels.dtype == np.uint8
     assert stream.finish_reason == "stop" and stream.steps == 6 and stream.frames == 6
+    [line] = [r.getMessage() for r in caplog.records if r.getMessage().startswith("request http-3 ")]
+    assert re.fullmatch(
+        r"request http-3 model=rbm kind=image mode=\w+ seed=1 steps=6 frames=6 first_frame_ms=\d+\.\d "
+        r"duration_ms=\d+\.\d finish=stop",
+        line,
+    )
 
 
 async def test_frame_every_sends_every_nth_frame_and_the_last(make_engine: MakeEngine) -> None:
