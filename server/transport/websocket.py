@@ -264,6 +264,36 @@ class _Connection:
     async def send(self, frame: dict[str, Any]) -> None:
         await self.websocket.send(json.dumps(frame, ensure_ascii=False))
 
+    async def refuse(self, request_id: str | None, error: AntiphonError) -> None:
+        """A request's end in ``error``: one INFO line, the metric, its error frame."""
+        log.info("request %s-%s failed: %s %s", self.name, request_id or "-", error.code.upper(), error)
+        self.metrics.error(TRANSPORT, error.code.upper())
+        await self.send(error_frame(request_id, error))
+
+    async def finish(
+        self, request_id: str, stream: TextStream | AudioStream | ImageStream, usage: dict[str, int], **more: Any
+    ) -> None:
+        """A stream's ``done`` frame. The id is forgotten before it goes out: the client may reuse it once it reads
+        the frame."""
+        self.streams.pop(request_id, None)
+        done = {"type": "done", "id": request_id, "finish_reason": stream.finish_reason, "usage": usage}
+        await self.send(done | more)
+
+    @contextlib.asynccontextmanager
+    async def streaming(self, request_id: str, stream: TextStream | AudioStream | ImageStream) -> AsyncIterator[None]:
+        """Around a stream's frames: a failure ends it with its error frame, a closed connection ends it quietly,
+        and whatever happens the stream is cancelled (a no-op once finished) and its id forgotten."""
+        try:
+            yield
+        except AntiphonError as exc:
+            self.streams.pop(request_id, None)
+            await self.refuse(request_id, exc)
+        except ConnectionClosed:
+            pass
+        finally:
+            self.streams.pop(request_id, None)
+            stream.cancel()
+
     async def dispatch(self, raw: str) -> None:
         request_id: str | None = None
         try:
@@ -286,9 +316,7 @@ class _Connection:
                     raise InvalidArgument(key, f"unknown field of a {kind} request")
             await self.handle(kind, request_id, message)
         except AntiphonError as exc:
-            log.info("request %s-%s failed: %s %s", self.name, request_id or "-", exc.code.upper(), exc)
-            self.metrics.error(TRANSPORT, exc.code.upper())
-            await self.send(error_frame(request_id, exc))
+            await self.refuse(request_id, exc)
 
     async def handle(self, kind: str, request_id: str, message: dict[str, Any]) -> None:
         if kind == "cancel":
@@ -359,9 +387,7 @@ class _Connection:
             labels = [{"label": label, "probability": p} for label, p in ranked]
             await self.send({"type": "labels", "id": request_id, "labels": labels})
         except AntiphonError as exc:
-            log.info("request %s-%s failed: %s %s", self.name, request_id, exc.code.upper(), exc)
-            self.metrics.error(TRANSPORT, exc.code.upper())
-            await self.send(error_frame(request_id, exc))
+            await self.refuse(request_id, exc)
         except ConnectionClosed:
             pass
 
@@ -399,7 +425,7 @@ class _Connection:
     async def pump_audio(
         self, request_id: str, stream: AudioStream, info: AudioModelInfo, encoding: str, chunker: Chunker, chars: int
     ) -> None:
-        try:
+        async with self.streaming(request_id, stream):
             await self.send_format(request_id, info.sample_rate, encoding)
             async for codes in stream:
                 for chunk in chunker.feed(codes):
@@ -407,49 +433,15 @@ class _Connection:
             rest = chunker.flush()
             if rest.size:
                 await self.websocket.send(binary_frame(request_id, encode_codes(rest, encoding)))
-            done = {
-                "type": "done",
-                "id": request_id,
-                "finish_reason": stream.finish_reason,
-                "usage": {"text_chars": chars, "samples": stream.samples},
-            }
-            del self.streams[request_id]
-            await self.send(done)
-        except AntiphonError as exc:
-            log.info("request %s-%s failed: %s %s", self.name, request_id, exc.code.upper(), exc)
-            self.metrics.error(TRANSPORT, exc.code.upper())
-            self.streams.pop(request_id, None)
-            await self.send(error_frame(request_id, exc))
-        except ConnectionClosed:
-            pass
-        finally:
-            self.streams.pop(request_id, None)
-            stream.cancel()
+            await self.finish(request_id, stream, {"text_chars": chars, "samples": stream.samples})
 
     async def pump_image(self, request_id: str, stream: ImageStream, encoding: str) -> None:
         """Per frame an ``image`` frame, then its bytes in a binary frame tagged with the request id; then done."""
-        try:
+        async with self.streaming(request_id, stream):
             async for picture in stream:
                 await self.send({"type": "image", "id": request_id, **frame_fields(picture, encoding)})
                 await self.websocket.send(binary_frame(request_id, encode_picture(picture, encoding)))
-            done = {
-                "type": "done",
-                "id": request_id,
-                "finish_reason": stream.finish_reason,
-                "usage": {"steps": stream.steps, "frames": stream.frames},
-            }
-            del self.streams[request_id]  # forgotten before "done": the client may reuse the id once it reads it
-            await self.send(done)
-        except AntiphonError as exc:
-            log.info("request %s-%s failed: %s %s", self.name, request_id, exc.code.upper(), exc)
-            self.metrics.error(TRANSPORT, exc.code.upper())
-            self.streams.pop(request_id, None)
-            await self.send(error_frame(request_id, exc))
-        except ConnectionClosed:
-            pass
-        finally:
-            self.streams.pop(request_id, None)
-            stream.cancel()
+            await self.finish(request_id, stream, {"steps": stream.steps, "frames": stream.frames})
 
     async def pump(
         self,
@@ -461,37 +453,23 @@ class _Connection:
         encoding: str = PCM16,
     ) -> None:
         first_audio = True
-        try:
-            async for event in events:
-                if isinstance(event, str):
-                    await self.send({"type": "token", "id": request_id, "text": event})
-                    continue
-                if first_audio and spoken is not None:
-                    await self.send_format(request_id, spoken.sample_rate, encoding)
-                    first_audio = False
-                await self.websocket.send(binary_frame(request_id, encode_codes(event, encoding)))
-            done: dict[str, Any] = {
-                "type": "done",
-                "id": request_id,
-                "finish_reason": stream.finish_reason,
-                "usage": {"prompt_tokens": stream.prompt_tokens, "completion_tokens": stream.completion_tokens},
-            }
+        async with self.streaming(request_id, stream):
+            try:
+                async for event in events:
+                    if isinstance(event, str):
+                        await self.send({"type": "token", "id": request_id, "text": event})
+                        continue
+                    if first_audio and spoken is not None:
+                        await self.send_format(request_id, spoken.sample_rate, encoding)
+                        first_audio = False
+                    await self.websocket.send(binary_frame(request_id, encode_codes(event, encoding)))
+            finally:
+                if events is not stream:
+                    await events.aclose()  # type: ignore[attr-defined]
+            usage = {"prompt_tokens": stream.prompt_tokens, "completion_tokens": stream.completion_tokens}
+            more: dict[str, Any] = {}
             if chat:
-                done["turns"] = stream.turns
+                more["turns"] = stream.turns
             if spoken is not None:
-                done["audio"] = {"sentences": spoken.sentences, "samples": spoken.samples}
-            # Forgotten before the last frame goes out, so a client may reuse the id as soon as it reads "done".
-            del self.streams[request_id]
-            await self.send(done)
-        except AntiphonError as exc:
-            log.info("request %s-%s failed: %s %s", self.name, request_id, exc.code.upper(), exc)
-            self.metrics.error(TRANSPORT, exc.code.upper())
-            self.streams.pop(request_id, None)
-            await self.send(error_frame(request_id, exc))
-        except ConnectionClosed:
-            pass
-        finally:
-            self.streams.pop(request_id, None)
-            stream.cancel()
-            if events is not stream:
-                await events.aclose()  # type: ignore[attr-defined]
+                more["audio"] = {"sentences": spoken.sentences, "samples": spoken.samples}
+            await self.finish(request_id, stream, usage, **more)
