@@ -1,10 +1,13 @@
-"""Make docs/page.png: the chat page in headless Chromium, on the committed models, after one exchange.
+"""Make docs/page.png and docs/page-images.png: the chat page in headless Chromium, on the committed models, after
+one exchange, and its Images tab after a few images.
 
     .venv/bin/python docs/screenshot.py [--out docs/page.png] [--message "Speak, good sir."] [--persona falstaff]
+                                        [--images-out docs/page-images.png]
 
 Starts `antiphon serve` on free ports, opens the page, sends one line with a fixed seed, waits for the reply to
-finish, saves the screenshot and stops the server. Needs Debian's chromium and chromium-driver (make test installs
-them) and the selenium package.
+finish and saves the first screenshot; then on the Images tab makes DCGAN images of a few classes and an RBM chain,
+each with a fixed seed, saves the second and stops the server. Needs Debian's chromium and chromium-driver (make
+test installs them) and the selenium package.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ def main() -> int:
     parser.add_argument("--message", default="Speak, good sir: what news from the court?")
     parser.add_argument("--persona", default="falstaff")
     parser.add_argument("--seed", default="7")
+    parser.add_argument("--images-out", type=Path, default=REPO / "docs" / "page-images.png")
     args = parser.parse_args()
     server = subprocess.Popen(
         [sys.executable, "-m", "server.cli", "serve", "--grpc-port", "0", "--ws-port", "0", "--http-port", "0"],
@@ -64,13 +68,45 @@ def main() -> int:
             while driver.find_elements(By.CSS_SELECTOR, ".turn.streaming"):
                 time.sleep(0.05)
             driver.save_screenshot(str(args.out))
+            images(driver)
+            driver.save_screenshot(str(args.images_out))
         finally:
             driver.quit()
     finally:
         server.terminate()
         server.wait(timeout=30)
-    print(f"wrote {args.out}")
+    print(f"wrote {args.out} and {args.images_out}")
     return 0
+
+
+# The Images tab's pictures: (model, class, seed, Gibbs steps), the last one left in the viewer.
+PICTURES = [
+    ("dcgan", "Sneaker", 3, None),
+    ("dcgan", "Dress", 5, None),
+    ("dcgan", "Bag", 8, None),
+    ("dcgan", "Ankle boot", 2, None),
+    ("dcgan", "Trouser", 4, None),
+    ("rbm", "", 9, 200),
+]
+
+
+def images(driver: webdriver.Chrome) -> None:
+    """On the Images tab, make each of PICTURES and wait for its last frame."""
+    driver.find_element(By.ID, "tab-images").click()
+    for model, label, seed, steps in PICTURES:
+        Select(driver.find_element(By.ID, "image-model")).select_by_value(model)
+        if label:
+            Select(driver.find_element(By.ID, "image-class")).select_by_visible_text(label)
+        fields = {"image-seed": seed, "image-steps": steps}
+        for field, value in fields.items():
+            if value is not None:
+                driver.execute_script(
+                    "arguments[0].value = arguments[1]", driver.find_element(By.ID, field), str(value)
+                )
+        made = len(driver.find_elements(By.CSS_SELECTOR, "#image-history li"))
+        driver.find_element(By.ID, "image-generate").click()
+        while len(driver.find_elements(By.CSS_SELECTOR, "#image-history li")) == made:
+            time.sleep(0.05)
 
 
 if __name__ == "__main__":

@@ -124,6 +124,7 @@ class HttpTransport:
                 Route("/v1/completions", self.completions, methods=["POST"]),
                 Route("/v1/audio/speech", self.speech, methods=["POST"]),
                 Route("/v1/images/generations", self.images, methods=["POST"]),
+                Route("/v1/images/models", self.list_image_models, methods=["GET"]),
                 Route("/v1/classifiers", self.list_classifiers, methods=["GET"]),
                 Route("/v1/classify", self.classify, methods=["POST"]),
                 *([Route("/metrics", self.scrape, methods=["GET"])] if self.metrics.enabled else []),
@@ -351,6 +352,12 @@ class HttpTransport:
     async def list_classifiers(self, request: Request) -> Response:
         """antiphon's own: the classifiers served, with their labels and inputs (what ListModels says of them)."""
         rows = [row for row in self.models.listing() if row["kind"] == "classifier"]
+        return JSONResponse({"object": "list", "data": rows})
+
+    async def list_image_models(self, request: Request) -> Response:
+        """antiphon's own: the image models served, with their family, classes, side and limits (what ListModels
+        says of them), for the chat page's image tab."""
+        rows = [row for row in self.models.listing() if row["kind"] == "image"]
         return JSONResponse({"object": "list", "data": rows})
 
     async def classify(self, request: Request) -> Response:

@@ -2,7 +2,8 @@
 "use strict";
 
 const $ = (id) => document.getElementById(id);
-const state = { messages: [], controller: null, audioModel: null };
+// loaded: the listing's promise, the number of text models listed (null where it failed); images.js waits on it
+const state = { messages: [], controller: null, audioModel: null, loaded: Promise.resolve(null) };
 
 function showError(message) {
   const box = $("error");
@@ -72,7 +73,7 @@ async function loadModels() {
     const audio = body.data.find((m) => m.kind === "audio");
     state.audioModel = audio ? audio.id : null;
     $("speak-switch").hidden = !audio;
-    body.data = body.data.filter((m) => m.kind !== "audio");
+    body.data = body.data.filter((m) => m.kind === "text"); // audio speaks (above), images have their own tab
     for (const model of body.data) {
       const option = document.createElement("option");
       option.value = model.id;
@@ -81,9 +82,13 @@ async function loadModels() {
     }
     const saved = localStorage.getItem("antiphon.model");
     const firstPersona = body.data.find((m) => m.id.includes("/"));
-    select.value = saved && body.data.some((m) => m.id === saved) ? saved : (firstPersona || body.data[0]).id;
+    if (body.data.length) {
+      select.value = saved && body.data.some((m) => m.id === saved) ? saved : (firstPersona || body.data[0]).id;
+    }
+    return body.data.length;
   } catch (error) {
     showError(`Cannot list the models: ${error.message}`);
+    return null;
   }
 }
 
@@ -443,7 +448,7 @@ function setUp() {
     saveKey();
     $("access").classList.remove("needed");
     showError("");
-    loadModels();
+    state.loaded = loadModels();
     loadClassifiers();
   });
   $("remember-key").addEventListener("change", saveKey);
@@ -451,7 +456,7 @@ function setUp() {
   $("text-go").addEventListener("click", () => classify("text", { text: $("classify-input").value }));
   setUpDigit();
   loadKey();
-  loadModels();
+  state.loaded = loadModels();
   loadClassifiers();
 }
 

@@ -213,6 +213,16 @@ async def test_no_speak_switch_without_an_audio_model(start_server: Callable[...
     assert not page.find_element(By.ID, "speak-switch").is_displayed()
 
 
+async def test_no_images_tab_without_an_image_model(start_server: Callable[..., Any], page: WebDriver) -> None:
+    """Without image models the page shows no tabs: the chat alone, as before (tests/.../test_page_images.py has
+    the Images tab)."""
+    server = await start_server()
+    await open_page(page, server)
+    await until(lambda: page.execute_script("return localStorage.getItem('antiphon.tab')"))  # tabs arranged
+    assert not page.find_element(By.ID, "tabs").is_displayed()
+    assert page.find_element(By.ID, "composer").is_displayed()
+
+
 def label_rows(page: WebDriver) -> list[str]:
     return [e.text for e in page.find_elements(By.CSS_SELECTOR, "#labels .label")]
 

@@ -1,0 +1,449 @@
+// The Images tab: the server's image generators through POST /v1/images/generations (OpenAI's images API, the same
+// HTTP API the chat uses), streamed: an RBM's Gibbs chain shows its frames as the server makes them (partial images),
+// a generator's one sample shows when made. Uses chat.js's $, withKey, failure, readEvents and state.
+"use strict";
+
+const FAMILY_NAMES = { dcgan: "DCGAN", vae: "VAE", vaegan: "VAE-GAN", rbm: "RBM", dream: "Deep Dream" };
+const VIEW_PX = 288; // the viewer's side: the image scaled by the largest whole factor that fits
+const HISTORY_SIZE = 24;
+const EMPTY_HINT = "Pick a model, then Generate: the frames show here as they are made.";
+// The request's fields, by the form control that sets each: a refusal naming one marks it.
+const FIELD_CONTROLS = {
+  model: "image-model",
+  prompt: "image-class",
+  seed: "image-seed",
+  steps: "image-steps",
+  partial_images: "image-partials",
+};
+
+const images = {
+  models: new Map(), // id -> the row of GET /v1/images/models
+  controller: null, // the running request's AbortController
+  results: [], // the images made, newest first (the history strip)
+  shown: null, // the result in the viewer
+  download: null, // the object URL the Download link points at
+  log: [], // every frame drawn, in order: {model, step, final, at: performance.now()} (the tests read it)
+};
+window.antiphonImages = images;
+
+function showImageError(message, param = null) {
+  const box = $("image-error");
+  box.textContent = message;
+  box.hidden = !message;
+  for (const id of Object.values(FIELD_CONTROLS)) {
+    $(id).classList.remove("invalid");
+    $(id).removeAttribute("aria-invalid");
+  }
+  const control = param && FIELD_CONTROLS[param];
+  if (control) {
+    $(control).classList.add("invalid");
+    $(control).setAttribute("aria-invalid", "true");
+  }
+}
+
+// -- the models ---------------------------------------------------------------------------------------------------
+function familyName(info) {
+  return FAMILY_NAMES[info.family] || info.family;
+}
+
+function conditional(info) {
+  return info.family !== "dream" && info.labels.length > 0;
+}
+
+async function loadImageModels() {
+  try {
+    const answer = await fetch("/v1/images/models", { headers: withKey() });
+    if (!answer.ok) return []; // a 401 is told once, by the model list; a server without the listing serves none
+    const rows = (await answer.json()).data;
+    const select = $("image-model");
+    const before = select.value || localStorage.getItem("antiphon.imageModel");
+    select.innerHTML = "";
+    images.models.clear();
+    for (const info of rows) {
+      images.models.set(info.id, info);
+      const option = document.createElement("option");
+      option.value = info.id;
+      option.textContent = `${info.id} (${familyName(info)})`;
+      select.append(option);
+    }
+    const preferred = rows.find((m) => m.id === before) || rows.find((m) => m.family !== "dream") || rows[0];
+    if (preferred) select.value = preferred.id;
+    modelChosen();
+    return rows;
+  } catch (error) {
+    showImageError(`Cannot list the image models: ${error.message}`);
+    return [];
+  }
+}
+
+// The form follows the model: its description, its classes, and the knobs its family reads.
+function modelChosen() {
+  const info = images.models.get($("image-model").value);
+  if (!info) return;
+  localStorage.setItem("antiphon.imageModel", info.id);
+  const side = `${info.image_size}x${info.image_size}`;
+  $("image-about").textContent = `${familyName(info)}: ${info.description}.`;
+  const classes = $("image-class");
+  classes.innerHTML = "";
+  $("image-class-field").hidden = !conditional(info);
+  if (conditional(info)) {
+    const any = document.createElement("option");
+    any.value = "";
+    any.textContent = "any (the seed's)";
+    classes.append(any);
+    for (const label of info.labels) {
+      const option = document.createElement("option");
+      option.value = label;
+      option.textContent = label;
+      classes.append(option);
+    }
+  }
+  const chain = info.family === "rbm";
+  $("image-steps-field").hidden = !chain;
+  $("image-partials-field").hidden = !chain;
+  $("image-steps").max = info.max_steps || "";
+  const dream = info.family === "dream";
+  $("image-seed-field").hidden = dream;
+  $("image-generate").disabled = dream || images.controller !== null;
+  $("image-note").textContent = dream
+    ? "Deep Dream dreams on a photo, and OpenAI's images API has no field for one: this model is served over " +
+      "WebSocket and gRPC (generate_image with base_image), not on this page."
+    : chain
+      ? `Each frame is one block Gibbs step of the chain, from noise; ${side} pixels.`
+      : `One sample of the model, ${side} pixels; a new seed, a new image.`;
+  showImageError("");
+}
+
+// -- frames -------------------------------------------------------------------------------------------------------
+// The steps of a chain sent as partial images: the server's spacing (server/transport/openai.py partial_steps, with
+// Python's round half to even), so each partial image's index tells its step.
+function roundHalfEven(x) {
+  const r = Math.round(x);
+  return Math.abs(x % 1) === 0.5 && r % 2 !== 0 ? r - 1 : r;
+}
+
+function partialSteps(total, partials) {
+  const steps = new Set();
+  for (let j = 0; j < partials; j++) steps.add(roundHalfEven((total * (j + 1)) / (partials + 1)) - 1);
+  return [...steps].filter((s) => s >= 0 && s < total - 1).sort((a, b) => a - b);
+}
+
+function randomSeed() {
+  return String(crypto.getRandomValues(new Uint32Array(1))[0]);
+}
+
+function className(result) {
+  const info = images.models.get(result.model);
+  if (!info || !conditional(info)) return "";
+  if (result.label) return result.label;
+  // the server's choice: the seed's class (seeds go up to 2**63 - 1, past a Number's whole values)
+  return /^\d+$/.test(result.seed) ? info.labels[Number(BigInt(result.seed) % BigInt(info.labels.length))] : "";
+}
+
+function describe(result) {
+  const parts = [result.model];
+  const label = className(result);
+  if (label) parts.push(result.label ? label : `${label} (the seed's)`);
+  else if (conditional(images.models.get(result.model) || { labels: [] })) parts.push("the seed's class");
+  parts.push(`seed ${result.seed}`);
+  return parts.join(" · ");
+}
+
+function stepText(result, frame) {
+  if (result.family !== "rbm") return "sample";
+  return `Gibbs step ${frame.step + 1} of ${result.total}`;
+}
+
+function fileName(result) {
+  const slug = (text) => text.toLowerCase().replace(/[^a-z0-9]+/g, "-").replace(/^-|-$/g, "");
+  const label = className(result);
+  const steps = result.family === "rbm" ? `-${result.total}steps` : "";
+  return `${result.model}${label ? `-${slug(label)}` : ""}-seed${result.seed}${steps}.png`;
+}
+
+function pngBlob(b64) {
+  const binary = atob(b64);
+  const bytes = new Uint8Array(binary.length);
+  for (let i = 0; i < binary.length; i++) bytes[i] = binary.charCodeAt(i);
+  return new Blob([bytes], { type: "image/png" });
+}
+
+function thumbnail(src, caption, title, onPick) {
+  const item = document.createElement("li");
+  const button = document.createElement("button");
+  button.type = "button";
+  button.title = title;
+  button.setAttribute("aria-label", title);
+  const image = document.createElement("img");
+  image.src = src;
+  image.alt = "";
+  button.append(image);
+  if (caption) {
+    const text = document.createElement("span");
+    text.textContent = caption;
+    button.append(text);
+  }
+  button.addEventListener("click", onPick);
+  item.append(button);
+  return item;
+}
+
+function showFrame(result, frame) {
+  const view = $("image-view");
+  const scale = Math.max(1, Math.floor(VIEW_PX / result.side));
+  view.style.width = view.style.height = `${result.side * scale}px`;
+  view.src = frame.url;
+  view.alt = `${describe(result)}, ${stepText(result, frame)}`;
+  view.hidden = false;
+  view.classList.remove("waiting");
+  $("image-empty").hidden = true;
+  for (const item of $("image-frames").children) item.classList.toggle("current", item.frame === frame);
+}
+
+function caption(result, text) {
+  $("image-caption").textContent = `${describe(result)}: ${text}`;
+}
+
+// Draws ``frame`` of ``result``: the viewer, its thumbnail on the frames strip, the progress bar.
+function drawFrame(result, frame) {
+  const item = thumbnail(frame.url, result.family === "rbm" ? `${frame.step + 1}` : "", stepText(result, frame), () => {
+    showFrame(result, frame);
+    caption(result, stepText(result, frame));
+  });
+  item.frame = frame;
+  $("image-frames").append(item);
+  $("frames-section").hidden = result.frames.length < 2;
+  showFrame(result, frame);
+  const progress = $("image-progress");
+  progress.hidden = result.family !== "rbm";
+  progress.max = result.total;
+  progress.value = frame.step + 1;
+}
+
+// An empty viewer saying ``text``.
+function blank(text) {
+  images.shown = null;
+  $("image-view").hidden = true;
+  $("image-empty").textContent = text;
+  $("image-empty").hidden = false;
+  $("image-caption").textContent = "";
+  $("image-progress").hidden = true;
+  $("image-frames").innerHTML = "";
+  $("frames-section").hidden = true;
+  $("image-download").hidden = true;
+}
+
+// The viewer, the frames strip, the caption and the Download link show ``result``.
+function showResult(result) {
+  images.shown = result;
+  $("image-frames").innerHTML = "";
+  result.frames.forEach((frame) => drawFrame(result, frame));
+  finishShown(result);
+}
+
+function finishShown(result) {
+  const last = result.frames[result.frames.length - 1];
+  const link = $("image-download");
+  if (images.download) URL.revokeObjectURL(images.download);
+  images.download = null;
+  link.hidden = !result.final;
+  if (result.final) {
+    images.download = URL.createObjectURL(result.final);
+    link.href = images.download;
+    link.download = fileName(result);
+    link.title = `${fileName(result)}: ${result.side}x${result.side} pixels, 8-bit grey`;
+  }
+  if (!last) return;
+  const took = result.seconds !== null ? ` in ${result.seconds.toFixed(2)} s` : "";
+  caption(result, result.final ? `${stepText(result, last)}, done${took}` : `stopped at ${stepText(result, last)}`);
+}
+
+function remember(result) {
+  images.results.unshift(result);
+  images.results.length = Math.min(images.results.length, HISTORY_SIZE);
+  const strip = $("image-history");
+  const last = result.frames[result.frames.length - 1];
+  strip.prepend(thumbnail(last.url, "", describe(result), () => {
+    if (images.controller) return;
+    pick(result);
+  }));
+  while (strip.children.length > HISTORY_SIZE) strip.lastChild.remove();
+  $("history-section").hidden = false;
+}
+
+// A result picked from the history: shown, and the form set to make it again.
+function pick(result) {
+  if (images.models.has(result.model)) {
+    $("image-model").value = result.model;
+    modelChosen();
+    $("image-class").value = result.label;
+    $("image-seed").value = String(result.seed);
+    if (result.family === "rbm") $("image-steps").value = String(result.total);
+  }
+  showResult(result);
+}
+
+// -- a request ----------------------------------------------------------------------------------------------------
+function imagesBusy(on) {
+  const hadFocus = document.activeElement;
+  $("image-generate").disabled = on || (images.models.get($("image-model").value) || {}).family === "dream";
+  $("image-model").disabled = on;
+  $("image-stop").hidden = !on;
+  if (on && hadFocus === $("image-generate")) $("image-stop").focus();
+  if (!on && (hadFocus === $("image-stop") || hadFocus === document.body)) $("image-generate").focus();
+}
+
+async function generateImage() {
+  const info = images.models.get($("image-model").value);
+  if (images.controller || !info || info.family === "dream") return;
+  showImageError("");
+  const typed = $("image-seed").value.trim();
+  const seed = typed === "" ? randomSeed() : typed.replace(/^0+(?=\d)/, ""); // as written: it may pass 2**53
+  const label = conditional(info) ? $("image-class").value : "";
+  const chain = info.family === "rbm";
+  const steps = chain ? Number($("image-steps").value) || 50 : 0;
+  const partials = chain ? Number($("image-partials").value) : 0;
+  const fields = { model: info.id, prompt: label, seed: 0, stream: true };
+  if (chain) Object.assign(fields, { steps, partial_images: partials });
+  // The seed goes into the JSON as written when it is a whole number (JSON.stringify would round one past 2**53);
+  // anything else as JavaScript reads it, for the server to refuse by name.
+  const body = /^\d+$/.test(seed)
+    ? JSON.stringify(fields).replace('"seed":0', `"seed":${seed}`)
+    : JSON.stringify({ ...fields, seed: Number(seed) });
+  const result = {
+    model: info.id, family: info.family, label, seed, side: info.image_size, total: chain ? steps : 1,
+    frames: [], final: null, seconds: null,
+  };
+  const partialAt = partialSteps(result.total, partials);
+  const previous = images.shown; // shown, dimmed, until the first frame comes (and again if none does)
+  images.shown = result;
+  $("image-view").classList.add("waiting");
+  $("image-frames").innerHTML = "";
+  $("frames-section").hidden = true;
+  $("image-download").hidden = true;
+  caption(result, chain ? "the chain runs…" : "sampling…");
+  images.controller = new AbortController();
+  imagesBusy(true);
+  const started = performance.now();
+  let stopped = false;
+  try {
+    const response = await fetch("/v1/images/generations", {
+      method: "POST",
+      headers: withKey({ "Content-Type": "application/json" }),
+      body,
+      signal: images.controller.signal,
+    });
+    if (response.status === 401) throw new Error(await failure(response));
+    if (!response.ok) {
+      const refusal = await response.json().catch(() => ({}));
+      const error = new Error(refusal.error ? refusal.error.message : `HTTP ${response.status}`);
+      error.param = refusal.error ? refusal.error.param : null;
+      throw error;
+    }
+    await readEvents(response, (event) => {
+      if (event.error) {
+        const error = new Error(event.error.message);
+        error.param = event.error.param;
+        throw error;
+      }
+      const final = event.type === "image_generation.completed";
+      if (!final && event.type !== "image_generation.partial_image") return;
+      const step = final ? result.total - 1 : partialAt[event.partial_image_index];
+      const frame = { step, final, url: `data:image/png;base64,${event.b64_json}` };
+      if (final) {
+        result.final = pngBlob(event.b64_json);
+        result.seconds = (performance.now() - started) / 1000;
+      }
+      result.frames.push(frame);
+      drawFrame(result, frame);
+      caption(result, stepText(result, frame));
+      images.log.push({ model: result.model, step, final, at: performance.now() });
+    });
+    if (!result.final) throw new Error("The stream ended before the last frame.");
+    remember(result);
+  } catch (error) {
+    stopped = error.name === "AbortError";
+    if (!stopped) showImageError(error.message, error.param || null);
+  } finally {
+    images.controller = null;
+    if (result.frames.length) {
+      finishShown(result);
+    } else if (stopped || !previous) {
+      blank(stopped ? "Stopped before the first frame." : EMPTY_HINT);
+    } else {
+      showResult(previous); // refused: the image before stays, and the error says why
+    }
+    imagesBusy(false);
+  }
+}
+
+function stopImage() {
+  if (images.controller) images.controller.abort();
+}
+
+// -- tabs ---------------------------------------------------------------------------------------------------------
+// Chat and Images are tabs (WAI-ARIA's tab pattern: arrow keys, Home and End move between them); the settings
+// column shows the chosen one's knobs, and Access for both.
+function selectTab(name, focus = false) {
+  for (const [tab, panel, knobs, tools] of [
+    ["tab-chat", "chat-panel", "chat-settings", "chat-tools"],
+    ["tab-images", "images-panel", "image-form", null],
+  ]) {
+    const chosen = tab === `tab-${name}`;
+    $(tab).setAttribute("aria-selected", String(chosen));
+    $(tab).tabIndex = chosen ? 0 : -1;
+    $(panel).hidden = !chosen;
+    $(knobs).hidden = !chosen;
+    if (tools) $(tools).hidden = !chosen;
+    if (chosen && focus) $(tab).focus();
+  }
+  localStorage.setItem("antiphon.tab", name);
+}
+
+function tabKeys(event) {
+  const tabs = [...document.querySelectorAll('#tabs [role="tab"]')].filter((tab) => !tab.hidden);
+  const at = tabs.indexOf(document.activeElement);
+  const to = { ArrowRight: at + 1, ArrowLeft: at - 1, Home: 0, End: tabs.length - 1 }[event.key];
+  if (at < 0 || to === undefined) return;
+  event.preventDefault();
+  const tab = tabs[(to + tabs.length) % tabs.length];
+  selectTab(tab.id.replace("tab-", ""), true);
+}
+
+// The tabs follow what the server serves: no image model, no tabs (the chat alone, as before); image models but
+// no text model, the Images tab alone.
+async function arrangeTabs() {
+  const [textModels, imageModels] = await Promise.all([state.loaded, loadImageModels()]);
+  const hasImages = imageModels.length > 0;
+  const imagesOnly = hasImages && textModels === 0;
+  $("tabs").hidden = !hasImages;
+  $("tab-chat").hidden = imagesOnly;
+  const wanted = imagesOnly || (hasImages && localStorage.getItem("antiphon.tab") === "images") ? "images" : "chat";
+  selectTab(wanted);
+}
+
+function setUpImages() {
+  $("tab-chat").addEventListener("click", () => selectTab("chat"));
+  $("tab-images").addEventListener("click", () => selectTab("images"));
+  $("tabs").addEventListener("keydown", tabKeys);
+  $("image-model").addEventListener("change", modelChosen);
+  $("image-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    generateImage();
+  });
+  $("image-form").addEventListener("input", (event) => {
+    if (event.target.classList.contains("invalid")) showImageError("");
+  });
+  $("image-dice").addEventListener("click", () => { $("image-seed").value = randomSeed(); });
+  $("image-stop").addEventListener("click", stopImage);
+  $("images-panel").addEventListener("keydown", (event) => {
+    if (event.key === "Escape") stopImage();
+  });
+  $("image-form").addEventListener("keydown", (event) => {
+    if (event.key === "Escape") stopImage();
+  });
+  $("api-key").addEventListener("change", arrangeTabs); // after chat.js's own handler: state.loaded is the new list
+  arrangeTabs();
+}
+
+setUpImages();
