@@ -269,7 +269,7 @@ class ImageRequest:
     frame_every: int = 0  # 0: every frame
     walk_to_seed: int | None = None
     walk_frames: int = 0
-    base_image: bytes = b""  # dream: a PNG
+    base_image: bytes = b""  # dream: a PNG (or JPEG)
     dream: DreamOptions = DreamOptions()
     request_id: str = ""
     transport: str = ""
@@ -342,11 +342,12 @@ class ImageRequest:
 
 
 def decode_png(data: bytes, field: str) -> np.ndarray:
-    """PNG bytes as a grey image (H, W) float32 in [0, 1]; InvalidArgument naming ``field`` for anything else."""
+    """PNG (or JPEG, as uploads to OpenAI's image edits come) bytes as a grey image (H, W) float32 in [0, 1];
+    InvalidArgument naming ``field`` for anything else."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data), formats=["PNG"])
+            image = Image.open(io.BytesIO(data), formats=["PNG", "JPEG"])
             width, height = image.size
             if not (1 <= width <= MAX_BASE_SIDE and 1 <= height <= MAX_BASE_SIDE):
                 limit = f"at most {MAX_BASE_SIDE} x {MAX_BASE_SIDE} pixels"
@@ -355,7 +356,7 @@ def decode_png(data: bytes, field: str) -> np.ndarray:
     except InvalidArgument:
         raise
     except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombWarning, SyntaxError) as exc:
-        raise InvalidArgument(field, f"is not a readable PNG image ({type(exc).__name__})") from None
+        raise InvalidArgument(field, f"is not a readable PNG or JPEG image ({type(exc).__name__})") from None
     return grey / 255.0
 
 

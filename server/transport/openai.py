@@ -6,9 +6,14 @@ the official SDKs read them. Decoding checks JSON shapes and the fields OpenAI d
 from __future__ import annotations
 
 import json
+import re
 import time
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from typing import Any
+
+from starlette.datastructures import Headers
+from starlette.formparsers import MultiPartException, MultiPartParser
 
 from server.engine.requests import Conversation, Message, SamplingOptions, TextModelInfo
 from server.engine.streams import TextStream
@@ -38,6 +43,9 @@ IGNORED = ("user", "metadata", "store", "service_tier", "stream")
 CHAT_FIELDS = {"model", "messages", "stream_options", *SAMPLING_FIELDS, *NEUTRAL, *IGNORED}
 COMPLETION_FIELDS = {"model", "prompt", "stream_options", *SAMPLING_FIELDS, *NEUTRAL, *IGNORED}
 MAX_STOP = 4  # OpenAI's own limit
+
+MAX_FORM_FILES = 4  # an image edit's files: the image (OpenAI's SDKs may send it as image[])
+MAX_FORM_FIELDS = 32  # its text fields: the request's own and antiphon's
 
 
 def model_ids(info: TextModelInfo) -> list[str]:
@@ -294,8 +302,19 @@ IMAGE_NEUTRAL: dict[str, tuple[Any, ...]] = {
     "style": (),
     "svg": (),
 }
-IMAGE_FIELDS = {"model", "prompt", "n", "size", "stream", "partial_images", "seed", "steps", *IMAGE_NEUTRAL}
-IMAGE_FIELDS |= {"user", "safety_identifier"}
+# antiphon's own fields, read as a WebSocket generate_image message's (server/transport/jsonfields.py image_request)
+GENERATION_OWN = ("seed", "steps", "frame_every", "walk_to_seed", "walk_frames")
+EDIT_OWN = ("seed", "steps", "frame_every", "layer", "target", "octaves")
+OPENAI_IMAGE_FIELDS = ("model", "prompt", "n", "size", "stream", "partial_images", "user", "safety_identifier")
+IMAGE_FIELDS = {*OPENAI_IMAGE_FIELDS, *GENERATION_OWN, *IMAGE_NEUTRAL}
+# /v1/images/edits reads no moderation; a mask, markup or input fidelity is refused when given
+EDIT_NEUTRAL = {key: v for key, v in IMAGE_NEUTRAL.items() if key != "moderation"}
+EDIT_NEUTRAL |= {"input_fidelity": (), "mask": (), "markup": ()}
+EDIT_FIELDS = {*OPENAI_IMAGE_FIELDS, *EDIT_OWN, *EDIT_NEUTRAL}
+EDIT_INTEGERS = ("n", "partial_images", "seed", "steps", "frame_every", "octaves")  # form fields read as integers
+EDIT_FILES = ("image", "image[]")  # the SDKs send one file as image, a list as image[]
+# An edit's fields as the engine names them -> as the form names them (its errors name the form's)
+EDIT_NAMES = {"base_image": "image", "dream.layer": "layer", "dream.target": "target", "dream.octaves": "octaves"}
 MAX_IMAGES = 10  # OpenAI's own limit of n
 MAX_PARTIAL_IMAGES = 3
 
@@ -303,29 +322,34 @@ MAX_PARTIAL_IMAGES = 3
 @dataclass(frozen=True)
 class ImagesRequest:
     model: str
-    label: str  # the prompt: a class name, or empty
     n: int
     size: str | None
     stream: bool
     partial_images: int
-    seed: int | None  # antiphon's own: image i takes seed + i
-    steps: int  # antiphon's own: the RBM's Gibbs steps
+    own: dict[str, Any]  # the prompt and antiphon's own fields, as a generate_image message holds them
+    every_frame: bool  # frame_every or a walk: every frame the engine sends is answered, not only the last
 
 
-def images_request(body: Any) -> ImagesRequest:
-    """Decode a /v1/images/generations body: the prompt names a class (conditional models) or is empty."""
-    body = check_fields(body, IMAGE_FIELDS, neutral_fields=False)
-    for key, neutral in IMAGE_NEUTRAL.items():
+def _image_body(body: Any, allowed: set[str], neutral_values: dict[str, tuple[Any, ...]]) -> dict[str, Any]:
+    """The fields OpenAI's images requests share, checked: an object of ``allowed`` fields, the neutral ones at a
+    neutral value, ``model`` a name, ``prompt`` a string."""
+    body = check_fields(body, allowed, neutral_fields=False)
+    for key, neutral in neutral_values.items():
         value = body.get(key)
         if value is not None and value not in neutral:
             shown = " or ".join(json.dumps(v) for v in neutral) if neutral else "null"
             raise InvalidArgument(key, f"is not supported by this server except at {shown}, got {json.dumps(value)}")
     model = body.get("model")
     if not isinstance(model, str) or not model:
-        raise InvalidArgument("model", "must name an image model (GET /v1/models lists them)")
+        raise InvalidArgument("model", "must name an image model (GET /v1/images/models lists them)")
     prompt = body.get("prompt", "")
     if not isinstance(prompt, str):
         raise InvalidArgument("prompt", "must be a string: a class of the model, or empty")
+    return body
+
+
+def _images(body: dict[str, Any], own: dict[str, Any], every_frame: bool) -> ImagesRequest:
+    """``n``, ``stream``, ``partial_images`` and ``size`` read; ``own``: the fields the engine reads."""
     n = _number(body, "n", True)
     n = 1 if n is None else n
     if not 1 <= n <= MAX_IMAGES:
@@ -335,16 +359,124 @@ def images_request(body: Any) -> ImagesRequest:
         raise InvalidArgument("stream", "must be true or false")
     if stream and n != 1:
         raise InvalidArgument("n", "a stream carries one image: give n 1 (or several requests)")
+    if every_frame and n != 1:
+        raise InvalidArgument("n", "the frames of one image (frame_every, a walk) come as one answer: give n 1")
     partial = _number(body, "partial_images", True) or 0
     if not 0 <= partial <= MAX_PARTIAL_IMAGES:
         raise InvalidArgument("partial_images", f"must be 0..{MAX_PARTIAL_IMAGES}, got {partial}")
     if partial and not stream:
         raise InvalidArgument("partial_images", "partial images are sent in a stream: set stream true")
+    if partial and every_frame:
+        raise InvalidArgument("partial_images", "frame_every and a walk send every frame they select: give 0")
     size = body.get("size")
     if size is not None and not isinstance(size, str):
         raise InvalidArgument("size", 'must be a string such as "28x28"')
-    steps = _number(body, "steps", True)
-    return ImagesRequest(model, prompt.strip(), n, size, stream, partial, _number(body, "seed", True), steps or 0)
+    return ImagesRequest(body["model"], n, size, stream, partial, own, every_frame)
+
+
+def images_request(body: Any) -> ImagesRequest:
+    """Decode a /v1/images/generations body: the prompt names a class (conditional models) or is empty; antiphon's
+    own fields are the engine's (a walk's, the RBM's steps, frame_every)."""
+    body = _image_body(body, IMAGE_FIELDS, IMAGE_NEUTRAL)
+    own = {key: body[key] for key in GENERATION_OWN if body.get(key) is not None}
+    every_frame = "frame_every" in own or "walk_to_seed" in own
+    return _images(body, {"label": body.get("prompt", "").strip(), **own}, every_frame)
+
+
+@dataclass(frozen=True)
+class EditRequest:
+    images: ImagesRequest
+    image: bytes  # the file uploaded: PNG or JPEG
+    target_field: str  # the form field that named the dream's target class: prompt or target
+
+
+def edit_request(fields: dict[str, str], files: dict[str, list[bytes]]) -> EditRequest:
+    """Decode a /v1/images/edits form (its text fields and files): the image to dream on, the prompt naming the
+    target class (or empty), and antiphon's own dream fields."""
+    for name in files:
+        if name not in EDIT_FILES and name in EDIT_FIELDS:
+            raise InvalidArgument(name, "is not supported by this server")
+        if name not in EDIT_FILES:
+            raise InvalidArgument(name, "unrecognized request argument")
+    for name in fields:
+        if name in EDIT_FILES:
+            raise InvalidArgument("image", "must be a file (a part with a filename), PNG or JPEG")
+    uploads = [data for name in EDIT_FILES for data in files.get(name, [])]
+    if len(uploads) != 1:
+        raise InvalidArgument("image", f"upload exactly one image to dream on, PNG or JPEG (got {len(uploads)})")
+    body: dict[str, Any] = {}
+    for name, text in fields.items():
+        if name in EDIT_INTEGERS:
+            body[name] = form_integer(text, name)
+        elif name == "stream":
+            body[name] = form_boolean(text, name)
+        else:
+            body[name] = text
+    body = _image_body(body, EDIT_FIELDS, EDIT_NEUTRAL)
+    prompt = body.get("prompt", "").strip()
+    target = body.get("target", "").strip()
+    if prompt and target and prompt.casefold() != target.casefold():
+        raise InvalidArgument("target", f"names {target!r} and prompt {prompt!r}: give the class once")
+    dream = {"layer": body.get("layer", ""), "target": target or prompt, "octaves": body.get("octaves")}
+    own = {key: body[key] for key in ("seed", "steps", "frame_every") if body.get(key) is not None}
+    images = _images(body, {**own, "dream": dream}, "frame_every" in own)
+    return EditRequest(images, uploads[0], "target" if target else "prompt")
+
+
+def form_integer(text: str, name: str) -> int | None:
+    """A form field holding an integer (empty: absent)."""
+    if not text.strip():
+        return None
+    if not re.fullmatch(r"-?[0-9]+", text.strip()):
+        raise InvalidArgument(name, f"must be an integer, got {json.dumps(text)}")
+    return int(text.strip())
+
+
+def form_boolean(text: str, name: str) -> bool:
+    """A form field holding true or false (empty: false), as the SDKs write booleans in a form."""
+    folded = text.strip().lower()
+    if folded not in ("", "true", "false"):
+        raise InvalidArgument(name, f"must be true or false, got {json.dumps(text)}")
+    return folded == "true"
+
+
+async def multipart_form(headers: Headers, body: bytes) -> tuple[dict[str, str], dict[str, list[bytes]]]:
+    """A multipart/form-data body's text fields and files (by field name), as OpenAI's SDKs and browsers send
+    them; read by Starlette's parser (python-multipart)."""
+    kind = headers.get("content-type", "").partition(";")[0].strip().lower()
+    if kind != "multipart/form-data":
+        raise InvalidArgument("body", "must be multipart/form-data: the image file and the form's fields")
+
+    async def chunks() -> AsyncGenerator[bytes, None]:
+        yield body
+
+    parser = MultiPartParser(headers, chunks(), max_files=MAX_FORM_FILES, max_fields=MAX_FORM_FIELDS)
+    try:
+        form = await parser.parse()
+    except MultiPartException as exc:
+        raise InvalidArgument("body", f"is not a readable multipart/form-data body: {exc.message}") from None
+    fields: dict[str, str] = {}
+    files: dict[str, list[bytes]] = {}
+    try:
+        for name, value in form.multi_items():
+            if isinstance(value, str):
+                fields[name] = value
+            else:
+                files.setdefault(name, []).append(await value.read())
+    finally:
+        await form.close()
+    return fields, files
+
+
+def renamed(error: AntiphonError, names: dict[str, str]) -> AntiphonError:
+    """``error`` naming the request's field as its wire format does (``names``: the engine's name -> the wire's)."""
+    if isinstance(error, InvalidArgument) and error.field in names:
+        return InvalidArgument(names[error.field], error.reason)
+    if isinstance(error, NotFound):
+        field, colon, rest = str(error).partition(":")
+        if colon and field in names:
+            return NotFound(f"{names[field]}:{rest}")
+    return error
 
 
 def image_size(size: str | None, side: int) -> str:
@@ -362,10 +494,14 @@ def partial_steps(total: int, partial_images: int) -> set[int]:
     return {s for s in steps if 0 <= s < total - 1}
 
 
-def image_event(kind: str, b64: str, size: str, index: int = 0) -> dict[str, Any]:
-    """An ``image_generation.partial_image`` (with its index) or ``image_generation.completed`` event."""
+GENERATION, EDIT = "image_generation", "image_edit"  # the events' prefixes
+
+
+def image_event(kind: str, b64: str, size: str, index: int = 0, prefix: str = GENERATION) -> dict[str, Any]:
+    """An ``image_generation.partial_image`` (with its index) or ``image_generation.completed`` event; the
+    ``image_edit.`` ones with ``prefix`` EDIT."""
     event: dict[str, Any] = {
-        "type": f"image_generation.{kind}",
+        "type": f"{prefix}.{kind}",
         "b64_json": b64,
         "background": "opaque",
         "created_at": created(),

@@ -1,6 +1,7 @@
-// The Images tab: the server's image generators through POST /v1/images/generations (OpenAI's images API, the same
-// HTTP API the chat uses), streamed: an RBM's Gibbs chain shows its frames as the server makes them (partial images),
-// a generator's one sample shows when made. Uses chat.js's $, withKey, failure, readEvents and state.
+// The Images tab: the server's image models through OpenAI's images API (the same HTTP API the chat uses), streamed:
+// POST /v1/images/generations for the generators (an RBM's Gibbs chain and a latent walk show their frames as the
+// server makes them, as partial images; a generator's one sample shows when made), and POST /v1/images/edits for
+// Deep Dream on an uploaded image. Uses chat.js's $, withKey, failure, readEvents and state.
 "use strict";
 
 const FAMILY_NAMES = { dcgan: "DCGAN", vae: "VAE", vaegan: "VAE-GAN", rbm: "RBM", dream: "Deep Dream" };
@@ -10,11 +11,20 @@ const EMPTY_HINT = "Pick a model, then Generate: the frames show here as they ar
 // The request's fields, by the form control that sets each: a refusal naming one marks it.
 const FIELD_CONTROLS = {
   model: "image-model",
-  prompt: "image-class",
+  prompt: "image-class", // Deep Dream's prompt is its target class: image-target (fieldControl)
   seed: "image-seed",
   steps: "image-steps",
   partial_images: "image-partials",
+  frame_every: "image-every",
+  walk_to_seed: "image-walk-to",
+  walk_frames: "image-walk-frames",
+  image: "image-file",
+  layer: "image-layer",
+  target: "image-target",
+  octaves: "image-octaves",
 };
+const LATENT_FAMILIES = ["dcgan", "vae", "vaegan"];
+const DEFAULT_STEPS = { rbm: 50, dream: 10 }; // the server's defaults: Gibbs steps, dream steps per octave
 
 const images = {
   models: new Map(), // id -> the row of GET /v1/images/models
@@ -23,6 +33,8 @@ const images = {
   shown: null, // the result in the viewer
   download: null, // the object URL the Download link points at
   log: [], // every frame drawn, in order: {model, step, final, at: performance.now()} (the tests read it)
+  family: null, // the family the form was last set for
+  preview: null, // the object URL of the image to dream on's preview
 };
 window.antiphonImages = images;
 
@@ -34,7 +46,7 @@ function showImageError(message, param = null) {
     $(id).classList.remove("invalid");
     $(id).removeAttribute("aria-invalid");
   }
-  const control = param && FIELD_CONTROLS[param];
+  const control = param && fieldControl(param);
   if (control) {
     $(control).classList.add("invalid");
     $(control).setAttribute("aria-invalid", "true");
@@ -48,6 +60,24 @@ function familyName(info) {
 
 function conditional(info) {
   return info.family !== "dream" && info.labels.length > 0;
+}
+
+function fieldControl(param) {
+  const info = images.models.get($("image-model").value);
+  if (param === "prompt" && info && info.family === "dream") return "image-target";
+  return FIELD_CONTROLS[param];
+}
+
+function fillSelect(select, values, labels = values) {
+  const before = select.value;
+  select.innerHTML = "";
+  values.forEach((value, i) => {
+    const option = document.createElement("option");
+    option.value = value;
+    option.textContent = labels[i];
+    select.append(option);
+  });
+  if (values.includes(before)) select.value = before;
 }
 
 async function loadImageModels() {
@@ -98,19 +128,69 @@ function modelChosen() {
       classes.append(option);
     }
   }
-  const chain = info.family === "rbm";
-  $("image-steps-field").hidden = !chain;
-  $("image-partials-field").hidden = !chain;
+  const family = info.family;
+  const chain = family === "rbm";
+  const dream = family === "dream";
+  if (family !== images.family && DEFAULT_STEPS[family]) $("image-steps").value = String(DEFAULT_STEPS[family]);
+  images.family = family;
+  $("image-steps-field").hidden = !chain && !dream;
+  $("image-steps-name").textContent = dream ? "Steps per octave" : "Gibbs steps";
   $("image-steps").max = info.max_steps || "";
-  const dream = info.family === "dream";
-  $("image-seed-field").hidden = dream;
-  $("image-generate").disabled = dream || images.controller !== null;
+  $("image-walk-field").hidden = !LATENT_FAMILIES.includes(family);
+  $("image-walk-frames").max = info.max_walk_frames || "";
+  $("image-dream-fields").hidden = !dream;
+  if (dream) {
+    fillSelect($("image-layer"), info.layers);
+    if (!$("image-layer").dataset.chosen && info.layers.includes("block2")) $("image-layer").value = "block2";
+    fillSelect($("image-target"), info.labels);
+  }
+  $("image-generate").disabled = images.controller !== null;
+  knobsShown();
   $("image-note").textContent = dream
-    ? "Deep Dream dreams on a photo, and OpenAI's images API has no field for one: this model is served over " +
-      "WebSocket and gRPC (generate_image with base_image), not on this page."
+    ? `Each frame is one gradient step of the dream on your image (octaves of steps, each a larger scale); ${side} ` +
+      "pixels."
     : chain
       ? `Each frame is one block Gibbs step of the chain, from noise; ${side} pixels.`
-      : `One sample of the model, ${side} pixels; a new seed, a new image.`;
+      : `One sample of the model, ${side} pixels; a new seed, a new image (a walk: frames from one seed to another).`;
+  showImageError("");
+}
+
+// The knobs that depend on others: a walk's seed and frames, the target class of the logits layer, the frames on the
+// way (OpenAI's partial images) where no frame_every is set.
+function knobsShown() {
+  const info = images.models.get($("image-model").value);
+  if (!info) return;
+  const walk = LATENT_FAMILIES.includes(info.family) && $("image-walk").checked;
+  const frames = info.family === "rbm" || info.family === "dream";
+  $("image-walk-knobs").hidden = !walk;
+  $("image-target-field").hidden = !(info.family === "dream" && $("image-layer").value === "logits");
+  $("image-every-field").hidden = !frames && !walk;
+  $("image-partials-field").hidden = !frames;
+  $("image-partials").disabled = $("image-every").value.trim() !== "";
+  $("image-use-shown").disabled = !(images.shown && images.shown.final) || images.controller !== null;
+}
+
+// The image to dream on: its preview beside the file field.
+function fileChosen() {
+  const file = $("image-file").files[0];
+  if (images.preview) URL.revokeObjectURL(images.preview);
+  images.preview = file ? URL.createObjectURL(file) : null;
+  $("image-file-preview").hidden = !file;
+  if (file) $("image-file-preview").src = images.preview;
+}
+
+function setFile(file) {
+  const files = new DataTransfer();
+  files.items.add(file);
+  $("image-file").files = files.files;
+  fileChosen();
+}
+
+// Dream on the image in the viewer (its last frame, as the server made it).
+function useShown() {
+  const result = images.shown;
+  if (!result || !result.final) return;
+  setFile(new File([result.final], fileName(result), { type: "image/png" }));
   showImageError("");
 }
 
@@ -145,20 +225,25 @@ function describe(result) {
   const label = className(result);
   if (label) parts.push(result.label ? label : `${label} (the seed's)`);
   else if (conditional(images.models.get(result.model) || { labels: [] })) parts.push("the seed's class");
-  parts.push(`seed ${result.seed}`);
+  if (result.dream) parts.push(result.dream.target ? `toward ${result.dream.target}` : `layer ${result.dream.layer}`);
+  parts.push(result.walkTo !== null ? `seed ${result.seed} → ${result.walkTo}` : `seed ${result.seed}`);
   return parts.join(" · ");
 }
 
 function stepText(result, frame) {
-  if (result.family !== "rbm") return "sample";
-  return `Gibbs step ${frame.step + 1} of ${result.total}`;
+  const of = `${frame.step + 1} of ${result.total}`;
+  if (result.family === "rbm") return `Gibbs step ${of}`;
+  if (result.dream) return `dream step ${of}`;
+  if (result.walkTo !== null) return `point ${of}`;
+  return "sample";
 }
 
 function fileName(result) {
   const slug = (text) => text.toLowerCase().replace(/[^a-z0-9]+/g, "-").replace(/^-|-$/g, "");
-  const label = className(result);
-  const steps = result.family === "rbm" ? `-${result.total}steps` : "";
-  return `${result.model}${label ? `-${slug(label)}` : ""}-seed${result.seed}${steps}.png`;
+  const label = result.dream ? result.dream.target || result.dream.layer : className(result);
+  const walk = result.walkTo !== null ? `-to${result.walkTo}-${result.total}frames` : "";
+  const steps = result.family === "rbm" || result.dream ? `-${result.total}steps` : "";
+  return `${result.model}${label ? `-${slug(label)}` : ""}-seed${result.seed}${walk}${steps}.png`;
 }
 
 function pngBlob(b64) {
@@ -206,7 +291,7 @@ function caption(result, text) {
 
 // Draws ``frame`` of ``result``: the viewer, its thumbnail on the frames strip, the progress bar.
 function drawFrame(result, frame) {
-  const item = thumbnail(frame.url, result.family === "rbm" ? `${frame.step + 1}` : "", stepText(result, frame), () => {
+  const item = thumbnail(frame.url, result.total > 1 ? `${frame.step + 1}` : "", stepText(result, frame), () => {
     showFrame(result, frame);
     caption(result, stepText(result, frame));
   });
@@ -215,7 +300,7 @@ function drawFrame(result, frame) {
   $("frames-section").hidden = result.frames.length < 2;
   showFrame(result, frame);
   const progress = $("image-progress");
-  progress.hidden = result.family !== "rbm";
+  progress.hidden = result.total < 2;
   progress.max = result.total;
   progress.value = frame.step + 1;
 }
@@ -243,6 +328,7 @@ function showResult(result) {
 
 function finishShown(result) {
   const last = result.frames[result.frames.length - 1];
+  knobsShown();
   const link = $("image-download");
   if (images.download) URL.revokeObjectURL(images.download);
   images.download = null;
@@ -278,7 +364,20 @@ function pick(result) {
     modelChosen();
     $("image-class").value = result.label;
     $("image-seed").value = String(result.seed);
-    if (result.family === "rbm") $("image-steps").value = String(result.total);
+    $("image-steps").value = String(result.steps || DEFAULT_STEPS[result.family] || "");
+    $("image-every").value = result.every ? String(result.every) : "";
+    $("image-walk").checked = result.walkTo !== null;
+    if (result.walkTo !== null) {
+      $("image-walk-to").value = result.walkTo;
+      $("image-walk-frames").value = String(result.total);
+    }
+    if (result.dream) {
+      $("image-layer").value = result.dream.layer;
+      $("image-target").value = result.dream.target || $("image-target").value;
+      $("image-octaves").value = String(result.dream.octaves);
+      if (result.dream.file) setFile(result.dream.file);
+    }
+    knobsShown();
   }
   showResult(result);
 }
@@ -286,34 +385,96 @@ function pick(result) {
 // -- a request ----------------------------------------------------------------------------------------------------
 function imagesBusy(on) {
   const hadFocus = document.activeElement;
-  $("image-generate").disabled = on || (images.models.get($("image-model").value) || {}).family === "dream";
+  $("image-generate").disabled = on;
   $("image-model").disabled = on;
+  $("image-use-shown").disabled = on || !(images.shown && images.shown.final);
   $("image-stop").hidden = !on;
   if (on && hadFocus === $("image-generate")) $("image-stop").focus();
   if (!on && (hadFocus === $("image-stop") || hadFocus === document.body)) $("image-generate").focus();
 }
 
-async function generateImage() {
-  const info = images.models.get($("image-model").value);
-  if (images.controller || !info || info.family === "dream") return;
-  showImageError("");
-  const typed = $("image-seed").value.trim();
-  const seed = typed === "" ? randomSeed() : typed.replace(/^0+(?=\d)/, ""); // as written: it may pass 2**53
-  const label = conditional(info) ? $("image-class").value : "";
-  const chain = info.family === "rbm";
-  const steps = chain ? Number($("image-steps").value) || 50 : 0;
-  const partials = chain ? Number($("image-partials").value) : 0;
-  const fields = { model: info.id, prompt: label, seed: 0, stream: true };
-  if (chain) Object.assign(fields, { steps, partial_images: partials });
-  // The seed goes into the JSON as written when it is a whole number (JSON.stringify would round one past 2**53);
-  // anything else as JavaScript reads it, for the server to refuse by name.
-  const body = /^\d+$/.test(seed)
-    ? JSON.stringify(fields).replace('"seed":0', `"seed":${seed}`)
-    : JSON.stringify({ ...fields, seed: Number(seed) });
+// A whole number typed in a field, as written (it may pass 2**53), or "" where none is.
+function typedInteger(id) {
+  return $(id).value.trim().replace(/^0+(?=\d)/, "");
+}
+
+// JSON with ``fields``'s whole numbers written as typed: JSON.stringify would round one past 2**53. Anything else
+// goes as JavaScript reads it, for the server to refuse by name.
+function jsonBody(fields, integers) {
+  const placeholders = {};
+  const body = { ...fields };
+  for (const [name, typed] of Object.entries(integers)) {
+    if (typed === "") continue;
+    if (/^\d+$/.test(typed)) {
+      body[name] = `\u0000${name}`;
+      placeholders[`"\\u0000${name}"`] = typed;
+    } else {
+      body[name] = Number(typed);
+    }
+  }
+  let text = JSON.stringify(body);
+  for (const [placeholder, typed] of Object.entries(placeholders)) text = text.replace(placeholder, typed);
+  return text;
+}
+
+// The request for ``info``'s form: generations (JSON) or, for Deep Dream, edits (a multipart form), and the result
+// it will make.
+function imageRequest(info) {
+  const seed = typedInteger("image-seed") || randomSeed();
+  const family = info.family;
+  const chain = family === "rbm";
+  const dream = family === "dream";
+  const walk = LATENT_FAMILIES.includes(family) && $("image-walk").checked;
+  const every = chain || dream || walk ? typedInteger("image-every") : "";
+  const partials = (chain || dream) && every === "" ? Number($("image-partials").value) : 0;
+  const steps = chain || dream ? Number($("image-steps").value) || DEFAULT_STEPS[family] : 0;
   const result = {
-    model: info.id, family: info.family, label, seed, side: info.image_size, total: chain ? steps : 1,
+    model: info.id, family, label: conditional(info) ? $("image-class").value : "", seed, side: info.image_size,
+    total: 1, steps, every: every === "" ? (walk ? 1 : null) : Number(every), walkTo: null, dream: null,
     frames: [], final: null, seconds: null,
   };
+  if (chain) result.total = steps;
+  if (walk) {
+    result.walkTo = typedInteger("image-walk-to") || randomSeed();
+    result.total = Number($("image-walk-frames").value) || 16;
+  }
+  if (dream) {
+    const layer = $("image-layer").value;
+    const octaves = Number($("image-octaves").value) || 3;
+    const target = layer === "logits" ? $("image-target").value : "";
+    result.dream = { layer, target, octaves, file: $("image-file").files[0] || null };
+    result.total = steps * octaves;
+    const form = new FormData();
+    form.append("model", info.id);
+    form.append("prompt", target); // OpenAI's prompt: the class to dream toward, or empty
+    form.append("layer", layer);
+    form.append("octaves", $("image-octaves").value.trim());
+    form.append("steps", $("image-steps").value.trim());
+    form.append("seed", seed);
+    form.append("stream", "true");
+    if (every !== "") form.append("frame_every", every);
+    else form.append("partial_images", String(partials));
+    if (result.dream.file) form.append("image", result.dream.file, result.dream.file.name);
+    return { url: "/v1/images/edits", body: form, headers: withKey(), result, partials };
+  }
+  const fields = { model: info.id, prompt: result.label, stream: true };
+  const integers = { seed };
+  if (chain) integers.steps = $("image-steps").value.trim();
+  if (every !== "") integers.frame_every = every;
+  else if (chain) fields.partial_images = partials;
+  if (walk) {
+    integers.walk_to_seed = result.walkTo;
+    integers.walk_frames = $("image-walk-frames").value.trim();
+  }
+  const headers = withKey({ "Content-Type": "application/json" });
+  return { url: "/v1/images/generations", body: jsonBody(fields, integers), headers, result, partials };
+}
+
+async function generateImage() {
+  const info = images.models.get($("image-model").value);
+  if (images.controller || !info) return;
+  showImageError("");
+  const { url, body, headers, result, partials } = imageRequest(info);
   const partialAt = partialSteps(result.total, partials);
   const previous = images.shown; // shown, dimmed, until the first frame comes (and again if none does)
   images.shown = result;
@@ -321,18 +482,13 @@ async function generateImage() {
   $("image-frames").innerHTML = "";
   $("frames-section").hidden = true;
   $("image-download").hidden = true;
-  caption(result, chain ? "the chain runs…" : "sampling…");
+  caption(result, result.dream ? "dreaming…" : result.family === "rbm" ? "the chain runs…" : "sampling…");
   images.controller = new AbortController();
   imagesBusy(true);
   const started = performance.now();
   let stopped = false;
   try {
-    const response = await fetch("/v1/images/generations", {
-      method: "POST",
-      headers: withKey({ "Content-Type": "application/json" }),
-      body,
-      signal: images.controller.signal,
-    });
+    const response = await fetch(url, { method: "POST", headers, body, signal: images.controller.signal });
     if (response.status === 401) throw new Error(await failure(response));
     if (!response.ok) {
       const refusal = await response.json().catch(() => ({}));
@@ -346,9 +502,11 @@ async function generateImage() {
         error.param = event.error.param;
         throw error;
       }
-      const final = event.type === "image_generation.completed";
-      if (!final && event.type !== "image_generation.partial_image") return;
-      const step = final ? result.total - 1 : partialAt[event.partial_image_index];
+      const kind = event.type ? event.type.replace(/^image_(generation|edit)\./, "") : "";
+      const final = kind === "completed";
+      if (!final && kind !== "partial_image") return;
+      const index = event.partial_image_index;
+      const step = final ? result.total - 1 : result.every ? index * result.every : partialAt[index];
       const frame = { step, final, url: `data:image/png;base64,${event.b64_json}` };
       if (final) {
         result.final = pngBlob(event.b64_json);
@@ -427,6 +585,14 @@ function setUpImages() {
   $("tab-images").addEventListener("click", () => selectTab("images"));
   $("tabs").addEventListener("keydown", tabKeys);
   $("image-model").addEventListener("change", modelChosen);
+  $("image-walk").addEventListener("change", knobsShown);
+  $("image-every").addEventListener("input", knobsShown);
+  $("image-layer").addEventListener("change", () => {
+    $("image-layer").dataset.chosen = "yes";
+    knobsShown();
+  });
+  $("image-file").addEventListener("change", fileChosen);
+  $("image-use-shown").addEventListener("click", useShown);
   $("image-form").addEventListener("submit", (event) => {
     event.preventDefault();
     generateImage();

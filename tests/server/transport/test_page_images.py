@@ -1,6 +1,7 @@
 """The chat page's Images tab in a real headless Chromium against a real server on port 0 serving the committed image
 models (models/image: the RBM's 8x8 digits, the DCGAN's 28x28 Fashion-MNIST, the Deep Dream evaluator): frames as
-they arrive, the final image and its download, Stop, a refusal naming its field, the API key, the tabs."""
+they arrive, the final image and its download, Stop, a refusal naming its field, a latent walk, Deep Dream on an
+uploaded PNG, the API key, the tabs."""
 
 from __future__ import annotations
 
@@ -236,14 +237,76 @@ async def test_a_refused_field_is_named_inline(start_server: StartServer, page: 
     assert frames_drawn(page) == []
 
 
-async def test_deep_dream_is_explained_not_offered(start_server: StartServer, page: WebDriver) -> None:
-    """Deep Dream needs a photo, which OpenAI's images API cannot carry: picked, the page says where it is served
-    and Generate is off."""
-    server = await start_server("dcgan", "evaluator")
+async def test_a_walk_shows_its_points_as_they_arrive(start_server: StartServer, page: WebDriver) -> None:
+    """Latent walk on the DCGAN streams every point from one seed to the other, each drawn as it arrives and
+    captioned by its point; the download is named after both seeds."""
+    server = await start_server("dcgan")
     await open_images(page, server)
-    await asyncio.to_thread(Select(page.find_element(By.ID, "image-model")).select_by_value, "evaluator")
-    assert "WebSocket and gRPC" in page.find_element(By.ID, "image-note").text
-    assert not page.find_element(By.ID, "image-generate").is_enabled()
+    assert not page.find_element(By.ID, "image-walk-to").is_displayed()
+    await asyncio.to_thread(page.find_element(By.ID, "image-walk").click)
+    await asyncio.to_thread(Select(page.find_element(By.ID, "image-class")).select_by_visible_text, "Bag")
+    await set_field(page, "image-seed", "2")
+    await set_field(page, "image-walk-to", "9")
+    await set_field(page, "image-walk-frames", "6")
+    await generate(page)
+    log = await finished(page)
+    assert [(f["step"], f["final"]) for f in log] == [
+        (0, False),
+        (1, False),
+        (2, False),
+        (3, False),
+        (4, False),
+        (5, True),
+    ]
+    assert page.find_element(By.ID, "image-caption").text.startswith("dcgan · Bag · seed 2 → 9: point 6 of 6, done in ")
+    assert len(page.find_elements(By.CSS_SELECTOR, "#image-frames li")) == 6
+    assert page.find_element(By.ID, "image-download").get_attribute("download") == "dcgan-bag-seed2-to9-6frames.png"
+
+
+async def test_deep_dream_on_an_uploaded_png_every_nth_step(
+    start_server: StartServer, page: WebDriver, tmp_path: Path
+) -> None:
+    """Deep Dream on a PNG uploaded in the form, toward a class on the logits layer, every 2nd step: the frames of
+    steps 0 and 2 as they arrive, then the last, the same image the server makes of that photo through its API."""
+    server = await start_server("evaluator", dream_size=32)
+    await open_images(page, server)
+    photo = tmp_path / "photo.png"
+    rng = np.random.default_rng(1)
+    Image.fromarray((rng.random((30, 40)) * 255).astype(np.uint8)).save(photo)
+    assert page.find_element(By.ID, "image-note").text.startswith("Each frame is one gradient step of the dream")
+    await asyncio.to_thread(page.find_element(By.ID, "image-file").send_keys, str(photo))
+    await until(lambda: page.find_element(By.ID, "image-file-preview").is_displayed())
+    assert image_options(page) == ["evaluator (Deep Dream)"]
+    layers = [o.text for o in page.find_elements(By.CSS_SELECTOR, "#image-layer option")]
+    assert layers == ["block1", "block2", "hidden", "logits"]
+    assert not page.find_element(By.ID, "image-target").is_displayed()
+    await asyncio.to_thread(Select(page.find_element(By.ID, "image-layer")).select_by_value, "logits")
+    await asyncio.to_thread(Select(page.find_element(By.ID, "image-target")).select_by_visible_text, "Bag")
+    await set_field(page, "image-octaves", "1")
+    await set_field(page, "image-steps", "4")
+    await set_field(page, "image-every", "2")
+    await set_field(page, "image-seed", "5")
+    await generate(page)
+    log = await finished(page)
+    assert [(f["step"], f["final"]) for f in log] == [(0, False), (2, False), (3, True)]
+    caption = page.find_element(By.ID, "image-caption").text
+    assert caption.startswith("evaluator · toward Bag · seed 5: dream step 4 of 4, done in ")
+    shown = page.execute_script("return arguments[0].src", page.find_element(By.ID, "image-view"))
+    fields = {"model": "evaluator", "prompt": "Bag", "octaves": "1", "steps": "4", "seed": "5"}
+    async with httpx.AsyncClient(base_url=f"http://{server.http_address}", timeout=timeout(30)) as http:
+        answer = await http.post("/v1/images/edits", data=fields, files={"image": ("p.png", photo.read_bytes())})
+    assert shown == "data:image/png;base64," + answer.json()["data"][0]["b64_json"]
+
+
+async def test_a_dream_without_an_image_names_the_file_field(start_server: StartServer, page: WebDriver) -> None:
+    """Generate on Deep Dream with no image chosen: the server's refusal shows inline and marks the file field."""
+    server = await start_server("evaluator", dream_size=32)
+    await open_images(page, server)
+    await generate(page)
+    error = await until(lambda: page.find_element(By.ID, "image-error").text)
+    assert error == "image: upload exactly one image to dream on, PNG or JPEG (got 0)"
+    assert page.find_element(By.ID, "image-file").get_attribute("aria-invalid") == "true"
+    assert frames_drawn(page) == []
 
 
 async def test_with_a_key_the_images_tab_opens_and_generates(start_server: StartServer, page: WebDriver) -> None:
