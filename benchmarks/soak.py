@@ -1328,6 +1328,31 @@ async def sample_memory(
         await asyncio.sleep(every_s)
 
 
+CACHE_GAUGES = {"antiphon_chat_sessions": "chat_sessions", "antiphon_prefix_cache_entries": "kept_prefixes"}
+
+
+async def cache_fill(http: httpx.AsyncClient) -> dict[str, int] | None:
+    """What the server keeps in its bounded caches now, summed over its models (from ``/metrics``; None when the
+    server answers no metrics): part of any memory growth is these filling up to their bounds."""
+    try:
+        response = await http.get("/metrics")
+    except httpx.HTTPError:
+        return None
+    if response.status_code != 200:
+        return None
+    fill = dict.fromkeys(CACHE_GAUGES.values(), 0)
+    for line in response.text.splitlines():
+        name = line.split("{", 1)[0].split(" ", 1)[0]
+        if name in CACHE_GAUGES:
+            fill[CACHE_GAUGES[name]] += round(float(line.rsplit(" ", 1)[1]))
+    return fill
+
+
+async def fill_at(http: httpx.AsyncClient, started: float, at_s: float, caches: dict[str, Any]) -> None:
+    await asyncio.sleep(max(0.0, started + at_s - time.monotonic()))
+    caches["baseline"] = await cache_fill(http)
+
+
 async def report_progress(tally: Tally, samples: list[tuple[float, int]], started: float, every_s: float) -> None:
     while True:
         await asyncio.sleep(every_s)
@@ -1379,8 +1404,8 @@ async def soak(args: argparse.Namespace) -> dict[str, Any]:
     server = ServerProcess(shlex.split(args.server_args), args.api_key)
     metadata = (("authorization", f"Bearer {args.api_key}"),) if args.api_key else ()
     headers = {"Authorization": f"Bearer {args.api_key}"} if args.api_key else {}
-    await server.start(args.start_timeout_s)
     try:
+        await server.start(args.start_timeout_s)  # inside: a server that never listens is killed too
         assert server.addresses is not None
         served = await list_models(server.addresses[0], metadata)
         log.info(
@@ -1442,8 +1467,10 @@ async def load(
         first = deal_first(scenarios, rank, per_transport[transport])
         tasks.append(asyncio.create_task(run_worker(worker, ctx, scenarios, first, deadline, args.request_timeout_s)))
     sample_every = min(5.0, max(0.5, duration_s / 40))
+    caches: dict[str, Any] = {}
     helpers = [
         asyncio.create_task(sample_memory(server, started, sample_every, samples)),
+        asyncio.create_task(fill_at(http, started, baseline_at(duration_s)[0], caches)),
         asyncio.create_task(report_progress(tally, samples, started, max(10.0, min(60.0, duration_s / 10)))),
     ]
     try:
@@ -1452,6 +1479,7 @@ async def load(
         rss = server.rss_bytes()
         if rss is not None:
             samples.append((load_s, rss))
+        caches["end"] = await cache_fill(http)
     finally:
         for task in (*tasks, *helpers):
             task.cancel()
@@ -1460,7 +1488,9 @@ async def load(
         await channel.close()
         await http.aclose()
     exit_code, exit_s = await server.stop(args.stop_timeout_s)
-    return build_report(args, served, tally, samples, server, duration_s, load_s, exit_code, exit_s, per_transport)
+    report = build_report(args, served, tally, samples, server, duration_s, load_s, exit_code, exit_s, per_transport)
+    report["memory"]["caches"] = caches
+    return report
 
 
 # -- the report -----------------------------------------------------------------------------------------------------
@@ -1475,13 +1505,17 @@ def quantiles(values: array[float]) -> dict[str, float | int]:
     return {"messages": len(ordered), "p50_ms": at(0.5), "p99_ms": at(0.99), "max_ms": round(ordered[-1] * 1000, 2)}
 
 
+def baseline_at(duration_s: float) -> tuple[float, str]:
+    """When the memory baseline is taken, and the rule, in words."""
+    if duration_s >= 120:
+        return 60.0, "at 1 minute"
+    return duration_s / 10, "at 10% of the run (shorter than 2 minutes)"
+
+
 def memory_figures(samples: list[tuple[float, int]], duration_s: float) -> dict[str, Any]:
     if not samples:
         return {"samples": 0}
-    if duration_s >= 120:
-        base_at, rule = 60.0, "at 1 minute"
-    else:
-        base_at, rule = duration_s / 10, "at 10% of the run (shorter than 2 minutes)"
+    base_at, rule = baseline_at(duration_s)
     base = next((s for s in samples if s[0] >= base_at), samples[-1])
     end = samples[-1]
     mib = 2**20
@@ -1613,6 +1647,13 @@ def format_report(report: dict[str, Any]) -> str:
             f"{memory['end_mib']} MiB at the end ({memory['end_at_s']} s), growth {memory['growth_pct']:+.2f}%; "
             f"first {memory['first_mib']} MiB, max {memory['max_mib']} MiB ({memory['samples']} samples)"
         )
+        caches = memory.get("caches", {})
+        if caches.get("baseline") and caches.get("end"):
+            base, end = caches["baseline"], caches["end"]
+            out.append(
+                f"  bounded caches, baseline -> end: chat sessions {base['chat_sessions']} -> {end['chat_sessions']}, "
+                f"kept conversation prefixes {base['kept_prefixes']} -> {end['kept_prefixes']}"
+            )
     out.append(f"server exit after SIGTERM: {report['server_exit']['code']} in {report['server_exit']['seconds']} s")
     out.append("goals:")
     for name, goal in report["goals"].items():

@@ -23,6 +23,7 @@ from websockets.asyncio.server import Server as WebSocketServer
 from websockets.asyncio.server import serve as websocket_serve
 from websockets.frames import CloseCode
 
+from server.allocator import Trimmer
 from server.engine.audio import AudioEngine, AudioLimits
 from server.engine.classify import LOADERS, Classifier
 from server.engine.image import ImageEngine, ImageLimits
@@ -238,6 +239,7 @@ class Server:
             self._tls,
         )
         self._stopping: asyncio.Task[None] | None = None
+        self._trimmer = Trimmer()
 
     @property
     def tls(self) -> bool:
@@ -310,6 +312,7 @@ class Server:
         # no longer walks the models' and libraries' objects (a 100 ms pause every so often, in every stream).
         gc.collect()
         gc.freeze()
+        self._trimmer.start()  # hands the allocator's free pages back to the system every minute
 
     async def stop(self, grace_s: float | None = None) -> None:
         """Stop accepting, let live streams finish within the grace period, cancel the rest, close."""
@@ -320,6 +323,7 @@ class Server:
 
     async def _stop(self, grace_s: float) -> None:
         self._serving = False
+        await self._trimmer.stop()
         # Order matters. First new work is refused: health says NOT_SERVING, the WebSocket listener closes, and the
         # engines answer UNAVAILABLE to new streams. Then live streams drain (or are cancelled at the deadline).
         # The listeners close last, so every stream can still deliver its final message; gRPC's own grace period
