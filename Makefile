@@ -40,7 +40,7 @@ EDGE_FILES := runs/edge-files
 # of each command, the backends taking turns (bench runs both), not every case.
 ARM64_TESTS := no_edge_module or torch_is_not or (classify_image and tflite_runtime) or \
 	(classify_audio and onnxruntime) or (classify_text and tflite_runtime) or (piped and onnxruntime) or bench or \
-	(corrupt and tflite_runtime) or device_when or seeded
+	(corrupt and tflite_runtime) or device_when or seeded or (generate_image and onnxruntime)
 
 .PHONY: run test setup system-deps lint typecheck pytest clean edge-files edge-test edge-arm64 node-clients
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from edge_client.runtime import BACKENDS
-from server.errors import AntiphonError, DeviceError, InvalidArgument, ModelFileError, Unauthenticated
+from server.errors import AntiphonError, DeviceError, InvalidArgument, ModelFileError, NotFound, Unauthenticated
 
 if TYPE_CHECKING:
     from edge_client.chat import TurnResult
@@ -28,6 +28,7 @@ log = logging.getLogger("antiphon.edge")
 
 DEFAULT_MODELS = Path("runs/export")
 STEP_MODELS = ("text_small_step", "text_step")  # offline chat: the small one where the export has it
+MAX_IMAGES = 1024  # generate image --count
 
 
 def _models_dir(args: argparse.Namespace) -> Path:
@@ -42,6 +43,26 @@ def _manifest(args: argparse.Namespace) -> Manifest:
 
 def _open(args: argparse.Namespace, name: str) -> Model:
     return _manifest(args).open(name, args.backend, args.precision, args.threads)
+
+
+def _open_model(args: argparse.Namespace, default: str | Callable[[Manifest], str]) -> Model:
+    """``--model``: one exported file (the manifest beside it lists it: that file, on a backend that runs its
+    format), an export folder (its ``default`` model), or a model name in ``--models`` (``default`` when not
+    given). ``default`` may pick the name from the manifest."""
+    from edge_client.manifest import MANIFEST, Manifest
+
+    value = args.model
+    path = Path(value) if value else None
+    if path is not None and path.is_file():
+        return Manifest(path.parent).open_file(path.name, args.backend, args.precision, args.threads)
+    if path is not None and (path / MANIFEST).is_file():
+        manifest, value = Manifest(path), None
+    elif path is not None and (value.endswith((".onnx", ".tflite")) or "/" in value):
+        raise InvalidArgument("--model", f"{value}: no such file, nor a folder with {MANIFEST}")
+    else:
+        manifest = _manifest(args)
+    name = value or (default if isinstance(default, str) else default(manifest))
+    return manifest.open(name, args.backend, args.precision, args.threads)
 
 
 def _emit(args: argparse.Namespace, record: dict[str, object], text: str) -> None:
@@ -79,7 +100,11 @@ def _classify_image(args: argparse.Namespace) -> int:
     from edge_client.image import read_digit
     from edge_client.text import softmax
 
-    model = _open(args, args.model)
+    model = _open_model(args, "digits")
+    if model.entry.get("kind") == "image_discriminator":
+        return _judge_images(args, model)
+    if args.class_ is not None:
+        raise InvalidArgument("--class", f"{model.name} is not a discriminator; --class goes with one")
     labels = model.labels
     shape = model.runner.inputs[0].shape
     for path in args.files:
@@ -89,6 +114,75 @@ def _classify_image(args: argparse.Namespace) -> int:
         best = int(p.argmax())
         record = {"file": path, "label": labels[best], "score": round(float(p[best]), 4)}
         _emit(args, record, f"{path}: {labels[best]} ({p[best]:.2f})")
+    return 0
+
+
+def _judge_images(args: argparse.Namespace, model: Model) -> int:
+    from edge_client.image import read_image
+    from edge_client.imagegen import RealnessJudge, resolve_class
+
+    judge = RealnessJudge(model)
+    label = resolve_class(judge.labels, args.class_)
+    for path in args.files:
+        verdict = judge.judge(read_image(Path(path), judge.image_size), label)
+        under = f", as {verdict.under}" if verdict.under else ""
+        _emit(args, {"file": path, **verdict.to_dict()}, f"{path}: {verdict.label} ({verdict.score:.2f}{under})")
+    return 0
+
+
+# -- generate ----------------------------------------------------------------
+def _first_generator(manifest: Manifest) -> str:
+    """``dcgan_generator`` where the export has it, else its first image generator."""
+    names = [n for n, e in manifest.models.items() if e.get("kind") == "image_generator"]
+    if not names:
+        raise NotFound(
+            f"{manifest.folder}: no image generator in the manifest; export one with "
+            "`antiphon export --models dcgan_generator`"
+        )
+    return "dcgan_generator" if "dcgan_generator" in names else names[0]
+
+
+def _generate_image(args: argparse.Namespace) -> int:
+    from edge_client.image import MAX_PIXELS, grid_size, tile, write_png
+    from edge_client.imagegen import SEED_MAX, ImageGenerator
+
+    for flag, value, low, high in (
+        ("--count", args.count, 1, MAX_IMAGES),
+        ("--columns", args.columns, 1, MAX_IMAGES),
+        ("--scale", args.scale, 1, 64),
+    ):
+        if value is not None and not low <= value <= high:
+            raise InvalidArgument(flag, f"must be in [{low}, {high}], got {value}")
+    if not 0 <= args.seed <= SEED_MAX - args.count + 1:
+        raise InvalidArgument("--seed", f"must be in [0, 2**63 - count], got {args.seed}")
+    generator = ImageGenerator(_open_model(args, _first_generator))
+    label = generator.label(args.class_)
+    columns = args.columns or min(args.count, 8)
+    width, height = grid_size(args.count, columns, generator.image_size, args.scale)
+    if width * height > MAX_PIXELS:
+        raise InvalidArgument("--scale", f"the picture would be {width}x{height} pixels; at most {MAX_PIXELS:,}")
+    seeds = list(range(args.seed, args.seed + args.count))
+    images = generator.generate(seeds, label)  # (N, H, W)
+    picture = tile(images, columns, args.scale)
+    write_png(Path(args.out), picture)
+    model = generator.model
+    name = generator.labels[label] if label is not None else None
+    record = {
+        "file": args.out,
+        "model": model.name,
+        "backend": model.backend,
+        "precision": model.precision,
+        "class": name,
+        "seeds": seeds,
+        "size": [int(picture.shape[1]), int(picture.shape[0])],
+    }
+    what = f"{args.count} image{'s' if args.count > 1 else ''}" + (f" of {name}" if name else "")
+    span = f"seed {seeds[0]}" if len(seeds) == 1 else f"seeds {seeds[0]}-{seeds[-1]}"
+    text = (
+        f"{args.out}: {what} ({span}), {picture.shape[1]}x{picture.shape[0]} px, {model.name} "
+        f"{model.backend} {model.precision}"
+    )
+    _emit(args, record, text)
     return 0
 
 
@@ -231,9 +325,12 @@ def _bench(args: argparse.Namespace) -> int:
         from edge_client.runtime import resolve_backend
 
         resolve_backend(backends[0])
-    rows = run_bench(_manifest(args), args.only, backends, args.seconds, args.tokens)
+    if args.images < 0:
+        raise InvalidArgument("--images", f"must be at least 0, got {args.images}")
+    rows = run_bench(_manifest(args), args.only, backends, args.seconds, args.tokens, args.images)
     for row in rows:
         extra = f", {row.tokens_per_s:,.0f} tokens/s" if row.tokens_per_s else ""
+        extra += f", {row.images_per_s:,.0f} images/s" if row.images_per_s else ""
         _emit(
             args,
             row.to_dict(),
@@ -258,15 +355,23 @@ def _subcommand(
     *,
     help: str,
     description: str,
+    model_help: str | None = None,
 ) -> argparse.ArgumentParser:
     """A command with the shared model options, ``--json`` and, for commands that run one manifest model,
-    ``--model`` (default ``model``)."""
+    ``--model`` (default ``model``; ``model_help`` where it takes more than a name)."""
     p: argparse.ArgumentParser = parent.add_parser(name, parents=[common], help=help, description=description)
     if model is not None:
-        p.add_argument("--model", default=model, help=f"manifest model name (default: {model})")
+        shown = model_help.format(model=model) if model_help else f"manifest model name (default: {model})"
+        p.add_argument("--model", default=model or None, metavar="MODEL", help=shown)
     p.add_argument("--json", action="store_true", help=json_help)
     p.set_defaults(func=func)
     return p
+
+
+MODEL_HELP = (
+    "a model name in --models, an export folder (its {model} model), or one exported file such as "
+    "DIR/dcgan_discriminator.int8.onnx (that file; its manifest.json beside it) (default: {model})"
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -297,11 +402,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="antiphon-edge",
         description="Run antiphon's exported models on a small device with no PyTorch: classify audio, text and "
-        "images locally, spot keywords from a microphone, chat with the server (falling back to the device's "
-        "own generator), and measure each model. Models come from `antiphon export` (a folder with "
+        "images locally, tell real images from generated ones, generate images offline, spot keywords from a "
+        "microphone, chat with the server (falling back to the device's own generator), and measure each model. "
+        "Models come from `antiphon export` (a folder with "
         "manifest.json); every file's sha256 is checked before use.",
         epilog="examples:\n"
         "  antiphon-edge classify image --models DIR digit.png\n"
+        "  antiphon-edge generate image --model DIR --class Trouser --seed 7 --count 16 -o trousers.png\n"
+        "  antiphon-edge classify image --model DIR/dcgan_discriminator.int8.tflite shirt.png\n"
         "  espeak-ng --stdout 'three' | antiphon-edge listen --models DIR --device -\n"
         "  antiphon-edge chat --models DIR --server grpc://server:50051\n"
         "  antiphon-edge bench --models DIR\n"
@@ -348,11 +456,24 @@ def build_parser() -> argparse.ArgumentParser:
         _classify_image,
         "one JSON object per file",
         model="digits",
-        help="an 8x8 digit (the digits model)",
+        model_help=MODEL_HELP,
+        help="an 8x8 digit (the digits model), or real or generated (an image discriminator)",
         description="The digit in each image: an 8x8 PNG (8-bit grey or RGB), PGM (P2/P5) or .npy of raw "
-        "intensities in [0, 16]. Larger images whose sides are multiples of 8 are averaged down.",
+        "intensities in [0, 16]. Larger images whose sides are multiples of 8 are averaged down. "
+        "With an image discriminator (--model dcgan_discriminator, or its exported file): whether each image is "
+        "real or generated, with the probability of that verdict: grey levels as they are (light on black, as "
+        "Fashion-MNIST), averaged down from a whole multiple of the model's side (a `generate image --scale` "
+        "output) or else resized; judged under --class, or by the mean over classes when none is given.",
     )
-    p.add_argument("files", nargs="+", metavar="FILE", help="PNG, PGM or .npy files")
+    p.add_argument("files", nargs="+", metavar="FILE", help="PNG, PGM, JPEG or .npy files")
+    p.add_argument(
+        "--class",
+        dest="class_",
+        default=None,
+        metavar="NAME_OR_INDEX",
+        help="a discriminator's class to judge the images under: a label name (case ignored) or its index "
+        "(default: the mean of every class's logit)",
+    )
     p.add_argument(
         "--ink",
         default="auto",
@@ -360,6 +481,42 @@ def build_parser() -> argparse.ArgumentParser:
         help="light: bright strokes on black (the training data); dark: dark strokes on paper; auto: dark when "
         "the border is brighter than the middle (default: auto)",
     )
+
+    generate = commands.add_parser(
+        "generate",
+        help="generate offline (images)",
+        description="Generate on the device with an exported generator, no server needed.",
+    )
+    outputs = generate.add_subparsers(dest="output", required=True, metavar="OUTPUT")
+    p = _subcommand(
+        outputs,
+        "image",
+        common,
+        _generate_image,
+        "a JSON object: the file, model, backend, precision, class, seeds and size",
+        model="",
+        model_help="an export folder, one exported file (e.g. DIR/dcgan_generator.int8.tflite: that file), or a "
+        "model name in --models (default: dcgan_generator, else the export's first image generator)",
+        help="images from an exported generator (the DCGAN's generator, the VAE's decoder) as a PNG",
+        description="Generate --count images of --class from seeds --seed, --seed + 1, ... and write them as one "
+        "8-bit grey PNG (a grid of --columns when --count > 1, white lines between images; each pixel --scale x "
+        "--scale). A seed's latent is the first Z standard normals of NumPy's default_rng(seed), which is what "
+        "the server's sampler draws: the same seed and class give the server's image. A class-conditional "
+        "generator needs --class (a label name or its index); an unconditional one takes none. Auto precision "
+        "takes the float32 file (torch's images); --precision int8 the int8 one.",
+    )
+    p.add_argument("-o", "--out", required=True, metavar="FILE.png", help="the PNG to write")
+    p.add_argument(
+        "--class",
+        dest="class_",
+        default=None,
+        metavar="NAME_OR_INDEX",
+        help="the class to generate: a label name (case ignored; e.g. Trouser, 'ankle boot') or its index",
+    )
+    p.add_argument("--seed", type=int, default=0, help="the first image's seed; image i has seed + i (default: 0)")
+    p.add_argument("--count", type=int, default=1, help=f"how many images, 1 to {MAX_IMAGES} (default: 1)")
+    p.add_argument("--columns", type=int, default=None, help="images a row of the grid (default: up to 8)")
+    p.add_argument("--scale", type=int, default=1, help="pixels a model pixel, each way (default: 1)")
 
     p = _subcommand(
         commands,
@@ -444,11 +601,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="latency and memory of each model on this device",
         description="Load each model file this device can run (every installed backend, or --backend) and "
         "report load time, resident memory added, and per-inference latency (median, 90th percentile) over "
-        "--seconds of runs; step models also report sampled offline generation in tokens/s.",
+        "--seconds of runs (for an image model: per image); step models also report sampled offline generation "
+        "in tokens/s, image generators images/s (--images images from seeds, the latent drawn for each).",
     )
     p.add_argument("--only", type=_comma_list, default=None, metavar="NAMES", help="comma-separated model names")
     p.add_argument("--seconds", type=float, default=1.0, help="seconds of runs per file (default: 1)")
     p.add_argument("--tokens", type=int, default=500, help="tokens generated by step models (default: 500)")
+    p.add_argument(
+        "--images", type=int, default=100, help="images generated by image generators, seed by seed (default: 100)"
+    )
     return parser
 
 

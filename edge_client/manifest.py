@@ -2,8 +2,10 @@
 
 The manifest (docs/export.md) names, per model, its files per format and precision with their sha256, input and
 output tensors, and what the edge needs to read the outputs: ``labels`` for a classifier, ``vocabulary`` (and
-``start_text``, ``layers``, ``hidden_size``) for a text step, ``sample_rate`` for audio. A file whose sha256
-differs from the manifest's is refused before any interpreter reads it.
+``start_text``, ``layers``, ``hidden_size``) for a text step, ``sample_rate`` for audio, ``latent``,
+``image_size`` and ``labels`` (the classes it is conditioned on) for an image generator or discriminator. A file
+whose sha256 differs from the manifest's is refused before any interpreter reads it. A model is opened by name
+(:meth:`Manifest.open`) or by one of its files (:meth:`Manifest.open_file`).
 """
 
 from __future__ import annotations
@@ -16,7 +18,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edge_client.runtime import BACKENDS, Runner, backend_format, open_runner, resolve_backend
+from edge_client.runtime import (
+    BACKENDS,
+    Runner,
+    available_backends,
+    backend_format,
+    open_runner,
+    resolve_backend,
+)
 from server.errors import InvalidArgument, ModelFileError, NotFound
 
 log = logging.getLogger(__name__)
@@ -28,6 +37,12 @@ PRECISIONS = ("auto", "int8", "float32")
 X86_64 = ("x86_64", "AMD64")
 
 
+def _is_classifier(entry: dict[str, Any]) -> bool:
+    """A model with ``labels`` (auto takes its int8 file), but for an image generator, whose labels are the classes
+    it draws: a generator (auto takes its float32 file, torch's images)."""
+    return "labels" in entry and entry.get("kind") != "image_generator"
+
+
 def _miscomputed(backend: str, file: dict[str, Any]) -> bool:
     """Whether ``backend`` on this machine computes this file wrongly, as measured (docs/edge.md): dynamic-range
     int8 files (int8 weights, float activations) agree with their float files only on LiteRT (ai_edge_litert) and
@@ -36,6 +51,16 @@ def _miscomputed(backend: str, file: dict[str, Any]) -> bool:
     if "dynamic" not in str(file.get("method", "")):
         return False
     return not (backend == "ai_edge_litert" or (backend == "onnxruntime" and platform.machine() in X86_64))
+
+
+def _warn_miscomputed(file: dict[str, Any], backend: str) -> None:
+    log.warning(
+        "%s: %s on %s computes dynamic-range int8 files wrongly (outputs off by about their own size); "
+        "use --precision float32",
+        file.get("file"),
+        backend,
+        platform.machine(),
+    )
 
 
 def file_sha256(path: Path) -> str:
@@ -102,8 +127,8 @@ class Manifest:
 
     def choose_file(self, name: str, backend: str, precision: str = "auto") -> tuple[str, dict[str, Any]]:
         """(precision, file entry) of ``name`` in ``backend``'s format. Auto: int8 for a classifier (smaller and
-        faster, its labels checked against torch at export), float32 for a generator (the same text as torch); never
-        a file the backend is known to miscompute."""
+        faster, its labels checked against torch at export), float32 for a generator (the same text or images as
+        torch); never a file the backend is known to miscompute."""
         if precision not in PRECISIONS:
             raise InvalidArgument("precision", f"unknown precision {precision!r}; known: {', '.join(PRECISIONS)}")
         entry = self.entry(name)
@@ -116,20 +141,54 @@ class Manifest:
                 + (f" or use --backend {others[0]}" if others else "")
             )
         if precision == "auto":
-            order = ("int8", "float32") if "labels" in entry else ("float32", "int8")
+            order = ("int8", "float32") if _is_classifier(entry) else ("float32", "int8")
             usable = [p for p in order if p in files and not _miscomputed(backend, files[p])]
             precision = usable[0] if usable else ""
         elif precision in files and _miscomputed(backend, files[precision]):
-            log.warning(
-                "%s: %s on %s computes dynamic-range int8 files wrongly (outputs off by about their own size); "
-                "use --precision float32",
-                files[precision].get("file"),
-                backend,
-                platform.machine(),
-            )
+            _warn_miscomputed(files[precision], backend)
         if precision not in files:
             raise NotFound(f"model {name!r} has no {precision or 'usable'} {fmt} file (it has: {', '.join(files)})")
         return precision, files[precision]
+
+    def find_file(self, filename: str) -> tuple[str, str, str]:
+        """(model, format, precision) of the manifest's file named ``filename``."""
+        for name, entry in self.models.items():
+            for fmt, files in (entry.get("files") or {}).items():
+                for precision, file in files.items():
+                    if file.get("file") == filename:
+                        return name, fmt, precision
+        raise InvalidArgument(
+            "--model",
+            f"{self.folder / filename} is not listed in {self.folder / MANIFEST}; give a file `antiphon export` "
+            "wrote, with its manifest.json beside it",
+        )
+
+    def open_file(self, filename: str, backend: str | None = None, precision: str = "auto", threads: int = 1) -> Model:
+        """Open the manifest's file named ``filename`` (its model and precision), on ``backend`` (auto: the first
+        installed one that runs its format)."""
+        name, fmt, chosen = self.find_file(filename)
+        if precision not in ("auto", chosen):
+            raise InvalidArgument("precision", f"{filename} is the {chosen} file of {name}, not {precision}")
+        if backend in (None, "", "auto"):
+            have = [b for b in available_backends() if backend_format(b) == fmt]
+            if not have:
+                raise InvalidArgument(
+                    "--model",
+                    f"{filename} is a {fmt} file and no backend that runs {fmt} files is installed here "
+                    f"(installed: {', '.join(available_backends()) or 'none'})",
+                )
+            backend = have[0]
+        backend = resolve_backend(backend)
+        if backend_format(backend) != fmt:
+            raise InvalidArgument("backend", f"{backend} runs {backend_format(backend)} files; {filename} is {fmt}")
+        file = self.models[name]["files"][fmt][chosen]
+        if _miscomputed(backend, file):
+            _warn_miscomputed(file, backend)
+        path = self.verified_path(file)
+        inputs = [t["name"] for t in file.get("inputs", [])]
+        outputs = [t["name"] for t in file.get("outputs", [])]
+        runner = open_runner(backend, path, inputs, outputs, threads)
+        return Model(name, self.entry(name), file, path, chosen, runner)
 
     def verified_path(self, file: dict[str, Any]) -> Path:
         """The file's path once its sha256 matches the manifest's."""

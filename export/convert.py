@@ -122,6 +122,8 @@ def onnx_int8(spec: ExportSpec, float_path: Path, path: Path) -> str:
                         return None if batch is None else dict(zip(names, batch, strict=True))
 
                 excluded = _onnx_scope_nodes(float_path, pre, spec.float_scope) if spec.float_scope else []
+                if spec.float_tail:
+                    excluded += _onnx_scope_nodes(float_path, pre, spec.float_tail, downstream=True)
                 if spec.float_output:
                     excluded += _onnx_output_nodes(pre)
                 quantize_static(
@@ -136,7 +138,16 @@ def onnx_int8(spec: ExportSpec, float_path: Path, path: Path) -> str:
                 )
                 method = "onnxruntime static QDQ, int8 weights (per channel) and activations"
                 if excluded:
-                    kept = " and ".join(filter(None, [spec.float_scope, "the outputs" if spec.float_output else ""]))
+                    kept = " and ".join(
+                        filter(
+                            None,
+                            [
+                                spec.float_scope,
+                                f"{spec.float_tail} and after" if spec.float_tail else "",
+                                "the outputs" if spec.float_output else "",
+                            ],
+                        )
+                    )
                     method += f"; {len(excluded)} nodes float ({kept})"
             else:
                 quantize_dynamic(
@@ -153,10 +164,11 @@ def onnx_int8(spec: ExportSpec, float_path: Path, path: Path) -> str:
     return method
 
 
-def _onnx_scope_nodes(float_path: Path, pre_path: Path, scope: str) -> list[str]:
+def _onnx_scope_nodes(float_path: Path, pre_path: Path, scope: str, downstream: bool = False) -> list[str]:
     """Names of the nodes of the pre-processed model that come from submodule ``scope``, and of every node they
-    depend on (helpers the exporter added without metadata). The exporter's ``namespace`` metadata names the
-    submodule; pre-processing drops the metadata but keeps node names, so the names are read from the float file."""
+    depend on (helpers the exporter added without metadata), or with ``downstream`` every node that depends on
+    them (a tail: the scope and the ops after it). The exporter's ``namespace`` metadata names the submodule;
+    pre-processing drops the metadata but keeps node names, so the names are read from the float file."""
     import onnx
 
     markers = [f"/{name}: " for name in scope.split("|")]
@@ -167,6 +179,10 @@ def _onnx_scope_nodes(float_path: Path, pre_path: Path, scope: str) -> list[str]
     }
     graph = onnx.load(str(pre_path)).graph
     producer = {out: node for node in graph.node for out in node.output}
+    consumers: dict[str, list[Any]] = {}
+    for node in graph.node:
+        for i in node.input:
+            consumers.setdefault(i, []).append(node)
     todo = [n for n in graph.node if n.name in named]
     if not todo:
         raise ExportError(f"no ONNX node comes from the submodule {scope!r}")
@@ -176,7 +192,10 @@ def _onnx_scope_nodes(float_path: Path, pre_path: Path, scope: str) -> list[str]
         if node.name in seen:
             continue
         seen[node.name] = None
-        todo += [producer[i] for i in node.input if i in producer]
+        if downstream:
+            todo += [c for out in node.output for c in consumers.get(out, [])]
+        else:
+            todo += [producer[i] for i in node.input if i in producer]
     return list(seen)
 
 
@@ -198,7 +217,9 @@ def _tflite_static_recipe(spec: ExportSpec) -> list[dict[str, Any]]:
     if spec.float_scope is not None:
         entries.append({"regex": spec.float_scope, "operation": "*", "algorithm_key": "no_quantize"})
         entries.append({"regex": ".*", "operation": "INPUT", "algorithm_key": "no_quantize"})
-    if spec.float_output:
+    if spec.float_tail is not None:  # the scope's ops, those after it (named after it too), and the outputs
+        entries.append({"regex": spec.float_tail, "operation": "*", "algorithm_key": "no_quantize"})
+    if spec.float_output or spec.float_tail is not None:
         names = "|".join(spec.output_names)
         entries.append({"regex": f"serving_default_({names})_output", "operation": "*", "algorithm_key": "no_quantize"})
         entries.append({"regex": ".*", "operation": "OUTPUT", "algorithm_key": "no_quantize"})
@@ -215,11 +236,18 @@ def tflite_int8(spec: ExportSpec, float_path: Path, path: Path) -> str:
             if spec.calibration and not spec.tflite_dynamic:
                 qt.load_quantization_recipe(_tflite_static_recipe(spec))
                 data = [dict(zip(spec.input_names, batch, strict=True)) for batch in spec.calibration]
-                result = qt.quantize(qt.calibrate({"serving_default": data}))
+                if spec.calibration_extremes:
+                    result = qt.quantize(_widest_ranges(qt, data))
+                else:
+                    result = qt.quantize(qt.calibrate({"serving_default": data}))
                 method = "ai-edge-quantizer static_wi8_ai8, int8 weights and activations"
                 if spec.float_scope:
                     method += f"; {spec.float_scope} float, float32 input"
-                if spec.float_output:
+                if spec.calibration_extremes:
+                    method += "; ranges: calibration extremes"
+                if spec.float_tail:
+                    method += f"; {spec.float_tail} and after float"
+                if spec.float_output or spec.float_tail:
                     method += "; float32 output"
             else:
                 qt.load_quantization_recipe(recipe.dynamic_wi8_afp32())
@@ -230,6 +258,19 @@ def tflite_int8(spec: ExportSpec, float_path: Path, path: Path) -> str:
     except Exception as exc:
         raise ExportError(f"{spec.name}: TFLite int8 quantization failed: {exc}") from exc
     return method
+
+
+def _widest_ranges(qt: Any, data: list[dict[str, np.ndarray]]) -> dict[str, Any]:
+    """Each tensor's min and max over every calibration input: one calibration per input, whose own extremes are
+    its statistics, merged. (The calibrator's moving average of the inputs' extremes stays near one input's.)"""
+    merged: dict[str, Any] = {}
+    for inputs in data:
+        for name, stats in qt.calibrate({"serving_default": [inputs]}).items():
+            old = merged.get(name)
+            if old and stats:
+                stats = {"min": np.minimum(old["min"], stats["min"]), "max": np.maximum(old["max"], stats["max"])}
+            merged[name] = stats or old
+    return merged
 
 
 def shorten_tensor_names(path: Path) -> None:

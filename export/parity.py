@@ -31,9 +31,10 @@ def top_labels(outputs: list[list[np.ndarray]]) -> np.ndarray:
 
 
 def label_figures(spec: ExportSpec, runner: Runner) -> dict[str, float]:
-    """Top-label agreement with torch on the real inputs and, where they are known, accuracy against the truth."""
-    got = top_labels([runner(*args) for args in spec.real_inputs])
-    want = top_labels([spec.reference(args) for args in spec.real_inputs])
+    """Top-label agreement with torch on the real inputs and, where they are known, accuracy against the truth (the
+    spec's labels: an image generator's are its judge's labels of the images)."""
+    got = spec.labels_of([runner(*args) for args in spec.real_inputs])
+    want = spec.labels_of([spec.reference(args) for args in spec.real_inputs])
     figures = {"top_label_agreement": float(np.mean(got == want)), "evaluated": len(got)}
     if spec.targets is not None:
         figures["accuracy"] = float(np.mean(got == spec.targets))

@@ -24,18 +24,30 @@ from export.parity import (
     greedy_text_figures,
     label_figures,
     max_abs_difference,
-    top_labels,
 )
 from export.runtime import open_runner
-from export.specs import MODELS, ExportSpec, check_model_names, digits_spec, text_step_spec, textdisc_spec
+from export.specs import (
+    IMAGE_SAMPLES,
+    MODELS,
+    ExportSpec,
+    check_model_names,
+    dcgan_discriminator_spec,
+    dcgan_generator_spec,
+    digits_spec,
+    text_step_spec,
+    textdisc_spec,
+    vae_decoder_spec,
+)
 from server.checkpoint import file_sha256
 from server.errors import ExportError, InvalidArgument
 from server.kws.data import TEST_PER_LABEL
+from server.paths import DEFAULT_IMAGE_MODELS
 
 log = logging.getLogger(__name__)
 
 FORMATS: dict[str, str] = {"onnx": ".onnx", "tflite": ".tflite"}
 MANIFEST = "manifest.json"
+IMAGE_MODELS = ("dcgan_generator", "vae_decoder", "dcgan_discriminator")
 
 Converter = Callable[[ExportSpec, Path], None]
 Quantizer = Callable[[ExportSpec, Path, Path], str]
@@ -58,6 +70,12 @@ class ExportOptions:
         TEST_PER_LABEL  # kws's evaluation set: the test set's clips of each label (0: the held-out set)
     )
     text: str | None = None  # held-out text: the text steps' checks (first 1,000 characters), textdisc's real windows
+    # The image models: the committed checkpoints unless named; dcgan_generator and dcgan_discriminator both come
+    # from the DCGAN checkpoint (its generator and its discriminator).
+    dcgan_checkpoint: Path | None = DEFAULT_IMAGE_MODELS / "dcgan.safetensors"
+    vae_checkpoint: Path | None = DEFAULT_IMAGE_MODELS / "vae.safetensors"  # a VAE or VAE-GAN checkpoint
+    image_judge: Path | None = None  # the generators' int8 check: None takes the committed judge of their data
+    image_samples: int = IMAGE_SAMPLES  # the image models' evaluation set: seeds, or test + generated images
     seed: int = 0
 
     def validate(self) -> None:
@@ -76,11 +94,17 @@ class ExportOptions:
             "text_small_step": ("small_text_checkpoint",),
             "textdisc": ("textdisc_checkpoint", "text_checkpoint"),
             "kws": ("kws_checkpoint",),
+            "dcgan_generator": ("dcgan_checkpoint",),
+            "dcgan_discriminator": ("dcgan_checkpoint",),
+            "vae_decoder": ("vae_checkpoint",),
         }
         for model in self.models:
             for name in needs.get(model, ()):
                 if getattr(self, name) is None:
                     raise InvalidArgument(name, f"{model} needs a checkpoint ({name})")
+
+        if any(m in self.models for m in IMAGE_MODELS) and not 2 <= self.image_samples <= 100_000:
+            raise InvalidArgument("image_samples", f"must be in [2, 100000], got {self.image_samples}")
 
     @property
     def needs_text(self) -> bool:
@@ -91,6 +115,8 @@ def build_spec(name: str, opts: ExportOptions) -> ExportSpec:
     if name == "digits":
         assert opts.digits_checkpoint is not None  # validate() checked
         return digits_spec(opts.digits_checkpoint, opts.seed)
+    if name in IMAGE_MODELS:
+        return _image_spec(name, opts)
     if name == "kws":
         from export.specs import kws_spec
 
@@ -106,6 +132,17 @@ def build_spec(name: str, opts: ExportOptions) -> ExportSpec:
         assert opts.textdisc_checkpoint is not None
         return textdisc_spec(opts.textdisc_checkpoint, opts.text_checkpoint, opts.text, opts.seed)
     return text_step_spec(opts.text_checkpoint, opts.text, opts.seed)
+
+
+def _image_spec(name: str, opts: ExportOptions) -> ExportSpec:
+    samples = opts.image_samples
+    if name == "vae_decoder":
+        assert opts.vae_checkpoint is not None
+        return vae_decoder_spec(opts.vae_checkpoint, opts.image_judge, opts.seed, n_samples=samples)
+    assert opts.dcgan_checkpoint is not None
+    if name == "dcgan_generator":
+        return dcgan_generator_spec(opts.dcgan_checkpoint, opts.image_judge, opts.seed, n_samples=samples)
+    return dcgan_discriminator_spec(opts.dcgan_checkpoint, opts.seed, n_samples=samples)
 
 
 def export_models(opts: ExportOptions) -> dict[str, Any]:
@@ -132,7 +169,7 @@ def export_models(opts: ExportOptions) -> dict[str, Any]:
 def _export_one(spec: ExportSpec, opts: ExportOptions) -> dict[str, Any]:
     torch_figures: dict[str, Any] = {"evaluated": len(spec.real_inputs)}
     if spec.targets is not None:
-        labels = top_labels([spec.reference(args) for args in spec.real_inputs])
+        labels = spec.labels_of([spec.reference(args) for args in spec.real_inputs])
         torch_figures["accuracy"] = float((labels == spec.targets).mean())
     entry: dict[str, Any] = {
         "kind": spec.kind,

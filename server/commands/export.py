@@ -8,12 +8,25 @@ from pathlib import Path
 from server.commands.common import add_seed, comma_list
 from server.paths import (
     DEFAULT_DIGITS_CHECKPOINT,
+    DEFAULT_IMAGE_MODELS,
     DEFAULT_KWS_CHECKPOINT,
     DEFAULT_SMALL_TEXT_CHECKPOINT,
     DEFAULT_TEXT_CHECKPOINT,
     DEFAULT_TEXTDISC_CHECKPOINT,
     default_checkpoint,
     shown,
+)
+
+# export/specs.py's MODELS, named here so that --help does not import torch (tests/server/test_cli.py checks both agree)
+EXPORTABLE = (
+    "digits",
+    "text_step",
+    "text_small_step",
+    "textdisc",
+    "kws",
+    "dcgan_generator",
+    "vae_decoder",
+    "dcgan_discriminator",
 )
 
 
@@ -23,14 +36,15 @@ def add_command(commands: argparse._SubParsersAction) -> None:
         help="export models to ONNX and TFLite files with a manifest",
         description="Convert models to ONNX and TFLite (float32 and, with --int8, int8), check every file against "
         "torch (float: 1e-4 max abs on real and random inputs; int8: the same top label on at least 99% of the "
-        "evaluation set; the text step: the same greedy text for 200 tokens) and write manifest.json beside them. "
+        "evaluation set, for an image generator the judge's label of its images, for the GAN's discriminator its "
+        "verdict on 95%; the text step: the same greedy text for 200 tokens) and write manifest.json beside them. "
         "A file that fails its check stops the export (exit 1).",
     )
     p.add_argument(
         "--models",
         type=comma_list,
-        default="digits,text_step,text_small_step,textdisc,kws",
-        help="comma-separated: digits, text_step, text_small_step, textdisc, kws (default: all)",
+        default=",".join(EXPORTABLE),
+        help=f"comma-separated: {', '.join(EXPORTABLE)} (default: all)",
     )
     p.add_argument(
         "--formats", type=comma_list, default="onnx,tflite", help="comma-separated: onnx, tflite (default: both)"
@@ -57,6 +71,18 @@ def add_command(commands: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--kws-checkpoint", type=Path, default=None, help=f"default: {shown(DEFAULT_KWS_CHECKPOINT)}")
     p.add_argument(
+        "--dcgan-checkpoint",
+        type=Path,
+        default=None,
+        help=f"dcgan_generator and dcgan_discriminator (default: {shown(DEFAULT_IMAGE_MODELS / 'dcgan.safetensors')})",
+    )
+    p.add_argument(
+        "--vae-checkpoint",
+        type=Path,
+        default=None,
+        help=f"vae_decoder: a VAE or VAE-GAN (default: {shown(DEFAULT_IMAGE_MODELS / 'vae.safetensors')})",
+    )
+    p.add_argument(
         "--text-corpus",
         type=Path,
         default=None,
@@ -79,6 +105,8 @@ def _run(args: argparse.Namespace) -> int:
         small_text_checkpoint=args.small_text_checkpoint or DEFAULT_SMALL_TEXT_CHECKPOINT,
         textdisc_checkpoint=args.textdisc_checkpoint or default_checkpoint("textdisc"),
         kws_checkpoint=args.kws_checkpoint or default_checkpoint("kws"),
+        dcgan_checkpoint=args.dcgan_checkpoint or DEFAULT_IMAGE_MODELS / "dcgan.safetensors",
+        vae_checkpoint=args.vae_checkpoint or DEFAULT_IMAGE_MODELS / "vae.safetensors",
         seed=args.seed,
     )
     opts.validate()

@@ -2,7 +2,7 @@
 
 ``python -m tests.edge.build OUT`` writes OUT/export/ (manifest.json and every file), OUT/text.safetensors and
 OUT/audio.safetensors (the tiny text LSTM and WaveNet the tests' server loads), OUT/digits/ (held-out digit
-images) and OUT/textdisc.json (texts with torch's label):
+images), OUT/textdisc.json (texts with torch's label) and OUT/images/ (torch's images and verdicts):
 
 - ``digits``: the committed digits CNN; ``text_step`` and ``text_small_step``: the tiny text LSTM of the test
   suite (trained in seconds on the tiny dialogue corpus); ``textdisc``: the project's text discriminator trained
@@ -10,6 +10,11 @@ images) and OUT/textdisc.json (texts with torch's label):
 - ``kws``: the committed keyword spotter (``models/kws/kws_dscnn.safetensors``) where it exists; else a tiny one
   with its interface (``audio`` float32 (1, 16000) at 16 kHz -> ``logits`` (1, 12), labels zero..nine, unknown,
   silence), trained for seconds on espeak-ng renderings.
+- ``dcgan_generator`` and ``dcgan_discriminator``: the committed DCGAN (``models/image/dcgan.safetensors``), every
+  format and precision, checked on 200 seeds (the discriminator: 100 test and 100 generated images);
+  ``vae_decoder``: the committed VAE's decoder, ONNX float only (the unconditional generator's path). OUT/images/
+  holds torch's images of a few seeds (drawn by the server's sampler) and PNG images with the torch discriminator's
+  verdict (OUT/images/images.json).
 
 Every file is exported and checked by the project's own export pipeline (float parity with torch, int8 label
 agreement) and listed in the manifest with its sha256.
@@ -37,6 +42,11 @@ from tests.conftest import train_tiny_textdisc
 REPO = Path(__file__).resolve().parents[2]
 DIGITS_CHECKPOINT = REPO / "models" / "digits" / "digits_cnn.safetensors"
 REAL_KWS = REPO / "models" / "kws" / "kws_dscnn.safetensors"
+DCGAN_CHECKPOINT = REPO / "models" / "image" / "dcgan.safetensors"
+VAE_CHECKPOINT = REPO / "models" / "image" / "vae.safetensors"
+IMAGE_SAMPLES = 200  # the image models' evaluation set here (the export's default is 1,000)
+JUDGED_CLASS = "Trouser"  # the class of the images the discriminator test judges
+GENERATED_SEEDS = [3, 4, 5, 6]  # dcgan_generator's images of JUDGED_CLASS kept from torch
 KWS_LABELS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "unknown", "silence")
 OTHER_WORDS = (
     "king",
@@ -235,6 +245,74 @@ def train_tiny_audio(out: Path) -> Path:
     return out
 
 
+# -- the image models --------------------------------------------------------
+def export_images(out: Path, export_dir: Path, opts: ExportOptions) -> dict[str, Any]:
+    """dcgan_generator and dcgan_discriminator (every format, float and int8) and vae_decoder (ONNX float) into
+    ``export_dir``; their manifest entries."""
+    image = replace(
+        opts,
+        out=out / "image",
+        models=("dcgan_generator", "dcgan_discriminator"),
+        dcgan_checkpoint=DCGAN_CHECKPOINT,
+        image_samples=IMAGE_SAMPLES,
+    )
+    models: dict[str, Any] = export_models(image)["models"]
+    vae = replace(
+        image, out=out / "vae", models=("vae_decoder",), formats=("onnx",), int8=False, vae_checkpoint=VAE_CHECKPOINT
+    )
+    models.update(export_models(vae)["models"])
+    for folder in (out / "image", out / "vae"):
+        for file in folder.iterdir():
+            if file.name != MANIFEST:  # the partial manifest's entries are in the one returned
+                shutil.move(file, export_dir / file.name)
+    return models
+
+
+def write_image_samples(folder: Path, seed: int = 0) -> None:
+    """OUT/images: torch's images of GENERATED_SEEDS (class JUDGED_CLASS) and of the VAE's seeds 0, 1, drawn by the
+    server's sampler (``server.image.sampling``), as .npy; and 8-bit PNGs of JUDGED_CLASS (real test images,
+    generated ones) whose verdict the torch discriminator gets right and is sure of (|logit| > 0.15), two of
+    each, with torch's logit of the 8-bit image. images.json says which is which."""
+    from PIL import Image
+
+    from server.image.checkpoint import load_image_model
+    from server.image.data import load_images
+    from server.image.sampling import open_sampler
+
+    folder.mkdir(parents=True, exist_ok=True)
+    gan = open_sampler(DCGAN_CHECKPOINT)
+    label = gan.labels.index(JUDGED_CLASS)
+    (frame,) = gan.sample(GENERATED_SEEDS, [label] * len(GENERATED_SEEDS))
+    np.save(folder / "dcgan.npy", frame.images)  # (4, 28, 28)
+    (vae_frame,) = open_sampler(VAE_CHECKPOINT).sample([0, 1])
+    np.save(folder / "vae.npy", vae_frame.images)
+
+    model, _ = load_image_model(DCGAN_CHECKPOINT, "dcgan")
+    test = load_images("fashion", "test")
+    real = test.images[test.labels == label][:40]
+    (fake,) = gan.sample(list(range(100, 140)), [label] * 40)
+    candidates = [(f"real_{i}", x) for i, x in enumerate(real)] + [(f"gen_{i}", x) for i, x in enumerate(fake.images)]
+    candidates += [(f"seed_{s}", x) for s, x in zip(GENERATED_SEEDS, frame.images, strict=True)]
+    rounded = np.stack([np.round(x * 255) / 255 for _, x in candidates]).astype(np.float32)  # what a PNG holds
+    with torch.no_grad():
+        logits = model.discriminator(torch.from_numpy(rounded), torch.full((len(rounded),), label)).numpy()
+    sure_real = [i for i in range(len(real)) if logits[i] > 0.15][:2]  # real images the critic calls real
+    sure_fake = [i for i in range(len(real), len(real) + 40) if logits[i] < -0.15][:2]  # generated, generated
+    judged = []
+    for i in sure_real + sure_fake:
+        name, _ = candidates[i]
+        Image.fromarray(np.round(rounded[i] * 255).astype(np.uint8)).save(folder / f"{name}.png")
+        judged.append({"file": f"{name}.png", "torch_label": "real" if logits[i] > 0 else "generated",
+                       "logit": float(logits[i])})  # fmt: skip
+    record = {
+        "class": JUDGED_CLASS,
+        "dcgan": {"file": "dcgan.npy", "seeds": GENERATED_SEEDS, "logits": [float(v) for v in logits[-4:]]},
+        "vae": {"file": "vae.npy", "seeds": [0, 1]},
+        "judged": judged,
+    }
+    (folder / "images.json").write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
+
+
 # -- everything --------------------------------------------------------------
 def build(out: Path, text_checkpoint: Path, corpus: Path, seed: int = 0) -> Path:
     """Write OUT/export (manifest and files), OUT/text.safetensors, OUT/digits/*.npy and OUT/textdisc.json;
@@ -271,6 +349,9 @@ def build(out: Path, text_checkpoint: Path, corpus: Path, seed: int = 0) -> Path
         # float only: int8 (dynamic or static) of this tiny model's log-mel front end loses its labels
         manifest["models"]["kws"] = _export_one(kws_spec(kws, x, y, seed), replace(opts, int8=False))
     print(f"kws: {time.monotonic() - started:.1f} s", file=sys.stderr)
+    manifest["models"].update(export_images(out, export_dir, opts))
+    write_image_samples(out / "images", seed)
+    print(f"image models: {time.monotonic() - started:.1f} s", file=sys.stderr)
     (export_dir / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
     shutil.copy(text_checkpoint, out / "text.safetensors")
     train_tiny_audio(out / "audio.safetensors")

@@ -61,6 +61,15 @@ class EdgeFiles:
     def audio_checkpoint(self) -> Path:
         return self.root / "audio.safetensors"
 
+    @property
+    def images(self) -> Path:
+        """torch's images and the torch discriminator's verdicts (tests/edge/build.py write_image_samples)."""
+        return self.root / "images"
+
+    def image_record(self) -> dict[str, Any]:
+        data: dict[str, Any] = json.loads((self.images / "images.json").read_text(encoding="utf-8"))
+        return data
+
     def digits(self) -> list[tuple[Path, str]]:
         """(image, its label) of the held-out digit images."""
         return [(p, p.stem.split("_")[1]) for p in sorted((self.root / "digits").glob("*.npy"))]

@@ -86,6 +86,129 @@ def test_classify_text_agrees_with_torch(edge_files: EdgeFiles, backend: str) ->
     assert got == [s["torch_label"] for s in picked]
 
 
+def _fmt(backend: str) -> str:
+    return "onnx" if backend == "onnxruntime" else "tflite"
+
+
+def _sigmoid(x: float) -> float:
+    return float(1 / (1 + np.exp(-x)))
+
+
+def test_classify_image_tells_generated_images_from_real_ones(
+    edge_files: EdgeFiles, backend: str, tmp_path: Path
+) -> None:
+    """generate image writes a sample; classify image with the discriminator's int8 file (--model FILE) gives it,
+    and real and generated images torch is sure of, torch's verdict and P(real) to 0.05."""
+    record = edge_files.image_record()
+    logits = record["dcgan"]["logits"]
+    pick = int(np.argmax(np.abs(logits)))  # the seed whose verdict torch is surest of
+    seed = record["dcgan"]["seeds"][pick]
+    sample = tmp_path / "sample.png"
+    done = run_edge(
+        "generate", "image", *models(edge_files, backend), "--class", "1", "--seed", str(seed), "-o", str(sample)
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == f"{sample}: 1 image of Trouser (seed {seed}), 28x28 px, dcgan_generator {backend} float32\n"
+    entry = edge_files.manifest["models"]["dcgan_discriminator"]["files"][_fmt(backend)]["int8"]
+    judged = record["judged"]
+    files = [str(edge_files.images / j["file"]) for j in judged] + [str(sample)]
+    done = run_edge(
+        "classify", "image", "--model", str(edge_files.export / entry["file"]), "--backend", backend,
+        "--class", record["class"].lower(), "--json", *files,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    got = json_lines(done.stdout)
+    want = [j["torch_label"] for j in judged] + ["real" if logits[pick] > 0 else "generated"]
+    assert [r["label"] for r in got] == want
+    assert {r["class"] for r in got} == {record["class"]}
+    for r, logit in zip(got, [j["logit"] for j in judged] + [logits[pick]], strict=True):
+        assert abs(float(r["p_real"]) - _sigmoid(logit)) < 0.05  # type: ignore[arg-type]
+
+
+def _tiles(picture: np.ndarray, rows: int, columns: int, side: int, pad: int = 1) -> np.ndarray:
+    return np.stack(
+        [
+            picture[pad + r * (side + pad) : pad + r * (side + pad) + side, pad + c * (side + pad) :][:, :side]
+            for r in range(rows)
+            for c in range(columns)
+        ]
+    )
+
+
+def test_generate_image_gives_the_servers_samples(edge_files: EdgeFiles, backend: str, tmp_path: Path) -> None:
+    """Seeds 3-6 of class Trouser come out as the images torch drew from the server's sampler with those seeds
+    (8-bit levels within 1), as a 2x2 grid with white lines, and the JSON record says what was made."""
+    from PIL import Image
+
+    record = edge_files.image_record()
+    want = np.load(edge_files.images / record["dcgan"]["file"])  # (4, 28, 28) in [0, 1]
+    out = tmp_path / "trousers.png"
+    done = run_edge(
+        "generate", "image", *models(edge_files, backend), "--class", "trouser", "--seed", "3", "--count", "4",
+        "--columns", "2", "--json", "-o", str(out),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == {
+        "file": str(out),
+        "model": "dcgan_generator",
+        "backend": backend,
+        "precision": "float32",
+        "class": "Trouser",
+        "seeds": [3, 4, 5, 6],
+        "size": [59, 59],
+    }
+    picture = np.asarray(Image.open(out))
+    assert picture.shape == (59, 59) and picture.dtype == np.uint8
+    assert (picture[0] == 255).all() and (picture[29] == 255).all()  # the grid's white lines
+    got = _tiles(picture, 2, 2, 28).astype(np.int32)
+    assert np.abs(got - np.round(want * 255)).max() <= 1
+
+
+def test_generate_image_from_the_unconditional_vae_decoder(edge_files: EdgeFiles, tmp_path: Path) -> None:
+    """The VAE's decoder takes no class; two seeds at --scale 2 are torch's images, each pixel 2x2."""
+    if "onnxruntime" not in BACKENDS:
+        pytest.skip("the tests' vae_decoder is ONNX only")
+    from PIL import Image
+
+    want = np.load(edge_files.images / edge_files.image_record()["vae"]["file"])  # (2, 28, 28)
+    out = tmp_path / "vae.png"
+    done = run_edge(
+        "generate", "image", *models(edge_files, "onnxruntime"), "--model", "vae_decoder", "--count", "2",
+        "--scale", "2", "-o", str(out),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "2 images (seeds 0-1), 115x58 px, vae_decoder onnxruntime float32" in done.stdout
+    got = _tiles(np.asarray(Image.open(out)), 1, 2, 56)[:, ::2, ::2].astype(np.int32)
+    assert np.abs(got - np.round(want * 255)).max() <= 1
+
+
+LABELS = "0 T-shirt/top, 1 Trouser, 2 Pullover, 3 Dress, 4 Coat, 5 Sandal, 6 Shirt, 7 Sneaker, 8 Bag, 9 Ankle boot"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--class", "hat"], f"--class: unknown class 'hat'; known: {LABELS}"),
+        ([], f"--class: dcgan_generator is class-conditional: give one of {LABELS}"),
+        (["--class", "Bag", "--count", "0"], "--count: must be in [1, 1024], got 0"),
+        (["--model", "nowhere/gen.onnx", "--class", "Bag"], "--model: nowhere/gen.onnx: no such file, nor a folder"),
+        (
+            ["--model", "vae_decoder", "--backend", "onnxruntime", "--class", "Bag"],
+            "--class: vae_decoder is unconditional: give no --class",
+        ),
+    ],
+    ids=["unknown class", "no class", "no images", "missing file", "class of an unconditional model"],
+)
+def test_generate_image_bad_flags_exit_2(edge_files: EdgeFiles, tmp_path: Path, args: list[str], message: str) -> None:
+    """A bad --class, --count or --model is named, with the valid classes where it is the class; exit 2, no file."""
+    out = tmp_path / "out.png"
+    done = run_edge("generate", "image", "--models", str(edge_files.export), *args, "-o", str(out))
+    assert done.returncode == 2
+    assert f"antiphon-edge: error: {message}" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert not out.exists()
+
+
 # -- listen ------------------------------------------------------------------
 @needs_espeak
 def test_listen_on_a_piped_wav_prints_the_word(edge_files: EdgeFiles, backend: str, tmp_path: Path) -> None:
@@ -157,7 +280,8 @@ def test_listen_on_a_missing_device_is_a_clear_error(edge_files: EdgeFiles) -> N
 # -- bench -------------------------------------------------------------------
 def test_bench_measures_every_file(edge_files: EdgeFiles) -> None:
     """One row per model, installed backend and precision, with latency, memory and tokens/s for step models."""
-    names = ("digits", "kws", "text_small_step")  # a classifier of each kind's runtime path and a step model
+    # a classifier of each kind's runtime path, a step model, an image generator and the image discriminator
+    names = ("digits", "kws", "text_small_step", "dcgan_generator", "dcgan_discriminator")
     done = run_edge(
         "bench",
         "--models",
@@ -167,6 +291,8 @@ def test_bench_measures_every_file(edge_files: EdgeFiles) -> None:
         "0.05",
         "--tokens",
         "50",
+        "--images",
+        "10",
         "--only",
         ",".join(names),
         seconds=180,
@@ -184,6 +310,8 @@ def test_bench_measures_every_file(edge_files: EdgeFiles) -> None:
     assert all(float(r["median_ms"]) > 0 and int(r["runs"]) >= 20 for r in rows)  # type: ignore[arg-type]
     steps = [r for r in rows if r["model"] == "text_small_step"]
     assert steps and all(float(r["tokens_per_s"]) > 0 for r in steps)  # type: ignore[arg-type]
+    generators = [r for r in rows if r["model"] == "dcgan_generator"]
+    assert generators and all(float(r["images_per_s"]) > 0 for r in generators)  # type: ignore[arg-type]
 
 
 # -- bad inputs --------------------------------------------------------------

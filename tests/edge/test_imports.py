@@ -47,7 +47,15 @@ def test_torch_is_not_installed_in_the_edge_environment() -> None:
 
 @pytest.mark.parametrize(
     "command",
-    [["classify", "audio"], ["classify", "text"], ["classify", "image"], ["listen"], ["chat"], ["bench"]],
+    [
+        ["classify", "audio"],
+        ["classify", "text"],
+        ["classify", "image"],
+        ["generate", "image"],
+        ["listen"],
+        ["chat"],
+        ["bench"],
+    ],
 )
 def test_every_command_explains_itself(command: list[str]) -> None:
     """`--help` of each command exits 0 and names the shared options."""
@@ -63,4 +71,4 @@ def test_console_script_is_installed_where_the_edge_extra_is() -> None:
         pytest.skip("no antiphon-edge script beside this Python (the project is not installed here)")
     done = subprocess.run([str(script), "--help"], capture_output=True, text=True, env=edge_env(), check=False)
     assert done.returncode == 0
-    assert "classify" in done.stdout and "listen" in done.stdout and "chat" in done.stdout and "bench" in done.stdout
+    assert all(command in done.stdout for command in ("classify", "generate", "listen", "chat", "bench"))

@@ -25,10 +25,15 @@ from tests.edge.conftest import EdgeFiles
         ("textdisc", "ai_edge_litert", "int8"),
         ("textdisc", "tflite_runtime", "int8"),  # static int8 (calibrated)
         ("textdisc", "onnxruntime", "int8"),
+        ("dcgan_generator", "ai_edge_litert", "float32"),  # a generator, though it has labels: torch's images
+        ("dcgan_generator", "tflite_runtime", "float32"),
+        ("dcgan_generator", "onnxruntime", "float32"),
+        ("dcgan_discriminator", "tflite_runtime", "int8"),  # static int8 (calibrated): the same verdicts
+        ("dcgan_discriminator", "onnxruntime", "int8"),
     ],
 )
 def test_auto_precision(edge_files: EdgeFiles, name: str, backend: str, precision: str) -> None:
-    """Auto picks int8 for classifiers and float32 for generators."""
+    """Auto picks int8 for classifiers and float32 for generators (text steps, image generators)."""
     chosen, file = Manifest(edge_files.export).choose_file(name, backend)
     assert chosen == precision
     assert file["file"].endswith(".onnx" if backend == "onnxruntime" else ".tflite")

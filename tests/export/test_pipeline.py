@@ -108,7 +108,8 @@ def test_text_step_tensors_are_described(exported: Exported, fmt: str) -> None:
     [
         (
             {"models": ("digits", "nope")},
-            "models: unknown model 'nope'; known: digits, text_step, text_small_step, textdisc, kws",
+            "models: unknown model 'nope'; known: digits, text_step, text_small_step, textdisc, kws, "
+            "dcgan_generator, vae_decoder, dcgan_discriminator",
         ),
         ({"models": ()}, "models: give at least one model"),
         ({"formats": ("onnx", "coreml")}, "formats: unknown format 'coreml'; known: onnx, tflite"),
@@ -116,6 +117,11 @@ def test_text_step_tensors_are_described(exported: Exported, fmt: str) -> None:
         ({"models": ("digits",), "digits_checkpoint": None}, "digits_checkpoint: the digits model needs a checkpoint"),
         ({"models": ("kws",)}, "kws_checkpoint: kws needs a checkpoint (kws_checkpoint)"),
         ({"models": ("textdisc",)}, "textdisc_checkpoint: textdisc needs a checkpoint (textdisc_checkpoint)"),
+        (
+            {"models": ("dcgan_generator",), "dcgan_checkpoint": None},
+            "dcgan_checkpoint: dcgan_generator needs a checkpoint (dcgan_checkpoint)",
+        ),
+        ({"models": ("vae_decoder",), "image_samples": 1}, "image_samples: must be in [2, 100000], got 1"),
     ],
 )
 def test_bad_options_are_named(tmp_path: Path, options: dict[str, object], message: str) -> None:

@@ -109,6 +109,14 @@ def test_export_rejects_bad_arguments(tmp_path: Path, args: list[str], message: 
     assert not (tmp_path / "out").exists()
 
 
+def test_export_offers_every_model_the_pipeline_exports() -> None:
+    """The command's own list of models (kept free of torch for --help) is the pipeline's."""
+    from export.specs import MODELS
+    from server.commands.export import EXPORTABLE
+
+    assert list(EXPORTABLE) == list(MODELS)
+
+
 def test_export_writes_files_and_manifest(tmp_path: Path, tiny_digits_checkpoint: Path) -> None:
     """`antiphon export --models digits --formats onnx` writes the file and a manifest that lists it."""
     import json
