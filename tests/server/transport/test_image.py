@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import io
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +19,6 @@ from PIL import Image
 
 from server.app import Server
 from server.engine.image import ImageEngine, ImageLimits
-from server.settings import ServeSettings
 from tests.conftest import timeout
 from tests.server.transport.clients import Failure, GrpcClient, WebSocketClient
 from tests.server.transport.conftest import TRANSPORTS
@@ -29,22 +28,17 @@ Connect = Callable[..., Any]
 
 
 @pytest.fixture
-async def start_image_server(tiny_image_models: dict[str, Path]) -> AsyncIterator[StartServer]:
+def start_image_server(
+    tiny_image_models: dict[str, Path], serve_engines: Callable[..., Awaitable[Server]]
+) -> StartServer:
     """``await start_image_server(*families, **limits)``: a server on free ports serving those tiny image models
     (each under its family's name, the first the default) and no text model; stopped after the test."""
-    servers: list[Server] = []
 
     async def start(*families: str, **limits: Any) -> Server:
-        settings = ServeSettings(host="127.0.0.1", grpc_port=0, ws_port=0, http_port=0, grace_s=1.0).validated()
         engines = [ImageEngine.from_checkpoint(tiny_image_models[f], f, ImageLimits(**limits)) for f in families]
-        server = Server(settings, [], image_engines=engines)
-        await server.start()
-        servers.append(server)
-        return server
+        return await serve_engines(images=engines)
 
-    yield start
-    for server in servers:
-        await server.stop()
+    return start
 
 
 @pytest.fixture

@@ -25,7 +25,6 @@ from tests.server.helpers import reference_text
 
 pytestmark = pytest.mark.parametrize("make_text_engine", ["fast"], indirect=True)
 
-SCREENSHOTS = Path(__file__).resolve().parents[3] / "runs" / "screenshots"
 STEP_S = 0.05  # each model step waits this long, so a reply visibly grows (the model work itself is the real one)
 
 
@@ -56,16 +55,6 @@ def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebDriver]:
     driver.quit()
 
 
-@pytest.fixture
-def page(browser: WebDriver, request: pytest.FixtureRequest) -> Iterator[WebDriver]:
-    """The browser, with a screenshot kept if the test fails."""
-    yield browser
-    report = getattr(request.node, "rep_call", None)
-    if report is not None and report.failed:
-        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-        browser.save_screenshot(str(SCREENSHOTS / f"{request.node.name}.png"))
-
-
 def long_reply_seed(tiny_text_model: Any, message: str, persona: str = "Lear", chars: int = 40) -> int:
     """A seed whose reply to ``message`` runs past ``chars`` characters, so it can be seen growing or stopped."""
     prompt = f"Kent.\n{message}\n\n{persona}.\n"
@@ -83,7 +72,7 @@ def slowed(engine: TextEngine) -> None:
         time.sleep(STEP_S)
         return advance(*args)
 
-    engine.backend.advance = slow  # type: ignore[method-assign]
+    engine.backend.advance = slow  # type: ignore[method-assign,assignment]
 
 
 async def until(check: Callable[[], Any], seconds: float = 10) -> Any:

@@ -9,7 +9,7 @@ import asyncio
 import base64
 import io
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,9 +26,8 @@ from selenium.webdriver.support.ui import Select
 from server.app import Server
 from server.engine.image import ImageEngine, ImageLimits
 from server.engine.text import TextEngine
-from server.settings import ServeSettings
 from tests.conftest import timeout
-from tests.server.transport.test_page import SCREENSHOTS, chromium, set_field, until
+from tests.server.transport.test_page import chromium, set_field, until
 
 IMAGE_MODELS = Path(__file__).resolve().parents[3] / "models" / "image"
 KEY = "sk-images/key+1"
@@ -51,38 +50,20 @@ def browser(downloads: Path) -> Iterator[WebDriver]:
 
 
 @pytest.fixture
-def page(browser: WebDriver, request: pytest.FixtureRequest) -> Iterator[WebDriver]:
-    """The browser, with a screenshot kept if the test fails."""
-    yield browser
-    report = getattr(request.node, "rep_call", None)
-    if report is not None and report.failed:
-        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-        browser.save_screenshot(str(SCREENSHOTS / f"{request.node.name}.png"))
-
-
-@pytest.fixture
-async def start_server() -> AsyncIterator[StartServer]:
+def start_server(serve_engines: Callable[..., Awaitable[Server]]) -> StartServer:
     """``await start_server(*families, text=None, settings=None, **image_limits)``: a server on free ports serving
     the committed image models named (and ``text``, a text engine, if given); stopped after the test."""
-    servers: list[Server] = []
 
     async def start(
         *families: str, text: TextEngine | None = None, settings: dict[str, Any] | None = None, **limits: Any
     ) -> Server:
-        options: dict[str, Any] = {"host": "127.0.0.1", "grpc_port": 0, "ws_port": 0, "http_port": 0, "grace_s": 1.0}
-        options.update(settings or {})
         engines = [
             ImageEngine.from_checkpoint(IMAGE_MODELS / f"{family}.safetensors", family, ImageLimits(**limits))
             for family in families
         ]
-        server = Server(ServeSettings(**options).validated(), [text] if text else [], image_engines=engines)
-        await server.start()
-        servers.append(server)
-        return server
+        return await serve_engines(text=[text] if text else [], images=engines, settings=settings)
 
-    yield start
-    for server in servers:
-        await server.stop()
+    return start
 
 
 def slowed(engine: ImageEngine, seconds: float) -> None:
