@@ -23,13 +23,13 @@ from websockets.asyncio.server import Server as WebSocketServer
 from websockets.asyncio.server import serve as websocket_serve
 from websockets.frames import CloseCode
 
-from server.allocator import Trimmer
 from server.engine.audio import AudioEngine, AudioLimits
 from server.engine.classify import LOADERS, Classifier
 from server.engine.image import ImageEngine, ImageLimits
 from server.engine.registry import ModelRegistry
 from server.engine.text import ChatStyle, TextEngine, TextLimits
 from server.errors import CheckpointError, InvalidArgument, ListenError
+from server.memory import Trimmer
 from server.metrics import Metrics, Recorder
 from server.settings import ServeSettings
 from server.transport.auth import ApiKeys
@@ -312,7 +312,7 @@ class Server:
         # no longer walks the models' and libraries' objects (a 100 ms pause every so often, in every stream).
         gc.collect()
         gc.freeze()
-        self._trimmer.start()  # hands the allocator's free pages back to the system every minute
+        self._trimmer.start()  # hands malloc's free pages back to the system every minute (server/memory.py)
 
     async def stop(self, grace_s: float | None = None) -> None:
         """Stop accepting, let live streams finish within the grace period, cancel the rest, close."""

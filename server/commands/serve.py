@@ -26,9 +26,9 @@ def add_command(commands: argparse._SubParsersAction) -> None:
 def _run(args: argparse.Namespace) -> int:
     import asyncio
 
-    from server import allocator
+    from server import memory
 
-    allocator.limit_arenas()  # before any thread starts: see server/allocator.py
+    memory.limit_arenas()  # before any thread starts: see server/memory.py
     from server.app import serve
     from server.settings import ServeSettings
 

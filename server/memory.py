@@ -1,15 +1,19 @@
-"""Keep the C allocator from holding on to memory the server has freed (glibc; elsewhere nothing happens).
+"""The server's memory upkeep: what keeps a process that serves for days at the size it reached in its first minutes.
 
-glibc's malloc gives a thread that finds the heap busy an arena of its own, up to eight per core, and hands freed
-memory back to the system only from the top of a heap. A server whose threads (the engines' workers, gRPC's,
-torch's, the event loop) allocate and free buffers of every size for hours keeps free memory spread over many
-arenas, and its resident size creeps up with memory nobody uses: in the soak, 6 MiB a minute on two cores. Two
-remedies, both cheap:
+Two things grew without bound under the soak (about 2.4 MiB a minute together), neither of them Python objects:
 
-- :func:`limit_arenas` caps the arenas at two before the server starts its threads (as ``MALLOC_ARENA_MAX=2``
-  would; an operator's own ``MALLOC_ARENA_MAX`` wins);
-- :func:`trim` hands the free pages inside every arena back to the system (``malloc_trim(0)``); the server calls
-  it from a worker thread once a minute (:class:`Trimmer`), which takes a few milliseconds.
+- **Compiled kernels.** torch runs convolutions through oneDNN, which compiles a kernel for each new input shape
+  and keeps up to 1,024 of them. The WaveNet's conditioning network reads utterances of every length, so nearly
+  every spoken request compiled one more (13 KiB of machine code each, 35 MiB after 25 minutes).
+  :func:`bound_kernel_cache` keeps 128 (``ONEDNN_PRIMITIVE_CACHE_CAPACITY``; an operator's own value wins); a
+  shape seldom comes back, so a larger cache would rarely be hit anyway.
+- **Free memory the C allocator keeps.** glibc's malloc gives a thread that finds the heap busy an arena of its
+  own, up to eight per core, and hands freed memory back to the system only from the top of a heap. Threads that
+  allocate and free buffers of every size (the engines' workers, gRPC's, torch's, the event loop) leave free memory
+  spread over many arenas. :func:`limit_arenas` caps them at two before the server starts its threads (as
+  ``MALLOC_ARENA_MAX=2`` would; an operator's own wins) and :class:`Trimmer` calls ``malloc_trim(0)`` from a worker
+  thread once a minute, handing the free pages inside every arena back (a few milliseconds). Elsewhere than glibc
+  (musl, macOS) neither applies.
 """
 
 from __future__ import annotations
@@ -24,9 +28,15 @@ from functools import cache
 
 log = logging.getLogger(__name__)
 
+KERNEL_CACHE = 128  # oneDNN's compiled kernels kept (its default: 1,024)
 M_ARENA_MAX = -8  # mallopt's parameter number, from glibc's malloc.h
 ARENAS = 2
 TRIM_EVERY_S = 60.0
+
+
+def bound_kernel_cache(capacity: int = KERNEL_CACHE) -> None:
+    """Keep at most ``capacity`` of oneDNN's compiled kernels; call it before torch runs its first operation."""
+    os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", str(capacity))
 
 
 @cache
