@@ -5,7 +5,7 @@ Two things grew without bound under the soak (about 2.4 MiB a minute together), 
 - **Compiled kernels.** torch runs convolutions through oneDNN, which compiles a kernel for each new input shape
   and keeps up to 1,024 of them. The WaveNet's conditioning network reads utterances of every length, so nearly
   every spoken request compiled one more (13 KiB of machine code each, 35 MiB after 25 minutes).
-  :func:`bound_kernel_cache` keeps 128 (``ONEDNN_PRIMITIVE_CACHE_CAPACITY``; an operator's own value wins); a
+  :func:`bound_kernel_cache` keeps 32 (``ONEDNN_PRIMITIVE_CACHE_CAPACITY``; an operator's own value wins); a
   shape seldom comes back, so a larger cache would rarely be hit anyway.
 - **Free memory the C allocator keeps.** glibc's malloc gives a thread that finds the heap busy an arena of its
   own, up to eight per core, and hands freed memory back to the system only from the top of a heap. Threads that
@@ -28,7 +28,7 @@ from functools import cache
 
 log = logging.getLogger(__name__)
 
-KERNEL_CACHE = 128  # oneDNN's compiled kernels kept (its default: 1,024)
+KERNEL_CACHE = 32  # oneDNN's compiled kernels kept (its default: 1,024)
 M_ARENA_MAX = -8  # mallopt's parameter number, from glibc's malloc.h
 ARENAS = 2
 TRIM_EVERY_S = 60.0
