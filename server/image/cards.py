@@ -139,11 +139,18 @@ def dcgan_card(info: dict[str, Any]) -> ModelCard:
         f"transposed conv {2 * g} -> {g} -> 1 (BN, ReLU, tanh); discriminator: conv {d}, {2 * d} (leaky ReLU, "
         "spectral norm), linear score + class projection"
     )
+    training = f"non-saturating GAN loss, Adam (beta1 {opts['beta1']}), peak lr {opts['lr']} for both players"
+    if config.get("aux_classifier"):  # checkpoints from before the option have neither key
+        arch += " + auxiliary classifier (AC-GAN)"
+        training += (
+            f"; auxiliary classifier fitted to real images' labels, its cross-entropy on the samples against the "
+            f"asked class in the generator's loss, both weighted {opts['aux_class_weight']}"
+        )
     rows = [
         ("architecture", arch),
         *_data_rows(info),
         *_run_rows(info),
-        ("training", f"non-saturating GAN loss, Adam (beta1 {opts['beta1']}), peak lr {opts['lr']} for both players"),
+        ("training", training),
         *_quality_rows(info["metrics"]),
         ("created", info["created"]),
     ]

@@ -5,7 +5,9 @@ The generator maps a latent (B, Z) and a label (B,) to images (B, H, W) in [0, 1
 label enters as a learned embedding concatenated to the latent. The discriminator reads images (B, H, W) in
 [0, 1]: two stride-2 convolutions with leaky ReLU (spectral norm on every layer), a linear score, and the class
 by projection (Miyato and Koyama 2018): score + <embed(label), features>. Its ``features`` are what the VAE-GAN's
-reconstruction loss compares. ``classes = 0`` makes both unconditional.
+reconstruction loss compares. ``classes = 0`` makes both unconditional. With ``aux_classifier`` the discriminator
+also has an auxiliary classifier (AC-GAN, Odena et al. 2017): a linear layer from its features to class logits,
+which the trainer fits on real images and the generator is rewarded by; the realness logits are unchanged.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ class GANConfig:
     g_channels: int = 32  # the generator's last hidden layer; its first has twice as many
     d_channels: int = 32  # the discriminator's first layer; its second has twice as many
     embed: int = 16  # the generator's label embedding
+    aux_classifier: bool = False  # the discriminator's auxiliary classifier head (AC-GAN); needs classes
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -74,6 +77,8 @@ class Discriminator(nn.Module):
         width = 2 * c * s * s
         self.score = spectral_norm(nn.Linear(width, 1))
         self.embed = spectral_norm(nn.Embedding(config.classes, width)) if config.classes else None
+        aux = config.aux_classifier and config.classes
+        self.classify = nn.Linear(width, config.classes) if aux else None
 
     def features(self, images: torch.Tensor) -> torch.Tensor:
         """Images (B, H, W) in [0, 1] -> the last convolution's activations (B, 2C * H/4 * W/4)."""
@@ -81,13 +86,22 @@ class Discriminator(nn.Module):
 
     def forward(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         """Images (B, H, W) and labels (B,) -> realness logits (B,)."""
-        h = self.features(images)  # (B, F)
+        return self.realness(self.features(images), labels)
+
+    def realness(self, h: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """:meth:`features` (B, F) and labels (B,) -> realness logits (B,)."""
         out = self.score(h).squeeze(1)  # (B,)
         if self.embed is not None:
             if labels is None:
                 raise ValueError("a class-conditional discriminator needs labels")
             out = out + (self.embed(labels) * h).sum(dim=1)
         return out
+
+    def class_logits(self, features: torch.Tensor) -> torch.Tensor:
+        """The auxiliary classifier: :meth:`features` (B, F) -> class logits (B, K)."""
+        if self.classify is None:
+            raise ValueError("this discriminator has no auxiliary classifier (GANConfig.aux_classifier)")
+        return self.classify(features)
 
 
 class DCGAN(nn.Module):

@@ -140,6 +140,12 @@ class DCGANTrainOptions(ImageTrainOptions, QualityOptions):
     minutes: float | None = loop_option("minutes", 25.0)
     conditional: bool = option(True, "an unconditional GAN (no labels)", switch=False)
     beta1: float = option(0.5, "Adam's first moment decay", parse=float)
+    aux_class_weight: float = option(
+        0.0,
+        "AC-GAN: the weight of a discriminator head that classifies real images, and of its cross-entropy on the "
+        "generator's samples against the asked class in the generator's loss (0: no head)",
+        parse=float,
+    )
     model: dict[str, Any] = option(default_factory=dict, nested=GANSizes, group=MODEL_GROUP)  # noqa: RUF009
 
     DRY_RUN: ClassVar[dict[str, Any]] = {
@@ -158,7 +164,10 @@ class DCGANTrainOptions(ImageTrainOptions, QualityOptions):
     def validate(self) -> None:
         super().validate()
         at_least(self, 100, "quality_samples")
+        at_least(self, 0, "aux_class_weight")
         within(self, "beta1", 0, 1, "[)")
+        if self.aux_class_weight > 0 and not self.conditional:
+            raise InvalidArgument("aux_class_weight", "needs a class-conditional GAN (drop --unconditional)")
 
 
 # -- the VAE and the VAE-GAN -------------------------------------------------------------------------------------

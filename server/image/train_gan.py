@@ -1,6 +1,9 @@
 """Train the class-conditional DCGAN: each step one discriminator update and one generator update, with the
 non-saturating GAN loss (softplus form), Adam with beta1 0.5 for both players, on random training batches; the
-generator asks for the classes the real batch holds. The loop, budget, resume and ``torchrun`` are
+generator asks for the classes the real batch holds. With ``--aux-class-weight W > 0`` the discriminator also
+has an auxiliary classifier (AC-GAN, Odena et al. 2017), fitted to the labels of the real images only (W times
+their cross-entropy added to its loss), and the generator adds W times that classifier's cross-entropy of its
+samples against the asked classes. The loop, budget, resume and ``torchrun`` are
 :class:`server.training.TrainLoop`'s (gradients averaged per player); the options are
 :class:`~server.image.options.DCGANTrainOptions`. The card's figures are measured in the judge's feature space
 (:mod:`server.image.quality`).
@@ -74,7 +77,8 @@ class DCGANTrainer(GeneratorTrainer):
     def __init__(self, opts: DCGANTrainOptions) -> None:
         super().__init__(opts)
         classes = len(self.train_set.label_names) if opts.conditional else 0
-        config = GANConfig(image_size=self.train_set.size, classes=classes, **opts.model)
+        aux = opts.aux_class_weight > 0
+        config = GANConfig(image_size=self.train_set.size, classes=classes, aux_classifier=aux, **opts.model)
         self.model = DCGAN(config).to(self.device)
         self.optimizer = torch.optim.Adam(
             [
@@ -94,16 +98,22 @@ class DCGANTrainer(GeneratorTrainer):
         z = torch.randn(len(real), self.model.config.latent, device=self.device)  # (B, Z)
         fake = g(z, asked)  # (B, H, W)
         # The discriminator: real images up, generated ones down (one forward over both halves).
-        both = torch.cat([real, fake.detach()])
-        scores = d(both, None if asked is None else torch.cat([asked, asked]))  # (2B,)
+        h = d.features(torch.cat([real, fake.detach()]))  # (2B, F)
+        scores = d.realness(h, None if asked is None else torch.cat([asked, asked]))  # (2B,)
         loss_d = F.softplus(-scores[: len(real)]).mean() + F.softplus(scores[len(real) :]).mean()
+        weight = self.opts.aux_class_weight
+        if weight > 0:  # the auxiliary classifier learns the real images' labels only
+            loss_d = loss_d + weight * F.cross_entropy(d.class_logits(h[: len(real)]), labels)
         self.optimizer.zero_grad(set_to_none=True)
         loss_d.backward()
         self.reduce_grads(d)
         self.optimizer.step()  # the generator has no gradients: Adam leaves it
         # The generator: its images scored as real.
         self.optimizer.zero_grad(set_to_none=True)
-        loss_g = F.softplus(-d(fake, asked)).mean()
+        h = d.features(fake)  # (B, F)
+        loss_g = F.softplus(-d.realness(h, asked)).mean()
+        if weight > 0:  # ... and should name the asked class for the generator's images
+            loss_g = loss_g + weight * F.cross_entropy(d.class_logits(h), labels)
         loss_g.backward()
         drop_grads(d)
         self.reduce_grads(g)

@@ -98,6 +98,11 @@ def test_an_interrupted_run_resumes_exactly(tmp_path: Path, cls: Any, opts_cls: 
             "dataset: the evaluator is Fashion-MNIST's (the digits CNN judges the digits)",
         ),
         (EvaluatorTrainOptions.dry_run(lr=0), "lr: must be in (0, 1], got 0"),
+        (DCGANTrainOptions.dry_run(aux_class_weight=-1), "aux_class_weight: must be at least 0, got -1"),
+        (
+            DCGANTrainOptions.dry_run(aux_class_weight=1, conditional=False),
+            "aux_class_weight: needs a class-conditional GAN (drop --unconditional)",
+        ),
     ],
 )
 def test_bad_options_are_named(opts: Any, message: str) -> None:
@@ -113,3 +118,34 @@ def test_a_missing_judge_is_named(tmp_path: Path) -> None:
     with pytest.raises(InvalidArgument) as info:
         DCGANTrainer(opts)
     assert str(info.value) == f"judge: {tmp_path / 'none.safetensors'} does not exist"
+
+
+def test_the_auxiliary_classifier_learns_the_real_labels(tmp_path: Path) -> None:
+    """With --aux-class-weight the discriminator gains a classifier head that names real digits above chance,
+    the checkpoint rebuilds it and the card says so; the realness logits keep their shape."""
+    opts = DCGANTrainOptions.dry_run(
+        out=tmp_path / "aux.safetensors", aux_class_weight=1.0, steps=60, lr=2e-3, quality=False
+    )
+    trainer = DCGANTrainer(opts)
+    trainer.train()
+    model, meta = load_image_model(opts.out, "dcgan")
+    assert meta["config"]["aux_classifier"] is True
+    d = model.discriminator
+    images, labels = torch.from_numpy(trainer.test_set.images), torch.from_numpy(trainer.test_set.labels)
+    with torch.no_grad():
+        h = d.features(images)  # (N, F)
+        named = d.class_logits(h).argmax(dim=1)  # (N,)
+        assert d.realness(h, labels).shape == labels.shape
+    assert (named == labels).float().mean().item() > 0.3  # ten classes: chance is 0.1
+    card = opts.out.with_suffix(".md").read_text(encoding="utf-8")
+    assert "--aux-class-weight 1.0" in card
+    assert "auxiliary classifier (AC-GAN)" in card
+
+
+def test_without_the_option_the_discriminator_has_no_classifier_head(tiny_image_checkpoints: dict[str, Path]) -> None:
+    """The default DCGAN keeps the projection discriminator alone (what the export reads)."""
+    model, meta = load_image_model(tiny_image_checkpoints["dcgan"], "dcgan")
+    assert meta["config"]["aux_classifier"] is False
+    assert model.discriminator.classify is None
+    with pytest.raises(ValueError, match="no auxiliary classifier"):
+        model.discriminator.class_logits(torch.zeros(1, 1))
