@@ -57,6 +57,8 @@ async def test_serve_drains_on_sigterm_and_exits_0(
         "digits",
         "--digits-checkpoint",
         str(tiny_digits_checkpoint),
+        "--image-checkpoints",
+        "none",
         "--grpc-port",
         "0",
         "--ws-port",
