@@ -35,6 +35,11 @@ def _dataset(text: str) -> str:
     return text
 
 
+# What every family's --dry-run shares (a few steps on the CPU, quiet), and the generators' tiny runs on the digits.
+TINY: dict[str, Any] = {"device": "cpu", "warmup_steps": 5, "eval_every": 1000, "progress": False}
+TINY_DIGITS: dict[str, Any] = {**TINY, "steps": 20, "minutes": None, "dataset": "digits", "batch_size": 32}
+
+
 @dataclass
 class ImageTrainOptions(TrainOptions):
     """The loop's fields and the data every image trainer reads."""
@@ -88,13 +93,10 @@ class EvaluatorTrainOptions(ImageTrainOptions):
     model: dict[str, Any] = option(default_factory=dict, nested=EvaluatorSizes, group=MODEL_GROUP)  # noqa: RUF009
 
     DRY_RUN: ClassVar[dict[str, Any]] = {
+        **TINY,
         "steps": 30,
-        "device": "cpu",
         "train_limit": 2000,
         "batch_size": 32,
-        "warmup_steps": 5,
-        "eval_every": 1000,
-        "progress": False,
         "model": {"channels": 4, "hidden": 16},
     }
 
@@ -149,14 +151,7 @@ class DCGANTrainOptions(ImageTrainOptions, QualityOptions):
     model: dict[str, Any] = option(default_factory=dict, nested=GANSizes, group=MODEL_GROUP)  # noqa: RUF009
 
     DRY_RUN: ClassVar[dict[str, Any]] = {
-        "steps": 20,
-        "minutes": None,
-        "device": "cpu",
-        "dataset": "digits",
-        "batch_size": 32,
-        "warmup_steps": 5,
-        "eval_every": 1000,
-        "progress": False,
+        **TINY_DIGITS,
         "quality_samples": 200,
         "model": {"latent": 8, "g_channels": 8, "d_channels": 8},
     }
@@ -190,14 +185,7 @@ class VAETrainOptions(ImageTrainOptions):
     model: dict[str, Any] = option(default_factory=dict, nested=VAESizes, group=MODEL_GROUP)  # noqa: RUF009
 
     DRY_RUN: ClassVar[dict[str, Any]] = {
-        "steps": 20,
-        "minutes": None,
-        "device": "cpu",
-        "dataset": "digits",
-        "batch_size": 32,
-        "warmup_steps": 5,
-        "eval_every": 1000,
-        "progress": False,
+        **TINY_DIGITS,
         "eval_k": 20,
         "eval_images": 50,
         "model": {"latent": 4, "channels": 8, "hidden": 32},
@@ -221,14 +209,7 @@ class VAEGANTrainOptions(ImageTrainOptions, QualityOptions):
     d_channels: int = option(32, "the discriminator's first layer", parse=int, group=MODEL_GROUP)
 
     DRY_RUN: ClassVar[dict[str, Any]] = {
-        "steps": 20,
-        "minutes": None,
-        "device": "cpu",
-        "dataset": "digits",
-        "batch_size": 32,
-        "warmup_steps": 5,
-        "eval_every": 1000,
-        "progress": False,
+        **TINY_DIGITS,
         "quality_samples": 200,
         "d_channels": 8,
         "model": {"latent": 4, "channels": 8, "hidden": 32},
@@ -264,12 +245,9 @@ class RBMTrainOptions(ImageTrainOptions):
     model: dict[str, Any] = option(default_factory=dict, nested=RBMSizes, group=MODEL_GROUP)  # noqa: RUF009
 
     DRY_RUN: ClassVar[dict[str, Any]] = {
+        **TINY,
         "steps": 50,
-        "device": "cpu",
         "dataset": "digits",
-        "warmup_steps": 5,
-        "eval_every": 1000,
-        "progress": False,
         "ais_runs": 50,
         "ais_betas": 500,
         "model": {"hidden": 12},
