@@ -298,15 +298,8 @@ class AudioEngine(EngineLoop[_Job]):
                 job.end_reason = FINISH_LENGTH if job.cut else FINISH_STOP
                 self._finalize(job, job.end_reason)  # the client hears at once; the row leaves at the next call
 
-    def _finalize(self, job: _Job, reason: str) -> None:
-        if job.finalized:
-            return
-        job.finalized = True
-        stream = job.stream
-        stream.finish(reason)
-        details = f"voice={job.voice} chars={len(job.text)} samples={job.produced}"
-        self._log_end(stream, "audio", details, reason, first_name="first_audio_ms")
-        self._record(job, reason)
+    def _summary(self, job: _Job) -> tuple[str, str, str]:
+        return "audio", f"voice={job.voice} chars={len(job.text)} samples={job.produced}", "first_audio_ms"
 
     def _record(self, job: _Job, reason: str) -> None:
         stream = job.stream

@@ -288,15 +288,10 @@ class ImageEngine(EngineLoop[_Job]):
         if frame.final:
             self._groups.remove(group)
 
-    def _finalize(self, job: _Job, reason: str) -> None:
-        if job.finalized:
-            return
-        job.finalized = True
+    def _summary(self, job: _Job) -> tuple[str, str, str]:
         stream = job.stream
-        stream.finish(reason)
         details = f"mode={job.plan.mode} seed={job.seed} steps={stream.steps} frames={stream.frames}"
-        self._log_end(stream, "image", details, reason, first_name="first_frame_ms")
-        self._record(job, reason)
+        return "image", details, "first_frame_ms"
 
     def _record(self, job: _Job, reason: str) -> None:
         stream = job.stream

@@ -41,6 +41,8 @@ class _Stream(Protocol):
 
     def fail(self, error: BaseException) -> None: ...
 
+    def finish(self, reason: str) -> None: ...
+
 
 class Job(Protocol):
     """What the shared loop code reads of an engine's per-stream record."""
@@ -105,6 +107,17 @@ class EngineLoop(Generic[J]):
         self._executor.shutdown(wait=False, cancel_futures=True)
 
     def _finalize(self, job: J, reason: str) -> None:
+        """Tell the client how ``job`` ended (once), then log and record the request."""
+        if job.finalized:
+            return
+        job.finalized = True
+        job.stream.finish(reason)
+        kind, details, first_name = self._summary(job)
+        self._log_end(job.stream, kind, details, reason, first_name)
+        self._record(job, reason)
+
+    def _summary(self, job: J) -> tuple[str, str, str]:
+        """``job``'s end-of-request line: its kind, the engine's details, the name of its time to first output."""
         raise NotImplementedError
 
     def _record(self, job: J, reason: str) -> None:
