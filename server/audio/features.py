@@ -4,7 +4,9 @@ WaveNet's conditioning frames built from them.
 The STFT is a strided 1-D convolution with a fixed windowed DFT basis and the mel projection a matrix product, so
 the module exports to ONNX and TFLite as plain conv, mul, matmul and log: an exported classifier takes raw PCM.
 There is no centre padding: ``frames = 1 + (samples - n_fft) // hop_length``; callers pad as they need.
-:class:`MelFrames` is the centred version the WaveNet uses (frame ``f`` centred on sample ``f * hop``), and
+:class:`MelFrames` is the centred version the WaveNet uses (frame ``f`` centred on sample ``f * hop``), computed
+by :meth:`LogMel.framed` (the frames cut out and multiplied by the basis: utterances come in every length, and the
+convolution would compile a oneDNN kernel for each; see server/memory.py), and
 :func:`utterance_features` turns those frames into the WaveNet's frame features, for training, evaluation and the
 serving engine alike.
 """
@@ -128,6 +130,15 @@ class LogMel(nn.Module):
         mel = torch.matmul(self.mel, power)
         return torch.log(mel + self.config.log_floor)
 
+    def framed(self, wave: torch.Tensor) -> torch.Tensor:
+        """:meth:`forward` with the frames cut out and multiplied by the basis rather than convolved with it: the
+        same numbers, one matrix product for any length."""
+        frames = wave.unfold(-1, self.config.n_fft, self.config.hop_length)  # (batch, frames, n_fft)
+        spec = torch.matmul(frames, self.basis[:, 0, :].T).transpose(1, 2)  # (batch, 2 * n_freqs, frames)
+        real, imag = spec.split(self.config.n_freqs, dim=1)
+        mel = torch.matmul(self.mel, real * real + imag * imag)
+        return torch.log(mel + self.config.log_floor)
+
 
 def log_mel_numpy(wave: np.ndarray, config: LogMelConfig | None = None) -> np.ndarray:
     """The same features as :class:`LogMel` for one 1-D waveform, without torch: (n_mels, frames)."""
@@ -163,7 +174,7 @@ class MelFrames:
         """(T,) float waveform -> (n_mels, 1 + T // hop) float32."""
         half = self.config.n_fft // 2
         x = torch.from_numpy(np.pad(np.asarray(wave, np.float32), (half, half)))[None]
-        return self.module(x)[0].numpy()
+        return self.module.framed(x)[0].numpy()
 
 
 def pad_frames(mel: np.ndarray, context: int, floor: float, right_extra: int = 0) -> np.ndarray:

@@ -11,7 +11,9 @@ The network predicts sample ``t`` from the samples before it:
 
 Conditioning is computed at frame rate, where it is cheap: a small non-causal stack of kernel-3 convolutions over
 the log-mel frames (the whole rendering is known before generation starts), plus the voice's embedding, then one
-1x1 projection per layer to ``2 * gate_channels``. Frame ``f`` sits at sample ``f * hop``; the projection at
+1x1 projection per layer to ``2 * gate_channels``. The stack's convolutions are computed as matrix products over the
+unfolded frames (:func:`valid_conv1d`): utterances come in every length, and oneDNN would compile a kernel for each.
+Frame ``f`` sits at sample ``f * hop``; the projection at
 sample ``t`` is the linear interpolation between frames ``t // hop`` and ``t // hop + 1``. A per-sample step thus
 adds one interpolated vector per layer (see ``server/audio/fast.py``).
 """
@@ -85,6 +87,18 @@ class WaveNetConfig:
         return self.cond_layers
 
 
+def valid_conv1d(conv: nn.Conv1d, x: torch.Tensor) -> torch.Tensor:
+    """``conv(x)`` (B, C, F) -> (B, O, F - k + 1) for an unpadded, undilated convolution of stride 1, as one matrix
+    product over the unfolded input: the same numbers, without the kernel that oneDNN compiles for each new input
+    length and keeps (see server/memory.py)."""
+    (k,) = conv.kernel_size
+    assert conv.stride == (1,) and conv.dilation == (1,) and conv.padding == (0,) and conv.groups == 1, conv
+    b, c, _ = x.shape
+    cols = x.unfold(2, k, 1).transpose(1, 2)  # (B, F - k + 1, C, k)
+    y = F.linear(cols.reshape(b, cols.shape[1], c * k), conv.weight.reshape(conv.out_channels, c * k), conv.bias)
+    return y.transpose(1, 2)  # (B, O, F - k + 1)
+
+
 class WaveNet(nn.Module):
     def __init__(self, config: WaveNetConfig) -> None:
         super().__init__()
@@ -134,7 +148,9 @@ class WaveNet(nn.Module):
         conditioning features (B, F, C) of the F frames."""
         c = self.config
         x = (mel - c.mel_mean) / c.mel_std
-        feats = self.cond_net(x).transpose(1, 2)  # (B, F, C)
+        for module in self.cond_net:
+            x = valid_conv1d(module, x) if isinstance(module, nn.Conv1d) else module(x)
+        feats = x.transpose(1, 2)  # (B, F, C)
         return feats + self.voice(voice)[:, None, :]
 
     def layer_conditioning(self, feats: torch.Tensor) -> torch.Tensor:

@@ -5,6 +5,10 @@ A classifier is one small torch model; each request is a single forward pass, ru
 loop never waits on torch. Inputs are checked and brought to the model's form here: audio resampled to 16 kHz and
 cut to its loudest second, text cut into the model's windows (probabilities averaged), images checked for shape and
 range. Bad input is ``InvalidArgument`` naming the field.
+
+The models see few input shapes: torch runs their convolutions and LSTMs through oneDNN, which compiles a kernel
+for every new shape, so a text is read as full windows (a short one left-padded) in batches of a power of two
+(:func:`shape_batches`), and the compiled kernels are reused rather than compiled per request (server/memory.py).
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ MIN_SAMPLE_RATE, MAX_SAMPLE_RATE = 8_000, 48_000
 MAX_AUDIO_SECONDS = 30.0
 MAX_TEXT_CHARS = 100_000
 WINDOW_HOP = SAMPLE_RATE // 4  # the loudest second is searched in steps of 250 ms
+MAX_BATCH = 64  # windows a model reads at once
 
 
 Prepare = Callable[[ClassifyInput], torch.Tensor]  # the request -> a batch of model inputs (windows)
@@ -49,7 +54,8 @@ class Classifier:
     @torch.no_grad()
     def _run(self, request: ClassifyInput) -> np.ndarray:
         batch = self.prepare(request)
-        probabilities = torch.softmax(self.model(batch).float(), dim=-1)
+        logits = torch.cat([self.model(part) for part in shape_batches(batch)])
+        probabilities = torch.softmax(logits.float(), dim=-1)
         return probabilities.mean(dim=0).numpy()  # windows averaged
 
     async def classify(self, request: ClassifyInput, top_k: int = 0) -> list[tuple[str, float]]:
@@ -75,6 +81,17 @@ class Classifier:
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+def shape_batches(batch: torch.Tensor, largest: int = MAX_BATCH) -> list[torch.Tensor]:
+    """``batch`` cut into consecutive parts whose sizes are powers of two up to ``largest`` (13 windows: 8, 4 and 1),
+    so that any number of windows is read in one of a few batch shapes."""
+    parts, start = [], 0
+    while start < len(batch):
+        size = min(largest, 1 << ((len(batch) - start).bit_length() - 1))
+        parts.append(batch[start : start + size])
+        start += size
+    return parts
 
 
 # -- audio -----------------------------------------------------------------------
@@ -130,11 +147,11 @@ def load_kws(path: Path, model_id: str = "kws") -> Classifier:
 
 
 # -- text ------------------------------------------------------------------------
-def text_windows(ids: list[int], window: int) -> np.ndarray:
+def text_windows(ids: list[int], window: int, pad_id: int) -> np.ndarray:
     """Non-overlapping windows of ``window`` ids covering all of ``ids`` (the last one ends at the end); a text
-    shorter than a window is one shorter window."""
+    shorter than a window is one window, left-padded with ``pad_id`` (a newline's, as the edge client reads it)."""
     if len(ids) <= window:
-        return np.asarray([ids], dtype=np.int64)
+        return np.asarray([[pad_id] * (window - len(ids)) + ids], dtype=np.int64)
     starts = [*range(0, len(ids) - window, window), len(ids) - window]
     return np.stack([np.asarray(ids[s : s + window], dtype=np.int64) for s in starts])
 
@@ -144,6 +161,7 @@ def load_textdisc(path: Path, model_id: str = "textdisc") -> Classifier:
 
     model, vocab, meta = load_textdisc_model(path)
     window = int(meta.get("window", 256))
+    pad_id = vocab.encode("\n")[0]
 
     def prepare(request: ClassifyInput) -> torch.Tensor:
         assert request.text is not None
@@ -151,7 +169,7 @@ def load_textdisc(path: Path, model_id: str = "textdisc") -> Classifier:
             raise InvalidArgument("text", "is empty")
         if len(request.text) > MAX_TEXT_CHARS:
             raise InvalidArgument("text", f"at most {MAX_TEXT_CHARS} characters, got {len(request.text)}")
-        return torch.from_numpy(text_windows(vocab.encode(request.text), window))
+        return torch.from_numpy(text_windows(vocab.encode(request.text), window, pad_id))
 
     labels = tuple(meta["labels"])
     description = f"machine-text discriminator over {window}-character windows ({', '.join(labels)})"

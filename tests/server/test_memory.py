@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from server import memory
@@ -88,3 +89,52 @@ print(kib)
         check=True,
     )
     assert int(bounded.stdout) < 512 < int(unbounded.stdout), (bounded.stdout, unbounded.stdout)
+
+
+def executable_kib() -> int:
+    """Resident anonymous executable memory of this process (where oneDNN puts the kernels it compiles)."""
+    perm, kib = "", 0
+    for line in Path("/proc/self/smaps").read_text().splitlines():
+        mapping = re.match(r"^[0-9a-f]+-[0-9a-f]+ (\S+) ", line)
+        if mapping:
+            perm = mapping.group(1)
+        elif line.startswith("Rss:") and perm == "rwxp":
+            kib += int(line.split()[1])
+    return kib
+
+
+def test_texts_of_any_length_reuse_the_discriminators_compiled_kernels(tiny_textdisc_checkpoint: Path) -> None:
+    """The text discriminator reads any text in a few shapes: once each has been seen (127 windows are batches of
+    64, 32, ..., 1), texts of other lengths compile nothing more."""
+    from server.engine.classify import load_textdisc
+    from server.engine.requests import ClassifyInput
+
+    classifier = load_textdisc(tiny_textdisc_checkpoint)
+    line = "Kent. I thought the King had more affected the Duke of Albany than Cornwall.\n"
+    text = line * 500
+    classifier._run(ClassifyInput(text=text[: 127 * 256]))
+    classifier._run(ClassifyInput(text=text[:10]))
+    before = executable_kib()
+    for length in np.random.default_rng(0).integers(1, 40 * 256, 40):
+        classifier._run(ClassifyInput(text=text[:length]))
+    assert executable_kib() - before < 64, (before, executable_kib())
+    classifier.close()
+
+
+def test_utterances_of_any_length_compile_no_kernels(tiny_audio_checkpoint: Path) -> None:
+    """The WaveNet's frame features (log-mel frames, then the conditioning stack) of utterances of every length
+    compile no kernel per length."""
+    import torch
+
+    from server.audio.checkpoint import load_audio_model
+    from server.audio.features import MelFrames, utterance_features
+
+    model = load_audio_model(tiny_audio_checkpoint)[0].eval()
+    frames = MelFrames(model.config.n_mels, model.config.hop)
+    rng = np.random.default_rng(0)
+    with torch.no_grad():
+        utterance_features(model, frames(rng.uniform(-0.5, 0.5, 8_000).astype(np.float32)), 0)
+        before = executable_kib()
+        for samples in rng.integers(2_000, 48_000, 40):
+            utterance_features(model, frames(rng.uniform(-0.5, 0.5, samples).astype(np.float32)), 0)
+    assert executable_kib() - before < 64, (before, executable_kib())

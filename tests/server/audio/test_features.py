@@ -19,6 +19,17 @@ def test_torch_and_numpy_agree() -> None:
     np.testing.assert_allclose(ours, log_mel_numpy(wave, config), atol=2e-3)
 
 
+@pytest.mark.parametrize("samples", [512, 3_217, 16_000])
+def test_the_framed_product_is_the_convolution(samples: int) -> None:
+    """What the serving path computes (frames times the basis) is what the exported convolution computes."""
+    module = LogMel(LogMelConfig(n_mels=40, hop_length=200))
+    wave = torch.from_numpy(np.random.default_rng(samples).uniform(-0.5, 0.5, (2, samples)).astype(np.float32))
+    with torch.no_grad():
+        framed, convolved = module.framed(wave), module(wave)
+    assert framed.shape == convolved.shape == (2, 40, module.config.frames(samples))
+    torch.testing.assert_close(framed, convolved, atol=1e-3, rtol=1e-4)
+
+
 def test_a_tone_peaks_in_its_band() -> None:
     config = LogMelConfig(n_mels=64)
     t = np.arange(16_000) / 16_000

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from server.audio.fast import FastWaveNet, StreamState
-from server.audio.model import SILENCE, WaveNet, WaveNetConfig
+from server.audio.model import SILENCE, WaveNet, WaveNetConfig, valid_conv1d
 
 CONFIG = WaveNetConfig(voices=3, mel_mean=-5.0, mel_std=3.0)
 
@@ -26,6 +26,19 @@ def test_default_receptive_field() -> None:
     """Two stacks of dilations 1..512: 20 layers and 2,048 samples of context."""
     assert CONFIG.dilations == [2**i for i in range(10)] * 2
     assert CONFIG.receptive_field == 2048
+
+
+@pytest.mark.parametrize("frames", [7, 17, 250])
+def test_the_conditioning_stack_as_products_is_the_convolutions(model: WaveNet, frames: int) -> None:
+    """frame_features computes its convolutions as matrix products (no kernel compiled per length): same numbers."""
+    mel = torch.randn(2, CONFIG.n_mels, frames, generator=torch.Generator().manual_seed(frames)) * 3.0 - 5.0
+    voices = torch.tensor([0, 1])
+    with torch.no_grad():
+        convolved = model.cond_net((mel - CONFIG.mel_mean) / CONFIG.mel_std).transpose(1, 2)
+        expected = convolved + model.voice(voices)[:, None, :]
+        torch.testing.assert_close(model.frame_features(mel, voices), expected, atol=1e-5, rtol=1e-5)
+        conv = model.cond_net[0]
+        torch.testing.assert_close(valid_conv1d(conv, mel), conv(mel), atol=1e-4, rtol=1e-5)
 
 
 def test_forward_is_causal(model: WaveNet) -> None:

@@ -18,6 +18,7 @@ from server.data.speech import Rendering, synthesize
 from server.engine.classify import loudest_second, pcm16_to_16k, text_windows
 from server.kws.checkpoint import load_kws_model
 from server.textdisc.checkpoint import load_textdisc_model
+from server.textdisc.data import encode_window
 from server.vision.checkpoint import load_digits_model
 from tests.server.transport.clients import Failure
 from tests.server.transport.conftest import TRANSPORTS
@@ -81,10 +82,27 @@ async def test_textdisc_averages_its_windows(
     text = "Kent.\nI thought the King had more affected the Duke of Albany than Cornwall.\n\n" * 8
     ranked = await client.classify("textdisc", text=text)
     model, vocab, meta = load_textdisc_model(tiny_textdisc_checkpoint)
-    windows = text_windows(vocab.encode(text), int(meta.get("window", 256)))
+    windows = text_windows(vocab.encode(text), int(meta.get("window", 256)), vocab.encode("\n")[0])
     assert len(windows) > 1
     with torch.no_grad():
         expected = probabilities(model(torch.from_numpy(windows)))
+    np.testing.assert_allclose([as_dict(ranked)[label] for label in meta["labels"]], expected, atol=1e-5)
+
+
+async def test_a_short_text_is_read_as_the_edge_reads_it(
+    transport: str, start_server: StartServer, connect: Connect, tiny_textdisc_checkpoint: Path
+) -> None:
+    """A text shorter than a window is one full window, left-padded with newlines (encode_window, the edge's
+    encoding), so the server and the edge client give it the same probabilities."""
+    server = await start_server(classifiers=ALL)
+    client = await connect(server, transport)
+    text = "Kent.\nI thought the King had more affected the Duke of Albany.\n"
+    ranked = await client.classify("textdisc", text=text)
+    model, vocab, meta = load_textdisc_model(tiny_textdisc_checkpoint)
+    window = encode_window(vocab, text).astype(np.int64)
+    assert window.shape == (int(meta.get("window", 256)),) and len(text) < len(window)
+    with torch.no_grad():
+        expected = probabilities(model(torch.from_numpy(window)[None]))
     np.testing.assert_allclose([as_dict(ranked)[label] for label in meta["labels"]], expected, atol=1e-5)
 
 
