@@ -2,11 +2,13 @@
 
 Two things grew without bound under the soak (about 2.4 MiB a minute together), neither of them Python objects:
 
-- **Compiled kernels.** torch runs convolutions through oneDNN, which compiles a kernel for each new input shape
-  and keeps up to 1,024 of them. The WaveNet's conditioning network reads utterances of every length, so nearly
-  every spoken request compiled one more (13 KiB of machine code each, 35 MiB after 25 minutes).
-  :func:`bound_kernel_cache` keeps 32 (``ONEDNN_PRIMITIVE_CACHE_CAPACITY``; an operator's own value wins); a
-  shape seldom comes back, so a larger cache would rarely be hit anyway.
+- **Compiled kernels.** torch runs convolutions and LSTMs through oneDNN, which compiles a kernel for each new
+  input shape and keeps up to 1,024. The WaveNet's conditioning network read utterances of every length and the
+  text discriminator batches of every size, so nearly every spoken request and many classifications compiled one
+  more (13 KiB to hundreds of KiB of machine code each, 35 MiB after 25 minutes). The models now see few shapes
+  (the WaveNet's frames are matrix products, ``server/audio/features.py``; text windows come in power-of-two
+  batches, ``server/engine/classify.py``), and :func:`bound_kernel_cache` keeps 32 kernels
+  (``ONEDNN_PRIMITIVE_CACHE_CAPACITY``; an operator's own value wins) for whatever shapes remain (images).
 - **Free memory the C allocator keeps.** glibc's malloc gives a thread that finds the heap busy an arena of its
   own, up to eight per core, and hands freed memory back to the system only from the top of a heap. Threads that
   allocate and free buffers of every size (the engines' workers, gRPC's, torch's, the event loop) leave free memory
