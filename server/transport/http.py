@@ -1,6 +1,8 @@
 """The HTTP transport: OpenAI-compatible endpoints (``/v1/models``, ``/v1/chat/completions``, ``/v1/completions``,
-``/v1/audio/speech``, ``/v1/images/generations``, ``/v1/images/edits``), antiphon's own listings and classify, and
-``/healthz``, a Starlette application served by uvicorn inside the server's own event loop.
+``/v1/audio/speech``), antiphon's own listings and classify, and ``/healthz``, a Starlette application served by
+uvicorn inside the server's own event loop. The image endpoints (``/v1/images/...``) live in
+:mod:`server.transport.http_images`; what every endpoint shares (request ids, the body, errors, event streams) in
+:mod:`server.transport.http_base`.
 
 With API keys configured, every request but ``/healthz`` and the chat page's files (``/``, ``/static/``) must carry
 ``Authorization: Bearer KEY``; :class:`RequireKey` answers the others 401 with OpenAI's error object
@@ -15,13 +17,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import itertools
-import json
 import logging
 import socket
 import ssl
 from collections.abc import AsyncIterator, Callable
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -36,33 +35,21 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from server.engine.registry import ImageService, ModelRegistry, TextService
-from server.engine.requests import AudioRequest, ImageRequest, TextRequest
-from server.engine.streams import AudioStream, ImageStream, Picture, TextStream
-from server.errors import AntiphonError, InvalidArgument, ListenError, NotFound, Unauthenticated, Unavailable
+from server.engine.registry import ModelRegistry, TextService
+from server.engine.requests import AudioRequest, TextRequest
+from server.engine.streams import AudioStream, TextStream
+from server.errors import AntiphonError, InvalidArgument, ListenError, NotFound, Unauthenticated
 from server.metrics import Recorder
 from server.transport import auth, openai
-from server.transport.jsonfields import classify_input, image_request, string_field
-from server.transport.pictures import PNG, encode_picture
+from server.transport.http_base import SSE_HEADERS, TRANSPORT, Endpoints, json_text, sse_event
+from server.transport.http_images import ImageRoutes
+from server.transport.jsonfields import classify_input, string_field
 from server.transport.wire import Pcm16At
 
 log = logging.getLogger(__name__)
 
 STATIC = Path(__file__).resolve().parent / "static"  # the chat page: plain files, no build step
-MAX_BODY_BYTES = 4 * 1024 * 1024
-MAX_UPLOAD_BYTES = 4 * 1024 * 1024  # an image edit's whole form: a 1024 x 1024 photo fits
-MAX_DRAIN_BYTES = 4 * MAX_UPLOAD_BYTES  # an upload over the limit is read this far, so its client reads the 413
-SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}  # nginx: pass events on at once
-TRANSPORT = "http"  # the metrics' transport label
 OPEN_PATHS = ("/", "/healthz")  # with /static/: the health check and the chat page, which asks for the key itself
-
-
-def _json(body: Any) -> str:
-    return json.dumps(body, ensure_ascii=False, separators=(",", ":"))
-
-
-def _event(body: Any) -> str:
-    return f"data: {_json(body)}\n\n"
 
 
 _PLACEHOLDER = "\x00piece\x00"  # stands for a piece's text in an encoded chunk; no id or model name holds it
@@ -92,7 +79,7 @@ class RequireKey:
         await JSONResponse(answer.body, status_code=answer.status, headers=answer.headers)(scope, receive, send)
 
 
-class HttpTransport:
+class HttpTransport(Endpoints):
     """The Starlette application over ``models``; ``serving()`` says whether the server takes new work; with
     ``keys``, every request but the health check and the page needs one of them."""
 
@@ -104,10 +91,9 @@ class HttpTransport:
         keys: auth.ApiKeys | None = None,
         metrics: Recorder | None = None,
     ) -> None:
-        self.models = models
+        super().__init__(models, metrics or Recorder())
         self.serving = serving
-        self.metrics = metrics or Recorder()
-        self._ids = itertools.count(1)
+        self.image_routes = ImageRoutes(models, self.metrics)
         middleware = []
         # CORS outside the key check: a browser's preflight carries no key, and a refusal needs CORS headers to be
         # readable by the page that asked.
@@ -127,37 +113,13 @@ class HttpTransport:
                 Route("/v1/chat/completions", self.chat_completions, methods=["POST"]),
                 Route("/v1/completions", self.completions, methods=["POST"]),
                 Route("/v1/audio/speech", self.speech, methods=["POST"]),
-                Route("/v1/images/generations", self.images, methods=["POST"]),
-                Route("/v1/images/edits", self.edits, methods=["POST"]),
-                Route("/v1/images/models", self.list_image_models, methods=["GET"]),
+                *self.image_routes.routes,
                 Route("/v1/classifiers", self.list_classifiers, methods=["GET"]),
                 Route("/v1/classify", self.classify, methods=["POST"]),
                 *([Route("/metrics", self.scrape, methods=["GET"])] if self.metrics.enabled else []),
             ],
             middleware=middleware,
         )
-
-    # -- plumbing ----------------------------------------------------------------------------------------------
-    def _error(self, error: AntiphonError, request_id: str) -> Response:
-        log.info("request %s failed: %s %s", request_id, error.code.upper(), error)
-        answer = openai.error_body(error)
-        self.metrics.error(TRANSPORT, str(answer.status))
-        return JSONResponse(answer.body, status_code=answer.status, headers=answer.headers)
-
-    async def _body(self, request: Request) -> Any:
-        """The JSON body, read no further than MAX_BODY_BYTES (a larger one is refused before it is all read)."""
-        chunks: list[bytes] = []
-        size = 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > MAX_BODY_BYTES:
-                raise InvalidArgument("body", f"at most {MAX_BODY_BYTES} bytes")
-            chunks.append(chunk)
-        raw = b"".join(chunks)
-        try:
-            return json.loads(raw)
-        except ValueError:
-            raise InvalidArgument("body", "is not valid JSON") from None
 
     def _text_model(self, name: Any) -> tuple[TextService, str, str]:
         """The service, the model id as the client named it, and the persona it names."""
@@ -287,137 +249,12 @@ class HttpTransport:
     async def _speech_events(self, stream: AudioStream, request_id: str, pcm: Pcm16At) -> AsyncIterator[str]:
         def delta(codes: Any) -> str:
             audio = base64.b64encode(pcm(codes)).decode("ascii")
-            return _event({"type": "speech.audio.delta", "audio": audio})
+            return sse_event({"type": "speech.audio.delta", "audio": audio})
 
         async for event in self._stream_events(stream, request_id, delta):
             yield event
         if stream.finish_reason is not None:
-            yield _event({"type": "speech.audio.done", "usage": {"samples": pcm.samples}})
-
-    async def images(self, request: Request) -> Response:
-        """Images of a generator, the prompt naming its class: ``n`` of them at once (each its own stream, batched
-        by the engine), or one streamed as ``image_generation.partial_image`` events (its intermediate frames: the
-        RBM's Gibbs steps, a walk's points) and ``image_generation.completed``."""
-        request_id = f"img-{next(self._ids)}"
-        try:
-            wanted = openai.images_request(await self._body(request))
-            service = self.models.image_model(wanted.model)
-            size = openai.image_size(wanted.size, service.info.image_size)
-            if service.info.family == "dream":
-                raise InvalidArgument("model", "Deep Dream dreams on an image: use POST /v1/images/edits")
-            one = image_request(wanted.own, f"http-{request_id}", TRANSPORT)
-            streams = self._start_images(service, replace(one, label_field="prompt"), wanted.n)
-        except AntiphonError as exc:
-            return self._error(exc, request_id)
-        return await self._image_answer(streams, wanted, size, request_id, openai.GENERATION)
-
-    async def edits(self, request: Request) -> Response:
-        """Deep Dream on an uploaded image (OpenAI's image edits: a multipart form with the ``image`` file), the
-        prompt naming the target class or empty; answered as generations are, with ``image_edit.`` events."""
-        request_id = f"imgedit-{next(self._ids)}"
-        names = dict(openai.EDIT_NAMES)
-        try:
-            body = await self._upload(request)
-            if body is None:
-                return self._too_large(request, request_id)
-            fields, files = await openai.multipart_form(request.headers, body)
-            edit = openai.edit_request(fields, files)
-            names["dream.target"] = edit.target_field
-            wanted = edit.images
-            service = self.models.image_model(wanted.model)
-            size = openai.image_size(wanted.size, service.info.image_size)
-            if service.info.family != "dream":
-                family = service.info.family
-                why = f"only Deep Dream models edit an image; the {family} model makes its own (/v1/images/generations)"
-                raise InvalidArgument("model", why)
-            one = image_request(wanted.own, f"http-{request_id}", TRANSPORT)
-            streams = self._start_images(service, replace(one, base_image=edit.image), wanted.n)
-        except AntiphonError as exc:
-            return self._error(openai.renamed(exc, names), request_id)
-        return await self._image_answer(streams, wanted, size, request_id, openai.EDIT)
-
-    async def _upload(self, request: Request) -> bytes | None:
-        """The body of an upload, or None when it is over MAX_UPLOAD_BYTES (what follows is read and dropped, up to
-        a bound, so the client reads the refusal rather than a reset connection)."""
-        declared = request.headers.get("content-length", "")
-        chunks: list[bytes] = []
-        size = 0
-        too_large = declared.isdigit() and int(declared) > MAX_UPLOAD_BYTES
-        async for chunk in request.stream():
-            size += len(chunk)
-            too_large = too_large or size > MAX_UPLOAD_BYTES
-            if too_large and size > MAX_DRAIN_BYTES:
-                break
-            if not too_large:
-                chunks.append(chunk)
-        return None if too_large else b"".join(chunks)
-
-    def _too_large(self, request: Request, request_id: str) -> Response:
-        declared = request.headers.get("content-length", "")
-        got = f", got {declared}" if declared.isdigit() else ""
-        error = InvalidArgument("image", f"the upload (the whole form) is at most {MAX_UPLOAD_BYTES} bytes{got}")
-        log.info("request %s failed: %s %s", request_id, "PAYLOAD_TOO_LARGE", error)
-        answer = openai.error_body(error)
-        self.metrics.error(TRANSPORT, "413")
-        return JSONResponse(answer.body, status_code=413, headers={"Connection": "close"})
-
-    def _start_images(self, service: ImageService, one: ImageRequest, n: int) -> list[ImageStream]:
-        """``n`` streams of ``one``, image i seeded ``seed + i``; if one is refused, those started are cancelled."""
-        streams: list[ImageStream] = []
-        try:
-            for i in range(n):
-                seed = None if one.seed is None else one.seed + i
-                streams.append(service.generate(replace(one, seed=seed)))
-        except AntiphonError:
-            for stream in streams:
-                stream.cancel()
-            raise
-        return streams
-
-    async def _image_answer(
-        self, streams: list[ImageStream], wanted: openai.ImagesRequest, size: str, request_id: str, prefix: str
-    ) -> Response:
-        """A stream of events, or the whole answer: each image's last frame, or (``every_frame``) every frame sent."""
-        if wanted.stream:
-            events = self._image_events(streams[0], request_id, size, wanted, prefix)
-            return StreamingResponse(events, media_type="text/event-stream", headers=SSE_HEADERS)
-        try:
-            made = await asyncio.gather(*(self._pictures(s, wanted.every_frame) for s in streams))
-        except AntiphonError as exc:
-            return self._error(exc, request_id)
-        data = [{"b64_json": _png64(picture)} for pictures in made for picture in pictures]
-        return JSONResponse({"created": openai.created(), "data": data, "output_format": "png", "size": size})
-
-    async def _pictures(self, stream: ImageStream, every_frame: bool) -> list[Picture]:
-        """The frames sent (``every_frame``), or the last alone."""
-        pictures: list[Picture] = []
-        async for picture in self._pieces(stream):
-            if every_frame or picture.final:
-                pictures.append(picture)
-        if not pictures or not pictures[-1].final:
-            raise Unavailable("the image stream was cancelled before its last frame")
-        return pictures
-
-    async def _image_events(
-        self, stream: ImageStream, request_id: str, size: str, wanted: openai.ImagesRequest, prefix: str
-    ) -> AsyncIterator[str]:
-        """Partial images, then the completed one: every frame sent (``every_frame``: frame_every, a walk), or
-        ``partial_images`` of them evenly spaced."""
-        steps = None if wanted.every_frame else openai.partial_steps(stream.total_steps, wanted.partial_images)
-        sent = 0
-
-        def event(picture: Picture) -> str:
-            nonlocal sent
-            if picture.final:
-                return _event(openai.image_event("completed", _png64(picture), size, prefix=prefix))
-            if steps is not None and picture.step not in steps:
-                return ""  # not one of the partial images asked for
-            sent += 1
-            return _event(openai.image_event("partial_image", _png64(picture), size, sent - 1, prefix))
-
-        async for item in self._stream_events(stream, request_id, event):
-            if item:
-                yield item
+            yield sse_event({"type": "speech.audio.done", "usage": {"samples": pcm.samples}})
 
     async def scrape(self, request: Request) -> Response:
         """The metrics, in Prometheus' text format (or OpenMetrics, where the scraper asks for it)."""
@@ -427,12 +264,6 @@ class HttpTransport:
     async def list_classifiers(self, request: Request) -> Response:
         """antiphon's own: the classifiers served, with their labels and inputs (what ListModels says of them)."""
         rows = [row for row in self.models.listing() if row["kind"] == "classifier"]
-        return JSONResponse({"object": "list", "data": rows})
-
-    async def list_image_models(self, request: Request) -> Response:
-        """antiphon's own: the image models served, with their family, classes, side and limits (what ListModels
-        says of them), for the chat page's image tab."""
-        rows = [row for row in self.models.listing() if row["kind"] == "image"]
         return JSONResponse({"object": "list", "data": rows})
 
     async def classify(self, request: Request) -> Response:
@@ -456,14 +287,6 @@ class HttpTransport:
         return JSONResponse({"object": "classification", "model": service.info.id, "labels": labels})
 
     # -- answers -------------------------------------------------------------------------------------------------
-    async def _pieces(self, stream: Any) -> AsyncIterator[Any]:
-        """The stream's pieces; leaving early (the client went away) cancels it."""
-        try:
-            async for piece in stream:
-                yield piece
-        finally:
-            stream.cancel()
-
     async def _whole(self, stream: TextStream, request_id: str, model: str, chat: bool) -> Response:
         try:
             text = "".join([piece async for piece in self._pieces(stream)])
@@ -522,14 +345,14 @@ class HttpTransport:
 
         def chunk(fields: dict[str, Any]) -> str:
             one = {"index": 0, **fields, "logprobs": None}
-            return _event({**base, "choices": [one], **({"usage": None} if usage else {})})
+            return sse_event({**base, "choices": [one], **({"usage": None} if usage else {})})
 
         # Every piece's chunk is the same JSON but for its text: encode the chunk once around a placeholder and
         # fill in each piece's encoded text, a tenth of the work of building and encoding the whole chunk each time.
-        head, _, tail = chunk(choice(_PLACEHOLDER, None)).partition(_json(_PLACEHOLDER))
+        head, _, tail = chunk(choice(_PLACEHOLDER, None)).partition(json_text(_PLACEHOLDER))
 
         def piece(text: str) -> str:
-            return head + _json(text) + tail
+            return head + json_text(text) + tail
 
         if first is not None:
             yield chunk(first)
@@ -539,23 +362,8 @@ class HttpTransport:
             return  # an error event went out
         yield chunk(choice("", stream.finish_reason))
         if usage:
-            yield _event({**base, "choices": [], "usage": openai.usage(stream)})
+            yield sse_event({**base, "choices": [], "usage": openai.usage(stream)})
         yield "data: [DONE]\n\n"
-
-    async def _stream_events(self, stream: Any, request_id: str, encode: Callable[[Any], str]) -> AsyncIterator[str]:
-        """Each piece encoded; an engine error after the headers went out is an ``error`` event, as OpenAI sends."""
-        try:
-            async for piece in self._pieces(stream):
-                yield encode(piece)
-        except AntiphonError as exc:
-            log.info("request %s failed: %s %s", request_id, exc.code.upper(), exc)
-            answer = openai.error_body(exc)
-            self.metrics.error(TRANSPORT, str(answer.status))  # the status the error object stands for
-            yield _event(answer.body)
-
-
-def _png64(picture: Picture) -> str:
-    return base64.b64encode(encode_picture(picture, PNG)).decode("ascii")
 
 
 class HttpListener:

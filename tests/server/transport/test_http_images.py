@@ -24,7 +24,7 @@ from PIL import Image
 from server.app import Server
 from server.engine.image import ImageEngine, ImageLimits
 from server.settings import ServeSettings
-from server.transport.http import MAX_UPLOAD_BYTES
+from server.transport.http_images import MAX_UPLOAD_BYTES
 from tests.conftest import timeout
 from tests.server.transport.clients import GrpcClient
 

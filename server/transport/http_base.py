@@ -1,0 +1,84 @@
+"""What the HTTP transport's endpoints share (:class:`Endpoints`): request ids, the JSON body read within its
+limit, a client's mistake answered as OpenAI's error object (one INFO line, counted by status), and engine streams
+as server-sent events, cancelled when their client goes away.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from server.engine.registry import ModelRegistry
+from server.errors import AntiphonError, InvalidArgument
+from server.metrics import Recorder
+from server.transport import openai
+
+log = logging.getLogger("server.transport.http")  # every endpoint's lines under the transport's one name
+
+MAX_BODY_BYTES = 4 * 1024 * 1024
+SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}  # nginx: pass events on at once
+TRANSPORT = "http"  # the metrics' transport label
+
+
+def json_text(body: Any) -> str:
+    return json.dumps(body, ensure_ascii=False, separators=(",", ":"))
+
+
+def sse_event(body: Any) -> str:
+    """One server-sent event carrying ``body`` as JSON."""
+    return f"data: {json_text(body)}\n\n"
+
+
+class Endpoints:
+    """Endpoints over ``models``, counting their errors in ``metrics``."""
+
+    def __init__(self, models: ModelRegistry, metrics: Recorder) -> None:
+        self.models = models
+        self.metrics = metrics
+        self._ids = itertools.count(1)
+
+    def _error(self, error: AntiphonError, request_id: str) -> Response:
+        log.info("request %s failed: %s %s", request_id, error.code.upper(), error)
+        answer = openai.error_body(error)
+        self.metrics.error(TRANSPORT, str(answer.status))
+        return JSONResponse(answer.body, status_code=answer.status, headers=answer.headers)
+
+    async def _body(self, request: Request) -> Any:
+        """The JSON body, read no further than MAX_BODY_BYTES (a larger one is refused before it is all read)."""
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > MAX_BODY_BYTES:
+                raise InvalidArgument("body", f"at most {MAX_BODY_BYTES} bytes")
+            chunks.append(chunk)
+        raw = b"".join(chunks)
+        try:
+            return json.loads(raw)
+        except ValueError:
+            raise InvalidArgument("body", "is not valid JSON") from None
+
+    async def _pieces(self, stream: Any) -> AsyncIterator[Any]:
+        """The stream's pieces; leaving early (the client went away) cancels it."""
+        try:
+            async for piece in stream:
+                yield piece
+        finally:
+            stream.cancel()
+
+    async def _stream_events(self, stream: Any, request_id: str, encode: Callable[[Any], str]) -> AsyncIterator[str]:
+        """Each piece encoded; an engine error after the headers went out is an ``error`` event, as OpenAI sends."""
+        try:
+            async for piece in self._pieces(stream):
+                yield encode(piece)
+        except AntiphonError as exc:
+            log.info("request %s failed: %s %s", request_id, exc.code.upper(), exc)
+            answer = openai.error_body(exc)
+            self.metrics.error(TRANSPORT, str(answer.status))  # the status the error object stands for
+            yield sse_event(answer.body)
