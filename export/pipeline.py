@@ -18,6 +18,7 @@ from typing import Any
 
 import server
 from export.convert import onnx_int8, tflite_int8, to_onnx, to_tflite
+from export.image_specs import IMAGE_SAMPLES, dcgan_discriminator_spec, dcgan_generator_spec, vae_decoder_spec
 from export.parity import (
     FLOAT_TOLERANCE,
     INT8_AGREEMENT,
@@ -26,18 +27,7 @@ from export.parity import (
     max_abs_difference,
 )
 from export.runtime import open_runner
-from export.specs import (
-    IMAGE_SAMPLES,
-    MODELS,
-    ExportSpec,
-    check_model_names,
-    dcgan_discriminator_spec,
-    dcgan_generator_spec,
-    digits_spec,
-    text_step_spec,
-    textdisc_spec,
-    vae_decoder_spec,
-)
+from export.specs import MODELS, ExportSpec, check_model_names, digits_spec, text_step_spec, textdisc_spec
 from server.checkpoint import file_sha256
 from server.errors import ExportError, InvalidArgument
 from server.kws.data import TEST_PER_LABEL

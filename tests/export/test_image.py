@@ -8,15 +8,10 @@ import numpy as np
 import pytest
 import torch
 
+from export.image_specs import dcgan_discriminator_spec, dcgan_generator_spec, image_latents, vae_decoder_spec
 from export.parity import max_abs_difference
 from export.runtime import open_runner
-from export.specs import (
-    ExportSpec,
-    dcgan_discriminator_spec,
-    dcgan_generator_spec,
-    image_latents,
-    vae_decoder_spec,
-)
+from export.specs import ExportSpec
 from server.image.checkpoint import load_image_model
 from server.image.data import FASHION_LABELS
 
