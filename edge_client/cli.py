@@ -1,6 +1,6 @@
 """The ``antiphon-edge`` command: run exported models on a small device, with no torch. Here: the parser, the
-audio and text commands, listen, chat and bench, and the helpers every command shares; the image commands
-(``classify image``, ``generate image``) are in :mod:`edge_client.cli_images`.
+audio and text commands, listen, chat and bench; the image commands (``classify image``, ``generate image``) are in
+:mod:`edge_client.cli_images`, the helpers every command shares in :mod:`edge_client.cli_common`.
 
 Exit codes: 0 success, 1 a runtime failure (a missing, altered or unreadable model file, a missing or busy audio
 device, an unreachable server with nothing to fall back on), 2 a bad argument or input file (named in the
@@ -19,12 +19,13 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from edge_client.cli_common import emit, manifest_of, open_named, subcommand
+from edge_client.cli_images import add_classify_image, add_generate_image
 from edge_client.runtime import BACKENDS
 from server.errors import AntiphonError, DeviceError, InvalidArgument, ModelFileError, Unauthenticated
 
 if TYPE_CHECKING:
     from edge_client.chat import TurnResult
-    from edge_client.manifest import Manifest, Model
 
 log = logging.getLogger("antiphon.edge")
 
@@ -32,50 +33,12 @@ DEFAULT_MODELS = Path("runs/export")
 STEP_MODELS = ("text_small_step", "text_step")  # offline chat: the small one where the export has it
 
 
-def _models_dir(args: argparse.Namespace) -> Path:
-    return Path(args.models)
-
-
-def _manifest(args: argparse.Namespace) -> Manifest:
-    from edge_client.manifest import Manifest
-
-    return Manifest(_models_dir(args))
-
-
-def _open(args: argparse.Namespace, name: str) -> Model:
-    return _manifest(args).open(name, args.backend, args.precision, args.threads)
-
-
-def _open_model(args: argparse.Namespace, default: str | Callable[[Manifest], str]) -> Model:
-    """``--model``: one exported file (the manifest beside it lists it: that file, on a backend that runs its
-    format), an export folder (its ``default`` model), or a model name in ``--models`` (``default`` when not
-    given). ``default`` may pick the name from the manifest."""
-    from edge_client.manifest import MANIFEST, Manifest
-
-    value = args.model
-    path = Path(value) if value else None
-    if path is not None and path.is_file():
-        return Manifest(path.parent).open_file(path.name, args.backend, args.precision, args.threads)
-    if path is not None and (path / MANIFEST).is_file():
-        manifest, value = Manifest(path), None
-    elif path is not None and (value.endswith((".onnx", ".tflite")) or "/" in value):
-        raise InvalidArgument("--model", f"{value}: no such file, nor a folder with {MANIFEST}")
-    else:
-        manifest = _manifest(args)
-    name = value or (default if isinstance(default, str) else default(manifest))
-    return manifest.open(name, args.backend, args.precision, args.threads)
-
-
-def _emit(args: argparse.Namespace, record: dict[str, object], text: str) -> None:
-    print(json.dumps(record) if args.json else text, flush=True)
-
-
 # -- classify ----------------------------------------------------------------
 def _classify_audio(args: argparse.Namespace) -> int:
     from edge_client.audio import read_wav
     from edge_client.kws import KeywordModel
 
-    kws = KeywordModel(_open(args, args.model))
+    kws = KeywordModel(open_named(args, args.model))
     hop = kws.sample_rate // 4
     for path in args.files:
         clip = read_wav(Path(path), kws.sample_rate)
@@ -83,7 +46,7 @@ def _classify_audio(args: argparse.Namespace) -> int:
         order = p.argsort()[::-1][:3]
         top = [{"label": kws.labels[i], "score": round(float(p[i]), 4)} for i in order]
         record = {"file": path, "label": top[0]["label"], "score": top[0]["score"], "window_s": at, "top": top}
-        _emit(args, record, f"{path}: {top[0]['label']} ({top[0]['score']:.2f})")
+        emit(args, record, f"{path}: {top[0]['label']} ({top[0]['score']:.2f})")
     return 0
 
 
@@ -91,9 +54,9 @@ def _classify_text(args: argparse.Namespace) -> int:
     from edge_client.text import TextClassifier
 
     text = sys.stdin.read() if args.text == "-" else args.text
-    verdict = TextClassifier(_open(args, args.model)).classify(text)
+    verdict = TextClassifier(open_named(args, args.model)).classify(text)
     record = {"label": verdict.label, "score": round(verdict.score, 4), "scores": verdict.scores}
-    _emit(args, record, f"{verdict.label} ({verdict.score:.2f})")
+    emit(args, record, f"{verdict.label} ({verdict.score:.2f})")
     return 0
 
 
@@ -102,19 +65,19 @@ def _listen(args: argparse.Namespace) -> int:
     from edge_client.audio import Microphone, stdin_bytes, stream_chunks
     from edge_client.kws import KeywordModel, Listener, ListenOptions
 
-    kws = KeywordModel(_open(args, args.model))
+    kws = KeywordModel(open_named(args, args.model))
     options = ListenOptions(args.hop, args.smooth, args.threshold, args.refractory)
     listener = Listener(kws, options)
     if args.device == "-":
         chunks = stream_chunks(stdin_bytes(), "standard input", kws.sample_rate, args.rate, args.channels)
         for found in listener.run(chunks):
-            _emit(args, found.to_dict(), f"{found.time:8.2f}s  {found.word}  ({found.score:.2f})")
+            emit(args, found.to_dict(), f"{found.time:8.2f}s  {found.word}  ({found.score:.2f})")
         return 0
     microphone = Microphone(args.device, kws.sample_rate)
     print(f"antiphon-edge: listening on {microphone.device} (Ctrl-C stops)", file=sys.stderr)
     try:
         for found in listener.run(microphone.chunks()):
-            _emit(args, found.to_dict(), f"{found.time:8.2f}s  {found.word}  ({found.score:.2f})")
+            emit(args, found.to_dict(), f"{found.time:8.2f}s  {found.word}  ({found.score:.2f})")
     finally:
         microphone.close()
     return 0
@@ -131,7 +94,7 @@ def _chat(args: argparse.Namespace) -> int:
     generator: list[Generator] = []  # opened at the first offline turn; keeps the offline conversation
 
     def local(request: ChatRequest, on_text: Callable[[str], None]) -> TurnResult:
-        manifest = _manifest(args)
+        manifest = manifest_of(args)
         name = args.local_model or manifest.first_of(*STEP_MODELS)
         if name is None:
             raise ModelFileError(f"no text step model ({', '.join(STEP_MODELS)}) in {args.models} to answer offline")
@@ -238,11 +201,11 @@ def _bench(args: argparse.Namespace) -> int:
         resolve_backend(backends[0])
     if args.images < 0:
         raise InvalidArgument("--images", f"must be at least 0, got {args.images}")
-    rows = run_bench(_manifest(args), args.only, backends, args.seconds, args.tokens, args.images)
+    rows = run_bench(manifest_of(args), args.only, backends, args.seconds, args.tokens, args.images)
     for row in rows:
         extra = f", {row.tokens_per_s:,.0f} tokens/s" if row.tokens_per_s else ""
         extra += f", {row.images_per_s:,.0f} images/s" if row.images_per_s else ""
-        _emit(
+        emit(
             args,
             row.to_dict(),
             f"{row.model:16} {row.backend:15} {row.precision:8} {row.median_ms:8.3f} ms median "
@@ -256,33 +219,7 @@ def _comma_list(value: str) -> list[str]:
     return [part.strip() for part in value.split(",") if part.strip()]
 
 
-def _subcommand(
-    parent: argparse._SubParsersAction,
-    name: str,
-    common: argparse.ArgumentParser,
-    func: Callable[[argparse.Namespace], int],
-    json_help: str,
-    model: str | None = None,
-    *,
-    help: str,
-    description: str,
-    model_help: str | None = None,
-) -> argparse.ArgumentParser:
-    """A command with the shared model options, ``--json`` and, for commands that run one manifest model,
-    ``--model`` (default ``model``; ``model_help`` where it takes more than a name)."""
-    p: argparse.ArgumentParser = parent.add_parser(name, parents=[common], help=help, description=description)
-    if model is not None:
-        shown = model_help.format(model=model) if model_help else f"manifest model name (default: {model})"
-        p.add_argument("--model", default=model or None, metavar="MODEL", help=shown)
-    p.add_argument("--json", action="store_true", help=json_help)
-    p.set_defaults(func=func)
-    return p
-
-
 def build_parser() -> argparse.ArgumentParser:
-    # cli_images imports this module (the helpers its commands share): imported here, once this one has loaded.
-    from edge_client.cli_images import add_classify_image, add_generate_image
-
     common = argparse.ArgumentParser(add_help=False)
     where = common.add_argument_group("models")
     where.add_argument(
@@ -332,7 +269,7 @@ def build_parser() -> argparse.ArgumentParser:
         "classify", help="classify audio, text or an image", description="Classify audio, text or an image locally."
     )
     kinds = classify.add_subparsers(dest="kind", required=True, metavar="INPUT")
-    p = _subcommand(
+    p = subcommand(
         kinds,
         "audio",
         common,
@@ -345,7 +282,7 @@ def build_parser() -> argparse.ArgumentParser:
         "most word-like window is reported. Prints `FILE: label (score)`, or one JSON object per file.",
     )
     p.add_argument("files", nargs="+", metavar="FILE", help="WAV files")
-    p = _subcommand(
+    p = subcommand(
         kinds,
         "text",
         common,
@@ -367,7 +304,7 @@ def build_parser() -> argparse.ArgumentParser:
     outputs = generate.add_subparsers(dest="output", required=True, metavar="OUTPUT")
     add_generate_image(outputs, common)
 
-    p = _subcommand(
+    p = subcommand(
         commands,
         "listen",
         common,
@@ -390,7 +327,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rate", type=int, default=16000, help="sample rate of raw PCM on standard input (default: 16000)")
     p.add_argument("--channels", type=int, default=1, help="channels of raw PCM on standard input (default: 1)")
 
-    p = _subcommand(
+    p = subcommand(
         commands,
         "chat",
         common,
@@ -441,7 +378,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--local-model", default=None, help="step model for offline turns (default: text_small_step, else text_step)"
     )
 
-    p = _subcommand(
+    p = subcommand(
         commands,
         "bench",
         common,

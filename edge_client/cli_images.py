@@ -10,7 +10,7 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from edge_client.cli import _emit, _open_model, _subcommand
+from edge_client.cli_common import emit, open_model, subcommand
 from server.errors import InvalidArgument, NotFound
 
 if TYPE_CHECKING:
@@ -28,7 +28,7 @@ def _classify_image(args: argparse.Namespace) -> int:
     from edge_client.image import read_digit
     from edge_client.text import softmax
 
-    model = _open_model(args, "digits")
+    model = open_model(args, "digits")
     if model.entry.get("kind") == "image_discriminator":
         return _judge_images(args, model)
     if args.class_ is not None:
@@ -41,7 +41,7 @@ def _classify_image(args: argparse.Namespace) -> int:
         p = softmax(logits.reshape(-1).astype("float64"))
         best = int(p.argmax())
         record = {"file": path, "label": labels[best], "score": round(float(p[best]), 4)}
-        _emit(args, record, f"{path}: {labels[best]} ({p[best]:.2f})")
+        emit(args, record, f"{path}: {labels[best]} ({p[best]:.2f})")
     return 0
 
 
@@ -54,7 +54,7 @@ def _judge_images(args: argparse.Namespace, model: Model) -> int:
     for path in args.files:
         verdict = judge.judge(read_image(Path(path), judge.image_size), label)
         under = f", as {verdict.under}" if verdict.under else ""
-        _emit(args, {"file": path, **verdict.to_dict()}, f"{path}: {verdict.label} ({verdict.score:.2f}{under})")
+        emit(args, {"file": path, **verdict.to_dict()}, f"{path}: {verdict.label} ({verdict.score:.2f}{under})")
     return 0
 
 
@@ -83,7 +83,7 @@ def _generate_image(args: argparse.Namespace) -> int:
             raise InvalidArgument(flag, f"must be in [{low}, {high}], got {value}")
     if not 0 <= args.seed <= SEED_MAX - args.count + 1:
         raise InvalidArgument("--seed", f"must be in [0, 2**63 - count], got {args.seed}")
-    generator = ImageGenerator(_open_model(args, _first_generator))
+    generator = ImageGenerator(open_model(args, _first_generator))
     label = generator.label(args.class_)
     columns = args.columns or min(args.count, 8)
     width, height = grid_size(args.count, columns, generator.image_size, args.scale)
@@ -110,14 +110,14 @@ def _generate_image(args: argparse.Namespace) -> int:
         f"{args.out}: {what} ({span}), {picture.shape[1]}x{picture.shape[0]} px, {model.name} "
         f"{model.backend} {model.precision}"
     )
-    _emit(args, record, text)
+    emit(args, record, text)
     return 0
 
 
 # -- arguments ---------------------------------------------------------------
 def add_classify_image(kinds: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     """``classify image``, under ``classify``'s ``kinds``."""
-    p = _subcommand(
+    p = subcommand(
         kinds,
         "image",
         common,
@@ -153,7 +153,7 @@ def add_classify_image(kinds: argparse._SubParsersAction, common: argparse.Argum
 
 def add_generate_image(outputs: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     """``generate image``, under ``generate``'s ``outputs``."""
-    p = _subcommand(
+    p = subcommand(
         outputs,
         "image",
         common,

@@ -1,0 +1,76 @@
+"""What the ``antiphon-edge`` commands share: opening the manifest's models as ``--models``, ``--model`` and the
+backend options say, printing a result as text or ``--json``, and a subcommand with the shared options."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from server.errors import InvalidArgument
+
+if TYPE_CHECKING:
+    from edge_client.manifest import Manifest, Model
+
+
+def models_dir(args: argparse.Namespace) -> Path:
+    return Path(args.models)
+
+
+def manifest_of(args: argparse.Namespace) -> Manifest:
+    from edge_client.manifest import Manifest
+
+    return Manifest(models_dir(args))
+
+
+def open_named(args: argparse.Namespace, name: str) -> Model:
+    return manifest_of(args).open(name, args.backend, args.precision, args.threads)
+
+
+def open_model(args: argparse.Namespace, default: str | Callable[[Manifest], str]) -> Model:
+    """``--model``: one exported file (the manifest beside it lists it: that file, on a backend that runs its
+    format), an export folder (its ``default`` model), or a model name in ``--models`` (``default`` when not
+    given). ``default`` may pick the name from the manifest."""
+    from edge_client.manifest import MANIFEST, Manifest
+
+    value = args.model
+    path = Path(value) if value else None
+    if path is not None and path.is_file():
+        return Manifest(path.parent).open_file(path.name, args.backend, args.precision, args.threads)
+    if path is not None and (path / MANIFEST).is_file():
+        manifest, value = Manifest(path), None
+    elif path is not None and (value.endswith((".onnx", ".tflite")) or "/" in value):
+        raise InvalidArgument("--model", f"{value}: no such file, nor a folder with {MANIFEST}")
+    else:
+        manifest = manifest_of(args)
+    name = value or (default if isinstance(default, str) else default(manifest))
+    return manifest.open(name, args.backend, args.precision, args.threads)
+
+
+def emit(args: argparse.Namespace, record: dict[str, object], text: str) -> None:
+    print(json.dumps(record) if args.json else text, flush=True)
+
+
+def subcommand(
+    parent: argparse._SubParsersAction,
+    name: str,
+    common: argparse.ArgumentParser,
+    func: Callable[[argparse.Namespace], int],
+    json_help: str,
+    model: str | None = None,
+    *,
+    help: str,
+    description: str,
+    model_help: str | None = None,
+) -> argparse.ArgumentParser:
+    """A command with the shared model options, ``--json`` and, for commands that run one manifest model,
+    ``--model`` (default ``model``; ``model_help`` where it takes more than a name)."""
+    p: argparse.ArgumentParser = parent.add_parser(name, parents=[common], help=help, description=description)
+    if model is not None:
+        shown = model_help.format(model=model) if model_help else f"manifest model name (default: {model})"
+        p.add_argument("--model", default=model or None, metavar="MODEL", help=shown)
+    p.add_argument("--json", action="store_true", help=json_help)
+    p.set_defaults(func=func)
+    return p
