@@ -4,6 +4,7 @@ again from its file): what was trained, on what data under which licence, by whi
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -228,3 +229,13 @@ def rbm_card(info: dict[str, Any]) -> ModelCard:
         rows.append(("exact log Z (enumerated)", f"{metrics['exact_log_z']:.3f}"))
     rows.append(("created", info["created"]))
     return ModelCard("Bernoulli RBM", command("rbm", opts), info["antiphon_version"], rows)
+
+
+# The card of each family's checkpoints, by family (``antiphon train FAMILY``).
+CARDS: dict[str, Callable[[dict[str, Any]], ModelCard]] = {
+    "evaluator": evaluator_card,
+    "dcgan": dcgan_card,
+    "vae": vae_card,
+    "vaegan": vaegan_card,
+    "rbm": rbm_card,
+}

@@ -14,7 +14,6 @@ import torch
 import torch.nn.functional as F
 
 from server.classifier_metrics import score
-from server.image.cards import evaluator_card
 from server.image.evaluator import Evaluator, EvaluatorConfig
 from server.image.options import EvaluatorTrainOptions
 from server.image.trainer import Batch, ImageTrainer
@@ -64,10 +63,7 @@ class EvaluatorTrainer(ImageTrainer):
         images, labels = batch
         images = augment(images, self.rng, self.opts.shift, self.opts.flip)
         loss = F.cross_entropy(self.model(images), labels, label_smoothing=self.opts.label_smoothing)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.reduce_grads(self.model)
-        self.optimizer.step()
+        self.optimize(loss, self.model)
         return loss.item()
 
     def _estimate(self) -> float:
@@ -78,9 +74,6 @@ class EvaluatorTrainer(ImageTrainer):
         n = min(10000, len(self.train_set))
         train_acc, _ = accuracy(self.model, self.train_set.images[:n], self.train_set.labels[:n])
         return {"test_accuracy": round(test_acc, 4), "train_accuracy": round(train_acc, 4), "test_confusion": confusion}
-
-    def _write_card(self, info: dict[str, Any]) -> None:
-        evaluator_card(info).write(self.opts.out)
 
 
 def train_evaluator(opts: EvaluatorTrainOptions) -> dict[str, Any]:

@@ -18,7 +18,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from server.image.cards import dcgan_card
 from server.image.gan import DCGAN, GANConfig
 from server.image.options import DCGANTrainOptions, VAEGANTrainOptions
 from server.image.quality import Judge, frechet_distance, load_judge, measure_generator, resolve_judge
@@ -35,10 +34,20 @@ def drop_grads(module: nn.Module) -> None:
 
 
 class GeneratorTrainer(ImageTrainer):
-    """What the DCGAN and the VAE-GAN trainers share: the judge, the quick estimate and the quality figures."""
+    """What the DCGAN and the VAE-GAN trainers share: the players' optimizer, the judge, the quick estimate and the
+    quality figures."""
 
     opts: DCGANTrainOptions | VAEGANTrainOptions
     unit = "Fréchet distance in judge features (1,000 samples)"
+
+    def _setup_players(self, *players: nn.Module) -> None:
+        """Adam (beta1 from the options) with a parameter group per player of ``model``, then the shared setup and
+        the judge."""
+        self.optimizer = torch.optim.Adam(
+            [{"params": player.parameters()} for player in players], lr=self.opts.lr, betas=(self.opts.beta1, 0.999)
+        )
+        self._finish_setup()
+        self._setup_judge()
 
     def _setup_judge(self) -> None:
         self.judge: Judge | None = None
@@ -80,16 +89,7 @@ class DCGANTrainer(GeneratorTrainer):
         aux = opts.aux_class_weight > 0
         config = GANConfig(image_size=self.train_set.size, classes=classes, aux_classifier=aux, **opts.model)
         self.model = DCGAN(config).to(self.device)
-        self.optimizer = torch.optim.Adam(
-            [
-                {"params": self.model.generator.parameters()},
-                {"params": self.model.discriminator.parameters()},
-            ],
-            lr=opts.lr,
-            betas=(opts.beta1, 0.999),
-        )
-        self._finish_setup()
-        self._setup_judge()
+        self._setup_players(self.model.generator, self.model.discriminator)
 
     def _losses(self, batch: Batch) -> float:
         real, labels = batch  # (B, H, W), (B,)
@@ -104,10 +104,7 @@ class DCGANTrainer(GeneratorTrainer):
         weight = self.opts.aux_class_weight
         if weight > 0:  # the auxiliary classifier learns the real images' labels only
             loss_d = loss_d + weight * F.cross_entropy(d.class_logits(h[: len(real)]), labels)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss_d.backward()
-        self.reduce_grads(d)
-        self.optimizer.step()  # the generator has no gradients: Adam leaves it
+        self.optimize(loss_d, d)  # the generator has no gradients: Adam leaves it
         # The generator: its images scored as real.
         self.optimizer.zero_grad(set_to_none=True)
         h = d.features(fake)  # (B, F)
@@ -119,9 +116,6 @@ class DCGANTrainer(GeneratorTrainer):
         self.reduce_grads(g)
         self.optimizer.step()
         return loss_g.item()
-
-    def _write_card(self, info: dict[str, Any]) -> None:
-        dcgan_card(info).write(self.opts.out)
 
 
 def train_dcgan(opts: DCGANTrainOptions) -> dict[str, Any]:

@@ -17,7 +17,6 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from server.image.cards import rbm_card
 from server.image.data import binarise
 from server.image.likelihood import rbm_log_partition_ais, rbm_log_partition_exact, rbm_nll
 from server.image.options import RBMTrainOptions
@@ -108,9 +107,6 @@ class RBMTrainer(ImageTrainer):
             "ais": {k: round(v, 4) if isinstance(v, float) else v for k, v in vars(ais).items()},
             "exact_log_z": None if exact is None else round(exact, 4),
         }
-
-    def _write_card(self, info: dict[str, Any]) -> None:
-        rbm_card(info).write(self.opts.out)
 
 
 def train_rbm(opts: RBMTrainOptions) -> dict[str, Any]:

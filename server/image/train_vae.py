@@ -16,7 +16,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from server.image.cards import vae_card, vaegan_card
 from server.image.data import binarise, fixed_subset
 from server.image.gan import GANConfig
 from server.image.likelihood import vae_nll
@@ -58,10 +57,7 @@ class VAETrainer(ImageTrainer):
         images, _ = batch
         noise = torch.randn(len(images), self.model.config.latent, device=self.device)
         loss = negative_elbo(self.model, images, noise).mean()
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.reduce_grads(self.model)
-        self.optimizer.step()
+        self.optimize(loss, self.model)
         return loss.item()
 
     @torch.no_grad()
@@ -84,9 +80,6 @@ class VAETrainer(ImageTrainer):
             "test_elbo": round(-self.test_elbo(len(self.test_binary)), 3),
         }
 
-    def _write_card(self, info: dict[str, Any]) -> None:
-        vae_card(info).write(self.opts.out)
-
 
 class VAEGANTrainer(GeneratorTrainer):
     model: VAEGAN
@@ -99,17 +92,7 @@ class VAEGANTrainer(GeneratorTrainer):
         vae = VAEConfig(image_size=size, **opts.model)
         config = VAEGANConfig(vae, GANConfig(image_size=size, classes=0, d_channels=opts.d_channels))
         self.model = VAEGAN(config).to(self.device)
-        self.optimizer = torch.optim.Adam(
-            [
-                {"params": self.model.vae.encoder.parameters()},
-                {"params": self.model.vae.decoder.parameters()},
-                {"params": self.model.discriminator.parameters()},
-            ],
-            lr=opts.lr,
-            betas=(opts.beta1, 0.999),
-        )
-        self._finish_setup()
-        self._setup_judge()
+        self._setup_players(self.model.vae.encoder, self.model.vae.decoder, self.model.discriminator)
 
     def _losses(self, batch: Batch) -> float:
         real, _ = batch  # (B, H, W) grey
@@ -124,10 +107,7 @@ class VAEGANTrainer(GeneratorTrainer):
         scores = d(torch.cat([real, recon, sampled]))  # (3B,)
         b = len(real)
         loss_d = F.softplus(-scores[:b]).mean() + F.softplus(scores[b:]).mean()
-        self.optimizer.zero_grad(set_to_none=True)
-        loss_d.backward()
-        self.reduce_grads(d)
-        self.optimizer.step()
+        self.optimize(loss_d, d)
         # The encoder and the decoder, each its own loss (through the updated discriminator).
         mean, logvar = vae.encode(real)
         recon = vae.decode(mean + noise * (0.5 * logvar).exp())  # (B, H, W)
@@ -147,9 +127,6 @@ class VAEGANTrainer(GeneratorTrainer):
         self.reduce_grads(vae)
         self.optimizer.step()
         return feature_error.item()
-
-    def _write_card(self, info: dict[str, Any]) -> None:
-        vaegan_card(info).write(self.opts.out)
 
 
 def train_vae(opts: VAETrainOptions) -> dict[str, Any]:

@@ -2,11 +2,11 @@
 gradient averaging under torchrun, the resumable state, and the checkpoint's common metadata.
 
 A family subclasses :class:`ImageTrainer`: it builds ``self.model`` (everything the checkpoint holds, in one
-module) and ``self.optimizer``, calls ``_finish_setup``, and implements ``_losses`` (one optimizer step on a batch;
-returns the figure the progress bar shows), ``_estimate`` and ``_metrics`` (the exact figures for the checkpoint and
-its card). Every
-random draw comes from ``self.rng`` (NumPy, per process) or torch's generator, both saved in the state file, so a
-resumed run continues exactly.
+module) and ``self.optimizer``, calls ``_finish_setup``, and implements ``_losses`` (one optimizer step on a batch,
+most often by :meth:`~ImageTrainer.optimize`; returns the figure the progress bar shows), ``_estimate`` and
+``_metrics`` (the exact figures for the checkpoint and its card, the one :data:`server.image.cards.CARDS` names for
+its ``family``). Every random draw comes from ``self.rng`` (NumPy, per process) or torch's generator, both saved in
+the state file, so a resumed run continues exactly.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import torch.distributed as dist
 
 from server.checkpoint import read_meta
 from server.errors import CheckpointError
+from server.image.cards import CARDS
 from server.image.checkpoint import save_image_model
 from server.image.data import ImageSet, load_images
 from server.image.options import ImageTrainOptions
@@ -37,7 +38,7 @@ class ImageTrainer(TrainLoop):
 
     opts: ImageTrainOptions
     loss_name, rate_name, unit, seen_key = "loss", "images_s", "", "images_seen"
-    family = ""  # the checkpoint's family, for the log
+    family = ""  # the checkpoint's family: its card, and the log
 
     def __init__(self, opts: ImageTrainOptions) -> None:
         super().__init__()
@@ -73,9 +74,6 @@ class ImageTrainer(TrainLoop):
         """The family's own entries in the checkpoint's metadata (labels, judge, ...)."""
         return {}
 
-    def _write_card(self, info: dict[str, Any]) -> None:
-        raise NotImplementedError
-
     # -- shared ------------------------------------------------------------------------------------------------
     def _finish_setup(self) -> None:
         """After the family built ``model`` and ``optimizer``: take back a saved state, wrap for torchrun."""
@@ -102,6 +100,13 @@ class ImageTrainer(TrainLoop):
             if p.grad is not None:
                 dist.all_reduce(p.grad)
                 p.grad /= self.dist.world
+
+    def optimize(self, loss: torch.Tensor, module: torch.nn.Module) -> None:
+        """One optimizer step on ``loss`` for ``module``'s parameters (the whole model, or one player)."""
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.reduce_grads(module)
+        self.optimizer.step()
 
     def batch(self) -> Batch:
         """``batch_size`` random training images (with replacement across steps, without within a batch)."""
@@ -155,6 +160,6 @@ class ImageTrainer(TrainLoop):
         }
         save_image_model(self.opts.out, self.model, info)
         info = read_meta(self.opts.out)  # the card is written from what the checkpoint holds, as a rewrite would
-        self._write_card(info)
+        CARDS[self.family](info).write(self.opts.out)
         log.info("%s: %s; checkpoint %s", self.family, metrics, self.opts.out)
         return info
