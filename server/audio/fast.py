@@ -88,6 +88,15 @@ def _matvec2(wt, x0, x1, init0, init1, out0, out1):
         j += 1
 
 
+@numba.njit(cache=True, fastmath=True, inline="always", error_model="numpy")
+def _matvec_group(wt, x, init0, init1, out, group):
+    """``_matvec`` of a group's one or two streams, rows 0 (and 1) of ``x`` and ``out``; two in one pass."""
+    if group == 2:
+        _matvec2(wt, x[0], x[1], init0, init1, out[0], out[1])
+    else:
+        _matvec(wt, x[0], init0, out[0])
+
+
 @numba.njit(cache=True, fastmath=True, nogil=True, error_model="numpy")
 def _project_frame(feats, frame, w_cond, b_cond, out):
     """out (L * 2G,) = b_cond + w_cond @ feats[frame]."""
@@ -185,19 +194,13 @@ def _generate(
                     for i in range(res):
                         inp[k, i] = queues[b, slot, i]
                         queues[b, slot, i] = inp[k, res + i]
-                if group == 2:
-                    _matvec2(w_dil[layer], inp[0], inp[1], cond[0], cond[1], z[0], z[1])
-                else:
-                    _matvec(w_dil[layer], inp[0], cond[0], z[0])
+                _matvec_group(w_dil[layer], inp, cond[0], cond[1], z, group)
                 for k in range(group):
                     for j in range(gates):
                         g[k, j] = tanh(z[k, j]) * (
                             np.float32(0.5) + np.float32(0.5) * tanh(np.float32(0.5) * z[k, gates + j])
                         )
-                if group == 2:
-                    _matvec2(w_rs[layer], g[0], g[1], b_rs[layer], b_rs[layer], rs[0], rs[1])
-                else:
-                    _matvec(w_rs[layer], g[0], b_rs[layer], rs[0])
+                _matvec_group(w_rs[layer], g, b_rs[layer], b_rs[layer], rs, group)
                 for k in range(group):
                     for i in range(res):
                         inp[k, res + i] += rs[k, i]
@@ -207,17 +210,11 @@ def _generate(
             for k in range(group):
                 for i in range(skip_ch):
                     skip[k, i] = max(skip[k, i], np.float32(0.0))
-            if group == 2:
-                _matvec2(w_out1, skip[0], skip[1], b_out1, b_out1, h[0], h[1])
-            else:
-                _matvec(w_out1, skip[0], b_out1, h[0])
+            _matvec_group(w_out1, skip, b_out1, b_out1, h, group)
             for k in range(group):
                 for i in range(hidden):
                     h[k, i] = max(h[k, i], np.float32(0.0))
-            if group == 2:
-                _matvec2(w_out2, h[0], h[1], b_out2, b_out2, logits[0], logits[1])
-            else:
-                _matvec(w_out2, h[0], b_out2, logits[0])
+            _matvec_group(w_out2, h, b_out2, b_out2, logits, group)
             # -- the next sample of each stream
             for k in range(group):
                 b = rows[p + k]
