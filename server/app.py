@@ -49,6 +49,14 @@ MAX_PERSONAS = 32
 FALLBACK_PERSONAS = ("LEAR", "KENT", "FOOL", "EDGAR")  # the corpus writes speaker names in capitals
 
 
+def require_checkpoint(path: Path, kind: str, others: str, train: str | None = None) -> None:
+    """CheckpointError unless ``path`` is a file: the message says how to train one (``train``, by default
+    `antiphon train KIND --out PATH`) and how to name ``others``."""
+    if not path.is_file():
+        train = train or f"`antiphon train {kind} --out {path}`"
+        raise CheckpointError(f"{kind} checkpoint {path} does not exist: train one with {train}, or name {others}")
+
+
 def text_limits(settings: ServeSettings) -> TextLimits:
     return TextLimits(
         max_streams=settings.max_streams,
@@ -69,11 +77,7 @@ def load_text_engine(settings: ServeSettings, checkpoint: Path) -> TextEngine:
     from server.engine.backend import make_backend
     from server.text.checkpoint import load_text_model
 
-    if not checkpoint.is_file():
-        raise CheckpointError(
-            f"text checkpoint {checkpoint} does not exist: train one with `antiphon train text --out {checkpoint}`, "
-            "or name another with --text-checkpoint (or ANTIPHON_TEXT_CHECKPOINT)"
-        )
+    require_checkpoint(checkpoint, "text", "another with --text-checkpoint (or ANTIPHON_TEXT_CHECKPOINT)")
     model, vocab, meta = load_text_model(checkpoint, resolve_device(settings.device))
     config = model.config
     description = f"character LSTM {config.num_layers}x{config.hidden_size}, {len(vocab)} symbols"
@@ -110,11 +114,9 @@ def audio_limits(settings: ServeSettings) -> AudioLimits:
 
 def load_audio_engine(settings: ServeSettings, checkpoint: Path) -> AudioEngine:
     """The audio engine for ``checkpoint`` (the compiled CPU step; its first call compiles or loads the cache)."""
-    if not checkpoint.is_file():
-        raise CheckpointError(
-            f"audio checkpoint {checkpoint} does not exist: train one with `antiphon train audio --out {checkpoint}`, "
-            "or name another with --audio-checkpoint (or ANTIPHON_AUDIO_CHECKPOINT; 'none' serves no audio)"
-        )
+    require_checkpoint(
+        checkpoint, "audio", "another with --audio-checkpoint (or ANTIPHON_AUDIO_CHECKPOINT; 'none' serves no audio)"
+    )
     engine = AudioEngine.from_checkpoint(checkpoint, settings.audio_model_id, audio_limits(settings))
     engine.warm_up()
     return engine
@@ -132,11 +134,12 @@ def load_image_engines(settings: ServeSettings) -> list[ImageEngine]:
 
     engines: list[ImageEngine] = []
     for path in settings.image_models():
-        if not path.is_file():
-            raise CheckpointError(
-                f"image checkpoint {path} does not exist: train one with `antiphon train dcgan` (or vae, vaegan, rbm, "
-                "evaluator), or name others with --image-checkpoints (or ANTIPHON_IMAGE_CHECKPOINTS; 'none': no images)"
-            )
+        require_checkpoint(
+            path,
+            "image",
+            "others with --image-checkpoints (or ANTIPHON_IMAGE_CHECKPOINTS; 'none': no images)",
+            train="`antiphon train dcgan` (or vae, vaegan, rbm, evaluator)",
+        )
         if any(e.model_id == path.stem for e in engines):
             raise InvalidArgument("--image-checkpoints", f"two checkpoints are named {path.stem!r}: rename one")
         device = str(resolve_device(settings.device))

@@ -56,38 +56,27 @@ def add_command(commands: argparse._SubParsersAction) -> None:
         default=Path("runs/export"),
         help="folder for the files and manifest.json (default: runs/export)",
     )
-    p.add_argument("--digits-checkpoint", type=Path, default=None, help=f"default: {shown(DEFAULT_DIGITS_CHECKPOINT)}")
-    p.add_argument(
-        "--text-checkpoint",
-        type=Path,
-        default=None,
-        help=f"text_step, and the generator textdisc was trained against (default: {shown(DEFAULT_TEXT_CHECKPOINT)})",
-    )
-    p.add_argument(
-        "--small-text-checkpoint", type=Path, default=None, help=f"default: {shown(DEFAULT_SMALL_TEXT_CHECKPOINT)}"
-    )
-    p.add_argument(
-        "--textdisc-checkpoint", type=Path, default=None, help=f"default: {shown(DEFAULT_TEXTDISC_CHECKPOINT)}"
-    )
-    p.add_argument("--kws-checkpoint", type=Path, default=None, help=f"default: {shown(DEFAULT_KWS_CHECKPOINT)}")
-    p.add_argument(
-        "--dcgan-checkpoint",
-        type=Path,
-        default=None,
-        help=f"dcgan_generator and dcgan_discriminator (default: {shown(DEFAULT_IMAGE_MODELS / 'dcgan.safetensors')})",
-    )
-    p.add_argument(
-        "--vae-checkpoint",
-        type=Path,
-        default=None,
-        help=f"vae_decoder: a VAE or VAE-GAN (default: {shown(DEFAULT_IMAGE_MODELS / 'vae.safetensors')})",
-    )
-    p.add_argument(
-        "--text-corpus",
-        type=Path,
-        default=None,
-        help="text whose held-out part checks the text step (default: Shakespeare's held-out plays)",
-    )
+    # The files the models are read from (None: the default each help names).
+    for flag, help_text in (
+        ("--digits-checkpoint", f"default: {shown(DEFAULT_DIGITS_CHECKPOINT)}"),
+        (
+            "--text-checkpoint",
+            f"text_step, and the generator textdisc was trained against (default: {shown(DEFAULT_TEXT_CHECKPOINT)})",
+        ),
+        ("--small-text-checkpoint", f"default: {shown(DEFAULT_SMALL_TEXT_CHECKPOINT)}"),
+        ("--textdisc-checkpoint", f"default: {shown(DEFAULT_TEXTDISC_CHECKPOINT)}"),
+        ("--kws-checkpoint", f"default: {shown(DEFAULT_KWS_CHECKPOINT)}"),
+        (
+            "--dcgan-checkpoint",
+            f"dcgan_generator and dcgan_discriminator (default: {shown(DEFAULT_IMAGE_MODELS / 'dcgan.safetensors')})",
+        ),
+        (
+            "--vae-checkpoint",
+            f"vae_decoder: a VAE or VAE-GAN (default: {shown(DEFAULT_IMAGE_MODELS / 'vae.safetensors')})",
+        ),
+        ("--text-corpus", "text whose held-out part checks the text step (default: Shakespeare's held-out plays)"),
+    ):
+        p.add_argument(flag, type=Path, default=None, help=help_text)
     add_seed(p, 0, "random inputs and calibration sample (default: 0)")
     p.set_defaults(func=_run)
 

@@ -45,6 +45,7 @@ from server.engine.requests import AudioModelInfo, AudioRequest
 from server.engine.streams import FINISH_CANCELLED, FINISH_LENGTH, FINISH_STOP, AudioStream
 from server.errors import AntiphonError, InvalidArgument
 from server.metrics import EngineGauges
+from server.options import at_least
 
 log = logging.getLogger(__name__)
 
@@ -64,11 +65,8 @@ class AudioLimits:
     prepare_workers: int = 2  # threads running espeak-ng and the conditioning
 
     def validate(self) -> AudioLimits:
-        for name in ("max_streams", "max_text_chars", "stream_buffer", "chunk", "threads", "prepare_workers"):
-            if getattr(self, name) < 1:
-                raise InvalidArgument(name, f"must be at least 1, got {getattr(self, name)}")
-        if self.max_waiting < 0:
-            raise InvalidArgument("max_waiting", f"must be at least 0, got {self.max_waiting}")
+        at_least(self, 1, "max_streams", "max_text_chars", "stream_buffer", "chunk", "threads", "prepare_workers")
+        at_least(self, 0, "max_waiting")
         if not math.isfinite(self.max_seconds) or self.max_seconds <= 0:
             raise InvalidArgument("max_seconds", f"must be positive, got {self.max_seconds}")
         return self

@@ -40,10 +40,11 @@ from server.checkpoint import read_meta
 from server.engine.loop import EngineLoop
 from server.engine.requests import CHAIN, DREAM, LATENT_FAMILIES, SAMPLE, ImageModelInfo, ImagePlan, ImageRequest
 from server.engine.streams import FINISH_CANCELLED, FINISH_STOP, ImageStream, Picture
-from server.errors import AntiphonError, InvalidArgument
+from server.errors import AntiphonError
 from server.image.evaluator import LAYERS
 from server.image.sampling import MAX_BATCH, DeepDream, DreamSettings, Frame, GibbsSampler, LatentSampler, open_sampler
 from server.metrics import EngineGauges
+from server.options import at_least
 
 log = logging.getLogger(__name__)
 
@@ -66,13 +67,9 @@ class ImageLimits:
     dream_size: int = 112  # the side of Deep Dream's images
 
     def validate(self) -> ImageLimits:
-        for name in ("max_streams", "max_steps", "max_walk_frames", "stream_buffer", "dream_size"):
-            if getattr(self, name) < 1:
-                raise InvalidArgument(name, f"must be at least 1, got {getattr(self, name)}")
-        if self.max_waiting < 0:
-            raise InvalidArgument("max_waiting", f"must be at least 0, got {self.max_waiting}")
-        if self.max_walk_frames < 2:
-            raise InvalidArgument("max_walk_frames", f"must be at least 2, got {self.max_walk_frames}")
+        at_least(self, 1, "max_streams", "max_steps", "max_walk_frames", "stream_buffer", "dream_size")
+        at_least(self, 0, "max_waiting")
+        at_least(self, 2, "max_walk_frames")
         return self
 
 
