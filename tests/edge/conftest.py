@@ -234,6 +234,14 @@ def start_server(
             return running
 
 
+def serving(checkpoint: Path, **options: Any) -> Iterator[RunningServer]:
+    """A server fixture's body: :func:`start_server` with ``options``, the server while the fixture lasts, then
+    stopped (``yield from serving(...)``)."""
+    running = start_server(checkpoint, **options)
+    yield running
+    running.stop()
+
+
 def _drain(process: subprocess.Popen[bytes], lines: list[str]) -> None:
     assert process.stderr is not None
     try:
@@ -246,9 +254,7 @@ def _drain(process: subprocess.Popen[bytes], lines: list[str]) -> None:
 @pytest.fixture(scope="module")
 def server(edge_files: EdgeFiles) -> Iterator[RunningServer]:
     """A text-only server shared by a module's tests (each chat has its own session)."""
-    running = start_server(edge_files.text_checkpoint)
-    yield running
-    running.stop()
+    yield from serving(edge_files.text_checkpoint)
 
 
 def free_port() -> int:

@@ -7,12 +7,23 @@ import json
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from tests.certs import Certificates
 from tests.conftest import timeout
-from tests.edge.conftest import REPO, EdgeFiles, RunningServer, edge_env, edge_python, free_port, run_edge, start_server
+from tests.edge.conftest import (
+    REPO,
+    EdgeFiles,
+    RunningServer,
+    edge_env,
+    edge_python,
+    free_port,
+    run_edge,
+    serving,
+    start_server,
+)
 
 SEEDED = ["--seed", "3", "--temperature", "0.8", "--max-tokens", "40"]
 
@@ -23,19 +34,27 @@ def _url(server: RunningServer, transport: str, tls: bool = False) -> str:
     return f"ws{'s' if tls else ''}://{server.ws}/chat"
 
 
+def _chat(edge_files: EdgeFiles, url: str, *flags: str) -> list[str]:
+    """The arguments of ``chat`` against ``url`` with the exported models, and ``flags``."""
+    return ["chat", "--server", url, "--models", str(edge_files.export), *flags]
+
+
+def _json_turn(
+    edge_files: EdgeFiles, url: str, *flags: str, env_more: dict[str, str] | None = None
+) -> tuple[dict[str, Any], subprocess.CompletedProcess[str]]:
+    """One seeded turn ("Good night, my lord.") with --json and ``flags``, which exits 0: its one JSON object, and the
+    finished command."""
+    args = _chat(edge_files, url, "--json", *flags, "--message", "Good night, my lord.", *SEEDED)
+    done = run_edge(*args, env_more=env_more)
+    assert done.returncode == 0, done.stderr
+    (turn,) = [json.loads(line) for line in done.stdout.splitlines()]
+    return turn, done
+
+
 @pytest.mark.parametrize("transport", ["grpc", "ws"])
 def test_chat_streams_the_server_reply(edge_files: EdgeFiles, server: RunningServer, transport: str) -> None:
     """A turn over either transport is answered by the server, streamed to stdout."""
-    done = run_edge(
-        "chat",
-        "--server",
-        _url(server, transport),
-        "--models",
-        str(edge_files.export),
-        "--message",
-        "Good night, my lord.",
-        *SEEDED,
-    )
+    done = run_edge(*_chat(edge_files, _url(server, transport), "--message", "Good night, my lord.", *SEEDED))
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip()
     assert "answering on this device" not in done.stderr
@@ -45,19 +64,7 @@ def test_both_transports_give_the_same_seeded_reply(edge_files: EdgeFiles, serve
     """Same seed, same reply, whether it came over gRPC or WebSocket (--json: one object per turn)."""
     replies = []
     for transport in ("grpc", "ws"):
-        done = run_edge(
-            "chat",
-            "--server",
-            _url(server, transport),
-            "--models",
-            str(edge_files.export),
-            "--json",
-            "--message",
-            "Good night, my lord.",
-            *SEEDED,
-        )
-        assert done.returncode == 0, done.stderr
-        (turn,) = [json.loads(line) for line in done.stdout.splitlines()]
+        turn, _ = _json_turn(edge_files, _url(server, transport))
         assert turn["source"] == "server"
         assert turn["finish_reason"] in ("stop", "length")
         replies.append(turn["text"])
@@ -66,25 +73,16 @@ def test_both_transports_give_the_same_seeded_reply(edge_files: EdgeFiles, serve
 
 def test_chat_answers_on_the_device_when_the_server_is_down(edge_files: EdgeFiles) -> None:
     """Nothing listening: after the retries the device's step model answers, and says so on stderr."""
-    done = run_edge(
-        "chat",
-        "--server",
+    turn, done = _json_turn(
+        edge_files,
         f"grpc://127.0.0.1:{free_port()}",
-        "--models",
-        str(edge_files.export),
-        "--json",
         "--retries",
         "1",
         "--backoff",
         "0.1",
         "--connect-timeout",
         "0.5",
-        "--message",
-        "Good night, my lord.",
-        *SEEDED,
     )
-    assert done.returncode == 0, done.stderr
-    (turn,) = [json.loads(line) for line in done.stdout.splitlines()]
     assert turn["source"] == "device"
     assert "server unreachable" in done.stderr
     assert "answering on this device with text_small_step" in done.stderr
@@ -112,7 +110,7 @@ def test_chat_without_server_or_step_model_fails_clearly(edge_files: EdgeFiles, 
 
 def test_bad_server_url_exits_2(edge_files: EdgeFiles) -> None:
     """The URL must be grpc://HOST:PORT or ws://HOST:PORT/PATH."""
-    done = run_edge("chat", "--server", "http://127.0.0.1:80", "--models", str(edge_files.export), "--message", "x")
+    done = run_edge(*_chat(edge_files, "http://127.0.0.1:80", "--message", "x"))
     assert done.returncode == 2
     assert (
         "server: give grpc://HOST:PORT or ws://HOST:PORT/PATH (grpcs://, wss:// over TLS), got 'http://127.0.0.1:80'"
@@ -131,19 +129,7 @@ def test_chat_falls_back_and_resumes(edge_files: EdgeFiles, transport: str) -> N
             *edge_python(),
             "-m",
             "edge_client",
-            "chat",
-            "--server",
-            url,
-            "--models",
-            str(edge_files.export),
-            "--json",
-            "--retries",
-            "2",
-            "--backoff",
-            "0.2",
-            "--connect-timeout",
-            "1",
-            *SEEDED,
+            *_chat(edge_files, url, "--json", "--retries", "2", "--backoff", "0.2", "--connect-timeout", "1", *SEEDED),
         ],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
@@ -185,16 +171,7 @@ def test_speak_without_an_audio_model_still_answers(
     """--speak to a server with no audio model: the turn is asked again without audio and says no audio came."""
     out = tmp_path / "reply.wav"
     done = run_edge(
-        "chat",
-        "--server",
-        _url(server, "grpc"),
-        "--models",
-        str(edge_files.export),
-        "--speak-to",
-        str(out),
-        "--message",
-        "Good night, my lord.",
-        *SEEDED,
+        *_chat(edge_files, _url(server, "grpc"), "--speak-to", str(out), "--message", "Good night, my lord.", *SEEDED)
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip()
@@ -205,9 +182,7 @@ def test_speak_without_an_audio_model_still_answers(
 @pytest.fixture(scope="module")
 def speaking_server(edge_files: EdgeFiles) -> Iterator[RunningServer]:
     """A server with the tiny WaveNet as its audio model."""
-    running = start_server(edge_files.text_checkpoint, audio=edge_files.audio_checkpoint)
-    yield running
-    running.stop()
+    yield from serving(edge_files.text_checkpoint, audio=edge_files.audio_checkpoint)
 
 
 @pytest.mark.parametrize("transport", ["grpc", "ws"])
@@ -218,22 +193,8 @@ def test_speak_writes_the_reply_audio(
     from edge_client.audio import read_wav_header
 
     out = tmp_path / "reply.wav"
-    done = run_edge(
-        "chat",
-        "--server",
-        _url(speaking_server, transport),
-        "--models",
-        str(edge_files.export),
-        "--speak-to",
-        str(out),
-        "--message",
-        "Good night, my lord.",
-        "--seed",
-        "3",
-        "--max-tokens",
-        "12",
-        seconds=120,
-    )
+    args = ["--speak-to", str(out), "--message", "Good night, my lord.", "--seed", "3", "--max-tokens", "12"]
+    done = run_edge(*_chat(edge_files, _url(speaking_server, transport), *args), seconds=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip()
     assert f"wrote the spoken reply to {out}" in done.stderr
@@ -260,9 +221,7 @@ def secure_server(
     keys = tmp_path_factory.mktemp("keys") / "keys"
     keys.write_text(f"# the devices' keys\n{KEY}\nsk-another-device\n", encoding="utf-8")
     options = ["--tls-cert", str(certificates.cert), "--tls-key", str(certificates.key), "--api-key-file", str(keys)]
-    running = start_server(edge_files.text_checkpoint, options=options)
-    yield running
-    running.stop()
+    yield from serving(edge_files.text_checkpoint, options=options)
 
 
 @pytest.mark.parametrize("transport", ["grpc", "ws"])
@@ -271,22 +230,13 @@ def test_chat_over_tls_with_the_key(
 ) -> None:
     """grpcs:// and wss:// with --ca-file (the private authority) and the key from ANTIPHON_API_KEY: the server
     answers; the server's listening line said the TLS schemes."""
-    done = run_edge(
-        "chat",
-        "--server",
+    turn, _ = _json_turn(
+        edge_files,
         _url(secure_server, transport, tls=True),
         "--ca-file",
         str(certificates.ca),
-        "--models",
-        str(edge_files.export),
-        "--json",
-        "--message",
-        "Good night, my lord.",
-        *SEEDED,
         env_more={"ANTIPHON_API_KEY": KEY},
     )
-    assert done.returncode == 0, done.stderr
-    (turn,) = [json.loads(line) for line in done.stdout.splitlines()]
     assert turn["source"] == "server" and turn["text"]
     assert any(
         f"listening grpcs={secure_server.grpc} wss={secure_server.ws} https=" in line for line in secure_server.log
@@ -306,17 +256,9 @@ def test_chat_without_the_right_key_exits_2(
     """No key, or a wrong one (--api-key): one line saying so and how to give it, exit 2, no traceback, and no
     answer from the device (a refused key is not an unreachable server)."""
     url = _url(secure_server, transport, tls=True)
+    key_flags = ["--api-key", key] if key else []
     done = run_edge(
-        "chat",
-        "--server",
-        url,
-        "--ca-file",
-        str(certificates.ca),
-        "--models",
-        str(edge_files.export),
-        "--message",
-        "Good night, my lord.",
-        *(["--api-key", key] if key else []),
+        *_chat(edge_files, url, "--ca-file", str(certificates.ca), "--message", "Good night, my lord.", *key_flags)
     )
     assert done.returncode == 2
     assert done.stderr == f"antiphon-edge: error: {url}: {reason} {HINT}\n"
@@ -329,25 +271,16 @@ def test_chat_does_not_trust_a_server_another_authority_signed(
 ) -> None:
     """--ca-file of an authority that did not sign the server's certificate: the server is not trusted (the
     certificate check fails, as an unreachable server does), and the device answers."""
-    done = run_edge(
-        "chat",
-        "--server",
+    turn, _ = _json_turn(
+        edge_files,
         _url(secure_server, transport, tls=True),
         "--ca-file",
         str(certificates.other_ca),
         "--api-key",
         KEY,
-        "--models",
-        str(edge_files.export),
-        "--json",
         "--retries",
         "0",
-        "--message",
-        "Good night, my lord.",
-        *SEEDED,
     )
-    assert done.returncode == 0, done.stderr
-    (turn,) = [json.loads(line) for line in done.stdout.splitlines()]
     assert turn["source"] == "device"
     assert "CERTIFICATE_VERIFY_FAILED" in turn["note"]
 
@@ -363,8 +296,6 @@ def test_a_ca_file_it_cannot_use_exits_2(edge_files: EdgeFiles, tmp_path: Path, 
     """--ca-file with a plain-text server, or a file of no certificate: exit 2 naming the option."""
     ca = tmp_path / "ca.pem"
     ca.write_text("not a certificate\n", encoding="utf-8")
-    done = run_edge(
-        "chat", "--server", server_url, "--ca-file", str(ca), "--models", str(edge_files.export), "--message", "x"
-    )
+    done = run_edge(*_chat(edge_files, server_url, "--ca-file", str(ca), "--message", "x"))
     assert done.returncode == 2
     assert done.stderr.startswith(f"antiphon-edge: error: {message}")

@@ -13,6 +13,7 @@ from server.audio.options import AudioTrainOptions
 from server.engine.backend import BACKENDS
 from server.engine.text import ChatStyle, TextEngine, TextLimits
 from server.text.checkpoint import load_text_model
+from tests.server.helpers import started_engines
 
 PERSONAS = ("Lear", "Kent", "Fool", "Edgar")  # the speakers of the tiny corpus
 CHAT_STYLE = ChatStyle(PERSONAS, default_persona="Lear", user_speaker="Kent")
@@ -31,19 +32,14 @@ async def make_text_engine(
 ) -> AsyncIterator[Callable[..., TextEngine]]:
     """Build a started engine over the tiny model with the given limits (and ``shared``: a session store outside
     the process), once per backend; closed after the test."""
-    engines: list[TextEngine] = []
+    model, vocab = tiny_text_model
 
-    def make(shared: Any = None, **limits: Any) -> TextEngine:
-        model, vocab = tiny_text_model
+    def build(shared: Any = None, **limits: Any) -> TextEngine:
         backend = BACKENDS[request.param](model)
-        engine = TextEngine("tiny", backend, vocab, TextLimits(**limits), CHAT_STYLE, shared=shared)
-        engine.start()
-        engines.append(engine)
-        return engine
+        return TextEngine("tiny", backend, vocab, TextLimits(**limits), CHAT_STYLE, shared=shared)
 
-    yield make
-    for engine in engines:
-        await engine.close()
+    async with started_engines(build) as make:
+        yield make
 
 
 @pytest.fixture(scope="session")

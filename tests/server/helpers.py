@@ -1,8 +1,11 @@
-"""Helpers shared by the server tests: the reference loop as an oracle, and reading a stream."""
+"""Helpers shared by the server tests: the reference loop as an oracle, reading a stream, and engines started
+for a test and closed after it."""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any, Protocol, TypeVar
 
 from server.engine.streams import TextStream
 from server.sampling import SamplingParams
@@ -33,3 +36,28 @@ def reference_text(tiny_text_model: Any, prompt: str, **params: Any) -> tuple[st
 
 async def collect(stream: TextStream) -> str:
     return "".join([piece async for piece in stream])
+
+
+class _Engine(Protocol):
+    def start(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+E = TypeVar("E", bound=_Engine)
+
+
+@asynccontextmanager
+async def started_engines(build: Callable[..., E]) -> AsyncIterator[Callable[..., E]]:
+    """``make(...)``: the engine ``build(...)`` returns, started; every engine made is closed on leaving."""
+    engines: list[E] = []
+
+    def make(*args: Any, **kwargs: Any) -> E:
+        engine = build(*args, **kwargs)
+        engine.start()
+        engines.append(engine)
+        return engine
+
+    yield make
+    for engine in engines:
+        await engine.close()

@@ -19,21 +19,16 @@ from server.engine.requests import AudioRequest
 from server.engine.streams import FINISH_CANCELLED, FINISH_LENGTH, FINISH_STOP, AudioStream
 from server.errors import InvalidArgument, NotFound, ResourceExhausted, Unavailable
 from tests.conftest import timeout
+from tests.server.helpers import started_engines
 
 
 @pytest.fixture
 async def make_audio_engine(tiny_audio_checkpoint: Path) -> AsyncIterator[Callable[..., AudioEngine]]:
-    engines: list[AudioEngine] = []
+    def build(**limits: Any) -> AudioEngine:
+        return AudioEngine.from_checkpoint(tiny_audio_checkpoint, "tiny-wavenet", AudioLimits(**limits))
 
-    def make(**limits: Any) -> AudioEngine:
-        engine = AudioEngine.from_checkpoint(tiny_audio_checkpoint, "tiny-wavenet", AudioLimits(**limits))
-        engine.start()
-        engines.append(engine)
-        return engine
-
-    yield make
-    for engine in engines:
-        await engine.close()
+    async with started_engines(build) as make:
+        yield make
 
 
 async def collect(stream: AudioStream) -> np.ndarray:

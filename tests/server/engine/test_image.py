@@ -21,6 +21,7 @@ from server.engine.streams import ImageStream, Picture
 from server.errors import InvalidArgument, NotFound, ResourceExhausted, Unavailable
 from server.metrics import Metrics
 from tests.conftest import timeout
+from tests.server.helpers import started_engines
 
 MakeEngine = Callable[..., ImageEngine]
 
@@ -39,17 +40,12 @@ REQUESTS: dict[str, dict[str, Any]] = {"rbm": {"steps": 6}, "dcgan": {"label": "
 @pytest.fixture
 async def make_engine(tiny_image_models: dict[str, Path]) -> AsyncIterator[MakeEngine]:
     """``make_engine(family, **limits)``: a started engine over the family's tiny model, closed after the test."""
-    engines: list[ImageEngine] = []
 
-    def make(family: str, **limits: Any) -> ImageEngine:
-        engine = ImageEngine.from_checkpoint(tiny_image_models[family], family, ImageLimits(**limits))
-        engine.start()
-        engines.append(engine)
-        return engine
+    def build(family: str, **limits: Any) -> ImageEngine:
+        return ImageEngine.from_checkpoint(tiny_image_models[family], family, ImageLimits(**limits))
 
-    yield make
-    for engine in engines:
-        await engine.close()
+    async with started_engines(build) as make:
+        yield make
 
 
 async def frames(stream: ImageStream) -> list[Picture]:

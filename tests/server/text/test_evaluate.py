@@ -29,16 +29,23 @@ def by_hand(checkpoint: Path, text: str) -> float:
     return -sum(logp[i, ids[i + 1]].item() for i in range(len(text))) / math.log(2) / len(text)
 
 
+def eval_text(path: Path, checkpoint: Path, *flags: str) -> subprocess.CompletedProcess[str]:
+    """`antiphon eval text PATH --checkpoint CHECKPOINT FLAGS`, run to its end; stdout and stderr as text."""
+    return subprocess.run(
+        [sys.executable, "-m", "server.cli", "eval", "text", str(path), "--checkpoint", str(checkpoint), *flags],
+        capture_output=True,
+        text=True,
+        timeout=timeout(60),
+        check=False,
+    )
+
+
 def test_eval_command_matches_the_value_computed_by_hand(tiny_text_checkpoint: Path, tmp_path: Path) -> None:
     """`antiphon eval text FILE --json` reports the hand-computed bits/char, newlines and unknowns included."""
     text = "Kent.\nThe king is come, Zounds!\n\nLear.\nGood night.\n"  # 'Z' and '!' are outside the vocabulary
     path = tmp_path / "known.txt"
     path.write_text(text, encoding="utf-8")
-    result = subprocess.run(
-        [sys.executable, "-m", "server.cli", "eval", "text", str(path), "--checkpoint", str(tiny_text_checkpoint),
-         "--device", "cpu", "--json"],
-        capture_output=True, text=True, timeout=timeout(60), check=False,
-    )  # fmt: skip
+    result = eval_text(path, tiny_text_checkpoint, "--device", "cpu", "--json")
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report["chars"] == len(text)
@@ -68,10 +75,7 @@ def test_streamed_estimate_is_close_to_the_exact_value(tiny_text_checkpoint: Pat
 def test_eval_of_a_missing_file_exits_2_naming_it(tiny_text_checkpoint: Path, tmp_path: Path) -> None:
     """A missing FILE is a usage error that names the file."""
     missing = tmp_path / "nope.txt"
-    result = subprocess.run(
-        [sys.executable, "-m", "server.cli", "eval", "text", str(missing), "--checkpoint", str(tiny_text_checkpoint)],
-        capture_output=True, text=True, timeout=timeout(60), check=False,
-    )  # fmt: skip
+    result = eval_text(missing, tiny_text_checkpoint)
     assert result.returncode == 2
     assert f"FILE: {missing} does not exist" in result.stderr
 
@@ -81,10 +85,7 @@ def test_eval_with_a_missing_checkpoint_exits_1(tmp_path: Path) -> None:
     path = tmp_path / "t.txt"
     path.write_text("hello", encoding="utf-8")
     missing = tmp_path / "no.safetensors"
-    result = subprocess.run(
-        [sys.executable, "-m", "server.cli", "eval", "text", str(path), "--checkpoint", str(missing)],
-        capture_output=True, text=True, timeout=timeout(60), check=False,
-    )  # fmt: skip
+    result = eval_text(path, missing)
     assert result.returncode == 1
     assert "does not exist" in result.stderr
     assert "Traceback" not in result.stderr

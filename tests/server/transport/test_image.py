@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import io
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,11 +20,12 @@ from PIL import Image
 from server.app import Server
 from server.engine.image import ImageEngine, ImageLimits
 from tests.conftest import timeout
-from tests.server.transport.clients import Failure, GrpcClient, WebSocketClient
+from tests.server.transport.clients import Failure, GrpcClient
 from tests.server.transport.conftest import TRANSPORTS
 
 StartServer = Callable[..., Any]
 Connect = Callable[..., Any]
+OpenClient = Callable[..., Awaitable[Any]]
 
 
 @pytest.fixture
@@ -42,19 +43,14 @@ def start_image_server(
 
 
 @pytest.fixture
-async def connect() -> AsyncIterator[Connect]:
-    clients: list[Any] = []
+def image_client(start_image_server: StartServer, connect: Connect) -> OpenClient:
+    """``await image_client(transport, *families, **limits)``: a client over ``transport`` of a server that
+    ``start_image_server(*families, **limits)`` started."""
 
-    async def open_client(server: Server, transport: str) -> GrpcClient | WebSocketClient:
-        client: Any = GrpcClient(server.grpc_address) if transport == "grpc" else None
-        if client is None:
-            client = await WebSocketClient.open(server.ws_address)
-        clients.append(client)
-        return client
+    async def open_client(transport: str, *families: str, **limits: Any) -> Any:
+        return await connect(await start_image_server(*families, **limits), transport)
 
-    yield open_client
-    for client in clients:
-        await client.close()
+    return open_client
 
 
 def png(width: int = 30, height: int = 20) -> bytes:
@@ -70,12 +66,9 @@ def pixels(data: bytes) -> np.ndarray:
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
-async def test_frames_stream_as_the_chain_runs(
-    transport: str, start_image_server: StartServer, connect: Connect
-) -> None:
+async def test_frames_stream_as_the_chain_runs(transport: str, image_client: OpenClient) -> None:
     """An RBM chain of 5 steps, every 2nd frame: steps 0, 2, 4 as 8x8 grey PNGs, the last final; usage counts."""
-    server = await start_image_server("rbm")
-    client = await connect(server, transport)
+    client = await image_client(transport, "rbm")
     result = await asyncio.wait_for(client.generate_image("rbm", seed=4, steps=5, frame_every=2).finish(), timeout(30))
     assert [(f["step"], f["final"]) for f in result.images] == [(0, False), (2, False), (4, True)]
     assert {(f["width"], f["height"], f["channels"], f["encoding"]) for f in result.images} == {(8, 8, 1, "png")}
@@ -84,10 +77,9 @@ async def test_frames_stream_as_the_chain_runs(
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
-async def test_raw8_carries_the_png_pixels(transport: str, start_image_server: StartServer, connect: Connect) -> None:
+async def test_raw8_carries_the_png_pixels(transport: str, image_client: OpenClient) -> None:
     """RAW8 frames are the PNG frames' pixels, row by row."""
-    server = await start_image_server("dcgan")
-    client = await connect(server, transport)
+    client = await image_client(transport, "dcgan")
     as_png = await asyncio.wait_for(client.generate_image(seed=3, label="7").finish(), timeout(30))
     raw = await asyncio.wait_for(client.generate_image(seed=3, label="7", encoding="raw8").finish(), timeout(30))
     assert raw.images[0]["encoding"] == "raw8" and len(raw.images[0]["data"]) == 64
@@ -119,10 +111,9 @@ async def test_same_seed_same_png_bytes_alone_or_batched(
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
-async def test_deep_dream_on_a_png(transport: str, start_image_server: StartServer, connect: Connect) -> None:
+async def test_deep_dream_on_a_png(transport: str, image_client: OpenClient) -> None:
     """Deep Dream reads base_image and its dream settings; its frames are the dream's side."""
-    server = await start_image_server("evaluator", dream_size=32)
-    client = await connect(server, transport)
+    client = await image_client(transport, "evaluator", dream_size=32)
     stream = client.generate_image(seed=1, steps=2, base_image=png(), dream={"target": "Sneaker", "octaves": 1})
     result = await asyncio.wait_for(stream.finish(), timeout(30))
     assert [f["step"] for f in result.images] == [0, 1]
@@ -147,24 +138,19 @@ async def test_bad_image_requests_name_the_field(
     fields: dict[str, Any],
     code: str,
     field: str,
-    start_image_server: StartServer,
-    connect: Connect,
+    image_client: OpenClient,
 ) -> None:
     """Every transport answers a bad field with the engine's status and message."""
-    server = await start_image_server(family)
-    client = await connect(server, transport)
+    client = await image_client(transport, family)
     with pytest.raises(Failure) as caught:
         await asyncio.wait_for(client.generate_image(**fields).finish(), timeout(30))
     assert caught.value.code == code and caught.value.message.startswith(f"{field}: ")
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
-async def test_no_image_model_is_unimplemented(
-    transport: str, start_image_server: StartServer, connect: Connect
-) -> None:
+async def test_no_image_model_is_unimplemented(transport: str, image_client: OpenClient) -> None:
     """A server without image models answers UNIMPLEMENTED, naming the option that serves them."""
-    server = await start_image_server()
-    client = await connect(server, transport)
+    client = await image_client(transport)
     with pytest.raises(Failure) as caught:
         await asyncio.wait_for(client.generate_image(seed=1).finish(), timeout(30))
     assert caught.value.code == "UNIMPLEMENTED" and "--image-checkpoints" in caught.value.message
@@ -190,10 +176,9 @@ async def test_cancel_frees_the_slot(transport: str, start_image_server: StartSe
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
-async def test_image_models_are_listed(transport: str, start_image_server: StartServer, connect: Connect) -> None:
+async def test_image_models_are_listed(transport: str, image_client: OpenClient) -> None:
     """ListModels and list_models describe each image model: family, side, classes, limits, the default."""
-    server = await start_image_server("dcgan", "evaluator")
-    client = await connect(server, transport)
+    client = await image_client(transport, "dcgan", "evaluator")
     listed = await client.list_image_models()
     assert [(m["id"], m["is_default"], m["family"], m["image_size"]) for m in listed] == [
         ("dcgan", True, "dcgan", 8),

@@ -10,19 +10,27 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from websockets.asyncio.client import connect
+from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from tests.conftest import timeout
 from tests.server.helpers import reference_text
 
 StartServer = Callable[..., Any]
+LONG = json.dumps({"type": "generate", "id": "a", "sampling": {"max_tokens": 2000}})  # outlasts the test
 
 
 async def _roundtrip(address: str, frame: str) -> dict[str, Any]:
     async with connect(f"ws://{address}/") as ws:
         await ws.send(frame)
         return json.loads(await asyncio.wait_for(ws.recv(), timeout(5)))
+
+
+async def _first_frame_after_the_tokens(ws: ClientConnection) -> dict[str, Any]:
+    """Read the token frames as they come; the first frame of another type."""
+    while (frame := json.loads(await asyncio.wait_for(ws.recv(), timeout(5))))["type"] == "token":
+        pass
+    return frame
 
 
 async def test_healthz(start_server: StartServer) -> None:
@@ -87,11 +95,10 @@ async def test_overloaded_error_frame_has_a_reason(start_server: StartServer) ->
     """The overload error frame is RESOURCE_EXHAUSTED with reason "overloaded"."""
     server = await start_server(max_streams=1, max_waiting=0)
     async with connect(f"ws://{server.ws_address}/") as ws:
-        await ws.send(json.dumps({"type": "generate", "id": "a", "sampling": {"max_tokens": 2000}}))
+        await ws.send(LONG)
         assert json.loads(await ws.recv())["type"] == "token"
         await ws.send(json.dumps({"type": "generate", "id": "b"}))
-        while (frame := json.loads(await asyncio.wait_for(ws.recv(), timeout(5))))["type"] == "token":
-            pass
+        frame = await _first_frame_after_the_tokens(ws)
     assert [frame] == [
         {
             "type": "error",
@@ -156,10 +163,9 @@ async def test_duplicate_running_id_is_rejected(start_server: StartServer) -> No
     """An id still running on the connection cannot be reused."""
     server = await start_server()
     async with connect(f"ws://{server.ws_address}/") as ws:
-        await ws.send(json.dumps({"type": "generate", "id": "a", "sampling": {"max_tokens": 2000}}))
+        await ws.send(LONG)
         await ws.send(json.dumps({"type": "generate", "id": "a"}))
-        while (frame := json.loads(await asyncio.wait_for(ws.recv(), timeout(5))))["type"] == "token":
-            pass
+        frame = await _first_frame_after_the_tokens(ws)
     assert frame == {
         "type": "error",
         "id": "a",
@@ -206,7 +212,7 @@ async def test_how_a_client_left_is_one_info_line(
     server = await start_server(settings={"ws_max_message_bytes": 2048})
     caplog.set_level("INFO", logger="server.transport.websocket")
     ws = await connect(f"ws://{server.ws_address}/")
-    await ws.send(json.dumps({"type": "generate", "id": "a", "sampling": {"max_tokens": 2000}}))
+    await ws.send(LONG)
     await ws.recv()
     if how == "oversized":
         await ws.send("x" * 4096)
@@ -233,7 +239,7 @@ async def test_disconnect_frees_the_slots(start_server: StartServer) -> None:
     server = await start_server()
     engine = server.engines[0]
     async with connect(f"ws://{server.ws_address}/") as ws:
-        await ws.send(json.dumps({"type": "generate", "id": "a", "sampling": {"max_tokens": 2000}}))
+        await ws.send(LONG)
         await ws.recv()
         assert engine.live_streams == 1
     await asyncio.wait_for(engine.wait_until(lambda: engine.live_streams == 0), timeout(5))
