@@ -5,10 +5,11 @@ as server-sent events, cancelled when their client goes away.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from typing import Any
 
 from starlette.requests import Request
@@ -64,18 +65,24 @@ class Endpoints:
         except ValueError:
             raise InvalidArgument("body", "is not valid JSON") from None
 
-    async def _pieces(self, stream: Any) -> AsyncIterator[Any]:
-        """The stream's pieces; leaving early (the client went away) cancels it."""
+    async def _pieces(self, stream: Any, gap_s: float = 0.0) -> AsyncGenerator[Any, None]:
+        """The stream's pieces; leaving early (the client went away) cancels it. With ``gap_s``, each piece after
+        the first is read at least ``gap_s`` after the one before: what the engine made meanwhile comes as one."""
         try:
             async for piece in stream:
                 yield piece
+                if gap_s and not stream.done:
+                    await asyncio.sleep(gap_s)
         finally:
             stream.cancel()
 
-    async def _stream_events(self, stream: Any, request_id: str, encode: Callable[[Any], str]) -> AsyncIterator[str]:
-        """Each piece encoded; an engine error after the headers went out is an ``error`` event, as OpenAI sends."""
+    async def _stream_events(
+        self, stream: Any, request_id: str, encode: Callable[[Any], str], gap_s: float = 0.0
+    ) -> AsyncIterator[str]:
+        """Each piece encoded (``gap_s``: see :meth:`_pieces`); an engine error after the headers went out is an
+        ``error`` event, as OpenAI sends."""
         try:
-            async for piece in self._pieces(stream):
+            async for piece in self._pieces(stream, gap_s):
                 yield encode(piece)
         except AntiphonError as exc:
             log.info("request %s failed: %s %s", request_id, exc.code.upper(), exc)
