@@ -31,6 +31,7 @@ import torch
 
 from server.checkpoint import read_meta
 from server.image.evaluate import evaluate_generator, evaluate_rbm, evaluate_vae, mixture_baseline, nll_gain
+from server.image.sampling import LATENT_SCALE
 
 AGREEMENT_BAR = 0.95  # of the real test images' share
 NLL_BAR = 0.10  # lower than the baseline by this share
@@ -48,7 +49,13 @@ def generator_rows(
         saved: dict[str, Any] = (meta.get("metrics") or {}).get("quality") or {}
         judge = judges.get(dataset)
         count = min(samples, meta["data"]["test"])  # no more samples than real test images
-        alike = bool(saved) and saved["samples"] == count and (judge is None or meta.get("judge") == judge.name)
+        scale = LATENT_SCALE[family]  # figures measured at another latent scale are not the served model's
+        alike = (
+            bool(saved)
+            and saved["samples"] == count
+            and saved.get("latent_scale", 1.0) == scale
+            and (judge is None or meta.get("judge") == judge.name)
+        )
         report: dict[str, Any] = (
             saved if alike and not recompute else evaluate_generator(path, judge, samples).to_dict()
         )

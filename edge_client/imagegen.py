@@ -3,7 +3,8 @@
 A generator (manifest kind ``image_generator``: the DCGAN's generator, the VAE's decoder) maps a latent ``z``
 (1, Z), and for a class-conditional one a class index ``label`` (1,) int32, to ``images`` (1, H, W) float32 in
 [0, 1] (0 black). The latent of a seed is the first Z standard normals of ``np.random.default_rng(seed)``, as
-float32: what the server's sampler draws (``server.image.sampling.LatentSampler.latents``), so the same seed and
+float32, times the manifest's ``latent_scale`` (0.7 for the DCGAN): what the server's sampler draws
+(``server.image.sampling.seed_latents``), so the same seed and
 class give the server's image (NumPy's PCG64 normals are the same on NumPy 1 and 2; tested against torch's images).
 
 The discriminator (kind ``image_discriminator``) maps ``images`` (1, H, W) in [0, 1] to ``logits`` (1, K): its
@@ -27,9 +28,11 @@ SEED_MAX = 2**63 - 1
 VERDICTS = ("real", "generated")
 
 
-def latents(seeds: Sequence[int], latent: int) -> np.ndarray:
-    """Each seed's latent (N, Z) float32: its own generator's first Z standard normals (the server's draw)."""
-    return np.stack([np.random.default_rng(s).standard_normal(latent).astype(np.float32) for s in seeds])
+def latents(seeds: Sequence[int], latent: int, scale: float = 1.0) -> np.ndarray:
+    """Each seed's latent (N, Z) float32: its own generator's first Z standard normals times the model's latent
+    scale (the server's draw, ``server.image.sampling.seed_latents``)."""
+    z = np.stack([np.random.default_rng(s).standard_normal(latent).astype(np.float32) for s in seeds])
+    return z * np.float32(scale)
 
 
 def _key(name: str) -> str:
@@ -72,6 +75,7 @@ class ImageGenerator:
             raise InvalidArgument("--model", f"{model.name!r} is a model of kind {kind}, not an image generator")
         self.model = model
         self.latent = _entry_int(model, "latent")
+        self.latent_scale = float(model.entry.get("latent_scale", 1.0))  # manifests before it was recorded: 1
         self.image_size = _entry_int(model, "image_size")
         self.labels = [str(v) for v in model.entry.get("labels") or []]
         self.conditional = bool(model.entry.get("conditional", bool(self.labels)))
@@ -94,7 +98,7 @@ class ImageGenerator:
         for seed in seeds:
             if not 0 <= seed <= SEED_MAX:
                 raise InvalidArgument("--seed", f"each seed must be in [0, 2**63), got {seed}")
-        z = latents(seeds, self.latent)  # (N, Z)
+        z = latents(seeds, self.latent, self.latent_scale)  # (N, Z)
         out = []
         for row in z:
             args = [row[None]]

@@ -15,17 +15,11 @@ from torch import nn
 
 from export.specs import ExportSpec, Inputs, batches_of_one
 from server.errors import InvalidArgument
+from server.image.sampling import LATENT_SCALE, seed_latents
 
 IMAGE_SAMPLES = 1000  # the evaluation set of an image model: seeds (and classes) of a generator, images of a critic
 PIXELS = "float32 in [0, 1], 0 black and 1 white (the data's light garment or stroke on black), row-major (H, W)"
 VERDICTS = ["real", "generated"]
-
-
-def image_latents(seeds: range | list[int], latent: int) -> np.ndarray:
-    """Each seed's latent (N, Z) float32: its own ``np.random.default_rng(seed)``'s first Z standard normals, as
-    :meth:`server.image.sampling.LatentSampler.latents` draws them (and the edge client: the same seed, the same
-    image)."""
-    return np.stack([np.random.default_rng(s).standard_normal(latent).astype(np.float32) for s in seeds])
 
 
 def _judge_labeler(judge_path: Path) -> Callable[[list[list[np.ndarray]]], np.ndarray]:
@@ -41,8 +35,10 @@ def _judge_labeler(judge_path: Path) -> Callable[[list[list[np.ndarray]]], np.nd
     return labeler
 
 
-def _latent_inputs(latent: int, classes: int, seeds: range | list[int], asked: np.ndarray | None) -> list[Inputs]:
-    z = image_latents(seeds, latent)
+def _latent_inputs(
+    latent: int, scale: float, classes: int, seeds: range | list[int], asked: np.ndarray | None
+) -> list[Inputs]:
+    z = seed_latents(seeds, latent, scale)
     if not classes:
         return batches_of_one(z)
     assert asked is not None
@@ -56,6 +52,7 @@ def _image_generator_spec(
     family: str,
     image_size: int,
     latent: int,
+    latent_scale: float,
     labels: list[str],
     judge: Path,
     seed: int,
@@ -89,10 +86,10 @@ def _image_generator_spec(
         module=module.eval(),
         input_names=("z", "label") if classes else ("z",),
         output_names=("images",),
-        real_inputs=_latent_inputs(latent, classes, seeds, asked),
+        real_inputs=_latent_inputs(latent, latent_scale, classes, seeds, asked),
         random_inputs=drawn(n_random),
         targets=asked,
-        calibration=_latent_inputs(latent, classes, calib_seeds, calib_asked),
+        calibration=_latent_inputs(latent, latent_scale, classes, calib_seeds, calib_asked),
         labeler=_judge_labeler(judge),
         float_scope=float_scope,
         float_tail="to_pixels",
@@ -102,10 +99,12 @@ def _image_generator_spec(
             "conditional": bool(classes),
             "labels": labels,
             "latent": latent,
+            "latent_scale": latent_scale,
             "image_size": image_size,
             "pixels": PIXELS,
-            "latent_noise": "z: np.random.default_rng(seed).standard_normal(latent) as float32, one generator per "
-            "image (the server's LatentSampler draws the same: the same seed and class give the same image)",
+            "latent_noise": "z: np.random.default_rng(seed).standard_normal(latent) as float32 times latent_scale, "
+            "one generator per image (the server's LatentSampler draws the same: the same seed and class give the "
+            "same image)",
             "input": f"z: (1, {latent}) float32 standard normal latent"
             + ("; label: (1,) int32 class index into labels" if classes else ""),
             "output": f"images: (1, {image_size}, {image_size}) {output}",
@@ -143,6 +142,7 @@ def dcgan_generator_spec(
         "dcgan",
         config.image_size,
         config.latent,
+        LATENT_SCALE["dcgan"],
         labels,
         _judge_path(judge, meta),
         seed,
@@ -173,13 +173,15 @@ def vae_decoder_spec(
     vae = model.vae if isinstance(model, VAEGAN) else model
     if not hasattr(vae, "decode"):
         raise InvalidArgument("vae_checkpoint", f"{checkpoint} holds a {meta.get('kind')!r} model, not a VAE")
+    family = "vaegan" if isinstance(model, VAEGAN) else "vae"
     return _image_generator_spec(
         "vae_decoder",
         checkpoint,
         LatentDecoder(vae),
-        "vaegan" if isinstance(model, VAEGAN) else "vae",
+        family,
         vae.config.image_size,
         vae.config.latent,
+        LATENT_SCALE[family],
         [],
         _judge_path(judge, meta),
         seed,
@@ -237,7 +239,7 @@ def dcgan_discriminator_spec(
 
     @torch.no_grad()
     def generate(seeds: range | list[int], asked: np.ndarray) -> np.ndarray:
-        z = torch.from_numpy(image_latents(seeds, config.latent))
+        z = torch.from_numpy(seed_latents(seeds, config.latent, LATENT_SCALE["dcgan"]))  # the served fakes
         lab = torch.from_numpy(asked) if classes else None
         return model.generator(z, lab).numpy()  # (N, H, W)
 

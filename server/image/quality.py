@@ -18,7 +18,7 @@ labelled so wherever they are reported, and every figure has its real-data refer
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -143,6 +143,7 @@ class QualityReport:
     nearest_train_test: float  # ... of a real test image to its nearest training image
     class_agreement: float | None = None  # share of samples classified as the asked class
     class_agreement_real: float | None = None  # share of real test images classified as their own class
+    latent_scale: float = 1.0  # the sampler's (server.image.sampling.LATENT_SCALE)
 
     def to_dict(self) -> dict[str, Any]:
         return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in asdict(self).items()}
@@ -198,7 +199,8 @@ def measure_generator(
     from server.image.sampling import sample_many
 
     generated, asked = sample_many(sampler, min(samples, len(test)), first_seed)
-    return measure(judge, generated, train.images, test.images, asked, test.labels)
+    report = measure(judge, generated, train.images, test.images, asked, test.labels)
+    return replace(report, latent_scale=sampler.latent_scale)
 
 
 def resolve_judge(path: Path | None, dataset: str) -> Path | None:

@@ -68,14 +68,15 @@ def test_latents_are_numpys_default_rng_normals() -> None:
 
 
 def test_a_conditional_generator_feeds_each_seeds_latent_and_the_class() -> None:
-    """One call per seed with (z (1, Z), label (1,) int32); images clipped to [0, 1]; --class is required."""
+    """One call per seed with (z (1, Z) at the manifest's latent scale, label (1,) int32); images clipped to [0, 1];
+    --class is required."""
     runner = FixedRunner(np.full((1, 4, 4), 1.5, np.float32), [])
-    entry = {"kind": "image_generator", "latent": 8, "image_size": 4, "labels": LABELS, "conditional": True}
-    generator = ImageGenerator(_model(entry, runner))
+    entry = {"kind": "image_generator", "latent": 8, "latent_scale": 0.7, "image_size": 4, "labels": LABELS}
+    generator = ImageGenerator(_model({**entry, "conditional": True}, runner))
     images = generator.generate([1, 2], generator.label("Ankle boot"))
     assert images.shape == (2, 4, 4) and images.max() == 1.0
     (z, label), _ = runner.calls
-    np.testing.assert_array_equal(z, latents([1], 8))
+    np.testing.assert_array_equal(z, latents([1], 8) * np.float32(0.7))
     assert label.dtype == np.int32 and label.tolist() == [2]
     with pytest.raises(InvalidArgument, match="--class: m is class-conditional: give one of 0 T-shirt/top"):
         generator.label(None)

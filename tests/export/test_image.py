@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from export.image_specs import dcgan_discriminator_spec, dcgan_generator_spec, image_latents, vae_decoder_spec
+from export.image_specs import dcgan_discriminator_spec, dcgan_generator_spec, vae_decoder_spec
 from export.parity import max_abs_difference
 from export.runtime import open_runner
 from export.specs import ExportSpec
@@ -109,11 +109,14 @@ def test_discriminator_is_described(exported_images: Exported) -> None:
 
 
 def test_latents_are_the_servers_and_the_edges() -> None:
-    """The export, the server's sampler and the edge client draw the same latent from a seed."""
+    """The server's sampler and the edge client draw the same latent from a seed: its standard normals times the
+    family's latent scale (0.7 for the DCGAN), which the manifest carries."""
     from edge_client.imagegen import latents
     from server.image.sampling import open_sampler
 
     seeds = [0, 1, 12345, 2**63 - 1]
     sampler = open_sampler(DCGAN_CHECKPOINT)
-    np.testing.assert_array_equal(image_latents(seeds, 64), sampler.latents(seeds))
-    np.testing.assert_array_equal(latents(seeds, 64), sampler.latents(seeds))
+    assert sampler.latent_scale == 0.7
+    normals = np.stack([np.random.default_rng(s).standard_normal(64).astype(np.float32) for s in seeds])
+    np.testing.assert_array_equal(sampler.latents(seeds), normals * np.float32(0.7))
+    np.testing.assert_array_equal(latents(seeds, 64, sampler.latent_scale), sampler.latents(seeds))
