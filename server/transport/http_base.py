@@ -9,6 +9,7 @@ import asyncio
 import itertools
 import json
 import logging
+import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from typing import Any
 
@@ -67,12 +68,18 @@ class Endpoints:
 
     async def _pieces(self, stream: Any, gap_s: float = 0.0) -> AsyncGenerator[Any, None]:
         """The stream's pieces; leaving early (the client went away) cancels it. With ``gap_s``, each piece after
-        the first is read at least ``gap_s`` after the one before: what the engine made meanwhile comes as one."""
+        the first is read up to ``gap_s`` after the one before, so what the engine made meanwhile comes as one; a
+        stream that would fill half its buffer sooner, at the rate its last piece came, is read then instead (the
+        engine pauses a full stream)."""
         try:
+            read_at = time.monotonic()
             async for piece in stream:
                 yield piece
                 if gap_s and not stream.done:
-                    await asyncio.sleep(gap_s)
+                    now = time.monotonic()
+                    rate = len(piece) / max(now - read_at, 1e-3)  # units a second, lately
+                    read_at = now
+                    await asyncio.sleep(min(gap_s, stream.capacity / 2 / rate))
         finally:
             stream.cancel()
 

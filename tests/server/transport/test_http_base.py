@@ -12,12 +12,12 @@ from server.metrics import Recorder
 from server.transport.http_base import Endpoints
 
 
-async def read_with_gap(gap_s: float) -> list[str]:
-    """The pieces read from a stream that gets "a", then "b" and "c" 10 and 20 ms after "a" was read."""
+async def read_with_gap(gap_s: float, first: str = "a", capacity: int = 1000) -> list[str]:
+    """The pieces read from a stream that gets ``first``, then "b" and "c" 10 and 20 ms after it was read."""
     loop = asyncio.get_running_loop()
-    stream = TextStream(capacity=1000, wake=lambda: None)
+    stream = TextStream(capacity=capacity, wake=lambda: None)
     pieces = Endpoints(cast(Any, None), Recorder())._pieces(stream, gap_s)
-    stream.push("a")
+    stream.push(first)
     read = [await anext(pieces)]
     loop.call_later(0.01, stream.push, "b")
     loop.call_later(0.02, stream.push, "c")
@@ -33,6 +33,12 @@ async def test_pieces_made_during_the_gap_come_as_one() -> None:
 
 async def test_without_a_gap_each_piece_comes_as_made() -> None:
     assert await read_with_gap(0.0) == ["a", "b", "c"]
+
+
+async def test_a_stream_filling_its_buffer_is_read_sooner() -> None:
+    """A piece that filled the buffer at once says the stream would fill it again before the gap ends: the next is
+    read as soon as it comes, and the gap grows back as the stream slows."""
+    assert await read_with_gap(0.05, first="abcdefgh", capacity=8) == ["abcdefgh", "b", "c"]
 
 
 @pytest.mark.parametrize("gap_s", [0.0, 0.05])
