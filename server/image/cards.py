@@ -93,7 +93,25 @@ def _quality_rows(metrics: dict[str, Any]) -> list[tuple[str, str]]:
                 f"{q['class_agreement_real']:.2%})",
             )
         )
+    rows.append(("samples drawn at", f"latent scale {q.get('latent_scale', 1.0):g} (z = scale x a standard normal)"))
     return rows
+
+
+def _served_scale_row(info: dict[str, Any], family: str) -> list[tuple[str, str]]:
+    """Where the family is served at another latent scale than its card's figures were measured at."""
+    from server.image.sampling import LATENT_SCALE
+
+    measured = ((info["metrics"].get("quality") or {}).get("latent_scale")) or 1.0
+    served = LATENT_SCALE[family]
+    if measured == served:
+        return []
+    return [
+        (
+            "served at",
+            f"latent scale {served:g}: `antiphon eval {family}` and `benchmarks/image_quality.py --recompute` measure "
+            "it (benchmarks/RESULTS.md)",
+        )
+    ]
 
 
 def evaluator_card(info: dict[str, Any]) -> ModelCard:
@@ -153,6 +171,7 @@ def dcgan_card(info: dict[str, Any]) -> ModelCard:
         *_run_rows(info),
         ("training", training),
         *_quality_rows(info["metrics"]),
+        *_served_scale_row(info, "dcgan"),
         ("created", info["created"]),
     ]
     return ModelCard("DCGAN", command("dcgan", opts), info["antiphon_version"], rows)
