@@ -59,6 +59,13 @@ def resolve_class(labels: Sequence[str], value: str | None, flag: str = "--class
     return matches[0]
 
 
+def _require_kind(model: Model, kind: str, what: str) -> None:
+    """InvalidArgument naming ``--model`` unless the manifest says ``model`` is of ``kind`` (``what``, in words)."""
+    found = model.entry.get("kind")
+    if found != kind:
+        raise InvalidArgument("--model", f"{model.name!r} is a model of kind {found}, not {what}")
+
+
 def _entry_int(model: Model, key: str) -> int:
     value = model.entry.get(key)
     if not isinstance(value, int) or value < 1:
@@ -70,9 +77,7 @@ class ImageGenerator:
     """A latent generator of the manifest: ``generate(seeds, label)`` -> images (N, H, W) float32 in [0, 1]."""
 
     def __init__(self, model: Model) -> None:
-        kind = model.entry.get("kind")
-        if kind != "image_generator":
-            raise InvalidArgument("--model", f"{model.name!r} is a model of kind {kind}, not an image generator")
+        _require_kind(model, "image_generator", "an image generator")
         self.model = model
         self.latent = _entry_int(model, "latent")
         self.latent_scale = float(model.entry.get("latent_scale", 1.0))  # manifests before it was recorded: 1
@@ -131,9 +136,7 @@ class RealnessJudge:
     """The GAN discriminator of the manifest: ``judge(image, label)`` -> real or generated."""
 
     def __init__(self, model: Model) -> None:
-        kind = model.entry.get("kind")
-        if kind != "image_discriminator":
-            raise InvalidArgument("--model", f"{model.name!r} is a model of kind {kind}, not an image discriminator")
+        _require_kind(model, "image_discriminator", "an image discriminator")
         self.model = model
         self.image_size = _entry_int(model, "image_size")
         self.labels = [str(v) for v in model.entry.get("labels") or []]

@@ -337,11 +337,11 @@ class ImageRequest:
             raise InvalidArgument("steps", f"{limit} {info.max_steps}, got {steps} x {octaves}")
         if not self.base_image:
             raise InvalidArgument("base_image", "Deep Dream needs an image to dream on (PNG bytes)")
-        base = decode_png(self.base_image, "base_image")
+        base = decode_image(self.base_image, "base_image")
         return ImagePlan(DREAM, self.seed, None, steps, steps * octaves, every, None, base, layer, target, octaves)
 
 
-def decode_png(data: bytes, field: str) -> np.ndarray:
+def decode_image(data: bytes, field: str) -> np.ndarray:
     """PNG (or JPEG, as uploads to OpenAI's image edits come) bytes as a grey image (H, W) float32 in [0, 1];
     InvalidArgument naming ``field`` for anything else."""
     try:

@@ -90,9 +90,8 @@ LATENT_SCALE = {"dcgan": 0.7, "vae": 1.0, "vaegan": 1.0}
 def seed_latents(seeds: Sequence[int], latent: int, scale: float) -> np.ndarray:
     """Each seed's latent (N, Z) float32: the first Z standard normals of ``np.random.default_rng(seed)`` as float32,
     times ``scale`` (in float32). The edge client draws the same (``edge_client.imagegen.latents``)."""
-    return np.stack([np.random.default_rng(s).standard_normal(latent).astype(np.float32) for s in seeds]) * np.float32(
-        scale
-    )
+    normals = np.stack([np.random.default_rng(s).standard_normal(latent).astype(np.float32) for s in seeds])
+    return normals * np.float32(scale)
 
 
 class LatentSampler:
