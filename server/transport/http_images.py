@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import replace
 
+from starlette.datastructures import Headers
+from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
@@ -29,6 +31,8 @@ from server.transport.pictures import PNG, encode_picture
 
 MAX_UPLOAD_BYTES = 4 * 1024 * 1024  # an image edit's whole form: a 1024 x 1024 photo fits
 MAX_DRAIN_BYTES = 4 * MAX_UPLOAD_BYTES  # an upload over the limit is read this far, so its client reads the 413
+MAX_FORM_FILES = 4  # an image edit's files: the image (OpenAI's SDKs may send it as image[])
+MAX_FORM_FIELDS = 32  # its text fields: the request's own and antiphon's
 
 
 class ImageRoutes(Endpoints):
@@ -68,7 +72,7 @@ class ImageRoutes(Endpoints):
             body = await self._upload(request)
             if body is None:
                 return self._too_large(request, request_id)
-            fields, files = await openai.multipart_form(request.headers, body)
+            fields, files = await multipart_form(request.headers, body)
             edit = openai.edit_request(fields, files)
             names["dream.target"] = edit.target_field
             wanted = edit.images
@@ -176,3 +180,31 @@ class ImageRoutes(Endpoints):
 
 def _png64(picture: Picture) -> str:
     return base64.b64encode(encode_picture(picture, PNG)).decode("ascii")
+
+
+async def multipart_form(headers: Headers, body: bytes) -> tuple[dict[str, str], dict[str, list[bytes]]]:
+    """A multipart/form-data body's text fields and files (by field name), as OpenAI's SDKs and browsers send
+    them; read by Starlette's parser (python-multipart)."""
+    kind = headers.get("content-type", "").partition(";")[0].strip().lower()
+    if kind != "multipart/form-data":
+        raise InvalidArgument("body", "must be multipart/form-data: the image file and the form's fields")
+
+    async def chunks() -> AsyncGenerator[bytes, None]:
+        yield body
+
+    parser = MultiPartParser(headers, chunks(), max_files=MAX_FORM_FILES, max_fields=MAX_FORM_FIELDS)
+    try:
+        form = await parser.parse()
+    except MultiPartException as exc:
+        raise InvalidArgument("body", f"is not a readable multipart/form-data body: {exc.message}") from None
+    fields: dict[str, str] = {}
+    files: dict[str, list[bytes]] = {}
+    try:
+        for name, value in form.multi_items():
+            if isinstance(value, str):
+                fields[name] = value
+            else:
+                files.setdefault(name, []).append(await value.read())
+    finally:
+        await form.close()
+    return fields, files

@@ -8,12 +8,8 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from typing import Any
-
-from starlette.datastructures import Headers
-from starlette.formparsers import MultiPartException, MultiPartParser
 
 from server.engine.requests import Conversation, Message, SamplingOptions, TextModelInfo
 from server.engine.streams import TextStream
@@ -43,9 +39,6 @@ IGNORED = ("user", "metadata", "store", "service_tier", "stream")
 CHAT_FIELDS = {"model", "messages", "stream_options", *SAMPLING_FIELDS, *NEUTRAL, *IGNORED}
 COMPLETION_FIELDS = {"model", "prompt", "stream_options", *SAMPLING_FIELDS, *NEUTRAL, *IGNORED}
 MAX_STOP = 4  # OpenAI's own limit
-
-MAX_FORM_FILES = 4  # an image edit's files: the image (OpenAI's SDKs may send it as image[])
-MAX_FORM_FIELDS = 32  # its text fields: the request's own and antiphon's
 
 
 def model_ids(info: TextModelInfo) -> list[str]:
@@ -438,34 +431,6 @@ def form_boolean(text: str, name: str) -> bool:
     if folded not in ("", "true", "false"):
         raise InvalidArgument(name, f"must be true or false, got {json.dumps(text)}")
     return folded == "true"
-
-
-async def multipart_form(headers: Headers, body: bytes) -> tuple[dict[str, str], dict[str, list[bytes]]]:
-    """A multipart/form-data body's text fields and files (by field name), as OpenAI's SDKs and browsers send
-    them; read by Starlette's parser (python-multipart)."""
-    kind = headers.get("content-type", "").partition(";")[0].strip().lower()
-    if kind != "multipart/form-data":
-        raise InvalidArgument("body", "must be multipart/form-data: the image file and the form's fields")
-
-    async def chunks() -> AsyncGenerator[bytes, None]:
-        yield body
-
-    parser = MultiPartParser(headers, chunks(), max_files=MAX_FORM_FILES, max_fields=MAX_FORM_FIELDS)
-    try:
-        form = await parser.parse()
-    except MultiPartException as exc:
-        raise InvalidArgument("body", f"is not a readable multipart/form-data body: {exc.message}") from None
-    fields: dict[str, str] = {}
-    files: dict[str, list[bytes]] = {}
-    try:
-        for name, value in form.multi_items():
-            if isinstance(value, str):
-                fields[name] = value
-            else:
-                files.setdefault(name, []).append(await value.read())
-    finally:
-        await form.close()
-    return fields, files
 
 
 def renamed(error: AntiphonError, names: dict[str, str]) -> AntiphonError:
