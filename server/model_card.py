@@ -20,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from server.classifier_metrics import format_confusion
 
@@ -32,10 +33,12 @@ class ModelCard:
     rows: Sequence[tuple[str, str]]  # the table: (what, value) in Markdown
     sections: Sequence[str] = ()  # Markdown blocks after the table
     summary_end: str = "."  # the first sentence's end (a question, for a discriminator)
+    snapshot_of: str | None = None  # a snapshot (``--snapshot``): the ``--out`` of the run it was taken from
 
     def render(self, out: Path) -> str:
         table = "".join(f"| {name} | {value} |\n" for name, value in self.rows)
-        head = f"# {out.name}\n\n{self.model} trained by `{self.command} --out {out}` (antiphon {self.version})"
+        where = f"--out {self.snapshot_of} --resume --snapshot {out}" if self.snapshot_of else f"--out {out}"
+        head = f"# {out.name}\n\n{self.model} trained by `{self.command} {where}` (antiphon {self.version})"
         tail = "".join(f"\n{section}\n" for section in self.sections)
         return f"{head}{self.summary_end}\n\n| | |\n|---|---|\n{table}{tail}"
 
@@ -44,6 +47,11 @@ class ModelCard:
         path = out.with_suffix(".md")
         path.write_text(self.render(out), encoding="utf-8")
         return path
+
+
+def snapshot_of(options: dict[str, Any]) -> str | None:
+    """The run's ``--out`` when a checkpoint's options record says it is a snapshot of that run, else None."""
+    return str(options["out"]) if options.get("snapshot") else None
 
 
 def code_block(text: str) -> str:

@@ -113,12 +113,30 @@ def check_budget(opts: Any, other: str) -> None:
     at_least(opts, 1, "steps")
 
 
+def check_snapshot(opts: Any) -> None:
+    """``--snapshot`` reads the state of a run, so it comes with ``--resume``."""
+    if opts.snapshot is not None and not opts.resume:
+        raise InvalidArgument("snapshot", "writes the state a run saved beside --out: give --resume too")
+
+
+def written_to(opts: Any) -> Path:
+    """Where a run writes its checkpoint and card: ``--snapshot`` if given, else ``--out``."""
+    snapshot: Path | None = getattr(opts, "snapshot", None)
+    return snapshot if snapshot is not None else opts.out
+
+
 # -- the training loop's options (server/training.py), alike in every trainer that runs it ----------------------
 _LOOP: dict[str, dict[str, Any]] = {
     "steps": {"help": "optimizer steps", "group": BUDGET, "parse": int},
     "minutes": {"help": "wall-clock minutes of training", "group": BUDGET, "parse": float},
     "out": {"help": "checkpoint to write", "parse": Path},
     "resume": {"help": "continue from the training state saved beside --out", "switch": True},
+    "snapshot": {
+        "help": "with --resume: write the checkpoint and card of the saved state to PATH now, without training "
+        "(the run goes on with --resume)",
+        "parse": Path,
+        "metavar": "PATH",
+    },
     "device": {"help": "auto: CUDA when present", "choices": DEVICES},
     "precision": {
         "help": "auto: bf16 autocast where the hardware runs it natively",

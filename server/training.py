@@ -36,6 +36,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from server.errors import CheckpointError
+from server.options import written_to
 from server.provenance import Provenance, options_record
 
 log = logging.getLogger(__name__)
@@ -168,8 +169,11 @@ class TrainLoop:
 
     def train(self) -> dict[str, Any]:
         """Train until the budget is spent; SIGINT or SIGTERM stop after the current step and save the state
-        (then KeyboardInterrupt is raised; ``--resume`` continues exactly)."""
+        (then KeyboardInterrupt is raised; ``--resume`` continues exactly). With ``snapshot`` set, train nothing:
+        write the checkpoint and card of the resumed state there (the state file is left as it was)."""
         opts = self.opts
+        if getattr(opts, "snapshot", None) is not None:
+            return self._snapshot(opts.snapshot)
         self.ddp.train()
         bar = tqdm(
             total=opts.steps,
@@ -214,9 +218,21 @@ class TrainLoop:
             dist.barrier()
         return result
 
+    def _snapshot(self, path: Path) -> dict[str, Any]:
+        """The checkpoint and card of the state just resumed, written to ``path`` instead of ``--out``."""
+        log.info("snapshot of step %d (%.0f minutes of training) to %s", self.step, self.elapsed / 60, path)
+        return self._finish() if self.dist.main else {}
+
+    @property
+    def checkpoint_out(self) -> Path:
+        """Where ``_finish`` writes the checkpoint and its card: ``--snapshot`` if given, else ``--out``."""
+        return written_to(self.opts)
+
     def _read_resume_state(self) -> dict[str, Any] | None:
         """The saved state of ``opts.out``, or None (with a warning) when there is none."""
         path = state_path(self.opts.out)
+        if not path.is_file() and getattr(self.opts, "snapshot", None) is not None:
+            raise CheckpointError(f"no training state at {path} to snapshot (--out names the run's checkpoint)")
         if not path.is_file():
             log.warning("no training state at %s; starting from scratch", path)
             return None

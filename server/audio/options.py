@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from server.errors import InvalidArgument
-from server.options import TrainOptions, at_least, check_budget, loop_option, option, within
+from server.options import TrainOptions, at_least, check_budget, check_snapshot, loop_option, option, within
 
 
 @dataclass
@@ -34,6 +34,7 @@ class AudioTrainOptions(TrainOptions):
     minutes: float | None = loop_option("minutes", None)  # ...or after this much wall time (whichever comes first)
     out: Path = loop_option("out", Path("runs/audio/wavenet.safetensors"))  # noqa: RUF009
     resume: bool = loop_option("resume", False)
+    snapshot: Path | None = loop_option("snapshot", None)  # noqa: RUF009
     device: str = loop_option("device", "auto")
     precision: str = loop_option("precision", "auto")
     seed: int = loop_option("seed", 1234)
@@ -96,6 +97,7 @@ class AudioTrainOptions(TrainOptions):
         from server.audio.model import WaveNetConfig  # torch: loaded when a run starts, not for the flags
 
         check_budget(self, "minutes")
+        check_snapshot(self)
         if self.minutes is not None and self.minutes <= 0:
             raise InvalidArgument("minutes", f"must be positive, got {self.minutes}")
         at_least(self, 1, "batch_size", "eval_every", "warmup_steps", "lines", "heldout_lines", "workers")

@@ -38,7 +38,7 @@ from server.audio.options import AudioTrainOptions
 from server.checkpoint import file_sha256
 from server.device import autocast_dtype, resolve_device
 from server.errors import CheckpointError, InvalidArgument
-from server.model_card import ModelCard
+from server.model_card import ModelCard, snapshot_of
 from server.provenance import Provenance, stamp
 from server.training import TrainLoop, init_distributed, state_path
 
@@ -185,9 +185,9 @@ class AudioTrainer(TrainLoop):
             "parameters": self.model.num_parameters(),
             **stamp(),
         }
-        save_audio_model(self.opts.out, self.model, self.voices, info)
-        audio_card(info, self.model.config.to_dict()).write(self.opts.out)
-        log.info("held-out %.4f bits/sample; checkpoint %s", heldout_bits, self.opts.out)
+        save_audio_model(self.checkpoint_out, self.model, self.voices, info)
+        audio_card(info, self.model.config.to_dict()).write(self.checkpoint_out)
+        log.info("held-out %.4f bits/sample; checkpoint %s", heldout_bits, self.checkpoint_out)
         return info
 
 
@@ -244,4 +244,5 @@ def audio_card(info: dict[str, Any], config: dict[str, Any]) -> ModelCard:
         ("created", info["created"]),
     ]
     again = "Score it again with `antiphon eval audio`; render held-out voices with `antiphon eval audio --render DIR`."
-    return ModelCard("WaveNet", f"antiphon train audio {run}", info["antiphon_version"], rows, [again])
+    command = f"antiphon train audio {run}"
+    return ModelCard("WaveNet", command, info["antiphon_version"], rows, [again], snapshot_of=snapshot_of(opts))

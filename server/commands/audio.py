@@ -9,6 +9,7 @@ from pathlib import Path
 from server.audio.options import AudioTrainOptions
 from server.commands.common import add_checkpoint, add_device, add_seed, add_trainer
 from server.errors import InvalidArgument
+from server.options import written_to
 from server.paths import default_checkpoint
 
 
@@ -33,7 +34,7 @@ def _train(opts: AudioTrainOptions) -> int:
 
     info = AudioTrainer(opts).train()
     if info:
-        print(f"held-out {info['metrics']['heldout_bits_per_sample']:.4f} bits/sample -> {opts.out}")
+        print(f"held-out {info['metrics']['heldout_bits_per_sample']:.4f} bits/sample -> {written_to(opts)}")
     return 0
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from server.image.options import TRAIN_OPTIONS
-from server.options import add_flags, from_flags
+from server.options import add_flags, from_flags, written_to
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +53,7 @@ def _train(args: argparse.Namespace) -> int:
     info = runners[args.family](opts)
     if info:  # rank 0 only under torchrun
         print(json.dumps(info["metrics"], sort_keys=True))
-        print(f"-> {opts.out}")
+        print(f"-> {written_to(opts)}")
     return 0
 
 

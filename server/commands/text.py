@@ -9,6 +9,7 @@ from pathlib import Path
 
 from server.commands.common import add_checkpoint, add_device, add_seed, add_trainer, read_utf8
 from server.errors import InvalidArgument
+from server.options import written_to
 from server.paths import DEFAULT_TEXT_CHECKPOINT, default_checkpoint, shown
 from server.text.options import TextTrainOptions
 
@@ -34,7 +35,7 @@ def _train(opts: TextTrainOptions) -> int:
     if info:
         metrics = info["metrics"]
         dev = f", development {metrics['dev_bits_per_char']:.4f}" if "dev_bits_per_char" in metrics else ""
-        print(f"held-out {metrics['held_out_bits_per_char']:.4f} bits/char{dev} -> {opts.out}")
+        print(f"held-out {metrics['held_out_bits_per_char']:.4f} bits/char{dev} -> {written_to(opts)}")
     return 0
 
 

@@ -9,9 +9,9 @@ from pathlib import Path
 from typing import Any
 
 from server.image.options import TRAIN_OPTIONS
-from server.model_card import ModelCard, confusion_section
+from server.model_card import ModelCard, confusion_section, snapshot_of
 
-LEFT_OUT = ("out", "progress", "resume", "device")  # not part of what a run is
+LEFT_OUT = ("out", "progress", "resume", "snapshot", "device")  # not part of what a run is
 
 
 def command(family: str, options: dict[str, Any]) -> str:
@@ -144,8 +144,14 @@ def evaluator_card(info: dict[str, Any]) -> ModelCard:
         [str(i) for i in range(config["num_classes"])],
     )
     names = "Classes: " + ", ".join(f"{i} {name}" for i, name in enumerate(info["labels"])) + "."
+    command_line = command("evaluator", opts)
     return ModelCard(
-        "Fashion-MNIST evaluator CNN", command("evaluator", opts), info["antiphon_version"], rows, [names, confusion]
+        "Fashion-MNIST evaluator CNN",
+        command_line,
+        info["antiphon_version"],
+        rows,
+        [names, confusion],
+        snapshot_of=snapshot_of(opts),
     )
 
 
@@ -174,7 +180,7 @@ def dcgan_card(info: dict[str, Any]) -> ModelCard:
         *_served_scale_row(info, "dcgan"),
         ("created", info["created"]),
     ]
-    return ModelCard("DCGAN", command("dcgan", opts), info["antiphon_version"], rows)
+    return ModelCard("DCGAN", command("dcgan", opts), info["antiphon_version"], rows, snapshot_of=snapshot_of(opts))
 
 
 def vae_card(info: dict[str, Any]) -> ModelCard:
@@ -198,7 +204,9 @@ def vae_card(info: dict[str, Any]) -> ModelCard:
         ),
         ("created", info["created"]),
     ]
-    return ModelCard("Convolutional VAE", command("vae", opts), info["antiphon_version"], rows)
+    return ModelCard(
+        "Convolutional VAE", command("vae", opts), info["antiphon_version"], rows, snapshot_of=snapshot_of(opts)
+    )
 
 
 def vaegan_card(info: dict[str, Any]) -> ModelCard:
@@ -222,7 +230,7 @@ def vaegan_card(info: dict[str, Any]) -> ModelCard:
         *_quality_rows(info["metrics"]),
         ("created", info["created"]),
     ]
-    return ModelCard("VAE-GAN", command("vaegan", opts), info["antiphon_version"], rows)
+    return ModelCard("VAE-GAN", command("vaegan", opts), info["antiphon_version"], rows, snapshot_of=snapshot_of(opts))
 
 
 def rbm_card(info: dict[str, Any]) -> ModelCard:
@@ -247,7 +255,9 @@ def rbm_card(info: dict[str, Any]) -> ModelCard:
     if metrics.get("exact_log_z") is not None:
         rows.append(("exact log Z (enumerated)", f"{metrics['exact_log_z']:.3f}"))
     rows.append(("created", info["created"]))
-    return ModelCard("Bernoulli RBM", command("rbm", opts), info["antiphon_version"], rows)
+    return ModelCard(
+        "Bernoulli RBM", command("rbm", opts), info["antiphon_version"], rows, snapshot_of=snapshot_of(opts)
+    )
 
 
 # The card of each family's checkpoints, by family (``antiphon train FAMILY``).

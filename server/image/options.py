@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from server.errors import InvalidArgument
-from server.options import TrainOptions, at_least, check_budget, loop_option, option, within
+from server.options import TrainOptions, at_least, check_budget, check_snapshot, loop_option, option, within
 from server.paths import REPO_MODELS
 
 DATASETS = ("fashion", "digits")  # Fashion-MNIST 28x28, scikit-learn's 8x8 digits
@@ -48,6 +48,7 @@ class ImageTrainOptions(TrainOptions):
     minutes: float | None = loop_option("minutes", None)
     out: Path = loop_option("out", Path("runs/image/model.safetensors"))  # noqa: RUF009
     resume: bool = loop_option("resume", False)
+    snapshot: Path | None = loop_option("snapshot", None)  # noqa: RUF009
     device: str = loop_option("device", "auto")
     seed: int = loop_option("seed", 0)
     lr: float = loop_option("lr", 2e-4, optimizer="Adam")
@@ -62,6 +63,7 @@ class ImageTrainOptions(TrainOptions):
 
     def validate(self) -> None:
         check_budget(self, "minutes")
+        check_snapshot(self)
         at_least(self, 1, "batch_size", "warmup_steps", "eval_every", "train_limit")
         within(self, "lr", 0, 1, "(]")
         within(self, "minutes", 0, 10080, "(]")

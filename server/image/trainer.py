@@ -158,8 +158,8 @@ class ImageTrainer(TrainLoop):
             **self._card_info(),
             **stamp(),
         }
-        save_image_model(self.opts.out, self.model, info)
-        info = read_meta(self.opts.out)  # the card is written from what the checkpoint holds, as a rewrite would
-        CARDS[self.family](info).write(self.opts.out)
-        log.info("%s: %s; checkpoint %s", self.family, metrics, self.opts.out)
+        save_image_model(self.checkpoint_out, self.model, info)
+        info = read_meta(self.checkpoint_out)  # the card is written from what the checkpoint holds, as a rewrite would
+        CARDS[self.family](info).write(self.checkpoint_out)
+        log.info("%s: %s; checkpoint %s", self.family, metrics, self.checkpoint_out)
         return info

@@ -9,7 +9,7 @@ from typing import Any, ClassVar
 
 from server.data.shakespeare import DEV_PLAYS, check_dev_plays
 from server.errors import InvalidArgument
-from server.options import TrainOptions, at_least, check_budget, loop_option, option, within
+from server.options import TrainOptions, at_least, check_budget, check_snapshot, loop_option, option, within
 
 
 @dataclass
@@ -45,6 +45,7 @@ class TextTrainOptions(TrainOptions):
     minutes: float | None = loop_option("minutes", None)  # ...or after this much wall time (whichever comes first)
     out: Path = loop_option("out", Path("runs/text/model.safetensors"))  # noqa: RUF009
     resume: bool = loop_option("resume", False)
+    snapshot: Path | None = loop_option("snapshot", None)  # noqa: RUF009
     device: str = loop_option("device", "auto")
     precision: str = loop_option("precision", "auto")
     seed: int = loop_option("seed", 1234)
@@ -94,6 +95,7 @@ class TextTrainOptions(TrainOptions):
         except InvalidArgument as exc:
             raise InvalidArgument(MODEL_FLAGS.get(exc.field, exc.field), exc.reason) from None
         check_budget(self, "minutes")
+        check_snapshot(self)
         if self.minutes is not None and self.minutes <= 0:
             raise InvalidArgument("minutes", f"must be positive, got {self.minutes}")
         at_least(self, 1, "batch_size", "seq_len", "eval_every", "warmup_steps")

@@ -23,7 +23,7 @@ from torch.nn.parallel import DistributedDataParallel
 from server.data.shakespeare import DOCUMENT_SEPARATOR, Corpus, load_corpus
 from server.device import autocast_dtype, resolve_device
 from server.errors import CheckpointError, InvalidArgument
-from server.model_card import ModelCard
+from server.model_card import ModelCard, snapshot_of
 from server.provenance import stamp
 from server.text.checkpoint import save_text_model
 from server.text.dialogue import speakers
@@ -195,9 +195,9 @@ class TextTrainer(TrainLoop):
             "parameters": self.model.num_parameters(),
             **stamp(),
         }
-        save_text_model(self.opts.out, self.model, self.vocab, info)
-        text_card(info, self.model.config.to_dict()).write(self.opts.out)
-        log.info("held-out %.4f bits/char; checkpoint %s", overall, self.opts.out)
+        save_text_model(self.checkpoint_out, self.model, self.vocab, info)
+        text_card(info, self.model.config.to_dict()).write(self.checkpoint_out)
+        log.info("held-out %.4f bits/char; checkpoint %s", overall, self.checkpoint_out)
         return info
 
 
@@ -256,4 +256,11 @@ def text_card(info: dict[str, Any], config: dict[str, Any]) -> ModelCard:
         "Held-out documents, scored with `antiphon eval text` (state carried through each whole file):",
         "| document | characters | bits/char |\n|---|---|---|\n" + "\n".join(documents),
     ]
-    return ModelCard("Character-level LSTM", f"antiphon train text {run}", info["antiphon_version"], rows, sections)
+    return ModelCard(
+        "Character-level LSTM",
+        f"antiphon train text {run}",
+        info["antiphon_version"],
+        rows,
+        sections,
+        snapshot_of=snapshot_of(opts),
+    )

@@ -100,6 +100,36 @@ def test_resume_refuses_state_trained_on_other_data(tiny_corpus: Path, tmp_path:
         TextTrainer(options(other, out, steps=4, resume=True))
 
 
+def test_snapshot_writes_the_saved_state_and_leaves_the_run_going(tiny_corpus: Path, tmp_path: Path) -> None:
+    """--snapshot writes the checkpoint and card of a run's saved state elsewhere without training; the state
+    file is untouched and --resume then finishes the run."""
+    out, snap = tmp_path / "run.safetensors", tmp_path / "snap.safetensors"
+    TextTrainer(options(tiny_corpus, out, steps=4)).train()  # a finished budget leaves its state too
+    saved = state_path(out).read_bytes()
+    TextTrainer(options(tiny_corpus, out, steps=8, resume=True, snapshot=snap)).train()
+    assert state_path(out).read_bytes() == saved
+    a, _, _ = load_text_model(out)
+    b, _, meta = load_text_model(snap)
+    assert meta["training"]["steps"] == 4
+    for key, value in a.state_dict().items():
+        torch.testing.assert_close(b.state_dict()[key], value, rtol=0, atol=0)
+    card = snap.with_suffix(".md").read_text()
+    assert f"--out {out} --resume --snapshot {snap}`" in card
+    assert "held-out bits per character" in card
+    TextTrainer(options(tiny_corpus, out, steps=8, resume=True)).train()
+    assert read_meta(out)["training"]["steps"] == 8
+
+
+def test_snapshot_needs_resume_and_a_saved_state(tiny_corpus: Path, tmp_path: Path) -> None:
+    """--snapshot without --resume names the flag; with no saved state it says where it looked."""
+    out, snap = tmp_path / "run.safetensors", tmp_path / "snap.safetensors"
+    with pytest.raises(InvalidArgument, match="snapshot"):
+        TextTrainer(options(tiny_corpus, out, snapshot=snap))
+    with pytest.raises(CheckpointError, match="no training state"):
+        TextTrainer(options(tiny_corpus, out, resume=True, snapshot=snap))
+    assert not snap.exists()
+
+
 def test_budget_is_required(tiny_corpus: Path, tmp_path: Path) -> None:
     """Without --steps or --minutes the trainer says which option is missing."""
     with pytest.raises(InvalidArgument, match="steps"):
