@@ -63,6 +63,15 @@ def spotter_predictions(path: Path, waves: np.ndarray) -> np.ndarray:
     return predict_logits(model, waves).argmax(axis=1)
 
 
+def trained_speakers(path: Path) -> list[str]:
+    """The development speakers a kws checkpoint trained on (``--train-speakers``); none for an exported file."""
+    if path.suffix != ".safetensors":
+        return []
+    from server.checkpoint import read_meta
+
+    return list(read_meta(path).get("data", {}).get("train_speakers", []))
+
+
 def pocketsphinx_predictions(waves: np.ndarray) -> np.ndarray:
     """PocketSphinx's word (a label index, or -1 for no word) for each clip (N, 16000), with the ten-word grammar."""
     from pocketsphinx import Decoder
@@ -92,8 +101,9 @@ def _print(name: str, r: dict) -> None:
           f"{pct(r['recorded_unknown'])}   held-out voices: numbers {pct(r['voices_numbers'])}  other words "
           f"{pct(r['voices_unknown'])}")  # fmt: skip
     for speaker, s in r["speakers"].items():
+        mark = "   (trained on: left out of the figures above)" if speaker in r.get("trained_on", []) else ""
         print(f"    {speaker:18s} numbers {pct(s['numbers'])} of {s['n_numbers']:4d}   unknown {pct(s['unknown'])} "
-              f"of {s['n_unknown']:4d}")  # fmt: skip
+              f"of {s['n_unknown']:4d}{mark}")  # fmt: skip
     print("    per word: " + "  ".join(f"{w} {pct(v).strip()}" for w, v in r["words"].items()))
     print("    number-word misses:", r["number_misses"])
 
@@ -108,12 +118,15 @@ def main() -> int:
     logging.basicConfig(level=logging.WARNING)
 
     dev = development_set()
-    results = [(str(path), score(spotter_predictions(path, dev.waves), dev)) for path in args.models]
+    # A speaker any of the models trained on (--train-speakers) leaves every summary, PocketSphinx's too, so
+    # that all of them are figures on the same clips of people none of them heard.
+    trained_on = sorted({s for path in args.models for s in trained_speakers(path)})
+    results = [(str(path), score(spotter_predictions(path, dev.waves), dev, trained_on)) for path in args.models]
     if not args.no_pocketsphinx:
         numbers = dev.labels < UNKNOWN_INDEX
         predicted = np.full(len(dev.labels), -1)
         predicted[numbers] = pocketsphinx_predictions(dev.waves[numbers])
-        ps = score(predicted, dev)
+        ps = score(predicted, dev, trained_on)
         for key in ("recorded_unknown", "voices_unknown"):
             ps[key] = None
         for s in ps["speakers"].values():

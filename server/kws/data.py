@@ -29,7 +29,7 @@ from server.data.speech import (
 )
 from server.errors import InvalidArgument
 from server.kws.augment import CLIP, AugmentConfig, augment, place, silence_clip
-from server.options import at_least, option, within
+from server.options import at_least, comma_list, option, within
 
 log = logging.getLogger(__name__)
 
@@ -162,19 +162,32 @@ class KWSDataConfig:
     perturbed_copies: int = option(
         0,
         "perturbed copies (server.kws.perturb: vocal tract length, tempo, pitch, G.711 and GSM codecs, band "
-        "limits, tight trims, clipping) of every number-word clip and of the voices' and recordings' other words",
+        "limits, tight trims, clipping) of every number-word clip and of the voices' and recordings' words",
         parse=int,
+    )
+    train_speakers: tuple[str, ...] = option(
+        (),
+        "recorded development speakers to train on, comma-separated (asterisk-allison,asterisk-allison-running): "
+        "all their words train, number words included, and they leave the run's development figures",
+        parse=comma_list,
+        shown="none",
     )
 
     def validate(self) -> None:
         at_least(self, 1, "per_number", "unknown_words", "heldout_per_label")
         at_least(self, 0, "hard_renderings", "voice_renderings", "voice_words", "perturbed_copies")
         within(self, "accent_share", 0, 1)
+        from server.kws.sources import DEVELOPMENT_SPEAKERS  # the speakers' module reads this one's clips
+
+        for speaker in self.train_speakers:
+            if speaker not in DEVELOPMENT_SPEAKERS:
+                known = ", ".join(DEVELOPMENT_SPEAKERS)
+                raise InvalidArgument("train_speakers", f"must name development speakers ({known}), got {speaker!r}")
 
     @property
     def beyond_espeak(self) -> bool:
         """Whether the training clips hold speech other than espeak-ng's."""
-        return bool(self.voice_renderings or self.voice_words or self.recorded_unknown)
+        return bool(self.voice_renderings or self.voice_words or self.recorded_unknown or self.train_speakers)
 
     def to_dict(self) -> dict[str, int | float | bool]:
         return asdict(self)
@@ -186,6 +199,7 @@ class KWSDataConfig:
             data["per_number"], data["unknown_words"], data["heldout_per_label"], data["seed"],
             data.get("accent_share", 0.0), data.get("hard_renderings", 0), data.get("voice_renderings", 0),
             data.get("voice_words", 0), data.get("recorded_unknown", False), data.get("perturbed_copies", 0),
+            tuple(data.get("train_speakers", ())),
         )  # fmt: skip
 
 

@@ -56,6 +56,8 @@ def kws_card(info: dict[str, Any], config: KWSConfig) -> ModelCard:
             command += f" --{flag.replace('_', '-')} {data[flag]}"
     if data.get("recorded_unknown"):
         command += " --recorded-unknown"
+    if data.get("train_speakers"):
+        command += f" --train-speakers {','.join(data['train_speakers'])}"
     if opts.get("real_dev"):
         command += " --real-dev"
     if not init and (config.channels, config.blocks) != (88, 4):
@@ -158,13 +160,17 @@ def kws_card(info: dict[str, Any], config: KWSConfig) -> ModelCard:
         people = ", ".join(
             f"{k} {v['numbers']:.0%}"
             for k, v in real["speakers"].items()
-            if v["numbers"] is not None and not k.startswith(("flite-", "festival-"))  # the voices: the next row
+            if v["numbers"] is not None
+            and not k.startswith(("flite-", "festival-"))  # the voices: the next row
+            and not v.get("trained_on")
         )
+        trained = real.get("trained_on") or []
+        left = f"; {', '.join(trained)} trained on, so left out" if trained else ""
         rows += [
             (
                 "development set, recordings of people",
                 f"**{real['recorded_numbers']:.2%}** of the number words ({people}), "
-                f"{real['recorded_unknown']:.2%} of the other words heard as unknown (`server.kws.devset`)",
+                f"{real['recorded_unknown']:.2%} of the other words heard as unknown{left} (`server.kws.devset`)",
             ),
             (
                 "development set, voices no run trains on",
@@ -202,6 +208,8 @@ def _beyond_espeak(data: dict[str, Any]) -> str:
         )
     if data.get("recorded_unknown"):
         parts.append("the recorded people's other words outside the development set (asterisk, ktuberling, klettres)")
+    if data.get("train_speakers"):
+        parts.append(f"every word of the recorded development speakers {', '.join(data['train_speakers'])}")
     if data.get("perturbed_copies"):
         parts.append(
             f"{data['perturbed_copies']} perturbed copies of every number-word clip and of those words (vocal tract "

@@ -11,6 +11,9 @@ Recorded speakers (each a :class:`Utterance` list, 16 kHz float32, trimmed of si
 - ``tidigits-dhd`` (``pocketsphinx-testdata``): one TIDIGITS speaker's "two nine three four zero", cut at the
   word boundaries PocketSphinx finds (:data:`TIDIGITS_CUTS`: connected digits, so each cut holds a little of its
   neighbours);
+- ``pocketsphinx-cards`` (``pocketsphinx-testdata``): a speaker naming playing cards ("eight of spades four of
+  clubs seven of hearts"), cut at PocketSphinx's word boundaries (:data:`CARDS_CUTS`): seven number words and
+  fourteen other words;
 - ``ktuberling-LANG`` (``ktuberling-data``): object names ("ball", "nose", "umbrella") read by one speaker per
   language, 12 languages; "unknown";
 - ``klettres-LANG`` (``klettres-data``): letter names and short syllables ("car", "dog", "fix") by one speaker
@@ -20,8 +23,9 @@ Voices (:data:`VOICES`, one speaker each): flite's kal, awb, rms and slt, festiv
 (HTS). :func:`synthesize_many` renders words with a duration stretch and pitch target per rendering, cached on disk
 like espeak-ng's renderings.
 
-The development speakers (:data:`DEVELOPMENT_SPEAKERS`) are never trained on: a run is chosen by how it hears
-people it never heard.
+The development speakers (:data:`DEVELOPMENT_SPEAKERS`) are not trained on unless a run names them
+(``--train-speakers``): a run is chosen by how it hears people it never heard, and the speakers it trained on
+leave its development figures (:func:`server.kws.devset.score`).
 """
 
 from __future__ import annotations
@@ -46,7 +50,15 @@ from server.data.cache import cache_dir
 from server.data.speech import HOMOPHONES, NUMBER_WORDS, trim_silence
 from server.errors import CorpusError, InvalidArgument
 from server.kws.audio_files import read_wav
-from server.kws.data import UNKNOWN_INDEX, BaseClips, Clip, KWSDataConfig, hard_negatives, training_words
+from server.kws.data import (
+    HARD_NEGATIVES,
+    UNKNOWN_INDEX,
+    BaseClips,
+    Clip,
+    KWSDataConfig,
+    hard_negatives,
+    training_words,
+)
 
 ASTERISK = Path("/usr/share/asterisk/sounds/en")  # the alternatives link of asterisk-core-sounds-en
 ASTERISK_TRANSCRIPTS = Path("/usr/share/doc/asterisk-core-sounds-en/core-sounds-en.txt.gz")
@@ -56,6 +68,18 @@ KLETTRES = Path("/usr/share/klettres")
 FESTIVAL_VOICES = Path("/usr/share/festival/voices")
 # (word, first, last) in 10 ms frames: PocketSphinx 5's en-us alignment of the TIDIGITS clip, padded by 3 frames.
 TIDIGITS_CUTS = (("two", 19, 42), ("nine", 37, 67), ("three", 62, 90), ("four", 85, 115), ("zero", 110, 164))
+CARDS = Path("/usr/share/pocketsphinx/test/data/cards")  # five 16 kHz WAV files of one speaker naming cards
+# (file, word, first, last) in 10 ms frames: PocketSphinx 5's en-us alignment of each file to its transcription
+# ("four queen of clubs", ...); each cut is trimmed of silence (a first word's span starts with the file's).
+CARDS_CUTS = (
+    ("001", "ten", 0, 33), ("001", "of", 34, 44), ("001", "clubs", 45, 108),
+    ("002", "four", 0, 76), ("002", "queen", 77, 103), ("002", "of", 104, 118), ("002", "clubs", 119, 171),
+    ("003", "seven", 6, 56), ("003", "of", 57, 69), ("003", "clubs", 70, 153),
+    ("004", "five", 0, 82), ("004", "five", 83, 123),
+    ("005", "eight", 19, 41), ("005", "of", 42, 52), ("005", "spades", 53, 124), ("005", "four", 125, 153),
+    ("005", "of", 154, 163), ("005", "clubs", 164, 221), ("005", "seven", 222, 262), ("005", "of", 263, 273),
+    ("005", "hearts", 274, 325),
+)  # fmt: skip
 # Allison's number words inside her prompts ("press one to ..."): "word:first-last" in 10 ms frames, PocketSphinx 5's
 # en-us alignment of each transcript (digits read as words, its out-of-vocabulary words left out), padded by
 # :data:`RUNNING_PAD` frames at each end; cuts shorter than 150 ms were dropped. 132 words of running speech.
@@ -127,7 +151,8 @@ ASTERISK_RUNNING_CUTS = {
 }  # fmt: skip
 RUNNING_PAD = 3
 DEVELOPMENT_SPEAKERS = (
-    "asterisk-allison", "asterisk-allison-running", "tidigits-dhd", "ktuberling-en", "klettres-en", "klettres-en_GB",
+    "asterisk-allison", "asterisk-allison-running", "tidigits-dhd", "pocketsphinx-cards", "ktuberling-en",
+    "klettres-en", "klettres-en_GB",
 )  # fmt: skip
 DEVELOPMENT_VOICES = ("flite-rms", "festival-ked")  # voices (below) that no training run reads
 _NOT_UNKNOWN = set(NUMBER_WORDS) | HOMOPHONES | {"o", "oh", "niner", "nought", "naught"}
@@ -234,6 +259,20 @@ def tidigits_utterances() -> list[Utterance]:
     ]
 
 
+def cards_utterances() -> list[Utterance]:
+    """The card-naming speaker's words cut at :data:`CARDS_CUTS`: seven number words of connected speech and
+    fourteen other words ("ten" among them)."""
+    _require(CARDS, "pocketsphinx-testdata")
+    hop = SAMPLE_RATE // 100
+    files = {name: read_wav(CARDS / f"{name}.wav") for name in dict.fromkeys(c[0] for c in CARDS_CUTS)}
+    out = []
+    for name, word, first, last in CARDS_CUTS:
+        label = NUMBER_WORDS.index(word) if word in NUMBER_WORDS else UNKNOWN_INDEX
+        audio = _trimmed(files[name][first * hop : (last + 1) * hop])
+        out.append(Utterance("pocketsphinx-cards", word, label, audio.copy(), hard=word in HARD_NEGATIVES))
+    return out
+
+
 def decode_audio(path: Path) -> np.ndarray:
     """Any file sox reads (Ogg Vorbis here) -> mono float32 at 16 kHz."""
     if shutil.which("sox") is None:
@@ -289,6 +328,8 @@ def _recorded(speaker: str) -> list[Utterance]:
         return asterisk_running_utterances()
     if speaker == "tidigits-dhd":
         return tidigits_utterances()
+    if speaker == "pocketsphinx-cards":
+        return cards_utterances()
     return ktuberling_utterances(language) if kind == "ktuberling" else klettres_utterances(language)
 
 
@@ -326,6 +367,8 @@ def recorded_speaker_names() -> list[str]:
         names += ["asterisk-allison", "asterisk-allison-running"]
     if TIDIGITS.exists():
         names.append("tidigits-dhd")
+    if CARDS.exists():
+        names.append("pocketsphinx-cards")
     if shutil.which("sox"):
         names += [f"ktuberling-{lang}" for lang in (ktuberling_languages() if KTUBERLING.exists() else [])]
         names += [f"klettres-{lang}" for lang in (klettres_languages() if KLETTRES.exists() else [])]
@@ -505,7 +548,8 @@ def extra_training_clips(config: KWSDataConfig, base: BaseClips) -> BaseClips:
     """``base`` (espeak-ng's training clips) and after them the speech beyond espeak-ng that ``config`` asks for:
     the training voices' number words and other words, the recorded people's other words, and perturbed copies
     (:mod:`server.kws.perturb`, a generator seeded by ``config.seed``) of every number-word clip and of the voices'
-    and recordings' other words. No development speaker or voice is read."""
+    and recordings' words. No development voice is read, nor a development speaker that ``config.train_speakers``
+    does not name."""
     from server.kws.perturb import perturb  # scipy's STFT: only when asked for
 
     clips, audio = list(base.clips), list(base.audio)
@@ -527,6 +571,10 @@ def extra_training_clips(config: KWSDataConfig, base: BaseClips) -> BaseClips:
     if config.recorded_unknown:
         for us in recorded_speakers(training_speakers()).values():
             extra += [u for u in us if u.label == UNKNOWN_INDEX]
+    for speaker in config.train_speakers:  # development speakers a run trains on: all their words
+        if speaker not in recorded_speaker_names():
+            raise SourceError(f"the recorded speaker {speaker} is not installed (make setup installs its package)")
+        extra += recorded_speaker(speaker)
     for u in extra:
         clips.append(Clip(u.label, u.text, None, hard=u.hard))
         audio.append(u.audio)

@@ -177,7 +177,7 @@ def train_kws(opts: KWSTrainOptions) -> dict[str, Any]:
         from server.kws.devset import development_set, score
 
         dev = development_set()
-        real = score(predict_logits(model, dev.waves).argmax(axis=1), dev)
+        real = score(predict_logits(model, dev.waves).argmax(axis=1), dev, opts.data.train_speakers)
         tested["real_dev"] = {k: v for k, v in real.items() if k != "number_misses"}
     training = Provenance(
         steps=opts.steps,

@@ -28,6 +28,23 @@ def test_report_counts_numbers_and_unknown_per_speaker() -> None:
     assert r["words"]["seven"] == 0.5 and r["words"]["zero"] is None
 
 
+def test_speakers_a_run_trained_on_leave_the_figures() -> None:
+    """A speaker the run trained on keeps its line, marked, and leaves the summaries, the words and the misses."""
+    dev = DevSet(
+        waves=np.zeros((4, 16000), np.float32),
+        labels=np.asarray([7, 7, 3, UNKNOWN_INDEX]),
+        speakers=["alice", "bob", "bob", "bob"],
+        texts=["seven", "seven", "three", "ball"],
+        hard=np.zeros(4, bool),
+        recorded=np.ones(4, bool),
+    )
+    r = score(np.asarray([7, UNKNOWN_INDEX, 3, 7]), dev, trained_on=["bob"])
+    assert r["recorded_numbers"] == 1.0 and r["recorded_unknown"] is None
+    assert r["speakers"]["bob"]["trained_on"] and r["speakers"]["bob"]["numbers"] == 0.5
+    assert "trained_on" not in r["speakers"]["alice"]
+    assert r["words"]["three"] is None and r["number_misses"] == {}
+
+
 @pytest.mark.skipif(not sources.ASTERISK.exists(), reason="asterisk-core-sounds-en-wav is not installed")
 def test_pocketsphinx_hears_allisons_three() -> None:
     """PocketSphinx with the ten-word grammar hears Allison's "three" as three."""

@@ -60,6 +60,17 @@ def test_tidigits_cuts_five_digits() -> None:
     assert all(0.2 < len(u.audio) / 16000 < 0.6 for u in found)
 
 
+@pytest.mark.skipif(not sources.CARDS.exists(), reason="pocketsphinx-testdata (a Debian package) is not installed")
+def test_cards_speaker_says_seven_number_words_among_other_words() -> None:
+    """Four, seven, five, five, eight, four, seven cut from the card names; "ten", "of", "clubs" are unknown."""
+    found = sources.cards_utterances()
+    numbers = [u.text for u in found if u.label < UNKNOWN_INDEX]
+    assert numbers == ["four", "seven", "five", "five", "eight", "four", "seven"]
+    assert {"ten", "of", "clubs", "spades", "hearts", "queen"} == {u.text for u in found if u.label == UNKNOWN_INDEX}
+    assert all(0.08 < len(u.audio) / 16000 < 0.9 for u in found)
+    assert "pocketsphinx-cards" in sources.DEVELOPMENT_SPEAKERS
+
+
 @pytest.mark.skipif(
     not (sources.KTUBERLING / "en").exists() or shutil.which("sox") is None,
     reason="ktuberling-data and sox (Debian packages) are not installed",
@@ -129,3 +140,25 @@ def test_training_reads_no_development_speaker_or_voice() -> None:
     """The voices and recorded speakers training reads hold none of the development set's."""
     assert not set(sources.DEVELOPMENT_VOICES) & set(sources.training_voices())
     assert not set(sources.DEVELOPMENT_SPEAKERS) & set(sources.training_speakers())
+
+
+def test_train_speakers_must_be_development_speakers() -> None:
+    """--train-speakers names development speakers only, and says which ones there are."""
+    from server.kws.data import KWSDataConfig
+
+    with pytest.raises(InvalidArgument, match="train_speakers.*asterisk-allison"):
+        KWSDataConfig(train_speakers=("klettres-de",)).validate()
+    KWSDataConfig(train_speakers=("tidigits-dhd",)).validate()
+
+
+@pytest.mark.skipif(not sources.TIDIGITS.exists(), reason="pocketsphinx-testdata (a Debian package) is not installed")
+def test_a_named_development_speaker_trains_with_every_word(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A development speaker named by --train-speakers joins the training clips, number words included."""
+    from server.kws.data import BaseClips, Clip, KWSDataConfig
+
+    monkeypatch.setenv("ANTIPHON_CACHE", str(tmp_path))
+    base = BaseClips([Clip(7, "seven", None)], [np.ones(800, np.float32)])
+    config = KWSDataConfig(per_number=1, unknown_words=8, heldout_per_label=2, train_speakers=("tidigits-dhd",))
+    out = sources.extra_training_clips(config, base)
+    assert [c.text for c in out.clips] == ["seven", "two", "nine", "three", "four", "zero"]
+    assert config.beyond_espeak
