@@ -172,9 +172,15 @@ class KWSDataConfig:
         parse=comma_list,
         shown="none",
     )
+    train_speaker_copies: int = option(
+        1,
+        "times each clip of --train-speakers is added (each later perturbed copy is drawn anew): their weight "
+        "among the clips of a label",
+        parse=int,
+    )
 
     def validate(self) -> None:
-        at_least(self, 1, "per_number", "unknown_words", "heldout_per_label")
+        at_least(self, 1, "per_number", "unknown_words", "heldout_per_label", "train_speaker_copies")
         at_least(self, 0, "hard_renderings", "voice_renderings", "voice_words", "perturbed_copies")
         within(self, "accent_share", 0, 1)
         from server.kws.sources import DEVELOPMENT_SPEAKERS  # the speakers' module reads this one's clips
@@ -199,7 +205,7 @@ class KWSDataConfig:
             data["per_number"], data["unknown_words"], data["heldout_per_label"], data["seed"],
             data.get("accent_share", 0.0), data.get("hard_renderings", 0), data.get("voice_renderings", 0),
             data.get("voice_words", 0), data.get("recorded_unknown", False), data.get("perturbed_copies", 0),
-            tuple(data.get("train_speakers", ())),
+            tuple(data.get("train_speakers", ())), data.get("train_speaker_copies", 1),
         )  # fmt: skip
 
 

@@ -58,6 +58,8 @@ def kws_card(info: dict[str, Any], config: KWSConfig) -> ModelCard:
         command += " --recorded-unknown"
     if data.get("train_speakers"):
         command += f" --train-speakers {','.join(data['train_speakers'])}"
+        if data.get("train_speaker_copies", 1) != 1:
+            command += f" --train-speaker-copies {data['train_speaker_copies']}"
     if opts.get("real_dev"):
         command += " --real-dev"
     if not init and (config.channels, config.blocks) != (88, 4):
@@ -209,7 +211,9 @@ def _beyond_espeak(data: dict[str, Any]) -> str:
     if data.get("recorded_unknown"):
         parts.append("the recorded people's other words outside the development set (asterisk, ktuberling, klettres)")
     if data.get("train_speakers"):
-        parts.append(f"every word of the recorded development speakers {', '.join(data['train_speakers'])}")
+        copies = data.get("train_speaker_copies", 1)
+        times = f", each clip {copies} times" if copies != 1 else ""
+        parts.append(f"every word of the recorded development speakers {', '.join(data['train_speakers'])}{times}")
     if data.get("perturbed_copies"):
         parts.append(
             f"{data['perturbed_copies']} perturbed copies of every number-word clip and of those words (vocal tract "

@@ -574,7 +574,7 @@ def extra_training_clips(config: KWSDataConfig, base: BaseClips) -> BaseClips:
     for speaker in config.train_speakers:  # development speakers a run trains on: all their words
         if speaker not in recorded_speaker_names():
             raise SourceError(f"the recorded speaker {speaker} is not installed (make setup installs its package)")
-        extra += recorded_speaker(speaker)
+        extra += recorded_speaker(speaker) * config.train_speaker_copies
     for u in extra:
         clips.append(Clip(u.label, u.text, None, hard=u.hard))
         audio.append(u.audio)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -146,7 +147,7 @@ def test_train_speakers_must_be_development_speakers() -> None:
     """--train-speakers names development speakers only, and says which ones there are."""
     from server.kws.data import KWSDataConfig
 
-    with pytest.raises(InvalidArgument, match="train_speakers.*asterisk-allison"):
+    with pytest.raises(InvalidArgument, match=r"train_speakers.*asterisk-allison"):
         KWSDataConfig(train_speakers=("klettres-de",)).validate()
     KWSDataConfig(train_speakers=("tidigits-dhd",)).validate()
 
@@ -162,3 +163,5 @@ def test_a_named_development_speaker_trains_with_every_word(tmp_path, monkeypatc
     out = sources.extra_training_clips(config, base)
     assert [c.text for c in out.clips] == ["seven", "two", "nine", "three", "four", "zero"]
     assert config.beyond_espeak
+    twice = sources.extra_training_clips(replace(config, train_speaker_copies=2), base)
+    assert [c.text for c in twice.clips[1:]] == ["two", "nine", "three", "four", "zero"] * 2
