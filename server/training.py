@@ -46,6 +46,7 @@ class LoopOptions(Protocol):
     """The options every trainer has (its options dataclass has more)."""
 
     out: Path
+    snapshot: Path | None  # write the resumed state's checkpoint here instead of training
     steps: int | None  # stop after this many optimizer steps...
     minutes: float | None  # ...or after this much training time, whichever comes first
     lr: float
@@ -172,7 +173,7 @@ class TrainLoop:
         (then KeyboardInterrupt is raised; ``--resume`` continues exactly). With ``snapshot`` set, train nothing:
         write the checkpoint and card of the resumed state there (the state file is left as it was)."""
         opts = self.opts
-        if getattr(opts, "snapshot", None) is not None:
+        if opts.snapshot is not None:
             return self._snapshot(opts.snapshot)
         self.ddp.train()
         bar = tqdm(
@@ -231,7 +232,7 @@ class TrainLoop:
     def _read_resume_state(self) -> dict[str, Any] | None:
         """The saved state of ``opts.out``, or None (with a warning) when there is none."""
         path = state_path(self.opts.out)
-        if not path.is_file() and getattr(self.opts, "snapshot", None) is not None:
+        if not path.is_file() and self.opts.snapshot is not None:
             raise CheckpointError(f"no training state at {path} to snapshot (--out names the run's checkpoint)")
         if not path.is_file():
             log.warning("no training state at %s; starting from scratch", path)
