@@ -60,6 +60,8 @@ def kws_card(info: dict[str, Any], config: KWSConfig) -> ModelCard:
         command += f" --train-speakers {','.join(data['train_speakers'])}"
         if data.get("train_speaker_copies", 1) != 1:
             command += f" --train-speaker-copies {data['train_speaker_copies']}"
+    if opts.get("unknown_bias"):
+        command += f" --unknown-bias {opts['unknown_bias']:g}"
     if opts.get("real_dev"):
         command += " --real-dev"
     if not init and (config.channels, config.blocks) != (88, 4):
@@ -134,7 +136,12 @@ def kws_card(info: dict[str, Any], config: KWSConfig) -> ModelCard:
         (
             "training",
             f"{started}{train['steps']:,} steps of {opts['batch_size']} fresh clips ({mix}), AdamW one-cycle peak "
-            f"lr {opts['lr']}, label smoothing {opts['label_smoothing']}",
+            f"lr {opts['lr']}, label smoothing {opts['label_smoothing']}"
+            + (
+                f"; then {opts['unknown_bias']:+g} on the unknown logit (the head's bias), before every figure below"
+                if opts.get("unknown_bias")
+                else ""
+            ),
         ),
         ("time", f"{train['wall_time_s'] / 60:.1f} minutes on the CPU, {train['threads']} thread(s)"),
         (

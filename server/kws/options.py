@@ -89,6 +89,12 @@ class KWSTrainOptions(TrainOptions):
         "0: the pause of the other words (30 ms or more)",
         parse=float,
     )
+    unknown_bias: float = option(  # added to the trained head's unknown bias, before every figure of the card
+        0.0,
+        "added to the unknown logit once training ends (folded into the head's bias, so exports carry it): a larger "
+        "value hears more other words as unknown and fewer number words; choose it on the development set",
+        parse=float,
+    )
     real_dev: bool = option(  # score server.kws.devset at the end (recordings of people, held-out voices)
         False,
         "score the development set of real people at the end (server.kws.devset: recordings from Debian packages "
@@ -133,6 +139,7 @@ class KWSTrainOptions(TrainOptions):
         within(self, "context", 0, 1)
         within(self, "unknown_share", 0, 1, "()")
         within(self, "hard_share", 0, 1)
+        within(self, "unknown_bias", -5, 5)
         within(self, "mine_share", 0, 1)
         if self.mine_pool not in MINE_POOLS:
             raise InvalidArgument("mine_pool", f"must be one of {', '.join(MINE_POOLS)}, got {self.mine_pool!r}")

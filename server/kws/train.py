@@ -161,6 +161,9 @@ def train_kws(opts: KWSTrainOptions) -> dict[str, Any]:
     run = trainer.train(batches(), loss, check)
     model.to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]
     model.eval()
+    if opts.unknown_bias:
+        with torch.no_grad():
+            model.head.bias[UNKNOWN_INDEX] += opts.unknown_bias
     clean = evaluate(model, clean_x, clean_y)
     noisy = evaluate(model, noisy_x, noisy_y)
     tested: dict[str, Any] = {}

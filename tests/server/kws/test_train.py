@@ -171,6 +171,8 @@ def test_spec_augment_zeroes_bands_and_frames() -> None:
         ({"mine_every": 0}, "mine_every: must be at least 1, got 0"),
         ({"keyword_gap": 0.6}, "keyword_gap: must be in [0, 0.5] seconds, got 0.6"),
         ({"test_per_label": -1}, "test_per_label: must be at least 0, got -1"),
+        ({"unknown_bias": 6.0}, "unknown_bias: must be in [-5, 5], got 6.0"),
+        ({"data": KWSDataConfig(train_speakers=("nobody",))}, "train_speakers: must name development speakers"),
         ({"speed": (1.2, 0.9)}, "speed: must be two factors 0.5 <= low <= high <= 2, got 1.2,0.9"),
         ({"speed": (0.4, 1.2)}, "speed: must be two factors 0.5 <= low <= high <= 2, got 0.4,1.2"),
     ],
@@ -182,7 +184,22 @@ def test_bad_options_are_named(tmp_path: Path, options: dict[str, object], messa
         setattr(opts, key, value)
     with pytest.raises(InvalidArgument) as info:
         train_kws(opts)
-    assert str(info.value) == message
+    assert str(info.value).startswith(message)
+
+
+def test_unknown_bias_is_folded_into_the_head_before_the_figures(tiny_kws_checkpoint: Path, tmp_path: Path) -> None:
+    """--unknown-bias B: the same run's weights, B more on the unknown logit's bias; the card says so."""
+    out = tmp_path / "biased.safetensors"
+    train_kws(KWSTrainOptions.dry_run(out=out, unknown_bias=1.5))
+    plain, _ = load_kws_model(tiny_kws_checkpoint)
+    biased, meta = load_kws_model(out)
+    shift = biased.head.bias - plain.head.bias
+    expected = torch.zeros_like(shift)
+    expected[LABELS.index("unknown")] = 1.5
+    torch.testing.assert_close(shift, expected, rtol=0, atol=1e-5)
+    torch.testing.assert_close(biased.head.weight, plain.head.weight, rtol=0, atol=0)
+    card = out.with_suffix(".md").read_text(encoding="utf-8")
+    assert "--unknown-bias 1.5" in card and "then +1.5 on the unknown logit" in card
 
 
 def test_model_card_names_the_speech_beyond_espeak(tiny_kws_checkpoint: Path, tmp_path: Path) -> None:
