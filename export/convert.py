@@ -2,12 +2,12 @@
 
 - ONNX: ``torch.onnx.export(..., dynamo=True)``; int8 through onnxruntime's
   quantizer: static QDQ with per-channel weights when the spec brings
-  calibration inputs (classifiers), dynamic (int8 weights, float activations)
-  otherwise.
+  calibration inputs (classifiers), dynamic (int8 weights, activations
+  quantized per call) otherwise or where the spec asks (``dynamic_int8``).
 - TFLite: ``litert_torch.convert``; int8 through the LiteRT quantizer
   (``ai-edge-quantizer``): ``static_wi8_ai8`` with calibration (int8 inputs and
   outputs, their scales in the file), ``dynamic_wi8_afp32`` without or where the
-  spec asks (``tflite_dynamic``: a recurrent scorer inside a classifier); the
+  spec asks (``dynamic_int8``: a recurrent scorer inside a classifier); the
   int8 file's inner tensors get short names (:func:`shorten_tensor_names`).
 
 The converters print progress and raise deprecation warnings of their own;
@@ -111,7 +111,7 @@ def onnx_int8(spec: ExportSpec, float_path: Path, path: Path) -> str:
                 quant_pre_process(str(float_path), str(pre))
             except Exception:  # symbolic shape inference gives up on some reductions; ONNX's own inference suffices
                 quant_pre_process(str(float_path), str(pre), skip_symbolic_shape=True)
-            if spec.calibration:
+            if spec.calibration and not spec.dynamic_int8:
 
                 class Reader(CalibrationDataReader):
                     def __init__(self, batches: list[tuple[np.ndarray, ...]]) -> None:
@@ -150,14 +150,20 @@ def onnx_int8(spec: ExportSpec, float_path: Path, path: Path) -> str:
                     )
                     method += f"; {len(excluded)} nodes float ({kept})"
             else:
+                # The matrix products that give an output stay float with float_output (the quantizer splits a
+                # fused Gemm into NAME_MatMul and NAME_Add, so both names are given).
+                excluded = [f"{n}{part}" for n in _onnx_output_products(pre) for part in ("", "_MatMul")]
                 quantize_dynamic(
                     str(pre),
                     str(path),
                     weight_type=QuantType.QInt8,
                     per_channel=True,
                     op_types_to_quantize=["MatMul", "Gemm"],
+                    nodes_to_exclude=excluded if spec.float_output else [],
                 )
-                method = "onnxruntime dynamic, int8 weights (per channel), float activations"
+                method = "onnxruntime dynamic, int8 weights (per channel), activations quantized per call"
+                if spec.float_output:
+                    method += "; the products that give the outputs float"
             pre.unlink(missing_ok=True)
     except Exception as exc:
         raise ExportError(f"{spec.name}: ONNX int8 quantization failed: {exc}") from exc
@@ -199,12 +205,29 @@ def _onnx_scope_nodes(float_path: Path, pre_path: Path, scope: str, downstream: 
     return list(seen)
 
 
+def _onnx_output_products(path: Path) -> list[str]:
+    """Names of the MatMul and Gemm nodes whose result is a graph output, directly or through one Add (a bias)."""
+    import onnx
+
+    graph = onnx.load(str(path)).graph
+    outputs = {o.name for o in graph.output}
+    biased = {i for n in graph.node if n.op_type == "Add" and outputs & set(n.output) for i in n.input}
+    return [n.name for n in graph.node if n.op_type in ("MatMul", "Gemm") and (outputs | biased) & set(n.output)]
+
+
 def _onnx_output_nodes(path: Path) -> list[str]:
     import onnx
 
     graph = onnx.load(str(path)).graph
     outputs = {o.name for o in graph.output}
     return [n.name for n in graph.node if outputs & set(n.output)]
+
+
+def _float_outputs_entry(spec: ExportSpec) -> dict[str, Any]:
+    """A recipe entry that leaves the ops giving the graph's outputs unquantized (TFLite names an op after its
+    output tensor, and the exporter names a graph output ``serving_default_<name>_output``)."""
+    names = "|".join(spec.output_names)
+    return {"regex": f"serving_default_({names})_output", "operation": "*", "algorithm_key": "no_quantize"}
 
 
 def _tflite_static_recipe(spec: ExportSpec) -> list[dict[str, Any]]:
@@ -220,8 +243,7 @@ def _tflite_static_recipe(spec: ExportSpec) -> list[dict[str, Any]]:
     if spec.float_tail is not None:  # the scope's ops, those after it (named after it too), and the outputs
         entries.append({"regex": spec.float_tail, "operation": "*", "algorithm_key": "no_quantize"})
     if spec.float_output or spec.float_tail is not None:
-        names = "|".join(spec.output_names)
-        entries.append({"regex": f"serving_default_({names})_output", "operation": "*", "algorithm_key": "no_quantize"})
+        entries.append(_float_outputs_entry(spec))
         entries.append({"regex": ".*", "operation": "OUTPUT", "algorithm_key": "no_quantize"})
     return entries
 
@@ -233,7 +255,7 @@ def tflite_int8(spec: ExportSpec, float_path: Path, path: Path) -> str:
             from ai_edge_quantizer import quantizer, recipe
 
             qt = quantizer.Quantizer(str(float_path))
-            if spec.calibration and not spec.tflite_dynamic:
+            if spec.calibration and not spec.dynamic_int8:
                 qt.load_quantization_recipe(_tflite_static_recipe(spec))
                 data = [dict(zip(spec.input_names, batch, strict=True)) for batch in spec.calibration]
                 if spec.calibration_extremes:
@@ -250,9 +272,14 @@ def tflite_int8(spec: ExportSpec, float_path: Path, path: Path) -> str:
                 if spec.float_output or spec.float_tail:
                     method += "; float32 output"
             else:
-                qt.load_quantization_recipe(recipe.dynamic_wi8_afp32())
+                entries = list(recipe.dynamic_wi8_afp32())
+                if spec.float_output:
+                    entries.append(_float_outputs_entry(spec))
+                qt.load_quantization_recipe(entries)
                 result = qt.quantize()
                 method = "ai-edge-quantizer dynamic_wi8_afp32, int8 weights, float activations"
+                if spec.float_output:
+                    method += "; the ops that give the outputs float"
             result.export_model(str(path), overwrite=True)
             shorten_tensor_names(path)
     except Exception as exc:

@@ -261,8 +261,8 @@ def test_a_scorer_model_asks_for_dynamic_int8_tflite(
         stacked = textdisc_spec(tiny_stacked_checkpoint, tiny_text_checkpoint, text)
     with textdisc_cache(tiny_textdisc_checkpoint):
         base = textdisc_spec(tiny_textdisc_checkpoint, tiny_text_checkpoint, text)
-    assert stacked.tflite_dynamic and stacked.calibration and stacked.int8_agreement is None
-    assert not base.tflite_dynamic and base.calibration and base.int8_agreement == 0.975
+    assert stacked.dynamic_int8 and stacked.calibration and stacked.int8_agreement is None
+    assert not base.dynamic_int8 and base.calibration and base.int8_agreement == 0.975
 
 
 @pytest.fixture(scope="module")
