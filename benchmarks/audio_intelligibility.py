@@ -38,7 +38,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.kws_real import PAD_S, pocketsphinx_predictions  # noqa: E402
+from benchmarks.kws_real import pocketsphinx_hypotheses, pocketsphinx_predictions  # noqa: E402
 from server.audio.checkpoint import load_audio_model  # noqa: E402
 from server.audio.constants import SAMPLE_RATE  # noqa: E402
 from server.audio.model import WaveNet  # noqa: E402
@@ -117,21 +117,8 @@ def grammar_hits(said: Sequence[str], waves: Sequence[np.ndarray]) -> int:
 
 
 def pocketsphinx_transcripts(waves: Sequence[np.ndarray]) -> list[str]:
-    """What PocketSphinx hears in each clip (float32 at 16 kHz) with its own en-us language model and dictionary;
-    the clips are padded with silence and fed as 16-bit samples as ``benchmarks/kws_real.py`` does."""
-    from pocketsphinx import Decoder
-
-    decoder = Decoder(samprate=SAMPLE_RATE, loglevel="FATAL")
-    pad = np.zeros(int(PAD_S * SAMPLE_RATE), dtype=np.int16)
-    out = []
-    for wave in waves:
-        pcm = np.concatenate([pad, (np.clip(wave, -1, 1) * 32767).astype(np.int16), pad])
-        decoder.start_utt()
-        decoder.process_raw(pcm.tobytes(), full_utt=True)
-        decoder.end_utt()
-        hyp = decoder.hyp()
-        out.append(hyp.hypstr if hyp is not None else "")
-    return out
+    """What PocketSphinx hears in each clip (float32 at 16 kHz) with its own en-us language model and dictionary."""
+    return pocketsphinx_hypotheses(waves)
 
 
 def sentence_items(chosen: Sequence[str], seed: int) -> list[tuple[str, str]]:

@@ -19,6 +19,7 @@ import json
 import logging
 import sys
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -72,14 +73,18 @@ def trained_speakers(path: Path) -> list[str]:
     return list(read_meta(path).get("data", {}).get("train_speakers", []))
 
 
-def pocketsphinx_predictions(waves: np.ndarray) -> np.ndarray:
-    """PocketSphinx's word (a label index, or -1 for no word) for each clip (N, 16000), with the ten-word grammar."""
+def pocketsphinx_hypotheses(waves: Sequence[np.ndarray], grammar: str | None = None) -> list[str]:
+    """What PocketSphinx 5 (its en-us model) hears in each clip (float32 at 16 kHz, padded with ``PAD_S`` of
+    silence on each side, fed as 16-bit samples): with a JSGF ``grammar``, or with its own language model."""
     from pocketsphinx import Decoder
 
-    with tempfile.NamedTemporaryFile("w", suffix=".gram", delete=False) as f:
-        f.write(GRAMMAR)
-    decoder = Decoder(samprate=16000, jsgf=f.name, loglevel="FATAL")
-    Path(f.name).unlink()
+    if grammar is None:
+        decoder = Decoder(samprate=16000, loglevel="FATAL")
+    else:
+        with tempfile.NamedTemporaryFile("w", suffix=".gram", delete=False) as f:
+            f.write(grammar)
+        decoder = Decoder(samprate=16000, jsgf=f.name, loglevel="FATAL")
+        Path(f.name).unlink()
     pad = np.zeros(int(PAD_S * 16000), dtype=np.int16)
     out = []
     for wave in waves:
@@ -87,7 +92,16 @@ def pocketsphinx_predictions(waves: np.ndarray) -> np.ndarray:
         decoder.start_utt()
         decoder.process_raw(pcm.tobytes(), full_utt=True)
         decoder.end_utt()
-        words = decoder.hyp().hypstr.split() if decoder.hyp() is not None else []
+        hyp = decoder.hyp()
+        out.append(hyp.hypstr if hyp is not None else "")
+    return out
+
+
+def pocketsphinx_predictions(waves: Sequence[np.ndarray]) -> np.ndarray:
+    """PocketSphinx's word (a label index, or -1 for no word) for each clip (N, 16000), with the ten-word grammar."""
+    out = []
+    for hypothesis in pocketsphinx_hypotheses(waves, GRAMMAR):
+        words = hypothesis.split()
         out.append(NUMBER_WORDS.index(words[0]) if words and words[0] in NUMBER_WORDS else -1)
     return np.asarray(out)
 
