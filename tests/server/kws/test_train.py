@@ -192,7 +192,7 @@ def test_unknown_bias_is_folded_into_the_head_before_the_figures(tiny_kws_checkp
     out = tmp_path / "biased.safetensors"
     train_kws(KWSTrainOptions.dry_run(out=out, unknown_bias=1.5))
     plain, _ = load_kws_model(tiny_kws_checkpoint)
-    biased, meta = load_kws_model(out)
+    biased, _ = load_kws_model(out)
     shift = biased.head.bias - plain.head.bias
     expected = torch.zeros_like(shift)
     expected[LABELS.index("unknown")] = 1.5
