@@ -183,7 +183,7 @@ class KWSDataConfig:
         at_least(self, 1, "per_number", "unknown_words", "heldout_per_label", "train_speaker_copies")
         at_least(self, 0, "hard_renderings", "voice_renderings", "voice_words", "perturbed_copies")
         within(self, "accent_share", 0, 1)
-        from server.kws.sources import DEVELOPMENT_SPEAKERS  # the speakers' module reads this one's clips
+        from server.kws.recordings import DEVELOPMENT_SPEAKERS  # the speakers' module reads this one's labels
 
         for speaker in self.train_speakers:
             if speaker not in DEVELOPMENT_SPEAKERS:

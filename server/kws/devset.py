@@ -1,6 +1,6 @@
 """The keyword spotter's development set of real people: speakers that no training run reads.
 
-Two parts, both kept apart from training by speaker (:data:`server.kws.sources.DEVELOPMENT_SPEAKERS` and
+Two parts, both kept apart from training by speaker (:data:`server.kws.recordings.DEVELOPMENT_SPEAKERS` and
 :data:`DEVELOPMENT_VOICES`):
 
 - recorded people: asterisk's Allison (the ten digits and about 400 other prompts, 8 kHz), the TIDIGITS speaker's
@@ -26,15 +26,8 @@ import numpy as np
 from server.data.speech import NUMBER_WORDS
 from server.kws.audio_files import one_second
 from server.kws.data import HARD_NEGATIVES, LABELS, UNKNOWN_INDEX
-from server.kws.sources import (
-    DEVELOPMENT_SPEAKERS,
-    DEVELOPMENT_VOICES,
-    Utterance,
-    available_voices,
-    recorded_speaker_names,
-    recorded_speakers,
-    voice_utterances,
-)
+from server.kws.recordings import DEVELOPMENT_SPEAKERS, Utterance, recorded_speaker_names, recorded_speakers
+from server.kws.sources import DEVELOPMENT_VOICES, available_voices, voice_utterances
 
 VOICE_RENDERINGS = 8
 SEED = 11

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from benchmarks import kws_real
-from server.kws import sources
+from server.kws import recordings
 from server.kws.data import UNKNOWN_INDEX
 from server.kws.devset import DevSet, score, window
 
@@ -45,9 +45,9 @@ def test_speakers_a_run_trained_on_leave_the_figures() -> None:
     assert r["words"]["three"] is None and r["number_misses"] == {}
 
 
-@pytest.mark.skipif(not sources.ASTERISK.exists(), reason="asterisk-core-sounds-en-wav is not installed")
+@pytest.mark.skipif(not recordings.ASTERISK.exists(), reason="asterisk-core-sounds-en-wav is not installed")
 def test_pocketsphinx_hears_allisons_three() -> None:
     """PocketSphinx with the ten-word grammar hears Allison's "three" as three."""
     pytest.importorskip("pocketsphinx", reason="pocketsphinx (a dev dependency) is not installed")
-    three = next(u for u in sources.asterisk_utterances() if u.text == "three")
+    three = next(u for u in recordings.asterisk_utterances() if u.text == "three")
     assert list(kws_real.pocketsphinx_predictions(window(three.audio)[None])) == [3]

@@ -1,4 +1,5 @@
-"""Speech beyond espeak-ng: the recorded speakers Debian ships and the festival and flite voices."""
+"""Speech beyond espeak-ng: the recorded speakers Debian ships (recordings) and the festival and flite voices
+(sources)."""
 
 from __future__ import annotations
 
@@ -10,12 +11,13 @@ import pytest
 
 from server.data.speech import NUMBER_WORDS
 from server.errors import InvalidArgument
-from server.kws import sources
+from server.kws import recordings, sources
 from server.kws.data import UNKNOWN_INDEX
-from server.kws.sources import VoiceRendering, _label
+from server.kws.recordings import _label
+from server.kws.sources import VoiceRendering
 
 needs_asterisk = pytest.mark.skipif(
-    not sources.ASTERISK.exists(), reason="asterisk-core-sounds-en-wav (a Debian package, make setup) is not installed"
+    not recordings.ASTERISK.exists(), reason="asterisk-core-sounds-en-wav (a Debian package) is not installed"
 )
 
 
@@ -33,7 +35,7 @@ def test_transcript_labels() -> None:
 def test_asterisk_gives_allisons_ten_digits_and_other_words() -> None:
     """Each number word once, trimmed, at 16 kHz; hundreds of other prompts; the teens and tens are hard; "niner"
     (nine as pilots say it) is neither."""
-    found = sources.asterisk_utterances()
+    found = recordings.asterisk_utterances()
     numbers = sorted(u.text for u in found if u.label < UNKNOWN_INDEX)
     assert numbers == sorted(NUMBER_WORDS)
     assert all(0.2 < len(u.audio) / 16000 < 1.0 for u in found if u.label < UNKNOWN_INDEX)
@@ -47,49 +49,54 @@ def test_asterisk_gives_allisons_ten_digits_and_other_words() -> None:
 @needs_asterisk
 def test_asterisk_running_cuts_are_number_words_of_running_speech() -> None:
     """132 cuts of Allison's prompts, each a number word of 0.3 to 0.9 s with its label."""
-    found = sources.asterisk_running_utterances()
+    found = recordings.asterisk_running_utterances()
     assert len(found) == 132
     assert all(NUMBER_WORDS[u.label] == u.text and 0.3 <= len(u.audio) / 16000 < 0.9 for u in found)
     assert {u.text for u in found} == set(NUMBER_WORDS)
 
 
-@pytest.mark.skipif(not sources.TIDIGITS.exists(), reason="pocketsphinx-testdata (a Debian package) is not installed")
+needs_tidigits = pytest.mark.skipif(
+    not recordings.TIDIGITS.exists(), reason="pocketsphinx-testdata (a Debian package) is not installed"
+)
+
+
+@needs_tidigits
 def test_tidigits_cuts_five_digits() -> None:
     """Two nine three four zero, each a cut of a quarter to half a second."""
-    found = sources.tidigits_utterances()
+    found = recordings.tidigits_utterances()
     assert [u.text for u in found] == ["two", "nine", "three", "four", "zero"]
     assert all(0.2 < len(u.audio) / 16000 < 0.6 for u in found)
 
 
-@pytest.mark.skipif(not sources.CARDS.exists(), reason="pocketsphinx-testdata (a Debian package) is not installed")
+@pytest.mark.skipif(not recordings.CARDS.exists(), reason="pocketsphinx-testdata (a Debian package) is not installed")
 def test_cards_speaker_says_seven_number_words_among_other_words() -> None:
     """Four, seven, five, five, eight, four, seven cut from the card names; "ten", "of", "clubs" are unknown."""
-    found = sources.cards_utterances()
+    found = recordings.cards_utterances()
     numbers = [u.text for u in found if u.label < UNKNOWN_INDEX]
     assert numbers == ["four", "seven", "five", "five", "eight", "four", "seven"]
     assert {"ten", "of", "clubs", "spades", "hearts", "queen"} == {u.text for u in found if u.label == UNKNOWN_INDEX}
     assert all(0.08 < len(u.audio) / 16000 < 0.9 for u in found)
-    assert "pocketsphinx-cards" in sources.DEVELOPMENT_SPEAKERS
+    assert "pocketsphinx-cards" in recordings.DEVELOPMENT_SPEAKERS
 
 
 @pytest.mark.skipif(
-    not (sources.KTUBERLING / "en").exists() or shutil.which("sox") is None,
+    not (recordings.KTUBERLING / "en").exists() or shutil.which("sox") is None,
     reason="ktuberling-data and sox (Debian packages) are not installed",
 )
 def test_ktuberling_reads_the_english_object_names_as_unknown() -> None:
     """The English reader's words (ball, nose...) decoded from Ogg Vorbis, all unknown, none empty."""
-    found = sources.ktuberling_utterances("en")
+    found = recordings.ktuberling_utterances("en")
     assert {"ball", "nose"} <= {u.text for u in found}
     assert all(u.label == UNKNOWN_INDEX and len(u.audio) > 1000 for u in found)
 
 
 @pytest.mark.skipif(
-    not (sources.KLETTRES / "en").exists() or shutil.which("sox") is None,
+    not (recordings.KLETTRES / "en").exists() or shutil.which("sox") is None,
     reason="klettres-data and sox (Debian packages) are not installed",
 )
 def test_klettres_leaves_out_the_letter_o() -> None:
     """Letter names are unknown, except O, which is said as "oh", a homophone of zero."""
-    texts = {u.text for u in sources.klettres_utterances("en")}
+    texts = {u.text for u in recordings.klettres_utterances("en")}
     assert {"a", "b", "dog"} <= texts and "o" not in texts
 
 
@@ -152,7 +159,7 @@ def test_train_speakers_must_be_development_speakers() -> None:
     KWSDataConfig(train_speakers=("tidigits-dhd",)).validate()
 
 
-@pytest.mark.skipif(not sources.TIDIGITS.exists(), reason="pocketsphinx-testdata (a Debian package) is not installed")
+@needs_tidigits
 def test_a_named_development_speaker_trains_with_every_word(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A development speaker named by --train-speakers joins the training clips, number words included."""
     from server.kws.data import BaseClips, Clip, KWSDataConfig
