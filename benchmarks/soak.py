@@ -311,6 +311,17 @@ def noise_pcm16(ctx: Context, samples: int) -> bytes:
     return array("h", (ctx.rng.randint(-3000, 3000) for _ in range(samples))).tobytes()
 
 
+def json_classify_input(ctx: Context, classifier: Classifier) -> dict[str, Any]:
+    """A random input for ``classifier``: the fields of a WebSocket classify frame or an HTTP classify body."""
+    if classifier.input == "text":
+        return {"text": ctx.rng.choice(CHAT_LINES)}
+    if classifier.input == "audio":
+        audio = base64.b64encode(noise_pcm16(ctx, classifier.sample_rate // 2)).decode()
+        return {"audio": audio, "audio_sample_rate": classifier.sample_rate}
+    shape = classifier.input_shape or (8, 8)
+    return {"tensor": {"shape": list(shape), "values": tensor_values(ctx, shape)}}
+
+
 # -- gRPC -----------------------------------------------------------------------------------------------------------
 def grpc_sampling(ctx: Context, max_tokens: int) -> sampling_pb2.Sampling:
     return sampling_pb2.Sampling(seed=ctx.rng.randrange(2**32), max_tokens=max_tokens, temperature=0.8)
@@ -943,15 +954,13 @@ class WsWorker:
 
     async def classify(self, ctx: Context) -> Outcome:
         classifier = ctx.rng.choice(ctx.served.classifiers)
-        frame: dict[str, Any] = {"type": "classify", "id": ctx.next_id(), "model": classifier.id, "top_k": 3}
-        if classifier.input == "text":
-            frame["text"] = ctx.rng.choice(CHAT_LINES)
-        elif classifier.input == "audio":
-            frame["audio"] = base64.b64encode(noise_pcm16(ctx, classifier.sample_rate // 2)).decode()
-            frame["audio_sample_rate"] = classifier.sample_rate
-        else:
-            shape = classifier.input_shape or (8, 8)
-            frame["tensor"] = {"shape": list(shape), "values": tensor_values(ctx, shape)}
+        frame: dict[str, Any] = {
+            "type": "classify",
+            "id": ctx.next_id(),
+            "model": classifier.id,
+            "top_k": 3,
+            **json_classify_input(ctx, classifier),
+        }
         queue = await self.mux.request(frame)
         try:
             got = await queue.get()
@@ -1203,15 +1212,7 @@ class HttpWorker:
 
     async def classify(self, ctx: Context) -> Outcome:
         classifier = ctx.rng.choice(ctx.served.classifiers)
-        body: dict[str, Any] = {"model": classifier.id, "top_k": 3}
-        if classifier.input == "text":
-            body["text"] = ctx.rng.choice(CHAT_LINES)
-        elif classifier.input == "audio":
-            body["audio"] = base64.b64encode(noise_pcm16(ctx, classifier.sample_rate // 2)).decode()
-            body["audio_sample_rate"] = classifier.sample_rate
-        else:
-            shape = classifier.input_shape or (8, 8)
-            body["tensor"] = {"shape": list(shape), "values": tensor_values(ctx, shape)}
+        body: dict[str, Any] = {"model": classifier.id, "top_k": 3, **json_classify_input(ctx, classifier)}
         try:
             response = await self.client.post("/v1/classify", json=body)
         except httpx.TransportError as exc:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +56,16 @@ def load_checkpoint(path: Path, kind: str) -> tuple[dict[str, torch.Tensor], dic
     except (SafetensorError, OSError, ValueError) as exc:
         raise CheckpointError(f"checkpoint {path} is corrupt: {exc}") from exc
     return state, meta
+
+
+@contextmanager
+def rebuilding(path: Path, kind: str) -> Iterator[None]:
+    """Around rebuilding a ``kind`` model from a checkpoint's metadata and weights: a missing or mistyped field, or
+    weights of other shapes, become a :class:`CheckpointError` that names the file."""
+    try:
+        yield
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        raise CheckpointError(f"checkpoint {path} does not rebuild a {kind}: {exc}") from exc
 
 
 def file_sha256(path: Path) -> str:

@@ -145,6 +145,23 @@ class TrainLoop:
         raise NotImplementedError
 
     # -- shared ----------------------------------------------------------------
+    def _autocast(self) -> torch.autocast:
+        """The forward pass in ``amp`` (float32 when it is None)."""
+        return torch.autocast(self.device.type, dtype=self.amp or torch.float32, enabled=self.amp is not None)
+
+    def _descend(self, loss: torch.Tensor, grad_clip: float, items: int, started: float) -> float:
+        """Backpropagate ``loss`` (a mean cross-entropy in nats), clip the gradient's norm to ``grad_clip`` and step;
+        count the step, the ``items`` each process trained on and the time since ``started``. Returns the loss in
+        bits."""
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), grad_clip)
+        self.optimizer.step()
+        self.step += 1
+        self.seen += items * self.dist.world
+        self.elapsed += time.monotonic() - started
+        return loss.item() / math.log(2.0)
+
     def _set_lr(self) -> None:
         for group in self.optimizer.param_groups:
             group["lr"] = lr_at(self.opts, self.step, self._progress())

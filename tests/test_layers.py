@@ -12,6 +12,7 @@ a function). docs/architecture.md draws the same picture; change both together.
 from __future__ import annotations
 
 import ast
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -70,39 +71,32 @@ def project(name: str) -> bool:
     return within(name, ("server", "export", "edge_client", "antiphon"))
 
 
+def wrong_imports(folder: str, wrong: Callable[[str], bool]) -> list[str]:
+    """``PATH: MODULE`` for every import of a module under ``folder`` that ``wrong`` refuses, sorted."""
+    return sorted(
+        {f"{path.relative_to(REPO)}: {name}" for path in modules(folder) for name in imports_of(path) if wrong(name)}
+    )
+
+
 @pytest.mark.parametrize("package", MODEL_PACKAGES)
 def test_model_packages_import_no_upper_layer(package: str) -> None:
     """A model package never imports the engine, the transports, the app, the settings or the commands."""
-    wrong = {
-        f"{path.relative_to(REPO)}: {name}"
-        for path in modules(f"server/{package}")
-        for name in imports_of(path)
-        if within(name, UPPER_LAYERS)
-    }
-    assert sorted(wrong) == []
+    assert wrong_imports(f"server/{package}", lambda name: within(name, UPPER_LAYERS)) == []
 
 
 def test_transports_import_only_the_engine_contract() -> None:
     """A transport imports no torch and, of the project, only the engine's torch-free contract."""
-    wrong = {
-        f"{path.relative_to(REPO)}: {name}"
-        for path in modules("server/transport")
-        for name in imports_of(path)
-        if within(name, ("torch", "numba")) or (project(name) and not within(name, TRANSPORT_ALLOWED))
-    }
-    assert sorted(wrong) == []
+
+    def wrong(name: str) -> bool:
+        return within(name, ("torch", "numba")) or (project(name) and not within(name, TRANSPORT_ALLOWED))
+
+    assert wrong_imports("server/transport", wrong) == []
 
 
 def test_engine_imports_no_transport_app_or_command() -> None:
     """The engine serves every transport: it imports none of them, nor the app or the commands."""
     upper = ("server.transport", "server.app", "server.commands", "server.cli")
-    wrong = {
-        f"{path.relative_to(REPO)}: {name}"
-        for path in modules("server/engine")
-        for name in imports_of(path)
-        if within(name, upper)
-    }
-    assert sorted(wrong) == []
+    assert wrong_imports("server/engine", lambda name: within(name, upper)) == []
 
 
 def test_engine_contract_is_torch_free() -> None:
@@ -124,13 +118,11 @@ def test_engine_contract_is_torch_free() -> None:
 
 def test_edge_client_imports_nothing_of_the_server_but_its_errors() -> None:
     """The edge client runs without the server: of it, only server.errors may be imported."""
-    wrong = {
-        f"{path.relative_to(REPO)}: {name}"
-        for path in modules("edge_client")
-        for name in imports_of(path)
-        if within(name, ("server", "export", "torch")) and not within(name, EDGE_ALLOWED)
-    }
-    assert sorted(wrong) == []
+
+    def wrong(name: str) -> bool:
+        return within(name, ("server", "export", "torch")) and not within(name, EDGE_ALLOWED)
+
+    assert wrong_imports("edge_client", wrong) == []
 
 
 def test_the_checker_sees_a_wrong_import() -> None:

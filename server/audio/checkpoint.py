@@ -8,7 +8,7 @@ from typing import Any
 import torch
 
 from server.audio.model import WaveNet, WaveNetConfig
-from server.checkpoint import load_checkpoint, save_checkpoint
+from server.checkpoint import load_checkpoint, rebuilding, save_checkpoint
 from server.errors import CheckpointError
 
 KIND = "wavenet"
@@ -23,13 +23,11 @@ def save_audio_model(path: Path, model: WaveNet, voices: list[str], info: dict[s
 def load_audio_model(path: Path, device: torch.device | str = "cpu") -> tuple[WaveNet, list[str], dict[str, Any]]:
     """Model (eval mode, on ``device``), voice table and metadata of a checkpoint."""
     state, meta = load_checkpoint(path, KIND)
-    try:
+    with rebuilding(path, KIND):
         config = WaveNetConfig(**meta["config"])
         voices = list(meta["voices"])
         model = WaveNet(config)
         model.load_state_dict(state)
-    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
-        raise CheckpointError(f"checkpoint {path} does not rebuild a {KIND}: {exc}") from exc
     if len(voices) != config.voices:
         raise CheckpointError(f"checkpoint {path}: {config.voices} voice embeddings but {len(voices)} voice names")
     return model.to(device).eval(), voices, meta

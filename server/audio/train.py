@@ -31,7 +31,7 @@ from server.audio.data import (
     mel_stats,
     voice_table,
 )
-from server.audio.evaluate import LN2, batch_bits_per_sample, bits_per_sample
+from server.audio.evaluate import batch_bits_per_sample, bits_per_sample
 from server.audio.features import MelFrames
 from server.audio.model import WaveNet, WaveNetConfig
 from server.audio.options import AudioTrainOptions
@@ -149,17 +149,10 @@ class AudioTrainer(TrainLoop):
             inputs = (inputs + noise).clamp(0, 255)
         inputs, targets, mel, voice = (t.to(self.device) for t in (inputs, targets, mel, voice))
         self._set_lr()
-        with torch.autocast(self.device.type, dtype=self.amp or torch.float32, enabled=self.amp is not None):
+        with self._autocast():
             logits = self.ddp(inputs, self.model.frame_features(mel, voice))  # (B, T, 256)
         loss = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten())
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(self.model.parameters(), opts.grad_clip)
-        self.optimizer.step()
-        self.step += 1
-        self.seen += targets.numel() * self.dist.world
-        self.elapsed += time.monotonic() - t0
-        return loss.item() / LN2
+        return self._descend(loss, opts.grad_clip, targets.numel(), t0)
 
     def _estimate(self) -> float:
         return batch_bits_per_sample(self.model, self.heldout_batch)

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from server.audio.options import AudioTrainOptions
-from server.commands.common import add_checkpoint, add_device, add_seed, add_trainer
+from server.commands.common import add_checkpoint, add_device, add_seed, add_subcommand, add_trainer
 from server.errors import InvalidArgument
 from server.options import written_to
 from server.paths import default_checkpoint
@@ -39,8 +39,10 @@ def _train(opts: AudioTrainOptions) -> int:
 
 
 def add_eval(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
+    p = add_subcommand(
+        sub,
         "audio",
+        _eval,
         help="held-out NLL (bits/sample) of the WaveNet; --render writes WAVs, a spectrogram and the log-mel distance",
         description="Score the held-out utterances the checkpoint's trainer held out (espeak-ng renderings in voices "
         "never trained on) with teacher forcing, in bits per sample over whole utterances (8 is chance). With "
@@ -61,7 +63,6 @@ def add_eval(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help='last line: {"bits_per_sample": ..., "samples": ..., "log_mel_distance_db": ... (with --render)}',
     )
-    p.set_defaults(func=_eval)
 
 
 def _eval(args: argparse.Namespace) -> int:

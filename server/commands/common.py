@@ -1,6 +1,6 @@
-"""What several commands declare or parse alike: ``--seed``, ``--device``, ``--checkpoint`` of the commands whose
-flags are declared by hand (a trainer's are generated from its options: :mod:`server.options`), and reading a file
-a flag names."""
+"""What several commands declare or parse alike: a subcommand and the function it runs, ``--seed``, ``--device``,
+``--checkpoint`` of the commands whose flags are declared by hand (a trainer's are generated from its options:
+:mod:`server.options`), and reading a file a flag names."""
 
 from __future__ import annotations
 
@@ -15,6 +15,22 @@ from server.options import comma_list as comma_list  # export's flags read it fr
 from server.paths import default_help
 
 Options = TypeVar("Options", bound=TrainOptions)
+
+
+def add_subcommand(
+    sub: argparse._SubParsersAction,
+    name: str,
+    run: Callable[[argparse.Namespace], int],
+    *,
+    help: str,
+    description: str,
+    formatter_class: type[argparse.HelpFormatter] = argparse.HelpFormatter,
+) -> argparse.ArgumentParser:
+    """Subcommand ``name`` whose ``func`` is ``run`` (it gets the parsed flags and returns the exit status); the
+    caller adds the flags to the parser returned."""
+    p = sub.add_parser(name, help=help, description=description, formatter_class=formatter_class)
+    p.set_defaults(func=run)
+    return p
 
 
 def add_seed(p: argparse._ActionsContainer, default: int | None, help: str) -> None:
@@ -57,7 +73,6 @@ def add_trainer(
     """``antiphon train NAME``: the flags generated from ``options`` (``--dry-run`` with what ``dry_run`` says its
     preset trains); ``run`` gets the options the flags, the preset and the defaults make, and returns the exit
     status."""
-    p = sub.add_parser(name, help=help, description=description)
+    p = add_subcommand(sub, name, lambda args: run(from_flags(options, args)), help=help, description=description)
     add_flags(p, options, dry_run=dry_run)
-    p.set_defaults(func=lambda args: run(from_flags(options, args)))
     return p

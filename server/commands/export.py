@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from server.commands.common import add_seed, comma_list
+from server.commands.common import add_seed, add_subcommand, comma_list
 from server.paths import (
     DEFAULT_DIGITS_CHECKPOINT,
     DEFAULT_IMAGE_MODELS,
@@ -31,8 +31,10 @@ EXPORTABLE = (
 
 
 def add_command(commands: argparse._SubParsersAction) -> None:
-    p = commands.add_parser(
+    p = add_subcommand(
+        commands,
         "export",
+        _run,
         help="export models to ONNX and TFLite files with a manifest",
         description="Convert models to ONNX and TFLite (float32 and, with --int8, int8), check every file against "
         "torch (float: 1e-4 max abs on real and random inputs; int8: the same top label on at least 99% of the "
@@ -78,7 +80,6 @@ def add_command(commands: argparse._SubParsersAction) -> None:
     ):
         p.add_argument(flag, type=Path, default=None, help=help_text)
     add_seed(p, 0, "random inputs and calibration sample (default: 0)")
-    p.set_defaults(func=_run)
 
 
 def _run(args: argparse.Namespace) -> int:

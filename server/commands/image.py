@@ -14,6 +14,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from server.commands.common import add_subcommand
 from server.image.options import TRAIN_OPTIONS
 from server.options import add_flags, from_flags, written_to
 
@@ -34,9 +35,9 @@ TRAIN_HELP = {
 def add_train(sub: argparse._SubParsersAction) -> None:
     for family, cls in TRAIN_OPTIONS.items():
         help_text, dry_run = TRAIN_HELP[family]
-        p = sub.add_parser(family, help=help_text, description=help_text[0].upper() + help_text[1:] + ".")
+        p = add_subcommand(sub, family, _train, help=help_text, description=help_text[0].upper() + help_text[1:] + ".")
         add_flags(p, cls, dry_run=dry_run)
-        p.set_defaults(func=_train, family=family)
+        p.set_defaults(family=family)
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -65,7 +66,8 @@ def add_eval(sub: argparse._SubParsersAction) -> None:
         ("vae", "test NLL of the VAE on binarised images (importance sampling)"),
         ("rbm", "test NLL of the RBM on binarised images (AIS; exact log Z when it can be enumerated)"),
     ):
-        p = sub.add_parser(family, help=text, description=text[0].upper() + text[1:] + ".")
+        p = add_subcommand(sub, family, _eval, help=text, description=text[0].upper() + text[1:] + ".")
+        p.set_defaults(family=family)
         p.add_argument("--checkpoint", type=Path, required=True, help="the checkpoint to evaluate")
         if family in ("dcgan", "vaegan"):
             p.add_argument("--judge", type=Path, default=None, help="the judge's checkpoint (default: per data set)")
@@ -76,7 +78,6 @@ def add_eval(sub: argparse._SubParsersAction) -> None:
         if family == "rbm":
             p.add_argument("--ais-runs", type=int, default=500, help="AIS chains (default: 500)")
             p.add_argument("--ais-betas", type=int, default=20000, help="AIS temperatures (default: 20000)")
-        p.set_defaults(func=_eval, family=family)
 
 
 def _eval(args: argparse.Namespace) -> int:
@@ -100,8 +101,10 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def add_sample(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
+    p = add_subcommand(
+        sub,
         "image",
+        _sample,
         help="a PNG grid of an image model's samples (or frames)",
         description="Write a PNG grid of samples of any image checkpoint: DCGAN, VAE or VAE-GAN samples (every "
         "class in turn for a conditional model) or a latent walk (--walk); an RBM's Gibbs chains, one column per "
@@ -121,7 +124,6 @@ def add_sample(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--layer", default="block2", help="Deep Dream's layer (default: block2)")
     p.add_argument("--target", type=int, default=None, help="Deep Dream's class, with --layer logits")
     p.add_argument("--channel", type=int, default=None, help="Deep Dream's channel of the layer")
-    p.set_defaults(func=_sample)
 
 
 def _sample(args: argparse.Namespace) -> int:

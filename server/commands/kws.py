@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from server.commands.common import add_checkpoint, add_trainer
+from server.commands.common import add_checkpoint, add_subcommand, add_trainer
 from server.errors import InvalidArgument
 from server.kws.options import KWSTrainOptions
 from server.paths import default_checkpoint
@@ -45,8 +45,10 @@ def _train(opts: KWSTrainOptions) -> int:
 
 
 def add_eval(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
+    p = add_subcommand(
+        sub,
         "kws",
+        _eval,
         help="accuracy and confusion matrix of the keyword spotter",
         description="Classify WAV files (any rate, channels and sample format; resampled to 16 kHz mono, the "
         "loudest second kept, shorter clips centred) and print the accuracy and the confusion matrix (rows: "
@@ -73,7 +75,6 @@ def add_eval(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help='last line: {"accuracy": ..., "count": ..., "confusion": ..., "labels": ...}',
     )
-    p.set_defaults(func=_eval)
 
 
 def _eval(args: argparse.Namespace) -> int:

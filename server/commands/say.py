@@ -6,14 +6,16 @@ import argparse
 import sys
 from pathlib import Path
 
-from server.commands.common import add_seed
+from server.commands.common import add_seed, add_subcommand
 from server.errors import InvalidArgument
 from server.paths import DEFAULT_AUDIO_CHECKPOINT, default_checkpoint, shown
 
 
 def add_command(commands: argparse._SubParsersAction) -> None:
-    p = commands.add_parser(
+    p = add_subcommand(
+        commands,
         "say",
+        _run,
         help="speak a text with the WaveNet (play it, or write a WAV file)",
         description="Speak TEXT with the WaveNet in this process: espeak-ng renders the text, the WaveNet makes "
         "every sample, and the audio streams to `aplay` (speech starts before the rest is made) or into a WAV "
@@ -28,7 +30,6 @@ def add_command(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=int, default=1, help="cores for the WaveNet step (default 1)")
     p.add_argument("--checkpoint", type=Path, default=None, help=f"default: {shown(DEFAULT_AUDIO_CHECKPOINT)}")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(func=_run)
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -5,14 +5,17 @@ from __future__ import annotations
 import argparse
 import os
 
+from server.commands.common import add_subcommand
 from server.paths import DEFAULT_CHECKPOINTS
 
 
 def add_command(commands: argparse._SubParsersAction) -> None:
     from server.settings import add_arguments
 
-    p = commands.add_parser(
+    p = add_subcommand(
+        commands,
         "serve",
+        _run,
         help="serve the models over gRPC, WebSocket and OpenAI-compatible HTTP",
         description="Serve the models over gRPC, WebSocket and OpenAI-compatible HTTP from one process. Every "
         "option is also an ANTIPHON_* environment variable (a flag wins). Once the three listen, one log line says "
@@ -20,7 +23,6 @@ def add_command(commands: argparse._SubParsersAction) -> None:
         "accepting, lets live streams finish within --grace-s, cancels the rest and exits 0.",
     )
     add_arguments(p)
-    p.set_defaults(func=_run)
 
 
 def _run(args: argparse.Namespace) -> int:

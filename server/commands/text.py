@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from server.commands.common import add_checkpoint, add_device, add_seed, add_trainer, read_utf8
+from server.commands.common import add_checkpoint, add_device, add_seed, add_subcommand, add_trainer, read_utf8
 from server.errors import InvalidArgument
 from server.options import written_to
 from server.paths import DEFAULT_TEXT_CHECKPOINT, default_checkpoint, shown
@@ -40,8 +40,10 @@ def _train(opts: TextTrainOptions) -> int:
 
 
 def add_eval(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
+    p = add_subcommand(
+        sub,
         "text",
+        _eval,
         help="bits per character of text files",
         description="Score every character of each FILE as read (newlines included), carrying the LSTM state "
         "through the whole file. With no FILE, the corpus's held-out plays are scored.",
@@ -50,7 +52,6 @@ def add_eval(sub: argparse._SubParsersAction) -> None:
     add_checkpoint(p, "text")
     add_device(p)
     p.add_argument("--json", action="store_true", help='last line: {"bits_per_char": ..., "chars": ...}')
-    p.set_defaults(func=_eval)
 
 
 def _eval(args: argparse.Namespace) -> int:
@@ -78,8 +79,10 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def add_sample(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
+    p = add_subcommand(
+        sub,
         "text",
+        _sample,
         help="stream a continuation of a prompt to stdout",
         description="Continue --prompt token by token, printing each character as it is sampled.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
@@ -93,7 +96,6 @@ def add_sample(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-tokens", type=int, default=500)
     p.add_argument("--stop", action="append", default=[], help="stop before this text (repeatable)")
     add_device(p)
-    p.set_defaults(func=_sample)
 
 
 def _sample(args: argparse.Namespace) -> int:

@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from server.commands.common import add_checkpoint, add_trainer, read_utf8
+from server.commands.common import add_checkpoint, add_subcommand, add_trainer, read_utf8
 from server.errors import InvalidArgument
 from server.paths import default_checkpoint
 from server.textdisc.options import TextDiscTrainOptions
@@ -43,8 +43,10 @@ def _train(opts: TextDiscTrainOptions) -> int:
 
 
 def add_eval(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
+    p = add_subcommand(
+        sub,
         "textdisc",
+        _eval,
         help="accuracy of the text discriminator, or its verdict on text files",
         description="With no FILE: rebuild the test windows the checkpoint names (held-out plays and fresh "
         "samples of its generator, from the cache or sampled again) and print the accuracy, by source, and the "
@@ -60,7 +62,6 @@ def add_eval(sub: argparse._SubParsersAction) -> None:
         "default one)",
     )
     p.add_argument("--json", action="store_true", help="last line: the figures as JSON")
-    p.set_defaults(func=_eval)
 
 
 def _eval(args: argparse.Namespace) -> int:

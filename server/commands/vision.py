@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from server.commands.common import add_checkpoint, add_trainer
+from server.commands.common import add_checkpoint, add_subcommand, add_trainer
 from server.paths import default_checkpoint
 from server.vision.options import DigitsTrainOptions
 
@@ -32,15 +32,16 @@ def _train(opts: DigitsTrainOptions) -> int:
 
 
 def add_eval(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
+    p = add_subcommand(
+        sub,
         "digits",
+        _eval,
         help="accuracy and confusion matrix of the digits CNN",
         description="Classify the test split recorded in the checkpoint and print the accuracy and the "
         "confusion matrix (rows: true digit, columns: predicted).",
     )
     add_checkpoint(p, "digits")
     p.add_argument("--json", action="store_true", help='last line: {"accuracy": ..., "count": ..., "confusion": ...}')
-    p.set_defaults(func=_eval)
 
 
 def _eval(args: argparse.Namespace) -> int:

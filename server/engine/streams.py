@@ -37,7 +37,7 @@ class _BoundedStream(Generic[Piece]):
 
     The buffer is bounded: the engine stops stepping a stream that holds ``capacity`` unread units and resumes
     it once the consumer reads, so a slow consumer costs a paused slot, not memory. One read returns every
-    piece waiting, joined.
+    piece waiting, joined (``_take``; an image stream's, one frame).
     """
 
     def __init__(self, capacity: int, wake: Callable[[], None], request_id: str = "", transport: str = "") -> None:
@@ -121,11 +121,16 @@ class _BoundedStream(Generic[Piece]):
             self._readable.clear()
             await self._readable.wait()
         was_full = self._buffered >= self.capacity
+        piece = self._take()
+        if was_full:
+            self._wake()  # the engine paused this stream; it may step it again
+        return piece
+
+    def _take(self) -> Piece:
+        """What one read returns (there is a piece): every buffered piece, joined."""
         piece = self._join(self._pieces)
         self._pieces.clear()
         self._buffered = 0
-        if was_full:
-            self._wake()  # the engine paused this stream; it may step it again
         return piece
 
 
@@ -190,17 +195,7 @@ class ImageStream(_BoundedStream[Picture]):
         self.frames += 1
         super().push(piece)
 
-    async def __anext__(self) -> Picture:
-        while not self._pieces:
-            if self._error is not None:
-                raise self._error
-            if self.finish_reason is not None:
-                raise StopAsyncIteration
-            self._readable.clear()  # no await between the check and the clear: a push cannot be lost
-            await self._readable.wait()
-        was_full = self._buffered >= self.capacity
-        piece = self._pieces.popleft()
+    def _take(self) -> Picture:
+        """One frame a read, so that a client sees every frame."""
         self._buffered -= 1
-        if was_full:
-            self._wake()  # the engine may advance this stream's group again
-        return piece
+        return self._pieces.popleft()

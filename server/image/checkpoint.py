@@ -10,7 +10,7 @@ from typing import Any, cast
 import torch
 from torch import nn
 
-from server.checkpoint import load_checkpoint, read_meta, save_checkpoint
+from server.checkpoint import load_checkpoint, read_meta, rebuilding, save_checkpoint
 from server.errors import CheckpointError
 from server.image.evaluator import Evaluator, EvaluatorConfig
 from server.image.gan import DCGAN, GANConfig
@@ -57,9 +57,7 @@ def load_image_model(
         if kind not in BUILDERS:
             raise CheckpointError(f"checkpoint {path} holds a {kind!r} model, not an image model")
     state, meta = load_checkpoint(path, kind)
-    try:
+    with rebuilding(path, kind):
         model = BUILDERS[kind](meta["config"])
         model.load_state_dict(state)
-    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
-        raise CheckpointError(f"checkpoint {path} does not rebuild a {kind}: {exc}") from exc
     return model.to(device).eval(), meta

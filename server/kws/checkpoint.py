@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from server.checkpoint import load_checkpoint, save_checkpoint
+from server.checkpoint import load_checkpoint, rebuilding, save_checkpoint
 from server.errors import CheckpointError
 from server.kws.model import KWSConfig, KWSNet
 
@@ -23,12 +23,10 @@ def save_kws_model(path: Path, model: KWSNet, labels: list[str], info: dict[str,
 def load_kws_model(path: Path, device: torch.device | str = "cpu") -> tuple[KWSNet, dict[str, Any]]:
     """Model (eval mode, on ``device``) and metadata of a checkpoint."""
     state, meta = load_checkpoint(path, KIND)
-    try:
+    with rebuilding(path, KIND):
         model = KWSNet(KWSConfig(**meta["config"]))
         model.load_state_dict(state)
         labels = meta["labels"]
-    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
-        raise CheckpointError(f"checkpoint {path} does not rebuild a {KIND}: {exc}") from exc
     if len(labels) != model.config.num_classes:
         raise CheckpointError(f"checkpoint {path}: {len(labels)} labels for {model.config.num_classes} classes")
     return model.to(device).eval(), meta

@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from server.checkpoint import load_checkpoint, save_checkpoint
+from server.checkpoint import load_checkpoint, rebuilding, save_checkpoint
 from server.errors import CheckpointError
 from server.text.model import CharLSTM, CharLSTMConfig
 from server.text.vocab import Vocabulary
@@ -23,13 +23,11 @@ def save_text_model(path: Path, model: CharLSTM, vocab: Vocabulary, info: dict[s
 def load_text_model(path: Path, device: torch.device | str = "cpu") -> tuple[CharLSTM, Vocabulary, dict[str, Any]]:
     """Model (eval mode, on ``device``), vocabulary and metadata of a checkpoint."""
     state, meta = load_checkpoint(path, KIND)
-    try:
+    with rebuilding(path, KIND):
         config = CharLSTMConfig(**meta["config"])
         vocab = Vocabulary(meta["vocab"])
         model = CharLSTM(config)
         model.load_state_dict(state)
-    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
-        raise CheckpointError(f"checkpoint {path} does not rebuild a {KIND}: {exc}") from exc
     if config.vocab_size != len(vocab):
         raise CheckpointError(f"checkpoint {path}: vocab_size {config.vocab_size} != {len(vocab)} symbols")
     return model.to(device).eval(), vocab, meta

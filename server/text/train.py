@@ -27,7 +27,7 @@ from server.model_card import ModelCard, snapshot_of
 from server.provenance import stamp
 from server.text.checkpoint import save_text_model
 from server.text.dialogue import speakers
-from server.text.evaluate import LN2, bits_per_char, streamed_bits_per_char
+from server.text.evaluate import bits_per_char, streamed_bits_per_char
 from server.text.model import CharLSTM, CharLSTMConfig, State
 from server.text.options import TextTrainOptions
 from server.text.vocab import Vocabulary
@@ -146,17 +146,10 @@ class TextTrainer(TrainLoop):
         h, c = self._state()
         state = (h.detach(), c.detach())  # truncate backpropagation at the chunk boundary
         self._set_lr()
-        with torch.autocast(self.device.type, dtype=self.amp or torch.float32, enabled=self.amp is not None):
+        with self._autocast():
             logits, self.state = self.ddp(x, state)  # (B, T, V)
         loss = F.cross_entropy(logits.flatten(0, 1).float(), y.flatten())
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(self.model.parameters(), opts.grad_clip)
-        self.optimizer.step()
-        self.step += 1
-        self.seen += x.numel() * self.dist.world
-        self.elapsed += time.monotonic() - t0
-        return loss.item() / LN2
+        return self._descend(loss, opts.grad_clip, x.numel(), t0)
 
     def _estimate(self) -> float:
         self.model.eval()

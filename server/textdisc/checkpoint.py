@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from server.checkpoint import load_checkpoint, save_checkpoint
+from server.checkpoint import load_checkpoint, rebuilding, save_checkpoint
 from server.errors import CheckpointError
 from server.text.vocab import Vocabulary
 from server.textdisc.model import TextDiscConfig, TextDiscriminator
@@ -27,14 +27,12 @@ def load_textdisc_model(
 ) -> tuple[TextDiscriminator, Vocabulary, dict[str, Any]]:
     """Model (eval mode, on ``device``), vocabulary and metadata of a checkpoint."""
     state, meta = load_checkpoint(path, KIND)
-    try:
+    with rebuilding(path, KIND):
         config = TextDiscConfig(**{"ngram_orders": (), **meta["config"]})  # checkpoints before n-grams had none
         vocab = Vocabulary(meta["vocab"])
         model = TextDiscriminator(config)
         model.load_state_dict(state)
         labels = meta["labels"]
-    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
-        raise CheckpointError(f"checkpoint {path} does not rebuild a {KIND}: {exc}") from exc
     if config.vocab_size != len(vocab) or len(labels) != config.num_classes:
         raise CheckpointError(f"checkpoint {path}: vocabulary or labels do not fit the config")
     return model.to(device).eval(), vocab, meta

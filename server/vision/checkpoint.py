@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from server.checkpoint import load_checkpoint, save_checkpoint
+from server.checkpoint import load_checkpoint, rebuilding, save_checkpoint
 from server.errors import CheckpointError
 from server.vision.model import DigitsCNN, DigitsCNNConfig
 
@@ -22,14 +22,12 @@ def save_digits_model(path: Path, model: DigitsCNN, labels: list[str], info: dic
 def load_digits_model(path: Path, device: torch.device | str = "cpu") -> tuple[DigitsCNN, dict[str, Any]]:
     """Model (eval mode, on ``device``) and metadata of a checkpoint."""
     state, meta = load_checkpoint(path, KIND)
-    try:
+    with rebuilding(path, KIND):
         config = DigitsCNNConfig(**meta["config"])
         model = DigitsCNN(config)
         model.load_state_dict(state)
         labels = meta["labels"]
         meta["data"]["test_indices"]  # the recorded split: evaluation and export read it
-    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
-        raise CheckpointError(f"checkpoint {path} does not rebuild a {KIND}: {exc}") from exc
     if len(labels) != config.num_classes:
         raise CheckpointError(f"checkpoint {path}: {len(labels)} labels for {config.num_classes} classes")
     return model.to(device).eval(), meta

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
+import openai
 from antiphon.v1 import (
     audio_pb2,
     chat_pb2,
@@ -33,6 +34,11 @@ FINISH = {
     sampling_pb2.FINISH_REASON_LENGTH: "length",
     sampling_pb2.FINISH_REASON_CANCELLED: "cancelled",
 }
+
+
+def sdk(server: Any) -> openai.AsyncOpenAI:
+    """The official OpenAI SDK's client of ``server``'s HTTP API (no key, no retries)."""
+    return openai.AsyncOpenAI(base_url=f"http://{server.http_address}/v1", api_key="unused", max_retries=0)
 
 
 class Failure(Exception):

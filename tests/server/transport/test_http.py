@@ -15,16 +15,13 @@ import pytest
 from server.engine.text import TextEngine
 from tests.conftest import timeout
 from tests.server.helpers import reference_text
+from tests.server.transport.clients import sdk
 
 # The HTTP API is one transport over one engine whatever its backend: the default backend keeps this file short.
 pytestmark = pytest.mark.parametrize("make_text_engine", ["fast"], indirect=True)
 
 StartServer = Callable[..., Any]
 STOP = ("\n\n",)
-
-
-def sdk(server: Any) -> openai.AsyncOpenAI:
-    return openai.AsyncOpenAI(base_url=f"http://{server.http_address}/v1", api_key="unused", max_retries=0)
 
 
 def engine_of(server: Any) -> TextEngine:

@@ -26,7 +26,7 @@ from server.engine.image import ImageEngine, ImageLimits
 from server.settings import ServeSettings
 from server.transport.http_images import MAX_UPLOAD_BYTES
 from tests.conftest import timeout
-from tests.server.transport.clients import GrpcClient
+from tests.server.transport.clients import GrpcClient, sdk
 
 IMAGE_MODELS = Path(__file__).resolve().parents[3] / "models" / "image"
 DREAM_SIDE = 32  # Deep Dream's frames here: small, so a dream takes milliseconds
@@ -46,10 +46,6 @@ async def server() -> AsyncIterator[Server]:
     await started.start()
     yield started
     await started.stop()
-
-
-def sdk(server: Server) -> openai.AsyncOpenAI:
-    return openai.AsyncOpenAI(base_url=f"http://{server.http_address}/v1", api_key="unused", max_retries=0)
 
 
 def http(server: Server) -> httpx.AsyncClient:

@@ -13,14 +13,13 @@ from typing import Any
 
 import httpx
 import numpy as np
-import openai
 import pytest
 from PIL import Image
 
 from server.app import Server
 from server.engine.image import ImageEngine, ImageLimits
 from tests.conftest import timeout
-from tests.server.transport.clients import Failure, GrpcClient
+from tests.server.transport.clients import Failure, GrpcClient, sdk
 from tests.server.transport.conftest import TRANSPORTS
 
 StartServer = Callable[..., Any]
@@ -189,10 +188,6 @@ async def test_image_models_are_listed(transport: str, image_client: OpenClient)
 
 
 # -- HTTP: OpenAI's images API -----------------------------------------------------------------------------------
-def sdk(server: Server) -> openai.AsyncOpenAI:
-    return openai.AsyncOpenAI(base_url=f"http://{server.http_address}/v1", api_key="unused", max_retries=0)
-
-
 async def test_http_generates_n_images_of_the_class_prompted(start_image_server: StartServer) -> None:
     """images.generate with n 3 and a class for prompt answers three 8x8 PNGs, seeds seed..seed+2 (gRPC's)."""
     server = await start_image_server("dcgan")

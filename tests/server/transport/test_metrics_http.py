@@ -10,7 +10,6 @@ from typing import Any
 import grpc
 import httpx
 import numpy as np
-import openai
 import pytest
 from antiphon.v1 import generation_pb2_grpc, models_pb2
 from prometheus_client.parser import text_string_to_metric_families
@@ -20,7 +19,7 @@ from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import InvalidStatus
 
 from tests.conftest import timeout
-from tests.server.transport.clients import Failure
+from tests.server.transport.clients import Failure, sdk
 
 # The metrics are the same whatever runs the model: the default backend keeps this file short.
 pytestmark = pytest.mark.parametrize("make_text_engine", ["fast"], indirect=True)
@@ -42,10 +41,6 @@ async def scrape(server: Any, key: str | None = None) -> list[Sample]:
 def value(samples: list[Sample], name: str, **labels: str) -> float:
     """The sum of the samples named ``name`` whose labels include ``labels`` (0 when there is none)."""
     return sum(s.value for s in samples if s.name == name and labels.items() <= s.labels.items())
-
-
-def sdk(server: Any) -> openai.AsyncOpenAI:
-    return openai.AsyncOpenAI(base_url=f"http://{server.http_address}/v1", api_key="unused", max_retries=0)
 
 
 async def streamed_chat(server: Any) -> tuple[str, int]:
