@@ -11,7 +11,7 @@ from server.commands.common import add_checkpoint, add_device, add_seed, add_sub
 from server.errors import InvalidArgument
 from server.options import written_to
 from server.paths import DEFAULT_TEXT_CHECKPOINT, default_checkpoint, shown
-from server.text.options import TextTrainOptions
+from server.text.options import DynamicEval, TextTrainOptions
 
 
 def add_train(sub: argparse._SubParsersAction) -> None:
@@ -46,35 +46,68 @@ def add_eval(sub: argparse._SubParsersAction) -> None:
         _eval,
         help="bits per character of text files",
         description="Score every character of each FILE as read (newlines included), carrying the LSTM state "
-        "through the whole file. With no FILE, the corpus's held-out plays are scored.",
+        "through the whole file. With no FILE, the corpus's held-out plays are scored (--dev: the development plays). "
+        "The figure is static: the weights stay as trained. --dynamic adds a second, labelled figure with dynamic "
+        "evaluation (Krause et al. 2018): each segment is scored, then the weights take one gradient step on it, so "
+        "the model adapts to the text as a compressor does; no character is scored by weights that have seen it.",
     )
     p.add_argument("files", nargs="*", type=Path, metavar="FILE")
     add_checkpoint(p, "text")
     add_device(p)
+    p.add_argument("--dev", action="store_true", help="with no FILE: the development plays, not the held-out ones")
+    p.add_argument("--max-chars", type=int, default=None, metavar="N", help="score only the first N characters of each")
     p.add_argument("--json", action="store_true", help='last line: {"bits_per_char": ..., "chars": ...}')
+    dynamic = p.add_argument_group("dynamic evaluation (--dynamic)")
+    dynamic.add_argument("--dynamic", action="store_true", help="also score with dynamic evaluation")
+    dynamic.add_argument("--dynamic-lr", type=float, default=DynamicEval.lr, help="SGD step (default: %(default)s)")
+    dynamic.add_argument(
+        "--dynamic-decay",
+        type=float,
+        default=DynamicEval.decay,
+        help="pull toward the trained weights per segment, 0..1 (default: %(default)s)",
+    )
+    dynamic.add_argument(
+        "--segment", type=int, default=DynamicEval.segment, help="characters per step (default: %(default)s)"
+    )
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from server.data.shakespeare import load_shakespeare
+    from server.data.shakespeare import DEV_PLAYS, load_shakespeare
     from server.device import resolve_device
     from server.text.checkpoint import load_text_model
-    from server.text.evaluate import total_bits
+    from server.text.evaluate import dynamic_total_bits, total_bits
 
+    if args.max_chars is not None and args.max_chars < 1:
+        raise InvalidArgument("max_chars", f"must be at least 1, got {args.max_chars}")
+    if args.dev and args.files:
+        raise InvalidArgument("dev", "--dev scores the development plays; give it without FILE")
+    dynamic = DynamicEval(args.dynamic_lr, args.dynamic_decay, args.segment) if args.dynamic else None
     texts = {str(p): read_utf8(p, "FILE") for p in args.files}
     if not texts:
-        texts = load_shakespeare().valid
+        corpus = load_shakespeare(dev_plays=DEV_PLAYS if args.dev else ())
+        texts = corpus.dev if args.dev else corpus.valid
+    texts = {name: text[: args.max_chars] for name, text in texts.items()}
     if not all(texts.values()):
         raise InvalidArgument("FILE", "an empty file has no characters to score")
     model, vocab, _ = load_text_model(args.checkpoint or default_checkpoint("text"), resolve_device(args.device))
-    bits, chars = 0.0, 0
+    bits, dynamic_bits, chars = 0.0, 0.0, 0
     for name, text in texts.items():
         file_bits = total_bits(model, vocab, text)
         bits, chars = bits + file_bits, chars + len(text)
-        print(f"{name}: {file_bits / len(text):.4f} bits/char over {len(text):,} characters")
+        line = f"{name}: {file_bits / len(text):.4f} bits/char over {len(text):,} characters"
+        if dynamic is not None:
+            file_dynamic = dynamic_total_bits(model, vocab, text, dynamic)
+            dynamic_bits += file_dynamic
+            line += f" (dynamic evaluation: {file_dynamic / len(text):.4f})"
+        print(line, flush=True)
     if len(texts) > 1:
-        print(f"total: {bits / chars:.4f} bits/char over {chars:,} characters")
+        line = f"total: {bits / chars:.4f} bits/char over {chars:,} characters"
+        print(line + (f" (dynamic evaluation: {dynamic_bits / chars:.4f})" if dynamic is not None else ""))
     if args.json:
-        print(json.dumps({"bits_per_char": bits / chars, "chars": chars}))
+        report: dict[str, object] = {"bits_per_char": bits / chars, "chars": chars}
+        if dynamic is not None:
+            report["dynamic"] = {"bits_per_char": dynamic_bits / chars, **vars(dynamic)}
+        print(json.dumps(report))
     return 0
 
 

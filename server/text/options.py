@@ -1,8 +1,10 @@
-"""The options of ``antiphon train text``: what :class:`server.text.train.TextTrainer` reads, validated before the
-corpus is read. Torch-free: the command line is generated from the fields that are flags."""
+"""The options of ``antiphon train text`` (what :class:`server.text.train.TextTrainer` reads, validated before the
+corpus is read) and the settings of ``antiphon eval text --dynamic``. Torch-free: the command line is generated from
+the fields that are flags."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, ClassVar
@@ -105,3 +107,24 @@ class TextTrainOptions(TrainOptions):
         if self.dev_plays and self.corpus is not None:
             raise InvalidArgument("dev_plays", "only the Shakespeare corpus has plays to hold out; drop --corpus")
         check_dev_plays(self.dev_plays)
+
+
+@dataclass(frozen=True)
+class DynamicEval:
+    """Dynamic evaluation (Krause et al. 2018, the SGD form with a pull back to the trained weights): the text is
+    scored in segments of ``segment`` characters; each segment is scored first, with the weights as the segments
+    before it left them, and then the weights take one gradient step on that segment's mean loss,
+    ``w <- w - lr * grad + decay * (w_trained - w)``. The score is a true online code, as a compressor's is: no
+    character is scored by weights that have seen it."""
+
+    lr: float = 0.003
+    decay: float = 0.0
+    segment: int = 50
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise InvalidArgument("dynamic_lr", f"must be a positive number, got {self.lr}")
+        if not (math.isfinite(self.decay) and 0 <= self.decay < 1):
+            raise InvalidArgument("dynamic_decay", f"must be in [0, 1), got {self.decay}")
+        if not 1 <= self.segment <= 10_000:
+            raise InvalidArgument("segment", f"must be 1..10000 characters, got {self.segment}")

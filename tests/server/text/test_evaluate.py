@@ -13,7 +13,8 @@ import pytest
 import torch
 
 from server.text.checkpoint import load_text_model
-from server.text.evaluate import bits_per_char, streamed_bits_per_char, total_bits
+from server.text.evaluate import bits_per_char, dynamic_total_bits, streamed_bits_per_char, total_bits
+from server.text.options import DynamicEval
 from server.text.vocab import START_TEXT
 
 from ...conftest import timeout
@@ -89,3 +90,36 @@ def test_eval_with_a_missing_checkpoint_exits_1(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert "does not exist" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_dynamic_evaluation_scores_each_segment_before_it_adapts(tiny_text_checkpoint: Path) -> None:
+    """A text within one segment is scored by the trained weights alone: dynamic equals static. On a text that
+    repeats, the adapted weights predict the repeats better. The model passed in is left as trained."""
+    model, vocab, _ = load_text_model(tiny_text_checkpoint)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    short = "Fool.\nMy lord, the king is come.\n\n"
+    settings = DynamicEval(lr=1.0, segment=len(short))
+    assert math.isclose(dynamic_total_bits(model, vocab, short, settings), total_bits(model, vocab, short), rel_tol=1e-6)
+    text = short * 20
+    assert dynamic_total_bits(model, vocab, text, settings) < 0.9 * total_bits(model, vocab, text)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_dynamic_evaluation_pulled_fully_back_is_static(tiny_text_checkpoint: Path) -> None:
+    """decay 1 - 1e-12 undoes each step at once: every segment is scored by the trained weights, as statically."""
+    model, vocab, _ = load_text_model(tiny_text_checkpoint)
+    text = "Edgar.\nWhat love may do for thee, my lord.\n\n" * 5
+    settings = DynamicEval(lr=0.05, decay=1 - 1e-12, segment=7)
+    assert math.isclose(dynamic_total_bits(model, vocab, text, settings), total_bits(model, vocab, text), rel_tol=1e-5)
+
+
+def test_eval_dynamic_reports_both_figures_and_names_a_bad_flag(tiny_text_checkpoint: Path, tmp_path: Path) -> None:
+    path = tmp_path / "play.txt"
+    path.write_text("Kent.\nThe king is come.\n\n" * 10, encoding="utf-8")
+    result = eval_text(path, tiny_text_checkpoint, "--dynamic", "--segment", "20", "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["dynamic"]["segment"] == 20 and report["dynamic"]["bits_per_char"] < report["bits_per_char"]
+    assert "(dynamic evaluation: " in result.stdout
+    bad = eval_text(path, tiny_text_checkpoint, "--dynamic", "--dynamic-lr", "-1")
+    assert bad.returncode == 2 and "dynamic_lr" in bad.stderr and "positive" in bad.stderr
