@@ -117,9 +117,9 @@ class DynamicEval:
     ``w <- w - lr * grad + decay * (w_trained - w)``. The score is a true online code, as a compressor's is: no
     character is scored by weights that have seen it."""
 
-    lr: float = 0.003
+    lr: float = 0.03
     decay: float = 0.0
-    segment: int = 50
+    segment: int = 20
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.lr) and self.lr > 0):
