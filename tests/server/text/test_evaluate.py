@@ -99,7 +99,8 @@ def test_dynamic_evaluation_scores_each_segment_before_it_adapts(tiny_text_check
     before = {k: v.clone() for k, v in model.state_dict().items()}
     short = "Fool.\nMy lord, the king is come.\n\n"
     settings = DynamicEval(lr=1.0, segment=len(short))
-    assert math.isclose(dynamic_total_bits(model, vocab, short, settings), total_bits(model, vocab, short), rel_tol=1e-6)
+    static = total_bits(model, vocab, short)
+    assert math.isclose(dynamic_total_bits(model, vocab, short, settings), static, rel_tol=1e-6)
     text = short * 20
     assert dynamic_total_bits(model, vocab, text, settings) < 0.9 * total_bits(model, vocab, text)
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
@@ -110,7 +111,8 @@ def test_dynamic_evaluation_pulled_fully_back_is_static(tiny_text_checkpoint: Pa
     model, vocab, _ = load_text_model(tiny_text_checkpoint)
     text = "Edgar.\nWhat love may do for thee, my lord.\n\n" * 5
     settings = DynamicEval(lr=0.05, decay=1 - 1e-12, segment=7)
-    assert math.isclose(dynamic_total_bits(model, vocab, text, settings), total_bits(model, vocab, text), rel_tol=1e-5)
+    static = total_bits(model, vocab, text)
+    assert math.isclose(dynamic_total_bits(model, vocab, text, settings), static, rel_tol=1e-5)
 
 
 def test_eval_dynamic_reports_both_figures_and_names_a_bad_flag(tiny_text_checkpoint: Path, tmp_path: Path) -> None:
