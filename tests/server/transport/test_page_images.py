@@ -159,7 +159,9 @@ async def test_a_chain_shows_its_frames_as_they_arrive(start_server: StartServer
     assert len(page.find_elements(By.CSS_SELECTOR, "#image-history li")) == 1
     view = page.find_element(By.ID, "image-view")
     assert view.is_displayed()
-    assert page.execute_script("return [arguments[0].naturalWidth, arguments[0].clientWidth]", view) == [8, 288]
+    side = server.models.images["rbm"].info.image_size  # shown at the largest whole scale that fits 288 pixels
+    shown = [side, side * (288 // side)]
+    assert page.execute_script("return [arguments[0].naturalWidth, arguments[0].clientWidth]", view) == shown
     assert view.value_of_css_property("image-rendering") == "pixelated"
 
 
