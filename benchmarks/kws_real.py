@@ -35,8 +35,11 @@ GRAMMAR = "#JSGF V1.0;\ngrammar numbers;\npublic <number> = " + " | ".join(NUMBE
 PAD_S = 0.3  # silence on each side of a clip for PocketSphinx
 
 
-def spotter_predictions(path: Path, waves: np.ndarray) -> np.ndarray:
-    """Predicted label indices (N,) of a kws checkpoint or an exported TFLite/ONNX file."""
+def spotter_predictions(path: Path, waves: np.ndarray, unknown_bias: float = 0.0) -> np.ndarray:
+    """Predicted label indices (N,) of a kws checkpoint or an exported TFLite/ONNX file; ``unknown_bias`` is added
+    to a checkpoint's unknown logit first (as ``antiphon train kws --unknown-bias`` folds it into the head)."""
+    if unknown_bias and path.suffix != ".safetensors":
+        raise SystemExit(f"--unknown-bias needs kws checkpoints (.safetensors), not {path}")
     if path.suffix == ".tflite":
         from ai_edge_litert.interpreter import Interpreter
 
@@ -61,7 +64,9 @@ def spotter_predictions(path: Path, waves: np.ndarray) -> np.ndarray:
     from server.kws.evaluate import predict_logits
 
     model, _ = load_kws_model(path)
-    return predict_logits(model, waves).argmax(axis=1)
+    logits = predict_logits(model, waves)
+    logits[:, UNKNOWN_INDEX] += unknown_bias
+    return logits.argmax(axis=1)
 
 
 def trained_speakers(path: Path) -> list[str]:
@@ -128,6 +133,9 @@ def main() -> int:
                         help="kws checkpoints or exported .tflite/.onnx files")  # fmt: skip
     parser.add_argument("--no-pocketsphinx", action="store_true", help="leave PocketSphinx out")
     parser.add_argument("--json", action="store_true", help="one JSON object per model")
+    parser.add_argument("--unknown-bias", type=lambda v: [float(b) for b in v.split(",")], default=[0.0],
+                        metavar="B[,B...]", help="add each B to the checkpoints' unknown logit, a row per model "
+                        "and B: choose a bias on these clips, then train with --unknown-bias (default: 0)")  # fmt: skip
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
 
@@ -135,7 +143,14 @@ def main() -> int:
     # A speaker any of the models trained on (--train-speakers) leaves every summary, PocketSphinx's too, so
     # that all of them are figures on the same clips of people none of them heard.
     trained_on = sorted({s for path in args.models for s in trained_speakers(path)})
-    results = [(str(path), score(spotter_predictions(path, dev.waves), dev, trained_on)) for path in args.models]
+    results = [
+        (
+            str(path) + (f" (unknown {bias:+g})" if bias else ""),
+            score(spotter_predictions(path, dev.waves, bias), dev, trained_on),
+        )
+        for path in args.models
+        for bias in args.unknown_bias
+    ]
     if not args.no_pocketsphinx:
         numbers = dev.labels < UNKNOWN_INDEX
         predicted = np.full(len(dev.labels), -1)
