@@ -158,6 +158,7 @@ def committed_card(name: str, meta: dict[str, Any]) -> Any:
     [
         "digits/digits_cnn",
         "kws/kws_dscnn",
+        "kws/kws_dscnn_wide",
         "audio/wavenet",
         "text/char_lstm",
         "text/char_lstm_small",
