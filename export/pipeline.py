@@ -135,6 +135,27 @@ def _image_spec(name: str, opts: ExportOptions) -> ExportSpec:
     return dcgan_discriminator_spec(opts.dcgan_checkpoint, opts.seed, n_samples=samples)
 
 
+def _still_valid(path: Path, skip: tuple[str, ...]) -> dict[str, Any]:
+    """The models of an earlier manifest at ``path`` that this export does not write again and whose files are all
+    still there as listed (same sha256), so that exporting one model into a folder keeps the others; a model
+    whose files changed or went is left out (the edge would refuse it)."""
+    try:
+        earlier = json.loads(path.read_text(encoding="utf-8"))["models"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+    kept: dict[str, Any] = {}
+    for name, entry in earlier.items() if isinstance(earlier, dict) else ():
+        if name in skip:
+            continue
+        try:
+            files = [f for per_format in entry["files"].values() for f in per_format.values()]
+            if files and all(file_sha256(path.parent / f["file"]) == f["sha256"] for f in files):
+                kept[name] = entry
+        except (OSError, KeyError, TypeError, AttributeError):
+            continue
+    return kept
+
+
 def export_models(opts: ExportOptions) -> dict[str, Any]:
     """Write every file and the manifest under ``opts.out``; returns the manifest."""
     opts.validate()
@@ -149,6 +170,10 @@ def export_models(opts: ExportOptions) -> dict[str, Any]:
         spec = build_spec(name, opts)
         manifest["models"][name] = _export_one(spec, opts)
     path = opts.out / MANIFEST
+    kept = _still_valid(path, skip=opts.models)
+    if kept:
+        log.info("kept from the earlier manifest (files unchanged): %s", ", ".join(kept))
+        manifest["models"] = {**kept, **manifest["models"]}
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
     tmp.replace(path)

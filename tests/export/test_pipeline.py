@@ -11,6 +11,7 @@ import pytest
 
 from export.pipeline import ExportOptions, export_models
 from server.checkpoint import file_sha256
+from server.data.shakespeare import load_corpus
 from server.errors import InvalidArgument
 
 from .conftest import DIGITS_CHECKPOINT, Exported
@@ -201,3 +202,24 @@ def test_a_spec_can_ask_for_dynamic_int8_despite_calibration(exported: Exported,
     assert "dynamic" in onnx_int8(spec, exported.out / "digits.onnx", onnx_out)
     onnx_runner = OnnxRunner(onnx_out)
     assert label_figures(spec, onnx_runner)["top_label_agreement"] >= INT8_AGREEMENT
+
+
+def test_exporting_one_model_keeps_the_others_listed(
+    tmp_path: Path, tiny_text_checkpoint: Path, tiny_corpus: Path
+) -> None:
+    """A second export into the same folder adds its model to the manifest and keeps the earlier one while its
+    files are unchanged; once one of them changes, the next export leaves that model out."""
+    first = ExportOptions(out=tmp_path, models=("digits",), formats=("onnx",), digits_checkpoint=DIGITS_CHECKPOINT)
+    digits = export_models(first)["models"]["digits"]
+    second = ExportOptions(
+        out=tmp_path,
+        models=("text_small_step",),
+        formats=("onnx",),
+        small_text_checkpoint=tiny_text_checkpoint,
+        text=load_corpus(tiny_corpus).valid_text,
+    )
+    both = export_models(second)
+    assert set(both["models"]) == {"digits", "text_small_step"} and both["models"]["digits"] == digits
+    assert json.loads((tmp_path / "manifest.json").read_text(encoding="utf-8")) == both
+    (tmp_path / "digits.onnx").write_bytes(b"not the exported file")
+    assert set(export_models(second)["models"]) == {"text_small_step"}
