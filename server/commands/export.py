@@ -105,9 +105,11 @@ def _run(args: argparse.Namespace) -> int:
 
         opts.text = load_corpus(args.text_corpus).valid_text
     manifest = export_models(opts)
-    for name, entry in manifest["models"].items():
-        for fmt, files in entry["files"].items():
+    for name in opts.models:
+        for fmt, files in manifest["models"][name]["files"].items():
             for precision, info in files.items():
                 print(f"{name} {fmt} {precision}: {args.out / info['file']} ({info['bytes']:,} bytes)")
-    print(f"manifest: {args.out / 'manifest.json'}")
+    kept = [name for name in manifest["models"] if name not in opts.models]
+    also = f" (also lists, unchanged: {', '.join(kept)})" if kept else ""
+    print(f"manifest: {args.out / 'manifest.json'}{also}")
     return 0
