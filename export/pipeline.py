@@ -143,8 +143,10 @@ def _still_valid(path: Path, skip: tuple[str, ...]) -> dict[str, Any]:
         earlier = json.loads(path.read_text(encoding="utf-8"))["models"]
     except (OSError, ValueError, KeyError, TypeError):
         return {}
+    if not isinstance(earlier, dict):
+        return {}
     kept: dict[str, Any] = {}
-    for name, entry in earlier.items() if isinstance(earlier, dict) else ():
+    for name, entry in earlier.items():
         if name in skip:
             continue
         try:
