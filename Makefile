@@ -33,6 +33,11 @@ SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 EDGE_VENV  := .venv-edge
 EDGE_BIN   := $(EDGE_VENV)/bin
 EDGE_STAMP := $(EDGE_VENV)/.installed
+# The tests run in parallel, one worker per CPU (pytest-xdist; each worker and every process it starts uses one
+# thread, tests/conftest.py), a test file at a time on one worker so its module fixtures are built once.
+# `make test TEST_WORKERS=0` runs them in one process.
+TEST_WORKERS ?= logical
+XDIST := -n $(TEST_WORKERS) --dist loadfile
 # The files the edge tests run against, exported by the main virtualenv at every test run.
 EDGE_FILES := runs/edge-files
 # arm64: the same tests with every edge command on an emulated aarch64 Python (tests/edge/arm64.sh; root cached
@@ -75,7 +80,7 @@ typecheck: $(STAMP)
 
 # The main virtualenv runs the edge tests with LiteRT (ai_edge_litert, NumPy 2) only; .venv-edge runs them all.
 pytest: $(STAMP) edge-files node-clients
-	$(BIN)/pytest --ignore=tests/edge
+	$(BIN)/pytest --ignore=tests/edge $(XDIST)
 	ANTIPHON_EDGE_FILES=$(EDGE_FILES) $(BIN)/pytest tests/edge -k "ai_edge_litert or test_imports"
 
 edge-files: $(STAMP)
@@ -97,15 +102,15 @@ $(NODE_STAMP): examples/node/package-lock.json
 
 $(EDGE_STAMP): pyproject.toml
 	$(PYTHON) -m venv $(EDGE_VENV)
-	$(EDGE_BIN)/python -m pip install -q --disable-pip-version-check -e '.[edge]' pytest pytest-asyncio
+	$(EDGE_BIN)/python -m pip install -q --disable-pip-version-check -e '.[edge]' pytest pytest-asyncio pytest-xdist
 	touch $@
 
 edge-test: $(EDGE_STAMP) edge-files
 	ANTIPHON_EDGE_FILES=$(EDGE_FILES) ANTIPHON_EDGE_VENV=1 ANTIPHON_SERVER_PYTHON=$(CURDIR)/$(BIN)/python \
-		$(EDGE_BIN)/pytest tests/edge
+		$(EDGE_BIN)/pytest tests/edge $(XDIST)
 
 edge-arm64: $(EDGE_STAMP) edge-files
-	tests/edge/arm64.sh $(EDGE_BIN)/python $(CURDIR)/$(BIN)/python $(EDGE_FILES) "$(ARM64_TESTS)"
+	PYTEST_ADDOPTS="$(XDIST)" tests/edge/arm64.sh $(EDGE_BIN)/python $(CURDIR)/$(BIN)/python $(EDGE_FILES) "$(ARM64_TESTS)"
 
 clean:
 	rm -rf $(VENV) $(EDGE_VENV) runs/arm64 .mypy_cache .ruff_cache .pytest_cache
