@@ -11,6 +11,7 @@ computes; the test set goes through the forward.
 from __future__ import annotations
 
 import hashlib
+import os
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -45,7 +46,7 @@ def scorer_features(model: TextDiscriminator, ids: np.ndarray, scorer_sha256: st
     bar.close()
     features = np.concatenate(out)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp.npy")
+    tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npy")  # two processes filling the same entry write apart
     np.save(tmp, features)
     tmp.replace(path)
     return features

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -115,7 +116,7 @@ def load_samples(
     prompts = [prompt_text[r.prompt_at : r.prompt_at + sample_set.prompt] for r in rows] if sample_set.prompt else None
     texts = generate_streams(model, vocab, rows, sample_set.length, prompts, progress=progress)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # two processes filling the same entry write apart
     tmp.write_text(json.dumps({"set": asdict(sample_set), "texts": texts}), encoding="utf-8")
     tmp.replace(path)
     return [Sample(r, text) for r, text in zip(rows, texts, strict=True)]
