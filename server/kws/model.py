@@ -18,7 +18,7 @@ Training applies SpecAugment-style masks between 2 and 3 (``classify(features(wa
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import torch
@@ -185,3 +185,46 @@ class KWSNet(nn.Module):
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
+
+    def widened(self, channels: int, seed: int = 0, noise: float = 0.02) -> KWSNet:
+        """This network with ``channels`` channels in every layer, computing the same function (Net2WiderNet,
+        Chen et al. 2016): each new channel copies an existing one, chosen at random per layer, and the next layer
+        divides its weights from a copied channel by the number of copies. ``noise`` (a share of each weight
+        matrix's standard deviation) on the pointwise and head weights lets the copies learn apart; 0 keeps the
+        function exactly (to float rounding)."""
+        old = self.config.channels
+        if channels < old:
+            raise ValueError(f"cannot widen {old} channels to {channels}")
+        gen = torch.Generator().manual_seed(seed)
+        src = self.state_dict()
+        wide = KWSNet(replace(self.config, channels=channels))
+        dst = wide.state_dict()
+
+        def copies() -> tuple[torch.Tensor, torch.Tensor]:  # new channel -> old channel, and each old one's count
+            picks = torch.cat([torch.arange(old), torch.randint(0, old, (channels - old,), generator=gen)])
+            return picks, torch.bincount(picks, minlength=old).to(torch.float32)
+
+        def norm(name: str, picks: torch.Tensor) -> None:
+            for key in ("weight", "bias", "running_mean", "running_var"):
+                dst[f"{name}.{key}"] = src[f"{name}.{key}"][picks].clone()
+            dst[f"{name}.num_batches_tracked"] = src[f"{name}.num_batches_tracked"].clone()
+
+        def spread(w: torch.Tensor, picks: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:  # (out, in)
+            w = w[:, picks] / counts[picks][None, :]
+            return w + noise * w.std() * torch.randn(w.shape, generator=gen)  # each copied row its own noise
+
+        picks, counts = copies()
+        dst["stem.0.weight"] = src["stem.0.weight"][picks].clone()
+        norm("stem.1", picks)
+        for b in range(self.config.blocks):
+            dst[f"blocks.{b}.0.weight"] = src[f"blocks.{b}.0.weight"][picks].clone()  # depthwise: its own channel
+            norm(f"blocks.{b}.1", picks)
+            out_picks, out_counts = copies()
+            pointwise = spread(src[f"blocks.{b}.3.weight"][out_picks, :, 0, 0], picks, counts)
+            dst[f"blocks.{b}.3.weight"] = pointwise[:, :, None, None]
+            norm(f"blocks.{b}.4", out_picks)
+            picks, counts = out_picks, out_counts
+        dst["head.weight"] = spread(src["head.weight"], picks, counts)
+        dst["head.bias"] = src["head.bias"].clone()
+        wide.load_state_dict(dst)
+        return wide.train(self.training)

@@ -107,6 +107,14 @@ class KWSTrainOptions(TrainOptions):
     render_workers: int = option(2, "espeak-ng processes while rendering", parse=int)  # once; cached
     # start from this checkpoint's weights (and its model config) instead of at random
     init: Path | None = option(None, "start from this kws checkpoint's weights (fine-tuning)", parse=Path)  # noqa: RUF009
+    widen: int | None = option(
+        None,
+        "with --init: first widen the checkpoint's DS-CNN to this many channels, computing the same function "
+        "(Net2WiderNet: channels copied, small noise to let them part), then train the wider network",
+        parse=int,
+        metavar="CHANNELS",
+        shown="the checkpoint's width",
+    )
     out: Path = option(Path("runs/kws/kws_dscnn.safetensors"), "checkpoint to write", parse=Path)  # noqa: RUF009
     progress: bool = option(True, "no progress bar (logs only)", switch=False)
     weight_decay: float = 1e-2
@@ -147,4 +155,7 @@ class KWSTrainOptions(TrainOptions):
         within(self, "keyword_gap", 0, 0.5, unit="seconds")
         at_least(self, 0, "test_per_label")
         at_least(self, 1, "eval_every", "render_workers")
+        at_least(self, 1, "widen")
+        if self.widen is not None and self.init is None:
+            raise InvalidArgument("widen", "widens the --init checkpoint: give --init too")
         self.data.validate()

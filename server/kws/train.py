@@ -22,6 +22,7 @@ import torch
 from server.audio.constants import SAMPLE_RATE
 from server.checkpoint import file_sha256
 from server.data.speech import espeak_version
+from server.errors import InvalidArgument
 from server.kws.audio_files import one_second
 from server.kws.augment import AugmentConfig
 from server.kws.checkpoint import load_kws_model, save_kws_model
@@ -237,4 +238,10 @@ def _start(opts: KWSTrainOptions) -> tuple[KWSNet, dict[str, Any] | None]:
         "steps": Provenance.from_dict(meta["training"]).steps,
         "heldout_clean_accuracy": meta["metrics"]["heldout_clean_accuracy"],
     }
+    if opts.widen is not None:
+        channels = model.config.channels
+        if opts.widen < channels:
+            raise InvalidArgument("widen", f"must be at least the checkpoint's {channels} channels, got {opts.widen}")
+        model = model.widened(opts.widen, seed=opts.seed)
+        start["widened_from"] = channels
     return model.train(), start

@@ -175,6 +175,8 @@ def test_spec_augment_zeroes_bands_and_frames() -> None:
         ({"data": KWSDataConfig(train_speakers=("nobody",))}, "train_speakers: must name development speakers"),
         ({"speed": (1.2, 0.9)}, "speed: must be two factors 0.5 <= low <= high <= 2, got 1.2,0.9"),
         ({"speed": (0.4, 1.2)}, "speed: must be two factors 0.5 <= low <= high <= 2, got 0.4,1.2"),
+        ({"widen": 144}, "widen: widens the --init checkpoint: give --init too"),
+        ({"widen": 0, "init": Path("k.safetensors")}, "widen: must be at least 1, got 0"),
     ],
 )
 def test_bad_options_are_named(tmp_path: Path, options: dict[str, object], message: str) -> None:
@@ -217,3 +219,33 @@ def test_model_card_names_the_speech_beyond_espeak(tiny_kws_checkpoint: Path, tm
     assert "40 renderings of each number word and 300 other words by each" in card
     assert "2 perturbed copies of every number-word clip" in card
     assert "**90.00%** of the number words (asterisk-allison 90%)" in card
+
+
+def test_widening_keeps_the_function_and_lets_the_copies_part(tiny_kws_checkpoint: Path) -> None:
+    """Net2WiderNet: without noise the wider network's logits are the narrow one's; with it, the copied channels
+    start apart (or they would learn as one)."""
+    narrow, _ = load_kws_model(tiny_kws_checkpoint)
+    waves = torch.from_numpy(np.random.default_rng(0).uniform(-0.3, 0.3, (4, 16000)).astype(np.float32))
+    exact = narrow.widened(24, noise=0).eval()
+    assert exact.config.channels == 24 and exact.head.in_features == 24
+    with torch.no_grad():
+        torch.testing.assert_close(exact(waves), narrow(waves), rtol=0, atol=1e-4)
+    noisy = narrow.widened(24, seed=1)
+    rows = noisy.blocks[0][3].weight[:, :, 0, 0]
+    assert torch.cdist(rows, rows).fill_diagonal_(1.0).min() > 0  # no two output channels alike
+    with pytest.raises(ValueError, match="cannot widen 16 channels to 8"):
+        narrow.widened(8)
+
+
+def test_widen_trains_the_init_checkpoint_wider(tiny_kws_checkpoint: Path, tmp_path: Path) -> None:
+    """--init X --widen N: the checkpoint and its card are the wider network's, the card's command included."""
+    out = tmp_path / "wide.safetensors"
+    train_kws(KWSTrainOptions.dry_run(out=out, init=tiny_kws_checkpoint, widen=24))
+    model, meta = load_kws_model(out)
+    assert model.config.channels == 24
+    assert meta["training"]["init"]["widened_from"] == 16
+    card = out.with_suffix(".md").read_text(encoding="utf-8")
+    assert f"--init {tiny_kws_checkpoint.name} --widen 24" in card
+    assert "widened from 16 to 24 channels" in card
+    with pytest.raises(InvalidArgument, match="widen: must be at least the checkpoint's 16 channels, got 8"):
+        train_kws(KWSTrainOptions.dry_run(out=tmp_path / "narrow.safetensors", init=tiny_kws_checkpoint, widen=8))
