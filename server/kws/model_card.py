@@ -71,13 +71,12 @@ def kws_card(info: dict[str, Any], config: KWSConfig) -> ModelCard:
     test_per_label = opts.get("test_per_label", TEST_PER_LABEL)
     if test_per_label != TEST_PER_LABEL:
         command += f" --test-per-label {test_per_label}"
+    widened = ""
     if init:
         command += f" --init {init['file']}"
         if "widened_from" in init:
             command += f" --widen {config.channels}"
-    widened = ""
-    if init and "widened_from" in init:
-        widened = f", widened from {init['widened_from']} to {config.channels} channels"
+            widened = f", widened from {init['widened_from']} to {config.channels} channels"
     started = (
         f"continued from `{init['file']}` (sha256 {init['sha256'][:16]}..., {init['steps']:,} steps, held-out clean "
         f"{init['heldout_clean_accuracy']:.2%}{widened}); "
