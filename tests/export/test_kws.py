@@ -13,7 +13,7 @@ from server.kws.data import LABELS, KWSDataConfig
 from .conftest import KWS_CHECKPOINT, Exported
 
 FORMATS = ["onnx", "tflite"]
-TFLITE_INT8_LIMIT = 100_000  # bytes
+TFLITE_INT8_LIMIT = 250_000  # bytes: the edge's int8 budget (docs/discriminators.md, "Model")
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
@@ -28,7 +28,7 @@ def test_graph_takes_raw_pcm(exported_kws: Exported, fmt: str, precision: str) -
     assert entry["sample_rate"] == 16_000
 
 
-def test_int8_tflite_is_at_most_100_kb(exported_kws: Exported) -> None:
+def test_int8_tflite_is_at_most_250_kb(exported_kws: Exported) -> None:
     """The int8 TFLite file (int8 weights everywhere, float front end) fits the edge budget."""
     assert (exported_kws.out / "kws.int8.tflite").stat().st_size <= TFLITE_INT8_LIMIT
 
