@@ -38,9 +38,17 @@ X86_64 = ("x86_64", "AMD64")
 
 
 def _is_classifier(entry: dict[str, Any]) -> bool:
-    """A model with ``labels`` (auto takes its int8 file), but for an image generator, whose labels are the classes
-    it draws: a generator (auto takes its float32 file, torch's images)."""
+    """A model with ``labels`` (auto takes its int8 file where it runs fast), but for an image generator, whose
+    labels are the classes it draws: a generator (auto takes its float32 file, torch's images)."""
     return "labels" in entry and entry.get("kind") != "image_generator"
+
+
+def _int8_is_slower(backend: str) -> bool:
+    """Whether ``backend`` runs int8 files slower than float ones, as measured (docs/edge.md): tflite-runtime's
+    wheels (2.14, its last) hand only float operators to XNNPACK and run int8 ones on TFLite's own kernels, so a
+    classifier's int8 file takes 2.5 to 6 times its float file's time there (the keyword spotter 4.0 ms against
+    0.7 ms on x86-64). LiteRT and onnxruntime run int8 files as fast as float ones or faster."""
+    return backend == "tflite_runtime"
 
 
 def _miscomputed(backend: str, file: dict[str, Any]) -> bool:
@@ -127,8 +135,9 @@ class Manifest:
 
     def choose_file(self, name: str, backend: str, precision: str = "auto") -> tuple[str, dict[str, Any]]:
         """(precision, file entry) of ``name`` in ``backend``'s format. Auto: int8 for a classifier (smaller and
-        faster, its labels checked against torch at export), float32 for a generator (the same text or images as
-        torch); never a file the backend is known to miscompute."""
+        faster, its labels checked against torch at export) where the backend runs int8 fast, float32 for a
+        generator (the same text or images as torch) and on tflite-runtime; never a file the backend is known to
+        miscompute."""
         if precision not in PRECISIONS:
             raise InvalidArgument("precision", f"unknown precision {precision!r}; known: {', '.join(PRECISIONS)}")
         entry = self.entry(name)
@@ -141,7 +150,8 @@ class Manifest:
                 + (f" or use --backend {others[0]}" if others else "")
             )
         if precision == "auto":
-            order = ("int8", "float32") if _is_classifier(entry) else ("float32", "int8")
+            int8_first = _is_classifier(entry) and not _int8_is_slower(backend)
+            order = ("int8", "float32") if int8_first else ("float32", "int8")
             usable = [p for p in order if p in files and not _miscomputed(backend, files[p])]
             precision = usable[0] if usable else ""
         elif precision in files and _miscomputed(backend, files[precision]):

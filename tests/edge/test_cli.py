@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from edge_client.manifest import Manifest
 from tests.edge.conftest import BACKENDS, EdgeFiles, emulated, run_edge
 from tests.edge.test_audio import wav_bytes
 from tests.edge.test_image import png_bytes
@@ -337,9 +338,7 @@ def test_unknown_backend_exits_2(edge_files: EdgeFiles) -> None:
 
 def test_altered_file_is_refused_by_its_sha256(edge_files: EdgeFiles, export_copy: Path, backend: str) -> None:
     """A model file whose bytes differ from the manifest's sha256 is refused before any interpreter reads it."""
-    manifest = json.loads((export_copy / "manifest.json").read_text())
-    fmt = "onnx" if backend == "onnxruntime" else "tflite"
-    target = export_copy / manifest["models"]["digits"]["files"][fmt]["int8"]["file"]
+    target = export_copy / Manifest(export_copy).choose_file("digits", backend)[1]["file"]  # the file auto opens
     data = bytearray(target.read_bytes())
     data[len(data) // 2] ^= 1
     target.write_bytes(bytes(data))
@@ -356,7 +355,8 @@ def test_corrupt_file_with_matching_sha_is_a_clear_error(
 
     manifest = json.loads((export_copy / "manifest.json").read_text())
     fmt = "onnx" if backend == "onnxruntime" else "tflite"
-    entry = manifest["models"]["digits"]["files"][fmt]["int8"]
+    precision, _ = Manifest(export_copy).choose_file("digits", backend)  # the file auto opens
+    entry = manifest["models"]["digits"]["files"][fmt][precision]
     target = export_copy / entry["file"]
     target.write_bytes(b"this is not a model" * 100)
     entry["sha256"] = file_sha256(target)
