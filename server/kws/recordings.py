@@ -12,6 +12,14 @@ words as :class:`Utterance` lists (16 kHz float32, trimmed of silence).
 - ``pocketsphinx-cards`` (``pocketsphinx-testdata``): a speaker naming playing cards ("eight of spades four of
   clubs seven of hearts"), cut at PocketSphinx's word boundaries (:data:`CARDS_CUTS`): seven number words and
   fourteen other words;
+- ``pocketsphinx-numbers`` (``pocketsphinx-testdata``): a speaker saying "thirty three forty six ninety two",
+  cut at PocketSphinx's word boundaries (:data:`POCKETSPHINX_CUTS`): three number words of connected speech, each
+  after a tens word, and the three tens words as hard negatives;
+- ``pocketsphinx-goforward`` (``pocketsphinx-testdata``): "go forward ten meters" and "go somewhere and do
+  something", perhaps the same speaker as the numbers: nine other words;
+- ``librivox-austen`` (``pocketsphinx-testdata``): a LibriVox reader's five sentences of *Sense and Sensibility*,
+  cut at PocketSphinx's alignment to the transcription (:data:`LIBRIVOX_CUTS`): every word of at least 150 ms
+  that is neither a number word nor a homophone of one (no "to", "for"), about fifty other words of running speech;
 - ``ktuberling-LANG`` (``ktuberling-data``): object names ("ball", "nose", "umbrella") read by one speaker per
   language, 12 languages; "unknown";
 - ``klettres-LANG`` (``klettres-data``): letter names and short syllables ("car", "dog", "fix") by one speaker
@@ -131,9 +139,38 @@ ASTERISK_RUNNING_CUTS = {
     "vm-undelete": "seven:47-85",
 }  # fmt: skip
 RUNNING_PAD = 3
+POCKETSPHINX_DATA = Path("/usr/share/pocketsphinx/test/data")
+# "word:first-last" in 10 ms frames, PocketSphinx 5's en-us alignment of each 16 kHz file to its words, padded by
+# RUNNING_PAD frames at each end as ASTERISK_RUNNING_CUTS are.
+POCKETSPHINX_CUTS = {
+    "pocketsphinx-numbers": {
+        "numbers.raw": "thirty:39-73 three:74-118 forty:119-198 six:199-237 ninety:238-267 two:268-325",
+    },
+    "pocketsphinx-goforward": {
+        "goforward.raw": "go:46-63 forward:64-116 ten:117-152 meters:153-211",
+        "something.raw": "go:43-62 somewhere:63-117 and:118-134 do:135-152 something:153-211",
+    },
+}
+# The same for the LibriVox files: every word of the transcription that the alignment gave at least 15 frames.
+LIBRIVOX_CUTS = {
+    "sense_and_sensibility_01_austen_64kb-0870": "and:20-36 mister:37-62 john:63-97 dashwood:98-157 had:158-183 "
+        "then:184-224 leisure:225-270 to:271-288 consider:289-343 how:344-399 much:400-432 there:433-451 "
+        "might:452-478 be:479-493 prudently:494-545 his:556-574 power:575-603 do:614-634 for:635-660 "
+        "them:661-678",
+    "sense_and_sensibility_01_austen_64kb-0880": "was:33-55 not:56-112 an:113-129 ill:130-147 disposed:148-210 "
+        "young:211-232 man:233-273",
+    "sense_and_sensibility_01_austen_64kb-0890": "unless:27-58 be:70-85 rather:86-121 cold:122-173 "
+        "hearted:174-221 and:222-238 rather:239-277 selfish:278-362 is:363-387 be:398-415 ill:416-436 "
+        "disposed:437-529",
+    "sense_and_sensibility_01_austen_64kb-0920": "had:22-43 married:54-97 more:103-140 amiable:146-200 "
+        "woman:201-248 he:249-270 might:271-299 have:300-318 been:319-335 made:336-368 still:369-406 "
+        "more:407-424 respectable:425-499 was:521-582",
+    "sense_and_sensibility_01_austen_64kb-0930": "he:21-37 might:38-63 even:64-91 have:92-106 been:107-132 "
+        "made:133-169 amiable:170-226 himself:227-301",
+}  # fmt: skip
 DEVELOPMENT_SPEAKERS = (
-    "asterisk-allison", "asterisk-allison-running", "tidigits-dhd", "pocketsphinx-cards", "ktuberling-en",
-    "klettres-en", "klettres-en_GB",
+    "asterisk-allison", "asterisk-allison-running", "tidigits-dhd", "pocketsphinx-cards", "pocketsphinx-numbers",
+    "pocketsphinx-goforward", "librivox-austen", "ktuberling-en", "klettres-en", "klettres-en_GB",
 )  # fmt: skip
 _NOT_UNKNOWN = set(NUMBER_WORDS) | HOMOPHONES | {"o", "oh", "niner", "nought", "naught"}
 _TOKEN = re.compile(r"[a-z0-9']+")
@@ -253,6 +290,38 @@ def cards_utterances() -> list[Utterance]:
     return out
 
 
+def cut_words(speaker: str, audio: dict[str, np.ndarray], cuts: dict[str, str]) -> list[Utterance]:
+    """The words of ``cuts`` ({file: "word:first-last ..."}, 10 ms frames) cut from each file's 16 kHz ``audio``,
+    padded by :data:`RUNNING_PAD` frames; a homophone of a number word ("to", "for") is left out."""
+    hop = SAMPLE_RATE // 100
+    out = []
+    for name, spans in cuts.items():
+        for cut in spans.split():
+            word, _, span = cut.partition(":")
+            label = _label(word)
+            if label is None:
+                continue
+            first, last = (int(v) for v in span.split("-"))
+            clip = audio[name][max(0, (first - RUNNING_PAD) * hop) : (last + 1 + RUNNING_PAD) * hop]
+            out.append(Utterance(speaker, word, label, clip.copy(), hard=word in HARD_NEGATIVES))
+    return out
+
+
+def pocketsphinx_utterances(speaker: str) -> list[Utterance]:
+    """``pocketsphinx-numbers``' or ``pocketsphinx-goforward``'s words, cut from raw 16 kHz files."""
+    _require(POCKETSPHINX_DATA / "numbers.raw", "pocketsphinx-testdata")
+    cuts = POCKETSPHINX_CUTS[speaker]
+    audio = {n: np.fromfile(POCKETSPHINX_DATA / n, dtype="<i2").astype(np.float32) / 32768.0 for n in cuts}
+    return cut_words(speaker, audio, cuts)
+
+
+def librivox_utterances() -> list[Utterance]:
+    """The LibriVox reader's other words, cut from five sentences of running speech."""
+    folder = POCKETSPHINX_DATA / "librivox"
+    _require(folder, "pocketsphinx-testdata")
+    return cut_words("librivox-austen", {n: read_wav(folder / f"{n}.wav") for n in LIBRIVOX_CUTS}, LIBRIVOX_CUTS)
+
+
 def decode_audio(path: Path) -> np.ndarray:
     """Any file sox reads (Ogg Vorbis here) -> mono float32 at 16 kHz."""
     if shutil.which("sox") is None:
@@ -310,6 +379,10 @@ def _recorded(speaker: str) -> list[Utterance]:
         return tidigits_utterances()
     if speaker == "pocketsphinx-cards":
         return cards_utterances()
+    if speaker in POCKETSPHINX_CUTS:
+        return pocketsphinx_utterances(speaker)
+    if speaker == "librivox-austen":
+        return librivox_utterances()
     return ktuberling_utterances(language) if kind == "ktuberling" else klettres_utterances(language)
 
 
@@ -349,6 +422,10 @@ def recorded_speaker_names() -> list[str]:
         names.append("tidigits-dhd")
     if CARDS.exists():
         names.append("pocketsphinx-cards")
+    if (POCKETSPHINX_DATA / "numbers.raw").exists():
+        names += list(POCKETSPHINX_CUTS)
+    if (POCKETSPHINX_DATA / "librivox").exists():
+        names.append("librivox-austen")
     if shutil.which("sox"):
         names += [f"ktuberling-{lang}" for lang in (ktuberling_languages() if KTUBERLING.exists() else [])]
         names += [f"klettres-{lang}" for lang in (klettres_languages() if KLETTRES.exists() else [])]

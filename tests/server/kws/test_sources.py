@@ -80,6 +80,25 @@ def test_cards_speaker_says_seven_number_words_among_other_words() -> None:
 
 
 @pytest.mark.skipif(
+    not (recordings.POCKETSPHINX_DATA / "librivox").exists(),
+    reason="pocketsphinx-testdata (a Debian package) is not installed",
+)
+def test_pocketsphinx_speakers_are_cut_from_running_speech() -> None:
+    """The numbers speaker's three, six and two after their tens words (hard negatives); the commands' and the
+    LibriVox reader's other words, homophones of number words ("to", "for") left out; all kept from training."""
+    numbers = recordings.recorded_speaker("pocketsphinx-numbers")
+    assert [(u.text, u.label) for u in numbers if u.label < UNKNOWN_INDEX] == [("three", 3), ("six", 6), ("two", 2)]
+    assert [u.text for u in numbers if u.hard] == ["thirty", "forty", "ninety"]
+    goforward = recordings.recorded_speaker("pocketsphinx-goforward")
+    reader = recordings.recorded_speaker("librivox-austen")
+    assert len(goforward) == 9 and len(reader) == 59
+    assert all(u.label == UNKNOWN_INDEX for u in goforward + reader)
+    assert {"to", "for"}.isdisjoint(u.text for u in reader) and {"dashwood", "amiable"} <= {u.text for u in reader}
+    assert all(0.2 < len(u.audio) / 16000 < 1.0 for u in numbers + goforward + reader)
+    assert {"pocketsphinx-numbers", "pocketsphinx-goforward", "librivox-austen"} <= set(recordings.DEVELOPMENT_SPEAKERS)
+
+
+@pytest.mark.skipif(
     not (recordings.KTUBERLING / "en").exists() or shutil.which("sox") is None,
     reason="ktuberling-data and sox (Debian packages) are not installed",
 )
