@@ -250,19 +250,8 @@ def asterisk_running_utterances() -> list[Utterance]:
     """Allison's number words cut from her prompts at :data:`ASTERISK_RUNNING_CUTS` (each holds a little of its
     neighbours, as a word cut from running speech does)."""
     _require(ASTERISK, "asterisk-core-sounds-en-wav")
-    hop = SAMPLE_RATE // 100
-    out = []
-    for name, cuts in ASTERISK_RUNNING_CUTS.items():
-        path = ASTERISK / f"{name}.wav"
-        if not path.is_file():
-            continue
-        x = read_wav(path)
-        for cut in cuts.split():
-            word, _, span = cut.partition(":")
-            first, last = (int(v) for v in span.split("-"))
-            a, b = max(0, (first - RUNNING_PAD) * hop), (last + 1 + RUNNING_PAD) * hop
-            out.append(Utterance("asterisk-allison-running", word, NUMBER_WORDS.index(word), x[a:b].copy()))
-    return out
+    cuts = {name: c for name, c in ASTERISK_RUNNING_CUTS.items() if (ASTERISK / f"{name}.wav").is_file()}
+    return cut_words("asterisk-allison-running", {name: read_wav(ASTERISK / f"{name}.wav") for name in cuts}, cuts)
 
 
 def tidigits_utterances() -> list[Utterance]:
@@ -309,8 +298,9 @@ def cut_words(speaker: str, audio: dict[str, np.ndarray], cuts: dict[str, str]) 
 
 def pocketsphinx_utterances(speaker: str) -> list[Utterance]:
     """``pocketsphinx-numbers``' or ``pocketsphinx-goforward``'s words, cut from raw 16 kHz files."""
-    _require(POCKETSPHINX_DATA / "numbers.raw", "pocketsphinx-testdata")
     cuts = POCKETSPHINX_CUTS[speaker]
+    for name in cuts:
+        _require(POCKETSPHINX_DATA / name, "pocketsphinx-testdata")
     audio = {n: np.fromfile(POCKETSPHINX_DATA / n, dtype="<i2").astype(np.float32) / 32768.0 for n in cuts}
     return cut_words(speaker, audio, cuts)
 
