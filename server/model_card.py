@@ -54,6 +54,17 @@ def snapshot_of(options: dict[str, Any]) -> str | None:
     return str(options["out"]) if options.get("snapshot") else None
 
 
+def started_from(init: dict[str, Any], seen_key: str, seen: str, metric: str) -> tuple[str, str]:
+    """The card's row for a run that started from a checkpoint (its ``init`` record): the file, its hash, the
+    training it had (``seen``: what its ``seen_key`` counts, "samples") and its held-out figure ``metric``."""
+    return (
+        "started from",
+        f"`{init['file']}` (sha256 {init['sha256'][:16]}...): {init['steps']:,} steps, "
+        f"{init[seen_key]:,} {seen} seen, {init['wall_time_s'] / 60:.1f} minutes, held-out {metric}; "
+        "the steps and time above are this run's",
+    )
+
+
 def code_block(text: str) -> str:
     return f"```\n{text}\n```"
 

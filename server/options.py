@@ -119,6 +119,16 @@ def check_snapshot(opts: Any) -> None:
         raise InvalidArgument("snapshot", "writes the state a run saved beside --out: give --resume too")
 
 
+def check_init(opts: Any) -> None:
+    """``--init`` names a checkpoint to start a new run from; ``--resume`` continues a run (and keeps its start)."""
+    if opts.init is None:
+        return
+    if opts.resume:
+        raise InvalidArgument("init", "--resume continues a run and its weights; --init starts a run from one")
+    if not opts.init.is_file():
+        raise InvalidArgument("init", f"no such checkpoint: {opts.init}")
+
+
 def written_to(opts: Any) -> Path:
     """Where a run writes its checkpoint and card: ``--snapshot`` if given, else ``--out``."""
     snapshot: Path | None = getattr(opts, "snapshot", None)

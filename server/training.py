@@ -35,6 +35,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from server.checkpoint import file_sha256
 from server.errors import CheckpointError
 from server.options import written_to
 from server.provenance import Provenance, options_record
@@ -128,6 +129,7 @@ class TrainLoop:
         self.step = 0
         self.elapsed = 0.0  # training time, summed over resumed runs
         self.seen = 0  # items (characters, samples) trained on, over every process
+        self.init: dict[str, Any] | None = None  # the checkpoint an --init run started from (see _start_from)
         self._stop = threading.Event()
 
     # -- for subclasses ------------------------------------------------------
@@ -261,21 +263,38 @@ class TrainLoop:
         log.info("resuming from %s at step %d", path, saved["step"])
         return saved
 
+    def _start_from(self, path: Path, meta: dict[str, Any], metrics: dict[str, float]) -> None:
+        """Record that this run starts from the checkpoint ``path`` (its metadata ``meta``; ``metrics``: its
+        held-out figures, as its family names them). The record goes into the state file, the checkpoint's
+        ``init`` entry and the card's "started from" row (:func:`~server.model_card.started_from`)."""
+        before = Provenance.from_dict(meta["training"], self.seen_key)
+        self.init = {
+            "file": path.name,
+            "sha256": file_sha256(path),
+            "steps": before.steps,
+            self.seen_key: before.seen,
+            "wall_time_s": before.wall_time_s,
+            **metrics,
+        }
+
     def _loop_state(self) -> dict[str, Any]:
-        """What every state file holds: weights, optimizer moments, the step, the clock and the items seen."""
-        return {
+        """What every state file holds: weights, optimizer moments, the step, the clock and the items seen (and
+        the checkpoint the run started from, if it did)."""
+        state = {
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "step": self.step,
             "elapsed": self.elapsed,
             self.seen_key: self.seen,
         }
+        return state | ({"init": self.init} if self.init is not None else {})
 
     def _restore_loop_state(self, saved: dict[str, Any]) -> None:
         """Take back what :meth:`_loop_state` saved (the model and optimizer built as the state describes)."""
         self.model.load_state_dict(saved["model"])
         self.optimizer.load_state_dict(saved["optimizer"])
         self.step, self.elapsed, self.seen = saved["step"], saved["elapsed"], saved[self.seen_key]
+        self.init = saved.get("init")
 
     def _random_state(self) -> dict[str, Any]:
         """Torch's generator and every rank's NumPy generator ``self.rng``, for the state file. Call it on every

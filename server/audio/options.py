@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from server.errors import InvalidArgument
-from server.options import TrainOptions, at_least, check_budget, check_snapshot, loop_option, option, within
+from server.options import TrainOptions, at_least, check_budget, check_init, check_snapshot, loop_option, option, within
 
 
 @dataclass
@@ -106,9 +106,5 @@ class AudioTrainOptions(TrainOptions):
             raise InvalidArgument("segment", f"must be at least 200 samples, got {self.segment}")
         within(self, "lr", 0, 1, "()")
         within(self, "input_noise", 0, 64, unit="code steps")
-        if self.init is not None:
-            if self.resume:
-                raise InvalidArgument("init", "--resume continues a run and its weights; --init starts a run from one")
-            if not self.init.is_file():
-                raise InvalidArgument("init", f"no such checkpoint: {self.init}")
+        check_init(self)
         WaveNetConfig(**self.model)  # each size at least 1, the cycle at most 14: before any rendering

@@ -35,11 +35,10 @@ from server.audio.evaluate import batch_bits_per_sample, bits_per_sample
 from server.audio.features import MelFrames
 from server.audio.model import WaveNet, WaveNetConfig
 from server.audio.options import AudioTrainOptions
-from server.checkpoint import file_sha256
 from server.device import autocast_dtype, resolve_device
 from server.errors import CheckpointError, InvalidArgument
-from server.model_card import ModelCard, snapshot_of
-from server.provenance import Provenance, stamp
+from server.model_card import ModelCard, snapshot_of, started_from
+from server.provenance import stamp
 from server.training import TrainLoop, init_distributed, state_path
 
 log = logging.getLogger(__name__)
@@ -61,20 +60,12 @@ class AudioTrainer(TrainLoop):
         resume = self._read_resume_state() if opts.resume else None
         self.voices = voice_table()
         start: WaveNet | None = None
-        self.init: dict[str, Any] | None = None
         if opts.init is not None:
             start, init_voices, init_meta = load_audio_model(opts.init)
             if init_voices != self.voices:
                 raise InvalidArgument("init", f"{opts.init.name} has another voice table than this version's")
-            before = Provenance.from_dict(init_meta["training"], self.seen_key)
-            self.init = {
-                "file": opts.init.name,
-                "sha256": file_sha256(opts.init),
-                "steps": before.steps,
-                "samples_seen": before.seen,
-                "wall_time_s": before.wall_time_s,
-                "heldout_bits_per_sample": init_meta["metrics"]["heldout_bits_per_sample"],
-            }
+            heldout = init_meta["metrics"]["heldout_bits_per_sample"]
+            self._start_from(opts.init, init_meta, {"heldout_bits_per_sample": heldout})
         base = WaveNetConfig(**{**opts.model, "voices": 1})
         self.train_set = self._utterances("train", opts.lines, opts.number_renderings, base)
         self.heldout = self._utterances("heldout", opts.heldout_lines, opts.heldout_number_renderings, base)
@@ -220,14 +211,8 @@ def audio_card(info: dict[str, Any], config: dict[str, Any]) -> ModelCard:
         ("time", f"{train['wall_time_s'] / 60:.1f} minutes"),
     ]
     if init:
-        rows.append(
-            (
-                "started from",
-                f"`{init['file']}` (sha256 {init['sha256'][:16]}...): {init['steps']:,} steps, "
-                f"{init['samples_seen']:,} samples seen, {init['wall_time_s'] / 60:.1f} minutes, held-out "
-                f"{init['heldout_bits_per_sample']:.4f} bits per sample; the steps and time above are this run's",
-            )
-        )
+        held_out = f"{init['heldout_bits_per_sample']:.4f} bits per sample"
+        rows.append(started_from(init, "samples_seen", "samples", held_out))
     rows += [
         ("device", f"{train['device']}, {train['threads']} threads, {train['precision']}"),
         (

@@ -11,7 +11,7 @@ from typing import Any, ClassVar
 
 from server.data.shakespeare import DEV_PLAYS, check_dev_plays
 from server.errors import InvalidArgument
-from server.options import TrainOptions, at_least, check_budget, check_snapshot, loop_option, option, within
+from server.options import TrainOptions, at_least, check_budget, check_init, check_snapshot, loop_option, option, within
 
 
 @dataclass
@@ -56,6 +56,14 @@ class TextTrainOptions(TrainOptions):
     eval_every: int = loop_option("eval_every", 500)
     checkpoint_minutes: float = loop_option("checkpoint_minutes", 5.0)
     progress: bool = loop_option("progress", True)
+    # start from this checkpoint's weights, vocabulary and sizes, with a fresh schedule
+    init: Path | None = option(  # noqa: RUF009
+        None,
+        "start from this character-LSTM checkpoint's weights, vocabulary and sizes (the size flags are ignored; "
+        "the dropout flags are this run's), with a fresh learning-rate schedule: more training for a committed "
+        "model, or fine-tuning it on --corpus; the card names it",
+        parse=Path,
+    )
     batch_size: int = option(64, "parallel text streams per process", parse=int)
     seq_len: int = option(128, "characters per truncated-BPTT chunk", parse=int)
     weight_decay: float = option(0.01, "AdamW decoupled weight decay on matrices", parse=float)
@@ -98,6 +106,7 @@ class TextTrainOptions(TrainOptions):
             raise InvalidArgument(MODEL_FLAGS.get(exc.field, exc.field), exc.reason) from None
         check_budget(self, "minutes")
         check_snapshot(self)
+        check_init(self)
         if self.minutes is not None and self.minutes <= 0:
             raise InvalidArgument("minutes", f"must be positive, got {self.minutes}")
         at_least(self, 1, "batch_size", "seq_len", "eval_every", "warmup_steps")

@@ -23,9 +23,9 @@ from torch.nn.parallel import DistributedDataParallel
 from server.data.shakespeare import DOCUMENT_SEPARATOR, Corpus, load_corpus
 from server.device import autocast_dtype, resolve_device
 from server.errors import CheckpointError, InvalidArgument
-from server.model_card import ModelCard, snapshot_of
+from server.model_card import ModelCard, snapshot_of, started_from
 from server.provenance import stamp
-from server.text.checkpoint import save_text_model
+from server.text.checkpoint import load_text_model, save_text_model
 from server.text.dialogue import speakers
 from server.text.evaluate import bits_per_char, streamed_bits_per_char
 from server.text.model import CharLSTM, CharLSTMConfig, State
@@ -34,6 +34,9 @@ from server.text.vocab import Vocabulary
 from server.training import TrainLoop, init_distributed, state_path
 
 log = logging.getLogger(__name__)
+
+# The config's fields that an --init run takes from its own flags; the sizes are the checkpoint's.
+DROPOUTS = ("dropout", "embed_dropout", "output_dropout")
 
 
 class TextTrainer(TrainLoop):
@@ -50,15 +53,23 @@ class TextTrainer(TrainLoop):
         self.corpus = corpus if corpus is not None else load_corpus(opts.corpus, dev_plays=opts.dev_plays)
         self.state: State | None = None  # LSTM state carried between chunks (None: zero)
         resume = self._load_resume_state() if opts.resume else None
+        start: CharLSTM | None = None
         if resume is not None:
             self.vocab = Vocabulary(resume["vocab"])
             config = CharLSTMConfig(**resume["config"])
+        elif opts.init is not None:
+            start, self.vocab, meta = load_text_model(opts.init)
+            self._start_from(opts.init, meta, {"held_out_bits_per_char": meta["metrics"]["held_out_bits_per_char"]})
+            dropouts = {k: v for k, v in opts.model.items() if k in DROPOUTS}
+            config = CharLSTMConfig(**{**start.config.to_dict(), **dropouts})
         else:
             self.vocab = Vocabulary.from_text(self.corpus.train)
             config = CharLSTMConfig(vocab_size=len(self.vocab), **opts.model)
         torch.manual_seed(opts.seed)
         random.seed(opts.seed)
         self.model = CharLSTM(config).to(self.device)
+        if start is not None:
+            self.model.load_state_dict(start.state_dict())
         decay = [p for n, p in self.model.named_parameters() if p.dim() >= 2 and not n.startswith("embed")]
         rest = [p for n, p in self.model.named_parameters() if p.dim() < 2 or n.startswith("embed")]
         self.optimizer = torch.optim.AdamW(
@@ -184,6 +195,7 @@ class TextTrainer(TrainLoop):
             },
             "training": self._provenance().to_dict(),
             "metrics": metrics,
+            "init": self.init,
             "speakers": speakers(self.corpus.train),
             "parameters": self.model.num_parameters(),
             **stamp(),
@@ -200,6 +212,9 @@ def text_card(info: dict[str, Any], config: dict[str, Any]) -> ModelCard:
     train, corpus, metrics = info["training"], info["corpus"], info["metrics"]
     opts = train["options"]
     run = f"--steps {opts['steps']}" if opts["steps"] is not None else f"--minutes {opts['minutes']}"
+    init = info.get("init")
+    if init:
+        run += f" --init {init['file']} --lr {opts['lr']:g}"
     arch = (
         f"embedding {config['embed_dim']}, LSTM {config['num_layers']} x {config['hidden_size']}, "
         f"vocabulary {config['vocab_size']}"
@@ -231,6 +246,10 @@ def text_card(info: dict[str, Any], config: dict[str, Any]) -> ModelCard:
         ("split", split),
         ("steps", steps),
         ("time", f"{train['wall_time_s'] / 60:.1f} minutes"),
+    ]
+    if init:
+        rows.append(started_from(init, "chars_seen", "characters", f"{init['held_out_bits_per_char']:.4f} bits/char"))
+    rows += [
         ("device", f"{train['device']}, {train['threads']} threads, {train['precision']}"),
         ("held-out bits per character", f"**{metrics['held_out_bits_per_char']:.4f}**"),
     ]

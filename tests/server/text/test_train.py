@@ -120,6 +120,42 @@ def test_snapshot_writes_the_saved_state_and_leaves_the_run_going(tiny_corpus: P
     assert read_meta(out)["training"]["steps"] == 8
 
 
+def test_init_starts_from_a_checkpoints_weights_and_a_resume_keeps_the_record(
+    tiny_corpus: Path, tmp_path: Path
+) -> None:
+    """--init: the run takes the checkpoint's weights, vocabulary and sizes (the size flags lose) and this run's
+    dropouts; a resumed part of it still names the start in its checkpoint and card."""
+    start_path, out = tmp_path / "start.safetensors", tmp_path / "more.safetensors"
+    TextTrainer(options(tiny_corpus, start_path, steps=4)).train()
+    start, start_vocab, start_meta = load_text_model(start_path)
+    # the sizes given are not the checkpoint's; a tiny learning rate keeps the weights where they started
+    model = {"hidden_size": 8, "num_layers": 1, "embed_dim": 4, "dropout": 0.3, "embed_dropout": 0.2}
+    TextTrainer(options(tiny_corpus, out, steps=2, lr=1e-12, init=start_path, model=model)).train()
+    after, vocab, meta = load_text_model(out)
+    assert vocab.chars == start_vocab.chars
+    assert after.config == CharLSTMConfig(**{**start.config.to_dict(), "dropout": 0.3, "embed_dropout": 0.2})
+    for key, value in start.state_dict().items():
+        torch.testing.assert_close(after.state_dict()[key], value, rtol=0, atol=1e-6)
+    assert meta["init"]["file"] == start_path.name
+    assert meta["init"]["steps"] == start_meta["training"]["steps"] == 4
+    assert meta["init"]["held_out_bits_per_char"] == start_meta["metrics"]["held_out_bits_per_char"]
+    TextTrainer(options(tiny_corpus, out, steps=4, resume=True)).train()
+    resumed = read_meta(out)
+    assert resumed["training"]["steps"] == 4 and resumed["init"] == meta["init"]
+    card = out.with_suffix(".md").read_text()
+    assert f"--init {start_path.name}" in card and "| started from |" in card and "4 steps" in card
+
+
+def test_init_names_its_flag_when_it_cannot_start(tiny_corpus: Path, tmp_path: Path) -> None:
+    """--init with --resume, or of a file that is not there, is refused before any training."""
+    out = tmp_path / "m.safetensors"
+    with pytest.raises(InvalidArgument, match="init: --resume continues a run"):
+        TextTrainer(options(tiny_corpus, out, resume=True, init=tiny_corpus))
+    with pytest.raises(InvalidArgument, match="init: no such checkpoint"):
+        TextTrainer(options(tiny_corpus, out, init=tmp_path / "missing.safetensors"))
+    assert not out.exists()
+
+
 def test_snapshot_needs_resume_and_a_saved_state(tiny_corpus: Path, tmp_path: Path) -> None:
     """--snapshot without --resume names the flag; with no saved state it says where it looked."""
     out, snap = tmp_path / "run.safetensors", tmp_path / "snap.safetensors"
