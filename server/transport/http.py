@@ -123,6 +123,7 @@ class HttpTransport(Endpoints):
                 *([Route("/metrics", self.scrape, methods=["GET"])] if self.metrics.enabled else []),
             ],
             middleware=middleware,
+            exception_handlers={404: self._no_route, 405: self._no_route, Exception: self._server_fault},
         )
 
     def _text_model(self, name: Any) -> tuple[TextService, str, str]:

@@ -20,6 +20,7 @@ from server.engine.registry import ModelRegistry
 from server.errors import AntiphonError, InvalidArgument
 from server.metrics import Recorder
 from server.transport import openai
+from server.transport.jsonfields import parse_json
 
 log = logging.getLogger("server.transport.http")  # every endpoint's lines under the transport's one name
 
@@ -51,6 +52,28 @@ class Endpoints:
         self.metrics.error(TRANSPORT, str(answer.status))
         return JSONResponse(answer.body, status_code=answer.status, headers=answer.headers)
 
+    async def _no_route(self, request: Request, exc: Exception) -> Response:
+        """Starlette's 404 and 405 (no such path, or not with this method) as OpenAI's error object: an SDK asking
+        for an endpoint this server lacks (``/v1/embeddings``) reads why. One INFO line, counted by status."""
+        status = getattr(exc, "status_code", 404)
+        where = f"{request.method} {request.url.path}"
+        if status == 405:
+            allowed = getattr(exc, "headers", None) or {}
+            message = f"Method not allowed ({where}); use {allowed.get('Allow', 'another method')}"
+        else:
+            message = f"Invalid URL ({where}): not an endpoint of this server"
+        log.info("%s answered %d", where, status)
+        self.metrics.error(TRANSPORT, str(status))
+        error = {"message": message, "type": "invalid_request_error", "param": None, "code": None}
+        return JSONResponse({"error": error}, status_code=status, headers=getattr(exc, "headers", None))
+
+    async def _server_fault(self, request: Request, exc: Exception) -> Response:
+        """An exception no endpoint handled (our bug): OpenAI's error object with status 500; Starlette raises the
+        exception on after this answer, so the log still has its traceback."""
+        error = {"message": "internal server error", "type": "server_error", "param": None, "code": None}
+        self.metrics.error(TRANSPORT, "500")
+        return JSONResponse({"error": error}, status_code=500)
+
     async def _body(self, request: Request) -> Any:
         """The JSON body, read no further than MAX_BODY_BYTES (a larger one is refused before it is all read)."""
         chunks: list[bytes] = []
@@ -60,11 +83,7 @@ class Endpoints:
             if size > MAX_BODY_BYTES:
                 raise InvalidArgument("body", f"at most {MAX_BODY_BYTES} bytes")
             chunks.append(chunk)
-        raw = b"".join(chunks)
-        try:
-            return json.loads(raw)
-        except ValueError:
-            raise InvalidArgument("body", "is not valid JSON") from None
+        return parse_json(b"".join(chunks), "body")
 
     async def _pieces(self, stream: Any, gap_s: float = 0.0) -> AsyncGenerator[Any, None]:
         """The stream's pieces; leaving early (the client went away) cancels it. With ``gap_s``, each piece after

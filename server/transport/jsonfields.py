@@ -15,6 +15,17 @@ from server.errors import InvalidArgument
 from server.transport.wire import ENCODINGS, PCM16
 
 
+def parse_json(raw: str | bytes, name: str) -> Any:
+    """The JSON document ``raw`` (a request body, a frame named ``name``). Not JSON, or nested deeper than the
+    parser's recursion allows (thousands of brackets: no request has that), is the client's mistake."""
+    try:
+        return json.loads(raw)
+    except ValueError:
+        raise InvalidArgument(name, "is not valid JSON") from None
+    except RecursionError:
+        raise InvalidArgument(name, "is nested too deeply to be a request") from None
+
+
 def string_field(message: dict[str, Any], name: str, prefix: str = "") -> str:
     value = message.get(name, "")
     if not isinstance(value, str):

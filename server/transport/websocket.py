@@ -32,7 +32,14 @@ from server.engine.streams import AudioStream, ImageStream, TextStream
 from server.errors import AntiphonError, InvalidArgument, ResourceExhausted
 from server.metrics import Recorder
 from server.transport import auth
-from server.transport.jsonfields import classify_input, encoding_field, image_request, number_field, string_field
+from server.transport.jsonfields import (
+    classify_input,
+    encoding_field,
+    image_request,
+    number_field,
+    parse_json,
+    string_field,
+)
 from server.transport.pictures import encode_picture, frame_fields, image_encoding
 from server.transport.wire import PCM16, Chunker, encode_codes
 
@@ -297,10 +304,7 @@ class _Connection:
     async def dispatch(self, raw: str) -> None:
         request_id: str | None = None
         try:
-            try:
-                message = json.loads(raw)
-            except ValueError:
-                raise InvalidArgument("frame", "is not valid JSON") from None
+            message = parse_json(raw, "frame")
             if not isinstance(message, dict):
                 raise InvalidArgument("frame", "must be a JSON object")
             raw_id = message.get("id")

@@ -290,8 +290,31 @@ async def test_a_body_over_the_limit_or_not_json_is_400(start_server: StartServe
     server = await start_server()
     async with httpx.AsyncClient(base_url=f"http://{server.http_address}", timeout=timeout(10)) as client:
         garbage = await client.post("/v1/chat/completions", content=b"{not json")
+        deep = await client.post("/v1/chat/completions", content=b"[" * 100_000 + b"]" * 100_000)
         huge = await client.post("/v1/completions", content=b"x" * (5 * 1024 * 1024))
         fine = await client.post("/v1/completions", json={"model": "tiny", "prompt": "", "max_tokens": 3})
     assert (garbage.status_code, garbage.json()["error"]["param"]) == (400, "body")
+    assert (deep.status_code, deep.json()["error"]["message"]) == (400, "body: is nested too deeply to be a request")
     assert (huge.status_code, huge.json()["error"]["message"]) == (400, "body: at most 4194304 bytes")
     assert fine.status_code == 200
+
+
+async def test_an_endpoint_the_server_lacks_is_openais_404_and_a_wrong_method_405(start_server: StartServer) -> None:
+    """An SDK asking for what this server does not serve (embeddings) gets OpenAI's error object, not a bare "Not
+    Found"; a wrong method names the one to use."""
+    server = await start_server()
+    async with sdk(server) as client:
+        with pytest.raises(openai.NotFoundError) as missing:
+            await client.embeddings.create(model="tiny", input="a")
+    assert missing.value.body == {
+        "message": "Invalid URL (POST /v1/embeddings): not an endpoint of this server",
+        "type": "invalid_request_error",
+        "param": None,
+        "code": None,
+    }
+    async with httpx.AsyncClient(base_url=f"http://{server.http_address}", timeout=timeout(10)) as client:
+        wrong = await client.get("/v1/chat/completions")
+        page = await client.get("/static/no-such-file.js")
+    assert (wrong.status_code, wrong.headers["allow"]) == (405, "POST")
+    assert wrong.json()["error"]["message"] == "Method not allowed (GET /v1/chat/completions); use POST"
+    assert (page.status_code, page.json()["error"]["type"]) == (404, "invalid_request_error")

@@ -49,6 +49,10 @@ async def test_healthz(start_server: StartServer) -> None:
     [
         ("not json", {"id": None, "field": "frame", "message": "frame: is not valid JSON"}),
         ("[1]", {"id": None, "field": "frame", "message": "frame: must be a JSON object"}),
+        (  # deeper than the JSON parser recurses: the client's mistake, not a traceback
+            "[" * 20_000 + "]" * 20_000,
+            {"id": None, "field": "frame", "message": "frame: is nested too deeply to be a request"},
+        ),
         ('{"type": "generate"}', {"id": None, "field": "id", "message": "id: must be a string of 1..128 characters"}),
         (
             '{"type": "sing", "id": "a"}',
