@@ -21,11 +21,28 @@ frames); the command line maps them to exit codes. Tracebacks stay in the log.
 
 from __future__ import annotations
 
+# An error's message and field go to the client and into the log, and may echo what the client sent (a prompt that
+# names no class, an unknown field's name): the longest part of such a value is left out.
+MAX_MESSAGE_CHARS = 1000
+MAX_FIELD_CHARS = 200
+
+
+def capped(text: str, limit: int = MAX_MESSAGE_CHARS) -> str:
+    """``text`` if it has at most ``limit`` characters, else its start and end around a note of what was cut."""
+    if len(text) <= limit:
+        return text
+    keep = limit // 2
+    return f"{text[:keep]}...({len(text) - 2 * keep} characters left out)...{text[-keep:]}"
+
 
 class AntiphonError(Exception):
-    """Base class of every error antiphon raises on purpose."""
+    """Base class of every error antiphon raises on purpose. A message argument over ``MAX_MESSAGE_CHARS`` is
+    shortened (:func:`capped`)."""
 
     code = "internal"
+
+    def __init__(self, *args: object) -> None:
+        super().__init__(*(capped(a) if isinstance(a, str) else a for a in args))
 
 
 class InvalidArgument(AntiphonError, ValueError):
@@ -34,9 +51,9 @@ class InvalidArgument(AntiphonError, ValueError):
     code = "invalid_argument"
 
     def __init__(self, field: str, message: str) -> None:
-        super().__init__(f"{field}: {message}")
-        self.field = field
-        self.reason = message
+        self.field = capped(field, MAX_FIELD_CHARS)
+        self.reason = capped(message)
+        super().__init__(f"{self.field}: {self.reason}")
 
 
 class NotFound(AntiphonError, LookupError):

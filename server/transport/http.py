@@ -226,7 +226,7 @@ class HttpTransport(Endpoints):
             speech = AudioRequest(wanted.text, voice=wanted.voice, request_id=f"http-{request_id}", transport=TRANSPORT)
             stream = service.generate(speech)
         except AntiphonError as exc:
-            return self._error(exc, request_id)
+            return self._error(openai.renamed(exc, {"text": "input"}), request_id)
         # WAV says its rate; bare PCM and SSE deltas carry none, and OpenAI's clients play them at 24 kHz
         rate = service.info.sample_rate if wanted.response_format == "wav" and not wanted.sse else openai.PCM_RATE
         pcm = Pcm16At(service.info.sample_rate, rate)

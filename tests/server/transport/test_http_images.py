@@ -270,6 +270,17 @@ async def test_edit_fields_are_refused_by_name(
     assert param is None or error["message"].startswith(f"{param}: ")
 
 
+async def test_an_error_echoes_a_long_value_shortened(server: Server) -> None:
+    """A 100,000-character prompt that names no class: the error (and its log line) keeps the value's start and
+    the message's end, not the whole prompt."""
+    async with http(server) as client:
+        response = await client.post("/v1/images/generations", json={"model": "dcgan", "prompt": "x" * 100_000})
+    assert response.status_code == 404
+    message = response.json()["error"]["message"]
+    assert len(message) < 1100 and "characters left out" in message
+    assert message.startswith("prompt: 'xxx") and message.endswith(")")  # the list of classes closes it
+
+
 async def test_an_edit_needs_a_multipart_form(server: Server) -> None:
     """A JSON body to /v1/images/edits is a 400 naming body."""
     async with http(server) as client:

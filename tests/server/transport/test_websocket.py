@@ -87,6 +87,17 @@ async def test_healthz(start_server: StartServer) -> None:
             '{"type": "generate", "id": "a", "sampling": {"topk": 1}}',
             {"id": "a", "field": "sampling.topk", "message": "sampling.topk: unknown field"},
         ),
+        (  # a field's name is the client's: a long one comes back shortened
+            '{"type": "generate", "id": "a", "' + "f" * 10_000 + '": 1}',
+            {
+                "id": "a",
+                "field": "f" * 100 + "...(9800 characters left out)..." + "f" * 100,
+                "message": "f" * 100
+                + "...(9800 characters left out)..."
+                + "f" * 100
+                + ": unknown field of a generate request",
+            },
+        ),
     ],
 )
 async def test_bad_frame_gets_an_error_frame(start_server: StartServer, frame: str, expected: dict[str, Any]) -> None:
