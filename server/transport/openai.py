@@ -32,10 +32,20 @@ NEUTRAL: dict[str, tuple[Any, ...]] = {
     "best_of": (1,),
     "suffix": ("",),
     "modalities": (["text"],),
+    # the older names of tools and tool_choice
+    "functions": ([],),
+    "function_call": ("none", "auto"),
+    # newer fields a front end may send as null, or at their default: accepted then, refused when they ask for
+    # something this server does not do
+    "audio": (),
+    "prediction": (),
+    "web_search_options": (),
+    "reasoning_effort": (),
+    "verbosity": ("medium",),
 }
 # Fields read for what they say, or harmless to ignore (identifiers and bookkeeping).
 SAMPLING_FIELDS = ("temperature", "top_p", "top_k", "seed", "max_tokens", "max_completion_tokens", "stop")
-IGNORED = ("user", "metadata", "store", "service_tier", "stream")
+IGNORED = ("user", "safety_identifier", "prompt_cache_key", "metadata", "store", "service_tier", "stream")
 CHAT_FIELDS = {"model", "messages", "stream_options", *SAMPLING_FIELDS, *NEUTRAL, *IGNORED}
 COMPLETION_FIELDS = {"model", "prompt", "stream_options", *SAMPLING_FIELDS, *NEUTRAL, *IGNORED}
 MAX_STOP = 4  # OpenAI's own limit
@@ -69,7 +79,7 @@ def check_fields(body: Any, allowed: set[str], neutral_fields: bool = True) -> d
     for key, neutral in NEUTRAL.items() if neutral_fields else ():
         value = body.get(key)
         if value is not None and value not in neutral:
-            shown = " or ".join(json.dumps(v) for v in neutral)
+            shown = " or ".join(json.dumps(v) for v in (None, *neutral))
             raise InvalidArgument(key, f"is not supported by this server except at {shown}, got {json.dumps(value)}")
     return body
 

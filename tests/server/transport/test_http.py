@@ -150,6 +150,8 @@ async def test_completions_continue_the_prompt(start_server: StartServer, tiny_t
         ({"model": "tiny/hamlet"}, 404, "model"),
         ({"messages": [{"role": "assistant", "content": "Hail."}]}, 400, "messages[0]"),
         ({"messages": [{"role": "tool", "content": "{}"}]}, 400, "messages[0].role"),
+        ({"reasoning_effort": "high"}, 400, "reasoning_effort"),
+        ({"extra_body": {"audio": {"voice": "alloy", "format": "wav"}}}, 400, "audio"),
     ],
 )
 async def test_errors_are_openai_error_objects_naming_the_parameter(
@@ -173,6 +175,24 @@ async def test_errors_are_openai_error_objects_naming_the_parameter(
     assert isinstance(error, dict) and error["param"] == param
     assert error["message"].startswith(param) or param == "model"
     assert neutral.choices[0].finish_reason in ("stop", "length")
+
+
+async def test_fields_a_front_end_sends_at_null_or_their_default_are_accepted(start_server: StartServer) -> None:
+    """Front ends fill in fields this server does not read, newer ones included: null, their default or an
+    identifier is accepted; the request is answered as without them."""
+    server = await start_server()
+    request: dict[str, Any] = {"model": "tiny", "messages": [{"role": "user", "content": "Hail."}], "max_tokens": 5}
+    extra = {
+        **dict.fromkeys(("audio", "prediction", "web_search_options", "reasoning_effort", "functions", "n"), None),
+        "verbosity": "medium",
+        "function_call": "auto",
+        "prompt_cache_key": "conversation-1",
+        "safety_identifier": "user-1",
+    }
+    async with sdk(server) as client:
+        plain = await client.chat.completions.create(**request, seed=4)
+        filled = await client.chat.completions.create(**request, seed=4, extra_body=extra)
+    assert filled.choices[0].message.content == plain.choices[0].message.content
 
 
 async def test_overload_is_429_with_retry_after(start_server: StartServer) -> None:
