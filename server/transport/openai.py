@@ -182,8 +182,10 @@ def error_body(error: AntiphonError) -> ErrorBody:
     param = error.field.removeprefix("sampling.") if isinstance(error, InvalidArgument) else None
     message = f"{param}: {error.reason}" if isinstance(error, InvalidArgument) else str(error)
     code: str | None = None
-    if isinstance(error, NotFound) and message.startswith("model:"):
-        param, code = "model", "model_not_found"
+    if isinstance(error, NotFound):  # "voice: 'x' is not a voice of ...": the field it names is the param
+        field, colon, _ = message.partition(":")
+        param = field if colon and field.isidentifier() else None
+        code = "model_not_found" if param == "model" else None
     elif status == 429:
         code = "rate_limit_exceeded"
     elif status == 401:

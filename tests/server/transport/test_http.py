@@ -289,7 +289,7 @@ async def test_speech_as_events_and_as_raw_pcm(start_server: StartServer) -> Non
         ({"speed": 1.5}, 400, "speed"),
         ({"input": ""}, 400, "input"),  # the engine's "text", named as the endpoint names it
         ({"input": "one " * 5000}, 400, "input"),
-        ({"voice": "no-such-voice"}, 404, None),
+        ({"voice": "no-such-voice"}, 404, "voice"),
         ({"model": "no-such-model"}, 404, "model"),
     ],
 )

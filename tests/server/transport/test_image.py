@@ -221,7 +221,7 @@ async def test_http_streams_partial_images_then_the_completed_one(start_image_se
     [
         ({"model": "dcgan", "prompt": "7", "size": "1024x1024"}, 400, "size"),
         ({"model": "dcgan", "prompt": "7", "response_format": "url"}, 400, "response_format"),
-        ({"model": "dcgan", "prompt": "a cat"}, 404, None),
+        ({"model": "dcgan", "prompt": "a cat"}, 404, "prompt"),
         ({"model": "vae", "prompt": "a cat"}, 400, "prompt"),
         ({"model": "dcgan", "prompt": "7", "n": 2, "stream": True}, 400, "n"),
         ({"model": "evaluator", "prompt": ""}, 400, "model"),
