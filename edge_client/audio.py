@@ -1,5 +1,6 @@
-"""Audio in, with NumPy only: WAV files of any rate and channel count, raw PCM16 from a pipe, and a microphone
-through ALSA's ``arecord``; everything comes out as float32 mono in [-1, 1] at the model's rate.
+"""Audio in, with NumPy only: WAV files of any rate and channel count (PCM, float, or G.711 A-law and mu-law as
+telephone recordings are stored), raw PCM16 from a pipe, and a microphone through ALSA's ``arecord``; everything
+comes out as float32 mono in [-1, 1] at the model's rate.
 
 Resampling is polyphase windowed-sinc (a Kaiser-windowed low-pass at the lower of the two Nyquist rates, 16 zero
 crossings each side), streaming: the listen loop resamples a pipe chunk by chunk with the same numbers as a
@@ -26,13 +27,31 @@ from server.errors import DeviceError, InvalidArgument
 
 WAVE_FORMAT_PCM = 1
 WAVE_FORMAT_IEEE_FLOAT = 3
+WAVE_FORMAT_ALAW = 6  # G.711, as telephone recordings are stored
+WAVE_FORMAT_MULAW = 7
 WAVE_FORMAT_EXTENSIBLE = 0xFFFE
 STREAMED_SIZES = (0, 0xFFFFFFFF)  # a data chunk of unknown length (arecord to a pipe writes one of these)
 
 
+def _g711_tables() -> dict[int, np.ndarray]:
+    """Each G.711 byte's sample in [-1, 1], as ITU-T G.711 decodes it (the reference decoder's arithmetic)."""
+    code = np.arange(256, dtype=np.int32)
+    u = ~code & 0xFF  # mu-law stores the bits inverted
+    mu = (((u & 0x0F) << 3) + 0x84) << ((u >> 4) & 7)
+    mu = np.where(u & 0x80, 0x84 - mu, mu - 0x84)
+    a = code ^ 0x55  # A-law inverts every other bit
+    segment, mantissa = (a >> 4) & 7, (a & 0x0F) << 4
+    magnitude = np.where(segment == 0, mantissa + 8, (mantissa + 0x108) << np.maximum(segment - 1, 0))
+    alaw = np.where(a & 0x80, magnitude, -magnitude)
+    return {WAVE_FORMAT_MULAW: (mu / 32768.0).astype(np.float32), WAVE_FORMAT_ALAW: (alaw / 32768.0).astype(np.float32)}
+
+
+G711 = _g711_tables()
+
+
 @dataclass(frozen=True)
 class WavFormat:
-    encoding: int  # WAVE_FORMAT_PCM or WAVE_FORMAT_IEEE_FLOAT
+    encoding: int  # WAVE_FORMAT_PCM, WAVE_FORMAT_IEEE_FLOAT, WAVE_FORMAT_ALAW or WAVE_FORMAT_MULAW
     channels: int
     sample_rate: int
     bits: int
@@ -70,12 +89,16 @@ def read_wav_header(f: BinaryIO, name: str) -> WavFormat:
             if fmt is None:
                 raise InvalidArgument(name, "not a readable WAV file (data before the fmt chunk)")
             encoding, channels, rate, bits = fmt
-            supported = (encoding == WAVE_FORMAT_PCM and bits in (8, 16, 24, 32)) or (
-                encoding == WAVE_FORMAT_IEEE_FLOAT and bits in (32, 64)
+            supported = (
+                (encoding == WAVE_FORMAT_PCM and bits in (8, 16, 24, 32))
+                or (encoding == WAVE_FORMAT_IEEE_FLOAT and bits in (32, 64))
+                or (encoding in G711 and bits == 8)
             )
             if not supported:
                 raise InvalidArgument(
-                    name, f"unsupported WAV encoding (format {encoding}, {bits} bits); use PCM 8/16/24/32 or float"
+                    name,
+                    f"unsupported WAV encoding (format {encoding}, {bits} bits); "
+                    "use PCM 8/16/24/32, float, or G.711 A-law / mu-law",
                 )
             if channels < 1 or rate < 1:
                 raise InvalidArgument(name, f"not a readable WAV file ({channels} channels at {rate} Hz)")
@@ -90,7 +113,9 @@ def decode_frames(data: bytes, fmt: WavFormat) -> np.ndarray:
     """Whole frames of ``data`` -> float32 mono (channels averaged) in [-1, 1]."""
     usable = len(data) - len(data) % fmt.frame_bytes
     raw = np.frombuffer(data[:usable], dtype=np.uint8)
-    if fmt.encoding == WAVE_FORMAT_IEEE_FLOAT:
+    if fmt.encoding in G711:
+        x = G711[fmt.encoding][raw]
+    elif fmt.encoding == WAVE_FORMAT_IEEE_FLOAT:
         x = raw.view("<f4" if fmt.bits == 32 else "<f8").astype(np.float32)
     elif fmt.bits == 8:
         x = (raw.astype(np.float32) - 128.0) / 128.0

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import io
+import shutil
 import struct
+import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from edge_client.audio import Resampler, read_wav, resample, stream_chunks
+from edge_client.audio import G711, Resampler, read_wav, resample, stream_chunks
 from server.errors import InvalidArgument
 
 
@@ -48,6 +50,32 @@ def test_wav_widths_and_channels_mix_down(tmp_path: Path, bits: int, floating: b
     path = tmp_path / "x.wav"
     path.write_bytes(wav_bytes(np.stack([left, right], axis=1), 16000, bits, floating))
     assert np.abs(read_wav(path, 16000) - (left + right) / 2).max() < tolerance
+
+
+def test_g711_bytes_decode_as_the_standard_says() -> None:
+    """Reference points of ITU-T G.711 on the 16-bit scale: mu-law's two zeros and its extremes, A-law's smallest
+    steps and extremes; every other byte is a sample of its own."""
+    mu, alaw = G711[7] * 32768, G711[6] * 32768
+    assert (mu[0xFF], mu[0x7F], mu[0x80], mu[0x00]) == (0, 0, 32124, -32124)
+    assert (alaw[0xD5], alaw[0x55], alaw[0xAA], alaw[0x2A]) == (8, -8, 32256, -32256)
+    assert (len(set(mu.tolist())), len(set(alaw.tolist()))) == (255, 256)
+
+
+@pytest.mark.skipif(shutil.which("sox") is None, reason="sox (a Debian package the Makefile installs) is missing")
+@pytest.mark.parametrize("encoding", ["mu-law", "a-law"])
+def test_telephone_wav_decodes_to_its_pcm(tmp_path: Path, encoding: str) -> None:
+    """A G.711 WAV as sox writes it (8 kHz, 8 bits a sample, as telephone recordings are kept) reads back as the
+    PCM it was made from, within G.711's step, and resampled to the model's rate like any WAV."""
+    pcm, coded = tmp_path / "pcm.wav", tmp_path / "coded.wav"
+    speechlike = tone(300, 8000) * np.linspace(0.05, 1.0, 8000, dtype=np.float32) + tone(1100, 8000) * 0.3
+    pcm.write_bytes(wav_bytes(speechlike[:, None] * 0.9, 8000))
+    subprocess.run(["sox", str(pcm), "-e", encoding, "-b", "8", str(coded)], check=True, capture_output=True)
+    decoded = read_wav(coded, 8000)
+    assert len(decoded) == 8000
+    error = np.abs(decoded - read_wav(pcm, 8000))
+    assert error.max() < 0.03 * np.abs(speechlike).max()  # G.711 keeps about 8 bits of each sample's magnitude
+    assert np.corrcoef(decoded, speechlike)[0, 1] > 0.999
+    assert len(read_wav(coded, 16000)) == 16000
 
 
 @pytest.mark.parametrize("rate", [8000, 22050, 44100, 48000])

@@ -391,14 +391,14 @@ def test_unreadable_wav_exits_2(edge_files: EdgeFiles, tmp_path: Path, data: byt
 
 
 def test_unsupported_wav_encoding_exits_2(edge_files: EdgeFiles, tmp_path: Path) -> None:
-    """A WAV of an encoding the reader does not decode (A-law) names the encoding; exit 2."""
-    fmt = struct.pack("<HHIIHH", 6, 1, 8000, 8000, 1, 8)
+    """A WAV of an encoding the reader does not decode (Microsoft ADPCM) names the encoding; exit 2."""
+    fmt = struct.pack("<HHIIHH", 2, 1, 8000, 4096, 256, 4)
     body = b"WAVEfmt " + struct.pack("<I", 16) + fmt + b"data" + struct.pack("<I", 4) + b"\x00" * 4
-    path = tmp_path / "alaw.wav"
+    path = tmp_path / "adpcm.wav"
     path.write_bytes(b"RIFF" + struct.pack("<I", len(body)) + body)
     done = run_edge("classify", "audio", "--models", str(edge_files.export), str(path))
     assert done.returncode == 2
-    assert "unsupported WAV encoding (format 6, 8 bits)" in done.stderr
+    assert "unsupported WAV encoding (format 2, 4 bits)" in done.stderr
 
 
 def test_missing_model_in_manifest_exits_1(edge_files: EdgeFiles, export_copy: Path) -> None:
