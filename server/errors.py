@@ -21,45 +21,48 @@ frames); the command line maps them to exit codes. Tracebacks stay in the log.
 
 from __future__ import annotations
 
-# An error's message and field go to the client and into the log, and may echo what the client sent (a prompt that
-# names no class, an unknown field's name): the longest part of such a value is left out.
+# The errors that answer a request (InvalidArgument, NotFound) go to the client and into the log, and may echo what
+# the client sent (a prompt that names no class, an unknown field's name): the middle of a long one is left out.
 MAX_MESSAGE_CHARS = 1000
 MAX_FIELD_CHARS = 200
 
 
 def capped(text: str, limit: int = MAX_MESSAGE_CHARS) -> str:
-    """``text`` if it has at most ``limit`` characters, else its start and end around a note of what was cut."""
+    """``text`` if it has at most ``limit`` characters, else its start and end around a note of what was cut, in
+    ``limit`` characters in all."""
     if len(text) <= limit:
         return text
-    keep = limit // 2
-    return f"{text[:keep]}...({len(text) - 2 * keep} characters left out)...{text[-keep:]}"
+    note = f"...({len(text)} characters, shortened)..."
+    keep = max(limit - len(note), 0)
+    return f"{text[: keep - keep // 2]}{note}{text[len(text) - keep // 2 :]}"
 
 
 class AntiphonError(Exception):
-    """Base class of every error antiphon raises on purpose. A message argument over ``MAX_MESSAGE_CHARS`` is
-    shortened (:func:`capped`)."""
+    """Base class of every error antiphon raises on purpose."""
 
     code = "internal"
 
-    def __init__(self, *args: object) -> None:
-        super().__init__(*(capped(a) if isinstance(a, str) else a for a in args))
-
 
 class InvalidArgument(AntiphonError, ValueError):
-    """A field of a request or an option is out of its allowed range."""
+    """A field of a request or an option is out of its allowed range. The message is ``"field: reason"``; a long
+    field or reason is shortened (:func:`capped`) so that the whole fits ``MAX_MESSAGE_CHARS``."""
 
     code = "invalid_argument"
 
     def __init__(self, field: str, message: str) -> None:
         self.field = capped(field, MAX_FIELD_CHARS)
-        self.reason = capped(message)
+        self.reason = capped(message, MAX_MESSAGE_CHARS - len(self.field) - 2)
         super().__init__(f"{self.field}: {self.reason}")
 
 
 class NotFound(AntiphonError, LookupError):
-    """An unknown model, persona, session or file."""
+    """An unknown model, persona, session or file; the message starts with the field that names it (``"voice:
+    'x' is not a voice ..."``) and is shortened (:func:`capped`) past ``MAX_MESSAGE_CHARS``."""
 
     code = "not_found"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(capped(message))
 
 
 class ResourceExhausted(AntiphonError):
