@@ -13,11 +13,11 @@ import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from typing import Any
 
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 
 from server.engine.registry import ModelRegistry
-from server.errors import AntiphonError, InvalidArgument
+from server.errors import MAX_FIELD_CHARS, AntiphonError, InvalidArgument, capped
 from server.metrics import Recorder
 from server.transport import openai
 from server.transport.jsonfields import parse_json
@@ -27,6 +27,16 @@ log = logging.getLogger("server.transport.http")  # every endpoint's lines under
 MAX_BODY_BYTES = 4 * 1024 * 1024
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}  # nginx: pass events on at once
 TRANSPORT = "http"  # the metrics' transport label
+
+
+async def body_chunks(request: Request) -> AsyncIterator[bytes]:
+    """The request's body as it arrives. A client that leaves before sending all of it made the mistake: an
+    InvalidArgument naming the body (one INFO line), not a traceback."""
+    try:
+        async for chunk in request.stream():
+            yield chunk
+    except ClientDisconnect:
+        raise InvalidArgument("body", "ended early: the client went away before sending all of it") from None
 
 
 def json_text(body: Any) -> str:
@@ -54,22 +64,25 @@ class Endpoints:
 
     async def _no_route(self, request: Request, exc: Exception) -> Response:
         """Starlette's 404 and 405 (no such path, or not with this method) as OpenAI's error object: an SDK asking
-        for an endpoint this server lacks (``/v1/embeddings``) reads why. One INFO line, counted by status."""
+        for an endpoint this server lacks (``/v1/embeddings``) reads why. One INFO line, counted by status; the
+        path is the client's, so it is quoted in the log and shortened in both."""
         status = getattr(exc, "status_code", 404)
-        where = f"{request.method} {request.url.path}"
+        path = capped(request.url.path, MAX_FIELD_CHARS)
+        where = f"{request.method} {path}"
         if status == 405:
             allowed = getattr(exc, "headers", None) or {}
             message = f"Method not allowed ({where}); use {allowed.get('Allow', 'another method')}"
         else:
             message = f"Invalid URL ({where}): not an endpoint of this server"
-        log.info("%s answered %d", where, status)
+        log.info("%s %r answered %d", request.method, path, status)
         self.metrics.error(TRANSPORT, str(status))
         error = {"message": message, "type": "invalid_request_error", "param": None, "code": None}
         return JSONResponse({"error": error}, status_code=status, headers=getattr(exc, "headers", None))
 
     async def _server_fault(self, request: Request, exc: Exception) -> Response:
-        """An exception no endpoint handled (our bug): OpenAI's error object with status 500; Starlette raises the
-        exception on after this answer, so the log still has its traceback."""
+        """An exception no endpoint handled (our bug): OpenAI's error object with status 500, counted; Starlette
+        raises the exception on after this answer, so the log still has its traceback. (When the exception comes
+        after a streamed response has started, the client has its status already and this answer is dropped.)"""
         error = {"message": "internal server error", "type": "server_error", "param": None, "code": None}
         self.metrics.error(TRANSPORT, "500")
         return JSONResponse({"error": error}, status_code=500)
@@ -78,7 +91,7 @@ class Endpoints:
         """The JSON body, read no further than MAX_BODY_BYTES (a larger one is refused before it is all read)."""
         chunks: list[bytes] = []
         size = 0
-        async for chunk in request.stream():
+        async for chunk in body_chunks(request):
             size += len(chunk)
             if size > MAX_BODY_BYTES:
                 raise InvalidArgument("body", f"at most {MAX_BODY_BYTES} bytes")

@@ -25,7 +25,7 @@ from server.engine.streams import ImageStream, Picture
 from server.errors import AntiphonError, InvalidArgument, Unavailable
 from server.metrics import Recorder
 from server.transport import openai
-from server.transport.http_base import SSE_HEADERS, TRANSPORT, Endpoints, log, sse_event
+from server.transport.http_base import SSE_HEADERS, TRANSPORT, Endpoints, body_chunks, log, sse_event
 from server.transport.jsonfields import image_request
 from server.transport.pictures import PNG, encode_picture
 
@@ -101,7 +101,7 @@ class ImageRoutes(Endpoints):
         chunks: list[bytes] = []
         size = 0
         too_large = declared.isdigit() and int(declared) > MAX_UPLOAD_BYTES
-        async for chunk in request.stream():
+        async for chunk in body_chunks(request):
             size += len(chunk)
             too_large = too_large or size > MAX_UPLOAD_BYTES
             if too_large and size > MAX_DRAIN_BYTES:

@@ -335,7 +335,38 @@ async def test_an_endpoint_the_server_lacks_is_openais_404_and_a_wrong_method_40
     }
     async with httpx.AsyncClient(base_url=f"http://{server.http_address}", timeout=timeout(10)) as client:
         wrong = await client.get("/v1/chat/completions")
+        listing = await client.post("/v1/models")
         page = await client.get("/static/no-such-file.js")
+        head = await client.head("/v1/embeddings")
     assert (wrong.status_code, wrong.headers["allow"]) == (405, "POST")
     assert wrong.json()["error"]["message"] == "Method not allowed (GET /v1/chat/completions); use POST"
+    assert (listing.status_code, set(listing.headers["allow"].split(", "))) == (405, {"GET", "HEAD"})
     assert (page.status_code, page.json()["error"]["type"]) == (404, "invalid_request_error")
+    assert (head.status_code, head.content) == (404, b"")
+
+
+async def test_a_client_leaving_before_its_body_is_sent_is_one_info_line(
+    start_server: StartServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A client that promises 1,000 bytes, sends a few and leaves: one INFO line naming the body, no traceback,
+    and the server serves the next request."""
+    caplog.set_level("INFO")
+    server = await start_server()
+    host, port = server.http_address.rsplit(":", 1)
+    _, writer = await asyncio.open_connection(host, int(port))
+    writer.write(
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b'Content-Length: 1000\r\n\r\n{"model":'
+    )
+    await writer.drain()
+    await asyncio.sleep(0.2)
+    writer.close()
+    for _ in range(100):
+        if any("ended early" in r.getMessage() for r in caplog.records):
+            break
+        await asyncio.sleep(0.05)
+    lines = [r.getMessage() for r in caplog.records if "ended early" in r.getMessage()]
+    assert lines == [lines[0]] and "body: ended early: the client went away" in lines[0]
+    assert not [r for r in caplog.records if r.levelname == "ERROR" or r.exc_info]
+    async with sdk(server) as client:
+        assert (await client.models.list()).data

@@ -222,3 +222,25 @@ async def test_metrics_off_answers_404(start_server: StartServer) -> None:
     async with httpx.AsyncClient() as http:
         response = await http.get(f"http://{server.http_address}/metrics")
     assert response.status_code == 404
+
+
+async def test_our_own_fault_is_a_json_500_counted_with_its_traceback_logged(
+    start_server: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An exception no endpoint expected (a bug of ours, made here by a registry that raises): the client reads
+    OpenAI's error object with 500, the errors counter has it, and the log has the traceback for us."""
+    server = await start_server()
+
+    def broken() -> None:
+        raise RuntimeError("a bug of ours")
+
+    monkeypatch.setattr(server.models, "text_infos", broken)
+    async with httpx.AsyncClient(timeout=timeout(10)) as client:
+        response = await client.get(f"http://{server.http_address}/v1/models")
+    assert response.status_code == 500
+    assert response.json() == {
+        "error": {"message": "internal server error", "type": "server_error", "param": None, "code": None}
+    }
+    assert value(await scrape(server), "antiphon_errors_total", transport="http", code="500") == 1
+    faults = [r for r in caplog.records if r.levelname == "ERROR" and r.exc_info]
+    assert faults and "a bug of ours" in str(faults[0].exc_info[1])
