@@ -263,10 +263,11 @@ class TrainLoop:
         log.info("resuming from %s at step %d", path, saved["step"])
         return saved
 
-    def _start_from(self, path: Path, meta: dict[str, Any], metrics: dict[str, float]) -> None:
-        """Record that this run starts from the checkpoint ``path`` (its metadata ``meta``; ``metrics``: its
-        held-out figures, as its family names them). The record goes into the state file, the checkpoint's
-        ``init`` entry and the card's "started from" row (:func:`~server.model_card.started_from`)."""
+    def _start_from(self, path: Path, meta: dict[str, Any], known: dict[str, Any]) -> None:
+        """Record that this run starts from the checkpoint ``path`` (its metadata ``meta``; ``known``: what the
+        family keeps of it, its held-out figures as the family names them first). The record goes into the state
+        file, the checkpoint's ``init`` entry and the card's "started from" row
+        (:func:`~server.model_card.started_from`)."""
         before = Provenance.from_dict(meta["training"], self.seen_key)
         self.init = {
             "file": path.name,
@@ -274,7 +275,7 @@ class TrainLoop:
             "steps": before.steps,
             self.seen_key: before.seen,
             "wall_time_s": before.wall_time_s,
-            **metrics,
+            **known,
         }
 
     def _loop_state(self) -> dict[str, Any]:

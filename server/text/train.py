@@ -59,7 +59,16 @@ class TextTrainer(TrainLoop):
             config = CharLSTMConfig(**resume["config"])
         elif opts.init is not None:
             start, self.vocab, meta = load_text_model(opts.init)
-            self._start_from(opts.init, meta, {"held_out_bits_per_char": meta["metrics"]["held_out_bits_per_char"]})
+            read = meta["corpus"]  # the card says whether the start read what this run holds out
+            self._start_from(
+                opts.init,
+                meta,
+                {
+                    "held_out_bits_per_char": meta["metrics"]["held_out_bits_per_char"],
+                    "corpus_sha256": read["sha256"],
+                    "not_trained_on": [*read["held_out"], *(read.get("dev") or {})],
+                },
+            )
             dropouts = {k: v for k, v in opts.model.items() if k in DROPOUTS}
             config = CharLSTMConfig(**{**start.config.to_dict(), **dropouts})
         else:
@@ -227,6 +236,11 @@ def text_card(info: dict[str, Any], config: dict[str, Any]) -> ModelCard:
     split = f"held out, never trained on: {', '.join(corpus['held_out'])}"
     if dev:
         split += f"; development plays, not trained on: {', '.join(dev)}"
+    start = init if init and "corpus_sha256" in init else None  # the first --init records did not keep it
+    if start and start["corpus_sha256"] != corpus["sha256"]:
+        split += f" (by this run: the start `{start['file']}` was trained on other text, which may hold them)"
+    elif start and (read := [n for n in [*corpus["held_out"], *dev] if n not in start["not_trained_on"]]):
+        split += f" (by this run: the start `{start['file']}` was trained on {', '.join(read)})"
     rows = [("architecture", arch), ("parameters", f"{info['parameters']:,}")]
     # A checkpoint made before the recipe's dropouts were options (its config has no embed_dropout) was carded
     # without this row; its card is written again as it was.

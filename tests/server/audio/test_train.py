@@ -88,6 +88,9 @@ def test_init_starts_from_a_checkpoints_weights(tmp_path: Path, tiny_audio_check
     assert meta["init"]["steps"] == start_meta["training"]["steps"]
     card = (tmp_path / "w.md").read_text()
     assert f"--init {tiny_audio_checkpoint.name}" in card and "| started from |" in card
+    AudioTrainer(options(tmp_path / "w.safetensors", 2, resume=True)).train()  # a resumed part keeps the start
+    resumed = read_meta(tmp_path / "w.safetensors")
+    assert resumed["training"]["steps"] == 2 and resumed["init"] == meta["init"]
 
 
 def test_init_and_resume_do_not_mix(tmp_path: Path, tiny_audio_checkpoint: Path) -> None:

@@ -126,7 +126,7 @@ def test_init_starts_from_a_checkpoints_weights_and_a_resume_keeps_the_record(
     """--init: the run takes the checkpoint's weights, vocabulary and sizes (the size flags lose) and this run's
     dropouts; a resumed part of it still names the start in its checkpoint and card."""
     start_path, out = tmp_path / "start.safetensors", tmp_path / "more.safetensors"
-    TextTrainer(options(tiny_corpus, start_path, steps=4)).train()
+    TextTrainer(options(tiny_corpus, start_path, steps=3)).train()
     start, start_vocab, start_meta = load_text_model(start_path)
     # the sizes given are not the checkpoint's; a tiny learning rate keeps the weights where they started
     model = {"hidden_size": 8, "num_layers": 1, "embed_dim": 4, "dropout": 0.3, "embed_dropout": 0.2}
@@ -137,13 +137,19 @@ def test_init_starts_from_a_checkpoints_weights_and_a_resume_keeps_the_record(
     for key, value in start.state_dict().items():
         torch.testing.assert_close(after.state_dict()[key], value, rtol=0, atol=1e-6)
     assert meta["init"]["file"] == start_path.name
-    assert meta["init"]["steps"] == start_meta["training"]["steps"] == 4
+    assert meta["init"]["steps"] == start_meta["training"]["steps"] == 3
     assert meta["init"]["held_out_bits_per_char"] == start_meta["metrics"]["held_out_bits_per_char"]
     TextTrainer(options(tiny_corpus, out, steps=4, resume=True)).train()
     resumed = read_meta(out)
     assert resumed["training"]["steps"] == 4 and resumed["init"] == meta["init"]
     card = out.with_suffix(".md").read_text()
-    assert f"--init {start_path.name}" in card and "| started from |" in card and "4 steps" in card
+    assert f"--init {start_path.name}" in card and "| started from |" in card and "3 steps" in card
+    assert "(by this run" not in card  # the start held out the same text
+    other = tmp_path / "other.txt"  # fine-tuning on another text: its held-out part may be in what the start read
+    other.write_text(tiny_corpus.read_text() + "\nMore text.\n")
+    TextTrainer(options(other, tmp_path / "tuned.safetensors", steps=1, init=start_path)).train()
+    tuned = (tmp_path / "tuned.md").read_text()
+    assert f"(by this run: the start `{start_path.name}` was trained on other text, which may hold them)" in tuned
 
 
 def test_init_names_its_flag_when_it_cannot_start(tiny_corpus: Path, tmp_path: Path) -> None:
