@@ -11,7 +11,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge_client.audio import G711, Resampler, read_wav, resample, stream_chunks
+from edge_client.audio import (
+    G711,
+    WAVE_FORMAT_ALAW,
+    WAVE_FORMAT_MULAW,
+    Resampler,
+    read_wav,
+    resample,
+    stream_chunks,
+)
 from server.errors import InvalidArgument
 
 
@@ -55,10 +63,21 @@ def test_wav_widths_and_channels_mix_down(tmp_path: Path, bits: int, floating: b
 def test_g711_bytes_decode_as_the_standard_says() -> None:
     """Reference points of ITU-T G.711 on the 16-bit scale: mu-law's two zeros and its extremes, A-law's smallest
     steps and extremes; every other byte is a sample of its own."""
-    mu, alaw = G711[7] * 32768, G711[6] * 32768
+    mu, alaw = G711[WAVE_FORMAT_MULAW] * 32768, G711[WAVE_FORMAT_ALAW] * 32768
     assert (mu[0xFF], mu[0x7F], mu[0x80], mu[0x00]) == (0, 0, 32124, -32124)
     assert (alaw[0xD5], alaw[0x55], alaw[0xAA], alaw[0x2A]) == (8, -8, 32256, -32256)
     assert (len(set(mu.tolist())), len(set(alaw.tolist()))) == (255, 256)
+
+
+def test_g711_wav_header_with_a_fact_chunk_is_read(tmp_path: Path) -> None:
+    """A G.711 WAV as telephony tools write it: an 18-byte fmt chunk (cbSize 0) and a fact chunk before the data."""
+    fmt = struct.pack("<HHIIHHH", WAVE_FORMAT_ALAW, 1, 8000, 8000, 1, 8, 0)
+    data = bytes([0xD5, 0x55, 0xAA, 0x2A])
+    body = b"WAVE" + b"fmt " + struct.pack("<I", len(fmt)) + fmt + b"fact" + struct.pack("<II", 4, len(data))
+    body += b"data" + struct.pack("<I", len(data)) + data
+    path = tmp_path / "alaw.wav"
+    path.write_bytes(b"RIFF" + struct.pack("<I", len(body)) + body)
+    assert (read_wav(path, 8000) * 32768).tolist() == [8, -8, 32256, -32256]
 
 
 @pytest.mark.skipif(shutil.which("sox") is None, reason="sox (a Debian package the Makefile installs) is missing")
