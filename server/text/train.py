@@ -29,7 +29,7 @@ from server.text.checkpoint import load_text_model, save_text_model
 from server.text.dialogue import speakers
 from server.text.evaluate import bits_per_char, streamed_bits_per_char
 from server.text.model import CharLSTM, CharLSTMConfig, State
-from server.text.options import TextTrainOptions
+from server.text.options import MODEL_FLAGS, CharLSTMSizes, TextTrainOptions
 from server.text.vocab import Vocabulary
 from server.training import TrainLoop, init_distributed, state_path
 
@@ -37,6 +37,8 @@ log = logging.getLogger(__name__)
 
 # The config's fields that an --init run takes from its own flags; the sizes are the checkpoint's.
 DROPOUTS = ("dropout", "embed_dropout", "output_dropout")
+# The options a card's command names when a run changed them (the budget, --init and the paths are named apart).
+RECIPE = ("lr", "warmup_steps", "batch_size", "seq_len", "weight_decay", "min_lr_ratio", "seed")
 
 
 class TextTrainer(TrainLoop):
@@ -215,6 +217,21 @@ class TextTrainer(TrainLoop):
         return info
 
 
+def recipe_flags(opts: dict[str, Any], sizes: bool) -> str:
+    """The flags of a run's recipe (an options record) that differ from the trainer's defaults, as a card's command
+    names them; ``sizes``: the model's size flags too (an --init run takes its sizes from the checkpoint)."""
+    defaults, model_defaults = TextTrainOptions(), CharLSTMSizes()
+    shown = [
+        f" --{name.replace('_', '-')} {opts[name]:g}"
+        for name in RECIPE
+        if opts.get(name, getattr(defaults, name)) != getattr(defaults, name)
+    ]
+    for name, value in opts.get("model", {}).items():
+        if (sizes or name in DROPOUTS) and value is not None and value != getattr(model_defaults, name):
+            shown.append(f" --{MODEL_FLAGS[name].replace('_', '-')} {value:g}")
+    return "".join(shown)
+
+
 def text_card(info: dict[str, Any], config: dict[str, Any]) -> ModelCard:
     """The card of a character LSTM checkpoint (its info and model config): data, split, recipe, steps, time,
     device, metrics, and the bits per character of each held-out (and development) document."""
@@ -223,7 +240,8 @@ def text_card(info: dict[str, Any], config: dict[str, Any]) -> ModelCard:
     run = f"--steps {opts['steps']}" if opts["steps"] is not None else f"--minutes {opts['minutes']}"
     init = info.get("init")
     if init:
-        run += f" --init {init['file']} --lr {opts['lr']:g}"
+        run += f" --init {init['file']}"
+    run += recipe_flags(opts, sizes=not init)
     arch = (
         f"embedding {config['embed_dim']}, LSTM {config['num_layers']} x {config['hidden_size']}, "
         f"vocabulary {config['vocab_size']}"

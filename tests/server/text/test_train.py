@@ -54,7 +54,11 @@ def test_training_writes_checkpoint_with_metrics_and_card(tiny_corpus: Path, tmp
     assert meta["training"]["chars_seen"] == 6 * 4 * 16
     assert meta["corpus"]["sha256"] == info["corpus"]["sha256"]
     assert 0 < meta["metrics"]["held_out_bits_per_char"] < 8
-    assert "held-out bits per character" in out.with_suffix(".md").read_text()
+    card = out.with_suffix(".md").read_text()
+    assert "held-out bits per character" in card
+    # the command names what differs from the defaults, so that it trains the same model again
+    flags = "--steps 6 --warmup-steps 2 --batch-size 4 --seq-len 16 --hidden-size 16 --embed-dim 8 --dropout 0 --out"
+    assert flags in card
 
 
 def test_interrupted_run_resumes_exactly(tiny_corpus: Path, tmp_path: Path) -> None:
@@ -139,11 +143,12 @@ def test_init_starts_from_a_checkpoints_weights_and_a_resume_keeps_the_record(
     assert meta["init"]["file"] == start_path.name
     assert meta["init"]["steps"] == start_meta["training"]["steps"] == 3
     assert meta["init"]["held_out_bits_per_char"] == start_meta["metrics"]["held_out_bits_per_char"]
-    TextTrainer(options(tiny_corpus, out, steps=4, resume=True)).train()
+    TextTrainer(options(tiny_corpus, out, steps=4, resume=True, lr=1e-12, model=model)).train()  # the same command
     resumed = read_meta(out)
     assert resumed["training"]["steps"] == 4 and resumed["init"] == meta["init"]
     card = out.with_suffix(".md").read_text()
     assert f"--init {start_path.name}" in card and "| started from |" in card and "3 steps" in card
+    assert "--lr 1e-12" in card and "--dropout 0.3 --embed-dropout 0.2" in card and "--hidden-size" not in card
     assert "(by this run" not in card  # the start held out the same text
     other = tmp_path / "other.txt"  # fine-tuning on another text: its held-out part may be in what the start read
     other.write_text(tiny_corpus.read_text() + "\nMore text.\n")
