@@ -72,6 +72,14 @@ class Gate:
         self._allow = None
         self._open.set()
 
+    def release(self, steps: int) -> None:
+        """Let the held worker take ``steps`` more steps, then hold again (a waiting thread wakes on ``set`` even
+        though the event is cleared at once)."""
+        self._allow = steps
+        self._holding.clear()
+        self._open.set()
+        self._open.clear()
+
     async def holding(self) -> None:
         """Return once the worker waits at the gate."""
         assert await asyncio.to_thread(self._holding.wait, timeout(10)), "the engine never reached the gate"
@@ -178,7 +186,9 @@ async def test_cancel_leaves_the_session_as_it_was(
     else:
         await gate.holding()  # the turn has joined and taken its first step
     if stage == "after_first_token":
-        gate.open()
+        # a few steps more, then held again: however slow the machine, the reply cannot end before the cancel
+        # arrives (a reply that ended first would be the session's, whatever the client's call then says)
+        gate.release(3)
         await asyncio.wait_for(turn.first.wait(), timeout(10))
     await turn.stream.cancel()
     gate.open()
