@@ -76,16 +76,14 @@ class Endpoints:
             message = f"Invalid URL ({where}): not an endpoint of this server"
         log.info("%s %r answered %d", request.method, path, status)
         self.metrics.error(TRANSPORT, str(status))
-        error = {"message": message, "type": "invalid_request_error", "param": None, "code": None}
-        return JSONResponse({"error": error}, status_code=status, headers=getattr(exc, "headers", None))
+        return JSONResponse(openai.error_object(message), status_code=status, headers=getattr(exc, "headers", None))
 
     async def _server_fault(self, request: Request, exc: Exception) -> Response:
         """An exception no endpoint handled (our bug): OpenAI's error object with status 500, counted; Starlette
         raises the exception on after this answer, so the log still has its traceback. (When the exception comes
         after a streamed response has started, the client has its status already and this answer is dropped.)"""
-        error = {"message": "internal server error", "type": "server_error", "param": None, "code": None}
         self.metrics.error(TRANSPORT, "500")
-        return JSONResponse({"error": error}, status_code=500)
+        return JSONResponse(openai.error_object("internal server error", "server_error"), status_code=500)
 
     async def _body(self, request: Request) -> Any:
         """The JSON body, read no further than MAX_BODY_BYTES (a larger one is refused before it is all read)."""

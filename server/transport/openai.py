@@ -193,7 +193,14 @@ def error_body(error: AntiphonError) -> ErrorBody:
     headers = {"Retry-After": "1"} if status in (429, 503) else {}
     if status == 401:
         headers["WWW-Authenticate"] = "Bearer"
-    return ErrorBody(status, {"error": {"message": message, "type": kind, "param": param, "code": code}}, headers)
+    return ErrorBody(status, error_object(message, kind, param, code), headers)
+
+
+def error_object(
+    message: str, kind: str = "invalid_request_error", param: str | None = None, code: str | None = None
+) -> dict[str, Any]:
+    """OpenAI's error object, the body of every HTTP error this server answers: SDKs read its four fields."""
+    return {"error": {"message": message, "type": kind, "param": param, "code": code}}
 
 
 def created() -> int:
