@@ -3,9 +3,11 @@ files), and greedy text for the step generator."""
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Sequence
 
 import numpy as np
+from tqdm import tqdm
 
 from export.runtime import Runner
 from export.specs import ExportSpec, Inputs
@@ -14,15 +16,31 @@ FLOAT_TOLERANCE = 1e-4  # max abs difference of a float file from torch, on ever
 INT8_AGREEMENT = 0.99  # share of the evaluation set on which an int8 file's top label is torch's
 GREEDY_TOKENS = 200
 
-Step = Callable[..., Sequence[np.ndarray]]  # (token, h, c) -> (logits, h, c)
+Step = Callable[..., Sequence[np.ndarray]]  # a runner or torch: inputs -> outputs (a text step: token, h, c)
+
+
+Outputs = list[list[np.ndarray]]  # one list of output arrays per input
+
+
+def run_all(runner: Step, inputs: list[Inputs], desc: str) -> Outputs:
+    """``runner``'s outputs for each of ``inputs``, with a progress bar (a line every 30 s when not on a terminal):
+    a recurrent classifier's evaluation set takes minutes per pass."""
+    bar = tqdm(inputs, desc=desc, unit="input", leave=False, mininterval=0.5 if sys.stderr.isatty() else 30)
+    return [list(runner(*args)) for args in bar]
+
+
+def max_abs_between(got: Outputs, want: Outputs) -> float:
+    """The largest absolute difference between two runs' outputs, over every input and output."""
+    worst = 0.0
+    for outs, refs in zip(got, want, strict=True):
+        for out, ref in zip(outs, refs, strict=True):
+            worst = max(worst, float(np.max(np.abs(out.astype(np.float32) - ref))))
+    return worst
 
 
 def max_abs_difference(spec: ExportSpec, runner: Runner, inputs: list[Inputs]) -> float:
-    worst = 0.0
-    for args in inputs:
-        for got, want in zip(runner(*args), spec.reference(args), strict=True):
-            worst = max(worst, float(np.max(np.abs(got.astype(np.float32) - want))))
-    return worst
+    want = spec.real_outputs if inputs is spec.real_inputs else [spec.reference(args) for args in inputs]
+    return max_abs_between([list(runner(*args)) for args in inputs], want)
 
 
 def top_labels(outputs: list[list[np.ndarray]]) -> np.ndarray:
@@ -30,11 +48,11 @@ def top_labels(outputs: list[list[np.ndarray]]) -> np.ndarray:
     return np.asarray([int(np.argmax(out[0])) for out in outputs])
 
 
-def label_figures(spec: ExportSpec, runner: Runner) -> dict[str, float]:
-    """Top-label agreement with torch on the real inputs and, where they are known, accuracy against the truth (the
-    spec's labels: an image generator's are its judge's labels of the images)."""
-    got = spec.labels_of([runner(*args) for args in spec.real_inputs])
-    want = spec.labels_of([spec.reference(args) for args in spec.real_inputs])
+def label_figures(spec: ExportSpec, outputs: Outputs) -> dict[str, float]:
+    """Top-label agreement with torch of a file's ``outputs`` for the real inputs and, where they are known, accuracy
+    against the truth (the spec's labels: an image generator's are its judge's labels of the images)."""
+    got = spec.labels_of(outputs)
+    want = spec.labels_of(spec.real_outputs)
     figures = {"top_label_agreement": float(np.mean(got == want)), "evaluated": len(got)}
     if spec.targets is not None:
         figures["accuracy"] = float(np.mean(got == spec.targets))

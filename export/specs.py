@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -77,6 +78,13 @@ class ExportSpec:
     def reference(self, inputs: Inputs) -> list[np.ndarray]:
         out = self.module(*(torch.from_numpy(a) for a in inputs))
         return [t.numpy() for t in (out if isinstance(out, tuple) else (out,))]
+
+    @cached_property
+    def real_outputs(self) -> list[list[np.ndarray]]:
+        """Torch's outputs for ``real_inputs``, computed once: every file of the model is checked against them."""
+        from export.parity import run_all
+
+        return run_all(lambda *args: self.reference(args), self.real_inputs, f"{self.name}: torch")
 
     def labels_of(self, outputs: list[list[np.ndarray]]) -> np.ndarray:
         """One label per output of ``real_inputs`` (in their order): the labeler's, else the top label of the

@@ -185,7 +185,7 @@ def test_a_spec_can_ask_for_dynamic_int8_despite_calibration(exported: Exported,
     activations and a float input, even though the spec brings calibration inputs; the files still agree with
     torch."""
     from export.convert import onnx_int8, tflite_int8
-    from export.parity import INT8_AGREEMENT, label_figures
+    from export.parity import INT8_AGREEMENT, label_figures, run_all
     from export.runtime import OnnxRunner, TfliteRunner
     from export.specs import digits_spec
 
@@ -194,14 +194,14 @@ def test_a_spec_can_ask_for_dynamic_int8_despite_calibration(exported: Exported,
     out = tmp_path / "digits.dynamic.tflite"
     assert "dynamic" in tflite_int8(spec, exported.out / "digits.tflite", out)
     runner = TfliteRunner(out, (spec.input_names, spec.output_names))
-    assert label_figures(spec, runner)["top_label_agreement"] >= INT8_AGREEMENT
+    assert label_figures(spec, run_all(runner, spec.real_inputs, "tflite"))["top_label_agreement"] >= INT8_AGREEMENT
     static = exported.manifest["models"]["digits"]["files"]["tflite"]["int8"]
     assert static["inputs"][0]["dtype"] == "int8"  # the static file takes int8 images; the dynamic one float
     assert runner.inputs[0].dtype == "float32" and runner.inputs[0].scale is None
     onnx_out = tmp_path / "digits.dynamic.onnx"
     assert "dynamic" in onnx_int8(spec, exported.out / "digits.onnx", onnx_out)
     onnx_runner = OnnxRunner(onnx_out)
-    assert label_figures(spec, onnx_runner)["top_label_agreement"] >= INT8_AGREEMENT
+    assert label_figures(spec, run_all(onnx_runner, spec.real_inputs, "onnx"))["top_label_agreement"] >= INT8_AGREEMENT
 
 
 def test_exporting_one_model_keeps_the_others_listed(
