@@ -27,6 +27,8 @@ from antiphon.v1 import (
     sampling_pb2,
     text_pb2,
 )
+from google.protobuf import message_factory
+from google.protobuf.message import DecodeError
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
@@ -359,11 +361,67 @@ class RequireKey(grpc.aio.ServerInterceptor):
         )
 
 
+class Undecodable:
+    """A request whose bytes are not a message of its type (a string field that is not UTF-8, a field of another
+    schema's wire type): the client's mistake, which the servicer answers ``INVALID_ARGUMENT``. grpc would answer
+    ``UNKNOWN`` and log a traceback for an exception raised while parsing."""
+
+    def __init__(self, error: InvalidArgument) -> None:
+        self.error = error
+
+
+def lenient_parser(message_type: Any) -> Callable[[bytes], Any]:
+    def parse(data: bytes) -> Any:
+        try:
+            return message_type.FromString(data)
+        except DecodeError as exc:
+            reason = str(exc).rpartition(": ")[2] or "not a message of its type"
+            return Undecodable(
+                InvalidArgument("request", f"is not a valid {message_type.DESCRIPTOR.full_name} ({reason})")
+            )
+
+    return parse
+
+
+def generation_handlers(servicer: GenerationService) -> dict[str, grpc.RpcMethodHandler]:
+    """The Generation service's handlers, read from its descriptor as the generated code writes them, but with
+    requests that fail to parse refused by name (:class:`Undecodable`)."""
+    handlers: dict[str, grpc.RpcMethodHandler] = {}
+    for method in generation_pb2.DESCRIPTOR.services_by_name["Generation"].methods:
+        behavior = getattr(servicer, method.name)
+        if method.server_streaming:
+
+            async def stream(request: Any, context: grpc.aio.ServicerContext, behavior: Any = behavior) -> Any:
+                if isinstance(request, Undecodable):
+                    await abort(context, request.error, "-", servicer.metrics)
+                async with aclosing(behavior(request, context)) as items:  # closed with this one
+                    async for item in items:
+                        yield item
+
+            make, wrapped = grpc.unary_stream_rpc_method_handler, stream
+        else:
+
+            async def unary(request: Any, context: grpc.aio.ServicerContext, behavior: Any = behavior) -> Any:
+                if isinstance(request, Undecodable):
+                    await abort(context, request.error, "-", servicer.metrics)
+                return await behavior(request, context)
+
+            make, wrapped = grpc.unary_unary_rpc_method_handler, unary
+        handlers[method.name] = make(
+            wrapped,
+            request_deserializer=lenient_parser(message_factory.GetMessageClass(method.input_type)),
+            response_serializer=message_factory.GetMessageClass(method.output_type).SerializeToString,
+        )
+    return handlers
+
+
 def add_services(
     server: grpc.aio.Server, models: ModelRegistry, metrics: Recorder | None = None
 ) -> health_aio.HealthServicer:
     """Add the Generation service, health checking and reflection to ``server``; returns the health servicer."""
-    generation_pb2_grpc.add_GenerationServicer_to_server(GenerationService(models, metrics or Recorder()), server)
+    handlers = generation_handlers(GenerationService(models, metrics or Recorder()))
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),))
+    server.add_registered_method_handlers(SERVICE_NAME, handlers)
     health = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     names = (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME)

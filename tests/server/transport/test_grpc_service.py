@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -107,3 +108,38 @@ async def test_a_client_that_stops_reading_is_paused_not_buffered(start_server: 
     slow.cancel()
     await slow_channel.close()
     await asyncio.wait_for(engine.wait_until(lambda: engine.live_streams == 0), timeout(10))
+
+
+@pytest.mark.parametrize(
+    ("method", "streaming", "data", "reason"),
+    [
+        ("GenerateText", True, b"\n\tchar-lstm\x12\x04K\xed\xa0\x80", "String field had bad UTF-8"),
+        ("ListModels", False, b"\xff\xff\xff", ""),
+        ("Classify", False, b"\x12\x05", ""),  # a length that runs past the end
+    ],
+)
+async def test_a_request_that_is_not_its_message_is_invalid_argument(
+    start_server: StartServer, caplog: pytest.LogCaptureFixture, method: str, streaming: bool, data: bytes, reason: str
+) -> None:
+    """Bytes that do not parse as the request type (a client of another language sending a string that is not
+    UTF-8, or another schema) are INVALID_ARGUMENT naming the type, one INFO line and no traceback; the server
+    goes on serving."""
+    server = await start_server()
+    async with grpc.aio.insecure_channel(server.grpc_address) as channel:
+        make = channel.unary_stream if streaming else channel.unary_unary
+        call = make(f"/antiphon.v1.Generation/{method}", request_serializer=None, response_deserializer=None)
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            answer = call(data, timeout=timeout(10))
+            if streaming:
+                async for _ in answer:
+                    pass
+            else:
+                await answer
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert info.value.details().startswith(f"request: is not a valid antiphon.v1.{method}Request")
+        assert reason in info.value.details()
+        chunks = generation_pb2_grpc.GenerationStub(channel).GenerateText(
+            text_pb2.GenerateTextRequest(prompt="Kent.\n", sampling=sampling_pb2.Sampling(max_tokens=3))
+        )
+        assert [c async for c in chunks][-1].usage.completion_tokens == 3
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
