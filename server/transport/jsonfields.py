@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 from typing import Any
 
 import numpy as np
@@ -15,15 +16,42 @@ from server.errors import InvalidArgument
 from server.transport.wire import ENCODINGS, PCM16
 
 
-def parse_json(raw: str | bytes, name: str) -> Any:
+def parse_json(raw: str | bytes, name: str, check_text: bool = True) -> Any:
     """The JSON document ``raw`` (a request body, a frame named ``name``). Not JSON, or nested deeper than the
-    parser's recursion allows (thousands of brackets: no request has that), is the client's mistake."""
+    parser's recursion allows (thousands of brackets: no request has that), is the client's mistake, and so is a
+    lone surrogate in a string (:func:`check_unicode`; ``check_text`` False: the caller checks, once it has read
+    the request's id)."""
     try:
-        return json.loads(raw)
+        document = json.loads(raw)
     except ValueError:
         raise InvalidArgument(name, "is not valid JSON") from None
     except RecursionError:
         raise InvalidArgument(name, "is nested too deeply to be a request") from None
+    if check_text:
+        check_unicode(document, name)
+    return document
+
+
+SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def check_unicode(document: Any, name: str) -> None:
+    """Refuse a string (or key) holding a lone surrogate, naming where it is: JSON's ``\\ud800`` escapes (a text cut in
+    the middle of an emoji) decode to one, and it cannot be encoded again (hashed, logged, rendered, spoken)."""
+    stack: list[tuple[Any, str]] = [(document, "")]
+    while stack:
+        value, path = stack.pop()
+        if isinstance(value, str):
+            if not value.isascii() and (found := SURROGATE.search(value)):
+                where = f"U+{ord(found.group()):04X} at character {found.start()}"
+                raise InvalidArgument(path or name, f"is not valid Unicode (a lone surrogate, {where})")
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                if not key.isascii() and SURROGATE.search(key):
+                    raise InvalidArgument(path or name, "has a key that is not valid Unicode (a lone surrogate)")
+                stack.append((item, f"{path}.{key}" if path else key))
+        elif isinstance(value, list):
+            stack.extend((item, f"{path or name}[{i}]") for i, item in enumerate(value))
 
 
 def string_field(message: dict[str, Any], name: str, prefix: str = "") -> str:

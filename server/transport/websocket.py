@@ -33,6 +33,7 @@ from server.errors import AntiphonError, InvalidArgument, ResourceExhausted
 from server.metrics import Recorder
 from server.transport import auth
 from server.transport.jsonfields import (
+    check_unicode,
     classify_input,
     encoding_field,
     image_request,
@@ -304,13 +305,15 @@ class _Connection:
     async def dispatch(self, raw: str) -> None:
         request_id: str | None = None
         try:
-            message = parse_json(raw, "frame")
+            message = parse_json(raw, "frame", check_text=False)
             if not isinstance(message, dict):
                 raise InvalidArgument("frame", "must be a JSON object")
             raw_id = message.get("id")
             if not isinstance(raw_id, str) or not 1 <= len(raw_id) <= MAX_ID_CHARS:
                 raise InvalidArgument("id", f"must be a string of 1..{MAX_ID_CHARS} characters")
+            check_unicode(raw_id, "id")  # an id that cannot be echoed is not; a bad field elsewhere is named with it
             request_id = raw_id
+            check_unicode(message, "frame")
             kind = message.get("type")
             if not isinstance(kind, str) or kind not in REQUEST_FIELDS:  # a list or an object is unhashable
                 raise InvalidArgument("type", f"must be one of {', '.join(REQUEST_FIELDS)}, got {json.dumps(kind)}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -318,6 +319,37 @@ async def test_a_body_over_the_limit_or_not_json_is_400(start_server: StartServe
     assert (deep.status_code, deep.json()["error"]["message"]) == (400, "body: is nested too deeply to be a request")
     assert (huge.status_code, huge.json()["error"]["message"]) == (400, "body: at most 4194304 bytes")
     assert fine.status_code == 200
+
+
+USER = {"role": "user", "content": "a"}
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "param"),
+    [
+        ("/v1/chat/completions", {"model": "tiny", "messages": [{**USER, "content": "\ud83d"}]}, "messages[0].content"),
+        ("/v1/chat/completions", {"model": "tiny", "messages": [{**USER, "name": "\udc00"}]}, "messages[0].name"),
+        ("/v1/chat/completions", {"model": "tiny", "messages": [USER], "\ud800": 1}, "body"),
+        ("/v1/completions", {"model": "tiny", "prompt": ["\ud800"]}, "prompt[0]"),
+        ("/v1/audio/speech", {"model": "tts-1", "voice": "alloy", "input": "\ud800 hi"}, "input"),
+    ],
+)
+async def test_a_lone_surrogate_is_400_naming_where_it_is(
+    start_server: StartServer, caplog: pytest.LogCaptureFixture, path: str, body: dict[str, Any], param: str
+) -> None:
+    """JSON's escapes can spell half of a UTF-16 pair (a front end cutting a history in the middle of an emoji):
+    such a string cannot be hashed, logged or spoken, so it is a 400 naming where it is, not a 500 or an empty
+    WAV; one INFO line, and the connection serves on."""
+    server = await start_server(audio=AUDIO_LIMITS)
+    headers = {"content-type": "application/json"}
+    async with httpx.AsyncClient(base_url=f"http://{server.http_address}", timeout=timeout(10)) as client:
+        refused = await client.post(path, content=json.dumps(body).encode(), headers=headers)  # "\\ud800" escapes
+        fine = await client.post("/v1/completions", json={"model": "tiny", "prompt": "\U0001f600", "max_tokens": 3})
+    assert refused.status_code == 400, refused.text
+    error = refused.json()["error"]
+    assert error["param"] == param and "lone surrogate" in error["message"]
+    assert fine.status_code == 200
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
 
 
 async def test_an_endpoint_the_server_lacks_is_openais_404_and_a_wrong_method_405(start_server: StartServer) -> None:

@@ -59,6 +59,22 @@ SHORTENED_FIELD = "f" * ((200 - len(_NOTE) + 1) // 2) + _NOTE + "f" * ((200 - le
             {"id": None, "field": "frame", "message": "frame: is nested too deeply to be a request"},
         ),
         ('{"type": "generate"}', {"id": None, "field": "id", "message": "id: must be a string of 1..128 characters"}),
+        (  # half of a UTF-16 pair, spelled by JSON's escapes: the error frame names where it is
+            '{"type": "generate", "id": "a", "sampling": {"stop": ["x", "\\ud83d"]}}',
+            {
+                "id": "a",
+                "field": "sampling.stop[1]",
+                "message": "sampling.stop[1]: is not valid Unicode (a lone surrogate, U+D83D at character 0)",
+            },
+        ),
+        (  # in the id itself: not echoed
+            '{"type": "generate", "id": "\\udc00"}',
+            {
+                "id": None,
+                "field": "id",
+                "message": "id: is not valid Unicode (a lone surrogate, U+DC00 at character 0)",
+            },
+        ),
         (
             '{"type": "sing", "id": "a"}',
             {
