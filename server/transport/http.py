@@ -41,7 +41,15 @@ from server.engine.streams import AudioStream, TextStream
 from server.errors import AntiphonError, InvalidArgument, ListenError, NotFound, Unauthenticated
 from server.metrics import Recorder
 from server.transport import auth, openai
-from server.transport.http_base import SSE_HEADERS, TRANSPORT, Endpoints, json_text, sse_event
+from server.transport.http_base import (
+    CLIENT_CLOSED,
+    SSE_HEADERS,
+    TRANSPORT,
+    ClientGone,
+    Endpoints,
+    json_text,
+    sse_event,
+)
 from server.transport.http_images import ImageRoutes
 from server.transport.jsonfields import classify_input, string_field
 from server.transport.wire import Pcm16At
@@ -187,7 +195,7 @@ class HttpTransport(Endpoints):
             return StreamingResponse(
                 self._chat_events(stream, request_id, model, usage), media_type="text/event-stream", headers=SSE_HEADERS
             )
-        return await self._whole(stream, request_id, model, chat=True)
+        return await self._whole(request, stream, request_id, model, chat=True)
 
     async def completions(self, request: Request) -> Response:
         request_id = f"cmpl-{next(self._ids)}"
@@ -211,7 +219,7 @@ class HttpTransport(Endpoints):
                 media_type="text/event-stream",
                 headers=SSE_HEADERS,
             )
-        return await self._whole(stream, request_id, model, chat=False)
+        return await self._whole(request, stream, request_id, model, chat=False)
 
     async def speech(self, request: Request) -> Response:
         """The WaveNet's speech of ``input``, streamed as it is made: a WAV stream or raw PCM16 (chunked), or
@@ -292,11 +300,13 @@ class HttpTransport(Endpoints):
         return JSONResponse({"object": "classification", "model": service.info.id, "labels": labels})
 
     # -- answers -------------------------------------------------------------------------------------------------
-    async def _whole(self, stream: TextStream, request_id: str, model: str, chat: bool) -> Response:
+    async def _whole(self, request: Request, stream: TextStream, request_id: str, model: str, chat: bool) -> Response:
         try:
-            text = "".join([piece async for piece in self._pieces(stream)])
+            text = await self._while_connected(request, request_id, self._text(stream))
         except AntiphonError as exc:
             return self._error(exc, request_id)
+        except ClientGone:
+            return Response(status_code=CLIENT_CLOSED)
         reason = stream.finish_reason or "stop"
         if chat:
             choice: dict[str, Any] = {
@@ -319,6 +329,9 @@ class HttpTransport(Endpoints):
             "system_fingerprint": None,
         }
         return JSONResponse(body)
+
+    async def _text(self, stream: TextStream) -> str:
+        return "".join([piece async for piece in self._pieces(stream)])
 
     def _chat_events(self, stream: TextStream, request_id: str, model: str, usage: bool) -> AsyncIterator[str]:
         return self._text_events(

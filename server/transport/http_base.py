@@ -10,8 +10,8 @@ import itertools
 import json
 import logging
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
-from typing import Any
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
 
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
@@ -27,6 +27,9 @@ log = logging.getLogger("server.transport.http")  # every endpoint's lines under
 MAX_BODY_BYTES = 4 * 1024 * 1024
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}  # nginx: pass events on at once
 TRANSPORT = "http"  # the metrics' transport label
+CLIENT_CLOSED = 499  # nginx's status for a request whose client left before the answer (no one reads it)
+
+T = TypeVar("T")
 
 
 async def body_chunks(request: Request) -> AsyncIterator[bytes]:
@@ -46,6 +49,17 @@ def json_text(body: Any) -> str:
 def sse_event(body: Any) -> str:
     """One server-sent event carrying ``body`` as JSON."""
     return f"data: {json_text(body)}\n\n"
+
+
+async def disconnected(request: Request) -> None:
+    """Returns once the client has gone away. Only after the whole body was read: the next message the server can
+    receive is then the disconnect."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+class ClientGone(Exception):
+    """The client went away before a whole (not streamed) answer was ready; its work was cancelled."""
 
 
 class Endpoints:
@@ -95,6 +109,26 @@ class Endpoints:
                 raise InvalidArgument("body", f"at most {MAX_BODY_BYTES} bytes")
             chunks.append(chunk)
         return parse_json(b"".join(chunks), "body")
+
+    async def _while_connected(self, request: Request, request_id: str, work: Awaitable[T]) -> T:
+        """``work``'s result, for an answer sent whole. If the client goes away first (its timeout, a closed tab, a
+        retrying SDK), ``work`` is cancelled, and with it the streams it reads (they leave the batch at the next step
+        rather than run to ``max_tokens`` for no one), and ClientGone is raised."""
+        task = asyncio.ensure_future(work)
+        gone = asyncio.ensure_future(disconnected(request))
+        try:
+            await asyncio.wait({task, gone}, return_when=asyncio.FIRST_COMPLETED)
+        except BaseException:  # this handler cancelled (the server stopping): the work goes with it
+            task.cancel()
+            raise
+        finally:
+            gone.cancel()
+        if task.done():
+            return task.result()
+        task.cancel()
+        await asyncio.wait({task})
+        log.info("request %s: the client went away before the answer; cancelled", request_id)
+        raise ClientGone
 
     async def _pieces(self, stream: Any, gap_s: float = 0.0) -> AsyncGenerator[Any, None]:
         """The stream's pieces; leaving early (the client went away) cancels it. With ``gap_s``, each piece after

@@ -25,7 +25,16 @@ from server.engine.streams import ImageStream, Picture
 from server.errors import AntiphonError, InvalidArgument, Unavailable
 from server.metrics import Recorder
 from server.transport import openai
-from server.transport.http_base import SSE_HEADERS, TRANSPORT, Endpoints, body_chunks, log, sse_event
+from server.transport.http_base import (
+    CLIENT_CLOSED,
+    SSE_HEADERS,
+    TRANSPORT,
+    ClientGone,
+    Endpoints,
+    body_chunks,
+    log,
+    sse_event,
+)
 from server.transport.jsonfields import image_request
 from server.transport.pictures import PNG, encode_picture
 
@@ -61,7 +70,7 @@ class ImageRoutes(Endpoints):
             streams = self._start_images(service, replace(one, label_field="prompt"), wanted.n)
         except AntiphonError as exc:
             return self._error(exc, request_id)
-        return await self._image_answer(streams, wanted, size, request_id, openai.GENERATION)
+        return await self._image_answer(request, streams, wanted, size, request_id, openai.GENERATION)
 
     async def edits(self, request: Request) -> Response:
         """Deep Dream on an uploaded image (OpenAI's image edits: a multipart form with the ``image`` file), the
@@ -86,7 +95,7 @@ class ImageRoutes(Endpoints):
             streams = self._start_images(service, replace(one, base_image=edit.image), wanted.n)
         except AntiphonError as exc:
             return self._error(openai.renamed(exc, names), request_id)
-        return await self._image_answer(streams, wanted, size, request_id, openai.EDIT)
+        return await self._image_answer(request, streams, wanted, size, request_id, openai.EDIT)
 
     async def list_image_models(self, request: Request) -> Response:
         """antiphon's own: the image models served, with their family, classes, side and limits (what ListModels
@@ -133,16 +142,28 @@ class ImageRoutes(Endpoints):
         return streams
 
     async def _image_answer(
-        self, streams: list[ImageStream], wanted: openai.ImagesRequest, size: str, request_id: str, prefix: str
+        self,
+        request: Request,
+        streams: list[ImageStream],
+        wanted: openai.ImagesRequest,
+        size: str,
+        request_id: str,
+        prefix: str,
     ) -> Response:
         """A stream of events, or the whole answer: each image's last frame, or (``every_frame``) every frame sent."""
         if wanted.stream:
             events = self._image_events(streams[0], request_id, size, wanted, prefix)
             return StreamingResponse(events, media_type="text/event-stream", headers=SSE_HEADERS)
+        work = asyncio.gather(*(self._pictures(s, wanted.every_frame) for s in streams))
         try:
-            made = await asyncio.gather(*(self._pictures(s, wanted.every_frame) for s in streams))
+            made = await self._while_connected(request, request_id, work)
         except AntiphonError as exc:
             return self._error(exc, request_id)
+        except ClientGone:
+            return Response(status_code=CLIENT_CLOSED)
+        finally:
+            for stream in streams:  # those still running when another failed, or the client left
+                stream.cancel()
         data = [{"b64_json": _png64(picture)} for pictures in made for picture in pictures]
         return JSONResponse({"created": openai.created(), "data": data, "output_format": "png", "size": size})
 

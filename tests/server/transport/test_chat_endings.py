@@ -4,7 +4,6 @@ and equals the reply computed from the history without the turn that did not com
 from __future__ import annotations
 
 import asyncio
-import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -13,7 +12,7 @@ import pytest
 from server.app import Server
 from server.engine.text import TextEngine
 from tests.conftest import timeout
-from tests.server.helpers import fail_step, reference_text
+from tests.server.helpers import Gate, fail_step, reference_text
 from tests.server.transport.clients import Failure, WebSocketClient
 from tests.server.transport.conftest import TRANSPORTS
 
@@ -49,49 +48,6 @@ def long_reply_seed(tiny_text_model: Any, history: str) -> int:
         if len(text) > 40:
             return seed
     raise AssertionError("the tiny model gives no reply longer than 40 characters")
-
-
-class Gate:
-    """Holds the engine's model work on its worker thread once ``allow`` more steps have run, until opened: a
-    stage of a reply that a test can act in. The model work itself is the real one."""
-
-    def __init__(self, engine: TextEngine) -> None:
-        self._advance = engine.backend.advance
-        engine.backend.advance = self._gated  # type: ignore[method-assign]
-        self._open = threading.Event()
-        self._open.set()
-        self._holding = threading.Event()
-        self._allow: int | None = None
-
-    def hold_after(self, steps: int) -> None:
-        self._allow = steps
-        self._holding.clear()
-        self._open.clear()
-
-    def open(self) -> None:
-        self._allow = None
-        self._open.set()
-
-    def release(self, steps: int) -> None:
-        """Let the held worker take ``steps`` more steps, then hold again (a waiting thread wakes on ``set`` even
-        though the event is cleared at once)."""
-        self._allow = steps
-        self._holding.clear()
-        self._open.set()
-        self._open.clear()
-
-    async def holding(self) -> None:
-        """Return once the worker waits at the gate."""
-        assert await asyncio.to_thread(self._holding.wait, timeout(10)), "the engine never reached the gate"
-
-    def _gated(self, *args: Any) -> Any:
-        if self._allow is not None:
-            if self._allow == 0:
-                self._holding.set()
-                self._open.wait(timeout(20))
-            else:
-                self._allow -= 1
-        return self._advance(*args)
 
 
 def engine_of(server: Server) -> TextEngine:

@@ -15,7 +15,7 @@ import pytest
 
 from server.engine.text import TextEngine
 from tests.conftest import timeout
-from tests.server.helpers import reference_text
+from tests.server.helpers import Gate, reference_text
 from tests.server.transport.clients import sdk
 
 # The HTTP API is one transport over one engine whatever its backend: the default backend keeps this file short.
@@ -229,6 +229,40 @@ async def test_raw_events_end_with_done_and_a_disconnect_frees_the_slot(start_se
                 break
             assert engine.live_streams == 1
     await asyncio.wait_for(engine.wait_until(lambda: engine.live_streams == 0), timeout(10))
+
+
+async def test_a_whole_answer_whose_client_leaves_is_cancelled(
+    start_server: StartServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A request answered whole (not streamed) whose client goes away before the answer (its timeout, a closed tab,
+    an SDK retrying) is cancelled at the next step rather than run to max_tokens for no one; one INFO line."""
+    caplog.set_level("INFO")
+    server = await start_server()
+    engine = engine_of(server)
+    gate = Gate(engine)
+    gate.hold_after(2)
+    body = {"model": "tiny", "prompt": "Lear.\n", "max_tokens": 2000}
+    async with httpx.AsyncClient(base_url=f"http://{server.http_address}", timeout=timeout(10)) as client:
+        leaving = asyncio.create_task(client.post("/v1/completions", json=body))
+        await gate.holding()
+        assert engine.live_streams == 1
+        leaving.cancel()  # httpx drops the connection
+        await asyncio.gather(leaving, return_exceptions=True)
+
+        def logged(start: str, end: str = "") -> bool:
+            return any(r.getMessage().startswith(start) and r.getMessage().endswith(end) for r in caplog.records)
+
+        async def heard() -> None:
+            while not logged("request cmpl-1: the client went away"):
+                await asyncio.sleep(0.01)
+
+        await asyncio.wait_for(heard(), timeout(10))  # while the engine is still held mid-reply
+        gate.open()
+        await asyncio.wait_for(engine.wait_until(lambda: engine.live_streams == 0), timeout(10))
+        fine = await client.post("/v1/completions", json={**body, "max_tokens": 3})
+    assert fine.json()["usage"]["completion_tokens"] == 3
+    assert logged("request http-cmpl-1 ", "finish=cancelled")
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
 
 
 async def test_shutting_down_is_503(start_server: StartServer) -> None:
