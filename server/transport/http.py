@@ -177,9 +177,15 @@ class HttpTransport(Endpoints):
 
     async def get_model(self, request: Request) -> Response:
         name = request.path_params["model"]
-        for model in self._model_objects():
-            if model["id"] == name:
-                return JSONResponse(model)
+        rows = {row["id"]: row for row in self._model_objects()}
+        if name not in rows:  # a text model's id as chat reads it: a persona in any case, with spaces
+            try:
+                service, _, persona = self._text_model(name)
+                name = openai.model_id(service.info, persona)
+            except AntiphonError:
+                pass
+        if name in rows:
+            return JSONResponse(rows[name])
         return self._error(NotFound(f"model: {name!r} is not served here (GET /v1/models lists them)"), "-")
 
     async def chat_completions(self, request: Request) -> Response:

@@ -101,6 +101,10 @@ class Endpoints:
 
     async def _body(self, request: Request) -> Any:
         """The JSON body, read no further than MAX_BODY_BYTES (a larger one is refused before it is all read)."""
+        encoding = request.headers.get("content-encoding", "").strip().lower()
+        if encoding not in ("", "identity"):
+            shown = capped(encoding, MAX_FIELD_CHARS)
+            raise InvalidArgument("body", f"is compressed (Content-Encoding: {shown}): send it as plain JSON")
         chunks: list[bytes] = []
         size = 0
         async for chunk in body_chunks(request):

@@ -45,16 +45,21 @@ NEUTRAL: dict[str, tuple[Any, ...]] = {
 }
 # Fields read for what they say, or harmless to ignore (identifiers and bookkeeping).
 SAMPLING_FIELDS = ("temperature", "top_p", "top_k", "seed", "max_tokens", "max_completion_tokens", "stop")
-IGNORED = ("user", "safety_identifier", "prompt_cache_key", "metadata", "store", "service_tier", "stream")
-CHAT_FIELDS = {"model", "messages", "stream_options", *SAMPLING_FIELDS, *NEUTRAL, *IGNORED}
-COMPLETION_FIELDS = {"model", "prompt", "stream_options", *SAMPLING_FIELDS, *NEUTRAL, *IGNORED}
+IGNORED = ("user", "safety_identifier", "prompt_cache_key", "metadata", "store", "service_tier")
+CHAT_FIELDS = {"model", "messages", "stream", "stream_options", *SAMPLING_FIELDS, *NEUTRAL, *IGNORED}
+COMPLETION_FIELDS = {"model", "prompt", "stream", "stream_options", *SAMPLING_FIELDS, *NEUTRAL, *IGNORED}
 MAX_STOP = 4  # OpenAI's own limit
 
 
 def model_ids(info: TextModelInfo) -> list[str]:
     """The ids a text model is listed under: its own (the default persona) and one per persona, in lower case
     with hyphens for spaces (``char-lstm/king-richard``)."""
-    return [info.id, *(f"{info.id}/{persona.lower().replace(' ', '-')}" for persona in info.personas)]
+    return [info.id, *(model_id(info, persona) for persona in info.personas)]
+
+
+def model_id(info: TextModelInfo, persona: str) -> str:
+    """The id a text model lists ``persona`` under (its own id for the default persona, "")."""
+    return f"{info.id}/{persona.lower().replace(' ', '-')}" if persona else info.id
 
 
 def split_model(name: str) -> tuple[str, str]:
@@ -76,12 +81,21 @@ def check_fields(body: Any, allowed: set[str], neutral_fields: bool = True) -> d
     for key in body:
         if key not in allowed:
             raise InvalidArgument(key, "unrecognized request argument")
-    for key, neutral in NEUTRAL.items() if neutral_fields else ():
+    if neutral_fields:
+        check_neutral(body, NEUTRAL)
+    if (stream := body.get("stream")) is not None and not isinstance(stream, bool):
+        raise InvalidArgument("stream", f"must be true or false, got {json.dumps(stream)}")
+    return body
+
+
+def check_neutral(body: dict[str, Any], neutral_values: dict[str, tuple[Any, ...]]) -> None:
+    """Each field of ``neutral_values`` in ``body`` is absent, null or one of its neutral values, of the same JSON
+    type (``true`` is not ``n: 1``, nor ``false`` a penalty of 0)."""
+    for key, neutral in neutral_values.items():
         value = body.get(key)
-        if value is not None and value not in neutral:
+        if value is not None and not any(type(value) is type(v) and value == v for v in neutral):
             shown = " or ".join(json.dumps(v) for v in (None, *neutral))
             raise InvalidArgument(key, f"is not supported by this server except at {shown}, got {json.dumps(value)}")
-    return body
 
 
 def _number(body: dict[str, Any], name: str, integer: bool) -> Any:
@@ -131,8 +145,12 @@ def _content(value: Any, field: str) -> str:
     if isinstance(value, list):
         texts = []
         for j, part in enumerate(value):
-            if not isinstance(part, dict) or part.get("type") != "text" or not isinstance(part.get("text"), str):
-                raise InvalidArgument(f"{field}[{j}]", "only text parts are supported")
+            kind = part.get("type") if isinstance(part, dict) else None
+            if isinstance(kind, str) and kind != "text":
+                why = f"only text parts are supported (a character model), got a part of type {json.dumps(kind)}"
+                raise InvalidArgument(f"{field}[{j}]", why)
+            if kind != "text" or not isinstance(part.get("text"), str):
+                raise InvalidArgument(f"{field}[{j}]", 'must be a text part: {"type": "text", "text": "..."}')
             texts.append(part["text"])
         return "\n".join(texts)
     raise InvalidArgument(field, "must be a string or a list of text parts")
@@ -147,6 +165,8 @@ def conversation(body: dict[str, Any], persona: str, request_id: str, transport:
         if not isinstance(message, dict):
             raise InvalidArgument(f"messages[{i}]", "must be an object")
         role = message.get("role")
+        if not isinstance(role, str):
+            raise InvalidArgument(f"messages[{i}].role", "is missing" if role is None else "must be a string")
         if role == "developer":  # the newer name of the system role
             role = "system"
         if role in ("tool", "function") or message.get("tool_calls"):
@@ -154,7 +174,7 @@ def conversation(body: dict[str, Any], persona: str, request_id: str, transport:
         name = message.get("name") or ""
         if not isinstance(name, str):
             raise InvalidArgument(f"messages[{i}].name", "must be a string")
-        decoded.append(Message(str(role), _content(message.get("content"), f"messages[{i}].content"), name))
+        decoded.append(Message(role, _content(message.get("content"), f"messages[{i}].content"), name))
     return Conversation(tuple(decoded), persona, sampling(body), request_id, transport)
 
 
@@ -268,8 +288,9 @@ def speech_request(body: Any, voices: tuple[str, ...], default_voice: str) -> Sp
         shown = ", ".join(SPEECH_FORMATS)
         raise InvalidArgument("response_format", f"must be one of {shown}, got {json.dumps(response_format)}")
     speed = body.get("speed")
-    if speed is not None and speed != 1:
-        raise InvalidArgument("speed", f"only 1.0 is supported (the WaveNet speaks at its own pace), got {speed}")
+    if speed is not None and (isinstance(speed, bool) or not isinstance(speed, int | float) or speed != 1):
+        why = "only 1.0 is supported (the WaveNet speaks at its own pace)"
+        raise InvalidArgument("speed", f"{why}, got {json.dumps(speed)}")
     if body.get("instructions"):
         raise InvalidArgument("instructions", "is not supported by this server")
     stream_format = body.get("stream_format") or "audio"
@@ -305,7 +326,7 @@ IMAGE_NEUTRAL: dict[str, tuple[Any, ...]] = {
     "background": ("auto", "opaque"),  # the images are opaque
     "moderation": ("auto", "low"),
     "output_format": ("png",),
-    "quality": ("auto",),
+    "quality": ("auto", "standard"),  # gpt-image-1's default, and DALL-E's (front ends still send it)
     "response_format": ("b64_json",),
     "complexity": (),
     "frame_count": (),
@@ -346,11 +367,7 @@ def _image_body(body: Any, allowed: set[str], neutral_values: dict[str, tuple[An
     """The fields OpenAI's images requests share, checked: an object of ``allowed`` fields, the neutral ones at a
     neutral value, ``model`` a name, ``prompt`` a string."""
     body = check_fields(body, allowed, neutral_fields=False)
-    for key, neutral in neutral_values.items():
-        value = body.get(key)
-        if value is not None and value not in neutral:
-            shown = " or ".join(json.dumps(v) for v in neutral) if neutral else "null"
-            raise InvalidArgument(key, f"is not supported by this server except at {shown}, got {json.dumps(value)}")
+    check_neutral(body, neutral_values)
     model = body.get("model")
     if not isinstance(model, str) or not model:
         raise InvalidArgument("model", "must name an image model (GET /v1/images/models lists them)")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import gzip
 import json
 import logging
 from collections.abc import Callable
@@ -23,6 +24,7 @@ pytestmark = pytest.mark.parametrize("make_text_engine", ["fast"], indirect=True
 
 StartServer = Callable[..., Any]
 STOP = ("\n\n",)
+USER = {"role": "user", "content": "a"}
 
 
 def engine_of(server: Any) -> TextEngine:
@@ -42,9 +44,14 @@ async def test_models_lists_each_persona(start_server: StartServer) -> None:
     async with sdk(server) as client:
         models = await client.models.list()
         one = await client.models.retrieve("tiny/fool")
+        # any id chat reads names the same model: a persona in any case or with a space, a bare id with a slash
+        same = [await client.models.retrieve(name) for name in ("tiny/FOOL", "tiny/Fool", "tiny/")]
+        with pytest.raises(openai.NotFoundError):
+            await client.models.retrieve("tiny/hamlet")
     assert [m.id for m in models.data] == ["tiny", "tiny/lear", "tiny/kent", "tiny/fool", "tiny/edgar"]
     assert {m.object for m in models.data} == {"model"}
     assert one.id == "tiny/fool"
+    assert [m.id for m in same] == ["tiny/fool", "tiny/fool", "tiny"]
 
 
 async def test_chat_completion_is_the_reply_to_the_dialogue(start_server: StartServer, tiny_text_model: Any) -> None:
@@ -153,8 +160,14 @@ async def test_completions_continue_the_prompt(start_server: StartServer, tiny_t
         ({"messages": [{"role": "tool", "content": "{}"}]}, 400, "messages[0].role"),
         ({"reasoning_effort": "high"}, 400, "reasoning_effort"),
         ({"extra_body": {"audio": {"voice": "alloy", "format": "wav"}}}, 400, "audio"),
+        ({"extra_body": {"stream": "false"}}, 400, "stream"),  # a string would have been read as true
+        ({"extra_body": {"n": True}}, 400, "n"),  # true == 1 in Python, not in JSON
+        ({"extra_body": {"presence_penalty": False}}, 400, "presence_penalty"),
+        ({"messages": [{"content": "Hail."}]}, 400, "messages[0].role"),
+        ({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "data:,"}}]}]},
+         400, "messages[0].content[0]"),
     ],
-)
+)  # fmt: skip
 async def test_errors_are_openai_error_objects_naming_the_parameter(
     start_server: StartServer, fields: dict[str, Any], status: int, param: str
 ) -> None:
@@ -341,6 +354,32 @@ async def test_speech_errors_name_the_parameter(
     assert isinstance(info.value.body, dict) and info.value.body["param"] == param
 
 
+async def test_refusals_say_what_was_sent(start_server: StartServer) -> None:
+    """A refusal says what the client sent, not only what it should have: a missing role, an image part, a
+    compressed body, a speed given as a string."""
+    server = await start_server(audio=AUDIO_LIMITS)
+    chat = {"model": "tiny", "max_tokens": 3}
+    image = {"role": "user", "content": [{"type": "text", "text": "a"}, {"type": "image_url", "image_url": {}}]}
+    async with httpx.AsyncClient(base_url=f"http://{server.http_address}", timeout=timeout(10)) as client:
+        answers = [
+            await client.post("/v1/chat/completions", json={**chat, "messages": [{"content": "Hail."}]}),
+            await client.post("/v1/chat/completions", json={**chat, "messages": [image]}),
+            await client.post(
+                "/v1/chat/completions",
+                content=gzip.compress(json.dumps({**chat, "messages": [USER]}).encode()),
+                headers={"content-type": "application/json", "content-encoding": "gzip"},
+            ),
+            await client.post("/v1/audio/speech", json={"model": "tts-1", "input": "Hail.", "speed": "1"}),
+        ]
+    assert [(a.status_code, a.json()["error"]["message"]) for a in answers] == [
+        (400, "messages[0].role: is missing"),
+        (400, 'messages[0].content[1]: only text parts are supported (a character model), got a part of type '
+              '"image_url"'),
+        (400, "body: is compressed (Content-Encoding: gzip): send it as plain JSON"),
+        (400, 'speed: only 1.0 is supported (the WaveNet speaks at its own pace), got "1"'),
+    ]  # fmt: skip
+
+
 async def test_a_body_over_the_limit_or_not_json_is_400(start_server: StartServer) -> None:
     """A body that is not JSON, or larger than the limit, is a 400 naming the body; the server serves on."""
     server = await start_server()
@@ -353,9 +392,6 @@ async def test_a_body_over_the_limit_or_not_json_is_400(start_server: StartServe
     assert (deep.status_code, deep.json()["error"]["message"]) == (400, "body: is nested too deeply to be a request")
     assert (huge.status_code, huge.json()["error"]["message"]) == (400, "body: at most 4194304 bytes")
     assert fine.status_code == 200
-
-
-USER = {"role": "user", "content": "a"}
 
 
 @pytest.mark.parametrize(
