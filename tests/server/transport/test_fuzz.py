@@ -62,8 +62,14 @@ numbers = st.one_of(
     st.floats(allow_nan=True, allow_infinity=True),
     st.sampled_from([0.0, 1.0, 0.5, 100.0, 100.5, -0.0, 1e-300]),
 )
+lone_surrogates = st.text(st.characters(categories=["Cs"]), min_size=1, max_size=3)  # JSON escapes spell them
 scalars = st.one_of(
-    st.none(), st.booleans(), numbers, st.text(max_size=40), st.sampled_from(["", " ", "\n\n", "x" * 300])
+    st.none(),
+    st.booleans(),
+    numbers,
+    st.text(max_size=40),
+    lone_surrogates,
+    st.sampled_from(["", " ", "\n\n", "x" * 300]),
 )
 json_values = st.recursive(
     scalars,
