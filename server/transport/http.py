@@ -35,7 +35,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from server.engine.registry import ModelRegistry, TextService
+from server.engine.registry import ModelRegistry
 from server.engine.requests import AudioRequest, TextRequest
 from server.engine.streams import AudioStream, TextStream
 from server.errors import AntiphonError, InvalidArgument, ListenError, NotFound, Unauthenticated
@@ -44,6 +44,7 @@ from server.transport import auth, openai
 from server.transport.http_base import (
     CLIENT_CLOSED,
     SSE_HEADERS,
+    TEXT_EVENT_GAP_S,
     TRANSPORT,
     ClientGone,
     Endpoints,
@@ -51,16 +52,13 @@ from server.transport.http_base import (
     sse_event,
 )
 from server.transport.http_images import ImageRoutes
+from server.transport.http_responses import ResponseRoutes
 from server.transport.jsonfields import classify_input, string_field
 from server.transport.wire import Pcm16At
 
 log = logging.getLogger(__name__)
 
 STATIC = Path(__file__).resolve().parent / "static"  # the chat page: plain files, no build step
-# A streamed completion's events come at most one per TEXT_EVENT_GAP_S after its first token: an HTTP/1.1 client
-# reads each stream on a connection of its own and wakes once per event, so a few tokens an event rather than one
-# cost both ends a fraction of the work; 25 ms is below what a reader of the text can see.
-TEXT_EVENT_GAP_S = 0.025
 OPEN_PATHS = ("/", "/healthz")  # with /static/: the health check and the chat page, which asks for the key itself
 
 
@@ -106,6 +104,7 @@ class HttpTransport(Endpoints):
         super().__init__(models, metrics or Recorder())
         self.serving = serving
         self.image_routes = ImageRoutes(models, self.metrics)
+        self.response_routes = ResponseRoutes(models, self.metrics)
         middleware = []
         # CORS outside the key check: a browser's preflight carries no key, and a refusal needs CORS headers to be
         # readable by the page that asked.
@@ -124,6 +123,7 @@ class HttpTransport(Endpoints):
                 Route("/v1/models/{model:path}", self.get_model, methods=["GET"]),
                 Route("/v1/chat/completions", self.chat_completions, methods=["POST"]),
                 Route("/v1/completions", self.completions, methods=["POST"]),
+                *self.response_routes.routes,
                 Route("/v1/audio/speech", self.speech, methods=["POST"]),
                 *self.image_routes.routes,
                 Route("/v1/classifiers", self.list_classifiers, methods=["GET"]),
@@ -133,17 +133,6 @@ class HttpTransport(Endpoints):
             middleware=middleware,
             exception_handlers={404: self._no_route, 405: self._no_route, Exception: self._server_fault},
         )
-
-    def _text_model(self, name: Any) -> tuple[TextService, str, str]:
-        """The service, the model id as the client named it, and the persona it names."""
-        if not isinstance(name, str) or not name:
-            raise InvalidArgument("model", "must name a model (GET /v1/models lists them)")
-        model, suffix = openai.split_model(name)
-        service = self.models.text_model(model)
-        persona = openai.persona_of(service.info, suffix) if suffix else ""
-        if persona is None:
-            raise NotFound(f"model: {name!r} names no persona of {model!r} (GET /v1/models lists them)")
-        return service, name, persona
 
     # -- endpoints ---------------------------------------------------------------------------------------------
     async def page(self, request: Request) -> Response:

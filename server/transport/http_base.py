@@ -16,8 +16,8 @@ from typing import Any, TypeVar
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 
-from server.engine.registry import ModelRegistry
-from server.errors import MAX_FIELD_CHARS, AntiphonError, InvalidArgument, capped
+from server.engine.registry import ModelRegistry, TextService
+from server.errors import MAX_FIELD_CHARS, AntiphonError, InvalidArgument, NotFound, capped
 from server.metrics import Recorder
 from server.transport import openai
 from server.transport.jsonfields import parse_json
@@ -27,6 +27,10 @@ log = logging.getLogger("server.transport.http")  # every endpoint's lines under
 MAX_BODY_BYTES = 4 * 1024 * 1024
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}  # nginx: pass events on at once
 TRANSPORT = "http"  # the metrics' transport label
+# A streamed completion's events come at most one per TEXT_EVENT_GAP_S after its first token: an HTTP/1.1 client
+# reads each stream on a connection of its own and wakes once per event, so a few tokens an event rather than one
+# cost both ends a fraction of the work; 25 ms is below what a reader of the text can see.
+TEXT_EVENT_GAP_S = 0.025
 CLIENT_CLOSED = 499  # nginx's status for a request whose client left before the answer (no one reads it)
 
 T = TypeVar("T")
@@ -98,6 +102,17 @@ class Endpoints:
         after a streamed response has started, the client has its status already and this answer is dropped.)"""
         self.metrics.error(TRANSPORT, "500")
         return JSONResponse(openai.error_object("internal server error", "server_error"), status_code=500)
+
+    def _text_model(self, name: Any) -> tuple[TextService, str, str]:
+        """The service, the model id as the client named it, and the persona it names."""
+        if not isinstance(name, str) or not name:
+            raise InvalidArgument("model", "must name a model (GET /v1/models lists them)")
+        model, suffix = openai.split_model(name)
+        service = self.models.text_model(model)
+        persona = openai.persona_of(service.info, suffix) if suffix else ""
+        if persona is None:
+            raise NotFound(f"model: {name!r} names no persona of {model!r} (GET /v1/models lists them)")
+        return service, name, persona
 
     async def _body(self, request: Request) -> Any:
         """The JSON body, read no further than MAX_BODY_BYTES (a larger one is refused before it is all read)."""

@@ -58,7 +58,7 @@ AUDIO = {"max_seconds": 0.05, "max_text_chars": 40}
 # Values of every JSON type, around the limits the protocol states.
 numbers = st.one_of(
     st.integers(-(2**70), 2**70),
-    st.sampled_from([0, 1, -1, 2, 8, 9, 16, 17, 64, 65, 2**31, 2**63, 2**64 - 1, 2**64]),
+    st.sampled_from([0, 1, -1, 2, 8, 9, 16, 17, 64, 65, 2**31, 2**63, 2**64 - 1, 2**64, 10**400]),  # 10**400: no float
     st.floats(allow_nan=True, allow_infinity=True),
     st.sampled_from([0.0, 1.0, 0.5, 100.0, 100.5, -0.0, 1e-300]),
 )
@@ -305,6 +305,18 @@ def http_body(path: str) -> st.SearchStrategy[Any]:
         fields = {**openai_fields, "messages": messages}
     elif path == "/v1/completions":
         fields = {**openai_fields, "prompt": st.text(max_size=250) | json_values}
+    elif path == "/v1/responses":
+        fields = {
+            **{key: openai_fields[key] for key in ("model", "stream", "temperature", "top_p", "top_k", "seed")},
+            "input": st.text(max_size=250) | messages | json_values,
+            "instructions": st.text(max_size=60) | json_values,
+            "max_output_tokens": numbers | json_values,
+            "previous_response_id": st.sampled_from(["resp_x", ""]) | json_values,
+            "store": json_values,
+            "text": json_values,
+            "tools": json_values,
+            "bogus": json_values,
+        }
     elif path == "/v1/audio/speech":
         fields = {
             "model": st.sampled_from(["tiny-wavenet", "tts-1", "nobody"]) | json_values,
@@ -325,7 +337,7 @@ def http_body(path: str) -> st.SearchStrategy[Any]:
     return st.fixed_dictionaries({}, optional=fields) | json_values
 
 
-PATHS = ("/v1/chat/completions", "/v1/completions", "/v1/audio/speech", "/v1/classify")
+PATHS = ("/v1/chat/completions", "/v1/completions", "/v1/responses", "/v1/audio/speech", "/v1/classify")
 http_requests = st.one_of(
     *(st.tuples(st.just(p), http_body(p).map(lambda b: json.dumps(b).encode())) for p in PATHS),
     st.tuples(st.sampled_from(PATHS), st.binary(max_size=60)),  # not JSON, or not UTF-8
