@@ -37,6 +37,12 @@ def capped(text: str, limit: int = MAX_MESSAGE_CHARS) -> str:
     return f"{text[: keep - keep // 2]}{note}{text[len(text) - keep // 2 :]}"
 
 
+def printable(text: str) -> str:
+    """``text`` as a log line may hold it: unchanged if every character prints, else with the others escaped
+    (``\\n``, ``\\u202e``), so a client's id cannot forge a line or reorder one."""
+    return text if text.isprintable() else text.encode("unicode_escape").decode("ascii")
+
+
 class AntiphonError(Exception):
     """Base class of every error antiphon raises on purpose."""
 

@@ -59,11 +59,20 @@ class SpeechOptions:
 
 @dataclass
 class SpokenTurn:
-    """What a spoken turn produced, read after the events end."""
+    """What a spoken turn produced, read after the events end; :meth:`cancel` stops its speech where it is."""
 
     sentences: int = 0
     samples: int = 0
     sample_rate: int = 0
+    cancelled: bool = False
+    speaking: AudioStream | None = None  # the sentence being spoken
+
+    def cancel(self) -> None:
+        """No more sentences, and the one being spoken leaves the batch at the next step (the text stream is the
+        caller's to cancel: it may have ended already)."""
+        self.cancelled = True
+        if self.speaking is not None:
+            self.speaking.cancel()
 
 
 TextEvent = str
@@ -100,7 +109,7 @@ async def speak_turn(
             sentences.put_nowait(None)
 
     async def speak() -> None:
-        while (sentence := await sentences.get()) is not None:
+        while (sentence := await sentences.get()) is not None and not turn.cancelled:
             if not speakable(sentence):
                 continue
             seed = None if options.seed is None else (options.seed + turn.sentences) & SEED_MASK
@@ -114,6 +123,7 @@ async def speak_turn(
             )
             turn.sentences += 1
             stream: AudioStream = audio.generate(request)
+            turn.speaking = stream
             try:
                 async for codes in stream:
                     turn.samples += int(codes.size)

@@ -67,7 +67,14 @@ def number_field(value: Any, name: str, integer: bool) -> Any:
         return None
     if isinstance(value, bool) or not isinstance(value, int if integer else int | float):
         raise InvalidArgument(name, f"must be {'an integer' if integer else 'a number'}, got {json.dumps(value)}")
-    return value if integer else float(value)
+    if integer:
+        return value
+    try:
+        return float(value)
+    except OverflowError:  # an integer of hundreds of digits: JSON has no limit, a float has
+        raise InvalidArgument(
+            name, f"must be a number a float holds (below 1.8e308), got {len(str(value))} digits"
+        ) from None
 
 
 def encoding_field(message: dict[str, Any]) -> str:
@@ -95,6 +102,9 @@ def _tensor(value: Any) -> dict[str, Any]:
         raise InvalidArgument("tensor.shape", "must be a list of integers")
     if not isinstance(values, list) or not all(isinstance(v, int | float) and not isinstance(v, bool) for v in values):
         raise InvalidArgument("tensor.values", "must be a list of numbers")
+    limit = float(np.finfo(np.float32).max)
+    if not all(abs(v) <= limit for v in values):  # NaN and infinities too; an int compares exactly
+        raise InvalidArgument("tensor.values", "must be finite numbers within float32's range (about 3.4e38)")
     return {"tensor_shape": tuple(shape), "tensor_values": np.asarray(values, dtype=np.float32)}
 
 

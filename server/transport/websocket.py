@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 from websockets.asyncio.server import Request, Response, ServerConnection
-from websockets.exceptions import ConnectionClosed, ConnectionClosedError
+from websockets.exceptions import ConnectionClosed, ConnectionClosedError, ConnectionClosedOK
 from websockets.frames import CloseCode
 from websockets.protocol import State
 from websockets.typing import Subprotocol
@@ -28,8 +28,8 @@ from websockets.typing import Subprotocol
 from server.engine.registry import ModelRegistry
 from server.engine.requests import AudioModelInfo, AudioRequest, ChatTurn, SamplingOptions, TextRequest
 from server.engine.speech import SpokenTurn, speak_turn, speech_options
-from server.engine.streams import AudioStream, ImageStream, TextStream
-from server.errors import AntiphonError, InvalidArgument, ResourceExhausted
+from server.engine.streams import FINISH_CANCELLED, AudioStream, ImageStream, TextStream
+from server.errors import AntiphonError, InvalidArgument, ResourceExhausted, printable
 from server.metrics import Recorder
 from server.transport import auth
 from server.transport.jsonfields import (
@@ -246,6 +246,8 @@ class _Connection:
         self.websocket = websocket
         self.name = name
         self.streams: dict[str, TextStream | AudioStream | ImageStream] = {}
+        self.classifying: set[str] = set()  # ids of classify requests not answered yet
+        self.spoken: dict[str, SpokenTurn] = {}  # spoken chat turns, which cancel speaks to as well
         self.tasks: set[asyncio.Task[None]] = set()
         self.all_tasks = all_tasks
 
@@ -257,6 +259,8 @@ class _Connection:
                     await self.websocket.close(CloseCode.UNSUPPORTED_DATA, "binary frames are not accepted")
                     break
                 await self.dispatch(message)
+        except ConnectionClosedOK:
+            pass  # closed normally while a reply to its last frame was going out: the reply is dropped
         except ConnectionClosedError as exc:
             # How a client left (a frame over the size limit: 1009; its own error code; a dropped connection) is
             # the client's business: one INFO line, no traceback. ERROR is kept for the server's own faults.
@@ -274,7 +278,8 @@ class _Connection:
 
     async def refuse(self, request_id: str | None, error: AntiphonError) -> None:
         """A request's end in ``error``: one INFO line, the metric, its error frame."""
-        log.info("request %s-%s failed: %s %s", self.name, request_id or "-", error.code.upper(), error)
+        shown = printable(request_id) if request_id else "-"
+        log.info("request %s-%s failed: %s %s", self.name, shown, error.code.upper(), error)
         self.metrics.error(TRANSPORT, error.code.upper())
         await self.send(error_frame(request_id, error))
 
@@ -330,17 +335,20 @@ class _Connection:
             stream = self.streams.get(request_id)
             if stream is not None:
                 stream.cancel()  # its "done" frame (finish_reason "cancelled") follows from its own task
+            if (spoken := self.spoken.get(request_id)) is not None:
+                spoken.cancel()  # the text may be written already: its speech stops too
             return
         if kind == "list_models":
             models = self.models.listing()
             await self.send({"type": "models", "id": request_id, "models": models})
             return
+        if request_id in self.streams or request_id in self.classifying:
+            raise InvalidArgument("id", f"{request_id!r} names a request still running on this connection")
         if kind == "classify":
+            self.classifying.add(request_id)
             self.start(request_id, self.classify(request_id, message))
             return
-        if request_id in self.streams:
-            raise InvalidArgument("id", f"{request_id!r} names a request still running on this connection")
-        tag = f"{self.name}-{request_id}"
+        tag = f"{self.name}-{printable(request_id)}"  # the engine logs it: no line breaks of the client's
         if kind == "generate_audio":
             self.start(request_id, self.audio_request(request_id, tag, message))
             return
@@ -382,15 +390,25 @@ class _Connection:
             self.start(request_id, self.pump(request_id, stream, stream, chat=True))
             return
         spoken = SpokenTurn()
+        self.spoken[request_id] = spoken
         events = speak_turn(stream, audio, speech, spoken, tag)
         self.start(request_id, self.pump(request_id, stream, events, chat=True, spoken=spoken, encoding=encoding))
 
     async def classify(self, request_id: str, message: dict[str, Any]) -> None:
-        """One ``labels`` frame (or an error frame); classification runs beside the connection's other requests."""
+        """One ``labels`` frame (or an error frame); classification runs beside the connection's other requests.
+        Its id is in use until then (forgotten before the frame goes out, as a stream's)."""
         try:
-            service = self.models.classifier(string_field(message, "model"))
-            item, top_k = classify_input(message, TRANSPORT)
-            ranked = await service.classify(item, top_k)
+            try:
+                service = self.models.classifier(string_field(message, "model"))
+                item, top_k = classify_input(message, TRANSPORT)
+                ranked = await service.classify(item, top_k)
+            except AntiphonError:
+                raise
+            except Exception as exc:  # our bug: its traceback, and an answer, so the client does not wait forever
+                log.exception("request %s-%s: classify failed", self.name, printable(request_id))
+                raise AntiphonError("internal error") from exc
+            finally:
+                self.classifying.discard(request_id)
             labels = [{"label": label, "probability": p} for label, p in ranked]
             await self.send({"type": "labels", "id": request_id, "labels": labels})
         except AntiphonError as exc:
@@ -471,6 +489,7 @@ class _Connection:
                         first_audio = False
                     await self.websocket.send(binary_frame(request_id, encode_codes(event, encoding)))
             finally:
+                self.spoken.pop(request_id, None)
                 if events is not stream:
                     await events.aclose()  # type: ignore[attr-defined]
             usage = {"prompt_tokens": stream.prompt_tokens, "completion_tokens": stream.completion_tokens}
@@ -479,4 +498,6 @@ class _Connection:
                 more["turns"] = stream.turns
             if spoken is not None:
                 more["audio"] = {"sentences": spoken.sentences, "samples": spoken.samples}
+                if spoken.cancelled:
+                    more["finish_reason"] = FINISH_CANCELLED  # the text had ended; its speech was cut
             await self.finish(request_id, stream, usage, **more)

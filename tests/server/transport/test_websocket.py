@@ -276,3 +276,111 @@ async def test_disconnect_frees_the_slots(start_server: StartServer) -> None:
         await ws.recv()
         assert engine.live_streams == 1
     await asyncio.wait_for(engine.wait_until(lambda: engine.live_streams == 0), timeout(5))
+
+
+async def _frames_until_done(ws: ClientConnection, request_id: str) -> list[Any]:
+    """The frames of ``request_id`` (others are dropped), up to its done or error frame."""
+    frames: list[Any] = []
+    while True:
+        raw = await asyncio.wait_for(ws.recv(), timeout(60))
+        if isinstance(raw, bytes):
+            frames.append(raw)
+            continue
+        frame = json.loads(raw)
+        if frame["id"] == request_id:
+            frames.append(frame)
+            if frame["type"] in ("done", "error"):
+                return frames
+
+
+@pytest.mark.parametrize(
+    ("request_frame", "field"),
+    [
+        ({"type": "generate", "sampling": {"top_p": 10**400}}, "sampling.top_p"),
+        ({"type": "generate", "sampling": {"temperature": -(10**400)}}, "sampling.temperature"),
+        ({"type": "generate_audio", "text": "Hail.", "max_seconds": 10**400}, "max_seconds"),
+        ({"type": "classify", "model": "digits", "tensor": {"shape": [64], "values": [10**400] * 64}}, "tensor.values"),
+        ({"type": "classify", "model": "digits", "tensor": {"shape": [64], "values": [1e39] * 64}}, "tensor.values"),
+    ],
+)
+async def test_a_number_no_float_holds_is_an_error_frame_and_the_connection_goes_on(
+    start_server: StartServer, caplog: pytest.LogCaptureFixture, request_frame: dict[str, Any], field: str
+) -> None:
+    """JSON's integers have no limit: one of 400 digits where a float is read is an error frame naming the field,
+    not a closed connection (which took the connection's other streams with it) or a request never answered."""
+    server = await start_server(audio={}, classifiers=("digits",))
+    async with connect(f"ws://{server.ws_address}/") as ws:
+        await ws.send(
+            json.dumps({"type": "generate", "id": "live", "prompt": "Kent.\n", "sampling": {"max_tokens": 40}})
+        )
+        await ws.send(json.dumps({**request_frame, "id": "bad"}))
+        (refused,) = await _frames_until_done(ws, "bad")
+        frames = await _frames_until_done(ws, "live")
+    assert (refused["type"], refused["field"]) == ("error", field), refused
+    assert frames[-1]["type"] == "done" and frames[-1]["usage"]["completion_tokens"] > 0
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+async def test_classify_takes_its_id_like_any_request(start_server: StartServer) -> None:
+    """A classify request's id is in use until its labels go out: a classify reusing a running stream's id is
+    refused, and nothing of that id follows the stream's done."""
+    server = await start_server(classifiers=("textdisc",))
+    async with connect(f"ws://{server.ws_address}/") as ws:
+        await ws.send(LONG)
+        await ws.send(json.dumps({"type": "classify", "id": "a", "model": "textdisc", "text": "Hail."}))
+        await ws.send(json.dumps({"type": "cancel", "id": "a"}))
+        frames = [json.loads(await asyncio.wait_for(ws.recv(), timeout(5)))]
+        while frames[-1]["type"] != "done":
+            frames.append(json.loads(await asyncio.wait_for(ws.recv(), timeout(5))))
+        await ws.send(json.dumps({"type": "list_models", "id": "after"}))
+        after = json.loads(await asyncio.wait_for(ws.recv(), timeout(5)))
+    errors = [f for f in frames if f["type"] == "error"]
+    assert [(e["field"], e["code"]) for e in errors] == [("id", "INVALID_ARGUMENT")]
+    assert not [f for f in frames if f["type"] == "labels"]
+    assert (after["id"], after["type"]) == ("after", "models")  # no labels of "a" after its done
+
+
+async def test_a_client_id_cannot_forge_a_log_line(start_server: StartServer, caplog: pytest.LogCaptureFixture) -> None:
+    """An id is the client's text: in the log its line breaks and invisible characters are escaped."""
+    caplog.set_level("INFO")
+    server = await start_server()
+    forged = "x\n2026-12-07 06:00:00,000 ERROR forged: line\u202e"
+    async with connect(f"ws://{server.ws_address}/") as ws:
+        await ws.send(json.dumps({"type": "generate", "id": forged, "sampling": {"max_tokens": 2}}))
+        await ws.send(json.dumps({"type": "generate", "id": forged + "2", "sampling": {"max_tokens": -1}}))
+        frames = [json.loads(await asyncio.wait_for(ws.recv(), timeout(5))) for _ in range(4)]
+    assert {f["id"] for f in frames} == {forged, forged + "2"}  # the client gets its ids back as sent
+    lines = [r.getMessage() for r in caplog.records if "forged" in r.getMessage()]
+    assert len(lines) >= 2 and not [line for line in lines if "\n" in line or "\u202e" in line]
+
+
+async def test_a_normal_close_while_a_reply_goes_out_is_quiet(
+    start_server: StartServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A client that sends a request and closes at once (its reply then meets a closed connection) leaves no
+    ERROR line."""
+    server = await start_server()
+    for _ in range(10):
+        async with connect(f"ws://{server.ws_address}/") as ws:
+            await ws.send(json.dumps({"type": "list_models", "id": "m"}))
+            await ws.send(json.dumps({"type": "generate", "id": "g", "sampling": {"max_tokens": -1}}))
+    async with connect(f"ws://{server.ws_address}/") as ws:  # and the server goes on
+        await ws.send(json.dumps({"type": "list_models", "id": "m"}))
+        assert json.loads(await asyncio.wait_for(ws.recv(), timeout(5)))["type"] == "models"
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+async def test_cancelling_a_spoken_turn_stops_its_speech(start_server: StartServer) -> None:
+    """cancel during a spoken turn's audio (its text has been written) stops the speech: done says cancelled and
+    the audio engine has no live stream."""
+    server = await start_server(audio={})
+    engine = server.models.audio_model("")
+    async with connect(f"ws://{server.ws_address}/") as ws:
+        turn = {"type": "chat", "id": "sp", "session_id": "s", "message": "Speak, my lord.", "speak": True}
+        await ws.send(json.dumps({**turn, "sampling": {"seed": 21, "max_tokens": 80}}))
+        while not isinstance(await asyncio.wait_for(ws.recv(), timeout(60)), bytes):
+            pass  # the text, then the audio format: speech has begun
+        await ws.send(json.dumps({"type": "cancel", "id": "sp"}))
+        frames = await _frames_until_done(ws, "sp")
+    assert frames[-1]["type"] == "done" and frames[-1]["finish_reason"] == "cancelled", frames[-1]
+    await asyncio.wait_for(engine.wait_until(lambda: engine.live_streams == 0), timeout(10))
