@@ -181,6 +181,7 @@ class TextEngine(EngineLoop[_Job]):
         self._check_capacity()
         stream = self._stream(turn.request_id, turn.transport)
         held = self.sessions.begin_turn(turn.session_id, live=lambda: not stream.done, persona=persona)
+        stream.turns = held.session.turns  # the count a turn that does not complete leaves (the store's: below)
         text = style.turn_text(speaker, turn.message, persona)
         if self.shared is not None:
             self._turn_task(self._load_turn(self.shared, stream, held, text, params))
@@ -257,6 +258,7 @@ class TextEngine(EngineLoop[_Job]):
             return
         session.state = self.backend.load_row(saved.row)
         session.pending, session.turns, session.history_chars = saved.pending, saved.turns, saved.chars
+        stream.turns = saved.turns
         self._submit(stream, saved.pending + text, params, turn, start=session.state)
 
     async def _save_turn(self, shared: RedisSessions, job: _Job, state: Any, reason: str) -> None:

@@ -149,6 +149,8 @@ async def test_cancel_leaves_the_session_as_it_was(
     await turn.stream.cancel()
     gate.open()
     assert await turn.finish_reason(transport) == "cancelled"
+    if transport == "ws":  # its done frame says the session's turn count, as it was
+        assert turn.stream.result.turns == (1 if follows_a_turn else 0)
     if blocker is not None:
         assert await blocker.finish_reason(transport) == "length"
     await settled(engine)

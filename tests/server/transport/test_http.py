@@ -161,6 +161,7 @@ async def test_completions_continue_the_prompt(start_server: StartServer, tiny_t
         ({"reasoning_effort": "high"}, 400, "reasoning_effort"),
         ({"extra_body": {"audio": {"voice": "alloy", "format": "wav"}}}, 400, "audio"),
         ({"extra_body": {"stream": "false"}}, 400, "stream"),  # a string would have been read as true
+        ({"extra_body": {"temperature": 10**400}}, 400, "temperature"),  # JSON's integers have no limit
         ({"extra_body": {"n": True}}, 400, "n"),  # true == 1 in Python, not in JSON
         ({"extra_body": {"presence_penalty": False}}, 400, "presence_penalty"),
         ({"messages": [{"content": "Hail."}]}, 400, "messages[0].role"),
