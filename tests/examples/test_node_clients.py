@@ -149,6 +149,32 @@ async def test_openai_node_sdk_streams_what_the_api_answers(start_server: StartS
     ]
 
 
+async def test_openai_node_sdk_streams_a_response(start_server: StartServer) -> None:
+    """openai_chat.mjs --api responses: the Node SDK streaming the Responses API's events prints the reply the API
+    gives the same request whole, with its status and usage."""
+    server = await start_server()
+    base = f"http://{server.http_address}/v1"
+    run = await node(
+        "openai_chat.mjs",
+        *("--api", "responses", "--base-url", base, "--model", "tiny/fool", "--message", "Good night, my lord."),
+        *("--system", "A castle.", "--seed", "7", "--max-tokens", "60"),
+    )
+    body = {
+        "model": "tiny/fool",
+        "input": "Good night, my lord.",
+        "instructions": "A castle.",
+        "seed": 7,
+        "max_output_tokens": 60,
+    }
+    async with httpx.AsyncClient(timeout=timeout(30)) as client:
+        whole = (await client.post(f"{base}/responses", json=body)).json()
+    text, usage = whole["output"][0]["content"][0]["text"], whole["usage"]
+    assert (run.status, run.stdout) == (0, text), run.stderr
+    assert run.stderr.splitlines() == [
+        f"status={whole['status']} input_tokens={usage['input_tokens']} output_tokens={usage['output_tokens']}"
+    ]
+
+
 async def test_openai_node_sdk_with_a_wrong_key_is_refused(start_server: StartServer) -> None:
     """With a key the server does not accept, the SDK's AuthenticationError ends the client with the 401."""
     server = await start_server(settings={"api_key": "sk-node"})
