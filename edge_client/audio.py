@@ -31,6 +31,9 @@ WAVE_FORMAT_ALAW = 6  # G.711, as telephone recordings are stored
 WAVE_FORMAT_MULAW = 7
 WAVE_FORMAT_EXTENSIBLE = 0xFFFE
 STREAMED_SIZES = (0, 0xFFFFFFFF)  # a data chunk of unknown length (arecord to a pipe writes one of these)
+MAX_SAMPLE_RATE = 384_000  # the highest rate audio interfaces record; the resampler's filter grows with the rate
+MAX_CHANNELS = 256  # more than any recording format carries
+FMT_READ = 40  # bytes of a fmt chunk that are read (WAVE_FORMAT_EXTENSIBLE's); the rest is skipped
 
 
 def _g711_tables() -> dict[int, np.ndarray]:
@@ -62,6 +65,32 @@ class WavFormat:
         return self.channels * self.bits // 8
 
 
+def check_format(name: str, rate: int, channels: int) -> None:
+    """Refuse a sample rate or channel count out of range, naming ``name`` (the file, or the flag)."""
+    if not 1 <= rate <= MAX_SAMPLE_RATE:
+        raise InvalidArgument(name, f"sample rate must be in 1..{MAX_SAMPLE_RATE:,} Hz, got {rate:,}")
+    if not 1 <= channels <= MAX_CHANNELS:
+        raise InvalidArgument(name, f"channel count must be in 1..{MAX_CHANNELS}, got {channels:,}")
+
+
+def _skip(f: BinaryIO, n: int) -> bool:
+    """Move past ``n`` bytes without holding them (seeking where the stream can); False when it ends first."""
+    seekable = False
+    with contextlib.suppress(OSError, ValueError):
+        seekable = f.seekable()
+    if seekable:
+        here = f.tell()
+        end = f.seek(0, io.SEEK_END)
+        f.seek(min(here + n, end))
+        return here + n <= end
+    while n > 0:
+        data = f.read(min(n, 1 << 16))
+        if not data:
+            return False
+        n -= len(data)
+    return True
+
+
 def read_wav_header(f: BinaryIO, name: str) -> WavFormat:
     """Read up to the start of the data chunk; raises InvalidArgument naming ``name`` for anything unreadable."""
 
@@ -78,9 +107,11 @@ def read_wav_header(f: BinaryIO, name: str) -> WavFormat:
     while True:
         chunk_id, size = struct.unpack("<4sI", need(8, "chunk list"))
         if chunk_id == b"fmt ":
-            body = need(size + (size & 1), "fmt chunk")
             if size < 16:
                 raise InvalidArgument(name, "not a readable WAV file (short fmt chunk)")
+            body = need(min(size, FMT_READ), "fmt chunk")
+            if not _skip(f, size + (size & 1) - len(body)):
+                raise InvalidArgument(name, "not a readable WAV file (it ends inside the fmt chunk)")
             encoding, channels, rate, _, _, bits = struct.unpack("<HHIIHH", body[:16])
             if encoding == WAVE_FORMAT_EXTENSIBLE and size >= 26:
                 encoding = struct.unpack("<H", body[24:26])[0]  # the sub-format GUID starts with the format code
@@ -100,23 +131,27 @@ def read_wav_header(f: BinaryIO, name: str) -> WavFormat:
                     f"unsupported WAV encoding (format {encoding}, {bits} bits); "
                     "use PCM 8/16/24/32, float, or G.711 A-law / mu-law",
                 )
-            if channels < 1 or rate < 1:
-                raise InvalidArgument(name, f"not a readable WAV file ({channels} channels at {rate} Hz)")
+            check_format(name, rate, channels)
             return WavFormat(encoding, channels, rate, bits, None if size in STREAMED_SIZES else size)
-        else:
-            skipped = f.read(size + (size & 1))
-            if len(skipped) != size + (size & 1):
-                raise InvalidArgument(name, "not a readable WAV file (no data chunk)")
+        elif not _skip(f, size + (size & 1)):  # skipped, never read into memory: its size may be anything
+            label = chunk_id.decode("latin-1").strip()
+            raise InvalidArgument(
+                name, f"not a readable WAV file (no data chunk: a {label!r} chunk of {size:,} bytes runs past its end)"
+            )
 
 
-def decode_frames(data: bytes, fmt: WavFormat) -> np.ndarray:
-    """Whole frames of ``data`` -> float32 mono (channels averaged) in [-1, 1]."""
+def decode_frames(data: bytes, fmt: WavFormat, name: str = "audio") -> np.ndarray:
+    """Whole frames of ``data`` -> float32 mono (channels averaged) in [-1, 1]; a float sample that is NaN or
+    infinite is refused, naming ``name``."""
     usable = len(data) - len(data) % fmt.frame_bytes
     raw = np.frombuffer(data[:usable], dtype=np.uint8)
     if fmt.encoding in G711:
         x = G711[fmt.encoding][raw]
     elif fmt.encoding == WAVE_FORMAT_IEEE_FLOAT:
-        x = raw.view("<f4" if fmt.bits == 32 else "<f8").astype(np.float32)
+        wide = raw.view("<f4" if fmt.bits == 32 else "<f8")
+        if not np.isfinite(wide).all():
+            raise InvalidArgument(name, "float samples must be finite numbers (found NaN or infinity)")
+        x = wide.astype(np.float32)
     elif fmt.bits == 8:
         x = (raw.astype(np.float32) - 128.0) / 128.0
     elif fmt.bits == 16:
@@ -216,7 +251,10 @@ def read_wav(path: Path, rate: int) -> np.ndarray:
         raise InvalidArgument(name, "is a folder, not a WAV file") from None
     except PermissionError:
         raise InvalidArgument(name, "not readable (permission denied)") from None
-    return resample(decode_frames(data, fmt), fmt.sample_rate, rate)
+    samples = decode_frames(data, fmt, name)
+    if not len(samples):
+        raise InvalidArgument(name, "no audio (the data chunk holds no whole sample)")
+    return resample(samples, fmt.sample_rate, rate)
 
 
 def stream_chunks(
@@ -229,7 +267,7 @@ def stream_chunks(
     if head == b"RIFF":
         fmt = read_wav_header(source, name)
     else:
-        fmt = WavFormat(WAVE_FORMAT_PCM, raw_channels, raw_rate, 16, None)
+        fmt = WavFormat(WAVE_FORMAT_PCM, raw_channels, raw_rate, 16, None)  # checked by the caller (--rate)
     resampler = Resampler(fmt.sample_rate, rate)
     left = fmt.data_bytes
     pending = b""
@@ -243,7 +281,7 @@ def stream_chunks(
         data = pending + data
         usable = len(data) - len(data) % fmt.frame_bytes
         pending = data[usable:]
-        out = resampler.push(decode_frames(data[:usable], fmt))
+        out = resampler.push(decode_frames(data[:usable], fmt, name))
         if len(out):
             yield out
     tail = resampler.flush()

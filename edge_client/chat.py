@@ -1,9 +1,11 @@
 """Chat with the server over gRPC or WebSocket, token by token, with the device's own generator as a fallback.
 
 Each turn tries the server; a server that cannot be reached (or that drops the connection before the reply
-starts) is tried again after 0.5 s, 1 s, 2 s, ... (``retries`` times); then the device answers with its small step
-generator and says so, and the next turn tries the server again. An error the server answers (a bad persona, an
-oversized message) is reported, not retried; a refused API key is :class:`~server.errors.Unauthenticated`.
+starts, or that sends nothing for ``stall_timeout`` seconds before the reply's first event) is tried again after
+0.5 s, 1 s, 2 s, ... (``retries`` times); then the device answers with its small step generator and says so, and the
+next turn tries the server again. A reply that stalls as long after it started is cut short. An error the server
+answers (a bad persona) is reported, not retried; its INVALID_ARGUMENT (an oversized message) is an
+:class:`~server.errors.InvalidArgument`, a refused API key :class:`~server.errors.Unauthenticated`.
 
 ``grpcs://`` and ``wss://`` connect over TLS, trusting the system's authorities or the ``ca_file`` given; an API key
 goes as ``authorization: Bearer KEY`` (gRPC metadata, the WebSocket handshake's header).
@@ -18,6 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import ssl
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -79,6 +82,7 @@ class ServerError(AntiphonError):
     def __init__(self, code: str, message: str) -> None:
         super().__init__(f"server: {code}: {message}")
         self.status = code
+        self.detail = message
 
 
 class ConnectionLost(Unavailable):
@@ -100,11 +104,14 @@ class ChatRequest:
 def parse_server(url: str) -> tuple[str, str, bool]:
     """``grpc://host:port`` -> ("grpc", "host:port", False); ``ws://host:port/path`` -> ("ws", the URL, False);
     ``grpcs://`` and ``wss://`` the same over TLS (True)."""
-    parsed = urlparse(url)
-    if parsed.scheme not in ("grpc", "grpcs", "ws", "wss") or not parsed.hostname or parsed.port is None:
-        raise InvalidArgument(
-            "server", f"give grpc://HOST:PORT or ws://HOST:PORT/PATH (grpcs://, wss:// over TLS), got {url!r}"
-        )
+    expected = f"give grpc://HOST:PORT or ws://HOST:PORT/PATH (grpcs://, wss:// over TLS), got {url!r}"
+    try:
+        parsed = urlparse(url)
+        port = parsed.port  # a port past 65,535 raises here
+    except ValueError as exc:  # an unclosed IPv6 bracket, a port out of range
+        raise InvalidArgument("--server", f"{exc} in {url!r}; {expected.removesuffix(f', got {url!r}')}") from None
+    if parsed.scheme not in ("grpc", "grpcs", "ws", "wss") or not parsed.hostname or port is None:
+        raise InvalidArgument("--server", expected)
     tls = parsed.scheme in ("grpcs", "wss")
     if parsed.scheme in ("grpc", "grpcs"):
         host = f"[{parsed.hostname}]" if ":" in parsed.hostname else parsed.hostname
@@ -115,6 +122,33 @@ def parse_server(url: str) -> tuple[str, str, bool]:
 def refused(url: str, message: str) -> Unauthenticated:
     """The error of a refused API key (``message``: the server's reason), saying how to give one."""
     return Unauthenticated(f"{url}: {message} (give the server's key with --api-key or ANTIPHON_API_KEY)")
+
+
+class _Watchdog:
+    """Calls ``on_stall`` once when ``seconds`` pass with no :meth:`feed`: a server that stopped answering on an
+    open connection (the connection itself stays up, so no error ever comes)."""
+
+    def __init__(self, seconds: float, on_stall: Callable[[], None]) -> None:
+        self.seconds = seconds
+        self.on_stall = on_stall
+        self.deadline = time.monotonic() + seconds
+        self.fired = False
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._watch, daemon=True)
+        self.thread.start()
+
+    def feed(self) -> None:
+        self.deadline = time.monotonic() + self.seconds
+
+    def _watch(self) -> None:
+        while not self.done.wait(max(0.0, self.deadline - time.monotonic())):
+            if time.monotonic() >= self.deadline:
+                self.fired = True
+                self.on_stall()
+                return
+
+    def stop(self) -> None:
+        self.done.set()
 
 
 class GrpcTransport:
@@ -129,6 +163,7 @@ class GrpcTransport:
         api_key: str | None = None,
         tls: bool = False,
         ca_file: Path | None = None,
+        stall_timeout: float = 10.0,
     ) -> None:
         import grpc
 
@@ -136,6 +171,7 @@ class GrpcTransport:
         self.target = target
         self.url = f"{'grpcs' if tls else 'grpc'}://{target}"
         self.connect_timeout = connect_timeout
+        self.stall_timeout = stall_timeout
         self.metadata = (("authorization", f"Bearer {api_key}"),) if api_key else None
         self.credentials = (
             grpc.ssl_channel_credentials(root_certificates=ca_file.read_bytes() if ca_file else None) if tls else None
@@ -160,7 +196,7 @@ class GrpcTransport:
         return generation_pb2_grpc.GenerationStub(self.channel)
 
     def turn(self, request: ChatRequest, on_text: OnText) -> TurnResult:
-        from antiphon.v1 import audio_pb2, chat_pb2, sampling_pb2
+        from antiphon.v1 import chat_pb2, sampling_pb2
 
         grpc = self.grpc
         sampling = sampling_pb2.Sampling()
@@ -180,29 +216,29 @@ class GrpcTransport:
         )
         result = TurnResult("server")
         stub = self._stub()
+        watchdog: _Watchdog | None = None
         try:
             # fail fast: a server that cannot be reached is UNAVAILABLE at once (refused) or after the connect
             # timeout (no answer), never queued until it comes back
             # x-session-id lets a proxy in front of several replicas route the session's turns to one of them
             metadata = (*(self.metadata or ()), ("x-session-id", request.session_id))
-            for event in stub.Chat(message, timeout=None, wait_for_ready=False, metadata=metadata):
-                which = event.WhichOneof("event")
-                if which == "text":
-                    result.text += event.text
-                    on_text(event.text)
-                elif which == "audio":
-                    if event.audio.HasField("format"):
-                        fmt = event.audio.format
-                        mulaw = fmt.encoding == audio_pb2.AUDIO_ENCODING_MULAW8
-                        result.audio_format = AudioFormat(
-                            fmt.sample_rate, "mulaw" if mulaw else "pcm16", fmt.channels or 1
-                        )
-                    result.audio += event.audio.data
-                elif which == "done":
-                    result.finish_reason = sampling_pb2.FinishReason.Name(event.done.finish_reason)
-                    result.finish_reason = result.finish_reason.removeprefix("FINISH_REASON_").lower()
+            call = stub.Chat(message, timeout=None, wait_for_ready=False, metadata=metadata)
+            watchdog = _Watchdog(self.stall_timeout, call.cancel)  # no event for stall_timeout s: cancelled
+            try:
+                for event in call:
+                    watchdog.feed()
+                    self._event(event, result, on_text)
+                    watchdog.feed()  # the time on_text took (a slow terminal) is not the server's
+            finally:
+                watchdog.stop()
         except grpc.RpcError as exc:
             code = exc.code()
+            if watchdog is not None and watchdog.fired:
+                self.close()
+                stalled = f"no answer for {self.stall_timeout:g} s"
+                if result.text:
+                    raise ConnectionLost(f"{self.url}: connection lost ({stalled})") from None
+                raise Unavailable(f"{self.url}: {stalled}") from None
             if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
                 self.close()
                 if result.text:
@@ -213,15 +249,39 @@ class GrpcTransport:
             raise ServerError(code.name, exc.details() or "") from None
         return result
 
+    @staticmethod
+    def _event(event: Any, result: TurnResult, on_text: OnText) -> None:
+        from antiphon.v1 import audio_pb2, sampling_pb2
+
+        which = event.WhichOneof("event")
+        if which == "text":
+            result.text += event.text
+            on_text(event.text)
+        elif which == "audio":
+            if event.audio.HasField("format"):
+                fmt = event.audio.format
+                mulaw = fmt.encoding == audio_pb2.AUDIO_ENCODING_MULAW8
+                result.audio_format = AudioFormat(fmt.sample_rate, "mulaw" if mulaw else "pcm16", fmt.channels or 1)
+            result.audio += event.audio.data
+        elif which == "done":
+            result.finish_reason = sampling_pb2.FinishReason.Name(event.done.finish_reason)
+            result.finish_reason = result.finish_reason.removeprefix("FINISH_REASON_").lower()
+
 
 class WebSocketTransport:
     """One connection, reused across turns; ``wss://`` trusts the system's authorities or ``ca_file``'s."""
 
     def __init__(
-        self, url: str, connect_timeout: float, api_key: str | None = None, ca_file: Path | None = None
+        self,
+        url: str,
+        connect_timeout: float,
+        api_key: str | None = None,
+        ca_file: Path | None = None,
+        stall_timeout: float = 10.0,
     ) -> None:
         self.url = url
         self.connect_timeout = connect_timeout
+        self.stall_timeout = stall_timeout
         self.headers = {"Authorization": f"Bearer {api_key}"} if api_key else None
         self.ssl = ssl.create_default_context(cafile=ca_file) if url.startswith("wss:") else None
         self.connection: Any = None
@@ -289,7 +349,7 @@ class WebSocketTransport:
         try:
             connection.send(json.dumps(frame))
             while True:
-                raw = connection.recv()
+                raw = connection.recv(timeout=self.stall_timeout)  # TimeoutError: the server stopped answering
                 if isinstance(raw, bytes):
                     n = int.from_bytes(raw[:2], "big")
                     if raw[2 : 2 + n].decode("utf-8", errors="replace") == request_id:
@@ -317,6 +377,12 @@ class WebSocketTransport:
                         self.close()
                         raise Unavailable(f"{self.url}: {message.get('message', '')}")
                     raise ServerError(str(message.get("code")), str(message.get("message", "")))
+        except TimeoutError:
+            self.close()
+            stalled = f"no answer for {self.stall_timeout:g} s"
+            if result.text:
+                raise ConnectionLost(f"{self.url}: connection lost ({stalled})") from None
+            raise Unavailable(f"{self.url}: {stalled}") from None
         except (ConnectionClosed, OSError) as exc:
             self.close()
             if result.text:
@@ -338,6 +404,7 @@ class ChatClient:
         notify: Callable[[str], None] = lambda _: None,
         api_key: str | None = None,
         ca_file: Path | None = None,
+        stall_timeout: float = 10.0,
     ) -> None:
         self.kind, target, tls = parse_server(url)
         if ca_file is not None and not tls:
@@ -349,9 +416,9 @@ class ChatClient:
                 raise InvalidArgument("ca-file", f"cannot read certificates from {ca_file}: {exc}") from None
         self.url = url
         self.transport = (
-            GrpcTransport(target, connect_timeout, api_key, tls, ca_file)
+            GrpcTransport(target, connect_timeout, api_key, tls, ca_file, stall_timeout)
             if self.kind == "grpc"
-            else WebSocketTransport(target, connect_timeout, api_key, ca_file)
+            else WebSocketTransport(target, connect_timeout, api_key, ca_file, stall_timeout)
         )
         self.local = local
         self.retries = retries
@@ -378,6 +445,8 @@ class ChatClient:
                 self.notify(f"{exc}; the reply is cut short")
                 return TurnResult("server", note=str(exc), finish_reason="cancelled")
             except ServerError as exc:
+                if exc.status == "INVALID_ARGUMENT":  # a bad flag or message: the user's to fix (exit 2)
+                    raise InvalidArgument("server", f"{exc.status}: {exc.detail}") from None
                 if exc.status == "UNIMPLEMENTED" and request.speak:
                     self.notify(f"{exc}; asking again without audio")
                     request.speak = False

@@ -12,10 +12,11 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
 import subprocess
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -31,6 +32,56 @@ log = logging.getLogger("antiphon.edge")
 
 DEFAULT_MODELS = Path("runs/export")
 STEP_MODELS = ("text_small_step", "text_step")  # offline chat: the small one where the export has it
+MAX_THREADS = 64  # interpreter threads; more only adds start-up time on any board this runs on
+# the server's sampling limits (server/sampling.py, its default --max-tokens), checked here too for offline turns
+MAX_TEMPERATURE = 100.0
+MAX_TOKENS = 4096
+MAX_SEED = 2**64 - 1
+MAX_RETRIES = 20
+MAX_BACKOFF_S = 60.0
+MAX_TIMEOUT_S = 3600.0
+MAX_BENCH_SECONDS = 3600.0
+MAX_BENCH_TOKENS = 1_000_000
+
+
+def _in_range(flag: str, value: float | None, low: float, high: float, *, above: bool = False, shown: str = "") -> None:
+    """Refuse ``value`` (unless None) outside [low, high], or (``above``) at or below ``low``; NaN and infinities are
+    always refused. The message names ``flag`` and the range (``shown``, else the numbers)."""
+    if value is None:
+        return
+    if isinstance(value, float) and not math.isfinite(value):
+        raise InvalidArgument(flag, f"must be a finite number, got {value}")
+    if (value <= low if above else value < low) or value > high:
+        lo, hi = (str(v) if isinstance(v, int) else f"{v:g}" for v in (low, high))
+        span = shown or (f"more than {lo} and at most {hi}" if above else f"in {lo}..{hi}")
+        raise InvalidArgument(flag, f"must be {span}, got {value}")
+
+
+def _utf8(flag: str, value: str | None) -> None:
+    """Refuse a flag's text that is not UTF-8 (bytes the locale could not decode come in as lone surrogates)."""
+    if value is None:
+        return
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidArgument(flag, "is not valid UTF-8 text") from None
+
+
+def _stdin_text() -> str:
+    """Standard input as UTF-8 text, whatever the locale says."""
+    try:
+        return sys.stdin.buffer.read().decode("utf-8")
+    except UnicodeDecodeError:
+        raise InvalidArgument("standard input", "is not UTF-8 text") from None
+
+
+def _stdin_lines() -> Iterator[str]:
+    """Standard input's lines as UTF-8 text, without their line ends, whatever the locale says."""
+    for number, line in enumerate(sys.stdin.buffer, 1):
+        try:
+            yield line.decode("utf-8").rstrip("\r\n")
+        except UnicodeDecodeError:
+            raise InvalidArgument("standard input", f"line {number} is not UTF-8 text") from None
 
 
 # -- classify ----------------------------------------------------------------
@@ -53,7 +104,8 @@ def _classify_audio(args: argparse.Namespace) -> int:
 def _classify_text(args: argparse.Namespace) -> int:
     from edge_client.text import TextClassifier
 
-    text = sys.stdin.read() if args.text == "-" else args.text
+    _utf8("TEXT", args.text)
+    text = _stdin_text() if args.text == "-" else args.text
     verdict = TextClassifier(open_named(args, args.model)).classify(text)
     record = {"label": verdict.label, "score": round(verdict.score, 4), "scores": verdict.scores}
     emit(args, record, f"{verdict.label} ({verdict.score:.2f})")
@@ -62,9 +114,11 @@ def _classify_text(args: argparse.Namespace) -> int:
 
 # -- listen ------------------------------------------------------------------
 def _listen(args: argparse.Namespace) -> int:
-    from edge_client.audio import Microphone, stdin_bytes, stream_chunks
+    from edge_client.audio import MAX_CHANNELS, MAX_SAMPLE_RATE, Microphone, stdin_bytes, stream_chunks
     from edge_client.kws import KeywordModel, Listener, ListenOptions
 
+    _in_range("--rate", args.rate, 1, MAX_SAMPLE_RATE)
+    _in_range("--channels", args.channels, 1, MAX_CHANNELS)
     kws = KeywordModel(open_named(args, args.model))
     options = ListenOptions(args.hop, args.smooth, args.threshold, args.refractory)
     listener = Listener(kws, options)
@@ -91,6 +145,7 @@ def _chat(args: argparse.Namespace) -> int:
     def notify(text: str) -> None:
         print(f"antiphon-edge: {text}", file=sys.stderr, flush=True)
 
+    _check_chat(args)
     generator: list[Generator] = []  # opened at the first offline turn; keeps the offline conversation
 
     def local(request: ChatRequest, on_text: Callable[[str], None]) -> TurnResult:
@@ -98,6 +153,8 @@ def _chat(args: argparse.Namespace) -> int:
         name = args.local_model or manifest.first_of(*STEP_MODELS)
         if name is None:
             raise ModelFileError(f"no text step model ({', '.join(STEP_MODELS)}) in {args.models} to answer offline")
+        if args.local_model and not manifest.entry(name).get("vocabulary"):
+            raise InvalidArgument("--local-model", f"{name!r} is not a text step model (it has no vocabulary)")
         if not generator:
             generator.append(Generator(manifest.open(name, args.backend, args.precision, args.threads), args.seed))
         notify(f"answering on this device with {name}")
@@ -130,6 +187,7 @@ def _chat(args: argparse.Namespace) -> int:
         notify,
         api_key,
         args.ca_file,
+        args.stall_timeout,
     )
 
     def on_text(piece: str) -> None:
@@ -137,7 +195,7 @@ def _chat(args: argparse.Namespace) -> int:
             sys.stdout.write(piece)
             sys.stdout.flush()
 
-    messages = [args.message] if args.message is not None else (line.rstrip("\n") for line in sys.stdin)
+    messages = [args.message] if args.message is not None else _stdin_lines()
     try:
         for message in messages:
             if not message.strip():
@@ -165,6 +223,19 @@ def _chat(args: argparse.Namespace) -> int:
     finally:
         client.close()
     return 0
+
+
+def _check_chat(args: argparse.Namespace) -> None:
+    """The chat flags the server would refuse, or that would break the retries, refused before any turn."""
+    for flag in ("--message", "--session", "--persona", "--speaker", "--api-key", "--server"):
+        _utf8(flag, getattr(args, flag[2:].replace("-", "_")))
+    _in_range("--temperature", args.temperature, 0.0, MAX_TEMPERATURE)
+    _in_range("--max-tokens", args.max_tokens, 1, MAX_TOKENS)
+    _in_range("--seed", args.seed, 0, MAX_SEED, shown="in 0..2**64-1 (an unsigned 64-bit integer)")
+    _in_range("--retries", args.retries, 0, MAX_RETRIES)
+    _in_range("--backoff", args.backoff, 0.0, MAX_BACKOFF_S)
+    _in_range("--connect-timeout", args.connect_timeout, 0.0, MAX_TIMEOUT_S, above=True)
+    _in_range("--stall-timeout", args.stall_timeout, 0.0, MAX_TIMEOUT_S, above=True)
 
 
 def _speak(result: TurnResult, to: Path | None, notify: Callable[[str], None]) -> None:
@@ -201,6 +272,8 @@ def _bench(args: argparse.Namespace) -> int:
         resolve_backend(backends[0])
     if args.images < 0:
         raise InvalidArgument("--images", f"must be at least 0, got {args.images}")
+    _in_range("--seconds", args.seconds, 0.0, MAX_BENCH_SECONDS, above=True)
+    _in_range("--tokens", args.tokens, 0, MAX_BENCH_TOKENS)
     rows = run_bench(manifest_of(args), args.only, backends, args.seconds, args.tokens, args.images)
     for row in rows:
         extra = f", {row.tokens_per_s:,.0f} tokens/s" if row.tokens_per_s else ""
@@ -241,7 +314,7 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("auto", "int8", "float32"),
         help="which file of a model: auto takes int8 for classifiers, float32 for generators (default: auto)",
     )
-    where.add_argument("--threads", type=int, default=1, help="interpreter threads (default: 1)")
+    where.add_argument("--threads", type=int, default=1, help=f"interpreter threads, 1 to {MAX_THREADS} (default: 1)")
     where.add_argument("-v", "--verbose", action="store_true", help="debug logging")
 
     parser = argparse.ArgumentParser(
@@ -371,9 +444,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=None, help="seed for the server's and the device's sampling")
     p.add_argument("--speak", action="store_true", help="ask for audio and play it with aplay")
     p.add_argument("--speak-to", type=Path, default=None, metavar="FILE", help="write the reply's audio to a WAV")
-    p.add_argument("--retries", type=int, default=3, help="tries again before answering offline (default: 3)")
-    p.add_argument("--backoff", type=float, default=0.5, help="first wait between tries, doubling (default: 0.5)")
+    p.add_argument(
+        "--retries", type=int, default=3, help=f"tries again before answering offline, 0 to {MAX_RETRIES} (default: 3)"
+    )
+    p.add_argument(
+        "--backoff", type=float, default=0.5, help="first wait between tries in seconds, doubling (default: 0.5)"
+    )
     p.add_argument("--connect-timeout", type=float, default=2.0, help="seconds to connect (default: 2)")
+    p.add_argument(
+        "--stall-timeout",
+        type=float,
+        default=10.0,
+        help="seconds with nothing from the server before the reply's first event or between two events, after "
+        "which the connection counts as lost (default: 10)",
+    )
     p.add_argument(
         "--local-model", default=None, help="step model for offline turns (default: text_small_step, else text_step)"
     )
@@ -407,8 +491,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.getLogger("edge_client").setLevel(logging.DEBUG if args.verbose else logging.INFO)
     func: Callable[[argparse.Namespace], int] = args.func
     try:
-        if args.threads < 1:
-            raise InvalidArgument("threads", f"must be at least 1, got {args.threads}")
+        _in_range("--threads", args.threads, 1, MAX_THREADS)
         return func(args)
     except (InvalidArgument, Unauthenticated) as exc:
         log.debug("invalid argument", exc_info=True)

@@ -81,6 +81,8 @@ def _generate_image(args: argparse.Namespace) -> int:
     ):
         if value is not None and not low <= value <= high:
             raise InvalidArgument(flag, f"must be in [{low}, {high}], got {value}")
+    if Path(args.out).suffix.lower() != ".png":
+        raise InvalidArgument("--out", f"{args.out}: the picture is written as PNG; give a file name ending in .png")
     if not 0 <= args.seed <= SEED_MAX - args.count + 1:
         raise InvalidArgument("--seed", f"must be in [0, 2**63 - count], got {args.seed}")
     generator = ImageGenerator(open_model(args, _first_generator))

@@ -15,6 +15,7 @@ array of the model's shape is taken as levels in [0, 1]. Written images are 8-bi
 from __future__ import annotations
 
 import io
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -27,13 +28,28 @@ MAX_INTENSITY = 16.0
 INKS = ("auto", "light", "dark")
 
 
+def load_npy(data: bytes, name: str) -> np.ndarray:
+    """A .npy file's bytes -> float32; an array of anything but real numbers (strings, complex) is refused."""
+    try:
+        array = np.load(io.BytesIO(data), allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        raise InvalidArgument(name, f"not a readable .npy array ({exc})") from None
+    if not (np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating) or array.dtype == bool):
+        raise InvalidArgument(name, f"a .npy array of {array.dtype} values; give real numbers")
+    return np.asarray(array, dtype=np.float32)
+
+
 def decode_image(data: bytes, name: str) -> np.ndarray:
     """Any image Pillow reads (PNG, JPEG, PGM, BMP, GIF's first frame, ...) -> float grey levels in [0, 1]: the mean
     of the colour channels, transparency composited over white paper."""
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(io.BytesIO(data)) as image:  # reads the header only
+        # Pillow warns of a large image that MAX_PIXELS (below Pillow's own error size) refuses just after
+        with (
+            warnings.catch_warnings(action="ignore", category=Image.DecompressionBombWarning),
+            Image.open(io.BytesIO(data)) as image,  # reads the header only
+        ):
             if image.width * image.height > MAX_PIXELS:
                 raise InvalidArgument(name, f"image is {image.width}x{image.height}; at most {MAX_PIXELS} pixels")
             image.load()
@@ -80,11 +96,7 @@ def read_digit(path: Path, ink: str = "auto") -> np.ndarray:
     except OSError as exc:
         raise InvalidArgument(name, f"not readable ({exc.strerror})") from None
     if data.startswith(b"\x93NUMPY"):
-        try:
-            array = np.load(io.BytesIO(data), allow_pickle=False)
-        except ValueError as exc:
-            raise InvalidArgument(name, f"not a readable .npy array ({exc})") from None
-        array = np.squeeze(np.asarray(array, dtype=np.float32))
+        array = np.squeeze(load_npy(data, name))
         if array.shape != (SIDE, SIDE):
             raise InvalidArgument(name, f"array of shape {array.shape}; the digits model reads (8, 8)")
         if not np.isfinite(array).all() or array.min() < 0 or array.max() > MAX_INTENSITY:
@@ -108,10 +120,7 @@ def read_image(path: Path, side: int) -> np.ndarray:
     name = str(path)
     data = _read_bytes(path)
     if data.startswith(b"\x93NUMPY"):
-        try:
-            array = np.squeeze(np.asarray(np.load(io.BytesIO(data), allow_pickle=False), dtype=np.float32))
-        except ValueError as exc:
-            raise InvalidArgument(name, f"not a readable .npy array ({exc})") from None
+        array = np.squeeze(load_npy(data, name))
         if array.shape != (side, side):
             raise InvalidArgument(name, f"array of shape {array.shape}; the model reads ({side}, {side})")
         if not np.isfinite(array).all() or array.min() < 0 or array.max() > 1:

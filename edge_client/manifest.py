@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
 PRECISIONS = ("auto", "int8", "float32")
+MAX_SAMPLE_RATE = 384_000  # as for WAV files (edge_client.audio)
 
 
 X86_64 = ("x86_64", "AMD64")
@@ -69,6 +70,32 @@ def _warn_miscomputed(file: dict[str, Any], backend: str) -> None:
         backend,
         platform.machine(),
     )
+
+
+def _type_name(value: object) -> str:
+    return "null" if value is None else type(value).__name__
+
+
+def _entry_problem(name: str, entry: object) -> str | None:
+    """What is wrong with the shape of one model entry (the fields the edge reads), or None."""
+    if not isinstance(entry, dict):
+        return f"model {name!r} is {_type_name(entry)}, not an object"
+    files = entry.get("files", {})
+    if not isinstance(files, dict) or not all(
+        isinstance(by_precision, dict) and all(isinstance(f, dict) for f in by_precision.values())
+        for by_precision in files.values()
+    ):
+        return f"model {name!r}: 'files' must be an object of formats, each an object of precisions"
+    for key in ("labels", "vocabulary"):
+        if key in entry:
+            value = entry[key]
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                return f"model {name!r}: {key!r} must be a list of strings, got {_type_name(value)}"
+    if "sample_rate" in entry:
+        rate = entry["sample_rate"]
+        if isinstance(rate, bool) or not isinstance(rate, int) or not 1 <= rate <= MAX_SAMPLE_RATE:
+            return f"model {name!r}: 'sample_rate' must be a whole number of Hz in 1..{MAX_SAMPLE_RATE}, got {rate!r}"
+    return None
 
 
 def file_sha256(path: Path) -> str:
@@ -116,6 +143,9 @@ class Manifest:
             raise ModelFileError(f"{path}: not a readable manifest ({exc})") from exc
         if not isinstance(data, dict) or not isinstance(data.get("models"), dict):
             raise ModelFileError(f"{path}: not an antiphon export manifest (no 'models' object)")
+        for name, entry in data["models"].items():
+            if problem := _entry_problem(name, entry):
+                raise ModelFileError(f"{path}: not an antiphon export manifest ({problem})")
         self.data = data
         self.models: dict[str, dict[str, Any]] = data["models"]
 
@@ -198,7 +228,21 @@ class Manifest:
         inputs = [t["name"] for t in file.get("inputs", [])]
         outputs = [t["name"] for t in file.get("outputs", [])]
         runner = open_runner(backend, path, inputs, outputs, threads)
-        return Model(name, self.entry(name), file, path, chosen, runner)
+        return self._checked(Model(name, self.entry(name), file, path, chosen, runner))
+
+    def _checked(self, model: Model) -> Model:
+        """``model``, once its labels match its file's outputs: a classifier (not an image generator, whose labels
+        are the classes it draws) has one output value per label."""
+        labels = model.entry.get("labels")
+        if labels is None or model.entry.get("kind") == "image_generator" or not model.runner.outputs:
+            return model
+        width = model.runner.outputs[0].shape[-1] if model.runner.outputs[0].shape else 0
+        if width > 0 and width != len(labels):
+            raise ModelFileError(
+                f"{self.folder / MANIFEST}: not an antiphon export manifest (model {model.name!r} has "
+                f"{len(labels)} labels but {model.path.name} gives {width} outputs)"
+            )
+        return model
 
     def verified_path(self, file: dict[str, Any]) -> Path:
         """The file's path once its sha256 matches the manifest's."""
@@ -222,4 +266,4 @@ class Manifest:
         inputs = [t["name"] for t in file.get("inputs", [])]
         outputs = [t["name"] for t in file.get("outputs", [])]
         runner = open_runner(backend, path, inputs, outputs, threads)
-        return Model(name, self.entry(name), file, path, chosen, runner)
+        return self._checked(Model(name, self.entry(name), file, path, chosen, runner))

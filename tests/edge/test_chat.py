@@ -4,7 +4,11 @@ generator when the server is down, and back when it returns."""
 from __future__ import annotations
 
 import json
+import os
+import select
+import signal
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -299,3 +303,117 @@ def test_a_ca_file_it_cannot_use_exits_2(edge_files: EdgeFiles, tmp_path: Path, 
     done = run_edge(*_chat(edge_files, server_url, "--ca-file", str(ca), "--message", "x"))
     assert done.returncode == 2
     assert done.stderr.startswith(f"antiphon-edge: error: {message}")
+
+
+# -- bad flags, and a server that stops answering ----------------------------
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--seed", "-1"], "--seed: must be in 0..2**64-1 (an unsigned 64-bit integer), got -1"),
+        (["--seed", "99999999999999999999999"], "--seed: must be in 0..2**64-1 (an unsigned 64-bit integer), got 9"),
+        (["--backoff", "-1"], "--backoff: must be in 0..60, got -1.0"),
+        (["--backoff", "1e308"], "--backoff: must be in 0..60, got 1e+308"),
+        (["--connect-timeout", "nan"], "--connect-timeout: must be a finite number, got nan"),
+        (["--connect-timeout", "0"], "--connect-timeout: must be more than 0 and at most 3600, got 0.0"),
+        (["--connect-timeout", "-1"], "--connect-timeout: must be more than 0 and at most 3600, got -1.0"),
+        (["--stall-timeout", "0"], "--stall-timeout: must be more than 0 and at most 3600, got 0.0"),
+        (["--retries", "-1"], "--retries: must be in 0..20, got -1"),
+        (["--max-tokens", "-5"], "--max-tokens: must be in 1..4096, got -5"),
+        (["--max-tokens", "0"], "--max-tokens: must be in 1..4096, got 0"),
+        (["--temperature", "-1"], "--temperature: must be in 0..100, got -1.0"),
+        (["--temperature", "nan"], "--temperature: must be a finite number, got nan"),
+        (["--server", "grpc://127.0.0.1:99999"], "--server: Port out of range 0-65535 in 'grpc://127.0.0.1:99999'"),
+        (["--server", "grpc://[::1"], "--server: Invalid IPv6 URL in 'grpc://[::1'"),
+        (["--message", "caf\udce9"], "--message: is not valid UTF-8 text"),
+    ],
+)
+def test_chat_bad_flags_exit_2(edge_files: EdgeFiles, flags: list[str], message: str) -> None:
+    """A chat flag out of range (or a message that is not UTF-8) is named before any turn, server or device;
+    exit 2, no traceback, no reply."""
+    done = run_edge(*_chat(edge_files, f"grpc://127.0.0.1:{free_port()}", "--message", "Hello there.", *flags))
+    assert done.returncode == 2, done.stderr
+    assert f"antiphon-edge: error: {message}" in done.stderr
+    assert "Traceback" not in done.stderr and done.stdout == ""
+
+
+def test_chat_standard_input_that_is_not_utf8_exits_2(edge_files: EdgeFiles) -> None:
+    """Lines of standard input are decoded as UTF-8 whatever the locale; other bytes are exit 2 naming the line."""
+    done = run_edge(
+        *_chat(edge_files, f"grpc://127.0.0.1:{free_port()}", "--retries", "0"),
+        stdin=b"caf\xe9\n",
+        env_more={"PYTHONIOENCODING": "utf-8:strict"},
+    )
+    assert done.returncode == 2, done.stderr
+    assert "antiphon-edge: error: standard input: line 1 is not UTF-8 text" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_offline_local_model_that_is_no_step_model_exits_2(edge_files: EdgeFiles) -> None:
+    """--local-model naming a model with no vocabulary (the keyword spotter) is the user's mistake: exit 2."""
+    done = run_edge(
+        *_chat(edge_files, f"grpc://127.0.0.1:{free_port()}", "--retries", "0", "--local-model", "kws"),
+        "--message",
+        "Hello there.",
+    )
+    assert done.returncode == 2, done.stderr
+    assert "antiphon-edge: error: --local-model: 'kws' is not a text step model (it has no vocabulary)" in done.stderr
+
+
+@pytest.mark.parametrize("transport", ["grpc", "ws"])
+def test_a_message_the_server_refuses_exits_2(edge_files: EdgeFiles, server: RunningServer, transport: str) -> None:
+    """The server's INVALID_ARGUMENT (a message over its 4,000 characters) is a bad argument: exit 2 with its
+    message, neither retried nor answered on the device."""
+    done = run_edge(*_chat(edge_files, _url(server, transport), "--message", "x" * 4001))
+    assert done.returncode == 2, done.stderr
+    assert "antiphon-edge: error: server: INVALID_ARGUMENT: " in done.stderr
+    assert "answering on this device" not in done.stderr and "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize("transport", ["grpc", "ws"])
+def test_chat_answers_on_the_device_when_the_server_stops_answering(edge_files: EdgeFiles, transport: str) -> None:
+    """A server that stops answering on an open connection (SIGSTOP) gives nothing for --stall-timeout: the turn
+    counts as unreachable and the device answers, within seconds instead of never."""
+    server = start_server(edge_files.text_checkpoint)
+    url = _url(server, transport)
+    flags = ["--json", "--retries", "0", "--connect-timeout", "1", "--stall-timeout", "1", *SEEDED]
+    chat = subprocess.Popen(
+        [*edge_python(), "-m", "edge_client", *_chat(edge_files, url, *flags)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=edge_env(),
+        cwd=REPO,
+    )
+    assert chat.stdin is not None and chat.stdout is not None and chat.stderr is not None
+
+    def turn(message: str) -> dict[str, object]:
+        assert chat.stdin is not None and chat.stdout is not None
+        chat.stdin.write(message.encode() + b"\n")
+        chat.stdin.flush()
+        ready, _, _ = select.select([chat.stdout], [], [], timeout(30))
+        assert ready, "no reply: the chat hangs"
+        line = chat.stdout.readline()
+        assert line, "chat exited"
+        return dict(json.loads(line))
+
+    stopped = False
+    try:
+        assert turn("Good night, my lord.")["source"] == "server"
+        os.kill(server.process.pid, signal.SIGSTOP)
+        stopped = True
+        began = time.monotonic()
+        reply = turn("Where is the king?")
+        assert reply["source"] == "device"
+        assert "no answer for 1 s" in str(reply["note"])
+        assert time.monotonic() - began < timeout(20)
+    finally:
+        if stopped:
+            os.kill(server.process.pid, signal.SIGCONT)
+        chat.stdin.close()
+        chat.wait(timeout=timeout(30))
+        server.stop()
+    log = chat.stderr.read().decode()
+    chat.stdout.close()
+    chat.stderr.close()
+    assert chat.returncode == 0, log
+    assert "Traceback" not in log

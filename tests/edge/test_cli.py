@@ -409,3 +409,190 @@ def test_missing_model_in_manifest_exits_1(edge_files: EdgeFiles, export_copy: P
     done = run_edge("classify", "image", "--models", str(export_copy), *_digit_args(edge_files))
     assert done.returncode == 1
     assert "model 'digits' is not in" in done.stderr and "antiphon export --models digits" in done.stderr
+
+
+# -- limits on flags and input files ------------------------------------------
+def _wav_with(rate: int = 16000, channels: int = 1, before_data: bytes = b"", data: bytes = b"\x00\x00" * 160) -> bytes:
+    """A 16-bit PCM WAV whose header says ``rate`` and ``channels``, with ``before_data`` chunks and ``data``."""
+    fmt = struct.pack("<HHIIHH", 1, channels, rate, 0, 2 * channels, 16)
+    body = b"WAVEfmt " + struct.pack("<I", 16) + fmt + before_data + b"data" + struct.pack("<I", len(data)) + data
+    return b"RIFF" + struct.pack("<I", len(body)) + body
+
+
+def _one_line_error(done: subprocess.CompletedProcess[str], code: int, message: str) -> None:
+    assert done.returncode == code, done.stderr
+    assert f"antiphon-edge: error: {message}" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--rate", "0"], "--rate: must be in 1..384000, got 0"),
+        (["--rate", "-5"], "--rate: must be in 1..384000, got -5"),
+        (["--rate", "99999999999"], "--rate: must be in 1..384000, got 99999999999"),
+        (["--channels", "0"], "--channels: must be in 1..256, got 0"),
+        (["--channels", "-1"], "--channels: must be in 1..256, got -1"),
+    ],
+)
+def test_listen_raw_pcm_rate_and_channels_out_of_range_exit_2(
+    edge_files: EdgeFiles, flags: list[str], message: str
+) -> None:
+    """listen --device - names a --rate or --channels out of range; exit 2."""
+    done = run_edge("listen", "--models", str(edge_files.export), "--device", "-", *flags, stdin=b"\x00" * 64000)
+    _one_line_error(done, 2, message)
+
+
+@pytest.mark.parametrize(
+    ("rate", "channels", "message"),
+    [
+        (1_000_003, 1, "sample rate must be in 1..384,000 Hz, got 1,000,003"),
+        (0xFFFFFFFF, 1, "sample rate must be in 1..384,000 Hz, got 4,294,967,295"),
+        (16000, 300, "channel count must be in 1..256, got 300"),
+    ],
+)
+def test_wav_rate_or_channels_out_of_range_exit_2(
+    edge_files: EdgeFiles, tmp_path: Path, rate: int, channels: int, message: str
+) -> None:
+    """A WAV header's sample rate or channel count out of range names the file; exit 2, before any resampling."""
+    path = tmp_path / "odd.wav"
+    path.write_bytes(_wav_with(rate, channels))
+    done = run_edge("classify", "audio", "--models", str(edge_files.export), str(path), seconds=20)
+    _one_line_error(done, 2, f"{path}: {message}")
+
+
+def test_wav_chunk_larger_than_the_file_is_a_truncated_file(edge_files: EdgeFiles, tmp_path: Path) -> None:
+    """A LIST chunk declaring 0xFFFFFFF0 bytes before the data is skipped without reading it: a truncated file."""
+    path = tmp_path / "huge-list.wav"
+    path.write_bytes(_wav_with(before_data=b"LIST" + struct.pack("<I", 0xFFFFFFF0) + b"INFO"))
+    done = run_edge("classify", "audio", "--models", str(edge_files.export), str(path), seconds=20)
+    message = "not a readable WAV file (no data chunk: a 'LIST' chunk of 4,294,967,280 bytes runs past its end)"
+    _one_line_error(done, 2, f"{path}: {message}")
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_float_wav_with_a_non_finite_sample_exits_2(edge_files: EdgeFiles, tmp_path: Path, bad: float) -> None:
+    """A float WAV with a NaN or infinite sample names the file; exit 2."""
+    samples = np.zeros((1600, 1))
+    samples[100] = bad
+    path = tmp_path / "nan.wav"
+    path.write_bytes(wav_bytes(samples, 16000, 32, floating=True))
+    done = run_edge("classify", "audio", "--models", str(edge_files.export), str(path))
+    _one_line_error(done, 2, f"{path}: float samples must be finite numbers (found NaN or infinity)")
+
+
+def test_wav_with_no_samples_exits_2(edge_files: EdgeFiles, tmp_path: Path) -> None:
+    """A WAV whose data chunk is empty is not read as silence; exit 2 naming the file."""
+    path = tmp_path / "empty.wav"
+    path.write_bytes(_wav_with(data=b""))
+    done = run_edge("classify", "audio", "--models", str(edge_files.export), str(path))
+    _one_line_error(done, 2, f"{path}: no audio (the data chunk holds no whole sample)")
+
+
+def test_classify_text_refuses_standard_input_that_is_not_utf8(edge_files: EdgeFiles) -> None:
+    """Standard input is decoded as UTF-8 whatever the locale's strictness; other bytes are exit 2."""
+    done = run_edge(
+        "classify",
+        "text",
+        "--models",
+        str(edge_files.export),
+        "-",
+        stdin=b"caf\xe9 \xff\xfe\n",
+        env_more={"PYTHONIOENCODING": "utf-8:strict"},
+    )
+    _one_line_error(done, 2, "standard input: is not UTF-8 text")
+
+
+@pytest.mark.parametrize("threads", ["0", "65", "99999999999"])
+def test_threads_out_of_range_exit_2(edge_files: EdgeFiles, threads: str) -> None:
+    """--threads is 1 to 64; exit 2 naming it, before any model is opened."""
+    done = run_edge(
+        "classify", "image", "--models", str(edge_files.export), "--threads", threads, *_digit_args(edge_files)
+    )
+    _one_line_error(done, 2, f"--threads: must be in 1..64, got {threads}")
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--seconds", "0"], "--seconds: must be more than 0 and at most 3600, got 0.0"),
+        (["--seconds", "-1"], "--seconds: must be more than 0 and at most 3600, got -1.0"),
+        (["--seconds", "nan"], "--seconds: must be a finite number, got nan"),
+        (["--tokens", "-1"], "--tokens: must be in 0..1000000, got -1"),
+    ],
+)
+def test_bench_bad_seconds_or_tokens_exit_2(edge_files: EdgeFiles, flags: list[str], message: str) -> None:
+    """bench names a --seconds or --tokens out of range; exit 2."""
+    done = run_edge("bench", "--models", str(edge_files.export), *flags)
+    _one_line_error(done, 2, message)
+
+
+@pytest.mark.parametrize(
+    ("change", "problem"),
+    [
+        ({"labels": "0123456789"}, "model 'digits': 'labels' must be a list of strings, got str"),
+        ({"labels": None}, "model 'digits': 'labels' must be a list of strings, got null"),
+        ({"sample_rate": "sixteen"}, "model 'digits': 'sample_rate' must be a whole number of Hz in 1..384000"),
+        ({"sample_rate": 0}, "model 'digits': 'sample_rate' must be a whole number of Hz in 1..384000, got 0"),
+        ({"files": []}, "model 'digits': 'files' must be an object of formats, each an object of precisions"),
+        (None, "model 'digits' is list, not an object"),
+    ],
+    ids=["labels a string", "labels null", "sample rate a word", "sample rate 0", "files a list", "entry a list"],
+)
+def test_manifest_of_the_wrong_structure_exits_1(
+    edge_files: EdgeFiles, export_copy: Path, change: dict[str, object] | None, problem: str
+) -> None:
+    """A manifest whose model entry has the wrong shape says what is wrong; exit 1, no traceback."""
+    path = export_copy / "manifest.json"
+    manifest = json.loads(path.read_text())
+    if change is None:
+        manifest["models"]["digits"] = [manifest["models"]["digits"]]
+    else:
+        manifest["models"]["digits"].update(change)
+    path.write_text(json.dumps(manifest))
+    done = run_edge("classify", "image", "--models", str(export_copy), *_digit_args(edge_files))
+    _one_line_error(done, 1, f"{path}: not an antiphon export manifest ({problem}")
+
+
+def test_labels_that_do_not_match_the_outputs_exit_1(edge_files: EdgeFiles, export_copy: Path, backend: str) -> None:
+    """A classifier with fewer labels than its file has outputs is refused when the model is opened; exit 1."""
+    path = export_copy / "manifest.json"
+    manifest = json.loads(path.read_text())
+    manifest["models"]["digits"]["labels"] = ["0", "1", "2"]
+    path.write_text(json.dumps(manifest))
+    done = run_edge("classify", "image", "--models", str(export_copy), "--backend", backend, *_digit_args(edge_files))
+    _one_line_error(done, 1, f"{path}: not an antiphon export manifest (model 'digits' has 3 labels but ")
+    assert "gives 10 outputs)" in done.stderr
+
+
+@pytest.mark.parametrize("model", ["digits", "dcgan_discriminator"])
+@pytest.mark.parametrize(("values", "kind"), [(["a"], "<U1"), ([0.5 + 0j], "complex128")])
+def test_classify_image_refuses_npy_of_other_than_real_numbers(
+    edge_files: EdgeFiles, tmp_path: Path, model: str, values: list[object], kind: str
+) -> None:
+    """A .npy of strings or complex numbers names the file and its type; exit 2."""
+    side = 8 if model == "digits" else 28
+    path = tmp_path / "odd.npy"
+    np.save(path, np.array(values * side * side).reshape(side, side))
+    done = run_edge("classify", "image", "--models", str(edge_files.export), "--model", model, str(path))
+    _one_line_error(done, 2, f"{path}: a .npy array of {kind} values; give real numbers")
+    assert "Warning" not in done.stderr
+
+
+def test_classify_image_refuses_a_huge_png_without_pillows_warning(edge_files: EdgeFiles, tmp_path: Path) -> None:
+    """A 10,000 x 10,000 PNG is refused by its size alone; Pillow's decompression bomb warning is not shown."""
+    from PIL import Image
+
+    path = tmp_path / "huge.png"
+    Image.new("L", (10000, 10000)).save(path)
+    done = run_edge("classify", "image", "--models", str(edge_files.export), str(path))
+    _one_line_error(done, 2, f"{path}: image is 10000x10000; at most 16777216 pixels")
+    assert "DecompressionBombWarning" not in done.stderr
+
+
+def test_generate_image_refuses_a_name_other_than_png(edge_files: EdgeFiles, tmp_path: Path) -> None:
+    """-o with a .jpg name is refused (the file is PNG); exit 2, no file."""
+    out = tmp_path / "out.jpg"
+    done = run_edge("generate", "image", "--models", str(edge_files.export), "--class", "Bag", "-o", str(out))
+    _one_line_error(done, 2, f"--out: {out}: the picture is written as PNG; give a file name ending in .png")
+    assert not out.exists()
