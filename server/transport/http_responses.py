@@ -12,7 +12,7 @@ from starlette.routing import Route
 
 from server.engine.registry import ModelRegistry
 from server.engine.requests import Conversation, Message
-from server.engine.streams import TextStream
+from server.engine.streams import FINISH_CANCELLED, TextStream
 from server.errors import AntiphonError
 from server.metrics import Recorder
 from server.transport import openai, responses
@@ -111,7 +111,12 @@ class ResponseRoutes(Endpoints):
                 yield typed_event(event)
             return
         if stream.finish_reason is None:
-            return  # cancelled: the client went away
+            return  # the client went away
+        if stream.finish_reason == FINISH_CANCELLED:  # the server stopped it (shutting down)
+            stopped = {"type": "server_error", "message": "the reply was cancelled: the server is stopping"}
+            for event in events.failure(stopped):
+                yield typed_event(event)
+            return
         closing = events.closing(stream)
         self.store.put(reply, earlier, closing[-1]["response"])
         for event in closing:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from server.engine.requests import Message, SamplingOptions
-from server.engine.streams import FINISH_LENGTH, TextStream
+from server.engine.streams import FINISH_CANCELLED, FINISH_LENGTH, TextStream
 from server.errors import AntiphonError, InvalidArgument, NotFound
 from server.transport.openai import IGNORED, check_fields, check_neutral, created, renamed, sampling
 
@@ -176,7 +176,7 @@ class Reply:
     ) -> dict[str, Any]:
         """The response object: ``in_progress`` (no output yet), ``completed``, ``incomplete`` (at
         max_output_tokens) or ``failed``."""
-        done = status in ("completed", "incomplete")
+        done = status in ("completed", "incomplete", "cancelled")
         echo = self.request.echo
         return {
             "id": self.id,
@@ -207,7 +207,10 @@ class Reply:
 
 
 def status_of(stream: TextStream) -> str:
-    return "incomplete" if stream.finish_reason == FINISH_LENGTH else "completed"
+    """``incomplete`` at max_output_tokens, ``cancelled`` when the server stopped the reply (shutting down)."""
+    if stream.finish_reason == FINISH_LENGTH:
+        return "incomplete"
+    return "cancelled" if stream.finish_reason == FINISH_CANCELLED else "completed"
 
 
 def usage(stream: TextStream) -> dict[str, Any]:
@@ -295,9 +298,9 @@ class ResponseStore:
         self._kept: OrderedDict[str, Stored] = OrderedDict()
 
     def put(self, reply: Reply, earlier: tuple[Message, ...], body: dict[str, Any]) -> None:
-        """Keep ``reply`` (its input read after ``earlier``, the previous response's messages) if it asked to be;
-        its instructions apply to it alone and are not kept."""
-        if not reply.request.store:
+        """Keep ``reply`` (its input read after ``earlier``, the previous response's messages) if it asked to be and
+        it ended (not cancelled); its instructions apply to it alone and are not kept."""
+        if not reply.request.store or body["status"] == "cancelled":
             return
         self._kept[reply.id] = Stored((*earlier, *reply.request.input, Message("assistant", reply.text)), body)
         while len(self._kept) > self.size:

@@ -5,6 +5,7 @@ by name."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from typing import Any
 
@@ -13,7 +14,7 @@ import openai
 import pytest
 
 from tests.conftest import timeout
-from tests.server.helpers import fail_step
+from tests.server.helpers import Gate, fail_step
 from tests.server.transport.clients import sdk
 
 # The Responses API is the transport's: one engine backend (the default) keeps this file short.
@@ -117,6 +118,40 @@ async def test_a_stream_that_fails_ends_with_an_error_and_response_failed(start_
     assert [event.type for event in events[-2:]] == ["error", "response.failed"]
     assert events[-2].message == "internal error in model tiny"  # type: ignore[union-attr]
     assert failed.status == "failed" and failed.error is not None and failed.error.code == "server_error"
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
+async def test_a_response_the_server_stops_is_cancelled_not_completed(start_server: StartServer, stream: bool) -> None:
+    """A reply cut by the server stopping (grace over) is not passed off as complete: a whole response says
+    ``cancelled``, a streamed one ends with ``response.failed``; neither is kept."""
+    server = await start_server(settings={"grace_s": 0.0}, stream_buffer=8)
+    engine = server.models.text["tiny"]
+    async with sdk(server) as client:
+        seed = {"seed": await talkative_seed(client)}
+        gate = Gate(engine)
+        gate.hold_after(2)
+        if stream:
+            events = await client.responses.create(
+                model="tiny/kent", input="Hail.", stream=True, max_output_tokens=2000, extra_body=seed
+            )
+            answer = asyncio.create_task(anext(aiter(events)))  # response.created, then the rest below
+        else:
+            answer = asyncio.create_task(
+                client.responses.create(model="tiny/kent", input="Hail.", max_output_tokens=2000, extra_body=seed)
+            )
+        await gate.holding()
+        stopping = asyncio.create_task(server.stop())
+        while not engine._closing:
+            await asyncio.sleep(0.005)
+        gate.open()
+        if stream:
+            rest = [await answer, *[event async for event in events]]
+            assert [event.type for event in rest[-2:]] == ["error", "response.failed"]
+            status = rest[-1].response.status  # type: ignore[union-attr]
+        else:
+            status = (await asyncio.wait_for(answer, timeout(10))).status
+        await asyncio.wait_for(stopping, timeout(10))
+    assert status == ("failed" if stream else "cancelled")
 
 
 async def test_previous_response_id_continues_a_kept_response(start_server: StartServer) -> None:
