@@ -3,12 +3,35 @@
 
 const $ = (id) => document.getElementById(id);
 // loaded: the listing's promise, the number of text models listed (null where it failed); images.js waits on it
+// messages: the conversation, each {role, content, speaker} (the speaker shown; the request sends role and content)
 const state = { messages: [], controller: null, audioModel: null, loaded: Promise.resolve(null) };
+window.antiphonChat = state;
+const UNREACHABLE = "Cannot reach the server (is it running?)";
+// The request's fields, by the control that sets each: a refusal naming one marks it.
+const CHAT_FIELDS = {
+  model: "model",
+  temperature: "temperature",
+  top_p: "top-p",
+  top_k: "top-k",
+  max_tokens: "max-tokens",
+  seed: "seed",
+  message: "message",
+};
 
-function showError(message) {
+// Shows ``message`` under the conversation ("" hides it) and marks the field ``param`` names, if a chat one.
+function showError(message, param = null) {
   const box = $("error");
   box.textContent = message;
   box.hidden = !message;
+  for (const id of Object.values(CHAT_FIELDS)) {
+    $(id).classList.remove("invalid");
+    $(id).removeAttribute("aria-invalid");
+  }
+  const control = param && CHAT_FIELDS[param];
+  if (control) {
+    $(control).classList.add("invalid");
+    $(control).setAttribute("aria-invalid", "true");
+  }
 }
 
 // The API key of a server that asks for one (a 401 shows the Access section): kept for this tab only
@@ -57,6 +80,49 @@ async function failure(response) {
   return body.error ? body.error.message : `HTTP ${response.status}`;
 }
 
+// A refused request as an Error: its message (as failure's) and the field it names (OpenAI's error param), if any.
+async function refusal(response) {
+  if (response.status === 401) return new Error(await failure(response));
+  const body = await response.json().catch(() => ({}));
+  const error = new Error(body.error ? body.error.message : `HTTP ${response.status}`);
+  error.param = body.error ? body.error.param : null;
+  return error;
+}
+
+// fetch, with a network failure told as one: the browser's own words ("Failed to fetch") say nothing.
+async function request(url, options = {}) {
+  try {
+    return await fetch(url, options);
+  } catch (error) {
+    if (error.name === "AbortError") throw error;
+    throw new Error(UNREACHABLE);
+  }
+}
+
+// A whole number typed in a field, as written (it may pass 2**53), or "" where none is.
+function typedInteger(id) {
+  return $(id).value.trim().replace(/^0+(?=\d)/, "");
+}
+
+// JSON with ``fields``'s whole numbers written as typed: JSON.stringify would round one past 2**53. Anything else
+// goes as JavaScript reads it, for the server to refuse by name.
+function jsonBody(fields, integers) {
+  const placeholders = {};
+  const body = { ...fields };
+  for (const [name, typed] of Object.entries(integers)) {
+    if (typed === "") continue;
+    if (/^\d+$/.test(typed)) {
+      body[name] = `\u0000${name}`;
+      placeholders[`"\\u0000${name}"`] = typed;
+    } else {
+      body[name] = Number(typed);
+    }
+  }
+  let text = JSON.stringify(body);
+  for (const [placeholder, typed] of Object.entries(placeholders)) text = text.replace(placeholder, typed);
+  return text;
+}
+
 function speakerOf(modelId) {
   const persona = modelId.includes("/") ? modelId.split("/")[1] : null;
   if (!persona) return "default persona";
@@ -65,7 +131,7 @@ function speakerOf(modelId) {
 
 async function loadModels() {
   try {
-    const answer = await fetch("/v1/models", { headers: withKey() });
+    const answer = await request("/v1/models", { headers: withKey() });
     if (!answer.ok) throw new Error(await failure(answer));
     const body = await answer.json();
     const select = $("model");
@@ -101,6 +167,7 @@ function addTurn(role, speaker, text) {
   name.textContent = speaker;
   const body = document.createElement("span");
   body.className = "text";
+  body.dir = "auto"; // Hebrew or Arabic lays out right to left
   body.textContent = text;
   turn.append(name, body);
   $("conversation").append(turn);
@@ -113,33 +180,79 @@ function note(turn, text) {
   line.className = "note";
   line.textContent = text;
   turn.append(line);
+  if (turn.isConnected) turn.scrollIntoView({ block: "end" }); // after the note, so it is not left under the composer
 }
 
+// The sampling knobs as the request's fields, and its whole numbers as typed (a seed may pass 2**53: jsonBody).
+// Throws an Error naming the field (its param) where one holds what the server could not take.
 function sampling() {
-  const fields = {
-    temperature: Number($("temperature").value),
-    top_p: Number($("top-p").value),
-    max_tokens: Number($("max-tokens").value),
+  const fields = { temperature: Number($("temperature").value), top_p: Number($("top-p").value) };
+  const integers = {};
+  const whole = (param, label, least, why) => {
+    const typed = typedInteger(CHAT_FIELDS[param]);
+    const bad = $(CHAT_FIELDS[param]).validity.badInput || (typed !== "" && !/^\d+$/.test(typed));
+    if (bad || (typed !== "" && Number(typed) < least)) {
+      const error = new Error(`${label}: ${why}.`);
+      error.param = param;
+      throw error;
+    }
+    return typed;
   };
-  const topK = Number($("top-k").value);
-  if (topK > 0) fields.top_k = topK;
-  if ($("seed").value !== "") fields.seed = Number($("seed").value);
-  return fields;
+  const maxTokens = whole("max_tokens", "Max tokens", 1, "a whole number from 1, or empty for the server's default");
+  if (maxTokens !== "") integers.max_tokens = maxTokens;
+  const topK = whole("top_k", "Top k", 0, "a whole number from 0 (0 or empty: no limit)");
+  if (topK !== "" && topK !== "0") integers.top_k = topK;
+  integers.seed = whole("seed", "Seed", 0, "a whole number from 0, or empty for a random one");
+  return { fields, integers };
 }
 
-function busy(on) {
+// The knobs of this tab, kept across a reload (sessionStorage), as the conversation is.
+const KNOBS = ["temperature", "top-p", "top-k", "max-tokens", "seed"];
+const CONVERSATION_ITEM = "antiphon.conversation";
+const KNOBS_ITEM = "antiphon.sampling";
+
+function saveConversation() {
+  if (state.messages.length) sessionStorage.setItem(CONVERSATION_ITEM, JSON.stringify(state.messages));
+  else sessionStorage.removeItem(CONVERSATION_ITEM);
+}
+
+function saveKnobs() {
+  sessionStorage.setItem(KNOBS_ITEM, JSON.stringify(Object.fromEntries(KNOBS.map((id) => [id, $(id).value]))));
+}
+
+function restore() {
+  try {
+    const knobs = JSON.parse(sessionStorage.getItem(KNOBS_ITEM) || "{}");
+    for (const id of KNOBS) if (typeof knobs[id] === "string") $(id).value = knobs[id];
+    $("temperature-value").textContent = $("temperature").value;
+    $("top-p-value").textContent = $("top-p").value;
+    const messages = JSON.parse(sessionStorage.getItem(CONVERSATION_ITEM) || "[]");
+    for (const { role, content, speaker } of messages) addTurn(role, speaker, content);
+    state.messages = messages;
+  } catch {
+    sessionStorage.removeItem(CONVERSATION_ITEM); // unreadable: a new chat
+  }
+}
+
+// Send and the model wait while a reply streams; Stop shows while a reply streams or speech is pending or playing.
+function busy() {
+  const on = state.controller !== null;
   $("send").disabled = on;
-  $("stop").hidden = !on;
   $("model").disabled = on;
+  $("stop").hidden = !on && !speaking();
 }
 
-// Reads "data: ..." events from a fetch body; calls onEvent with each parsed JSON object until [DONE].
+// Reads "data: ..." events from a fetch body; calls onEvent with each parsed JSON object until [DONE]. A connection
+// lost on the way throws an Error with ``lost`` set.
 async function readEvents(response, onEvent) {
   const reader = response.body.getReader();
   const decoder = new TextDecoder();
   let buffer = "";
   for (;;) {
-    const { value, done } = await reader.read();
+    const { value, done } = await reader.read().catch((error) => {
+      if (error.name === "AbortError") throw error;
+      throw Object.assign(new Error(UNREACHABLE), { lost: true });
+    });
     if (done) return;
     buffer += decoder.decode(value, { stream: true });
     let end;
@@ -163,17 +276,34 @@ const speech = {
   next: 0, // the context time the next buffer starts at
   queue: Promise.resolve(), // sentences are spoken one after another
   scheduled: 0, // buffers scheduled so far (the tests read it)
-  controller: null,
+  controller: null, // aborts this reply's speech requests
+  pending: 0, // sentences queued or being spoken by the server
+  sources: new Set(), // buffers scheduled and not yet ended
 };
 window.antiphonSpeech = speech;
 
+function speaking() {
+  return speech.pending > 0 || speech.sources.size > 0;
+}
+
+// Stop, New chat, Escape, unticking Speak: the pending speech requests are aborted and the audio scheduled is cut.
+function stopSpeech() {
+  if (speech.controller) speech.controller.abort();
+  for (const source of speech.sources) source.stop();
+  speech.sources.clear();
+  speech.next = 0;
+  busy();
+}
+
 function speakSentence(sentence) {
-  if (!sentence.trim() || !state.audioModel) return;
-  if (!speech.context) speech.context = new AudioContext();
   const controller = speech.controller;
+  if (!sentence.trim() || !state.audioModel || !controller || controller.signal.aborted) return;
+  if (!speech.context) speech.context = new AudioContext();
+  speech.pending += 1;
+  busy();
   speech.queue = speech.queue.then(async () => {
     if (controller.signal.aborted) return;
-    const response = await fetch("/v1/audio/speech", {
+    const response = await request("/v1/audio/speech", {
       method: "POST",
       headers: withKey({ "Content-Type": "application/json" }),
       body: JSON.stringify({ model: state.audioModel, input: sentence, response_format: "pcm" }),
@@ -185,7 +315,7 @@ function speakSentence(sentence) {
     let carry = new Uint8Array(0);
     for (;;) {
       const { value, done } = await reader.read();
-      if (done) return;
+      if (done || controller.signal.aborted) return;
       const bytes = new Uint8Array(carry.length + value.length);
       bytes.set(carry);
       bytes.set(value, carry.length);
@@ -203,9 +333,17 @@ function speakSentence(sentence) {
       source.start(speech.next);
       speech.next += buffer.duration;
       speech.scheduled += 1;
+      speech.sources.add(source);
+      source.addEventListener("ended", () => {
+        speech.sources.delete(source);
+        busy();
+      });
     }
   }).catch((error) => {
     if (error.name !== "AbortError") showError(error.message);
+  }).finally(() => {
+    speech.pending -= 1;
+    busy();
   });
 }
 
@@ -222,41 +360,48 @@ function sentences(pending) {
   return [done, pending.slice(start)];
 }
 
-async function send(text) {
+// Sends ``text`` with the sampling knobs (sampling()'s fields and integers) and streams the reply in.
+async function send(text, { fields, integers }) {
   showError("");
   const model = $("model").value;
   localStorage.setItem("antiphon.model", model);
+  // New chat replaces state.messages: this reply, however it ends, then touches only the conversation it was in.
+  const history = state.messages;
   const asked = addTurn("user", "You", text);
-  state.messages.push({ role: "user", content: text });
-  const turn = addTurn("assistant streaming", speakerOf(model), "");
+  history.push({ role: "user", content: text, speaker: "You" });
+  saveConversation();
+  const speaker = speakerOf(model);
+  const turn = addTurn("assistant streaming", speaker, "");
   const out = turn.querySelector(".text");
   let reply = "";
   let unspoken = "";
   const speaking = $("speak").checked && state.audioModel !== null;
-  state.controller = new AbortController();
+  const controller = new AbortController();
+  state.controller = controller;
   if (speaking) {
-    if (speech.controller) speech.controller.abort();
+    stopSpeech();
     speech.controller = new AbortController();
     if (!speech.context) speech.context = new AudioContext(); // made in the click, so the browser lets it play
   }
-  busy(true);
+  busy();
   try {
-    const response = await fetch("/v1/chat/completions", {
+    const messages = history.map(({ role, content }) => ({ role, content }));
+    const response = await request("/v1/chat/completions", {
       method: "POST",
       headers: withKey({ "Content-Type": "application/json" }),
-      body: JSON.stringify({ model, messages: state.messages, stream: true, ...sampling() }),
-      signal: state.controller.signal,
+      body: jsonBody({ model, messages, stream: true, ...fields }, integers),
+      signal: controller.signal,
     });
-    if (!response.ok) throw new Error(await failure(response));
+    if (!response.ok) throw await refusal(response);
     let finish = null;
     await readEvents(response, (event) => {
-      if (event.error) throw new Error(event.error.message);
+      if (event.error) throw Object.assign(new Error(event.error.message), { param: event.error.param });
       const choice = event.choices && event.choices[0];
       if (!choice) return;
       if (choice.delta && choice.delta.content) {
         reply += choice.delta.content;
         out.textContent = reply;
-        if (speaking) {
+        if (speaking && $("speak").checked) {
           const [done, rest] = sentences(unspoken + choice.delta.content);
           unspoken = rest;
           done.forEach(speakSentence);
@@ -265,27 +410,40 @@ async function send(text) {
       }
       if (choice.finish_reason) finish = choice.finish_reason;
     });
+    if (finish === null) throw Object.assign(new Error(UNREACHABLE), { lost: true }); // the stream ended early
     if (finish === "length") note(turn, "cut at max tokens");
-    if (speaking) speakSentence(unspoken);
+    if (speaking && $("speak").checked) speakSentence(unspoken);
   } catch (error) {
     if (error.name === "AbortError") {
       note(turn, "stopped");
-    } else {
-      showError(error.message);
+    } else if (error.lost && reply) {
+      note(turn, "cut off: the connection was lost");
+    } else if (history === state.messages) {
+      showError(error.message, error.param);
       if (!reply) {
         turn.remove(); // the line was not answered: it leaves the conversation and goes back to the box
         asked.remove();
-        state.messages.pop();
-        $("message").value = text;
-        $("hint").hidden = state.messages.length > 0;
+        history.pop();
+        saveConversation();
+        if (!$("message").value) $("message").value = text;
+        $("hint").hidden = history.length > 0;
       }
     }
   } finally {
     turn.classList.remove("streaming");
-    if (reply) state.messages.push({ role: "assistant", content: reply });
-    state.controller = null;
-    busy(false);
+    if (reply && history === state.messages) {
+      history.push({ role: "assistant", content: reply, speaker });
+      saveConversation();
+    }
+    if (state.controller === controller) state.controller = null;
+    busy();
   }
+}
+
+// Stop (or Escape): the reply is aborted (the server frees its slot at the next step), and its speech stops.
+function stopChat() {
+  if (state.controller) state.controller.abort();
+  stopSpeech();
 }
 
 // Classify: the server's classifiers through POST /v1/classify (antiphon's own endpoint).
@@ -293,7 +451,7 @@ const classifiers = {};
 
 async function loadClassifiers() {
   try {
-    const answer = await fetch("/v1/classifiers", { headers: withKey() });
+    const answer = await request("/v1/classifiers", { headers: withKey() });
     if (!answer.ok) return; // a 401 is told once, by the model list
     for (const info of (await answer.json()).data) {
       classifiers[info.input] = info;
@@ -305,11 +463,25 @@ async function loadClassifiers() {
   }
 }
 
+// What each tool's labels are of, said above them.
+const CLASSIFIED = { audio: "The word heard", tensor: "The digit drawn", text: "The passage" };
+
+// The Classify panel's own message ("" hides it); a message replaces the labels shown.
+function showClassifyError(message) {
+  const box = $("classify-error");
+  box.textContent = message;
+  box.hidden = !message;
+  if (message) {
+    $("labels").innerHTML = "";
+    $("labels-of").hidden = true;
+  }
+}
+
 async function classify(input, fields) {
-  showError("");
+  showClassifyError("");
   const info = classifiers[input];
   try {
-    const answer = await fetch("/v1/classify", {
+    const answer = await request("/v1/classify", {
       method: "POST",
       headers: withKey({ "Content-Type": "application/json" }),
       body: JSON.stringify({ model: info.id, top_k: 3, ...fields }),
@@ -318,6 +490,8 @@ async function classify(input, fields) {
     const body = await answer.json();
     const list = $("labels");
     list.innerHTML = "";
+    $("labels-of").textContent = `${CLASSIFIED[input]}, by ${info.id}:`;
+    $("labels-of").hidden = false;
     for (const { label, probability } of body.labels) {
       const item = document.createElement("li");
       const name = document.createElement("span");
@@ -332,14 +506,19 @@ async function classify(input, fields) {
       list.append(item);
     }
   } catch (error) {
-    showError(error.message);
+    showClassifyError(error.message);
   }
 }
 
 function setUpDigit() {
   const canvas = $("digit");
   const pen = canvas.getContext("2d");
-  const clear = () => { pen.fillStyle = "white"; pen.fillRect(0, 0, canvas.width, canvas.height); };
+  let inked = false; // a blank canvas is not classified
+  const clear = () => {
+    pen.fillStyle = "white";
+    pen.fillRect(0, 0, canvas.width, canvas.height);
+    inked = false;
+  };
   clear();
   let drawing = false;
   const at = (event) => {
@@ -354,10 +533,15 @@ function setUpDigit() {
     pen.strokeStyle = "black";
     pen.lineTo(...at(event));
     pen.stroke();
+    inked = true;
   });
   window.addEventListener("pointerup", () => { drawing = false; });
   $("digit-clear").addEventListener("click", clear);
   $("digit-go").addEventListener("click", () => {
+    if (!inked) {
+      showClassifyError("Draw a digit first.");
+      return;
+    }
     // 8x8 cells of ink, 0 (white) to 16 (black), as the digits the model learned from.
     const cell = canvas.width / 8;
     const pixels = pen.getImageData(0, 0, canvas.width, canvas.height).data;
@@ -408,23 +592,55 @@ async function recordWord() {
     await classify("audio", { audio: btoa(binary), audio_sample_rate: context.sampleRate });
     await context.close();
   } catch (error) {
-    showError(`Microphone: ${error.message}`);
+    showClassifyError(`Microphone: ${error.message}`);
   } finally {
     button.textContent = "Record 1 s";
     button.disabled = false;
   }
 }
 
+function classifyText() {
+  const text = $("classify-input").value;
+  if (!text.trim()) {
+    showClassifyError("Paste a passage first.");
+    return;
+  }
+  classify("text", { text });
+}
+
+function newChat() {
+  stopChat();
+  state.messages = []; // a reply still ending keeps to the conversation it was in (send)
+  saveConversation();
+  for (const turn of document.querySelectorAll(".turn")) turn.remove();
+  $("hint").hidden = false;
+  showError("");
+}
+
 function setUp() {
   for (const [id, out] of [["temperature", "temperature-value"], ["top-p", "top-p-value"]]) {
     $(id).addEventListener("input", () => { $(out).textContent = $(id).value; });
   }
+  for (const id of KNOBS) $(id).addEventListener("input", saveKnobs);
   $("composer").addEventListener("submit", (event) => {
     event.preventDefault();
+    if (state.controller) return;
     const text = $("message").value.trim();
-    if (!text || state.controller) return;
+    if (!text) {
+      showError("Type a message first.", "message");
+      $("message").focus();
+      return;
+    }
+    let knobs;
+    try {
+      knobs = sampling();
+    } catch (error) {
+      showError(error.message, error.param); // the line stays in the box
+      return;
+    }
     $("message").value = "";
-    send(text);
+    saveKnobs();
+    send(text, knobs);
   });
   $("message").addEventListener("keydown", (event) => {
     if (event.key === "Enter" && !event.shiftKey) {
@@ -432,16 +648,18 @@ function setUp() {
       $("composer").requestSubmit();
     }
   });
-  $("stop").addEventListener("click", () => {
-    if (state.controller) state.controller.abort();
-    if (speech.controller) speech.controller.abort();
+  for (const id of ["chat-settings", "composer"]) {
+    $(id).addEventListener("input", (event) => {
+      if (event.target.classList.contains("invalid")) showError("");
+    });
+  }
+  $("stop").addEventListener("click", stopChat);
+  document.addEventListener("keydown", (event) => {
+    if (event.key === "Escape" && !$("chat-panel").hidden) stopChat();
   });
-  $("new-chat").addEventListener("click", () => {
-    if (state.controller) state.controller.abort();
-    state.messages = [];
-    for (const turn of document.querySelectorAll(".turn")) turn.remove();
-    $("hint").hidden = false;
-    showError("");
+  $("new-chat").addEventListener("click", newChat);
+  $("speak").addEventListener("change", () => {
+    if (!$("speak").checked) stopSpeech();
   });
   $("model").addEventListener("change", () => localStorage.setItem("antiphon.model", $("model").value));
   $("api-key").addEventListener("change", () => {
@@ -453,9 +671,10 @@ function setUp() {
   });
   $("remember-key").addEventListener("change", saveKey);
   $("record").addEventListener("click", recordWord);
-  $("text-go").addEventListener("click", () => classify("text", { text: $("classify-input").value }));
+  $("text-go").addEventListener("click", classifyText);
   setUpDigit();
   loadKey();
+  restore();
   state.loaded = loadModels();
   loadClassifiers();
 }

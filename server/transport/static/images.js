@@ -1,7 +1,8 @@
 // The Images tab: the server's image models through OpenAI's images API (the same HTTP API the chat uses), streamed:
 // POST /v1/images/generations for the generators (an RBM's Gibbs chain and a latent walk show their frames as the
 // server makes them, as partial images; a generator's one sample shows when made), and POST /v1/images/edits for
-// Deep Dream on an uploaded image. Uses chat.js's $, withKey, failure, readEvents and state.
+// Deep Dream on an uploaded image. Uses chat.js's $, withKey, failure, refusal, request, typedInteger, jsonBody,
+// readEvents and state.
 "use strict";
 
 const FAMILY_NAMES = { dcgan: "DCGAN", vae: "VAE", vaegan: "VAE-GAN", rbm: "RBM", dream: "Deep Dream" };
@@ -82,7 +83,7 @@ function fillSelect(select, values, labels = values) {
 
 async function loadImageModels() {
   try {
-    const answer = await fetch("/v1/images/models", { headers: withKey() });
+    const answer = await request("/v1/images/models", { headers: withKey() });
     if (!answer.ok) return []; // a 401 is told once, by the model list; a server without the listing serves none
     const rows = (await answer.json()).data;
     const select = $("image-model");
@@ -301,8 +302,10 @@ function drawFrame(result, frame) {
   showFrame(result, frame);
   const progress = $("image-progress");
   progress.hidden = result.total < 2;
-  progress.max = result.total;
-  progress.value = frame.step + 1;
+  if (Number.isFinite(result.total) && Number.isFinite(frame.step)) {
+    progress.max = result.total;
+    progress.value = frame.step + 1;
+  }
 }
 
 // An empty viewer saying ``text``.
@@ -393,30 +396,6 @@ function imagesBusy(on) {
   if (!on && (hadFocus === $("image-stop") || hadFocus === document.body)) $("image-generate").focus();
 }
 
-// A whole number typed in a field, as written (it may pass 2**53), or "" where none is.
-function typedInteger(id) {
-  return $(id).value.trim().replace(/^0+(?=\d)/, "");
-}
-
-// JSON with ``fields``'s whole numbers written as typed: JSON.stringify would round one past 2**53. Anything else
-// goes as JavaScript reads it, for the server to refuse by name.
-function jsonBody(fields, integers) {
-  const placeholders = {};
-  const body = { ...fields };
-  for (const [name, typed] of Object.entries(integers)) {
-    if (typed === "") continue;
-    if (/^\d+$/.test(typed)) {
-      body[name] = `\u0000${name}`;
-      placeholders[`"\\u0000${name}"`] = typed;
-    } else {
-      body[name] = Number(typed);
-    }
-  }
-  let text = JSON.stringify(body);
-  for (const [placeholder, typed] of Object.entries(placeholders)) text = text.replace(placeholder, typed);
-  return text;
-}
-
 // The request for ``info``'s form: generations (JSON) or, for Deep Dream, edits (a multipart form), and the result
 // it will make.
 function imageRequest(info) {
@@ -430,7 +409,8 @@ function imageRequest(info) {
   const steps = chain || dream ? Number($("image-steps").value) || DEFAULT_STEPS[family] : 0;
   const result = {
     model: info.id, family, label: conditional(info) ? $("image-class").value : "", seed, side: info.image_size,
-    total: 1, steps, every: every === "" ? (walk ? 1 : null) : Number(every), walkTo: null, dream: null,
+    // frame_every 0 is every frame, as 1 is (a negative one is the server's to refuse)
+    total: 1, steps, every: every === "" ? (walk ? 1 : null) : Number(every) || 1, walkTo: null, dream: null,
     frames: [], final: null, seconds: null,
   };
   if (chain) result.total = steps;
@@ -488,14 +468,8 @@ async function generateImage() {
   const started = performance.now();
   let stopped = false;
   try {
-    const response = await fetch(url, { method: "POST", headers, body, signal: images.controller.signal });
-    if (response.status === 401) throw new Error(await failure(response));
-    if (!response.ok) {
-      const refusal = await response.json().catch(() => ({}));
-      const error = new Error(refusal.error ? refusal.error.message : `HTTP ${response.status}`);
-      error.param = refusal.error ? refusal.error.param : null;
-      throw error;
-    }
+    const response = await request(url, { method: "POST", headers, body, signal: images.controller.signal });
+    if (!response.ok) throw await refusal(response);
     await readEvents(response, (event) => {
       if (event.error) {
         const error = new Error(event.error.message);
@@ -506,7 +480,8 @@ async function generateImage() {
       const final = kind === "completed";
       if (!final && kind !== "partial_image") return;
       const index = event.partial_image_index;
-      const step = final ? result.total - 1 : result.every ? index * result.every : partialAt[index];
+      const at = final ? result.total - 1 : result.every ? index * result.every : partialAt[index];
+      const step = Number.isFinite(at) ? at : index;
       const frame = { step, final, url: `data:image/png;base64,${event.b64_json}` };
       if (final) {
         result.final = pngBlob(event.b64_json);
@@ -524,14 +499,17 @@ async function generateImage() {
     if (!stopped) showImageError(error.message, error.param || null);
   } finally {
     images.controller = null;
-    if (result.frames.length) {
-      finishShown(result);
-    } else if (stopped || !previous) {
-      blank(stopped ? "Stopped before the first frame." : EMPTY_HINT);
-    } else {
-      showResult(previous); // refused: the image before stays, and the error says why
+    try {
+      if (result.frames.length) {
+        finishShown(result);
+      } else if (stopped || !previous) {
+        blank(stopped ? "Stopped before the first frame." : EMPTY_HINT);
+      } else {
+        showResult(previous); // refused: the image before stays, and the error says why
+      }
+    } finally {
+      imagesBusy(false); // whatever the viewer made of it, the form is free again
     }
-    imagesBusy(false);
   }
 }
 

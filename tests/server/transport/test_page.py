@@ -16,6 +16,7 @@ from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import Select
 
@@ -42,6 +43,7 @@ def chromium(microphone: Path | None = None) -> WebDriver:
         "--window-size=1200,800",
     ):
         options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})  # the console, for console_errors
     return webdriver.Chrome(service=Service(driver), options=options)
 
 
@@ -53,6 +55,18 @@ def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebDriver]:
     driver = chromium(word)
     yield driver
     driver.quit()
+
+
+@pytest.fixture(autouse=True)
+def fresh_storage(page: WebDriver) -> Iterator[None]:
+    """Each test's page forgets what the one before kept (a later server may get the same port, so origin)."""
+    yield
+    page.execute_script("try { sessionStorage.clear(); localStorage.clear(); } catch (e) {}")
+
+
+def console_errors(page: WebDriver) -> list[str]:
+    """The console's errors since the last call (reading the log empties it)."""
+    return [entry["message"] for entry in page.get_log("browser") if entry["level"] == "SEVERE"]
 
 
 def long_reply_seed(tiny_text_model: Any, message: str, persona: str = "Lear", chars: int = 40) -> int:
@@ -249,7 +263,37 @@ async def test_pasted_text_gets_its_labels(start_server: Callable[..., Any], pag
     await asyncio.to_thread(page.find_element(By.ID, "text-go").click)
     labels = await until(lambda: label_rows(page))
     assert len(labels) >= 2
+    assert page.find_element(By.ID, "labels-of").text == "The passage, by textdisc:"  # which tool answered
     assert page.find_element(By.ID, "error").get_attribute("hidden") is not None
+
+
+async def test_an_empty_passage_is_told_in_the_classify_panel(
+    start_server: Callable[..., Any], page: WebDriver
+) -> None:
+    """Classify with no text says so in the Classify panel itself, and the labels shown before go."""
+    server = await start_server(classifiers=("textdisc",))
+    await open_page(page, server)
+    await until(lambda: page.find_element(By.ID, "classify-text").is_displayed())
+    box = page.find_element(By.ID, "classify-input")
+    await asyncio.to_thread(box.send_keys, "Now is the winter of our discontent.")
+    await asyncio.to_thread(page.find_element(By.ID, "text-go").click)
+    await until(lambda: label_rows(page))
+    await asyncio.to_thread(box.clear)
+    await asyncio.to_thread(page.find_element(By.ID, "text-go").click)
+    assert await until(lambda: page.find_element(By.ID, "classify-error").text) == "Paste a passage first."
+    assert label_rows(page) == []
+    assert not page.find_element(By.ID, "labels-of").is_displayed()
+    assert page.find_element(By.ID, "error").get_attribute("hidden") is not None
+
+
+async def test_a_blank_canvas_asks_for_a_digit(start_server: Callable[..., Any], page: WebDriver) -> None:
+    """Classify on the digit canvas before anything is drawn asks for a digit instead of classifying white."""
+    server = await start_server(classifiers=("digits",))
+    await open_page(page, server)
+    await until(lambda: page.find_element(By.ID, "classify-digit").is_displayed())
+    await asyncio.to_thread(page.find_element(By.ID, "digit-go").click)
+    assert await until(lambda: page.find_element(By.ID, "classify-error").text) == "Draw a digit first."
+    assert label_rows(page) == []
 
 
 async def test_recording_a_word_answers_with_labels_or_a_message(
@@ -261,7 +305,7 @@ async def test_recording_a_word_answers_with_labels_or_a_message(
     await open_page(page, server)
     await until(lambda: page.find_element(By.ID, "classify-word").is_displayed())
     await asyncio.to_thread(page.find_element(By.ID, "record").click)
-    outcome = await until(lambda: label_rows(page) or page.find_element(By.ID, "error").text, seconds=20)
+    outcome = await until(lambda: label_rows(page) or page.find_element(By.ID, "classify-error").text, seconds=20)
     assert (isinstance(outcome, list) and len(outcome) == 3) or str(outcome).startswith("Microphone: ")
 
 
@@ -318,3 +362,269 @@ async def test_a_browser_websocket_sends_the_key_as_a_subprotocol(
     """
     answer = await asyncio.to_thread(page.execute_async_script, script, server.ws_address, offered_key)
     assert answer == outcome
+
+
+# -- stopping, starting over, speech -------------------------------------------
+def streaming(page: WebDriver) -> bool:
+    return bool(page.find_elements(By.CSS_SELECTOR, ".turn.streaming"))
+
+
+def conversation(page: WebDriver) -> list[dict[str, str]]:
+    """The conversation the page will send with its next line (role and content of each message)."""
+    return page.execute_script("return window.antiphonChat.messages.map(({role, content}) => ({role, content}))")
+
+
+async def test_new_chat_while_a_reply_streams_starts_empty(
+    start_server: Callable[..., Any], page: WebDriver, tiny_text_model: Any
+) -> None:
+    """New chat during a reply aborts it, and the aborted reply leaves nothing in the new conversation."""
+    server = await start_server(stream_buffer=2)
+    engine = server.models.text["tiny"]
+    slowed(engine)
+    await open_page(page, server)
+    await set_field(page, "seed", str(long_reply_seed(tiny_text_model, "Speak on.")))
+    await say(page, "Speak on.")
+    await until(lambda: engine.live_streams == 1 and any(replies(page)))
+    await asyncio.to_thread(page.find_element(By.ID, "new-chat").click)
+    await asyncio.wait_for(engine.wait_until(lambda: engine.live_streams == 0), timeout(10))
+    await until(lambda: not page.execute_script("return window.antiphonChat.controller"))
+    assert conversation(page) == []
+    assert page.find_elements(By.CSS_SELECTOR, ".turn") == []
+    assert page.find_element(By.ID, "send").is_enabled()
+
+
+async def test_escape_stops_the_reply(start_server: Callable[..., Any], page: WebDriver, tiny_text_model: Any) -> None:
+    """Escape stops a streaming reply as Stop does."""
+    server = await start_server(stream_buffer=2)
+    engine = server.models.text["tiny"]
+    slowed(engine)
+    await open_page(page, server)
+    await set_field(page, "seed", str(long_reply_seed(tiny_text_model, "Speak on.")))
+    await say(page, "Speak on.")
+    await until(lambda: engine.live_streams == 1 and any(replies(page)))
+    await asyncio.to_thread(page.find_element(By.ID, "message").send_keys, Keys.ESCAPE)
+    note = await until(lambda: page.find_elements(By.CSS_SELECTOR, ".turn.assistant .note"))
+    assert note[0].text == "stopped"
+    await asyncio.wait_for(engine.wait_until(lambda: engine.live_streams == 0), timeout(10))
+
+
+async def test_the_stopped_note_shows_above_the_composer(
+    start_server: Callable[..., Any], page: WebDriver, tiny_text_model: Any
+) -> None:
+    """In a conversation long enough to scroll, the note a stopped reply gets is scrolled into view, not left under
+    the composer."""
+    server = await start_server(stream_buffer=2)
+    engine = server.models.text["tiny"]
+    slowed(engine)
+    await open_page(page, server)
+    await asyncio.to_thread(page.execute_script, "for (let i = 0; i < 30; i++) addTurn('user', 'You', 'Hail.')")
+    await set_field(page, "seed", str(long_reply_seed(tiny_text_model, "Speak on.")))
+    await say(page, "Speak on.")
+    await until(lambda: engine.live_streams == 1 and any(replies(page)))
+    await asyncio.to_thread(page.find_element(By.ID, "stop").click)
+    await until(lambda: page.find_elements(By.CSS_SELECTOR, ".turn.assistant .note"))
+    note_bottom, box_bottom = page.execute_script(
+        "return [document.querySelector('.turn.assistant .note').getBoundingClientRect().bottom,"
+        " document.getElementById('conversation').getBoundingClientRect().bottom]"
+    )
+    assert note_bottom <= box_bottom + 1
+
+
+def speech_left(page: WebDriver) -> int:
+    """The sentences still being spoken by the server, and the buffers scheduled that have not ended."""
+    return page.execute_script("return window.antiphonSpeech.pending + window.antiphonSpeech.sources.size")
+
+
+@pytest.mark.parametrize("how", ["stop", "escape", "new-chat", "speak"])
+async def test_speech_stops_after_the_text_has_ended(
+    start_server: Callable[..., Any], page: WebDriver, tiny_text_model: Any, how: str
+) -> None:
+    """Speech still queued or playing once the reply's text has ended keeps Stop shown; Stop, Escape, New chat or
+    unticking Speak aborts its requests (the server's audio slots free) and cuts the audio scheduled."""
+    server = await start_server(audio={"max_text_chars": 200, "max_seconds": 5.0})
+    audio = server.models.audio["tiny-wavenet"]
+    await open_page(page, server)
+    await asyncio.to_thread(page.find_element(By.ID, "speak").click)
+    await set_field(page, "max-tokens", "60")
+    await set_field(page, "seed", str(long_reply_seed(tiny_text_model, "Good night, my lord.", chars=10)))
+    await say(page, "Good night, my lord.")
+    await until(lambda: replies(page) and not streaming(page))
+    assert speech_left(page) > 0
+    assert page.find_element(By.ID, "stop").is_displayed()
+    if how == "escape":
+        await asyncio.to_thread(page.find_element(By.ID, "message").send_keys, Keys.ESCAPE)
+    else:
+        await asyncio.to_thread(page.find_element(By.ID, how).click)
+    await until(lambda: speech_left(page) == 0)
+    assert not page.find_element(By.ID, "stop").is_displayed()
+    await asyncio.wait_for(audio.wait_until(lambda: audio.live_streams == 0), timeout(10))
+
+
+# -- the sampling knobs ----------------------------------------------------------
+async def test_an_empty_max_tokens_is_the_servers_default(start_server: Callable[..., Any], page: WebDriver) -> None:
+    """Max tokens left empty is left out of the request (the server's default), not sent as 0."""
+    server = await start_server()
+    await open_page(page, server)
+    await set_field(page, "max-tokens", "")
+    await say(page, "Hail.")
+    await until(lambda: replies(page) and not streaming(page))
+    assert page.find_element(By.ID, "error").get_attribute("hidden") is not None
+
+
+@pytest.mark.parametrize(
+    ("field", "typed", "message"),
+    [
+        ("seed", "e", "Seed: a whole number from 0, or empty for a random one."),
+        ("top-k", "-5", "Top k: a whole number from 0 (0 or empty: no limit)."),
+        ("max-tokens", "0", "Max tokens: a whole number from 1, or empty for the server's default."),
+    ],
+)
+async def test_a_knob_that_is_no_whole_number_is_marked_and_not_sent(
+    start_server: Callable[..., Any], page: WebDriver, field: str, typed: str, message: str
+) -> None:
+    """A knob the server could not take (typed as the user would) is marked, says why, and nothing is sent: the line
+    stays in the box."""
+    server = await start_server()
+    await open_page(page, server)
+    box = page.find_element(By.ID, field)
+    await asyncio.to_thread(box.clear)
+    await asyncio.to_thread(box.send_keys, typed)
+    await say(page, "Hail.")
+    assert await until(lambda: page.find_element(By.ID, "error").text) == message
+    assert box.get_attribute("aria-invalid") == "true"
+    assert page.find_elements(By.CSS_SELECTOR, ".turn") == []
+    assert page.find_element(By.ID, "message").get_attribute("value") == "Hail."
+    await asyncio.to_thread(box.send_keys, Keys.BACKSPACE)  # typing in the field clears its mark
+    assert box.get_attribute("aria-invalid") is None
+
+
+async def test_a_seed_is_sent_as_typed_and_a_refusal_marks_it(
+    start_server: Callable[..., Any], page: WebDriver
+) -> None:
+    """A seed past 2**53 goes with its digits as typed (a JavaScript number would round it); the server's refusal,
+    naming the seed, marks the field."""
+    server = await start_server()
+    await open_page(page, server)
+    await set_field(page, "seed", "18446744073709551617")
+    await say(page, "Hail.")
+    error = await until(lambda: page.find_element(By.ID, "error").text)
+    assert error.startswith("seed: ") and error.endswith("got 18446744073709551617"), error
+    assert page.find_element(By.ID, "seed").get_attribute("aria-invalid") == "true"
+
+
+async def test_a_blank_line_asks_for_a_message(start_server: Callable[..., Any], page: WebDriver) -> None:
+    """A line of spaces is not sent: the box is marked and the page says what to do."""
+    server = await start_server()
+    await open_page(page, server)
+    await say(page, "   ")
+    assert await until(lambda: page.find_element(By.ID, "error").text) == "Type a message first."
+    assert page.find_element(By.ID, "message").get_attribute("aria-invalid") == "true"
+    assert page.find_elements(By.CSS_SELECTOR, ".turn") == []
+
+
+async def test_right_to_left_text_lays_out_right_to_left(start_server: Callable[..., Any], page: WebDriver) -> None:
+    """Hebrew typed in the box, and the line it makes, read right to left (dir="auto")."""
+    server = await start_server()
+    await open_page(page, server)
+    await asyncio.to_thread(page.find_element(By.ID, "message").send_keys, "שלום לך")
+    assert page.find_element(By.ID, "message").value_of_css_property("direction") == "rtl"
+    await asyncio.to_thread(page.find_element(By.ID, "send").click)
+    line = await until(lambda: page.find_elements(By.CSS_SELECTOR, ".turn.user .text"))
+    assert line[0].value_of_css_property("direction") == "rtl"
+
+
+# -- the connection, the page's own files ----------------------------------------
+async def test_an_unreachable_server_is_said_plainly(start_server: Callable[..., Any], page: WebDriver) -> None:
+    """A server gone after the page loaded: the page says it cannot reach it, not the browser's "Failed to fetch"."""
+    server = await start_server()
+    await open_page(page, server)
+    await server.stop()
+    await say(page, "Hail.")
+    assert await until(lambda: page.find_element(By.ID, "error").text) == "Cannot reach the server (is it running?)"
+    assert page.find_element(By.ID, "message").get_attribute("value") == "Hail."
+
+
+CUT_AFTER_TWO_CHUNKS = """
+    const original = window.fetch;
+    window.fetch = async (url, options) => {
+      const response = await original(url, options);
+      if (!String(url).includes("/chat/")) return response;
+      const reader = response.body.getReader();
+      let chunks = 0;
+      const body = new ReadableStream({
+        async pull(controller) {
+          const { value, done } = await reader.read();
+          if (done || chunks++ >= 2) {
+            reader.cancel();
+            controller.error(new TypeError("network error"));  // what the browser says of a dropped connection
+            return;
+          }
+          controller.enqueue(value);
+        },
+      });
+      return new Response(body, { status: response.status, headers: response.headers });
+    };
+"""
+
+
+async def test_a_reply_cut_by_the_connection_is_kept_and_marked(
+    start_server: Callable[..., Any], page: WebDriver, tiny_text_model: Any
+) -> None:
+    """A connection lost in the middle of a reply keeps what came, marked as cut off, in the conversation."""
+    server = await start_server(stream_buffer=1)
+    slowed(server.models.text["tiny"])
+    await open_page(page, server)
+    await asyncio.to_thread(page.execute_script, CUT_AFTER_TWO_CHUNKS)
+    await set_field(page, "seed", str(long_reply_seed(tiny_text_model, "Speak on.")))
+    await say(page, "Speak on.")
+    note = await until(lambda: page.find_elements(By.CSS_SELECTOR, ".turn.assistant .note"))
+    assert note[0].text == "cut off: the connection was lost"
+    kept = replies(page)[0]
+    assert kept
+    assert conversation(page) == [{"role": "user", "content": "Speak on."}, {"role": "assistant", "content": kept}]
+    assert page.find_element(By.ID, "error").get_attribute("hidden") is not None
+
+
+async def test_the_page_loads_without_a_console_error(start_server: Callable[..., Any], page: WebDriver) -> None:
+    """The page asks for nothing the server lacks (no favicon.ico): its console stays free of errors."""
+    server = await start_server()
+    console_errors(page)
+    await open_page(page, server)
+    await asyncio.sleep(0.3)
+    assert console_errors(page) == []
+
+
+async def test_a_reload_keeps_the_conversation_and_the_knobs(start_server: Callable[..., Any], page: WebDriver) -> None:
+    """A reload brings back the tab's conversation and sampling knobs; New chat forgets the conversation."""
+    server = await start_server()
+    await open_page(page, server)
+    await set_field(page, "max-tokens", "8")
+    await asyncio.to_thread(page.find_element(By.ID, "seed").send_keys, "42")
+    await say(page, "Hail.")
+    await until(lambda: replies(page) and not streaming(page))
+    before = conversation(page)
+    await open_page(page, server)
+    assert conversation(page) == before
+    assert [e.text for e in page.find_elements(By.CSS_SELECTOR, ".turn .text")] == [m["content"] for m in before]
+    assert page.find_element(By.ID, "seed").get_attribute("value") == "42"
+    await asyncio.to_thread(page.find_element(By.ID, "new-chat").click)
+    await open_page(page, server)
+    assert conversation(page) == []
+    assert page.find_elements(By.CSS_SELECTOR, ".turn") == []
+
+
+# -- the phone ------------------------------------------------------------------
+async def test_the_chat_fits_a_phone(start_server: Callable[..., Any], page: WebDriver) -> None:
+    """On a 390 px wide phone the chat fits: no sideways scroll, every tool and Send on the screen."""
+    server = await start_server(audio={"max_text_chars": 200, "max_seconds": 5.0})
+    metrics = {"width": 390, "height": 844, "deviceScaleFactor": 1, "mobile": True}
+    await asyncio.to_thread(page.execute_cdp_cmd, "Emulation.setDeviceMetricsOverride", metrics)
+    try:
+        await open_page(page, server)
+        assert page.execute_script("return document.documentElement.scrollWidth") <= 390
+        for control in ("model", "speak-switch", "new-chat", "message", "send"):
+            box = "document.getElementById(arguments[0]).getBoundingClientRect()"
+            left, right = page.execute_script(f"const box = {box}; return [box.left, box.right]", control)
+            assert left >= 0 and right <= 390, (control, left, right)
+    finally:
+        await asyncio.to_thread(page.execute_cdp_cmd, "Emulation.clearDeviceMetricsOverride", {})

@@ -27,7 +27,7 @@ from server.app import Server
 from server.engine.image import ImageEngine, ImageLimits
 from server.engine.text import TextEngine
 from tests.conftest import timeout
-from tests.server.transport.test_page import chromium, set_field, until
+from tests.server.transport.test_page import chromium, fresh_storage, set_field, until  # noqa: F401 (autouse)
 
 IMAGE_MODELS = Path(__file__).resolve().parents[3] / "models" / "image"
 KEY = "sk-images/key+1"
@@ -218,6 +218,28 @@ async def test_a_refused_field_is_named_inline(start_server: StartServer, page: 
     assert page.find_element(By.ID, "image-steps").get_attribute("aria-invalid") == "true"
     assert no_alert(page)
     assert frames_drawn(page) == []
+
+
+async def test_every_0th_frame_is_every_frame_and_a_refusal_after_frees_the_form(
+    start_server: StartServer, page: WebDriver
+) -> None:
+    """Every Nth frame 0 (the server's "every frame") shows each step in turn; a refused request after it shows its
+    message and leaves Generate ready, Stop hidden."""
+    server = await start_server("rbm")
+    await open_images(page, server)
+    await set_field(page, "image-steps", "5")
+    await set_field(page, "image-every", "0")
+    await set_field(page, "image-seed", "3")
+    await generate(page)
+    log = await finished(page)
+    assert [(f["step"], f["final"]) for f in log] == [(0, False), (1, False), (2, False), (3, False), (4, True)]
+    assert page.find_element(By.ID, "image-caption").text.startswith("rbm · seed 3: Gibbs step 5 of 5, done in ")
+    assert page.execute_script("return document.getElementById('image-progress').value") == 5
+    await set_field(page, "image-steps", "5000")
+    await generate(page)
+    assert (await until(lambda: page.find_element(By.ID, "image-error").text)).startswith("steps: ")
+    await until(lambda: page.find_element(By.ID, "image-generate").is_enabled())
+    assert not page.find_element(By.ID, "image-stop").is_displayed()
 
 
 async def test_a_walk_shows_its_points_as_they_arrive(start_server: StartServer, page: WebDriver) -> None:
