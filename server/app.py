@@ -2,19 +2,23 @@
 
 :class:`Server` owns the engines and the three listeners; :func:`serve` is what ``antiphon serve`` runs: start, log
 one ``listening grpc=HOST:PORT ws=HOST:PORT http=HOST:PORT`` line (``grpcs= wss= https=`` over TLS), wait for
-SIGTERM or SIGINT, drain, exit.
+SIGTERM, SIGINT or SIGHUP, drain, exit; a second signal during the drain cancels the streams left.
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import gc
 import hashlib
+import ipaddress
 import logging
 import signal
+import socket
 import ssl
 import time
 from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +50,8 @@ log = logging.getLogger("antiphon.server")
 
 GRPC_MAX_MESSAGE_BYTES = 4 << 20
 MAX_PERSONAS = 32
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)  # SIGHUP too: a closed terminal drains, not kills
+EXPIRY_WARNING = timedelta(days=7)
 FALLBACK_PERSONAS = ("LEAR", "KENT", "FOOL", "EDGAR")  # the corpus writes speaker names in capitals
 
 
@@ -178,6 +184,14 @@ def chat_style(settings: ServeSettings, speakers: list[str] | None) -> ChatStyle
     return ChatStyle(tuple(personas), default, user)
 
 
+class _Encrypted(Exception):
+    """Raised by the pass phrase callback: the key is encrypted, and the server asks no one for its pass phrase."""
+
+
+def _refuse_pass_phrase() -> bytes:
+    raise _Encrypted  # OpenSSL asks only for an encrypted key; without a callback it would prompt on the terminal
+
+
 def tls_context(settings: ServeSettings) -> ssl.SSLContext | None:
     """The WebSocket and HTTP listeners' TLS context from --tls-cert and --tls-key; None without them."""
     if settings.tls_cert is None or settings.tls_key is None:
@@ -186,12 +200,90 @@ def tls_context(settings: ServeSettings) -> ssl.SSLContext | None:
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     context.set_alpn_protocols(["http/1.1"])  # both speak HTTP/1.1 (WebSocket upgrades from it)
     try:
-        context.load_cert_chain(settings.tls_cert, settings.tls_key)
+        context.load_cert_chain(settings.tls_cert, settings.tls_key, password=_refuse_pass_phrase)
+    except _Encrypted:
+        raise InvalidArgument(
+            "--tls-key",
+            f"{settings.tls_key} is encrypted: give an unencrypted key (openssl pkey -in KEY -out PLAIN)",
+        ) from None
     except (ssl.SSLError, OSError) as exc:
         raise InvalidArgument(
             "--tls-cert", f"cannot serve {settings.tls_cert} with the key {settings.tls_key}: {exc}"
         ) from None
     return context
+
+
+def warn_if_expiring(cert: Path, now: datetime | None = None) -> None:
+    """Log a WARNING when the first certificate of ``cert`` has expired or expires within a week."""
+    try:
+        # The standard library reads a certificate's dates only through this helper (no other parser installed).
+        not_after = ssl._ssl._test_decode_cert(str(cert))["notAfter"]  # type: ignore[attr-defined]
+        expires = datetime.fromtimestamp(ssl.cert_time_to_seconds(not_after), UTC)
+    except (AttributeError, KeyError, ValueError, ssl.SSLError, OSError):
+        return  # not readable this way: load_cert_chain has accepted it, so say nothing
+    now = now or datetime.now(UTC)
+    shown = expires.strftime("%Y-%m-%d %H:%M UTC")
+    if expires <= now:
+        log.warning("--tls-cert: %s expired on %s: clients will refuse it; renew it and restart", cert, shown)
+    elif expires - now <= EXPIRY_WARNING:
+        log.warning("--tls-cert: %s expires on %s: renew it and restart before then", cert, shown)
+
+
+def preflight(settings: ServeSettings) -> None:
+    """The checks of files and keys that need no model, run before the models load (which can take a minute): the
+    key file, the TLS pair (and its expiry date)."""
+    settings.api_keys()
+    if tls_context(settings) is not None and settings.tls_cert is not None:
+        warn_if_expiring(settings.tls_cert)
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def warn_if_exposed(settings: ServeSettings, keys: bool, tls: bool) -> None:
+    """A WARNING when the server listens beyond the loopback interface with no API key, or with keys in clear text."""
+    if _is_loopback(settings.host):
+        return
+    if not keys:
+        log.warning(
+            "--host %s listens beyond this machine with no API key: anyone who can reach it may use it "
+            "(set --api-key-file)",
+            settings.host,
+        )
+    elif not tls:
+        log.warning(
+            "--host %s listens beyond this machine without TLS: keys travel in plain text (set --tls-cert and "
+            "--tls-key, or put a TLS proxy in front)",
+            settings.host,
+        )
+
+
+async def check_host(host: str) -> None:
+    """ListenError naming --host when ``host`` does not resolve or is not an address of this machine (checked
+    before any listener binds, so that a bad host is not blamed on a port)."""
+    loop = asyncio.get_running_loop()
+    try:
+        infos = await loop.getaddrinfo(host, None, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise ListenError(f"--host: cannot resolve {host}: {exc.strerror}") from None
+    failed: OSError | None = None
+    for family, kind, proto, _, address in infos:  # one that binds is enough ("localhost" without IPv6)
+        try:
+            with socket.socket(family, kind, proto) as probe:
+                probe.bind((address[0], 0, *address[2:]))
+            return
+        except OSError as exc:
+            failed = failed or exc
+    if failed is not None and failed.errno == errno.EADDRNOTAVAIL:
+        raise ListenError(f"--host: {host} is not an address of this machine")
+    if failed is not None:
+        raise ListenError(f"--host: cannot listen on {host}: {failed.strerror}")
 
 
 def _address(host: str, port: int) -> str:
@@ -242,6 +334,7 @@ class Server:
             self._tls,
         )
         self._stopping: asyncio.Task[None] | None = None
+        self._hurry = asyncio.Event()  # set by a second signal: cancel the streams still draining
         self._trimmer = Trimmer()
 
     @property
@@ -262,6 +355,7 @@ class Server:
 
     async def start(self) -> None:
         settings = self.settings
+        await check_host(settings.host)
         for engine in self.engines:
             engine.start()
             if isinstance(engine, TextEngine) and engine.shared is not None:
@@ -317,6 +411,14 @@ class Server:
         gc.freeze()
         self._trimmer.start()  # hands malloc's free pages back to the system every minute (server/memory.py)
 
+    @property
+    def hurried(self) -> bool:
+        return self._hurry.is_set()
+
+    def hurry(self) -> None:
+        """Cut the drain short: the streams still live are cancelled now (a second signal during shutdown)."""
+        self._hurry.set()
+
     async def stop(self, grace_s: float | None = None) -> None:
         """Stop accepting, let live streams finish within the grace period, cancel the rest, close."""
         if self._stopping is None:
@@ -335,7 +437,16 @@ class Server:
             await self._health.enter_graceful_shutdown()
         if self._ws is not None:
             self._ws.close(close_connections=False)
-        await asyncio.gather(*(engine.close(grace_s) for engine in self.engines))
+        closing: asyncio.Future[Any] = asyncio.gather(*(engine.close(grace_s) for engine in self.engines))
+        hurried: asyncio.Future[Any] = asyncio.ensure_future(self._hurry.wait())
+        await asyncio.wait({closing, hurried}, return_when=asyncio.FIRST_COMPLETED)
+        hurried.cancel()
+        if not closing.done():
+            # A cancelled close has only stopped waiting (the engine still refuses new streams); closing again with
+            # no grace cancels the live streams and ends the engine.
+            closing.cancel()
+            await asyncio.gather(closing, return_exceptions=True)
+            await asyncio.gather(*(engine.close(0.0) for engine in self.engines))
         for classifier in self.classifiers:
             classifier.close()
         await self._transport.drain(timeout_s=1.0)
@@ -357,8 +468,9 @@ async def serve(
     audio_checkpoint: Path | None = None,
     classifier_checkpoints: dict[str, Path] | None = None,
 ) -> None:
-    """Run until SIGTERM or SIGINT, then shut down gracefully. No ``audio_checkpoint``: no audio model;
-    ``classifier_checkpoints``: the default checkpoint of each classifier."""
+    """Run until SIGTERM, SIGINT or SIGHUP, then shut down gracefully (a second signal cancels the streams left). No
+    ``audio_checkpoint``: no audio model; ``classifier_checkpoints``: the default checkpoint of each classifier."""
+    preflight(settings)
     log.info("loading the models (a first start also compiles the CPU steps, which can take half a minute)")
     started = time.monotonic()
     engine = await asyncio.to_thread(load_text_engine, settings, checkpoint)
@@ -377,13 +489,24 @@ async def serve(
     server = Server(settings, [engine], audio, classifiers, images)
     await server.start()
     stop = asyncio.Event()
+    received: list[signal.Signals] = []
+
+    def on_signal(signum: signal.Signals) -> None:
+        received.append(signum)
+        if not stop.is_set():
+            stop.set()
+        elif not server.hurried:
+            log.info("%s again: cancelling the live streams now", signum.name)
+            server.hurry()
+
     loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
+    for signum in STOP_SIGNALS:
+        loop.add_signal_handler(signum, on_signal, signum)
     if server.keys.required:
         log.info("API keys: %d accepted; every request but health checks and the chat page needs one", len(server.keys))
     else:
         log.info("API keys: none set, every listener is open to whoever reaches it")
+    warn_if_exposed(settings, server.keys.required, server.tls)
     grpc_scheme, ws_scheme, http_scheme = ("grpcs", "wss", "https") if server.tls else ("grpc", "ws", "http")
     log.info(
         "listening %s=%s %s=%s %s=%s",
@@ -391,9 +514,13 @@ async def serve(
     )
     try:
         await stop.wait()
-        log.info("shutting down: live streams have %.1f s to finish", settings.grace_s)
+        log.info(
+            "shutting down on %s: live streams have %.1f s to finish (signal again to cancel them now)",
+            received[0].name,
+            settings.grace_s,
+        )
     finally:
         await server.stop()
-        for signum in (signal.SIGTERM, signal.SIGINT):
+        for signum in STOP_SIGNALS:
             loop.remove_signal_handler(signum)
     log.info("stopped")

@@ -8,13 +8,16 @@ Every field of :class:`ServeSettings` is a flag (``max_streams`` -> ``--max-stre
 from __future__ import annotations
 
 import argparse
+import difflib
 import logging
 import math
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 from server.errors import InvalidArgument
 from server.paths import (
@@ -29,14 +32,38 @@ from server.paths import (
 
 ENV_PREFIX = "ANTIPHON_"
 NO_MODEL = "none"  # a model option's value that serves no such model
+# ANTIPHON_* variables that are not settings of serve but are read elsewhere (the data cache, the training data,
+# the edge client, the tests, the nginx template of deploy/replicas/): no warning for these.
+OTHER_VARIABLES = frozenset(
+    {
+        "ANTIPHON_CACHE",
+        "ANTIPHON_FASHION_MNIST",
+        "ANTIPHON_EDGE_MODELS",
+        "ANTIPHON_EDGE_BACKEND",
+        "ANTIPHON_EDGE_FILES",
+        "ANTIPHON_EDGE_PYTHON",
+        "ANTIPHON_EDGE_VENV",
+        "ANTIPHON_SERVER_PYTHON",
+        "ANTIPHON_TEST_TIMEOUT_UNIT",
+        "ANTIPHON_GRPC_LISTEN",
+        "ANTIPHON_HTTP_LISTEN",
+        "ANTIPHON_GRPC_SERVERS",
+        "ANTIPHON_WS_SERVERS",
+        "ANTIPHON_HTTP_SERVERS",
+    }
+)
+TEN_YEARS_S = 10 * 365 * 24 * 3600  # Redis keeps an expiry in milliseconds; far below its limit
 
 
 def _names(raw: str) -> tuple[str, ...]:
     return tuple(n.strip() for n in raw.split(",") if n.strip())
 
 
-def _option(default: Any, help: str, group: str, parse: Callable[[str], Any] = str, **kw: Any) -> Any:
-    meta = {"help": help, "group": group, "parse": parse}
+def _option(
+    default: Any, help: str, group: str, parse: Callable[[str], Any] = str, most: float | None = None, **kw: Any
+) -> Any:
+    """A setting's field; ``most``: the largest value it takes (shown in --help, checked by ``validated``)."""
+    meta = {"help": help, "group": group, "parse": parse, "most": most}
     if "default_factory" in kw:
         return field(default_factory=kw["default_factory"], metadata=meta)
     return field(default=default, metadata=meta)
@@ -71,10 +98,43 @@ def _switch(raw: str) -> bool:
     raise ValueError("must be on or off")
 
 
+def redacted(url: str) -> str:
+    """``url`` with every password in it masked (``user:PASSWORD@`` and ``?password=``), for the log and errors."""
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    if "@" in netloc:
+        userinfo, _, hostport = netloc.rpartition("@")
+        if ":" in userinfo:
+            netloc = f"{userinfo.partition(':')[0]}:***@{hostport}"
+    query = re.sub(r"(^|&)(password=)[^&]*", r"\1\2***", parts.query, flags=re.IGNORECASE)
+    if (netloc, query) == (parts.netloc, parts.query):
+        return url  # rebuilt, a URL without a host would lose a slash
+    return urlunsplit(parts._replace(netloc=netloc, query=query))
+
+
 def _session_store(raw: str) -> str:
-    if raw == "memory" or raw.startswith(("redis://", "rediss://", "unix://")):
+    if raw == "memory":
         return raw
-    raise ValueError("must be memory or a Redis URL (redis://HOST:PORT/DB, rediss://..., unix://PATH)")
+    parts = urlsplit(raw)
+    if parts.scheme not in ("redis", "rediss", "unix"):
+        raise ValueError("must be memory or a Redis URL (redis://HOST:PORT/DB, rediss://..., unix://PATH)")
+    if parts.scheme == "unix":
+        if not parts.path:
+            raise ValueError("a unix:// URL names the socket: unix:///run/redis/redis.sock")
+    else:
+        if not parts.hostname:
+            raise ValueError("names no host: redis://HOST:PORT/DB")
+        try:
+            port = parts.port
+        except ValueError:
+            raise ValueError("its port must be a number in 1..65535") from None
+        if port == 0:
+            raise ValueError("its port must be a number in 1..65535")
+    db = parts.path.strip("/") if parts.scheme != "unix" else ""
+    db = dict(parse_qsl(parts.query)).get("db", db)
+    if db and not (db.isascii() and db.isdigit()):
+        raise ValueError(f"the database must be a number 0 or more, got {db!r}")
+    return raw
 
 
 def _compression(raw: str) -> str:
@@ -98,7 +158,9 @@ class ServeSettings:
         "listening",
         _names,
     )
-    grace_s: float = _option(10.0, "seconds live streams may take to finish after SIGTERM", "listening", float)
+    grace_s: float = _option(
+        10.0, "seconds live streams may take to finish after SIGTERM", "listening", float, most=3600
+    )
     # security
     api_key: str | None = _option(
         None,
@@ -107,7 +169,10 @@ class ServeSettings:
         "security",
     )
     api_key_file: Path | None = _option(  # noqa: RUF009
-        None, "a file of keys, one per line (# starts a comment); any of them is accepted", "security", _path
+        None,
+        "a file of keys, one per line (a line starting with # is a comment); any of them is accepted",
+        "security",
+        _path,
     )
     tls_cert: Path | None = _option(  # noqa: RUF009
         None, "PEM certificate chain: serve gRPC, WebSocket and HTTP over TLS (needs --tls-key)", "security", _path
@@ -136,7 +201,7 @@ class ServeSettings:
         _backend,
     )
     text_threads: int = _option(
-        min(2, os.cpu_count() or 1), "cores the fast text step splits a batch across", "model", int
+        min(2, os.cpu_count() or 1), "cores the fast text step splits a batch across", "model", int, most=128
     )
     text_burst_ms: float = _option(
         10.0,
@@ -145,7 +210,9 @@ class ServeSettings:
         "limits",
         _milliseconds,
     )
-    torch_threads: int | None = _option(None, "CPU threads for the model (default: torch's choice)", "model", int)
+    torch_threads: int | None = _option(
+        None, "CPU threads for the model (default: torch's choice)", "model", int, most=1024
+    )
     personas: tuple[str, ...] | None = _option(
         None,
         "comma-separated speaker names chat may answer as (default: the speakers the checkpoint records)",
@@ -187,12 +254,18 @@ class ServeSettings:
         _names,
     )
     # limits
-    max_streams: int = _option(64, "streams generated together in one batch", "limits", int)
-    max_waiting: int = _option(64, "streams queued beyond --max-streams before answering overloaded", "limits", int)
-    max_prompt_chars: int = _option(4000, "characters in a prompt or in one chat message", "limits", int)
-    max_tokens: int = _option(2048, "largest max_tokens a request may ask for", "limits", int)
-    stream_buffer: int = _option(64, "unread tokens per stream before the stream pauses", "limits", int)
-    ws_max_message_bytes: int = _option(65536, "largest WebSocket message a client may send", "limits", int)
+    max_streams: int = _option(64, "streams generated together in one batch", "limits", int, most=4096)
+    max_waiting: int = _option(
+        64, "streams queued beyond --max-streams before answering overloaded", "limits", int, most=100_000
+    )
+    max_prompt_chars: int = _option(
+        4000, "characters in a prompt or in one chat message", "limits", int, most=1_000_000
+    )
+    max_tokens: int = _option(2048, "largest max_tokens a request may ask for", "limits", int, most=1_000_000)
+    stream_buffer: int = _option(64, "unread tokens per stream before the stream pauses", "limits", int, most=1_000_000)
+    ws_max_message_bytes: int = _option(
+        65536, "largest WebSocket message a client may send", "limits", int, most=64 << 20
+    )
     ws_compression: str = _option(
         "none",
         "WebSocket permessage-deflate: none, or deflate when the clients' links are slow (token frames are a few "
@@ -200,25 +273,38 @@ class ServeSettings:
         "limits",
         _compression,
     )
-    max_sessions: int = _option(1024, "chat sessions kept (the least recently used idle one goes)", "limits", int)
-    session_ttl_s: float = _option(1800.0, "seconds an unused chat session is kept", "limits", float)
+    max_sessions: int = _option(
+        1024, "chat sessions kept (the least recently used idle one goes)", "limits", int, most=10_000_000
+    )
+    session_ttl_s: float = _option(1800.0, "seconds an unused chat session is kept", "limits", float, most=TEN_YEARS_S)
     prefix_cache: int = _option(
         1024,
         "model states kept after conversation prefixes, so an HTTP chat that resends its history reads only its "
         "new turn (about 10 KB each for the default model; 0 keeps none)",
         "limits",
         int,
+        most=1_000_000,
     )
-    max_audio_streams: int = _option(16, "audio streams generated together in one batch", "limits", int)
-    max_audio_seconds: float = _option(30.0, "longest audio one request may ask for, in seconds", "limits", float)
-    max_audio_text_chars: int = _option(400, "characters of text one audio request may speak", "limits", int)
-    audio_buffer_ms: int = _option(1000, "unread audio per stream, in milliseconds, before it pauses", "limits", int)
+    max_audio_streams: int = _option(16, "audio streams generated together in one batch", "limits", int, most=1024)
+    max_audio_seconds: float = _option(
+        30.0, "longest audio one request may ask for, in seconds", "limits", float, most=3600
+    )
+    max_audio_text_chars: int = _option(
+        400, "characters of text one audio request may speak", "limits", int, most=100_000
+    )
+    audio_buffer_ms: int = _option(
+        1000, "unread audio per stream, in milliseconds, before it pauses", "limits", int, most=60_000
+    )
     audio_threads: int = _option(
-        min(2, os.cpu_count() or 1), "cores the audio step splits its batch across", "model", int
+        min(2, os.cpu_count() or 1), "cores the audio step splits its batch across", "model", int, most=128
     )
-    max_image_streams: int = _option(64, "image streams (one image each) generated together", "limits", int)
+    max_image_streams: int = _option(64, "image streams (one image each) generated together", "limits", int, most=4096)
     max_image_steps: int = _option(
-        1000, "most frames one image request may make (Gibbs steps; dream steps x octaves)", "limits", int
+        1000,
+        "most frames one image request may make (Gibbs steps; dream steps x octaves)",
+        "limits",
+        int,
+        most=100_000,
     )
 
     @classmethod
@@ -239,7 +325,8 @@ class ServeSettings:
             try:
                 values[f.name] = f.metadata["parse"](raw) if isinstance(raw, str) else raw
             except ValueError as exc:
-                raise InvalidArgument(source, f"cannot read {raw!r}: {exc}") from None
+                shown = redacted(raw) if f.name == "session_store" and isinstance(raw, str) else raw
+                raise InvalidArgument(source, f"cannot read {shown!r}: {exc}") from None
         return cls(**values).validated()
 
     def validated(self) -> ServeSettings:
@@ -266,6 +353,19 @@ class ServeSettings:
             value = getattr(self, name)
             if not (math.isfinite(value) and value >= 0):
                 raise InvalidArgument(flag_name(name), f"must be a finite number of seconds >= 0, got {value}")
+        for f in fields(self):
+            most, value = f.metadata["most"], getattr(self, f.name)
+            if most is not None and value is not None and value > most:
+                raise InvalidArgument(flag_name(f.name), f"must be at most {most:,}, got {value:,}")
+        if not self.host.strip():
+            raise InvalidArgument(flag_name("host"), "must not be empty: 127.0.0.1, 0.0.0.0 or :: (every interface)")
+        if self.session_store != "memory":
+            try:
+                _session_store(self.session_store)
+            except ValueError as exc:
+                raise InvalidArgument(
+                    flag_name("session_store"), f"cannot read {redacted(self.session_store)!r}: {exc}"
+                ) from None
         if self.personas is not None and not self.personas:
             raise InvalidArgument(flag_name("personas"), "name at least one speaker")
         if self.personas and self.default_persona is not None and self.default_persona not in self.personas:
@@ -302,12 +402,21 @@ class ServeSettings:
         return self
 
     def api_keys(self) -> frozenset[str]:
-        """Every accepted key (--api-key and the lines of --api-key-file); empty: the server is open."""
+        """Every accepted key (--api-key and the lines of --api-key-file); empty: the server is open. In the file,
+        a line whose first character that is not blank is ``#`` is a comment; a ``#`` further on is part of a key."""
         keys = {self.api_key.strip()} if self.api_key else set()
         if self.api_key_file is not None:
-            for line in self.api_key_file.read_text(encoding="utf-8").splitlines():
-                line = line.split("#", 1)[0].strip()
-                if line:
+            try:
+                text = self.api_key_file.read_bytes().decode("utf-8-sig")  # -sig: a byte-order mark is not the key's
+            except UnicodeDecodeError:
+                raise InvalidArgument(flag_name("api_key_file"), f"{self.api_key_file} is not UTF-8 text") from None
+            except OSError as exc:
+                raise InvalidArgument(
+                    flag_name("api_key_file"), f"cannot read {self.api_key_file}: {exc.strerror}"
+                ) from None
+            for line in text.splitlines():
+                line = line.strip()
+                if line and not line.startswith("#"):
                     keys.add(line)
             if not keys:
                 raise InvalidArgument(flag_name("api_key_file"), f"{self.api_key_file} holds no key")
@@ -337,6 +446,21 @@ class ServeSettings:
             "no audio model at %s: serving text only (train one with `antiphon train audio`)", DEFAULT_AUDIO_CHECKPOINT
         )
         return None
+
+
+def stray_variables(environ: Mapping[str, str]) -> list[str]:
+    """One line for each ``ANTIPHON_*`` variable in ``environ`` that no setting of serve (or other part of antiphon)
+    reads, naming the nearest setting's variable: a misspelt one would otherwise be ignored without a word."""
+    known = {env_name(f.name) for f in fields(ServeSettings)}
+    lines = []
+    for name in sorted(environ):
+        if not name.startswith(ENV_PREFIX) or name in known or name in OTHER_VARIABLES:
+            continue
+        # compared without the prefix, which every name shares and would make any two look alike
+        near = difflib.get_close_matches(name.removeprefix(ENV_PREFIX), [f.name.upper() for f in fields(ServeSettings)])
+        hint = f" (did you mean {ENV_PREFIX}{near[0]}?)" if near else ""
+        lines.append(f"{name} is not a setting of antiphon serve and is ignored{hint}")
+    return lines
 
 
 def flag_name(name: str) -> str:
@@ -372,10 +496,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         shown = ",".join(default) if isinstance(default, tuple) else default
         if isinstance(default, bool):
             shown = "on" if default else "off"
+        most = f.metadata["most"]
+        bound = "" if most is None else f"at most {most:,}; "
         groups[group_name].add_argument(
             flag_name(f.name),
             dest=f.name,
             default=None,
             metavar=METAVARS.get(f.metadata["parse"], "TEXT"),
-            help=f"{f.metadata['help']} ({'' if default is None else f'default: {shown}; '}env {env_name(f.name)})",
+            help=f"{f.metadata['help']} ({'' if default is None else f'default: {shown}; '}{bound}"
+            f"env {env_name(f.name)})",
         )

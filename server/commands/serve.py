@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 
 from server.commands.common import add_subcommand
@@ -19,8 +20,9 @@ def add_command(commands: argparse._SubParsersAction) -> None:
         help="serve the models over gRPC, WebSocket and OpenAI-compatible HTTP",
         description="Serve the models over gRPC, WebSocket and OpenAI-compatible HTTP from one process. Every "
         "option is also an ANTIPHON_* environment variable (a flag wins). Once the three listen, one log line says "
-        "`listening grpc=HOST:PORT ws=HOST:PORT http=HOST:PORT` (grpcs=, wss=, https= over TLS). SIGTERM stops "
-        "accepting, lets live streams finish within --grace-s, cancels the rest and exits 0.",
+        "`listening grpc=HOST:PORT ws=HOST:PORT http=HOST:PORT` (grpcs=, wss=, https= over TLS). SIGTERM (or SIGINT, "
+        "SIGHUP) stops accepting, lets live streams finish within --grace-s, cancels the rest and exits 0; a second "
+        "signal cancels them at once.",
     )
     add_arguments(p)
 
@@ -32,9 +34,11 @@ def _run(args: argparse.Namespace) -> int:
 
     memory.limit_arenas()  # before any thread starts: see server/memory.py
     from server.app import serve
-    from server.settings import ServeSettings
+    from server.settings import ServeSettings, stray_variables
 
     settings = ServeSettings.from_sources(args, os.environ)
+    for line in stray_variables(os.environ):
+        logging.getLogger("antiphon.server").warning("%s", line)
     if settings.torch_threads is not None:
         import torch
 

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
 import redis.asyncio as aioredis
@@ -32,6 +31,7 @@ from redis.exceptions import RedisError
 
 from server.engine.backend import RowArrays
 from server.errors import FailedPrecondition, Unavailable
+from server.settings import redacted  # the one masking of a URL's passwords, also used for settings errors
 
 log = logging.getLogger(__name__)
 
@@ -62,16 +62,6 @@ class SavedSession:
     row: RowArrays
 
 
-def redacted(url: str) -> str:
-    """``url`` with its password replaced, for the log."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.hostname or ""
-    netloc = f"{parts.username or ''}:***@{host}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit(parts._replace(netloc=netloc))
-
-
 class RedisSessions:
     """The sessions of one model in the Redis at ``url``; ``fingerprint`` names the checkpoint."""
 
@@ -79,7 +69,7 @@ class RedisSessions:
         self.url = redacted(url)
         self.prefix = f"{KEY_PREFIX}{model_id}:"
         self.fingerprint = fingerprint
-        self.ttl_ms = max(1, int(ttl_s * 1000))
+        self.ttl_ms = max(1, int(ttl_s * 1000))  # --session-ttl-s is at most ten years: Redis takes it
         self._client = aioredis.Redis.from_url(
             url, socket_timeout=TIMEOUT_S, socket_connect_timeout=TIMEOUT_S, decode_responses=False
         )

@@ -3,31 +3,39 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import re
 import signal
+import subprocess
 import sys
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
 import websockets
 from antiphon.v1 import generation_pb2_grpc, models_pb2, sampling_pb2, text_pb2
 
-from server.app import Server, chat_style, load_image_engines
+from server.app import Server, chat_style, load_image_engines, warn_if_expiring, warn_if_exposed
 from server.engine.text import TextEngine
 from server.errors import CheckpointError, InvalidArgument, ListenError
 from server.settings import ServeSettings
+from tests.certs import Certificates
 from tests.conftest import timeout
 
 LISTENING = re.compile(r"listening grpc=(\S+) ws=(\S+) http=(\S+)$")
 
 
-async def _start(*args: str) -> asyncio.subprocess.Process:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+async def _start(*args: str, env: dict[str, str] | None = None, **kw: Any) -> asyncio.subprocess.Process:
+    environ = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     return await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "server.cli", "serve", "--http-port", "0", *args, env=env, stderr=asyncio.subprocess.PIPE
+        *(sys.executable, "-m", "server.cli", "serve", "--http-port", "0", *args),
+        env=environ,
+        stderr=asyncio.subprocess.PIPE,
+        **kw,
     )
 
 
@@ -177,3 +185,146 @@ async def test_image_checkpoints_load_under_their_stems(tiny_image_models: dict[
     twice = (str(tiny_image_models["rbm"]), str(tiny_image_models["rbm"]))
     with pytest.raises(InvalidArgument, match="two checkpoints are named 'rbm'"):
         load_image_engines(ServeSettings(image_checkpoints=twice))
+
+
+async def _read_until(process: asyncio.subprocess.Process, text: str, lines: list[str]) -> None:
+    """Read the server's log into ``lines`` until a line holds ``text``."""
+    assert process.stderr is not None
+    while not any(text in line for line in lines):
+        line = (await asyncio.wait_for(process.stderr.readline(), timeout(60))).decode()
+        if not line:
+            raise AssertionError(f"server exited before logging {text!r}:\n" + "".join(lines))
+        lines.append(line)
+
+
+async def test_sighup_drains_like_sigterm(tiny_text_checkpoint: Path) -> None:
+    """SIGHUP (a closed terminal) lets a live stream finish within the grace period, and the process exits 0."""
+    process = await _start("--text-checkpoint", str(tiny_text_checkpoint), "--grpc-port", "0", "--ws-port", "0",
+                           "--audio-checkpoint", "none", "--grace-s", "60", "--torch-threads", "1")  # fmt: skip
+    try:
+        grpc_address, _, _ = await _listening(process)
+        async with grpc.aio.insecure_channel(grpc_address) as channel:
+            stub = generation_pb2_grpc.GenerationStub(channel)
+            request = text_pb2.GenerateTextRequest(prompt="Lear.\n", sampling=sampling_pb2.Sampling(max_tokens=1000))
+            call = stub.GenerateText(request)
+            chunks = [await asyncio.wait_for(call.read(), timeout(10))]
+            process.send_signal(signal.SIGHUP)
+            while (chunk := await call.read()) is not grpc.aio.EOF:
+                chunks.append(chunk)
+        assert chunks[-1].finish_reason == sampling_pb2.FINISH_REASON_LENGTH
+        assert len("".join(c.text for c in chunks)) == 1000
+        assert await asyncio.wait_for(process.wait(), timeout(30)) == 0
+        assert process.stderr is not None
+        assert "shutting down on SIGHUP: live streams have 60.0 s to finish" in (await process.stderr.read()).decode()
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+
+
+async def test_a_second_signal_cancels_the_streams_left(tiny_text_checkpoint: Path) -> None:
+    """A second SIGTERM during the drain cancels the live streams at once (one log line), and the process exits 0
+    long before the grace period ends."""
+    process = await _start("--text-checkpoint", str(tiny_text_checkpoint), "--grpc-port", "0", "--ws-port", "0",
+                           "--audio-checkpoint", "none", "--grace-s", "600", "--stream-buffer", "1",
+                           "--torch-threads", "1")  # fmt: skip
+    try:
+        grpc_address, _, lines = await _listening(process)
+        async with grpc.aio.insecure_channel(grpc_address) as channel:
+            stub = generation_pb2_grpc.GenerationStub(channel)
+            request = text_pb2.GenerateTextRequest(prompt="Lear.\n", sampling=sampling_pb2.Sampling(max_tokens=2048))
+            call = stub.GenerateText(request)
+            await asyncio.wait_for(call.read(), timeout(10))  # then unread: the stream pauses and cannot finish
+            process.send_signal(signal.SIGTERM)
+            await _read_until(process, "shutting down on SIGTERM", lines)
+            process.send_signal(signal.SIGTERM)
+            assert await asyncio.wait_for(process.wait(), timeout(30)) == 0
+            call.cancel()
+        assert process.stderr is not None
+        rest = "".join(lines) + (await process.stderr.read()).decode()
+        assert "SIGTERM again: cancelling the live streams now" in rest
+        assert re.search(r"request grpc-1 .* finish=cancelled", rest), rest
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+
+
+async def test_bad_key_and_tls_files_stop_the_server_before_the_models_load(
+    tmp_path: Path, certificates: Certificates
+) -> None:
+    """A key file that is not UTF-8 and an encrypted TLS key are one-line errors, exit 2, before any model loads (the
+    text checkpoint named does not exist); a misspelt ANTIPHON_* variable is a warning naming the right one."""
+    keys = tmp_path / "keys"
+    keys.write_bytes(b"caf\xe9\n")
+    missing = str(tmp_path / "none.safetensors")
+    process = await _start("--api-key-file", str(keys), "--text-checkpoint", missing, env={"ANTIPHON_API_KEYS": "k"})
+    _, stderr = await asyncio.wait_for(process.communicate(), timeout(60))
+    assert process.returncode == 2
+    log = stderr.decode()
+    assert log.endswith(f"antiphon: error: --api-key-file: {keys} is not UTF-8 text\n"), log
+    assert "ANTIPHON_API_KEYS is not a setting of antiphon serve and is ignored (did you mean ANTIPHON_API_KEY?)" in log
+    assert "Traceback" not in log and "loading the models" not in log
+    encrypted = tmp_path / "encrypted.key"
+    subprocess.run(
+        ["openssl", "ec", "-in", str(certificates.key), "-aes256", "-passout", "pass:secret", "-out", str(encrypted)],
+        check=True,
+        capture_output=True,
+    )
+    process = await _start("--tls-cert", str(certificates.cert), "--tls-key", str(encrypted), "--text-checkpoint",
+                           missing, stdin=asyncio.subprocess.DEVNULL)  # fmt: skip
+    _, stderr = await asyncio.wait_for(process.communicate(), timeout(60))
+    assert process.returncode == 2
+    assert stderr.decode().endswith(
+        f"antiphon: error: --tls-key: {encrypted} is encrypted: give an unencrypted key "
+        "(openssl pkey -in KEY -out PLAIN)\n"
+    )
+
+
+@pytest.mark.parametrize(
+    ("host", "message"),
+    [
+        ("192.0.2.1", "--host: 192.0.2.1 is not an address of this machine"),
+        ("no.such.host.invalid", "--host: cannot resolve no.such.host.invalid: "),
+    ],
+)
+async def test_a_host_that_is_not_this_machines_names_host(
+    make_text_engine: Callable[..., TextEngine], host: str, message: str
+) -> None:
+    """A host that does not resolve, or is not an address of this machine, is a ListenError naming --host, not a
+    port."""
+    server = Server(ServeSettings(host=host, grpc_port=0, ws_port=0, http_port=0), [make_text_engine()])
+    with pytest.raises(ListenError) as info:
+        await server.start()
+    await server.stop(0)
+    assert str(info.value).startswith(message)
+
+
+def test_a_certificate_near_or_past_its_end_is_a_warning(
+    certificates: Certificates, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A certificate that has expired, or expires within a week, is a WARNING with its date; a later one is not."""
+    caplog.set_level(logging.WARNING, logger="antiphon.server")
+    now = datetime.now(UTC)  # the test certificate is valid for 2 days
+    warn_if_expiring(certificates.cert, now - timedelta(days=30))
+    assert caplog.records == []
+    warn_if_expiring(certificates.cert, now)
+    warn_if_expiring(certificates.cert, now + timedelta(days=3))
+    messages = [r.getMessage() for r in caplog.records]
+    assert [r.levelname for r in caplog.records] == ["WARNING", "WARNING"]
+    assert re.fullmatch(rf"--tls-cert: {certificates.cert} expires on \d{{4}}-\d\d-\d\d \d\d:\d\d UTC: .*", messages[0])
+    assert re.fullmatch(rf"--tls-cert: {certificates.cert} expired on \d{{4}}-\d\d-\d\d \d\d:\d\d UTC: .*", messages[1])
+
+
+def test_an_open_or_clear_text_server_off_loopback_is_a_warning(caplog: pytest.LogCaptureFixture) -> None:
+    """Off the loopback interface: no key is a WARNING, keys without TLS another; on loopback neither."""
+    caplog.set_level(logging.WARNING, logger="antiphon.server")
+    warn_if_exposed(ServeSettings(host="127.0.0.1"), keys=False, tls=False)
+    warn_if_exposed(ServeSettings(host="::1"), keys=True, tls=False)
+    warn_if_exposed(ServeSettings(host="0.0.0.0"), keys=True, tls=True)
+    assert caplog.records == []
+    warn_if_exposed(ServeSettings(host="0.0.0.0"), keys=False, tls=True)
+    warn_if_exposed(ServeSettings(host="::"), keys=True, tls=False)
+    messages = [r.getMessage() for r in caplog.records]
+    assert "anyone who can reach it may use it" in messages[0]
+    assert "keys travel in plain text" in messages[1]

@@ -4,6 +4,7 @@ once cannot both move a session on, and a Redis that goes away fails chat turns 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -174,7 +175,23 @@ async def test_redis_away_fails_chat_turns_only_until_it_is_back(make_engine: Ma
 
 
 def test_the_log_never_shows_the_password() -> None:
-    """A Redis URL's password is masked wherever the URL is logged."""
+    """A Redis URL's password is masked wherever the URL is logged, in the userinfo or as a query parameter."""
     assert redacted("redis://:s3cret@db.internal:6380/2") == "redis://:***@db.internal:6380/2"
     assert redacted("redis://user:s3cret@db/0") == "redis://user:***@db/0"
     assert redacted("redis://db:6379/0") == "redis://db:6379/0"
+    assert redacted("redis://db:6379/0?password=s3cret") == "redis://db:6379/0?password=***"
+
+
+async def test_a_password_query_parameter_stays_out_of_the_log(
+    redis: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The check at start logs the store's URL with ?password= masked (this Redis has no password, so it refuses
+    the AUTH, and the warning names the URL)."""
+    caplog.set_level(logging.INFO, logger="server.engine.redis_sessions")
+    sessions = RedisSessions(f"{redis.url}?password=s3cret", "tiny", "tiny-1", 60.0)
+    try:
+        await sessions.check()
+    finally:
+        await sessions.close()
+    assert "s3cret" not in caplog.text
+    assert f"{redis.url}?password=***" in caplog.text

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import ssl
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -108,3 +109,20 @@ async def test_a_key_that_is_not_the_certificates_is_refused_at_start(
         await start_server(settings={"tls_cert": certificates.cert, "tls_key": certificates.ca.with_suffix(".key")})
     assert info.value.field == "--tls-cert"
     assert str(info.value).startswith(f"--tls-cert: cannot serve {certificates.cert} with the key ")
+
+
+async def test_an_encrypted_key_is_refused_without_asking_for_its_pass_phrase(
+    start_server: StartServer, certificates: Certificates, tmp_path: Path
+) -> None:
+    """An encrypted --tls-key is InvalidArgument naming it, with how to decrypt it; no pass phrase is asked for."""
+    encrypted = tmp_path / "encrypted.key"
+    subprocess.run(
+        ["openssl", "ec", "-in", str(certificates.key), "-aes256", "-passout", "pass:secret", "-out", str(encrypted)],
+        check=True,
+        capture_output=True,
+    )
+    with pytest.raises(InvalidArgument) as info:
+        await start_server(settings={"tls_cert": certificates.cert, "tls_key": encrypted})
+    assert str(info.value) == (
+        f"--tls-key: {encrypted} is encrypted: give an unencrypted key (openssl pkey -in KEY -out PLAIN)"
+    )
