@@ -379,6 +379,14 @@ class HttpTransport(Endpoints):
         yield "data: [DONE]\n\n"
 
 
+def _client_mistake_at_info(record: logging.LogRecord) -> bool:
+    """uvicorn logs bytes that are not HTTP (a TLS client on a plain port, a scanner) at WARNING: a client's mistake,
+    which this server logs at INFO."""
+    if record.levelno == logging.WARNING and record.getMessage().startswith("Invalid HTTP request"):
+        record.levelno, record.levelname = logging.INFO, "INFO"
+    return True
+
+
 class HttpListener:
     """uvicorn serving ``app`` on a socket this process binds (port 0: a free one), inside the running loop; over
     TLS with ``tls``."""
@@ -405,6 +413,7 @@ class HttpListener:
             self._app, lifespan="off", log_config=None, access_log=False, timeout_graceful_shutdown=1
         )
         config.load()
+        logging.getLogger("uvicorn.error").addFilter(_client_mistake_at_info)  # once: a filter is added once
         # The server's one TLS context (the WebSocket listener's too) rather than one uvicorn would build from the
         # files with its own cipher defaults; startup() hands it to create_server, and a request's scheme is https.
         config.ssl = self.tls

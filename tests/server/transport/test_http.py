@@ -473,3 +473,23 @@ async def test_a_client_leaving_before_its_body_is_sent_is_one_info_line(
     assert not [r for r in caplog.records if r.levelname == "ERROR" or r.exc_info]
     async with sdk(server) as client:
         assert (await client.models.list()).data
+
+
+async def test_bytes_that_are_not_http_are_a_client_mistake(
+    start_server: StartServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A TLS client on the plain port (or a scanner) gets a 400 and is logged at INFO, as every client's mistake is;
+    the server goes on."""
+    caplog.set_level("INFO")
+    server = await start_server()
+    host, port = server.http_address.rsplit(":", 1)
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + bytes(64) + b"\r\n\r\n")  # a TLS ClientHello's start
+    await writer.drain()
+    answer = await asyncio.wait_for(reader.read(), timeout(10))
+    writer.close()
+    async with httpx.AsyncClient(base_url=f"http://{server.http_address}", timeout=timeout(10)) as client:
+        fine = await client.get("/healthz")
+    assert answer.startswith(b"HTTP/1.1 400") and fine.status_code == 200
+    assert [r.levelname for r in caplog.records if r.getMessage().startswith("Invalid HTTP request")] == ["INFO"]
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
