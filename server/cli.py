@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 
@@ -57,6 +58,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     # Our own loggers at INFO (DEBUG with -v); libraries (converters, grpc, onnx) only from WARNING up.
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # gRPC's C core writes its own lines to stderr, outside this log's format: its INFO ones (a failed TLS handshake
+    # of every plain-text client or scanner on a TLS port) are a client's business. Set before grpc loads; an
+    # operator who wants them sets GRPC_VERBOSITY=INFO.
+    os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
     for name in ("antiphon", "server", "export", "websockets.server"):
         logging.getLogger(name).setLevel(logging.DEBUG if args.verbose else logging.INFO)
     func: Callable[[argparse.Namespace], int] = args.func

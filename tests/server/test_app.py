@@ -281,6 +281,31 @@ async def test_bad_key_and_tls_files_stop_the_server_before_the_models_load(
     )
 
 
+async def test_plain_clients_on_a_tls_grpc_port_write_no_lines_of_grpcs_own(
+    tiny_text_checkpoint: Path, certificates: Certificates
+) -> None:
+    """A plain-text client (or a scanner) on the gRPC TLS port fails its handshake; gRPC's C core would write a line
+    of its own format to stderr for each one: the server keeps them out of its log."""
+    process = await _start(
+        "--text-checkpoint", str(tiny_text_checkpoint), "--tls-cert", str(certificates.cert),
+        "--tls-key", str(certificates.key), "--grpc-port", "0", "--ws-port", "0",
+        env={key: value for key, value in os.environ.items() if key != "GRPC_VERBOSITY"},
+    )  # fmt: skip
+    lines: list[str] = []
+    await _read_until(process, "listening grpcs=", lines)
+    host, port = lines[-1].split("grpcs=")[1].split()[0].rsplit(":", 1)
+    for _ in range(3):
+        _, writer = await asyncio.open_connection(host.strip("[]"), int(port))
+        writer.write(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+        await writer.drain()
+        await asyncio.sleep(0.2)
+        writer.close()
+    process.send_signal(signal.SIGTERM)
+    _, rest = await asyncio.wait_for(process.communicate(), timeout(60))
+    assert process.returncode == 0
+    assert "Handshake failed" not in rest.decode()
+
+
 @pytest.mark.parametrize(
     ("host", "message"),
     [
