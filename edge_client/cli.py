@@ -489,6 +489,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("antiphon").setLevel(logging.DEBUG if args.verbose else logging.INFO)
     logging.getLogger("edge_client").setLevel(logging.DEBUG if args.verbose else logging.INFO)
+    # gRPC's C core would write its own line (a failed TLS handshake) beside the one this client says; before grpc
+    # loads. GRPC_VERBOSITY=INFO shows them.
+    os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
     func: Callable[[argparse.Namespace], int] = args.func
     try:
         _in_range("--threads", args.threads, 1, MAX_THREADS)
