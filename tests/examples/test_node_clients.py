@@ -175,6 +175,33 @@ async def test_openai_node_sdk_streams_a_response(start_server: StartServer) -> 
     ]
 
 
+async def test_the_vercel_ai_sdk_streams_a_response(start_server: StartServer) -> None:
+    """ai_sdk_chat.mjs: the Vercel AI SDK's OpenAI provider, which speaks the Responses API by default, streams the
+    greedy reply (temperature 0: it sends no seed) that the API gives the same conversation whole, with its usage."""
+    server = await start_server(settings={"api_key": "sk-node"})
+    base = f"http://{server.http_address}/v1"
+    run = await node(
+        "ai_sdk_chat.mjs",
+        *("--base-url", base, "--model", "tiny/fool", "--message", "Good night, my lord."),
+        *("--system", "A castle.", "--temperature", "0", "--max-tokens", "60"),
+        env={"OPENAI_API_KEY": "sk-node"},
+    )
+    body = {
+        "model": "tiny/fool",
+        "input": [{"role": "system", "content": "A castle."}, {"role": "user", "content": "Good night, my lord."}],
+        "temperature": 0,
+        "max_output_tokens": 60,
+    }
+    async with httpx.AsyncClient(headers={"Authorization": "Bearer sk-node"}, timeout=timeout(30)) as client:
+        whole = (await client.post(f"{base}/responses", json=body)).json()
+    text, usage = whole["output"][0]["content"][0]["text"], whole["usage"]
+    finish = "stop" if whole["status"] == "completed" else "length"
+    assert (run.status, run.stdout) == (0, text), run.stderr
+    assert run.stderr.splitlines() == [
+        f"finish_reason={finish} input_tokens={usage['input_tokens']} output_tokens={usage['output_tokens']}"
+    ]
+
+
 async def test_openai_node_sdk_with_a_wrong_key_is_refused(start_server: StartServer) -> None:
     """With a key the server does not accept, the SDK's AuthenticationError ends the client with the 401."""
     server = await start_server(settings={"api_key": "sk-node"})
