@@ -156,6 +156,9 @@ def synthesize(text: str, rendering: Rendering, sample_rate: int = SAMPLE_RATE) 
 
 
 _write_lock = threading.Lock()
+# np.load parses a file's header with ast.literal_eval, which CPython 3.11 does not run safely in two threads at
+# once ("SystemError: AST constructor recursion depth mismatch", seen once in a test run); reading is quick.
+_load_lock = threading.Lock()
 
 
 def render(text: str, rendering: Rendering, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
@@ -164,7 +167,8 @@ def render(text: str, rendering: Rendering, sample_rate: int = SAMPLE_RATE) -> n
         raise InvalidArgument("text", "is empty")
     path = _speech_cache() / f"{_cache_key(text, rendering, sample_rate)}.npy"
     try:
-        return np.load(path)
+        with _load_lock:
+            return np.load(path)
     except (FileNotFoundError, ValueError, EOFError, OSError):
         pass
     audio = synthesize(text, rendering, sample_rate)
