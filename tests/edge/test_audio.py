@@ -106,6 +106,19 @@ def test_resampled_tone_is_the_same_tone(rate: int) -> None:
     assert np.abs(y - expected)[300:-300].max() < 1e-3
 
 
+@pytest.mark.parametrize("rate", [383_999, 7_919, 16_001])
+def test_an_awkward_rate_takes_the_nearest_ratio_within_reach(rate: int) -> None:
+    """A rate whose ratio to 16 kHz has huge terms (383,999 Hz: 16,000 / 383,999) is resampled by the nearest small
+    ratio: a filter of thousands of taps, not millions (6 s and 1.3 GB for a short file before), and the tone
+    keeps its pitch."""
+    r = Resampler(rate, 16000)
+    assert max(r.up, r.down) <= 2048 and len(r.filter) < 100_000
+    y = resample(tone(440, rate), rate, 16000)
+    assert abs(len(y) - 16000) <= 2
+    spectrum = np.abs(np.fft.rfft(y[300:-300] * np.hanning(len(y) - 600)))
+    assert abs(np.argmax(spectrum) * 16000 / (len(y) - 600) - 440) < 2.0  # within a bin of 440 Hz
+
+
 def test_resampling_removes_what_16k_cannot_hold() -> None:
     """A 10 kHz tone at 44.1 kHz is above the new Nyquist rate: it is filtered out, not folded down to 6 kHz."""
     y = resample(tone(10000, 44100), 44100, 16000)
