@@ -18,6 +18,7 @@ import math
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +33,7 @@ from server.errors import AntiphonError, InvalidArgument
 from server.metrics import Recorder
 
 MIN_SAMPLE_RATE, MAX_SAMPLE_RATE = 8_000, 48_000
+MAX_RESAMPLE_TERMS = 1024  # the largest term of a resampling ratio used as is (44.1 kHz to 16 kHz: 160 / 441)
 MAX_AUDIO_SECONDS = 30.0
 MAX_TEXT_CHARS = 100_000
 WINDOW_HOP = SAMPLE_RATE // 4  # the loudest second is searched in steps of 250 ms
@@ -112,8 +114,10 @@ def pcm16_to_16k(data: bytes, sample_rate: int) -> np.ndarray:
         raise InvalidArgument("audio", f"at most {MAX_AUDIO_SECONDS:g} s, got {len(data) / 2 / rate:.1f} s")
     wave = np.frombuffer(data, dtype="<i2").astype(np.float32) / 32768.0
     if rate != SAMPLE_RATE:
-        g = math.gcd(rate, SAMPLE_RATE)
-        wave = resample_poly(wave, SAMPLE_RATE // g, rate // g).astype(np.float32)
+        # The ratio in small terms: 47,999 Hz is 16,000 / 47,999 exactly, a filter of half a million taps (70 ms of
+        # a core for each second of audio, a client's to ask for); 1 / 3 is 0.002% off in pace and takes 1 ms.
+        ratio = Fraction(SAMPLE_RATE, rate).limit_denominator(MAX_RESAMPLE_TERMS)
+        wave = resample_poly(wave, ratio.numerator, ratio.denominator).astype(np.float32)
     return wave
 
 
