@@ -180,6 +180,7 @@ class AudioRequest:
     request_id: str = ""
     chunk_samples: int = 0  # samples per chunk on the wire; 0: DEFAULT_CHUNK_MS
     transport: str = ""
+    knobs: str = ""  # where temperature and seed came from, as errors name them: "sampling." or top level
 
     @classmethod
     def with_sampling(cls, text: str, sampling: SamplingOptions, **fields: object) -> AudioRequest:
@@ -187,7 +188,8 @@ class AudioRequest:
         those two: another knob that is set is an error, not silently ignored."""
         for name in sampling.text_only_knobs():
             raise InvalidArgument(f"sampling.{name}", "is not used by audio models (only temperature and seed are)")
-        return cls(text, temperature=sampling.temperature, seed=sampling.seed, **fields)  # type: ignore[arg-type]
+        knobs = {"temperature": sampling.temperature, "seed": sampling.seed, "knobs": "sampling."}
+        return cls(text, **knobs, **fields)  # type: ignore[arg-type]
 
     def chunk_size(self, info: AudioModelInfo) -> int:
         """Samples per wire chunk: ``chunk_samples``, or 20 ms for 0; at most one second."""
@@ -202,6 +204,8 @@ class AudioRequest:
         """Check the request's fields; returns the voice that speaks."""
         if not self.text.strip():
             raise InvalidArgument("text", "must not be empty")
+        if not any(c.isalnum() for c in self.text):  # espeak-ng says nothing for it: a stream of no audio
+            raise InvalidArgument("text", "has nothing to speak (no letter or digit)")
         if len(self.text) > info.max_text_chars:
             raise InvalidArgument("text", f"at most {info.max_text_chars} characters, got {len(self.text)}")
         voice = self.voice or info.default_voice
@@ -216,10 +220,11 @@ class AudioRequest:
         temperature = self.temperature
         if temperature is not None and not (math.isfinite(temperature) and 0 <= temperature <= MAX_AUDIO_TEMPERATURE):
             raise InvalidArgument(
-                "temperature", f"must be between 0 and {MAX_AUDIO_TEMPERATURE:g} (0 is greedy), got {temperature}"
+                f"{self.knobs}temperature",
+                f"must be between 0 and {MAX_AUDIO_TEMPERATURE:g} (0 is greedy), got {temperature}",
             )
         if self.seed is not None and not 0 <= self.seed <= MAX_SEED:
-            raise InvalidArgument("seed", f"must be in 0..2**64-1, got {self.seed}")
+            raise InvalidArgument(f"{self.knobs}seed", f"must be in 0..2**64-1, got {self.seed}")
         self.chunk_size(info)
         return voice
 

@@ -297,7 +297,8 @@ function stopSpeech() {
 
 function speakSentence(sentence) {
   const controller = speech.controller;
-  if (!sentence.trim() || !state.audioModel || !controller || controller.signal.aborted) return;
+  // A sentence of no letter or digit ("...", a dash) has nothing to speak: the server refuses it by name.
+  if (!/[\p{L}\p{N}]/u.test(sentence) || !state.audioModel || !controller || controller.signal.aborted) return;
   if (!speech.context) speech.context = new AudioContext();
   speech.pending += 1;
   busy();

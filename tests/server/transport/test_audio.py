@@ -69,11 +69,12 @@ async def test_same_seed_same_audio_on_both_transports(
     [
         ({"text": ""}, "INVALID_ARGUMENT", "text"),
         ({"text": "x" * 401}, "INVALID_ARGUMENT", "text"),
+        ({"text": "\u0000\u202e ..."}, "INVALID_ARGUMENT", "text"),  # nothing espeak-ng speaks
         ({"voice": "en-us+nobody"}, "NOT_FOUND", "voice"),
         ({"chunk_samples": 16_001}, "INVALID_ARGUMENT", "chunk_samples"),
         ({"max_seconds": 31.0}, "INVALID_ARGUMENT", "max_seconds"),
         ({"sampling": {"top_k": 5}}, "INVALID_ARGUMENT", "sampling.top_k"),
-        ({"sampling": {"temperature": -1.0}}, "INVALID_ARGUMENT", "temperature"),
+        ({"sampling": {"temperature": -1.0}}, "INVALID_ARGUMENT", "sampling.temperature"),  # as the client sent it
         ({"model": "nope"}, "NOT_FOUND", "model"),
     ],
 )
