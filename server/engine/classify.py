@@ -67,6 +67,8 @@ class Classifier:
             )
         if top_k < 0:
             raise InvalidArgument("top_k", f"must be 0 (all) or positive, got {top_k}")
+        if request.audio_sample_rate and request.kind != AUDIO:  # a field the request does not use is refused
+            raise InvalidArgument("audio_sample_rate", f"is only read with audio, got {request.kind} input")
         loop = asyncio.get_running_loop()
         started = time.monotonic()
         try:

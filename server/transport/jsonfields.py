@@ -7,6 +7,7 @@ import base64
 import binascii
 import json
 import re
+import sys
 from typing import Any
 
 import numpy as np
@@ -23,7 +24,9 @@ def parse_json(raw: str | bytes, name: str, check_text: bool = True) -> Any:
     the request's id)."""
     try:
         document = json.loads(raw)
-    except ValueError:
+    except ValueError as exc:
+        if "integer string conversion" in str(exc):  # valid JSON, but no request needs such a number
+            raise InvalidArgument(name, f"holds an integer of over {sys.get_int_max_str_digits()} digits") from None
         raise InvalidArgument(name, "is not valid JSON") from None
     except RecursionError:
         raise InvalidArgument(name, "is nested too deeply to be a request") from None

@@ -116,6 +116,7 @@ async def test_a_short_text_is_read_as_the_edge_reads_it(
         ("digits", {"tensor": ([8, 8], [17.0] * 64)}, "INVALID_ARGUMENT", "tensor.values"),
         ("digits", {"tensor": ([8, 8], [1.0] * 64), "top_k": -1}, "INVALID_ARGUMENT", "top_k"),
         ("textdisc", {"text": ""}, "INVALID_ARGUMENT", "text"),
+        ("textdisc", {"text": "Hail.", "audio_sample_rate": 8000}, "INVALID_ARGUMENT", "audio_sample_rate"),
         ("nope", {"text": "x"}, "NOT_FOUND", "model"),
     ],
 )

@@ -54,6 +54,10 @@ SHORTENED_FIELD = "f" * ((200 - len(_NOTE) + 1) // 2) + _NOTE + "f" * ((200 - le
     [
         ("not json", {"id": None, "field": "frame", "message": "frame: is not valid JSON"}),
         ("[1]", {"id": None, "field": "frame", "message": "frame: must be a JSON object"}),
+        (  # valid JSON, but a number no request needs
+            '{"type": "generate", "id": "a", "sampling": {"seed": 1' + "0" * 5000 + "}}",
+            {"id": None, "field": "frame", "message": "frame: holds an integer of over 4300 digits"},
+        ),
         (  # deeper than the JSON parser recurses: the client's mistake, not a traceback
             "[" * 20_000 + "]" * 20_000,
             {"id": None, "field": "frame", "message": "frame: is nested too deeply to be a request"},
