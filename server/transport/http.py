@@ -325,9 +325,6 @@ class HttpTransport(Endpoints):
         }
         return JSONResponse(body)
 
-    async def _text(self, stream: TextStream) -> str:
-        return "".join([piece async for piece in self._pieces(stream)])
-
     def _chat_events(self, stream: TextStream, request_id: str, model: str, usage: bool) -> AsyncIterator[str]:
         return self._text_events(
             stream,

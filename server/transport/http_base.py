@@ -74,10 +74,15 @@ class Endpoints:
         self.metrics = metrics
         self._ids = itertools.count(1)
 
-    def _error(self, error: AntiphonError, request_id: str) -> Response:
+    def _refusal(self, error: AntiphonError, request_id: str) -> openai.ErrorBody:
+        """``error`` as OpenAI's error object: one INFO line, counted by the status it stands for."""
         log.info("request %s failed: %s %s", request_id, error.code.upper(), error)
         answer = openai.error_body(error)
         self.metrics.error(TRANSPORT, str(answer.status))
+        return answer
+
+    def _error(self, error: AntiphonError, request_id: str) -> Response:
+        answer = self._refusal(error, request_id)
         return JSONResponse(answer.body, status_code=answer.status, headers=answer.headers)
 
     async def _no_route(self, request: Request, exc: Exception) -> Response:
@@ -149,6 +154,10 @@ class Endpoints:
         log.info("request %s: the client went away before the answer; cancelled", request_id)
         raise ClientGone
 
+    async def _text(self, stream: Any) -> str:
+        """A text stream's whole text (an answer sent whole)."""
+        return "".join([piece async for piece in self._pieces(stream)])
+
     async def _pieces(self, stream: Any, gap_s: float = 0.0) -> AsyncGenerator[Any, None]:
         """The stream's pieces; leaving early (the client went away) cancels it. With ``gap_s``, each piece after
         the first is read up to ``gap_s`` after the one before, so what the engine made meanwhile comes as one; a
@@ -175,7 +184,4 @@ class Endpoints:
             async for piece in self._pieces(stream, gap_s):
                 yield encode(piece)
         except AntiphonError as exc:
-            log.info("request %s failed: %s %s", request_id, exc.code.upper(), exc)
-            answer = openai.error_body(exc)
-            self.metrics.error(TRANSPORT, str(answer.status))  # the status the error object stands for
-            yield sse_event(answer.body)
+            yield sse_event(self._refusal(exc, request_id).body)

@@ -15,7 +15,7 @@ from server.engine.requests import Conversation, Message
 from server.engine.streams import FINISH_CANCELLED, TextStream
 from server.errors import AntiphonError
 from server.metrics import Recorder
-from server.transport import openai, responses
+from server.transport import responses
 from server.transport.http_base import (
     CLIENT_CLOSED,
     SSE_HEADERS,
@@ -24,7 +24,6 @@ from server.transport.http_base import (
     ClientGone,
     Endpoints,
     json_text,
-    log,
 )
 
 
@@ -66,7 +65,7 @@ class ResponseRoutes(Endpoints):
             events = self._events(stream, reply, earlier, request_id)
             return StreamingResponse(events, media_type="text/event-stream", headers=SSE_HEADERS)
         try:
-            reply.text = await self._while_connected(request, request_id, self._whole(stream))
+            reply.text = await self._while_connected(request, request_id, self._text(stream))
         except AntiphonError as exc:
             return self._error(responses.renamed_error(exc, wanted, len(earlier)), request_id)
         except ClientGone:
@@ -89,9 +88,6 @@ class ResponseRoutes(Endpoints):
             return self._error(exc, "-")
         return JSONResponse({"id": response_id, "object": "response", "deleted": True})
 
-    async def _whole(self, stream: TextStream) -> str:
-        return "".join([piece async for piece in self._pieces(stream)])
-
     async def _events(
         self, stream: TextStream, reply: responses.Reply, earlier: tuple[Message, ...], request_id: str
     ) -> AsyncIterator[str]:
@@ -104,10 +100,7 @@ class ResponseRoutes(Endpoints):
             async for piece in self._pieces(stream, TEXT_EVENT_GAP_S):
                 yield typed_event(events.delta(piece))
         except AntiphonError as exc:
-            log.info("request %s failed: %s %s", request_id, exc.code.upper(), exc)
-            answer = openai.error_body(exc)
-            self.metrics.error(TRANSPORT, str(answer.status))
-            for event in events.failure(answer.body["error"]):
+            for event in events.failure(self._refusal(exc, request_id).body["error"]):
                 yield typed_event(event)
             return
         if stream.finish_reason is None:

@@ -136,8 +136,9 @@ def include_usage(body: dict[str, Any]) -> bool:
     return bool(options.get("include_usage"))
 
 
-def _content(value: Any, field: str) -> str:
-    """A message's content: a string, or a list of text parts."""
+def text_content(value: Any, field: str, kinds: tuple[str, ...] = ("text",)) -> str:
+    """A message's content: a string, or a list of text parts (parts of a type in ``kinds``), joined by line breaks;
+    null is empty."""
     if isinstance(value, str):
         return value
     if value is None:
@@ -146,10 +147,10 @@ def _content(value: Any, field: str) -> str:
         texts = []
         for j, part in enumerate(value):
             kind = part.get("type") if isinstance(part, dict) else None
-            if isinstance(kind, str) and kind != "text":
+            if isinstance(kind, str) and kind not in kinds:
                 why = f"only text parts are supported (a character model), got a part of type {json.dumps(kind)}"
                 raise InvalidArgument(f"{field}[{j}]", why)
-            if kind != "text" or not isinstance(part.get("text"), str):
+            if kind not in kinds or not isinstance(part.get("text"), str):
                 raise InvalidArgument(f"{field}[{j}]", 'must be a text part: {"type": "text", "text": "..."}')
             texts.append(part["text"])
         return "\n".join(texts)
@@ -174,7 +175,7 @@ def conversation(body: dict[str, Any], persona: str, request_id: str, transport:
         name = message.get("name") or ""
         if not isinstance(name, str):
             raise InvalidArgument(f"messages[{i}].name", "must be a string")
-        decoded.append(Message(role, _content(message.get("content"), f"messages[{i}].content"), name))
+        decoded.append(Message(role, text_content(message.get("content"), f"messages[{i}].content"), name))
     return Conversation(tuple(decoded), persona, sampling(body), request_id, transport)
 
 

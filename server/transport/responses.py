@@ -17,7 +17,7 @@ from typing import Any
 from server.engine.requests import Message, SamplingOptions
 from server.engine.streams import FINISH_CANCELLED, FINISH_LENGTH, TextStream
 from server.errors import AntiphonError, InvalidArgument, NotFound
-from server.transport.openai import IGNORED, check_fields, check_neutral, created, renamed, sampling
+from server.transport.openai import IGNORED, check_fields, check_neutral, created, renamed, sampling, text_content
 
 # Fields accepted only at these neutral values (None, absent, is always accepted).
 NEUTRAL: dict[str, tuple[Any, ...]] = {
@@ -56,7 +56,8 @@ class ResponsesRequest:
 
 
 def responses_request(body: Any) -> ResponsesRequest:
-    """Decode a /v1/responses body (``previous_response_id`` is only read: :meth:`ResponseStore.conversation`)."""
+    """Decode a /v1/responses body (``previous_response_id`` is only read here: :meth:`ResponseStore.earlier`
+    finds its messages)."""
     body = check_fields(body, FIELDS, neutral_fields=False)
     check_neutral(body, NEUTRAL)
     model = body.get("model")
@@ -106,23 +107,11 @@ def input_messages(value: Any) -> list[Message]:
         role = item.get("role")
         if role not in ROLES:
             raise InvalidArgument(f"{field}.role", f"must be one of {', '.join(ROLES)}, got {role!r}")
-        messages.append(Message(ROLES[role], _content(item.get("content"), f"{field}.content")))
+        content = item.get("content")
+        if content is None:
+            raise InvalidArgument(f"{field}.content", "must be a string or a list of text parts")
+        messages.append(Message(ROLES[role], text_content(content, f"{field}.content", TEXT_PARTS)))
     return messages
-
-
-def _content(value: Any, field: str) -> str:
-    if isinstance(value, str):
-        return value
-    if not isinstance(value, list):
-        raise InvalidArgument(field, "must be a string or a list of text parts")
-    texts = []
-    for j, part in enumerate(value):
-        kind = part.get("type") if isinstance(part, dict) else None
-        if kind not in TEXT_PARTS or not isinstance(part.get("text"), str):
-            got = f", got a part of type {kind!r}" if isinstance(kind, str) else ""
-            raise InvalidArgument(f"{field}[{j}]", f"only text parts are supported (a character model){got}")
-        texts.append(part["text"])
-    return "\n".join(texts)
 
 
 def wire_names(request: ResponsesRequest, earlier: int) -> dict[str, str]:
