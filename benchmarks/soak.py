@@ -12,8 +12,10 @@ seeded random mix of scenarios, one request at a time:
 - ``generate``: a text stream read to its end (gRPC ``GenerateText``, WebSocket ``generate``, streamed
   ``POST /v1/completions``);
 - ``chat``: a turn of the worker's conversation (gRPC ``Chat`` and WebSocket ``chat`` on a server-kept session,
-  continued for 5 to 15 turns before a new one; HTTP streamed ``POST /v1/chat/completions`` resending the whole
-  history, which the prefix cache resumes);
+  continued for 5 to 15 turns before a new one; on HTTP half the conversations are streamed
+  ``POST /v1/chat/completions`` resending the whole history, which the prefix cache resumes, and half are held over
+  the Responses API, each turn naming the last reply's ``previous_response_id``, streamed or whole, its
+  ``response.completed`` text checked against its deltas);
 - ``cancel``: a stream (a generate or a chat turn) cancelled after a few messages: gRPC ``call.cancel()``, a
   WebSocket ``cancel`` frame (its ``done`` must say ``cancelled``, or ``stop``/``length`` when it finished first),
   HTTP closing the response mid-stream;
@@ -36,14 +38,19 @@ seeded random mix of scenarios, one request at a time:
 - ``audio`` (only with an audio model): a short speech stream (WebSocket ``generate_audio`` and gRPC
   ``GenerateAudio`` with ``max_seconds`` 0.5, or a spoken chat turn one time in three; ``POST /v1/audio/speech``
   of a two-word line, PCM);
-- ``classify`` (only with classifiers): one classification by a served classifier, of its kind of input.
+- ``classify`` (only with classifiers): one classification by a served classifier, of its kind of input;
+- ``image`` (only with image generators): an RBM chain of a few steps, a sample, or a short latent walk of a random
+  generator, a class named one time in two (gRPC ``GenerateImage``, WebSocket ``generate_image``, HTTP
+  ``POST /v1/images/generations`` whole with one or two images or streamed with partial images); one in four is
+  cancelled after its first frame (a WebSocket ``cancel``, whose ``done`` must say ``cancelled``, or ``stop`` when
+  it finished first).
 
 The gRPC workers share one channel and the HTTP workers one connection pool, as a front end would; the WebSocket
 workers share a connection per four workers (requests multiplexed by id). A scenario that breaks or slows its
 connection (``disconnect``, ``slow``, every WebSocket ``malformed``) opens its own. The first requests of each
 worker are dealt so that the workers of a transport run every scenario early (a short run covers them all); after
 that each request draws its scenario at random (generate 5, chat 5, cancel 2, disconnect 2, malformed 3, slow,
-audio and classify 1 each). Text streams ask for 64 to 256 tokens (cancels and disconnects 512 to 1,024, so they
+audio, classify and image 1 each). Text streams ask for 64 to 256 tokens (cancels and disconnects 512 to 1,024, so they
 are cut mid-stream).
 
 Every request ends in one outcome: completed; cancelled or disconnected by the soak; refused with the expected
@@ -91,7 +98,16 @@ from typing import Any
 
 import grpc
 import httpx
-from antiphon.v1 import audio_pb2, chat_pb2, classify_pb2, generation_pb2_grpc, models_pb2, sampling_pb2, text_pb2
+from antiphon.v1 import (
+    audio_pb2,
+    chat_pb2,
+    classify_pb2,
+    generation_pb2_grpc,
+    image_pb2,
+    models_pb2,
+    sampling_pb2,
+    text_pb2,
+)
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
@@ -102,8 +118,21 @@ LISTENING = re.compile(r"listening grpcs?=(\S+) wss?=(\S+) https?=(\S+)")
 LOG_ERROR = re.compile(r"^\S+ \S+ ERROR ")  # the server's format: "%(asctime)s %(levelname)s %(name)s: ..."
 
 TRANSPORTS = ("grpc", "ws", "http")
-# Scenario weights after each worker's first requests; audio and classify only where such models are served.
-WEIGHTS = {"generate": 5, "chat": 5, "cancel": 2, "disconnect": 2, "slow": 1, "malformed": 3, "audio": 1, "classify": 1}
+# Scenario weights after each worker's first requests; audio, classify and image only where such models are served.
+WEIGHTS = {
+    "generate": 5,
+    "chat": 5,
+    "cancel": 2,
+    "disconnect": 2,
+    "slow": 1,
+    "malformed": 3,
+    "audio": 1,
+    "classify": 1,
+    "image": 1,
+}
+NEEDS_MODEL = {"audio": "audio", "classify": "classifier", "image": "image"}
+IMAGE_CANCEL_SHARE = 0.25  # image streams cancelled after their first frame
+RESPONSES_SHARE = 0.5  # HTTP conversations held over the Responses API (previous_response_id) instead of resent
 GAP_SCENARIOS = ("generate", "chat", "cancel")  # streams read at full speed
 MAX_FAILURE_SAMPLES = 20
 # The slow readers' windows: a 4 KiB socket receive buffer (WebSocket, HTTP; smaller ones make TCP itself crawl on
@@ -164,6 +193,15 @@ class Classifier:
 
 
 @dataclass(frozen=True)
+class ImageModel:
+    id: str
+    family: str
+    labels: tuple[str, ...]
+    max_steps: int
+    max_walk_frames: int
+
+
+@dataclass(frozen=True)
 class Served:
     """The models the server lists (gRPC ``ListModels``)."""
 
@@ -174,6 +212,7 @@ class Served:
     audio_id: str | None
     voices: tuple[str, ...]
     classifiers: tuple[Classifier, ...]
+    images: tuple[ImageModel, ...] = ()  # the generators (Deep Dream needs a photo: not soaked)
 
     @classmethod
     def from_listing(cls, listing: models_pb2.ListModelsResponse) -> Served:
@@ -186,6 +225,11 @@ class Served:
             for m in listing.models
             if m.kind == models_pb2.MODEL_KIND_CLASSIFIER
         )
+        images = tuple(
+            ImageModel(m.id, m.family, tuple(m.labels), m.max_steps, m.max_walk_frames)
+            for m in listing.models
+            if m.kind == models_pb2.MODEL_KIND_IMAGE and m.family != "dream"
+        )
         return cls(
             text_id=text.id,
             personas=tuple(text.personas),
@@ -194,12 +238,12 @@ class Served:
             audio_id=audio.id if audio is not None else None,
             voices=tuple(audio.voices) if audio is not None else (),
             classifiers=classifiers,
+            images=images,
         )
 
     def scenarios(self) -> tuple[str, ...]:
-        return tuple(
-            s for s in WEIGHTS if (s != "audio" or self.audio_id is not None) and (s != "classify" or self.classifiers)
-        )
+        served = {"audio": self.audio_id is not None, "classifier": bool(self.classifiers), "image": bool(self.images)}
+        return tuple(s for s in WEIGHTS if s not in NEEDS_MODEL or served[NEEDS_MODEL[s]])
 
 
 # -- what the soak counts -------------------------------------------------------------------------------------------
@@ -288,6 +332,8 @@ class ChatSession:
     turns_left: int = 0
     disrupted_at: float = -math.inf  # when a turn of it was last cancelled or dropped
     history: list[dict[str, str]] = field(default_factory=list)
+    responses: bool = False  # HTTP: held over the Responses API, each turn naming the last reply's id
+    response_id: str = ""
 
     def next_turn(self, ctx: Context) -> None:
         """Start a new conversation when this one has had its turns."""
@@ -297,6 +343,8 @@ class ChatSession:
             self.turns_left = ctx.rng.randint(5, 15)
             self.disrupted_at = -math.inf
             self.history = []
+            self.responses = ctx.rng.random() < RESPONSES_SHARE
+            self.response_id = ""
         self.turns_left -= 1
 
     def may_be_busy(self) -> bool:
@@ -323,6 +371,22 @@ def json_classify_input(ctx: Context, classifier: Classifier) -> dict[str, Any]:
 
 
 # -- gRPC -----------------------------------------------------------------------------------------------------------
+def image_fields(ctx: Context) -> dict[str, Any]:
+    """An image request of a random generator, as the WebSocket and HTTP extension fields (and gRPC's) spell it:
+    an RBM chain of a few steps, a sample, or a short latent walk, a class named one time in two."""
+    model = ctx.rng.choice(ctx.served.images)
+    fields: dict[str, Any] = {"model": model.id, "seed": ctx.rng.randrange(2**32)}
+    if model.labels and ctx.rng.random() < 0.5:
+        fields["label"] = ctx.rng.choice(model.labels)
+    if model.family == "rbm":
+        fields["steps"] = ctx.rng.randint(2, max(2, min(20, model.max_steps)))
+        fields["frame_every"] = ctx.rng.choice((1, 4))
+    elif model.max_walk_frames >= 2 and ctx.rng.random() < 0.3:
+        fields["walk_to_seed"] = ctx.rng.randrange(2**32)
+        fields["walk_frames"] = ctx.rng.randint(2, min(8, model.max_walk_frames))
+    return fields
+
+
 def grpc_sampling(ctx: Context, max_tokens: int) -> sampling_pb2.Sampling:
     return sampling_pb2.Sampling(seed=ctx.rng.randrange(2**32), max_tokens=max_tokens, temperature=0.8)
 
@@ -576,6 +640,33 @@ class GrpcWorker:
         if not answer.labels:
             raise Unexpected("NO_LABELS", "a classification with no labels")
         return COMPLETED
+
+    async def image(self, ctx: Context) -> Outcome:
+        """An image stream read to its final frame, or cancelled after its first."""
+        request = image_pb2.GenerateImageRequest(**image_fields(ctx))
+        cancel = ctx.rng.random() < IMAGE_CANCEL_SHARE
+        call = self.stub.GenerateImage(request, metadata=self.metadata)
+        frames = 0
+        try:
+            async for frame in call:
+                if not frame.data or frame.width <= 0 or frame.height <= 0:
+                    raise Unexpected("FRAME", f"an image frame without an image: step {frame.step}")
+                frames += 1
+                if frame.finish_reason != sampling_pb2.FINISH_REASON_UNSPECIFIED:
+                    if frame.finish_reason != sampling_pb2.FINISH_REASON_STOP or not frame.final:
+                        raise Unexpected(
+                            "FINISH", f"last frame: finish reason {frame.finish_reason}, final {frame.final}"
+                        )
+                    if frame.usage.frames != frames:
+                        raise Unexpected("USAGE", f"usage says {frame.usage.frames} frames, {frames} came")
+                    return COMPLETED
+                if cancel:
+                    return CANCELLED_BY_US
+        except grpc.aio.AioRpcError as exc:
+            raise Unexpected(grpc_code(exc), str(exc.details())) from None
+        finally:
+            call.cancel()  # nothing, where the call has ended
+        raise Unexpected("NO_FINISH", "the image stream ended without its final frame")
 
 
 # -- WebSocket ------------------------------------------------------------------------------------------------------
@@ -970,6 +1061,36 @@ class WsWorker:
             raise ws_error(got)
         return COMPLETED
 
+    async def image(self, ctx: Context) -> Outcome:
+        """An image stream read to ``done``, or cancelled after its first frame (``done`` must then say cancelled,
+        or stop where the last frame was already sent)."""
+        frame = {"type": "generate_image", "id": ctx.next_id(), **image_fields(ctx)}
+        cancel = ctx.rng.random() < IMAGE_CANCEL_SHARE
+        queue = await self.mux.request(frame)
+        frames, binaries, final = 0, 0, False
+        try:
+            while (got := await queue.get())["type"] in ("image", "binary"):
+                if got["type"] == "image":
+                    frames += 1
+                    final = final or bool(got.get("final"))
+                else:
+                    binaries += 1
+                    if binaries > frames or got["size"] <= 0:
+                        raise Unexpected("FRAME", "a binary frame without its image frame, or empty")
+                if cancel and binaries == 1 and got["type"] == "binary":
+                    await self.mux.send({"type": "cancel", "id": frame["id"]})
+        finally:
+            self.mux.forget(frame["id"])
+        if got["type"] != "done":
+            raise ws_error(got)
+        if cancel and got["finish_reason"] in ("cancelled", "stop"):
+            return CANCELLED_BY_US if got["finish_reason"] == "cancelled" else COMPLETED
+        if got["finish_reason"] != "stop" or not final or binaries != frames:
+            raise Unexpected("FINISH", f"{got}: {frames} image frames, {binaries} binary, final {final}")
+        if got["usage"]["frames"] != frames:
+            raise Unexpected("USAGE", f"usage {got['usage']}, {frames} frames came")
+        return COMPLETED
+
 
 # -- HTTP -----------------------------------------------------------------------------------------------------------
 def http_error(status: int, body: bytes, what: str = "") -> Unexpected:
@@ -1007,6 +1128,21 @@ async def sse_events(response: httpx.Response) -> AsyncGenerator[dict[str, Any],
     raise Unexpected("NO_DONE", "the event stream ended without data: [DONE]")
 
 
+async def typed_events(response: httpx.Response) -> AsyncGenerator[dict[str, Any], None]:
+    """A stream of typed events (the Responses and Images APIs: ``event:`` and ``data:`` lines, no ``[DONE]``),
+    each decoded as its ``data:`` line arrives."""
+    buffer = b""
+    async for data in response.aiter_bytes():
+        *lines, buffer = (buffer + data).split(b"\n")
+        for line in lines:
+            if line.startswith(b"data: "):
+                yield json.loads(line[6:])
+
+
+def is_png(data: bytes) -> bool:
+    return data.startswith(b"\x89PNG\r\n\x1a\n")
+
+
 def param_names(param: Any, name: str) -> bool:
     """Whether an error's ``param`` names the field ``name`` or a part of it (``messages[0]`` names ``messages``)."""
     return isinstance(param, str) and (param == name or param.startswith((f"{name}[", f"{name}.")))
@@ -1036,7 +1172,7 @@ class HttpWorker:
         if not chat:
             return "/v1/completions", {**body, "model": ctx.served.text_id, "prompt": ctx.rng.choice(PROMPTS)}
         self.session.next_turn(ctx)
-        if not self.session.history:
+        if not self.session.history and not self.session.response_id:
             self.session.persona = ctx.rng.choice(self.models)
         line = {"role": "user", "content": ctx.rng.choice(CHAT_LINES)}
         return "/v1/chat/completions", {
@@ -1073,9 +1209,59 @@ class HttpWorker:
 
     async def chat(self, ctx: Context) -> Outcome:
         path, body = self._body(ctx, ctx.max_tokens(), chat=True)
+        if self.session.responses:
+            return await self._respond(ctx, body)
         reply = await self._stream(self.client, path, body, ctx.clock("http", "chat"))
         self.session.history = [*body["messages"], {"role": "assistant", "content": reply or ""}]
         return COMPLETED
+
+    async def _respond(self, ctx: Context, chat: dict[str, Any]) -> Outcome:
+        """A turn over the Responses API: the user's line and the last reply's id, the server holding the rest
+        (streamed or whole, one time in two each); the reply's id is the next turn's ``previous_response_id``."""
+        body: dict[str, Any] = {
+            "model": chat["model"],
+            "input": chat["messages"][-1]["content"],
+            "max_output_tokens": chat["max_tokens"],
+            "seed": chat["seed"],
+        }
+        if self.session.response_id:
+            body["previous_response_id"] = self.session.response_id
+        try:
+            if ctx.rng.random() < 0.5:
+                response = await self.client.post("/v1/responses", json=body)
+                if response.status_code != 200:
+                    raise http_error(response.status_code, response.content)
+                answer = response.json()
+            else:
+                answer = await self._response_events(ctx, {**body, "stream": True})
+        except httpx.TransportError as exc:
+            raise Unexpected("DROPPED", f"{type(exc).__name__}: {exc}") from None
+        if answer.get("status") not in ("completed", "incomplete") or not answer.get("id"):
+            raise Unexpected("RESPONSE", f"a reply that did not complete: {str(answer)[:300]}")
+        self.session.response_id = answer["id"]
+        return COMPLETED
+
+    async def _response_events(self, ctx: Context, body: dict[str, Any]) -> dict[str, Any]:
+        """A streamed Responses turn read to ``response.completed`` (or ``incomplete``): the response it carries,
+        its text checked against the deltas."""
+        clock, pieces = ctx.clock("http", "chat"), []
+        async with self.client.stream("POST", "/v1/responses", json=body) as response:
+            if response.status_code != 200:
+                raise http_error(response.status_code, await response.aread())
+            async for event in typed_events(response):
+                kind = event.get("type")
+                if kind == "response.output_text.delta":
+                    clock.tick()
+                    pieces.append(event["delta"])
+                elif kind in ("response.completed", "response.incomplete"):
+                    answer: dict[str, Any] = event["response"]
+                    said = "".join(part["text"] for item in answer["output"] for part in item["content"])
+                    if said != "".join(pieces):
+                        raise Unexpected("TEXT", "response.completed's text differs from its deltas")
+                    return answer
+                elif kind in ("error", "response.failed"):
+                    raise Unexpected(f"event {kind}", json.dumps(event)[:300])
+        raise Unexpected("NO_FINISH", "the event stream ended without response.completed")
 
     async def cancel(self, ctx: Context) -> Outcome:
         path, body = self._body(ctx, ctx.max_tokens(long=True), chat=ctx.rng.random() < 0.5)
@@ -1220,6 +1406,42 @@ class HttpWorker:
         if response.status_code != 200 or not response.json().get("labels"):
             raise http_error(response.status_code, response.content)
         return COMPLETED
+
+    async def image(self, ctx: Context) -> Outcome:
+        """``POST /v1/images/generations``: whole (one or two images) or streamed to ``image_generation.completed``
+        (with partial images where the model makes several frames), or closed after its first event."""
+        fields = image_fields(ctx)
+        body: dict[str, Any] = {"prompt": fields.pop("label", ""), "response_format": "b64_json", **fields}
+        every_frame = "frame_every" in fields or "walk_to_seed" in fields  # then one image, every frame answered
+        cancel = ctx.rng.random() < IMAGE_CANCEL_SHARE
+        try:
+            if not cancel and ctx.rng.random() < 0.5:
+                if not every_frame:
+                    body["n"] = ctx.rng.choice((1, 2))
+                response = await self.client.post("/v1/images/generations", json=body)
+                if response.status_code != 200:
+                    raise http_error(response.status_code, response.content)
+                images = [base64.b64decode(item["b64_json"]) for item in response.json()["data"]]
+                if not images or (not every_frame and len(images) != body["n"]) or not all(map(is_png, images)):
+                    raise Unexpected("BODY", f"{len(images)} images for {body.get('n', 'every frame')}, or not PNG")
+                return COMPLETED
+            if not every_frame:
+                body["partial_images"] = ctx.rng.choice((0, 2))
+            async with self.client.stream("POST", "/v1/images/generations", json={**body, "stream": True}) as response:
+                if response.status_code != 200:
+                    raise http_error(response.status_code, await response.aread())
+                async for event in typed_events(response):
+                    if "error" in event:
+                        raise Unexpected("event error", json.dumps(event)[:300])
+                    if not is_png(base64.b64decode(event["b64_json"])):
+                        raise Unexpected("BODY", f"{event['type']}: not a PNG")
+                    if event["type"] == "image_generation.completed":
+                        return COMPLETED
+                    if cancel:
+                        return CANCELLED_BY_US  # leaving the block closes the response, and its connection
+        except httpx.TransportError as exc:
+            raise Unexpected("DROPPED", f"{type(exc).__name__}: {exc}") from None
+        raise Unexpected("NO_FINISH", "the image events ended without image_generation.completed")
 
 
 # -- the server -----------------------------------------------------------------------------------------------------
@@ -1410,11 +1632,12 @@ async def soak(args: argparse.Namespace) -> dict[str, Any]:
         assert server.addresses is not None
         served = await list_models(server.addresses[0], metadata)
         log.info(
-            "serving %s (%d personas), audio %s, classifiers %s",
+            "serving %s (%d personas), audio %s, classifiers %s, image generators %s",
             served.text_id,
             len(served.personas),
             served.audio_id or "none",
             ",".join(c.id for c in served.classifiers) or "none",
+            ",".join(m.id for m in served.images) or "none",
         )
         return await load(args, server, served, metadata, headers)
     finally:
@@ -1574,6 +1797,7 @@ def build_report(
             "text": served.text_id,
             "audio": served.audio_id,
             "classifiers": [c.id for c in served.classifiers],
+            "images": [m.id for m in served.images],
         },
         "requests": sum(tally.requests.values()),
         "requests_by_scenario": by_scenario,
@@ -1603,7 +1827,8 @@ def format_report(report: dict[str, Any]) -> str:
         f"soak: {report['minutes']:g} min ({report['load_s']:.0f} s of load), {report['streams']} streams "
         f"({', '.join(f'{n} {t}' for t, n in report['streams_by_transport'].items())}), seed {report['seed']}",
         f"served: text {report['served']['text']}, audio {report['served']['audio'] or 'none'}, classifiers "
-        f"{', '.join(report['served']['classifiers']) or 'none'}",
+        f"{', '.join(report['served']['classifiers']) or 'none'}, image generators "
+        f"{', '.join(report['served'].get('images', ())) or 'none'}",
         "",
         f"{'requests':<12}" + "".join(f"{t:>9}" for t in transports) + f"{'total':>9}",
     ]

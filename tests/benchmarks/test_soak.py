@@ -11,8 +11,9 @@ import pytest
 from benchmarks import soak
 
 TRANSPORTS = ("grpc", "ws", "http")
-# No audio model and no classifier on the tiny server: the audio and classify scenarios do not run.
-SCENARIOS = ("generate", "chat", "cancel", "disconnect", "slow", "malformed")
+# No audio model and no classifier on the tiny server (the committed image generators are served, as by default):
+# the audio and classify scenarios do not run.
+SCENARIOS = ("generate", "chat", "cancel", "disconnect", "slow", "malformed", "image")
 
 
 @pytest.mark.slow
