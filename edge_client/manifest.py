@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from edge_client.audio import MAX_SAMPLE_RATE
 from edge_client.runtime import (
     BACKENDS,
     Runner,
@@ -32,7 +33,6 @@ log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
 PRECISIONS = ("auto", "int8", "float32")
-MAX_SAMPLE_RATE = 384_000  # as for WAV files (edge_client.audio)
 
 
 X86_64 = ("x86_64", "AMD64")
