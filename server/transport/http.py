@@ -35,10 +35,10 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from server.engine.registry import ModelRegistry
-from server.engine.requests import AudioRequest, TextRequest
-from server.engine.streams import AudioStream, TextStream
-from server.errors import AntiphonError, InvalidArgument, ListenError, NotFound, Unauthenticated
+from server.engine.registry import ModelRegistry, TextService
+from server.engine.requests import AudioRequest, SamplingOptions, TextRequest
+from server.engine.streams import FINISH_CANCELLED, AudioStream, TextStream
+from server.errors import AntiphonError, InvalidArgument, ListenError, NotFound, Unauthenticated, Unavailable
 from server.metrics import Recorder
 from server.transport import auth, openai
 from server.transport.http_base import (
@@ -60,8 +60,13 @@ log = logging.getLogger(__name__)
 
 STATIC = Path(__file__).resolve().parent / "static"  # the chat page: plain files, no build step
 OPEN_PATHS = ("/", "/healthz")  # with /static/: the health check and the chat page, which asks for the key itself
-
-
+# Headers of our answers a page on another origin may read (CORS shows it only the safelisted ones otherwise): the
+# PCM's rate, and what the SDKs read to retry or not
+EXPOSED_HEADERS = ("X-Sample-Rate", "Retry-After", "x-should-retry", "WWW-Authenticate")
+# A reply the server cut short because it is stopping (its engines closed): 503 with Retry-After, as a request
+# refused while stopping is
+STOPPED = Unavailable("the reply was cancelled: the server is stopping")
+MAX_PROMPTS = 20  # prompts one completions request continues (LangChain's OpenAI sends its batches of 20 as one)
 _PLACEHOLDER = "\x00piece\x00"  # stands for a piece's text in an encoded chunk; no id or model name holds it
 
 
@@ -106,15 +111,9 @@ class HttpTransport(Endpoints):
         self.image_routes = ImageRoutes(models, self.metrics)
         self.response_routes = ResponseRoutes(models, self.metrics)
         middleware = []
-        # CORS outside the key check: a browser's preflight carries no key, and a refusal needs CORS headers to be
-        # readable by the page that asked.
-        if cors_origins:
-            middleware.append(
-                Middleware(CORSMiddleware, allow_origins=list(cors_origins), allow_methods=["*"], allow_headers=["*"])
-            )
         if keys is not None and keys.required:
             middleware.append(Middleware(RequireKey, keys=keys))
-        self.app = Starlette(
+        self.app: ASGIApp = Starlette(
             routes=[
                 Route("/", self.page, methods=["GET"]),
                 Mount("/static", StaticFiles(directory=STATIC), name="static"),
@@ -133,6 +132,20 @@ class HttpTransport(Endpoints):
             middleware=middleware,
             exception_handlers={404: self._no_route, 405: self._no_route, Exception: self._server_fault},
         )
+        if cors_origins:
+            # Around the whole application: a browser's preflight carries no key, and a page reads a refusal only
+            # with CORS headers, the key's and our own 500 alike (Starlette answers a 500 outside the middleware it
+            # is given). A page may read the headers that say how to play or when to retry, and an origin named
+            # (not "*": any site at all) may be a public page calling a server on a private network (Chrome's Private
+            # Network Access preflight).
+            self.app = CORSMiddleware(
+                self.app,
+                allow_origins=list(cors_origins),
+                allow_methods=["*"],
+                allow_headers=["*"],
+                allow_private_network="*" not in cors_origins,
+                expose_headers=EXPOSED_HEADERS,
+            )
 
     # -- endpoints ---------------------------------------------------------------------------------------------
     async def page(self, request: Request) -> Response:
@@ -181,40 +194,52 @@ class HttpTransport(Endpoints):
         request_id = f"chatcmpl-{next(self._ids)}"
         try:
             body = openai.check_fields(await self._body(request), openai.CHAT_FIELDS)
+            usage = openai.include_usage(body)  # every field checked before the reply starts, which a refusal leaks
             service, model, persona = self._text_model(body.get("model"))
             stream = service.converse(openai.conversation(body, persona, f"http-{request_id}", TRANSPORT))
-            usage = openai.include_usage(body)
         except AntiphonError as exc:
             return self._error(exc, request_id)
         if body.get("stream"):
             return StreamingResponse(
                 self._chat_events(stream, request_id, model, usage), media_type="text/event-stream", headers=SSE_HEADERS
             )
-        return await self._whole(request, stream, request_id, model, chat=True)
+        return await self._whole(request, [stream], request_id, model, chat=True)
 
     async def completions(self, request: Request) -> Response:
         request_id = f"cmpl-{next(self._ids)}"
         try:
             body = openai.check_fields(await self._body(request), openai.COMPLETION_FIELDS)
+            usage = openai.include_usage(body)
             service, model, persona = self._text_model(body.get("model"))
             if persona:
                 raise InvalidArgument("model", "completions continue text as it is: name the model without a persona")
-            prompt = body.get("prompt", "")
-            if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], str):
-                prompt = prompt[0]
-            if not isinstance(prompt, str):
-                raise InvalidArgument("prompt", "must be a string (one prompt per request)")
-            stream = service.generate(TextRequest(prompt, openai.sampling(body), f"http-{request_id}", TRANSPORT))
-            usage = openai.include_usage(body)
+            prompts = _prompts(body.get("prompt", ""), bool(body.get("stream")))
+            streams = self._start_texts(service, prompts, openai.sampling(body), request_id)
         except AntiphonError as exc:
             return self._error(exc, request_id)
         if body.get("stream"):
             return StreamingResponse(
-                self._completion_events(stream, request_id, model, usage),
+                self._completion_events(streams[0], request_id, model, usage),
                 media_type="text/event-stream",
                 headers=SSE_HEADERS,
             )
-        return await self._whole(request, stream, request_id, model, chat=False)
+        return await self._whole(request, streams, request_id, model, chat=False)
+
+    def _start_texts(
+        self, service: TextService, prompts: list[str], options: SamplingOptions, request_id: str
+    ) -> list[TextStream]:
+        """One stream a prompt, batched together by the engine; if one is refused, those started are cancelled and
+        the error names the prompt (``prompt[1]``) where there are several."""
+        streams: list[TextStream] = []
+        for i, prompt in enumerate(prompts):
+            suffix = f"-{i}" if len(prompts) > 1 else ""
+            try:
+                streams.append(service.generate(TextRequest(prompt, options, f"http-{request_id}{suffix}", TRANSPORT)))
+            except AntiphonError as exc:
+                for stream in streams:
+                    stream.cancel()
+                raise openai.renamed(exc, {"prompt": f"prompt[{i}]"}) if suffix else exc from None
+        return streams
 
     async def speech(self, request: Request) -> Response:
         """The WaveNet's speech of ``input``, streamed as it is made: a WAV stream or raw PCM16 (chunked), or
@@ -261,7 +286,9 @@ class HttpTransport(Endpoints):
 
         async for event in self._stream_events(stream, request_id, delta):
             yield event
-        if stream.finish_reason is not None:
+        if stream.finish_reason == FINISH_CANCELLED:  # the server stopped it: cut speech is not passed off as done
+            yield sse_event(self._refusal(STOPPED, request_id).body)
+        elif stream.finish_reason is not None:
             yield sse_event({"type": "speech.audio.done", "usage": {"samples": pcm.samples}})
 
     async def scrape(self, request: Request) -> Response:
@@ -295,32 +322,37 @@ class HttpTransport(Endpoints):
         return JSONResponse({"object": "classification", "model": service.info.id, "labels": labels})
 
     # -- answers -------------------------------------------------------------------------------------------------
-    async def _whole(self, request: Request, stream: TextStream, request_id: str, model: str, chat: bool) -> Response:
+    async def _whole(
+        self, request: Request, streams: list[TextStream], request_id: str, model: str, chat: bool
+    ) -> Response:
+        """The answer sent whole: one choice a stream (completions' prompts), read together."""
         try:
-            text = await self._while_connected(request, request_id, self._text(stream))
+            work = asyncio.gather(*(self._text(stream) for stream in streams))
+            texts = await self._while_connected(request, request_id, work)
         except AntiphonError as exc:
             return self._error(exc, request_id)
         except ClientGone:
             return Response(status_code=CLIENT_CLOSED)
-        reason = stream.finish_reason or "stop"
-        if chat:
-            choice: dict[str, Any] = {
-                "index": 0,
-                "message": {"role": "assistant", "content": text, "refusal": None},
-                "logprobs": None,
-                "finish_reason": reason,
-            }
-            kind = "chat.completion"
-        else:
-            choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": reason}
-            kind = "text_completion"
+        finally:
+            for stream in streams:  # those still running when another failed, or the client left
+                stream.cancel()
+        if any(stream.finish_reason == FINISH_CANCELLED for stream in streams):  # the server stopped: not whole
+            return self._error(STOPPED, request_id)
+        choices: list[dict[str, Any]] = []
+        for i, (stream, text) in enumerate(zip(streams, texts, strict=True)):
+            reason = stream.finish_reason or "stop"
+            if chat:
+                message = {"role": "assistant", "content": text, "refusal": None}
+                choices.append({"index": i, "message": message, "logprobs": None, "finish_reason": reason})
+            else:
+                choices.append({"index": i, "text": text, "logprobs": None, "finish_reason": reason})
         body = {
             "id": request_id,
-            "object": kind,
+            "object": "chat.completion" if chat else "text_completion",
             "created": openai.created(),
             "model": model,
-            "choices": [choice],
-            "usage": openai.usage(stream),
+            "choices": choices,
+            "usage": openai.usage(*streams),
             "system_fingerprint": None,
         }
         return JSONResponse(body)
@@ -370,10 +402,27 @@ class HttpTransport(Endpoints):
             yield event
         if stream.finish_reason is None:
             return  # an error event went out
+        if stream.finish_reason == FINISH_CANCELLED:  # the server stopped it: an error, as OpenAI ends a failed stream
+            yield sse_event(self._refusal(STOPPED, base["id"]).body)
+            return
         yield chunk(choice("", stream.finish_reason))
         if usage:
             yield sse_event({**base, "choices": [], "usage": openai.usage(stream)})
         yield "data: [DONE]\n\n"
+
+
+def _prompts(value: Any, stream: bool) -> list[str]:
+    """A completions request's ``prompt``: a string, or a list of strings each continued as its own choice (whole
+    answers only: a stream carries one prompt's text). Token ids are not read: a token is a character."""
+    if isinstance(value, str):
+        return [value]
+    if not isinstance(value, list) or not value or not all(isinstance(prompt, str) for prompt in value):
+        raise InvalidArgument("prompt", "must be a string or a list of strings (a token is a character)")
+    if stream and len(value) > 1:
+        raise InvalidArgument("prompt", f"a stream continues one prompt, got {len(value)}: send one, or stream false")
+    if len(value) > MAX_PROMPTS:
+        raise InvalidArgument("prompt", f"at most {MAX_PROMPTS} prompts a request, got {len(value)}")
+    return value
 
 
 def _client_mistake_at_info(record: logging.LogRecord) -> bool:

@@ -151,6 +151,8 @@ class Endpoints:
             return task.result()
         task.cancel()
         await asyncio.wait({task})
+        if not task.cancelled():  # a gather ends with its children's CancelledError as an exception: retrieved here,
+            task.exception()  # or asyncio would log it at ERROR as never retrieved
         log.info("request %s: the client went away before the answer; cancelled", request_id)
         raise ClientGone
 

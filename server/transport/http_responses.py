@@ -76,6 +76,7 @@ class ResponseRoutes(Endpoints):
 
     async def retrieve(self, request: Request) -> Response:
         try:
+            responses.check_retrieve_query(request.query_params)
             return JSONResponse(self.store.get(request.path_params["response_id"]).body)
         except AntiphonError as exc:
             return self._error(exc, "-")

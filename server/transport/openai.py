@@ -128,12 +128,19 @@ def sampling(body: dict[str, Any]) -> SamplingOptions:
 
 
 def include_usage(body: dict[str, Any]) -> bool:
+    """``stream_options.include_usage``; ``include_obfuscation`` is accepted (the events carry no padding to drop),
+    any other option is refused naming it (``stream_options.continuous_usage_stats``, another server's)."""
     options = body.get("stream_options")
     if options is None:
         return False
-    if not isinstance(options, dict) or set(options) - {"include_usage", "include_obfuscation"}:
+    if not isinstance(options, dict):
         raise InvalidArgument("stream_options", 'must be an object such as {"include_usage": true}')
-    return bool(options.get("include_usage"))
+    for key, value in options.items():
+        if key not in ("include_usage", "include_obfuscation"):
+            raise InvalidArgument(f"stream_options.{key}", "unrecognized request argument")
+        if value is not None and not isinstance(value, bool):
+            raise InvalidArgument(f"stream_options.{key}", f"must be true or false, got {json.dumps(value)}")
+    return options.get("include_usage") is True
 
 
 def text_content(value: Any, field: str, kinds: tuple[str, ...] = ("text",)) -> str:
@@ -170,8 +177,11 @@ def conversation(body: dict[str, Any], persona: str, request_id: str, transport:
             raise InvalidArgument(f"messages[{i}].role", "is missing" if role is None else "must be a string")
         if role == "developer":  # the newer name of the system role
             role = "system"
-        if role in ("tool", "function") or message.get("tool_calls"):
+        if role in ("tool", "function"):
             raise InvalidArgument(f"messages[{i}].role", "tool calls are not supported by this server")
+        for key in ("tool_calls", "function_call"):  # an assistant's call in the history: named as what it is
+            if message.get(key):
+                raise InvalidArgument(f"messages[{i}].{key}", "tool calls are not supported by this server")
         name = message.get("name") or ""
         if not isinstance(name, str):
             raise InvalidArgument(f"messages[{i}].name", "must be a string")
@@ -212,6 +222,8 @@ def error_body(error: AntiphonError) -> ErrorBody:
     elif status == 401:
         code = "invalid_api_key"
     headers = {"Retry-After": "1"} if status in (429, 503) else {}
+    if status == 501:  # the SDKs retry every 5xx unless told: a model kind not served is no better a second later
+        headers["x-should-retry"] = "false"
     if status == 401:
         headers["WWW-Authenticate"] = "Bearer"
     return ErrorBody(status, error_object(message, kind, param, code), headers)
@@ -228,13 +240,16 @@ def created() -> int:
     return int(time.time())
 
 
-def usage(stream: TextStream) -> dict[str, Any]:
-    """Tokens are characters; ``cached_tokens``: prompt characters a kept conversation state spared reading."""
+def usage(*streams: TextStream) -> dict[str, Any]:
+    """The streams' usage together. Tokens are characters; ``cached_tokens``: prompt characters a kept conversation
+    state spared reading."""
+    prompt = sum(stream.prompt_tokens for stream in streams)
+    completion = sum(stream.completion_tokens for stream in streams)
     return {
-        "prompt_tokens": stream.prompt_tokens,
-        "completion_tokens": stream.completion_tokens,
-        "total_tokens": stream.prompt_tokens + stream.completion_tokens,
-        "prompt_tokens_details": {"cached_tokens": stream.cached_tokens},
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+        "prompt_tokens_details": {"cached_tokens": sum(stream.cached_tokens for stream in streams)},
     }
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import secrets
 from collections import OrderedDict
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -112,6 +113,16 @@ def input_messages(value: Any) -> list[Message]:
             raise InvalidArgument(f"{field}.content", "must be a string or a list of text parts")
         messages.append(Message(ROLES[role], text_content(content, f"{field}.content", TEXT_PARTS)))
     return messages
+
+
+def check_retrieve_query(query: Mapping[str, str]) -> None:
+    """``GET /v1/responses/{id}``'s query: a kept response is read back whole, as it was answered. A replay of its
+    events (``stream=true``, which an SDK would read as no events at all) and more than was kept (``include``) are
+    refused by name."""
+    if query.get("stream", "false").strip().lower() not in ("", "false"):
+        raise InvalidArgument("stream", "a kept response is read back whole, not replayed as events: give false")
+    if query.get("include") or query.get("include[]"):
+        raise InvalidArgument("include", "a kept response holds its output only (no log-probabilities or sources)")
 
 
 def wire_names(request: ResponsesRequest, earlier: int) -> dict[str, str]:

@@ -7,6 +7,7 @@ import base64
 import gzip
 import json
 import logging
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -25,6 +26,7 @@ pytestmark = pytest.mark.parametrize("make_text_engine", ["fast"], indirect=True
 StartServer = Callable[..., Any]
 STOP = ("\n\n",)
 USER = {"role": "user", "content": "a"}
+CALL = {"id": "call_1", "type": "function", "function": {"name": "weather", "arguments": "{}"}}
 
 
 def engine_of(server: Any) -> TextEngine:
@@ -145,6 +147,48 @@ async def test_completions_continue_the_prompt(start_server: StartServer, tiny_t
     assert plain.choices[0].finish_reason == "length"
 
 
+async def test_completions_continue_a_list_of_prompts_each_as_alone(start_server: StartServer) -> None:
+    """A list of prompts (LangChain's OpenAI sends a batch as one request) is one choice a prompt, in order, each
+    the text that prompt gets alone, batched by the engine; usage adds them up."""
+    server = await start_server()
+    prompts = ["Lear.\n", "Kent.\nGood night.\n\nFool.\n", "Lear.\n"]
+    async with sdk(server) as client:
+        batch = await client.completions.create(model="tiny", prompt=prompts, max_tokens=30, seed=2)
+        alone = [await client.completions.create(model="tiny", prompt=p, max_tokens=30, seed=2) for p in prompts]
+    assert [c.index for c in batch.choices] == [0, 1, 2]
+    assert [c.text for c in batch.choices] == [a.choices[0].text for a in alone]
+    assert [c.finish_reason for c in batch.choices] == [a.choices[0].finish_reason for a in alone]
+    assert batch.usage is not None
+    assert (batch.usage.prompt_tokens, batch.usage.completion_tokens) == (
+        sum(a.usage.prompt_tokens for a in alone if a.usage),
+        sum(a.usage.completion_tokens for a in alone if a.usage),
+    )
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"prompt": ["Lear.\n", "Kent.\n"], "stream": True},
+         "prompt: a stream continues one prompt, got 2: send one, or stream false"),
+        ({"prompt": ["a"] * 21}, "prompt: at most 20 prompts a request, got 21"),
+        ({"prompt": [[1, 2, 3]]}, "prompt: must be a string or a list of strings (a token is a character)"),
+        ({"prompt": []}, "prompt: must be a string or a list of strings (a token is a character)"),
+        ({"prompt": ["a", "x" * 100_000]}, "prompt[1]: at most"),
+    ],
+)  # fmt: skip
+async def test_prompts_a_completion_cannot_continue_are_refused_by_name(
+    start_server: StartServer, fields: dict[str, Any], message: str
+) -> None:
+    """Several prompts in one stream, more than 20, token ids, none, or one too long (named by its place) are a 400,
+    and no prompt of a refused list is left running."""
+    server = await start_server()
+    async with httpx.AsyncClient(base_url=f"http://{server.http_address}", timeout=timeout(10)) as client:
+        refused = await client.post("/v1/completions", json={"model": "tiny", "max_tokens": 2000, **fields})
+    assert refused.status_code == 400 and refused.json()["error"]["message"].startswith(message)
+    engine = engine_of(server)
+    await asyncio.wait_for(engine.wait_until(lambda: engine.live_streams == 0), timeout(10))
+
+
 @pytest.mark.parametrize(
     ("fields", "status", "param"),
     [
@@ -158,6 +202,10 @@ async def test_completions_continue_the_prompt(start_server: StartServer, tiny_t
         ({"model": "tiny/hamlet"}, 404, "model"),
         ({"messages": [{"role": "assistant", "content": "Hail."}]}, 400, "messages[0]"),
         ({"messages": [{"role": "tool", "content": "{}"}]}, 400, "messages[0].role"),
+        ({"messages": [USER, {"role": "assistant", "content": None, "tool_calls": [CALL]}, USER]},
+         400, "messages[1].tool_calls"),  # the call is refused, not the assistant's role
+        ({"messages": [USER, {"role": "assistant", "content": None, "function_call": CALL["function"]}, USER]},
+         400, "messages[1].function_call"),  # the older name, read as nothing before
         ({"reasoning_effort": "high"}, 400, "reasoning_effort"),
         ({"extra_body": {"audio": {"voice": "alloy", "format": "wav"}}}, 400, "audio"),
         ({"extra_body": {"stream": "false"}}, 400, "stream"),  # a string would have been read as true
@@ -165,6 +213,9 @@ async def test_completions_continue_the_prompt(start_server: StartServer, tiny_t
         ({"extra_body": {"n": True}}, 400, "n"),  # true == 1 in Python, not in JSON
         ({"extra_body": {"presence_penalty": False}}, 400, "presence_penalty"),
         ({"messages": [{"content": "Hail."}]}, 400, "messages[0].role"),
+        ({"extra_body": {"stream_options": {"include_usage": True, "continuous_usage_stats": True}}},
+         400, "stream_options.continuous_usage_stats"),  # another server's option, named as sent
+        ({"extra_body": {"stream_options": {"include_usage": "yes"}}}, 400, "stream_options.include_usage"),
         ({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "data:,"}}]}]},
          400, "messages[0].content[0]"),
     ],
@@ -279,6 +330,24 @@ async def test_a_whole_answer_whose_client_leaves_is_cancelled(
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
 
 
+@pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/completions"])
+async def test_a_refused_request_starts_no_reply(start_server: StartServer, path: str) -> None:
+    """A request refused for a field read last (``stream_options``) starts no reply: none runs to max_tokens for no
+    one, holding a slot, after the client has its 400."""
+    server = await start_server()
+    engine = engine_of(server)
+    gate = Gate(engine)
+    gate.hold_after(0)  # a reply started would stay in the engine until the gate opens
+    body = {"model": "tiny", "max_tokens": 2000, "stream": True, "stream_options": {"include_usage": "yes"}}
+    body |= {"messages": [USER]} if path == "/v1/chat/completions" else {"prompt": "Lear.\n"}
+    async with httpx.AsyncClient(base_url=f"http://{server.http_address}", timeout=timeout(10)) as client:
+        refused = await client.post(path, json=body)
+        live = engine.live_streams
+        gate.open()
+    assert (refused.status_code, refused.json()["error"]["param"]) == (400, "stream_options.include_usage")
+    assert live == 0
+
+
 async def test_shutting_down_is_503(start_server: StartServer) -> None:
     """Once the server stops taking work, health says 503 and so do new requests."""
     server = await start_server()
@@ -291,6 +360,44 @@ async def test_shutting_down_is_503(start_server: StartServer) -> None:
         answer = await client.post("/v1/completions", json={"model": "tiny", "prompt": "", "max_tokens": 5})
     assert (health.status_code, answer.status_code) == (503, 503)
     assert answer.json()["error"]["type"] == "service_unavailable"
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
+@pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/completions"])
+async def test_a_reply_the_server_stops_is_an_error_not_a_finish(
+    start_server: StartServer, caplog: pytest.LogCaptureFixture, path: str, stream: bool
+) -> None:
+    """A reply cut by the server stopping (grace over) is not passed off as finished with a finish reason OpenAI does
+    not define: a whole answer is 503 with Retry-After, a stream ends with an error event and no [DONE]; one INFO
+    line."""
+    caplog.set_level("INFO")
+    server = await start_server(settings={"grace_s": 0.0}, stream_buffer=8)
+    engine = engine_of(server)
+    gate = Gate(engine)
+    gate.hold_after(2)
+    body = {"model": "tiny", "max_tokens": 2000, "stream": stream, "temperature": 2.0}
+    body |= {"messages": [USER]} if path == "/v1/chat/completions" else {"prompt": "Lear.\n"}
+    async with httpx.AsyncClient(base_url=f"http://{server.http_address}", timeout=timeout(10)) as client:
+        answer = asyncio.create_task(client.post(path, json=body))
+        await gate.holding()
+        stopping = asyncio.create_task(server.stop())
+        while not engine._closing:
+            await asyncio.sleep(0.005)
+        gate.open()
+        cut = await asyncio.wait_for(answer, timeout(10))
+        await asyncio.wait_for(stopping, timeout(10))
+    message = "the reply was cancelled: the server is stopping"
+    if stream:
+        last = cut.text.strip().split("\n\n")[-1]
+        assert (cut.status_code, json.loads(last.removeprefix("data: "))["error"]["message"]) == (200, message)
+        assert "[DONE]" not in cut.text and '"cancelled"' not in cut.text
+    else:
+        assert (cut.status_code, cut.headers["retry-after"], cut.json()["error"]) == (
+            503,
+            "1",
+            {"message": message, "type": "service_unavailable", "param": None, "code": None},
+        )
+    assert [r.levelname for r in caplog.records if message in r.getMessage()] == ["INFO"]
 
 
 AUDIO_LIMITS = {"max_text_chars": 200, "max_seconds": 5.0}
@@ -329,6 +436,42 @@ async def test_speech_as_events_and_as_raw_pcm(start_server: StartServer) -> Non
     assert samples == parsed[-1]["usage"]["samples"] > 0
     assert pcm.headers["content-type"] == "audio/pcm" and pcm.headers["x-sample-rate"] == "24000"  # OpenAI's rate
     assert len(pcm.content) > 0 and len(pcm.content) % 2 == 0
+
+
+async def test_speech_events_the_server_stops_end_with_an_error_not_done(start_server: StartServer) -> None:
+    """Speech events cut by the server stopping end with an error event, not ``speech.audio.done``, which would pass
+    the cut audio off as all of it."""
+    server = await start_server(settings={"grace_s": 0.0}, audio=AUDIO_LIMITS)
+    engine = server.models.audio["tiny-wavenet"]
+    compute, held, go = engine._compute, threading.Event(), threading.Event()
+
+    def gated(*args: Any) -> Any:
+        if engine.steps >= 2:
+            held.set()
+            go.wait(timeout(20))
+        return compute(*args)
+
+    engine._compute = gated
+    body = {"model": "tts-1", "input": "Friends, Romans, countrymen.", "stream_format": "sse"}
+    async with httpx.AsyncClient(base_url=f"http://{server.http_address}", timeout=timeout(30)) as client:
+        answer = asyncio.create_task(client.post("/v1/audio/speech", json=body))
+        assert await asyncio.to_thread(held.wait, timeout(20))
+        stopping = asyncio.create_task(server.stop())
+        while not engine._closing:
+            await asyncio.sleep(0.005)
+        go.set()
+        cut = await asyncio.wait_for(answer, timeout(10))
+        await asyncio.wait_for(stopping, timeout(10))
+    events = [json.loads(block.removeprefix("data: ")) for block in cut.text.split("\n\n") if block]
+    assert events[-1] == {
+        "error": {
+            "message": "the reply was cancelled: the server is stopping",
+            "type": "service_unavailable",
+            "param": None,
+            "code": None,
+        }
+    }
+    assert "speech.audio.done" not in cut.text
 
 
 @pytest.mark.parametrize(

@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import gc
 import io
 import json
+import logging
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -214,6 +216,30 @@ async def test_raw_multipart_edit_reads_a_jpeg(server: Server) -> None:
     body = response.json()
     assert body["size"] == f"{DREAM_SIDE}x{DREAM_SIDE}" and len(body["data"]) == 1
     assert pixels(body["data"][0]["b64_json"]).shape == (DREAM_SIDE, DREAM_SIDE)
+
+
+async def test_a_whole_answer_of_several_images_whose_client_leaves_is_one_info_line(
+    server: Server, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A client that leaves before its two dreams are made (its timeout, a closed tab) cancels both; the server
+    logs that at INFO, and nothing at ERROR (the cancelled images' gather, retrieved, not "never retrieved")."""
+    caplog.set_level("INFO")
+    engine = server.models.images["evaluator"]
+    fields = {"model": "evaluator", "prompt": "", "n": "2", "octaves": "1", "steps": "1000", "seed": "3"}
+    async with http(server) as client:
+        leaving = asyncio.create_task(
+            client.post("/v1/images/edits", data=fields, files={"image": ("base.png", photo(), "image/png")})
+        )
+        while engine.live_streams < 2:
+            await asyncio.sleep(0.01)
+        leaving.cancel()  # httpx drops the connection
+        await asyncio.gather(leaving, return_exceptions=True)
+        while not any("the client went away" in r.getMessage() for r in caplog.records):
+            await asyncio.sleep(0.01)
+        while engine.live_streams:
+            await asyncio.sleep(0.01)
+    gc.collect()  # asyncio logs a future's unretrieved exception when the future is collected
+    assert not [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
 
 
 async def test_an_upload_over_the_limit_is_413_naming_image(server: Server) -> None:

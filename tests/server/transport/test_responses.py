@@ -220,3 +220,19 @@ async def test_what_the_api_cannot_honour_is_refused_by_name(
     assert refused.json()["error"]["param"] == param, refused.text
     assert refused.json()["error"]["message"].startswith(param)
     assert fine.status_code == 200 and fine.json()["usage"]["output_tokens"] <= 3
+
+
+async def test_a_kept_response_is_read_back_whole_not_replayed(start_server: StartServer) -> None:
+    """``retrieve(id, stream=True)`` asks for a replay of the response's events, which the SDK would read as none at
+    all: a 400 naming ``stream``; ``include`` (log-probabilities and the like, never kept) a 400 naming it."""
+    server = await start_server()
+    async with sdk(server) as client:
+        kept = await client.responses.create(model="tiny", input="Hail.", max_output_tokens=5)
+        with pytest.raises(openai.BadRequestError) as replay:
+            await client.responses.retrieve(kept.id, stream=True)
+        with pytest.raises(openai.BadRequestError) as include:
+            await client.responses.retrieve(kept.id, include=["message.output_text.logprobs"])
+        whole = await client.responses.retrieve(kept.id, stream=False)
+    assert isinstance(replay.value.body, dict) and replay.value.body["param"] == "stream"
+    assert isinstance(include.value.body, dict) and include.value.body["param"] == "include"
+    assert whole.output_text == kept.output_text
