@@ -37,6 +37,7 @@ from server.memory import Trimmer
 from server.metrics import Metrics, Recorder
 from server.settings import ServeSettings
 from server.transport.auth import ApiKeys
+from server.transport.grpc_options import server_options
 from server.transport.grpc_service import RequireKey, add_services, mark_serving
 from server.transport.http import HttpListener, HttpTransport
 from server.transport.websocket import (
@@ -48,7 +49,6 @@ from server.transport.websocket import (
 
 log = logging.getLogger("antiphon.server")
 
-GRPC_MAX_MESSAGE_BYTES = 4 << 20
 MAX_PERSONAS = 32
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)  # SIGHUP too: a closed terminal drains, not kills
 EXPIRY_WARNING = timedelta(days=7)
@@ -362,10 +362,7 @@ class Server:
                 await engine.shared.check()  # says in the log whether Redis answers; turns fail until it does
         self._grpc = grpc.aio.server(
             interceptors=[RequireKey(self.keys)] if self.keys.required else None,
-            options=[
-                ("grpc.max_receive_message_length", GRPC_MAX_MESSAGE_BYTES),
-                ("grpc.so_reuseport", 0),  # port 0 must mean a port no other server holds
-            ],
+            options=server_options(),  # message size, keepalive, the pings clients may send
         )
         self._health = add_services(self._grpc, self.models, self.metrics)
         address = _address(settings.host, settings.grpc_port)

@@ -1,13 +1,16 @@
 """The gRPC transport: a thin ``antiphon.v1.Generation`` servicer over the engines, plus health and reflection.
 
-Server-streaming RPCs are async generators. A client that cancels or disconnects cancels the handler's task; the
-``finally`` blocks then cancel the engine stream, which leaves the batch at the next step. With API keys configured,
+Server-streaming RPCs are async generators, whose messages :func:`write` sends. A client that cancels or
+disconnects, or whose deadline passes, cancels the handler's task; the ``finally`` blocks then cancel the engine
+stream, which leaves the batch at the next step. With API keys configured,
 :class:`RequireKey` answers every call but health checks ``UNAUTHENTICATED`` unless its ``authorization`` metadata
-is ``Bearer KEY`` with an accepted key.
+is ``Bearer KEY`` with an accepted key, sent once. Reflection also finds a method by its full name. The server's
+options (message size, keepalive) are ``server.transport.grpc_options``'s; docs/grpc.md is the client's view.
 """
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
@@ -27,7 +30,7 @@ from antiphon.v1 import (
     sampling_pb2,
     text_pb2,
 )
-from google.protobuf import message_factory
+from google.protobuf import descriptor_pool, message_factory
 from google.protobuf.message import DecodeError
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
@@ -80,6 +83,7 @@ IMAGE_ENCODINGS = {
 WIRE_IMAGE_ENCODINGS = {PNG: image_pb2.IMAGE_ENCODING_PNG, RAW8: image_pb2.IMAGE_ENCODING_RAW8}
 WIRE_ENCODINGS = {PCM16: audio_pb2.AUDIO_ENCODING_PCM16_LE, MULAW: audio_pb2.AUDIO_ENCODING_MULAW8}
 OPEN_SERVICES = ("/grpc.health.v1.Health/",)  # load balancers and orchestrators probe health without a key
+CLOSED_CALL_WAIT_S = 5.0  # how long a failed write waits for grpc to cancel its closed call (it takes microseconds)
 
 
 def status_code(error: AntiphonError) -> grpc.StatusCode:
@@ -338,14 +342,23 @@ class RequireKey(grpc.aio.ServerInterceptor):
         method: str = details.method
         if handler is None or method.startswith(OPEN_SERVICES):
             return handler
-        metadata = dict(details.invocation_metadata or ())
-        reason = self.keys.refusal(auth.bearer(metadata.get("authorization")))
-        if reason is None:
-            return handler
+        # Every value, not the last: HTTP/2 lets a client send a header twice, and a second key (a proxy's, or a
+        # credentials plugin's beside the call's own) must not decide by its place in the list (grpc-js refuses to
+        # send two; grpc-go and the C core send both).
+        values = [value for name, value in details.invocation_metadata or () if name == "authorization"]
+        if len(values) > 1:
+            reason: str | None = f"{len(values)} authorization values"
+            message = f"authorization: sent {len(values)} times; send one, Bearer KEY"
+        else:
+            reason = self.keys.refusal(auth.bearer(values[0] if values else None))
+            if reason is None:
+                return handler
+            message = auth.MESSAGES[reason]
 
         async def refuse(request: Any, context: grpc.aio.ServicerContext) -> None:
-            self.keys.refused(TRANSPORT, f"call {method}", context.peer(), reason, grpc.StatusCode.UNAUTHENTICATED.name)
-            await context.abort(grpc.StatusCode.UNAUTHENTICATED, auth.MESSAGES[reason])
+            code = grpc.StatusCode.UNAUTHENTICATED
+            self.keys.refused(TRANSPORT, f"call {method}", context.peer(), str(reason), code.name)
+            await context.abort(code, message)
 
         # The refusing handler has the refused one's shape, so the call fails with our status, not a protocol error.
         make = {
@@ -383,6 +396,21 @@ def lenient_parser(message_type: Any) -> Callable[[bytes], Any]:
     return parse
 
 
+async def write(context: grpc.aio.ServicerContext, message: Any) -> None:
+    """Send one message of a stream (the handlers write their own, rather than yield them to grpc).
+
+    A call can end under a write that flow control holds: its deadline passes, the client cancels or its
+    connection drops. The write then fails with grpc's ``InternalError`` a moment before grpc learns that the call
+    closed and cancels the handler's task; had the error reached grpc first, grpc would log it at ERROR with a
+    traceback, for what a client did. Waiting here for that cancel lets it end the call as any cancel does (the
+    engine's stream cancelled, one INFO line); an error that no cancel follows is raised as it was."""
+    try:
+        await context.write(message)
+    except grpc.aio.InternalError:
+        await asyncio.sleep(CLOSED_CALL_WAIT_S)
+        raise
+
+
 def generation_handlers(servicer: GenerationService) -> dict[str, grpc.RpcMethodHandler]:
     """The Generation service's handlers, read from its descriptor as the generated code writes them, but with
     requests that fail to parse refused by name (:class:`Undecodable`)."""
@@ -391,12 +419,12 @@ def generation_handlers(servicer: GenerationService) -> dict[str, grpc.RpcMethod
         behavior = getattr(servicer, method.name)
         if method.server_streaming:
 
-            async def stream(request: Any, context: grpc.aio.ServicerContext, behavior: Any = behavior) -> Any:
+            async def stream(request: Any, context: grpc.aio.ServicerContext, behavior: Any = behavior) -> None:
                 if isinstance(request, Undecodable):
                     await abort(context, request.error, "-", servicer.metrics)
                 async with aclosing(behavior(request, context)) as items:  # closed with this one
                     async for item in items:
-                        yield item
+                        await write(context, item)
 
             make, wrapped = grpc.unary_stream_rpc_method_handler, stream
         else:
@@ -415,6 +443,31 @@ def generation_handlers(servicer: GenerationService) -> dict[str, grpc.RpcMethod
     return handlers
 
 
+class MethodSymbols:
+    """A descriptor pool that also finds the file of a method by its full name, as reflection clients ask for it
+    (``grpcurl HOST describe antiphon.v1.Generation.GenerateText``); protobuf's own pool finds services, messages,
+    fields and enums, but not methods, and reflection would answer NOT_FOUND."""
+
+    def __init__(self, pool: descriptor_pool.DescriptorPool) -> None:
+        self._pool = pool
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._pool, name)
+
+    def FindFileContainingSymbol(self, full_name: str) -> Any:  # the pool's own name, as reflection calls it
+        try:
+            return self._pool.FindFileContainingSymbol(full_name)
+        except KeyError:
+            service_name, _, method = full_name.rpartition(".")
+            try:
+                service = self._pool.FindServiceByName(service_name)
+            except KeyError:
+                raise KeyError(full_name) from None
+            if method not in service.methods_by_name:
+                raise KeyError(full_name) from None
+            return service.file
+
+
 def add_services(
     server: grpc.aio.Server, models: ModelRegistry, metrics: Recorder | None = None
 ) -> health_aio.HealthServicer:
@@ -425,7 +478,7 @@ def add_services(
     health = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     names = (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME)
-    reflection.enable_server_reflection(names, server)
+    reflection.enable_server_reflection(names, server, pool=MethodSymbols(descriptor_pool.Default()))
     return health
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shutil
 from collections.abc import Callable
@@ -13,10 +14,12 @@ from typing import Any
 import httpx
 import pytest
 
+from server.transport import grpc_options
 from tests.conftest import timeout
 from tests.server.helpers import reference_text
 
 NODE_DIR = Path(__file__).resolve().parents[2] / "examples" / "node"
+PROTO_DIR = NODE_DIR.parents[1] / "proto"
 NODE = shutil.which("node")
 
 pytestmark = [
@@ -213,3 +216,86 @@ async def test_openai_node_sdk_with_a_wrong_key_is_refused(start_server: StartSe
     assert (run.status, run.stdout) == (1, "")
     assert run.stderr.splitlines()[-1].startswith("error: 401: ")
     assert "wrong API key" in run.stderr
+
+
+# A grpc-js client (arguments: address, proto folder, keepalive time in ms, hold time in ms) that pings at its
+# keepalive time, starts a long stream and stops reading it (flow control pauses it: the server sends nothing), then
+# reads on after the hold time: it prints "alive" if the stream lived, else the stream's error.
+PAUSED_STREAM = """
+import grpc from "@grpc/grpc-js";
+import protoLoader from "@grpc/proto-loader";
+const [address, protoDir, keepaliveMs, holdMs] = process.argv.slice(1);
+const definition = protoLoader.loadSync("antiphon/v1/generation.proto", { includeDirs: [protoDir], keepCase: true });
+const Generation = grpc.loadPackageDefinition(definition).antiphon.v1.Generation;
+const client = new Generation(address, grpc.credentials.createInsecure(), {
+  "grpc.keepalive_time_ms": Number(keepaliveMs),
+  "grpc.keepalive_permit_without_calls": 1,
+});
+const call = client.GenerateText({ prompt: "Lear.\\n", sampling: { seed: 1, max_tokens: 100000 } });
+let failed = null;
+let held = false;
+call.on("error", (error) => {
+  if (failed === null && error.code !== grpc.status.CANCELLED) failed = `${grpc.status[error.code]}: ${error.details}`;
+});
+call.on("data", () => {
+  if (held) return;
+  held = true;
+  call.pause();
+  setTimeout(() => {
+    call.resume();
+    setTimeout(() => {
+      console.log(failed === null ? "alive" : `error: ${failed}`);
+      call.cancel();
+      client.close();
+    }, 200);
+  }, Number(holdMs));
+});
+"""
+
+
+async def test_grpc_js_keepalive_pings_keep_a_paused_stream(
+    start_server: StartServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A grpc-js client pinging as often as the server allows keeps a stream that flow control has paused (no data
+    from the server forgives a ping), rather than losing its connection to GOAWAY too_many_pings."""
+    monkeypatch.setattr(grpc_options, "MIN_PING_INTERVAL_MS", 200)  # the test's time scale; the policy is the same
+    server = await start_server(settings={"max_tokens": 100_000}, max_tokens=100_000, stream_buffer=4)
+    engine = server.engines[0]
+    run = await node("--input-type=module", "-e", PAUSED_STREAM, server.grpc_address, str(PROTO_DIR), "250", "4000")
+    assert (run.status, run.stdout) == (0, "alive\n"), run.stderr
+    await asyncio.wait_for(engine.wait_until(lambda: engine.live_streams == 0), timeout(10))
+
+
+# Many streams at once on one grpc-js client (one channel, one HTTP/2 connection): each seed's text, as JSON.
+MANY_STREAMS = """
+import grpc from "@grpc/grpc-js";
+import protoLoader from "@grpc/proto-loader";
+const [address, protoDir, count] = process.argv.slice(1);
+const definition = protoLoader.loadSync("antiphon/v1/generation.proto", { includeDirs: [protoDir], keepCase: true });
+const Generation = grpc.loadPackageDefinition(definition).antiphon.v1.Generation;
+const client = new Generation(address, grpc.credentials.createInsecure());
+const texts = await Promise.all(
+  Array.from({ length: Number(count) }, (_, seed) => new Promise((resolve, reject) => {
+    let text = "";
+    const call = client.GenerateText({ prompt: "Kent.\\n", sampling: { seed, max_tokens: 40, stop: ["\\n\\n"] } });
+    call.on("data", (chunk) => { text += chunk.text ?? ""; });
+    call.on("error", reject);
+    call.on("end", () => resolve(text));
+  })),
+);
+console.log(JSON.stringify(texts));
+client.close();
+"""
+
+
+async def test_grpc_js_runs_a_hundred_streams_on_one_channel(start_server: StartServer, tiny_text_model: Any) -> None:
+    """A hundred GenerateText streams at once on one grpc-js channel (past --max-streams: some wait their turn)
+    each get their own seed's text, as the reference loop writes it."""
+    server = await start_server(max_streams=64, max_waiting=64)
+    run = await node("--input-type=module", "-e", MANY_STREAMS, server.grpc_address, str(PROTO_DIR), "100")
+    assert run.status == 0, run.stderr
+    texts = json.loads(run.stdout)
+    expected = [
+        reference_text(tiny_text_model, "Kent.\n", seed=seed, max_tokens=40, stop=STOP)[0] for seed in range(100)
+    ]
+    assert texts == expected

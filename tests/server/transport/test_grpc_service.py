@@ -9,7 +9,8 @@ from typing import Any
 
 import grpc
 import pytest
-from antiphon.v1 import audio_pb2, classify_pb2, generation_pb2_grpc, sampling_pb2, text_pb2
+from antiphon.v1 import audio_pb2, classify_pb2, generation_pb2_grpc, models_pb2, sampling_pb2, text_pb2
+from google.protobuf.descriptor_pb2 import FileDescriptorProto
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
@@ -143,3 +144,102 @@ async def test_a_request_that_is_not_its_message_is_invalid_argument(
         )
         assert [c async for c in chunks][-1].usage.completion_tokens == 3
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+ONE_BACKEND = pytest.mark.parametrize("make_text_engine", ["fast"], indirect=True)  # the transport's, not the model's
+
+
+async def reflect(address: str, request: reflection_pb2.ServerReflectionRequest) -> Any:
+    async with grpc.aio.insecure_channel(address) as channel:
+        call = reflection_pb2_grpc.ServerReflectionStub(channel).ServerReflectionInfo(timeout=timeout(5))
+        await call.write(request)
+        response = await call.read()
+        await call.done_writing()
+    return response
+
+
+@ONE_BACKEND
+@pytest.mark.parametrize(
+    ("symbol", "first_file"),
+    [
+        ("antiphon.v1.Generation", "antiphon/v1/generation.proto"),
+        ("antiphon.v1.Generation.GenerateText", "antiphon/v1/generation.proto"),
+        ("antiphon.v1.GenerateTextRequest", "antiphon/v1/text.proto"),
+        ("grpc.health.v1.Health.Watch", "grpc_health/v1/health.proto"),
+    ],
+)
+async def test_reflection_describes_services_methods_and_messages(
+    start_server: StartServer, symbol: str, first_file: str
+) -> None:
+    """Reflection finds the file of a service, a message and a method by its full name (grpcurl's
+    ``describe antiphon.v1.Generation.GenerateText``), with the files it imports after it."""
+    server = await start_server()
+    response = await reflect(server.grpc_address, reflection_pb2.ServerReflectionRequest(file_containing_symbol=symbol))
+    files = [FileDescriptorProto.FromString(b) for b in response.file_descriptor_response.file_descriptor_proto]
+    assert files[0].name == first_file
+    if symbol == "antiphon.v1.Generation.GenerateText":
+        assert "antiphon/v1/text.proto" in [f.name for f in files]  # its request and response types
+
+
+@ONE_BACKEND
+@pytest.mark.parametrize("symbol", ["antiphon.v1.Generation.Nope", "antiphon.v1.Nope.GenerateText", "nope"])
+async def test_reflection_answers_not_found_for_an_unknown_symbol(start_server: StartServer, symbol: str) -> None:
+    """An unknown method, service or name is NOT_FOUND in the reflection answer, and the stream goes on."""
+    server = await start_server()
+    response = await reflect(server.grpc_address, reflection_pb2.ServerReflectionRequest(file_containing_symbol=symbol))
+    assert response.error_response.error_code == grpc.StatusCode.NOT_FOUND.value[0]
+
+
+@ONE_BACKEND
+@pytest.mark.parametrize("service", ["", "antiphon.v1.Generation"])
+async def test_health_watch_says_serving_then_not_serving_at_stop(start_server: StartServer, service: str) -> None:
+    """Health's Watch (what grpc-health-probe -watch and Envoy use) sends SERVING, then NOT_SERVING when the server
+    starts to stop."""
+    server = await start_server()
+    async with grpc.aio.insecure_channel(server.grpc_address) as channel:
+        call = health_pb2_grpc.HealthStub(channel).Watch(
+            health_pb2.HealthCheckRequest(service=service), timeout=timeout(10)
+        )
+        assert (await call.read()).status == health_pb2.HealthCheckResponse.SERVING
+        stopping = asyncio.create_task(server.stop())
+        assert (await call.read()).status == health_pb2.HealthCheckResponse.NOT_SERVING
+        call.cancel()
+        await stopping
+
+
+KEY = "sk-grpc"
+
+
+@ONE_BACKEND
+@pytest.mark.parametrize(
+    "values", [("Bearer sk-wrong", f"Bearer {KEY}"), (f"Bearer {KEY}", "Bearer sk-wrong"), (f"Bearer {KEY}",) * 2]
+)
+async def test_two_authorization_values_are_refused(
+    start_server: StartServer, caplog: pytest.LogCaptureFixture, values: tuple[str, ...]
+) -> None:
+    """A call with the authorization metadata twice is UNAUTHENTICATED whatever the values and their order (not
+    decided by the last one), in one INFO line."""
+    caplog.set_level(logging.INFO, logger="server.transport.auth")
+    server = await start_server(settings={"api_key": KEY})
+    async with grpc.aio.insecure_channel(server.grpc_address) as channel:
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await generation_pb2_grpc.GenerationStub(channel).ListModels(
+                models_pb2.ListModelsRequest(), metadata=[("authorization", v) for v in values], timeout=timeout(5)
+            )
+    assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert info.value.details() == "authorization: sent 2 times; send one, Bearer KEY"
+    lines = [r.getMessage() for r in caplog.records if r.name == "server.transport.auth"]
+    assert len(lines) == 1 and lines[0].endswith(": 2 authorization values"), lines
+    assert KEY not in lines[0]
+
+
+@ONE_BACKEND
+@pytest.mark.parametrize("value", [f"bearer {KEY}", f"BEARER   {KEY}  "])
+async def test_the_bearer_scheme_is_read_in_any_case(start_server: StartServer, value: str) -> None:
+    """The scheme is case-insensitive (RFC 9110) and spaces around the key are not part of it."""
+    server = await start_server(settings={"api_key": KEY})
+    async with grpc.aio.insecure_channel(server.grpc_address) as channel:
+        response = await generation_pb2_grpc.GenerationStub(channel).ListModels(
+            models_pb2.ListModelsRequest(), metadata=[("authorization", value)], timeout=timeout(5)
+        )
+    assert [m.id for m in response.models] == ["tiny"]
