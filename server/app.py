@@ -20,7 +20,7 @@ import time
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 from websockets.asyncio.server import Server as WebSocketServer
@@ -40,12 +40,16 @@ from server.transport.auth import ApiKeys
 from server.transport.grpc_options import server_options
 from server.transport.grpc_service import RequireKey, add_services, mark_serving
 from server.transport.http import HttpListener, HttpTransport
+from server.transport.responses import ResponseStore
 from server.transport.websocket import (
     CoalescingConnection,
     WebSocketTransport,
     handshake_logger,
     select_subprotocol,
 )
+
+if TYPE_CHECKING:
+    from server.engine.redis_responses import RedisResponses  # imported when used: redis only with --session-store
 
 log = logging.getLogger("antiphon.server")
 
@@ -105,6 +109,15 @@ def load_text_engine(settings: ServeSettings, checkpoint: Path) -> TextEngine:
         description,
         shared,
     )
+
+
+def redis_responses(settings: ServeSettings) -> RedisResponses | None:
+    """With chat sessions in Redis, the Responses API's kept responses too, so any replica continues any response."""
+    if settings.session_store == "memory":
+        return None
+    from server.engine.redis_responses import RedisResponses
+
+    return RedisResponses(settings.session_store, settings.session_ttl_s)
 
 
 def audio_limits(settings: ServeSettings) -> AudioLimits:
@@ -327,8 +340,16 @@ class Server:
         self.keys = ApiKeys(settings.api_keys(), self.metrics.error)  # read once: a changed key file takes a restart
         self._tls = tls_context(settings)
         self._transport = WebSocketTransport(self.models, lambda: self._serving, self.keys, self.metrics)
+        self._kept = redis_responses(settings)  # None: the Responses API keeps responses in memory
         self._http = HttpListener(
-            HttpTransport(self.models, lambda: self._serving, settings.cors_origins, self.keys, self.metrics).app,
+            HttpTransport(
+                self.models,
+                lambda: self._serving,
+                settings.cors_origins,
+                self.keys,
+                self.metrics,
+                ResponseStore(self._kept),
+            ).app,
             settings.host,
             settings.http_port,
             self._tls,
@@ -448,6 +469,8 @@ class Server:
             classifier.close()
         await self._transport.drain(timeout_s=1.0)
         await self._http.stop()
+        if self._kept is not None:
+            await self._kept.close()
         if self._grpc is not None:
             await self._grpc.stop(1.0)
         if self._ws is not None:

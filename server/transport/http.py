@@ -54,6 +54,7 @@ from server.transport.http_base import (
 from server.transport.http_images import ImageRoutes
 from server.transport.http_responses import ResponseRoutes
 from server.transport.jsonfields import classify_input, string_field
+from server.transport.responses import ResponseStore
 from server.transport.wire import Pcm16At
 
 log = logging.getLogger(__name__)
@@ -96,7 +97,8 @@ class RequireKey:
 
 class HttpTransport(Endpoints):
     """The Starlette application over ``models``; ``serving()`` says whether the server takes new work; with
-    ``keys``, every request but the health check and the page needs one of them."""
+    ``keys``, every request but the health check and the page needs one of them; ``kept_responses``: where the
+    Responses API keeps responses (default: this process's memory)."""
 
     def __init__(
         self,
@@ -105,11 +107,12 @@ class HttpTransport(Endpoints):
         cors_origins: tuple[str, ...] = (),
         keys: auth.ApiKeys | None = None,
         metrics: Recorder | None = None,
+        kept_responses: ResponseStore | None = None,
     ) -> None:
         super().__init__(models, metrics or Recorder())
         self.serving = serving
         self.image_routes = ImageRoutes(models, self.metrics)
-        self.response_routes = ResponseRoutes(models, self.metrics)
+        self.response_routes = ResponseRoutes(models, self.metrics, kept_responses)
         middleware = []
         if keys is not None and keys.required:
             middleware.append(Middleware(RequireKey, keys=keys))

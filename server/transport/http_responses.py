@@ -53,7 +53,7 @@ class ResponseRoutes(Endpoints):
         try:
             wanted = responses.responses_request(await self._body(request))
             service, model, persona = self._text_model(wanted.model)
-            earlier = self.store.earlier(wanted)
+            earlier = await self.store.earlier(wanted)
             messages = responses.conversation(wanted, earlier)
             stream = service.converse(Conversation(messages, persona, wanted.sampling, f"http-{request_id}", TRANSPORT))
         except AntiphonError as exc:
@@ -71,20 +71,23 @@ class ResponseRoutes(Endpoints):
         except ClientGone:
             return Response(status_code=CLIENT_CLOSED)
         body = reply.body(responses.status_of(stream), stream)
-        self.store.put(reply, earlier, body)
+        try:
+            await self.store.put(reply, earlier, body)
+        except AntiphonError as exc:  # the store does not answer: a reply asked to be kept is not passed off as kept
+            return self._error(exc, request_id)
         return JSONResponse(body)
 
     async def retrieve(self, request: Request) -> Response:
         try:
             responses.check_retrieve_query(request.query_params)
-            return JSONResponse(self.store.get(request.path_params["response_id"]).body)
+            return JSONResponse((await self.store.get(request.path_params["response_id"])).body)
         except AntiphonError as exc:
             return self._error(exc, "-")
 
     async def delete(self, request: Request) -> Response:
         response_id = request.path_params["response_id"]
         try:
-            self.store.delete(response_id)
+            await self.store.delete(response_id)
         except AntiphonError as exc:
             return self._error(exc, "-")
         return JSONResponse({"id": response_id, "object": "response", "deleted": True})
@@ -112,6 +115,11 @@ class ResponseRoutes(Endpoints):
                 yield typed_event(event)
             return
         closing = events.closing(stream)
-        self.store.put(reply, earlier, closing[-1]["response"])
+        try:
+            await self.store.put(reply, earlier, closing[-1]["response"])
+        except AntiphonError as exc:  # asked to be kept and not kept: failed, as a whole answer is a 503
+            for event in events.failure(self._refusal(exc, request_id).body["error"]):
+                yield typed_event(event)
+            return
         for event in closing:
             yield typed_event(event)

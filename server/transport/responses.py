@@ -3,17 +3,18 @@ conversation, the response object, and the typed events of a streamed response, 
 Newer clients speak it by default (the Vercel AI SDK's ``openai(model)``, OpenAI's Agents SDK).
 
 A persona's reply is one output message of one ``output_text`` part. ``previous_response_id`` continues a stored
-response (:class:`ResponseStore`: this process's memory, the most recent ones); tools, images and reasoning are
-refused by name, as on Chat Completions.
+response (:class:`ResponseStore`: the most recent ones in this process's memory, or any replica's in Redis with
+``--session-store``); tools, images and reasoning are refused by name, as on Chat Completions.
 """
 
 from __future__ import annotations
 
+import json
 import secrets
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from server.engine.requests import Message, SamplingOptions
 from server.engine.streams import FINISH_CANCELLED, FINISH_LENGTH, TextStream
@@ -288,41 +289,85 @@ class Stored:
     messages: tuple[Message, ...]  # the conversation without instructions, the reply included
     body: dict[str, Any]  # the response object, as answered
 
+    def encode(self) -> bytes:
+        messages = [{"role": m.role, "content": m.content, "name": m.name} for m in self.messages]
+        return json.dumps({"messages": messages, "body": self.body}, ensure_ascii=False).encode()
 
-class ResponseStore:
-    """Responses kept for ``previous_response_id`` and ``GET /v1/responses/{id}``: the ``size`` most recent that
-    were asked to be stored, in this process's memory (a restart, or another replica, does not have them)."""
+    @classmethod
+    def decode(cls, data: bytes) -> Stored:
+        value = json.loads(data)
+        return cls(tuple(Message(**m) for m in value["messages"]), value["body"])
+
+
+class Keeper(Protocol):
+    """Where kept responses live, as bytes by response id: :class:`MemoryKeeper`, or Redis
+    (``server.engine.redis_responses``). ``field`` names the request's field in an ``Unavailable`` error."""
+
+    kept: str  # how many or how long, for the message that says a response is not kept
+
+    async def put(self, key: str, value: bytes) -> None: ...
+
+    async def get(self, key: str, field: str) -> bytes | None: ...
+
+    async def delete(self, key: str, field: str) -> bool: ...
+
+
+class MemoryKeeper:
+    """The ``size`` most recently written or read responses, in this process's memory (a restart, or another
+    replica, does not have them)."""
 
     def __init__(self, size: int = MAX_STORED) -> None:
+        self.kept = f"the {size} most recent"
         self.size = size
-        self._kept: OrderedDict[str, Stored] = OrderedDict()
+        self._kept: OrderedDict[str, bytes] = OrderedDict()
 
-    def put(self, reply: Reply, earlier: tuple[Message, ...], body: dict[str, Any]) -> None:
-        """Keep ``reply`` (its input read after ``earlier``, the previous response's messages) if it asked to be and
-        it ended (not cancelled); its instructions apply to it alone and are not kept."""
-        if not reply.request.store or body["status"] == "cancelled":
-            return
-        self._kept[reply.id] = Stored((*earlier, *reply.request.input, Message("assistant", reply.text)), body)
+    async def put(self, key: str, value: bytes) -> None:
+        self._kept[key] = value
         while len(self._kept) > self.size:
             self._kept.popitem(last=False)
 
-    def get(self, response_id: str, field: str = "response_id") -> Stored:
-        stored = self._kept.get(response_id)
-        if stored is None:
+    async def get(self, key: str, field: str) -> bytes | None:
+        value = self._kept.get(key)
+        if value is not None:
+            self._kept.move_to_end(key)
+        return value
+
+    async def delete(self, key: str, field: str) -> bool:
+        return self._kept.pop(key, None) is not None
+
+
+class ResponseStore:
+    """Responses kept for ``previous_response_id`` and ``GET``/``DELETE /v1/responses/{id}``, those that asked to
+    be stored, in ``keeper`` (default: this process's memory)."""
+
+    def __init__(self, keeper: Keeper | None = None) -> None:
+        self.keeper: Keeper = keeper if keeper is not None else MemoryKeeper()
+
+    async def put(self, reply: Reply, earlier: tuple[Message, ...], body: dict[str, Any]) -> None:
+        """Keep ``reply`` (its input read after ``earlier``, the previous response's messages) if it asked to be and
+        it ended (not cancelled); its instructions apply to it alone and are not kept. Raises ``Unavailable`` when
+        the keeper does not answer."""
+        if not reply.request.store or body["status"] == "cancelled":
+            return
+        stored = Stored((*earlier, *reply.request.input, Message("assistant", reply.text)), body)
+        await self.keeper.put(reply.id, stored.encode())
+
+    async def get(self, response_id: str, field: str = "response_id") -> Stored:
+        data = await self.keeper.get(response_id, field)
+        if data is None:
             shown = response_id if len(response_id) <= 80 else response_id[:80] + "..."
-            raise NotFound(f"{field}: {shown!r} is not a response this server keeps (the {self.size} most recent)")
-        self._kept.move_to_end(response_id)
-        return stored
+            raise NotFound(f"{field}: {shown!r} is not a response this server keeps ({self.keeper.kept})")
+        return Stored.decode(data)
 
-    def delete(self, response_id: str) -> None:
-        self.get(response_id)
-        del self._kept[response_id]
+    async def delete(self, response_id: str) -> None:
+        if not await self.keeper.delete(response_id, "response_id"):
+            await self.get(response_id)  # raises NotFound, naming it
 
-    def earlier(self, request: ResponsesRequest) -> tuple[Message, ...]:
+    async def earlier(self, request: ResponsesRequest) -> tuple[Message, ...]:
         """The messages of the response ``request`` continues (none without ``previous_response_id``)."""
         if request.previous_response_id is None:
             return ()
-        return self.get(request.previous_response_id, "previous_response_id").messages
+        return (await self.get(request.previous_response_id, "previous_response_id")).messages
 
 
 def conversation(request: ResponsesRequest, earlier: tuple[Message, ...]) -> tuple[Message, ...]:

@@ -15,6 +15,7 @@ import signal
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import grpc
 import httpx
@@ -221,3 +222,33 @@ async def test_websocket_and_http_go_through_the_same_nginx(deployment: Deployme
     assert response.status_code == 200, response.text
     assert response.headers["x-antiphon-upstream"]
     assert response.json()["choices"][0]["message"]["role"] == "assistant"
+
+
+async def test_a_response_is_continued_and_read_back_on_the_other_replica(deployment: Deployment) -> None:
+    """A Responses API reply kept by one replica (in Redis) is continued with ``previous_response_id`` and read back
+    through the other, and the continuation is the reply to the whole conversation sent at once."""
+    routes = await routes_to_each(deployment)
+
+    async def respond(client: httpx.AsyncClient, route: str, **fields: Any) -> dict[str, Any]:
+        body = {"model": "char-lstm", "max_output_tokens": 30, "seed": 7, **fields}
+        response = await client.post("/v1/responses", json=body, headers={"X-Session-Id": route})
+        assert response.status_code == 200, response.text
+        return {**response.json(), "upstream": response.headers["x-antiphon-upstream"]}
+
+    async with httpx.AsyncClient(base_url=f"http://{deployment.http}", timeout=timeout(20)) as client:
+        first = await respond(client, routes[0], input=MESSAGES[0])
+        second = await respond(client, routes[1], input=MESSAGES[1], previous_response_id=first["id"])
+        read = await client.get(f"/v1/responses/{first['id']}", headers={"X-Session-Id": routes[1]})
+        whole = await respond(
+            client,
+            routes[0],
+            store=False,
+            input=[
+                {"role": "user", "content": MESSAGES[0]},
+                {"role": "assistant", "content": first["output"][0]["content"][0]["text"]},
+                {"role": "user", "content": MESSAGES[1]},
+            ],
+        )
+    assert first["upstream"] != second["upstream"] == read.headers["x-antiphon-upstream"]
+    assert read.status_code == 200 and read.json()["output"] == first["output"]
+    assert second["output"][0]["content"][0]["text"] == whole["output"][0]["content"][0]["text"]

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -16,6 +17,7 @@ import pytest
 from tests.conftest import timeout
 from tests.server.helpers import Gate, fail_step
 from tests.server.transport.clients import sdk
+from tests.services import redis_server
 
 # The Responses API is the transport's: one engine backend (the default) keeps this file short.
 pytestmark = pytest.mark.parametrize("make_text_engine", ["fast"], indirect=True)
@@ -236,3 +238,32 @@ async def test_a_kept_response_is_read_back_whole_not_replayed(start_server: Sta
     assert isinstance(replay.value.body, dict) and replay.value.body["param"] == "stream"
     assert isinstance(include.value.body, dict) and include.value.body["param"] == "include"
     assert whole.output_text == kept.output_text
+
+
+async def test_kept_responses_in_a_redis_that_goes_away_are_unavailable_until_it_is_back(
+    start_server: StartServer, tmp_path: Path
+) -> None:
+    """With ``--session-store``, responses are kept in Redis: while it does not answer, a reply asked to be kept is
+    a 503 whose message names ``store`` (streamed: an ``error`` event and ``response.failed``, never
+    ``response.completed``) and a continuation a 503 naming ``previous_response_id``; a reply not kept is answered;
+    once Redis is back, all work."""
+    with redis_server(tmp_path) as redis:
+        server = await start_server(settings={"session_store": redis.url})
+        async with httpx.AsyncClient(base_url=f"http://{server.http_address}", timeout=timeout(20)) as client:
+            body = {"model": "tiny/kent", "input": "Hail.", "max_output_tokens": 5}
+            first = await client.post("/v1/responses", json=body)
+            redis.stop()
+            kept = await client.post("/v1/responses", json=body)
+            async with client.stream("POST", "/v1/responses", json={**body, "stream": True}) as response:
+                events = [line async for line in response.aiter_lines() if line.startswith("event: ")]
+            unkept = await client.post("/v1/responses", json={**body, "store": False})
+            continued = await client.post("/v1/responses", json={**body, "previous_response_id": first.json()["id"]})
+            redis.start()
+            again = await client.post("/v1/responses", json=body)
+            read = await client.get(f"/v1/responses/{again.json()['id']}")
+    assert first.status_code == 200 and unkept.status_code == 200
+    assert kept.status_code == 503 and kept.json()["error"]["message"].startswith("store: the response store does not")
+    assert events[-2:] == ["event: error", "event: response.failed"]
+    assert continued.status_code == 503
+    assert continued.json()["error"]["message"].startswith("previous_response_id: the response store does not")
+    assert again.status_code == 200 and read.json()["output"] == again.json()["output"]
