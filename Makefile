@@ -9,8 +9,9 @@ STAMP  := $(VENV)/.installed
 TORCH  := torch==2.13.0
 # Clients the tests drive the HTTP API and the chat page with, installed after the rest: the official openai SDK wants a newer
 # typing-extensions than the export tools' converter declares (it runs with it), and one resolution of both would
-# make pip backtrack through every SDK release. pip reports the mismatch and installs.
-TEST_CLIENTS := 'openai>=1.40' httpx selenium
+# make pip backtrack through every SDK release. pip reports the mismatch and installs. LangChain's and LiteLLM's OpenAI
+# clients are pinned: their own pins of langchain-core and tokenizers would backtrack the same way.
+TEST_CLIENTS := 'openai>=1.40' httpx selenium 'langchain-openai==1.8.1' 'langchain-core==1.8.3' 'litellm==1.110.2'
 # Debian packages the project needs: espeak-ng renders speech for the audio models; alsa-utils is the edge client's
 # microphone and player (arecord, aplay); mmdebstrap and qemu-user-static run the edge tests on arm64 code;
 # chromium and chromium-driver run the chat page's tests in a real headless browser; the tests start their own

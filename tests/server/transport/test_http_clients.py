@@ -4,11 +4,12 @@ and a page on another origin (CORS) reading answers and refusals.
 
 LangChain and LiteLLM belong with the other test clients, installed after the rest (the Makefile's ``TEST_CLIENTS``):
 they need a newer typing-extensions than the export tools declare, so the dev extras' one resolution cannot hold
-them. Where they are not installed, their tests are skipped, naming the package.
+them. They are imported in the tests that use them (LiteLLM warns on import), and a missing one fails its tests.
 """
 
 from __future__ import annotations
 
+import importlib
 import warnings
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -59,7 +60,7 @@ async def http_client() -> AsyncIterator[Any]:
 
 def chat_openai(server: Any, http_client: Any, **options: Any) -> Any:
     """LangChain's ``ChatOpenAI`` on ``server`` as the Fool, with LangChain's defaults but for ``options``."""
-    langchain_openai = pytest.importorskip("langchain_openai")
+    langchain_openai = importlib.import_module("langchain_openai")
     return langchain_openai.ChatOpenAI(
         model="tiny/fool",
         base_url=f"http://{server.http_address}/v1",
@@ -71,7 +72,7 @@ def chat_openai(server: Any, http_client: Any, **options: Any) -> Any:
 
 
 def langchain_history() -> list[Any]:
-    messages = pytest.importorskip("langchain_core.messages")
+    messages = importlib.import_module("langchain_core.messages")
     kinds = {"system": messages.SystemMessage, "user": messages.HumanMessage, "assistant": messages.AIMessage}
     return [kinds[m["role"]](m["content"]) for m in HISTORY]
 
@@ -115,7 +116,7 @@ async def test_langchain_tool_history_and_tools_are_refused_by_name(
 ) -> None:
     """A tool bound to ChatOpenAI, and a history whose assistant called a tool, are the SDK's BadRequestError naming
     what was refused: ``tools``, and the call itself (``messages[2].tool_calls``), not the assistant's role."""
-    messages = pytest.importorskip("langchain_core.messages")
+    messages = importlib.import_module("langchain_core.messages")
     server = await start_server()
     llm = chat_openai(server, http_client, max_tokens=5)
     weather = {"type": "function", "function": {"name": "weather", "parameters": {"type": "object"}}}
@@ -134,7 +135,7 @@ async def test_langchain_completions_batch_is_one_request_answered_per_prompt(
 ) -> None:
     """LangChain's completions model (``OpenAI``) sends a batch of prompts as one request: each generation is the
     text its prompt gets alone."""
-    langchain_openai = pytest.importorskip("langchain_openai")
+    langchain_openai = importlib.import_module("langchain_openai")
     server = await start_server()
     llm = langchain_openai.OpenAI(
         model="tiny",
@@ -157,7 +158,7 @@ def litellm(monkeypatch: pytest.MonkeyPatch) -> Any:
     monkeypatch.setenv("LITELLM_LOCAL_MODEL_COST_MAP", "True")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return pytest.importorskip("litellm")
+        return importlib.import_module("litellm")
 
 
 @pytest.mark.filterwarnings(*LITELLM_WARNINGS)
