@@ -11,7 +11,9 @@ complete leaves the session as it was (or gone, for a first turn).
 
 Belt and braces: a turn also carries ``live``, which tells whether its stream can still produce anything. A session
 held by a turn that is no longer live is never busy for :meth:`SessionStore.begin_turn` nor for the cap: it is
-released, unchanged, with an ERROR in the log, since only a bug in the engine can leave it so.
+released, unchanged, with an ERROR in the log, since only a bug in the engine can leave it so. A turn whose stream
+was cancelled (its client cancelled it, or went away) holds its session only until the engine's next step; a new
+turn arriving before that takes the session over, as it was, instead of failing (a client reconnecting at once).
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ class Turn:
     session: Session
     live: Callable[[], bool]  # False once the turn's stream can produce nothing more
     released: bool = False
+    cancelled: Callable[[], bool] = lambda: False  # True once the turn's stream was asked to stop
     persona: str = ""  # who speaks this turn
 
 
@@ -85,7 +88,13 @@ class SessionStore:
             del self._sessions[key]
         return len(stale)
 
-    def begin_turn(self, session_id: str, live: Callable[[], bool] = _always_live, persona: str = "") -> Turn:
+    def begin_turn(
+        self,
+        session_id: str,
+        live: Callable[[], bool] = _always_live,
+        persona: str = "",
+        cancelled: Callable[[], bool] = lambda: False,
+    ) -> Turn:
         """A turn on the session (created if new) that holds it until :meth:`end_turn`. ``live`` tells whether
         the turn's stream can still produce anything (see the module's docstring)."""
         self.expire()
@@ -102,7 +111,7 @@ class SessionStore:
             self._sessions[session_id] = session
         elif self._held(session):
             raise FailedPrecondition(f"session_id: session {session_id!r} already has a turn running")
-        turn = Turn(session, live, persona=persona)
+        turn = Turn(session, live, persona=persona, cancelled=cancelled)
         session.turn = turn
         session.last_used = self._clock()
         self._sessions.move_to_end(session_id)
@@ -135,7 +144,13 @@ class SessionStore:
         if turn is None:
             return False
         if turn.live():
-            return True
+            if not turn.cancelled():
+                return True
+            # Cancelled, and dropped at the engine's next step, where its end_turn finds it released and changes
+            # nothing: the session is free, as it was, now.
+            turn.released = True
+            session.turn = None
+            return False
         log.error("session %r was held by a turn that had ended; released unchanged (an engine bug)", session.id)
         turn.released = True
         session.turn = None

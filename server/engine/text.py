@@ -180,7 +180,9 @@ class TextEngine(EngineLoop[_Job]):
         params = params.with_defaults(stop=(TURN_END, *params.stop))
         self._check_capacity()
         stream = self._stream(turn.request_id, turn.transport)
-        held = self.sessions.begin_turn(turn.session_id, live=lambda: not stream.done, persona=persona)
+        held = self.sessions.begin_turn(
+            turn.session_id, live=lambda: not stream.done, persona=persona, cancelled=lambda: stream.cancel_requested
+        )
         stream.turns = held.session.turns  # the count a turn that does not complete leaves (the store's: below)
         text = style.turn_text(speaker, turn.message, persona)
         if self.shared is not None:
