@@ -8,6 +8,7 @@ import binascii
 import json
 import re
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -17,13 +18,15 @@ from server.errors import InvalidArgument
 from server.transport.wire import ENCODINGS, PCM16
 
 
-def parse_json(raw: str | bytes, name: str, check_text: bool = True) -> Any:
+def parse_json(
+    raw: str | bytes, name: str, check_text: bool = True, object_pairs_hook: Callable[..., Any] | None = None
+) -> Any:
     """The JSON document ``raw`` (a request body, a frame named ``name``). Not JSON, or nested deeper than the
     parser's recursion allows (thousands of brackets: no request has that), is the client's mistake, and so is a
     lone surrogate in a string (:func:`check_unicode`; ``check_text`` False: the caller checks, once it has read
-    the request's id)."""
+    the request's id). ``object_pairs_hook`` builds each object, as in :func:`json.loads`."""
     try:
-        document = json.loads(raw)
+        document = json.loads(raw, object_pairs_hook=object_pairs_hook)
     except ValueError as exc:
         if "integer string conversion" in str(exc):  # valid JSON, but no request needs such a number
             raise InvalidArgument(name, f"holds an integer of over {sys.get_int_max_str_digits()} digits") from None

@@ -22,7 +22,6 @@ import numpy as np
 from websockets.asyncio.server import Request, Response, ServerConnection
 from websockets.exceptions import ConnectionClosed, ConnectionClosedError, ConnectionClosedOK
 from websockets.frames import CloseCode
-from websockets.protocol import State
 from websockets.typing import Subprotocol
 
 from server.engine.registry import ModelRegistry
@@ -43,11 +42,15 @@ from server.transport.jsonfields import (
 )
 from server.transport.pictures import encode_picture, frame_fields, image_encoding
 from server.transport.wire import PCM16, Chunker, encode_codes
+from server.transport.ws_connection import CoalescingConnection
+
+__all__ = ["CoalescingConnection", "WebSocketTransport", "handshake_logger", "select_subprotocol"]  # app.py's
 
 log = logging.getLogger(__name__)
 
 TRANSPORT = "websocket"  # the metrics' transport label
 MAX_ID_CHARS = 128
+MAX_CLASSIFYING = 16  # classify requests of one connection at once; its next frame is read once one is answered
 SAMPLING_FIELDS = ("temperature", "top_k", "top_p", "seed", "max_tokens", "stop")
 REQUEST_FIELDS = {
     "generate": {"type", "id", "model", "prompt", "sampling"},
@@ -64,6 +67,43 @@ REQUEST_FIELDS = {
         *("base_image", "dream", "encoding"),
     },
 }
+
+
+class _Repeated(dict[str, Any]):
+    """A JSON object of a frame in which a key appears more than once (``repeated``, the first such key)."""
+
+    repeated = ""
+
+
+def _frame_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """An object of a frame, as ``json.loads`` builds it, but marked when a key repeats: the parser keeps the last
+    value where another reader (a proxy that checked the frame, the client's own log) may see the first."""
+    built = dict(pairs)
+    if len(built) == len(pairs):
+        return built
+    marked = _Repeated(built)
+    seen: set[str] = set()
+    for key, _ in pairs:
+        if key in seen:
+            marked.repeated = key
+            break
+        seen.add(key)
+    return marked
+
+
+def check_unique_keys(document: Any) -> None:
+    """Refuse a frame in which an object repeats a key, naming the key where it is (``sampling.seed``). A loop, not
+    recursion: a frame may be nested as deep as the parser allows."""
+    stack: list[tuple[Any, str]] = [(document, "")]
+    while stack:
+        value, path = stack.pop()
+        if isinstance(value, _Repeated):
+            raise InvalidArgument(f"{path}.{value.repeated}" if path else value.repeated, "appears twice in its object")
+        nested = dict | list  # only objects and arrays hold objects: a tensor's thousand numbers are not walked
+        if isinstance(value, dict):
+            stack.extend((v, f"{path}.{k}" if path else k) for k, v in value.items() if isinstance(v, nested))
+        else:
+            stack.extend((v, f"{path}[{i}]") for i, v in enumerate(value) if isinstance(v, nested))
 
 
 def binary_frame(request_id: str, payload: bytes) -> bytes:
@@ -191,47 +231,6 @@ class WebSocketTransport:
         await _Connection(self.models, websocket, name, self._tasks, self.metrics).serve()
 
 
-class CoalescingConnection(ServerConnection):
-    """A server connection whose frames, written in one pass of the event loop, leave in one write.
-
-    An engine iteration hands every stream its tokens at once; with many streams multiplexed on one connection,
-    each frame would otherwise cost its own system call and TCP segment on both ends. Frames wait at most until
-    the event loop's next pass. The handshake and the closing handshake write at once, as the library expects.
-    """
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._flush_scheduled = False
-
-    def send_data(self) -> None:
-        if self.protocol.state is not State.OPEN:
-            self._flush()
-            return
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
-            self.loop.call_soon(self._flush)
-
-    def _flush(self) -> None:
-        self._flush_scheduled = False
-        chunks: list[bytes] = []
-        for data in self.protocol.data_to_send():
-            if data:
-                chunks.append(data)
-                continue
-            self._write(chunks)  # an empty chunk asks for end of file, after what came before it
-            chunks = []
-            if self.transport.can_write_eof():
-                with contextlib.suppress(Exception):  # as in ServerConnection.send_data: the connection is going
-                    self.transport.write_eof()
-            else:
-                self.transport.close()
-        self._write(chunks)
-
-    def _write(self, chunks: list[bytes]) -> None:
-        if chunks and not self.transport.is_closing():
-            self.transport.write(b"".join(chunks))
-
-
 class _Connection:
     def __init__(
         self,
@@ -247,6 +246,9 @@ class _Connection:
         self.name = name
         self.streams: dict[str, TextStream | AudioStream | ImageStream] = {}
         self.classifying: set[str] = set()  # ids of classify requests not answered yet
+        # Each classify holds its input until its labels are sent; without a bound, one connection's requests
+        # (sent without reading the answers) queued in the classifier without end.
+        self.classify_slots = asyncio.Semaphore(MAX_CLASSIFYING)
         self.spoken: dict[str, SpokenTurn] = {}  # spoken chat turns, which cancel speaks to as well
         self.tasks: set[asyncio.Task[None]] = set()
         self.all_tasks = all_tasks
@@ -255,6 +257,7 @@ class _Connection:
         try:
             async for message in self.websocket:
                 if isinstance(message, bytes):
+                    log.info("connection %s closed: client sent a binary frame, server sent 1003", self.name)
                     self.metrics.error(TRANSPORT, str(int(CloseCode.UNSUPPORTED_DATA)))
                     await self.websocket.close(CloseCode.UNSUPPORTED_DATA, "binary frames are not accepted")
                     break
@@ -310,15 +313,18 @@ class _Connection:
     async def dispatch(self, raw: str) -> None:
         request_id: str | None = None
         try:
-            message = parse_json(raw, "frame", check_text=False)
+            message = parse_json(raw, "frame", check_text=False, object_pairs_hook=_frame_object)
             if not isinstance(message, dict):
                 raise InvalidArgument("frame", "must be a JSON object")
+            if isinstance(message, _Repeated) and message.repeated == "id":
+                raise InvalidArgument("id", "appears twice in its object")  # which one would be echoed?
             raw_id = message.get("id")
             if not isinstance(raw_id, str) or not 1 <= len(raw_id) <= MAX_ID_CHARS:
                 raise InvalidArgument("id", f"must be a string of 1..{MAX_ID_CHARS} characters")
             check_unicode(raw_id, "id")  # an id that cannot be echoed is not; a bad field elsewhere is named with it
             request_id = raw_id
             check_unicode(message, "frame")
+            check_unique_keys(message)
             kind = message.get("type")
             if not isinstance(kind, str) or kind not in REQUEST_FIELDS:  # a list or an object is unhashable
                 raise InvalidArgument("type", f"must be one of {', '.join(REQUEST_FIELDS)}, got {json.dumps(kind)}")
@@ -345,6 +351,9 @@ class _Connection:
         if request_id in self.streams or request_id in self.classifying:
             raise InvalidArgument("id", f"{request_id!r} names a request still running on this connection")
         if kind == "classify":
+            # Stops reading this connection (TCP pushes back on the client) while MAX_CLASSIFYING are in flight; no
+            # other task adds ids, so the id checked above is still free once a slot is.
+            await self.classify_slots.acquire()
             self.classifying.add(request_id)
             self.start(request_id, self.classify(request_id, message))
             return
@@ -415,6 +424,8 @@ class _Connection:
             await self.refuse(request_id, exc)
         except ConnectionClosed:
             pass
+        finally:
+            self.classify_slots.release()  # once its answer is out: a client that reads nothing holds its slots
 
     def audio_request(self, request_id: str, tag: str, message: dict[str, Any]) -> Any:
         service = self.models.audio_model(string_field(message, "model"))

@@ -112,6 +112,22 @@ SHORTENED_FIELD = "f" * ((200 - len(_NOTE) + 1) // 2) + _NOTE + "f" * ((200 - le
             '{"type": "generate", "id": "a", "sampling": {"topk": 1}}',
             {"id": "a", "field": "sampling.topk", "message": "sampling.topk: unknown field"},
         ),
+        (  # a repeated key: JSON parsers keep the last value, a proxy or the client's log may show the first
+            '{"type": "generate", "id": "a", "sampling": {"seed": 1}, "sampling": {"seed": 2}}',
+            {"id": "a", "field": "sampling", "message": "sampling: appears twice in its object"},
+        ),
+        (
+            '{"type": "generate", "id": "a", "sampling": {"stop": [{}, {"seed": 1, "seed": 1}]}}',
+            {
+                "id": "a",
+                "field": "sampling.stop[1].seed",
+                "message": "sampling.stop[1].seed: appears twice in its object",
+            },
+        ),
+        (  # which of the two would come back?
+            '{"type": "generate", "id": "a", "id": "b"}',
+            {"id": None, "field": "id", "message": "id: appears twice in its object"},
+        ),
         (  # a field's name is the client's: a long one comes back shortened
             '{"type": "generate", "id": "a", "' + "f" * 10_000 + '": 1}',
             {
@@ -233,10 +249,33 @@ async def test_message_over_the_size_limit_closes_with_1009(start_server: StartS
     assert ws.close_code == 1009
 
 
+async def test_a_compressed_message_inflating_past_the_limit_closes_with_1009(
+    start_server: StartServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """With deflate negotiated as a browser offers it, a small compressed frame that inflates past
+    --ws-max-message-bytes closes with 1009: the limit holds for the inflated message, logged as one INFO line."""
+    caplog.set_level("INFO", logger="server.transport.websocket")
+    server = await start_server(settings={"ws_compression": "deflate"})
+    offer = "permessage-deflate; client_max_window_bits"  # what Chromium and Firefox send
+    async with connect(f"ws://{server.ws_address}/", max_size=None) as ws:
+        assert ws.request.headers["Sec-WebSocket-Extensions"] == offer
+        await ws.send(json.dumps({"type": "generate", "id": "a", "prompt": " " * 10_000_000}))  # about 10 kB sent
+        with pytest.raises(ConnectionClosed):
+            await asyncio.wait_for(ws.recv(), timeout(5))
+    assert (ws.close_code, ws.close_reason) == (1009, "frame exceeds limit of 65536 bytes")
+    for _ in range(100):  # the server's handler logs once it has seen the close
+        if any("closed:" in r.getMessage() for r in caplog.records):
+            break
+        await asyncio.sleep(0.01)
+    assert [r.levelname for r in caplog.records if "closed:" in r.getMessage()] == ["INFO"]
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING or r.exc_info]
+
+
 @pytest.mark.parametrize(
     ("how", "expected"),
     [
         ("oversized", "server sent 1009"),
+        ("binary", "client sent a binary frame, server sent 1003"),
         ("client_error", "client sent 1011 'the client failed'"),
         ("drop", "the connection dropped without a closing handshake"),
     ],
@@ -244,15 +283,15 @@ async def test_message_over_the_size_limit_closes_with_1009(start_server: StartS
 async def test_how_a_client_left_is_one_info_line(
     start_server: StartServer, caplog: pytest.LogCaptureFixture, how: str, expected: str
 ) -> None:
-    """A frame over the size limit, a client closing with its own error code, or a dropped connection is logged as
-    one INFO line naming the code, with no traceback and nothing at ERROR."""
+    """A frame over the size limit, a binary frame, a client closing with its own error code, or a dropped connection
+    is logged as one INFO line naming the code, with no traceback and nothing at ERROR."""
     server = await start_server(settings={"ws_max_message_bytes": 2048})
     caplog.set_level("INFO", logger="server.transport.websocket")
     ws = await connect(f"ws://{server.ws_address}/")
     await ws.send(LONG)
     await ws.recv()
-    if how == "oversized":
-        await ws.send("x" * 4096)
+    if how in ("oversized", "binary"):
+        await ws.send("x" * 4096 if how == "oversized" else b"\x00")
         with pytest.raises(ConnectionClosed):
             while True:
                 await asyncio.wait_for(ws.recv(), timeout(5))
@@ -388,3 +427,20 @@ async def test_cancelling_a_spoken_turn_stops_its_speech(start_server: StartServ
         frames = await _frames_until_done(ws, "sp")
     assert frames[-1]["type"] == "done" and frames[-1]["finish_reason"] == "cancelled", frames[-1]
     await asyncio.wait_for(engine.wait_until(lambda: engine.live_streams == 0), timeout(10))
+
+
+async def test_a_cancel_racing_a_chat_turns_end_gets_one_ending(start_server: StartServer) -> None:
+    """A cancel sent with a short chat turn races its end: each turn gets exactly one done (stop, length or
+    cancelled) and nothing after it, and the next turn of the session is never refused as running."""
+    server = await start_server()
+    async with connect(f"ws://{server.ws_address}/") as ws:
+        for i in range(20):
+            turn = {"type": "chat", "id": "t", "session_id": "s", "message": "Hail.", "sampling": {"max_tokens": i % 4}}
+            if not i % 4:
+                turn.pop("sampling")
+            await ws.send(json.dumps(turn))
+            await ws.send(json.dumps({"type": "cancel", "id": "t"}))
+            frame = await _first_frame_after_the_tokens(ws)
+            assert frame["type"] == "done" and frame["finish_reason"] in ("stop", "length", "cancelled"), frame
+        await ws.send(json.dumps({"type": "list_models", "id": "after"}))
+        assert json.loads(await asyncio.wait_for(ws.recv(), timeout(5)))["id"] == "after"  # nothing of "t" after
