@@ -129,6 +129,17 @@ async def routes_to_each(deployment: Deployment) -> list[str]:
     raise AssertionError(f"64 session names reached only {sorted(found)}")
 
 
+async def http_routes_to_each(deployment: Deployment, client: httpx.AsyncClient) -> list[str]:
+    """One ``X-Session-Id`` per replica for HTTP (nginx hashes HTTP over its own upstream, apart from gRPC's)."""
+    found: dict[str, str] = {}
+    for k in range(64):
+        response = await client.get("/v1/models", headers={"X-Session-Id": f"route-{k}"})
+        found.setdefault(response.headers["x-antiphon-upstream"], f"route-{k}")
+        if len(found) == len(deployment.replicas):
+            return list(found.values())
+    raise AssertionError(f"64 session names reached only {sorted(found)}")
+
+
 def stored(deployment: Deployment, session: str, name: str) -> bytes:
     """A field of the session as Redis keeps it (b"" when there is none)."""
     client = redis.Redis.from_url(deployment.redis.url)
@@ -227,7 +238,6 @@ async def test_websocket_and_http_go_through_the_same_nginx(deployment: Deployme
 async def test_a_response_is_continued_and_read_back_on_the_other_replica(deployment: Deployment) -> None:
     """A Responses API reply kept by one replica (in Redis) is continued with ``previous_response_id`` and read back
     through the other, and the continuation is the reply to the whole conversation sent at once."""
-    routes = await routes_to_each(deployment)
 
     async def respond(client: httpx.AsyncClient, route: str, **fields: Any) -> dict[str, Any]:
         body = {"model": "char-lstm", "max_output_tokens": 30, "seed": 7, **fields}
@@ -236,6 +246,7 @@ async def test_a_response_is_continued_and_read_back_on_the_other_replica(deploy
         return {**response.json(), "upstream": response.headers["x-antiphon-upstream"]}
 
     async with httpx.AsyncClient(base_url=f"http://{deployment.http}", timeout=timeout(20)) as client:
+        routes = await http_routes_to_each(deployment, client)
         first = await respond(client, routes[0], input=MESSAGES[0])
         second = await respond(client, routes[1], input=MESSAGES[1], previous_response_id=first["id"])
         read = await client.get(f"/v1/responses/{first['id']}", headers={"X-Session-Id": routes[1]})
