@@ -330,6 +330,8 @@ class Server:
         self.metrics = Metrics(lambda: [e.gauges() for e in self.engines]) if settings.metrics else Recorder()
         for served in [*self.engines, *self.classifiers]:
             served.metrics = self.metrics
+        for running in self.engines:
+            running.stall_s = settings.stall_timeout_s or None
         self.grpc_port = 0
         self.ws_port = 0
         self.http_port = 0

@@ -263,6 +263,14 @@ class ServeSettings:
     )
     max_tokens: int = _option(2048, "largest max_tokens a request may ask for", "limits", int, most=1_000_000)
     stream_buffer: int = _option(64, "unread tokens per stream before the stream pauses", "limits", int, most=1_000_000)
+    stall_timeout_s: float = _option(
+        60.0,
+        "seconds a paused stream waits for its client to read any of it before it is cancelled and its slot freed "
+        "(a client hung without closing its connection); 0 waits for ever",
+        "limits",
+        float,
+        most=TEN_YEARS_S,
+    )
     ws_max_message_bytes: int = _option(
         65536, "largest WebSocket message a client may send", "limits", int, most=64 << 20
     )
@@ -349,7 +357,7 @@ class ServeSettings:
             raise InvalidArgument(
                 flag_name("ws_max_message_bytes"), f"must be at least 1024, got {self.ws_max_message_bytes}"
             )
-        for name in ("grace_s", "session_ttl_s"):
+        for name in ("grace_s", "session_ttl_s", "stall_timeout_s"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value >= 0):
                 raise InvalidArgument(flag_name(name), f"must be a finite number of seconds >= 0, got {value}")

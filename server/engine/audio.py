@@ -243,10 +243,11 @@ class AudioEngine(EngineLoop[_Job]):
             # Cleared before the stream states are read: a cancel, a read or a new stream after this point sets it
             # again, so the wait below cannot miss it.
             self._wake.clear()
+            stall_in = self._cancel_stalled(j.stream for j in self._jobs)
             round_ = self._next_round(self._jobs, self._ready)
             if round_ is None:
                 self._notify_progress()
-                await self._wake.wait()
+                await self._idle(stall_in)
                 continue
             started = time.monotonic()
             try:

@@ -187,13 +187,14 @@ class ImageEngine(EngineLoop[_Job]):
         while True:
             # Cleared before the streams are read: a cancel, a read or a new request after this point sets it again.
             self._wake.clear()
+            stall_in = self._cancel_stalled(j.stream for g in self._groups for j in g.live())
             self._sweep()
             self._start_groups()
             ready = [g for g in self._groups if g.ready()]
             dropped, self._dropped = self._dropped, []
             if not ready and not dropped:
                 self._notify_progress()
-                await self._wake.wait()
+                await self._idle(stall_in)
                 continue
             started = time.monotonic()
             try:

@@ -13,7 +13,9 @@ finishing: cancelled while waiting, or in a failed step).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -31,9 +33,18 @@ FAILED = "error"  # how the metrics count a stream that failed (it has no finish
 
 class _Stream(Protocol):
     request_id: str
+    stalled: bool
 
     @property
     def cancel_requested(self) -> bool: ...
+
+    @property
+    def done(self) -> bool: ...
+
+    @property
+    def full_since(self) -> float | None: ...
+
+    def stall(self) -> None: ...
 
     def times(self) -> tuple[float | None, float]: ...
 
@@ -88,6 +99,8 @@ class EngineLoop(Generic[J]):
         self._closed = False
         self.steps = 0
         self.metrics = Recorder()  # records nothing; a server hands its engines its own recorder
+        self.stall_s: float | None = None  # cancel a stream whose client reads none of its full buffer this long
+        self._stall_check_at = 0.0  # when _cancel_stalled next needs to look at the streams
 
     # -- for subclasses ------------------------------------------------------
     @property
@@ -131,6 +144,8 @@ class EngineLoop(Generic[J]):
         """A stream's one INFO line at its end: its id, the model, ``kind``, the engine's ``details``, the time
         to its first output (named ``first_name``), its duration and the finish reason."""
         first, duration = stream.times()
+        if stream.stalled:
+            reason = f"{reason} (its client read none of it for {self.stall_s:g} s)"
         log.info(
             "request %s model=%s kind=%s %s %s=%s duration_ms=%.1f finish=%s",
             stream.request_id or "-",
@@ -179,6 +194,37 @@ class EngineLoop(Generic[J]):
         self._drop_all()
         self._release()
         self._notify_progress()
+
+    def _cancel_stalled(self, streams: Iterable[_Stream]) -> float | None:
+        """Cancel the streams whose client has read none of their full buffer for :attr:`stall_s` (they leave at
+        this iteration); returns the seconds until one could next stall (None: no timeout). The streams are looked
+        at only when one could have stalled: an iteration otherwise costs a clock read."""
+        if not self.stall_s:
+            return None
+        now = time.monotonic()
+        if now < self._stall_check_at:  # no stream can have stalled since the last look (at most stall_s ago)
+            return self._stall_check_at - now
+        nearest = self.stall_s  # a stream that fills from now on stalls no sooner
+        for stream in streams:
+            since = stream.full_since
+            if since is None or stream.done or stream.cancel_requested:
+                continue
+            left = since + self.stall_s - now
+            if left > 0:
+                nearest = min(nearest, left)
+            else:
+                stream.stall()
+        self._stall_check_at = now + nearest
+        return nearest
+
+    async def _idle(self, stall_in: float | None) -> None:
+        """Wait for anything the loop must look at, or until a paused stream would stall (``stall_in`` s)."""
+        if stall_in is None:
+            await self._wake.wait()
+            return
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(stall_in):
+                await self._wake.wait()
 
     def _check_capacity(self) -> None:
         """Raise Unavailable when closing, ResourceExhausted when every slot and queue place is taken."""

@@ -36,8 +36,9 @@ class _BoundedStream(Generic[Piece]):
     """One request's output, read by ``async for``; afterwards ``finish_reason`` is set.
 
     The buffer is bounded: the engine stops stepping a stream that holds ``capacity`` unread units and resumes
-    it once the consumer reads, so a slow consumer costs a paused slot, not memory. One read returns every
-    piece waiting, joined (``_take``; an image stream's, one frame).
+    it once the consumer reads, so a slow consumer costs a paused slot, not memory, and one that reads none of a
+    full buffer for the engine's stall timeout is cancelled (:meth:`stall`). One read returns every piece waiting,
+    joined (``_take``; an image stream's, one frame).
     """
 
     def __init__(self, capacity: int, wake: Callable[[], None], request_id: str = "", transport: str = "") -> None:
@@ -53,6 +54,8 @@ class _BoundedStream(Generic[Piece]):
         self._readable = asyncio.Event()
         self._wake = wake
         self._cancel_requested = False
+        self._full_since: float | None = None  # when the buffer filled, none of it read since (None: it has room)
+        self.stalled = False  # cancelled by the engine: its consumer read none of its full buffer for too long
 
     def times(self) -> tuple[float | None, float]:
         """Seconds from the request to its first output (None: none came yet) and to now."""
@@ -84,11 +87,25 @@ class _BoundedStream(Generic[Piece]):
     def buffered(self) -> int:
         return self._buffered
 
+    @property
+    def full_since(self) -> float | None:
+        """When the buffer filled (``time.monotonic()``), none of it read since; None while it has room."""
+        return self._full_since
+
+    def stall(self) -> None:
+        """Cancel the stream from the engine's own loop: its consumer read none of its full buffer for the stall
+        timeout (a client that stopped reading, or hung, without closing its connection)."""
+        if not self.done and not self._cancel_requested:
+            self.stalled = True
+            self._cancel_requested = True
+
     def push(self, piece: Piece) -> None:
         units = self._units(piece)
         if units:
             self._pieces.append(piece)
             self._buffered += units
+            if self._full_since is None and self._buffered >= self.capacity:
+                self._full_since = time.monotonic()
             self._readable.set()
 
     def finish(self, reason: str) -> None:
@@ -122,6 +139,8 @@ class _BoundedStream(Generic[Piece]):
             await self._readable.wait()
         was_full = self._buffered >= self.capacity
         piece = self._take()
+        if self._buffered < self.capacity:
+            self._full_since = None
         if was_full:
             self._wake()  # the engine paused this stream; it may step it again
         return piece

@@ -345,11 +345,12 @@ class TextEngine(EngineLoop[_Job]):
             # Cleared before the stream states are read: a cancel, a read or a submission after this point sets it
             # again, so the wait below cannot miss it.
             self._wake.clear()
+            stall_in = self._cancel_stalled(j.stream for j in self._jobs)
             round_ = self._next_round(self._jobs, self._waiting)
             if round_ is None:
                 self._delivered_at = None  # the next tokens' gap would include the wait
                 self._notify_progress()
-                await self._wake.wait()
+                await self._idle(stall_in)
                 continue
             rows = round_.rows
             # Completed chat turns and conversation replies keep their row's state (for the session, or the prefix

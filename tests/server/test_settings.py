@@ -67,6 +67,12 @@ def test_flag_beats_environment_beats_default() -> None:
         (["--audio-buffer-ms", "1000000000"], {}, "--audio-buffer-ms: must be at most 60,000, got 1,000,000,000"),
         (["--session-ttl-s", "1e16"], {}, "--session-ttl-s: must be at most 315,360,000, got 1e+16"),
         (["--session-ttl-s", "1e300"], {}, "--session-ttl-s: must be at most 315,360,000, got 1e+300"),
+        (["--stall-timeout-s", "-1"], {}, "--stall-timeout-s: must be a finite number of seconds >= 0, got -1.0"),
+        (
+            [],
+            {"ANTIPHON_STALL_TIMEOUT_S": "inf"},
+            "--stall-timeout-s: must be a finite number of seconds >= 0, got inf",
+        ),
         (
             ["--session-store", "redis://127.0.0.1:notaport/0"],
             {},
