@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from server.audio.options import AudioTrainOptions
+from server.engine.audio import AudioEngine, AudioLimits
 from server.engine.backend import BACKENDS
 from server.engine.text import ChatStyle, TextEngine, TextLimits
 from server.text.checkpoint import load_text_model
@@ -37,6 +38,17 @@ async def make_text_engine(
     def build(shared: Any = None, **limits: Any) -> TextEngine:
         backend = BACKENDS[request.param](model)
         return TextEngine("tiny", backend, vocab, TextLimits(**limits), CHAT_STYLE, shared=shared)
+
+    async with started_engines(build) as make:
+        yield make
+
+
+@pytest.fixture
+async def make_audio_engine(tiny_audio_checkpoint: Path) -> AsyncIterator[Callable[..., AudioEngine]]:
+    """Build a started engine over the tiny WaveNet with the given limits; closed after the test."""
+
+    def build(**limits: Any) -> AudioEngine:
+        return AudioEngine.from_checkpoint(tiny_audio_checkpoint, "tiny-wavenet", AudioLimits(**limits))
 
     async with started_engines(build) as make:
         yield make

@@ -5,30 +5,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import AsyncIterator, Callable
-from pathlib import Path
-from typing import Any
+from collections.abc import Callable
 
 import numpy as np
 import pytest
 
 from server.data.speech import Rendering, synthesize, trim_silence
 from server.data.speech import voices as espeak_voices
-from server.engine.audio import AudioEngine, AudioLimits
+from server.engine.audio import AudioEngine
 from server.engine.requests import AudioRequest
 from server.engine.streams import FINISH_CANCELLED, FINISH_LENGTH, FINISH_STOP, AudioStream
 from server.errors import InvalidArgument, NotFound, ResourceExhausted, Unavailable
 from tests.conftest import timeout
-from tests.server.helpers import started_engines
-
-
-@pytest.fixture
-async def make_audio_engine(tiny_audio_checkpoint: Path) -> AsyncIterator[Callable[..., AudioEngine]]:
-    def build(**limits: Any) -> AudioEngine:
-        return AudioEngine.from_checkpoint(tiny_audio_checkpoint, "tiny-wavenet", AudioLimits(**limits))
-
-    async with started_engines(build) as make:
-        yield make
 
 
 async def collect(stream: AudioStream) -> np.ndarray:

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from server.engine.audio import AudioEngine, AudioLimits
+from server.engine.audio import AudioEngine
 from server.engine.image import ImageEngine, ImageLimits
 from server.engine.requests import AudioRequest, ImageRequest, SamplingOptions, TextRequest
 from server.engine.streams import FINISH_CANCELLED
@@ -20,15 +20,6 @@ from tests.conftest import timeout
 from tests.server.helpers import started_engines
 
 STALL_S = 0.4
-
-
-@pytest.fixture
-async def make_audio_engine(tiny_audio_checkpoint: Path) -> AsyncIterator[Callable[..., AudioEngine]]:
-    def build(**limits: Any) -> AudioEngine:
-        return AudioEngine.from_checkpoint(tiny_audio_checkpoint, "tiny-wavenet", AudioLimits(**limits))
-
-    async with started_engines(build) as make:
-        yield make
 
 
 @pytest.fixture
