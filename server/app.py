@@ -11,7 +11,6 @@ import asyncio
 import errno
 import gc
 import hashlib
-import ipaddress
 import logging
 import signal
 import socket
@@ -36,7 +35,7 @@ from server.errors import CheckpointError, InvalidArgument, ListenError
 from server.memory import Trimmer
 from server.metrics import Metrics, Recorder
 from server.settings import ServeSettings
-from server.transport.auth import ApiKeys
+from server.transport.auth import ApiKeys, Browsers, is_loopback
 from server.transport.grpc_options import server_options
 from server.transport.grpc_service import RequireKey, add_services, mark_serving
 from server.transport.http import HttpListener, HttpTransport
@@ -250,18 +249,9 @@ def preflight(settings: ServeSettings) -> None:
         warn_if_expiring(settings.tls_cert)
 
 
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def warn_if_exposed(settings: ServeSettings, keys: bool, tls: bool) -> None:
     """A WARNING when the server listens beyond the loopback interface with no API key, or with keys in clear text."""
-    if _is_loopback(settings.host):
+    if is_loopback(settings.host):
         return
     if not keys:
         log.warning(
@@ -341,7 +331,8 @@ class Server:
         self._ws: WebSocketServer | None = None
         self.keys = ApiKeys(settings.api_keys(), self.metrics.error)  # read once: a changed key file takes a restart
         self._tls = tls_context(settings)
-        self._transport = WebSocketTransport(self.models, lambda: self._serving, self.keys, self.metrics)
+        browsers = Browsers(settings.cors_origins, is_loopback(settings.host))  # what a web page may reach
+        self._transport = WebSocketTransport(self.models, lambda: self._serving, self.keys, self.metrics, browsers)
         self._kept = redis_responses(settings)  # None: the Responses API keeps responses in memory
         self._http = HttpListener(
             HttpTransport(
@@ -351,6 +342,7 @@ class Server:
                 self.keys,
                 self.metrics,
                 ResponseStore(self._kept),
+                browsers,
             ).app,
             settings.host,
             settings.http_port,

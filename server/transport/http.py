@@ -6,7 +6,8 @@ uvicorn inside the server's own event loop. The image endpoints (``/v1/images/..
 
 With API keys configured, every request but ``/healthz`` and the chat page's files (``/``, ``/static/``) must carry
 ``Authorization: Bearer KEY``; :class:`RequireKey` answers the others 401 with OpenAI's error object
-(``invalid_api_key``) before any route runs.
+(``invalid_api_key``) before any route runs. Before that, :class:`CheckBrowsers` answers 403 to a page of another
+site (its ``Origin``) and, on a loopback-only server, to a request that does not name this machine in ``Host``.
 
 Streamed answers are server-sent events: ``data: {chunk}`` lines, then ``data: [DONE]``. A client that disconnects
 mid-stream cancels the handler's generator, whose ``finally`` cancels the engine stream (it leaves the batch at the
@@ -46,6 +47,7 @@ from server.transport.http_base import (
     SSE_HEADERS,
     TEXT_EVENT_GAP_S,
     TRANSPORT,
+    CheckBrowsers,
     ClientGone,
     Endpoints,
     json_text,
@@ -68,6 +70,18 @@ EXPOSED_HEADERS = ("X-Sample-Rate", "Retry-After", "x-should-retry", "WWW-Authen
 # refused while stopping is
 STOPPED = Unavailable("the reply was cancelled: the server is stopping")
 MAX_PROMPTS = 20  # prompts one completions request continues (LangChain's OpenAI sends its batches of 20 as one)
+# The chat page's files: its scripts and styles are files of its own (no inline script, no eval), it calls its own
+# origin only, and no other site may frame it (clickjacking) or learn its address from a link's Referer (same-origin,
+# not no-referrer, under which a browser sends some requests that are not CORS ones with Origin: null).
+PAGE_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; connect-src 'self'; "
+        "base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+    ),
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+}
 _PLACEHOLDER = "\x00piece\x00"  # stands for a piece's text in an encoded chunk; no id or model name holds it
 
 
@@ -95,10 +109,20 @@ class RequireKey:
         await JSONResponse(answer.body, status_code=answer.status, headers=answer.headers)(scope, receive, send)
 
 
+class PageFiles(StaticFiles):
+    """The chat page's files under ``/static/``, with :data:`PAGE_HEADERS`."""
+
+    async def get_response(self, path: str, scope: Scope) -> Response:
+        response = await super().get_response(path, scope)
+        response.headers.update(PAGE_HEADERS)
+        return response
+
+
 class HttpTransport(Endpoints):
     """The Starlette application over ``models``; ``serving()`` says whether the server takes new work; with
     ``keys``, every request but the health check and the page needs one of them; ``kept_responses``: where the
-    Responses API keeps responses (default: this process's memory)."""
+    Responses API keeps responses (default: this process's memory); ``browsers``: what a web page may reach (default:
+    pages of this host and of ``cors_origins``, any ``Host``)."""
 
     def __init__(
         self,
@@ -108,6 +132,7 @@ class HttpTransport(Endpoints):
         keys: auth.ApiKeys | None = None,
         metrics: Recorder | None = None,
         kept_responses: ResponseStore | None = None,
+        browsers: auth.Browsers | None = None,
     ) -> None:
         super().__init__(models, metrics or Recorder())
         self.serving = serving
@@ -119,7 +144,7 @@ class HttpTransport(Endpoints):
         self.app: ASGIApp = Starlette(
             routes=[
                 Route("/", self.page, methods=["GET"]),
-                Mount("/static", StaticFiles(directory=STATIC), name="static"),
+                Mount("/static", PageFiles(directory=STATIC), name="static"),
                 Route("/healthz", self.healthz, methods=["GET"]),
                 Route("/v1/models", self.list_models, methods=["GET"]),
                 Route("/v1/models/{model:path}", self.get_model, methods=["GET"]),
@@ -149,10 +174,12 @@ class HttpTransport(Endpoints):
                 allow_private_network="*" not in cors_origins,
                 expose_headers=EXPOSED_HEADERS,
             )
+        # Outside CORS: a page of a site not named gets no preflight either
+        self.app = CheckBrowsers(self.app, browsers or auth.Browsers(cors_origins), self.metrics)
 
     # -- endpoints ---------------------------------------------------------------------------------------------
     async def page(self, request: Request) -> Response:
-        return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
+        return FileResponse(STATIC / "index.html", headers={**PAGE_HEADERS, "Cache-Control": "no-cache"})
 
     async def healthz(self, request: Request) -> Response:
         if self.serving():

@@ -1,6 +1,7 @@
 """What the HTTP transport's endpoints share (:class:`Endpoints`): request ids, the JSON body read within its
 limit, a client's mistake answered as OpenAI's error object (one INFO line, counted by status), and engine streams
-as server-sent events, cancelled when their client goes away.
+as server-sent events, cancelled when their client goes away; and :class:`CheckBrowsers`, the check of what a web
+page may reach that comes before every endpoint.
 """
 
 from __future__ import annotations
@@ -13,13 +14,15 @@ import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
+from starlette.datastructures import Headers
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from server.engine.registry import ModelRegistry, TextService
 from server.errors import MAX_FIELD_CHARS, AntiphonError, InvalidArgument, NotFound, capped
 from server.metrics import Recorder
-from server.transport import openai
+from server.transport import auth, openai
 from server.transport.jsonfields import parse_json
 
 log = logging.getLogger("server.transport.http")  # every endpoint's lines under the transport's one name
@@ -64,6 +67,34 @@ async def disconnected(request: Request) -> None:
 
 class ClientGone(Exception):
     """The client went away before a whole (not streamed) answer was ready; its work was cancelled."""
+
+
+class CheckBrowsers:
+    """ASGI middleware: a request ``browsers`` forbids (a page of another site, by its ``Origin``; on a loopback-only
+    server, a ``Host`` that does not name this machine) is answered 403 with OpenAI's error object, but the health
+    check. Without it any site could POST a plain-text body (no CORS preflight) to drive the models unseen."""
+
+    def __init__(self, app: ASGIApp, browsers: auth.Browsers, metrics: Recorder) -> None:
+        self.app = app
+        self.browsers = browsers
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "")
+        if scope["type"] != "http" or path == "/healthz":
+            await self.app(scope, receive, send)
+            return
+        headers = Headers(scope=scope)
+        forbidden = self.browsers.refusal(headers.getlist("host"), headers.getlist("origin"))
+        if forbidden is None:
+            await self.app(scope, receive, send)
+            return
+        client = scope.get("client")
+        auth.refused(
+            TRANSPORT, f"{scope['method']} {auth.shown(path)}", f"{client[0]}:{client[1]}" if client else "-", forbidden
+        )
+        self.metrics.error(TRANSPORT, "403")
+        await JSONResponse(openai.error_object(forbidden), status_code=403)(scope, receive, send)
 
 
 class Endpoints:

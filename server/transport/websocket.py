@@ -3,7 +3,9 @@
 The protocol is documented in ``docs/websocket-protocol.md``. Error frames carry the gRPC status name of the
 failure (``INVALID_ARGUMENT``, ``NOT_FOUND``, ...); ``GET /healthz`` on the same port answers 200 while serving.
 With API keys configured, a handshake without an accepted key (the ``Authorization: Bearer KEY`` header, or from a
-browser the ``antiphon.bearer.`` subprotocol) is answered 401 before the upgrade.
+browser the ``antiphon.bearer.`` subprotocol) is answered 401 before the upgrade. Before that, a handshake from a page
+of another site (its ``Origin``), or on a loopback-only server one that does not name this machine in ``Host``, is
+answered 403 (:class:`server.transport.auth.Browsers`): browsers let any page open a WebSocket anywhere.
 """
 
 from __future__ import annotations
@@ -180,8 +182,8 @@ def sampling_options(value: Any) -> SamplingOptions:
 
 
 class WebSocketTransport:
-    """Serves one WebSocket connection per :meth:`handler` call; :meth:`process_request` answers ``/healthz`` and,
-    with ``keys``, refuses a handshake without one of them."""
+    """Serves one WebSocket connection per :meth:`handler` call; :meth:`process_request` answers ``/healthz``,
+    refuses a handshake ``browsers`` forbids and, with ``keys``, one without one of them."""
 
     def __init__(
         self,
@@ -189,11 +191,13 @@ class WebSocketTransport:
         serving: Callable[[], bool],
         keys: auth.ApiKeys | None = None,
         metrics: Recorder | None = None,
+        browsers: auth.Browsers | None = None,
     ) -> None:
         self.models = models
         self.serving = serving
         self.metrics = metrics or Recorder()
         self.keys = keys or auth.ApiKeys()
+        self.browsers = browsers or auth.Browsers()
         self._connections = itertools.count(1)
         self._tasks: set[asyncio.Task[None]] = set()  # every connection's request tasks
 
@@ -208,6 +212,13 @@ class WebSocketTransport:
             if self.serving():
                 return connection.respond(HTTPStatus.OK, "ok\n")
             return connection.respond(HTTPStatus.SERVICE_UNAVAILABLE, "shutting down\n")
+        host, port, *_ = connection.remote_address
+        peer = f"{host}:{port}"
+        forbidden = self.browsers.refusal(request.headers.get_all("Host"), request.headers.get_all("Origin"))
+        if forbidden is not None:  # before the key: a page of another site learns nothing of it
+            auth.refused(TRANSPORT, f"handshake {path}", peer, forbidden)
+            self.metrics.error(TRANSPORT, str(HTTPStatus.FORBIDDEN.value))
+            return connection.respond(HTTPStatus.FORBIDDEN, forbidden + "\n")
         if not self.keys.required:
             return None
         key = auth.bearer(request.headers.get("Authorization"))
@@ -220,8 +231,7 @@ class WebSocketTransport:
             reason = auth.WRONG
         if reason is None:
             return None  # go on with the WebSocket handshake
-        host, port, *_ = connection.remote_address
-        self.keys.refused(TRANSPORT, f"handshake {path}", f"{host}:{port}", reason, str(HTTPStatus.UNAUTHORIZED.value))
+        self.keys.refused(TRANSPORT, f"handshake {path}", peer, reason, str(HTTPStatus.UNAUTHORIZED.value))
         response = connection.respond(HTTPStatus.UNAUTHORIZED, auth.MESSAGES[reason] + "\n")
         response.headers["WWW-Authenticate"] = "Bearer"
         return response

@@ -23,6 +23,8 @@ import pytest
 import redis
 from antiphon.v1 import chat_pb2, generation_pb2_grpc, sampling_pb2, text_pb2
 from websockets.asyncio.client import connect
+from websockets.exceptions import InvalidStatus
+from websockets.typing import Origin
 
 from tests.conftest import timeout
 from tests.services import Nginx, RedisServer, Replica, free_port, redis_server
@@ -233,6 +235,25 @@ async def test_websocket_and_http_go_through_the_same_nginx(deployment: Deployme
     assert response.status_code == 200, response.text
     assert response.headers["x-antiphon-upstream"]
     assert response.json()["choices"][0]["message"]["role"] == "assistant"
+
+
+async def test_a_page_served_through_nginx_may_call_it_and_another_site_may_not(deployment: Deployment) -> None:
+    """nginx passes the browser's Host on, so a page served through it (its Origin nginx's address) opens the
+    WebSocket under /ws and posts to the API; a page of another site is refused 403 by the replica, both ways."""
+    page, other = Origin(f"http://{deployment.http}"), Origin("http://attacker.example")
+    async with connect(f"ws://{deployment.http}/ws", origin=page, open_timeout=timeout(10)) as ws:
+        await ws.send(json.dumps({"type": "list_models", "id": "m"}))
+        assert json.loads(await asyncio.wait_for(ws.recv(), timeout(10)))["type"] == "models"
+    with pytest.raises(InvalidStatus) as info:
+        async with connect(f"ws://{deployment.http}/ws", origin=other, open_timeout=timeout(10)):
+            pass
+    assert info.value.response.status_code == 403
+    body = {"model": "char-lstm", "messages": [{"role": "user", "content": "Hail."}], "max_tokens": 4}
+    async with httpx.AsyncClient(base_url=page, timeout=timeout(20)) as client:
+        served = await client.post("/v1/chat/completions", json=body, headers={"Origin": page})
+        refused = await client.post("/v1/chat/completions", json=body, headers={"Origin": other})
+    assert (served.status_code, refused.status_code) == (200, 403)
+    assert refused.json()["error"]["message"].startswith("Origin http://attacker.example is not allowed")
 
 
 async def test_a_response_is_continued_and_read_back_on_the_other_replica(deployment: Deployment) -> None:

@@ -601,7 +601,7 @@ async def test_a_client_leaving_before_its_body_is_sent_is_one_info_line(
     host, port = server.http_address.rsplit(":", 1)
     _, writer = await asyncio.open_connection(host, int(port))
     writer.write(
-        b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
         b'Content-Length: 1000\r\n\r\n{"model":'
     )
     await writer.drain()

@@ -27,6 +27,7 @@ from tests.server.helpers import reference_text
 pytestmark = pytest.mark.parametrize("make_text_engine", ["fast"], indirect=True)
 
 STEP_S = 0.05  # each model step waits this long, so a reply visibly grows (the model work itself is the real one)
+REBOUND = "attacker.example"  # the browser resolves it to 127.0.0.1
 
 
 def chromium(microphone: Path | None = None) -> WebDriver:
@@ -41,6 +42,7 @@ def chromium(microphone: Path | None = None) -> WebDriver:
         "--disable-dev-shm-usage",
         "--disable-gpu",
         "--window-size=1200,800",
+        f"--host-resolver-rules=MAP {REBOUND} 127.0.0.1",  # a site's name rebound to this machine (DNS rebinding)
     ):
         options.add_argument(flag)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})  # the console, for console_errors
@@ -611,6 +613,95 @@ async def test_a_reload_keeps_the_conversation_and_the_knobs(start_server: Calla
     await open_page(page, server)
     assert conversation(page) == []
     assert page.find_elements(By.CSS_SELECTOR, ".turn") == []
+
+
+# -- hostile pages ----------------------------------------------------------------
+HTML = '<img src=x onerror="window.pwned = 1">'
+# The API answering with HTML where the page shows text: a persona's name in the model list, a reply's text.
+HOSTILE_ANSWERS = """
+    const html = arguments[0];
+    window.fetch = async (url) => {
+      const headers = { "Content-Type": String(url).includes("/chat/") ? "text/event-stream" : "application/json" };
+      if (String(url).includes("/v1/models")) {
+        const data = [{ id: `tiny/${html}`, object: "model", kind: "text" }];
+        return new Response(JSON.stringify({ object: "list", data }), { headers });
+      }
+      const delta = (content, finish) => ({ choices: [{ index: 0, delta: { content }, finish_reason: finish }] });
+      const events = [delta(html, null), delta("", "stop")].map((e) => `data: ${JSON.stringify(e)}\\n\\n`);
+      return new Response(events.join("") + "data: [DONE]\\n\\n", { headers });
+    };
+    document.getElementById("api-key").dispatchEvent(new Event("change"));  // lists the models again
+"""
+
+
+async def test_html_in_a_message_a_name_or_a_reply_is_shown_as_text(
+    start_server: Callable[..., Any], page: WebDriver
+) -> None:
+    """A line, a persona's name and a reply holding HTML are shown as their text: no element made, no handler run,
+    after a reload too."""
+    server = await start_server()
+    await open_page(page, server)
+    await asyncio.to_thread(page.execute_script, HOSTILE_ANSWERS, HTML)
+    await until(lambda: page.find_element(By.ID, "model").get_attribute("value") == f"tiny/{HTML}")
+    await say(page, HTML)
+    await until(lambda: replies(page) and not streaming(page))
+    for reload in (False, True):
+        if reload:
+            await asyncio.to_thread(page.refresh)
+            await until(lambda: page.find_elements(By.CSS_SELECTOR, ".turn"))
+        texts = [e.text for e in page.find_elements(By.CSS_SELECTOR, ".turn .text")]
+        assert texts == [HTML, HTML]
+        assert page.find_elements(By.CSS_SELECTOR, ".turn.assistant .speaker")[0].text.startswith("<Img Src=X")
+        assert page.find_elements(By.CSS_SELECTOR, "img:not([id])") == []
+        assert page.execute_script("return window.pwned") is None
+
+
+async def test_the_page_runs_no_inline_script(start_server: Callable[..., Any], page: WebDriver) -> None:
+    """Its Content-Security-Policy refuses inline script: HTML that made its way into the page runs no handler."""
+    server = await start_server()
+    await open_page(page, server)
+    console_errors(page)
+    await asyncio.to_thread(page.execute_script, "document.body.insertAdjacentHTML('beforeend', arguments[0])", HTML)
+    await asyncio.sleep(0.3)
+    assert page.execute_script("return window.pwned") is None
+    assert any("Content Security Policy" in line for line in console_errors(page))
+
+
+async def test_a_rebound_name_gets_neither_the_page_nor_the_api(
+    start_server: Callable[..., Any], page: WebDriver
+) -> None:
+    """A site whose name the browser resolves to 127.0.0.1 (DNS rebinding) is refused the page and every answer:
+    same-origin with the server, it could read them all."""
+    server = await start_server()
+    port = server.http_port
+    for path in ("/", "/v1/models"):
+        await asyncio.to_thread(page.get, f"http://{REBOUND}:{port}{path}")
+        body = page.find_element(By.TAG_NAME, "body").text
+        assert f"Host {REBOUND}:{port} is not a name of this server" in body
+
+
+# A page's WebSocket to the server's WebSocket port: "open" or "refused".
+OPEN_WEBSOCKET = """
+    const done = arguments[arguments.length - 1];
+    const ws = new WebSocket(arguments[0]);
+    ws.onopen = () => { ws.close(); done("open"); };
+    ws.onerror = () => done("refused");
+"""
+
+
+async def test_a_page_of_another_site_cannot_open_the_websocket(
+    start_server: Callable[..., Any], page: WebDriver
+) -> None:
+    """A page of another origin (localhost, calling 127.0.0.1) cannot open the WebSocket; a page of the server's
+    own host (on its HTTP port) can. The pages are /healthz, which has no Content-Security-Policy: the chat page's
+    own (connect-src 'self') would stop both."""
+    server = await start_server()
+    url = f"ws://{server.ws_address}/"
+    await asyncio.to_thread(page.get, f"http://localhost:{server.http_port}/healthz")
+    assert await asyncio.to_thread(page.execute_async_script, OPEN_WEBSOCKET, url) == "refused"
+    await asyncio.to_thread(page.get, f"http://{server.http_address}/healthz")
+    assert await asyncio.to_thread(page.execute_async_script, OPEN_WEBSOCKET, url) == "open"
+    console_errors(page)  # the refused handshake's line
 
 
 # -- the phone ------------------------------------------------------------------

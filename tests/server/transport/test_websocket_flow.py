@@ -24,7 +24,7 @@ StartServer = Callable[..., Any]
 pytestmark = pytest.mark.parametrize("make_text_engine", ["fast"], indirect=True)
 ENDLESS = {"max_tokens": 1_000_000}  # outlasts any test
 HANDSHAKE = (
-    b"GET / HTTP/1.1\r\nHost: test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+    b"GET / HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
     b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
 )
 
