@@ -7,10 +7,14 @@ manifest only ever describes files that passed.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
+import os
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -31,8 +35,9 @@ from export.parity import (
 from export.runtime import open_runner
 from export.specs import MODELS, ExportSpec, check_model_names, digits_spec, text_step_spec, textdisc_spec
 from server.checkpoint import file_sha256
-from server.errors import ExportError, InvalidArgument
+from server.errors import CheckpointError, ExportError, InvalidArgument
 from server.kws.data import TEST_PER_LABEL
+from server.options import MAX_SEED, check_output
 from server.paths import DEFAULT_IMAGE_MODELS
 
 log = logging.getLogger(__name__)
@@ -79,9 +84,14 @@ class ExportOptions:
         unknown = [f for f in self.formats if f not in FORMATS]
         if unknown:
             raise InvalidArgument("formats", f"unknown format {unknown[0]!r}; known: {', '.join(FORMATS)}")
+        for field in ("models", "formats"):  # each would be converted and checked again
+            names: tuple[str, ...] = getattr(self, field)
+            if twice := next((n for i, n in enumerate(names) if n in names[:i]), None):
+                raise InvalidArgument(field, f"{twice} is named twice")
         if "digits" in self.models and self.digits_checkpoint is None:
             raise InvalidArgument("digits_checkpoint", "the digits model needs a checkpoint")
         needs = {
+            "digits": ("digits_checkpoint",),
             "text_step": ("text_checkpoint",),
             "text_small_step": ("small_text_checkpoint",),
             "textdisc": ("textdisc_checkpoint", "text_checkpoint"),
@@ -97,6 +107,17 @@ class ExportOptions:
 
         if any(m in self.models for m in IMAGE_MODELS) and not 2 <= self.image_samples <= 100_000:
             raise InvalidArgument("image_samples", f"must be in [2, 100000], got {self.image_samples}")
+        if not 0 <= self.seed <= MAX_SEED:
+            raise InvalidArgument("seed", f"must be in 0..2**63-1, got {self.seed}")
+        if self.out.exists() and not self.out.is_dir():
+            raise InvalidArgument("out", f"{self.out} is a file; name a folder for the files and {MANIFEST}")
+        check_output(self.out / MANIFEST, "out")
+        # Every checkpoint asked for is there before the first conversion (minutes, with --int8), not after it.
+        for name in dict.fromkeys(n for model in self.models for n in needs.get(model, ())):
+            path: Path = getattr(self, name)
+            if not path.is_file():
+                state = "is a directory" if path.is_dir() else "does not exist"
+                raise CheckpointError(f"checkpoint {path} {state} (--{name.replace('_', '-')})")
 
     @property
     def needs_text(self) -> bool:
@@ -161,31 +182,58 @@ def _still_valid(path: Path, skip: tuple[str, ...]) -> dict[str, Any]:
 
 
 def export_models(opts: ExportOptions) -> dict[str, Any]:
-    """Write every file and the manifest under ``opts.out``; returns the manifest."""
+    """Write every file and the manifest under ``opts.out``; returns the manifest.
+
+    Each model's files are written and checked in a staging folder inside ``opts.out``, then moved into place and
+    the manifest rewritten, model by model: an export that fails or is interrupted leaves every earlier file and
+    the manifest that lists them as they were (the models done before it included)."""
     opts.validate()
     opts.out.mkdir(parents=True, exist_ok=True)
-    manifest: dict[str, Any] = {
-        "antiphon_version": server.__version__,
-        "created": datetime.now(UTC).isoformat(timespec="seconds"),
-        "tolerances": {"float_max_abs": FLOAT_TOLERANCE, "int8_top_label_agreement": INT8_AGREEMENT},
-        "models": {},
-    }
+    manifest: dict[str, Any] = {}
     for name in opts.models:
         spec = build_spec(name, opts)
-        manifest["models"][name] = _export_one(spec, opts)
-    path = opts.out / MANIFEST
-    kept = _still_valid(path, skip=opts.models)
-    if kept:
-        log.info("kept from the earlier manifest (files unchanged): %s", ", ".join(kept))
-        manifest["models"] = {**kept, **manifest["models"]}
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
-    tmp.replace(path)
-    log.info("wrote %s", path)
+        with tempfile.TemporaryDirectory(prefix=".export-", dir=opts.out) as staging:
+            entry = _export_one(spec, opts, Path(staging))
+            manifest = _commit(opts.out, Path(staging), name, entry)
     return manifest
 
 
-def _export_one(spec: ExportSpec, opts: ExportOptions) -> dict[str, Any]:
+def _commit(out: Path, staging: Path, name: str, entry: dict[str, Any]) -> dict[str, Any]:
+    """Move model ``name``'s checked files from ``staging`` into ``out`` and rewrite the manifest: the earlier one's
+    other models whose files are unchanged, then ``name``'s ``entry``. Under a lock on the folder, so that two
+    exports into one folder each keep what the other wrote."""
+    path = out / MANIFEST
+    with _locked(out):
+        for files in entry["files"].values():
+            for info in files.values():
+                (staging / info["file"]).replace(out / info["file"])
+        kept = _still_valid(path, skip=(name,))
+        manifest: dict[str, Any] = {
+            "antiphon_version": server.__version__,
+            "created": datetime.now(UTC).isoformat(timespec="seconds"),
+            "tolerances": {"float_max_abs": FLOAT_TOLERANCE, "int8_top_label_agreement": INT8_AGREEMENT},
+            "models": {**kept, name: entry},
+        }
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+        tmp.replace(path)
+    log.info("wrote %s (%s)", path, ", ".join(manifest["models"]))
+    return manifest
+
+
+@contextmanager
+def _locked(folder: Path) -> Iterator[None]:
+    """An exclusive lock on ``folder`` itself (no lock file to ship with the export), held by one process at once."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _export_one(spec: ExportSpec, opts: ExportOptions, folder: Path) -> dict[str, Any]:
+    """Write and check ``spec``'s files in ``folder``; returns its manifest entry."""
     torch_figures: dict[str, Any] = {"evaluated": len(spec.real_inputs)}
     if spec.targets is not None:
         labels = spec.labels_of(spec.real_outputs)
@@ -201,12 +249,12 @@ def _export_one(spec: ExportSpec, opts: ExportOptions) -> dict[str, Any]:
     }
     for fmt in opts.formats:
         convert, quantize = CONVERTERS[fmt]
-        float_path = opts.out / f"{spec.name}{FORMATS[fmt]}"
+        float_path = folder / f"{spec.name}{FORMATS[fmt]}"
         started = time.monotonic()
         convert(spec, float_path)
         files = {"float32": _describe(spec, fmt, float_path, "float32", f"{fmt} float32", started)}
         if opts.int8:
-            int8_path = opts.out / f"{spec.name}.int8{FORMATS[fmt]}"
+            int8_path = folder / f"{spec.name}.int8{FORMATS[fmt]}"
             started = time.monotonic()
             method = quantize(spec, float_path, int8_path)
             files["int8"] = _describe(spec, fmt, int8_path, "int8", method, started)

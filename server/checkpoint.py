@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator
-from contextlib import contextmanager
+import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, safe_open, save_file
+from safetensors.torch import load_file, safe_open, save
 
 from server.errors import CheckpointError
 
@@ -24,15 +25,33 @@ META_KEY = "antiphon"
 
 
 def save_checkpoint(path: Path, state_dict: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
-    """Write weights and metadata atomically (a reader never sees half a file)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write weights and metadata atomically (a reader never sees half a file). The file gets the permissions
+    of any new file (safetensors' own ``save_file`` makes it readable by its owner alone)."""
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in state_dict.items()}
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(tensors, str(tmp), metadata={META_KEY: json.dumps(meta, sort_keys=True)})
-    tmp.replace(path)
+    data = save(tensors, metadata={META_KEY: json.dumps(meta, sort_keys=True)})
+    replace_atomically(path, lambda tmp: tmp.write_bytes(data))
+
+
+def replace_atomically(path: Path, write: Callable[[Path], object]) -> None:
+    """``write`` a temporary file beside ``path``, then rename it to ``path``: an interrupted or failed write
+    leaves ``path`` as it was and no temporary file. A file system that refuses (no such folder, no space, no
+    permission) is a :class:`CheckpointError` naming ``path``."""
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # two runs writing one path each rename a whole file
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write(tmp)
+        tmp.replace(path)
+    except BaseException as exc:
+        with suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise CheckpointError(f"cannot write {path}: {exc.strerror or exc}") from exc
+        raise
 
 
 def read_meta(path: Path) -> dict[str, Any]:
+    if path.is_dir():
+        raise CheckpointError(f"checkpoint {path} is a directory, not a safetensors file")
     try:
         with safe_open(str(path), framework="pt") as f:
             header = f.metadata() or {}

@@ -1,7 +1,8 @@
 """The ``antiphon`` command: train, evaluate, sample and serve.
 
 Exit codes: 0 success, 1 a runtime failure (missing checkpoint, unreadable
-corpus), 2 a bad argument (named in the message), 130 interrupted.
+corpus), 2 a bad argument (named in the message), 130 interrupted, 141 the
+reader of stdout went away (a pipe into ``head``).
 
 The commands live in :mod:`server.commands`, one module per model family (``train``, ``eval`` and ``sample``
 of that family) and one each for ``serve``, ``say`` and ``export``; this module builds the parser from them and
@@ -13,6 +14,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 from collections.abc import Callable, Sequence
 
@@ -77,6 +79,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("antiphon: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # stdout's reader went (`antiphon sample text | head`): stop quietly, as a shell tool killed by SIGPIPE
+        # does; what is left unflushed goes to /dev/null, or Python's own flush at exit raises it again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
 
 
 if __name__ == "__main__":

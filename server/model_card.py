@@ -45,7 +45,9 @@ class ModelCard:
     def write(self, out: Path) -> Path:
         """Write the card of the checkpoint ``out`` beside it; returns its path."""
         path = out.with_suffix(".md")
-        path.write_text(self.render(out), encoding="utf-8")
+        tmp = path.with_name(path.name + ".tmp")  # whole or not at all, as the checkpoint beside it
+        tmp.write_text(self.render(out), encoding="utf-8")
+        tmp.replace(path)
         return path
 
 

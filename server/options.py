@@ -20,6 +20,8 @@ from __future__ import annotations
 import argparse
 import copy
 import dataclasses
+import math
+import os
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -36,7 +38,7 @@ PARSED_BY_ARGPARSE = (int, float, str, Path)  # a bad value is argparse's usage 
 class Flag:
     """How a field of an options dataclass is a command-line flag (the metadata :func:`option` attaches)."""
 
-    help: str | None  # None: listed without a help line
+    help: str | None  # None: only its default is shown
     name: str | None = None  # the flag with underscores (``speed_range``); None: the field's (``no_`` + it for off)
     # reads the flag's text (the list of its texts with ``nargs``); raises InvalidArgument (or ValueError) on a bad one
     parse: Callable[[Any], Any] = str
@@ -125,8 +127,42 @@ def check_init(opts: Any) -> None:
         return
     if opts.resume:
         raise InvalidArgument("init", "--resume continues a run and its weights; --init starts a run from one")
+    if opts.init.is_dir():
+        raise InvalidArgument("init", f"{opts.init} is a directory, not a checkpoint")
     if not opts.init.is_file():
         raise InvalidArgument("init", f"no such checkpoint: {opts.init}")
+
+
+MAX_SEED = 2**63 - 1  # NumPy's generators take no negative seed, torch's none above 2**64 - 1
+
+
+def check_run(opts: Any) -> None:
+    """What every trainer's options share: a ``seed`` NumPy and torch both take, and the files the run writes
+    (``out``, and ``snapshot`` where it has one) writable, checked before any work so that a run of hours does
+    not fail at its end; the training loop's ``checkpoint_minutes``, where it has one, positive."""
+    if not 0 <= opts.seed <= MAX_SEED:
+        raise InvalidArgument("seed", f"must be in 0..2**63-1, got {opts.seed}")
+    check_output(opts.out, "out")
+    check_output(getattr(opts, "snapshot", None), "snapshot")
+    minutes = getattr(opts, "checkpoint_minutes", 1.0)
+    if not 0 < minutes < math.inf:
+        raise InvalidArgument("checkpoint_minutes", f"must be a positive number of minutes, got {minutes}")
+
+
+def check_output(path: Path | None, field: str) -> None:
+    """A file to be written (None passes): not a folder, and inside a folder that exists or can be made, and
+    that this user may write in."""
+    if path is None:
+        return
+    if path.is_dir():
+        raise InvalidArgument(field, f"{path} is a directory; name the file to write")
+    folder = path.parent
+    while not folder.exists() and folder != folder.parent:  # the folders the run would make
+        folder = folder.parent
+    if not folder.is_dir():
+        raise InvalidArgument(field, f"cannot write {path}: {folder} is not a directory")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise InvalidArgument(field, f"cannot write {path}: {folder} is not writable")
 
 
 def written_to(opts: Any) -> Path:
@@ -212,13 +248,12 @@ def _flags(cls: type) -> Iterator[tuple[dataclasses.Field[Any], Flag, str | None
             yield sub, sub_flag, group or flag.group
 
 
-def _help(f: dataclasses.Field[Any], flag: Flag) -> str | None:
-    if flag.help is None:
-        return None
+def _help(f: dataclasses.Field[Any], flag: Flag) -> str:
     shown = flag.shown
     if shown is None:
         shown = "False" if flag.switch is not None else str(_default(f))
-    return f"{flag.help} (default: {shown})".replace("%", "%%")
+    said = f"{flag.help} " if flag.help is not None else ""  # a flag without help still shows its default
+    return f"{said}(default: {shown})".replace("%", "%%")
 
 
 def add_flags(parser: argparse.ArgumentParser, cls: type[TrainOptions], dry_run: str | None = None) -> None:

@@ -35,7 +35,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from server.checkpoint import file_sha256
+from server.checkpoint import file_sha256, replace_atomically
 from server.errors import CheckpointError
 from server.options import written_to
 from server.provenance import Provenance, options_record
@@ -329,11 +329,7 @@ class TrainLoop:
 
     def _write_resume_state(self, payload: dict[str, Any]) -> None:
         """Write the state file whole or not at all (a kill mid-write leaves the previous one)."""
-        path = state_path(self.opts.out)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        torch.save(payload, tmp)
-        tmp.replace(path)
+        replace_atomically(state_path(self.opts.out), lambda tmp: torch.save(payload, tmp))
 
 
 # -- the classifiers' loop -------------------------------------------------------------------------------------

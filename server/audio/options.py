@@ -8,7 +8,17 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from server.errors import InvalidArgument
-from server.options import TrainOptions, at_least, check_budget, check_init, check_snapshot, loop_option, option, within
+from server.options import (
+    TrainOptions,
+    at_least,
+    check_budget,
+    check_init,
+    check_run,
+    check_snapshot,
+    loop_option,
+    option,
+    within,
+)
 
 
 @dataclass
@@ -98,6 +108,7 @@ class AudioTrainOptions(TrainOptions):
 
         check_budget(self, "minutes")
         check_snapshot(self)
+        check_run(self)
         if self.minutes is not None and self.minutes <= 0:
             raise InvalidArgument("minutes", f"must be positive, got {self.minutes}")
         at_least(self, 1, "batch_size", "eval_every", "warmup_steps", "lines", "heldout_lines", "workers")

@@ -9,7 +9,7 @@ from pathlib import Path
 from server.audio.options import AudioTrainOptions
 from server.commands.common import add_checkpoint, add_device, add_seed, add_subcommand, add_trainer
 from server.errors import InvalidArgument
-from server.options import written_to
+from server.options import check_output, written_to
 from server.paths import default_checkpoint
 
 
@@ -51,7 +51,9 @@ def add_eval(sub: argparse._SubParsersAction) -> None:
     )
     add_checkpoint(p, "audio")
     add_device(p)
-    p.add_argument("--limit", type=int, default=None, help="score only the first N held-out utterances")
+    p.add_argument(
+        "--limit", type=int, default=None, metavar="N", help="score only the first N held-out utterances (default: all)"
+    )
     render = p.add_argument_group("rendering (--render)")
     render.add_argument("--render", type=Path, default=None, metavar="DIR", help="write WAVs and a spectrogram here")
     render.add_argument("--count", type=int, default=4, help="held-out utterances to generate (default: 4)")
@@ -81,6 +83,8 @@ def _eval(args: argparse.Namespace) -> int:
         raise InvalidArgument("threads", f"must be in 1..64, got {args.threads}")
     if not 0 <= args.seed < 2**63:
         raise InvalidArgument("seed", f"must be in 0..2**63-1, got {args.seed}")
+    if args.render is not None:  # before the scoring, not an OSError after it
+        check_output(args.render / "spectrogram.png", "render")
     model, _, meta = load_audio_model(args.checkpoint or default_checkpoint("audio"), resolve_device(args.device))
     opts = meta["training"]["options"]
     heldout = build_utterances(

@@ -38,9 +38,9 @@ def add_seed(p: argparse._ActionsContainer, default: int | None, help: str) -> N
     p.add_argument("--seed", type=int, default=default, help=help)
 
 
-def add_device(p: argparse._ActionsContainer, default: str = "auto", help: str | None = None) -> None:
+def add_device(p: argparse._ActionsContainer, default: str = "auto", help: str = "auto: CUDA when present") -> None:
     """``--device``: auto (CUDA when present), cpu or cuda, for :func:`server.device.resolve_device`."""
-    p.add_argument("--device", choices=DEVICES, default=default, help=help)
+    p.add_argument("--device", choices=DEVICES, default=default, help=f"{help} (default: {default})")
 
 
 def add_checkpoint(p: argparse._ActionsContainer, kind: str) -> None:

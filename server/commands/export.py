@@ -46,28 +46,36 @@ def add_command(commands: argparse._SubParsersAction) -> None:
         "--models",
         type=comma_list,
         default=",".join(EXPORTABLE),
+        metavar="LIST",
         help=f"comma-separated: {', '.join(EXPORTABLE)} (default: all)",
     )
     p.add_argument(
-        "--formats", type=comma_list, default="onnx,tflite", help="comma-separated: onnx, tflite (default: both)"
+        "--formats",
+        type=comma_list,
+        default="onnx,tflite",
+        metavar="LIST",
+        help="comma-separated: onnx, tflite (default: both)",
     )
-    p.add_argument("--int8", action="store_true", help="also write int8 files")
+    p.add_argument("--int8", action="store_true", help="also write int8 files (default: float32 only)")
     p.add_argument(
         "--out",
         type=Path,
         default=Path("runs/export"),
-        help="folder for the files and manifest.json (default: runs/export)",
+        metavar="DIR",
+        help="folder for the files and manifest.json; an earlier export's other models stay listed (default: "
+        "runs/export)",
     )
     # The files the models are read from (None: the default each help names).
     for flag, help_text in (
-        ("--digits-checkpoint", f"default: {shown(DEFAULT_DIGITS_CHECKPOINT)}"),
+        ("--digits-checkpoint", f"default: {shown(DEFAULT_DIGITS_CHECKPOINT)} (or $ANTIPHON_DIGITS_CHECKPOINT)"),
         (
             "--text-checkpoint",
-            f"text_step, and the generator textdisc was trained against (default: {shown(DEFAULT_TEXT_CHECKPOINT)})",
+            "text_step, and the generator textdisc was trained against (default: "
+            f"{shown(DEFAULT_TEXT_CHECKPOINT)} or $ANTIPHON_TEXT_CHECKPOINT)",
         ),
         ("--small-text-checkpoint", f"default: {shown(DEFAULT_SMALL_TEXT_CHECKPOINT)}"),
-        ("--textdisc-checkpoint", f"default: {shown(DEFAULT_TEXTDISC_CHECKPOINT)}"),
-        ("--kws-checkpoint", f"default: {shown(DEFAULT_KWS_CHECKPOINT)}"),
+        ("--textdisc-checkpoint", f"default: {shown(DEFAULT_TEXTDISC_CHECKPOINT)} (or $ANTIPHON_TEXTDISC_CHECKPOINT)"),
+        ("--kws-checkpoint", f"default: {shown(DEFAULT_KWS_CHECKPOINT)} (or $ANTIPHON_KWS_CHECKPOINT)"),
         (
             "--dcgan-checkpoint",
             f"dcgan_generator and dcgan_discriminator (default: {shown(DEFAULT_IMAGE_MODELS / 'dcgan.safetensors')})",
@@ -78,7 +86,7 @@ def add_command(commands: argparse._SubParsersAction) -> None:
         ),
         ("--text-corpus", "text whose held-out part checks the text step (default: Shakespeare's held-out plays)"),
     ):
-        p.add_argument(flag, type=Path, default=None, help=help_text)
+        p.add_argument(flag, type=Path, default=None, metavar="PATH", help=help_text)
     add_seed(p, 0, "random inputs and calibration sample (default: 0)")
 
 

@@ -16,7 +16,7 @@ from typing import Any
 
 from server.commands.common import add_subcommand
 from server.image.options import TRAIN_OPTIONS
-from server.options import add_flags, from_flags, written_to
+from server.options import add_flags, check_output, from_flags, written_to
 
 log = logging.getLogger(__name__)
 
@@ -129,6 +129,7 @@ def add_sample(sub: argparse._SubParsersAction) -> None:
 def _sample(args: argparse.Namespace) -> int:
     from server.image.samples import sample_grid
 
+    check_output(args.out, "out")  # before the sampling, not an OSError after it
     picture = sample_grid(args)
     print(f"{picture.shape[1]}x{picture.shape[0]} -> {args.out}")
     return 0

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from server.commands.common import add_seed, add_subcommand
 from server.errors import InvalidArgument
+from server.options import check_output
 from server.paths import DEFAULT_AUDIO_CHECKPOINT, default_checkpoint, shown
 
 
@@ -40,7 +41,12 @@ def _run(args: argparse.Namespace) -> int:
     text = sys.stdin.read() if args.text == "-" else args.text
     if not 1 <= args.threads <= 64:
         raise InvalidArgument("threads", f"must be in 1..64, got {args.threads}")
+    if args.out is not None and str(args.out) != "-":
+        check_output(args.out, "out")  # before the model is loaded and the speech made
+        args.out.parent.mkdir(parents=True, exist_ok=True)
     checkpoint = args.checkpoint or default_checkpoint("audio")
+    if checkpoint.is_dir():
+        raise InvalidArgument("checkpoint", f"{checkpoint} is a directory, not a checkpoint")
     if not checkpoint.is_file():
         raise InvalidArgument("checkpoint", f"{checkpoint} does not exist (train one with `antiphon train audio`)")
     options = SayOptions(

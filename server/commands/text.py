@@ -10,7 +10,7 @@ from pathlib import Path
 from server.commands.common import add_checkpoint, add_device, add_seed, add_subcommand, add_trainer, read_utf8
 from server.errors import InvalidArgument
 from server.options import written_to
-from server.paths import DEFAULT_TEXT_CHECKPOINT, default_checkpoint, shown
+from server.paths import default_checkpoint
 from server.text.options import DynamicEval, TextTrainOptions
 
 
@@ -51,11 +51,13 @@ def add_eval(sub: argparse._SubParsersAction) -> None:
         "evaluation (Krause et al. 2018): each segment is scored, then the weights take one gradient step on it, so "
         "the model adapts to the text as a compressor does; no character is scored by weights that have seen it.",
     )
-    p.add_argument("files", nargs="*", type=Path, metavar="FILE")
+    p.add_argument("files", nargs="*", type=Path, metavar="FILE", help="UTF-8 text files (default: the held-out plays)")
     add_checkpoint(p, "text")
     add_device(p)
     p.add_argument("--dev", action="store_true", help="with no FILE: the development plays, not the held-out ones")
-    p.add_argument("--max-chars", type=int, default=None, metavar="N", help="score only the first N characters of each")
+    p.add_argument(
+        "--max-chars", type=int, default=None, metavar="N", help="score the first N characters of each (default: all)"
+    )
     p.add_argument("--json", action="store_true", help='last line: {"bits_per_char": ..., "chars": ...}')
     dynamic = p.add_argument_group("dynamic evaluation (--dynamic)")
     dynamic.add_argument("--dynamic", action="store_true", help="also score with dynamic evaluation")
@@ -118,16 +120,25 @@ def add_sample(sub: argparse._SubParsersAction) -> None:
         _sample,
         help="stream a continuation of a prompt to stdout",
         description="Continue --prompt token by token, printing each character as it is sampled.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("--prompt", default="", help="text to continue (dialogue form: 'Kent.\\nI thought ...')")
-    p.add_argument("--checkpoint", type=Path, default=None, help=f"default: {shown(DEFAULT_TEXT_CHECKPOINT)}")
-    p.add_argument("--temperature", type=float, default=0.8, help="0 is greedy")
-    p.add_argument("--top-k", type=int, default=0, help="keep the k likeliest characters (0: off)")
-    p.add_argument("--top-p", type=float, default=1.0, help="nucleus mass to keep (1: off)")
-    add_seed(p, None, "same seed, same text")
-    p.add_argument("--max-tokens", type=int, default=500)
-    p.add_argument("--stop", action="append", default=[], help="stop before this text (repeatable)")
+    p.add_argument(
+        "--prompt", default="", help="text to continue (dialogue form: 'Kent.\\nI thought ...'; default: none)"
+    )
+    add_checkpoint(p, "text")
+    p.add_argument("--temperature", type=float, default=0.8, help="0 is greedy (default: %(default)s)")
+    p.add_argument(
+        "--top-k", type=int, default=0, help="keep the k likeliest characters (0: off) (default: %(default)s)"
+    )
+    p.add_argument("--top-p", type=float, default=1.0, help="nucleus mass to keep (1: off) (default: %(default)s)")
+    add_seed(p, None, "same seed, same text (default: random)")
+    p.add_argument(
+        "--max-tokens",
+        type=int,
+        default=500,
+        metavar="N",
+        help="characters to generate, at most 100,000 (default: %(default)s)",
+    )
+    p.add_argument("--stop", action="append", default=[], metavar="TEXT", help="stop before this text (repeatable)")
     add_device(p)
 
 

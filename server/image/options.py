@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from server.errors import InvalidArgument
-from server.options import TrainOptions, at_least, check_budget, check_snapshot, loop_option, option, within
+from server.options import TrainOptions, at_least, check_budget, check_run, check_snapshot, loop_option, option, within
 from server.paths import REPO_MODELS
 
 DATASETS = ("fashion", "digits")  # Fashion-MNIST 28x28, scikit-learn's 8x8 digits
@@ -64,7 +64,11 @@ class ImageTrainOptions(TrainOptions):
     def validate(self) -> None:
         check_budget(self, "minutes")
         check_snapshot(self)
+        check_run(self)
         at_least(self, 1, "batch_size", "warmup_steps", "eval_every", "train_limit")
+        if self.train_limit is not None and self.train_limit < self.batch_size:  # a batch draws without replacement
+            shown = f"must be at least --batch-size ({self.batch_size}), got {self.train_limit}"
+            raise InvalidArgument("train_limit", shown)
         within(self, "lr", 0, 1, "(]")
         within(self, "minutes", 0, 10080, "(]")
         if self.dataset not in DATASETS:

@@ -11,7 +11,17 @@ from typing import Any, ClassVar
 
 from server.data.shakespeare import DEV_PLAYS, check_dev_plays
 from server.errors import InvalidArgument
-from server.options import TrainOptions, at_least, check_budget, check_init, check_snapshot, loop_option, option, within
+from server.options import (
+    TrainOptions,
+    at_least,
+    check_budget,
+    check_init,
+    check_run,
+    check_snapshot,
+    loop_option,
+    option,
+    within,
+)
 
 
 @dataclass
@@ -107,6 +117,7 @@ class TextTrainOptions(TrainOptions):
         check_budget(self, "minutes")
         check_snapshot(self)
         check_init(self)
+        check_run(self)
         if self.minutes is not None and self.minutes <= 0:
             raise InvalidArgument("minutes", f"must be positive, got {self.minutes}")
         at_least(self, 1, "batch_size", "seq_len", "eval_every", "warmup_steps")

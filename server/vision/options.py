@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
-from server.options import DEVICES, TrainOptions, at_least, check_budget, option, within
+from server.options import DEVICES, TrainOptions, at_least, check_budget, check_run, option, within
 
 
 @dataclass
@@ -33,6 +33,7 @@ class DigitsTrainOptions(TrainOptions):
 
     def validate(self) -> None:
         check_budget(self, "epochs")
+        check_run(self)
         at_least(self, 1, "epochs", "batch_size")
         within(self, "lr", 0, 1, "()")
         within(self, "shift", 0, 3)

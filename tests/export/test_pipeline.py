@@ -9,10 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from export import pipeline
 from export.pipeline import ExportOptions, export_models
 from server.checkpoint import file_sha256
 from server.data.shakespeare import load_corpus
-from server.errors import InvalidArgument
+from server.errors import CheckpointError, ExportError, InvalidArgument
 
 from .conftest import DIGITS_CHECKPOINT, Exported
 
@@ -124,6 +125,9 @@ def test_text_step_tensors_are_described(exported: Exported, fmt: str) -> None:
             "dcgan_checkpoint: dcgan_generator needs a checkpoint (dcgan_checkpoint)",
         ),
         ({"models": ("vae_decoder",), "image_samples": 1}, "image_samples: must be in [2, 100000], got 1"),
+        ({"models": ("digits",), "seed": -1}, "seed: must be in 0..2**63-1, got -1"),
+        ({"models": ("digits", "kws", "digits")}, "models: digits is named twice"),
+        ({"models": ("digits",), "formats": ("onnx", "onnx")}, "formats: onnx is named twice"),
     ],
 )
 def test_bad_options_are_named(tmp_path: Path, options: dict[str, object], message: str) -> None:
@@ -223,3 +227,77 @@ def test_exporting_one_model_keeps_the_others_listed(
     assert json.loads((tmp_path / "manifest.json").read_text(encoding="utf-8")) == both
     (tmp_path / "digits.onnx").write_bytes(b"not the exported file")
     assert set(export_models(second)["models"]) == {"text_small_step"}
+
+
+def test_a_missing_checkpoint_is_found_before_any_conversion(tmp_path: Path) -> None:
+    """A later model's missing checkpoint stops the export before the first model is converted, naming its flag."""
+    missing = tmp_path / "none.safetensors"
+    options = ExportOptions(
+        out=tmp_path / "out", models=("digits", "kws"), digits_checkpoint=DIGITS_CHECKPOINT, kws_checkpoint=missing
+    )
+    with pytest.raises(CheckpointError) as info:
+        export_models(options)
+    assert str(info.value) == f"checkpoint {missing} does not exist (--kws-checkpoint)"
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_out_that_is_a_file_is_named(tmp_path: Path) -> None:
+    """An out that is a file is an InvalidArgument naming it, not an OSError from making the folder."""
+    (tmp_path / "file").write_text("", encoding="utf-8")
+    with pytest.raises(InvalidArgument) as info:
+        export_models(ExportOptions(out=tmp_path / "file", models=("digits",), digits_checkpoint=DIGITS_CHECKPOINT))
+    assert str(info.value) == f"out: {tmp_path / 'file'} is a file; name a folder for the files and manifest.json"
+
+
+@pytest.fixture(scope="module")
+def other_digits(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A digits CNN other than the committed one (its trainer's tiny preset: seconds), whose files differ."""
+    from server.vision.options import DigitsTrainOptions
+    from server.vision.train import train_digits
+
+    out = tmp_path_factory.mktemp("other_digits") / "digits.safetensors"
+    train_digits(DigitsTrainOptions.dry_run(out=out))
+    return out
+
+
+def _digits_onnx(out: Path, checkpoint: Path, *more: str, **options: object) -> ExportOptions:
+    return ExportOptions(out=out, models=("digits", *more), formats=("onnx",), digits_checkpoint=checkpoint, **options)  # type: ignore[arg-type]
+
+
+def test_a_failed_export_leaves_the_folder_as_it_was(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A file that fails its check leaves the earlier files untouched and no trace of its own (the new file was
+    written over the earlier one in place, while the manifest still listed the earlier one's sha256)."""
+    export_models(_digits_onnx(tmp_path, DIGITS_CHECKPOINT))
+    before = {p.name: (p.stat().st_ino, p.stat().st_mtime_ns, p.read_bytes()) for p in tmp_path.iterdir()}
+
+    def failing(*args: object) -> dict[str, object]:
+        raise ExportError("digits.onnx: differs from torch")
+
+    monkeypatch.setattr(pipeline, "_describe", failing)
+    with pytest.raises(ExportError):
+        export_models(_digits_onnx(tmp_path, DIGITS_CHECKPOINT))
+    assert {p.name: (p.stat().st_ino, p.stat().st_mtime_ns, p.read_bytes()) for p in tmp_path.iterdir()} == before
+
+
+def test_an_interrupted_export_lists_the_models_it_finished(
+    tmp_path: Path, other_digits: Path, tiny_text_checkpoint: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C at the second model of a re-export leaves the first one's new files listed with their own sha256 (the
+    manifest went on listing the earlier files' beside the new ones: the edge refused them)."""
+    export_models(_digits_onnx(tmp_path, DIGITS_CHECKPOINT))
+    build = pipeline.build_spec
+
+    def interrupted(name: str, opts: ExportOptions) -> object:
+        if name == "text_small_step":
+            raise KeyboardInterrupt
+        return build(name, opts)
+
+    monkeypatch.setattr(pipeline, "build_spec", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        export_models(
+            _digits_onnx(tmp_path, other_digits, "text_small_step", small_text_checkpoint=tiny_text_checkpoint)
+        )
+    digits = json.loads((tmp_path / "manifest.json").read_text(encoding="utf-8"))["models"]["digits"]
+    assert digits["checkpoint"]["sha256"] == file_sha256(other_digits)
+    assert digits["files"]["onnx"]["float32"]["sha256"] == file_sha256(tmp_path / "digits.onnx")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["digits.onnx", "manifest.json"]

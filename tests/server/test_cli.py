@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import subprocess
 import sys
 from pathlib import Path
@@ -144,3 +145,109 @@ def test_export_writes_files_and_manifest(
     assert set(json.loads((out / "manifest.json").read_text(encoding="utf-8"))["models"]) == {
         "digits", "text_small_step"
     }  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("family", "out", "message"),
+    [
+        ("text", "folder", "out: {tmp}/folder is a directory; name the file to write"),
+        (
+            "text",
+            "file/model.safetensors",
+            "out: cannot write {tmp}/file/model.safetensors: {tmp}/file is not a directory",
+        ),
+        ("digits", "folder", "out: {tmp}/folder is a directory; name the file to write"),
+    ],
+)
+def test_train_refuses_an_out_it_cannot_write_before_training(
+    tmp_path: Path, tiny_corpus: Path, family: str, out: str, message: str
+) -> None:
+    """An --out that is a folder, or inside a file, exits 2 naming it before any step (it raised an OSError's
+    traceback after the whole run, and left a temporary file beside the folder)."""
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "file").write_text("", encoding="utf-8")
+    corpus = ["--corpus", str(tiny_corpus)] if family == "text" else []
+    result = antiphon("train", family, "--dry-run", *corpus, "--out", str(tmp_path / out))
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1] == "antiphon: error: " + message.format(tmp=tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file", "folder"]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["dcgan", "--seed", "-1"], "seed: must be in 0..2**63-1, got -1"),
+        (["text", "--seed", str(2**64)], f"seed: must be in 0..2**63-1, got {2**64}"),
+        (["text", "--checkpoint-minutes", "0"], "checkpoint_minutes: must be a positive number of minutes, got 0.0"),
+        (["dcgan", "--train-limit", "1"], "train_limit: must be at least --batch-size (32), got 1"),
+    ],
+)
+def test_train_rejects_values_that_failed_mid_run(
+    tmp_path: Path, tiny_corpus: Path, args: list[str], message: str
+) -> None:
+    """Values that raised a traceback from NumPy or torch once training began (or, for --checkpoint-minutes 0,
+    saved every step) exit 2 naming the option."""
+    corpus = ["--corpus", str(tiny_corpus)] if args[0] == "text" else []
+    result = antiphon("train", *args, "--dry-run", *corpus, "--out", str(tmp_path / "m.safetensors"))
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1] == f"antiphon: error: {message}"
+
+
+def test_a_directory_given_as_checkpoint_says_so(tmp_path: Path) -> None:
+    """A folder named by --checkpoint is a one-line error that says it is a directory."""
+    result = antiphon("sample", "text", "--checkpoint", str(tmp_path), "--max-tokens", "5")
+    assert result.returncode == 1
+    assert result.stderr == f"antiphon: error: checkpoint {tmp_path} is a directory, not a safetensors file\n"
+
+
+def test_every_trainer_flag_shows_its_default() -> None:
+    """Every flag of `antiphon train MODEL` and `sample text` says its default in --help (the model-size flags,
+    --device and --max-tokens showed none)."""
+    from server.cli import build_parser
+
+    def subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+        (action,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+        return dict(action.choices)
+
+    commands = subparsers(build_parser())
+    parsers = [*subparsers(commands["train"]).values(), subparsers(commands["sample"])["text"]]
+    for parser in parsers:
+        for action in parser._actions:
+            if action.option_strings and action.dest not in ("help", "stop"):
+                assert "default" in (action.help or ""), f"{parser.prog} {action.option_strings[0]}"
+
+
+def test_export_refuses_an_out_that_is_a_file(tmp_path: Path) -> None:
+    """An --out that is a file exits 2 naming it (an OSError's traceback before)."""
+    (tmp_path / "file").write_text("", encoding="utf-8")
+    result = antiphon("export", "--models", "digits", "--out", str(tmp_path / "file"))
+    assert result.returncode == 2
+    assert (
+        result.stderr
+        == f"antiphon: error: out: {tmp_path / 'file'} is a file; name a folder for the files and manifest.json\n"
+    )
+
+
+def test_export_checks_every_checkpoint_before_converting(tmp_path: Path, tiny_digits_checkpoint: Path) -> None:
+    """A missing checkpoint of a later model exits 1 naming its flag before the first model is converted (digits
+    was converted, and its files replaced, first), and writes nothing."""
+    missing = tmp_path / "none.safetensors"
+    result = antiphon(
+        "export", "--models", "digits,text_small_step", "--digits-checkpoint", str(tiny_digits_checkpoint),
+        "--small-text-checkpoint", str(missing), "--out", str(tmp_path / "out"),
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert result.stderr == f"antiphon: error: checkpoint {missing} does not exist (--small-text-checkpoint)\n"
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_reader_that_goes_away_ends_sampling_quietly(tiny_text_checkpoint: Path) -> None:
+    """`antiphon sample text | head -c 20`: the sampler stops with 141 (SIGPIPE's) and no BrokenPipeError traceback."""
+    cmd = [sys.executable, "-m", "server.cli", "sample", "text", "--checkpoint", str(tiny_text_checkpoint)]
+    with subprocess.Popen([*cmd, "--max-tokens", "100000"], stdout=subprocess.PIPE, stderr=subprocess.PIPE) as proc:
+        assert proc.stdout is not None and proc.stderr is not None
+        assert len(proc.stdout.read(20)) == 20
+        proc.stdout.close()
+        err = proc.stderr.read().decode()
+        assert proc.wait(timeout=conftest.timeout(60)) == 141
+    assert err == ""

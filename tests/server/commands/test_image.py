@@ -45,3 +45,13 @@ def test_one_command_writes_a_grid(
     args = build_parser().parse_args(argv)
     assert args.func(args) == 0
     assert read_png(out).shape == size
+
+
+def test_sample_image_refuses_a_folder_as_out(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--out naming a folder exits 2 naming --out before sampling (an OSError's traceback after it)."""
+    from server.cli import main
+
+    with pytest.raises(SystemExit) as info:
+        main(["sample", "image", "--checkpoint", str(tmp_path / "none.safetensors"), "--out", str(tmp_path)])
+    assert info.value.code == 2
+    assert capsys.readouterr().err == f"antiphon: error: out: {tmp_path} is a directory; name the file to write\n"

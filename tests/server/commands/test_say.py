@@ -69,3 +69,14 @@ def test_say_errors_name_the_argument(
 def test_say_without_a_checkpoint_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert run(["say", "one", "--checkpoint", str(tmp_path / "missing.safetensors")]) == 2
     assert "checkpoint:" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("out", "message"), [("", "is a directory"), ("file/x.wav", "file is not a directory")])
+def test_say_refuses_an_out_it_cannot_write(
+    tiny_audio_checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], out: str, message: str
+) -> None:
+    """-o naming a folder, or a file inside a file, exits 2 naming -o before any speech (an OSError's traceback)."""
+    (tmp_path / "file").write_text("", encoding="utf-8")
+    assert run(["say", "one", "-o", str(tmp_path / out), "--checkpoint", str(tiny_audio_checkpoint)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("antiphon: error: out: ") and message in err
