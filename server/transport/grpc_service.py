@@ -52,6 +52,7 @@ from server.engine.streams import FINISH_CANCELLED, FINISH_LENGTH, FINISH_STOP, 
 from server.errors import AntiphonError, InvalidArgument
 from server.metrics import Recorder
 from server.transport import auth
+from server.transport.grpc_options import quiet_client_gone
 from server.transport.pictures import PNG, RAW8, encode_picture
 from server.transport.wire import MULAW, PCM16, Chunker, encode_codes
 
@@ -472,6 +473,7 @@ def add_services(
     server: grpc.aio.Server, models: ModelRegistry, metrics: Recorder | None = None
 ) -> health_aio.HealthServicer:
     """Add the Generation service, health checking and reflection to ``server``; returns the health servicer."""
+    quiet_client_gone()
     handlers = generation_handlers(GenerationService(models, metrics or Recorder()))
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),))
     server.add_registered_method_handlers(SERVICE_NAME, handlers)
