@@ -80,7 +80,9 @@ class TrainOptions:
         return cls(**{**copy.deepcopy(dict(cls.DRY_RUN)), **overrides})
 
     def validate(self) -> None:
-        """Raise InvalidArgument naming the first bad field."""
+        """Raise InvalidArgument naming the first bad field. Here, what every run shares (:func:`check_run`);
+        each family checks its own fields after calling this."""
+        check_run(self)
 
 
 T = TypeVar("T", bound=TrainOptions)

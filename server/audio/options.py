@@ -13,7 +13,6 @@ from server.options import (
     at_least,
     check_budget,
     check_init,
-    check_run,
     check_snapshot,
     loop_option,
     option,
@@ -106,9 +105,9 @@ class AudioTrainOptions(TrainOptions):
     def validate(self) -> None:
         from server.audio.model import WaveNetConfig  # torch: loaded when a run starts, not for the flags
 
+        super().validate()
         check_budget(self, "minutes")
         check_snapshot(self)
-        check_run(self)
         if self.minutes is not None and self.minutes <= 0:
             raise InvalidArgument("minutes", f"must be positive, got {self.minutes}")
         at_least(self, 1, "batch_size", "eval_every", "warmup_steps", "lines", "heldout_lines", "workers")

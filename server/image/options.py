@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from server.errors import InvalidArgument
-from server.options import TrainOptions, at_least, check_budget, check_run, check_snapshot, loop_option, option, within
+from server.options import TrainOptions, at_least, check_budget, check_snapshot, loop_option, option, within
 from server.paths import REPO_MODELS
 
 DATASETS = ("fashion", "digits")  # Fashion-MNIST 28x28, scikit-learn's 8x8 digits
@@ -62,9 +62,9 @@ class ImageTrainOptions(TrainOptions):
     min_lr_ratio: float = 0.1
 
     def validate(self) -> None:
+        super().validate()
         check_budget(self, "minutes")
         check_snapshot(self)
-        check_run(self)
         at_least(self, 1, "batch_size", "warmup_steps", "eval_every", "train_limit")
         if self.train_limit is not None and self.train_limit < self.batch_size:  # a batch draws without replacement
             shown = f"must be at least --batch-size ({self.batch_size}), got {self.train_limit}"

@@ -10,7 +10,7 @@ from typing import Any, ClassVar
 from server.errors import InvalidArgument
 from server.kws.augment import AugmentConfig
 from server.kws.data import MINE_POOLS, TEST_PER_LABEL, KWSDataConfig
-from server.options import TrainOptions, at_least, check_run, float_pair, option, within
+from server.options import TrainOptions, at_least, float_pair, option, within
 
 
 @dataclass
@@ -137,9 +137,9 @@ class KWSTrainOptions(TrainOptions):
     }
 
     def validate(self) -> None:
+        super().validate()
         at_least(self, 1, "steps")
         at_least(self, 2, "batch_size")
-        check_run(self)
         within(self, "lr", 0, 1, "()")
         within(self, "label_smoothing", 0, 1, "[)")
         low, high = self.speed

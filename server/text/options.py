@@ -16,7 +16,6 @@ from server.options import (
     at_least,
     check_budget,
     check_init,
-    check_run,
     check_snapshot,
     loop_option,
     option,
@@ -110,6 +109,7 @@ class TextTrainOptions(TrainOptions):
     def validate(self) -> None:
         from server.text.model import CharLSTMConfig  # torch: loaded when a run starts, not for the flags
 
+        super().validate()
         try:  # before the corpus is read: the vocabulary comes with it, any size does to check the rest
             CharLSTMConfig(vocab_size=1, **self.model)
         except InvalidArgument as exc:
@@ -117,7 +117,6 @@ class TextTrainOptions(TrainOptions):
         check_budget(self, "minutes")
         check_snapshot(self)
         check_init(self)
-        check_run(self)
         if self.minutes is not None and self.minutes <= 0:
             raise InvalidArgument("minutes", f"must be positive, got {self.minutes}")
         at_least(self, 1, "batch_size", "seq_len", "eval_every", "warmup_steps")

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from server.errors import InvalidArgument
-from server.options import TrainOptions, at_least, check_run, comma_list, option, optional_path, within
+from server.options import TrainOptions, at_least, comma_list, option, optional_path, within
 from server.paths import DEFAULT_TEXT_CHECKPOINT, checkpoint_variable, default_checkpoint, shown
 from server.textdisc.sample_sets import TEST_SAMPLES, TRAIN_SAMPLES, WINDOW, SampleSet, split_held_out
 
@@ -196,8 +196,8 @@ class TextDiscTrainOptions(TrainOptions):
     def validate(self) -> None:
         from server.textdisc.model import TextDiscConfig  # torch: loaded when a run starts, not for the flags
 
+        super().validate()
         at_least(self, 1, "steps", "check_every")
-        check_run(self)
         at_least(self, 2, "batch_size")
         within(self, "lr", 0, 1, "()")
         if not 1 <= self.train_samples.streams <= 10_000:

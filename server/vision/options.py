@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
-from server.options import DEVICES, TrainOptions, at_least, check_budget, check_run, option, within
+from server.options import DEVICES, TrainOptions, at_least, check_budget, option, within
 
 
 @dataclass
@@ -32,8 +32,8 @@ class DigitsTrainOptions(TrainOptions):
             self.epochs = None
 
     def validate(self) -> None:
+        super().validate()
         check_budget(self, "epochs")
-        check_run(self)
         at_least(self, 1, "epochs", "batch_size")
         within(self, "lr", 0, 1, "()")
         within(self, "shift", 0, 3)
