@@ -23,9 +23,9 @@ from functools import cache
 from pathlib import Path
 
 import numpy as np
-from scipy.signal import resample_poly
 
 from server.audio.constants import SAMPLE_RATE
+from server.audio.resample import resample
 from server.data.cache import cache_dir
 from server.errors import CorpusError, InvalidArgument
 
@@ -149,10 +149,7 @@ def synthesize(text: str, rendering: Rendering, sample_rate: int = SAMPLE_RATE) 
         message = proc.stderr.decode("utf-8", "replace").strip() or f"exit code {proc.returncode}"
         raise SpeechError(f"espeak-ng failed for voice {rendering.voice!r}: {message}")
     audio, rate = _read_wav(proc.stdout)
-    if rate != sample_rate:
-        g = np.gcd(rate, sample_rate)
-        audio = resample_poly(audio, sample_rate // g, rate // g).astype(np.float32)
-    return np.clip(audio, -1.0, 1.0)
+    return np.clip(resample(audio, rate, sample_rate), -1.0, 1.0)
 
 
 _write_lock = threading.Lock()

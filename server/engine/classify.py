@@ -18,7 +18,6 @@ import math
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +25,7 @@ import torch
 from torch import nn
 
 from server.audio.constants import SAMPLE_RATE
+from server.audio.resample import resample
 from server.engine.loop import FAILED
 from server.engine.requests import AUDIO, TENSOR, TEXT, ClassifierInfo, ClassifyInput
 from server.engine.streams import FINISH_STOP
@@ -33,7 +33,6 @@ from server.errors import AntiphonError, InvalidArgument
 from server.metrics import Recorder
 
 MIN_SAMPLE_RATE, MAX_SAMPLE_RATE = 8_000, 48_000
-MAX_RESAMPLE_TERMS = 1024  # the largest term of a resampling ratio used as is (44.1 kHz to 16 kHz: 160 / 441)
 MAX_AUDIO_SECONDS = 30.0
 MAX_TEXT_CHARS = 100_000
 WINDOW_HOP = SAMPLE_RATE // 4  # the loudest second is searched in steps of 250 ms
@@ -101,8 +100,6 @@ def shape_batches(batch: torch.Tensor, largest: int = MAX_BATCH) -> list[torch.T
 # -- audio -----------------------------------------------------------------------
 def pcm16_to_16k(data: bytes, sample_rate: int) -> np.ndarray:
     """PCM16 LE mono bytes at ``sample_rate`` (0: 16 kHz) as float32 samples at 16 kHz."""
-    from scipy.signal import resample_poly
-
     rate = sample_rate or SAMPLE_RATE
     if not MIN_SAMPLE_RATE <= rate <= MAX_SAMPLE_RATE:
         raise InvalidArgument(
@@ -115,12 +112,7 @@ def pcm16_to_16k(data: bytes, sample_rate: int) -> np.ndarray:
     if len(data) / 2 / rate > MAX_AUDIO_SECONDS:
         raise InvalidArgument("audio", f"at most {MAX_AUDIO_SECONDS:g} s, got {len(data) / 2 / rate:.1f} s")
     wave = np.frombuffer(data, dtype="<i2").astype(np.float32) / 32768.0
-    if rate != SAMPLE_RATE:
-        # The ratio in small terms: 47,999 Hz is 16,000 / 47,999 exactly, a filter of half a million taps (70 ms of
-        # a core for each second of audio, a client's to ask for); 1 / 3 is 0.002% off in pace and takes 1 ms.
-        ratio = Fraction(SAMPLE_RATE, rate).limit_denominator(MAX_RESAMPLE_TERMS)
-        wave = resample_poly(wave, ratio.numerator, ratio.denominator).astype(np.float32)
-    return wave
+    return resample(wave, rate)
 
 
 def loudest_second(wave: np.ndarray) -> np.ndarray:

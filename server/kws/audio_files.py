@@ -3,14 +3,13 @@ from the file's place (Speech Commands layout ``DIR/seven/xxx.wav``, or a name p
 
 from __future__ import annotations
 
-from math import gcd
 from pathlib import Path
 
 import numpy as np
 from scipy.io import wavfile
-from scipy.signal import resample_poly
 
 from server.audio.constants import SAMPLE_RATE
+from server.audio.resample import resample
 from server.errors import InvalidArgument
 from server.kws.data import LABELS, SILENCE, UNKNOWN
 
@@ -36,10 +35,7 @@ def read_wav(path: Path) -> np.ndarray:
     x = np.asarray(x, dtype=np.float32)
     if x.size == 0:
         raise InvalidArgument("FILE", f"{path} holds no samples")
-    if rate != SAMPLE_RATE:
-        g = gcd(int(rate), SAMPLE_RATE)
-        x = resample_poly(x, SAMPLE_RATE // g, int(rate) // g).astype(np.float32)
-    return np.clip(x, -1.0, 1.0)
+    return np.clip(resample(x, int(rate)), -1.0, 1.0)
 
 
 def one_second(x: np.ndarray) -> np.ndarray:
