@@ -50,6 +50,7 @@ from server.transport.http_base import (
     CheckBrowsers,
     ClientGone,
     Endpoints,
+    RequestIds,
     json_text,
     sse_event,
 )
@@ -65,7 +66,7 @@ STATIC = Path(__file__).resolve().parent / "static"  # the chat page: plain file
 OPEN_PATHS = ("/", "/healthz")  # with /static/: the health check and the chat page, which asks for the key itself
 # Headers of our answers a page on another origin may read (CORS shows it only the safelisted ones otherwise): the
 # PCM's rate, and what the SDKs read to retry or not
-EXPOSED_HEADERS = ("X-Sample-Rate", "Retry-After", "x-should-retry", "WWW-Authenticate")
+EXPOSED_HEADERS = ("X-Sample-Rate", "Retry-After", "x-should-retry", "x-request-id", "WWW-Authenticate")
 # A reply the server cut short because it is stopping (its engines closed): 503 with Retry-After, as a request
 # refused while stopping is
 STOPPED = Unavailable("the reply was cancelled: the server is stopping")
@@ -176,6 +177,7 @@ class HttpTransport(Endpoints):
             )
         # Outside CORS: a page of a site not named gets no preflight either
         self.app = CheckBrowsers(self.app, browsers or auth.Browsers(cors_origins), self.metrics)
+        self.app = RequestIds(self.app)  # outermost: every answer carries its id, a refusal's too
 
     # -- endpoints ---------------------------------------------------------------------------------------------
     async def page(self, request: Request) -> Response:
@@ -218,10 +220,11 @@ class HttpTransport(Endpoints):
                 pass
         if name in rows:
             return JSONResponse(rows[name])
-        return self._error(NotFound(f"model: {name!r} is not served here (GET /v1/models lists them)"), "-")
+        missing = NotFound(f"model: {name!r} is not served here (GET /v1/models lists them)")
+        return self._error(missing, self._request_id(request, "model"))
 
     async def chat_completions(self, request: Request) -> Response:
-        request_id = f"chatcmpl-{next(self._ids)}"
+        request_id = self._request_id(request, "chatcmpl")
         try:
             body = openai.check_fields(await self._body(request), openai.CHAT_FIELDS)
             usage = openai.include_usage(body)  # every field checked before the reply starts, which a refusal leaks
@@ -236,7 +239,7 @@ class HttpTransport(Endpoints):
         return await self._whole(request, [stream], request_id, model, chat=True)
 
     async def completions(self, request: Request) -> Response:
-        request_id = f"cmpl-{next(self._ids)}"
+        request_id = self._request_id(request, "cmpl")
         try:
             body = openai.check_fields(await self._body(request), openai.COMPLETION_FIELDS)
             usage = openai.include_usage(body)
@@ -274,7 +277,7 @@ class HttpTransport(Endpoints):
     async def speech(self, request: Request) -> Response:
         """The WaveNet's speech of ``input``, streamed as it is made: a WAV stream or raw PCM16 (chunked), or
         ``speech.audio.delta`` events with ``stream_format: "sse"``."""
-        request_id = f"speech-{next(self._ids)}"
+        request_id = self._request_id(request, "speech")
         try:
             body = await self._body(request)
             default = self.models.audio_model("")
@@ -334,7 +337,7 @@ class HttpTransport(Endpoints):
     async def classify(self, request: Request) -> Response:
         """antiphon's own: ``{"model", one of "text" | "audio" (base64 PCM16 LE mono, with "audio_sample_rate") |
         "tensor" ({"shape", "values"}), "top_k"}`` -> the labels, most probable first (as WebSocket's classify)."""
-        request_id = f"classify-{next(self._ids)}"
+        request_id = self._request_id(request, "classify")
         try:
             body = await self._body(request)
             if not isinstance(body, dict):

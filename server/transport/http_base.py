@@ -1,15 +1,16 @@
 """What the HTTP transport's endpoints share (:class:`Endpoints`): request ids, the JSON body read within its
 limit, a client's mistake answered as OpenAI's error object (one INFO line, counted by status), and engine streams
-as server-sent events, cancelled when their client goes away; and :class:`CheckBrowsers`, the check of what a web
-page may reach that comes before every endpoint.
+as server-sent events, cancelled when their client goes away; :class:`CheckBrowsers`, the check of what a web page
+may reach that comes before every endpoint; and :class:`RequestIds`, the ``x-request-id`` of every answer.
 """
 
 from __future__ import annotations
 
 import asyncio
-import itertools
 import json
 import logging
+import re
+import secrets
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
@@ -17,7 +18,7 @@ from typing import Any, TypeVar
 from starlette.datastructures import Headers
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from server.engine.registry import ModelRegistry, TextService
 from server.errors import MAX_FIELD_CHARS, AntiphonError, InvalidArgument, NotFound, capped
@@ -35,6 +36,9 @@ TRANSPORT = "http"  # the metrics' transport label
 # cost both ends a fraction of the work; 25 ms is below what a reader of the text can see.
 TEXT_EVENT_GAP_S = 0.025
 CLIENT_CLOSED = 499  # nginx's status for a request whose client left before the answer (no one reads it)
+# A request id a client or a proxy sends (nginx's $request_id: 32 hex digits; a UUID) is kept when it is plain and
+# short: it goes into log lines and answers as it is
+CLIENT_REQUEST_ID = re.compile(r"[A-Za-z0-9._:+=@-]{1,128}")
 
 T = TypeVar("T")
 
@@ -67,6 +71,38 @@ async def disconnected(request: Request) -> None:
 
 class ClientGone(Exception):
     """The client went away before a whole (not streamed) answer was ready; its work was cancelled."""
+
+
+class RequestIds:
+    """ASGI middleware: every HTTP answer carries ``x-request-id``, the client's own (a proxy's, as nginx's
+    ``$request_id``) where it is plain and at most 128 characters, else 32 fresh hex digits. The endpoints name
+    the request by it in their log lines and in their answers' ids (``chatcmpl-<id>``): the id a client reports
+    (OpenAI's SDKs show it as ``request_id``, with every error) finds the server's lines about that request."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        given = Headers(scope=scope).get("x-request-id", "")
+        request_id = given if CLIENT_REQUEST_ID.fullmatch(given) else secrets.token_hex(16)
+        scope.setdefault("state", {})["request_id"] = request_id
+        header = (b"x-request-id", request_id.encode("ascii"))
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), header]
+            await send(message)
+
+        await self.app(scope, receive, send_with_id)
+
+
+def request_id_of(request: Request) -> str:
+    """The id :class:`RequestIds` gave ``request`` (fresh where it did not run: an app without it)."""
+    state = request.scope.setdefault("state", {})
+    return str(state.setdefault("request_id", secrets.token_hex(16)))
 
 
 class CheckBrowsers:
@@ -103,7 +139,11 @@ class Endpoints:
     def __init__(self, models: ModelRegistry, metrics: Recorder) -> None:
         self.models = models
         self.metrics = metrics
-        self._ids = itertools.count(1)
+
+    @staticmethod
+    def _request_id(request: Request, kind: str) -> str:
+        """The request's name in the log and its answer's id: ``kind`` and its ``x-request-id``."""
+        return f"{kind}-{request_id_of(request)}"
 
     def _refusal(self, error: AntiphonError, request_id: str) -> openai.ErrorBody:
         """``error`` as OpenAI's error object: one INFO line, counted by the status it stands for."""

@@ -59,7 +59,7 @@ class ImageRoutes(Endpoints):
         """Images of a generator, the prompt naming its class: ``n`` of them at once (each its own stream, batched
         by the engine), or one streamed as ``image_generation.partial_image`` events (its intermediate frames: the
         RBM's Gibbs steps, a walk's points) and ``image_generation.completed``."""
-        request_id = f"img-{next(self._ids)}"
+        request_id = self._request_id(request, "img")
         try:
             wanted = openai.images_request(await self._body(request))
             service = self.models.image_model(wanted.model)
@@ -75,7 +75,7 @@ class ImageRoutes(Endpoints):
     async def edits(self, request: Request) -> Response:
         """Deep Dream on an uploaded image (OpenAI's image edits: a multipart form with the ``image`` file), the
         prompt naming the target class or empty; answered as generations are, with ``image_edit.`` events."""
-        request_id = f"imgedit-{next(self._ids)}"
+        request_id = self._request_id(request, "imgedit")
         names = dict(openai.EDIT_NAMES)
         try:
             body = await self._upload(request)

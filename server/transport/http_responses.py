@@ -47,7 +47,7 @@ class ResponseRoutes(Endpoints):
     async def create(self, request: Request) -> Response:
         """A persona's reply to ``input`` (after ``instructions`` and the response ``previous_response_id``
         names): the response object, or its events with ``stream``."""
-        request_id = f"resp-{next(self._ids)}"
+        request_id = self._request_id(request, "resp")
         wanted: responses.ResponsesRequest | None = None
         earlier: tuple[Message, ...] = ()
         try:
@@ -82,14 +82,14 @@ class ResponseRoutes(Endpoints):
             responses.check_retrieve_query(request.query_params)
             return JSONResponse((await self.store.get(request.path_params["response_id"])).body)
         except AntiphonError as exc:
-            return self._error(exc, "-")
+            return self._error(exc, self._request_id(request, "resp"))
 
     async def delete(self, request: Request) -> Response:
         response_id = request.path_params["response_id"]
         try:
             await self.store.delete(response_id)
         except AntiphonError as exc:
-            return self._error(exc, "-")
+            return self._error(exc, self._request_id(request, "resp"))
         return JSONResponse({"id": response_id, "object": "response", "deleted": True})
 
     async def _events(

@@ -308,7 +308,7 @@ async def test_a_whole_answer_whose_client_leaves_is_cancelled(
     gate.hold_after(2)
     body = {"model": "tiny", "prompt": "Lear.\n", "max_tokens": 2000}
     async with httpx.AsyncClient(base_url=f"http://{server.http_address}", timeout=timeout(10)) as client:
-        leaving = asyncio.create_task(client.post("/v1/completions", json=body))
+        leaving = asyncio.create_task(client.post("/v1/completions", json=body, headers={"X-Request-Id": "leaving-1"}))
         await gate.holding()
         assert engine.live_streams == 1
         leaving.cancel()  # httpx drops the connection
@@ -318,7 +318,7 @@ async def test_a_whole_answer_whose_client_leaves_is_cancelled(
             return any(r.getMessage().startswith(start) and r.getMessage().endswith(end) for r in caplog.records)
 
         async def heard() -> None:
-            while not logged("request cmpl-1: the client went away"):
+            while not logged("request cmpl-leaving-1: the client went away"):
                 await asyncio.sleep(0.01)
 
         await asyncio.wait_for(heard(), timeout(10))  # while the engine is still held mid-reply
@@ -326,7 +326,7 @@ async def test_a_whole_answer_whose_client_leaves_is_cancelled(
         await asyncio.wait_for(engine.wait_until(lambda: engine.live_streams == 0), timeout(10))
         fine = await client.post("/v1/completions", json={**body, "max_tokens": 3})
     assert fine.json()["usage"]["completion_tokens"] == 3
-    assert logged("request http-cmpl-1 ", "finish=cancelled")
+    assert logged("request http-cmpl-leaving-1 ", "finish=cancelled")
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
 
 
@@ -636,3 +636,51 @@ async def test_bytes_that_are_not_http_are_a_client_mistake(
     assert answer.startswith(b"HTTP/1.1 400") and fine.status_code == 200
     assert [r.levelname for r in caplog.records if r.getMessage().startswith("Invalid HTTP request")] == ["INFO"]
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+async def test_every_answer_carries_a_request_id_that_finds_its_log_line(
+    start_server: StartServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Every answer carries ``x-request-id``, which OpenAI's SDK shows as ``request_id`` (with every error) and
+    which the answer's id and the server's log lines about the request contain: the id a user reports finds the
+    request in the log. A proxy's or client's own id is kept when it is plain and short, replaced when not."""
+    caplog.set_level("INFO")
+    server = await start_server(settings={"api_key": "sk-test"})
+    hexes = set("0123456789abcdef")
+
+    def fresh(request_id: str) -> bool:
+        return len(request_id) == 32 and set(request_id) <= hexes
+
+    client = openai.AsyncOpenAI(base_url=f"http://{server.http_address}/v1", api_key="sk-test", max_retries=0)
+    async with client:
+        raw = await client.chat.completions.with_raw_response.create(model="tiny/fool", messages=[USER], max_tokens=3)
+        completion = raw.parse()
+        with pytest.raises(openai.BadRequestError) as refused:
+            await client.chat.completions.create(model="tiny/fool", messages=[USER], temperature=-1)
+    assert fresh(raw.headers["x-request-id"]) and completion.id == f"chatcmpl-{raw.headers['x-request-id']}"
+    assert completion._request_id == raw.headers["x-request-id"]
+    assert refused.value.request_id is not None and fresh(refused.value.request_id)
+    lines = [r.getMessage() for r in caplog.records if refused.value.request_id in r.getMessage()]
+    assert len(lines) == 1 and "temperature" in lines[0], lines
+    assert any(f"http-chatcmpl-{raw.headers['x-request-id']} " in r.getMessage() for r in caplog.records)
+
+    key = {"Authorization": "Bearer sk-test"}
+    async with httpx.AsyncClient(base_url=f"http://{server.http_address}", timeout=timeout(10)) as http:
+        kept = await http.post(
+            "/v1/completions",
+            json={"model": "tiny", "prompt": "a", "max_tokens": 2},
+            headers={**key, "X-Request-Id": "edge-7f3a:2"},
+        )
+        others = [
+            await http.get("/v1/models", headers={**key, "X-Request-Id": "has space"}),
+            await http.get("/v1/models", headers={**key, "X-Request-Id": "a" * 129}),
+            await http.get("/v1/nothing", headers=key),  # no such endpoint
+            await http.get("/v1/models"),  # no key
+            await http.get("/v1/models", headers={**key, "Origin": "https://elsewhere.example"}),  # another site
+            await http.get("/", headers=key),
+        ]
+    assert kept.status_code == 200 and kept.headers["x-request-id"] == "edge-7f3a:2"
+    assert kept.json()["id"] == "cmpl-edge-7f3a:2"
+    assert [answer.status_code for answer in others] == [200, 200, 404, 401, 403, 200]
+    assert all(fresh(answer.headers["x-request-id"]) for answer in others)
+    assert len({answer.headers["x-request-id"] for answer in others}) == len(others)

@@ -253,7 +253,7 @@ async def test_a_page_on_another_origin_reads_the_headers_it_needs(start_server:
         answer = await client.post("/v1/audio/speech", json=speech, headers={"Origin": ORIGIN})
     exposed = {name.strip().lower() for name in answer.headers["Access-Control-Expose-Headers"].split(",")}
     assert answer.status_code == 200 and answer.headers["Access-Control-Allow-Origin"] == ORIGIN
-    assert {"x-sample-rate", "retry-after", "x-should-retry"} <= exposed
+    assert {"x-sample-rate", "retry-after", "x-should-retry", "x-request-id"} <= exposed
 
 
 async def test_our_own_fault_is_readable_by_a_page_on_another_origin(
