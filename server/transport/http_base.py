@@ -24,7 +24,7 @@ from server.engine.registry import ModelRegistry, TextService
 from server.errors import MAX_FIELD_CHARS, AntiphonError, InvalidArgument, NotFound, capped
 from server.metrics import Recorder
 from server.transport import auth, openai
-from server.transport.jsonfields import parse_json
+from server.transport.jsonfields import check_unique_keys, marked_object, parse_json
 
 log = logging.getLogger("server.transport.http")  # every endpoint's lines under the transport's one name
 
@@ -203,7 +203,9 @@ class Endpoints:
             if size > MAX_BODY_BYTES:
                 raise InvalidArgument("body", f"at most {MAX_BODY_BYTES} bytes")
             chunks.append(chunk)
-        return parse_json(b"".join(chunks), "body")
+        document = parse_json(b"".join(chunks), "body", object_pairs_hook=marked_object)
+        check_unique_keys(document)
+        return document
 
     async def _while_connected(self, request: Request, request_id: str, work: Awaitable[T]) -> T:
         """``work``'s result, for an answer sent whole. If the client goes away first (its timeout, a closed tab, a

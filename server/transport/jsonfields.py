@@ -164,3 +164,41 @@ def image_request(message: dict[str, Any], request_id: str, transport: str) -> I
         request_id=request_id,
         transport=transport,
     )
+
+
+class Repeated(dict[str, Any]):
+    """A JSON object in which a key appears more than once (``repeated``, the first such key)."""
+
+    repeated = ""
+
+
+def marked_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """An object as ``json.loads`` builds it (its ``object_pairs_hook``), but marked when a key repeats: the parser
+    keeps the last value where another reader (a proxy or gateway that checked the request, the client's own log)
+    may see the first."""
+    built = dict(pairs)
+    if len(built) == len(pairs):
+        return built
+    marked = Repeated(built)
+    seen: set[str] = set()
+    for key, _ in pairs:
+        if key in seen:
+            marked.repeated = key
+            break
+        seen.add(key)
+    return marked
+
+
+def check_unique_keys(document: Any) -> None:
+    """Refuse a document (read with :func:`marked_object`) in which an object repeats a key, naming the key where
+    it is (``sampling.seed``). A loop, not recursion: a request may be nested as deep as the parser allows."""
+    stack: list[tuple[Any, str]] = [(document, "")]
+    while stack:
+        value, path = stack.pop()
+        if isinstance(value, Repeated):
+            raise InvalidArgument(f"{path}.{value.repeated}" if path else value.repeated, "appears twice in its object")
+        nested = dict | list  # only objects and arrays hold objects: a tensor's thousand numbers are not walked
+        if isinstance(value, dict):
+            stack.extend((v, f"{path}.{k}" if path else k) for k, v in value.items() if isinstance(v, nested))
+        elif isinstance(value, list):
+            stack.extend((v, f"{path}[{i}]") for i, v in enumerate(value) if isinstance(v, nested))

@@ -34,10 +34,13 @@ from server.errors import AntiphonError, InvalidArgument, ResourceExhausted, pri
 from server.metrics import Recorder
 from server.transport import auth
 from server.transport.jsonfields import (
+    Repeated,
     check_unicode,
+    check_unique_keys,
     classify_input,
     encoding_field,
     image_request,
+    marked_object,
     number_field,
     parse_json,
     string_field,
@@ -69,43 +72,6 @@ REQUEST_FIELDS = {
         *("base_image", "dream", "encoding"),
     },
 }
-
-
-class _Repeated(dict[str, Any]):
-    """A JSON object of a frame in which a key appears more than once (``repeated``, the first such key)."""
-
-    repeated = ""
-
-
-def _frame_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    """An object of a frame, as ``json.loads`` builds it, but marked when a key repeats: the parser keeps the last
-    value where another reader (a proxy that checked the frame, the client's own log) may see the first."""
-    built = dict(pairs)
-    if len(built) == len(pairs):
-        return built
-    marked = _Repeated(built)
-    seen: set[str] = set()
-    for key, _ in pairs:
-        if key in seen:
-            marked.repeated = key
-            break
-        seen.add(key)
-    return marked
-
-
-def check_unique_keys(document: Any) -> None:
-    """Refuse a frame in which an object repeats a key, naming the key where it is (``sampling.seed``). A loop, not
-    recursion: a frame may be nested as deep as the parser allows."""
-    stack: list[tuple[Any, str]] = [(document, "")]
-    while stack:
-        value, path = stack.pop()
-        if isinstance(value, _Repeated):
-            raise InvalidArgument(f"{path}.{value.repeated}" if path else value.repeated, "appears twice in its object")
-        nested = dict | list  # only objects and arrays hold objects: a tensor's thousand numbers are not walked
-        if isinstance(value, dict):
-            stack.extend((v, f"{path}.{k}" if path else k) for k, v in value.items() if isinstance(v, nested))
-        else:
-            stack.extend((v, f"{path}[{i}]") for i, v in enumerate(value) if isinstance(v, nested))
 
 
 def binary_frame(request_id: str, payload: bytes) -> bytes:
@@ -323,10 +289,10 @@ class _Connection:
     async def dispatch(self, raw: str) -> None:
         request_id: str | None = None
         try:
-            message = parse_json(raw, "frame", check_text=False, object_pairs_hook=_frame_object)
+            message = parse_json(raw, "frame", check_text=False, object_pairs_hook=marked_object)
             if not isinstance(message, dict):
                 raise InvalidArgument("frame", "must be a JSON object")
-            if isinstance(message, _Repeated) and message.repeated == "id":
+            if isinstance(message, Repeated) and message.repeated == "id":
                 raise InvalidArgument("id", "appears twice in its object")  # which one would be echoed?
             raw_id = message.get("id")
             if not isinstance(raw_id, str) or not 1 <= len(raw_id) <= MAX_ID_CHARS:

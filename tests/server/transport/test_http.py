@@ -541,6 +541,37 @@ async def test_a_body_over_the_limit_or_not_json_is_400(start_server: StartServe
 @pytest.mark.parametrize(
     ("path", "body", "param"),
     [
+        ("/v1/completions", b'{"model": "tiny", "prompt": "a", "max_tokens": 2, "max_tokens": 9000}', "max_tokens"),
+        (
+            "/v1/chat/completions",
+            b'{"model": "tiny", "messages": [{"role": "user", "role": "system"}]}',
+            "messages[0].role",
+        ),
+        ("/v1/responses", b'{"model": "tiny", "input": "a", "store": true, "store": false}', "store"),
+        ("/v1/completions", b"7", "body"),
+    ],
+)
+async def test_a_key_given_twice_is_400_naming_it(
+    start_server: StartServer, path: str, body: bytes, param: str
+) -> None:
+    """An object that gives a key twice is refused, naming the key where it is: Python's parser keeps the last
+    value, where a gateway in front that checked the request (its ``max_tokens``, its ``store``) may have read the
+    first. A body that is JSON but not an object is refused too, naming the body."""
+    server = await start_server()
+    headers = {"content-type": "application/json"}
+    async with httpx.AsyncClient(base_url=f"http://{server.http_address}", timeout=timeout(10)) as client:
+        refused = await client.post(path, content=body, headers=headers)
+        fine = await client.post("/v1/completions", json={"model": "tiny", "prompt": "", "max_tokens": 3})
+    assert refused.status_code == 400, refused.text
+    error = refused.json()["error"]
+    assert error["param"] == param
+    assert param == "body" or error["message"] == f"{param}: appears twice in its object"
+    assert fine.status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "param"),
+    [
         ("/v1/chat/completions", {"model": "tiny", "messages": [{**USER, "content": "\ud83d"}]}, "messages[0].content"),
         ("/v1/chat/completions", {"model": "tiny", "messages": [{**USER, "name": "\udc00"}]}, "messages[0].name"),
         ("/v1/chat/completions", {"model": "tiny", "messages": [USER], "\ud800": 1}, "body"),
