@@ -127,6 +127,7 @@ class ImageEngine(EngineLoop[_Job]):
             labels=tuple(labels),
             max_steps=self.limits.max_steps if family in ("rbm", DREAM) else 0,
             max_walk_frames=self.limits.max_walk_frames if family in LATENT_FAMILIES else 0,
+            max_request_streams=self.limits.max_streams + self.limits.max_waiting,
             layers=LAYERS if family == DREAM else (),
         )
         self._waiting: deque[_Job] = deque()

@@ -47,6 +47,7 @@ class TextModelInfo:
     default_persona: str
     max_prompt_chars: int
     max_tokens: int
+    max_request_streams: int  # the most streams one request may start: the engine's running and waiting places
 
     def persona(self, name: str) -> str | None:
         """The persona ``name`` names, in the spelling the model read ("Falstaff" -> "FALSTAFF"), or None."""
@@ -89,6 +90,7 @@ class ImageModelInfo:
     labels: tuple[str, ...]
     max_steps: int  # rbm: Gibbs steps; dream: steps x octaves
     max_walk_frames: int
+    max_request_streams: int  # the most images one request may ask for at once: the engine's running and waiting places
     layers: tuple[str, ...] = ()  # dream: the layers a dream may raise
     kind: str = "image"
 

@@ -157,6 +157,7 @@ class TextEngine(EngineLoop[_Job]):
             default_persona=self.chat_style.default_persona,
             max_prompt_chars=self.limits.max_prompt_chars,
             max_tokens=self.limits.max_tokens,
+            max_request_streams=self.limits.max_streams + self.limits.max_waiting,
         )
 
     @property

@@ -263,6 +263,8 @@ class HttpTransport(Endpoints):
     ) -> list[TextStream]:
         """One stream a prompt, batched together by the engine; if one is refused, those started are cancelled and
         the error names the prompt (``prompt[1]``) where there are several."""
+        if len(prompts) > (most := service.info.max_request_streams):  # a 429 would be retried in vain
+            raise InvalidArgument("prompt", f"at most {most} prompts at once on this server, got {len(prompts)}")
         streams: list[TextStream] = []
         for i, prompt in enumerate(prompts):
             suffix = f"-{i}" if len(prompts) > 1 else ""

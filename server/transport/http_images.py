@@ -130,6 +130,8 @@ class ImageRoutes(Endpoints):
 
     def _start_images(self, service: ImageService, one: ImageRequest, n: int) -> list[ImageStream]:
         """``n`` streams of ``one``, image i seeded ``seed + i``; if one is refused, those started are cancelled."""
+        if n > (most := service.info.max_request_streams):  # a 429 would be retried in vain
+            raise InvalidArgument("n", f"at most {most} images at once on this server, got {n}")
         streams: list[ImageStream] = []
         try:
             for i in range(n):

@@ -31,7 +31,7 @@ class ListModelsResponse(_message.Message):
     def __init__(self, models: _Optional[_Iterable[_Union[ModelInfo, _Mapping]]] = ...) -> None: ...
 
 class ModelInfo(_message.Message):
-    __slots__ = ("id", "kind", "is_default", "description", "personas", "default_persona", "max_prompt_chars", "max_tokens", "sample_rate", "voices", "default_voice", "max_text_chars", "max_seconds", "labels", "input", "input_shape", "family", "image_size", "max_steps", "max_walk_frames", "layers")
+    __slots__ = ("id", "kind", "is_default", "description", "personas", "default_persona", "max_prompt_chars", "max_tokens", "sample_rate", "voices", "default_voice", "max_text_chars", "max_seconds", "labels", "input", "input_shape", "family", "image_size", "max_steps", "max_walk_frames", "layers", "max_request_streams")
     ID_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     IS_DEFAULT_FIELD_NUMBER: _ClassVar[int]
@@ -53,6 +53,7 @@ class ModelInfo(_message.Message):
     MAX_STEPS_FIELD_NUMBER: _ClassVar[int]
     MAX_WALK_FRAMES_FIELD_NUMBER: _ClassVar[int]
     LAYERS_FIELD_NUMBER: _ClassVar[int]
+    MAX_REQUEST_STREAMS_FIELD_NUMBER: _ClassVar[int]
     id: str
     kind: ModelKind
     is_default: bool
@@ -74,4 +75,5 @@ class ModelInfo(_message.Message):
     max_steps: int
     max_walk_frames: int
     layers: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, id: _Optional[str] = ..., kind: _Optional[_Union[ModelKind, str]] = ..., is_default: _Optional[bool] = ..., description: _Optional[str] = ..., personas: _Optional[_Iterable[str]] = ..., default_persona: _Optional[str] = ..., max_prompt_chars: _Optional[int] = ..., max_tokens: _Optional[int] = ..., sample_rate: _Optional[int] = ..., voices: _Optional[_Iterable[str]] = ..., default_voice: _Optional[str] = ..., max_text_chars: _Optional[int] = ..., max_seconds: _Optional[float] = ..., labels: _Optional[_Iterable[str]] = ..., input: _Optional[str] = ..., input_shape: _Optional[_Iterable[int]] = ..., family: _Optional[str] = ..., image_size: _Optional[int] = ..., max_steps: _Optional[int] = ..., max_walk_frames: _Optional[int] = ..., layers: _Optional[_Iterable[str]] = ...) -> None: ...
+    max_request_streams: int
+    def __init__(self, id: _Optional[str] = ..., kind: _Optional[_Union[ModelKind, str]] = ..., is_default: _Optional[bool] = ..., description: _Optional[str] = ..., personas: _Optional[_Iterable[str]] = ..., default_persona: _Optional[str] = ..., max_prompt_chars: _Optional[int] = ..., max_tokens: _Optional[int] = ..., sample_rate: _Optional[int] = ..., voices: _Optional[_Iterable[str]] = ..., default_voice: _Optional[str] = ..., max_text_chars: _Optional[int] = ..., max_seconds: _Optional[float] = ..., labels: _Optional[_Iterable[str]] = ..., input: _Optional[str] = ..., input_shape: _Optional[_Iterable[int]] = ..., family: _Optional[str] = ..., image_size: _Optional[int] = ..., max_steps: _Optional[int] = ..., max_walk_frames: _Optional[int] = ..., layers: _Optional[_Iterable[str]] = ..., max_request_streams: _Optional[int] = ...) -> None: ...

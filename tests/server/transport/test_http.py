@@ -715,3 +715,16 @@ async def test_every_answer_carries_a_request_id_that_finds_its_log_line(
     assert [answer.status_code for answer in others] == [200, 200, 404, 401, 403, 200]
     assert all(fresh(answer.headers["x-request-id"]) for answer in others)
     assert len({answer.headers["x-request-id"] for answer in others}) == len(others)
+
+
+async def test_more_prompts_than_the_server_ever_holds_is_400_naming_prompt(start_server: StartServer) -> None:
+    """A batch of prompts larger than the engine holds at once (running and waiting) can never be served: a 400
+    naming ``prompt`` and the limit, not a 429 the SDKs would retry in vain. A batch within it is served."""
+    server = await start_server(max_streams=1, max_waiting=1)
+    async with sdk(server) as client:
+        with pytest.raises(openai.BadRequestError) as refused:
+            await client.completions.create(model="tiny", prompt=["a", "b", "c"], max_tokens=2)
+        two = await client.completions.create(model="tiny", prompt=["a", "b"], max_tokens=2)
+    assert refused.value.param == "prompt"
+    assert "at most 2 prompts at once on this server, got 3" in refused.value.message
+    assert [choice.index for choice in two.choices] == [0, 1]

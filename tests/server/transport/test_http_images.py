@@ -405,3 +405,18 @@ async def test_an_unreadable_form_is_a_400_naming_body(server: Server, body: byt
         response = await client.post("/v1/images/edits", content=body, headers=headers)
     assert response.status_code == 400, response.text
     assert response.json()["error"]["param"] == param
+
+
+async def test_more_images_than_the_server_ever_holds_is_400_naming_n(serve_engines: Any) -> None:
+    """``n`` above what the engine holds at once (running and waiting) can never be served: a 400 naming ``n`` and
+    the limit, not a 429 the SDKs would retry in vain. ``n`` within it is served, as the SDK asks."""
+    limits = ImageLimits(max_streams=1, max_waiting=1)
+    engine = ImageEngine.from_checkpoint(IMAGE_MODELS / "dcgan.safetensors", "dcgan", limits)
+    server = await serve_engines(images=[engine])
+    async with sdk(server) as client:
+        with pytest.raises(openai.BadRequestError) as refused:
+            await client.images.generate(model="dcgan", prompt="shirt", n=3)
+        two = await client.images.generate(model="dcgan", prompt="shirt", n=2)
+    assert refused.value.param == "n"
+    assert "at most 2 images at once on this server, got 3" in refused.value.message
+    assert len(two.data) == 2
