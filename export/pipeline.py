@@ -11,10 +11,11 @@ import fcntl
 import json
 import logging
 import os
+import shutil
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -192,10 +193,33 @@ def export_models(opts: ExportOptions) -> dict[str, Any]:
     manifest: dict[str, Any] = {}
     for name in opts.models:
         spec = build_spec(name, opts)
-        with tempfile.TemporaryDirectory(prefix=".export-", dir=opts.out) as staging:
-            entry = _export_one(spec, opts, Path(staging))
-            manifest = _commit(opts.out, Path(staging), name, entry)
+        with _staging(opts.out) as staging:
+            entry = _export_one(spec, opts, staging)
+            manifest = _commit(opts.out, staging, name, entry)
     return manifest
+
+
+STAGING_PREFIX = ".export-"
+
+
+@contextmanager
+def _staging(out: Path) -> Iterator[Path]:
+    """A staging folder in ``out``, locked while this export writes in it, then removed. Made under the folder's
+    lock, where the staging folders of exports killed before they could remove theirs (SIGKILL, a power cut: no
+    process holds their lock) are removed first, and a running export's are left alone."""
+    with _locked(out):
+        for folder in out.glob(STAGING_PREFIX + "*"):
+            if folder.is_dir() and not folder.is_symlink():
+                with _locked(folder, wait=False) as abandoned:
+                    if abandoned:
+                        shutil.rmtree(folder, ignore_errors=True)
+                        log.info("removed %s, left by an export that was killed", folder)
+        staging = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=out))
+        held = ExitStack()
+        held.enter_context(_locked(staging))
+        held.callback(shutil.rmtree, staging, ignore_errors=True)  # removed before its lock is let go
+    with held:
+        yield staging
 
 
 def _commit(out: Path, staging: Path, name: str, entry: dict[str, Any]) -> dict[str, Any]:
@@ -222,12 +246,17 @@ def _commit(out: Path, staging: Path, name: str, entry: dict[str, Any]) -> dict[
 
 
 @contextmanager
-def _locked(folder: Path) -> Iterator[None]:
-    """An exclusive lock on ``folder`` itself (no lock file to ship with the export), held by one process at once."""
+def _locked(folder: Path, wait: bool = True) -> Iterator[bool]:
+    """An exclusive lock on ``folder`` itself (no lock file to ship with the export), held by one process at once.
+    Yields whether it is held: with ``wait`` False, False at once where another process holds it."""
     fd = os.open(folder, os.O_RDONLY)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield False
+        else:
+            yield True
     finally:
         os.close(fd)  # releases the lock
 

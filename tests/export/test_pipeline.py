@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -301,3 +303,21 @@ def test_an_interrupted_export_lists_the_models_it_finished(
     assert digits["checkpoint"]["sha256"] == file_sha256(other_digits)
     assert digits["files"]["onnx"]["float32"]["sha256"] == file_sha256(tmp_path / "digits.onnx")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["digits.onnx", "manifest.json"]
+
+
+def test_the_staging_folder_of_a_killed_export_is_removed_by_the_next(tmp_path: Path) -> None:
+    """An export killed before it could remove its staging folder (SIGKILL, a power cut) left ``.export-*`` with
+    half-written files in the folder the edge reads; the next export removes it. A folder a running export holds
+    (here: this test's lock on it) is left alone."""
+    abandoned = tmp_path / ".export-killed"
+    abandoned.mkdir()
+    (abandoned / "digits.onnx").write_bytes(b"half a file")
+    running = tmp_path / ".export-running"
+    running.mkdir()
+    fd = os.open(running, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        export_models(_digits_onnx(tmp_path, DIGITS_CHECKPOINT))
+        assert sorted(p.name for p in tmp_path.iterdir()) == [".export-running", "digits.onnx", "manifest.json"]
+    finally:
+        os.close(fd)
