@@ -48,7 +48,7 @@ ARM64_TESTS := no_edge_module or torch_is_not or (classify_image and tflite_runt
 	(classify_audio and onnxruntime) or (classify_text and tflite_runtime) or (piped and onnxruntime) or bench or \
 	(corrupt and tflite_runtime) or device_when or seeded or (generate_image and onnxruntime)
 
-.PHONY: run test setup system-deps lint typecheck pytest clean edge-files edge-test edge-arm64 node-clients
+.PHONY: run test setup system-deps lint typecheck pytest clean edge-files edge-test edge-arm64 node-clients page-tools
 
 run: setup
 	$(BIN)/antiphon serve
@@ -80,7 +80,7 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 
 # The main virtualenv runs the edge tests with LiteRT (ai_edge_litert, NumPy 2) only; .venv-edge runs them all.
-pytest: $(STAMP) edge-files node-clients
+pytest: $(STAMP) edge-files node-clients page-tools
 	$(BIN)/pytest --ignore=tests/edge $(XDIST)
 	ANTIPHON_EDGE_FILES=$(EDGE_FILES) $(BIN)/pytest tests/edge -k "ai_edge_litert or test_imports"
 
@@ -99,6 +99,19 @@ $(NODE_STAMP): examples/node/package-lock.json
 		npm ci --prefix examples/node --no-audit --no-fund --ignore-scripts && touch $@; \
 	else \
 		echo "node/npm not found: skipping examples/node (tests/examples will skip)"; \
+	fi
+
+# axe-core, the accessibility rules the chat page's tests inject into headless Chromium (tests/page), installed
+# again only when its lock file changes; without node those tests skip, as the Node clients' do.
+PAGE_STAMP := tests/page/node_modules/.installed
+
+page-tools: $(PAGE_STAMP)
+
+$(PAGE_STAMP): tests/page/package-lock.json
+	@if command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1; then \
+		npm ci --prefix tests/page --no-audit --no-fund --ignore-scripts && touch $@; \
+	else \
+		echo "node/npm not found: skipping tests/page (the page's axe-core tests will skip)"; \
 	fi
 
 $(EDGE_STAMP): pyproject.toml

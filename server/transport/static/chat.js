@@ -34,6 +34,18 @@ function showError(message, param = null) {
   }
 }
 
+// Says ``text`` to screen readers through #announce, a polite live region: ``more`` adds it to what the region holds
+// (a reply's next sentence: only the addition is read) instead of replacing it. The turns themselves are in no live
+// region: a reply rewritten at every token would be read again from its start at every token.
+function announce(text, more = false) {
+  const region = $("announce");
+  if (!more) region.textContent = "";
+  if (!text.trim()) return;
+  const line = document.createElement("span");
+  line.textContent = `${text.trim()} `;
+  region.append(line);
+}
+
 // The API key of a server that asks for one (a 401 shows the Access section): kept for this tab only
 // (sessionStorage), or in this browser (localStorage) when "Remember on this device" is ticked; sent on every
 // request as Authorization: Bearer KEY.
@@ -68,7 +80,21 @@ function askForKey() {
   $("api-key").focus();
 }
 
-// What a refused request says: a 401 asks for the key; otherwise the server's error message.
+// A refusal in words a person can act on: the server's message, and, where the server is busy (429) or the answer
+// is none of its own (a proxy's 502 page), what happened and that trying again later may do.
+function refusalText(response, body) {
+  const said = body.error ? body.error.message : "";
+  if (response.status === 429) {
+    const wait = Number(response.headers.get("Retry-After"));
+    const when = wait > 0 ? `in ${wait} s` : "in a moment";
+    return `The server is busy: try again ${when}.${said ? ` (It said: ${said})` : ""}`;
+  }
+  if (said) return said;
+  if (response.status >= 500) return `The server could not answer (HTTP ${response.status}): try again in a moment.`;
+  return `The server refused the request (HTTP ${response.status}).`;
+}
+
+// What a refused request says: a 401 asks for the key; otherwise refusalText's words.
 async function failure(response) {
   if (response.status === 401) {
     askForKey();
@@ -77,14 +103,14 @@ async function failure(response) {
       : "This server needs an API key: enter it under Access.";
   }
   const body = await response.json().catch(() => ({}));
-  return body.error ? body.error.message : `HTTP ${response.status}`;
+  return refusalText(response, body);
 }
 
 // A refused request as an Error: its message (as failure's) and the field it names (OpenAI's error param), if any.
 async function refusal(response) {
   if (response.status === 401) return new Error(await failure(response));
   const body = await response.json().catch(() => ({}));
-  const error = new Error(body.error ? body.error.message : `HTTP ${response.status}`);
+  const error = new Error(refusalText(response, body));
   error.param = body.error ? body.error.param : null;
   return error;
 }
@@ -180,6 +206,7 @@ function note(turn, text) {
   line.className = "note";
   line.textContent = text;
   turn.append(line);
+  announce(text, true);
   if (turn.isConnected) turn.scrollIntoView({ block: "end" }); // after the note, so it is not left under the composer
 }
 
@@ -235,11 +262,18 @@ function restore() {
 }
 
 // Send and the model wait while a reply streams; Stop shows while a reply streams or speech is pending or playing.
+// A control disabled or hidden under the focus would drop it to the page's start: Send's goes to Stop, and Stop's
+// back to the line's box where a keyboard put it there (a tap on a phone is not moved: the box would open the
+// on-screen keyboard when the reply ends), else to Send.
 function busy() {
   const on = state.controller !== null;
+  const had = document.activeElement;
+  const keyed = had !== null && had.matches(":focus-visible"); // asked before hiding: a hidden element has lost its focus
   $("send").disabled = on;
   $("model").disabled = on;
   $("stop").hidden = !on && !speaking();
+  if (had === $("send") && on) $("stop").focus();
+  if (had === $("stop") && $("stop").hidden) $(keyed ? "message" : "send").focus();
 }
 
 // Reads "data: ..." events from a fetch body; calls onEvent with each parsed JSON object until [DONE]. A connection
@@ -376,6 +410,18 @@ async function send(text, { fields, integers }) {
   const out = turn.querySelector(".text");
   let reply = "";
   let unspoken = "";
+  // Screen readers hear the reply a sentence at a time (#announce), the first with the speaker's name, then how it
+  // ended (note): ``unheard`` is its unfinished sentence.
+  let unheard = "";
+  let heard = 0;
+  const hear = (sentence) => {
+    if (sentence.trim()) announce(heard++ ? sentence : `${speaker}: ${sentence}`, true);
+  };
+  const heardAll = () => {
+    hear(unheard);
+    unheard = "";
+  };
+  announce("");
   const speaking = $("speak").checked && state.audioModel !== null;
   const controller = new AbortController();
   state.controller = controller;
@@ -402,6 +448,9 @@ async function send(text, { fields, integers }) {
       if (choice.delta && choice.delta.content) {
         reply += choice.delta.content;
         out.textContent = reply;
+        const [said, rest] = sentences(unheard + choice.delta.content);
+        unheard = rest;
+        said.forEach(hear);
         if (speaking && $("speak").checked) {
           const [done, rest] = sentences(unspoken + choice.delta.content);
           unspoken = rest;
@@ -412,9 +461,11 @@ async function send(text, { fields, integers }) {
       if (choice.finish_reason) finish = choice.finish_reason;
     });
     if (finish === null) throw Object.assign(new Error(UNREACHABLE), { lost: true }); // the stream ended early
+    heardAll();
     if (finish === "length") note(turn, "cut at max tokens");
     if (speaking && $("speak").checked) speakSentence(unspoken);
   } catch (error) {
+    heardAll();
     if (error.name === "AbortError") {
       note(turn, "stopped");
     } else if (error.lost && reply) {
@@ -644,6 +695,9 @@ function setUp() {
     send(text, knobs);
   });
   $("message").addEventListener("keydown", (event) => {
+    // Enter sends, Shift+Enter starts a new line; an Enter that ends an input method's composition (Japanese,
+    // Chinese, Korean) only picks the word.
+    if (event.isComposing || event.keyCode === 229) return;
     if (event.key === "Enter" && !event.shiftKey) {
       event.preventDefault();
       $("composer").requestSubmit();

@@ -1,8 +1,8 @@
 // The Images tab: the server's image models through OpenAI's images API (the same HTTP API the chat uses), streamed:
 // POST /v1/images/generations for the generators (an RBM's Gibbs chain and a latent walk show their frames as the
 // server makes them, as partial images; a generator's one sample shows when made), and POST /v1/images/edits for
-// Deep Dream on an uploaded image. Uses chat.js's $, withKey, failure, refusal, request, typedInteger, jsonBody,
-// readEvents and state.
+// Deep Dream on an uploaded image. Uses chat.js's $, announce, withKey, failure, refusal, request, typedInteger,
+// jsonBody, readEvents and state.
 "use strict";
 
 const FAMILY_NAMES = { dcgan: "DCGAN", vae: "VAE", vaegan: "VAE-GAN", rbm: "RBM", dream: "Deep Dream" };
@@ -464,6 +464,7 @@ async function generateImage() {
   $("image-download").hidden = true;
   caption(result, result.dream ? "dreaming…" : result.family === "rbm" ? "the chain runs…" : "sampling…");
   images.controller = new AbortController();
+  announce("");
   imagesBusy(true);
   const started = performance.now();
   let stopped = false;
@@ -506,6 +507,10 @@ async function generateImage() {
         blank(stopped ? "Stopped before the first frame." : EMPTY_HINT);
       } else {
         showResult(previous); // refused: the image before stays, and the error says why
+      }
+      // Screen readers hear the image once made or stopped, not each frame's caption (a refusal is an alert)
+      if (result.final || stopped) {
+        announce(result.frames.length ? $("image-caption").textContent : $("image-empty").textContent);
       }
     } finally {
       imagesBusy(false); // whatever the viewer made of it, the form is free again
