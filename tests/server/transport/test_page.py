@@ -126,6 +126,24 @@ def replies(page: WebDriver) -> list[str]:
     return [e.text for e in page.find_elements(By.CSS_SELECTOR, ".turn.assistant .text")]
 
 
+async def slowed_page(start_server: Callable[..., Any], page: WebDriver, **limits: Any) -> TextEngine:
+    """A started server (a stream buffer of 2, and ``limits``) whose engine steps slowly, and ``page`` open on it."""
+    server = await start_server(stream_buffer=2, **limits)
+    engine: TextEngine = server.models.text["tiny"]
+    slowed(engine)
+    await open_page(page, server)
+    return engine
+
+
+async def long_reply_streaming(
+    page: WebDriver, engine: TextEngine, tiny_text_model: Any, line: str = "Speak on."
+) -> None:
+    """``line`` said with a seed whose reply is long; returns once the reply streams."""
+    await set_field(page, "seed", str(long_reply_seed(tiny_text_model, line)))
+    await say(page, line)
+    await until(lambda: engine.live_streams == 1 and any(replies(page)))
+
+
 async def test_page_lists_every_persona(start_server: Callable[..., Any], page: WebDriver) -> None:
     """The page loads from the server alone and offers the model's personas to speak with."""
     server = await start_server()
@@ -140,10 +158,7 @@ async def test_reply_streams_in_and_a_follow_up_keeps_the_conversation(
 ) -> None:
     """A line sent gets a reply that grows in several steps; a second line continues the same conversation (the
     server resumes from the kept state of the first exchange)."""
-    server = await start_server(stream_buffer=2)
-    engine = server.models.text["tiny"]
-    slowed(engine)
-    await open_page(page, server)
+    engine = await slowed_page(start_server, page)
     await set_field(page, "max-tokens", "40")
     await set_field(page, "seed", str(long_reply_seed(tiny_text_model, "Good night, my lord.", chars=10)))
     await say(page, "Good night, my lord.")
@@ -167,15 +182,9 @@ async def test_stop_ends_the_reply_and_frees_its_slot(
     start_server: Callable[..., Any], page: WebDriver, tiny_text_model: Any
 ) -> None:
     """Stop ends a streaming reply where it is: the page says so and the server's slot is free again."""
-    server = await start_server(stream_buffer=2)
-    engine = server.models.text["tiny"]
-    slowed(engine)
-    seed = long_reply_seed(tiny_text_model, "Speak on.")
-    await open_page(page, server)
+    engine = await slowed_page(start_server, page)
     await asyncio.to_thread(Select(page.find_element(By.ID, "model")).select_by_value, "tiny")
-    await set_field(page, "seed", str(seed))
-    await say(page, "Speak on.")
-    await until(lambda: engine.live_streams == 1 and any(replies(page)))
+    await long_reply_streaming(page, engine, tiny_text_model)
     await asyncio.to_thread(page.find_element(By.ID, "stop").click)
     await until(lambda: page.find_elements(By.CSS_SELECTOR, ".turn.assistant .note"))
     assert page.find_element(By.CSS_SELECTOR, ".turn.assistant .note").text == "stopped"
@@ -380,13 +389,8 @@ async def test_new_chat_while_a_reply_streams_starts_empty(
     start_server: Callable[..., Any], page: WebDriver, tiny_text_model: Any
 ) -> None:
     """New chat during a reply aborts it, and the aborted reply leaves nothing in the new conversation."""
-    server = await start_server(stream_buffer=2)
-    engine = server.models.text["tiny"]
-    slowed(engine)
-    await open_page(page, server)
-    await set_field(page, "seed", str(long_reply_seed(tiny_text_model, "Speak on.")))
-    await say(page, "Speak on.")
-    await until(lambda: engine.live_streams == 1 and any(replies(page)))
+    engine = await slowed_page(start_server, page)
+    await long_reply_streaming(page, engine, tiny_text_model)
     await asyncio.to_thread(page.find_element(By.ID, "new-chat").click)
     await asyncio.wait_for(engine.wait_until(lambda: engine.live_streams == 0), timeout(10))
     await until(lambda: not page.execute_script("return window.antiphonChat.controller"))
@@ -397,13 +401,8 @@ async def test_new_chat_while_a_reply_streams_starts_empty(
 
 async def test_escape_stops_the_reply(start_server: Callable[..., Any], page: WebDriver, tiny_text_model: Any) -> None:
     """Escape stops a streaming reply as Stop does."""
-    server = await start_server(stream_buffer=2)
-    engine = server.models.text["tiny"]
-    slowed(engine)
-    await open_page(page, server)
-    await set_field(page, "seed", str(long_reply_seed(tiny_text_model, "Speak on.")))
-    await say(page, "Speak on.")
-    await until(lambda: engine.live_streams == 1 and any(replies(page)))
+    engine = await slowed_page(start_server, page)
+    await long_reply_streaming(page, engine, tiny_text_model)
     await asyncio.to_thread(page.find_element(By.ID, "message").send_keys, Keys.ESCAPE)
     note = await until(lambda: page.find_elements(By.CSS_SELECTOR, ".turn.assistant .note"))
     assert note[0].text == "stopped"
@@ -415,14 +414,9 @@ async def test_the_stopped_note_shows_above_the_composer(
 ) -> None:
     """In a conversation long enough to scroll, the note a stopped reply gets is scrolled into view, not left under
     the composer."""
-    server = await start_server(stream_buffer=2)
-    engine = server.models.text["tiny"]
-    slowed(engine)
-    await open_page(page, server)
+    engine = await slowed_page(start_server, page)
     await asyncio.to_thread(page.execute_script, "for (let i = 0; i < 30; i++) addTurn('user', 'You', 'Hail.')")
-    await set_field(page, "seed", str(long_reply_seed(tiny_text_model, "Speak on.")))
-    await say(page, "Speak on.")
-    await until(lambda: engine.live_streams == 1 and any(replies(page)))
+    await long_reply_streaming(page, engine, tiny_text_model)
     await asyncio.to_thread(page.find_element(By.ID, "stop").click)
     await until(lambda: page.find_elements(By.CSS_SELECTOR, ".turn.assistant .note"))
     note_bottom, box_bottom = page.execute_script(

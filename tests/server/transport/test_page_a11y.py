@@ -26,11 +26,13 @@ from tests.server.transport.test_page import (  # noqa: F401 (fresh_storage: aut
     chromium,
     fresh_storage,
     long_reply_seed,
+    long_reply_streaming,
     open_page,
     replies,
     say,
     set_field,
     slowed,
+    slowed_page,
     streaming,
     until,
 )
@@ -224,9 +226,7 @@ async def test_a_reply_is_announced_a_sentence_at_a_time(
     """The reply growing token by token sits in no live region (a screen reader would read it again from its start
     at every token); the polite live region is given it in whole sentences, the first with the speaker's name, then
     how it ended."""
-    server = await start_server(stream_buffer=2)
-    slowed(server.models.text["tiny"])
-    await open_page(page, server)
+    await slowed_page(start_server, page)
     await set_field(page, "max-tokens", "60")
     await set_field(page, "seed", str(long_reply_seed(tiny_text_model, "Speak on.", chars=20)))
     await record_announcements(page)
@@ -252,14 +252,9 @@ async def test_a_stopped_reply_is_announced_as_stopped(
     start_server: Callable[..., Any], page: WebDriver, tiny_text_model: Any
 ) -> None:
     """Stop: the live region is given what came of the reply, then that it was stopped."""
-    server = await start_server(stream_buffer=2)
-    engine = server.models.text["tiny"]
-    slowed(engine)
-    await open_page(page, server)
-    await set_field(page, "seed", str(long_reply_seed(tiny_text_model, "Speak on.")))
+    engine = await slowed_page(start_server, page)
     await record_announcements(page)
-    await say(page, "Speak on.")
-    await until(lambda: engine.live_streams == 1 and any(replies(page)))
+    await long_reply_streaming(page, engine, tiny_text_model)
     await asyncio.to_thread(page.find_element(By.ID, "stop").click)
     await until(lambda: page.find_elements(By.CSS_SELECTOR, ".turn.assistant .note"))
     assert announced(page)[-1] == "stopped"
@@ -325,10 +320,7 @@ async def test_the_keyboard_alone_sends_a_line_and_stops_the_reply(
 ) -> None:
     """From the page's start, Tab reaches the box; Shift+Enter starts a new line, Enter sends; Tab goes on to Stop
     (Send waits), Enter there stops the reply and frees the server's slot, and the focus returns to the box."""
-    server = await start_server(stream_buffer=2)
-    engine = server.models.text["tiny"]
-    slowed(engine)
-    await open_page(page, server)
+    engine = await slowed_page(start_server, page)
     await set_field(page, "seed", str(long_reply_seed(tiny_text_model, "Speak on.\nI pray.")))
     await tab_to(page, "message")
     new_line = ActionChains(page).key_down(Keys.SHIFT).send_keys(Keys.ENTER).key_up(Keys.SHIFT)
@@ -352,9 +344,7 @@ async def test_send_pressed_by_keyboard_hands_the_focus_to_stop_and_back(
 ) -> None:
     """Send pressed by keyboard is disabled while the reply streams: the focus moves to Stop, not to the page's
     start, and back to the box when the reply ends."""
-    server = await start_server(stream_buffer=2)
-    slowed(server.models.text["tiny"])
-    await open_page(page, server)
+    await slowed_page(start_server, page)
     await set_field(page, "max-tokens", "20")
     await set_field(page, "seed", str(long_reply_seed(tiny_text_model, "Speak on.", chars=20)))
     await asyncio.to_thread(page.find_element(By.ID, "message").send_keys, "Speak on.")
