@@ -284,3 +284,26 @@ async def test_a_response_is_continued_and_read_back_on_the_other_replica(deploy
     assert first["upstream"] != second["upstream"] == read.headers["x-antiphon-upstream"]
     assert read.status_code == 200 and read.json()["output"] == first["output"]
     assert second["output"][0]["content"][0]["text"] == whole["output"][0]["content"][0]["text"]
+
+
+async def test_a_grpc_request_over_a_mebibyte_reaches_a_replica(deployment: Deployment) -> None:
+    """A 1.5 MiB request (under the replicas' 4 MiB message limit) is answered by a replica, which names its field,
+    not cut by nginx's 1 MiB default body limit."""
+    request = text_pb2.GenerateTextRequest(prompt="a" * (3 << 19), sampling=sampling_pb2.Sampling(max_tokens=1))
+    async with grpc.aio.insecure_channel(deployment.grpc) as channel:
+        call = generation_pb2_grpc.GenerationStub(channel).GenerateText(request, timeout=timeout(20))
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            _ = [chunk async for chunk in call]
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert (info.value.details() or "").startswith("prompt: at most")
+
+
+async def test_an_oversized_body_is_refused_by_a_replica(deployment: Deployment) -> None:
+    """An HTTP body just over the replicas' 4 MiB limit is refused by a replica in OpenAI's error object naming it,
+    not by nginx with an HTML page."""
+    async with httpx.AsyncClient(base_url=f"http://{deployment.http}", timeout=timeout(20)) as client:
+        response = await client.post(
+            "/v1/chat/completions", content=b" " * ((4 << 20) + 1), headers={"Content-Type": "application/json"}
+        )
+    assert response.status_code == 400
+    assert response.json()["error"]["param"] == "body"

@@ -244,3 +244,71 @@ async def test_our_own_fault_is_a_json_500_counted_with_its_traceback_logged(
     assert value(await scrape(server), "antiphon_errors_total", transport="http", code="500") == 1
     faults = [r for r in caplog.records if r.levelname == "ERROR" and r.exc_info]
     assert faults and "a bug of ours" in str(faults[0].exc_info[1])
+
+
+async def client_mistakes(server: Any, connect: Connect, name: str) -> None:
+    """Requests naming ``name`` where the server has a closed set: a model over each transport, a path, a frame
+    type. Each is refused."""
+    async with httpx.AsyncClient(base_url=f"http://{server.http_address}") as http:
+        body = {"model": name, "messages": [{"role": "user", "content": "Hail."}]}
+        assert (await http.post("/v1/chat/completions", json=body)).status_code == 404
+        assert (await http.get(f"/{name}")).status_code == 404
+    for transport in ("grpc", "ws"):
+        client = await connect(server, transport)
+        with pytest.raises(Failure):
+            await client.generate("Lear.\n", model=name).finish()
+    client = await connect(server, "ws")
+    await client.connection.send(json.dumps({"type": name, "id": "t"}))
+    assert json.loads(await client.connection.recv())["code"] == "INVALID_ARGUMENT"
+
+
+def series(samples: list[Sample]) -> set[tuple[str, tuple[tuple[str, str], ...]]]:
+    return {(s.name, tuple(sorted(s.labels.items()))) for s in samples if not s.name.endswith("_created")}
+
+
+async def test_names_a_client_chooses_make_no_new_series(start_server: StartServer, connect: Connect) -> None:
+    """Unknown models, paths and frame types sent by clients are counted under bounded labels only: a second and a
+    third name add no time series, and no label value holds one."""
+    server = await start_server()
+    await client_mistakes(server, connect, "nobody-1")
+    first = await scrape(server)
+    for name in ("nobody-2", "nobody-3"):
+        await client_mistakes(server, connect, name)
+    last = await scrape(server)
+    assert series(last) == series(first)
+    assert not [s for s in last if any("nobody" in v for v in s.labels.values())]
+    assert value(last, "antiphon_errors_total") == 3 * value(first, "antiphon_errors_total")
+
+
+def check_histograms(samples: list[Sample]) -> None:
+    """Every histogram series' buckets are cumulative and end at +Inf with its _count."""
+    buckets: dict[tuple[str, tuple[tuple[str, str], ...]], list[tuple[float, float]]] = {}
+    counts = {}
+    for s in samples:
+        labels = tuple(sorted((k, v) for k, v in s.labels.items() if k != "le"))
+        if s.name.endswith("_bucket"):
+            buckets.setdefault((s.name.removesuffix("_bucket"), labels), []).append((float(s.labels["le"]), s.value))
+        elif s.name.endswith("_count"):
+            counts[s.name.removesuffix("_count"), labels] = s.value
+    assert buckets
+    for key, pairs in buckets.items():
+        pairs.sort()
+        assert [v for _, v in pairs] == sorted(v for _, v in pairs), key
+        assert pairs[-1] == (float("inf"), counts[key]), key
+
+
+async def test_scrapes_under_traffic_are_consistent(start_server: StartServer, connect: Connect) -> None:
+    """Scraped while streams run and after: histograms are cumulative, and no counter or histogram goes down."""
+    server = await start_server()
+    await streamed_chat(server)
+    client = await connect(server, "grpc")
+    running = [asyncio.create_task(client.generate("Lear.\n", seed=i, max_tokens=300).finish()) for i in range(3)]
+    during = await scrape(server)
+    await asyncio.gather(*running)
+    after = await scrape(server)
+    for samples in (during, after):
+        check_histograms(samples)
+    grew = {(s.name, tuple(sorted(s.labels.items()))): s.value for s in after}
+    for s in during:
+        if s.name.endswith(("_total", "_bucket", "_count", "_sum")):
+            assert grew[s.name, tuple(sorted(s.labels.items()))] >= s.value, s
