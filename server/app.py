@@ -51,6 +51,9 @@ if TYPE_CHECKING:
     from server.engine.redis_responses import RedisResponses  # imported when used: redis only with --session-store
 
 log = logging.getLogger("antiphon.server")
+# How long a closing handshake waits for the client's answer (the websockets default is 10 s): a client whose
+# network is gone or whose laptop sleeps does not hold a shutdown that long after its grace period.
+WS_CLOSE_TIMEOUT_S = 2.0
 
 MAX_PERSONAS = 32
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)  # SIGHUP too: a closed terminal drains, not kills
@@ -403,6 +406,7 @@ class Server:
                 max_size=settings.ws_max_message_bytes,
                 compression=None if settings.ws_compression == "none" else settings.ws_compression,
                 create_connection=CoalescingConnection,
+                close_timeout=WS_CLOSE_TIMEOUT_S,
             )
         except OSError as exc:
             await self.stop(0)

@@ -299,7 +299,7 @@ class HttpTransport(Endpoints):
             )
         media = "audio/wav" if wanted.response_format == "wav" else "audio/pcm"
         header = openai.wav_header(rate) if wanted.response_format == "wav" else b""
-        headers = {"X-Sample-Rate": str(rate), "Cache-Control": "no-cache"}
+        headers = {"X-Sample-Rate": str(rate), "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
         return StreamingResponse(self._speech_bytes(stream, request_id, header, pcm), media_type=media, headers=headers)
 
     async def _speech_bytes(

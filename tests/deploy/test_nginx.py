@@ -110,6 +110,20 @@ async def test_the_servers_log_names_the_client_not_nginx(site: Site) -> None:
             await asyncio.sleep(0.02)
 
 
+async def test_nginx_request_id_finds_the_servers_line(site: Site) -> None:
+    """nginx names each request ($request_id, which its access log can carry) to the server: the answer's
+    x-request-id is nginx's id, and the server's line about the request contains it."""
+    async with client(site) as http:
+        body = {"model": "char-lstm", "prompt": "a", "temperature": -1}
+        response = await http.post("/v1/completions", json=body, headers={"X-Request-Id": "client-chosen"})
+    assert response.status_code == 400
+    request_id = response.headers["x-request-id"]
+    assert re.fullmatch(r"[0-9a-f]{32}", request_id), request_id  # nginx's, over the client's own
+    async with asyncio.timeout(timeout(5)):
+        while not any(f"request cmpl-{request_id} failed" in line for line in site.server.log):
+            await asyncio.sleep(0.02)
+
+
 async def test_healthz_answers_through_nginx(site: Site) -> None:
     """GET /healthz through nginx is the server's own health check."""
     async with client(site) as http:

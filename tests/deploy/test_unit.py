@@ -14,7 +14,7 @@ from server.settings import ServeSettings, stray_variables
 
 REPO = Path(__file__).resolve().parents[2]
 UNIT = REPO / "deploy" / "antiphon.service"
-CLOSING_S = 13  # after the grace period: WebSocket closing handshakes (10 s), the listeners and gRPC (3 s)
+CLOSING_S = 5  # after the grace period: WebSocket closing handshakes (2 s), the listeners and gRPC (3 s)
 
 
 def directives(text: str | None = None) -> dict[str, list[str]]:

@@ -436,6 +436,8 @@ async def test_speech_as_events_and_as_raw_pcm(start_server: StartServer) -> Non
     assert samples == parsed[-1]["usage"]["samples"] > 0
     assert pcm.headers["content-type"] == "audio/pcm" and pcm.headers["x-sample-rate"] == "24000"  # OpenAI's rate
     assert len(pcm.content) > 0 and len(pcm.content) % 2 == 0
+    # a proxy in front (nginx) passes both on as they are made, whatever its own buffering
+    assert events.headers["x-accel-buffering"] == pcm.headers["x-accel-buffering"] == "no"
 
 
 async def test_speech_events_the_server_stops_end_with_an_error_not_done(start_server: StartServer) -> None:
