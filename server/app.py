@@ -101,7 +101,10 @@ def load_text_engine(settings: ServeSettings, checkpoint: Path) -> TextEngine:
         from server.engine.redis_sessions import RedisSessions
 
         fingerprint = hashlib.sha256(checkpoint.read_bytes()).hexdigest()[:16]  # sessions name the exact weights
-        shared = RedisSessions(settings.session_store, settings.text_model_id, fingerprint, settings.session_ttl_s)
+        shape = (config.num_layers, config.hidden_size, config.vocab_size)  # a stored state of another is refused
+        shared = RedisSessions(
+            settings.session_store, settings.text_model_id, fingerprint, settings.session_ttl_s, shape=shape
+        )
     return TextEngine(
         settings.text_model_id,
         make_backend(settings.text_backend, model, settings.text_threads),

@@ -49,11 +49,13 @@ def wait_for_port(port: int, process: subprocess.Popen[bytes], what: str, timeou
 
 
 class RedisServer:
-    """A redis-server on a free port, without persistence; :meth:`stop` and :meth:`start` again keep the port."""
+    """A redis-server on a free port, without persistence; :meth:`stop` and :meth:`start` again keep the port.
+    ``options`` are more of redis-server's flags (``--requirepass``, ``--maxmemory``...)."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, options: tuple[str, ...] = ()) -> None:
         self.folder = folder
         self.port = free_port()
+        self.options = options
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -62,7 +64,7 @@ class RedisServer:
 
     def start(self) -> None:
         args = [program("redis-server"), "--port", str(self.port), "--bind", "127.0.0.1", "--save", ""]
-        args += ["--appendonly", "no", "--dir", str(self.folder), "--loglevel", "warning"]
+        args += ["--appendonly", "no", "--dir", str(self.folder), "--loglevel", "warning", *self.options]
         self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_for_port(self.port, self.process, "redis-server")
 
@@ -74,8 +76,8 @@ class RedisServer:
 
 
 @contextmanager
-def redis_server(folder: Path) -> Iterator[RedisServer]:
-    server = RedisServer(folder)
+def redis_server(folder: Path, *options: str) -> Iterator[RedisServer]:
+    server = RedisServer(folder, options)
     server.start()
     try:
         yield server

@@ -18,7 +18,7 @@ from typing import Any, Protocol
 
 from server.engine.requests import Message, SamplingOptions
 from server.engine.streams import FINISH_CANCELLED, FINISH_LENGTH, TextStream
-from server.errors import AntiphonError, InvalidArgument, NotFound
+from server.errors import AntiphonError, FailedPrecondition, InvalidArgument, NotFound
 from server.transport.openai import IGNORED, check_fields, check_neutral, created, renamed, sampling, text_content
 
 # Fields accepted only at these neutral values (None, absent, is always accepted).
@@ -295,8 +295,20 @@ class Stored:
 
     @classmethod
     def decode(cls, data: bytes) -> Stored:
-        value = json.loads(data)
-        return cls(tuple(Message(**m) for m in value["messages"]), value["body"])
+        """What :meth:`encode` wrote; ValueError for anything else (a key another program wrote, or broke)."""
+        value = json.loads(data)  # ValueError for bytes that are not JSON, or not UTF-8
+        if not (
+            isinstance(value, dict) and isinstance(value.get("messages"), list) and isinstance(value.get("body"), dict)
+        ):
+            raise ValueError("not a kept response")
+        messages = []
+        for m in value["messages"]:
+            if not (isinstance(m, dict) and {"role", "content"} <= m.keys() <= {"role", "content", "name"}):
+                raise ValueError("a message without its role and content")
+            if not all(isinstance(v, str) for v in m.values()):
+                raise ValueError("a message whose fields are not text")
+            messages.append(Message(**m))
+        return cls(tuple(messages), value["body"])
 
 
 class Keeper(Protocol):
@@ -357,7 +369,13 @@ class ResponseStore:
         if data is None:
             shown = response_id if len(response_id) <= 80 else response_id[:80] + "..."
             raise NotFound(f"{field}: {shown!r} is not a response this server keeps ({self.keeper.kept})")
-        return Stored.decode(data)
+        try:
+            return Stored.decode(data)
+        except ValueError:  # written by another program, or broken: that response only, never a 500
+            shown = response_id if len(response_id) <= 80 else response_id[:80] + "..."
+            raise FailedPrecondition(
+                f"{field}: {shown!r} cannot be read from the response store; start a new conversation"
+            ) from None
 
     async def delete(self, response_id: str) -> None:
         if not await self.keeper.delete(response_id, "response_id"):

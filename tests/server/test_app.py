@@ -19,7 +19,7 @@ import pytest
 import websockets
 from antiphon.v1 import generation_pb2_grpc, models_pb2, sampling_pb2, text_pb2
 
-from server.app import Server, chat_style, load_image_engines, warn_if_expiring, warn_if_exposed
+from server.app import Server, chat_style, load_image_engines, load_text_engine, warn_if_expiring, warn_if_exposed
 from server.engine.text import TextEngine
 from server.errors import CheckpointError, InvalidArgument, ListenError
 from server.settings import ServeSettings
@@ -353,3 +353,15 @@ def test_an_open_or_clear_text_server_off_loopback_is_a_warning(caplog: pytest.L
     messages = [r.getMessage() for r in caplog.records]
     assert "anyone who can reach it may use it" in messages[0]
     assert "keys travel in plain text" in messages[1]
+
+
+async def test_sessions_in_redis_are_told_the_models_shape(tiny_text_checkpoint: Path) -> None:
+    """With --session-store, the engine's sessions know the model's (layers, hidden, vocabulary), so a state of
+    another shape in Redis is refused before the model reads it."""
+    engine = load_text_engine(ServeSettings(session_store="redis://127.0.0.1:1/0"), tiny_text_checkpoint)
+    try:
+        assert engine.shared is not None
+        row = engine.backend.dump_row(engine.backend.zero_state(1))
+        assert engine.shared.shape == (row.h.shape[0], row.h.shape[2], row.logits.shape[1])
+    finally:
+        await engine.close()

@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 import openai
 import pytest
+import redis.asyncio as aioredis
 
 from tests.conftest import timeout
 from tests.server.helpers import Gate, fail_step
@@ -267,3 +268,23 @@ async def test_kept_responses_in_a_redis_that_goes_away_are_unavailable_until_it
     assert continued.status_code == 503
     assert continued.json()["error"]["message"].startswith("previous_response_id: the response store does not")
     assert again.status_code == 200 and read.json()["output"] == again.json()["output"]
+
+
+@pytest.mark.parametrize("value", [b"{not json", b"\xff", b"[]", b'{"messages": [{"role": 1}], "body": {}}'])
+async def test_a_kept_response_another_program_broke_is_refused_naming_it(
+    start_server: StartServer, tmp_path: Path, value: bytes
+) -> None:
+    """A value under a kept response's Redis key that the server did not write is a 409 naming the field, for a
+    continuation and for a read, never a 500."""
+    with redis_server(tmp_path) as redis:
+        planter = aioredis.Redis(port=redis.port)
+        await planter.set("antiphon:response:resp_bad", value)
+        await planter.aclose()
+        server = await start_server(settings={"session_store": redis.url})
+        async with httpx.AsyncClient(base_url=f"http://{server.http_address}", timeout=timeout(20)) as client:
+            body = {"model": "tiny/kent", "input": "Hail.", "max_output_tokens": 5, "previous_response_id": "resp_bad"}
+            continued = await client.post("/v1/responses", json=body)
+            read = await client.get("/v1/responses/resp_bad")
+    unreadable = "'resp_bad' cannot be read from the response store; start a new conversation"
+    assert (continued.status_code, continued.json()["error"]["message"]) == (409, f"previous_response_id: {unreadable}")
+    assert (read.status_code, read.json()["error"]["message"]) == (409, f"response_id: {unreadable}")
