@@ -53,6 +53,8 @@ OTHER_VARIABLES = frozenset(
     }
 )
 TEN_YEARS_S = 10 * 365 * 24 * 3600  # Redis keeps an expiry in milliseconds; far below its limit
+# A model id as clients name it: a persona follows a '/' (char-lstm/kent), and Redis keys join it with ':'
+MODEL_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
 
 def _names(raw: str) -> tuple[str, ...]:
@@ -396,8 +398,9 @@ class ServeSettings:
         if NO_MODEL in images and len(images) > 1:
             raise InvalidArgument(flag_name("image_checkpoints"), "none serves no image model: name nothing else")
         for name in ("text_model_id", "audio_model_id"):
-            if not getattr(self, name):
-                raise InvalidArgument(flag_name(name), "must not be empty")
+            if not MODEL_ID.fullmatch(model_id := getattr(self, name)):
+                shown = f"got {model_id!r}" if model_id else "got nothing"
+                raise InvalidArgument(flag_name(name), f"must be 1..64 letters, digits, '.', '_' or '-', {shown}")
         if (self.tls_cert is None) != (self.tls_key is None):
             missing = "tls_key" if self.tls_key is None else "tls_cert"
             raise InvalidArgument(flag_name(missing), "TLS needs both --tls-cert and --tls-key")

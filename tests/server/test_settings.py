@@ -52,6 +52,12 @@ def test_flag_beats_environment_beats_default() -> None:
             "--classifiers: unknown classifier 'faces'; known: kws, textdisc, digits, none",
         ),
         (["--max-audio-seconds", "0"], {}, "--max-audio-seconds: must be positive, got 0.0"),
+        (["--text-model-id", "a:b"], {}, "--text-model-id: must be 1..64 letters, digits, '.', '_' or '-', got 'a:b'"),
+        (
+            [],
+            {"ANTIPHON_AUDIO_MODEL_ID": ""},
+            "--audio-model-id: must be 1..64 letters, digits, '.', '_' or '-', got nothing",
+        ),
         ([], {"ANTIPHON_AUDIO_THREADS": "0"}, "--audio-threads: must be at least 1, got 0"),
         (["--ws-compression", "gzip"], {}, "--ws-compression: cannot read 'gzip': must be none or deflate"),
         ([], {"ANTIPHON_HOST": ""}, "--host: must not be empty: 127.0.0.1, 0.0.0.0 or :: (every interface)"),
