@@ -4,20 +4,13 @@ read, deleted once, and a Redis that goes away is UNAVAILABLE naming the field, 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator
 
 import pytest
 
 from server.engine.redis_responses import RedisResponses
 from server.errors import Unavailable
-from tests.services import RedisServer, redis_server
-
-
-@pytest.fixture
-def redis(tmp_path: Path) -> Iterator[RedisServer]:
-    with redis_server(tmp_path) as server:
-        yield server
+from tests.services import RedisServer
 
 
 @pytest.fixture

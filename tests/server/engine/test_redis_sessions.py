@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -18,16 +17,10 @@ from server.engine.text import TextEngine
 from server.errors import FailedPrecondition, Unavailable
 from tests.conftest import timeout
 from tests.server.helpers import collect
-from tests.services import RedisServer, redis_server
+from tests.services import RedisServer
 
 MESSAGES = ("Good night my lord.", "What love may do.", "Come hither, sirrah.", "Nothing will come of nothing.")
 MakeEngine = Callable[..., TextEngine]
-
-
-@pytest.fixture
-def redis(tmp_path: Path) -> Iterator[RedisServer]:
-    with redis_server(tmp_path) as server:
-        yield server
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ import asyncio
 import logging
 import signal
 import threading
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,12 +31,6 @@ SHAPE = (2, 3, 5)  # layers, hidden, vocabulary of the rows the store-level test
 PASSWORD = "s3cret-pw"
 # What the store's docstring says an ACL user needs; the test below runs every store operation as that user.
 ACL = "+ping +select +multi +exec +time +hgetall +pexpire +evalsha +script|load +hget +hset +get +set +del"
-
-
-@pytest.fixture
-def redis(tmp_path: Path) -> Iterator[RedisServer]:
-    with redis_server(tmp_path) as server:
-        yield server
 
 
 @pytest.fixture
