@@ -11,7 +11,6 @@ options (message size, keepalive) are ``server.transport.grpc_options``'s; docs/
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from contextlib import aclosing
@@ -51,7 +50,7 @@ from server.engine.speech import SpokenTurn, speak_turn, speech_options
 from server.engine.streams import FINISH_CANCELLED, FINISH_LENGTH, FINISH_STOP, AudioStream, ImageStream, TextStream
 from server.errors import AntiphonError, InvalidArgument
 from server.metrics import Recorder
-from server.transport import auth
+from server.transport import auth, request_ids
 from server.transport.grpc_options import quiet_client_gone
 from server.transport.pictures import PNG, RAW8, encode_picture
 from server.transport.wire import MULAW, PCM16, Chunker, encode_codes
@@ -151,7 +150,15 @@ class GenerationService(generation_pb2_grpc.GenerationServicer):
     def __init__(self, models: ModelRegistry, metrics: Recorder) -> None:
         self.models = models
         self.metrics = metrics
-        self._ids = itertools.count(1)
+
+    @staticmethod
+    async def _begin(context: grpc.aio.ServicerContext) -> str:
+        """The call's name in the log (``grpc-<id>``): its ``x-request-id``, the client's own where it sent a plain
+        one, else a fresh one, sent back at once as initial metadata, so a client that reports it finds the lines."""
+        given = [value for name, value in context.invocation_metadata() or () if name == request_ids.HEADER]
+        chosen = request_ids.request_id(given[0] if len(given) == 1 and isinstance(given[0], str) else None)
+        await context.send_initial_metadata(((request_ids.HEADER, chosen),))
+        return f"grpc-{chosen}"
 
     async def ListModels(self, request: models_pb2.ListModelsRequest, context: Any) -> models_pb2.ListModelsResponse:
         infos = [models_pb2.ModelInfo(**{**row, "kind": MODEL_KINDS[row["kind"]]}) for row in self.models.listing()]
@@ -160,7 +167,7 @@ class GenerationService(generation_pb2_grpc.GenerationServicer):
     async def GenerateText(
         self, request: text_pb2.GenerateTextRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[text_pb2.TextChunk]:
-        request_id = f"grpc-{next(self._ids)}"
+        request_id = await self._begin(context)
         try:
             service = self.models.text_model(request.model)
             text_request = TextRequest(request.prompt, sampling_options(request.sampling), request_id, TRANSPORT)
@@ -178,7 +185,7 @@ class GenerationService(generation_pb2_grpc.GenerationServicer):
     async def Chat(
         self, request: chat_pb2.ChatRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[chat_pb2.ChatEvent]:
-        request_id = f"grpc-{next(self._ids)}"
+        request_id = await self._begin(context)
         try:
             service = self.models.text_model(request.model)
             sampling = sampling_options(request.sampling)
@@ -228,7 +235,7 @@ class GenerationService(generation_pb2_grpc.GenerationServicer):
     async def GenerateAudio(
         self, request: audio_pb2.GenerateAudioRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[audio_pb2.AudioChunk]:
-        request_id = f"grpc-{next(self._ids)}"
+        request_id = await self._begin(context)
         try:
             service = self.models.audio_model(request.model)
             encoding = audio_encoding(request.encoding)
@@ -262,7 +269,7 @@ class GenerationService(generation_pb2_grpc.GenerationServicer):
     async def GenerateImage(
         self, request: image_pb2.GenerateImageRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[image_pb2.ImageFrame]:
-        request_id = f"grpc-{next(self._ids)}"
+        request_id = await self._begin(context)
         try:
             service = self.models.image_model(request.model)
             if request.encoding not in IMAGE_ENCODINGS:
@@ -307,7 +314,7 @@ class GenerationService(generation_pb2_grpc.GenerationServicer):
     async def Classify(
         self, request: classify_pb2.ClassifyRequest, context: grpc.aio.ServicerContext
     ) -> classify_pb2.ClassifyResponse:
-        request_id = f"grpc-{next(self._ids)}"
+        request_id = await self._begin(context)
         try:
             service = self.models.classifier(request.model)
             which = request.WhichOneof("input")

@@ -9,8 +9,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import re
-import secrets
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
@@ -23,8 +21,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from server.engine.registry import ModelRegistry, TextService
 from server.errors import MAX_FIELD_CHARS, AntiphonError, InvalidArgument, NotFound, capped
 from server.metrics import Recorder
-from server.transport import auth, openai
+from server.transport import auth, openai, request_ids
 from server.transport.jsonfields import check_unique_keys, marked_object, parse_json
+from server.transport.request_ids import request_id
 
 log = logging.getLogger("server.transport.http")  # every endpoint's lines under the transport's one name
 
@@ -36,9 +35,6 @@ TRANSPORT = "http"  # the metrics' transport label
 # cost both ends a fraction of the work; 25 ms is below what a reader of the text can see.
 TEXT_EVENT_GAP_S = 0.025
 CLIENT_CLOSED = 499  # nginx's status for a request whose client left before the answer (no one reads it)
-# A request id a client or a proxy sends (nginx's $request_id: 32 hex digits; a UUID) is kept when it is plain and
-# short: it goes into log lines and answers as it is
-CLIENT_REQUEST_ID = re.compile(r"[A-Za-z0-9._:+=@-]{1,128}")
 
 T = TypeVar("T")
 
@@ -86,10 +82,9 @@ class RequestIds:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        given = Headers(scope=scope).get("x-request-id", "")
-        request_id = given if CLIENT_REQUEST_ID.fullmatch(given) else secrets.token_hex(16)
-        scope.setdefault("state", {})["request_id"] = request_id
-        header = (b"x-request-id", request_id.encode("ascii"))
+        given = request_id(Headers(scope=scope).get(request_ids.HEADER))
+        scope.setdefault("state", {})["request_id"] = given
+        header = (request_ids.HEADER.encode("ascii"), given.encode("ascii"))
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -102,7 +97,7 @@ class RequestIds:
 def request_id_of(request: Request) -> str:
     """The id :class:`RequestIds` gave ``request`` (fresh where it did not run: an app without it)."""
     state = request.scope.setdefault("state", {})
-    return str(state.setdefault("request_id", secrets.token_hex(16)))
+    return str(state.setdefault("request_id", request_id(None)))
 
 
 class CheckBrowsers:

@@ -87,7 +87,7 @@ async def test_serve_drains_on_sigterm_and_exits_0(
                 ("digits", models_pb2.MODEL_KIND_CLASSIFIER),
             ]
             request = text_pb2.GenerateTextRequest(prompt="Lear.\n", sampling=sampling_pb2.Sampling(max_tokens=2000))
-            call = stub.GenerateText(request)
+            call = stub.GenerateText(request, metadata=(("x-request-id", "drained-1"),))
             first = await asyncio.wait_for(call.read(), timeout(10))
             process.send_signal(signal.SIGTERM)
             chunks = [first]
@@ -99,7 +99,7 @@ async def test_serve_drains_on_sigterm_and_exits_0(
         assert process.stderr is not None
         rest = (await process.stderr.read()).decode()
         done = re.search(
-            r"request grpc-1 model=char-lstm kind=text prompt_tokens=7 tokens=2000 ttft_ms=\S+ "
+            r"request grpc-drained-1 model=char-lstm kind=text prompt_tokens=7 tokens=2000 ttft_ms=\S+ "
             r"duration_ms=\S+ finish=length",
             rest,
         )
@@ -233,7 +233,7 @@ async def test_a_second_signal_cancels_the_streams_left(tiny_text_checkpoint: Pa
         async with grpc.aio.insecure_channel(grpc_address) as channel:
             stub = generation_pb2_grpc.GenerationStub(channel)
             request = text_pb2.GenerateTextRequest(prompt="Lear.\n", sampling=sampling_pb2.Sampling(max_tokens=2048))
-            call = stub.GenerateText(request)
+            call = stub.GenerateText(request, metadata=(("x-request-id", "left-1"),))
             await asyncio.wait_for(call.read(), timeout(10))  # then unread: the stream pauses and cannot finish
             process.send_signal(signal.SIGTERM)
             await _read_until(process, "shutting down on SIGTERM", lines)
@@ -243,7 +243,7 @@ async def test_a_second_signal_cancels_the_streams_left(tiny_text_checkpoint: Pa
         assert process.stderr is not None
         rest = "".join(lines) + (await process.stderr.read()).decode()
         assert "SIGTERM again: cancelling the live streams now" in rest
-        assert re.search(r"request grpc-1 .* finish=cancelled", rest), rest
+        assert re.search(r"request grpc-left-1 .* finish=cancelled", rest), rest
     finally:
         if process.returncode is None:
             process.kill()

@@ -63,6 +63,7 @@ async def test_a_deadline_passing_mid_stream_cancels_the_work(
             gate.hold_after(2)
         call = call_of(stub, kind, timeout(1))
         await call.read()  # it streams; from here on nobody reads, and the deadline passes
+        request_id = dict(await call.initial_metadata())["x-request-id"]
         if gate is not None:
             await gate.holding()
         assert await asyncio.wait_for(call.code(), timeout(10)) == grpc.StatusCode.DEADLINE_EXCEEDED
@@ -79,7 +80,7 @@ async def test_a_deadline_passing_mid_stream_cancels_the_work(
             events = [e async for e in stub.Chat(follow, timeout=timeout(10))]
             assert events[-1].done.turns == 1  # the cancelled turn left the session as it was
     lines = request_lines(caplog)
-    first = [line for line in lines if line.startswith("request grpc-1 ")]
+    first = [line for line in lines if line.startswith(f"request grpc-{request_id} ")]
     assert len(first) == 1, lines
     assert first[0].endswith(" finish=cancelled"), lines
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]

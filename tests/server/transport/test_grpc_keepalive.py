@@ -80,11 +80,12 @@ async def test_a_client_gone_silent_frees_its_slot(
         request = text_pb2.GenerateTextRequest(prompt="Lear.\n", sampling=sampling_pb2.Sampling(max_tokens=100_000))
         call = generation_pb2_grpc.GenerationStub(channel).GenerateText(request)
         await call.read()
+        request_id = dict(await call.initial_metadata())["x-request-id"]
         proxy.silence()
         await asyncio.wait_for(engine.wait_until(lambda: engine.live_streams == 0), timeout(10))
     finally:
         await proxy.close()
         await channel.close()
-    ended = [r.getMessage() for r in caplog.records if r.getMessage().startswith("request grpc-1 ")]
+    ended = [r.getMessage() for r in caplog.records if r.getMessage().startswith(f"request grpc-{request_id} ")]
     assert len(ended) == 1 and ended[0].endswith(" finish=cancelled"), ended
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]

@@ -243,3 +243,32 @@ async def test_the_bearer_scheme_is_read_in_any_case(start_server: StartServer, 
             models_pb2.ListModelsRequest(), metadata=[("authorization", value)], timeout=timeout(5)
         )
     assert [m.id for m in response.models] == ["tiny"]
+
+
+async def test_every_call_names_itself_with_a_request_id_that_finds_its_log_line(
+    start_server: StartServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Every call's initial metadata carries ``x-request-id``, refusals included: the client's own where it sent a
+    plain one (a trace id), else a fresh one; the server's lines about the call name it (``grpc-<id>``)."""
+    caplog.set_level(logging.INFO)
+    server = await start_server()
+    request = text_pb2.GenerateTextRequest(prompt="Lear.\n", sampling=sampling_pb2.Sampling(max_tokens=3))
+    refused = text_pb2.GenerateTextRequest(prompt="Lear.\n", sampling=sampling_pb2.Sampling(temperature=-1))
+    async with grpc.aio.insecure_channel(server.grpc_address) as channel:
+        stub = generation_pb2_grpc.GenerationStub(channel)
+        own = stub.GenerateText(request, metadata=(("x-request-id", "trace-4b1:7"),))
+        [chunk async for chunk in own]
+        fresh = stub.GenerateText(request, metadata=(("x-request-id", "not plain"),))
+        [chunk async for chunk in fresh]
+        bad = stub.GenerateText(refused)
+        with pytest.raises(grpc.aio.AioRpcError) as error:
+            [chunk async for chunk in bad]
+    ids = [dict(await call.initial_metadata())["x-request-id"] for call in (own, fresh, bad)]
+    assert ids[0] == "trace-4b1:7"
+    assert all(len(i) == 32 and set(i) <= set("0123456789abcdef") for i in ids[1:]) and ids[1] != ids[2]
+    assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    messages = [r.getMessage() for r in caplog.records]
+    assert any(m.startswith("request grpc-trace-4b1:7 model=") for m in messages), messages
+    assert any(
+        m.startswith(f"request grpc-{ids[2]} failed: INVALID_ARGUMENT sampling.temperature") for m in messages
+    ), messages
