@@ -13,7 +13,6 @@ import contextlib
 import io
 import struct
 import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
 
 from server.errors import DeviceError, InvalidArgument
 
@@ -36,6 +36,9 @@ BLOCK_ELEMENTS = 1 << 20  # elements of each (outputs, taps) array the resampler
 MAX_SAMPLE_RATE = 384_000  # the highest rate audio interfaces record; the resampler's filter grows with the rate
 MAX_CHANNELS = 256  # more than any recording format carries
 FMT_READ = 40  # bytes of a fmt chunk that are read (WAVE_FORMAT_EXTENSIBLE's); the rest is skipped
+# a WAV file's first four bytes: RIFF, or RF64 / BW64 (EBU Tech 3306 and 3285's files past 4 GB, as ffmpeg writes
+# them), whose 32-bit sizes are 0xFFFFFFFF and whose ds64 chunk holds the data chunk's 64-bit size
+WAV_MAGICS = (b"RIFF", b"RF64", b"BW64")
 
 
 def _g711_tables() -> dict[int, np.ndarray]:
@@ -103,9 +106,10 @@ def read_wav_header(f: BinaryIO, name: str) -> WavFormat:
         return data
 
     head = f.read(12)
-    if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+    if len(head) < 12 or head[:4] not in WAV_MAGICS or head[8:12] != b"WAVE":
         raise InvalidArgument(name, "not a WAV file (no RIFF/WAVE header); give a .wav file")
     fmt: tuple[int, int, int, int] | None = None
+    data_size64: int | None = None  # RF64's ds64 chunk: the data chunk's size
     while True:
         chunk_id, size = struct.unpack("<4sI", need(8, "chunk list"))
         if chunk_id == b"fmt ":
@@ -118,6 +122,13 @@ def read_wav_header(f: BinaryIO, name: str) -> WavFormat:
             if encoding == WAVE_FORMAT_EXTENSIBLE and size >= 26:
                 encoding = struct.unpack("<H", body[24:26])[0]  # the sub-format GUID starts with the format code
             fmt = (encoding, channels, rate, bits)
+        elif chunk_id == b"ds64" and head[:4] != b"RIFF":
+            if size < 16:
+                raise InvalidArgument(name, "not a readable WAV file (short ds64 chunk)")
+            body = need(16, "ds64 chunk")
+            if not _skip(f, size + (size & 1) - len(body)):
+                raise InvalidArgument(name, "not a readable WAV file (it ends inside the ds64 chunk)")
+            data_size64 = struct.unpack("<Q", body[8:16])[0]
         elif chunk_id == b"data":
             if fmt is None:
                 raise InvalidArgument(name, "not a readable WAV file (data before the fmt chunk)")
@@ -134,6 +145,8 @@ def read_wav_header(f: BinaryIO, name: str) -> WavFormat:
                     "use PCM 8/16/24/32, float, or G.711 A-law / mu-law",
                 )
             check_format(name, rate, channels)
+            if size == 0xFFFFFFFF and data_size64:
+                size = data_size64
             return WavFormat(encoding, channels, rate, bits, None if size in STREAMED_SIZES else size)
         elif not _skip(f, size + (size & 1)):  # skipped, never read into memory: its size may be anything
             label = chunk_id.decode("latin-1").strip()
@@ -188,27 +201,28 @@ class Resampler:
         cutoff = rolloff / (2.0 * step)  # cycles per upsampled sample
         self.filter = (2 * cutoff * np.sinc(2 * cutoff * n) * np.kaiser(len(n), beta) * self.up).astype(np.float32)
         self.taps = 2 * self.center // self.up + 2
+        # the filter by phase: output m reads inputs k0(m) .. k0(m) + taps - 1 with the weights of row
+        # (m * down) % up, filter[m * down + center - k * up] (0 outside the filter): computed once, not per output
+        phase = np.arange(self.up, dtype=np.int64)
+        first = 2 * self.center - (self.center - phase) % self.up  # filter index of input k0 under each phase
+        index = first[:, None] - self.up * np.arange(self.taps, dtype=np.int64)[None, :]  # (up, taps)
+        inside = (index >= 0) & (index < len(self.filter))
+        self.phases = np.where(inside, self.filter[np.clip(index, 0, len(self.filter) - 1)], 0.0).astype(np.float32)
         self.buffer = np.zeros(0, dtype=np.float32)
         self.offset = 0  # input index of buffer[0]
         self.received = 0  # input samples pushed
         self.produced = 0  # output samples returned
 
-    def _outputs(self, stop: int) -> np.ndarray:
-        """Output samples produced..stop-1 from the buffer (missing input reads as zero)."""
+    def _outputs(self, stop: int, padded: np.ndarray) -> np.ndarray:
+        """Output samples produced..stop-1; ``padded``: the buffer with ``taps`` zeros each side (input read as zero
+        before the stream and past its end)."""
         m = np.arange(self.produced, stop, dtype=np.int64)
-        if len(m) == 0:
-            return np.zeros(0, dtype=np.float32)
-        pos = m * self.down + self.center  # filter index of input k is pos - k * up
         k0 = -((self.center - m * self.down) // self.up)  # ceil((m*down - center) / up): first input in reach
-        t = np.arange(self.taps, dtype=np.int64)
-        k = k0[:, None] + t[None, :]  # (M, taps) input indices
-        hidx = pos[:, None] - k * self.up  # (M, taps)
-        valid = (hidx >= 0) & (hidx < len(self.filter)) & (k >= self.offset) & (k < self.offset + len(self.buffer))
-        weights = np.where(valid, self.filter[np.clip(hidx, 0, len(self.filter) - 1)], 0.0)
-        samples = self.buffer[np.clip(k - self.offset, 0, max(len(self.buffer) - 1, 0))] if len(self.buffer) else 0
-        y = (weights * samples).sum(axis=1, dtype=np.float32)  # (M,)
+        rows = sliding_window_view(padded, self.taps)[k0 - self.offset + self.taps]  # (M, taps): inputs k0 + t
+        weights = self.phases[(m * self.down) % self.up]  # (M, taps)
+        y = (weights * rows).sum(axis=1, dtype=np.float32)  # (M,)
         self.produced = stop
-        return y.astype(np.float32)
+        return y
 
     def _run(self, final: bool) -> np.ndarray:
         if final:
@@ -218,8 +232,11 @@ class Resampler:
             stop = max(self.produced, (self.received * self.up - self.center - 1) // self.down + 1)
         parts = []
         block = max(256, BLOCK_ELEMENTS // self.taps)  # outputs at a time: the (M, taps) arrays stay small
+        if self.produced < stop:
+            pad = np.zeros(self.taps, dtype=np.float32)
+            padded = np.concatenate([pad, self.buffer, pad])
         while self.produced < stop:
-            parts.append(self._outputs(min(stop, self.produced + block)))
+            parts.append(self._outputs(min(stop, self.produced + block), padded))
         keep_from = max(0, (self.produced * self.down - self.center) // self.up - 1)  # first input still needed
         if keep_from > self.offset:
             self.buffer = self.buffer[keep_from - self.offset :]
@@ -247,34 +264,50 @@ def resample(x: np.ndarray, rate_in: int, rate_out: int) -> np.ndarray:
 
 def read_wav(path: Path, rate: int) -> np.ndarray:
     """A whole WAV file as float32 mono at ``rate``."""
+    return np.concatenate(list(wav_chunks(path, rate)))
+
+
+def wav_chunks(path: Path, rate: int, read_bytes: int = 1 << 20) -> Iterator[np.ndarray]:
+    """A WAV file as float32 mono chunks at ``rate``, read about ``read_bytes`` at a time: memory stays bounded
+    however long the recording. A file that cannot be opened, is not a readable WAV or holds no whole sample is an
+    InvalidArgument naming it."""
     name = str(path)
     try:
-        with path.open("rb") as f:
-            fmt = read_wav_header(f, name)
-            data = f.read() if fmt.data_bytes is None else f.read(fmt.data_bytes)
+        f = path.open("rb")
     except FileNotFoundError:
         raise InvalidArgument(name, "no such file") from None
     except IsADirectoryError:
         raise InvalidArgument(name, "is a folder, not a WAV file") from None
     except PermissionError:
         raise InvalidArgument(name, "not readable (permission denied)") from None
-    samples = decode_frames(data, fmt, name)
-    if not len(samples):
+    except OSError as exc:
+        raise InvalidArgument(name, f"not readable ({exc.strerror or exc})") from None
+    with f:
+        fmt = read_wav_header(f, name)
+        produced = False
+        for chunk in _decoded_chunks(f, fmt, name, rate, max(1, read_bytes // fmt.frame_bytes)):
+            produced = True
+            yield chunk
+    if not produced:
         raise InvalidArgument(name, "no audio (the data chunk holds no whole sample)")
-    return resample(samples, fmt.sample_rate, rate)
 
 
 def stream_chunks(
     f: BinaryIO, name: str, rate: int, raw_rate: int = 16000, raw_channels: int = 1, chunk_frames: int = 4000
 ) -> Iterator[np.ndarray]:
-    """Float32 mono chunks at ``rate`` from a byte stream: a WAV (detected by its RIFF header) or raw PCM16 LE of
-    ``raw_rate`` Hz and ``raw_channels`` channels (what ``arecord -t raw -f S16_LE`` writes)."""
+    """Float32 mono chunks at ``rate`` from a byte stream: a WAV (detected by its RIFF, RF64 or BW64 header) or raw
+    PCM16 LE of ``raw_rate`` Hz and ``raw_channels`` channels (what ``arecord -t raw -f S16_LE`` writes)."""
     head = f.read(4)
     source: Any = _Prefixed(head, f)
-    if head == b"RIFF":
+    if head in WAV_MAGICS:
         fmt = read_wav_header(source, name)
     else:
         fmt = WavFormat(WAVE_FORMAT_PCM, raw_channels, raw_rate, 16, None)  # checked by the caller (--rate)
+    yield from _decoded_chunks(source, fmt, name, rate, chunk_frames)
+
+
+def _decoded_chunks(source: BinaryIO, fmt: WavFormat, name: str, rate: int, chunk_frames: int) -> Iterator[np.ndarray]:
+    """The samples after a header of ``fmt``: decoded ``chunk_frames`` at a time and resampled to ``rate``."""
     resampler = Resampler(fmt.sample_rate, rate)
     left = fmt.data_bytes
     pending = b""
@@ -383,7 +416,3 @@ def encode_wav(samples: np.ndarray, rate: int) -> bytes:
         len(pcm),
     )
     return header + pcm
-
-
-def stdin_bytes() -> BinaryIO:
-    return sys.stdin.buffer

@@ -348,46 +348,52 @@ class WebSocketTransport:
         result = TurnResult("server")
         try:
             connection.send(json.dumps(frame))
-            while True:
-                raw = connection.recv(timeout=self.stall_timeout)  # TimeoutError: the server stopped answering
-                if isinstance(raw, bytes):
-                    n = int.from_bytes(raw[:2], "big")
-                    if raw[2 : 2 + n].decode("utf-8", errors="replace") == request_id:
-                        result.audio += raw[2 + n :]
-                    continue
-                message = json.loads(raw)
-                if message.get("id") != request_id:
-                    continue
-                kind = message.get("type")
-                if kind == "token":
-                    result.text += message["text"]
-                    on_text(message["text"])
-                elif kind == "audio":
-                    encoding = str(message.get("encoding", "pcm16")).lower()
-                    result.audio_format = AudioFormat(
-                        int(message.get("sample_rate", 16000)),
-                        "mulaw" if "mulaw" in encoding else "pcm16",
-                        int(message.get("channels", 1)),
-                    )
-                elif kind == "done":
-                    result.finish_reason = str(message.get("finish_reason", ""))
-                    return result
-                elif kind == "error":
-                    if message.get("code") == "UNAVAILABLE":
-                        self.close()
-                        raise Unavailable(f"{self.url}: {message.get('message', '')}")
-                    raise ServerError(str(message.get("code")), str(message.get("message", "")))
-        except TimeoutError:
-            self.close()
-            stalled = f"no answer for {self.stall_timeout:g} s"
-            if result.text:
-                raise ConnectionLost(f"{self.url}: connection lost ({stalled})") from None
-            raise Unavailable(f"{self.url}: {stalled}") from None
         except (ConnectionClosed, OSError) as exc:
-            self.close()
-            if result.text:
-                raise ConnectionLost(f"{self.url}: connection lost ({exc})") from None
-            raise Unavailable(f"{self.url}: connection closed ({exc})") from None
+            raise self._lost(result, str(exc), closed=True) from None
+        while True:
+            # only the connection's own failures count as a lost server: an error of on_text (standard output
+            # closed: BrokenPipeError, an OSError too) is the caller's and passes through
+            try:
+                raw = connection.recv(timeout=self.stall_timeout)  # TimeoutError: the server stopped answering
+            except TimeoutError:
+                raise self._lost(result, f"no answer for {self.stall_timeout:g} s", closed=False) from None
+            except (ConnectionClosed, OSError) as exc:
+                raise self._lost(result, str(exc), closed=True) from None
+            if isinstance(raw, bytes):
+                n = int.from_bytes(raw[:2], "big")
+                if raw[2 : 2 + n].decode("utf-8", errors="replace") == request_id:
+                    result.audio += raw[2 + n :]
+                continue
+            message = json.loads(raw)
+            if message.get("id") != request_id:
+                continue
+            kind = message.get("type")
+            if kind == "token":
+                result.text += message["text"]
+                on_text(message["text"])
+            elif kind == "audio":
+                encoding = str(message.get("encoding", "pcm16")).lower()
+                result.audio_format = AudioFormat(
+                    int(message.get("sample_rate", 16000)),
+                    "mulaw" if "mulaw" in encoding else "pcm16",
+                    int(message.get("channels", 1)),
+                )
+            elif kind == "done":
+                result.finish_reason = str(message.get("finish_reason", ""))
+                return result
+            elif kind == "error":
+                if message.get("code") == "UNAVAILABLE":
+                    self.close()
+                    raise Unavailable(f"{self.url}: {message.get('message', '')}")
+                raise ServerError(str(message.get("code")), str(message.get("message", "")))
+
+    def _lost(self, result: TurnResult, why: str, closed: bool) -> Unavailable:
+        """The connection failed (``why``; ``closed``: it closed, else it went quiet): closed here, and the error to
+        raise: unreachable before the reply started, lost after."""
+        self.close()
+        if result.text:
+            return ConnectionLost(f"{self.url}: connection lost ({why})")
+        return Unavailable(f"{self.url}: {f'connection closed ({why})' if closed else why}")
 
 
 class ChatClient:

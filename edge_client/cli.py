@@ -10,6 +10,7 @@ message) or an API key the server refused (or did not get), 130 interrupted.
 from __future__ import annotations
 
 import argparse
+import codecs
 import json
 import logging
 import math
@@ -20,7 +21,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from edge_client.cli_common import emit, manifest_of, open_named, subcommand
+from edge_client.cli_common import emit, manifest_of, open_named, stdin_bytes, subcommand
 from edge_client.cli_images import add_classify_image, add_generate_image
 from edge_client.runtime import BACKENDS
 from server.errors import AntiphonError, DeviceError, InvalidArgument, ModelFileError, Unauthenticated
@@ -33,7 +34,8 @@ log = logging.getLogger("antiphon.edge")
 DEFAULT_MODELS = Path("runs/export")
 STEP_MODELS = ("text_small_step", "text_step")  # offline chat: the small one where the export has it
 MAX_THREADS = 64  # interpreter threads; more only adds start-up time on any board this runs on
-# the server's sampling limits (server/sampling.py, its default --max-tokens), checked here too for offline turns
+# the server's sampling limits (server/sampling.py: its largest max_tokens; a server's --max-tokens, 2048 by default,
+# may be lower), checked here too for offline turns
 MAX_TEMPERATURE = 100.0
 MAX_TOKENS = 4096
 MAX_SEED = 2**64 - 1
@@ -67,17 +69,30 @@ def _utf8(flag: str, value: str | None) -> None:
         raise InvalidArgument(flag, "is not valid UTF-8 text") from None
 
 
-def _stdin_text() -> str:
-    """Standard input as UTF-8 text, whatever the locale says."""
+def _stdin_text(keep: int) -> str:
+    """Standard input as UTF-8 text, whatever the locale says, read a piece at a time so that memory stays bounded
+    however long it is: its last ``keep`` characters, after the last non-blank character before them if there is
+    one (so that a text blank only at its end is not taken for an empty one)."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    source = stdin_bytes()
+    tail, before = "", ""
     try:
-        return sys.stdin.buffer.read().decode("utf-8")
+        while True:
+            data = source.read(1 << 16)
+            tail += decoder.decode(data, final=not data)
+            if len(tail) > keep:
+                cut, tail = tail[:-keep], tail[-keep:]
+                if cut.strip():
+                    before = cut.rstrip()[-1]
+            if not data:
+                return before + tail
     except UnicodeDecodeError:
         raise InvalidArgument("standard input", "is not UTF-8 text") from None
 
 
 def _stdin_lines() -> Iterator[str]:
     """Standard input's lines as UTF-8 text, without their line ends, whatever the locale says."""
-    for number, line in enumerate(sys.stdin.buffer, 1):
+    for number, line in enumerate(stdin_bytes(), 1):
         try:
             yield line.decode("utf-8").rstrip("\r\n")
         except UnicodeDecodeError:
@@ -86,14 +101,13 @@ def _stdin_lines() -> Iterator[str]:
 
 # -- classify ----------------------------------------------------------------
 def _classify_audio(args: argparse.Namespace) -> int:
-    from edge_client.audio import read_wav
+    from edge_client.audio import wav_chunks
     from edge_client.kws import KeywordModel
 
     kws = KeywordModel(open_named(args, args.model))
-    hop = kws.sample_rate // 4
+    hop = max(1, kws.sample_rate // 4)
     for path in args.files:
-        clip = read_wav(Path(path), kws.sample_rate)
-        p, at = kws.classify_clip(clip, hop)
+        p, at = kws.classify_stream(wav_chunks(Path(path), kws.sample_rate), hop)  # an hour's file in bounded memory
         order = p.argsort()[::-1][:3]
         top = [{"label": kws.labels[i], "score": round(float(p[i]), 4)} for i in order]
         record = {"file": path, "label": top[0]["label"], "score": top[0]["score"], "window_s": at, "top": top}
@@ -105,8 +119,9 @@ def _classify_text(args: argparse.Namespace) -> int:
     from edge_client.text import TextClassifier
 
     _utf8("TEXT", args.text)
-    text = _stdin_text() if args.text == "-" else args.text
-    verdict = TextClassifier(open_named(args, args.model)).classify(text)
+    classifier = TextClassifier(open_named(args, args.model))
+    text = _stdin_text(keep=classifier.length) if args.text == "-" else args.text  # only the last window counts
+    verdict = classifier.classify(text)
     record = {"label": verdict.label, "score": round(verdict.score, 4), "scores": verdict.scores}
     emit(args, record, f"{verdict.label} ({verdict.score:.2f})")
     return 0
@@ -114,13 +129,17 @@ def _classify_text(args: argparse.Namespace) -> int:
 
 # -- listen ------------------------------------------------------------------
 def _listen(args: argparse.Namespace) -> int:
-    from edge_client.audio import MAX_CHANNELS, MAX_SAMPLE_RATE, Microphone, stdin_bytes, stream_chunks
+    from edge_client.audio import MAX_CHANNELS, MAX_SAMPLE_RATE, Microphone, stream_chunks
     from edge_client.kws import KeywordModel, Listener, ListenOptions
 
     _in_range("--rate", args.rate, 1, MAX_SAMPLE_RATE)
     _in_range("--channels", args.channels, 1, MAX_CHANNELS)
-    kws = KeywordModel(open_named(args, args.model))
     options = ListenOptions(args.hop, args.smooth, args.threshold, args.refractory)
+    try:
+        options.validate()
+    except InvalidArgument as exc:  # the options name their fields; here those are flags
+        raise InvalidArgument(f"--{exc.field}", exc.reason) from None
+    kws = KeywordModel(open_named(args, args.model))
     listener = Listener(kws, options)
     if args.device == "-":
         chunks = stream_chunks(stdin_bytes(), "standard input", kws.sample_rate, args.rate, args.channels)
@@ -236,6 +255,11 @@ def _check_chat(args: argparse.Namespace) -> None:
     _in_range("--backoff", args.backoff, 0.0, MAX_BACKOFF_S)
     _in_range("--connect-timeout", args.connect_timeout, 0.0, MAX_TIMEOUT_S, above=True)
     _in_range("--stall-timeout", args.stall_timeout, 0.0, MAX_TIMEOUT_S, above=True)
+    if args.speak_to is not None:  # checked now: a reply's audio is only written once its turn has ended
+        if args.speak_to.is_dir():
+            raise InvalidArgument("--speak-to", f"{args.speak_to} is a folder; give a file name such as reply.wav")
+        if not args.speak_to.parent.is_dir():
+            raise InvalidArgument("--speak-to", f"{args.speak_to.parent} is not a folder")
 
 
 def _speak(result: TurnResult, to: Path | None, notify: Callable[[str], None]) -> None:
@@ -247,7 +271,10 @@ def _speak(result: TurnResult, to: Path | None, notify: Callable[[str], None]) -
     rate = result.audio_format.sample_rate if result.audio_format else 16000
     wav = encode_wav(result.samples(), rate)
     if to is not None:
-        to.write_bytes(wav)
+        try:
+            to.write_bytes(wav)
+        except OSError as exc:
+            raise InvalidArgument("--speak-to", f"cannot write {to} ({exc.strerror or exc})") from None
         notify(f"wrote the spoken reply to {to}")
         return
     try:
@@ -353,6 +380,10 @@ def build_parser() -> argparse.ArgumentParser:
         description="The word said in each WAV file (any sample rate and channel count: mixed down and resampled "
         "to the model's rate). A clip longer than the model's window (1 s) is read window by window and the "
         "most word-like window is reported. Prints `FILE: label (score)`, or one JSON object per file.",
+        examples=(
+            "antiphon-edge classify audio --models DIR yes.wav seven.wav",
+            "antiphon-edge classify audio --models DIR --json recording-48k-stereo.wav",
+        ),
     )
     p.add_argument("files", nargs="+", metavar="FILE", help="WAV files")
     p = subcommand(
@@ -365,6 +396,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="a text's label (the textdisc model)",
         description="The label of a text (e.g. human or machine) from the text discriminator. Characters map to "
         "ids by the manifest's vocabulary; the text is cut or padded to the model's length.",
+        examples=(
+            'antiphon-edge classify text --models DIR "Good night, sweet prince."',
+            'echo "some text" | antiphon-edge classify text --models DIR -',
+        ),
     )
     p.add_argument("text", metavar="TEXT", help="the text, or - to read it from standard input")
     add_classify_image(kinds, common)
@@ -391,13 +426,24 @@ def build_parser() -> argparse.ArgumentParser:
         "below half the threshold. One line per word: `TIME s  WORD  (SCORE)`, or JSON. "
         "`--device -` reads standard input: a WAV stream, or raw PCM16 LE (--rate, --channels); otherwise "
         "`arecord` records from ALSA device --device (default: the default device).",
+        examples=(
+            "antiphon-edge listen --models DIR",
+            "antiphon-edge listen --models DIR --device plughw:1,0 --json",
+            'espeak-ng --stdout "three and seven" | antiphon-edge listen --models DIR --device -',
+            "arecord -t raw -f S16_LE -r 44100 -c 2 | antiphon-edge listen --models DIR --device - --rate 44100 "
+            "--channels 2",
+        ),
     )
     p.add_argument("--device", default=None, help="ALSA capture device (arecord -D), or - for standard input")
-    p.add_argument("--hop", type=float, default=0.25, help="seconds between windows (default: 0.25)")
-    p.add_argument("--smooth", type=int, default=3, help="windows whose posteriors are averaged (default: 3)")
-    p.add_argument("--threshold", type=float, default=0.6, help="smoothed posterior to report a word (default: 0.6)")
-    p.add_argument("--refractory", type=float, default=1.0, help="seconds with no word after one (default: 1)")
-    p.add_argument("--rate", type=int, default=16000, help="sample rate of raw PCM on standard input (default: 16000)")
+    p.add_argument("--hop", type=float, default=0.25, help="seconds between windows, 0.01 to 1 (default: 0.25)")
+    p.add_argument("--smooth", type=int, default=3, help="windows whose posteriors are averaged, 1 to 20 (default: 3)")
+    p.add_argument(
+        "--threshold", type=float, default=0.6, help="smoothed posterior to report a word, over 0 to 1 (default: 0.6)"
+    )
+    p.add_argument("--refractory", type=float, default=1.0, help="seconds with no word after one, 0 to 10 (default: 1)")
+    p.add_argument(
+        "--rate", type=int, default=16000, help="sample rate of raw PCM on standard input, in Hz (default: 16000)"
+    )
     p.add_argument("--channels", type=int, default=1, help="channels of raw PCM on standard input (default: 1)")
 
     p = subcommand(
@@ -413,6 +459,11 @@ def build_parser() -> argparse.ArgumentParser:
         "answers with its own step model (text_small_step, else text_step) and says so on standard error; the "
         "next turn tries the server again. A refused API key is an error (exit code 2), never answered offline. "
         "--speak asks for the reply's audio and plays it with aplay (--speak-to writes a WAV).",
+        examples=(
+            "antiphon-edge chat --models DIR --server grpc://pi-server:50051",
+            'antiphon-edge chat --models DIR --server ws://pi-server:8765/ --message "Good night." --json',
+            "ANTIPHON_API_KEY=KEY antiphon-edge chat --models DIR --server wss://server:8765/ --ca-file ca.pem",
+        ),
     )
     p.add_argument(
         "--server",
@@ -473,6 +524,10 @@ def build_parser() -> argparse.ArgumentParser:
         "report load time, resident memory added, and per-inference latency (median, 90th percentile) over "
         "--seconds of runs (for an image model: per image); step models also report sampled offline generation "
         "in tokens/s, image generators images/s (--images images from seeds, the latent drawn for each).",
+        examples=(
+            "antiphon-edge bench --models DIR",
+            "antiphon-edge bench --models DIR --only kws,digits --backend onnxruntime --json",
+        ),
     )
     p.add_argument("--only", type=_comma_list, default=None, metavar="NAMES", help="comma-separated model names")
     p.add_argument("--seconds", type=float, default=1.0, help="seconds of runs per file (default: 1)")

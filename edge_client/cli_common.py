@@ -1,13 +1,15 @@
 """What the ``antiphon-edge`` commands share: opening the manifest's models as ``--models``, ``--model`` and the
-backend options say, printing a result as text or ``--json``, and a subcommand with the shared options."""
+backend options say, printing a result as text or ``--json``, standard input's bytes, and a subcommand with the
+shared options."""
 
 from __future__ import annotations
 
 import argparse
 import json
-from collections.abc import Callable
+import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, BinaryIO
 
 from server.errors import InvalidArgument
 
@@ -49,6 +51,13 @@ def open_model(args: argparse.Namespace, default: str | Callable[[Manifest], str
     return manifest.open(name, args.backend, args.precision, args.threads)
 
 
+def stdin_bytes() -> BinaryIO:
+    """Standard input's bytes; a closed standard input (``<&-``: no file at all) is an InvalidArgument."""
+    if sys.stdin is None:
+        raise InvalidArgument("standard input", "is closed; give the input through a pipe or a file")
+    return sys.stdin.buffer
+
+
 def emit(args: argparse.Namespace, record: dict[str, object], text: str) -> None:
     print(json.dumps(record) if args.json else text, flush=True)
 
@@ -64,13 +73,27 @@ def subcommand(
     help: str,
     description: str,
     model_help: str | None = None,
+    examples: Sequence[str] = (),
 ) -> argparse.ArgumentParser:
     """A command with the shared model options, ``--json`` and, for commands that run one manifest model,
-    ``--model`` (default ``model``; ``model_help`` where it takes more than a name)."""
-    p: argparse.ArgumentParser = parent.add_parser(name, parents=[common], help=help, description=description)
+    ``--model`` (default ``model``; ``model_help`` where it takes more than a name); ``examples``: command lines
+    shown at the end of its ``--help``."""
+    epilog = "examples:\n" + "".join(f"  {line}\n" for line in examples) if examples else None
+    p: argparse.ArgumentParser = parent.add_parser(
+        name, parents=[common], help=help, description=description, epilog=epilog, formatter_class=_Formatter
+    )
     if model is not None:
         shown = model_help.format(model=model) if model_help else f"manifest model name (default: {model})"
         p.add_argument("--model", default=model or None, metavar="MODEL", help=shown)
     p.add_argument("--json", action="store_true", help=json_help)
     p.set_defaults(func=func)
     return p
+
+
+class _Formatter(argparse.HelpFormatter):
+    """Wraps a command's description to the terminal; keeps its examples (the epilog) line by line."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        if text.startswith("examples:\n"):
+            return "".join(indent + line for line in text.splitlines(keepends=True))
+        return super()._fill_text(text, width, indent)

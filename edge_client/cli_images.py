@@ -134,6 +134,10 @@ def add_classify_image(kinds: argparse._SubParsersAction, common: argparse.Argum
         "real or generated, with the probability of that verdict: grey levels as they are (light on black, as "
         "Fashion-MNIST), averaged down from a whole multiple of the model's side (a `generate image --scale` "
         "output) or else resized; judged under --class, or by the mean over classes when none is given.",
+        examples=(
+            "antiphon-edge classify image --models DIR digit.png",
+            "antiphon-edge classify image --model DIR/dcgan_discriminator.int8.onnx --class Trouser trouser.png",
+        ),
     )
     p.add_argument("files", nargs="+", metavar="FILE", help="PNG, PGM, JPEG or .npy files")
     p.add_argument(
@@ -171,6 +175,11 @@ def add_generate_image(outputs: argparse._SubParsersAction, common: argparse.Arg
         "the server's sampler draws: the same seed and class give the server's image. A class-conditional "
         "generator needs --class (a label name or its index); an unconditional one takes none. Auto precision "
         "takes the float32 file (torch's images); --precision int8 the int8 one.",
+        examples=(
+            "antiphon-edge generate image --model DIR --class Trouser -o trouser.png",
+            "antiphon-edge generate image --model DIR --class 'ankle boot' --seed 7 --count 16 --scale 4 -o boots.png",
+            "antiphon-edge generate image --model DIR/vae_decoder.int8.tflite --count 8 -o vae.png",
+        ),
     )
     p.add_argument("-o", "--out", required=True, metavar="FILE.png", help="the PNG to write")
     p.add_argument(

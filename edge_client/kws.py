@@ -48,16 +48,33 @@ class KeywordModel:
         """A clip of any length -> (posteriors of its most word-like window, that window's start in seconds).
 
         A clip shorter than a window is centred in silence; a longer one is read window by window."""
-        if len(clip) <= self.window:
-            pad = self.window - len(clip)
-            return self.posteriors(np.pad(clip, (pad // 2, pad - pad // 2))), 0.0
+        return self.classify_stream([clip], hop)
+
+    def classify_stream(self, chunks: Iterable[np.ndarray], hop: int) -> tuple[np.ndarray, float]:
+        """:meth:`classify_clip` of the chunks' concatenation, holding no more than a window and a chunk at once."""
+        buffer = np.zeros(0, dtype=np.float32)  # the stream from sample ``start`` on
+        start, total = 0, 0
         best, best_score, best_at = None, -1.0, 0
-        for start in range(0, len(clip) - self.window + hop, hop):
-            chunk = clip[start : start + self.window]
-            p = self.posteriors(np.pad(chunk, (0, self.window - len(chunk))))
+
+        def consider(window: np.ndarray, at: int) -> None:
+            nonlocal best, best_score, best_at
+            p = self.posteriors(np.pad(window, (0, self.window - len(window))))
             score = float(p[self.words].max()) if self.words else float(p.max())
             if score > best_score:
-                best, best_score, best_at = p, score, start
+                best, best_score, best_at = p, score, at
+
+        for chunk in chunks:
+            buffer = np.concatenate([buffer, np.asarray(chunk, dtype=np.float32)])
+            total += len(chunk)
+            # windows start at 0, hop, ...; once the clip is longer than a window, every whole one counts
+            while total > self.window and len(buffer) >= self.window:
+                consider(buffer[: self.window], start)
+                buffer, start = buffer[hop:], start + hop
+        if total <= self.window:
+            pad = self.window - total
+            return self.posteriors(np.pad(buffer, (pad // 2, pad - pad // 2))), 0.0
+        if start < total - self.window + hop:  # the last window, cut off by the end and padded with silence
+            consider(buffer, start)
         assert best is not None
         return best, best_at / self.sample_rate
 

@@ -125,6 +125,23 @@ def test_resampling_removes_what_16k_cannot_hold() -> None:
     assert np.sqrt(np.mean(y[300:-300] ** 2)) < 1e-3
 
 
+@pytest.mark.parametrize(("rate_in", "rate_out"), [(44100, 16000), (8000, 16000), (48000, 16000), (7, 3)])
+def test_resampler_computes_its_formula(rate_in: int, rate_out: int) -> None:
+    """Output m is the sum over inputs k of x[k] * filter[m * down + center - k * up] (the filter's precomputed
+    phases read the same taps as the formula)."""
+    x = np.random.default_rng(rate_in).normal(0, 0.3, 300).astype(np.float32)
+    r = Resampler(rate_in, rate_out)
+    y = resample(x, rate_in, rate_out)
+    taps = np.asarray(r.filter, dtype=np.float64)
+    expected = []
+    for m in range(len(y)):
+        index = m * r.down + r.center - np.arange(len(x)) * r.up
+        inside = (index >= 0) & (index < len(taps))
+        expected.append(float((x[inside] * taps[index[inside]]).sum()))
+    assert len(y) == -(-len(x) * r.up // r.down)
+    assert np.abs(y - np.array(expected)).max() < 1e-5
+
+
 def test_streaming_resampler_equals_one_call() -> None:
     """Chunks of any size give exactly the samples of one whole-signal call."""
     x = np.random.default_rng(0).normal(0, 0.1, 30000).astype(np.float32)
@@ -160,3 +177,27 @@ def test_unreadable_wav_is_named(tmp_path: Path, data: bytes, message: str) -> N
     with pytest.raises(InvalidArgument, match=message) as info:
         read_wav(path, 16000)
     assert info.value.field == str(path)
+
+
+def rf64_bytes(samples: np.ndarray, rate: int, magic: bytes = b"RF64", trailer: bytes = b"") -> bytes:
+    """Mono float samples as a 16-bit RF64 file (ffmpeg's form past 4 GB): 32-bit sizes of 0xFFFFFFFF, the data
+    size in a ds64 chunk; ``trailer``: a chunk after the data."""
+    data = np.round(samples * 32767).astype("<i2").tobytes()
+    ds64 = struct.pack("<QQQI", 0, len(data), len(samples), 0)
+    fmt = struct.pack("<HHIIHH", 1, 1, rate, rate * 2, 2, 16)
+    body = b"WAVE" + b"ds64" + struct.pack("<I", len(ds64)) + ds64 + b"fmt " + struct.pack("<I", len(fmt)) + fmt
+    return magic + b"\xff\xff\xff\xff" + body + b"data\xff\xff\xff\xff" + data + trailer
+
+
+@pytest.mark.parametrize("magic", [b"RF64", b"BW64"])
+def test_rf64_file_and_stream_are_read_to_their_data_size(tmp_path: Path, magic: bytes) -> None:
+    """An RF64 (or BW64) WAV is read up to the ds64 chunk's data size, from a file and from a stream alike; not
+    refused as a file, nor read as raw PCM from a pipe."""
+    x = tone(440, 16000, 0.5)
+    data = rf64_bytes(x, 16000, magic, trailer=b"LIST\x04\x00\x00\x00INFO")
+    path = tmp_path / "long.wav"
+    path.write_bytes(data)
+    from_file = read_wav(path, 16000)
+    from_stream = np.concatenate(list(stream_chunks(io.BytesIO(data), "standard input", 16000)))
+    assert len(from_file) == len(from_stream) == len(x)
+    assert np.abs(from_file - x).max() < 1e-4 and np.array_equal(from_file, from_stream)

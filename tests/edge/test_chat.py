@@ -418,3 +418,44 @@ def test_chat_answers_on_the_device_when_the_server_stops_answering(edge_files: 
     chat.stderr.close()
     assert chat.returncode == 0, log
     assert "Traceback" not in log
+
+
+@pytest.mark.parametrize(("target", "message"), [("missing/reply.wav", "is not a folder"), (".", "is a folder")])
+def test_speak_to_that_cannot_be_written_exits_2_before_any_turn(
+    edge_files: EdgeFiles, tmp_path: Path, target: str, message: str
+) -> None:
+    """--speak-to in a folder that does not exist, or naming a folder, is refused before the first turn (not after
+    the reply, with a traceback); exit 2."""
+    path = tmp_path / target
+    done = run_edge(
+        *_chat(edge_files, f"grpc://127.0.0.1:{free_port()}", "--retries", "0"),
+        "--message",
+        "Hello there.",
+        "--speak-to",
+        str(path),
+    )
+    assert done.returncode == 2, done.stderr
+    assert f"antiphon-edge: error: --speak-to: {path if target == '.' else path.parent} {message}" in done.stderr
+    assert "answering on this device" not in done.stderr and "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize("transport", ["grpc", "ws"])
+def test_closed_standard_output_is_not_a_lost_connection(
+    edge_files: EdgeFiles, server: RunningServer, transport: str
+) -> None:
+    """Standard output closed by its reader (``| head -c 1``) ends the run quietly, exit 0: the broken pipe is not
+    reported as a connection lost mid-reply."""
+    chat = subprocess.Popen(
+        [*edge_python(), "-m", "edge_client", *_chat(edge_files, _url(server, transport), *SEEDED)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=edge_env(),
+        cwd=REPO,
+    )
+    assert chat.stdout is not None
+    chat.stdout.close()  # the reader is gone before the first token
+    _, err = chat.communicate(b"Good night, my lord.\nWhere is the king?\n", timeout=timeout(60))
+    log = err.decode()
+    assert chat.returncode == 0, log
+    assert "connection lost" not in log and "Broken pipe" not in log and "Traceback" not in log

@@ -3,18 +3,24 @@ for every bad input."""
 
 from __future__ import annotations
 
+import argparse
+import io
 import json
 import shutil
 import struct
 import subprocess
+import sys
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
 from edge_client.manifest import Manifest
-from tests.edge.conftest import BACKENDS, EdgeFiles, emulated, run_edge
-from tests.edge.test_audio import wav_bytes
+from tests.conftest import timeout
+from tests.edge.conftest import BACKENDS, REPO, EdgeFiles, edge_env, edge_python, emulated, run_edge
+from tests.edge.test_audio import tone, wav_bytes
 from tests.edge.test_image import png_bytes
 
 needs_espeak = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng renders the test speech")
@@ -433,12 +439,17 @@ def _one_line_error(done: subprocess.CompletedProcess[str], code: int, message: 
         (["--rate", "99999999999"], "--rate: must be in 1..384000, got 99999999999"),
         (["--channels", "0"], "--channels: must be in 1..256, got 0"),
         (["--channels", "-1"], "--channels: must be in 1..256, got -1"),
+        (["--hop", "5"], "--hop: must be in [0.01, 1] seconds, got 5.0"),
+        (["--smooth", "0"], "--smooth: must be 1..20 windows, got 0"),
+        (["--threshold", "nan"], "--threshold: must be in (0, 1], got nan"),
+        (["--refractory", "-1"], "--refractory: must be 0..10 seconds, got -1.0"),
     ],
 )
 def test_listen_raw_pcm_rate_and_channels_out_of_range_exit_2(
     edge_files: EdgeFiles, flags: list[str], message: str
 ) -> None:
-    """listen --device - names a --rate or --channels out of range; exit 2."""
+    """listen --device - names a flag out of range (--rate, --channels, and the window's --hop, --smooth,
+    --threshold, --refractory); exit 2."""
     done = run_edge("listen", "--models", str(edge_files.export), "--device", "-", *flags, stdin=b"\x00" * 64000)
     _one_line_error(done, 2, message)
 
@@ -596,3 +607,148 @@ def test_generate_image_refuses_a_name_other_than_png(edge_files: EdgeFiles, tmp
     done = run_edge("generate", "image", "--models", str(edge_files.export), "--class", "Bag", "-o", str(out))
     _one_line_error(done, 2, f"--out: {out}: the picture is written as PNG; give a file name ending in .png")
     assert not out.exists()
+
+
+def test_classify_image_refuses_a_decompression_bomb_as_too_large(edge_files: EdgeFiles, tmp_path: Path) -> None:
+    """A PNG whose header claims 100,000 x 100,000 pixels (Pillow refuses it at open) is too large, not corrupt."""
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", 100_000, 100_000, 8, 0, 0, 0, 0)
+    path = tmp_path / "bomb.png"
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b"")
+    )
+    done = run_edge("classify", "image", "--models", str(edge_files.export), str(path))
+    _one_line_error(done, 2, f"{path}: image too large, at most 16777216 pixels (Image size (10000000000 pixels)")
+    assert "corrupt" not in done.stderr
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["listen", "--device", "-"],
+        ["classify", "text", "-"],
+        ["chat", "--server", "grpc://127.0.0.1:1", "--retries", "0"],
+    ],
+)
+def test_closed_standard_input_exits_2(edge_files: EdgeFiles, args: list[str]) -> None:
+    """A command reading standard input started with it closed (``<&-``) says so; exit 2, no traceback."""
+    command = [*edge_python(), "-m", "edge_client", *args, "--models", str(edge_files.export)]
+    done = subprocess.run(
+        ["sh", "-c", 'exec "$@" <&-', "sh", *command],
+        capture_output=True,
+        text=True,
+        env=edge_env(),
+        cwd=REPO,
+        timeout=timeout(60),
+        check=False,
+    )
+    _one_line_error(done, 2, "standard input: is closed; give the input through a pipe or a file")
+
+
+def test_classify_audio_reads_a_long_wav_in_bounded_memory(
+    edge_files: EdgeFiles, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two minutes of 16 kHz audio in 4 channels (15 MB) are classified a chunk at a time: NumPy never holds the whole
+    file nor all its samples (before, 52 MiB here, growing with the length), so an hour's recording fits a small
+    board."""
+    import tracemalloc
+
+    from edge_client.cli import main
+
+    path = tmp_path / "long.wav"
+    frames = np.zeros((120 * 16000, 4), dtype=np.float32)
+    frames[60 * 16000 : 61 * 16000] = tone(440, 16000)[:, None]
+    path.write_bytes(wav_bytes(frames, 16000))
+    del frames
+    monkeypatch.setenv("GRPC_VERBOSITY", "ERROR")  # what main sets, undone after the test
+    tracemalloc.start()
+    try:
+        code = main(
+            ["classify", "audio", "--models", str(edge_files.export), "--backend", BACKENDS[0], "--json", str(path)]
+        )
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert code == 0
+    (record,) = json_lines(capsys.readouterr().out)
+    assert record["file"] == str(path)
+    assert peak < 8 * 2**20, f"peak {peak / 2**20:.1f} MiB"
+
+
+class _Repeated(io.RawIOBase):
+    """``count`` copies of ``piece`` and then ``end``, made as they are read (never held whole)."""
+
+    def __init__(self, piece: bytes, count: int, end: bytes) -> None:
+        self.piece, self.left, self.end = piece, count, end
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        if self.left > 0:
+            n = min(self.left, len(buffer) // len(self.piece))
+            data = self.piece * max(1, n)
+            self.left -= max(1, n)
+        else:
+            data, self.end = self.end, b""
+        buffer[: len(data)] = data
+        return len(data)
+
+
+@pytest.mark.parametrize("end", [b"A dog barks.", b"A dog barks." + b" " * 300 + b"\n"])
+def test_classify_text_reads_long_standard_input_in_bounded_memory(
+    edge_files: EdgeFiles, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, end: bytes
+) -> None:
+    """16 MB of text on standard input give the label of their end (what the discriminator reads) while NumPy and
+    Python hold no more than a few pieces of it (before: the bytes and the text whole, 32 MiB); a text blank only at
+    its end is not taken for an empty one."""
+    import tracemalloc
+
+    from edge_client.cli import main
+
+    monkeypatch.setenv("GRPC_VERBOSITY", "ERROR")  # what main sets, undone after the test
+    flags = ["classify", "text", "--models", str(edge_files.export), "--backend", BACKENDS[0], "--json"]
+    piece = b"Good night, sweet prince: and flights of angels sing thee to thy rest! "
+    assert main([*flags, (piece * 20 + end).decode()]) == 0
+    expected = json_lines(capsys.readouterr().out)
+    source = _Repeated(piece, 16 * 2**20 // len(piece), end)
+    stdin = io.TextIOWrapper(io.BufferedReader(source), encoding="utf-8")
+    monkeypatch.setattr(sys, "stdin", stdin)
+    tracemalloc.start()
+    try:
+        code = main([*flags, "-"])
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert code == 0 and source.left == 0 and source.end == b""  # read to its end
+    assert json_lines(capsys.readouterr().out) == expected
+    assert peak < 4 * 2**20, f"peak {peak / 2**20:.1f} MiB"
+
+
+def test_every_command_help_ends_with_examples() -> None:
+    """Each command's --help gives its flags' defaults and ends with example command lines of that command, one a
+    line as written."""
+    from edge_client.cli import build_parser
+
+    def leaves(parser: argparse.ArgumentParser) -> Iterator[tuple[str, argparse.ArgumentParser]]:
+        actions = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+        if not actions:
+            yield parser.prog, parser
+        for action in actions:
+            for sub in action.choices.values():
+                yield from leaves(sub)
+
+    found = dict(leaves(build_parser()))
+    assert set(found) == {
+        f"antiphon-edge {c}"
+        for c in ("classify audio", "classify text", "classify image", "generate image", "listen", "chat", "bench")
+    }
+    for prog, parser in found.items():
+        text = parser.format_help()
+        examples = text[text.index("\nexamples:\n") :].splitlines()[2:]
+        assert examples and all(line.startswith("  ") and prog in line for line in examples), text
+        assert "(default: " in text
