@@ -26,7 +26,8 @@ from server.engine.requests import AudioRequest
 from server.errors import FailedPrecondition
 from server.transport.wire import encode_codes
 
-PLAYER = ("aplay", "-q", "-t", "raw", "-f", "S16_LE", "-r", str(SAMPLE_RATE), "-c", "1", "-")
+# not -q: it hides aplay's own error too ("audio open error: No such file or directory" on a machine without sound)
+PLAYER = ("aplay", "-t", "raw", "-f", "S16_LE", "-r", str(SAMPLE_RATE), "-c", "1", "-")
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,7 @@ class _Sink:
 
     def __init__(self, out: Path | None, stack: ExitStack) -> None:
         self.player: subprocess.Popen[bytes] | None = None
+        self.player_failed = False  # a failure of the player already raised (it is not raised again at the close)
         self.wav: wave.Wave_write | None = None
         if out is None:
             if shutil.which(PLAYER[0]) is None:
@@ -79,19 +81,26 @@ class _Sink:
             self.player.stdin.write(pcm)
             self.player.stdin.flush()
         except BrokenPipeError:
+            self.player_failed = True
             raise FailedPrecondition(f"out: the player stopped: {self._player_error()}") from None
 
     def _player_error(self) -> str:
         assert self.player is not None and self.player.stderr is not None
         self.player.wait(timeout=5)
-        return self.player.stderr.read().decode("utf-8", "replace").strip() or f"exit code {self.player.returncode}"
+        said = self.player.stderr.read().decode("utf-8", "replace").strip().splitlines()
+        why = said[-1] if said else f"exit code {self.player.returncode}"  # its last line says what failed
+        return f"{why} (no sound card? write a file with -o FILE)"
 
     def _close_player(self) -> None:
         assert self.player is not None and self.player.stdin is not None
+        assert self.player.stderr is not None
         with suppress(BrokenPipeError):
             self.player.stdin.close()
-        if self.player.wait(timeout=60) != 0:
-            raise FailedPrecondition(f"out: aplay failed: {self._player_error()}")
+        try:
+            if self.player.wait(timeout=60) != 0 and not self.player_failed:  # (a failure told once)
+                raise FailedPrecondition(f"out: aplay failed: {self._player_error()}")
+        finally:
+            self.player.stderr.close()
 
 
 async def say(options: SayOptions) -> SayResult:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import wave
 from pathlib import Path
 
@@ -80,3 +81,23 @@ def test_say_refuses_an_out_it_cannot_write(
     assert run(["say", "one", "-o", str(tmp_path / out), "--checkpoint", str(tiny_audio_checkpoint)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("antiphon: error: out: ") and message in err
+
+
+def test_a_player_that_cannot_play_says_why(
+    tiny_audio_checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Played aloud where there is no sound card, aplay's own reason is told (it was "exit code 1": aplay -q hid
+    it), with the way out; here an aplay on PATH that fails as Debian's does on a machine without sound."""
+    fake = tmp_path / "bin" / "aplay"
+    fake.parent.mkdir()
+    fake.write_text(
+        "#!/bin/sh\ncat >/dev/null\n"
+        'echo "ALSA lib pcm.c:2666:(snd_pcm_open_noupdate) Unknown PCM default" >&2\n'
+        'echo "aplay: main:831: audio open error: No such file or directory" >&2\nexit 1\n',
+        encoding="utf-8",
+    )
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake.parent}:{os.environ['PATH']}")
+    assert run(["say", "one", "--seed", "1", "--checkpoint", str(tiny_audio_checkpoint)]) == 1
+    err = capsys.readouterr().err
+    assert "aplay: main:831: audio open error: No such file or directory (no sound card? write a file with -o" in err

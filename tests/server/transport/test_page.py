@@ -315,6 +315,9 @@ async def test_recording_a_word_answers_with_labels_or_a_message(
     server = await start_server(classifiers=("kws",))
     await open_page(page, server)
     await until(lambda: page.find_element(By.ID, "classify-word").is_displayed())
+    hint = page.find_element(By.CSS_SELECTOR, "#classify-word .hint").text
+    labels = server.models.classifier_infos()[0].labels  # what the spotter hears: the page names those words
+    assert "zero to nine" in hint and {"zero", "nine", "unknown"} <= set(labels) and "yes" not in labels
     await asyncio.to_thread(page.find_element(By.ID, "record").click)
     outcome = await until(lambda: label_rows(page) or page.find_element(By.ID, "classify-error").text, seconds=20)
     assert (isinstance(outcome, list) and len(outcome) == 3) or str(outcome).startswith("Microphone: ")
