@@ -36,7 +36,7 @@ from server.audio.features import MelFrames
 from server.audio.model import WaveNet, WaveNetConfig
 from server.audio.options import AudioTrainOptions
 from server.device import autocast_dtype, resolve_device
-from server.errors import CheckpointError, InvalidArgument
+from server.errors import InvalidArgument
 from server.model_card import ModelCard, snapshot_of, started_from
 from server.provenance import stamp
 from server.training import TrainLoop, init_distributed, state_path
@@ -72,7 +72,11 @@ class AudioTrainer(TrainLoop):
         self.data_sha256 = data_hash(self.train_set)
         if resume is not None:
             if resume["data_sha256"] != self.data_sha256:
-                raise CheckpointError(f"{state_path(opts.out)} was trained on other data; train afresh")
+                raise InvalidArgument(  # the command line's mistake: exit 2
+                    "resume",
+                    f"{state_path(opts.out)} was trained on other data; give that run's data flags (--lines, "
+                    "--number-renderings, ...), or train afresh without --resume",
+                )
             config = WaveNetConfig(**resume["config"])
         elif start is not None:
             config = start.config  # its mel statistics too: the weights expect its normalisation

@@ -20,7 +20,7 @@ import torch
 import torch.distributed as dist
 
 from server.checkpoint import read_meta
-from server.errors import CheckpointError
+from server.errors import InvalidArgument
 from server.image.cards import CARDS
 from server.image.checkpoint import save_image_model
 from server.image.data import ImageSet, load_images
@@ -57,7 +57,11 @@ class ImageTrainer(TrainLoop):
         self.rng = np.random.default_rng([opts.seed, self.dist.rank])
         self.resume = self._read_resume_state() if opts.resume else None
         if self.resume is not None and self.resume["data_sha256"] != self.train_set.sha256:
-            raise CheckpointError(f"{state_path(opts.out)} was trained on other data; train afresh")
+            raise InvalidArgument(  # the command line's mistake: exit 2
+                "resume",
+                f"{state_path(opts.out)} was trained on other data; give that run's --dataset and --train-limit, or "
+                "train afresh without --resume",
+            )
 
     # -- for families ------------------------------------------------------------------------------------------
     def prepare(self, images: np.ndarray) -> np.ndarray:

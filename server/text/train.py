@@ -22,7 +22,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from server.data.shakespeare import DOCUMENT_SEPARATOR, Corpus, load_corpus
 from server.device import autocast_dtype, resolve_device
-from server.errors import CheckpointError, InvalidArgument
+from server.errors import InvalidArgument
 from server.model_card import ModelCard, snapshot_of, started_from
 from server.provenance import stamp
 from server.text.checkpoint import load_text_model, save_text_model
@@ -134,7 +134,11 @@ class TextTrainer(TrainLoop):
         saved = self._read_resume_state()
         if saved is not None and saved.get("corpus_sha256") != self.corpus.sha256:
             path = state_path(self.opts.out)
-            raise CheckpointError(f"{path} was trained on other data (corpus hash differs); train afresh")
+            raise InvalidArgument(  # the command line's mistake (most often --corpus left out): exit 2
+                "corpus",
+                f"{path} was trained on another corpus (its hash differs); give that run's --corpus, or train "
+                "afresh without --resume",
+            )
         return saved
 
     def _save_resume_state(self) -> None:

@@ -85,6 +85,15 @@ def test_an_interrupted_run_resumes_exactly(tmp_path: Path, cls: Any, opts_cls: 
         torch.testing.assert_close(second.model.state_dict()[name], value, rtol=0, atol=0, msg=name)
 
 
+def test_resuming_on_other_data_names_the_flags_to_give(tmp_path: Path) -> None:
+    """--resume with other data than the run's (another --train-limit) is the command line's mistake: it names
+    the flags to give, not a corrupt checkpoint."""
+    out = tmp_path / "rbm.safetensors"
+    RBMTrainer(RBMTrainOptions.dry_run(out=out, steps=3)).train()
+    with pytest.raises(InvalidArgument, match=r"^resume: .* trained on other data; give that run's --dataset"):
+        RBMTrainer(RBMTrainOptions.dry_run(out=out, steps=6, resume=True, train_limit=1000))
+
+
 @pytest.mark.parametrize(
     ("opts", "message"),
     [
