@@ -327,6 +327,9 @@ def _describe(spec: ExportSpec, fmt: str, path: Path, precision: str, method: st
 
 
 def _summary(parity: dict[str, Any]) -> str:
-    return ", ".join(
-        f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in parity.items() if k != "greedy_text"
-    )
+    """The parity figures on one log line (a text, the greedy prompt, quoted: its newlines escaped)."""
+
+    def shown(value: Any) -> str:
+        return f"{value:.4g}" if isinstance(value, float) else repr(value) if isinstance(value, str) else f"{value}"
+
+    return ", ".join(f"{k} {shown(v)}" for k, v in parity.items() if k != "greedy_text")

@@ -29,7 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="antiphon",
         description="Streaming generation server: train, evaluate and sample models, and serve them over "
-        "gRPC and WebSocket.",
+        "gRPC, WebSocket and OpenAI-compatible HTTP.",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")

@@ -251,9 +251,13 @@ def _flags(cls: type) -> Iterator[tuple[dataclasses.Field[Any], Flag, str | None
 
 
 def _help(f: dataclasses.Field[Any], flag: Flag) -> str:
+    """The flag's help and its default (none where it is off; not again where the help says it)."""
+    if flag.help is not None and "(default" in flag.help:
+        return flag.help.replace("%", "%%")
     shown = flag.shown
     if shown is None:
-        shown = "False" if flag.switch is not None else str(_default(f))
+        default = _default(f)
+        shown = "False" if flag.switch is not None else "none" if default is None else str(default)
     said = f"{flag.help} " if flag.help is not None else ""  # a flag without help still shows its default
     return f"{said}(default: {shown})".replace("%", "%%")
 

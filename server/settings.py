@@ -156,7 +156,7 @@ class ServeSettings:
     )
     cors_origins: tuple[str, ...] = _option(
         (),
-        "comma-separated origins browsers may call the HTTP API from (* for any; default: none)",
+        "comma-separated origins browsers may call the HTTP API from (* for any)",
         "listening",
         _names,
     )
@@ -504,7 +504,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         if group_name not in groups:
             groups[group_name] = parser.add_argument_group(group_name)
         default = f.default
-        shown = ",".join(default) if isinstance(default, tuple) else default
+        shown = (",".join(default) or "none") if isinstance(default, tuple) else default
         if isinstance(default, bool):
             shown = "on" if default else "off"
         most = f.metadata["most"]

@@ -220,7 +220,8 @@ class TrainLoop:
                         bar.total = max(self.step, round(self.step / max(self._progress(), 1e-9)))
                     now = time.monotonic()
                     rate = (self.seen - window_start[1]) / (now - window_start[0])
-                    postfix = {self.loss_name: f"{sum(window) / len(window):.3f}", "valid": f"{estimate:.3f}"}
+                    shown = f"{estimate:.3f}" if math.isfinite(estimate) else "-"  # none before the first estimate
+                    postfix = {self.loss_name: f"{sum(window) / len(window):.3f}", "valid": shown}
                     postfix |= {self.rate_name: f"{rate:.0f}", "lr": f"{self.optimizer.param_groups[0]['lr']:.1e}"}
                     bar.set_postfix(postfix, refresh=False)
                     window, window_start = [], (now, self.seen)

@@ -29,9 +29,9 @@ class CharLSTMSizes:
     is the corpus's). Their defaults are the config's but ``dropout``'s: 0.1 here, 0.0 in the config (the tests
     check the others)."""
 
-    hidden_size: int = option(512, parse=int)
-    num_layers: int = option(2, name="layers", parse=int)
-    embed_dim: int = option(64, parse=int)
+    hidden_size: int = option(512, "units in each LSTM layer", parse=int)
+    num_layers: int = option(2, "stacked LSTM layers", name="layers", parse=int)
+    embed_dim: int = option(64, "size of each character's embedding", parse=int)
     dropout: float = option(0.1, "between layers (and on the output)", parse=float)
     embed_dropout: float = option(0.0, "on the embedding", parse=float)
     output_dropout: float | None = option(None, "on the output (default: --dropout)", parse=float)
@@ -82,11 +82,11 @@ class TextTrainOptions(TrainOptions):
     dev_plays: tuple[str, ...] = option(
         (),
         "hold these training plays out as a development split, reported beside the held-out plays "
-        f"(no PLAY: {' '.join(DEV_PLAYS)}); off by default",
+        f"(no PLAY: {' '.join(DEV_PLAYS)})",
         parse=_dev_plays,
         nargs="*",
         metavar="PLAY",
-        shown="None",
+        shown="off",
     )
     # CharLSTMConfig fields but vocab_size
     model: dict[str, Any] = option(default_factory=dict, nested=CharLSTMSizes, group="model")  # noqa: RUF009
