@@ -55,6 +55,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _option_strings(parser: argparse.ArgumentParser) -> set[str]:
+    """Every option string of ``parser`` and of its subcommands, at any depth."""
+    found: set[str] = set()
+    for action in parser._actions:
+        found.update(action.option_strings)
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                found |= _option_strings(sub)
+    return found
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -71,7 +82,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return func(args)
     except InvalidArgument as exc:
         log.debug("invalid argument", exc_info=True)
-        parser.exit(2, f"antiphon: error: {exc}\n")
+        flag = "--" + exc.field.replace("_", "-")  # the option a field came from, as the user typed it
+        said = f"{flag}: {exc.reason}" if flag in _option_strings(parser) else str(exc)
+        parser.exit(2, f"antiphon: error: {said}\n")
     except AntiphonError as exc:
         log.debug("failed", exc_info=True)
         print(f"antiphon: error: {exc}", file=sys.stderr)

@@ -37,10 +37,10 @@ def test_train_help_explains_the_budget() -> None:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        ([], "steps: give --steps or --minutes"),
-        (["--steps", "0"], "steps: must be at least 1, got 0"),
-        (["--steps", "5", "--dropout", "1.5"], "dropout: must be in [0, 1), got 1.5"),
-        (["--steps", "5", "--hidden-size", "0"], "hidden_size: must be at least 1, got 0"),
+        ([], "--steps: give --steps or --minutes"),
+        (["--steps", "0"], "--steps: must be at least 1, got 0"),
+        (["--steps", "5", "--dropout", "1.5"], "--dropout: must be in [0, 1), got 1.5"),
+        (["--steps", "5", "--hidden-size", "0"], "--hidden-size: must be at least 1, got 0"),
     ],
 )
 def test_train_rejects_bad_options_before_any_work(tiny_corpus: Path, args: list[str], message: str) -> None:
@@ -97,9 +97,9 @@ def test_eval_digits_refuses_a_text_checkpoint(tiny_text_checkpoint: Path) -> No
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--models", "digits,nope"], "models: unknown model 'nope'; known: digits, text_step"),
-        (["--models", ","], "models: give at least one model"),
-        (["--formats", "onnx,coreml"], "formats: unknown format 'coreml'; known: onnx, tflite"),
+        (["--models", "digits,nope"], "--models: unknown model 'nope'; known: digits, text_step"),
+        (["--models", ","], "--models: give at least one model"),
+        (["--formats", "onnx,coreml"], "--formats: unknown format 'coreml'; known: onnx, tflite"),
     ],
 )
 def test_export_rejects_bad_arguments(tmp_path: Path, args: list[str], message: str) -> None:
@@ -150,13 +150,13 @@ def test_export_writes_files_and_manifest(
 @pytest.mark.parametrize(
     ("family", "out", "message"),
     [
-        ("text", "folder", "out: {tmp}/folder is a directory; name the file to write"),
+        ("text", "folder", "--out: {tmp}/folder is a directory; name the file to write"),
         (
             "text",
             "file/model.safetensors",
-            "out: cannot write {tmp}/file/model.safetensors: {tmp}/file is not a directory",
+            "--out: cannot write {tmp}/file/model.safetensors: {tmp}/file is not a directory",
         ),
-        ("digits", "folder", "out: {tmp}/folder is a directory; name the file to write"),
+        ("digits", "folder", "--out: {tmp}/folder is a directory; name the file to write"),
     ],
 )
 def test_train_refuses_an_out_it_cannot_write_before_training(
@@ -176,10 +176,10 @@ def test_train_refuses_an_out_it_cannot_write_before_training(
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["dcgan", "--seed", "-1"], "seed: must be in 0..2**63-1, got -1"),
-        (["text", "--seed", str(2**64)], f"seed: must be in 0..2**63-1, got {2**64}"),
-        (["text", "--checkpoint-minutes", "0"], "checkpoint_minutes: must be a positive number of minutes, got 0.0"),
-        (["dcgan", "--train-limit", "1"], "train_limit: must be at least --batch-size (32), got 1"),
+        (["dcgan", "--seed", "-1"], "--seed: must be in 0..2**63-1, got -1"),
+        (["text", "--seed", str(2**64)], f"--seed: must be in 0..2**63-1, got {2**64}"),
+        (["text", "--checkpoint-minutes", "0"], "--checkpoint-minutes: must be a positive number of minutes, got 0.0"),
+        (["dcgan", "--train-limit", "1"], "--train-limit: must be at least --batch-size (32), got 1"),
     ],
 )
 def test_train_rejects_values_that_failed_mid_run(
@@ -224,7 +224,7 @@ def test_export_refuses_an_out_that_is_a_file(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert (
         result.stderr
-        == f"antiphon: error: out: {tmp_path / 'file'} is a file; name a folder for the files and manifest.json\n"
+        == f"antiphon: error: --out: {tmp_path / 'file'} is a file; name a folder for the files and manifest.json\n"
     )
 
 

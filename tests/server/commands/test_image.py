@@ -54,4 +54,4 @@ def test_sample_image_refuses_a_folder_as_out(tmp_path: Path, capsys: pytest.Cap
     with pytest.raises(SystemExit) as info:
         main(["sample", "image", "--checkpoint", str(tmp_path / "none.safetensors"), "--out", str(tmp_path)])
     assert info.value.code == 2
-    assert capsys.readouterr().err == f"antiphon: error: out: {tmp_path} is a directory; name the file to write\n"
+    assert capsys.readouterr().err == f"antiphon: error: --out: {tmp_path} is a directory; name the file to write\n"

@@ -50,8 +50,8 @@ def test_say_to_stdout_is_the_same_wav(
     ("args", "code", "message"),
     [
         (["--voice", "en-us+nobody"], 1, "voice: 'en-us+nobody' is not a voice"),
-        (["--threads", "0"], 2, "threads: must be in 1..64"),
-        (["--max-seconds", "-1"], 2, "max_seconds: must be in"),
+        (["--threads", "0"], 2, "--threads: must be in 1..64"),
+        (["--max-seconds", "-1"], 2, "--max-seconds: must be in"),
     ],
 )
 def test_say_errors_name_the_argument(
@@ -80,7 +80,7 @@ def test_say_refuses_an_out_it_cannot_write(
     (tmp_path / "file").write_text("", encoding="utf-8")
     assert run(["say", "one", "-o", str(tmp_path / out), "--checkpoint", str(tiny_audio_checkpoint)]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("antiphon: error: out: ") and message in err
+    assert err.startswith("antiphon: error: --out: ") and message in err
 
 
 def test_a_player_that_cannot_play_says_why(

@@ -61,7 +61,7 @@ def test_eval_scores_the_test_set_as_training_did(
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["--test-per-label", "-1"], "test_per_label: must be at least 0, got -1"),
+        (["--test-per-label", "-1"], "--test-per-label: must be at least 0, got -1"),
         (["some.wav", "--test-per-label", "2"], "files: --noisy and --test-per-label score the espeak-ng voices"),
         (["some.wav", "--noisy"], "files: --noisy and --test-per-label score the espeak-ng voices"),
     ],
@@ -104,7 +104,7 @@ def test_a_bad_speed_range_is_named(value: str, capsys: pytest.CaptureFixture[st
     with pytest.raises(SystemExit) as info:
         main(["train", "kws", "--speed-range", value, "--steps", "1"])
     assert info.value.code == 2
-    assert f"speed_range: give two numbers as LOW,HIGH, got {value!r}" in capsys.readouterr().err
+    assert f"--speed-range: give two numbers as LOW,HIGH, got {value!r}" in capsys.readouterr().err
 
 
 def test_mining_scores_every_unknown_clip(tiny_kws_checkpoint: Path) -> None:

@@ -124,4 +124,4 @@ def test_eval_dynamic_reports_both_figures_and_names_a_bad_flag(tiny_text_checkp
     assert report["dynamic"]["segment"] == 20 and report["dynamic"]["bits_per_char"] < report["bits_per_char"]
     assert "(dynamic evaluation: " in result.stdout
     bad = eval_text(path, tiny_text_checkpoint, "--dynamic", "--dynamic-lr", "-1")
-    assert bad.returncode == 2 and "dynamic_lr" in bad.stderr and "positive" in bad.stderr
+    assert bad.returncode == 2 and "--dynamic-lr" in bad.stderr and "positive" in bad.stderr

@@ -76,11 +76,11 @@ def test_sample_command_streams_the_seeded_text(tiny_text_checkpoint: Path) -> N
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--temperature", "-1"], "temperature: must be between 0 and 100"),
-        (["--top-k", "-3"], "top_k: must be in 0.."),
-        (["--top-p", "2"], "top_p: must be in (0, 1]"),
-        (["--max-tokens", "0"], "max_tokens: must be in 1..100000"),
-        (["--seed", "-5"], "seed: must be in 0..2**64-1"),
+        (["--temperature", "-1"], "--temperature: must be between 0 and 100"),
+        (["--top-k", "-3"], "--top-k: must be in 0.."),
+        (["--top-p", "2"], "--top-p: must be in (0, 1]"),
+        (["--max-tokens", "0"], "--max-tokens: must be in 1..100000"),
+        (["--seed", "-5"], "--seed: must be in 0..2**64-1"),
     ],
 )
 def test_sample_command_rejects_bad_arguments(tiny_text_checkpoint: Path, args: list[str], message: str) -> None:

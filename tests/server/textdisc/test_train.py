@@ -129,7 +129,7 @@ def test_train_streams_is_checked_and_matches_the_default(capsys: pytest.Capture
     with pytest.raises(SystemExit) as info:
         main(["train", "textdisc", "--train-streams", "0", "--out", "unused.safetensors"])
     assert info.value.code == 2
-    assert "train_streams: must be in 1..10000, got 0" in capsys.readouterr().err
+    assert "--train-streams: must be in 1..10000, got 0" in capsys.readouterr().err
 
 
 def test_the_card_reports_the_memorisation_check(tiny_textdisc_checkpoint: Path) -> None:
@@ -202,10 +202,10 @@ def test_split_held_out_cuts_at_a_line_start() -> None:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--real-train-share", "1.5"], "real_train_share: must be in [0, 1), got 1.5"),
-        (["--scorer", "no-such.safetensors"], "scorer: no such checkpoint: no-such.safetensors"),
-        (["--pool-windows", "-1"], "pool_windows: must be 0 (all) or more, got -1"),
-        (["--real-train-plays", "1"], "real_train_plays: must be in [0, 1), got 1.0"),
+        (["--real-train-share", "1.5"], "--real-train-share: must be in [0, 1), got 1.5"),
+        (["--scorer", "no-such.safetensors"], "--scorer: no such checkpoint: no-such.safetensors"),
+        (["--pool-windows", "-1"], "--pool-windows: must be 0 (all) or more, got -1"),
+        (["--real-train-plays", "1"], "--real-train-plays: must be in [0, 1), got 1.0"),
         (["--no-characters"], "characters: a model without characters needs a scorer"),
     ],
 )
