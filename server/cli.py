@@ -83,7 +83,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except InvalidArgument as exc:
         log.debug("invalid argument", exc_info=True)
         flag = "--" + exc.field.replace("_", "-")  # the option a field came from, as the user typed it
-        said = f"{flag}: {exc.reason}" if flag in _option_strings(parser) else str(exc)
+        command = getattr(args, "command_parser", parser)  # the subcommand's own flags, not another's
+        said = f"{flag}: {exc.reason}" if flag in _option_strings(command) else str(exc)
         parser.exit(2, f"antiphon: error: {said}\n")
     except AntiphonError as exc:
         log.debug("failed", exc_info=True)

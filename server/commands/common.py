@@ -29,7 +29,7 @@ def add_subcommand(
     """Subcommand ``name`` whose ``func`` is ``run`` (it gets the parsed flags and returns the exit status); the
     caller adds the flags to the parser returned."""
     p = sub.add_parser(name, help=help, description=description, formatter_class=formatter_class)
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, command_parser=p)  # the parser whose flags name a bad value (server/cli.py)
     return p
 
 

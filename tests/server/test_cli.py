@@ -251,3 +251,30 @@ def test_a_reader_that_goes_away_ends_sampling_quietly(tiny_text_checkpoint: Pat
         err = proc.stderr.read().decode()
         assert proc.wait(timeout=conftest.timeout(60)) == 141
     assert err == ""
+
+
+@pytest.mark.parametrize(
+    ("field", "said"),
+    [
+        ("max_tokens", "--max-tokens: bad"),  # a flag of this command: named as typed
+        ("formats", "formats: bad"),  # a flag of another command (export) only: left as the field
+        ("FILE", "FILE: bad"),
+    ],
+)
+def test_a_bad_value_is_named_by_the_commands_own_flag(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], field: str, said: str
+) -> None:
+    """An InvalidArgument's field is shown as the flag the user typed where the command has that flag, and as it
+    is where only another command has it."""
+    from server import cli
+    from server.commands import text as text_commands
+    from server.errors import InvalidArgument
+
+    def refuse(args: argparse.Namespace) -> int:
+        raise InvalidArgument(field, "bad")
+
+    monkeypatch.setattr(text_commands, "_sample", refuse)
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["sample", "text"])
+    assert exited.value.code == 2
+    assert capsys.readouterr().err == f"antiphon: error: {said}\n"
