@@ -1,6 +1,7 @@
 """The ``antiphon-edge`` command: run exported models on a small device, with no torch. Here: the parser, the
-audio and text commands, listen, chat and bench; the image commands (``classify image``, ``generate image``) are in
-:mod:`edge_client.cli_images`, the helpers every command shares in :mod:`edge_client.cli_common`.
+audio and text commands, listen and bench; the image commands (``classify image``, ``generate image``) are in
+:mod:`edge_client.cli_images`, ``chat`` in :mod:`edge_client.cli_chat`, the helpers every command shares in
+:mod:`edge_client.cli_common`.
 
 Exit codes: 0 success, 1 a runtime failure (a missing, altered or unreadable model file, a missing or busy audio
 device, an unreachable server with nothing to fall back on), 2 a bad argument or input file (named in the
@@ -11,62 +12,28 @@ from __future__ import annotations
 
 import argparse
 import codecs
-import json
 import logging
-import math
 import os
-import subprocess
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from edge_client.cli_common import emit, manifest_of, open_named, stdin_bytes, subcommand
+from edge_client.cli_chat import add_chat
+from edge_client.cli_common import emit, in_range, manifest_of, open_named, stdin_bytes, subcommand, utf8
 from edge_client.cli_images import add_classify_image, add_generate_image
 from edge_client.runtime import BACKENDS
-from server.errors import AntiphonError, DeviceError, InvalidArgument, ModelFileError, Unauthenticated
+from server.errors import AntiphonError, InvalidArgument, Unauthenticated
 
 if TYPE_CHECKING:
-    from edge_client.chat import TurnResult
+    pass
 
 log = logging.getLogger("antiphon.edge")
 
 DEFAULT_MODELS = Path("runs/export")
-STEP_MODELS = ("text_small_step", "text_step")  # offline chat: the small one where the export has it
 MAX_THREADS = 64  # interpreter threads; more only adds start-up time on any board this runs on
-# the server's sampling limits (server/sampling.py: its largest max_tokens; a server's --max-tokens, 2048 by default,
-# may be lower), checked here too for offline turns
-MAX_TEMPERATURE = 100.0
-MAX_TOKENS = 4096
-MAX_SEED = 2**64 - 1
-MAX_RETRIES = 20
-MAX_BACKOFF_S = 60.0
-MAX_TIMEOUT_S = 3600.0
 MAX_BENCH_SECONDS = 3600.0
 MAX_BENCH_TOKENS = 1_000_000
-
-
-def _in_range(flag: str, value: float | None, low: float, high: float, *, above: bool = False, shown: str = "") -> None:
-    """Refuse ``value`` (unless None) outside [low, high], or (``above``) at or below ``low``; NaN and infinities are
-    always refused. The message names ``flag`` and the range (``shown``, else the numbers)."""
-    if value is None:
-        return
-    if isinstance(value, float) and not math.isfinite(value):
-        raise InvalidArgument(flag, f"must be a finite number, got {value}")
-    if (value <= low if above else value < low) or value > high:
-        lo, hi = (str(v) if isinstance(v, int) else f"{v:g}" for v in (low, high))
-        span = shown or (f"more than {lo} and at most {hi}" if above else f"in {lo}..{hi}")
-        raise InvalidArgument(flag, f"must be {span}, got {value}")
-
-
-def _utf8(flag: str, value: str | None) -> None:
-    """Refuse a flag's text that is not UTF-8 (bytes the locale could not decode come in as lone surrogates)."""
-    if value is None:
-        return
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        raise InvalidArgument(flag, "is not valid UTF-8 text") from None
 
 
 def _stdin_text(keep: int) -> str:
@@ -90,15 +57,6 @@ def _stdin_text(keep: int) -> str:
         raise InvalidArgument("standard input", "is not UTF-8 text") from None
 
 
-def _stdin_lines() -> Iterator[str]:
-    """Standard input's lines as UTF-8 text, without their line ends, whatever the locale says."""
-    for number, line in enumerate(stdin_bytes(), 1):
-        try:
-            yield line.decode("utf-8").rstrip("\r\n")
-        except UnicodeDecodeError:
-            raise InvalidArgument("standard input", f"line {number} is not UTF-8 text") from None
-
-
 # -- classify ----------------------------------------------------------------
 def _classify_audio(args: argparse.Namespace) -> int:
     from edge_client.audio import wav_chunks
@@ -118,7 +76,7 @@ def _classify_audio(args: argparse.Namespace) -> int:
 def _classify_text(args: argparse.Namespace) -> int:
     from edge_client.text import TextClassifier
 
-    _utf8("TEXT", args.text)
+    utf8("TEXT", args.text)
     classifier = TextClassifier(open_named(args, args.model))
     text = _stdin_text(keep=classifier.length) if args.text == "-" else args.text  # only the last window counts
     verdict = classifier.classify(text)
@@ -132,8 +90,8 @@ def _listen(args: argparse.Namespace) -> int:
     from edge_client.audio import MAX_CHANNELS, MAX_SAMPLE_RATE, Microphone, stream_chunks
     from edge_client.kws import KeywordModel, Listener, ListenOptions
 
-    _in_range("--rate", args.rate, 1, MAX_SAMPLE_RATE)
-    _in_range("--channels", args.channels, 1, MAX_CHANNELS)
+    in_range("--rate", args.rate, 1, MAX_SAMPLE_RATE)
+    in_range("--channels", args.channels, 1, MAX_CHANNELS)
     options = ListenOptions(args.hop, args.smooth, args.threshold, args.refractory)
     try:
         options.validate()
@@ -156,138 +114,6 @@ def _listen(args: argparse.Namespace) -> int:
     return 0
 
 
-# -- chat --------------------------------------------------------------------
-def _chat(args: argparse.Namespace) -> int:
-    from edge_client.chat import ChatClient, ChatRequest, TurnResult
-    from edge_client.text import Generator
-
-    def notify(text: str) -> None:
-        print(f"antiphon-edge: {text}", file=sys.stderr, flush=True)
-
-    _check_chat(args)
-    generator: list[Generator] = []  # opened at the first offline turn; keeps the offline conversation
-
-    def local(request: ChatRequest, on_text: Callable[[str], None]) -> TurnResult:
-        manifest = manifest_of(args)
-        name = args.local_model or manifest.first_of(*STEP_MODELS)
-        if name is None:
-            raise ModelFileError(f"no text step model ({', '.join(STEP_MODELS)}) in {args.models} to answer offline")
-        if args.local_model and not manifest.entry(name).get("vocabulary"):
-            raise InvalidArgument("--local-model", f"{name!r} is not a text step model (it has no vocabulary)")
-        if not generator:
-            generator.append(Generator(manifest.open(name, args.backend, args.precision, args.threads), args.seed))
-        notify(f"answering on this device with {name}")
-        entry = generator[0].model.entry
-        personas = entry.get("personas") or []
-        persona = request.persona or entry.get("default_persona") or (personas[0] if personas else "Lear")
-        speaker = request.speaker or entry.get("user_speaker") or "Kent"
-        result = TurnResult("device")
-        turn = generator[0].chat_turn(
-            request.message,
-            persona,
-            speaker,
-            request.max_tokens or 256,
-            0.8 if request.temperature is None else request.temperature,
-        )
-        for piece in turn:
-            result.text += piece
-            on_text(piece)
-        result.finish_reason = "stop"
-        return result
-
-    api_key = args.api_key or os.environ.get("ANTIPHON_API_KEY") or None  # never a default: --help would show it
-    client = ChatClient(
-        args.server,
-        local,
-        args.retries,
-        args.backoff,
-        args.connect_timeout,
-        args.session,
-        notify,
-        api_key,
-        args.ca_file,
-        args.stall_timeout,
-    )
-
-    def on_text(piece: str) -> None:
-        if not args.json:
-            sys.stdout.write(piece)
-            sys.stdout.flush()
-
-    messages = [args.message] if args.message is not None else _stdin_lines()
-    try:
-        for message in messages:
-            if not message.strip():
-                continue
-            request = ChatRequest(
-                "",
-                message,
-                args.persona,
-                args.speaker,
-                args.speak or bool(args.speak_to),
-                args.temperature,
-                args.max_tokens,
-                args.seed,
-            )
-            result = client.turn(request, on_text)
-            if args.json:
-                record = {"source": result.source, "text": result.text, "finish_reason": result.finish_reason}
-                if result.note:
-                    record["note"] = result.note
-                print(json.dumps(record), flush=True)
-            else:
-                print(flush=True)
-            if args.speak or args.speak_to:
-                _speak(result, args.speak_to, notify)
-    finally:
-        client.close()
-    return 0
-
-
-def _check_chat(args: argparse.Namespace) -> None:
-    """The chat flags the server would refuse, or that would break the retries, refused before any turn."""
-    for flag in ("--message", "--session", "--persona", "--speaker", "--api-key", "--server"):
-        _utf8(flag, getattr(args, flag[2:].replace("-", "_")))
-    _in_range("--temperature", args.temperature, 0.0, MAX_TEMPERATURE)
-    _in_range("--max-tokens", args.max_tokens, 1, MAX_TOKENS)
-    _in_range("--seed", args.seed, 0, MAX_SEED, shown="in 0..2**64-1 (an unsigned 64-bit integer)")
-    _in_range("--retries", args.retries, 0, MAX_RETRIES)
-    _in_range("--backoff", args.backoff, 0.0, MAX_BACKOFF_S)
-    _in_range("--connect-timeout", args.connect_timeout, 0.0, MAX_TIMEOUT_S, above=True)
-    _in_range("--stall-timeout", args.stall_timeout, 0.0, MAX_TIMEOUT_S, above=True)
-    if args.speak_to is not None:  # checked now: a reply's audio is only written once its turn has ended
-        if args.speak_to.is_dir():
-            raise InvalidArgument("--speak-to", f"{args.speak_to} is a folder; give a file name such as reply.wav")
-        if not args.speak_to.parent.is_dir():
-            raise InvalidArgument("--speak-to", f"{args.speak_to.parent} is not a folder")
-
-
-def _speak(result: TurnResult, to: Path | None, notify: Callable[[str], None]) -> None:
-    from edge_client.audio import encode_wav
-
-    if not result.audio:
-        notify("no audio came with this reply")
-        return
-    rate = result.audio_format.sample_rate if result.audio_format else 16000
-    wav = encode_wav(result.samples(), rate)
-    if to is not None:
-        try:
-            to.write_bytes(wav)
-        except OSError as exc:
-            raise InvalidArgument("--speak-to", f"cannot write {to} ({exc.strerror or exc})") from None
-        notify(f"wrote the spoken reply to {to}")
-        return
-    try:
-        done = subprocess.run(["aplay", "-q"], input=wav, capture_output=True, check=False)
-    except FileNotFoundError:
-        raise DeviceError(
-            "aplay not found: install ALSA's tools (apt install alsa-utils) or use --speak-to FILE"
-        ) from None
-    if done.returncode != 0:
-        lines = done.stderr.decode(errors="replace").strip().splitlines()
-        raise DeviceError(f"aplay: {lines[-1] if lines else f'exit status {done.returncode}'}")
-
-
 # -- bench -------------------------------------------------------------------
 def _bench(args: argparse.Namespace) -> int:
     from edge_client.bench import run_bench
@@ -299,8 +125,8 @@ def _bench(args: argparse.Namespace) -> int:
         resolve_backend(backends[0])
     if args.images < 0:
         raise InvalidArgument("--images", f"must be at least 0, got {args.images}")
-    _in_range("--seconds", args.seconds, 0.0, MAX_BENCH_SECONDS, above=True)
-    _in_range("--tokens", args.tokens, 0, MAX_BENCH_TOKENS)
+    in_range("--seconds", args.seconds, 0.0, MAX_BENCH_SECONDS, above=True)
+    in_range("--tokens", args.tokens, 0, MAX_BENCH_TOKENS)
     rows = run_bench(manifest_of(args), args.only, backends, args.seconds, args.tokens, args.images)
     for row in rows:
         extra = f", {row.tokens_per_s:,.0f} tokens/s" if row.tokens_per_s else ""
@@ -446,72 +272,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--channels", type=int, default=1, help="channels of raw PCM on standard input (default: 1)")
 
-    p = subcommand(
-        commands,
-        "chat",
-        common,
-        _chat,
-        'one JSON object per turn: {"source", "text", ...}',
-        help="chat with the server; answer on the device when it is unreachable",
-        description="Chat turn by turn (one message per line of standard input, or --message), the reply streamed "
-        "token by token from the server (grpc://HOST:PORT or ws://HOST:PORT/PATH; grpcs:// and wss:// over TLS). "
-        "An unreachable server is tried again after --backoff seconds, doubling, --retries times; then the device "
-        "answers with its own step model (text_small_step, else text_step) and says so on standard error; the "
-        "next turn tries the server again. A refused API key is an error (exit code 2), never answered offline. "
-        "--speak asks for the reply's audio and plays it with aplay (--speak-to writes a WAV).",
-        examples=(
-            "antiphon-edge chat --models DIR --server grpc://pi-server:50051",
-            'antiphon-edge chat --models DIR --server ws://pi-server:8765/ --message "Good night." --json',
-            "ANTIPHON_API_KEY=KEY antiphon-edge chat --models DIR --server wss://server:8765/ --ca-file ca.pem",
-        ),
-    )
-    p.add_argument(
-        "--server",
-        required=True,
-        metavar="URL",
-        help="grpc://HOST:PORT or ws://HOST:PORT/PATH; grpcs://HOST:PORT or wss://HOST:PORT/PATH over TLS",
-    )
-    p.add_argument(
-        "--api-key",
-        default=None,
-        metavar="KEY",
-        help="the server's API key, sent as Authorization: Bearer KEY; prefer the variable, which other users of "
-        "the device cannot read from the process list (default: none; env ANTIPHON_API_KEY)",
-    )
-    p.add_argument(
-        "--ca-file",
-        type=Path,
-        default=None,
-        metavar="PATH",
-        help="PEM certificates of the authority that signed a grpcs:// or wss:// server's certificate, for a "
-        "private one (default: the system's authorities)",
-    )
-    p.add_argument("--message", default=None, help="one turn with this message (default: read lines from stdin)")
-    p.add_argument("--session", default=None, help="chat session id (default: a fresh random one)")
-    p.add_argument("--persona", default="", help="who replies (default: the server's default persona)")
-    p.add_argument("--speaker", default="", help="the name the user's lines are written under")
-    p.add_argument("--temperature", type=float, default=None, help="sampling temperature (default: the server's)")
-    p.add_argument("--max-tokens", type=int, default=None, help="reply length limit (default: the server's)")
-    p.add_argument("--seed", type=int, default=None, help="seed for the server's and the device's sampling")
-    p.add_argument("--speak", action="store_true", help="ask for audio and play it with aplay")
-    p.add_argument("--speak-to", type=Path, default=None, metavar="FILE", help="write the reply's audio to a WAV")
-    p.add_argument(
-        "--retries", type=int, default=3, help=f"tries again before answering offline, 0 to {MAX_RETRIES} (default: 3)"
-    )
-    p.add_argument(
-        "--backoff", type=float, default=0.5, help="first wait between tries in seconds, doubling (default: 0.5)"
-    )
-    p.add_argument("--connect-timeout", type=float, default=2.0, help="seconds to connect (default: 2)")
-    p.add_argument(
-        "--stall-timeout",
-        type=float,
-        default=10.0,
-        help="seconds with nothing from the server before the reply's first event or between two events, after "
-        "which the connection counts as lost (default: 10)",
-    )
-    p.add_argument(
-        "--local-model", default=None, help="step model for offline turns (default: text_small_step, else text_step)"
-    )
+    add_chat(commands, common)
 
     p = subcommand(
         commands,
@@ -549,7 +310,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
     func: Callable[[argparse.Namespace], int] = args.func
     try:
-        _in_range("--threads", args.threads, 1, MAX_THREADS)
+        in_range("--threads", args.threads, 1, MAX_THREADS)
         return func(args)
     except (InvalidArgument, Unauthenticated) as exc:
         log.debug("invalid argument", exc_info=True)

@@ -1,11 +1,12 @@
 """What the ``antiphon-edge`` commands share: opening the manifest's models as ``--models``, ``--model`` and the
-backend options say, printing a result as text or ``--json``, standard input's bytes, and a subcommand with the
-shared options."""
+backend options say, printing a result as text or ``--json``, standard input's bytes, a subcommand with the
+shared options, and the checks of a flag's number or text."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -97,3 +98,26 @@ class _Formatter(argparse.HelpFormatter):
         if text.startswith("examples:\n"):
             return "".join(indent + line for line in text.splitlines(keepends=True))
         return super()._fill_text(text, width, indent)
+
+
+def in_range(flag: str, value: float | None, low: float, high: float, *, above: bool = False, shown: str = "") -> None:
+    """Refuse ``value`` (unless None) outside [low, high], or (``above``) at or below ``low``; NaN and infinities are
+    always refused. The message names ``flag`` and the range (``shown``, else the numbers)."""
+    if value is None:
+        return
+    if isinstance(value, float) and not math.isfinite(value):
+        raise InvalidArgument(flag, f"must be a finite number, got {value}")
+    if (value <= low if above else value < low) or value > high:
+        lo, hi = (str(v) if isinstance(v, int) else f"{v:g}" for v in (low, high))
+        span = shown or (f"more than {lo} and at most {hi}" if above else f"in {lo}..{hi}")
+        raise InvalidArgument(flag, f"must be {span}, got {value}")
+
+
+def utf8(flag: str, value: str | None) -> None:
+    """Refuse a flag's text that is not UTF-8 (bytes the locale could not decode come in as lone surrogates)."""
+    if value is None:
+        return
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidArgument(flag, "is not valid UTF-8 text") from None
