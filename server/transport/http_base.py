@@ -23,7 +23,6 @@ from server.errors import MAX_FIELD_CHARS, AntiphonError, InvalidArgument, NotFo
 from server.metrics import Recorder
 from server.transport import auth, openai, request_ids
 from server.transport.jsonfields import check_unique_keys, marked_object, parse_json
-from server.transport.request_ids import request_id
 
 log = logging.getLogger("server.transport.http")  # every endpoint's lines under the transport's one name
 
@@ -82,7 +81,7 @@ class RequestIds:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        given = request_id(Headers(scope=scope).get(request_ids.HEADER))
+        given = request_ids.request_id(Headers(scope=scope).get(request_ids.HEADER))
         scope.setdefault("state", {})["request_id"] = given
         header = (request_ids.HEADER.encode("ascii"), given.encode("ascii"))
 
@@ -97,7 +96,7 @@ class RequestIds:
 def request_id_of(request: Request) -> str:
     """The id :class:`RequestIds` gave ``request`` (fresh where it did not run: an app without it)."""
     state = request.scope.setdefault("state", {})
-    return str(state.setdefault("request_id", request_id(None)))
+    return str(state.setdefault("request_id", request_ids.request_id(None)))
 
 
 class CheckBrowsers:
