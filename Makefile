@@ -17,11 +17,15 @@ TEST_CLIENTS := 'openai>=1.40' httpx selenium 'langchain-openai==1.8.1' 'langcha
 # chromium and chromium-driver run the chat page's tests in a real headless browser; the tests start their own
 # redis-server (shared chat sessions) and nginx (replicas behind a proxy) on free ports. The keyword spotter's speech
 # beyond espeak-ng (server/kws/sources.py): recordings of people (asterisk's English prompts with the ten digits, a
-# TIDIGITS speaker in pocketsphinx-testdata, ktuberling's and klettres' readers in many languages, Ogg read by sox),
+# TIDIGITS speaker in pocketsphinx-testdata, ktuberling's and klettres' readers in many languages, Ogg read by sox,
+# the number words of a talking clock, a table-tennis umpire, a chess announcer and a drawing program's stamps:
+# saytime, csmash-data, scid-data, tuxpaint-stamps-default),
 # voices built from recorded speakers (festival's kal, ked and slt, flite's kal, awb, rms, slt); sox is also the GSM
 # codec of server/kws/perturb.py. (gcompris-qt-data ships no voices: GCompris downloads them at run time.)
 KWS_DEBS := asterisk-core-sounds-en-wav pocketsphinx-testdata ktuberling-data klettres-data sox libsox-fmt-all \
-	festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts flite
+	festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts flite saytime scid-data
+# Packages read for their files alone, installed without the programs they recommend (a game, a drawing program).
+DATA_DEBS := csmash-data tuxpaint-stamps-default
 # The image generators' data (server/image/data.py): Fashion-MNIST's 60,000 + 10,000 images of 28x28 (MIT licence),
 # read from the IDX files the package installs under /usr/share/datasets/fashion-mnist.
 IMAGE_DEBS := dataset-fashion-mnist
@@ -59,9 +63,12 @@ setup: system-deps $(STAMP)
 
 system-deps:
 	@missing=""; for p in $(DEBS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
-	if [ -n "$$missing" ]; then \
-		echo "installing Debian packages:$$missing"; \
-		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
+	data=""; for p in $(DATA_DEBS); do dpkg -s $$p >/dev/null 2>&1 || data="$$data $$p"; done; \
+	if [ -n "$$missing$$data" ]; then \
+		echo "installing Debian packages:$$missing$$data"; \
+		$(SUDO) apt-get update -qq && \
+		{ [ -z "$$missing" ] || DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; } && \
+		{ [ -z "$$data" ] || DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$data; }; \
 	fi
 
 # torch is installed first and pinned: an unpinned torch would pull several GB of CUDA packages.

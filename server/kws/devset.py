@@ -4,7 +4,9 @@ Two parts, both kept apart from training by speaker (:data:`server.kws.recording
 :data:`DEVELOPMENT_VOICES`):
 
 - recorded people: asterisk's Allison (the ten digits and about 400 other prompts, 8 kHz), the TIDIGITS speaker's
-  five digits, and the English object names and letters of ktuberling and klettres (other words);
+  five digits, the speakers of pocketsphinx-testdata, a talking clock's, a table-tennis umpire's and a chess
+  announcer's number words and other words (saytime, csmash-data, scid-data), and the English object names and
+  letters of ktuberling and klettres (other words);
 - voices built from recorded speakers that training leaves out (:data:`~server.kws.sources.DEVELOPMENT_VOICES`:
   flite's rms and festival's ked), each saying every
   number word :data:`VOICE_RENDERINGS` times with seeded durations and pitches, and the hard negatives once.

@@ -23,7 +23,17 @@ words as :class:`Utterance` lists (16 kHz float32, trimmed of silence).
 - ``ktuberling-LANG`` (``ktuberling-data``): object names ("ball", "nose", "umbrella") read by one speaker per
   language, 12 languages; "unknown";
 - ``klettres-LANG`` (``klettres-data``): letter names and short syllables ("car", "dog", "fix") by one speaker
-  per language, 20 languages; "unknown" (less the letter O, which is "oh").
+  per language, 20 languages; "unknown" (less the letter O, which is "oh");
+- ``saytime-dawson`` (``saytime``): a talking clock's words by one speaker (David C. Dawson), 8 kHz mu-law: the
+  ten digits, the teens and tens (hard negatives) and the clock's other words ("exactly", "minutes", "o'clock");
+- ``csmash-umpire`` (``csmash-data``): a table-tennis umpire's calls, 16 kHz: zero to nine, ten to twenty and
+  thirty (hard negatives), "love all";
+- ``scid-announcer`` (``scid-data``): a chess program's spoken moves, 11 kHz: one to eight, the files' letters a to
+  h and the pieces' names ("bishop", "queen", "check");
+- ``tuxpaint-en`` and ``tuxpaint-en_GB`` (``tuxpaint-stamps-default``): the names of a drawing program's stamps,
+  read in American and British English (perhaps by more than one person each): zero to nine each, the American
+  reader's animal and object names ("frog", "penguin"), the British reader's letter names (each file once: the
+  package holds each letter's recording up to four times).
 
 The development speakers (:data:`DEVELOPMENT_SPEAKERS`) are not trained on unless a run names them
 (``--train-speakers``).
@@ -57,6 +67,12 @@ KTUBERLING = Path("/usr/share/ktuberling/sounds")
 KLETTRES = Path("/usr/share/klettres")
 # (word, first, last) in 10 ms frames: PocketSphinx 5's en-us alignment of the TIDIGITS clip, padded by 3 frames.
 TIDIGITS_CUTS = (("two", 19, 42), ("nine", 37, 67), ("three", 62, 90), ("four", 85, 115), ("zero", 110, 164))
+SAYTIME = Path("/usr/share/saytime")  # headerless 8 kHz mu-law, one word or phrase a file
+CSMASH = Path("/usr/share/games/csmash/wav")
+SCID = Path("/usr/share/scid/sounds")
+TUXPAINT = Path("/usr/share/tuxpaint/stamps")
+# Their files that hold no speech, or no word a listener can name: left out.
+ANNOUNCER_EFFECTS = frozenset({"all", "click", "racket", "table", "alert", "move", "back"})
 CARDS = Path("/usr/share/pocketsphinx/test/data/cards")  # five 16 kHz WAV files of one speaker naming cards
 # (file, word, first, last) in 10 ms frames: PocketSphinx 5's en-us alignment of each file to its transcription
 # ("four queen of clubs", ...); each cut is trimmed of silence (a first word's span starts with the file's).
@@ -170,8 +186,11 @@ LIBRIVOX_CUTS = {
 }  # fmt: skip
 DEVELOPMENT_SPEAKERS = (
     "asterisk-allison", "asterisk-allison-running", "tidigits-dhd", "pocketsphinx-cards", "pocketsphinx-numbers",
-    "pocketsphinx-goforward", "librivox-austen", "ktuberling-en", "klettres-en", "klettres-en_GB",
+    "pocketsphinx-goforward", "librivox-austen", "ktuberling-en", "klettres-en", "klettres-en_GB", "saytime-dawson",
+    "csmash-umpire", "scid-announcer", "tuxpaint-en", "tuxpaint-en_GB",
 )  # fmt: skip
+ANNOUNCERS = {"saytime-dawson": (SAYTIME, "saytime"), "csmash-umpire": (CSMASH, "csmash-data"),
+              "scid-announcer": (SCID, "scid-data")}  # fmt: skip
 _NOT_UNKNOWN = set(NUMBER_WORDS) | HOMOPHONES | {"o", "oh", "niner", "nought", "naught"}
 _TOKEN = re.compile(r"[a-z0-9']+")
 _CACHE_VERSION = 1
@@ -312,12 +331,14 @@ def librivox_utterances() -> list[Utterance]:
     return cut_words("librivox-austen", {n: read_wav(folder / f"{n}.wav") for n in LIBRIVOX_CUTS}, LIBRIVOX_CUTS)
 
 
-def decode_audio(path: Path) -> np.ndarray:
-    """Any file sox reads (Ogg Vorbis here) -> mono float32 at 16 kHz."""
+def decode_audio(path: Path, input_format: Sequence[str] = ()) -> np.ndarray:
+    """Any file sox reads (Ogg Vorbis here; a headerless one described by ``input_format``, sox's options before
+    the file) -> mono float32 at 16 kHz."""
     if shutil.which("sox") is None:
         raise SourceError("sox is not installed; install the Debian packages sox and libsox-fmt-all")
+    output = ("-t", "raw", "-r", str(SAMPLE_RATE), "-e", "signed", "-b", "16", "-c", "1", "-")
     proc = subprocess.run(
-        ["sox", str(path), "-t", "raw", "-r", str(SAMPLE_RATE), "-e", "signed", "-b", "16", "-c", "1", "-"],
+        ["sox", *input_format, str(path), *output],
         capture_output=True,
         check=False,
     )
@@ -359,6 +380,64 @@ def klettres_utterances(language: str) -> list[Utterance]:
     ]
 
 
+def _announced(text: str) -> tuple[int, bool] | None:
+    """(label, hard) of an announcer's file name: a digit or number word, a teen or tens (hard), another word, or
+    None for a sound effect."""
+    if text in ANNOUNCER_EFFECTS or text == "oh":  # "oh" is zero as people read digits
+        return None
+    if text.isdigit():
+        value = int(text)
+        return (value, False) if value < 10 else (UNKNOWN_INDEX, True)
+    if text in NUMBER_WORDS:
+        return NUMBER_WORDS.index(text), False
+    return UNKNOWN_INDEX, text in HARD_NEGATIVES
+
+
+def announcer_utterances(speaker: str) -> list[Utterance]:
+    """One of :data:`ANNOUNCERS`: every file of the folder a word or phrase, named by its file (sound effects left
+    out)."""
+    folder, package = ANNOUNCERS[speaker]
+    _require(folder, package)
+    raw = ("-t", "ul", "-r", "8000", "-c", "1") if folder == SAYTIME else ()
+    out = []
+    for path in sorted(folder.glob("*.au" if raw else "*.wav")):
+        text = path.stem.lower().replace("_", " ")
+        found = _announced(text)
+        if found is not None:
+            label, hard = found
+            words = NUMBER_WORDS[label] if label < UNKNOWN_INDEX else text
+            out.append(Utterance(speaker, words, label, _trimmed(decode_audio(path, raw)), hard))
+    return out
+
+
+def tuxpaint_utterances(language: str) -> list[Utterance]:
+    """``tuxpaint-en``: the math stamps' digits and every English stamp name (``*_desc.ogg``); ``tuxpaint-en_GB``:
+    every ``*_en_GB.ogg`` (digits and letter names), each recording once. Every word but a digit is "unknown";
+    the letter O ("oh") is left out."""
+    _require(TUXPAINT, "tuxpaint-stamps-default")
+    digits = TUXPAINT / "symbols" / "math"
+    suffix = "" if language == "en" else f"_{language}"
+    files = [digits / f"{d}{suffix}.ogg" for d in range(10)]
+    files += sorted(TUXPAINT.rglob("*_desc.ogg" if language == "en" else f"*[!0-9]{suffix}.ogg"))
+    out, seen = [], set()
+    for path in files:
+        content = path.read_bytes()
+        if content in seen:
+            continue
+        seen.add(content)
+        stem = path.stem.removesuffix(suffix).removesuffix("_desc")
+        if path.parent == digits and stem.isdigit():
+            label, text = int(stem), NUMBER_WORDS[int(stem)]
+        else:  # a letter's stamp is "A_filled", "a_outline"; another's name is its stem
+            letter = re.fullmatch(r"([A-Za-z])_(?:filled|outline)", stem)
+            text = letter.group(1).lower() if letter else stem.replace("_", " ").replace("-", " ").lower()
+            if text == "o":
+                continue
+            label = UNKNOWN_INDEX
+        out.append(Utterance(f"tuxpaint-{language}", text, label, _trimmed(decode_audio(path)), text in HARD_NEGATIVES))
+    return out
+
+
 def _recorded(speaker: str) -> list[Utterance]:
     kind, _, language = speaker.partition("-")
     if speaker == "asterisk-allison":
@@ -373,6 +452,10 @@ def _recorded(speaker: str) -> list[Utterance]:
         return pocketsphinx_utterances(speaker)
     if speaker == "librivox-austen":
         return librivox_utterances()
+    if speaker in ANNOUNCERS:
+        return announcer_utterances(speaker)
+    if kind == "tuxpaint":
+        return tuxpaint_utterances(language)
     return ktuberling_utterances(language) if kind == "ktuberling" else klettres_utterances(language)
 
 
@@ -417,6 +500,8 @@ def recorded_speaker_names() -> list[str]:
     if (POCKETSPHINX_DATA / "librivox").exists():
         names.append("librivox-austen")
     if shutil.which("sox"):
+        names += [name for name, (folder, _) in ANNOUNCERS.items() if folder.is_dir()]
+        names += ["tuxpaint-en", "tuxpaint-en_GB"] if (TUXPAINT / "symbols" / "math").is_dir() else []
         names += [f"ktuberling-{lang}" for lang in (ktuberling_languages() if KTUBERLING.exists() else [])]
         names += [f"klettres-{lang}" for lang in (klettres_languages() if KLETTRES.exists() else [])]
     return names

@@ -99,6 +99,43 @@ def test_pocketsphinx_speakers_are_cut_from_running_speech() -> None:
 
 
 @pytest.mark.skipif(
+    not all(folder.is_dir() for folder, _ in recordings.ANNOUNCERS.values()) or shutil.which("sox") is None,
+    reason="saytime, csmash-data, scid-data and sox (Debian packages) are not installed",
+)
+def test_announcers_say_number_words_beside_teens_and_other_words() -> None:
+    """The talking clock's and the umpire's ten digits, the chess announcer's one to eight, each decoded to a word
+    of a fifth of a second to a second; their teens and tens are hard negatives, "oh" and sound effects are left
+    out, and all three are kept from training."""
+    clock, umpire, chess = (recordings.recorded_speaker(s) for s in recordings.ANNOUNCERS)
+    for found, numbers in ((clock, NUMBER_WORDS), (umpire, NUMBER_WORDS), (chess, NUMBER_WORDS[1:9])):
+        assert sorted(u.text for u in found if u.label < UNKNOWN_INDEX) == sorted(numbers)
+        assert all(NUMBER_WORDS[u.label] == u.text for u in found if u.label < UNKNOWN_INDEX)
+        assert all(0.2 < len(u.audio) / 16000 < 1.0 for u in found)
+    assert {u.text for u in clock if u.hard} >= {"13", "19", "50"} and "oh" not in {u.text for u in clock}
+    assert {"exactly", "the time is"} <= {u.text for u in clock if u.label == UNKNOWN_INDEX}
+    assert {u.text for u in umpire if u.hard} >= {"seventeen", "thirty"} and "racket" not in {u.text for u in umpire}
+    assert {"bishop", "queen", "a"} <= {u.text for u in chess if u.label == UNKNOWN_INDEX}
+    assert set(recordings.ANNOUNCERS) <= set(recordings.DEVELOPMENT_SPEAKERS)
+
+
+@pytest.mark.skipif(
+    not recordings.TUXPAINT.is_dir() or shutil.which("sox") is None,
+    reason="tuxpaint-stamps-default and sox (Debian packages) are not installed",
+)
+def test_tuxpaint_readers_say_the_digits_beside_names_and_letters() -> None:
+    """Each reader's zero to nine, the American one's stamp names and the British one's letter names (each
+    recording once, no "oh") as unknown; both kept from training."""
+    american, british = recordings.recorded_speaker("tuxpaint-en"), recordings.recorded_speaker("tuxpaint-en_GB")
+    for found in (american, british):
+        assert [u.text for u in found if u.label < UNKNOWN_INDEX] == list(NUMBER_WORDS)
+        assert all(0.2 < len(u.audio) / 16000 < 1.6 for u in found)
+    assert {"frog", "penguin"} <= {u.text for u in american if u.label == UNKNOWN_INDEX}
+    letters = [u.text for u in british if u.label == UNKNOWN_INDEX]
+    assert sorted(letters) == sorted(set("abcdefghijklmnpqrstuvwxyz"))
+    assert {"tuxpaint-en", "tuxpaint-en_GB"} <= set(recordings.DEVELOPMENT_SPEAKERS)
+
+
+@pytest.mark.skipif(
     not (recordings.KTUBERLING / "en").exists() or shutil.which("sox") is None,
     reason="ktuberling-data and sox (Debian packages) are not installed",
 )
