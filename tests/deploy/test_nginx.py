@@ -131,6 +131,17 @@ async def test_healthz_answers_through_nginx(site: Site) -> None:
     assert (response.status_code, response.text) == (200, "ok\n")
 
 
+async def test_metrics_are_read_from_this_machine_only(site: Site) -> None:
+    """/metrics through the site answers the scraper beside nginx (127.0.0.1) and refuses any other address."""
+    async with client(site) as http:
+        response = await http.get("/metrics")
+    assert response.status_code == 200 and "antiphon_" in response.text
+    transport = httpx.AsyncHTTPTransport(local_address="127.0.0.5", verify=site.tls())
+    async with httpx.AsyncClient(base_url=f"https://{site.address}", transport=transport) as http:
+        response = await http.get("/metrics", headers={"Host": SITE}, timeout=timeout(20))
+    assert response.status_code == 403 and "antiphon_" not in response.text
+
+
 async def test_an_oversized_body_is_refused_by_the_server(site: Site) -> None:
     """A body just over the server's 4 MiB limit is refused by the server, in OpenAI's error object naming it."""
     async with client(site) as http:
