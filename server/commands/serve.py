@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 
 from server.commands.common import add_subcommand
 from server.paths import DEFAULT_CHECKPOINTS
@@ -22,12 +23,20 @@ def add_command(commands: argparse._SubParsersAction) -> None:
         "option is also an ANTIPHON_* environment variable (a flag wins). Once the three listen, one log line says "
         "`listening grpc=HOST:PORT ws=HOST:PORT http=HOST:PORT` (grpcs=, wss=, https= over TLS). SIGTERM (or SIGINT, "
         "SIGHUP) stops accepting, lets live streams finish within --grace-s, cancels the rest and exits 0; a second "
-        "signal cancels them at once.",
+        "signal cancels them at once. A signal before it listens (while the models load) exits 0 at once.",
     )
     add_arguments(p)
 
 
+def _exit_while_starting(signum: int, _frame: object) -> None:
+    logging.getLogger("antiphon.server").info("%s before listening: exiting", signal.Signals(signum).name)
+    os._exit(0)  # a stop asked for, as after a drain; a model half loaded in a thread would hold a normal exit back
+
+
 def _run(args: argparse.Namespace) -> int:
+    # Until the server listens and takes the signals over (server.app.serve): nothing is served yet.
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(signum, _exit_while_starting)
     import asyncio
 
     from server import memory

@@ -129,6 +129,27 @@ async def test_sigterm_closes_idle_websocket_clients_and_exits_0(tiny_text_check
             await process.wait()
 
 
+async def test_sigterm_while_loading_the_models_exits_0_with_a_line(tiny_text_checkpoint: Path) -> None:
+    """SIGTERM before the server listens (a first start can load for half a minute) stops it at once with one INFO
+    line and exit 0, as a stop asked for; it used to kill the process without a word. Sent as soon as loading
+    begins, it lands while loading or, on a fast machine, after listening: either way a line and exit 0."""
+    process = await _start("--text-checkpoint", str(tiny_text_checkpoint), "--grpc-port", "0", "--ws-port", "0",
+                           "--grace-s", "1", "--torch-threads", "1", "--classifiers", "none")  # fmt: skip
+    lines: list[str] = []
+    try:
+        await _read_until(process, "loading the models", lines)
+        process.send_signal(signal.SIGTERM)
+        assert process.stderr is not None
+        rest = (await asyncio.wait_for(process.stderr.read(), timeout(30))).decode()
+        assert await asyncio.wait_for(process.wait(), timeout(30)) == 0, rest
+        assert "INFO" in rest and ("SIGTERM before listening: exiting" in rest or "shutting down on SIGTERM" in rest)
+        assert "Traceback" not in rest, rest
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+
+
 async def test_serve_without_checkpoint_fails_clearly(tmp_path: Path) -> None:
     """A missing checkpoint is a one-line error and exit code 1."""
     missing = tmp_path / "none.safetensors"
