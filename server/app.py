@@ -66,7 +66,8 @@ def require_checkpoint(path: Path, kind: str, others: str, train: str | None = N
     `antiphon train KIND --out PATH`) and how to name ``others``."""
     if not path.is_file():
         train = train or f"`antiphon train {kind} --out {path}`"
-        raise CheckpointError(f"{kind} checkpoint {path} does not exist: train one with {train}, or name {others}")
+        what = "is not a file" if path.exists() else "does not exist"  # a folder, a pipe
+        raise CheckpointError(f"{kind} checkpoint {path} {what}: train one with {train}, or name {others}")
 
 
 def text_limits(settings: ServeSettings) -> TextLimits:

@@ -19,7 +19,15 @@ import pytest
 import websockets
 from antiphon.v1 import generation_pb2_grpc, models_pb2, sampling_pb2, text_pb2
 
-from server.app import Server, chat_style, load_image_engines, load_text_engine, warn_if_expiring, warn_if_exposed
+from server.app import (
+    Server,
+    chat_style,
+    load_image_engines,
+    load_text_engine,
+    require_checkpoint,
+    warn_if_expiring,
+    warn_if_exposed,
+)
 from server.engine.text import TextEngine
 from server.errors import CheckpointError, InvalidArgument, ListenError
 from server.settings import ServeSettings
@@ -127,6 +135,12 @@ async def test_sigterm_closes_idle_websocket_clients_and_exits_0(tiny_text_check
         if process.returncode is None:
             process.kill()
             await process.wait()
+
+
+def test_a_checkpoint_that_is_a_folder_is_named_so(tmp_path: Path) -> None:
+    """A folder given as the checkpoint is "not a file", not "does not exist"."""
+    with pytest.raises(CheckpointError, match=f"text checkpoint {tmp_path} is not a file: train one"):
+        require_checkpoint(tmp_path, "text", "another with --text-checkpoint")
 
 
 async def test_sigterm_while_loading_the_models_exits_0_with_a_line(tiny_text_checkpoint: Path) -> None:
