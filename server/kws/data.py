@@ -13,7 +13,7 @@ seeded offset in the second, either clean or through the same augmentation ("noi
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 import numpy as np
@@ -159,6 +159,11 @@ class KWSDataConfig:
         "development set leaves: none of its speakers)",
         switch=True,
     )
+    stamp_unknown: bool = option(
+        False,
+        "Tux Paint's stamp names read in twelve languages other than English (6,341 clips of real readers) as unknown",
+        switch=True,
+    )
     perturbed_copies: int = option(
         0,
         "perturbed copies (server.kws.perturb: vocal tract length, tempo, pitch, G.711 and GSM codecs, band "
@@ -193,7 +198,8 @@ class KWSDataConfig:
     @property
     def beyond_espeak(self) -> bool:
         """Whether the training clips hold speech other than espeak-ng's."""
-        return bool(self.voice_renderings or self.voice_words or self.recorded_unknown or self.train_speakers)
+        recorded = self.recorded_unknown or self.stamp_unknown or self.train_speakers
+        return bool(self.voice_renderings or self.voice_words or recorded)
 
     def to_dict(self) -> dict[str, int | float | bool]:
         return asdict(self)
@@ -201,12 +207,8 @@ class KWSDataConfig:
     @classmethod
     def from_meta(cls, data: dict[str, Any]) -> KWSDataConfig:
         """The data a checkpoint recorded (``meta["data"]``; older ones lack the accent share and hard negatives)."""
-        return cls(
-            data["per_number"], data["unknown_words"], data["heldout_per_label"], data["seed"],
-            data.get("accent_share", 0.0), data.get("hard_renderings", 0), data.get("voice_renderings", 0),
-            data.get("voice_words", 0), data.get("recorded_unknown", False), data.get("perturbed_copies", 0),
-            tuple(data.get("train_speakers", ())), data.get("train_speaker_copies", 1),
-        )  # fmt: skip
+        given = {f.name: data[f.name] for f in fields(cls) if f.name in data}
+        return cls(**{**given, "train_speakers": tuple(given.get("train_speakers", ()))})
 
 
 @dataclass(frozen=True)

@@ -56,6 +56,8 @@ def kws_card(info: dict[str, Any], config: KWSConfig) -> ModelCard:
             command += f" --{flag.replace('_', '-')} {data[flag]}"
     if data.get("recorded_unknown"):
         command += " --recorded-unknown"
+    if data.get("stamp_unknown"):
+        command += " --stamp-unknown"
     if data.get("train_speakers"):
         command += f" --train-speakers {','.join(data['train_speakers'])}"
         if data.get("train_speaker_copies", 1) != 1:
@@ -221,6 +223,8 @@ def _beyond_espeak(data: dict[str, Any]) -> str:
         )
     if data.get("recorded_unknown"):
         parts.append("the recorded people's other words outside the development set (asterisk, ktuberling, klettres)")
+    if data.get("stamp_unknown"):
+        parts.append("Tux Paint's stamp names read in twelve other languages, as unknown")
     if data.get("train_speakers"):
         copies = data.get("train_speaker_copies", 1)
         times = f", each clip {copies} times" if copies != 1 else ""

@@ -33,7 +33,10 @@ words as :class:`Utterance` lists (16 kHz float32, trimmed of silence).
 - ``tuxpaint-en`` and ``tuxpaint-en_GB`` (``tuxpaint-stamps-default``): the names of a drawing program's stamps,
   read in American and British English (perhaps by more than one person each): zero to nine each, the American
   reader's animal and object names ("frog", "penguin"), the British reader's letter names (each file once: the
-  package holds each letter's recording up to four times).
+  package holds each letter's recording up to four times);
+- ``tuxpaint-LANG`` (the same package): the stamps' names read in twelve other languages (Catalan, French,
+  Russian...), 6,341 clips; "unknown" (the math stamps, which are numbers, left out). Training reads them only
+  when asked (``--stamp-unknown``), not with the other recordings' words (``--recorded-unknown``).
 
 The development speakers (:data:`DEVELOPMENT_SPEAKERS`) are not trained on unless a run names them
 (``--train-speakers``).
@@ -410,15 +413,31 @@ def announcer_utterances(speaker: str) -> list[Utterance]:
     return out
 
 
+@cache
+def tuxpaint_languages() -> list[str]:
+    """The languages other than English of Tux Paint's stamp names (``*_desc_LANG.ogg``)."""
+    found = (re.search(r"_desc_([a-z]{2,3}(?:_[A-Z]{2})?)$", p.stem) for p in TUXPAINT.rglob("*_desc_*.ogg"))
+    return sorted({m.group(1) for m in found if m} - {"en", "en_GB"})
+
+
+def is_stamp_reader(speaker: str) -> bool:
+    """A reader of Tux Paint's stamp names in a language other than English (``--stamp-unknown``)."""
+    return speaker.startswith("tuxpaint-") and speaker not in ("tuxpaint-en", "tuxpaint-en_GB")
+
+
 def tuxpaint_utterances(language: str) -> list[Utterance]:
     """``tuxpaint-en``: the math stamps' digits and every English stamp name (``*_desc.ogg``); ``tuxpaint-en_GB``:
-    every ``*_en_GB.ogg`` (digits and letter names), each recording once. Every word but a digit is "unknown";
-    the letter O ("oh") is left out."""
+    every ``*_en_GB.ogg`` (digits and letter names); another language: its stamp names but the math stamps'. Each
+    recording once. Every word but an English digit is "unknown"; the letter O ("oh") is left out."""
     _require(TUXPAINT, "tuxpaint-stamps-default")
     digits = TUXPAINT / "symbols" / "math"
-    suffix = "" if language == "en" else f"_{language}"
-    files = [digits / f"{d}{suffix}.ogg" for d in range(10)]
-    files += sorted(TUXPAINT.rglob("*_desc.ogg" if language == "en" else f"*[!0-9]{suffix}.ogg"))
+    if language not in ("en", "en_GB"):
+        suffix = f"_desc_{language}"
+        files = sorted(p for p in TUXPAINT.rglob(f"*{suffix}.ogg") if p.parent != digits)
+    else:
+        suffix = "" if language == "en" else f"_{language}"
+        files = [digits / f"{d}{suffix}.ogg" for d in range(10)]
+        files += sorted(TUXPAINT.rglob("*_desc.ogg" if language == "en" else f"*[!0-9]{suffix}.ogg"))
     out, seen = [], set()
     for path in files:
         content = path.read_bytes()
@@ -501,7 +520,8 @@ def recorded_speaker_names() -> list[str]:
         names.append("librivox-austen")
     if shutil.which("sox"):
         names += [name for name, (folder, _) in ANNOUNCERS.items() if folder.is_dir()]
-        names += ["tuxpaint-en", "tuxpaint-en_GB"] if (TUXPAINT / "symbols" / "math").is_dir() else []
+        if (TUXPAINT / "symbols" / "math").is_dir():
+            names += ["tuxpaint-en", "tuxpaint-en_GB"] + [f"tuxpaint-{lang}" for lang in tuxpaint_languages()]
         names += [f"ktuberling-{lang}" for lang in (ktuberling_languages() if KTUBERLING.exists() else [])]
         names += [f"klettres-{lang}" for lang in (klettres_languages() if KLETTRES.exists() else [])]
     return names

@@ -34,6 +34,7 @@ from server.kws.recordings import (
     SourceError,
     Utterance,
     _trimmed,
+    is_stamp_reader,
     recorded_speaker,
     recorded_speaker_names,
     recorded_speakers,
@@ -208,7 +209,8 @@ def training_speakers() -> list[str]:
 
 def extra_training_clips(config: KWSDataConfig, base: BaseClips) -> BaseClips:
     """``base`` (espeak-ng's training clips) and after them the speech beyond espeak-ng that ``config`` asks for:
-    the training voices' number words and other words, the recorded people's other words, and perturbed copies
+    the training voices' number words and other words, the recorded people's other words (Tux Paint's stamp readers
+    only with ``config.stamp_unknown``), and perturbed copies
     (:mod:`server.kws.perturb`, a generator seeded by ``config.seed``) of every number-word clip and of the voices'
     and recordings' words. No development voice is read, nor a development speaker that ``config.train_speakers``
     does not name."""
@@ -230,9 +232,10 @@ def extra_training_clips(config: KWSDataConfig, base: BaseClips) -> BaseClips:
             extra += voice_utterances(speaker, words, 1, config.seed + 1)
         if hard:
             extra += voice_utterances(speaker, hard, 1, config.seed + 2, hard=True)
-    if config.recorded_unknown:
-        for us in recorded_speakers(training_speakers()).values():
-            extra += [u for u in us if u.label == UNKNOWN_INDEX]
+    wanted = {True: config.stamp_unknown, False: config.recorded_unknown}
+    readers = [s for s in training_speakers() if wanted[is_stamp_reader(s)]]
+    for us in recorded_speakers(readers).values():
+        extra += [u for u in us if u.label == UNKNOWN_INDEX]
     for speaker in config.train_speakers:  # development speakers a run trains on: all their words
         if speaker not in recorded_speaker_names():
             raise SourceError(f"the recorded speaker {speaker} is not installed (make setup installs its package)")

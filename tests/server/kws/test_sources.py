@@ -200,6 +200,26 @@ def test_extra_training_clips_follow_the_base_and_leave_out_the_development_voic
     assert len(out.clips) == 2 + 24 + 25
 
 
+@pytest.mark.skipif(
+    not recordings.TUXPAINT.is_dir() or shutil.which("sox") is None,
+    reason="tuxpaint-stamps-default and sox (Debian packages) are not installed",
+)
+def test_stamp_readers_train_only_with_stamp_unknown(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tux Paint's readers of other languages are recorded speakers outside the development set, read as unknown
+    with --stamp-unknown and never with --recorded-unknown (which keeps reading what it read before them)."""
+    from server.kws.data import BaseClips, KWSDataConfig
+
+    assert "tuxpaint-fr" in sources.training_speakers() and "tuxpaint-en" not in sources.training_speakers()
+    assert recordings.is_stamp_reader("tuxpaint-ml") and not recordings.is_stamp_reader("tuxpaint-en_GB")
+    monkeypatch.setattr(sources, "training_speakers", lambda: ["tuxpaint-ml", "klettres-tn"])
+    stamps, klettres = len(recordings.recorded_speaker("tuxpaint-ml")), len(recordings.recorded_speaker("klettres-tn"))
+    assert stamps > 0 and klettres > 0
+    base = BaseClips([], [])
+    for flags, expected in (({"stamp_unknown": True}, stamps), ({"recorded_unknown": True}, klettres)):
+        out = sources.extra_training_clips(KWSDataConfig(**flags), base)  # type: ignore[arg-type]
+        assert len(out.clips) == expected and all(c.label == UNKNOWN_INDEX for c in out.clips)
+
+
 def test_training_reads_no_development_speaker_or_voice() -> None:
     """The voices and recorded speakers training reads hold none of the development set's."""
     assert not set(sources.DEVELOPMENT_VOICES) & set(sources.training_voices())

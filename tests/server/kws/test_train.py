@@ -208,14 +208,15 @@ def test_model_card_names_the_speech_beyond_espeak(tiny_kws_checkpoint: Path, tm
     """Voices, recorded other words, perturbed copies and the real-people development set are in the card."""
     model, meta = load_kws_model(tiny_kws_checkpoint)
     meta["data"] = {**meta["data"], "voice_renderings": 40, "voice_words": 300, "recorded_unknown": True,
-                    "perturbed_copies": 2}  # fmt: skip
+                    "stamp_unknown": True, "perturbed_copies": 2}  # fmt: skip
     meta["training"] = {**meta["training"], "options": {**meta["training"]["options"], "real_dev": True}}
     speaker = {"numbers": 0.9, "n_numbers": 10, "unknown": 0.8, "n_unknown": 40}
     real = {"recorded_numbers": 0.9, "recorded_unknown": 0.8, "voices_numbers": 0.95, "voices_unknown": 0.7,
             "speakers": {"asterisk-allison": speaker}, "words": {}}  # fmt: skip
     meta["metrics"] = {**meta["metrics"], "real_dev": real}
     card = kws_card(meta, model.config).write(tmp_path / "k.safetensors").read_text(encoding="utf-8")
-    assert "--voice-renderings 40 --voice-words 300 --perturbed-copies 2 --recorded-unknown --real-dev" in card
+    assert "--voice-renderings 40 --voice-words 300 --perturbed-copies 2 --recorded-unknown --stamp-unknown" in card
+    assert "Tux Paint's stamp names read in twelve other languages" in card
     assert "40 renderings of each number word and 300 other words by each" in card
     assert "2 perturbed copies of every number-word clip" in card
     assert "**90.00%** of the number words (asterisk-allison 90%)" in card
