@@ -58,11 +58,27 @@ def _stdin_text(keep: int) -> str:
 
 
 # -- classify ----------------------------------------------------------------
+MAX_UNKNOWN_BIAS = 5.0
+
+
+def add_unknown_bias(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--unknown-bias",
+        type=float,
+        default=0.0,
+        metavar="B",
+        help="added to the unknown label's logit, -5 to 5: below 0 hears more number words (and takes more other "
+        "words for them), above 0 fewer; choose it on recordings of your own speakers (default: 0, the model as "
+        "trained)",
+    )
+
+
 def _classify_audio(args: argparse.Namespace) -> int:
     from edge_client.audio import wav_chunks
     from edge_client.kws import KeywordModel
 
-    kws = KeywordModel(open_named(args, args.model))
+    in_range("--unknown-bias", args.unknown_bias, -MAX_UNKNOWN_BIAS, MAX_UNKNOWN_BIAS)
+    kws = KeywordModel(open_named(args, args.model), args.unknown_bias)
     hop = max(1, kws.sample_rate // 4)
     for path in args.files:
         p, at = kws.classify_stream(wav_chunks(Path(path), kws.sample_rate), hop)  # an hour's file in bounded memory
@@ -97,7 +113,8 @@ def _listen(args: argparse.Namespace) -> int:
         options.validate()
     except InvalidArgument as exc:  # the options name their fields; here those are flags
         raise InvalidArgument(f"--{exc.field}", exc.reason) from None
-    kws = KeywordModel(open_named(args, args.model))
+    in_range("--unknown-bias", args.unknown_bias, -MAX_UNKNOWN_BIAS, MAX_UNKNOWN_BIAS)
+    kws = KeywordModel(open_named(args, args.model), args.unknown_bias)
     listener = Listener(kws, options)
     if args.device == "-":
         chunks = stream_chunks(stdin_bytes(), "standard input", kws.sample_rate, args.rate, args.channels)
@@ -212,6 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     p.add_argument("files", nargs="+", metavar="FILE", help="WAV files")
+    add_unknown_bias(p)
     p = subcommand(
         kinds,
         "text",
@@ -271,6 +289,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--rate", type=int, default=16000, help="sample rate of raw PCM on standard input, in Hz (default: 16000)"
     )
     p.add_argument("--channels", type=int, default=1, help="channels of raw PCM on standard input (default: 1)")
+    add_unknown_bias(p)
 
     add_chat(commands, common)
 

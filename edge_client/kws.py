@@ -29,7 +29,9 @@ def is_background(label: str) -> bool:
 class KeywordModel:
     """Runs a KWS model on windows of its input length at its sample rate."""
 
-    def __init__(self, model: Model) -> None:
+    def __init__(self, model: Model, unknown_bias: float = 0.0) -> None:
+        """``unknown_bias`` is added to the ``unknown`` label's logit: below 0 the model takes more clips for words
+        (hears more of them, and takes more other words for them), above 0 fewer."""
         self.model = model
         self.labels = model.labels
         if not self.labels:
@@ -37,12 +39,17 @@ class KeywordModel:
         self.sample_rate = int(model.entry.get("sample_rate", 16000))
         self.window = int(model.runner.inputs[0].shape[-1])
         self.words = [i for i, label in enumerate(self.labels) if not is_background(label)]
+        self.shift = np.zeros(len(self.labels))
+        if unknown_bias:
+            if "unknown" not in self.labels:
+                raise InvalidArgument("--unknown-bias", f"model {model.name!r} has no unknown label")
+            self.shift[self.labels.index("unknown")] = unknown_bias
 
     def posteriors(self, window: np.ndarray) -> np.ndarray:
         """(window,) float PCM -> (labels,) probabilities."""
         x = np.asarray(window, dtype=np.float32).reshape(1, self.window)
         (logits,) = self.model.runner(x)[:1]
-        return softmax(logits.reshape(-1).astype(np.float64))
+        return softmax(logits.reshape(-1).astype(np.float64) + self.shift)
 
     def classify_clip(self, clip: np.ndarray, hop: int) -> tuple[np.ndarray, float]:
         """A clip of any length -> (posteriors of its most word-like window, that window's start in seconds).

@@ -78,6 +78,23 @@ def test_classify_audio_hears_number_words(edge_files: EdgeFiles, backend: str, 
     assert all(len(r["top"]) == 3 for r in records)  # type: ignore[arg-type]
 
 
+@needs_espeak
+def test_classify_audio_unknown_bias_trades_words_for_unknown(edge_files: EdgeFiles, tmp_path: Path) -> None:
+    """--unknown-bias -5 hears a number word in a word the model calls unknown as trained; +5 keeps a number word's
+    label less sure; a bias out of range is refused before any file is read."""
+    paths = [str(espeak_wav(word, tmp_path / f"{word}.wav")) for word in ("seven", "elephant")]
+    scores, classify = {}, ("classify", "audio", "--models", str(edge_files.export))
+    for bias in ("-5", "0", "5"):
+        done = run_edge(*classify, "--json", "--unknown-bias", bias, *paths)
+        assert done.returncode == 0, done.stderr
+        scores[bias] = json_lines(done.stdout)
+    assert [r["label"] for r in scores["0"]] == ["seven", "unknown"]
+    assert scores["-5"][1]["label"] not in ("unknown", "silence")
+    assert scores["5"][0]["score"] < scores["0"][0]["score"]  # type: ignore[operator]
+    done = run_edge(*classify, "--unknown-bias", "9", "missing.wav")
+    _one_line_error(done, 2, "--unknown-bias: must be in -5..5, got 9.0")
+
+
 def test_classify_text_agrees_with_torch(edge_files: EdgeFiles, backend: str) -> None:
     """Windows of the discriminator's evaluation set, real and generated, get torch's label (text as an argument,
     and from stdin with -)."""
@@ -443,6 +460,8 @@ def _one_line_error(done: subprocess.CompletedProcess[str], code: int, message: 
         (["--smooth", "0"], "--smooth: must be 1..20 windows, got 0"),
         (["--threshold", "nan"], "--threshold: must be in (0, 1], got nan"),
         (["--refractory", "-1"], "--refractory: must be 0..10 seconds, got -1.0"),
+        (["--unknown-bias", "6"], "--unknown-bias: must be in -5..5, got 6.0"),
+        (["--unknown-bias", "inf"], "--unknown-bias: must be a finite number, got inf"),
     ],
 )
 def test_listen_raw_pcm_rate_and_channels_out_of_range_exit_2(

@@ -6,6 +6,9 @@ import numpy as np
 import pytest
 
 from edge_client.kws import KeywordModel
+from edge_client.manifest import Manifest
+from server.errors import InvalidArgument
+from tests.edge.conftest import EdgeFiles
 
 
 class _Spotter(KeywordModel):
@@ -49,3 +52,24 @@ def test_streamed_clip_gives_the_whole_clips_window(length: int, chunk: int) -> 
     assert spotter.classify_clip(clip, hop=25)[1] == whole_at
     p, at = spotter.classify_stream((clip[i : i + chunk] for i in range(0, length, chunk)), hop=25)
     assert at == whole_at and np.array_equal(p, whole_p)
+
+
+def test_unknown_bias_moves_only_the_unknown_logit(edge_files: EdgeFiles) -> None:
+    """With --unknown-bias B the exported spotter's log-posteriors move by B on unknown against every other label,
+    and not at all between the others."""
+    manifest = Manifest(edge_files.export)
+    plain = KeywordModel(manifest.open("kws"))
+    biased = KeywordModel(manifest.open("kws"), unknown_bias=-1.5)
+    window = np.random.default_rng(0).normal(0, 0.1, plain.window).astype(np.float32)
+    moved = np.log(biased.posteriors(window)) - np.log(plain.posteriors(window))
+    unknown = plain.labels.index("unknown")
+    others = np.delete(moved, unknown)
+    np.testing.assert_allclose(others - others[0], 0, atol=1e-9)
+    assert moved[unknown] - others[0] == pytest.approx(-1.5, abs=1e-9)
+
+
+def test_unknown_bias_needs_an_unknown_label(edge_files: EdgeFiles) -> None:
+    """A model without an unknown label refuses a bias, naming the flag."""
+    with pytest.raises(InvalidArgument, match="has no unknown label") as refused:
+        KeywordModel(Manifest(edge_files.export).open("digits"), unknown_bias=1.0)
+    assert refused.value.field == "--unknown-bias"
