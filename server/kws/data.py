@@ -208,7 +208,16 @@ class KWSDataConfig:
     def from_meta(cls, data: dict[str, Any]) -> KWSDataConfig:
         """The data a checkpoint recorded (``meta["data"]``; older ones lack the accent share and hard negatives)."""
         given = {f.name: data[f.name] for f in fields(cls) if f.name in data}
-        return cls(**{**given, "train_speakers": tuple(given.get("train_speakers", ()))})
+        given["train_speakers"] = tuple(given.get("train_speakers", ()))
+        return cls(**{**RECORDED_BEFORE, **given})
+
+
+# What a checkpoint that does not record a data field was trained with: none of what came later (the options'
+# defaults may differ: --accent-share is 0.25).
+RECORDED_BEFORE: dict[str, Any] = {
+    "accent_share": 0.0, "hard_renderings": 0, "voice_renderings": 0, "voice_words": 0, "recorded_unknown": False,
+    "stamp_unknown": False, "perturbed_copies": 0, "train_speakers": (), "train_speaker_copies": 1,
+}  # fmt: skip
 
 
 @dataclass(frozen=True)
