@@ -2,7 +2,7 @@
 one exchange, and its Images tab after a few images.
 
     .venv/bin/python docs/screenshot.py [--out docs/page.png] [--message "Speak, good sir."] [--persona falstaff]
-                                        [--images-out docs/page-images.png]
+                                        [--images-out docs/page-images.png] [--dark]
 
 Starts `antiphon serve` on free ports, opens the page, sends one line with a fixed seed, waits for the reply to
 finish and saves the first screenshot; then on the Images tab makes DCGAN images of a few classes and an RBM chain,
@@ -35,6 +35,7 @@ def main() -> int:
     parser.add_argument("--persona", default="falstaff")
     parser.add_argument("--seed", default="7")
     parser.add_argument("--images-out", type=Path, default=REPO / "docs" / "page-images.png")
+    parser.add_argument("--dark", action="store_true", help="as a reader whose system asks for a dark colour scheme")
     args = parser.parse_args()
     server = subprocess.Popen(
         [sys.executable, "-m", "server.cli", "serve", "--grpc-port", "0", "--ws-port", "0", "--http-port", "0"],
@@ -57,6 +58,9 @@ def main() -> int:
             options.add_argument(flag)
         driver = webdriver.Chrome(service=Service(shutil.which("chromedriver") or "chromedriver"), options=options)
         try:
+            if args.dark:
+                features = [{"name": "prefers-color-scheme", "value": "dark"}]
+                driver.execute_cdp_cmd("Emulation.setEmulatedMedia", {"features": features})
             driver.get(f"http://{address}/")
             while len(driver.find_elements(By.CSS_SELECTOR, "#model option")) < 2:
                 time.sleep(0.05)

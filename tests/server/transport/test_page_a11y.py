@@ -494,6 +494,26 @@ async def test_the_images_tab_fits_a_narrow_phone(
         assert right <= width
 
 
+async def test_a_dark_system_gets_a_dark_page(start_server: Callable[..., Any], page: WebDriver) -> None:
+    """With the reader's system in dark mode the page is dark (the paper and panels dark, the words light, at 7:1
+    and more), and light again in light mode; axe-core's contrast audit covers both (above)."""
+    server = await start_server()
+    await open_page(page, server)
+    read = """
+        const style = (selector) => getComputedStyle(document.querySelector(selector));
+        return [style("html").backgroundColor, style("body").color, style("#settings").backgroundColor,
+                style("#message").backgroundColor, style("#message").color];
+    """
+    light = page.execute_script(read)
+    emulate(page, prefers_color_scheme="dark")
+    paper, ink, panel, field, typed = page.execute_script(read)
+    black, white = "rgb(0, 0, 0)", "rgb(255, 255, 255)"
+    assert contrast(paper, black) < 1.5 and contrast(panel, black) < 1.5 and contrast(field, black) < 1.5
+    assert contrast(ink, paper) >= 7 and contrast(typed, field) >= 7
+    emulate(page, prefers_color_scheme="light")
+    assert page.execute_script(read) == light and contrast(light[0], white) < 1.1
+
+
 async def test_the_fields_edges_stand_out(start_server: Callable[..., Any], page: WebDriver) -> None:
     """The edge of every text field and select shows at 3:1 against what it sits on (WCAG's non-text contrast): a
     field is seen to be one before anything is typed in it."""
