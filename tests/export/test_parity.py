@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -89,3 +91,23 @@ def test_textdisc_matches_torch_on_fresh_windows(exported: Exported, fmt: str, m
     got = top_labels([int8(*args) for args in spec.real_inputs])
     want = top_labels([spec.reference(args) for args in spec.real_inputs])
     assert np.mean(got == want) >= 0.99
+
+
+def test_textdisc_reference_in_batches_is_torchs_one_at_a_time(
+    exported: Exported, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Torch's outputs for the real windows, computed several a call (64 in the export), are each window's own
+    output computed alone (to float rounding), in order and in its shape."""
+    opts = exported.options
+    assert opts.textdisc_checkpoint is not None and opts.text_checkpoint is not None and opts.text is not None
+    monkeypatch.setenv("ANTIPHON_CACHE", str(opts.textdisc_checkpoint.parent / "cache"))
+    spec = textdisc_spec(opts.textdisc_checkpoint, opts.text_checkpoint, opts.text)
+    assert spec.reference_rows == 64
+    spec = replace(spec, reference_rows=5)  # the tiny model's 32 windows: seven calls, the last one of 2
+    assert len(spec.real_inputs) % 5
+    alone = [spec.reference(args) for args in spec.real_inputs]
+    batched = spec.real_outputs
+    assert len(batched) == len(alone)
+    for got, want in zip(batched, alone, strict=True):
+        assert [a.shape for a in got] == [a.shape for a in want]
+        np.testing.assert_allclose(got[0], want[0], rtol=0, atol=1e-5)
