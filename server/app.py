@@ -62,12 +62,14 @@ FALLBACK_PERSONAS = ("LEAR", "KENT", "FOOL", "EDGAR")  # the corpus writes speak
 
 
 def require_checkpoint(path: Path, kind: str, others: str, train: str | None = None) -> None:
-    """CheckpointError unless ``path`` is a file: the message says how to train one (``train``, by default
-    `antiphon train KIND --out PATH`) and how to name ``others``."""
+    """CheckpointError unless ``path`` is a file, saying how to train one (``train``) and how to name ``others``."""
     if not path.is_file():
         train = train or f"`antiphon train {kind} --out {path}`"
-        what = "is not a file" if path.exists() else "does not exist"  # a folder, a pipe
-        raise CheckpointError(f"{kind} checkpoint {path} {what}: train one with {train}, or name {others}")
+        raise CheckpointError(f"{kind} checkpoint {path} {absent(path)}: train one with {train}, or name {others}")
+
+
+def absent(path: Path) -> str:  # why ``path`` is no checkpoint
+    return "is not a file" if path.exists() else "does not exist"  # a folder, a pipe; or nothing there
 
 
 def text_limits(settings: ServeSettings) -> TextLimits:
@@ -185,7 +187,7 @@ def load_classifiers(settings: ServeSettings, defaults: dict[str, Path]) -> list
         if not path.is_file():
             if named is None and given is None:
                 continue  # not asked for by name: serve the others
-            raise CheckpointError(f"{name} checkpoint {path} does not exist (train one with `antiphon train {name}`)")
+            raise CheckpointError(f"{name} checkpoint {path} {absent(path)} (train one with `antiphon train {name}`)")
         loaded.append(LOADERS[name](path, name))
     return loaded
 

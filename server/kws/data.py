@@ -207,9 +207,8 @@ class KWSDataConfig:
     @classmethod
     def from_meta(cls, data: dict[str, Any]) -> KWSDataConfig:
         """The data a checkpoint recorded (``meta["data"]``; older ones lack the accent share and hard negatives)."""
-        given = {f.name: data[f.name] for f in fields(cls) if f.name in data}
-        given["train_speakers"] = tuple(given.get("train_speakers", ()))
-        return cls(**{**RECORDED_BEFORE, **given})
+        given = {**RECORDED_BEFORE, **{f.name: data[f.name] for f in fields(cls) if f.name in data}}
+        return cls(**{**given, "train_speakers": tuple(given["train_speakers"])})
 
 
 # What a checkpoint that does not record a data field was trained with: none of what came later (the options'

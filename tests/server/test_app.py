@@ -22,6 +22,7 @@ from antiphon.v1 import generation_pb2_grpc, models_pb2, sampling_pb2, text_pb2
 from server.app import (
     Server,
     chat_style,
+    load_classifiers,
     load_image_engines,
     load_text_engine,
     require_checkpoint,
@@ -138,9 +139,12 @@ async def test_sigterm_closes_idle_websocket_clients_and_exits_0(tiny_text_check
 
 
 def test_a_checkpoint_that_is_a_folder_is_named_so(tmp_path: Path) -> None:
-    """A folder given as the checkpoint is "not a file", not "does not exist"."""
+    """A folder given as a checkpoint (the text model's, a classifier's) is "not a file", not "does not exist"."""
     with pytest.raises(CheckpointError, match=f"text checkpoint {tmp_path} is not a file: train one"):
         require_checkpoint(tmp_path, "text", "another with --text-checkpoint")
+    settings = ServeSettings(classifiers=("digits",), digits_checkpoint=tmp_path)
+    with pytest.raises(CheckpointError, match=f"digits checkpoint {tmp_path} is not a file"):
+        load_classifiers(settings, {})
 
 
 async def test_sigterm_while_loading_the_models_exits_0_with_a_line(tiny_text_checkpoint: Path) -> None:
