@@ -210,6 +210,31 @@ def loop_option(name: str, default: Any, optimizer: str = "") -> Any:
     return dataclasses.field(default=default, metadata={"flag": loop_flag(name, optimizer)})
 
 
+@dataclass
+class LoopTrainOptions(TrainOptions):
+    """The options of a trainer that runs :class:`server.training.TrainingLoop`: its flags and their checks. A
+    family redeclares the defaults that are its own (``out``, ``lr`` with its optimizer's name, ...); a redeclared
+    field keeps its place among the flags. ``--precision`` is declared by the families whose loop casts."""
+
+    steps: int | None = loop_option("steps", None)  # stop after this many optimizer steps...
+    minutes: float | None = loop_option("minutes", None)  # ...or after this much wall time (whichever comes first)
+    out: Path = loop_option("out", Path("runs/model.safetensors"))  # noqa: RUF009
+    resume: bool = loop_option("resume", False)
+    snapshot: Path | None = loop_option("snapshot", None)  # noqa: RUF009
+    device: str = loop_option("device", "auto")
+    seed: int = loop_option("seed", 0)
+    lr: float = loop_option("lr", 1e-3)
+    warmup_steps: int = loop_option("warmup_steps", 100)
+    eval_every: int = loop_option("eval_every", 500)
+    checkpoint_minutes: float = loop_option("checkpoint_minutes", 5.0)
+    progress: bool = loop_option("progress", True)
+
+    def validate(self) -> None:
+        super().validate()
+        check_budget(self, "minutes")
+        check_snapshot(self)
+
+
 # -- readers of flag values ------------------------------------------------------------------------------------
 def comma_list(value: str) -> tuple[str, ...]:
     """``"a, b,"`` -> ``("a", "b")``."""

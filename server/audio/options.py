@@ -9,11 +9,9 @@ from typing import Any, ClassVar
 
 from server.errors import InvalidArgument
 from server.options import (
-    TrainOptions,
+    LoopTrainOptions,
     at_least,
-    check_budget,
     check_init,
-    check_snapshot,
     loop_option,
     option,
     within,
@@ -38,20 +36,13 @@ class WaveNetSizes:
 
 
 @dataclass
-class AudioTrainOptions(TrainOptions):
-    steps: int | None = loop_option("steps", None)  # stop after this many optimizer steps...
-    minutes: float | None = loop_option("minutes", None)  # ...or after this much wall time (whichever comes first)
+class AudioTrainOptions(LoopTrainOptions):
     out: Path = loop_option("out", Path("runs/audio/wavenet.safetensors"))  # noqa: RUF009
-    resume: bool = loop_option("resume", False)
-    snapshot: Path | None = loop_option("snapshot", None)  # noqa: RUF009
-    device: str = loop_option("device", "auto")
     precision: str = loop_option("precision", "auto")
     seed: int = loop_option("seed", 1234)
     lr: float = loop_option("lr", 2e-3, optimizer="Adam")
     warmup_steps: int = loop_option("warmup_steps", 50)
     eval_every: int = loop_option("eval_every", 250)
-    checkpoint_minutes: float = loop_option("checkpoint_minutes", 5.0)
-    progress: bool = loop_option("progress", True)
     # start from this checkpoint's weights and config, with a fresh schedule
     init: Path | None = option(  # noqa: RUF009
         None,
@@ -106,8 +97,6 @@ class AudioTrainOptions(TrainOptions):
         from server.audio.model import WaveNetConfig  # torch: loaded when a run starts, not for the flags
 
         super().validate()
-        check_budget(self, "minutes")
-        check_snapshot(self)
         if self.minutes is not None and self.minutes <= 0:
             raise InvalidArgument("minutes", f"must be positive, got {self.minutes}")
         at_least(self, 1, "batch_size", "eval_every", "warmup_steps", "lines", "heldout_lines", "workers")

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from server.errors import InvalidArgument
-from server.options import TrainOptions, at_least, check_budget, check_snapshot, loop_option, option, within
+from server.options import LoopTrainOptions, at_least, loop_option, option, within
 from server.paths import REPO_MODELS
 
 DATASETS = ("fashion", "digits")  # Fashion-MNIST 28x28, scikit-learn's 8x8 digits
@@ -41,21 +41,11 @@ TINY_DIGITS: dict[str, Any] = {**TINY, "steps": 20, "minutes": None, "dataset": 
 
 
 @dataclass
-class ImageTrainOptions(TrainOptions):
+class ImageTrainOptions(LoopTrainOptions):
     """The loop's fields and the data every image trainer reads."""
 
-    steps: int | None = loop_option("steps", None)
-    minutes: float | None = loop_option("minutes", None)
     out: Path = loop_option("out", Path("runs/image/model.safetensors"))  # noqa: RUF009
-    resume: bool = loop_option("resume", False)
-    snapshot: Path | None = loop_option("snapshot", None)  # noqa: RUF009
-    device: str = loop_option("device", "auto")
-    seed: int = loop_option("seed", 0)
     lr: float = loop_option("lr", 2e-4, optimizer="Adam")
-    warmup_steps: int = loop_option("warmup_steps", 100)
-    eval_every: int = loop_option("eval_every", 500)
-    checkpoint_minutes: float = loop_option("checkpoint_minutes", 5.0)
-    progress: bool = loop_option("progress", True)
     dataset: str = option("fashion", "fashion (Fashion-MNIST 28x28) or digits (8x8)", parse=_dataset, group=DATA_GROUP)
     train_limit: int | None = option(None, "train on the first N training images only", parse=int, group=DATA_GROUP)
     batch_size: int = option(64, "images per process and step", parse=int)
@@ -63,8 +53,6 @@ class ImageTrainOptions(TrainOptions):
 
     def validate(self) -> None:
         super().validate()
-        check_budget(self, "minutes")
-        check_snapshot(self)
         at_least(self, 1, "batch_size", "warmup_steps", "eval_every", "train_limit")
         if self.train_limit is not None and self.train_limit < self.batch_size:  # a batch draws without replacement
             shown = f"must be at least --batch-size ({self.batch_size}), got {self.train_limit}"

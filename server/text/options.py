@@ -12,11 +12,9 @@ from typing import Any, ClassVar
 from server.data.shakespeare import DEV_PLAYS, check_dev_plays
 from server.errors import InvalidArgument
 from server.options import (
-    TrainOptions,
+    LoopTrainOptions,
     at_least,
-    check_budget,
     check_init,
-    check_snapshot,
     loop_option,
     option,
     within,
@@ -47,24 +45,15 @@ def _dev_plays(names: list[str]) -> tuple[str, ...]:
 
 
 @dataclass
-class TextTrainOptions(TrainOptions):
+class TextTrainOptions(LoopTrainOptions):
     # None: the Shakespeare corpus
     corpus: Path | None = option(  # noqa: RUF009
         None, "a UTF-8 text file instead of Shakespeare (last 5% held out)", parse=Path
     )
-    steps: int | None = loop_option("steps", None)  # stop after this many optimizer steps...
-    minutes: float | None = loop_option("minutes", None)  # ...or after this much wall time (whichever comes first)
     out: Path = loop_option("out", Path("runs/text/model.safetensors"))  # noqa: RUF009
-    resume: bool = loop_option("resume", False)
-    snapshot: Path | None = loop_option("snapshot", None)  # noqa: RUF009
-    device: str = loop_option("device", "auto")
     precision: str = loop_option("precision", "auto")
     seed: int = loop_option("seed", 1234)
     lr: float = loop_option("lr", 2e-3, optimizer="AdamW")
-    warmup_steps: int = loop_option("warmup_steps", 100)
-    eval_every: int = loop_option("eval_every", 500)
-    checkpoint_minutes: float = loop_option("checkpoint_minutes", 5.0)
-    progress: bool = loop_option("progress", True)
     # start from this checkpoint's weights, vocabulary and sizes, with a fresh schedule
     init: Path | None = option(  # noqa: RUF009
         None,
@@ -114,8 +103,6 @@ class TextTrainOptions(TrainOptions):
             CharLSTMConfig(vocab_size=1, **self.model)
         except InvalidArgument as exc:
             raise InvalidArgument(MODEL_FLAGS.get(exc.field, exc.field), exc.reason) from None
-        check_budget(self, "minutes")
-        check_snapshot(self)
         check_init(self)
         if self.minutes is not None and self.minutes <= 0:
             raise InvalidArgument("minutes", f"must be positive, got {self.minutes}")
