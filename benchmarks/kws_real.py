@@ -10,6 +10,7 @@ clips. A grammar of ten words always answers one of them, so PocketSphinx has no
 
     python benchmarks/kws_real.py                                     # the committed spotter
     python benchmarks/kws_real.py runs/kws/a.safetensors export/kws.int8.tflite --json
+    python benchmarks/kws_real.py --gain -40   # every clip 40 dB quieter, as a distant or badly set microphone
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import logging
 import sys
 import tempfile
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -111,6 +113,12 @@ def pocketsphinx_predictions(waves: Sequence[np.ndarray]) -> np.ndarray:
     return np.asarray(out)
 
 
+def at_gain(waves: np.ndarray, db: float) -> np.ndarray:
+    """``waves`` moved by ``db`` decibels, clipped to [-1, 1] and rounded to 16-bit steps."""
+    moved = np.clip(waves * np.float32(10 ** (db / 20)), -1, 1)
+    return (np.round(moved * 32767) / 32767).astype(np.float32)
+
+
 def _print(name: str, r: dict) -> None:
     def pct(v: float | None) -> str:
         return "   -  " if v is None else f"{v:6.1%}"
@@ -136,10 +144,15 @@ def main() -> int:
     parser.add_argument("--unknown-bias", type=lambda v: [float(b) for b in v.split(",")], default=[0.0],
                         metavar="B[,B...]", help="add each B to the checkpoints' unknown logit, a row per model "
                         "and B: choose a bias on these clips, then train with --unknown-bias (default: 0)")  # fmt: skip
+    parser.add_argument("--gain", type=float, default=0.0, metavar="DB",
+                        help="move every clip's level by DB decibels first, clipped to full scale and rounded to "
+                        "16-bit samples as a WAV file holds them (default: 0, each clip at its own level)")  # fmt: skip
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
 
     dev = development_set()
+    if args.gain:
+        dev = replace(dev, waves=at_gain(dev.waves, args.gain))
     # A speaker any of the models trained on (--train-speakers) leaves every summary, PocketSphinx's too, so
     # that all of them are figures on the same clips of people none of them heard.
     trained_on = sorted({s for path in args.models for s in trained_speakers(path)})

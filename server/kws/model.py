@@ -6,8 +6,9 @@ an exported graph needs nothing but the samples. The stages:
 1. log-mel: ``server.audio.features.LogMel``'s numbers, band-limited to 4 kHz (an 8 kHz phone recording and a
    16 kHz one give the same features), computed by a factorized DFT of the bins the mel filters read
    (:class:`FactorizedLogMel`: a few kilobytes of float constants, so an int8 file keeps the front end float);
-2. per-utterance normalisation: each mel band's mean over the second is subtracted, which removes the gain and
-   any fixed colouring of the channel (microphone, phone line);
+2. per-utterance normalisation: a clip quieter than any that training draws (a peak below -30 dBFS) is first
+   raised to that level (:func:`lift_quiet`), and each mel band's mean over the second is subtracted, which
+   removes the gain and any fixed colouring of the channel (microphone, phone line);
 3. a depthwise-separable CNN after Arm's DS-CNN: a 10x4 convolution with stride 2, then blocks of depthwise 3x3
    (the first with stride 2: 25 x 10 positions, about Arm's 25 x 5) and pointwise 1x1 convolutions with batch
    norm and ReLU, average pooling and a linear layer.
@@ -29,6 +30,8 @@ from server.audio.features import LogMel, LogMelConfig
 from server.errors import InvalidArgument
 
 CLIP_SAMPLES = SAMPLE_RATE
+QUIET_PEAK_DB = -30.0  # the quietest peak training's gain augmentation draws (server.kws.augment.AugmentConfig)
+MAX_LIFT_DB = 40.0  # the most a quiet clip is raised: a room's noise floor stays near silence
 
 
 def default_front_end() -> dict[str, Any]:
@@ -123,6 +126,18 @@ class FactorizedLogMel(nn.Module):
         return torch.log(mel.transpose(1, 2) + self.config.log_floor)  # (B, M, F)
 
 
+def lift_quiet(wave: torch.Tensor) -> torch.Tensor:
+    """(B, T) -> (B, T): each clip whose peak is below ``QUIET_PEAK_DB`` raised to it (by at most ``MAX_LIFT_DB``),
+    louder clips unchanged. Speech recorded far below full scale (a distant or badly set microphone) otherwise
+    meets the log floor in its quiet frames, which the band means do not remove: at -46 dBFS the default spotter
+    heard 82.5% of the people's number words and 44.5% of their other words as unknown, against 87.3% and 63.8%
+    at their own levels and 92.1% and 67.6% raised to -30 dBFS. Digital silence stays silence."""
+    quiet = 10 ** (QUIET_PEAK_DB / 20)
+    peak = wave.abs().amax(dim=1, keepdim=True)  # (B, 1)
+    lowest = quiet / 10 ** (MAX_LIFT_DB / 20)
+    return wave * torch.clamp(quiet / torch.clamp(peak, min=lowest), min=1.0)  # (B, T)
+
+
 class KWSFrontEnd(nn.Module):
     """Waveform (B, T) -> per-utterance normalised log-mel (B, M, F): each band's mean over the clip subtracted.
 
@@ -135,7 +150,7 @@ class KWSFrontEnd(nn.Module):
         self.log_mel = FactorizedLogMel(config)
 
     def forward(self, wave: torch.Tensor) -> torch.Tensor:
-        x = self.log_mel(wave)  # (B, M, F)
+        x = self.log_mel(lift_quiet(wave))  # (B, M, F)
         # The mean of each band taken relative to its first frame: the same number, but a band that never changes
         # (digital silence at the log floor) comes out exactly zero instead of as rounding residues, which the
         # network would amplify differently in torch and in each exported runtime.

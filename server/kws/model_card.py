@@ -7,7 +7,7 @@ from typing import Any
 
 from server.kws.augment import AugmentConfig
 from server.kws.data import LABELS, TEST_PER_LABEL
-from server.kws.model import KWSConfig
+from server.kws.model import QUIET_PEAK_DB, KWSConfig
 from server.model_card import ModelCard, confusion_section
 
 
@@ -117,7 +117,7 @@ def kws_card(info: dict[str, Any], config: KWSConfig) -> ModelCard:
             "front end (inside the model)",
             f"log-mel: {fe.n_fft}-sample Hann frames every {fe.hop_length} samples, {fe.n_mels} mel bands "
             f"{fe.f_min:g} Hz to {fe.f_max:g} Hz (phone and wide-band audio look alike), each band's mean over the "
-            "second subtracted",
+            f"second subtracted; a clip whose peak is below {QUIET_PEAK_DB:g} dBFS raised to it first",
         ),
         (
             "network",

@@ -68,6 +68,18 @@ def test_unknown_bias_moves_only_the_unknown_logit(edge_files: EdgeFiles) -> Non
     assert moved[unknown] - others[0] == pytest.approx(-1.5, abs=1e-9)
 
 
+def test_the_exported_spotter_raises_a_quiet_word(edge_files: EdgeFiles) -> None:
+    """The lift of quiet clips is inside the exported graph: the edge hears a word in digital silence at -50 dBFS
+    as at -30 dBFS, the quietest level training draws."""
+    kws = KeywordModel(Manifest(edge_files.export).open("kws"))
+    window = np.zeros(kws.window, np.float32)
+    middle = kws.window // 2
+    window[middle - 2_500 : middle + 2_500] = np.random.default_rng(4).normal(0, 1, 5_000)
+    window /= np.abs(window).max()
+    quiet, at_floor = (kws.posteriors(window * np.float32(10 ** (db / 20))) for db in (-50, -30))
+    np.testing.assert_allclose(quiet, at_floor, atol=1e-4)
+
+
 def test_unknown_bias_needs_an_unknown_label(edge_files: EdgeFiles) -> None:
     """A model without an unknown label refuses a bias, naming the flag."""
     with pytest.raises(InvalidArgument, match="has no unknown label") as refused:
