@@ -45,6 +45,13 @@ class KWSConfig:
     channels: int = 88
     blocks: int = 4
     dropout: float = 0.2
+    # every clip's peak moved to this level (dBFS) before the log-mel, by at most MAX_LIFT_DB up; None: only the
+    # clips quieter than QUIET_PEAK_DB raised to it (lift_quiet)
+    peak_db: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.peak_db is not None and not -60.0 <= self.peak_db <= 0.0:
+            raise InvalidArgument("peak_db", f"must be -60..0 dBFS, got {self.peak_db}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -138,6 +145,14 @@ def lift_quiet(wave: torch.Tensor) -> torch.Tensor:
     return wave * torch.clamp(quiet / torch.clamp(peak, min=lowest), min=1.0)  # (B, T)
 
 
+def to_peak(wave: torch.Tensor, peak_db: float) -> torch.Tensor:
+    """(B, T) -> (B, T): each clip's peak moved to ``peak_db`` (raised by at most ``MAX_LIFT_DB``), so that the
+    log floor sits at one depth below every clip's loudest sample. Digital silence stays silence."""
+    target = 10 ** (peak_db / 20)
+    peak = wave.abs().amax(dim=1, keepdim=True)  # (B, 1)
+    return wave * (target / torch.clamp(peak, min=target / 10 ** (MAX_LIFT_DB / 20)))  # (B, T)
+
+
 class KWSFrontEnd(nn.Module):
     """Waveform (B, T) -> per-utterance normalised log-mel (B, M, F): each band's mean over the clip subtracted.
 
@@ -145,12 +160,14 @@ class KWSFrontEnd(nn.Module):
     about +5 and its mean depends on how much of the clip is silence; after the subtraction the range is what
     calibration sees."""
 
-    def __init__(self, config: LogMelConfig) -> None:
+    def __init__(self, config: LogMelConfig, peak_db: float | None = None) -> None:
         super().__init__()
         self.log_mel = FactorizedLogMel(config)
+        self.peak_db = peak_db
 
     def forward(self, wave: torch.Tensor) -> torch.Tensor:
-        x = self.log_mel(lift_quiet(wave))  # (B, M, F)
+        wave = lift_quiet(wave) if self.peak_db is None else to_peak(wave, self.peak_db)
+        x = self.log_mel(wave)  # (B, M, F)
         # The mean of each band taken relative to its first frame: the same number, but a band that never changes
         # (digital silence at the log floor) comes out exactly zero instead of as rounding residues, which the
         # network would amplify differently in torch and in each exported runtime.
@@ -173,7 +190,7 @@ class KWSNet(nn.Module):
     def __init__(self, config: KWSConfig) -> None:
         super().__init__()
         self.config = config
-        self.front_end = KWSFrontEnd(config.log_mel)
+        self.front_end = KWSFrontEnd(config.log_mel, config.peak_db)
         c = config.channels
         self.stem = nn.Sequential(
             nn.Conv2d(1, c, (10, 4), stride=(2, 2), padding=(4, 1), bias=False),  # (time, mel)

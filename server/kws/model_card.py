@@ -79,6 +79,11 @@ def kws_card(info: dict[str, Any], config: KWSConfig) -> ModelCard:
         if "widened_from" in init:
             command += f" --widen {config.channels}"
             widened = f", widened from {init['widened_from']} to {config.channels} channels"
+        if "peak_db_from" in init:
+            command += f" --peak-db {config.peak_db:g}"
+            widened += f", its clips' peaks moved to {config.peak_db:g} dBFS"
+    elif config.peak_db is not None:
+        command += f" --peak-db {config.peak_db:g}"
     started = (
         f"continued from `{init['file']}` (sha256 {init['sha256'][:16]}..., {init['steps']:,} steps, held-out clean "
         f"{init['heldout_clean_accuracy']:.2%}{widened}); "
@@ -117,7 +122,12 @@ def kws_card(info: dict[str, Any], config: KWSConfig) -> ModelCard:
             "front end (inside the model)",
             f"log-mel: {fe.n_fft}-sample Hann frames every {fe.hop_length} samples, {fe.n_mels} mel bands "
             f"{fe.f_min:g} Hz to {fe.f_max:g} Hz (phone and wide-band audio look alike), each band's mean over the "
-            f"second subtracted; a clip whose peak is below {QUIET_PEAK_DB:g} dBFS raised to it first",
+            "second subtracted; "
+            + (
+                f"every clip's peak moved to {config.peak_db:g} dBFS first"
+                if config.peak_db is not None
+                else f"a clip whose peak is below {QUIET_PEAK_DB:g} dBFS raised to it first"
+            ),
         ),
         (
             "network",

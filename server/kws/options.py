@@ -20,6 +20,14 @@ class KWSModelOptions:
 
     channels: int = option(88, "DS-CNN width (ignored with --init)", parse=int)
     blocks: int = option(4, "depthwise-separable blocks (ignored with --init)", parse=int)
+    peak_db: float | None = option(
+        None,
+        "move every clip's peak to this level (dBFS, -60..0) inside the model, before the log-mel (raised by at "
+        "most 40 dB); with --init it replaces the checkpoint's",
+        parse=float,
+        metavar="DB",
+        shown="off: only clips below -30 dBFS raised to it",
+    )
 
 
 def _speed_range(raw: str) -> tuple[float, float]:
@@ -157,6 +165,9 @@ class KWSTrainOptions(TrainOptions):
         at_least(self, 0, "test_per_label")
         at_least(self, 1, "eval_every", "render_workers")
         at_least(self, 1, "widen")
+        peak_db = (self.model or {}).get("peak_db")
+        if peak_db is not None and not -60 <= peak_db <= 0:
+            raise InvalidArgument("peak_db", f"must be -60..0 dBFS, got {peak_db:g}")
         if self.widen is not None and self.init is None:
             raise InvalidArgument("widen", "widens the --init checkpoint: give --init too")
         self.data.validate()

@@ -14,6 +14,7 @@ import itertools
 import logging
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -244,4 +245,9 @@ def _start(opts: KWSTrainOptions) -> tuple[KWSNet, dict[str, Any] | None]:
             raise InvalidArgument("widen", f"must be at least the checkpoint's {channels} channels, got {opts.widen}")
         model = model.widened(opts.widen, seed=opts.seed)
         start["widened_from"] = channels
+    peak_db = (opts.model or {}).get("peak_db")
+    if peak_db is not None and peak_db != model.config.peak_db:  # the front end has no weights: rebuilt
+        leveled = KWSNet(replace(model.config, peak_db=peak_db))
+        leveled.load_state_dict(model.state_dict())
+        model, start["peak_db_from"] = leveled, model.config.peak_db
     return model.train(), start

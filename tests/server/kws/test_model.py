@@ -9,9 +9,10 @@ import pytest
 import torch
 
 from server.audio.features import LogMel
+from server.errors import InvalidArgument
 from server.kws import model as kws_model
 from server.kws.augment import AugmentConfig
-from server.kws.model import MAX_LIFT_DB, QUIET_PEAK_DB, KWSConfig, KWSNet, lift_quiet
+from server.kws.model import MAX_LIFT_DB, QUIET_PEAK_DB, KWSConfig, KWSNet, lift_quiet, to_peak
 
 
 def test_factorized_front_end_equals_log_mel() -> None:
@@ -79,3 +80,19 @@ def test_a_quiet_recording_scores_as_at_the_trained_level(monkeypatch: pytest.Mo
         assert torch.allclose(model(quiet), model(at_floor), atol=1e-5)
         monkeypatch.setattr(kws_model, "lift_quiet", lambda wave: wave)
         assert not torch.allclose(model.features(quiet), model.features(at_floor), atol=0.1)
+
+
+def test_peak_db_puts_every_clip_at_one_level() -> None:
+    """KWSConfig(peak_db=D): loud and quiet clips alike reach D (raised by at most 40 dB), so the network hears a
+    word at -6 dBFS and at -40 dBFS the same; a level above full scale or below -60 dBFS is refused, naming it."""
+    wave = _burst(5)
+    levels = [wave * (10 ** (db / 20) / wave.abs().max()) for db in (-6.0, -40.0, -90.0)]
+    moved = to_peak(torch.cat(levels), -20.0)
+    assert _peak_db(moved) == pytest.approx([-20.0, -20.0, -90.0 + MAX_LIFT_DB], abs=1e-4)
+    model = KWSNet(KWSConfig(peak_db=-20.0)).eval()
+    with torch.no_grad():
+        assert torch.allclose(model(levels[0]), model(levels[1]), atol=1e-5)
+    for bad in (3.0, -61.0):
+        with pytest.raises(InvalidArgument) as refused:
+            KWSConfig(peak_db=bad)
+        assert refused.value.field == "peak_db"

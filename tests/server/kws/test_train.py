@@ -177,6 +177,7 @@ def test_spec_augment_zeroes_bands_and_frames() -> None:
         ({"speed": (0.4, 1.2)}, "speed: must be two factors 0.5 <= low <= high <= 2, got 0.4,1.2"),
         ({"widen": 144}, "widen: widens the --init checkpoint: give --init too"),
         ({"widen": 0, "init": Path("k.safetensors")}, "widen: must be at least 1, got 0"),
+        ({"model": {"peak_db": 3.0}}, "peak_db: must be -60..0 dBFS, got 3"),
     ],
 )
 def test_bad_options_are_named(tmp_path: Path, options: dict[str, object], message: str) -> None:
@@ -250,3 +251,30 @@ def test_widen_trains_the_init_checkpoint_wider(tiny_kws_checkpoint: Path, tmp_p
     assert "widened from 16 to 24 channels" in card
     with pytest.raises(InvalidArgument, match="widen: must be at least the checkpoint's 16 channels, got 8"):
         train_kws(KWSTrainOptions.dry_run(out=tmp_path / "narrow.safetensors", init=tiny_kws_checkpoint, widen=8))
+
+
+def test_peak_db_moves_the_init_checkpoints_level_and_keeps_its_weights(
+    tiny_kws_checkpoint: Path, tmp_path: Path
+) -> None:
+    """--init X --peak-db D: the checkpoint starts from X's weights with every clip's peak moved to D, and its card's
+    command names the flag; a fresh model takes it too."""
+    base, _ = load_kws_model(tiny_kws_checkpoint)
+    out = tmp_path / "level.safetensors"
+    opts = KWSTrainOptions.dry_run(out=out, init=tiny_kws_checkpoint, steps=1, lr=1e-9)
+    opts.model = {**(opts.model or {}), "peak_db": -24.0}
+    train_kws(opts)
+    model, meta = load_kws_model(out)
+    assert model.config.peak_db == -24.0 and base.config.peak_db is None
+    assert meta["training"]["init"]["peak_db_from"] is None
+    for name, weight in base.state_dict().items():
+        if weight.dtype.is_floating_point and "running" not in name:
+            assert torch.allclose(weight, model.state_dict()[name], atol=1e-6), name
+    card = out.with_suffix(".md").read_text(encoding="utf-8")
+    assert f"--init {tiny_kws_checkpoint.name} --peak-db -24" in card
+    assert "every clip's peak moved to -24 dBFS first" in card
+    fresh = tmp_path / "fresh.safetensors"
+    opts = KWSTrainOptions.dry_run(out=fresh)
+    opts.model = {**(opts.model or {}), "peak_db": -12.0}
+    train_kws(opts)
+    assert load_kws_model(fresh)[0].config.peak_db == -12.0
+    assert "--peak-db -12" in fresh.with_suffix(".md").read_text(encoding="utf-8")
