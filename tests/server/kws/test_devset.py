@@ -51,3 +51,13 @@ def test_pocketsphinx_hears_allisons_three() -> None:
     pytest.importorskip("pocketsphinx", reason="pocketsphinx (a dev dependency) is not installed")
     three = next(u for u in recordings.asterisk_utterances() if u.text == "three")
     assert list(kws_real.pocketsphinx_predictions(window(three.audio)[None])) == [3]
+
+
+def test_gain_moves_the_level_as_a_wav_file_would_hold_it() -> None:
+    """kws_real --gain DB: every clip moved by DB decibels, clipped to full scale, rounded to 16-bit steps."""
+    waves = np.asarray([[0.5, -0.25, 0.0, 1e-6], [0.9, -0.9, 0.1, 0.0]], np.float32)
+    quiet = kws_real.at_gain(waves, -40.0)
+    np.testing.assert_allclose(quiet[0], np.round(waves[0] * 0.01 * 32767) / 32767, atol=1e-9)
+    assert quiet[0, 3] == 0.0  # under half a 16-bit step
+    loud = kws_real.at_gain(waves, 6.0)
+    assert loud[1, 0] == 1.0 and loud[1, 1] == -1.0 and loud.dtype == np.float32
