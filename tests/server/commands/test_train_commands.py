@@ -112,7 +112,12 @@ def test_model_flags_default_to_the_model_configs() -> None:
     sizes = dataclasses.asdict(WaveNetSizes())
     assert list(sizes) == list(SIZES)
     assert sizes == {name: getattr(WaveNetConfig(), name) for name in SIZES}
-    assert dataclasses.asdict(KWSModelOptions()) == {"channels": KWSConfig().channels, "blocks": KWSConfig().blocks}
+    kws = KWSConfig()
+    assert dataclasses.asdict(KWSModelOptions()) == {
+        "channels": kws.channels,
+        "blocks": kws.blocks,
+        "peak_db": kws.peak_db,
+    }
     model = from_flags(TextDiscTrainOptions, parsed("textdisc")).model or {}
     assert (model["band_width"], model["rank_width"]) == (BAND_WIDTH, RANK_WIDTH)
     text = dataclasses.asdict(CharLSTMSizes())
