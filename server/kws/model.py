@@ -50,8 +50,13 @@ class KWSConfig:
     peak_db: float | None = None
 
     def __post_init__(self) -> None:
+        for name in ("num_classes", "channels", "blocks"):
+            if getattr(self, name) < 1:
+                raise InvalidArgument(name, f"must be at least 1, got {getattr(self, name)}")
+        if not 0 <= self.dropout < 1:
+            raise InvalidArgument("dropout", f"must be in [0, 1), got {self.dropout}")
         if self.peak_db is not None and not -60.0 <= self.peak_db <= 0.0:
-            raise InvalidArgument("peak_db", f"must be -60..0 dBFS, got {self.peak_db}")
+            raise InvalidArgument("peak_db", f"must be -60..0 dBFS, got {self.peak_db:g}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -133,24 +138,27 @@ class FactorizedLogMel(nn.Module):
         return torch.log(mel.transpose(1, 2) + self.config.log_floor)  # (B, M, F)
 
 
+def _gain_to(wave: torch.Tensor, peak_db: float) -> torch.Tensor:
+    """(B, 1): the gain that moves each clip's peak to ``peak_db``, at most ``MAX_LIFT_DB`` up (digital silence
+    takes the most and stays silence)."""
+    target = 10 ** (peak_db / 20)
+    peak = wave.abs().amax(dim=1, keepdim=True)  # (B, 1)
+    return target / torch.clamp(peak, min=target / 10 ** (MAX_LIFT_DB / 20))
+
+
 def lift_quiet(wave: torch.Tensor) -> torch.Tensor:
     """(B, T) -> (B, T): each clip whose peak is below ``QUIET_PEAK_DB`` raised to it (by at most ``MAX_LIFT_DB``),
     louder clips unchanged. Speech recorded far below full scale (a distant or badly set microphone) otherwise
     meets the log floor in its quiet frames, which the band means do not remove: at -46 dBFS the default spotter
     heard 82.5% of the people's number words and 44.5% of their other words as unknown, against 87.3% and 63.8%
     at their own levels and 92.1% and 67.6% raised to -30 dBFS. Digital silence stays silence."""
-    quiet = 10 ** (QUIET_PEAK_DB / 20)
-    peak = wave.abs().amax(dim=1, keepdim=True)  # (B, 1)
-    lowest = quiet / 10 ** (MAX_LIFT_DB / 20)
-    return wave * torch.clamp(quiet / torch.clamp(peak, min=lowest), min=1.0)  # (B, T)
+    return wave * torch.clamp(_gain_to(wave, QUIET_PEAK_DB), min=1.0)  # (B, T)
 
 
 def to_peak(wave: torch.Tensor, peak_db: float) -> torch.Tensor:
     """(B, T) -> (B, T): each clip's peak moved to ``peak_db`` (raised by at most ``MAX_LIFT_DB``), so that the
     log floor sits at one depth below every clip's loudest sample. Digital silence stays silence."""
-    target = 10 ** (peak_db / 20)
-    peak = wave.abs().amax(dim=1, keepdim=True)  # (B, 1)
-    return wave * (target / torch.clamp(peak, min=target / 10 ** (MAX_LIFT_DB / 20)))  # (B, T)
+    return wave * _gain_to(wave, peak_db)  # (B, T)
 
 
 class KWSFrontEnd(nn.Module):

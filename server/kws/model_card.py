@@ -73,20 +73,20 @@ def kws_card(info: dict[str, Any], config: KWSConfig) -> ModelCard:
     test_per_label = opts.get("test_per_label", TEST_PER_LABEL)
     if test_per_label != TEST_PER_LABEL:
         command += f" --test-per-label {test_per_label}"
-    widened = ""
+    changed = ""  # what the run changed of the --init checkpoint
     if init:
         command += f" --init {init['file']}"
         if "widened_from" in init:
             command += f" --widen {config.channels}"
-            widened = f", widened from {init['widened_from']} to {config.channels} channels"
+            changed = f", widened from {init['widened_from']} to {config.channels} channels"
         if "peak_db_from" in init:
             command += f" --peak-db {config.peak_db:g}"
-            widened += f", its clips' peaks moved to {config.peak_db:g} dBFS"
+            changed += f", its clips' peaks moved to {config.peak_db:g} dBFS"
     elif config.peak_db is not None:
         command += f" --peak-db {config.peak_db:g}"
     started = (
         f"continued from `{init['file']}` (sha256 {init['sha256'][:16]}..., {init['steps']:,} steps, held-out clean "
-        f"{init['heldout_clean_accuracy']:.2%}{widened}); "
+        f"{init['heldout_clean_accuracy']:.2%}{changed}); "
         if init
         else ""
     )

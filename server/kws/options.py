@@ -165,9 +165,9 @@ class KWSTrainOptions(TrainOptions):
         at_least(self, 0, "test_per_label")
         at_least(self, 1, "eval_every", "render_workers")
         at_least(self, 1, "widen")
-        peak_db = (self.model or {}).get("peak_db")
-        if peak_db is not None and not -60 <= peak_db <= 0:
-            raise InvalidArgument("peak_db", f"must be -60..0 dBFS, got {peak_db:g}")
+        from server.kws.model import KWSConfig  # torch: loaded when a run starts, not for the flags
+
+        KWSConfig(**(self.model or {}))  # its sizes and level, before any rendering
         if self.widen is not None and self.init is None:
             raise InvalidArgument("widen", "widens the --init checkpoint: give --init too")
         self.data.validate()

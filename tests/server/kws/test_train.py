@@ -178,6 +178,8 @@ def test_spec_augment_zeroes_bands_and_frames() -> None:
         ({"widen": 144}, "widen: widens the --init checkpoint: give --init too"),
         ({"widen": 0, "init": Path("k.safetensors")}, "widen: must be at least 1, got 0"),
         ({"model": {"peak_db": 3.0}}, "peak_db: must be -60..0 dBFS, got 3"),
+        ({"model": {"channels": 0}}, "channels: must be at least 1, got 0"),
+        ({"model": {"channels": 8, "blocks": 0}}, "blocks: must be at least 1, got 0"),
     ],
 )
 def test_bad_options_are_named(tmp_path: Path, options: dict[str, object], message: str) -> None:
