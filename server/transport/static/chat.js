@@ -529,7 +529,7 @@ function showClassifyError(message) {
   }
 }
 
-async function classify(input, fields) {
+async function classify(input, fields, what = CLASSIFIED[input]) {
   showClassifyError("");
   const info = classifiers[input];
   try {
@@ -542,7 +542,7 @@ async function classify(input, fields) {
     const body = await answer.json();
     const list = $("labels");
     list.innerHTML = "";
-    $("labels-of").textContent = `${CLASSIFIED[input]}, by ${info.id}:`;
+    $("labels-of").textContent = `${what}, by ${info.id}:`;
     $("labels-of").hidden = false;
     for (const { label, probability } of body.labels) {
       const item = document.createElement("li");
@@ -589,11 +589,7 @@ function setUpDigit() {
   });
   window.addEventListener("pointerup", () => { drawing = false; });
   $("digit-clear").addEventListener("click", clear);
-  $("digit-go").addEventListener("click", () => {
-    if (!inked) {
-      showClassifyError("Draw a digit first.");
-      return;
-    }
+  const classifyCanvas = (what) => {
     // 8x8 cells of ink, 0 (white) to 16 (black), as the digits the model learned from.
     const cell = canvas.width / 8;
     const pixels = pen.getImageData(0, 0, canvas.width, canvas.height).data;
@@ -607,8 +603,66 @@ function setUpDigit() {
         values.push(Math.min(16, (ink / (cell * cell * 255)) * 16 * 1.5));
       }
     }
-    classify("tensor", { tensor: { shape: [8, 8], values } });
+    classify("tensor", { tensor: { shape: [8, 8], values } }, what);
+  };
+  $("digit-go").addEventListener("click", () => {
+    if (!inked) {
+      showClassifyError("Draw a digit first.");
+      return;
+    }
+    classifyCanvas();
   });
+  // A picture instead of drawing (and the keyboard's way in): fitted onto the pad in grey, dark ink on light
+  // paper as the pad holds it (a light digit on a dark ground is turned round), then classified.
+  $("digit-file").addEventListener("change", async (event) => {
+    const file = event.target.files[0];
+    event.target.value = ""; // the same file again is a new choice
+    if (!file) return;
+    let bitmap;
+    try {
+      bitmap = await createImageBitmap(file);
+    } catch {
+      showClassifyError(`${file.name}: not a picture this browser can read.`);
+      return;
+    }
+    clear();
+    const scale = Math.min(canvas.width / bitmap.width, canvas.height / bitmap.height);
+    const [w, h] = [bitmap.width * scale, bitmap.height * scale];
+    pen.drawImage(bitmap, (canvas.width - w) / 2, (canvas.height - h) / 2, w, h);
+    bitmap.close();
+    const image = pen.getImageData(0, 0, canvas.width, canvas.height);
+    const px = image.data;
+    const grey = (i) => 0.299 * px[i] + 0.587 * px[i + 1] + 0.114 * px[i + 2];
+    let edge = 0; // the mean grey of the picture's border: its ground
+    let count = 0;
+    for (let i = 0; i < px.length; i += 4) {
+      const x = (i / 4) % canvas.width;
+      const y = Math.floor(i / 4 / canvas.width);
+      if (x < 4 || y < 4 || x >= canvas.width - 4 || y >= canvas.height - 4) {
+        edge += grey(i);
+        count++;
+      }
+    }
+    const invert = edge / count < 128;
+    for (let i = 0; i < px.length; i += 4) {
+      const g = invert ? 255 - grey(i) : grey(i);
+      px[i] = px[i + 1] = px[i + 2] = g;
+      px[i + 3] = 255;
+    }
+    pen.putImageData(image, 0, 0);
+    inked = true;
+    classifyCanvas(`The digit in ${file.name}`);
+  });
+}
+
+// PCM16 little-endian of float samples in [-1, 1], as base64 (the JSON body's "audio").
+function pcm16Base64(samples) {
+  const pcm = new Int16Array(samples.length);
+  for (let i = 0; i < samples.length; i++) pcm[i] = Math.max(-1, Math.min(1, samples[i])) * 32767;
+  const bytes = new Uint8Array(pcm.buffer);
+  let binary = "";
+  for (let j = 0; j < bytes.length; j += 0x8000) binary += String.fromCharCode(...bytes.subarray(j, j + 0x8000));
+  return btoa(binary);
 }
 
 async function recordWord() {
@@ -635,13 +689,10 @@ async function recordWord() {
     source.disconnect();
     tap.disconnect();
     media.getTracks().forEach((track) => track.stop());
-    const pcm = new Int16Array(Math.min(length, context.sampleRate));
+    const second = new Float32Array(Math.min(length, context.sampleRate));
     let i = 0;
-    for (const part of parts) for (const sample of part) if (i < pcm.length) pcm[i++] = Math.max(-1, Math.min(1, sample)) * 32767;
-    const bytes = new Uint8Array(pcm.buffer);
-    let binary = "";
-    for (let j = 0; j < bytes.length; j += 0x8000) binary += String.fromCharCode(...bytes.subarray(j, j + 0x8000));
-    await classify("audio", { audio: btoa(binary), audio_sample_rate: context.sampleRate });
+    for (const part of parts) for (const sample of part) if (i < second.length) second[i++] = sample;
+    await classify("audio", { audio: pcm16Base64(second), audio_sample_rate: context.sampleRate });
     await context.close();
   } catch (error) {
     showClassifyError(`Microphone: ${error.message}`);
@@ -649,6 +700,27 @@ async function recordWord() {
     button.textContent = "Record 1 s";
     button.disabled = false;
   }
+}
+
+// A recording instead of the microphone: any format the browser decodes (WAV, Ogg, FLAC, MP3...), its channels
+// mixed and resampled to 16 kHz here; the server hears its loudest second.
+async function openRecording(event) {
+  const file = event.target.files[0];
+  event.target.value = ""; // the same file again is a new choice
+  if (!file) return;
+  let audio;
+  try {
+    audio = await new OfflineAudioContext(1, 1, 16000).decodeAudioData(await file.arrayBuffer());
+  } catch {
+    showClassifyError(`${file.name}: not a recording this browser can read.`);
+    return;
+  }
+  const mono = new Float32Array(audio.length);
+  for (let c = 0; c < audio.numberOfChannels; c++) {
+    const channel = audio.getChannelData(c);
+    for (let i = 0; i < mono.length; i++) mono[i] += channel[i] / audio.numberOfChannels;
+  }
+  await classify("audio", { audio: pcm16Base64(mono), audio_sample_rate: audio.sampleRate }, `The word in ${file.name}`);
 }
 
 function classifyText() {
@@ -726,6 +798,7 @@ function setUp() {
   });
   $("remember-key").addEventListener("change", saveKey);
   $("record").addEventListener("click", recordWord);
+  $("word-file").addEventListener("change", openRecording);
   $("text-go").addEventListener("click", classifyText);
   setUpDigit();
   loadKey();

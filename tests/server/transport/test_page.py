@@ -323,6 +323,83 @@ async def test_recording_a_word_answers_with_labels_or_a_message(
     assert (isinstance(outcome, list) and len(outcome) == 3) or str(outcome).startswith("Microphone: ")
 
 
+ROOT = Path(__file__).resolve().parents[3]
+
+
+async def committed_classifiers(serve_engines: Callable[..., Any], make_text_engine: Any) -> Any:
+    """A server over the committed keyword spotter and digits CNN (the tiny ones hear nothing yet)."""
+    from server.engine.classify import LOADERS
+
+    return await serve_engines(
+        text=[make_text_engine()],
+        classifiers=[
+            LOADERS["kws"](ROOT / "models/kws/kws_dscnn.safetensors", "kws"),
+            LOADERS["digits"](ROOT / "models/digits/digits_cnn.safetensors", "digits"),
+        ],
+    )
+
+
+async def test_an_opened_recording_is_heard(
+    serve_engines: Callable[..., Any], make_text_engine: Any, page: WebDriver, tmp_path: Path
+) -> None:
+    """A recording opened from a file (the microphone's alternative; here a stereo 44.1 kHz WAV, 3 s, the word in the
+    middle) is mixed, resampled and sent by the browser: the committed spotter hears the word, and the labels say
+    which file they are of."""
+    import numpy as np
+    from scipy.io import wavfile
+
+    from server.data.speech import Rendering, render
+
+    word = render("seven", Rendering("en-us", 150, 50), sample_rate=44100)
+    clip = np.zeros(3 * 44100, np.float32)
+    clip[66150 - len(word) // 2 :][: len(word)] = word
+    path = tmp_path / "seven.wav"
+    wavfile.write(path, 44100, (np.stack([clip, 0.5 * clip], axis=1) * 20000).astype(np.int16))
+    server = await committed_classifiers(serve_engines, make_text_engine)
+    await open_page(page, server)
+    await until(lambda: page.find_element(By.ID, "classify-word").is_displayed())
+    await asyncio.to_thread(page.find_element(By.ID, "word-file").send_keys, str(path))
+    labels = await until(lambda: label_rows(page), seconds=20)
+    assert labels[0] == "seven" and len(labels) == 3
+    assert page.find_element(By.ID, "labels-of").text == "The word in seven.wav, by kws:"
+    broken = tmp_path / "notes.wav"
+    broken.write_text("not a recording")
+    await asyncio.to_thread(page.find_element(By.ID, "word-file").send_keys, str(broken))
+    message = await until(lambda: page.find_element(By.ID, "classify-error").text)
+    assert message == "notes.wav: not a recording this browser can read."
+    assert label_rows(page) == []
+
+
+async def test_an_opened_picture_of_a_digit_is_classified(
+    serve_engines: Callable[..., Any], make_text_engine: Any, page: WebDriver, tmp_path: Path
+) -> None:
+    """A picture opened from a file (the drawing's alternative, reachable from the keyboard) is fitted onto the pad,
+    turned round when its digit is light on dark, and classified as the model sees the same 8x8 cells."""
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from server.vision.checkpoint import load_digits_model
+    from server.vision.data import recorded_split
+
+    model, meta = load_digits_model(ROOT / "models/digits/digits_cnn.safetensors")
+    images, labels = recorded_split(meta["data"]["test_indices"]).test
+    cells = np.minimum(16, images * 1.5)  # the pad's cells: its ink scaled as a pen's strokes are
+    with torch.no_grad():
+        predicted = model(torch.from_numpy(cells)).argmax(1).numpy()
+    pick = int(np.flatnonzero((predicted == labels) & (labels == 4))[0])  # one the model gets right on the pad
+    light_on_dark = np.kron(images[pick] / 16 * 255, np.ones((20, 20))).astype(np.uint8)  # 160 x 160
+    path = tmp_path / "four.png"
+    Image.fromarray(light_on_dark, mode="L").convert("RGB").save(path)
+    server = await committed_classifiers(serve_engines, make_text_engine)
+    await open_page(page, server)
+    await until(lambda: page.find_element(By.ID, "classify-digit").is_displayed())
+    await asyncio.to_thread(page.find_element(By.ID, "digit-file").send_keys, str(path))
+    shown = await until(lambda: label_rows(page))
+    assert shown[0] == "4"
+    assert page.find_element(By.ID, "labels-of").text == "The digit in four.png, by digits:"
+
+
 # -- API keys ----------------------------------------------------------------
 KEY = "sk-page/key+1"
 
