@@ -84,6 +84,13 @@ def kws_card(info: dict[str, Any], config: KWSConfig) -> ModelCard:
             changed += f", its clips' peaks moved to {config.peak_db:g} dBFS"
     elif config.peak_db is not None:
         command += f" --peak-db {config.peak_db:g}"
+    teachers = train.get("teachers") or []
+    if teachers:
+        command += f" --teachers {','.join(t['file'] for t in teachers)}"
+        if opts.get("distill_weight", 0.5) != 0.5:
+            command += f" --distill-weight {opts['distill_weight']:g}"
+        if opts.get("distill_temperature", 2.0) != 2.0:
+            command += f" --distill-temperature {opts['distill_temperature']:g}"
     started = (
         f"continued from `{init['file']}` (sha256 {init['sha256'][:16]}..., {init['steps']:,} steps, held-out clean "
         f"{init['heldout_clean_accuracy']:.2%}{changed}); "
@@ -153,6 +160,14 @@ def kws_card(info: dict[str, Any], config: KWSConfig) -> ModelCard:
             "training",
             f"{started}{train['steps']:,} steps of {opts['batch_size']} fresh clips ({mix}), AdamW one-cycle peak "
             f"lr {opts['lr']}, label smoothing {opts['label_smoothing']}"
+            + (
+                f"; {opts['distill_weight']:.0%} of the loss distilled from "
+                + " and ".join(f"`{t['file']}` (sha256 {t['sha256'][:16]}...)" for t in teachers)
+                + f": the {'mean of their log-probabilities' if len(teachers) > 1 else 'its log-probabilities'} "
+                f"on each clip without the masks, at temperature {opts['distill_temperature']:g}"
+                if teachers
+                else ""
+            )
             + (
                 f"; then {opts['unknown_bias']:+g} on the unknown logit (the head's bias), before every figure below"
                 if opts.get("unknown_bias")

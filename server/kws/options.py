@@ -10,7 +10,7 @@ from typing import Any, ClassVar
 from server.errors import InvalidArgument
 from server.kws.augment import AugmentConfig
 from server.kws.data import MINE_POOLS, TEST_PER_LABEL, KWSDataConfig
-from server.options import TrainOptions, at_least, float_pair, option, within
+from server.options import TrainOptions, at_least, comma_list, float_pair, option, within
 
 
 @dataclass
@@ -123,6 +123,25 @@ class KWSTrainOptions(TrainOptions):
         metavar="CHANNELS",
         shown="the checkpoint's width",
     )
+    teachers: tuple[str, ...] = option(
+        (),
+        "kws checkpoints to distil from, comma-separated: the mean of their log-probabilities on each training clip "
+        "(heard without SpecAugment's masks) is a second target beside the label (--distill-weight), so that one "
+        "model learns what several agree on",
+        parse=comma_list,
+        metavar="CKPT[,CKPT...]",
+        shown="none",
+    )
+    distill_weight: float = option(
+        0.5,
+        "with --teachers: the share of the loss that follows the teachers (the rest follows the labels)",
+        parse=float,
+    )
+    distill_temperature: float = option(
+        2.0,
+        "with --teachers: both sides' logits divided by this before they are compared (softer targets)",
+        parse=float,
+    )
     out: Path = option(Path("runs/kws/kws_dscnn.safetensors"), "checkpoint to write", parse=Path)  # noqa: RUF009
     progress: bool = option(True, "no progress bar (logs only)", switch=False)
     weight_decay: float = 1e-2
@@ -168,6 +187,11 @@ class KWSTrainOptions(TrainOptions):
         from server.kws.model import KWSConfig  # torch: loaded when a run starts, not for the flags
 
         KWSConfig(**(self.model or {}))  # its sizes and level, before any rendering
+        within(self, "distill_weight", 0, 1)
+        within(self, "distill_temperature", 0.1, 10)
+        for teacher in self.teachers:
+            if not Path(teacher).is_file():
+                raise InvalidArgument("teachers", f"no such kws checkpoint: {teacher}")
         if self.widen is not None and self.init is None:
             raise InvalidArgument("widen", "widens the --init checkpoint: give --init too")
         self.data.validate()

@@ -15,6 +15,7 @@ import logging
 import time
 from collections.abc import Iterator
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -131,6 +132,7 @@ def train_kws(opts: KWSTrainOptions) -> dict[str, Any]:
     generator = torch.Generator().manual_seed(opts.seed)
     model, init_info = _start(opts)
     model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # depthwise convolutions: 2x faster
+    teachers, teachers_info = _teachers(opts)
     mining: list[dict[str, Any]] = []
 
     def batches() -> Iterator[Batch]:
@@ -144,7 +146,13 @@ def train_kws(opts: KWSTrainOptions) -> dict[str, Any]:
         features = spec_augment(model.features(batch[0]), opts, generator)  # (B, M, F)
         logits = model.classify(features)  # (B, classes)
         adjusted = logits if adjust is None else logits + adjust
-        return cross_entropy(adjusted, batch[1], label_smoothing=opts.label_smoothing)[0], logits
+        labelled = cross_entropy(adjusted, batch[1], label_smoothing=opts.label_smoothing)[0]
+        if not teachers:
+            return labelled, logits
+        # The student's own logits (equal priors, as the teachers' are) against the teachers' mean log-probability.
+        t = opts.distill_temperature
+        distilled = distillation_loss(logits, teacher_log_probs(teachers, batch[0], t), t)
+        return (1 - opts.distill_weight) * labelled + opts.distill_weight * distilled, logits
 
     def check(step: int, running: float) -> dict[str, float]:
         held_acc = evaluate(model, clean_x, clean_y).accuracy
@@ -189,7 +197,7 @@ def train_kws(opts: KWSTrainOptions) -> dict[str, Any]:
         wall_time_s=round(run.wall_time_s, 1),
         threads=torch.get_num_threads(),
         options=options_record(opts, leave_out=("data",)),
-        extra={"init": init_info, "curve": run.checks, "mining": mining},
+        extra={"init": init_info, "curve": run.checks, "mining": mining, **teachers_info},
     )
     info = {
         "sample_rate": SAMPLE_RATE,
@@ -226,6 +234,40 @@ def train_kws(opts: KWSTrainOptions) -> dict[str, Any]:
         run.wall_time_s,
     )
     return info
+
+
+def teacher_log_probs(teachers: list[KWSNet], waves: torch.Tensor, temperature: float) -> torch.Tensor:
+    """The teachers' mean log-probability (B, classes) of each clip at ``temperature``, normalised again (the
+    geometric mean of their distributions)."""
+    with torch.no_grad():
+        mean = torch.stack([torch.log_softmax(t(waves) / temperature, dim=1) for t in teachers]).mean(dim=0)
+        return torch.log_softmax(mean, dim=1)
+
+
+def distillation_loss(logits: torch.Tensor, target: torch.Tensor, temperature: float) -> torch.Tensor:
+    """KL(target || student) at ``temperature``, scaled by its square so that its gradients keep their size
+    (Hinton et al., 2015)."""
+    student = torch.log_softmax(logits / temperature, dim=1)
+    kl = torch.nn.functional.kl_div(student, target, log_target=True, reduction="batchmean")
+    return kl * temperature**2
+
+
+def _teachers(opts: KWSTrainOptions) -> tuple[list[KWSNet], dict[str, Any]]:
+    """The ``--teachers`` (eval mode, no gradients) and what the checkpoint records of them."""
+    if not opts.teachers:
+        return [], {}
+    teachers, record = [], []
+    for name in opts.teachers:
+        path = Path(name)
+        teacher, meta = load_kws_model(path)
+        if meta["labels"] != list(LABELS):
+            raise InvalidArgument(
+                "teachers", f"{path} has the labels {meta['labels']}, not the spotter's {list(LABELS)}"
+            )
+        teacher.requires_grad_(False).to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+        teachers.append(teacher)
+        record.append({"file": path.name, "sha256": file_sha256(path), "parameters": teacher.num_parameters()})
+    return teachers, {"teachers": record}
 
 
 def _start(opts: KWSTrainOptions) -> tuple[KWSNet, dict[str, Any] | None]:

@@ -16,9 +16,18 @@ from server.data.speech import Rendering, render
 from server.errors import InvalidArgument
 from server.kws.checkpoint import load_kws_model
 from server.kws.data import LABELS, ClipSampler, KWSDataConfig, training_clips
+from server.kws.model import KWSConfig, KWSNet
 from server.kws.model_card import kws_card
 from server.kws.options import KWSTrainOptions
-from server.kws.train import _mine, centred, spec_augment, train_kws, unknown_errors
+from server.kws.train import (
+    _mine,
+    centred,
+    distillation_loss,
+    spec_augment,
+    teacher_log_probs,
+    train_kws,
+    unknown_errors,
+)
 
 
 def test_checkpoint_rebuilds_and_records_its_figures(tiny_kws_checkpoint: Path) -> None:
@@ -180,6 +189,9 @@ def test_spec_augment_zeroes_bands_and_frames() -> None:
         ({"model": {"peak_db": 3.0}}, "peak_db: must be -60..0 dBFS, got 3"),
         ({"model": {"channels": 0}}, "channels: must be at least 1, got 0"),
         ({"model": {"channels": 8, "blocks": 0}}, "blocks: must be at least 1, got 0"),
+        ({"teachers": ("missing.safetensors",)}, "teachers: no such kws checkpoint: missing.safetensors"),
+        ({"distill_weight": 1.5}, "distill_weight: must be in [0, 1], got 1.5"),
+        ({"distill_temperature": 0.0}, "distill_temperature: must be in [0.1, 10], got 0.0"),
     ],
 )
 def test_bad_options_are_named(tmp_path: Path, options: dict[str, object], message: str) -> None:
@@ -280,3 +292,52 @@ def test_peak_db_moves_the_init_checkpoints_level_and_keeps_its_weights(
     train_kws(opts)
     assert load_kws_model(fresh)[0].config.peak_db == -12.0
     assert "--peak-db -12" in fresh.with_suffix(".md").read_text(encoding="utf-8")
+
+
+def test_distillation_pulls_a_student_to_its_teachers(tiny_kws_checkpoint: Path) -> None:
+    """The teachers' target is the normalised mean of their log-probabilities; the loss is zero at the target, and
+    a fresh network that follows it alone comes to answer as the teacher does."""
+    teacher, _ = load_kws_model(tiny_kws_checkpoint)
+    rng = np.random.default_rng(3)
+    words = [render(word, Rendering("en-us", 160, 50)) for word in ("three", "seven", "nine", "hello")]
+    waves = torch.from_numpy(np.stack([centred(w) for w in words] + [
+        rng.uniform(-a, a, 16000).astype(np.float32) for a in (0.01, 0.1, 0.5)
+    ]))  # fmt: skip
+    with torch.no_grad():
+        own = torch.log_softmax(teacher(waves) / 2, dim=1)
+    torch.testing.assert_close(teacher_log_probs([teacher], waves, 2.0), own)
+    assert distillation_loss(teacher(waves).detach(), own, 2.0).item() == pytest.approx(0, abs=1e-5)
+    other = KWSNet(KWSConfig(num_classes=len(LABELS), channels=8, blocks=1)).eval()
+    pair = teacher_log_probs([teacher, other], waves, 1.0)
+    with torch.no_grad():
+        mean = (torch.log_softmax(teacher(waves), 1) + torch.log_softmax(other(waves), 1)) / 2
+    torch.testing.assert_close(pair, torch.log_softmax(mean, 1))
+    torch.testing.assert_close(pair.exp().sum(dim=1), torch.ones(len(waves)))
+
+    torch.manual_seed(0)
+    student = KWSNet(KWSConfig(num_classes=len(LABELS), channels=16, blocks=2)).eval()  # no batch statistics
+    target = teacher_log_probs([teacher], waves, 1.0)
+    before = distillation_loss(student(waves), target, 1.0).item()
+    optimizer = torch.optim.Adam(student.parameters(), lr=3e-3)
+    for _ in range(60):
+        optimizer.zero_grad()
+        distillation_loss(student(waves), target, 1.0).backward()
+        optimizer.step()
+    with torch.no_grad():
+        after = distillation_loss(student(waves), target, 1.0).item()
+        agree = (student(waves).argmax(1) == teacher(waves).argmax(1)).float().mean().item()
+    assert after < 0.2 * before and agree == 1.0
+
+
+def test_teachers_are_recorded_and_named_on_the_card(tiny_kws_checkpoint: Path, tmp_path: Path) -> None:
+    """--teachers A,B: the checkpoint records each teacher's file and hash, the card's command and training row name
+    them with the weight and temperature."""
+    out = tmp_path / "student.safetensors"
+    train_kws(KWSTrainOptions.dry_run(out=out, teachers=(str(tiny_kws_checkpoint),) * 2, distill_weight=0.7))
+    meta = read_meta(out)
+    teachers = meta["training"]["teachers"]
+    assert [t["file"] for t in teachers] == [tiny_kws_checkpoint.name] * 2
+    assert all(len(t["sha256"]) == 64 for t in teachers)
+    card = out.with_suffix(".md").read_text(encoding="utf-8")
+    assert f"--teachers {tiny_kws_checkpoint.name},{tiny_kws_checkpoint.name} --distill-weight 0.7" in card
+    assert "70% of the loss distilled from" in card and "at temperature 2" in card
