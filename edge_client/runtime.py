@@ -9,9 +9,13 @@ device needs only the one it uses.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.util
-from collections.abc import Sequence
+import os
+import sys
+import tempfile
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -120,6 +124,35 @@ def _onnx_info(tensor: Any) -> TensorInfo:
     return TensorInfo(tensor.name, "float32" if dtype == "float" else dtype, [int(d) for d in tensor.shape])
 
 
+# What a TFLite interpreter writes to the process's stderr when all is well ("INFO: Created TensorFlow Lite XNNPACK
+# delegate for CPU."): a line before every command's own output, saying nothing a user can act on.
+NATIVE_NOISE = ("INFO: Created TensorFlow Lite XNNPACK delegate",)
+
+
+@contextlib.contextmanager
+def native_stderr_without(noise: tuple[str, ...] = NATIVE_NOISE) -> Iterator[None]:
+    """What native code writes to file descriptor 2 while the block runs, written back afterwards less the lines
+    that start with ``noise`` (a warning or an error still shows, after the block)."""
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):  # no descriptor 2 (a closed stderr): nothing to filter
+        yield
+        return
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            for line in captured.read().decode(errors="replace").splitlines(keepends=True):
+                if not line.startswith(noise):
+                    sys.stderr.write(line)
+            sys.stderr.flush()
+
+
 class TfliteRunner:
     """The file's one signature, called with inputs and outputs in the manifest's order (a TFLite signature lists
     its names sorted, not in the module's order)."""
@@ -130,11 +163,12 @@ class TfliteRunner:
         self.backend = backend
         interpreter_module = importlib.import_module(BACKENDS[backend][1])
         try:
-            self.interpreter = interpreter_module.Interpreter(model_path=str(path), num_threads=threads)
-            # tflite-runtime applies its default delegate (XNNPACK) here and not in a signature runner's own
-            # allocation: without this call every float operator ran on TFLite's slower kernels there (the
-            # keyword spotter 3.7 ms a window instead of 0.7). LiteRT delegates either way.
-            self.interpreter.allocate_tensors()
+            with native_stderr_without():
+                self.interpreter = interpreter_module.Interpreter(model_path=str(path), num_threads=threads)
+                # tflite-runtime applies its default delegate (XNNPACK) here and not in a signature runner's own
+                # allocation: without this call every float operator ran on TFLite's slower kernels there (the
+                # keyword spotter 3.7 ms a window instead of 0.7). LiteRT delegates either way.
+                self.interpreter.allocate_tensors()
             signatures = self.interpreter.get_signature_list()
             (self.signature, names), *_ = signatures.items()
             self.runner = self.interpreter.get_signature_runner(self.signature)

@@ -76,6 +76,7 @@ def test_classify_audio_hears_number_words(edge_files: EdgeFiles, backend: str, 
     records = json_lines(done.stdout)
     assert [r["label"] for r in records] == [*words, "four"]
     assert all(len(r["top"]) == 3 for r in records)  # type: ignore[arg-type]
+    assert "XNNPACK" not in done.stderr  # the interpreter's "all is well" line is not shown
 
 
 @needs_espeak

@@ -78,3 +78,16 @@ def test_tflite_float_files_run_on_xnnpack(edge_files: EdgeFiles, backend: str) 
     assert isinstance(model.runner, TfliteRunner)
     ops = {op["op_name"] for op in model.runner.interpreter._get_ops_details()}
     assert "DELEGATE" in ops
+
+
+def test_native_stderr_loses_only_the_interpreters_all_is_well_line(capfd: pytest.CaptureFixture[str]) -> None:
+    """What native code writes to descriptor 2 inside the block comes back after it, less the XNNPACK line."""
+    import os
+
+    from edge_client.runtime import native_stderr_without
+
+    with native_stderr_without():
+        os.write(2, b"INFO: Created TensorFlow Lite XNNPACK delegate for CPU.\n")
+        os.write(2, b"ERROR: a real complaint\n")
+    os.write(2, b"after\n")
+    assert capfd.readouterr().err == "ERROR: a real complaint\nafter\n"
