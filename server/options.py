@@ -31,6 +31,7 @@ from server.errors import InvalidArgument
 
 DEVICES = ("auto", "cpu", "cuda")
 BUDGET = "budget (the first reached ends the run; the learning rate decays over it)"
+MAX_MINUTES = 10080.0  # a week: a --minutes budget above it is a slip of the keyboard
 PARSED_BY_ARGPARSE = (int, float, str, Path)  # a bad value is argparse's usage error; other readers name the field
 
 
@@ -232,6 +233,7 @@ class LoopTrainOptions(TrainOptions):
     def validate(self) -> None:
         super().validate()
         check_budget(self, "minutes")
+        within(self, "minutes", 0, MAX_MINUTES, "(]")  # NaN too: the budget would never end
         check_snapshot(self)
 
 

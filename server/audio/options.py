@@ -97,8 +97,6 @@ class AudioTrainOptions(LoopTrainOptions):
         from server.audio.model import WaveNetConfig  # torch: loaded when a run starts, not for the flags
 
         super().validate()
-        if self.minutes is not None and self.minutes <= 0:
-            raise InvalidArgument("minutes", f"must be positive, got {self.minutes}")
         at_least(self, 1, "batch_size", "eval_every", "warmup_steps", "lines", "heldout_lines", "workers")
         at_least(self, 0, "number_renderings", "heldout_number_renderings")
         if self.segment < 200:

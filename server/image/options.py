@@ -58,7 +58,6 @@ class ImageTrainOptions(LoopTrainOptions):
             shown = f"must be at least --batch-size ({self.batch_size}), got {self.train_limit}"
             raise InvalidArgument("train_limit", shown)
         within(self, "lr", 0, 1, "(]")
-        within(self, "minutes", 0, 10080, "(]")
         if self.dataset not in DATASETS:
             raise InvalidArgument("dataset", f"must be one of {', '.join(DATASETS)}, got {self.dataset!r}")
 

@@ -104,8 +104,6 @@ class TextTrainOptions(LoopTrainOptions):
         except InvalidArgument as exc:
             raise InvalidArgument(MODEL_FLAGS.get(exc.field, exc.field), exc.reason) from None
         check_init(self)
-        if self.minutes is not None and self.minutes <= 0:
-            raise InvalidArgument("minutes", f"must be positive, got {self.minutes}")
         at_least(self, 1, "batch_size", "seq_len", "eval_every", "warmup_steps")
         within(self, "lr", 0, 1, "()")
         within(self, "weight_decay", 0, 1, "[)")

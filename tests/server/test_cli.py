@@ -180,13 +180,17 @@ def test_train_refuses_an_out_it_cannot_write_before_training(
         (["text", "--seed", str(2**64)], f"--seed: must be in 0..2**63-1, got {2**64}"),
         (["text", "--checkpoint-minutes", "0"], "--checkpoint-minutes: must be a positive number of minutes, got 0.0"),
         (["dcgan", "--train-limit", "1"], "--train-limit: must be at least --batch-size (32), got 1"),
+        (["text", "--minutes", "0"], "--minutes: must be in (0, 10080], got 0.0"),
+        (["text", "--minutes", "nan"], "--minutes: must be in (0, 10080], got nan"),
+        (["audio", "--minutes", "-1"], "--minutes: must be in (0, 10080], got -1.0"),
+        (["dcgan", "--minutes", "20000"], "--minutes: must be in (0, 10080], got 20000.0"),
     ],
 )
 def test_train_rejects_values_that_failed_mid_run(
     tmp_path: Path, tiny_corpus: Path, args: list[str], message: str
 ) -> None:
     """Values that raised a traceback from NumPy or torch once training began (or, for --checkpoint-minutes 0,
-    saved every step) exit 2 naming the option."""
+    saved every step; for --minutes nan, a time budget that never ran out) exit 2 naming the option."""
     corpus = ["--corpus", str(tiny_corpus)] if args[0] == "text" else []
     result = antiphon("train", *args, "--dry-run", *corpus, "--out", str(tmp_path / "m.safetensors"))
     assert result.returncode == 2
