@@ -16,7 +16,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import fft
 
 from server.audio.constants import SAMPLE_RATE
 
@@ -44,11 +43,13 @@ class AugmentConfig:
     p_hum: float = 0.1
 
 
-_FREQS = np.maximum(fft.rfftfreq(CLIP, 1 / SAMPLE_RATE), 20.0).astype(np.float32)  # (8001,) Hz, floored at 20
+_FREQS = np.maximum(np.fft.rfftfreq(CLIP, 1 / SAMPLE_RATE), 20.0).astype(np.float32)  # (8001,) Hz, floored at 20
 
 
 def colored_noise(rng: np.random.Generator, n: int, kind: str) -> np.ndarray:
     """Unit-RMS noise (n,): white (flat), pink (1/f power), brown (1/f^2 power)."""
+    from scipy import fft  # on first use: the command line imports this module's config
+
     if kind == "white":
         x = rng.standard_normal(n, dtype=np.float32)
     else:
@@ -129,6 +130,8 @@ def in_context(
 
 def reverb(rng: np.random.Generator, x: np.ndarray, rt60: tuple[float, float]) -> np.ndarray:
     """Convolve with a synthetic room: a direct path and exponentially decaying noise (60 dB down after RT60)."""
+    from scipy import fft  # on first use: the command line imports this module's config
+
     t60 = rng.uniform(*rt60)
     n = int(min(t60, 0.5) * SAMPLE_RATE)
     t = np.arange(n) / SAMPLE_RATE
@@ -162,6 +165,8 @@ def telephone_curve(rng: np.random.Generator) -> np.ndarray:
 
 def filter_clip(x: np.ndarray, curve: np.ndarray) -> np.ndarray:
     """``x`` (16000,) through a zero-phase filter of gain ``curve`` (8001,)."""
+    from scipy import fft  # on first use: the command line imports this module's config
+
     return fft.irfft(fft.rfft(x) * curve, len(x)).astype(np.float32)
 
 

@@ -282,3 +282,11 @@ def test_a_bad_value_is_named_by_the_commands_own_flag(
         cli.main(["sample", "text"])
     assert exited.value.code == 2
     assert capsys.readouterr().err == f"antiphon: error: {said}\n"
+
+
+def test_the_command_line_starts_without_torch_or_scipy() -> None:
+    """Building the parser (``--help``, a usage error) imports neither torch nor SciPy: each command loads what it
+    runs on once it runs, so a typo is answered at once."""
+    code = "import sys, server.cli; print(' '.join(m for m in ('torch', 'scipy') if m in sys.modules))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == ""
