@@ -18,7 +18,6 @@ import signal
 import sys
 from collections.abc import Callable, Sequence
 
-from server.commands import audio, export, image, kws, say, serve, text, textdisc, vision
 from server.errors import AntiphonError, InvalidArgument
 
 log = logging.getLogger("antiphon")
@@ -26,6 +25,9 @@ log = logging.getLogger("antiphon")
 
 # -- parser ------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
+    # The commands' modules (NumPy and each family's options) load here, inside main's handling of Ctrl-C.
+    from server.commands import audio, export, image, kws, say, serve, text, textdisc, vision
+
     parser = argparse.ArgumentParser(
         prog="antiphon",
         description="Streaming generation server: train, evaluate and sample models, and serve them over "
@@ -67,8 +69,12 @@ def _option_strings(parser: argparse.ArgumentParser) -> set[str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
+    except KeyboardInterrupt:  # Ctrl-C while the commands load: no traceback through NumPy's imports
+        print("antiphon: interrupted", file=sys.stderr)
+        return 130
     # Our own loggers at INFO (DEBUG with -v); libraries (converters, grpc, onnx) only from WARNING up.
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # gRPC's C core writes its own lines to stderr, outside this log's format: its INFO ones (a failed TLS handshake

@@ -287,6 +287,20 @@ def test_a_bad_value_is_named_by_the_commands_own_flag(
 def test_the_command_line_starts_without_torch_or_scipy() -> None:
     """Building the parser (``--help``, a usage error) imports neither torch nor SciPy: each command loads what it
     runs on once it runs, so a typo is answered at once."""
-    code = "import sys, server.cli; print(' '.join(m for m in ('torch', 'scipy') if m in sys.modules))"
+    code = (
+        "import sys, server.cli; server.cli.build_parser(); print(*(m for m in ('torch', 'scipy') if m in sys.modules))"
+    )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == ""
+
+
+def test_ctrl_c_while_the_commands_load_is_one_line() -> None:
+    """SIGINT while the command line is still importing its commands ends it with 130 and one line, no traceback."""
+    code = (
+        "import os, signal, sys, server.commands.kws as k; "
+        "k.__dict__['add_train'] = lambda *a: os.kill(os.getpid(), signal.SIGINT); "  # Ctrl-C while the parser is built
+        "from server.cli import main; sys.exit(main(['train', 'kws']))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert done.returncode == 130, done.stderr
+    assert done.stderr == "antiphon: interrupted\n"
