@@ -772,3 +772,24 @@ def test_every_command_help_ends_with_examples() -> None:
         examples = text[text.index("\nexamples:\n") :].splitlines()[2:]
         assert examples and all(line.startswith("  ") and prog in line for line in examples), text
         assert "(default: " in text
+
+
+def test_ctrl_c_while_the_command_line_loads_is_one_line() -> None:
+    """SIGINT while antiphon-edge still imports its modules (seconds on a small board) ends it with 130 and one
+    line, no traceback."""
+    code = (
+        "import builtins, os, signal, sys\n"
+        "real = builtins.__import__\n"
+        "def importing(name, *args, **kwargs):\n"
+        "    if name == 'edge_client.runtime':\n"  # Ctrl-C while the command line's modules load
+        "        os.kill(os.getpid(), signal.SIGINT)\n"
+        "    return real(name, *args, **kwargs)\n"
+        "builtins.__import__ = importing\n"
+        "from edge_client.start import main\n"
+        "sys.exit(main())\n"
+    )
+    done = subprocess.run(
+        [*edge_python(), "-c", code, "--help"], capture_output=True, text=True, env=edge_env(), cwd=REPO, check=False
+    )
+    assert done.returncode == 130, done.stderr
+    assert done.stderr == "antiphon-edge: interrupted\n"
