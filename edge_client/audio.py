@@ -107,7 +107,10 @@ def read_wav_header(f: BinaryIO, name: str) -> WavFormat:
 
     head = f.read(12)
     if len(head) < 12 or head[:4] not in WAV_MAGICS or head[8:12] != b"WAVE":
-        raise InvalidArgument(name, "not a WAV file (no RIFF/WAVE header); give a .wav file")
+        raise InvalidArgument(
+            name,
+            "not a WAV file (no RIFF/WAVE header); give a .wav file (`sox IN -c 1 OUT.wav` converts other formats)",
+        )
     fmt: tuple[int, int, int, int] | None = None
     data_size64: int | None = None  # RF64's ds64 chunk: the data chunk's size
     while True:

@@ -401,7 +401,7 @@ def test_missing_manifest_is_a_clear_error(tmp_path: Path, edge_files: EdgeFiles
 @pytest.mark.parametrize(
     ("data", "message"),
     [
-        (b"not audio at all", "not a WAV file (no RIFF/WAVE header)"),
+        (b"not audio at all", "not a WAV file (no RIFF/WAVE header); give a .wav file (`sox IN -c 1 OUT.wav` converts"),
         (b"RIFF\x00\x00\x00\x00WAVE", "not a readable WAV file (it ends inside the chunk list)"),
     ],
 )
