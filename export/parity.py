@@ -4,7 +4,9 @@ files), and greedy text for the step generator."""
 from __future__ import annotations
 
 import sys
+import threading
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from tqdm import tqdm
@@ -15,6 +17,7 @@ from export.specs import ExportSpec, Inputs
 FLOAT_TOLERANCE = 1e-4  # max abs difference of a float file from torch, on every output
 INT8_AGREEMENT = 0.99  # share of the evaluation set on which an int8 file's top label is torch's
 GREEDY_TOKENS = 200
+MIN_SHARE = 64  # inputs a checking thread takes at least: a runner's load is not worth fewer
 
 Step = Callable[..., Sequence[np.ndarray]]  # a runner or torch: inputs -> outputs (a text step: token, h, c)
 
@@ -22,11 +25,45 @@ Step = Callable[..., Sequence[np.ndarray]]  # a runner or torch: inputs -> outpu
 Outputs = list[list[np.ndarray]]  # one list of output arrays per input
 
 
+def _bar(total: int, desc: str) -> tqdm:
+    """A progress bar on stderr (a line every 30 s when not on a terminal)."""
+    return tqdm(total=total, desc=desc, unit="input", leave=False, mininterval=0.5 if sys.stderr.isatty() else 30)
+
+
 def run_all(runner: Step, inputs: list[Inputs], desc: str) -> Outputs:
-    """``runner``'s outputs for each of ``inputs``, with a progress bar (a line every 30 s when not on a terminal):
-    a recurrent classifier's evaluation set takes minutes per pass."""
-    bar = tqdm(inputs, desc=desc, unit="input", leave=False, mininterval=0.5 if sys.stderr.isatty() else 30)
-    return [list(runner(*args)) for args in bar]
+    """``runner``'s outputs for each of ``inputs``, with a progress bar: a recurrent classifier's evaluation set
+    takes minutes per pass."""
+    with _bar(len(inputs), desc) as bar:
+        outputs = []
+        for args in inputs:
+            outputs.append(list(runner(*args)))
+            bar.update()
+        return outputs
+
+
+def run_file(open_one: Callable[[], Step], inputs: list[Inputs], desc: str, workers: int = 1) -> Outputs:
+    """:func:`run_all` over ``workers`` threads, each with a runner of its own (``open_one()``; a TFLite interpreter
+    serves one thread at a time) on a contiguous share of ``inputs``: the runtimes compute outside Python's lock, so
+    the shares run side by side. The outputs are in the inputs' order."""
+    workers = max(1, min(workers, len(inputs) // MIN_SHARE))
+    if workers == 1:
+        return run_all(open_one(), inputs, desc)
+    bounds = np.linspace(0, len(inputs), workers + 1).astype(int)
+    lock = threading.Lock()
+    with _bar(len(inputs), f"{desc} ({workers} threads)") as bar:
+
+        def share(start: int, stop: int) -> Outputs:
+            runner = open_one()
+            done = []
+            for args in inputs[start:stop]:
+                done.append(list(runner(*args)))
+                with lock:
+                    bar.update()
+            return done
+
+        with ThreadPoolExecutor(workers) as pool:
+            shares = list(pool.map(share, bounds[:-1], bounds[1:]))
+    return [out for part in shares for out in part]
 
 
 def max_abs_between(got: Outputs, want: Outputs) -> float:

@@ -31,7 +31,7 @@ from export.parity import (
     label_figures,
     max_abs_between,
     max_abs_difference,
-    run_all,
+    run_file,
 )
 from export.runtime import open_runner
 from export.specs import MODELS, ExportSpec, check_model_names, digits_spec, text_step_spec, textdisc_spec
@@ -46,6 +46,7 @@ log = logging.getLogger(__name__)
 FORMATS: dict[str, str] = {"onnx": ".onnx", "tflite": ".tflite"}
 MANIFEST = "manifest.json"
 IMAGE_MODELS = ("dcgan_generator", "vae_decoder", "dcgan_discriminator")
+MAX_CHECK_WORKERS = 256
 
 Converter = Callable[[ExportSpec, Path], None]
 Quantizer = Callable[[ExportSpec, Path, Path], str]
@@ -75,6 +76,7 @@ class ExportOptions:
     image_judge: Path | None = None  # the generators' int8 check: None takes the committed judge of their data
     image_samples: int = IMAGE_SAMPLES  # the image models' evaluation set: seeds, or test + generated images
     seed: int = 0
+    check_workers: int = 0  # threads checking each file against torch, each with its own runner (0: one per core)
 
     def validate(self) -> None:
         if not self.models:
@@ -110,6 +112,8 @@ class ExportOptions:
             raise InvalidArgument("image_samples", f"must be in [2, 100000], got {self.image_samples}")
         if not 0 <= self.seed <= MAX_SEED:
             raise InvalidArgument("seed", f"must be in 0..2**63-1, got {self.seed}")
+        if not 0 <= self.check_workers <= MAX_CHECK_WORKERS:
+            raise InvalidArgument("check_workers", f"must be in 0..{MAX_CHECK_WORKERS}, got {self.check_workers}")
         if self.out.exists() and not self.out.is_dir():
             raise InvalidArgument("out", f"{self.out} is a file; name a folder for the files and {MANIFEST}")
         check_output(self.out / MANIFEST, "out")
@@ -119,6 +123,13 @@ class ExportOptions:
             if not path.is_file():
                 state = "is a directory" if path.is_dir() else "does not exist"
                 raise CheckpointError(f"checkpoint {path} {state} (--{name.replace('_', '-')})")
+
+    @property
+    def workers(self) -> int:
+        """The checking threads: ``check_workers``, or with 0 one per core this process may run on."""
+        if self.check_workers:
+            return self.check_workers
+        return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
     @property
     def needs_text(self) -> bool:
@@ -281,20 +292,23 @@ def _export_one(spec: ExportSpec, opts: ExportOptions, folder: Path) -> dict[str
         float_path = folder / f"{spec.name}{FORMATS[fmt]}"
         started = time.monotonic()
         convert(spec, float_path)
-        files = {"float32": _describe(spec, fmt, float_path, "float32", f"{fmt} float32", started)}
+        files = {"float32": _describe(spec, fmt, float_path, "float32", f"{fmt} float32", started, opts.workers)}
         if opts.int8:
             int8_path = folder / f"{spec.name}.int8{FORMATS[fmt]}"
             started = time.monotonic()
             method = quantize(spec, float_path, int8_path)
-            files["int8"] = _describe(spec, fmt, int8_path, "int8", method, started)
+            files["int8"] = _describe(spec, fmt, int8_path, "int8", method, started, opts.workers)
         entry["files"][fmt] = files
     return entry
 
 
-def _describe(spec: ExportSpec, fmt: str, path: Path, precision: str, method: str, started: float) -> dict[str, Any]:
+def _describe(
+    spec: ExportSpec, fmt: str, path: Path, precision: str, method: str, started: float, workers: int = 1
+) -> dict[str, Any]:
     """Check one file against torch and describe it for the manifest; an ExportError if it fails."""
-    runner = open_runner(fmt, path, (spec.input_names, spec.output_names))
-    outputs = run_all(runner, spec.real_inputs, f"{path.name}: checking")
+    order = (spec.input_names, spec.output_names)
+    runner = open_runner(fmt, path, order)
+    outputs = run_file(lambda: open_runner(fmt, path, order), spec.real_inputs, f"{path.name}: checking", workers)
     parity: dict[str, Any] = label_figures(spec, outputs)
     if precision == "float32":
         parity["max_abs_real"] = max_abs_between(outputs, spec.real_outputs)

@@ -87,6 +87,15 @@ def add_command(commands: argparse._SubParsersAction) -> None:
         ("--text-corpus", "text whose held-out part checks the text step (default: Shakespeare's held-out plays)"),
     ):
         p.add_argument(flag, type=Path, default=None, metavar="PATH", help=help_text)
+    p.add_argument(
+        "--check-workers",
+        type=int,
+        default=0,
+        metavar="N",
+        help="threads that check each file against torch, each running its own copy of the file (the text "
+        "discriminator's four files take minutes each on one core); 0: one per CPU core this process may use "
+        "(default: 0)",
+    )
     add_seed(p, 0, "random inputs and calibration sample (default: 0)")
 
 
@@ -106,6 +115,7 @@ def _run(args: argparse.Namespace) -> int:
         dcgan_checkpoint=args.dcgan_checkpoint or DEFAULT_IMAGE_MODELS / "dcgan.safetensors",
         vae_checkpoint=args.vae_checkpoint or DEFAULT_IMAGE_MODELS / "vae.safetensors",
         seed=args.seed,
+        check_workers=args.check_workers,
     )
     opts.validate()
     if opts.needs_text:

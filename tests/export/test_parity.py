@@ -7,7 +7,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from export.parity import greedy_ids, max_abs_difference, top_labels
+from export.parity import greedy_ids, max_abs_difference, run_all, run_file, top_labels
 from export.runtime import open_runner
 from export.specs import digits_spec, text_step_spec, textdisc_spec
 
@@ -111,3 +111,29 @@ def test_textdisc_reference_in_batches_is_torchs_one_at_a_time(
     for got, want in zip(batched, alone, strict=True):
         assert [a.shape for a in got] == [a.shape for a in want]
         np.testing.assert_allclose(got[0], want[0], rtol=0, atol=1e-5)
+
+
+def test_checking_threads_each_open_their_runner_and_keep_the_order(exported: Exported) -> None:
+    """A file checked by several threads: each thread opens its own runner (a TFLite interpreter serves one thread),
+    and the outputs are the one-thread outputs, input by input, in order."""
+    opts = exported.options
+    assert opts.digits_checkpoint is not None
+    spec = digits_spec(opts.digits_checkpoint)
+    path = exported.out / "digits.tflite"
+    order = (spec.input_names, spec.output_names)
+    inputs = spec.real_inputs[:200]
+    opened: list[object] = []
+
+    def open_one() -> object:
+        runner = open_runner("tflite", path, order)
+        opened.append(runner)
+        return runner
+
+    alone = run_all(open_runner("tflite", path, order), inputs, "one")
+    threaded = run_file(open_one, inputs, "three", workers=3)  # type: ignore[arg-type]
+    assert len(opened) == 3 and len({id(r) for r in opened}) == 3
+    assert len(threaded) == len(alone) == 200
+    for got, want in zip(threaded, alone, strict=True):
+        np.testing.assert_array_equal(got[0], want[0])
+    assert len(run_file(open_one, inputs[:100], "few", workers=3)) == 100  # under 64 a thread: one runner
+    assert len(opened) == 4

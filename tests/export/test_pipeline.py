@@ -128,6 +128,7 @@ def test_text_step_tensors_are_described(exported: Exported, fmt: str) -> None:
         ),
         ({"models": ("vae_decoder",), "image_samples": 1}, "image_samples: must be in [2, 100000], got 1"),
         ({"models": ("digits",), "seed": -1}, "seed: must be in 0..2**63-1, got -1"),
+        ({"models": ("digits",), "check_workers": -1}, "check_workers: must be in 0..256, got -1"),
         ({"models": ("digits", "kws", "digits")}, "models: digits is named twice"),
         ({"models": ("digits",), "formats": ("onnx", "onnx")}, "formats: onnx is named twice"),
     ],
