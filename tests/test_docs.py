@@ -57,6 +57,7 @@ CONTEXTS: dict[str, dict[str | None, tuple[str, ...]]] = {
         "Sample": ("antiphon sample text",),
         "Serve": ("antiphon serve",),
         "Audio: the WaveNet": ("antiphon serve", "antiphon * audio"),
+        "Discriminators and export": ("antiphon export",),
     },
     "architecture.md": {None: ("antiphon train *",)},
     "audio-model.md": {None: ("antiphon * audio",)},
