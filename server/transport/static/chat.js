@@ -720,7 +720,21 @@ async function openRecording(event) {
     const channel = audio.getChannelData(c);
     for (let i = 0; i < mono.length; i++) mono[i] += channel[i] / audio.numberOfChannels;
   }
-  await classify("audio", { audio: pcm16Base64(mono), audio_sample_rate: audio.sampleRate }, `The word in ${file.name}`);
+  const pcm = mono.length > MAX_AUDIO_SECONDS * audio.sampleRate ? loudestSecond(mono, audio.sampleRate) : mono;
+  await classify("audio", { audio: pcm16Base64(pcm), audio_sample_rate: audio.sampleRate }, `The word in ${file.name}`);
+}
+
+// The server hears at most 30 s and takes their loudest second; of a longer recording that second is chosen here
+// the same way (250 ms steps), so the upload stays small.
+const MAX_AUDIO_SECONDS = 30;
+function loudestSecond(samples, rate) {
+  const sums = new Float64Array(samples.length + 1);
+  for (let i = 0; i < samples.length; i++) sums[i + 1] = sums[i] + samples[i] * samples[i];
+  let best = 0;
+  for (let start = 0; start + rate <= samples.length; start += rate / 4) {
+    if (sums[start + rate] - sums[start] > sums[best + rate] - sums[best]) best = start;
+  }
+  return samples.subarray(best, best + rate);
 }
 
 function classifyText() {

@@ -362,6 +362,13 @@ async def test_an_opened_recording_is_heard(
     labels = await until(lambda: label_rows(page), seconds=20)
     assert labels[0] == "seven" and len(labels) == 3
     assert page.find_element(By.ID, "labels-of").text == "The word in seven.wav, by kws:"
+    long = tmp_path / "long.wav"  # 40 s, over the server's 30: the page sends its loudest second
+    quiet = np.zeros(40 * 44100, np.float32)
+    quiet[25 * 44100 :][: len(word)] = word
+    wavfile.write(long, 44100, (quiet * 20000).astype(np.int16))
+    await asyncio.to_thread(page.find_element(By.ID, "word-file").send_keys, str(long))
+    await until(lambda: page.find_element(By.ID, "labels-of").text == "The word in long.wav, by kws:")
+    assert label_rows(page)[0] == "seven"
     broken = tmp_path / "notes.wav"
     broken.write_text("not a recording")
     await asyncio.to_thread(page.find_element(By.ID, "word-file").send_keys, str(broken))
