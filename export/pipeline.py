@@ -126,10 +126,13 @@ class ExportOptions:
 
     @property
     def workers(self) -> int:
-        """The checking threads: ``check_workers``, or with 0 one per core this process may run on."""
+        """The checking threads: ``check_workers``, or with 0 one per core this process may run on, at most
+        ``$OMP_NUM_THREADS`` where it is set (a test run or a shared machine asks for fewer threads that way)."""
         if self.check_workers:
             return self.check_workers
-        return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        limit = os.environ.get("OMP_NUM_THREADS", "")
+        return min(cores, int(limit)) if limit.isdigit() and int(limit) > 0 else cores
 
     @property
     def needs_text(self) -> bool:

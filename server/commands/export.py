@@ -93,8 +93,8 @@ def add_command(commands: argparse._SubParsersAction) -> None:
         default=0,
         metavar="N",
         help="threads that check each file against torch, each running its own copy of the file (the text "
-        "discriminator's four files take minutes each on one core); 0: one per CPU core this process may use "
-        "(default: 0)",
+        "discriminator's four files take minutes each on one core); 0: one per CPU core this process may use, at "
+        "most $OMP_NUM_THREADS where it is set (default: 0)",
     )
     add_seed(p, 0, "random inputs and calibration sample (default: 0)")
 
