@@ -72,8 +72,16 @@ def spotter_predictions(path: Path, waves: np.ndarray, unknown_bias: float = 0.0
 
 
 def trained_speakers(path: Path) -> list[str]:
-    """The development speakers a kws checkpoint trained on (``--train-speakers``); none for an exported file."""
+    """The development speakers a kws checkpoint trained on (``--train-speakers``); for an exported file, those its
+    export's manifest.json records (none where the manifest beside it does not list the file)."""
     if path.suffix != ".safetensors":
+        manifest = path.parent / "manifest.json"
+        if not manifest.is_file():
+            return []
+        for entry in json.loads(manifest.read_text(encoding="utf-8")).get("models", {}).values():
+            names = {f.get("file") for fmt in entry.get("files", {}).values() for f in fmt.values()}
+            if path.name in names:
+                return list(entry.get("trained_speakers", []))
         return []
     from server.checkpoint import read_meta
 

@@ -327,6 +327,8 @@ def kws_spec(
             "output": "logits over labels; the top one is the word (unknown: another word; silence: no speech)",
             "evaluation": evaluation,
             "checkpoint_heldout_accuracy": meta["metrics"]["heldout_clean_accuracy"],
+            # the development set's recorded speakers it learned from: benchmarks/kws_real.py leaves them out
+            "trained_speakers": list(meta["data"].get("train_speakers", [])),
             **(
                 {"checkpoint_test_accuracy": meta["metrics"]["test_clean_accuracy"]}
                 if "test_clean_accuracy" in meta["metrics"]

@@ -99,3 +99,17 @@ def test_the_evaluation_set_is_the_test_set() -> None:
     assert spec.info["evaluation"].startswith("the test set: 24 clips of the held-out voices")
     held = kws_spec(KWS_CHECKPOINT, data=data, test_per_label=0)
     assert len(held.real_inputs) == 36 and held.info["evaluation"].startswith("the held-out set: 36 clips")
+
+
+def test_the_manifest_names_the_development_speakers_it_learned_from(exported_kws: Exported) -> None:
+    """The manifest records the recorded speakers the checkpoint trained on, so that benchmarks/kws_real.py leaves
+    them out of an exported file's figures as it does for the checkpoint's."""
+    from benchmarks.kws_real import trained_speakers
+    from server.checkpoint import read_meta
+
+    learned = read_meta(KWS_CHECKPOINT)["data"]["train_speakers"]
+    assert learned  # the committed spotter learned from Allison
+    assert exported_kws.manifest["models"]["kws"]["trained_speakers"] == learned
+    assert trained_speakers(exported_kws.out / "kws.int8.tflite") == learned
+    assert trained_speakers(KWS_CHECKPOINT) == learned
+    assert trained_speakers(exported_kws.out / "not_listed.tflite") == []
