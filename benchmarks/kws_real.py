@@ -11,6 +11,7 @@ clips. A grammar of ten words always answers one of them, so PocketSphinx has no
     python benchmarks/kws_real.py                                     # the committed spotter
     python benchmarks/kws_real.py runs/kws/a.safetensors export/kws.int8.tflite --json
     python benchmarks/kws_real.py --gain -40   # every clip 40 dB quieter, as a distant or badly set microphone
+    python benchmarks/kws_real.py --phone     # 8 kHz G.711 and trimmed to the word, as the issue's recordings
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ sys.path.insert(0, str(ROOT))
 
 from server.data.speech import NUMBER_WORDS  # noqa: E402
 from server.kws.data import UNKNOWN_INDEX  # noqa: E402
-from server.kws.devset import development_set, score  # noqa: E402
+from server.kws.devset import development_set, score, window  # noqa: E402
 
 GRAMMAR = "#JSGF V1.0;\ngrammar numbers;\npublic <number> = " + " | ".join(NUMBER_WORDS) + ";\n"
 PAD_S = 0.3  # silence on each side of a clip for PocketSphinx
@@ -127,6 +128,15 @@ def at_gain(waves: np.ndarray, db: float) -> np.ndarray:
     return (np.round(moved * 32767) / 32767).astype(np.float32)
 
 
+def as_phone(waves: np.ndarray) -> np.ndarray:
+    """Each clip as the issue's held-back recordings were made: through an 8 kHz G.711 mu-law line, trimmed at
+    -30 dB of its peak to the word, and centred again in one second of silence."""
+    from server.kws.perturb import g711, tight_trim
+
+    rng = np.random.default_rng(0)  # tight_trim's extra cut is 0 here: nothing is drawn
+    return np.stack([window(tight_trim(rng, g711(w), max_cut_s=0.0)) for w in waves]).astype(np.float32)
+
+
 def _print(name: str, r: dict) -> None:
     def pct(v: float | None) -> str:
         return "   -  " if v is None else f"{v:6.1%}"
@@ -155,12 +165,17 @@ def main() -> int:
     parser.add_argument("--gain", type=float, default=0.0, metavar="DB",
                         help="move every clip's level by DB decibels first, clipped to full scale and rounded to "
                         "16-bit samples as a WAV file holds them (default: 0, each clip at its own level)")  # fmt: skip
+    parser.add_argument("--phone", action="store_true",
+                        help="every clip through an 8 kHz G.711 line and trimmed to the word first, as the issue's "
+                        "held-back recordings are (after --gain)")  # fmt: skip
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
 
     dev = development_set()
     if args.gain:
         dev = replace(dev, waves=at_gain(dev.waves, args.gain))
+    if args.phone:
+        dev = replace(dev, waves=as_phone(dev.waves))
     # A speaker any of the models trained on (--train-speakers) leaves every summary, PocketSphinx's too, so
     # that all of them are figures on the same clips of people none of them heard.
     trained_on = sorted({s for path in args.models for s in trained_speakers(path)})

@@ -61,3 +61,20 @@ def test_gain_moves_the_level_as_a_wav_file_would_hold_it() -> None:
     assert quiet[0, 3] == 0.0  # under half a 16-bit step
     loud = kws_real.at_gain(waves, 6.0)
     assert loud[1, 0] == 1.0 and loud[1, 1] == -1.0 and loud.dtype == np.float32
+
+
+def test_phone_clips_are_narrow_band_trimmed_and_centred() -> None:
+    """kws_real --phone: a word in quiet padding comes out trimmed to the word, centred in one second of silence,
+    with nothing left above the 8 kHz line's 4 kHz."""
+    t = np.arange(16_000) / 16_000
+    word = (0.5 * np.sin(2 * np.pi * 440 * t[:6_000]) + 0.2 * np.sin(2 * np.pi * 6_000 * t[:6_000])).astype(np.float32)
+    clip = np.zeros(16_000, np.float32)
+    clip[1_000:7_000] = word  # the word off-centre, room noise around it
+    clip[:1_000] = clip[7_000:8_000] = 1e-3
+    (out,) = kws_real.as_phone(clip[None])
+    assert out.shape == (16_000,) and out.dtype == np.float32
+    loud = np.flatnonzero(np.abs(out) > 0.5 * 10 ** (-30 / 20))
+    assert abs((loud[0] + loud[-1]) / 2 - 8_000) < 100  # centred again
+    assert 5_800 < loud[-1] - loud[0] < 6_100  # the word, without its padding
+    spectrum = np.abs(np.fft.rfft(out))
+    assert spectrum[6_000] < 0.01 * spectrum[440]  # the 6 kHz tone is gone
