@@ -4,6 +4,7 @@ installs), stopped when the test is done."""
 from __future__ import annotations
 
 import os
+import random
 import re
 import shutil
 import signal
@@ -21,11 +22,41 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 
+def _ephemeral_start() -> int:
+    """The first port of the kernel's ephemeral range (Linux's default: 32768)."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text(encoding="ascii").split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32_768
+
+
+# Ports for servers that must be told theirs, just below the kernel's ephemeral range: neither a bind to port 0
+# (every test server that can pick its own) nor an outgoing connection is ever given one of these, so a port handed
+# out here stays free until its server binds it. Each pytest-xdist worker draws from its own share.
+PORTS = range(_ephemeral_start() - 12_000, _ephemeral_start()) if _ephemeral_start() > 13_024 else range(20_000, 32_000)
+_handed_out: set[int] = set()
+
+
 def free_port() -> int:
-    """A TCP port free now on 127.0.0.1 (for servers that cannot be told to pick one themselves)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A TCP port free now on 127.0.0.1, that no other call in this test session has handed out or will (for
+    servers that cannot be told to pick one themselves)."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw")
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    share = len(PORTS) // max(workers, 1)
+    start = PORTS.start + share * (int(worker) if worker.isdigit() else 0) % len(PORTS)
+    rng = random.Random()
+    for _ in range(1_000):
+        port = start + rng.randrange(share)
+        if port in _handed_out:
+            continue
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue  # another program's
+        _handed_out.add(port)
+        return port
+    raise RuntimeError(f"no free port in {start}-{start + share - 1}")
 
 
 def program(name: str) -> str:

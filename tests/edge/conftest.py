@@ -19,7 +19,6 @@ import json
 import os
 import re
 import shlex
-import socket
 import subprocess
 import sys
 import threading
@@ -255,11 +254,3 @@ def _drain(process: subprocess.Popen[bytes], lines: list[str]) -> None:
 def server(edge_files: EdgeFiles) -> Iterator[RunningServer]:
     """A text-only server shared by a module's tests (each chat has its own session)."""
     yield from serving(edge_files.text_checkpoint)
-
-
-def free_port() -> int:
-    """A port nothing listens on (bound and released)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port

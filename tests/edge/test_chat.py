@@ -23,11 +23,11 @@ from tests.edge.conftest import (
     RunningServer,
     edge_env,
     edge_python,
-    free_port,
     run_edge,
     serving,
     start_server,
 )
+from tests.services import free_port
 
 SEEDED = ["--seed", "3", "--temperature", "0.8", "--max-tokens", "40"]
 
