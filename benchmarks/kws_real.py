@@ -21,6 +21,7 @@ import json
 import logging
 import sys
 import tempfile
+import wave as wavfile
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -30,9 +31,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from server.audio.resample import resample  # noqa: E402
 from server.data.speech import NUMBER_WORDS  # noqa: E402
-from server.kws.data import UNKNOWN_INDEX  # noqa: E402
-from server.kws.devset import development_set, score, window  # noqa: E402
+from server.kws.data import LABELS, UNKNOWN_INDEX  # noqa: E402
+from server.kws.devset import DevSet, development_set, score, window  # noqa: E402
 
 GRAMMAR = "#JSGF V1.0;\ngrammar numbers;\npublic <number> = " + " | ".join(NUMBER_WORDS) + ";\n"
 PAD_S = 0.3  # silence on each side of a clip for PocketSphinx
@@ -137,6 +139,29 @@ def as_phone(waves: np.ndarray) -> np.ndarray:
     return np.stack([window(tight_trim(rng, g711(w), max_cut_s=0.0)) for w in waves]).astype(np.float32)
 
 
+def write_wavs(folder: Path, dev: DevSet, trained_on: Sequence[str]) -> int:
+    """The people's recordings as the issue's held-back ones are, for the edge client and ``antiphon eval kws``: 8 kHz
+    16-bit mono WAV files trimmed at -30 dB of their peak to the word, in the Speech Commands layout
+    (``folder/seven/tuxpaint-en-3.wav``; other words under ``unknown``). Returns how many it wrote."""
+    from server.kws.perturb import tight_trim
+
+    rng = np.random.default_rng(0)  # nothing drawn: no extra cut
+    written = 0
+    for k, clip in enumerate(dev.waves):
+        if not dev.recorded[k] or dev.speakers[k] in trained_on:
+            continue
+        narrow = resample(tight_trim(rng, clip, max_cut_s=0.0), 16_000, 8_000)
+        path = folder / LABELS[dev.labels[k]] / f"{dev.speakers[k]}-{k}.wav"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with wavfile.open(str(path), "wb") as out:
+            out.setnchannels(1)
+            out.setsampwidth(2)
+            out.setframerate(8_000)
+            out.writeframes((np.clip(narrow, -1, 1) * 32767).round().astype("<i2").tobytes())
+        written += 1
+    return written
+
+
 def _print(name: str, r: dict) -> None:
     def pct(v: float | None) -> str:
         return "   -  " if v is None else f"{v:6.1%}"
@@ -168,6 +193,10 @@ def main() -> int:
     parser.add_argument("--phone", action="store_true",
                         help="every clip through an 8 kHz G.711 line and trimmed to the word first, as the issue's "
                         "held-back recordings are (after --gain)")  # fmt: skip
+    parser.add_argument("--write-wavs", type=Path, metavar="DIR",
+                        help="also write the people's recordings that no model here trained on as 8 kHz WAV files "
+                        "trimmed to the word, in DIR/<label>/, for `antiphon-edge classify audio` and `antiphon eval "
+                        "kws DIR` (after --gain and --phone)")  # fmt: skip
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
 
@@ -179,6 +208,8 @@ def main() -> int:
     # A speaker any of the models trained on (--train-speakers) leaves every summary, PocketSphinx's too, so
     # that all of them are figures on the same clips of people none of them heard.
     trained_on = sorted({s for path in args.models for s in trained_speakers(path)})
+    if args.write_wavs:
+        print(f"{write_wavs(args.write_wavs, dev, trained_on)} WAV files in {args.write_wavs}", file=sys.stderr)
     results = [
         (
             str(path) + (f" (unknown {bias:+g})" if bias else ""),

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import wave
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -78,3 +81,27 @@ def test_phone_clips_are_narrow_band_trimmed_and_centred() -> None:
     assert 5_800 < loud[-1] - loud[0] < 6_100  # the word, without its padding
     spectrum = np.abs(np.fft.rfft(out))
     assert spectrum[6_000] < 0.01 * spectrum[440]  # the 6 kHz tone is gone
+
+
+def test_write_wavs_writes_the_peoples_clips_as_the_issues_recordings(tmp_path: Path) -> None:
+    """kws_real --write-wavs: each recording of a person no model trained on, as an 8 kHz 16-bit mono WAV trimmed to
+    the word, under its label's folder; voices and trained-on speakers are left out."""
+    t = np.arange(16_000) / 16_000
+    word = np.zeros(16_000, np.float32)
+    word[4_000:12_000] = 0.5 * np.sin(2 * np.pi * 300 * t[:8_000])
+    dev = DevSet(
+        waves=np.stack([word, word, word, word]),
+        labels=np.asarray([7, UNKNOWN_INDEX, 7, 7]),
+        speakers=["tuxpaint-en", "tuxpaint-en", "flite-rms", "asterisk-allison"],
+        texts=["seven", "cat", "seven", "seven"],
+        hard=np.zeros(4, bool),
+        recorded=np.asarray([True, True, False, True]),
+    )
+    assert kws_real.write_wavs(tmp_path, dev, ["asterisk-allison"]) == 2
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*.wav")) == [
+        "seven/tuxpaint-en-0.wav",
+        "unknown/tuxpaint-en-1.wav",
+    ]
+    with wave.open(str(tmp_path / "seven" / "tuxpaint-en-0.wav")) as w:
+        assert (w.getframerate(), w.getnchannels(), w.getsampwidth()) == (8_000, 1, 2)
+        assert abs(w.getnframes() - 4_000) < 20  # the word's half second, not the window
