@@ -102,6 +102,16 @@ HARD_NEGATIVES: tuple[str, ...] = (
     # number word in any accent: [h'Ev@n], or ['Ev@n] where the h is dropped
     "heaven", "heavens", "leaven", "eleventh", "seventies", "weighed", "freight", "slate", "lion", "iron",
 )  # fmt: skip
+# The hard negatives that hold a number word whole and go on ("seventeen", "ninety", "sixth", "someone", "weight"):
+# a spotter that pools over the second hears the number word in them and must learn the rest. Measured on espeak-ng
+# (eight accents), the spotter of the twenty-fourth session took "sixteen", "seventeen", "nineteen", "sixty",
+# "seventy", "ninety" and the ordinals for their number word in every accent. ``KWSDataConfig.holder_renderings``
+# renders them more often than the other hard negatives.
+HOLDERS: tuple[str, ...] = (
+    "someone", "anyone", "everyone", "oneself", "forty", "fourteen", "fourth", "fourfold", "fiver", "sixty",
+    "sixteen", "sixth", "seventy", "seventeen", "seventh", "seventies", "eighty", "eighteen", "eighth", "weight",
+    "freight", "nineteen", "ninety", "ninth", "canine",
+)  # fmt: skip
 # Other words of the plays that espeak-ng speaks as a number word or one of its PRONUNCIATIONS in some accent:
 # Roman numerals ("vii" is "roman seven"), "free" (th-fronted three), "fife" (devoiced five), "sex" and "seeks"
 # (six as [s'Eks], [s'i:ks]), and "hate", "height", "hight" (eight in the West Midlands voice). They are not trained
@@ -136,6 +146,12 @@ class KWSDataConfig:
         0,
         "training renderings of each hard negative (server.kws.data.HARD_NEGATIVES: other words that sound in part "
         "like a number word, and short common words), as unknown; 0: none",
+        parse=int,
+    )
+    holder_renderings: int = option(
+        0,
+        "more training renderings of each hard negative that holds a number word whole (server.kws.data.HOLDERS: "
+        "sixteen, ninety, sixth, someone...), beyond --hard-renderings; they join the hard negatives' draws; 0: none",
         parse=int,
     )
 
@@ -186,7 +202,7 @@ class KWSDataConfig:
 
     def validate(self) -> None:
         at_least(self, 1, "per_number", "unknown_words", "heldout_per_label", "train_speaker_copies")
-        at_least(self, 0, "hard_renderings", "voice_renderings", "voice_words", "perturbed_copies")
+        at_least(self, 0, "hard_renderings", "holder_renderings", "voice_renderings", "voice_words", "perturbed_copies")
         within(self, "accent_share", 0, 1)
         from server.kws.recordings import DEVELOPMENT_SPEAKERS  # the speakers' module reads this one's labels
 
@@ -214,8 +230,9 @@ class KWSDataConfig:
 # What a checkpoint that does not record a data field was trained with: none of what came later (the options'
 # defaults may differ: --accent-share is 0.25).
 RECORDED_BEFORE: dict[str, Any] = {
-    "accent_share": 0.0, "hard_renderings": 0, "voice_renderings": 0, "voice_words": 0, "recorded_unknown": False,
-    "stamp_unknown": False, "perturbed_copies": 0, "train_speakers": (), "train_speaker_copies": 1,
+    "accent_share": 0.0, "hard_renderings": 0, "holder_renderings": 0, "voice_renderings": 0, "voice_words": 0,
+    "recorded_unknown": False, "stamp_unknown": False, "perturbed_copies": 0, "train_speakers": (),
+    "train_speaker_copies": 1,
 }  # fmt: skip
 
 
@@ -292,6 +309,12 @@ def training_clips(config: KWSDataConfig, workers: int = 2, progress: bool = Fal
         for w in hard_negatives(config)
         for _ in range(config.hard_renderings)
     ]
+    holder_rng = np.random.default_rng([config.seed, 7])  # after the others: no earlier draw moves
+    clips += [
+        Clip(UNKNOWN_INDEX, w, random_rendering(holder_rng, "train"), hard=True)
+        for w in holders(config)
+        for _ in range(config.holder_renderings)
+    ]
     return BaseClips(clips, _render(clips, workers, progress))
 
 
@@ -316,6 +339,12 @@ def hard_negatives(config: KWSDataConfig) -> list[str]:
     """:data:`HARD_NEGATIVES` less the held-out words (no word is both trained on and held out)."""
     _, held = _word_split(config)
     return [w for w in HARD_NEGATIVES if w not in set(held)]
+
+
+def holders(config: KWSDataConfig) -> list[str]:
+    """:data:`HOLDERS` less the held-out words."""
+    _, held = _word_split(config)
+    return [w for w in HOLDERS if w not in set(held)]
 
 
 def heldout_clips(config: KWSDataConfig, workers: int = 2, progress: bool = False) -> BaseClips:

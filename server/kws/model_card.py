@@ -33,6 +33,9 @@ def kws_card(info: dict[str, Any], config: KWSConfig) -> ModelCard:
     hard_renderings = data.get("hard_renderings", 0)
     if hard_renderings:
         command += f" --hard-renderings {hard_renderings}"
+    holder_renderings = data.get("holder_renderings", 0)
+    if holder_renderings:
+        command += f" --holder-renderings {holder_renderings}"
     unknown_share, hard_share = opts.get("unknown_share"), opts.get("hard_share", 0.0)
     if unknown_share is not None:
         command += f" --unknown-share {unknown_share}"
@@ -102,6 +105,11 @@ def kws_card(info: dict[str, Any], config: KWSConfig) -> ModelCard:
         "a number word's onset, rhyme or a syllable, or hold one inside, and short common words: "
         "`server.kws.data.HARD_NEGATIVES`)"
         if hard_renderings
+        else ""
+    ) + (
+        f"; {holder_renderings} more of each of the {data['holders']} that hold a number word whole and go on "
+        "(`server.kws.data.HOLDERS`: sixteen, ninety, sixth, someone...)"
+        if holder_renderings
         else ""
     )
     mix = (

@@ -15,6 +15,7 @@ from server.kws.augment import AugmentConfig
 from server.kws.data import (
     DEVELOPMENT_WORDS,
     HARD_NEGATIVES,
+    HOLDERS,
     PRONUNCIATIONS,
     SILENCE_INDEX,
     SPOKEN_AS_NUMBERS,
@@ -27,6 +28,7 @@ from server.kws.data import (
     _unknown_clips,
     _word_split,
     hard_negatives,
+    holders,
     training_clips,
     unseen_clips,
     unseen_set,
@@ -82,6 +84,21 @@ def test_training_clips_render_the_pronunciations() -> None:
     for clip, audio in accented:
         assert clip.text[2:-2] in PRONUNCIATIONS[NUMBER_WORDS[clip.label]]
         assert len(audio) > 1600  # more than a tenth of a second of speech
+
+
+def test_holder_renderings_add_the_holders_as_hard_negatives() -> None:
+    """--holder-renderings N: N more renderings of each hard negative that holds a number word, as hard unknown
+    clips after all the others, whose draws do not move."""
+    assert set(HOLDERS) <= set(HARD_NEGATIVES) and len(set(HOLDERS)) == len(HOLDERS)
+    config = KWSDataConfig(per_number=1, unknown_words=2, hard_renderings=1)
+    before = training_clips(config, workers=2)
+    after = training_clips(KWSDataConfig(per_number=1, unknown_words=2, hard_renderings=1, holder_renderings=2), 2)
+    assert after.clips[: len(before.clips)] == before.clips
+    added = after.clips[len(before.clips) :]
+    assert [c.text for c in added] == [w for w in holders(config) for _ in range(2)]
+    assert all(c.label == UNKNOWN_INDEX and c.hard for c in added)
+    assert all(len(a) > 1600 for a in after.audio[len(before.clips) :])  # speech, not silence
+    assert added[0].rendering != added[1].rendering  # each rendering drawn anew
 
 
 def test_no_hard_negative_sounds_like_a_number_word() -> None:
@@ -249,4 +266,5 @@ def test_older_checkpoints_read_without_an_accent_share() -> None:
     assert KWSDataConfig.from_meta(recorded) == KWSDataConfig(250, 1500, 40, 0, 0.0, 0)
     assert not KWSDataConfig.from_meta(recorded).beyond_espeak  # nor speech beyond espeak-ng
     assert KWSDataConfig.from_meta({**recorded, "hard_renderings": 4}).hard_renderings == 4
+    assert KWSDataConfig.from_meta({**recorded, "hard_renderings": 4}).holder_renderings == 0
     assert KWSDataConfig.from_meta({**recorded, "accent_share": 0.5}).accent_share == 0.5

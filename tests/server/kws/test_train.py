@@ -105,6 +105,10 @@ def test_model_card_names_the_unknown_options(tiny_kws_checkpoint: Path, tmp_pat
     card = kws_card(meta, model.config).write(tmp_path / "k.safetensors").read_text(encoding="utf-8")
     assert " --speed-range 0.7,1.4 --hard-renderings 8 " in card
     assert "speed/pitch resampling (x0.7 to x1.4)" in card
+    meta["data"] = {**meta["data"], "holder_renderings": 24, "holders": 25}
+    card = kws_card(meta, model.config).write(tmp_path / "k.safetensors").read_text(encoding="utf-8")
+    assert " --hard-renderings 8 --holder-renderings 24 --unknown-share 0.2 " in card
+    assert "hard negatives (other words" in card and "; 24 more of each of the 25 that hold a number word whole" in card
 
 
 @pytest.mark.parametrize("value", ["0.7", "a,b", "0.7,1.4,2"])
