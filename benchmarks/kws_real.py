@@ -33,7 +33,7 @@ sys.path.insert(0, str(ROOT))
 
 from server.audio.resample import resample  # noqa: E402
 from server.data.speech import NUMBER_WORDS  # noqa: E402
-from server.kws.data import LABELS, UNKNOWN_INDEX  # noqa: E402
+from server.kws.data import HOLDERS, LABELS, UNKNOWN_INDEX  # noqa: E402
 from server.kws.devset import DevSet, development_set, score, window  # noqa: E402
 
 GRAMMAR = "#JSGF V1.0;\ngrammar numbers;\npublic <number> = " + " | ".join(NUMBER_WORDS) + ";\n"
@@ -162,6 +162,16 @@ def write_wavs(folder: Path, dev: DevSet, trained_on: Sequence[str]) -> int:
     return written
 
 
+def espeak_holders(per_word: int = 8, seed: int = 23) -> np.ndarray:
+    """Each word of HOLDERS ("sixteen", "ninety", "someone") said ``per_word`` times by espeak-ng's held-out voices
+    (accents and variants no training reads; the words themselves are trained on), each centred in one second."""
+    from server.data.speech import random_rendering, render_many, trim_silence
+
+    rng = np.random.default_rng(seed)
+    items = [(w, random_rendering(rng, "heldout")) for w in HOLDERS for _ in range(per_word)]
+    return np.stack([window(trim_silence(a)) for a in render_many(items, workers=2)])
+
+
 def _print(name: str, r: dict) -> None:
     def pct(v: float | None) -> str:
         return "   -  " if v is None else f"{v:6.1%}"
@@ -169,7 +179,11 @@ def _print(name: str, r: dict) -> None:
     print(name)
     print(f"  recordings of people: numbers {pct(r['recorded_numbers'])}  other words as unknown "
           f"{pct(r['recorded_unknown'])}   held-out voices: numbers {pct(r['voices_numbers'])}  other words "
-          f"{pct(r['voices_unknown'])}")  # fmt: skip
+          f"{pct(r['voices_unknown'])}   words holding a number word (of {r['n_holders']}) as unknown "
+          f"{pct(r['holders_unknown'])}")  # fmt: skip
+    if "espeak_holders_unknown" in r:
+        print(f"  espeak-ng's held-out voices, the words holding a number word ({len(HOLDERS)} x 8) as unknown "
+              f"{pct(r['espeak_holders_unknown'])}")  # fmt: skip
     for speaker, s in r["speakers"].items():
         mark = "   (trained on: left out of the figures above)" if speaker in r.get("trained_on", []) else ""
         print(f"    {speaker:18s} numbers {pct(s['numbers'])} of {s['n_numbers']:4d}   unknown {pct(s['unknown'])} "
@@ -210,20 +224,20 @@ def main() -> int:
     trained_on = sorted({s for path in args.models for s in trained_speakers(path)})
     if args.write_wavs:
         print(f"{write_wavs(args.write_wavs, dev, trained_on)} WAV files in {args.write_wavs}", file=sys.stderr)
-    results = [
-        (
-            str(path) + (f" (unknown {bias:+g})" if bias else ""),
-            score(spotter_predictions(path, dev.waves, bias), dev, trained_on),
-        )
-        for path in args.models
-        for bias in args.unknown_bias
-    ]
+    holders = espeak_holders()
+    results = []
+    for path in args.models:
+        for bias in args.unknown_bias:
+            r = score(spotter_predictions(path, dev.waves, bias), dev, trained_on)
+            heard = spotter_predictions(path, holders, bias)
+            r["espeak_holders_unknown"] = round(float(np.mean(heard == UNKNOWN_INDEX)), 4)
+            results.append((str(path) + (f" (unknown {bias:+g})" if bias else ""), r))
     if not args.no_pocketsphinx:
         numbers = dev.labels < UNKNOWN_INDEX
         predicted = np.full(len(dev.labels), -1)
         predicted[numbers] = pocketsphinx_predictions(dev.waves[numbers])
         ps = score(predicted, dev, trained_on)
-        for key in ("recorded_unknown", "voices_unknown"):
+        for key in ("recorded_unknown", "voices_unknown", "holders_unknown"):
             ps[key] = None
         for s in ps["speakers"].values():
             s["unknown"] = None

@@ -27,7 +27,7 @@ import numpy as np
 
 from server.data.speech import NUMBER_WORDS
 from server.kws.audio_files import one_second
-from server.kws.data import HARD_NEGATIVES, LABELS, UNKNOWN_INDEX
+from server.kws.data import HARD_NEGATIVES, HOLDERS, LABELS, UNKNOWN_INDEX
 from server.kws.recordings import DEVELOPMENT_SPEAKERS, Utterance, recorded_speaker_names, recorded_speakers
 from server.kws.sources import DEVELOPMENT_VOICES, available_voices, voice_utterances
 
@@ -91,11 +91,15 @@ def score(predicted: np.ndarray, dev: DevSet, trained_on: Sequence[str] = ()) ->
     right = predicted == dev.labels
     speakers = np.asarray(dev.speakers)
     unseen = ~np.isin(speakers, list(trained_on))
+    holder = np.isin(np.asarray(dev.texts), HOLDERS) & ~numbers
     out: dict[str, Any] = {
         "recorded_numbers": _share(right[numbers & dev.recorded & unseen]),
         "recorded_unknown": _share(right[~numbers & dev.recorded & unseen]),
         "voices_numbers": _share(right[numbers & ~dev.recorded]),
         "voices_unknown": _share(right[~numbers & ~dev.recorded]),
+        # the other words that hold a number word whole (HOLDERS: "sixteen", "ninety"), people and voices
+        "holders_unknown": _share(right[holder & unseen]),
+        "n_holders": int((holder & unseen).sum()),
         "trained_on": list(trained_on),
         "speakers": {},
         "words": {},

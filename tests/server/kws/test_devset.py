@@ -31,6 +31,20 @@ def test_report_counts_numbers_and_unknown_per_speaker() -> None:
     assert r["words"]["seven"] == 0.5 and r["words"]["zero"] is None
 
 
+def test_words_holding_a_number_word_have_their_own_figure() -> None:
+    """ "sixteen" or "ninety" heard as unknown, people and voices together, less the speakers trained on."""
+    dev = DevSet(
+        waves=np.zeros((5, 16000), np.float32),
+        labels=np.asarray([UNKNOWN_INDEX, UNKNOWN_INDEX, UNKNOWN_INDEX, UNKNOWN_INDEX, 6]),
+        speakers=["alice", "flite-x", "flite-x", "bob", "alice"],
+        texts=["sixteen", "ninety", "ball", "seventy", "six"],
+        hard=np.asarray([True, True, False, True, False]),
+        recorded=np.asarray([True, False, False, True, True]),
+    )
+    r = score(np.asarray([6, UNKNOWN_INDEX, UNKNOWN_INDEX, 7, 6]), dev, trained_on=["bob"])
+    assert r["n_holders"] == 2 and r["holders_unknown"] == 0.5
+
+
 def test_speakers_a_run_trained_on_leave_the_figures() -> None:
     """A speaker the run trained on keeps its line, marked, and leaves the summaries, the words and the misses."""
     dev = DevSet(
