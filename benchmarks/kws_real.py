@@ -200,7 +200,8 @@ def main() -> int:
     parser.add_argument("--json", action="store_true", help="one JSON object per model")
     parser.add_argument("--unknown-bias", type=lambda v: [float(b) for b in v.split(",")], default=[0.0],
                         metavar="B[,B...]", help="add each B to the checkpoints' unknown logit, a row per model "
-                        "and B: choose a bias on these clips, then train with --unknown-bias (default: 0)")  # fmt: skip
+                        "and B: choose a bias on these clips, then train with --unknown-bias; a list that starts "
+                        "below 0 goes after an equals sign, --unknown-bias=-0.5,0 (default: 0)")  # fmt: skip
     parser.add_argument("--gain", type=float, default=0.0, metavar="DB",
                         help="move every clip's level by DB decibels first, clipped to full scale and rounded to "
                         "16-bit samples as a WAV file holds them (default: 0, each clip at its own level)")  # fmt: skip
