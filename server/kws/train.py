@@ -118,6 +118,13 @@ def train_kws(opts: KWSTrainOptions) -> dict[str, Any]:
         if opts.test_per_label
         else None
     )
+    # The development set before training, not after it: a missing package or voice stops the run at its start,
+    # not after its steps, and the scoring reads the code the run started with.
+    dev = None
+    if opts.real_dev:
+        from server.kws.devset import development_set, score
+
+        dev = development_set()
     log.info(
         "%d training clips, %d held-out clips (%.0f s)", len(base.clips), len(held.clips), time.monotonic() - t_data
     )
@@ -187,10 +194,7 @@ def train_kws(opts: KWSTrainOptions) -> dict[str, Any]:
             "test_clean_confusion": test_clean.confusion,
             "test_noisy_confusion": test_noisy.confusion,
         }
-    if opts.real_dev:
-        from server.kws.devset import development_set, score
-
-        dev = development_set()
+    if dev is not None:
         real = score(predict_logits(model, dev.waves).argmax(axis=1), dev, opts.data.train_speakers)
         tested["real_dev"] = {k: v for k, v in real.items() if k != "number_misses"}
     training = Provenance(

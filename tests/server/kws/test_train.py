@@ -345,3 +345,21 @@ def test_teachers_are_recorded_and_named_on_the_card(tiny_kws_checkpoint: Path, 
     card = out.with_suffix(".md").read_text(encoding="utf-8")
     assert f"--teachers {tiny_kws_checkpoint.name},{tiny_kws_checkpoint.name} --distill-weight 0.7" in card
     assert "70% of the loss distilled from" in card and "at temperature 2" in card
+
+
+def test_the_development_set_is_read_before_any_step(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """--real-dev builds the development set before training, so that a fault there stops the run at its start, not
+    after its steps with nothing saved."""
+    from server.kws import devset
+    from server.training import ClassifierTrainer
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("no development set")
+
+    steps: list[int] = []
+    monkeypatch.setattr(devset, "development_set", broken)
+    monkeypatch.setattr(ClassifierTrainer, "train", lambda *a, **k: steps.append(1))
+    out = tmp_path / "k.safetensors"
+    with pytest.raises(RuntimeError, match="no development set"):
+        train_kws(KWSTrainOptions.dry_run(out=out, real_dev=True))
+    assert steps == [] and not out.exists()
