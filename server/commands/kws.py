@@ -50,8 +50,9 @@ def add_eval(sub: argparse._SubParsersAction) -> None:
         "kws",
         _eval,
         help="accuracy and confusion matrix of the keyword spotter",
-        description="Classify WAV files (any rate, channels and sample format; resampled to 16 kHz mono, the "
-        "loudest second kept, shorter clips centred) and print the accuracy and the confusion matrix (rows: "
+        description="Classify audio files (WAV of any rate, channels and sample format, G.711 WAV, FLAC, Ogg, MP3, "
+        "AIFF and Sun audio through sox; resampled to 16 kHz mono, the loudest second kept, shorter clips centred) "
+        "and print the accuracy and the confusion matrix (rows: "
         "true label, columns: predicted). A file's label is its folder's name (Speech Commands layout: "
         "DIR/seven/a.wav) or its name's prefix (seven_a.wav); other words count as unknown, and folders named "
         "silence or _background_noise_ as silence. With no FILE, the held-out espeak-ng voices are scored: the "

@@ -153,6 +153,39 @@ def test_eval_reads_wav_files_of_any_rate(
     assert [confusion[LABELS.index(w)].sum() for w in ("seven", "two", "unknown")] == [1, 1, 1]
 
 
+def test_eval_reads_telephone_wav_and_other_formats_through_sox(
+    tiny_kws_checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """G.711 WAV files (what 8 kHz telephone recordings often are: the WAV reader refuses them) and FLAC and Ogg files
+    are read through sox, found in folders and scored; a file sox cannot read either is named (exit 2)."""
+    import subprocess
+
+    audio = render("seven", Rendering("en-us+m1", 160, 50, 100), 16_000)
+    folder = tmp_path / "seven"
+    folder.mkdir()
+    wavfile.write(tmp_path / "source.wav", 16_000, (audio * 32767).astype(np.int16))
+    for name, flags in (("a.wav", ["-r", "8000", "-e", "u-law"]), ("b.wav", ["-r", "8000", "-e", "a-law"]),
+                        ("c.flac", []), ("d.ogg", [])):  # fmt: skip
+        subprocess.run(["sox", str(tmp_path / "source.wav"), *flags, str(folder / name)], check=True)
+    (tmp_path / "source.wav").unlink()
+    code = main(["eval", "kws", str(tmp_path), "--checkpoint", str(tiny_kws_checkpoint), "--json"])
+    assert code == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["count"] == 4
+    from server.kws.audio_files import read_wav
+
+    pcm = read_wav(folder / "c.flac")
+    for name in ("a.wav", "b.wav"):  # the codec's 8 kHz: close to the original, not equal
+        narrow = read_wav(folder / name)
+        n = min(len(narrow), len(pcm))  # 8 kHz and back: a sample more or less
+        assert abs(len(narrow) - len(pcm)) <= 2 and np.corrcoef(narrow[:n], pcm[:n])[0, 1] > 0.95
+    (folder / "e.wav").write_text("not audio", encoding="utf-8")
+    with pytest.raises(SystemExit) as info:
+        main(["eval", "kws", str(tmp_path), "--checkpoint", str(tiny_kws_checkpoint)])
+    assert info.value.code == 2
+    assert "e.wav is not a readable audio file" in capsys.readouterr().err
+
+
 def test_spec_augment_zeroes_bands_and_frames() -> None:
     """Masks zero whole mel bands and whole frames, at most the configured widths."""
     features = torch.ones(8, 40, 99)
