@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import shutil
 import struct
 import subprocess
 import threading
@@ -286,6 +287,10 @@ def wav_chunks(path: Path, rate: int, read_bytes: int = 1 << 20) -> Iterator[np.
     except OSError as exc:
         raise InvalidArgument(name, f"not readable ({exc.strerror or exc})") from None
     with f:
+        if f.read(4) not in WAV_MAGICS and shutil.which("sox"):
+            yield from _sox_chunks(path, rate, read_bytes)  # FLAC, Ogg, MP3...: what sox reads
+            return
+        f.seek(0)
         fmt = read_wav_header(f, name)
         produced = False
         for chunk in _decoded_chunks(f, fmt, name, rate, max(1, read_bytes // fmt.frame_bytes)):
@@ -293,6 +298,28 @@ def wav_chunks(path: Path, rate: int, read_bytes: int = 1 << 20) -> Iterator[np.
             yield chunk
     if not produced:
         raise InvalidArgument(name, "no audio (the data chunk holds no whole sample)")
+
+
+def _sox_chunks(path: Path, rate: int, read_bytes: int) -> Iterator[np.ndarray]:
+    """A file that is not WAV, decoded by sox (the Debian package, where installed) to mono PCM16 at ``rate``;
+    what sox cannot read is an InvalidArgument naming the file and sox's reason."""
+    name = str(path)
+    raw = ["-t", "raw", "-e", "signed-integer", "-b", "16", "-c", "1", "-r", str(rate), "-"]
+    with subprocess.Popen(
+        ["sox", "-V1", str(path), *raw], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    ) as proc:  # fmt: skip
+        assert proc.stdout is not None and proc.stderr is not None
+        fmt = WavFormat(WAVE_FORMAT_PCM, 1, rate, 16, None)
+        produced = False
+        source: Any = proc.stdout  # a pipe's reader: BinaryIO's read
+        for chunk in _decoded_chunks(source, fmt, name, rate, max(1, read_bytes // 2)):
+            produced = True
+            yield chunk
+        said = proc.stderr.read().decode("utf-8", "replace").strip().splitlines()
+        code = proc.wait()
+    if code != 0 or not produced:
+        reason = said[-1].removeprefix("sox FAIL formats: ") if said else "no audio"
+        raise InvalidArgument(name, f"not a WAV file, and sox cannot read it ({reason})")
 
 
 def stream_chunks(

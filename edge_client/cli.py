@@ -219,16 +219,17 @@ def build_parser() -> argparse.ArgumentParser:
         _classify_audio,
         "one JSON object per file, with the top three labels",
         model="kws",
-        help="spoken words in WAV files (the kws model)",
-        description="The word said in each WAV file (any sample rate and channel count: mixed down and resampled "
-        "to the model's rate). A clip longer than the model's window (1 s) is read window by window and the "
+        help="spoken words in audio files (the kws model)",
+        description="The word said in each audio file: WAV of any sample rate and channel count (mixed down and "
+        "resampled to the model's rate), other formats (FLAC, Ogg, MP3...) through sox where installed. A clip "
+        "longer than the model's window (1 s) is read window by window and the "
         "most word-like window is reported. Prints `FILE: label (score)`, or one JSON object per file.",
         examples=(
             "antiphon-edge classify audio --models DIR yes.wav seven.wav",
             "antiphon-edge classify audio --models DIR --json recording-48k-stereo.wav",
         ),
     )
-    p.add_argument("files", nargs="+", metavar="FILE", help="WAV files")
+    p.add_argument("files", nargs="+", metavar="FILE", help="WAV files, or others sox reads")
     add_unknown_bias(p)
     p = subcommand(
         kinds,
