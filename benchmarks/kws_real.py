@@ -133,24 +133,22 @@ def at_gain(waves: np.ndarray, db: float) -> np.ndarray:
 def as_phone(waves: np.ndarray) -> np.ndarray:
     """Each clip as the issue's held-back recordings were made: through an 8 kHz G.711 mu-law line, trimmed at
     -30 dB of its peak to the word, and centred again in one second of silence."""
-    from server.kws.perturb import g711, tight_trim
+    from server.kws.perturb import g711, trim_to_word
 
-    rng = np.random.default_rng(0)  # tight_trim's extra cut is 0 here: nothing is drawn
-    return np.stack([window(tight_trim(rng, g711(w), max_cut_s=0.0)) for w in waves]).astype(np.float32)
+    return np.stack([window(trim_to_word(g711(w))) for w in waves]).astype(np.float32)
 
 
 def write_wavs(folder: Path, dev: DevSet, trained_on: Sequence[str]) -> int:
     """The people's recordings as the issue's held-back ones are, for the edge client and ``antiphon eval kws``: 8 kHz
     16-bit mono WAV files trimmed at -30 dB of their peak to the word, in the Speech Commands layout
     (``folder/seven/tuxpaint-en-3.wav``; other words under ``unknown``). Returns how many it wrote."""
-    from server.kws.perturb import tight_trim
+    from server.kws.perturb import trim_to_word
 
-    rng = np.random.default_rng(0)  # nothing drawn: no extra cut
     written = 0
     for k, clip in enumerate(dev.waves):
         if not dev.recorded[k] or dev.speakers[k] in trained_on:
             continue
-        narrow = resample(tight_trim(rng, clip, max_cut_s=0.0), 16_000, 8_000)
+        narrow = resample(trim_to_word(clip), 16_000, 8_000)
         path = folder / LABELS[dev.labels[k]] / f"{dev.speakers[k]}-{k}.wav"
         path.parent.mkdir(parents=True, exist_ok=True)
         with wavfile.open(str(path), "wb") as out:

@@ -33,8 +33,10 @@ def _ephemeral_start() -> int:
 # Ports for servers that must be told theirs, just below the kernel's ephemeral range: neither a bind to port 0
 # (every test server that can pick its own) nor an outgoing connection is ever given one of these, so a port handed
 # out here stays free until its server binds it. Each pytest-xdist worker draws from its own share.
-PORTS = range(_ephemeral_start() - 12_000, _ephemeral_start()) if _ephemeral_start() > 13_024 else range(20_000, 32_000)
+_EPHEMERAL = _ephemeral_start()
+PORTS = range(_EPHEMERAL - 12_000, _EPHEMERAL) if _EPHEMERAL > 13_024 else range(20_000, 32_000)
 _handed_out: set[int] = set()
+_draw = random.Random()
 
 
 def free_port() -> int:
@@ -44,9 +46,8 @@ def free_port() -> int:
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
     share = len(PORTS) // max(workers, 1)
     start = PORTS.start + share * (int(worker) if worker.isdigit() else 0) % len(PORTS)
-    rng = random.Random()
     for _ in range(1_000):
-        port = start + rng.randrange(share)
+        port = start + _draw.randrange(share)
         if port in _handed_out:
             continue
         with socket.socket() as sock:

@@ -337,14 +337,17 @@ def training_words(config: KWSDataConfig) -> list[str]:
 
 def hard_negatives(config: KWSDataConfig) -> list[str]:
     """:data:`HARD_NEGATIVES` less the held-out words (no word is both trained on and held out)."""
-    _, held = _word_split(config)
-    return [w for w in HARD_NEGATIVES if w not in set(held)]
+    return _not_held_out(HARD_NEGATIVES, config)
 
 
 def holders(config: KWSDataConfig) -> list[str]:
     """:data:`HOLDERS` less the held-out words."""
-    _, held = _word_split(config)
-    return [w for w in HOLDERS if w not in set(held)]
+    return _not_held_out(HOLDERS, config)
+
+
+def _not_held_out(words: tuple[str, ...], config: KWSDataConfig) -> list[str]:
+    held = set(_word_split(config)[1])
+    return [w for w in words if w not in held]
 
 
 def heldout_clips(config: KWSDataConfig, workers: int = 2, progress: bool = False) -> BaseClips:

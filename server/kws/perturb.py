@@ -169,13 +169,18 @@ def clip(x: np.ndarray, drive: float) -> np.ndarray:
     return np.clip(x * (drive / peak), -1.0, 1.0).astype(np.float32)
 
 
+def trim_to_word(x: np.ndarray, db: float = -30.0) -> np.ndarray:
+    """``x`` from its first to its last sample above ``db`` of its peak (all of it when none is)."""
+    peak = float(np.max(np.abs(x))) if len(x) else 0.0
+    loud = np.flatnonzero(np.abs(x) > peak * 10 ** (db / 20))
+    return (x[loud[0] : loud[-1] + 1] if loud.size else x).astype(np.float32)
+
+
 def tight_trim(rng: np.random.Generator, x: np.ndarray, max_cut_s: float = 0.04) -> np.ndarray:
     """The word trimmed at -30 dB of its peak, then up to ``max_cut_s`` more cut from its start and its end."""
-    peak = float(np.max(np.abs(x))) if len(x) else 0.0
-    loud = np.flatnonzero(np.abs(x) > peak * 10 ** (-30 / 20))
-    if loud.size == 0:
-        return x.astype(np.float32)
-    y = x[loud[0] : loud[-1] + 1]
+    if not np.any(x):
+        return x.astype(np.float32)  # silence: nothing to trim, nothing drawn
+    y = trim_to_word(x)
     cut = int(max_cut_s * SAMPLE_RATE)
     a, b = int(rng.integers(0, cut + 1)), int(rng.integers(0, cut + 1))
     if len(y) - a - b < len(y) // 2:
